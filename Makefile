@@ -1,0 +1,27 @@
+# graft: developer and CI entry points. See README.md.
+
+GRAFT_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+GRAFT_REDIS_URL ?= redis://127.0.0.1:6379/0
+export GRAFT_DATABASE_URL GRAFT_REDIS_URL
+
+GO ?= go
+
+.DEFAULT_GOAL := test
+.PHONY: services demo test bench vet
+
+# Make sure PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) answer; starts them
+# (installing the Debian packages if missing) when they do not.
+services:
+	./scripts/services.sh
+
+demo: services
+	$(GO) run ./examples/domainrenew
+
+test: services
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+bench: services
+	$(GO) run ./cmd/graft bench -n 20000 -c 256
+
+vet:
+	$(GO) vet ./...

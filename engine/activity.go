@@ -1,0 +1,348 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+)
+
+// RetryPolicy says how a failed activity is retried. The zero value takes the
+// documented defaults.
+type RetryPolicy struct {
+	// InitialInterval is the wait before the first retry. Default 1s.
+	InitialInterval time.Duration
+	// BackoffCoefficient multiplies the wait after each retry. Default 2.
+	BackoffCoefficient float64
+	// MaximumInterval caps the wait. Default 100 × InitialInterval.
+	MaximumInterval time.Duration
+	// MaximumAttempts caps attempts, the first included; 0 means unlimited.
+	MaximumAttempts int
+	// NonRetryableErrorTypes lists ApplicationError types that stop retries.
+	NonRetryableErrorTypes []string
+}
+
+// Delay returns the wait before attempt+1 after attempt failed.
+func (p RetryPolicy) Delay(attempt int) time.Duration {
+	p = p.withDefaults()
+	d := float64(p.InitialInterval) * math.Pow(p.BackoffCoefficient, float64(attempt-1))
+	if d > float64(p.MaximumInterval) {
+		return p.MaximumInterval
+	}
+	return time.Duration(d)
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.InitialInterval <= 0 {
+		p.InitialInterval = time.Second
+	}
+	if p.BackoffCoefficient < 1 {
+		p.BackoffCoefficient = 2
+	}
+	if p.MaximumInterval <= 0 {
+		p.MaximumInterval = 100 * p.InitialInterval
+	}
+	return p
+}
+
+// ActivityOptions configure activity calls. Zero fields take the defaults.
+type ActivityOptions struct {
+	// StartToCloseTimeout bounds one attempt. Default 5 minutes when
+	// ScheduleToCloseTimeout is not set either.
+	StartToCloseTimeout time.Duration
+	// ScheduleToCloseTimeout bounds all attempts together, waits included.
+	ScheduleToCloseTimeout time.Duration
+	// HeartbeatTimeout fails an attempt that has not called Heartbeat for
+	// this long. Zero disables it.
+	HeartbeatTimeout time.Duration
+	// RetryPolicy; nil means the defaults (unlimited attempts, 1s doubling up to 100s).
+	RetryPolicy *RetryPolicy
+}
+
+func mergeOptions(call, def ActivityOptions) ActivityOptions {
+	if call.StartToCloseTimeout == 0 {
+		call.StartToCloseTimeout = def.StartToCloseTimeout
+	}
+	if call.ScheduleToCloseTimeout == 0 {
+		call.ScheduleToCloseTimeout = def.ScheduleToCloseTimeout
+	}
+	if call.HeartbeatTimeout == 0 {
+		call.HeartbeatTimeout = def.HeartbeatTimeout
+	}
+	if call.RetryPolicy == nil {
+		call.RetryPolicy = def.RetryPolicy
+	}
+	if call.StartToCloseTimeout == 0 && call.ScheduleToCloseTimeout == 0 {
+		call.StartToCloseTimeout = 5 * time.Minute
+	}
+	return call
+}
+
+// SnoozeError asks the engine to run the activity again after After without
+// counting an attempt; a rate limiter returns it when no slot is free.
+type SnoozeError struct {
+	After  time.Duration
+	Reason string
+}
+
+func (e *SnoozeError) Error() string { return fmt.Sprintf("snoozed for %v: %s", e.After, e.Reason) }
+
+// Snooze returns a SnoozeError.
+func Snooze(after time.Duration, reason string) error { return &SnoozeError{After: after, Reason: reason} }
+
+type activityCtxKey struct{}
+
+type activityState struct {
+	info    ActivityCallInfo
+	headers Headers
+	mu      sync.Mutex
+	lastHB  time.Time
+	details json.RawMessage
+	prev    json.RawMessage
+}
+
+// GetActivityInfo returns the calling activity's identity, attempt and
+// idempotency key. It panics outside an activity.
+func GetActivityInfo(ctx context.Context) ActivityCallInfo {
+	return mustActivity(ctx).info
+}
+
+// ActivityHeaders returns the headers the activity was called with.
+func ActivityHeaders(ctx context.Context) Headers { return mustActivity(ctx).headers.Clone() }
+
+func mustActivity(ctx context.Context) *activityState {
+	st, _ := ctx.Value(activityCtxKey{}).(*activityState)
+	if st == nil {
+		panic("graft: not called from an activity")
+	}
+	return st
+}
+
+// Heartbeat records that the activity is alive, with optional progress
+// details a retry can resume from (see HeartbeatDetails).
+func Heartbeat(ctx context.Context, details any) {
+	st := mustActivity(ctx)
+	var b json.RawMessage
+	if details != nil {
+		b, _ = json.Marshal(details)
+	}
+	st.mu.Lock()
+	st.lastHB = time.Now()
+	if b != nil {
+		st.details = b
+	}
+	st.mu.Unlock()
+}
+
+// HeartbeatDetails decodes the details the previous attempt last recorded.
+func HeartbeatDetails[T any](ctx context.Context) (T, bool) {
+	var v T
+	st := mustActivity(ctx)
+	if len(st.prev) == 0 || json.Unmarshal(st.prev, &v) != nil {
+		return v, false
+	}
+	return v, true
+}
+
+// runActivity runs the attempts of one activity step and records the outcome.
+func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, opts ActivityOptions, headers Headers) {
+	w := s.w
+	scheduled := time.Now()
+	policy := RetryPolicy{}
+	if opts.RetryPolicy != nil {
+		policy = *opts.RetryPolicy
+	}
+	var scheduleDeadline time.Time
+	if opts.ScheduleToCloseTimeout > 0 {
+		scheduleDeadline = scheduled.Add(opts.ScheduleToCloseTimeout)
+	}
+	info := ActivityCallInfo{Workflow: s.info, ActivityName: def.Name(), ActivityID: fmt.Sprintf("%d", f.seq), ScheduledAt: scheduled,
+		IdempotencyKey: fmt.Sprintf("%s/%s/%d", s.info.WorkflowID, s.info.RunID, f.seq)}
+	var out any
+	var err error
+	var prevDetails json.RawMessage
+	attempt := 1
+	for {
+		info.Attempt = attempt
+		if err = w.acquireActivitySlot(base); err != nil {
+			break
+		}
+		var details json.RawMessage
+		out, details, err = s.attempt(base, def, input, opts, scheduleDeadline, info, headers, prevDetails)
+		w.releaseActivitySlot()
+		if details != nil {
+			prevDetails = details
+		}
+		if err == nil {
+			break
+		}
+		var sn *SnoozeError
+		if errors.As(err, &sn) {
+			if waitErr := sleepCtx(base, sn.After); waitErr != nil {
+				err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
+				break
+			}
+			continue
+		}
+		if base.Err() != nil {
+			err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
+			break
+		}
+		if !retryable(err, policy, attempt) {
+			break
+		}
+		delay := policy.Delay(attempt)
+		if !scheduleDeadline.IsZero() && time.Now().Add(delay).After(scheduleDeadline) {
+			err = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: prevDetails}
+			break
+		}
+		if sleepCtx(base, delay) != nil {
+			err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
+			break
+		}
+		attempt++
+	}
+	var output []byte
+	if err == nil {
+		if output, err = s.e.encodePayload("result of activity "+def.Name(), out); err != nil {
+			err = NewNonRetryableError("PayloadTooLarge", err.Error(), nil)
+		}
+	}
+	now := time.Now()
+	st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepCompleted, Input: input,
+		Output: output, Attempts: attempt, StartedAt: nullTime(scheduled), CompletedAt: nullTime(now)}
+	ev := &CheckpointEvent{Kind: CheckpointActivityCompleted, WorkflowID: s.info.WorkflowID, RunID: s.info.RunID,
+		WorkflowType: s.info.WorkflowType, Headers: headers, Status: StatusRunning, Seq: f.seq, ActivityName: def.Name(),
+		Attempt: attempt, Result: out, At: s.e.cfg.Clock.Now()}
+	if err != nil {
+		st.Status, st.Error = stepFailed, encodeError(err)
+		ev.Kind, ev.Err, ev.Result = CheckpointActivityFailed, err, nil
+		err = decodeError(st.Error) // the workflow sees what a replay would see
+	}
+	if args, derr := def.decodeInput(input); derr == nil {
+		ev.Input = args
+	}
+	s.write(st, []*CheckpointEvent{ev})
+	s.mu.Lock()
+	f.resolveLocked(output, err)
+	s.inflight--
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *runState) cancelReasonOr(def string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cancelReason != "" {
+		return s.cancelReason
+	}
+	return def
+}
+
+func retryable(err error, p RetryPolicy, attempt int) bool {
+	if p.MaximumAttempts > 0 && attempt >= p.MaximumAttempts {
+		return false
+	}
+	var app *ApplicationError
+	if errors.As(err, &app) {
+		if app.NonRetryable || slices.Contains(p.NonRetryableErrorTypes, app.Type) {
+			return false
+		}
+	}
+	var to *TimeoutError
+	if errors.As(err, &to) && to.Kind == TimeoutScheduleToClose {
+		return false
+	}
+	return !isCanceled(err)
+}
+
+// attempt runs one attempt with its timeouts and heartbeat watch. It returns
+// the result, the last heartbeat details and the error.
+func (s *runState) attempt(base context.Context, def activityDef, input []byte, opts ActivityOptions, scheduleDeadline time.Time,
+	info ActivityCallInfo, headers Headers, prev json.RawMessage) (out any, details json.RawMessage, err error) {
+	ctx, cancel := context.WithCancelCause(base)
+	defer cancel(nil)
+	if opts.StartToCloseTimeout > 0 {
+		var c context.CancelFunc
+		ctx, c = context.WithTimeoutCause(ctx, opts.StartToCloseTimeout, &TimeoutError{Kind: TimeoutStartToClose})
+		defer c()
+	}
+	if !scheduleDeadline.IsZero() {
+		var c context.CancelFunc
+		ctx, c = context.WithDeadlineCause(ctx, scheduleDeadline, &TimeoutError{Kind: TimeoutScheduleToClose})
+		defer c()
+	}
+	st := &activityState{info: info, headers: headers, lastHB: time.Now(), prev: prev}
+	ctx = context.WithValue(ctx, activityCtxKey{}, st)
+	if opts.HeartbeatTimeout > 0 {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(opts.HeartbeatTimeout / 4)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					st.mu.Lock()
+					late := time.Since(st.lastHB) > opts.HeartbeatTimeout
+					d := st.details
+					st.mu.Unlock()
+					if late {
+						cancel(&TimeoutError{Kind: TimeoutHeartbeat, HeartbeatDetails: d})
+						return
+					}
+				}
+			}
+		}()
+	}
+	args, err := def.decodeInput(input)
+	if err != nil {
+		return nil, nil, NewNonRetryableError("BadInput", err.Error(), nil)
+	}
+	call := chainActivity(s.ch.activity, func(ctx context.Context, in *ActivityInput) (any, error) {
+		return def.execute(ctx, in.Args)
+	})
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				err = &PanicError{Value: fmt.Sprint(r), Stack: string(debug.Stack())}
+			}
+		}()
+		out, err = call(ctx, &ActivityInput{Info: info, Headers: headers, Args: args})
+	}()
+	st.mu.Lock()
+	details = st.details
+	st.mu.Unlock()
+	if err != nil {
+		var to *TimeoutError
+		if cause := context.Cause(ctx); errors.As(cause, &to) {
+			t := *to
+			if t.HeartbeatDetails == nil {
+				t.HeartbeatDetails = details
+			}
+			err = &t
+		}
+	}
+	return out, details, err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,710 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// IDReusePolicy decides whether a workflow ID whose earlier runs are closed
+// may start again.
+type IDReusePolicy string
+
+// ID reuse policies.
+const (
+	// ReuseAllowDuplicate allows a new run once earlier ones are closed (default).
+	ReuseAllowDuplicate IDReusePolicy = "allow"
+	// ReuseAllowDuplicateFailedOnly allows it only if no earlier run completed.
+	ReuseAllowDuplicateFailedOnly IDReusePolicy = "failed_only"
+	// ReuseRejectDuplicate never reuses an ID.
+	ReuseRejectDuplicate IDReusePolicy = "reject"
+)
+
+// ConflictPolicy decides what a start does when a run with the ID is open.
+type ConflictPolicy string
+
+// Conflict policies.
+const (
+	// ConflictFail returns ErrAlreadyStarted (default).
+	ConflictFail ConflictPolicy = "fail"
+	// ConflictUseExisting returns a handle to the open run.
+	ConflictUseExisting ConflictPolicy = "use_existing"
+)
+
+// StartOptions configure a workflow start. nil means the defaults.
+type StartOptions struct {
+	// ID is the workflow ID; starting twice with one ID never creates two
+	// open runs. Default: a new UUID.
+	ID string
+	// Queue routes the run to workers of that queue. Default "default".
+	Queue string
+	// IDReusePolicy applies when earlier runs of the ID are closed.
+	IDReusePolicy IDReusePolicy
+	// ConflictPolicy applies when a run of the ID is open.
+	ConflictPolicy ConflictPolicy
+	// Headers travel with the run into its activities and children.
+	Headers Headers
+	// Delay postpones the first execution.
+	Delay time.Duration
+}
+
+// Client starts and controls workflows. It is cheap; get one from Engine.Client.
+type Client struct{ e *Engine }
+
+// Client returns a client bound to the engine (and its interceptors).
+func (e *Engine) Client() *Client { return &Client{e: e} }
+
+// RunHandle identifies a started run.
+type RunHandle struct {
+	WorkflowID string
+	RunID      string
+	c          *Client
+}
+
+// Run is a typed handle whose Result decodes into Out.
+type Run[Out any] struct{ RunHandle }
+
+// Start starts the workflow with input in.
+func (w *Workflow[In, Out]) Start(ctx context.Context, c *Client, in In, opts *StartOptions) (*Run[Out], error) {
+	h, err := c.start(ctx, w.name, in, nil, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Run[Out]{RunHandle: *h}, nil
+}
+
+// StartByName starts a registered workflow from JSON input, as an HTTP API
+// would. An unknown name, input that does not decode into the declared type
+// or an oversized payload is refused before anything is written.
+func (c *Client) StartByName(ctx context.Context, name string, input json.RawMessage, opts *StartOptions) (*RunHandle, error) {
+	def := c.e.reg.workflows[name]
+	if def == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownWorkflow, name)
+	}
+	args, err := def.decodeInput(input)
+	if err != nil {
+		return nil, err
+	}
+	return c.start(ctx, name, args, input, opts)
+}
+
+func (c *Client) start(ctx context.Context, name string, args any, raw []byte, opts *StartOptions) (*RunHandle, error) {
+	o := StartOptions{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.ID == "" {
+		o.ID = newRunID()
+	}
+	if o.Queue == "" {
+		o.Queue = "default"
+	}
+	if o.IDReusePolicy == "" {
+		o.IDReusePolicy = ReuseAllowDuplicate
+	}
+	if o.ConflictPolicy == "" {
+		o.ConflictPolicy = ConflictFail
+	}
+	switch {
+	case o.IDReusePolicy != ReuseAllowDuplicate && o.IDReusePolicy != ReuseAllowDuplicateFailedOnly && o.IDReusePolicy != ReuseRejectDuplicate:
+		return nil, fmt.Errorf("graft: StartOptions.IDReusePolicy %q is unknown", o.IDReusePolicy)
+	case o.ConflictPolicy != ConflictFail && o.ConflictPolicy != ConflictUseExisting:
+		return nil, fmt.Errorf("graft: StartOptions.ConflictPolicy %q is unknown", o.ConflictPolicy)
+	case len(o.ID) > 500:
+		return nil, fmt.Errorf("graft: StartOptions.ID is %d bytes, limit is 500", len(o.ID))
+	}
+	res, err := c.call(ctx, &ClientCallInput{Kind: ClientStart, WorkflowID: o.ID, WorkflowType: name, Args: args, Headers: o.Headers.Clone()},
+		func(ctx context.Context, in *ClientCallInput) (any, error) {
+			o.Headers = in.Headers
+			return c.insertStart(ctx, name, in.Args, raw, &o)
+		})
+	if err != nil {
+		return nil, err
+	}
+	return res.(*RunHandle), nil
+}
+
+func (c *Client) insertStart(ctx context.Context, name string, args any, raw []byte, o *StartOptions) (*RunHandle, error) {
+	if c.e.reg.workflows[name] == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownWorkflow, name)
+	}
+	input := raw
+	var err error
+	if input == nil {
+		if input, err = c.e.encodePayload("input of workflow "+name, args); err != nil {
+			return nil, err
+		}
+	} else if c.e.cfg.MaxPayloadBytes > 0 && len(input) > c.e.cfg.MaxPayloadBytes {
+		return nil, fmt.Errorf("%w: input of workflow %s is %d bytes, limit is %d", ErrPayloadTooLarge, name, len(input), c.e.cfg.MaxPayloadBytes)
+	}
+	if o.Headers == nil {
+		o.Headers = Headers{}
+	}
+	now := c.e.cfg.Clock.Now()
+	row := runRow{RunID: newRunID(), WorkflowID: o.ID, WorkflowType: name, Queue: o.Queue, Input: input,
+		Headers: mustJSON(o.Headers), WakeAt: nullTime(now.Add(o.Delay)), StartReason: "start"}
+	spec := &newRunSpec{row: row, reuse: o.IDReusePolicy}
+	// Eager start: a local worker with a free slot takes the run in the same
+	// transaction that creates it, saving a claim round trip.
+	var eager *Worker
+	if o.Delay <= 0 {
+		for _, w := range c.e.localWorkers() {
+			if w.tryReserve(o.Queue, name) {
+				eager = w
+				spec.leaseOwner = w.id
+				break
+			}
+		}
+	}
+	err = c.e.commit.submitWait(ctx, &writeOp{runID: row.RunID, newRun: spec,
+		events: []*CheckpointEvent{{Kind: CheckpointWorkflowStarted, WorkflowID: o.ID, RunID: row.RunID, WorkflowType: name,
+			Headers: o.Headers, Status: StatusPending, Input: args, At: now}}})
+	if eager != nil {
+		if err == nil {
+			row.Status, row.Loads = StatusRunning, 1
+			row.LeaseOwner = nullString(eager.id)
+			eager.launch(&row, nil, nil)
+		} else {
+			<-eager.slots
+		}
+	}
+	if errors.Is(err, ErrAlreadyStarted) {
+		existing, lerr := c.e.store.latestRun(ctx, c.e.db, o.ID)
+		if lerr == nil && isOpen(existing.Status) && o.ConflictPolicy == ConflictUseExisting {
+			return &RunHandle{WorkflowID: o.ID, RunID: existing.RunID, c: c}, nil
+		}
+		return nil, fmt.Errorf("%w: workflow ID %q", ErrAlreadyStarted, o.ID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("graft: start %s: %w", name, err)
+	}
+	return &RunHandle{WorkflowID: o.ID, RunID: row.RunID, c: c}, nil
+}
+
+func (c *Client) call(ctx context.Context, in *ClientCallInput, last func(context.Context, *ClientCallInput) (any, error)) (any, error) {
+	return chainClient(c.e.chains.client, last)(ctx, in)
+}
+
+// Handle returns a handle to the latest run of a workflow ID.
+func (c *Client) Handle(ctx context.Context, workflowID string) (*RunHandle, error) {
+	r, err := c.e.store.latestRun(ctx, c.e.db, workflowID)
+	if err != nil {
+		return nil, err
+	}
+	return &RunHandle{WorkflowID: workflowID, RunID: r.RunID, c: c}, nil
+}
+
+// Result waits for the run to close and decodes its result. It follows
+// continue-as-new and reset to the run that finally closes.
+func (r *Run[Out]) Result(ctx context.Context) (Out, error) {
+	var zero Out
+	raw, err := r.RunHandle.Result(ctx)
+	if err != nil {
+		return zero, err
+	}
+	var v Out
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return zero, fmt.Errorf("graft: decode result: %w", err)
+		}
+	}
+	return v, nil
+}
+
+// Result waits for the run to close and returns its JSON result, or the
+// workflow's error (typed: errors.As works).
+func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
+	e := h.c.e
+	runID := h.RunID
+	for {
+		ch := e.waitChan(runID)
+		r, err := e.store.getRun(ctx, e.db, runID)
+		if err != nil {
+			return nil, err
+		}
+		switch r.Status {
+		case StatusCompleted:
+			return r.Output, nil
+		case StatusFailed, StatusCancelled:
+			return nil, decodeError(r.Error)
+		case StatusContinued, StatusReset:
+			var next string
+			err := e.db.QueryRowContext(ctx, `SELECT run_id FROM `+e.store.runs+` WHERE previous_run_id = $1 ORDER BY created_at DESC LIMIT 1`, runID).Scan(&next)
+			if err != nil {
+				return nil, fmt.Errorf("graft: follow run %s: %w", runID, err)
+			}
+			runID = next
+			continue
+		}
+		t := time.NewTimer(5 * e.cfg.PollInterval)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
+		t.Stop()
+	}
+}
+
+// RunInfo describes a run.
+type RunInfo struct {
+	WorkflowID      string
+	RunID           string
+	WorkflowType    string
+	Queue           string
+	Status          string
+	Input           json.RawMessage
+	Output          json.RawMessage
+	Error           error
+	Headers         Headers
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	ClosedAt        time.Time
+	WakeAt          time.Time
+	CancelRequested bool
+	// Loads counts how many times a worker has loaded the run.
+	Loads         int
+	PreviousRunID string
+	StartReason   string
+	ParentRunID   string
+}
+
+func toInfo(r *runRow) RunInfo {
+	return RunInfo{WorkflowID: r.WorkflowID, RunID: r.RunID, WorkflowType: r.WorkflowType, Queue: r.Queue, Status: r.Status,
+		Input: r.Input, Output: r.Output, Error: decodeError(r.Error), Headers: r.headers(), CreatedAt: r.CreatedAt,
+		UpdatedAt: r.UpdatedAt, ClosedAt: r.ClosedAt.Time, WakeAt: r.WakeAt.Time, CancelRequested: r.CancelRequestedAt.Valid,
+		Loads: r.Loads, PreviousRunID: r.PreviousRunID.String, StartReason: r.StartReason, ParentRunID: r.ParentRunID.String}
+}
+
+// Describe returns the latest run of a workflow ID.
+func (c *Client) Describe(ctx context.Context, workflowID string) (*RunInfo, error) {
+	r, err := c.e.store.latestRun(ctx, c.e.db, workflowID)
+	if err != nil {
+		return nil, err
+	}
+	info := toInfo(r)
+	return &info, nil
+}
+
+// ListFilter selects runs for List. Zero fields do not filter.
+type ListFilter struct {
+	Statuses      []string
+	WorkflowType  string
+	CreatedAfter  time.Time
+	CreatedBefore time.Time
+	// Limit defaults to 100, at most 10000.
+	Limit int
+}
+
+// List returns runs matching the filter, newest first.
+func (c *Client) List(ctx context.Context, f ListFilter) ([]RunInfo, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	if f.Limit > 10000 {
+		return nil, fmt.Errorf("graft: ListFilter.Limit %d is above 10000", f.Limit)
+	}
+	var rows []*runRow
+	q := `SELECT ` + runColumns + ` FROM ` + c.e.store.runs + `
+		WHERE (cardinality($1::text[]) = 0 OR status = ANY($1)) AND ($2 = '' OR workflow_type = $2)
+		  AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::timestamptz IS NULL OR created_at < $4)
+		ORDER BY created_at DESC, run_id DESC LIMIT $5`
+	if err := c.e.db.SelectContext(ctx, &rows, q, pq.Array(f.Statuses), f.WorkflowType, nullTime(f.CreatedAfter), nullTime(f.CreatedBefore), f.Limit); err != nil {
+		return nil, err
+	}
+	out := make([]RunInfo, len(rows))
+	for i, r := range rows {
+		out[i] = toInfo(r)
+	}
+	return out, nil
+}
+
+// StepInfo is one recorded step of a run.
+type StepInfo struct {
+	Seq             int
+	Kind            string
+	Name            string
+	Status          string
+	Attempts        int
+	StartedAt       time.Time
+	CompletedAt     time.Time
+	Duration        time.Duration
+	Input           json.RawMessage
+	Output          json.RawMessage
+	Error           error
+	ChildWorkflowID string
+}
+
+// RunHistory is a run and its steps.
+type RunHistory struct {
+	Run   RunInfo
+	Steps []StepInfo
+}
+
+// History returns every run of a workflow ID, oldest first, each with its
+// steps, timings, attempts and errors. Runs created by reset or
+// continue-as-new appear after the run they replaced.
+func (c *Client) History(ctx context.Context, workflowID string) ([]RunHistory, error) {
+	var rows []*runRow
+	if err := c.e.db.SelectContext(ctx, &rows, `SELECT `+runColumns+` FROM `+c.e.store.runs+` WHERE workflow_id = $1 ORDER BY created_at, run_id`, workflowID); err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, workflowID)
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.RunID
+	}
+	hist, err := c.e.store.loadHistories(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]RunHistory, len(rows))
+	for i, r := range rows {
+		out[i].Run = toInfo(r)
+		for _, st := range hist[r.RunID] {
+			si := StepInfo{Seq: st.Seq, Kind: st.Kind, Name: st.Name, Status: st.Status, Attempts: st.Attempts,
+				StartedAt: st.StartedAt.Time, CompletedAt: st.CompletedAt.Time, Input: st.Input, Output: st.Output,
+				Error: decodeError(st.Error), ChildWorkflowID: st.ChildWorkflowID.String}
+			if st.CompletedAt.Valid && st.StartedAt.Valid {
+				si.Duration = st.CompletedAt.Time.Sub(st.StartedAt.Time)
+			}
+			out[i].Steps = append(out[i].Steps, si)
+		}
+	}
+	return out, nil
+}
+
+// Signal sends a named signal to the open run of a workflow ID. Signals are
+// durable and buffered until the workflow reads them.
+func (c *Client) Signal(ctx context.Context, workflowID, name string, payload any) error {
+	_, err := c.call(ctx, &ClientCallInput{Kind: ClientSignal, WorkflowID: workflowID, Name: name, Args: payload},
+		func(ctx context.Context, in *ClientCallInput) (any, error) {
+			return nil, c.signal(ctx, in.WorkflowID, in.Name, in.Args)
+		})
+	return err
+}
+
+func (c *Client) signal(ctx context.Context, workflowID, name string, payload any) error {
+	if name == "" {
+		return fmt.Errorf("graft: signal name is empty")
+	}
+	b, err := c.e.encodePayload("signal "+name, payload)
+	if err != nil {
+		return err
+	}
+	tx, err := c.e.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	runID, err := c.deliverSignal(ctx, tx, workflowID, name, b)
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	c.e.dispatchWake([]string{runID})
+	return nil
+}
+
+func (c *Client) deliverSignal(ctx context.Context, tx *sqlx.Tx, workflowID, name string, b []byte) (string, error) {
+	s := c.e.store
+	var runID string
+	err := tx.QueryRowContext(ctx, `UPDATE `+s.runs+` SET event_seq = event_seq + 1,
+		wake_at = CASE WHEN status = 'waiting' THEN $2 ELSE wake_at END
+		WHERE workflow_id = $1 AND status IN ('pending','running','waiting') RETURNING run_id`, workflowID, c.e.cfg.Clock.Now()).Scan(&runID)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, lerr := s.latestRun(ctx, tx, workflowID); lerr != nil {
+			return "", lerr
+		}
+		return "", fmt.Errorf("%w: %q", ErrNotRunning, workflowID)
+	}
+	if err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.signals+` (run_id, name, payload) VALUES ($1, $2, $3)`, runID, name, b); err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, s.channel[chanWake], runID); err != nil {
+		return "", err
+	}
+	return runID, nil
+}
+
+// SignalWithStart signals the open run of opts.ID, starting the workflow
+// with in first if no run is open; both happen in one transaction.
+func (w *Workflow[In, Out]) SignalWithStart(ctx context.Context, c *Client, in In, opts *StartOptions, signal string, payload any) (*Run[Out], error) {
+	if opts == nil || opts.ID == "" {
+		return nil, fmt.Errorf("graft: SignalWithStart needs StartOptions.ID")
+	}
+	b, err := c.e.encodePayload("signal "+signal, payload)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		tx, err := c.e.db.BeginTxx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		runID, err := c.deliverSignal(ctx, tx, opts.ID, signal, b)
+		if err == nil {
+			if err = tx.Commit(); err != nil {
+				return nil, err
+			}
+			c.e.dispatchWake([]string{runID})
+			return &Run[Out]{RunHandle{WorkflowID: opts.ID, RunID: runID, c: c}}, nil
+		}
+		tx.Rollback()
+		if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrNotRunning) {
+			return nil, err
+		}
+		o := *opts
+		o.ConflictPolicy = ConflictFail
+		run, err := w.Start(ctx, c, in, &o)
+		if errors.Is(err, ErrAlreadyStarted) {
+			continue // raced with another start: signal the winner
+		}
+		if err != nil {
+			return nil, err
+		}
+		// The run exists and cannot have consumed anything yet; buffer the signal.
+		if err := c.signal(ctx, opts.ID, signal, payload); err != nil {
+			return nil, err
+		}
+		return run, nil
+	}
+	return nil, fmt.Errorf("graft: SignalWithStart %q: gave up after repeated start races", opts.ID)
+}
+
+// Cancel requests cancellation of the open run of a workflow ID (and of the
+// children it waits on). The workflow's context is cancelled at its next
+// step, its running activities' contexts at once. Cancelling a run that is
+// already cancelled is harmless and returns nil.
+func (c *Client) Cancel(ctx context.Context, workflowID, reason string) error {
+	_, err := c.call(ctx, &ClientCallInput{Kind: ClientCancel, WorkflowID: workflowID, Args: reason},
+		func(ctx context.Context, in *ClientCallInput) (any, error) {
+			return nil, c.cancel(ctx, in.WorkflowID, reason)
+		})
+	return err
+}
+
+func (c *Client) cancel(ctx context.Context, workflowID, reason string) error {
+	s := c.e.store
+	tx, err := c.e.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var ids []string
+	err = collectIDs(ctx, tx, `WITH RECURSIVE tree AS (
+			SELECT run_id FROM `+s.runs+` WHERE workflow_id = $1 AND status IN ('pending','running','waiting')
+			UNION
+			SELECT c.run_id FROM `+s.runs+` c JOIN tree t ON c.parent_run_id = t.run_id
+			WHERE c.parent_close_policy = 'cancel' AND c.status IN ('pending','running','waiting'))
+		UPDATE `+s.runs+` r SET cancel_requested_at = COALESCE(r.cancel_requested_at, now()),
+			cancel_reason = COALESCE(r.cancel_reason, $2), event_seq = r.event_seq + 1,
+			wake_at = CASE WHEN r.status IN ('waiting','pending') THEN $3 ELSE r.wake_at END
+		FROM tree WHERE r.run_id = tree.run_id RETURNING r.run_id`, []any{workflowID, reason, c.e.cfg.Clock.Now()},
+		func(id string) { ids = append(ids, id) })
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		r, err := s.latestRun(ctx, tx, workflowID)
+		if err != nil {
+			return err
+		}
+		if r.Status == StatusCancelled {
+			return nil
+		}
+		return fmt.Errorf("%w: %q is %s", ErrNotRunning, workflowID, r.Status)
+	}
+	if err := s.notifyIDs(ctx, tx.Tx, chanWake, ids); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	c.e.dispatchWake(ids)
+	return nil
+}
+
+// ResetOptions choose where a reset cuts the record. Exactly one of the
+// fields must be set.
+type ResetOptions struct {
+	// BeforeLastFailedActivity re-executes from the last failed activity.
+	BeforeLastFailedActivity bool
+	// BeforeStep re-executes from the first step with this name.
+	BeforeStep string
+	// BeforeSeq re-executes from this step number.
+	BeforeSeq int
+	// Reason is recorded on the new run.
+	Reason string
+}
+
+// Reset starts a new run of the workflow that reuses the latest run's record
+// up to the chosen point and executes live from there. An open latest run is
+// closed as "reset". Buffered signals move to the new run. It returns the
+// new run's handle.
+func (c *Client) Reset(ctx context.Context, workflowID string, opts ResetOptions) (*RunHandle, error) {
+	res, err := c.call(ctx, &ClientCallInput{Kind: ClientReset, WorkflowID: workflowID, Args: opts},
+		func(ctx context.Context, in *ClientCallInput) (any, error) { return c.reset(ctx, in.WorkflowID, opts) })
+	if err != nil {
+		return nil, err
+	}
+	return res.(*RunHandle), nil
+}
+
+func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions) (*RunHandle, error) {
+	set := 0
+	for _, b := range []bool{opts.BeforeLastFailedActivity, opts.BeforeStep != "", opts.BeforeSeq > 0} {
+		if b {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, fmt.Errorf("graft: ResetOptions: set exactly one of BeforeLastFailedActivity, BeforeStep, BeforeSeq")
+	}
+	s := c.e.store
+	tx, err := c.e.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	old, err := s.latestRun(ctx, tx, workflowID)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM `+s.runs+` WHERE run_id = $1 FOR UPDATE`, old.RunID); err != nil {
+		return nil, err
+	}
+	var cut sql.NullInt64
+	switch {
+	case opts.BeforeLastFailedActivity:
+		err = tx.QueryRowContext(ctx, `SELECT max(seq) FROM `+s.steps+` WHERE run_id = $1 AND kind = 'activity' AND status = 'failed'`, old.RunID).Scan(&cut)
+	case opts.BeforeStep != "":
+		err = tx.QueryRowContext(ctx, `SELECT min(seq) FROM `+s.steps+` WHERE run_id = $1 AND name = $2`, old.RunID, opts.BeforeStep).Scan(&cut)
+	default:
+		cut = sql.NullInt64{Int64: int64(opts.BeforeSeq), Valid: true}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !cut.Valid {
+		return nil, fmt.Errorf("%w: run %s of %q has no step matching the reset point", ErrNotFound, old.RunID, workflowID)
+	}
+	now := c.e.cfg.Clock.Now()
+	if isOpen(old.Status) {
+		if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET status = 'reset', closed_at = now(), updated_at = now(),
+			lease_owner = NULL WHERE run_id = $1`, old.RunID); err != nil {
+			return nil, err
+		}
+	}
+	newID := newRunID()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.runs+` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
+			parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason)
+		SELECT $2, workflow_id, workflow_type, queue, 'pending', input, headers, $3, parent_run_id, parent_seq, parent_close_policy, run_id, 'reset'
+		FROM `+s.runs+` WHERE run_id = $1`, old.RunID, newID, now); err != nil {
+		if pe, ok := err.(*pq.Error); ok && pe.Code == "23505" {
+			return nil, fmt.Errorf("%w: %q has another open run", ErrAlreadyStarted, workflowID)
+		}
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.steps+` (`+stepColumns+`)
+		SELECT $2, seq, kind, name, status, input, output, error, attempts, started_at, completed_at, fire_at, signal_id, child_workflow_id
+		FROM `+s.steps+` WHERE run_id = $1 AND seq < $3`, old.RunID, newID, cut.Int64); err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE `+s.signals+` SET run_id = $2 WHERE run_id = $1`, old.RunID, newID); err != nil {
+		return nil, err
+	}
+	// Children the old run still waits on now report to the new run.
+	if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET parent_run_id = $2 WHERE parent_run_id = $1
+		AND status IN ('pending','running','waiting')`, old.RunID, newID); err != nil {
+		return nil, err
+	}
+	if err := s.notify(ctx, tx.Tx, chanWork, old.Queue); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	c.e.pokeWorkers()
+	return &RunHandle{WorkflowID: workflowID, RunID: newID, c: c}, nil
+}
+
+// Query answers a query by replaying the latest run's record in this
+// process (which must have the workflow registered) and calling the handler
+// the workflow set. It works whether the run is loaded, unloaded or closed.
+func (c *Client) Query(ctx context.Context, workflowID, name string, args any) (json.RawMessage, error) {
+	res, err := c.call(ctx, &ClientCallInput{Kind: ClientQuery, WorkflowID: workflowID, Name: name, Args: args},
+		func(ctx context.Context, in *ClientCallInput) (any, error) { return c.query(ctx, in.WorkflowID, in.Name, in.Args) })
+	if err != nil {
+		return nil, err
+	}
+	return res.(json.RawMessage), nil
+}
+
+// QueryAs is Query with the answer decoded into T.
+func QueryAs[T any](ctx context.Context, c *Client, workflowID, name string, args any) (T, error) {
+	var v T
+	raw, err := c.Query(ctx, workflowID, name, args)
+	if err != nil {
+		return v, err
+	}
+	err = json.Unmarshal(raw, &v)
+	return v, err
+}
+
+func (c *Client) query(ctx context.Context, workflowID, name string, args any) (json.RawMessage, error) {
+	e := c.e
+	r, err := e.store.latestRun(ctx, e.db, workflowID)
+	if err != nil {
+		return nil, err
+	}
+	def := e.reg.workflows[r.WorkflowType]
+	if def == nil {
+		return nil, fmt.Errorf("%w: %q is not registered in this process", ErrUnknownWorkflow, r.WorkflowType)
+	}
+	hist, err := e.store.loadHistories(ctx, []string{r.RunID})
+	if err != nil {
+		return nil, err
+	}
+	sigs, err := e.store.loadSignals(ctx, []string{r.RunID}, 0)
+	if err != nil {
+		return nil, err
+	}
+	argBytes, err := json.Marshal(args)
+	if err != nil {
+		return nil, fmt.Errorf("%w: query argument: %v", ErrBadInput, err)
+	}
+	ch := buildChains(e.cfg.Interceptors)
+	s := newRunState(e, nil, modeQuery, r, def, &ch, hist[r.RunID], sigs[r.RunID])
+	go s.main()
+	select {
+	case <-s.exited:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	h := s.queries[name]
+	if h == nil {
+		return nil, fmt.Errorf("%w: %q on workflow %q", ErrUnknownQuery, name, workflowID)
+	}
+	out, err := chainQuery(ch.workflow, func(_ context.Context, in *HandleQueryInput) (any, error) { return h(in.Args) })(ctx,
+		&HandleQueryInput{Info: s.info, Name: name, Args: argBytes})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(out)
+}

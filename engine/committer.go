@@ -1,0 +1,379 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// writeOp is one durable change submitted to the group committer. Many ops
+// from many runs share one transaction; an op's done callback runs after that
+// transaction commits or fails.
+type writeOp struct {
+	// runID picks the shard, so one run's ops commit in submission order.
+	runID string
+	// owner is the lease owner that must still hold runID ("" = unfenced,
+	// for client writes).
+	owner string
+
+	newRun  *newRunSpec
+	step    *stepRow
+	fin     *finishSpec
+	events  []*CheckpointEvent
+	done    func(error)
+	started time.Time
+}
+
+// newRunSpec inserts a run (start, child start, continue-as-new).
+type newRunSpec struct {
+	row runRow
+	// reuse is the ID reuse policy checked against closed runs.
+	reuse IDReusePolicy
+	// leaseOwner, when set, starts the run already leased (eager start).
+	leaseOwner string
+	// childStep, when set, is the parent's step recording this child start;
+	// it is written only when the child insert succeeds, and otherwise as a
+	// failed step.
+	childStep *stepRow
+}
+
+// finishSpec moves a running run to waiting or to a closed status.
+type finishSpec struct {
+	status        string
+	output        []byte
+	errJSON       []byte
+	wakeAt        time.Time
+	knownEventSeq int64
+	// parent, when set, receives the result into its child step.
+	parentRunID string
+	parentSeq   int
+}
+
+type committer struct {
+	e      *Engine
+	shards []chan *writeOp
+	wg     sync.WaitGroup
+	stop   chan struct{}
+}
+
+func newCommitter(e *Engine) *committer {
+	c := &committer{e: e, stop: make(chan struct{})}
+	for i := 0; i < e.cfg.CommitShards; i++ {
+		ch := make(chan *writeOp, 4*e.cfg.MaxBatch)
+		c.shards = append(c.shards, ch)
+		c.wg.Add(1)
+		go c.loop(ch)
+	}
+	return c
+}
+
+func (c *committer) submit(op *writeOp) {
+	h := fnv.New32a()
+	h.Write([]byte(op.runID))
+	op.started = time.Now()
+	c.shards[int(h.Sum32())%len(c.shards)] <- op
+}
+
+// submitWait submits op and waits for its commit.
+func (c *committer) submitWait(ctx context.Context, op *writeOp) error {
+	ch := make(chan error, 1)
+	prev := op.done
+	op.done = func(err error) {
+		if prev != nil {
+			prev(err)
+		}
+		ch <- err
+	}
+	c.submit(op)
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *committer) close() {
+	close(c.stop)
+	c.wg.Wait()
+}
+
+func (c *committer) loop(ch chan *writeOp) {
+	defer c.wg.Done()
+	for {
+		var first *writeOp
+		select {
+		case first = <-ch:
+		case <-c.stop:
+			// Drain what is queued, then stop.
+			for {
+				select {
+				case op := <-ch:
+					c.run([]*writeOp{op})
+				default:
+					return
+				}
+			}
+		}
+		batch := []*writeOp{first}
+	drain:
+		for len(batch) < c.e.cfg.MaxBatch {
+			select {
+			case op := <-ch:
+				batch = append(batch, op)
+			default:
+				break drain
+			}
+		}
+		c.run(batch)
+	}
+}
+
+// run commits a batch; if the batch fails as a whole, each op is retried
+// alone so one bad op cannot sink its neighbours.
+func (c *committer) run(batch []*writeOp) {
+	errs, err := c.exec(batch)
+	if err != nil && len(batch) > 1 {
+		for _, op := range batch {
+			c.run([]*writeOp{op})
+		}
+		return
+	}
+	for i, op := range batch {
+		e := err
+		if e == nil {
+			e = errs[i]
+		}
+		if op.done != nil {
+			op.done(e)
+		}
+	}
+	if err == nil {
+		c.e.afterCommit(batch, errs)
+	}
+}
+
+// exec runs one transaction for the batch. It returns a per-op error (for ops
+// that were fenced or refused) or an error for the whole batch.
+func (c *committer) exec(batch []*writeOp) ([]error, error) {
+	ctx := context.Background()
+	s := c.e.store
+	now := c.e.cfg.Clock.Now()
+	errs := make([]error, len(batch))
+
+	tx, err := c.e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+
+	// 1. Run transitions (waiting, closed).
+	var fins []int
+	for i, op := range batch {
+		if op.fin != nil {
+			fins = append(fins, i)
+		}
+	}
+	if len(fins) > 0 {
+		ok, err := s.finishRuns(ctx, tx, now, batch, fins)
+		if err != nil {
+			return nil, fmt.Errorf("finish runs: %w", err)
+		}
+		for _, i := range fins {
+			if !ok[batch[i].runID] {
+				errs[i] = errLeaseLost
+			}
+		}
+	}
+
+	// 2. New runs (starts, children, continue-as-new).
+	var news []int
+	for i, op := range batch {
+		if op.newRun != nil && errs[i] == nil {
+			news = append(news, i)
+		}
+	}
+	if len(news) > 0 {
+		ok, err := s.insertRuns(ctx, tx, c.e.cfg.LeaseTTL, batch, news)
+		if err != nil {
+			return nil, fmt.Errorf("insert runs: %w", err)
+		}
+		for _, i := range news {
+			nr := batch[i].newRun
+			if !ok[nr.row.RunID] {
+				if nr.childStep != nil {
+					// The parent records the refused child start as a failed step.
+					nr.childStep.Status = stepFailed
+					nr.childStep.Error = encodeError(NewNonRetryableError("ChildAlreadyStarted",
+						fmt.Sprintf("child workflow %q is already started", nr.row.WorkflowID), nil))
+				} else {
+					errs[i] = ErrAlreadyStarted
+				}
+			}
+		}
+	}
+
+	// 3. Steps, fenced by the lease.
+	var steps []*stepRow
+	var stepOwners []string
+	var stepIdx []int
+	for i, op := range batch {
+		if errs[i] != nil {
+			continue
+		}
+		st := op.step
+		if op.newRun != nil && op.newRun.childStep != nil {
+			st = op.newRun.childStep
+		}
+		if st != nil {
+			steps = append(steps, st)
+			stepOwners = append(stepOwners, op.owner)
+			stepIdx = append(stepIdx, i)
+		}
+	}
+	if len(steps) > 0 {
+		ok, err := s.insertSteps(ctx, tx, steps, stepOwners)
+		if err != nil {
+			return nil, fmt.Errorf("insert steps: %w", err)
+		}
+		for k, st := range steps {
+			if !ok[stepKey{st.RunID, st.Seq}] {
+				errs[stepIdx[k]] = errLeaseLost
+			}
+		}
+	}
+
+	// 4. Children that closed hand their result to the parent's step and wake it.
+	var parents []string
+	var closed []string
+	for i, op := range batch {
+		if op.fin == nil || errs[i] != nil || op.fin.status == StatusWaiting {
+			continue
+		}
+		closed = append(closed, op.runID)
+		if op.fin.parentRunID == "" {
+			continue
+		}
+		status := stepCompleted
+		if op.fin.status != StatusCompleted {
+			status = stepFailed
+		}
+		errJSON := op.fin.errJSON
+		if op.fin.status == StatusContinued {
+			// The parent waits for the chain's end; a continued run is not it.
+			continue
+		}
+		if err := s.completeParentStep(ctx, tx, op.fin.parentRunID, op.fin.parentSeq, status, op.fin.output, errJSON); err != nil {
+			return nil, fmt.Errorf("complete parent step: %w", err)
+		}
+		parents = append(parents, op.fin.parentRunID)
+	}
+	var woken []string
+	if len(parents) > 0 {
+		if err := s.bumpEvents(ctx, tx, now, parents); err != nil {
+			return nil, fmt.Errorf("wake parents: %w", err)
+		}
+		woken = append(woken, parents...)
+	}
+	if len(closed) > 0 {
+		ids, err := s.cancelChildrenOf(ctx, tx, now, closed, "parent closed")
+		if err != nil {
+			return nil, fmt.Errorf("cancel children: %w", err)
+		}
+		woken = append(woken, ids...)
+	}
+
+	// 5. Checkpoint interceptors, in the same transaction.
+	if hooks := c.e.chains.checkpoint; len(hooks) > 0 {
+		var evs []*CheckpointEvent
+		for i, op := range batch {
+			if errs[i] == nil {
+				evs = append(evs, op.events...)
+			}
+		}
+		if len(evs) > 0 {
+			for _, h := range hooks {
+				if err := h.Checkpoint(ctx, tx, evs); err != nil {
+					return nil, fmt.Errorf("checkpoint interceptor: %w", err)
+				}
+			}
+		}
+	}
+
+	// 6. Notifications go out when the transaction commits.
+	queues := map[string]bool{}
+	var done []string
+	for i, op := range batch {
+		if errs[i] != nil {
+			continue
+		}
+		if op.newRun != nil && op.newRun.leaseOwner == "" {
+			queues[op.newRun.row.Queue] = true
+		}
+		if op.fin != nil && op.fin.status != StatusWaiting {
+			done = append(done, op.runID)
+		}
+	}
+	for q := range queues {
+		if err := s.notify(ctx, tx, chanWork, q); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.notifyIDs(ctx, tx, chanDone, done); err != nil {
+		return nil, err
+	}
+	if err := s.notifyIDs(ctx, tx, chanWake, woken); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	if len(woken) > 0 {
+		c.e.dispatchWake(woken)
+	}
+	return errs, nil
+}
+
+// valuesList renders "($1::t1,$2::t2),(...)" for rows×len(casts) parameters,
+// numbering from start+1.
+func valuesList(rows int, casts []string, start int) string {
+	var b strings.Builder
+	n := start
+	for r := 0; r < rows; r++ {
+		if r > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('(')
+		for i, c := range casts {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			n++
+			fmt.Fprintf(&b, "$%d::%s", n, c)
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// maxParams keeps a statement under PostgreSQL's 65535 bind parameters.
+const maxParams = 60000
+
+func chunks(n, perRow int) [][2]int {
+	size := maxParams / perRow
+	var out [][2]int
+	for i := 0; i < n; i += size {
+		j := i + size
+		if j > n {
+			j = n
+		}
+		out = append(out, [2]int{i, j})
+	}
+	return out
+}
+
+var _ = sql.ErrNoRows

@@ -1,0 +1,250 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// Engine is graft's durable execution engine: the registry of workflows and
+// activities, the group committer that records their steps, and the
+// LISTEN connection that wakes workers and waiters.
+type Engine struct {
+	cfg    Config
+	db     *sqlx.DB
+	store  *store
+	reg    *registry
+	chains chains
+	commit *committer
+
+	listener *pq.Listener
+	closed   chan struct{}
+	once     sync.Once
+
+	mu      sync.Mutex
+	workers []*Worker
+	waiters map[string][]chan struct{}
+}
+
+// New creates an engine. Call Migrate once (any process may), Register the
+// definitions, then create workers and clients.
+func New(cfg Config) (*Engine, error) {
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		cfg: c, db: c.DB, store: newStore(c.DB, c.Schema), reg: newRegistry(),
+		chains: buildChains(c.Interceptors), closed: make(chan struct{}), waiters: map[string][]chan struct{}{},
+	}
+	e.commit = newCommitter(e)
+	e.listener = pq.NewListener(c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
+		if ev == pq.ListenerEventReconnected {
+			// Notices may have been missed while disconnected: look again.
+			e.pokeWorkers()
+			e.pokeWaiters()
+		}
+	})
+	for _, ch := range e.store.channel {
+		if err := e.listener.Listen(ch); err != nil {
+			e.listener.Close()
+			e.commit.close()
+			return nil, fmt.Errorf("graft: listen %s: %w", ch, err)
+		}
+	}
+	go e.listen()
+	go e.retentionLoop()
+	return e, nil
+}
+
+// Register adds workflow and activity definitions. Names must be unique.
+func (e *Engine) Register(defs ...Definition) error {
+	for _, d := range defs {
+		if err := e.reg.add(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DB returns the database the engine uses.
+func (e *Engine) DB() *sqlx.DB { return e.db }
+
+// Schema returns graft's schema name.
+func (e *Engine) Schema() string { return e.cfg.Schema }
+
+// Close stops the committer and the listener. Stop workers first.
+func (e *Engine) Close() error {
+	e.once.Do(func() {
+		close(e.closed)
+		e.commit.close()
+		e.listener.Close()
+	})
+	return nil
+}
+
+func (e *Engine) addWorker(w *Worker) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.workers = append(e.workers, w)
+}
+
+func (e *Engine) removeWorker(w *Worker) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, x := range e.workers {
+		if x == w {
+			e.workers = append(e.workers[:i], e.workers[i+1:]...)
+			return
+		}
+	}
+}
+
+func (e *Engine) localWorkers() []*Worker {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]*Worker(nil), e.workers...)
+}
+
+func (e *Engine) listen() {
+	work, done, wake := e.store.channel[chanWork], e.store.channel[chanDone], e.store.channel[chanWake]
+	for {
+		select {
+		case <-e.closed:
+			return
+		case n := <-e.listener.Notify:
+			if n == nil {
+				continue
+			}
+			switch n.Channel {
+			case work:
+				e.pokeWorkers()
+			case done:
+				e.dispatchDone(strings.Split(n.Extra, ","))
+			case wake:
+				e.dispatchWake(strings.Split(n.Extra, ","))
+			}
+		case <-time.After(time.Minute):
+			go e.listener.Ping()
+		}
+	}
+}
+
+func (e *Engine) pokeWorkers() {
+	for _, w := range e.localWorkers() {
+		w.wakeUp()
+	}
+}
+
+// dispatchWake tells local workers that hold these runs to refresh them.
+func (e *Engine) dispatchWake(ids []string) {
+	for _, w := range e.localWorkers() {
+		for _, id := range ids {
+			if s := w.local(id); s != nil {
+				go s.refresh(context.Background())
+			}
+		}
+	}
+	e.pokeWorkers()
+}
+
+func (e *Engine) dispatchDone(ids []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, id := range ids {
+		for _, ch := range e.waiters[id] {
+			close(ch)
+		}
+		delete(e.waiters, id)
+	}
+}
+
+func (e *Engine) pokeWaiters() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id, chs := range e.waiters {
+		for _, ch := range chs {
+			close(ch)
+		}
+		delete(e.waiters, id)
+	}
+}
+
+// waitChan returns a channel closed when runID is announced closed.
+func (e *Engine) waitChan(runID string) chan struct{} {
+	ch := make(chan struct{})
+	e.mu.Lock()
+	e.waiters[runID] = append(e.waiters[runID], ch)
+	e.mu.Unlock()
+	return ch
+}
+
+// afterCommit delivers in-process what the batch's notifications will also
+// tell other processes, without waiting for the round trip.
+func (e *Engine) afterCommit(batch []*writeOp, errs []error) {
+	var done []string
+	for i, op := range batch {
+		if errs[i] == nil && op.fin != nil && op.fin.status != StatusWaiting {
+			done = append(done, op.runID)
+		}
+	}
+	if len(done) > 0 {
+		e.dispatchDone(done)
+	}
+}
+
+// retentionLoop removes closed runs past the retention period, in bounded
+// batches so it never holds long locks.
+func (e *Engine) retentionLoop() {
+	if e.cfg.Retention < 0 {
+		return
+	}
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.closed:
+			return
+		case <-t.C:
+			_, _ = e.PurgeClosed(context.Background(), e.cfg.Clock.Now().Add(-e.cfg.Retention), 1000)
+		}
+	}
+}
+
+// PurgeClosed deletes up to limit closed runs that closed before cutoff, with
+// their steps and signals, and returns how many it removed.
+func (e *Engine) PurgeClosed(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	s := e.store
+	var n int
+	err := e.db.QueryRowContext(ctx, `WITH gone AS (
+			DELETE FROM `+s.runs+` WHERE run_id IN (
+				SELECT run_id FROM `+s.runs+` WHERE closed_at < $1 ORDER BY closed_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING run_id),
+		st AS (DELETE FROM `+s.steps+` WHERE run_id IN (SELECT run_id FROM gone)),
+		sg AS (DELETE FROM `+s.signals+` WHERE run_id IN (SELECT run_id FROM gone))
+		SELECT count(*) FROM gone`, cutoff, limit).Scan(&n)
+	return n, err
+}
+
+func newRunID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,215 @@
+package engine
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+)
+
+// Sentinel errors returned by the Client and the worker.
+var (
+	// ErrNotFound means no workflow run matches the given ID.
+	ErrNotFound = errors.New("graft: workflow not found")
+	// ErrAlreadyStarted means a start was refused by the ID reuse or conflict policy.
+	ErrAlreadyStarted = errors.New("graft: workflow already started")
+	// ErrUnknownWorkflow means no workflow definition is registered under the name.
+	ErrUnknownWorkflow = errors.New("graft: unknown workflow type")
+	// ErrUnknownActivity means no activity definition is registered under the name.
+	ErrUnknownActivity = errors.New("graft: unknown activity type")
+	// ErrUnknownQuery means the workflow registered no handler for the query name.
+	ErrUnknownQuery = errors.New("graft: unknown query")
+	// ErrPayloadTooLarge means an encoded payload exceeds Config.MaxPayloadBytes.
+	ErrPayloadTooLarge = errors.New("graft: payload too large")
+	// ErrBadInput means a payload does not decode into the declared type.
+	ErrBadInput = errors.New("graft: input does not decode into the declared type")
+	// ErrNotRunning means the workflow is closed and cannot take the call (signal, cancel).
+	ErrNotRunning = errors.New("graft: workflow is not running")
+	// errLeaseLost is internal: this worker no longer owns the run it tried to write.
+	errLeaseLost = errors.New("graft: lease lost")
+)
+
+// ApplicationError is a failure raised by workflow or activity code. It survives
+// persistence: after a replay, errors.As still finds it with the same fields.
+type ApplicationError struct {
+	// Type classifies the error; retry policies match NonRetryableErrorTypes on it.
+	Type string
+	// Message is the human-readable text.
+	Message string
+	// NonRetryable stops activity retries at once.
+	NonRetryable bool
+	// Details carries JSON the raiser attached.
+	Details json.RawMessage
+	// Cause is the wrapped error, also persisted.
+	Cause error
+}
+
+// NewApplicationError returns a retryable ApplicationError of the given type.
+func NewApplicationError(typ, msg string, details any) *ApplicationError {
+	e := &ApplicationError{Type: typ, Message: msg}
+	if details != nil {
+		e.Details, _ = json.Marshal(details)
+	}
+	return e
+}
+
+// NewNonRetryableError returns an ApplicationError that stops retries.
+func NewNonRetryableError(typ, msg string, details any) *ApplicationError {
+	e := NewApplicationError(typ, msg, details)
+	e.NonRetryable = true
+	return e
+}
+
+func (e *ApplicationError) Error() string {
+	if e.Type != "" {
+		return e.Type + ": " + e.Message
+	}
+	return e.Message
+}
+
+// Unwrap returns the cause.
+func (e *ApplicationError) Unwrap() error { return e.Cause }
+
+// TimeoutKind says which timeout fired.
+type TimeoutKind string
+
+// Timeout kinds.
+const (
+	TimeoutStartToClose    TimeoutKind = "start_to_close"
+	TimeoutScheduleToClose TimeoutKind = "schedule_to_close"
+	TimeoutHeartbeat       TimeoutKind = "heartbeat"
+)
+
+// TimeoutError reports an activity timeout. HeartbeatDetails holds the last
+// details the activity recorded, so a retry can resume from them.
+type TimeoutError struct {
+	Kind             TimeoutKind
+	HeartbeatDetails json.RawMessage
+}
+
+func (e *TimeoutError) Error() string { return "activity timeout (" + string(e.Kind) + ")" }
+
+// CanceledError reports that the workflow or activity was cancelled.
+type CanceledError struct{ Reason string }
+
+func (e *CanceledError) Error() string {
+	if e.Reason == "" {
+		return "canceled"
+	}
+	return "canceled: " + e.Reason
+}
+
+// Is lets errors.Is(err, context.Canceled)-style checks treat all CanceledErrors alike.
+func (e *CanceledError) Is(target error) bool {
+	_, ok := target.(*CanceledError)
+	return ok
+}
+
+// NonDeterminismError means a replay asked for a different step than the record holds.
+type NonDeterminismError struct {
+	Seq       int
+	Recorded  string
+	Requested string
+}
+
+func (e *NonDeterminismError) Error() string {
+	return fmt.Sprintf("non-determinism at step %d: history has %s, workflow asked for %s", e.Seq, e.Recorded, e.Requested)
+}
+
+// PanicError is a recovered panic with its stack.
+type PanicError struct {
+	Value string
+	Stack string
+}
+
+func (e *PanicError) Error() string { return "panic: " + e.Value }
+
+// errorRecord is the persisted form of an error chain.
+type errorRecord struct {
+	Kind         string          `json:"kind"`
+	Type         string          `json:"type,omitempty"`
+	Message      string          `json:"message"`
+	NonRetryable bool            `json:"non_retryable,omitempty"`
+	Details      json.RawMessage `json:"details,omitempty"`
+	Stack        string          `json:"stack,omitempty"`
+	Seq          int             `json:"seq,omitempty"`
+	Cause        *errorRecord    `json:"cause,omitempty"`
+}
+
+// encodeError turns any error into its persisted JSON form.
+func encodeError(err error) []byte {
+	if err == nil {
+		return nil
+	}
+	b, _ := json.Marshal(toRecord(err))
+	return b
+}
+
+func toRecord(err error) *errorRecord {
+	if err == nil {
+		return nil
+	}
+	var (
+		app *ApplicationError
+		to  *TimeoutError
+		ca  *CanceledError
+		nd  *NonDeterminismError
+		pe  *PanicError
+	)
+	switch {
+	case errors.As(err, &app):
+		return &errorRecord{Kind: "application", Type: app.Type, Message: app.Message, NonRetryable: app.NonRetryable, Details: app.Details, Cause: toRecord(app.Cause)}
+	case errors.As(err, &to):
+		return &errorRecord{Kind: "timeout", Type: string(to.Kind), Message: to.Error(), Details: to.HeartbeatDetails}
+	case errors.As(err, &ca):
+		return &errorRecord{Kind: "canceled", Message: ca.Reason}
+	case errors.As(err, &nd):
+		return &errorRecord{Kind: "nondeterminism", Type: nd.Recorded, Message: nd.Requested, Seq: nd.Seq, NonRetryable: true}
+	case errors.As(err, &pe):
+		return &errorRecord{Kind: "panic", Message: pe.Value, Stack: pe.Stack}
+	}
+	return &errorRecord{Kind: "application", Type: typeName(err), Message: err.Error(), Cause: toRecord(errors.Unwrap(err))}
+}
+
+func typeName(err error) string {
+	t := reflect.TypeOf(err)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Name()
+}
+
+// decodeError rebuilds the typed error from its persisted form.
+func decodeError(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	var r errorRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return &ApplicationError{Type: "undecodable", Message: string(b)}
+	}
+	return fromRecord(&r)
+}
+
+func fromRecord(r *errorRecord) error {
+	if r == nil {
+		return nil
+	}
+	switch r.Kind {
+	case "timeout":
+		return &TimeoutError{Kind: TimeoutKind(r.Type), HeartbeatDetails: r.Details}
+	case "canceled":
+		return &CanceledError{Reason: r.Message}
+	case "nondeterminism":
+		return &NonDeterminismError{Seq: r.Seq, Recorded: r.Type, Requested: r.Message}
+	case "panic":
+		return &PanicError{Value: r.Message, Stack: r.Stack}
+	}
+	return &ApplicationError{Type: r.Type, Message: r.Message, NonRetryable: r.NonRetryable, Details: r.Details, Cause: fromRecord(r.Cause)}
+}
+
+// isCanceled reports whether err is a cancellation.
+func isCanceled(err error) bool {
+	var ca *CanceledError
+	return errors.As(err, &ca)
+}

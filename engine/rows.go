@@ -1,0 +1,122 @@
+package engine
+
+import (
+	"database/sql"
+	"encoding/json"
+	"time"
+)
+
+// Run statuses as stored.
+const (
+	StatusPending   = "pending"
+	StatusRunning   = "running"
+	StatusWaiting   = "waiting"
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+	StatusCancelled = "cancelled"
+	// StatusContinued closes a run that continued as new.
+	StatusContinued = "continued"
+	// StatusReset closes a run replaced by a reset.
+	StatusReset = "reset"
+)
+
+func isOpen(status string) bool {
+	return status == StatusPending || status == StatusRunning || status == StatusWaiting
+}
+
+// Step kinds as stored.
+const (
+	stepActivity   = "activity"
+	stepTimer      = "timer"
+	stepSignal     = "signal"
+	stepSideEffect = "side_effect"
+	stepSelect     = "select"
+	stepChild      = "child"
+	stepCancel     = "cancel"
+	stepVersion    = "version"
+)
+
+// Step statuses as stored.
+const (
+	stepCompleted = "completed"
+	stepFailed    = "failed"
+	stepStarted   = "started"
+)
+
+// runRow mirrors graft.runs.
+type runRow struct {
+	RunID             string         `db:"run_id"`
+	WorkflowID        string         `db:"workflow_id"`
+	WorkflowType      string         `db:"workflow_type"`
+	Queue             string         `db:"queue"`
+	Status            string         `db:"status"`
+	Input             []byte         `db:"input"`
+	Output            []byte         `db:"output"`
+	Error             []byte         `db:"error"`
+	Headers           []byte         `db:"headers"`
+	CreatedAt         time.Time      `db:"created_at"`
+	UpdatedAt         time.Time      `db:"updated_at"`
+	ClosedAt          sql.NullTime   `db:"closed_at"`
+	WakeAt            sql.NullTime   `db:"wake_at"`
+	LeaseOwner        sql.NullString `db:"lease_owner"`
+	LeaseExpiresAt    sql.NullTime   `db:"lease_expires_at"`
+	EventSeq          int64          `db:"event_seq"`
+	CancelRequestedAt sql.NullTime   `db:"cancel_requested_at"`
+	CancelReason      sql.NullString `db:"cancel_reason"`
+	ParentRunID       sql.NullString `db:"parent_run_id"`
+	ParentSeq         sql.NullInt64  `db:"parent_seq"`
+	ParentClosePolicy sql.NullString `db:"parent_close_policy"`
+	PreviousRunID     sql.NullString `db:"previous_run_id"`
+	StartReason       string         `db:"start_reason"`
+	Loads             int            `db:"loads"`
+}
+
+const runColumns = `run_id, workflow_id, workflow_type, queue, status, input, output, error, headers,
+	created_at, updated_at, closed_at, wake_at, lease_owner, lease_expires_at, event_seq,
+	cancel_requested_at, cancel_reason, parent_run_id, parent_seq, parent_close_policy,
+	previous_run_id, start_reason, loads`
+
+func (r *runRow) headers() Headers {
+	h := Headers{}
+	if len(r.Headers) > 0 {
+		_ = json.Unmarshal(r.Headers, &h)
+	}
+	return h
+}
+
+// stepRow mirrors graft.steps.
+type stepRow struct {
+	RunID           string         `db:"run_id"`
+	Seq             int            `db:"seq"`
+	Kind            string         `db:"kind"`
+	Name            string         `db:"name"`
+	Status          string         `db:"status"`
+	Input           []byte         `db:"input"`
+	Output          []byte         `db:"output"`
+	Error           []byte         `db:"error"`
+	Attempts        int            `db:"attempts"`
+	StartedAt       sql.NullTime   `db:"started_at"`
+	CompletedAt     sql.NullTime   `db:"completed_at"`
+	FireAt          sql.NullTime   `db:"fire_at"`
+	SignalID        sql.NullInt64  `db:"signal_id"`
+	ChildWorkflowID sql.NullString `db:"child_workflow_id"`
+}
+
+const stepColumns = `run_id, seq, kind, name, status, input, output, error, attempts,
+	started_at, completed_at, fire_at, signal_id, child_workflow_id`
+
+// signalRow mirrors graft.signals.
+type signalRow struct {
+	ID        int64     `db:"id"`
+	RunID     string    `db:"run_id"`
+	Name      string    `db:"name"`
+	Payload   []byte    `db:"payload"`
+	CreatedAt time.Time `db:"created_at"`
+}
+
+func nullTime(t time.Time) sql.NullTime { return sql.NullTime{Time: t, Valid: !t.IsZero()} }
+func nullString(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
+}
+
+func nullInt(v int64) sql.NullInt64 { return sql.NullInt64{Int64: v, Valid: true} }

@@ -1,0 +1,553 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+type runMode int
+
+const (
+	modeLive  runMode = iota
+	modeQuery         // replay only, to answer a query; stops at the first live step
+)
+
+// runState is one loaded run: the record read from the database and the
+// goroutine executing the workflow function against it.
+type runState struct {
+	e       *Engine
+	w       *Worker // nil in query mode
+	mode    runMode
+	row     *runRow
+	def     workflowDef
+	info    WorkflowInfo
+	headers Headers
+	ch      *chains
+
+	// Owned by the workflow goroutine.
+	history      map[int]*stepRow
+	lastRecorded int
+	seq          int
+	queries      map[string]func([]byte) (any, error)
+	rnd          *randSource
+
+	mu             sync.Mutex
+	wake           chan struct{}
+	signals        []*signalRow // buffered, not yet consumed, in id order
+	maxSignalID    int64
+	consumed       map[int64]bool
+	eventSeq       int64
+	cancelReq      bool
+	cancelReason   string
+	cancelObserved bool
+	children       map[int]*future
+	inflight       int
+	replayingFlag  bool
+	draining       bool
+
+	// cancelCtx is cancelled when cancellation is requested (or the run is
+	// dropped); runCtx only when the run is dropped. Activities started from
+	// a disconnected workflow context use runCtx.
+	runCtx       context.Context
+	dropRun      context.CancelFunc
+	cancelCtx    context.Context
+	cancelActive context.CancelFunc
+	abandoned    chan struct{}
+	abandonOnce  sync.Once
+	exited       chan struct{}
+}
+
+func newRunState(e *Engine, w *Worker, mode runMode, row *runRow, def workflowDef, ch *chains, steps []*stepRow, sigs []*signalRow) *runState {
+	s := &runState{
+		e: e, w: w, mode: mode, row: row, def: def, ch: ch,
+		info:      WorkflowInfo{WorkflowID: row.WorkflowID, RunID: row.RunID, WorkflowType: row.WorkflowType, Queue: row.Queue, Attempt: row.Loads},
+		headers:   row.headers(),
+		history:   map[int]*stepRow{},
+		seq:       1,
+		queries:   map[string]func([]byte) (any, error){},
+		wake:      make(chan struct{}, 1),
+		consumed:  map[int64]bool{},
+		children:  map[int]*future{},
+		eventSeq:  row.EventSeq,
+		abandoned: make(chan struct{}),
+		exited:    make(chan struct{}),
+	}
+	if row.CancelRequestedAt.Valid {
+		s.cancelReq = true
+		s.cancelReason = row.CancelReason.String
+	}
+	for _, st := range steps {
+		s.history[st.Seq] = st
+		if st.Seq > s.lastRecorded {
+			s.lastRecorded = st.Seq
+		}
+		if st.Kind == stepSignal && st.SignalID.Valid {
+			s.consumed[st.SignalID.Int64] = true
+		}
+	}
+	s.replayingFlag = s.lastRecorded > 0
+	s.addSignals(sigs)
+	s.runCtx, s.dropRun = context.WithCancel(context.Background())
+	s.cancelCtx, s.cancelActive = context.WithCancel(s.runCtx)
+	if s.cancelReq {
+		s.cancelActive()
+	}
+	return s
+}
+
+func (s *runState) replaying() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.replayingFlag
+}
+
+// nextSeq hands out the next step number and ends the replay phase once the
+// record is exhausted.
+func (s *runState) nextSeq() (int, *stepRow) {
+	seq := s.seq
+	s.seq++
+	rec := s.history[seq]
+	if rec == nil && seq > s.lastRecorded {
+		s.mu.Lock()
+		s.replayingFlag = false
+		s.mu.Unlock()
+	}
+	return seq, rec
+}
+
+// peek returns the record at the next sequence without consuming it.
+func (s *runState) peek() *stepRow { return s.history[s.seq] }
+
+func (s *runState) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *runState) addSignals(sigs []*signalRow) {
+	for _, sg := range sigs {
+		if sg.ID <= s.maxSignalID {
+			continue
+		}
+		s.maxSignalID = sg.ID
+		if !s.consumed[sg.ID] {
+			s.signals = append(s.signals, sg)
+		}
+	}
+}
+
+// nondeterminism aborts the workflow goroutine with a NonDeterminismError.
+type nondeterminismPanic struct{ err *NonDeterminismError }
+
+func describeStep(kind, name string) string {
+	if name == "" {
+		return kind
+	}
+	return fmt.Sprintf("%s %q", kind, name)
+}
+
+// expect checks that a record matches the step the workflow asks for.
+func (s *runState) expect(seq int, rec *stepRow, kind, name string) {
+	if rec.Kind != kind || (name != "" && rec.Name != name) {
+		panic(nondeterminismPanic{&NonDeterminismError{Seq: seq, Recorded: describeStep(rec.Kind, rec.Name), Requested: describeStep(kind, name)}})
+	}
+}
+
+// stopIfQuery ends a query replay when it reaches a step without a record.
+func (s *runState) stopIfQuery() {
+	if s.mode == modeQuery {
+		runtime.Goexit()
+	}
+}
+
+// checkCancel is called before each new step and while blocked. It replays a
+// recorded cancellation, or records one that was requested, at this point of
+// the workflow; from then on non-disconnected calls fail with CanceledError.
+func (s *runState) checkCancel(ctx Context) error {
+	if ctx.isDisconnected() {
+		return nil
+	}
+	s.mu.Lock()
+	observed, requested, reason := s.cancelObserved, s.cancelReq, s.cancelReason
+	s.mu.Unlock()
+	if observed {
+		return &CanceledError{Reason: reason}
+	}
+	if rec := s.peek(); rec != nil && rec.Kind == stepCancel {
+		s.nextSeq()
+		s.mu.Lock()
+		s.cancelObserved = true
+		s.cancelReason = string(rec.Output)
+		s.mu.Unlock()
+		return &CanceledError{Reason: string(rec.Output)}
+	}
+	if requested && s.mode == modeLive && s.peek() == nil && s.seq > s.lastRecorded {
+		seq, _ := s.nextSeq()
+		s.mu.Lock()
+		s.cancelObserved = true
+		s.mu.Unlock()
+		now := s.e.cfg.Clock.Now()
+		s.write(&stepRow{RunID: s.row.RunID, Seq: seq, Kind: stepCancel, Name: "cancel", Status: stepCompleted,
+			Output: []byte(reason), StartedAt: nullTime(now), CompletedAt: nullTime(now)}, nil)
+		return &CanceledError{Reason: reason}
+	}
+	return nil
+}
+
+// write submits a step record without waiting: the record commits in order
+// with the run's later writes, and the run is dropped if it was fenced out.
+func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
+	if s.mode != modeLive {
+		return
+	}
+	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, step: st, events: events, done: func(err error) {
+		if err != nil {
+			s.e.cfg.Logger.Warn("graft: step write refused; dropping run", "run_id", s.row.RunID, "seq", st.Seq, "err", err)
+			s.abandon()
+		}
+	}})
+}
+
+// abandon makes the workflow goroutine exit without writing anything more;
+// another worker (or this one) resumes the run from its record.
+func (s *runState) abandon() {
+	s.abandonOnce.Do(func() {
+		close(s.abandoned)
+		s.dropRun()
+	})
+}
+
+// waiter is something a workflow can block on.
+type waiter interface {
+	// readyLocked reports readiness; s.mu is held.
+	readyLocked(now time.Time) bool
+	// deadline is the time at which it becomes ready by itself (timers).
+	deadline() time.Time
+}
+
+// block waits until one of ws is ready and returns its index. It is where a
+// run is unloaded: a wait with nothing in flight that will not end within
+// UnloadAfter hands the run back to the database and ends the goroutine.
+func (s *runState) block(ctx Context, ws []waiter) (int, error) {
+	blockedAt := time.Now()
+	for {
+		if err := s.checkCancel(ctx); err != nil {
+			return -1, err
+		}
+		now := s.e.cfg.Clock.Now()
+		var next time.Time
+		s.mu.Lock()
+		for i, w := range ws {
+			if w.readyLocked(now) {
+				s.mu.Unlock()
+				return i, nil
+			}
+			if d := w.deadline(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
+				next = d
+			}
+		}
+		inflight, draining := s.inflight, s.draining
+		s.mu.Unlock()
+		s.stopIfQuery()
+
+		var unloadIn time.Duration // 0: stay loaded
+		if inflight == 0 {
+			if draining || (!next.IsZero() && next.Sub(now) > s.e.cfg.UnloadAfter) {
+				s.unload(next)
+			}
+			if next.IsZero() {
+				unloadIn = s.e.cfg.UnloadAfter - time.Since(blockedAt)
+				if unloadIn <= 0 {
+					s.unload(next)
+				}
+			}
+		}
+		var timerC <-chan time.Time
+		if !next.IsZero() {
+			timerC = s.e.cfg.Clock.After(next.Sub(now))
+		}
+		var unloadC <-chan time.Time
+		var unloadTimer *time.Timer
+		if unloadIn > 0 {
+			unloadTimer = time.NewTimer(unloadIn)
+			unloadC = unloadTimer.C
+		}
+		select {
+		case <-s.wake:
+		case <-timerC:
+		case <-unloadC:
+		case <-s.abandoned:
+			runtime.Goexit()
+		}
+		if unloadTimer != nil {
+			unloadTimer.Stop()
+		}
+	}
+}
+
+// unload records the run as waiting until wakeAt (zero: until an event) and
+// ends the workflow goroutine. A signal, cancellation or child result that
+// arrived meanwhile makes the run due at once (see store.finishRuns).
+func (s *runState) unload(wakeAt time.Time) {
+	s.mu.Lock()
+	known := s.eventSeq
+	s.mu.Unlock()
+	err := s.e.commit.submitWait(context.Background(), &writeOp{
+		runID: s.row.RunID, owner: s.w.id,
+		fin:    &finishSpec{status: StatusWaiting, wakeAt: wakeAt, knownEventSeq: known},
+		events: []*CheckpointEvent{s.event(CheckpointWorkflowWaiting, StatusWaiting)},
+	})
+	if err != nil && !errors.Is(err, errLeaseLost) {
+		s.e.cfg.Logger.Warn("graft: unload failed; releasing run", "run_id", s.row.RunID, "err", err)
+		_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID)
+	}
+	s.abandon()
+	runtime.Goexit()
+}
+
+func (s *runState) event(kind CheckpointKind, status string) *CheckpointEvent {
+	return &CheckpointEvent{Kind: kind, WorkflowID: s.info.WorkflowID, RunID: s.info.RunID, WorkflowType: s.info.WorkflowType,
+		Headers: s.headers, Status: status, Seq: s.seq, At: s.e.cfg.Clock.Now()}
+}
+
+// refresh reads what changed for the run in the database (signals,
+// cancellation, child results) after a wake-up notice.
+func (s *runState) refresh(ctx context.Context) {
+	st := s.e.store
+	var seq int64
+	var cancelAt *time.Time
+	var reason *string
+	err := st.db.QueryRowContext(ctx, `SELECT event_seq, cancel_requested_at, cancel_reason FROM `+st.runs+` WHERE run_id = $1`,
+		s.row.RunID).Scan(&seq, &cancelAt, &reason)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	after := s.maxSignalID
+	var pending []int
+	for k := range s.children {
+		pending = append(pending, k)
+	}
+	s.mu.Unlock()
+	sigs, err := st.loadSignals(ctx, []string{s.row.RunID}, after)
+	if err != nil {
+		return
+	}
+	var done []*stepRow
+	if len(pending) > 0 {
+		done, err = st.loadChildResults(ctx, s.row.RunID, pending)
+		if err != nil {
+			return
+		}
+	}
+	s.mu.Lock()
+	if seq > s.eventSeq {
+		s.eventSeq = seq
+	}
+	s.addSignals(sigs[s.row.RunID])
+	if cancelAt != nil && !s.cancelReq {
+		s.cancelReq = true
+		if reason != nil {
+			s.cancelReason = *reason
+		}
+		s.cancelActive()
+	}
+	for _, r := range done {
+		if f := s.children[r.Seq]; f != nil {
+			f.resolveLocked(r.Output, decodeError(r.Error))
+			delete(s.children, r.Seq)
+		}
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
+// main runs the workflow function through the interceptor chain and records
+// how it ended. It is the body of the run's goroutine.
+func (s *runState) main() {
+	defer close(s.exited)
+	ctx := &wfContext{s: s}
+	finished := false
+	var out any
+	var runErr error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				if nd, ok := r.(nondeterminismPanic); ok {
+					runErr = nd.err
+				} else {
+					runErr = &PanicError{Value: fmt.Sprint(r), Stack: string(debug.Stack())}
+				}
+				finished = true
+			}
+		}()
+		args, err := s.def.decodeInput(s.row.Input)
+		if err != nil {
+			runErr, finished = NewNonRetryableError("BadInput", err.Error(), nil), true
+			return
+		}
+		in := &ExecuteWorkflowInput{Info: s.info, Headers: s.headers.Clone(), Args: args, Replaying: s.replaying()}
+		out, runErr = chainWorkflow(s.ch.workflow, func(c Context, in *ExecuteWorkflowInput) (any, error) {
+			return s.def.execute(c, in.Args)
+		})(ctx, in)
+		finished = true
+	}()
+	if !finished {
+		return // Goexit: unloaded, abandoned or a query replay that reached its end
+	}
+	if s.mode == modeQuery {
+		return
+	}
+	s.finish(out, runErr)
+}
+
+// finish records the run's end in one transaction (and, for continue-as-new,
+// starts the next run in the same one).
+func (s *runState) finish(out any, runErr error) {
+	s.nextSeq() // a record beyond this point would be non-deterministic; end replay
+	fin := &finishSpec{}
+	var newRun *newRunSpec
+	var can *continueAsNewError
+	switch {
+	case runErr == nil:
+		b, err := s.e.encodePayload("result of workflow "+s.info.WorkflowType, out)
+		if err != nil {
+			fin.status, fin.errJSON = StatusFailed, encodeError(NewNonRetryableError("PayloadTooLarge", err.Error(), nil))
+		} else {
+			fin.status, fin.output = StatusCompleted, b
+		}
+	case errors.As(runErr, &can):
+		fin.status = StatusContinued
+		row := runRow{RunID: newRunID(), WorkflowID: s.info.WorkflowID, WorkflowType: can.workflowType, Queue: s.info.Queue,
+			Input: can.input, Headers: s.row.Headers, WakeAt: nullTime(s.e.cfg.Clock.Now()),
+			ParentRunID: s.row.ParentRunID, ParentSeq: s.row.ParentSeq, ParentClosePolicy: s.row.ParentClosePolicy,
+			PreviousRunID: nullString(s.info.RunID), StartReason: "continue_as_new"}
+		newRun = &newRunSpec{row: row, reuse: ReuseAllowDuplicate}
+	case isCanceled(runErr) && s.cancelRequested():
+		fin.status, fin.errJSON = StatusCancelled, encodeError(runErr)
+	default:
+		fin.status, fin.errJSON = StatusFailed, encodeError(runErr)
+	}
+	if s.row.ParentRunID.Valid {
+		fin.parentRunID, fin.parentSeq = s.row.ParentRunID.String, int(s.row.ParentSeq.Int64)
+	}
+	ev := s.event(CheckpointWorkflowClosed, fin.status)
+	ev.Result, ev.Err = out, runErr
+	err := s.e.commit.submitWait(context.Background(), &writeOp{runID: s.row.RunID, owner: s.w.id, fin: fin, newRun: newRun,
+		events: []*CheckpointEvent{ev}})
+	if err != nil && !errors.Is(err, errLeaseLost) {
+		s.e.cfg.Logger.Error("graft: could not record workflow end; releasing run", "run_id", s.row.RunID, "err", err)
+		_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID)
+	}
+	s.abandon()
+}
+
+func (s *runState) cancelRequested() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cancelReq
+}
+
+// future is the untyped core of Future, resolved by an activity goroutine, a
+// child's completion, or from the record.
+type future struct {
+	s      *runState
+	seq    int
+	done   bool
+	value  []byte
+	err    error
+	fireAt time.Time // timers: ready once the clock reaches it
+}
+
+func (f *future) resolveLocked(v []byte, err error) {
+	if f.done {
+		return
+	}
+	f.done, f.value, f.err = true, v, err
+}
+
+func (f *future) readyLocked(now time.Time) bool {
+	if !f.done && !f.fireAt.IsZero() && !now.Before(f.fireAt) {
+		f.done = true
+	}
+	return f.done
+}
+
+func (f *future) deadline() time.Time {
+	if f.done {
+		return time.Time{}
+	}
+	return f.fireAt
+}
+
+// Future is the pending result of an activity, timer or child workflow.
+type Future[T any] struct{ f *future }
+
+// Get blocks the workflow until the result is ready.
+func (f Future[T]) Get(ctx Context) (T, error) {
+	var zero T
+	if _, err := f.f.s.block(ctx, []waiter{f.f}); err != nil {
+		return zero, err
+	}
+	if f.f.err != nil {
+		return zero, f.f.err
+	}
+	if len(f.f.value) == 0 {
+		return zero, nil
+	}
+	var v T
+	if err := json.Unmarshal(f.f.value, &v); err != nil {
+		return zero, fmt.Errorf("graft: decode recorded result of step %d: %w", f.f.seq, err)
+	}
+	return v, nil
+}
+
+// IsReady reports whether Get would return without blocking.
+func (f Future[T]) IsReady() bool {
+	f.f.s.mu.Lock()
+	defer f.f.s.mu.Unlock()
+	return f.f.readyLocked(f.f.s.e.cfg.Clock.Now())
+}
+
+func (f Future[T]) waiterOf() waiter { return f.f }
+
+// Waitable is anything Select can wait on: a Future or a SignalChannel.
+type Waitable interface{ waiterOf() waiter }
+
+// Select blocks until one of ws is ready and returns its index; the choice
+// is recorded so a replay makes the same one.
+func Select(ctx Context, ws ...Waitable) (int, error) {
+	s := ctx.state()
+	if err := s.checkCancel(ctx); err != nil {
+		return -1, err
+	}
+	if rec := s.peek(); rec != nil {
+		seq, rec := s.nextSeq()
+		s.expect(seq, rec, stepSelect, "")
+		var idx int
+		_ = json.Unmarshal(rec.Output, &idx)
+		return idx, nil
+	}
+	s.stopIfQuery()
+	list := make([]waiter, len(ws))
+	for i, w := range ws {
+		list[i] = w.waiterOf()
+	}
+	idx, err := s.block(ctx, list)
+	if err != nil {
+		return -1, err
+	}
+	seq, _ := s.nextSeq()
+	now := s.e.cfg.Clock.Now()
+	out, _ := json.Marshal(idx)
+	s.write(&stepRow{RunID: s.row.RunID, Seq: seq, Kind: stepSelect, Name: "select", Status: stepCompleted, Output: out,
+		StartedAt: nullTime(now), CompletedAt: nullTime(now)}, nil)
+	return idx, nil
+}

@@ -1,0 +1,335 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// store holds graft's SQL. Table names are built once from the validated,
+// quoted schema name.
+type store struct {
+	db      *sqlx.DB
+	schema  string
+	runs    string
+	steps   string
+	signals string
+	channel map[string]string
+}
+
+const (
+	chanWork = "work"
+	chanDone = "done"
+	chanWake = "wake"
+)
+
+func newStore(db *sqlx.DB, schema string) *store {
+	q := pq.QuoteIdentifier(schema)
+	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", channel: map[string]string{}}
+	for _, c := range []string{chanWork, chanDone, chanWake} {
+		s.channel[c] = "graft_" + schema + "_" + c
+	}
+	return s
+}
+
+type stepKey struct {
+	run string
+	seq int
+}
+
+func (s *store) finishRuns(ctx context.Context, tx *sql.Tx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
+	ok := map[string]bool{}
+	casts := []string{"text", "text", "text", "bytea", "jsonb", "timestamptz", "bigint"}
+	for _, ch := range chunks(len(idx), len(casts)) {
+		args := []any{now}
+		part := idx[ch[0]:ch[1]]
+		for _, i := range part {
+			op := batch[i]
+			var errJSON any
+			if op.fin.errJSON != nil {
+				errJSON = string(op.fin.errJSON)
+			}
+			args = append(args, op.runID, op.owner, op.fin.status, op.fin.output, errJSON, nullTime(op.fin.wakeAt), op.fin.knownEventSeq)
+		}
+		q := `UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
+			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN now() END,
+			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN $1 ELSE v.wake_at END,
+			lease_expires_at = CASE WHEN v.status = 'running' THEN r.lease_expires_at END
+			FROM (VALUES ` + valuesList(len(part), casts, 1) + `) AS v(run_id, owner, status, output, error, wake_at, known)
+			WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.status = 'running'
+			RETURNING r.run_id`
+		if err := collectIDs(ctx, tx, q, args, func(id string) { ok[id] = true }); err != nil {
+			return nil, err
+		}
+	}
+	return ok, nil
+}
+
+func (s *store) insertRuns(ctx context.Context, tx *sql.Tx, ttl time.Duration, batch []*writeOp, idx []int) (map[string]bool, error) {
+	ok := map[string]bool{}
+	casts := []string{"text", "text", "text", "text", "text", "bytea", "jsonb", "timestamptz", "text", "text", "int", "text", "text", "text", "text"}
+	for _, ch := range chunks(len(idx), len(casts)) {
+		part := idx[ch[0]:ch[1]]
+		args := []any{fmt.Sprintf("%d milliseconds", ttl.Milliseconds())}
+		for _, i := range part {
+			nr := batch[i].newRun
+			r := nr.row
+			status := StatusPending
+			if nr.leaseOwner != "" {
+				status = StatusRunning
+			}
+			args = append(args, r.RunID, r.WorkflowID, r.WorkflowType, r.Queue, status, r.Input, string(r.Headers),
+				r.WakeAt, nullString(nr.leaseOwner), r.ParentRunID, r.ParentSeq, r.ParentClosePolicy, r.PreviousRunID, r.StartReason, string(nr.reuse))
+		}
+		q := `INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
+				lease_owner, lease_expires_at, loads, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason)
+			SELECT v.run_id, v.workflow_id, v.workflow_type, v.queue, v.status, v.input, v.headers, v.wake_at,
+				v.lease_owner, CASE WHEN v.lease_owner IS NOT NULL THEN now() + $1::interval END,
+				CASE WHEN v.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
+				v.parent_run_id, v.parent_seq, v.parent_close_policy, v.previous_run_id, v.start_reason
+			FROM (VALUES ` + valuesList(len(part), casts, 1) + `) AS v(run_id, workflow_id, workflow_type, queue, status, input, headers,
+				wake_at, lease_owner, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reuse)
+			WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id))
+			  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed'))
+			ON CONFLICT (workflow_id) WHERE status IN ('pending', 'running', 'waiting') DO NOTHING
+			RETURNING run_id`
+		if err := collectIDs(ctx, tx, q, args, func(id string) { ok[id] = true }); err != nil {
+			return nil, err
+		}
+	}
+	return ok, nil
+}
+
+func (s *store) insertSteps(ctx context.Context, tx *sql.Tx, steps []*stepRow, owners []string) (map[stepKey]bool, error) {
+	ok := map[stepKey]bool{}
+	casts := []string{"text", "int", "text", "text", "text", "bytea", "bytea", "jsonb", "int", "timestamptz", "timestamptz", "timestamptz", "bigint", "text", "text"}
+	for _, ch := range chunks(len(steps), len(casts)) {
+		var args []any
+		for k := ch[0]; k < ch[1]; k++ {
+			st := steps[k]
+			var errJSON any
+			if st.Error != nil {
+				errJSON = string(st.Error)
+			}
+			args = append(args, st.RunID, st.Seq, st.Kind, st.Name, st.Status, st.Input, st.Output, errJSON, st.Attempts,
+				st.StartedAt, st.CompletedAt, st.FireAt, st.SignalID, st.ChildWorkflowID, owners[k])
+		}
+		q := `INSERT INTO ` + s.steps + ` (` + stepColumns + `)
+			SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
+				v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id
+			FROM (VALUES ` + valuesList(ch[1]-ch[0], casts, 0) + `) AS v(run_id, seq, kind, name, status, input, output, error, attempts,
+				started_at, completed_at, fire_at, signal_id, child_workflow_id, owner)
+			JOIN ` + s.runs + ` r ON r.run_id = v.run_id AND (v.owner = '' OR r.lease_owner = v.owner)
+			ON CONFLICT (run_id, seq) DO NOTHING
+			RETURNING run_id, seq`
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var k stepKey
+			if err := rows.Scan(&k.run, &k.seq); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			ok[k] = true
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return ok, nil
+}
+
+func (s *store) completeParentStep(ctx context.Context, tx *sql.Tx, parentRunID string, seq int, status string, output, errJSON []byte) error {
+	var e any
+	if errJSON != nil {
+		e = string(errJSON)
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE `+s.steps+` SET status = $3, output = $4, error = $5, completed_at = now()
+		WHERE run_id = $1 AND seq = $2 AND status = 'started'`, parentRunID, seq, status, output, e)
+	return err
+}
+
+// bumpEvents records that something happened to each run (a signal, a
+// cancellation, a child's result) and makes unloaded ones due now.
+func (s *store) bumpEvents(ctx context.Context, tx *sql.Tx, now time.Time, runIDs []string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET event_seq = event_seq + 1,
+		wake_at = CASE WHEN status = 'waiting' THEN $2 ELSE wake_at END WHERE run_id = ANY($1)`, pq.Array(runIDs), now)
+	return err
+}
+
+// cancelChildrenOf requests cancellation of the open children of the given
+// runs whose parent close policy is "cancel".
+func (s *store) cancelChildrenOf(ctx context.Context, tx *sql.Tx, now time.Time, parents []string, reason string) ([]string, error) {
+	var ids []string
+	err := collectIDs(ctx, tx, `UPDATE `+s.runs+` SET cancel_requested_at = now(), cancel_reason = $2,
+		event_seq = event_seq + 1, wake_at = CASE WHEN status IN ('waiting','pending') THEN $3 ELSE wake_at END
+		WHERE parent_run_id = ANY($1) AND parent_close_policy = 'cancel'
+		  AND status IN ('pending','running','waiting') AND cancel_requested_at IS NULL
+		RETURNING run_id`, []any{pq.Array(parents), reason, now}, func(id string) { ids = append(ids, id) })
+	return ids, err
+}
+
+func (s *store) notify(ctx context.Context, tx *sql.Tx, channel, payload string) error {
+	_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, s.channel[channel], payload)
+	return err
+}
+
+// notifyIDs sends comma-joined IDs in payloads under PostgreSQL's 8000-byte limit.
+func (s *store) notifyIDs(ctx context.Context, tx *sql.Tx, channel string, ids []string) error {
+	var b strings.Builder
+	flush := func() error {
+		if b.Len() == 0 {
+			return nil
+		}
+		err := s.notify(ctx, tx, channel, b.String())
+		b.Reset()
+		return err
+	}
+	for _, id := range ids {
+		if b.Len()+len(id)+1 > 7000 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(id)
+	}
+	return flush()
+}
+
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func collectIDs(ctx context.Context, q queryer, query string, args []any, f func(string)) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		f(id)
+	}
+	return rows.Err()
+}
+
+// claim leases up to n due runs of the given types and queues: new ones,
+// unloaded ones whose wake time has come, and running ones whose lease expired.
+func (s *store) claim(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration) ([]*runRow, error) {
+	var out []*runRow
+	q := `WITH due AS (
+			SELECT run_id FROM ` + s.runs + `
+			WHERE ((status IN ('pending','waiting') AND wake_at <= $5) OR (status = 'running' AND lease_expires_at < now()))
+			  AND queue = ANY($2) AND workflow_type = ANY($3)
+			ORDER BY wake_at NULLS LAST
+			LIMIT $4
+			FOR UPDATE SKIP LOCKED
+		)
+		UPDATE ` + s.runs + ` r SET status = 'running', lease_owner = $1,
+			lease_expires_at = now() + $6::interval, loads = r.loads + 1, updated_at = now()
+		FROM due WHERE r.run_id = due.run_id
+		RETURNING ` + prefixCols("r.", runColumns)
+	err := sqlx.SelectContext(ctx, s.db, &out, q, owner, pq.Array(queues), pq.Array(types), n, now,
+		fmt.Sprintf("%d milliseconds", ttl.Milliseconds()))
+	return out, err
+}
+
+func prefixCols(p, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = p + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// nextWake returns the earliest wake time of unloaded runs in the queues.
+func (s *store) nextWake(ctx context.Context, queues, types []string) (time.Time, bool, error) {
+	var t sql.NullTime
+	err := s.db.QueryRowContext(ctx, `SELECT min(wake_at) FROM `+s.runs+`
+		WHERE status IN ('pending','waiting') AND queue = ANY($1) AND workflow_type = ANY($2)`,
+		pq.Array(queues), pq.Array(types)).Scan(&t)
+	return t.Time, t.Valid, err
+}
+
+// loadHistories reads the steps of several runs at once.
+func (s *store) loadHistories(ctx context.Context, runIDs []string) (map[string][]*stepRow, error) {
+	var rows []*stepRow
+	if err := sqlx.SelectContext(ctx, s.db, &rows, `SELECT `+stepColumns+` FROM `+s.steps+`
+		WHERE run_id = ANY($1) ORDER BY run_id, seq`, pq.Array(runIDs)); err != nil {
+		return nil, err
+	}
+	out := map[string][]*stepRow{}
+	for _, r := range rows {
+		out[r.RunID] = append(out[r.RunID], r)
+	}
+	return out, nil
+}
+
+// loadSignals reads buffered signals of several runs, in delivery order.
+func (s *store) loadSignals(ctx context.Context, runIDs []string, afterID int64) (map[string][]*signalRow, error) {
+	var rows []*signalRow
+	if err := sqlx.SelectContext(ctx, s.db, &rows, `SELECT id, run_id, name, payload, created_at FROM `+s.signals+`
+		WHERE run_id = ANY($1) AND id > $2 ORDER BY id`, pq.Array(runIDs), afterID); err != nil {
+		return nil, err
+	}
+	out := map[string][]*signalRow{}
+	for _, r := range rows {
+		out[r.RunID] = append(out[r.RunID], r)
+	}
+	return out, nil
+}
+
+// renewLeases extends every lease the owner holds.
+func (s *store) renewLeases(ctx context.Context, owner string, ttl time.Duration) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_expires_at = now() + $2::interval
+		WHERE lease_owner = $1 AND status = 'running'`, owner, fmt.Sprintf("%d milliseconds", ttl.Milliseconds()))
+	return err
+}
+
+// releaseRun hands a running run back so any worker can claim it at once.
+func (s *store) releaseRun(ctx context.Context, owner, runID string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_expires_at = now() - interval '1 second'
+		WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'`, runID, owner)
+	return err
+}
+
+func (s *store) getRun(ctx context.Context, q sqlx.QueryerContext, runID string) (*runRow, error) {
+	var r runRow
+	err := sqlx.GetContext(ctx, q, &r, `SELECT `+runColumns+` FROM `+s.runs+` WHERE run_id = $1`, runID)
+	if err == sql.ErrNoRows {
+		return nil, ErrNotFound
+	}
+	return &r, err
+}
+
+// latestRun returns the newest run of a workflow ID (the open one if any).
+func (s *store) latestRun(ctx context.Context, q sqlx.QueryerContext, workflowID string) (*runRow, error) {
+	var r runRow
+	err := sqlx.GetContext(ctx, q, &r, `SELECT `+runColumns+` FROM `+s.runs+` WHERE workflow_id = $1
+		ORDER BY (status IN ('pending','running','waiting')) DESC, created_at DESC, run_id DESC LIMIT 1`, workflowID)
+	if err == sql.ErrNoRows {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, workflowID)
+	}
+	return &r, err
+}
+
+// loadChildResults reads child steps of a run that have a result.
+func (s *store) loadChildResults(ctx context.Context, runID string, seqs []int) ([]*stepRow, error) {
+	var rows []*stepRow
+	err := sqlx.SelectContext(ctx, s.db, &rows, `SELECT `+stepColumns+` FROM `+s.steps+`
+		WHERE run_id = $1 AND seq = ANY($2) AND kind = 'child' AND status <> 'started'`, runID, pq.Array(seqs))
+	return rows, err
+}

@@ -1,0 +1,397 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// WorkerConfig configures a Worker. Zero values take the documented defaults.
+type WorkerConfig struct {
+	// ID names the worker in leases. Default "<hostname>-<pid>-<random>".
+	ID string
+	// Queues the worker claims runs from. Default ["default"].
+	Queues []string
+	// Workflows restricts the workflow types this worker runs (by name).
+	// Default: every registered workflow.
+	Workflows []string
+	// MaxWorkflows bounds runs loaded at once (running or briefly blocked).
+	// Default 1000.
+	MaxWorkflows int
+	// MaxActivities bounds activity attempts running at once. Default 500.
+	MaxActivities int
+	// ActivitiesPerSecond bounds activity attempts started per second by this
+	// worker; 0 means unlimited.
+	ActivitiesPerSecond float64
+	// ClaimBatch bounds runs claimed per query. Default 200.
+	ClaimBatch int
+	// Interceptors apply to this worker's calls, inside the engine's.
+	Interceptors []Interceptor
+}
+
+// Worker claims due runs from its queues and executes them. Any number of
+// workers, in any number of processes, share one database.
+type Worker struct {
+	e      *Engine
+	cfg    WorkerConfig
+	id     string
+	types  []string
+	chains chains
+
+	slots    chan struct{} // workflow slots
+	actSlots chan struct{}
+	limiter  *rate.Limiter
+
+	mu      sync.Mutex
+	runs    map[string]*runState
+	running bool
+
+	poke     chan struct{}
+	stopping chan struct{}
+	stopOnce sync.Once
+	loopDone chan struct{}
+	wg       sync.WaitGroup
+}
+
+// NewWorker creates a worker for the engine's registered workflows.
+func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newRunID()[24:])
+	}
+	if len(cfg.Queues) == 0 {
+		cfg.Queues = []string{"default"}
+	}
+	if cfg.MaxWorkflows == 0 {
+		cfg.MaxWorkflows = 1000
+	}
+	if cfg.MaxActivities == 0 {
+		cfg.MaxActivities = 500
+	}
+	if cfg.ClaimBatch == 0 {
+		cfg.ClaimBatch = 200
+	}
+	switch {
+	case cfg.MaxWorkflows < 0:
+		return nil, fmt.Errorf("graft: WorkerConfig.MaxWorkflows must be positive")
+	case cfg.MaxActivities < 0:
+		return nil, fmt.Errorf("graft: WorkerConfig.MaxActivities must be positive")
+	case cfg.ActivitiesPerSecond < 0:
+		return nil, fmt.Errorf("graft: WorkerConfig.ActivitiesPerSecond must not be negative")
+	case cfg.ClaimBatch < 0:
+		return nil, fmt.Errorf("graft: WorkerConfig.ClaimBatch must be positive")
+	}
+	types := cfg.Workflows
+	if len(types) == 0 {
+		for name := range e.reg.workflows {
+			types = append(types, name)
+		}
+	}
+	for _, t := range types {
+		if e.reg.workflows[t] == nil {
+			return nil, fmt.Errorf("graft: WorkerConfig.Workflows: %w: %q", ErrUnknownWorkflow, t)
+		}
+	}
+	if len(types) == 0 {
+		return nil, fmt.Errorf("graft: worker has no workflows: register them before creating workers")
+	}
+	w := &Worker{
+		e: e, cfg: cfg, id: cfg.ID, types: types,
+		chains:   buildChains(e.cfg.Interceptors, cfg.Interceptors),
+		slots:    make(chan struct{}, cfg.MaxWorkflows),
+		actSlots: make(chan struct{}, cfg.MaxActivities),
+		runs:     map[string]*runState{},
+		poke:     make(chan struct{}, 1),
+		stopping: make(chan struct{}),
+		loopDone: make(chan struct{}),
+	}
+	if cfg.ActivitiesPerSecond > 0 {
+		burst := int(cfg.ActivitiesPerSecond)
+		if burst < 1 {
+			burst = 1
+		}
+		w.limiter = rate.NewLimiter(rate.Limit(cfg.ActivitiesPerSecond), burst)
+	}
+	return w, nil
+}
+
+// ID returns the worker's lease owner name.
+func (w *Worker) ID() string { return w.id }
+
+// Start begins claiming and running work. It returns at once.
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	if w.running {
+		w.mu.Unlock()
+		return errors.New("graft: worker already started")
+	}
+	w.running = true
+	w.mu.Unlock()
+	w.e.addWorker(w)
+	go w.loop()
+	go w.renewLoop()
+	return nil
+}
+
+// Stop drains the worker: it stops claiming, lets running activities finish,
+// records each loaded run as waiting at its next wait, and returns when all
+// runs are handed back or ctx ends (then remaining leases are released so
+// other workers resume them at once).
+func (w *Worker) Stop(ctx context.Context) error {
+	w.stopOnce.Do(func() { close(w.stopping) })
+	<-w.loopDone
+	w.mu.Lock()
+	for _, s := range w.runs {
+		s.mu.Lock()
+		s.draining = true
+		s.mu.Unlock()
+		s.poke()
+	}
+	w.mu.Unlock()
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		w.mu.Lock()
+		for id, s := range w.runs {
+			s.abandon()
+			_ = w.e.store.releaseRun(context.Background(), w.id, id)
+		}
+		w.mu.Unlock()
+	}
+	w.e.removeWorker(w)
+	return err
+}
+
+func (w *Worker) wakeUp() {
+	select {
+	case w.poke <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Worker) loop() {
+	defer close(w.loopDone)
+	var clockC <-chan struct{}
+	if an, ok := w.e.cfg.Clock.(advanceNotifier); ok {
+		clockC = an.subscribe()
+	}
+	for {
+		select {
+		case <-w.stopping:
+			return
+		default:
+		}
+		free := cap(w.slots) - len(w.slots)
+		claimed := 0
+		if free > 0 {
+			n := min(free, w.cfg.ClaimBatch)
+			got, err := w.claimAndStart(n)
+			if err != nil {
+				w.e.cfg.Logger.Warn("graft: claim failed", "worker", w.id, "err", err)
+			}
+			claimed = got
+			if got == n {
+				continue
+			}
+		}
+		wait := w.e.cfg.PollInterval
+		if claimed == 0 && free > 0 {
+			if t, ok, err := w.e.store.nextWake(context.Background(), w.cfg.Queues, w.types); err == nil && ok {
+				if d := t.Sub(w.e.cfg.Clock.Now()); d < wait {
+					wait = max(d, time.Millisecond)
+				}
+			}
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-w.stopping:
+			timer.Stop()
+			return
+		case <-w.poke:
+		case <-clockC:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// claimAndStart claims up to n runs, loads their records in two queries and
+// starts them. It returns how many it claimed.
+func (w *Worker) claimAndStart(n int) (int, error) {
+	ctx := context.Background()
+	// Reserve slots first so a claimed run always has one.
+	reserved := 0
+	for reserved < n {
+		select {
+		case w.slots <- struct{}{}:
+			reserved++
+			continue
+		default:
+		}
+		break
+	}
+	rows, err := w.e.store.claim(ctx, w.id, w.cfg.Queues, w.types, reserved, w.e.cfg.Clock.Now(), w.e.cfg.LeaseTTL)
+	for i := len(rows); i < reserved; i++ {
+		<-w.slots
+	}
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	ids := make([]string, 0, len(rows))
+	for _, r := range rows {
+		if r.Loads > 1 || r.StartReason != "start" {
+			ids = append(ids, r.RunID)
+		}
+	}
+	hist, sigs := map[string][]*stepRow{}, map[string][]*signalRow{}
+	if len(ids) > 0 {
+		if hist, err = w.e.store.loadHistories(ctx, ids); err != nil {
+			w.releaseAll(rows)
+			return 0, err
+		}
+	}
+	all := make([]string, len(rows))
+	for i, r := range rows {
+		all[i] = r.RunID
+	}
+	if sigs, err = w.e.store.loadSignals(ctx, all, 0); err != nil {
+		w.releaseAll(rows)
+		return 0, err
+	}
+	for _, r := range rows {
+		w.launch(r, hist[r.RunID], sigs[r.RunID])
+	}
+	return len(rows), nil
+}
+
+func (w *Worker) releaseAll(rows []*runRow) {
+	for _, r := range rows {
+		_ = w.e.store.releaseRun(context.Background(), w.id, r.RunID)
+		<-w.slots
+	}
+}
+
+// launch starts a claimed run's goroutine; the caller holds a slot for it.
+func (w *Worker) launch(r *runRow, steps []*stepRow, sigs []*signalRow) {
+	def := w.e.reg.workflows[r.WorkflowType]
+	s := newRunState(w.e, w, modeLive, r, def, &w.chains, steps, sigs)
+	w.mu.Lock()
+	w.runs[r.RunID] = s
+	w.mu.Unlock()
+	w.wg.Add(1)
+	go func() {
+		defer func() {
+			s.abandon()
+			w.mu.Lock()
+			if w.runs[r.RunID] == s {
+				delete(w.runs, r.RunID)
+			}
+			w.mu.Unlock()
+			<-w.slots
+			w.wg.Done()
+			w.wakeUp()
+		}()
+		s.main()
+	}()
+}
+
+// tryReserve takes a workflow slot for an eager start, if one is free.
+func (w *Worker) tryReserve(queue, typ string) bool {
+	select {
+	case <-w.stopping:
+		return false
+	default:
+	}
+	if !containsStr(w.cfg.Queues, queue) || !containsStr(w.types, typ) {
+		return false
+	}
+	select {
+	case w.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func containsStr(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *Worker) acquireActivitySlot(ctx context.Context) error {
+	select {
+	case w.actSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if w.limiter != nil {
+		if err := w.limiter.Wait(ctx); err != nil {
+			<-w.actSlots
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *Worker) releaseActivitySlot() { <-w.actSlots }
+
+// renewLoop extends this worker's leases. If renewal keeps failing past the
+// lease TTL, the worker drops its runs: another worker may own them by now.
+func (w *Worker) renewLoop() {
+	ttl := w.e.cfg.LeaseTTL
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-w.loopDone:
+			w.mu.Lock()
+			n := len(w.runs)
+			w.mu.Unlock()
+			if n == 0 {
+				return
+			}
+		default:
+		}
+		select {
+		case <-t.C:
+		case <-w.e.closed:
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
+		err := w.e.store.renewLeases(ctx, w.id, ttl)
+		cancel()
+		if err == nil {
+			last = time.Now()
+			continue
+		}
+		w.e.cfg.Logger.Warn("graft: lease renewal failed", "worker", w.id, "err", err)
+		if time.Since(last) > ttl {
+			w.mu.Lock()
+			for _, s := range w.runs {
+				s.abandon()
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+// local returns the loaded run, if this worker has it.
+func (w *Worker) local(runID string) *runState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.runs[runID]
+}
