@@ -93,7 +93,9 @@ type SnoozeError struct {
 func (e *SnoozeError) Error() string { return fmt.Sprintf("snoozed for %v: %s", e.After, e.Reason) }
 
 // Snooze returns a SnoozeError.
-func Snooze(after time.Duration, reason string) error { return &SnoozeError{After: after, Reason: reason} }
+func Snooze(after time.Duration, reason string) error {
+	return &SnoozeError{After: after, Reason: reason}
+}
 
 type activityCtxKey struct{}
 

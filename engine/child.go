@@ -82,6 +82,7 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 		ParentSeq: nullInt(int64(seq)), ParentClosePolicy: nullString(policy), StartReason: "child"}
 	s.mu.Lock()
 	s.children[seq] = f
+	s.hadChildren = true
 	s.mu.Unlock()
 	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, newRun: &newRunSpec{row: row, reuse: ReuseAllowDuplicate, childStep: step},
 		done: func(err error) {

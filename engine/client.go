@@ -65,6 +65,8 @@ type RunHandle struct {
 	WorkflowID string
 	RunID      string
 	c          *Client
+	// local receives the outcome when this process runs the workflow.
+	local chan *closedRun
 }
 
 // Run is a typed handle whose Result decodes into Out.
@@ -162,6 +164,10 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 			}
 		}
 	}
+	var local chan *closedRun
+	if eager != nil {
+		local = c.e.waitChan(row.RunID)
+	}
 	err = c.e.commit.submitWait(ctx, &writeOp{runID: row.RunID, newRun: spec,
 		events: []*CheckpointEvent{{Kind: CheckpointWorkflowStarted, WorkflowID: o.ID, RunID: row.RunID, WorkflowType: name,
 			Headers: o.Headers, Status: StatusPending, Input: args, At: now}}})
@@ -184,7 +190,7 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 	if err != nil {
 		return nil, fmt.Errorf("graft: start %s: %w", name, err)
 	}
-	return &RunHandle{WorkflowID: o.ID, RunID: row.RunID, c: c}, nil
+	return &RunHandle{WorkflowID: o.ID, RunID: row.RunID, c: c, local: local}, nil
 }
 
 func (c *Client) call(ctx context.Context, in *ClientCallInput, last func(context.Context, *ClientCallInput) (any, error)) (any, error) {
@@ -222,6 +228,27 @@ func (r *Run[Out]) Result(ctx context.Context) (Out, error) {
 func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 	e := h.c.e
 	runID := h.RunID
+	if h.local != nil {
+		t := time.NewTimer(5 * e.cfg.PollInterval)
+		select {
+		case r := <-h.local:
+			if r != nil {
+				switch r.status {
+				case StatusCompleted:
+					t.Stop()
+					return r.output, nil
+				case StatusFailed, StatusCancelled:
+					t.Stop()
+					return nil, decodeError(r.errJSON)
+				}
+			}
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
+		t.Stop()
+	}
 	for {
 		ch := e.waitChan(runID)
 		r, err := e.store.getRun(ctx, e.db, runID)
@@ -649,7 +676,9 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 // the workflow set. It works whether the run is loaded, unloaded or closed.
 func (c *Client) Query(ctx context.Context, workflowID, name string, args any) (json.RawMessage, error) {
 	res, err := c.call(ctx, &ClientCallInput{Kind: ClientQuery, WorkflowID: workflowID, Name: name, Args: args},
-		func(ctx context.Context, in *ClientCallInput) (any, error) { return c.query(ctx, in.WorkflowID, in.Name, in.Args) })
+		func(ctx context.Context, in *ClientCallInput) (any, error) {
+			return c.query(ctx, in.WorkflowID, in.Name, in.Args)
+		})
 	if err != nil {
 		return nil, err
 	}

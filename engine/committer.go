@@ -5,7 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"hash/fnv"
-	"strings"
+	"os"
 	"sync"
 	"time"
 )
@@ -48,6 +48,9 @@ type finishSpec struct {
 	errJSON       []byte
 	wakeAt        time.Time
 	knownEventSeq int64
+	// hasChildren asks to cancel the run's open children with the "cancel"
+	// close policy; most runs have none, so the statement is skipped.
+	hasChildren bool
 	// parent, when set, receives the result into its child step.
 	parentRunID string
 	parentSeq   int
@@ -136,7 +139,11 @@ func (c *committer) loop(ch chan *writeOp) {
 // run commits a batch; if the batch fails as a whole, each op is retried
 // alone so one bad op cannot sink its neighbours.
 func (c *committer) run(batch []*writeOp) {
+	t0 := time.Now()
 	errs, err := c.exec(batch)
+	if debugCommit {
+		debugStats.add(len(batch), time.Since(t0))
+	}
 	if err != nil && len(batch) > 1 {
 		for _, op := range batch {
 			c.run([]*writeOp{op})
@@ -165,12 +172,19 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 	now := c.e.cfg.Clock.Now()
 	errs := make([]error, len(batch))
 
-	tx, err := c.e.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
+	// A batch that needs one statement runs without BEGIN/COMMIT round trips.
+	var tx dbtx = c.e.db
+	var realTx *sql.Tx
+	if !c.singleStatement(batch) {
+		t, err := c.e.db.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		defer t.Rollback()
+		tx, realTx = t, t
 	}
-	defer tx.Rollback()
 
+	ph := newPhases()
 	// 1. Run transitions (waiting, closed).
 	var fins []int
 	for i, op := range batch {
@@ -190,6 +204,7 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		}
 	}
 
+	ph.mark("// 2. New runs")
 	// 2. New runs (starts, children, continue-as-new).
 	var news []int
 	for i, op := range batch {
@@ -217,6 +232,7 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		}
 	}
 
+	ph.mark("// 3. Steps, f")
 	// 3. Steps, fenced by the lease.
 	var steps []*stepRow
 	var stepOwners []string
@@ -247,6 +263,7 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		}
 	}
 
+	ph.mark("// 4. Children")
 	// 4. Children that closed hand their result to the parent's step and wake it.
 	var parents []string
 	var closed []string
@@ -254,7 +271,9 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		if op.fin == nil || errs[i] != nil || op.fin.status == StatusWaiting {
 			continue
 		}
-		closed = append(closed, op.runID)
+		if op.fin.hasChildren {
+			closed = append(closed, op.runID)
+		}
 		if op.fin.parentRunID == "" {
 			continue
 		}
@@ -287,8 +306,9 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		woken = append(woken, ids...)
 	}
 
+	ph.mark("// 5. Checkpoi")
 	// 5. Checkpoint interceptors, in the same transaction.
-	if hooks := c.e.chains.checkpoint; len(hooks) > 0 {
+	if hooks := c.e.chains.checkpoint; len(hooks) > 0 && realTx != nil {
 		var evs []*CheckpointEvent
 		for i, op := range batch {
 			if errs[i] == nil {
@@ -297,83 +317,107 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		}
 		if len(evs) > 0 {
 			for _, h := range hooks {
-				if err := h.Checkpoint(ctx, tx, evs); err != nil {
+				if err := h.Checkpoint(ctx, realTx, evs); err != nil {
 					return nil, fmt.Errorf("checkpoint interceptor: %w", err)
 				}
 			}
 		}
 	}
 
-	// 6. Notifications go out when the transaction commits.
-	queues := map[string]bool{}
-	var done []string
-	for i, op := range batch {
-		if errs[i] != nil {
-			continue
-		}
-		if op.newRun != nil && op.newRun.leaseOwner == "" {
-			queues[op.newRun.row.Queue] = true
-		}
-		if op.fin != nil && op.fin.status != StatusWaiting {
-			done = append(done, op.runID)
-		}
-	}
-	for q := range queues {
-		if err := s.notify(ctx, tx, chanWork, q); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.notifyIDs(ctx, tx, chanDone, done); err != nil {
-		return nil, err
-	}
+	ph.mark("// 6. Notifica")
+	// 6. Wake-ups go out when the transaction commits (work and done notices
+	// were sent by the statements themselves).
 	if err := s.notifyIDs(ctx, tx, chanWake, woken); err != nil {
 		return nil, err
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, err
+	if realTx != nil {
+		if err := realTx.Commit(); err != nil {
+			return nil, err
+		}
 	}
+	ph.mark("commit")
+	ph.done()
 	if len(woken) > 0 {
 		c.e.dispatchWake(woken)
 	}
 	return errs, nil
 }
 
-// valuesList renders "($1::t1,$2::t2),(...)" for rows×len(casts) parameters,
-// numbering from start+1.
-func valuesList(rows int, casts []string, start int) string {
-	var b strings.Builder
-	n := start
-	for r := 0; r < rows; r++ {
-		if r > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteByte('(')
-		for i, c := range casts {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			n++
-			fmt.Fprintf(&b, "$%d::%s", n, c)
-		}
-		b.WriteByte(')')
-	}
-	return b.String()
+var debugCommit = os.Getenv("GRAFT_DEBUG_COMMIT") != ""
+
+type commitStats struct {
+	mu      sync.Mutex
+	batches int
+	ops     int
+	dur     time.Duration
 }
 
-// maxParams keeps a statement under PostgreSQL's 65535 bind parameters.
-const maxParams = 60000
+var debugStats = &commitStats{}
 
-func chunks(n, perRow int) [][2]int {
-	size := maxParams / perRow
-	var out [][2]int
-	for i := 0; i < n; i += size {
-		j := i + size
-		if j > n {
-			j = n
-		}
-		out = append(out, [2]int{i, j})
+func (s *commitStats) add(n int, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batches++
+	s.ops += n
+	s.dur += d
+	if s.batches%50 == 0 {
+		fmt.Fprintf(os.Stderr, "commit: batches=%d avg_ops=%.1f avg_ms=%.2f\n", s.batches, float64(s.ops)/float64(s.batches), float64(s.dur.Microseconds())/1000/float64(s.batches))
 	}
-	return out
 }
 
-var _ = sql.ErrNoRows
+type phases struct {
+	t     time.Time
+	names []string
+	durs  []time.Duration
+}
+
+func newPhases() *phases { return &phases{t: time.Now()} }
+
+func (p *phases) mark(name string) {
+	now := time.Now()
+	p.names = append(p.names, name)
+	p.durs = append(p.durs, now.Sub(p.t))
+	p.t = now
+}
+
+var phaseMu sync.Mutex
+var phaseTot = map[string]time.Duration{}
+var phaseN int
+
+func (p *phases) done() {
+	if !debugCommit {
+		return
+	}
+	phaseMu.Lock()
+	defer phaseMu.Unlock()
+	phaseN++
+	for i, n := range p.names {
+		phaseTot[n] += p.durs[i]
+	}
+	if phaseN%50 == 0 {
+		fmt.Fprintln(os.Stderr, phaseTot)
+	}
+}
+
+// singleStatement reports whether the batch is only step records or only
+// plain starts, with no checkpoint interceptor to call: one statement,
+// atomic on its own.
+func (c *committer) singleStatement(batch []*writeOp) bool {
+	var steps, starts bool
+	for _, op := range batch {
+		switch {
+		case op.fin != nil, op.newRun != nil && op.newRun.childStep != nil:
+			return false
+		case op.newRun != nil && op.step == nil:
+			starts = true
+		case op.step != nil && op.newRun == nil:
+			steps = true
+		default:
+			return false
+		}
+		if len(op.events) > 0 && len(c.e.chains.checkpoint) > 0 {
+			return false
+		}
+	}
+	return steps != starts
+}

@@ -28,7 +28,7 @@ func NewWorkflow[In, Out any](name string, fn func(Context, In) (Out, error)) *W
 }
 
 // Name returns the workflow's registered name.
-func (w *Workflow[In, Out]) Name() string { return w.name }
+func (w *Workflow[In, Out]) Name() string  { return w.name }
 func (w *Workflow[In, Out]) isDefinition() {}
 
 func (w *Workflow[In, Out]) decodeInput(b []byte) (any, error) {
@@ -69,7 +69,7 @@ func (a *Activity[In, Out]) WithOptions(opts ActivityOptions) *Activity[In, Out]
 }
 
 // Name returns the activity's registered name.
-func (a *Activity[In, Out]) Name() string { return a.name }
+func (a *Activity[In, Out]) Name() string  { return a.name }
 func (a *Activity[In, Out]) isDefinition() {}
 
 func (a *Activity[In, Out]) decodeInput(b []byte) (any, error) {

@@ -30,7 +30,7 @@ type Engine struct {
 
 	mu      sync.Mutex
 	workers []*Worker
-	waiters map[string][]chan struct{}
+	waiters map[string][]chan *closedRun
 }
 
 // New creates an engine. Call Migrate once (any process may), Register the
@@ -42,7 +42,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: c, db: c.DB, store: newStore(c.DB, c.Schema), reg: newRegistry(),
-		chains: buildChains(c.Interceptors), closed: make(chan struct{}), waiters: map[string][]chan struct{}{},
+		chains: buildChains(c.Interceptors), closed: make(chan struct{}), waiters: map[string][]chan *closedRun{},
 	}
 	e.commit = newCommitter(e)
 	e.listener = pq.NewListener(c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
@@ -127,7 +127,7 @@ func (e *Engine) listen() {
 			case work:
 				e.pokeWorkers()
 			case done:
-				e.dispatchDone(strings.Split(n.Extra, ","))
+				e.dispatchDone(strings.Split(n.Extra, ","), nil)
 			case wake:
 				e.dispatchWake(strings.Split(n.Extra, ","))
 			}
@@ -155,12 +155,26 @@ func (e *Engine) dispatchWake(ids []string) {
 	e.pokeWorkers()
 }
 
-func (e *Engine) dispatchDone(ids []string) {
+// closedRun is how a run ended, handed to in-process waiters so they need
+// not read it back.
+type closedRun struct {
+	status  string
+	output  []byte
+	errJSON []byte
+}
+
+// dispatchDone wakes waiters of closed runs; res, when given, is each run's
+// outcome (from a local commit); without it waiters read the database.
+func (e *Engine) dispatchDone(ids []string, res []*closedRun) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, id := range ids {
+	for i, id := range ids {
+		var r *closedRun
+		if res != nil {
+			r = res[i]
+		}
 		for _, ch := range e.waiters[id] {
-			close(ch)
+			ch <- r
 		}
 		delete(e.waiters, id)
 	}
@@ -171,15 +185,15 @@ func (e *Engine) pokeWaiters() {
 	defer e.mu.Unlock()
 	for id, chs := range e.waiters {
 		for _, ch := range chs {
-			close(ch)
+			ch <- nil
 		}
 		delete(e.waiters, id)
 	}
 }
 
-// waitChan returns a channel closed when runID is announced closed.
-func (e *Engine) waitChan(runID string) chan struct{} {
-	ch := make(chan struct{})
+// waitChan returns a channel that receives once runID is announced closed.
+func (e *Engine) waitChan(runID string) chan *closedRun {
+	ch := make(chan *closedRun, 1)
 	e.mu.Lock()
 	e.waiters[runID] = append(e.waiters[runID], ch)
 	e.mu.Unlock()
@@ -190,13 +204,15 @@ func (e *Engine) waitChan(runID string) chan struct{} {
 // tell other processes, without waiting for the round trip.
 func (e *Engine) afterCommit(batch []*writeOp, errs []error) {
 	var done []string
+	var res []*closedRun
 	for i, op := range batch {
 		if errs[i] == nil && op.fin != nil && op.fin.status != StatusWaiting {
 			done = append(done, op.runID)
+			res = append(res, &closedRun{status: op.fin.status, output: op.fin.output, errJSON: op.fin.errJSON})
 		}
 	}
 	if len(done) > 0 {
-		e.dispatchDone(done)
+		e.dispatchDone(done, res)
 	}
 }
 

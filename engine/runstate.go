@@ -48,6 +48,7 @@ type runState struct {
 	cancelObserved bool
 	children       map[int]*future
 	inflight       int
+	hadChildren    bool
 	replayingFlag  bool
 	draining       bool
 
@@ -434,6 +435,12 @@ func (s *runState) finish(out any, runErr error) {
 		fin.status, fin.errJSON = StatusCancelled, encodeError(runErr)
 	default:
 		fin.status, fin.errJSON = StatusFailed, encodeError(runErr)
+	}
+	s.mu.Lock()
+	fin.hasChildren = s.hadChildren
+	s.mu.Unlock()
+	for _, st := range s.history {
+		fin.hasChildren = fin.hasChildren || st.Kind == stepChild
 	}
 	if s.row.ParentRunID.Valid {
 		fin.parentRunID, fin.parentSeq = s.row.ParentRunID.String, int(s.row.ParentSeq.Int64)

@@ -37,116 +37,137 @@ func newStore(db *sqlx.DB, schema string) *store {
 	return s
 }
 
+// dbtx is a transaction or, for single-statement batches, the pool itself.
+type dbtx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
 type stepKey struct {
 	run string
 	seq int
 }
 
-func (s *store) finishRuns(ctx context.Context, tx *sql.Tx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
+func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
 	ok := map[string]bool{}
-	casts := []string{"text", "text", "text", "bytea", "jsonb", "timestamptz", "bigint"}
-	for _, ch := range chunks(len(idx), len(casts)) {
-		args := []any{now}
-		part := idx[ch[0]:ch[1]]
-		for _, i := range part {
-			op := batch[i]
-			var errJSON any
-			if op.fin.errJSON != nil {
-				errJSON = string(op.fin.errJSON)
-			}
-			args = append(args, op.runID, op.owner, op.fin.status, op.fin.output, errJSON, nullTime(op.fin.wakeAt), op.fin.knownEventSeq)
-		}
-		q := `UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
+	cols, args := columns(7)
+	for _, i := range idx {
+		op := batch[i]
+		cols[0].str(op.runID)
+		cols[1].str(op.owner)
+		cols[2].str(op.fin.status)
+		cols[3].bytes(op.fin.output)
+		cols[4].jsonText(op.fin.errJSON)
+		cols[5].time(nullTime(op.fin.wakeAt))
+		cols[6].int(op.fin.knownEventSeq)
+	}
+	q := `UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
 			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN now() END,
-			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN $1 ELSE v.wake_at END,
+			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN $8 ELSE v.wake_at END,
 			lease_expires_at = CASE WHEN v.status = 'running' THEN r.lease_expires_at END
-			FROM (VALUES ` + valuesList(len(part), casts, 1) + `) AS v(run_id, owner, status, output, error, wake_at, known)
-			WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.status = 'running'
-			RETURNING r.run_id`
-		if err := collectIDs(ctx, tx, q, args, func(id string) { ok[id] = true }); err != nil {
-			return nil, err
-		}
-	}
-	return ok, nil
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::timestamptz[], $7::bigint[])
+			AS v(run_id, owner, status, output, error, wake_at, known)
+		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.status = 'running'
+		RETURNING r.run_id, r.status`
+	// Closed runs are announced from the same statement: no extra round trip.
+	q = `WITH u AS (` + q + `) SELECT run_id, CASE WHEN status <> 'waiting' THEN pg_notify($9, run_id) END FROM u`
+	err := collectIDs(ctx, tx, q, append(args(), now, s.channel[chanDone]), func(id string) { ok[id] = true })
+	return ok, err
 }
 
-func (s *store) insertRuns(ctx context.Context, tx *sql.Tx, ttl time.Duration, batch []*writeOp, idx []int) (map[string]bool, error) {
+func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batch []*writeOp, idx []int) (map[string]bool, error) {
 	ok := map[string]bool{}
-	casts := []string{"text", "text", "text", "text", "text", "bytea", "jsonb", "timestamptz", "text", "text", "int", "text", "text", "text", "text"}
-	for _, ch := range chunks(len(idx), len(casts)) {
-		part := idx[ch[0]:ch[1]]
-		args := []any{fmt.Sprintf("%d milliseconds", ttl.Milliseconds())}
-		for _, i := range part {
-			nr := batch[i].newRun
-			r := nr.row
-			status := StatusPending
-			if nr.leaseOwner != "" {
-				status = StatusRunning
-			}
-			args = append(args, r.RunID, r.WorkflowID, r.WorkflowType, r.Queue, status, r.Input, string(r.Headers),
-				r.WakeAt, nullString(nr.leaseOwner), r.ParentRunID, r.ParentSeq, r.ParentClosePolicy, r.PreviousRunID, r.StartReason, string(nr.reuse))
+	cols, args := columns(15)
+	for _, i := range idx {
+		nr := batch[i].newRun
+		r := nr.row
+		status := StatusPending
+		if nr.leaseOwner != "" {
+			status = StatusRunning
 		}
-		q := `INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
-				lease_owner, lease_expires_at, loads, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason)
-			SELECT v.run_id, v.workflow_id, v.workflow_type, v.queue, v.status, v.input, v.headers, v.wake_at,
-				v.lease_owner, CASE WHEN v.lease_owner IS NOT NULL THEN now() + $1::interval END,
-				CASE WHEN v.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
-				v.parent_run_id, v.parent_seq, v.parent_close_policy, v.previous_run_id, v.start_reason
-			FROM (VALUES ` + valuesList(len(part), casts, 1) + `) AS v(run_id, workflow_id, workflow_type, queue, status, input, headers,
-				wake_at, lease_owner, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reuse)
-			WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id))
-			  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed'))
-			ON CONFLICT (workflow_id) WHERE status IN ('pending', 'running', 'waiting') DO NOTHING
-			RETURNING run_id`
-		if err := collectIDs(ctx, tx, q, args, func(id string) { ok[id] = true }); err != nil {
-			return nil, err
-		}
+		cols[0].str(r.RunID)
+		cols[1].str(r.WorkflowID)
+		cols[2].str(r.WorkflowType)
+		cols[3].str(r.Queue)
+		cols[4].str(status)
+		cols[5].bytes(r.Input)
+		cols[6].jsonText(r.Headers)
+		cols[7].time(r.WakeAt)
+		cols[8].optStr(nr.leaseOwner)
+		cols[9].nullStr(r.ParentRunID)
+		cols[10].nullInt(r.ParentSeq)
+		cols[11].nullStr(r.ParentClosePolicy)
+		cols[12].nullStr(r.PreviousRunID)
+		cols[13].str(r.StartReason)
+		cols[14].str(string(nr.reuse))
 	}
-	return ok, nil
+	q := `INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
+			lease_owner, lease_expires_at, loads, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason)
+		SELECT v.run_id, v.workflow_id, v.workflow_type, v.queue, v.status, v.input, COALESCE(v.headers, '{}'), v.wake_at,
+			v.lease_owner, CASE WHEN v.lease_owner IS NOT NULL THEN now() + $16::interval END,
+			CASE WHEN v.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
+			v.parent_run_id, v.parent_seq, v.parent_close_policy, v.previous_run_id, v.start_reason
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::jsonb[], $8::timestamptz[],
+			$9::text[], $10::text[], $11::int[], $12::text[], $13::text[], $14::text[], $15::text[])
+			AS v(run_id, workflow_id, workflow_type, queue, status, input, headers,
+			wake_at, lease_owner, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reuse)
+		WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id))
+		  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed'))
+		ON CONFLICT (workflow_id) WHERE status IN ('pending', 'running', 'waiting') DO NOTHING
+		RETURNING run_id, queue, lease_owner`
+	// Runs no local worker took are announced to the queue's workers;
+	// PostgreSQL folds identical notifications of one transaction into one.
+	q = `WITH ins AS (` + q + `) SELECT run_id, CASE WHEN lease_owner IS NULL THEN pg_notify($17, queue) END FROM ins`
+	err := collectIDs(ctx, tx, q, append(args(), fmt.Sprintf("%d milliseconds", ttl.Milliseconds()), s.channel[chanWork]), func(id string) { ok[id] = true })
+	return ok, err
 }
 
-func (s *store) insertSteps(ctx context.Context, tx *sql.Tx, steps []*stepRow, owners []string) (map[stepKey]bool, error) {
+func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owners []string) (map[stepKey]bool, error) {
 	ok := map[stepKey]bool{}
-	casts := []string{"text", "int", "text", "text", "text", "bytea", "bytea", "jsonb", "int", "timestamptz", "timestamptz", "timestamptz", "bigint", "text", "text"}
-	for _, ch := range chunks(len(steps), len(casts)) {
-		var args []any
-		for k := ch[0]; k < ch[1]; k++ {
-			st := steps[k]
-			var errJSON any
-			if st.Error != nil {
-				errJSON = string(st.Error)
-			}
-			args = append(args, st.RunID, st.Seq, st.Kind, st.Name, st.Status, st.Input, st.Output, errJSON, st.Attempts,
-				st.StartedAt, st.CompletedAt, st.FireAt, st.SignalID, st.ChildWorkflowID, owners[k])
-		}
-		q := `INSERT INTO ` + s.steps + ` (` + stepColumns + `)
-			SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
-				v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id
-			FROM (VALUES ` + valuesList(ch[1]-ch[0], casts, 0) + `) AS v(run_id, seq, kind, name, status, input, output, error, attempts,
-				started_at, completed_at, fire_at, signal_id, child_workflow_id, owner)
-			JOIN ` + s.runs + ` r ON r.run_id = v.run_id AND (v.owner = '' OR r.lease_owner = v.owner)
-			ON CONFLICT (run_id, seq) DO NOTHING
-			RETURNING run_id, seq`
-		rows, err := tx.QueryContext(ctx, q, args...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
-			var k stepKey
-			if err := rows.Scan(&k.run, &k.seq); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			ok[k] = true
-		}
-		if err := rows.Close(); err != nil {
-			return nil, err
-		}
+	cols, args := columns(15)
+	for k, st := range steps {
+		cols[0].str(st.RunID)
+		cols[1].int(int64(st.Seq))
+		cols[2].str(st.Kind)
+		cols[3].str(st.Name)
+		cols[4].str(st.Status)
+		cols[5].bytes(st.Input)
+		cols[6].bytes(st.Output)
+		cols[7].jsonText(st.Error)
+		cols[8].int(int64(st.Attempts))
+		cols[9].time(st.StartedAt)
+		cols[10].time(st.CompletedAt)
+		cols[11].time(st.FireAt)
+		cols[12].nullInt(st.SignalID)
+		cols[13].nullStr(st.ChildWorkflowID)
+		cols[14].str(owners[k])
 	}
-	return ok, nil
+	q := `INSERT INTO ` + s.steps + ` (` + stepColumns + `)
+		SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
+			v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id
+		FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::jsonb[], $9::int[],
+			$10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::bigint[], $14::text[], $15::text[])
+			AS v(run_id, seq, kind, name, status, input, output, error, attempts,
+			started_at, completed_at, fire_at, signal_id, child_workflow_id, owner)
+		JOIN ` + s.runs + ` r ON r.run_id = v.run_id AND (v.owner = '' OR r.lease_owner = v.owner)
+		ON CONFLICT (run_id, seq) DO NOTHING
+		RETURNING run_id, seq`
+	rows, err := tx.QueryContext(ctx, q, args()...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k stepKey
+		if err := rows.Scan(&k.run, &k.seq); err != nil {
+			return nil, err
+		}
+		ok[k] = true
+	}
+	return ok, rows.Err()
 }
 
-func (s *store) completeParentStep(ctx context.Context, tx *sql.Tx, parentRunID string, seq int, status string, output, errJSON []byte) error {
+func (s *store) completeParentStep(ctx context.Context, tx dbtx, parentRunID string, seq int, status string, output, errJSON []byte) error {
 	var e any
 	if errJSON != nil {
 		e = string(errJSON)
@@ -158,7 +179,7 @@ func (s *store) completeParentStep(ctx context.Context, tx *sql.Tx, parentRunID 
 
 // bumpEvents records that something happened to each run (a signal, a
 // cancellation, a child's result) and makes unloaded ones due now.
-func (s *store) bumpEvents(ctx context.Context, tx *sql.Tx, now time.Time, runIDs []string) error {
+func (s *store) bumpEvents(ctx context.Context, tx dbtx, now time.Time, runIDs []string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET event_seq = event_seq + 1,
 		wake_at = CASE WHEN status = 'waiting' THEN $2 ELSE wake_at END WHERE run_id = ANY($1)`, pq.Array(runIDs), now)
 	return err
@@ -166,7 +187,7 @@ func (s *store) bumpEvents(ctx context.Context, tx *sql.Tx, now time.Time, runID
 
 // cancelChildrenOf requests cancellation of the open children of the given
 // runs whose parent close policy is "cancel".
-func (s *store) cancelChildrenOf(ctx context.Context, tx *sql.Tx, now time.Time, parents []string, reason string) ([]string, error) {
+func (s *store) cancelChildrenOf(ctx context.Context, tx dbtx, now time.Time, parents []string, reason string) ([]string, error) {
 	var ids []string
 	err := collectIDs(ctx, tx, `UPDATE `+s.runs+` SET cancel_requested_at = now(), cancel_reason = $2,
 		event_seq = event_seq + 1, wake_at = CASE WHEN status IN ('waiting','pending') THEN $3 ELSE wake_at END
@@ -176,13 +197,13 @@ func (s *store) cancelChildrenOf(ctx context.Context, tx *sql.Tx, now time.Time,
 	return ids, err
 }
 
-func (s *store) notify(ctx context.Context, tx *sql.Tx, channel, payload string) error {
+func (s *store) notify(ctx context.Context, tx dbtx, channel, payload string) error {
 	_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, s.channel[channel], payload)
 	return err
 }
 
 // notifyIDs sends comma-joined IDs in payloads under PostgreSQL's 8000-byte limit.
-func (s *store) notifyIDs(ctx context.Context, tx *sql.Tx, channel string, ids []string) error {
+func (s *store) notifyIDs(ctx context.Context, tx dbtx, channel string, ids []string) error {
 	var b strings.Builder
 	flush := func() error {
 		if b.Len() == 0 {
@@ -216,9 +237,17 @@ func collectIDs(ctx context.Context, q queryer, query string, args []any, f func
 		return err
 	}
 	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	extra := make([]any, len(cols)-1)
+	for i := range extra {
+		extra[i] = new(sql.RawBytes)
+	}
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
+		if err := rows.Scan(append([]any{&id}, extra...)...); err != nil {
 			return err
 		}
 		f(id)

@@ -35,7 +35,6 @@ CREATE INDEX IF NOT EXISTS runs_leased ON {{schema}}.runs (lease_expires_at)
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON {{schema}}.runs (workflow_id, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_created ON {{schema}}.runs (created_at);
 CREATE INDEX IF NOT EXISTS runs_by_parent ON {{schema}}.runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS runs_by_closed ON {{schema}}.runs (closed_at) WHERE closed_at IS NOT NULL;
 
 -- One row per durable step of a run: the record that replay reads.
 CREATE TABLE IF NOT EXISTS {{schema}}.steps (

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/graftdev/graft/engine"
+)
+
+type benchOpts struct {
+	n, c     int
+	scenario string
+	with     map[string]bool
+	sleep    time.Duration
+	keep     bool
+	shards   int
+	schema   string
+	// provider scenario
+	limitConc int
+	limitRate float64
+}
+
+func runBench(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	o := benchOpts{}
+	fs.IntVar(&o.n, "n", 2000, "workflows to run")
+	fs.IntVar(&o.c, "c", 64, "concurrent starters (each starts a workflow and waits for its result)")
+	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | sleepers | provider")
+	with := fs.String("with", "", "comma-separated extras: interceptors, mirror")
+	fs.DurationVar(&o.sleep, "sleep", 5*time.Second, "sleepers: how long each workflow sleeps")
+	fs.BoolVar(&o.keep, "keep", false, "keep the benchmark schema afterwards")
+	fs.IntVar(&o.limitConc, "limit-concurrency", 50, "provider: calls in flight allowed")
+	fs.Float64Var(&o.limitRate, "limit-rate", 500, "provider: calls per second allowed")
+	fs.IntVar(&o.shards, "shards", 0, "group-commit writers (0: engine default)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
+	_ = fs.Parse(args)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	o.with = map[string]bool{}
+	for _, w := range strings.Split(*with, ",") {
+		if w = strings.TrimSpace(w); w != "" {
+			o.with[w] = true
+		}
+	}
+	if o.n <= 0 || o.c <= 0 {
+		return fmt.Errorf("bench: -n and -c must be positive")
+	}
+	buf := make([]byte, 4)
+	_, _ = rand.Read(buf)
+	o.schema = "graft_bench_" + hex.EncodeToString(buf)
+	switch o.scenario {
+	case "basic":
+		return benchBasic(o)
+	case "sleepers":
+		return benchSleepers(o)
+	default:
+		return fmt.Errorf("bench: unknown -scenario %q", o.scenario)
+	}
+}
+
+// benchEnv is an engine in a throwaway schema with one worker.
+type benchEnv struct {
+	e       *engine.Engine
+	w       *engine.Worker
+	cleanup func()
+}
+
+func newBenchEnv(o benchOpts, cfg engine.Config, wcfg engine.WorkerConfig, defs ...engine.Definition) (*benchEnv, error) {
+	db, err := openDB(40)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DB, cfg.DatabaseURL, cfg.Schema = db, databaseURL(), o.schema
+	cfg.CommitShards = o.shards
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	e, err := engine.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Migrate(context.Background()); err != nil {
+		return nil, err
+	}
+	if err := e.Register(defs...); err != nil {
+		return nil, err
+	}
+	w, err := e.NewWorker(wcfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	return &benchEnv{e: e, w: w, cleanup: func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = w.Stop(ctx)
+		_ = e.Close()
+		if !o.keep {
+			_, _ = db.Exec(`DROP SCHEMA IF EXISTS ` + pq.QuoteIdentifier(o.schema) + ` CASCADE`)
+		}
+		db.Close()
+	}}, nil
+}
+
+type noop struct{ N int }
+
+func benchBasic(o benchOpts) error {
+	act := engine.NewActivity("bench.noop", func(ctx context.Context, in noop) (noop, error) { return noop{N: in.N + 1}, nil })
+	wf := engine.NewWorkflow("bench.three", func(ctx engine.Context, in noop) (noop, error) {
+		v := in
+		for i := 0; i < 3; i++ {
+			var err error
+			if v, err = act.Run(ctx, v); err != nil {
+				return v, err
+			}
+		}
+		return v, nil
+	})
+	cfg := engine.Config{}
+	extras, err := setupExtras(o, &cfg)
+	if err != nil {
+		return err
+	}
+	env, err := newBenchEnv(o, cfg, engine.WorkerConfig{MaxWorkflows: max(1000, 2*o.c), MaxActivities: max(500, 2*o.c)}, act, wf)
+	if err != nil {
+		return err
+	}
+	defer env.cleanup()
+	if err := extras.prepare(context.Background(), env); err != nil {
+		return err
+	}
+	c := env.e.Client()
+	lat := make([]time.Duration, o.n)
+	var next atomic.Int64
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := 0; g < o.c; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= o.n {
+					return
+				}
+				t0 := time.Now()
+				run, err := wf.Start(ctx, c, noop{}, &engine.StartOptions{ID: fmt.Sprintf("bench-%d", i), Headers: extras.headers(i)})
+				if err == nil {
+					var out noop
+					out, err = run.Result(ctx)
+					if err == nil && out.N != 3 {
+						err = fmt.Errorf("workflow %d returned %d, want 3", i, out.N)
+					}
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if f := failed.Load(); f > 0 {
+		return fmt.Errorf("bench: %d workflows failed; first: %v", f, firstErr.Load())
+	}
+	tail, err := extras.verify(context.Background(), env, o.n)
+	if err != nil {
+		return err
+	}
+	p50, p99 := percentiles(lat)
+	fmt.Printf("workflows=%d concurrency=%d elapsed_s=%.2f throughput_wf_s=%.0f p50_ms=%.2f p99_ms=%.2f%s\n",
+		o.n, o.c, elapsed.Seconds(), float64(o.n)/elapsed.Seconds(), ms(p50), ms(p99), tail)
+	return nil
+}
+
+func percentiles(d []time.Duration) (time.Duration, time.Duration) {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	at := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
+	return at(0.50), at(0.99)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"
+
+	"github.com/graftdev/graft/engine"
+)
+
+func databaseURL() string {
+	if u := os.Getenv("GRAFT_DATABASE_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+func redisURL() string {
+	if u := os.Getenv("GRAFT_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+func openDB(maxConns int) (*sqlx.DB, error) {
+	db, err := sqlx.Open("postgres", databaseURL())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	if err := db.Ping(); err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", databaseURL(), err)
+	}
+	return db, nil
+}
+
+func runMigrate(args []string) error {
+	fs := flag.NewFlagSet("migrate", flag.ExitOnError)
+	schema := fs.String("schema", "graft", "graft's schema")
+	_ = fs.Parse(args)
+	db, err := openDB(2)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	e, err := engine.New(engine.Config{DB: db, DatabaseURL: databaseURL(), Schema: *schema})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	if err := e.Migrate(context.Background()); err != nil {
+		return err
+	}
+	fmt.Printf("schema %s is up to date\n", *schema)
+	return nil
+}
