@@ -1,6 +1,6 @@
 # graft: developer and CI entry points. See README.md.
 
-GRAFT_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+GRAFT_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes
 GRAFT_REDIS_URL ?= redis://127.0.0.1:6379/0
 export GRAFT_DATABASE_URL GRAFT_REDIS_URL
 

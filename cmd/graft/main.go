@@ -40,7 +40,7 @@ commands:
   migrate   create or upgrade graft's schema
 
 environment:
-  GRAFT_DATABASE_URL  default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+  GRAFT_DATABASE_URL  default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes
   GRAFT_REDIS_URL     default redis://127.0.0.1:6379/0
 `)
 }

@@ -45,7 +45,7 @@ func databaseURL() string {
 	if u := os.Getenv("GRAFT_DATABASE_URL"); u != "" {
 		return u
 	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes"
 }
 
 func run(ctx context.Context) error {

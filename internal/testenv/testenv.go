@@ -26,7 +26,7 @@ func DatabaseURL() string {
 	if u := os.Getenv("GRAFT_DATABASE_URL"); u != "" {
 		return u
 	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes"
 }
 
 // RedisURL is GRAFT_REDIS_URL or the local default.
