@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"hash/fnv"
-	"os"
 	"sync"
 	"time"
 )
@@ -139,11 +138,7 @@ func (c *committer) loop(ch chan *writeOp) {
 // run commits a batch; if the batch fails as a whole, each op is retried
 // alone so one bad op cannot sink its neighbours.
 func (c *committer) run(batch []*writeOp) {
-	t0 := time.Now()
 	errs, err := c.exec(batch)
-	if debugCommit {
-		debugStats.add(len(batch), time.Since(t0))
-	}
 	if err != nil && len(batch) > 1 {
 		for _, op := range batch {
 			c.run([]*writeOp{op})
@@ -171,6 +166,9 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 	s := c.e.store
 	now := c.e.cfg.Clock.Now()
 	errs := make([]error, len(batch))
+	if c.stepsAndFinishOnly(batch) {
+		return c.execStepsAndFinish(ctx, now, batch)
+	}
 
 	// A batch that needs one statement runs without BEGIN/COMMIT round trips.
 	var tx dbtx = c.e.db
@@ -184,7 +182,6 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		tx, realTx = t, t
 	}
 
-	ph := newPhases()
 	// 1. Run transitions (waiting, closed).
 	var fins []int
 	for i, op := range batch {
@@ -204,7 +201,6 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		}
 	}
 
-	ph.mark("// 2. New runs")
 	// 2. New runs (starts, children, continue-as-new).
 	var news []int
 	for i, op := range batch {
@@ -232,7 +228,6 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		}
 	}
 
-	ph.mark("// 3. Steps, f")
 	// 3. Steps, fenced by the lease.
 	var steps []*stepRow
 	var stepOwners []string
@@ -263,7 +258,6 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		}
 	}
 
-	ph.mark("// 4. Children")
 	// 4. Children that closed hand their result to the parent's step and wake it.
 	var parents []string
 	var closed []string
@@ -306,7 +300,6 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		woken = append(woken, ids...)
 	}
 
-	ph.mark("// 5. Checkpoi")
 	// 5. Checkpoint interceptors, in the same transaction.
 	if hooks := c.e.chains.checkpoint; len(hooks) > 0 && realTx != nil {
 		var evs []*CheckpointEvent
@@ -324,7 +317,6 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		}
 	}
 
-	ph.mark("// 6. Notifica")
 	// 6. Wake-ups go out when the transaction commits (work and done notices
 	// were sent by the statements themselves).
 	if err := s.notifyIDs(ctx, tx, chanWake, woken); err != nil {
@@ -335,68 +327,54 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 			return nil, err
 		}
 	}
-	ph.mark("commit")
-	ph.done()
 	if len(woken) > 0 {
 		c.e.dispatchWake(woken)
 	}
 	return errs, nil
 }
 
-var debugCommit = os.Getenv("GRAFT_DEBUG_COMMIT") != ""
-
-type commitStats struct {
-	mu      sync.Mutex
-	batches int
-	ops     int
-	dur     time.Duration
+// stepsAndFinishOnly reports whether the batch is step records and plain run
+// transitions only (the usual case), with no checkpoint interceptor to call.
+func (c *committer) stepsAndFinishOnly(batch []*writeOp) bool {
+	for _, op := range batch {
+		if op.newRun != nil || (len(op.events) > 0 && len(c.e.chains.checkpoint) > 0) {
+			return false
+		}
+		if op.fin != nil && (op.fin.hasChildren || op.fin.parentRunID != "") {
+			return false
+		}
+	}
+	return true
 }
 
-var debugStats = &commitStats{}
-
-func (s *commitStats) add(n int, d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.batches++
-	s.ops += n
-	s.dur += d
-	if s.batches%50 == 0 {
-		fmt.Fprintf(os.Stderr, "commit: batches=%d avg_ops=%.1f avg_ms=%.2f\n", s.batches, float64(s.ops)/float64(s.batches), float64(s.dur.Microseconds())/1000/float64(s.batches))
+// execStepsAndFinish commits such a batch in a single statement.
+func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch []*writeOp) ([]error, error) {
+	errs := make([]error, len(batch))
+	var steps []*stepRow
+	var owners []string
+	var fins []int
+	for i, op := range batch {
+		if op.step != nil {
+			steps = append(steps, op.step)
+			owners = append(owners, op.owner)
+		}
+		if op.fin != nil {
+			fins = append(fins, i)
+		}
 	}
-}
-
-type phases struct {
-	t     time.Time
-	names []string
-	durs  []time.Duration
-}
-
-func newPhases() *phases { return &phases{t: time.Now()} }
-
-func (p *phases) mark(name string) {
-	now := time.Now()
-	p.names = append(p.names, name)
-	p.durs = append(p.durs, now.Sub(p.t))
-	p.t = now
-}
-
-var phaseMu sync.Mutex
-var phaseTot = map[string]time.Duration{}
-var phaseN int
-
-func (p *phases) done() {
-	if !debugCommit {
-		return
+	okSteps, okFins, err := c.e.store.stepsAndFinish(ctx, c.e.db, now, steps, owners, batch, fins)
+	if err != nil {
+		return nil, err
 	}
-	phaseMu.Lock()
-	defer phaseMu.Unlock()
-	phaseN++
-	for i, n := range p.names {
-		phaseTot[n] += p.durs[i]
+	for i, op := range batch {
+		if op.step != nil && !okSteps[stepKey{op.step.RunID, op.step.Seq}] {
+			errs[i] = errLeaseLost
+		}
+		if op.fin != nil && !okFins[op.runID] {
+			errs[i] = errLeaseLost
+		}
 	}
-	if phaseN%50 == 0 {
-		fmt.Fprintln(os.Stderr, phaseTot)
-	}
+	return errs, nil
 }
 
 // singleStatement reports whether the batch is only step records or only

@@ -48,8 +48,8 @@ type stepKey struct {
 	seq int
 }
 
-func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
-	ok := map[string]bool{}
+// finishArgs renders the run transitions of batch[idx] as column arrays.
+func finishArgs(batch []*writeOp, idx []int) []any {
 	cols, args := columns(7)
 	for _, i := range idx {
 		op := batch[i]
@@ -61,18 +61,58 @@ func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []
 		cols[5].time(nullTime(op.fin.wakeAt))
 		cols[6].int(op.fin.knownEventSeq)
 	}
-	q := `UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
+	return args()
+}
+
+// finishSQL moves running runs to waiting or closed, fenced by the lease,
+// and announces closed ones in the same statement. It uses parameters
+// $p+1..$p+9 and yields (run_id, status) as the CTE named "fin".
+func (s *store) finishSQL(p int) string {
+	n := func(i int) string { return fmt.Sprintf("$%d", p+i) }
+	return `fin AS (UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
 			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN now() END,
-			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN $8 ELSE v.wake_at END,
+			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN ` + n(8) + ` ELSE v.wake_at END,
 			lease_expires_at = CASE WHEN v.status = 'running' THEN r.lease_expires_at END
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::timestamptz[], $7::bigint[])
-			AS v(run_id, owner, status, output, error, wake_at, known)
+		FROM unnest(` + n(1) + `::text[], ` + n(2) + `::text[], ` + n(3) + `::text[], ` + n(4) + `::bytea[], ` + n(5) + `::jsonb[],
+			` + n(6) + `::timestamptz[], ` + n(7) + `::bigint[]) AS v(run_id, owner, status, output, error, wake_at, known)
 		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.status = 'running'
-		RETURNING r.run_id, r.status`
-	// Closed runs are announced from the same statement: no extra round trip.
-	q = `WITH u AS (` + q + `) SELECT run_id, CASE WHEN status <> 'waiting' THEN pg_notify($9, run_id) END FROM u`
-	err := collectIDs(ctx, tx, q, append(args(), now, s.channel[chanDone]), func(id string) { ok[id] = true })
+		RETURNING r.run_id, CASE WHEN r.status <> 'waiting' THEN pg_notify(` + n(9) + `, r.run_id) END AS notified)`
+}
+
+func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
+	ok := map[string]bool{}
+	q := `WITH ` + s.finishSQL(0) + ` SELECT run_id FROM fin`
+	err := collectIDs(ctx, tx, q, append(finishArgs(batch, idx), now, s.channel[chanDone]), func(id string) { ok[id] = true })
 	return ok, err
+}
+
+// stepsAndFinish writes step records and run transitions in one statement:
+// the common batch, committed without BEGIN/COMMIT round trips. The steps'
+// lease check reads the runs as they were before the transitions, which
+// keep the lease owner, so a run's last steps and its end commit together.
+func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, steps []*stepRow, owners []string, batch []*writeOp, fins []int) (map[stepKey]bool, map[string]bool, error) {
+	okSteps, okFins := map[stepKey]bool{}, map[string]bool{}
+	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(15) + `
+		SELECT 's', run_id, seq FROM ins UNION ALL SELECT 'f', run_id, 0 FROM fin`
+	args := append(stepArgs(steps, owners), finishArgs(batch, fins)...)
+	rows, err := tx.QueryContext(ctx, q, append(args, now, s.channel[chanDone])...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind, id string
+		var seq int
+		if err := rows.Scan(&kind, &id, &seq); err != nil {
+			return nil, nil, err
+		}
+		if kind == "s" {
+			okSteps[stepKey{id, seq}] = true
+		} else {
+			okFins[id] = true
+		}
+	}
+	return okSteps, okFins, rows.Err()
 }
 
 func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batch []*writeOp, idx []int) (map[string]bool, error) {
@@ -122,8 +162,7 @@ func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batc
 	return ok, err
 }
 
-func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owners []string) (map[stepKey]bool, error) {
-	ok := map[stepKey]bool{}
+func stepArgs(steps []*stepRow, owners []string) []any {
 	cols, args := columns(15)
 	for k, st := range steps {
 		cols[0].str(st.RunID)
@@ -142,17 +181,31 @@ func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owne
 		cols[13].nullStr(st.ChildWorkflowID)
 		cols[14].str(owners[k])
 	}
-	q := `INSERT INTO ` + s.steps + ` (` + stepColumns + `)
+	return args()
+}
+
+// stepsSQL inserts step records fenced by the lease (an empty owner skips
+// the check). It uses $p+1..$p+15 and yields (run_id, seq) as CTE "ins".
+func (s *store) stepsSQL(p int) string {
+	ph := make([]any, 15)
+	for i := range ph {
+		ph[i] = fmt.Sprintf("$%d", p+i+1)
+	}
+	return `ins AS (INSERT INTO ` + s.steps + ` (` + stepColumns + `)
 		SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
 			v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id
-		FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::jsonb[], $9::int[],
-			$10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::bigint[], $14::text[], $15::text[])
+		FROM unnest(` + fmt.Sprintf(`%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::jsonb[], %s::int[],
+			%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::text[], %s::text[]`, ph...) + `)
 			AS v(run_id, seq, kind, name, status, input, output, error, attempts,
 			started_at, completed_at, fire_at, signal_id, child_workflow_id, owner)
 		JOIN ` + s.runs + ` r ON r.run_id = v.run_id AND (v.owner = '' OR r.lease_owner = v.owner)
 		ON CONFLICT (run_id, seq) DO NOTHING
-		RETURNING run_id, seq`
-	rows, err := tx.QueryContext(ctx, q, args()...)
+		RETURNING run_id, seq)`
+}
+
+func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owners []string) (map[stepKey]bool, error) {
+	ok := map[stepKey]bool{}
+	rows, err := tx.QueryContext(ctx, `WITH `+s.stepsSQL(0)+` SELECT run_id, seq FROM ins`, stepArgs(steps, owners)...)
 	if err != nil {
 		return nil, err
 	}
