@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 
@@ -31,8 +32,12 @@ const (
 func newStore(db *sqlx.DB, schema string) *store {
 	q := pq.QuoteIdentifier(schema)
 	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", channel: map[string]string{}}
+	// Channel names are identifiers (at most 63 bytes): derive them from a
+	// hash of the schema so any valid schema name fits.
+	h := fnv.New64a()
+	h.Write([]byte(schema))
 	for _, c := range []string{chanWork, chanDone, chanWake} {
-		s.channel[c] = "graft_" + schema + "_" + c
+		s.channel[c] = fmt.Sprintf("graft_%x_%s", h.Sum64(), c)
 	}
 	return s
 }
