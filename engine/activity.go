@@ -226,8 +226,10 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		ev.Kind, ev.Err, ev.Result = CheckpointActivityFailed, err, nil
 		err = decodeError(st.Error) // the workflow sees what a replay would see
 	}
-	if args, derr := def.decodeInput(input); derr == nil {
-		ev.Input = args
+	if len(s.e.chains.checkpoint) > 0 {
+		if args, derr := def.decodeInput(input); derr == nil {
+			ev.Input = args
+		}
 	}
 	s.write(st, []*CheckpointEvent{ev})
 	s.mu.Lock()

@@ -89,7 +89,7 @@ func (c *Client) StartByName(ctx context.Context, name string, input json.RawMes
 	if def == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownWorkflow, name)
 	}
-	args, err := def.decodeInput(input)
+	args, err := def.decodeInputStrict(input)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +166,7 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 	}
 	var local chan *closedRun
 	if eager != nil {
-		local = c.e.waitChan(row.RunID)
+		local = c.e.waitChan(row.RunID, true)
 	}
 	err = c.e.commit.submitWait(ctx, &writeOp{runID: row.RunID, newRun: spec,
 		events: []*CheckpointEvent{{Kind: CheckpointWorkflowStarted, WorkflowID: o.ID, RunID: row.RunID, WorkflowType: name,
@@ -250,7 +250,7 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 		t.Stop()
 	}
 	for {
-		ch := e.waitChan(runID)
+		ch := e.waitChan(runID, false)
 		r, err := e.store.getRun(ctx, e.db, runID)
 		if err != nil {
 			return nil, err

@@ -18,14 +18,23 @@ func (e *Engine) encodePayload(what string, v any) ([]byte, error) {
 	return b, nil
 }
 
-// decodeInto unmarshals b into a new T, strictly: unknown fields are rejected
-// so a misspelled field is an error rather than a silent zero value.
-func decodeInto[T any](what string, b []byte) (T, error) {
+// decodeInto unmarshals b into a new T. Strict decoding (for input from
+// outside, such as an HTTP API) rejects unknown fields and trailing data, so
+// a misspelled field is an error rather than a silent zero value; payloads
+// graft encoded itself are decoded leniently, which is cheaper and lets a
+// type drop a field without breaking recorded runs.
+func decodeInto[T any](what string, b []byte, strict bool) (T, error) {
 	var v T
 	if len(b) == 0 || string(b) == "null" {
 		return v, nil
 	}
-	if err := strictUnmarshal(b, &v); err != nil {
+	var err error
+	if strict {
+		err = strictUnmarshal(b, &v)
+	} else {
+		err = json.Unmarshal(b, &v)
+	}
+	if err != nil {
 		return v, fmt.Errorf("%w: %s: %v", ErrBadInput, what, err)
 	}
 	return v, nil

@@ -32,7 +32,11 @@ func (w *Workflow[In, Out]) Name() string  { return w.name }
 func (w *Workflow[In, Out]) isDefinition() {}
 
 func (w *Workflow[In, Out]) decodeInput(b []byte) (any, error) {
-	return decodeInto[In]("input of workflow "+w.name, b)
+	return decodeInto[In]("input of workflow "+w.name, b, false)
+}
+
+func (w *Workflow[In, Out]) decodeInputStrict(b []byte) (any, error) {
+	return decodeInto[In]("input of workflow "+w.name, b, true)
 }
 
 func (w *Workflow[In, Out]) execute(ctx Context, in any) (any, error) {
@@ -44,6 +48,7 @@ func (w *Workflow[In, Out]) execute(ctx Context, in any) (any, error) {
 type workflowDef interface {
 	Name() string
 	decodeInput([]byte) (any, error)
+	decodeInputStrict([]byte) (any, error)
 	execute(Context, any) (any, error)
 }
 
@@ -73,7 +78,7 @@ func (a *Activity[In, Out]) Name() string  { return a.name }
 func (a *Activity[In, Out]) isDefinition() {}
 
 func (a *Activity[In, Out]) decodeInput(b []byte) (any, error) {
-	return decodeInto[In]("input of activity "+a.name, b)
+	return decodeInto[In]("input of activity "+a.name, b, false)
 }
 
 func (a *Activity[In, Out]) execute(ctx context.Context, in any) (any, error) {

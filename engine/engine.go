@@ -30,7 +30,15 @@ type Engine struct {
 
 	mu      sync.Mutex
 	workers []*Worker
-	waiters map[string][]chan *closedRun
+	waiters map[string][]resultWaiter
+}
+
+// resultWaiter is a Result call waiting for a run to close. A local waiter's run
+// executes in this process, which hands over the outcome itself, so the
+// LISTEN notice (which carries no outcome) does not wake it.
+type resultWaiter struct {
+	ch    chan *closedRun
+	local bool
 }
 
 // New creates an engine. Call Migrate once (any process may), Register the
@@ -42,7 +50,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: c, db: c.DB, store: newStore(c.DB, c.Schema), reg: newRegistry(),
-		chains: buildChains(c.Interceptors), closed: make(chan struct{}), waiters: map[string][]chan *closedRun{},
+		chains: buildChains(c.Interceptors), closed: make(chan struct{}), waiters: map[string][]resultWaiter{},
 	}
 	e.commit = newCommitter(e)
 	e.listener = pq.NewListener(c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
@@ -173,10 +181,19 @@ func (e *Engine) dispatchDone(ids []string, res []*closedRun) {
 		if res != nil {
 			r = res[i]
 		}
-		for _, ch := range e.waiters[id] {
-			ch <- r
+		var kept []resultWaiter
+		for _, w := range e.waiters[id] {
+			if w.local && r == nil {
+				kept = append(kept, w)
+				continue
+			}
+			w.ch <- r
 		}
-		delete(e.waiters, id)
+		if len(kept) > 0 {
+			e.waiters[id] = kept
+		} else {
+			delete(e.waiters, id)
+		}
 	}
 }
 
@@ -184,18 +201,18 @@ func (e *Engine) pokeWaiters() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for id, chs := range e.waiters {
-		for _, ch := range chs {
-			ch <- nil
+		for _, w := range chs {
+			w.ch <- nil
 		}
 		delete(e.waiters, id)
 	}
 }
 
 // waitChan returns a channel that receives once runID is announced closed.
-func (e *Engine) waitChan(runID string) chan *closedRun {
+func (e *Engine) waitChan(runID string, local bool) chan *closedRun {
 	ch := make(chan *closedRun, 1)
 	e.mu.Lock()
-	e.waiters[runID] = append(e.waiters[runID], ch)
+	e.waiters[runID] = append(e.waiters[runID], resultWaiter{ch: ch, local: local})
 	e.mu.Unlock()
 	return ch
 }
