@@ -325,57 +325,47 @@ func buildChains(lists ...[]Interceptor) chains {
 	return c
 }
 
-// chain composes interceptors around last so that list[0] is outermost.
-func chainActivity(list []ActivityInterceptor, last func(context.Context, *ActivityInput) (any, error)) func(context.Context, *ActivityInput) (any, error) {
+// chain composes the interceptors of list around last so that list[0] is
+// the outermost; call is the interceptor method for the call kind.
+func chain[I, C, In any](list []I, call func(I, C, In, func(C, In) error) error, last func(C, In) error) func(C, In) error {
 	next := last
 	for i := len(list) - 1; i >= 0; i-- {
 		ic, n := list[i], next
-		next = func(ctx context.Context, in *ActivityInput) (any, error) { return ic.ExecuteActivity(ctx, in, n) }
+		next = func(ctx C, in In) error { return call(ic, ctx, in, n) }
 	}
 	return next
+}
+
+// chainResult is chain for calls that return a value.
+func chainResult[I, C, In any](list []I, call func(I, C, In, func(C, In) (any, error)) (any, error), last func(C, In) (any, error)) func(C, In) (any, error) {
+	next := last
+	for i := len(list) - 1; i >= 0; i-- {
+		ic, n := list[i], next
+		next = func(ctx C, in In) (any, error) { return call(ic, ctx, in, n) }
+	}
+	return next
+}
+
+func chainActivity(list []ActivityInterceptor, last func(context.Context, *ActivityInput) (any, error)) func(context.Context, *ActivityInput) (any, error) {
+	return chainResult(list, ActivityInterceptor.ExecuteActivity, last)
 }
 
 func chainWorkflow(list []WorkflowInterceptor, last func(Context, *ExecuteWorkflowInput) (any, error)) func(Context, *ExecuteWorkflowInput) (any, error) {
-	next := last
-	for i := len(list) - 1; i >= 0; i-- {
-		ic, n := list[i], next
-		next = func(ctx Context, in *ExecuteWorkflowInput) (any, error) { return ic.ExecuteWorkflow(ctx, in, n) }
-	}
-	return next
-}
-
-func chainSignal(list []WorkflowInterceptor, last func(Context, *HandleSignalInput) error) func(Context, *HandleSignalInput) error {
-	next := last
-	for i := len(list) - 1; i >= 0; i-- {
-		ic, n := list[i], next
-		next = func(ctx Context, in *HandleSignalInput) error { return ic.HandleSignal(ctx, in, n) }
-	}
-	return next
+	return chainResult(list, WorkflowInterceptor.ExecuteWorkflow, last)
 }
 
 func chainQuery(list []WorkflowInterceptor, last func(context.Context, *HandleQueryInput) (any, error)) func(context.Context, *HandleQueryInput) (any, error) {
-	next := last
-	for i := len(list) - 1; i >= 0; i-- {
-		ic, n := list[i], next
-		next = func(ctx context.Context, in *HandleQueryInput) (any, error) { return ic.HandleQuery(ctx, in, n) }
-	}
-	return next
-}
-
-func chainOutbound(list []WorkflowOutboundInterceptor, last func(Context, *OutboundInput) error) func(Context, *OutboundInput) error {
-	next := last
-	for i := len(list) - 1; i >= 0; i-- {
-		ic, n := list[i], next
-		next = func(ctx Context, in *OutboundInput) error { return ic.WorkflowOutbound(ctx, in, n) }
-	}
-	return next
+	return chainResult(list, WorkflowInterceptor.HandleQuery, last)
 }
 
 func chainClient(list []ClientInterceptor, last func(context.Context, *ClientCallInput) (any, error)) func(context.Context, *ClientCallInput) (any, error) {
-	next := last
-	for i := len(list) - 1; i >= 0; i-- {
-		ic, n := list[i], next
-		next = func(ctx context.Context, in *ClientCallInput) (any, error) { return ic.ClientCall(ctx, in, n) }
-	}
-	return next
+	return chainResult(list, ClientInterceptor.ClientCall, last)
+}
+
+func chainSignal(list []WorkflowInterceptor, last func(Context, *HandleSignalInput) error) func(Context, *HandleSignalInput) error {
+	return chain(list, WorkflowInterceptor.HandleSignal, last)
+}
+
+func chainOutbound(list []WorkflowOutboundInterceptor, last func(Context, *OutboundInput) error) func(Context, *OutboundInput) error {
+	return chain(list, WorkflowOutboundInterceptor.WorkflowOutbound, last)
 }
