@@ -313,18 +313,24 @@ func collectIDs(ctx context.Context, q queryer, query string, args []any, f func
 	return rows.Err()
 }
 
-// claim leases up to n due runs of the given types and queues: new ones,
-// unloaded ones whose wake time has come, and running ones whose lease expired.
-func (s *store) claim(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration) ([]*runRow, error) {
+// claimDue leases up to n runs of the given queues and types whose wake
+// time has come (new runs and unloaded ones), oldest first.
+func (s *store) claimDue(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration) ([]*runRow, error) {
+	return s.claimWhere(ctx, `status IN ('pending','waiting') AND wake_at <= $5 AND queue = ANY($2) AND workflow_type = ANY($3)
+		ORDER BY wake_at`, owner, queues, types, n, now, ttl)
+}
+
+// claimExpired leases up to n running runs whose owner stopped renewing.
+func (s *store) claimExpired(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration) ([]*runRow, error) {
+	return s.claimWhere(ctx, `status = 'running' AND lease_expires_at < now() AND queue = ANY($2) AND workflow_type = ANY($3)
+		AND $5::timestamptz IS NOT NULL`, owner, queues, types, n, now, ttl)
+}
+
+func (s *store) claimWhere(ctx context.Context, where, owner string, queues, types []string, n int, now time.Time, ttl time.Duration) ([]*runRow, error) {
 	var out []*runRow
 	q := `WITH due AS (
-			SELECT run_id FROM ` + s.runs + `
-			WHERE ((status IN ('pending','waiting') AND wake_at <= $5) OR (status = 'running' AND lease_expires_at < now()))
-			  AND queue = ANY($2) AND workflow_type = ANY($3)
-			ORDER BY wake_at NULLS LAST
-			LIMIT $4
-			FOR UPDATE SKIP LOCKED
-		)
+			SELECT run_id FROM ` + s.runs + ` WHERE ` + where + `
+			LIMIT $4 FOR UPDATE SKIP LOCKED)
 		UPDATE ` + s.runs + ` r SET status = 'running', lease_owner = $1,
 			lease_expires_at = now() + $6::interval, loads = r.loads + 1, updated_at = now()
 		FROM due WHERE r.run_id = due.run_id

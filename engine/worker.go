@@ -51,6 +51,8 @@ type Worker struct {
 	runs    map[string]*runState
 	running bool
 
+	lastExpiredScan time.Time // only touched by the claim loop
+
 	poke     chan struct{}
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -239,7 +241,15 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 		}
 		break
 	}
-	rows, err := w.e.store.claim(ctx, w.id, w.cfg.Queues, w.types, reserved, w.e.cfg.Clock.Now(), w.e.cfg.LeaseTTL)
+	now, ttl := w.e.cfg.Clock.Now(), w.e.cfg.LeaseTTL
+	rows, err := w.e.store.claimDue(ctx, w.id, w.cfg.Queues, w.types, reserved, now, ttl)
+	// Expired leases are rare; look for them a few times per lease period.
+	if err == nil && len(rows) < reserved && time.Since(w.lastExpiredScan) > ttl/4 {
+		w.lastExpiredScan = time.Now()
+		var more []*runRow
+		more, err = w.e.store.claimExpired(ctx, w.id, w.cfg.Queues, w.types, reserved-len(rows), now, ttl)
+		rows = append(rows, more...)
+	}
 	for i := len(rows); i < reserved; i++ {
 		<-w.slots
 	}
