@@ -34,6 +34,7 @@ const (
 	stepChild      = "child"
 	stepCancel     = "cancel"
 	stepVersion    = "version"
+	stepReady      = "ready"
 )
 
 // Step statuses as stored.

@@ -211,9 +211,16 @@ func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
 	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, step: st, events: events, done: func(err error) {
 		if err != nil {
 			s.e.cfg.Logger.Warn("graft: step write refused; dropping run", "run_id", s.row.RunID, "seq", st.Seq, "err", err)
-			s.abandon()
+			s.drop()
 		}
 	}})
+}
+
+// drop abandons the run and expires this worker's lease on it, so that any
+// worker resumes it from its record at once.
+func (s *runState) drop() {
+	s.abandon()
+	_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID)
 }
 
 // abandon makes the workflow goroutine exit without writing anything more;
@@ -307,7 +314,7 @@ func (s *runState) unload(wakeAt time.Time) {
 	})
 	if err != nil && !errors.Is(err, errLeaseLost) {
 		s.e.cfg.Logger.Warn("graft: unload failed; releasing run", "run_id", s.row.RunID, "err", err)
-		_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID)
+		s.drop()
 	}
 	s.abandon()
 	runtime.Goexit()
@@ -451,7 +458,7 @@ func (s *runState) finish(out any, runErr error) {
 		events: []*CheckpointEvent{ev}})
 	if err != nil && !errors.Is(err, errLeaseLost) {
 		s.e.cfg.Logger.Error("graft: could not record workflow end; releasing run", "run_id", s.row.RunID, "err", err)
-		_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID)
+		s.drop()
 	}
 	s.abandon()
 }
@@ -516,11 +523,25 @@ func (f Future[T]) Get(ctx Context) (T, error) {
 	return v, nil
 }
 
-// IsReady reports whether Get would return without blocking.
+// IsReady reports whether Get would return without blocking. The answer is
+// recorded, so a replay gives the same one even though by then the result
+// (or the fire time) may be known.
 func (f Future[T]) IsReady() bool {
-	f.f.s.mu.Lock()
-	defer f.f.s.mu.Unlock()
-	return f.f.readyLocked(f.f.s.e.cfg.Clock.Now())
+	s := f.f.s
+	if rec := s.peek(); rec != nil {
+		seq, rec := s.nextSeq()
+		s.expect(seq, rec, stepReady, "")
+		return string(rec.Output) == "true"
+	}
+	s.stopIfQuery()
+	s.mu.Lock()
+	ready := f.f.readyLocked(s.e.cfg.Clock.Now())
+	s.mu.Unlock()
+	seq, _ := s.nextSeq()
+	now := s.e.cfg.Clock.Now()
+	s.write(&stepRow{RunID: s.row.RunID, Seq: seq, Kind: stepReady, Name: "is_ready", Status: stepCompleted,
+		Output: []byte(fmt.Sprint(ready)), StartedAt: nullTime(now), CompletedAt: nullTime(now)}, nil)
+	return ready
 }
 
 func (f Future[T]) waiterOf() waiter { return f.f }

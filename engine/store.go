@@ -385,10 +385,14 @@ func (s *store) loadSignals(ctx context.Context, runIDs []string, afterID int64)
 	return out, nil
 }
 
-// renewLeases extends every lease the owner holds.
-func (s *store) renewLeases(ctx context.Context, owner string, ttl time.Duration) error {
+// renewLeases extends the owner's leases on the runs it has loaded. Only
+// loaded runs are renewed, so a run this worker dropped cannot stay leased.
+func (s *store) renewLeases(ctx context.Context, owner string, runIDs []string, ttl time.Duration) error {
+	if len(runIDs) == 0 {
+		return nil
+	}
 	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_expires_at = now() + $2::interval
-		WHERE lease_owner = $1 AND status = 'running'`, owner, fmt.Sprintf("%d milliseconds", ttl.Milliseconds()))
+		WHERE run_id = ANY($3) AND lease_owner = $1 AND status = 'running'`, owner, fmt.Sprintf("%d milliseconds", ttl.Milliseconds()), pq.Array(runIDs))
 	return err
 }
 

@@ -381,8 +381,14 @@ func (w *Worker) renewLoop() {
 		case <-w.e.closed:
 			return
 		}
+		w.mu.Lock()
+		ids := make([]string, 0, len(w.runs))
+		for id := range w.runs {
+			ids = append(ids, id)
+		}
+		w.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
-		err := w.e.store.renewLeases(ctx, w.id, ttl)
+		err := w.e.store.renewLeases(ctx, w.id, ids, ttl)
 		cancel()
 		if err == nil {
 			last = time.Now()
