@@ -1,0 +1,137 @@
+// Package ratelimit holds external providers to their limits, "at most N calls
+// in flight and R calls per second", across every worker process, through
+// worker crashes and Redis restarts.
+//
+// It may import the engine package (for the activity interceptor) and
+// third-party libraries, and none of graft's other packages.
+//
+// # Limits and leases
+//
+// A Limiter enforces Limits per key: a provider, or a provider and an
+// account. Acquire takes a lease, one of the key's Concurrency slots; Release
+// gives it back. A lease expires on its own after LeaseTTL, so a worker killed
+// while holding slots gives them back within one TTL; a call that runs longer
+// renews its lease (Hold does this in the background). Acquiring again with
+// the same lease ID returns the same lease, so a retried call never holds two
+// slots.
+//
+// The rate is a GCRA (the generic cell rate algorithm, a token bucket kept as
+// one timestamp) with an explicit Burst: in any window of t seconds at most
+// Burst + Rate*t leases are granted. Burst defaults to 1, not to Rate, because
+// a bucket as large as the rate lets almost twice the rate through within one
+// second. A denial that only waits for time says exactly when to retry, so a
+// waiter that follows the hints uses the whole rate; with Burst 1 every
+// scheduling delay in waking up is rate lost, so Burst 2 or more suits callers
+// that wait.
+//
+// Each call is one atomic Lua script and one round trip. Acquire checks the
+// concurrency slot first and spends a rate token only when a slot is also
+// free, so calls denied for concurrency do not use up the rate. A denial is a
+// *DeniedError that says which limit denied it (ReasonConcurrency, ReasonRate,
+// ReasonRecovering) and when to retry.
+//
+// Limits come from a LimitsSource consulted on every call, so they change at
+// run time without restarts: raise a limit and the next call sees it; lower it
+// and no new slot is granted until enough leases end. When the rate changes,
+// debt run up under the old rate is capped at what the new limits allow.
+//
+// # Redis layout
+//
+// All of a key's state is one sorted set, "{Prefix:key}:state": lease IDs
+// scored by expiry, plus two members with negative scores, an epoch marker and
+// the GCRA timestamp. One key means one read and one write per call and no
+// cross-slot access on Redis Cluster; the braces are a hash tag so that any
+// key added later for the same limiter key lands in the same slot. It also
+// means that whatever loses the leases loses the marker with them, so a loss is
+// never silent. The set lives MarkerTTL (7 days) past its last grant or
+// renewal. Redis 6.2 or later is needed (for ZMSCORE). Run it with
+// maxmemory-policy noeviction: an evicted key is detected like any other loss,
+// but costs its key a recovery window.
+//
+// # Time
+//
+// The scripts read Redis's clock (TIME) by default. Every worker then measures
+// leases and rates against one clock, the one on the Redis primary holding the
+// key, so worker clocks need not agree and a worker whose clock is off cannot
+// stretch or shorten leases for everyone. The cost is a TIME call inside each
+// script, about a microsecond of Redis CPU. A Clock in RedisConfig replaces it
+// with the caller's time, passed as an argument; tests use that to move time
+// by hand and to check the scripts step by step against a model. Using a Clock
+// in production would require all workers' clocks to be in close sync, since
+// a worker with a fast clock expires other workers' leases early.
+//
+// # When Redis loses its data
+//
+// After a restart without persistence or a flush, the leases held by live
+// workers are unknown. Granting the full limit at once could double the calls
+// in flight, and a fresh bucket would add a burst. So when a script finds a
+// key's epoch marker missing, it writes the marker back and:
+//
+//   - sets the GCRA state to a bucket spent to its limit, the most any lost
+//     state could have held, so no burst follows the loss;
+//   - opens a recovery window, by default one LeaseTTL, during which no new
+//     concurrency slot is granted (ReasonRecovering, with the window's end as
+//     the retry hint). Renewals are accepted and record their leases again:
+//     every live holder renews within one TTL, so when the window closes the
+//     set holds every live lease and counting is exact again. Acquiring with a
+//     lease ID that is already recorded still returns it.
+//
+// A key that has never been used looks exactly like a key whose state was
+// lost, so a new key (or one idle for longer than MarkerTTL) also waits one
+// window before its first concurrency slot, and one rate interval before its
+// first rate token. RecoveryWindow < 0 turns this off for deployments that
+// accept the risk.
+//
+// Not detected: a Redis that restarts from a snapshot (RDB, or AOF without
+// fsync on every write), or a replica promoted after a failover, can come
+// back with the marker but without the last writes. Leases granted in that
+// gap are recorded again at their holders' next renewal (within a third of
+// a LeaseTTL), and until then up to that many extra slots can be granted.
+//
+// # Fail closed
+//
+// When Redis cannot be reached, or answers with an error, calls return an
+// *UnavailableError and nothing is granted. Wait and Hold keep retrying with
+// backoff (20ms doubling to 1s) until their maximum wait, then return a
+// *SnoozeError wrapping the failure, so work waits in the queue without
+// spending retry attempts and resumes by itself when Redis returns. Leases held
+// across an outage stay counted until they expire; Hold keeps renewing, more
+// often while renewals fail, so they are recorded again soon after Redis
+// returns.
+//
+// # Without Redis
+//
+// NewLocalLimiter is the embedded default when no Redis is configured. It has
+// the same semantics (minus data loss) within one process and knows nothing of
+// other processes: with two workers, each allows the whole limit. Use it for a
+// single process, for tests, or for limits meant per worker: NewWorkerLimiter
+// caps the activities one worker runs at once and starts per second.
+//
+// # Waiting
+//
+// Acquire never waits. Wait retries with the limiter's hints up to a maximum
+// wait and then returns a *SnoozeError with a RetryAfter, so a caller can give
+// the work back rather than hold a worker while a provider is saturated. Within
+// one process the waiters for a key form a queue and only the one at its head
+// polls, so a million waiting operations cost Redis one poll per key per
+// process per PollInterval, not one per operation, and a release in the process
+// wakes the next waiter at once. Across processes, waiters see other
+// processes' releases only when they poll.
+//
+// Hold is Wait plus background renewal until Release; an activity interceptor
+// is Hold before the call, Release after it, and a snooze on *SnoozeError.
+//
+// # Metrics
+//
+// Both limiters report through OpenTelemetry (RedisConfig.MeterProvider, nil
+// for the global provider): slots in use and the concurrency limit per key
+// (as last seen by this process), acquisitions by outcome, wait duration and
+// snoozes, leases that expired unreleased, leases that renewals recorded
+// again, and store errors. See the Metric* constants.
+//
+// # Performance
+//
+// BenchAcquireRelease measures acquire plus release against a real Redis; the
+// CLI exposes it. On loopback each call costs one round trip and a few
+// microseconds of Redis CPU.
+package ratelimit
