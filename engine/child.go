@@ -30,7 +30,7 @@ func (w *Workflow[In, Out]) RunChild(ctx Context, in In, opts *ChildOptions) (Ou
 
 func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptions) *future {
 	f := &future{s: s}
-	if err := s.checkCancel(ctx); err != nil {
+	if err := s.cancelPoint(ctx); err != nil {
 		f.done, f.err = true, err
 		return f
 	}
@@ -39,7 +39,7 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 	}
 	seq, rec := s.nextSeq()
 	f.seq = seq
-	outIn := &OutboundInput{Info: s.info, Kind: OutboundChild, Name: name, Seq: seq, Args: in, Headers: s.headers.Clone(), Replaying: rec != nil}
+	outIn := &OutboundInput{Info: s.info, Kind: OutboundChild, Name: name, Seq: seq, Args: in, Headers: s.headers.Clone(), Replaying: rec != nil || s.mode == modeQuery}
 	_ = chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
 	if rec != nil {
 		s.expect(seq, rec, stepChild, name)

@@ -52,6 +52,10 @@ type StartOptions struct {
 	Headers Headers
 	// Delay postpones the first execution.
 	Delay time.Duration
+
+	// signal is buffered for the run in the transaction that creates it
+	// (SignalWithStart).
+	signal *startSignal
 }
 
 // Client starts and controls workflows. It is cheap; get one from Engine.Client.
@@ -149,13 +153,14 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 		o.Headers = Headers{}
 	}
 	now := c.e.cfg.Clock.Now()
-	row := runRow{RunID: newRunID(), WorkflowID: o.ID, WorkflowType: name, Queue: o.Queue, Input: input,
+	row := runRow{RunID: newRunID(), WorkflowID: o.ID, WorkflowType: name, Queue: o.Queue, Input: input, CreatedAt: now,
 		Headers: mustJSON(o.Headers), WakeAt: nullTime(now.Add(o.Delay)), StartReason: "start"}
-	spec := &newRunSpec{row: row, reuse: o.IDReusePolicy}
+	spec := &newRunSpec{row: row, reuse: o.IDReusePolicy, signal: o.signal}
 	// Eager start: a local worker with a free slot takes the run in the same
-	// transaction that creates it, saving a claim round trip.
+	// transaction that creates it, saving a claim round trip. A start with a
+	// signal is claimed normally, so the run loads the signal with its record.
 	var eager *Worker
-	if o.Delay <= 0 {
+	if o.Delay <= 0 && o.signal == nil {
 		for _, w := range c.e.localWorkers() {
 			if w.tryReserve(o.Queue, name) {
 				eager = w
@@ -252,6 +257,11 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 	for {
 		ch := e.waitChan(runID, false)
 		r, err := e.store.getRun(ctx, e.db, runID)
+		if err != nil || !isOpen(r.Status) {
+			// Registered before the read so no announcement is missed;
+			// not needed once the run is seen closed.
+			e.dropWaiter(runID, ch)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -273,8 +283,10 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 		select {
 		case <-ch:
 		case <-t.C:
+			e.dropWaiter(runID, ch)
 		case <-ctx.Done():
 			t.Stop()
+			e.dropWaiter(runID, ch)
 			return nil, ctx.Err()
 		}
 		t.Stop()
@@ -341,7 +353,7 @@ func (c *Client) List(ctx context.Context, f ListFilter) ([]RunInfo, error) {
 	}
 	var rows []*runRow
 	q := `SELECT ` + runColumns + ` FROM ` + c.e.store.runs + `
-		WHERE (cardinality($1::text[]) = 0 OR status = ANY($1)) AND ($2 = '' OR workflow_type = $2)
+		WHERE (COALESCE(cardinality($1::text[]), 0) = 0 OR status = ANY($1)) AND ($2 = '' OR workflow_type = $2)
 		  AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::timestamptz IS NULL OR created_at < $4)
 		ORDER BY created_at DESC, run_id DESC LIMIT $5`
 	if err := c.e.db.SelectContext(ctx, &rows, q, pq.Array(f.Statuses), f.WorkflowType, nullTime(f.CreatedAfter), nullTime(f.CreatedBefore), f.Limit); err != nil {
@@ -452,10 +464,22 @@ func (c *Client) deliverSignal(ctx context.Context, tx *sqlx.Tx, workflowID, nam
 		wake_at = CASE WHEN status = 'waiting' THEN $2 ELSE wake_at END
 		WHERE workflow_id = $1 AND status IN ('pending','running','waiting') RETURNING run_id`, workflowID, c.e.cfg.Clock.Now()).Scan(&runID)
 	if errors.Is(err, sql.ErrNoRows) {
-		if _, lerr := s.latestRun(ctx, tx, workflowID); lerr != nil {
+		latest, lerr := s.latestRun(ctx, tx, workflowID)
+		if lerr != nil {
 			return "", lerr
 		}
-		return "", fmt.Errorf("%w: %q", ErrNotRunning, workflowID)
+		if !isOpen(latest.Status) {
+			return "", fmt.Errorf("%w: %q", ErrNotRunning, workflowID)
+		}
+		// The open run was created (continue-as-new, reset) by a transaction
+		// that committed while the update waited on the run it replaced;
+		// the update's snapshot did not see it. Signal it by its ID.
+		err = tx.QueryRowContext(ctx, `UPDATE `+s.runs+` SET event_seq = event_seq + 1,
+			wake_at = CASE WHEN status = 'waiting' THEN $2 ELSE wake_at END
+			WHERE run_id = $1 AND status IN ('pending','running','waiting') RETURNING run_id`, latest.RunID, c.e.cfg.Clock.Now()).Scan(&runID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", fmt.Errorf("%w: %q", ErrNotRunning, workflowID)
+		}
 	}
 	if err != nil {
 		return "", err
@@ -469,16 +493,21 @@ func (c *Client) deliverSignal(ctx context.Context, tx *sqlx.Tx, workflowID, nam
 	return runID, nil
 }
 
-// SignalWithStart signals the open run of opts.ID, starting the workflow
-// with in first if no run is open; both happen in one transaction.
+// SignalWithStart signals the open run of opts.ID, or, if no run is open,
+// starts the workflow with in and the signal already buffered, in the
+// transaction that creates the run.
 func (w *Workflow[In, Out]) SignalWithStart(ctx context.Context, c *Client, in In, opts *StartOptions, signal string, payload any) (*Run[Out], error) {
 	if opts == nil || opts.ID == "" {
 		return nil, fmt.Errorf("graft: SignalWithStart needs StartOptions.ID")
+	}
+	if signal == "" {
+		return nil, fmt.Errorf("graft: signal name is empty")
 	}
 	b, err := c.e.encodePayload("signal "+signal, payload)
 	if err != nil {
 		return nil, err
 	}
+	var startErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		tx, err := c.e.db.BeginTxx(ctx, nil)
 		if err != nil {
@@ -496,17 +525,20 @@ func (w *Workflow[In, Out]) SignalWithStart(ctx context.Context, c *Client, in I
 		if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrNotRunning) {
 			return nil, err
 		}
+		if startErr != nil {
+			// The start was refused and no run is open: the ID reuse
+			// policy, not a race, refused it.
+			return nil, startErr
+		}
 		o := *opts
 		o.ConflictPolicy = ConflictFail
+		o.signal = &startSignal{name: signal, payload: b}
 		run, err := w.Start(ctx, c, in, &o)
 		if errors.Is(err, ErrAlreadyStarted) {
+			startErr = err
 			continue // raced with another start: signal the winner
 		}
 		if err != nil {
-			return nil, err
-		}
-		// The run exists and cannot have consumed anything yet; buffer the signal.
-		if err := c.signal(ctx, opts.ID, signal, payload); err != nil {
 			return nil, err
 		}
 		return run, nil
@@ -534,20 +566,27 @@ func (c *Client) cancel(ctx context.Context, workflowID, reason string) error {
 	}
 	defer tx.Rollback()
 	var ids []string
-	err = collectIDs(ctx, tx, `WITH RECURSIVE tree AS (
-			SELECT run_id FROM `+s.runs+` WHERE workflow_id = $1 AND status IN ('pending','running','waiting')
-			UNION
-			SELECT c.run_id FROM `+s.runs+` c JOIN tree t ON c.parent_run_id = t.run_id
-			WHERE c.parent_close_policy = 'cancel' AND c.status IN ('pending','running','waiting'))
-		UPDATE `+s.runs+` r SET cancel_requested_at = COALESCE(r.cancel_requested_at, now()),
-			cancel_reason = COALESCE(r.cancel_reason, $2), event_seq = r.event_seq + 1,
-			wake_at = CASE WHEN r.status IN ('waiting','pending') THEN $3 ELSE r.wake_at END
-		FROM tree WHERE r.run_id = tree.run_id RETURNING r.run_id`, []any{workflowID, reason, c.e.cfg.Clock.Now()},
-		func(id string) { ids = append(ids, id) })
-	if err != nil {
-		return err
-	}
-	if len(ids) == 0 {
+	for attempt := 0; len(ids) == 0; attempt++ {
+		// The status is checked again on the updated row itself: a run that
+		// closed (continued as new, reset) while this waited for its lock is
+		// skipped, and the next statement sees the run that replaced it.
+		err = collectIDs(ctx, tx, `WITH RECURSIVE tree AS (
+				SELECT run_id FROM `+s.runs+` WHERE workflow_id = $1 AND status IN ('pending','running','waiting')
+				UNION
+				SELECT c.run_id FROM `+s.runs+` c JOIN tree t ON c.parent_run_id = t.run_id
+				WHERE c.parent_close_policy = 'cancel' AND c.status IN ('pending','running','waiting'))
+			UPDATE `+s.runs+` r SET cancel_requested_at = COALESCE(r.cancel_requested_at, now()),
+				cancel_reason = COALESCE(r.cancel_reason, $2), event_seq = r.event_seq + 1,
+				wake_at = CASE WHEN r.status IN ('waiting','pending') THEN $3 ELSE r.wake_at END
+			FROM tree WHERE r.run_id = tree.run_id AND r.status IN ('pending','running','waiting')
+			RETURNING r.run_id`, []any{workflowID, reason, c.e.cfg.Clock.Now()},
+			func(id string) { ids = append(ids, id) })
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			break
+		}
 		r, err := s.latestRun(ctx, tx, workflowID)
 		if err != nil {
 			return err
@@ -555,7 +594,9 @@ func (c *Client) cancel(ctx context.Context, workflowID, reason string) error {
 		if r.Status == StatusCancelled {
 			return nil
 		}
-		return fmt.Errorf("%w: %q is %s", ErrNotRunning, workflowID, r.Status)
+		if !isOpen(r.Status) || attempt == 2 {
+			return fmt.Errorf("%w: %q is %s", ErrNotRunning, workflowID, r.Status)
+		}
 	}
 	if err := s.notifyIDs(ctx, tx.Tx, chanWake, ids); err != nil {
 		return err

@@ -38,6 +38,15 @@ type newRunSpec struct {
 	// it is written only when the child insert succeeds, and otherwise as a
 	// failed step.
 	childStep *stepRow
+	// signal, when set, is buffered for the new run in the transaction that
+	// creates it (signal-with-start).
+	signal *startSignal
+}
+
+// startSignal is a signal delivered with a start.
+type startSignal struct {
+	name    string
+	payload []byte
 }
 
 // finishSpec moves a running run to waiting or to a closed status.
@@ -224,6 +233,10 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 				} else {
 					errs[i] = ErrAlreadyStarted
 				}
+			} else if sg := nr.signal; sg != nil {
+				if err := s.insertSignal(ctx, tx, nr.row.RunID, sg.name, sg.payload); err != nil {
+					return nil, fmt.Errorf("insert start signal: %w", err)
+				}
 			}
 		}
 	}
@@ -255,6 +268,25 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 			if !ok[stepKey{st.RunID, st.Seq}] {
 				errs[stepIdx[k]] = errLeaseLost
 			}
+		}
+	}
+
+	// 3b. A run that continues as new hands the signals it never read, and a
+	// cancellation it never observed, to the new run (after step 3, so steps
+	// of this batch count as read).
+	var canFrom, canTo []string
+	for i, op := range batch {
+		if errs[i] == nil && op.fin != nil && op.fin.status == StatusContinued && op.newRun != nil {
+			canFrom = append(canFrom, op.runID)
+			canTo = append(canTo, op.newRun.row.RunID)
+		}
+	}
+	if len(canFrom) > 0 {
+		if err := s.moveUnreadSignals(ctx, tx, canFrom, canTo); err != nil {
+			return nil, fmt.Errorf("carry signals: %w", err)
+		}
+		if err := s.carryCancel(ctx, tx, canFrom, canTo); err != nil {
+			return nil, fmt.Errorf("carry cancellation: %w", err)
 		}
 	}
 
@@ -384,7 +416,7 @@ func (c *committer) singleStatement(batch []*writeOp) bool {
 	var steps, starts bool
 	for _, op := range batch {
 		switch {
-		case op.fin != nil, op.newRun != nil && op.newRun.childStep != nil:
+		case op.fin != nil, op.newRun != nil && (op.newRun.childStep != nil || op.newRun.signal != nil):
 			return false
 		case op.newRun != nil && op.step == nil:
 			starts = true

@@ -220,16 +220,65 @@ func (e *Engine) waitChan(runID string, local bool) chan *closedRun {
 // afterCommit delivers in-process what the batch's notifications will also
 // tell other processes, without waiting for the round trip.
 func (e *Engine) afterCommit(batch []*writeOp, errs []error) {
-	var done []string
+	var done, unloaded []string
 	var res []*closedRun
 	for i, op := range batch {
-		if errs[i] == nil && op.fin != nil && op.fin.status != StatusWaiting {
-			done = append(done, op.runID)
-			res = append(res, &closedRun{status: op.fin.status, output: op.fin.output, errJSON: op.fin.errJSON})
+		if errs[i] != nil || op.fin == nil {
+			continue
 		}
+		if op.fin.status == StatusWaiting {
+			unloaded = append(unloaded, op.runID)
+			continue
+		}
+		done = append(done, op.runID)
+		res = append(res, &closedRun{status: op.fin.status, output: op.fin.output, errJSON: op.fin.errJSON})
 	}
 	if len(done) > 0 {
 		e.dispatchDone(done, res)
+	}
+	if len(unloaded) > 0 {
+		e.releaseLocalWaiters(unloaded)
+	}
+}
+
+// releaseLocalWaiters hands nil to the in-process fast-path waiters of runs
+// that were unloaded: their outcome may come from another worker much later,
+// and a waiter per sleeping run would make sleepers cost memory. A Result
+// call that is still waiting falls back to the database and notifications.
+func (e *Engine) releaseLocalWaiters(ids []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, id := range ids {
+		var kept []resultWaiter
+		for _, w := range e.waiters[id] {
+			if w.local {
+				w.ch <- nil
+				continue
+			}
+			kept = append(kept, w)
+		}
+		if len(kept) > 0 {
+			e.waiters[id] = kept
+		} else {
+			delete(e.waiters, id)
+		}
+	}
+}
+
+// dropWaiter removes a waiter that stopped waiting (timeout, cancelled ctx).
+func (e *Engine) dropWaiter(runID string, ch chan *closedRun) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var kept []resultWaiter
+	for _, w := range e.waiters[runID] {
+		if w.ch != ch {
+			kept = append(kept, w)
+		}
+	}
+	if len(kept) > 0 {
+		e.waiters[runID] = kept
+	} else {
+		delete(e.waiters, runID)
 	}
 }
 

@@ -70,6 +70,27 @@ func (e *ApplicationError) Error() string {
 // Unwrap returns the cause.
 func (e *ApplicationError) Unwrap() error { return e.Cause }
 
+// Is lets errors.Is match the engine's sentinels on the ApplicationErrors the
+// engine raises inside a run (an oversized payload, input that does not
+// decode, an unregistered activity or child workflow, a child ID in use).
+// Those are persisted by type, so without this the sentinel would not
+// survive the round trip through the database.
+func (e *ApplicationError) Is(target error) bool {
+	switch e.Type {
+	case "PayloadTooLarge":
+		return target == ErrPayloadTooLarge
+	case "BadInput":
+		return target == ErrBadInput
+	case "UnknownActivity":
+		return target == ErrUnknownActivity
+	case "UnknownWorkflow":
+		return target == ErrUnknownWorkflow
+	case "ChildAlreadyStarted":
+		return target == ErrAlreadyStarted
+	}
+	return false
+}
+
 // TimeoutKind says which timeout fired.
 type TimeoutKind string
 

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"time"
 )
 
@@ -35,6 +36,9 @@ type WorkflowInfo struct {
 	// Attempt counts the times this run has been loaded by a worker (1 on the
 	// first load; higher after crashes, unloads and resumes).
 	Attempt int
+	// StartTime is when the run was created (for a run that continues
+	// another or resets it, when this run was created).
+	StartTime time.Time
 }
 
 // ---- workflow inbound -----------------------------------------------------
@@ -96,6 +100,12 @@ type OutboundInput struct {
 	Headers   Headers
 	Duration  time.Duration
 	Replaying bool
+	// Result is an activity call's pending outcome (its result as JSON, or
+	// its error); it is the zero Future for other kinds. An interceptor may
+	// keep it and Get it later from workflow code, to learn whether a call
+	// it saw scheduled succeeded and with what result; on replay it resolves
+	// from the record, like the caller's own future.
+	Result Future[json.RawMessage]
 }
 
 // WorkflowOutboundInterceptor wraps the calls a workflow makes. next schedules

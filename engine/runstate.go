@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -36,6 +37,14 @@ type runState struct {
 	seq          int
 	queries      map[string]func([]byte) (any, error)
 	rnd          *randSource
+	// point counts the workflow's cancellation points (step starts and
+	// waits). A recorded cancellation names the point that observed it, so
+	// a replay observes it at the same call, not at an earlier wait on a
+	// result that was already there.
+	point int
+	// inSideEffect names the SideEffect whose function is running: workflow
+	// calls from inside it would not be made on replay, so they are refused.
+	inSideEffect string
 
 	mu             sync.Mutex
 	wake           chan struct{}
@@ -67,7 +76,7 @@ type runState struct {
 func newRunState(e *Engine, w *Worker, mode runMode, row *runRow, def workflowDef, ch *chains, steps []*stepRow, sigs []*signalRow) *runState {
 	s := &runState{
 		e: e, w: w, mode: mode, row: row, def: def, ch: ch,
-		info:      WorkflowInfo{WorkflowID: row.WorkflowID, RunID: row.RunID, WorkflowType: row.WorkflowType, Queue: row.Queue, Attempt: row.Loads},
+		info:      WorkflowInfo{WorkflowID: row.WorkflowID, RunID: row.RunID, WorkflowType: row.WorkflowType, Queue: row.Queue, Attempt: row.Loads, StartTime: row.CreatedAt},
 		headers:   row.headers(),
 		history:   map[int]*stepRow{},
 		seq:       1,
@@ -103,6 +112,9 @@ func newRunState(e *Engine, w *Worker, mode runMode, row *runRow, def workflowDe
 }
 
 func (s *runState) replaying() bool {
+	if s.mode == modeQuery {
+		return true // a query re-executes recorded steps only; nothing it does is live
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.replayingFlag
@@ -111,6 +123,9 @@ func (s *runState) replaying() bool {
 // nextSeq hands out the next step number and ends the replay phase once the
 // record is exhausted.
 func (s *runState) nextSeq() (int, *stepRow) {
+	if s.inSideEffect != "" {
+		panic(fmt.Sprintf("graft: the function of SideEffect %q called a workflow API; a replay would not make that call", s.inSideEffect))
+	}
 	seq := s.seq
 	s.seq++
 	rec := s.history[seq]
@@ -147,6 +162,11 @@ func (s *runState) addSignals(sigs []*signalRow) {
 // nondeterminism aborts the workflow goroutine with a NonDeterminismError.
 type nondeterminismPanic struct{ err *NonDeterminismError }
 
+// Error and Unwrap let a recovering interceptor find the NonDeterminismError
+// (errors.As) and return it instead of turning it into a PanicError.
+func (p nondeterminismPanic) Error() string { return p.err.Error() }
+func (p nondeterminismPanic) Unwrap() error { return p.err }
+
 func describeStep(kind, name string) string {
 	if name == "" {
 		return kind
@@ -168,9 +188,17 @@ func (s *runState) stopIfQuery() {
 	}
 }
 
-// checkCancel is called before each new step and while blocked. It replays a
-// recorded cancellation, or records one that was requested, at this point of
-// the workflow; from then on non-disconnected calls fail with CanceledError.
+// cancelPoint starts a new cancellation point (a step start or a wait) and
+// checks for cancellation there.
+func (s *runState) cancelPoint(ctx Context) error {
+	s.point++
+	return s.checkCancel(ctx)
+}
+
+// checkCancel is called at each cancellation point and while blocked. It
+// replays a recorded cancellation, or records one that was requested, at this
+// point of the workflow; from then on non-disconnected calls fail with
+// CanceledError.
 func (s *runState) checkCancel(ctx Context) error {
 	if ctx.isDisconnected() {
 		return nil
@@ -181,7 +209,7 @@ func (s *runState) checkCancel(ctx Context) error {
 	if observed {
 		return &CanceledError{Reason: reason}
 	}
-	if rec := s.peek(); rec != nil && rec.Kind == stepCancel {
+	if rec := s.peek(); rec != nil && rec.Kind == stepCancel && (len(rec.Input) == 0 || string(rec.Input) == strconv.Itoa(s.point)) {
 		s.nextSeq()
 		s.mu.Lock()
 		s.cancelObserved = true
@@ -196,7 +224,7 @@ func (s *runState) checkCancel(ctx Context) error {
 		s.mu.Unlock()
 		now := s.e.cfg.Clock.Now()
 		s.write(&stepRow{RunID: s.row.RunID, Seq: seq, Kind: stepCancel, Name: "cancel", Status: stepCompleted,
-			Output: []byte(reason), StartedAt: nullTime(now), CompletedAt: nullTime(now)}, nil)
+			Input: []byte(strconv.Itoa(s.point)), Output: []byte(reason), StartedAt: nullTime(now), CompletedAt: nullTime(now)}, nil)
 		return &CanceledError{Reason: reason}
 	}
 	return nil
@@ -207,6 +235,14 @@ func (s *runState) checkCancel(ctx Context) error {
 func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
 	if s.mode != modeLive {
 		return
+	}
+	select {
+	case <-s.abandoned:
+		// This worker gave the run up (Stop's deadline, a lost lease): what
+		// its goroutines still produce, such as an activity failing because
+		// abandon cancelled it, is not the run's record.
+		return
+	default:
 	}
 	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, step: st, events: events, done: func(err error) {
 		if err != nil {
@@ -246,6 +282,12 @@ type waiter interface {
 func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 	blockedAt := time.Now()
 	for {
+		// known counts the events this pass looks at. One that arrives later
+		// (a signal, a cancellation, a child's result) must make an unloaded
+		// run due again, even if refresh has already put it in memory.
+		s.mu.Lock()
+		known := s.eventSeq
+		s.mu.Unlock()
 		if err := s.checkCancel(ctx); err != nil {
 			return -1, err
 		}
@@ -268,12 +310,12 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 		var unloadIn time.Duration // 0: stay loaded
 		if inflight == 0 {
 			if draining || (!next.IsZero() && next.Sub(now) > s.e.cfg.UnloadAfter) {
-				s.unload(next)
+				s.unload(next, known)
 			}
 			if next.IsZero() {
 				unloadIn = s.e.cfg.UnloadAfter - time.Since(blockedAt)
 				if unloadIn <= 0 {
-					s.unload(next)
+					s.unload(next, known)
 				}
 			}
 		}
@@ -301,12 +343,10 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 }
 
 // unload records the run as waiting until wakeAt (zero: until an event) and
-// ends the workflow goroutine. A signal, cancellation or child result that
-// arrived meanwhile makes the run due at once (see store.finishRuns).
-func (s *runState) unload(wakeAt time.Time) {
-	s.mu.Lock()
-	known := s.eventSeq
-	s.mu.Unlock()
+// ends the workflow goroutine. An event beyond known (a signal, cancellation
+// or child result the run has not looked at) makes the run due at once (see
+// store.finishRuns).
+func (s *runState) unload(wakeAt time.Time, known int64) {
 	err := s.e.commit.submitWait(context.Background(), &writeOp{
 		runID: s.row.RunID, owner: s.w.id,
 		fin:    &finishSpec{status: StatusWaiting, wakeAt: wakeAt, knownEventSeq: known},
@@ -403,7 +443,15 @@ func (s *runState) main() {
 		}
 		in := &ExecuteWorkflowInput{Info: s.info, Headers: s.headers.Clone(), Args: args, Replaying: s.replaying()}
 		out, runErr = chainWorkflow(s.ch.workflow, func(c Context, in *ExecuteWorkflowInput) (any, error) {
-			return s.def.execute(c, in.Args)
+			out, err := s.def.execute(c, in.Args)
+			if s.mode == modeLive {
+				// The return is recorded live (finish): interceptors that
+				// check IsReplaying after next see it as live.
+				s.mu.Lock()
+				s.replayingFlag = false
+				s.mu.Unlock()
+			}
+			return out, err
 		})(ctx, in)
 		finished = true
 	}()
@@ -507,6 +555,7 @@ type Future[T any] struct{ f *future }
 // Get blocks the workflow until the result is ready.
 func (f Future[T]) Get(ctx Context) (T, error) {
 	var zero T
+	f.f.s.point++
 	if _, err := f.f.s.block(ctx, []waiter{f.f}); err != nil {
 		return zero, err
 	}
@@ -553,7 +602,7 @@ type Waitable interface{ waiterOf() waiter }
 // is recorded so a replay makes the same one.
 func Select(ctx Context, ws ...Waitable) (int, error) {
 	s := ctx.state()
-	if err := s.checkCancel(ctx); err != nil {
+	if err := s.cancelPoint(ctx); err != nil {
 		return -1, err
 	}
 	if rec := s.peek(); rec != nil {

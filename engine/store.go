@@ -235,6 +235,37 @@ func (s *store) completeParentStep(ctx context.Context, tx dbtx, parentRunID str
 	return err
 }
 
+// insertSignal buffers a signal for a run.
+func (s *store) insertSignal(ctx context.Context, tx dbtx, runID, name string, payload []byte) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO `+s.signals+` (run_id, name, payload) VALUES ($1, $2, $3)`, runID, name, payload)
+	return err
+}
+
+// moveUnreadSignals gives the signals of each from[i] that no step of it
+// consumed to to[i] (continue-as-new), keeping their order.
+func (s *store) moveUnreadSignals(ctx context.Context, tx dbtx, from, to []string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE `+s.signals+` g SET run_id = v.to_id
+		FROM unnest($1::text[], $2::text[]) AS v(from_id, to_id)
+		WHERE g.run_id = v.from_id
+		  AND NOT EXISTS (SELECT 1 FROM `+s.steps+` st WHERE st.run_id = v.from_id AND st.signal_id = g.id)`,
+		pq.Array(from), pq.Array(to))
+	return err
+}
+
+// carryCancel copies a cancellation requested of each from[i], which the
+// run never observed (no cancel step), to to[i]: a cancel that raced with
+// continue-as-new still stops the loop.
+func (s *store) carryCancel(ctx context.Context, tx dbtx, from, to []string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` n SET cancel_requested_at = o.cancel_requested_at,
+			cancel_reason = o.cancel_reason, event_seq = n.event_seq + 1
+		FROM unnest($1::text[], $2::text[]) AS v(from_id, to_id)
+		JOIN `+s.runs+` o ON o.run_id = v.from_id
+		WHERE n.run_id = v.to_id AND o.cancel_requested_at IS NOT NULL AND n.cancel_requested_at IS NULL
+		  AND NOT EXISTS (SELECT 1 FROM `+s.steps+` st WHERE st.run_id = v.from_id AND st.kind = 'cancel')`,
+		pq.Array(from), pq.Array(to))
+	return err
+}
+
 // bumpEvents records that something happened to each run (a signal, a
 // cancellation, a child's result) and makes unloaded ones due now.
 func (s *store) bumpEvents(ctx context.Context, tx dbtx, now time.Time, runIDs []string) error {
@@ -398,7 +429,8 @@ func (s *store) renewLeases(ctx context.Context, owner string, runIDs []string, 
 
 // releaseRun hands a running run back so any worker can claim it at once.
 func (s *store) releaseRun(ctx context.Context, owner, runID string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_expires_at = now() - interval '1 second'
+	// Clearing the owner also fences out writes of this worker still in flight.
+	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_expires_at = now() - interval '1 second', lease_owner = NULL
 		WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'`, runID, owner)
 	return err
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand"
 	"time"
@@ -36,14 +37,15 @@ func (a *Activity[In, Out]) RunWith(ctx Context, opts *ActivityOptions, in In) (
 
 func (s *runState) startActivity(ctx Context, name string, in any, opts ActivityOptions) *future {
 	f := &future{s: s}
-	if err := s.checkCancel(ctx); err != nil {
+	if err := s.cancelPoint(ctx); err != nil {
 		f.done, f.err = true, err
 		return f
 	}
 	seq, rec := s.nextSeq()
 	f.seq = seq
 	headers := s.headers.Clone()
-	outIn := &OutboundInput{Info: s.info, Kind: OutboundActivity, Name: name, Seq: seq, Args: in, Headers: headers, Replaying: rec != nil}
+	outIn := &OutboundInput{Info: s.info, Kind: OutboundActivity, Name: name, Seq: seq, Args: in, Headers: headers, Replaying: rec != nil || s.mode == modeQuery,
+		Result: Future[json.RawMessage]{f: f}}
 	_ = chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
 	if rec != nil {
 		s.expect(seq, rec, stepActivity, name)
@@ -81,13 +83,13 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 func NewTimer(ctx Context, d time.Duration) Future[struct{}] {
 	s := ctx.state()
 	f := &future{s: s}
-	if err := s.checkCancel(ctx); err != nil {
+	if err := s.cancelPoint(ctx); err != nil {
 		f.done, f.err = true, err
 		return Future[struct{}]{f: f}
 	}
 	seq, rec := s.nextSeq()
 	f.seq = seq
-	outIn := &OutboundInput{Info: s.info, Kind: OutboundTimer, Name: "timer", Seq: seq, Duration: d, Headers: s.headers, Replaying: rec != nil}
+	outIn := &OutboundInput{Info: s.info, Kind: OutboundTimer, Name: "timer", Seq: seq, Duration: d, Headers: s.headers, Replaying: rec != nil || s.mode == modeQuery}
 	_ = chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
 	if rec != nil {
 		s.expect(seq, rec, stepTimer, "")
@@ -155,7 +157,7 @@ func (c SignalChannel[T]) ReceiveAsync(ctx Context) (T, bool, error) {
 func (c SignalChannel[T]) receive(ctx Context, wait bool) (T, bool, error) {
 	var zero T
 	s := c.s
-	if err := s.checkCancel(ctx); err != nil {
+	if err := s.cancelPoint(ctx); err != nil {
 		return zero, false, err
 	}
 	if rec := s.peek(); rec != nil {
@@ -236,7 +238,11 @@ func SideEffect[T any](ctx Context, name string, fn func() (T, error)) (T, error
 	s.stopIfQuery()
 	outIn := &OutboundInput{Info: s.info, Kind: OutboundSideEffect, Name: name, Seq: seq, Headers: s.headers}
 	_ = chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
-	v, err := fn()
+	s.inSideEffect = name
+	v, err := func() (T, error) {
+		defer func() { s.inSideEffect = "" }()
+		return fn()
+	}()
 	now := s.e.cfg.Clock.Now()
 	st := &stepRow{RunID: s.row.RunID, Seq: seq, Kind: stepSideEffect, Name: name, Status: stepCompleted, StartedAt: nullTime(now), CompletedAt: nullTime(now)}
 	if err != nil {
@@ -299,4 +305,11 @@ func ContinueAsNew[In, Out any](ctx Context, wf *Workflow[In, Out], in In) error
 		return err
 	}
 	return &continueAsNewError{workflowType: wf.name, input: b}
+}
+
+// IsContinueAsNew reports whether err is (or wraps) the error ContinueAsNew
+// returns, so an interceptor can tell a run that continues from one that fails.
+func IsContinueAsNew(err error) bool {
+	var can *continueAsNewError
+	return errors.As(err, &can)
 }

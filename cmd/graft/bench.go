@@ -39,7 +39,7 @@ func runBench(args []string) error {
 	o := benchOpts{}
 	fs.IntVar(&o.n, "n", 2000, "workflows to run")
 	fs.IntVar(&o.c, "c", 64, "concurrent starters (each starts a workflow and waits for its result)")
-	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | sleepers | provider")
+	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | sleepers | provider | redis-ops")
 	with := fs.String("with", "", "comma-separated extras: interceptors, mirror")
 	fs.DurationVar(&o.sleep, "sleep", 5*time.Second, "sleepers: how long each workflow sleeps")
 	fs.BoolVar(&o.keep, "keep", false, "keep the benchmark schema afterwards")
@@ -76,6 +76,10 @@ func runBench(args []string) error {
 		return benchBasic(o)
 	case "sleepers":
 		return benchSleepers(o)
+	case "provider":
+		return benchProvider(o)
+	case "redis-ops":
+		return benchRedisOps(o)
 	default:
 		return fmt.Errorf("bench: unknown -scenario %q", o.scenario)
 	}

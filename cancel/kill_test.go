@@ -1,0 +1,126 @@
+package cancel_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/cancel"
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+)
+
+// The helper worker process is this test binary run again with the schema
+// in this variable.
+const helperSchemaEnv = "GRAFT_CANCEL_HELPER_SCHEMA"
+
+const killLeaseTTL = 2 * time.Second
+
+// TestKilledDuringRefund runs the renewal on a worker process, cancels it,
+// and kills the process with SIGKILL inside the refund, after the provider
+// booked the refund and before the engine recorded it. Another worker
+// resumes the run after the lease expires and runs the refund again under
+// the same idempotency key: the ledger shows exactly one refund.
+func TestKilledDuringRefund(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, envOptions{NoWorker: true, LeaseTTL: killLeaseTTL})
+	ctx := testenv.Ctx(t, 60*time.Second)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorker$", "-test.v=false")
+	cmd.Env = append(os.Environ(), helperSchemaEnv+"="+v.schema)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	stdin, err := cmd.StdinPipe() // the helper exits when this closes, so it cannot outlive us
+	require.NoError(t, err)
+	defer stdin.Close()
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := make(chan string, 4)
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	waitLine := func(want string) {
+		t.Helper()
+		for {
+			select {
+			case l, ok := <-lines:
+				require.True(t, ok, "helper exited before %q", want)
+				if l == want {
+					return
+				}
+			case <-ctx.Done():
+				t.Fatalf("helper never said %q", want)
+			}
+		}
+	}
+	waitLine("ready")
+
+	o := Order{ID: "op-kill", Domain: "kill.com", Amount: 4200, PauseAfter: "charge"}
+	run := v.start(v.s.renew, o, nil)
+	v.waitCompleted(o.ID, "shop.charge")
+	require.NoError(t, v.c.Cancel(ctx, o.ID, "customer asked"))
+	waitLine("refunded")
+	_, refunds := v.ledger(o.ID)
+	require.Equal(t, 1, refunds, "the helper booked the refund")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+	hist, err := v.c.History(ctx, o.ID)
+	require.NoError(t, err)
+	for _, st := range hist[0].Steps {
+		require.NotEqual(t, "shop.refund", st.Name, "the engine must not have recorded the refund before the kill")
+	}
+
+	testenv.Worker(t, v.e, engine.WorkerConfig{})
+	_, err = run.Result(ctx)
+	requireCanceled(t, err, "customer asked")
+
+	charges, refunds := v.ledger(o.ID)
+	require.Equal(t, 1, charges)
+	require.Equal(t, 1, refunds, "exactly one refund")
+	require.Equal(t, 2, v.refundAttempts(o.ID), "the refund ran in both processes")
+	require.Equal(t, 1, v.refundKeys(o.ID), "under one idempotency key")
+	var pids int
+	require.NoError(t, v.p.db.QueryRowContext(ctx, `SELECT count(DISTINCT pid) FROM `+v.p.tbl("refund_attempts")).Scan(&pids))
+	require.Equal(t, 2, pids)
+	require.Equal(t, []string{"refund"}, v.p.callLog(), "this process only replayed the charge")
+	r := v.report(o.ID)
+	require.Equal(t, cancel.OutcomeCompensated, r.Outcome)
+	require.Equal(t, []string{"shop.refund:compensated"}, undoStatuses(r))
+	require.JSONEq(t, fmt.Sprintf(`{"ID": %d}`, *v.refundID(o.ID)), string(r.Steps[0].Result))
+	status, refundRef, _ := v.legacy(o.ID)
+	require.Equal(t, engine.StatusCancelled, status)
+	require.Equal(t, v.refundID(o.ID), refundRef)
+}
+
+// TestHelperWorker is the worker process of TestKilledDuringRefund; it does
+// nothing in a normal test run.
+func TestHelperWorker(t *testing.T) {
+	schema := os.Getenv(helperSchemaEnv)
+	if schema == "" {
+		t.Skip("helper process of TestKilledDuringRefund")
+	}
+	p := newProvider(testenv.DB(t), schema)
+	p.hangAfterRefund = true
+	e, _, err := buildEngine(engine.Config{DB: p.db, DatabaseURL: testenv.DatabaseURL(), Schema: schema,
+		LeaseTTL: killLeaseTTL, PollInterval: 50 * time.Millisecond}, p)
+	require.NoError(t, err)
+	w, err := e.NewWorker(engine.WorkerConfig{})
+	require.NoError(t, err)
+	require.NoError(t, w.Start(context.Background()))
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	os.Exit(0)
+}

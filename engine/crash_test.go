@@ -1,0 +1,71 @@
+package engine_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+)
+
+// A worker process killed with SIGKILL while its workflow's second activity
+// is in flight: once its lease expires, a worker in another process resumes
+// the run by replay. The completed first activity is not run again, the
+// in-flight second one runs again (at-least-once), and the result is right.
+func TestCrashSIGKILLWorkerResumedElsewhere(t *testing.T) {
+	t.Parallel()
+	const lease = 2 * time.Second
+	e := testenv.Engine(t, &engine.Config{LeaseTTL: lease})
+	schema, db := e.Schema(), e.DB()
+	rbTables(t, db, schema)
+	require.NoError(t, e.Register(rbProcessDefs(db, schema)...))
+	c := e.Client()
+	ctx := testenv.Ctx(t, 90*time.Second)
+
+	child := rbSpawn(t, schema, lease, 2*time.Second)
+	child.waitReady(t)
+	// No worker runs in this process yet: the child claims the run.
+	h, err := c.StartByName(ctx, "proc.crash", []byte(`"crash-1"`), &engine.StartOptions{ID: "crash-1"})
+	require.NoError(t, err)
+
+	// Kill the child once step one is durably recorded and step two is in
+	// flight.
+	rbWaitStep(t, c, "crash-1", "activity", "proc.step", "completed")
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		n := rbExecCounts(t, db, schema, "crash-1")
+		return n["one"] == 1 && n["two"] == 1
+	}, "step two never started in the child")
+	info, err := c.Describe(ctx, "crash-1")
+	require.NoError(t, err)
+	require.Equal(t, engine.StatusRunning, info.Status)
+	require.Equal(t, 1, info.Loads)
+	child.kill(t)
+
+	// Nothing moves while nobody runs the workflow.
+	hist, err := c.History(ctx, "crash-1")
+	require.NoError(t, err)
+	require.Len(t, hist[0].Steps, 1, "only step one is recorded")
+
+	rbRelease(t, db, schema, "crash-1")
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	out, err := h.Result(ctx)
+	require.NoError(t, err)
+	require.JSONEq(t, `"crash-1:one-done,two-done,three-done"`, string(out))
+
+	require.Equal(t, map[string]int{"one": 1, "two": 2, "three": 1}, rbExecCounts(t, db, schema, "crash-1"),
+		"completed activities are not run again; the one in flight is")
+	info, err = c.Describe(ctx, "crash-1")
+	require.NoError(t, err)
+	require.Equal(t, engine.StatusCompleted, info.Status)
+	require.Equal(t, 2, info.Loads, "loaded by the killed worker, then by the one that resumed it")
+	hist, err = c.History(ctx, "crash-1")
+	require.NoError(t, err)
+	require.Len(t, hist, 1, "resumed in place, not as a new run")
+	require.Len(t, hist[0].Steps, 3)
+	for _, st := range hist[0].Steps {
+		require.Equal(t, "completed", st.Status)
+		require.Equal(t, 1, st.Attempts, "a re-execution after a crash is not a retry")
+	}
+}

@@ -1,0 +1,210 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+)
+
+// Worker.Stop drains a workflow blocked in a sleep: the run is recorded as
+// waiting with its timer's fire time, not lost, and a worker of another
+// engine resumes it when the timer is due. Work done before the sleep is
+// not redone, and the sleep is not restarted.
+func TestShutdownDrainsSleepingWorkflow(t *testing.T) {
+	t.Parallel()
+	const nap = 2 * time.Second
+	var log rbAttempts
+	mk := func() (*engine.Activity[string, string], *engine.Workflow[string, string]) {
+		prepare := engine.NewActivity("sd.prepare", func(ctx context.Context, in string) (string, error) {
+			log.add("prepare")
+			return "prepared " + in, nil
+		})
+		return prepare, engine.NewWorkflow("sd.nap", func(ctx engine.Context, in string) (string, error) {
+			p, err := prepare.Run(ctx, in)
+			if err != nil {
+				return "", err
+			}
+			if err := engine.Sleep(ctx, nap); err != nil {
+				return "", err
+			}
+			return p + ", rested", nil
+		})
+	}
+	// UnloadAfter well above the sleep: only the drain unloads the run.
+	act1, wf1 := mk()
+	e1 := testenv.Engine(t, &engine.Config{UnloadAfter: time.Hour})
+	require.NoError(t, e1.Register(act1, wf1))
+	w1, err := e1.NewWorker(engine.WorkerConfig{})
+	require.NoError(t, err)
+	require.NoError(t, w1.Start(context.Background()))
+	c1 := e1.Client()
+	ctx := testenv.Ctx(t, 30*time.Second)
+	t0 := time.Now()
+	_, err = wf1.Start(ctx, c1, "bed", &engine.StartOptions{ID: "nap"})
+	require.NoError(t, err)
+	timer := rbWaitStep(t, c1, "nap", "timer", "timer", "started")
+	info, err := c1.Describe(ctx, "nap")
+	require.NoError(t, err)
+	require.Equal(t, engine.StatusRunning, info.Status, "still loaded in its sleep")
+
+	stopAt := time.Now()
+	rbStop(t, w1, 10*time.Second)
+	require.Less(t, time.Since(stopAt), nap, "Stop does not wait for the sleep to end")
+	info, err = c1.Describe(ctx, "nap")
+	require.NoError(t, err)
+	require.Equal(t, engine.StatusWaiting, info.Status, "recorded as waiting, not lost")
+	require.WithinDuration(t, timer.StartedAt.Add(nap), info.WakeAt, 50*time.Millisecond, "wakes when the timer fires")
+
+	act2, wf2 := mk()
+	e2 := testenv.Engine(t, &engine.Config{Schema: e1.Schema()})
+	require.NoError(t, e2.Register(act2, wf2))
+	testenv.Worker(t, e2, engine.WorkerConfig{})
+	h, err := e2.Client().Handle(ctx, "nap")
+	require.NoError(t, err)
+	out, err := h.Result(ctx)
+	require.NoError(t, err)
+	require.JSONEq(t, `"prepared bed, rested"`, string(out))
+	took := time.Since(t0)
+	require.GreaterOrEqual(t, took, nap)
+	require.Less(t, took, nap+5*time.Second, "the sleep was not restarted by the resume")
+	require.Equal(t, 1, log.count("prepare"))
+	info, err = e2.Client().Describe(ctx, "nap")
+	require.NoError(t, err)
+	require.Equal(t, 2, info.Loads)
+}
+
+// Stop lets a running activity finish and records its result before the
+// run is handed back; the next worker does not run it again.
+func TestShutdownWaitsForRunningActivity(t *testing.T) {
+	t.Parallel()
+	var log rbAttempts
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	slow := engine.NewActivity("sd.slow", func(ctx context.Context, in string) (string, error) {
+		log.add("slow")
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return "", errors.New("the drain cancelled a running activity")
+		}
+		return "slow " + in, nil
+	})
+	wf := engine.NewWorkflow("sd.act", func(ctx engine.Context, in string) (string, error) {
+		v, err := slow.Run(ctx, in)
+		if err != nil {
+			return "", err
+		}
+		w, err := engine.GetSignalChannel[string](ctx, "then").Receive(ctx)
+		if err != nil {
+			return "", err
+		}
+		return v + " then " + w, nil
+	})
+	e1 := testenv.Engine(t, &engine.Config{UnloadAfter: time.Hour})
+	require.NoError(t, e1.Register(slow, wf))
+	w1, err := e1.NewWorker(engine.WorkerConfig{})
+	require.NoError(t, err)
+	require.NoError(t, w1.Start(context.Background()))
+	ctx := testenv.Ctx(t, 30*time.Second)
+	_, err = wf.Start(ctx, e1.Client(), "job", &engine.StartOptions{ID: "act"})
+	require.NoError(t, err)
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("activity never started")
+	}
+
+	stopped := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stopped <- w1.Stop(sctx)
+	}()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while an activity was running", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal("Stop did not return after the activity finished")
+	}
+	info, err := e1.Client().Describe(ctx, "act")
+	require.NoError(t, err)
+	require.Equal(t, engine.StatusWaiting, info.Status)
+	h, err := e1.Client().History(ctx, "act")
+	require.NoError(t, err)
+	require.Len(t, h[0].Steps, 1)
+	require.Equal(t, "completed", h[0].Steps[0].Status, "the activity's result was recorded before the hand-back")
+
+	e2 := testenv.Engine(t, &engine.Config{Schema: e1.Schema()})
+	require.NoError(t, e2.Register(slow, wf))
+	testenv.Worker(t, e2, engine.WorkerConfig{})
+	require.NoError(t, e2.Client().Signal(ctx, "act", "then", "done"))
+	hd, err := e2.Client().Handle(ctx, "act")
+	require.NoError(t, err)
+	out, err := hd.Result(ctx)
+	require.NoError(t, err)
+	require.JSONEq(t, `"slow job then done"`, string(out))
+	require.Equal(t, 1, log.count("slow"))
+}
+
+// When Stop's context ends before an activity does, the worker abandons the
+// run and releases its lease: another worker resumes it at once (well
+// before the 30s lease would expire) and runs the abandoned activity again.
+// The abandoned attempt's cancellation is not recorded as the step's
+// outcome.
+func TestShutdownDeadlineReleasesLease(t *testing.T) {
+	t.Parallel()
+	var log rbAttempts
+	stuck := engine.NewActivity("sd.stuck", func(ctx context.Context, in string) (string, error) {
+		if log.add("stuck") == 1 {
+			<-ctx.Done() // hangs until the worker gives up on it
+			return "", ctx.Err()
+		}
+		return "unstuck " + in, nil
+	}).WithOptions(engine.ActivityOptions{StartToCloseTimeout: time.Minute,
+		RetryPolicy: &engine.RetryPolicy{InitialInterval: 10 * time.Millisecond}})
+	wf := engine.NewWorkflow("sd.stuckwf", func(ctx engine.Context, in string) (string, error) {
+		return stuck.Run(ctx, in)
+	})
+	e1 := testenv.Engine(t, &engine.Config{LeaseTTL: 30 * time.Second})
+	require.NoError(t, e1.Register(stuck, wf))
+	w1, err := e1.NewWorker(engine.WorkerConfig{})
+	require.NoError(t, err)
+	require.NoError(t, w1.Start(context.Background()))
+	ctx := testenv.Ctx(t, 30*time.Second)
+	_, err = wf.Start(ctx, e1.Client(), "job", &engine.StartOptions{ID: "stuck"})
+	require.NoError(t, err)
+	testenv.Eventually(t, 10*time.Second, func() bool { return log.count("stuck") == 1 }, "activity never started")
+
+	sctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, w1.Stop(sctx), context.DeadlineExceeded)
+
+	e2 := testenv.Engine(t, &engine.Config{Schema: e1.Schema(), LeaseTTL: 30 * time.Second})
+	require.NoError(t, e2.Register(stuck, wf))
+	resumedAt := time.Now()
+	testenv.Worker(t, e2, engine.WorkerConfig{})
+	h, err := e2.Client().Handle(ctx, "stuck")
+	require.NoError(t, err)
+	out, err := h.Result(ctx)
+	require.NoError(t, err, "the abandoned attempt's cancellation must not become the step's result")
+	require.JSONEq(t, `"unstuck job"`, string(out))
+	require.Less(t, time.Since(resumedAt), 10*time.Second, "resumed without waiting for the lease to expire")
+	require.Equal(t, 2, log.count("stuck"))
+	hist, err := e2.Client().History(ctx, "stuck")
+	require.NoError(t, err)
+	require.Len(t, hist[0].Steps, 1)
+	require.Equal(t, "completed", hist[0].Steps[0].Status)
+}

@@ -1,0 +1,44 @@
+package interceptors
+
+import (
+	"log/slog"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/graftdev/graft/engine"
+)
+
+// Config configures All. Zero fields take the defaults of the interceptor
+// they configure.
+type Config struct {
+	// Logger receives Logging's records. Default slog.Default().
+	Logger *slog.Logger
+	// LogHeaders names run headers Logging adds to its records. Default none.
+	LogHeaders []string
+	// TracerProvider creates Tracing's spans. Default: the otel global.
+	TracerProvider trace.TracerProvider
+	// Propagator carries span contexts in headers. Default: W3C Trace Context.
+	Propagator propagation.TextMapPropagator
+	// MeterProvider receives Metrics' instruments. Default: the otel global.
+	MeterProvider metric.MeterProvider
+}
+
+// All returns the recommended chain, outermost first: Tracing, Metrics,
+// Logging, then inner in the order given (for example a rate limiter, the
+// compensations and the legacy mirror), then Recovery closest to the
+// workflow and activity code. Use the result as engine.Config.Interceptors.
+func All(cfg Config, inner ...engine.Interceptor) ([]engine.Interceptor, error) {
+	m, err := NewMetrics(MetricsConfig{MeterProvider: cfg.MeterProvider})
+	if err != nil {
+		return nil, err
+	}
+	list := []engine.Interceptor{
+		NewTracing(TracingConfig{TracerProvider: cfg.TracerProvider, Propagator: cfg.Propagator}),
+		m,
+		NewLogging(LoggingConfig{Logger: cfg.Logger, Headers: cfg.LogHeaders}),
+	}
+	list = append(list, inner...)
+	return append(list, NewRecovery()), nil
+}

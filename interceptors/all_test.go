@@ -1,0 +1,49 @@
+package interceptors_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/interceptors"
+)
+
+func TestAllOrder(t *testing.T) {
+	t.Parallel()
+	mine := engine.ActivityInterceptorFunc(func(ctx context.Context, in *engine.ActivityInput,
+		next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+		return next(ctx, in)
+	})
+	list, err := interceptors.All(interceptors.Config{MeterProvider: sdkmetric.NewMeterProvider()}, mine)
+	require.NoError(t, err)
+	require.Len(t, list, 5)
+	require.IsType(t, &interceptors.Tracing{}, list[0], "tracing is outermost")
+	require.IsType(t, &interceptors.Metrics{}, list[1])
+	require.IsType(t, &interceptors.Logging{}, list[2])
+	require.IsType(t, mine, list[3], "the caller's interceptors come next")
+	require.IsType(t, &interceptors.Recovery{}, list[4], "recovery is innermost, next to user code")
+}
+
+// All's result goes into the engine's configuration; spans and metrics go
+// to the providers given (here SDK providers that a real program would give
+// exporters).
+func ExampleAll() {
+	tp := sdktrace.NewTracerProvider()
+	mp := sdkmetric.NewMeterProvider()
+	list, err := interceptors.All(interceptors.Config{
+		Logger:         slog.New(slog.NewJSONHandler(os.Stderr, nil)),
+		LogHeaders:     []string{"customer"},
+		TracerProvider: tp,
+		MeterProvider:  mp,
+	})
+	if err != nil {
+		panic(err)
+	}
+	_ = engine.Config{Interceptors: list /* DB, DatabaseURL, ... */}
+}

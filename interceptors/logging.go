@@ -1,0 +1,212 @@
+package interceptors
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/graftdev/graft/engine"
+)
+
+// LoggingConfig configures NewLogging.
+type LoggingConfig struct {
+	// Logger receives the records. Default slog.Default().
+	Logger *slog.Logger
+	// Headers names run headers copied into every record as attributes
+	// "header.<name>" (a customer ID, a tenant). Default none.
+	Headers []string
+}
+
+// Logging writes one structured record per workflow start and end, signal
+// received, query answered and activity attempt, each with the workflow's
+// identity (workflow_id, run_id, workflow_type) and, for activities, the
+// activity's (activity, activity_id, attempt). Records carry trace_id and
+// span_id when a span is active (Tracing placed outside Logging).
+//
+// Levels: activity starts and queries at Debug; workflow starts and ends,
+// signals and completed activity attempts at Info; failed activity attempts
+// and cancellations at Warn; failed workflows at Error.
+//
+// It is silent on replay: a resumed run does not log its start, its replayed
+// signals or anything else again, and a query's replay logs nothing.
+type Logging struct {
+	engine.InterceptorBase
+	log     *slog.Logger
+	headers []string
+}
+
+// NewLogging returns a logging interceptor.
+func NewLogging(cfg LoggingConfig) *Logging {
+	l := cfg.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	return &Logging{log: l, headers: cfg.Headers}
+}
+
+func (l *Logging) workflowAttrs(ctx engine.Context, info engine.WorkflowInfo, h engine.Headers, extra ...slog.Attr) []slog.Attr {
+	attrs := make([]slog.Attr, 0, 6+len(l.headers)+len(extra))
+	attrs = append(attrs,
+		slog.String("workflow_id", info.WorkflowID),
+		slog.String("run_id", info.RunID),
+		slog.String("workflow_type", info.WorkflowType),
+		slog.String("queue", info.Queue),
+		slog.Int("load", info.Attempt))
+	attrs = l.headerAttrs(attrs, h)
+	if seg, ok := ctx.Value(segmentKey{}).(*segment); ok && seg.span != nil {
+		attrs = traceAttrs(attrs, seg.span.SpanContext())
+	}
+	return append(attrs, extra...)
+}
+
+func (l *Logging) headerAttrs(attrs []slog.Attr, h engine.Headers) []slog.Attr {
+	for _, k := range l.headers {
+		if v, ok := h[k]; ok {
+			attrs = append(attrs, slog.String("header."+k, v))
+		}
+	}
+	return attrs
+}
+
+func traceAttrs(attrs []slog.Attr, sc trace.SpanContext) []slog.Attr {
+	if !sc.IsValid() {
+		return attrs
+	}
+	return append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+}
+
+// ExecuteWorkflow logs a live start and a live end.
+func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
+	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	bg := context.Background()
+	if !in.Replaying && l.log.Enabled(bg, slog.LevelInfo) {
+		l.log.LogAttrs(bg, slog.LevelInfo, "workflow started", l.workflowAttrs(ctx, in.Info, in.Headers)...)
+	}
+	out, err := next(ctx, in)
+	if engine.IsReplaying(ctx) {
+		return out, err
+	}
+	level, msg := slog.LevelInfo, "workflow completed"
+	switch workflowOutcome(err) {
+	case OutcomeContinued:
+		msg = "workflow continued as new"
+	case OutcomeCanceled:
+		level, msg = slog.LevelWarn, "workflow canceled"
+	case OutcomeFailed:
+		level, msg = slog.LevelError, "workflow failed"
+	}
+	if l.log.Enabled(bg, level) {
+		extra := []slog.Attr{}
+		if !in.Info.StartTime.IsZero() {
+			extra = append(extra, slog.Duration("duration", time.Since(in.Info.StartTime)))
+		}
+		if err != nil && msg != "workflow continued as new" {
+			extra = errAttrs(extra, err)
+		}
+		l.log.LogAttrs(bg, level, msg, l.workflowAttrs(ctx, in.Info, in.Headers, extra...)...)
+	}
+	return out, err
+}
+
+// HandleSignal logs a signal the workflow receives live.
+func (l *Logging) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
+	next func(engine.Context, *engine.HandleSignalInput) error) error {
+	err := next(ctx, in)
+	if in.Replaying {
+		return err
+	}
+	level, msg := slog.LevelInfo, "signal received"
+	if err != nil {
+		level, msg = slog.LevelWarn, "signal refused"
+	}
+	if bg := context.Background(); l.log.Enabled(bg, level) {
+		extra := []slog.Attr{slog.String("signal", in.Name)}
+		if err != nil {
+			extra = append(extra, slog.Any("err", err))
+		}
+		var h engine.Headers
+		if len(l.headers) > 0 {
+			h = engine.GetHeaders(ctx)
+		}
+		l.log.LogAttrs(bg, level, msg, l.workflowAttrs(ctx, in.Info, h, extra...)...)
+	}
+	return err
+}
+
+// HandleQuery logs a query answered (Debug) or failed (Warn).
+func (l *Logging) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
+	next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
+	start := time.Now()
+	out, err := next(ctx, in)
+	level, msg := slog.LevelDebug, "query answered"
+	if err != nil {
+		level, msg = slog.LevelWarn, "query failed"
+	}
+	if l.log.Enabled(ctx, level) {
+		attrs := []slog.Attr{
+			slog.String("workflow_id", in.Info.WorkflowID), slog.String("run_id", in.Info.RunID),
+			slog.String("workflow_type", in.Info.WorkflowType), slog.String("query", in.Name),
+			slog.Duration("duration", time.Since(start)),
+		}
+		if err != nil {
+			attrs = append(attrs, slog.Any("err", err))
+		}
+		l.log.LogAttrs(ctx, level, msg, traceAttrs(attrs, trace.SpanContextFromContext(ctx))...)
+	}
+	return out, err
+}
+
+func (l *Logging) activityAttrs(ctx context.Context, in *engine.ActivityInput, extra ...slog.Attr) []slog.Attr {
+	info := in.Info
+	attrs := make([]slog.Attr, 0, 8+len(l.headers)+len(extra))
+	attrs = append(attrs,
+		slog.String("workflow_id", info.Workflow.WorkflowID),
+		slog.String("run_id", info.Workflow.RunID),
+		slog.String("workflow_type", info.Workflow.WorkflowType),
+		slog.String("activity", info.ActivityName),
+		slog.String("activity_id", info.ActivityID),
+		slog.Int("attempt", info.Attempt))
+	attrs = l.headerAttrs(attrs, in.Headers)
+	attrs = traceAttrs(attrs, trace.SpanContextFromContext(ctx))
+	return append(attrs, extra...)
+}
+
+// ExecuteActivity logs each attempt's start (Debug) and end.
+func (l *Logging) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
+	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	if l.log.Enabled(ctx, slog.LevelDebug) {
+		l.log.LogAttrs(ctx, slog.LevelDebug, "activity started", l.activityAttrs(ctx, in)...)
+	}
+	start := time.Now()
+	out, err := next(ctx, in)
+	level, msg := slog.LevelInfo, "activity completed"
+	switch activityOutcome(err) {
+	case OutcomeSnoozed:
+		level, msg = slog.LevelDebug, "activity snoozed"
+	case OutcomeCanceled:
+		level, msg = slog.LevelWarn, "activity canceled"
+	case OutcomeFailed:
+		level, msg = slog.LevelWarn, "activity failed"
+	}
+	if l.log.Enabled(ctx, level) {
+		extra := []slog.Attr{slog.Duration("duration", time.Since(start))}
+		if err != nil {
+			extra = errAttrs(extra, err)
+		}
+		l.log.LogAttrs(ctx, level, msg, l.activityAttrs(ctx, in, extra...)...)
+	}
+	return out, err
+}
+
+// errAttrs adds err and, for a recovered panic, the stack it carries.
+func errAttrs(attrs []slog.Attr, err error) []slog.Attr {
+	attrs = append(attrs, slog.Any("err", err))
+	var pe *engine.PanicError
+	if errors.As(err, &pe) && pe.Stack != "" {
+		attrs = append(attrs, slog.String("stack", pe.Stack))
+	}
+	return attrs
+}

@@ -1,0 +1,189 @@
+package interceptors
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/graftdev/graft/engine"
+)
+
+// Instrument names. Workflow instruments carry AttrWorkflowType, activity
+// instruments AttrActivityType; the completed and failed counters and the
+// duration histograms also carry AttrOutcome.
+const (
+	// MetricWorkflowStarted counts runs that began executing (not resumes).
+	MetricWorkflowStarted = "graft.workflow.started"
+	// MetricWorkflowCompleted counts runs that returned a result (outcome
+	// completed) or continued as new (outcome continued).
+	MetricWorkflowCompleted = "graft.workflow.completed"
+	// MetricWorkflowFailed counts runs that returned an error (outcome
+	// failed) or were cancelled (outcome canceled).
+	MetricWorkflowFailed = "graft.workflow.failed"
+	// MetricWorkflowDuration is the time from a run's creation to its end, in seconds.
+	MetricWorkflowDuration = "graft.workflow.duration"
+	// MetricActivityStarted counts activity calls: every attempt, and every
+	// call a rate limiter snoozed.
+	MetricActivityStarted = "graft.activity.started"
+	// MetricActivityCompleted counts attempts that returned a result.
+	MetricActivityCompleted = "graft.activity.completed"
+	// MetricActivityFailed counts attempts that returned an error (outcome
+	// failed or canceled); the engine may retry them.
+	MetricActivityFailed = "graft.activity.failed"
+	// MetricActivityRetried counts attempts after the first (retries) that
+	// ran, that is, were not snoozed.
+	MetricActivityRetried = "graft.activity.retried"
+	// MetricActivitySnoozed counts calls that returned engine.SnoozeError:
+	// not attempts, the engine calls again later.
+	MetricActivitySnoozed = "graft.activity.snoozed"
+	// MetricActivityDuration is the duration of each attempt, in seconds.
+	MetricActivityDuration = "graft.activity.duration"
+)
+
+// durationBuckets suit both an activity's milliseconds and a workflow's
+// days (seconds).
+var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+	300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600}
+
+// MetricsConfig configures NewMetrics.
+type MetricsConfig struct {
+	// MeterProvider receives the instruments. Default: the otel global provider.
+	MeterProvider metric.MeterProvider
+}
+
+// Metrics records OpenTelemetry counters and latency histograms per
+// workflow type and per activity type (see the Metric constants). A run is
+// counted as started on its first execution and as completed or failed
+// when it returns live, so replays add nothing; a run resumed after a crash
+// that happened between its return and the record of its end can be
+// counted twice (at-least-once, like the activity that was in flight).
+type Metrics struct {
+	engine.InterceptorBase
+	wfStarted, wfCompleted, wfFailed                            metric.Int64Counter
+	actStarted, actCompleted, actFailed, actRetried, actSnoozed metric.Int64Counter
+	wfDuration, actDuration                                     metric.Float64Histogram
+
+	// opts caches the attribute set of each (kind, type, outcome), so a
+	// measurement does not build and sort attributes every time.
+	opts sync.Map
+}
+
+// NewMetrics creates the instruments on cfg.MeterProvider.
+func NewMetrics(cfg MetricsConfig) (*Metrics, error) {
+	mp := cfg.MeterProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	meter := mp.Meter("github.com/graftdev/graft/interceptors")
+	m := &Metrics{}
+	counters := []struct {
+		dst        *metric.Int64Counter
+		name, desc string
+		unit       string
+	}{
+		{&m.wfStarted, MetricWorkflowStarted, "Workflow runs that began executing.", "{run}"},
+		{&m.wfCompleted, MetricWorkflowCompleted, "Workflow runs that completed or continued as new.", "{run}"},
+		{&m.wfFailed, MetricWorkflowFailed, "Workflow runs that failed or were cancelled.", "{run}"},
+		{&m.actStarted, MetricActivityStarted, "Activity calls (attempts and snoozed calls).", "{call}"},
+		{&m.actCompleted, MetricActivityCompleted, "Activity attempts that completed.", "{attempt}"},
+		{&m.actFailed, MetricActivityFailed, "Activity attempts that failed.", "{attempt}"},
+		{&m.actRetried, MetricActivityRetried, "Activity attempts after the first.", "{attempt}"},
+		{&m.actSnoozed, MetricActivitySnoozed, "Activity calls snoozed (run again later, not an attempt).", "{call}"},
+	}
+	for _, c := range counters {
+		var err error
+		if *c.dst, err = meter.Int64Counter(c.name, metric.WithDescription(c.desc), metric.WithUnit(c.unit)); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if m.wfDuration, err = meter.Float64Histogram(MetricWorkflowDuration, metric.WithUnit("s"),
+		metric.WithDescription("Time from a workflow run's creation to its end."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
+		return nil, err
+	}
+	if m.actDuration, err = meter.Float64Histogram(MetricActivityDuration, metric.WithUnit("s"),
+		metric.WithDescription("Duration of one activity attempt."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+type attrKey struct {
+	activity      bool
+	name, outcome string
+}
+
+// attrs returns the measurement option for a workflow or activity type and
+// an outcome ("" for none).
+func (m *Metrics) attrs(activity bool, name, outcome string) metric.MeasurementOption {
+	k := attrKey{activity, name, outcome}
+	if o, ok := m.opts.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	typeKey := AttrWorkflowType
+	if activity {
+		typeKey = AttrActivityType
+	}
+	kvs := []attribute.KeyValue{attribute.String(typeKey, name)}
+	if outcome != "" {
+		kvs = append(kvs, attribute.String(AttrOutcome, outcome))
+	}
+	o, _ := m.opts.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(kvs...)))
+	return o.(metric.MeasurementOption)
+}
+
+// ExecuteWorkflow counts a live start and a live end.
+func (m *Metrics) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
+	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	bg, typ := context.Background(), in.Info.WorkflowType
+	if !in.Replaying {
+		m.wfStarted.Add(bg, 1, m.attrs(false, typ, ""))
+	}
+	out, err := next(ctx, in)
+	if engine.IsReplaying(ctx) {
+		return out, err
+	}
+	outcome := workflowOutcome(err)
+	opt := m.attrs(false, typ, outcome)
+	if outcome == OutcomeCompleted || outcome == OutcomeContinued {
+		m.wfCompleted.Add(bg, 1, opt)
+	} else {
+		m.wfFailed.Add(bg, 1, opt)
+	}
+	if !in.Info.StartTime.IsZero() {
+		m.wfDuration.Record(bg, time.Since(in.Info.StartTime).Seconds(), opt)
+	}
+	return out, err
+}
+
+// ExecuteActivity counts the attempt and records its duration.
+func (m *Metrics) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
+	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	typ := in.Info.ActivityName
+	opt := m.attrs(true, typ, "")
+	m.actStarted.Add(ctx, 1, opt)
+	start := time.Now()
+	out, err := next(ctx, in)
+	outcome := activityOutcome(err)
+	if outcome == OutcomeSnoozed {
+		m.actSnoozed.Add(ctx, 1, opt)
+		return out, err // not an attempt: the same attempt is made again later
+	}
+	if in.Info.Attempt > 1 {
+		m.actRetried.Add(ctx, 1, opt)
+	}
+	withOutcome := m.attrs(true, typ, outcome)
+	if outcome == OutcomeCompleted {
+		m.actCompleted.Add(ctx, 1, withOutcome)
+	} else {
+		m.actFailed.Add(ctx, 1, withOutcome)
+	}
+	m.actDuration.Record(ctx, time.Since(start).Seconds(), withOutcome)
+	return out, err
+}

@@ -1,0 +1,303 @@
+package interceptors
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/graftdev/graft/engine"
+)
+
+// Span attribute keys set by Tracing (and, where they apply, by Logging's
+// and Metrics' records).
+const (
+	AttrWorkflowID   = "graft.workflow.id"
+	AttrRunID        = "graft.workflow.run_id"
+	AttrWorkflowType = "graft.workflow.type"
+	AttrQueue        = "graft.queue"
+	// AttrLoad is WorkflowInfo.Attempt: how many times a worker has loaded the run.
+	AttrLoad         = "graft.workflow.load"
+	AttrActivityType = "graft.activity.type"
+	AttrActivityID   = "graft.activity.id"
+	AttrAttempt      = "graft.activity.attempt"
+	AttrSignal       = "graft.signal"
+	AttrQuery        = "graft.query"
+	// AttrResumed is true on a workflow span whose segment began by
+	// replaying the run's record (the run was resumed, not started).
+	AttrResumed = "graft.resumed"
+	// AttrOutcome is how a workflow segment or an activity attempt ended:
+	// completed, failed, canceled, continued (continue-as-new), snoozed (an
+	// activity asked to run again later, see engine.SnoozeError) or, for a
+	// workflow segment that ended by unloading, suspended. Activity spans
+	// carry it only when the attempt did not complete.
+	AttrOutcome = "graft.outcome"
+)
+
+// Outcomes (values of AttrOutcome).
+const (
+	OutcomeCompleted = "completed"
+	OutcomeFailed    = "failed"
+	OutcomeCanceled  = "canceled"
+	OutcomeContinued = "continued"
+	OutcomeSnoozed   = "snoozed"
+	OutcomeSuspended = "suspended"
+)
+
+// TracingConfig configures NewTracing.
+type TracingConfig struct {
+	// TracerProvider creates the tracer. Default: the otel global provider.
+	TracerProvider trace.TracerProvider
+	// Propagator writes the span context into engine.Headers and reads it
+	// back. Default: W3C Trace Context (propagation.TraceContext).
+	Propagator propagation.TextMapPropagator
+}
+
+// Tracing creates OpenTelemetry spans: one per client call ("start <type>",
+// "signal <name>", "query <name>", "cancel", "reset"), one per workflow
+// execution segment ("workflow <type>", see the package documentation), one
+// per activity attempt ("activity <name>"), one per signal a workflow
+// receives ("handle signal <name>") and one per query answered ("handle
+// query <name>"). Parents travel in the headers: the start span's context goes into
+// the run's headers, the segment span's into each activity's and child's, so
+// the tree is caller -> start -> workflow segment -> activity attempt, child
+// segment -> ..., across processes. A signal carries no headers, so a
+// "handle signal" span is the receiving segment's child, not the sender's.
+// Replayed steps create no spans.
+type Tracing struct {
+	engine.InterceptorBase
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+}
+
+// NewTracing returns a tracing interceptor.
+func NewTracing(cfg TracingConfig) *Tracing {
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	prop := cfg.Propagator
+	if prop == nil {
+		prop = propagation.TraceContext{}
+	}
+	return &Tracing{tracer: tp.Tracer("github.com/graftdev/graft/interceptors"), prop: prop}
+}
+
+// ClientCall starts a span for the call and, for a start, writes its context
+// into the run's headers so the workflow's spans are its children.
+func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
+	next func(context.Context, *engine.ClientCallInput) (any, error)) (any, error) {
+	name, kind := string(in.Kind), trace.SpanKindClient
+	attrs := []attribute.KeyValue{attribute.String(AttrWorkflowID, in.WorkflowID)}
+	switch in.Kind {
+	case engine.ClientStart:
+		name, kind = "start "+in.WorkflowType, trace.SpanKindProducer
+		attrs = append(attrs, attribute.String(AttrWorkflowType, in.WorkflowType))
+	case engine.ClientSignal:
+		name, kind = "signal "+in.Name, trace.SpanKindProducer
+		attrs = append(attrs, attribute.String(AttrSignal, in.Name))
+	case engine.ClientQuery:
+		name = "query " + in.Name
+		attrs = append(attrs, attribute.String(AttrQuery, in.Name))
+	}
+	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+	defer span.End()
+	if in.Kind == engine.ClientStart {
+		if in.Headers == nil {
+			in.Headers = engine.Headers{}
+		}
+		t.prop.Inject(ctx, HeaderCarrier(in.Headers))
+	}
+	out, err := next(ctx, in)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return out, err
+}
+
+// segmentKey keys the current segment's span state in the workflow context.
+type segmentKey struct{}
+
+// segment is the span state of one workflow execution segment. It is only
+// touched from the workflow's goroutine.
+type segment struct {
+	t       *Tracing
+	in      *engine.ExecuteWorkflowInput
+	begin   time.Time
+	span    trace.Span
+	spanCtx context.Context
+}
+
+// live starts the segment's span the first time the segment does live work.
+// A resumed segment's span starts at the load, so it covers the replay too.
+func (s *segment) live() {
+	if s.span != nil {
+		return
+	}
+	info := s.in.Info
+	parent := s.t.prop.Extract(context.Background(), HeaderCarrier(s.in.Headers))
+	s.spanCtx, s.span = s.t.tracer.Start(parent, "workflow "+info.WorkflowType,
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(s.begin),
+		trace.WithAttributes(
+			attribute.String(AttrWorkflowID, info.WorkflowID),
+			attribute.String(AttrRunID, info.RunID),
+			attribute.String(AttrWorkflowType, info.WorkflowType),
+			attribute.String(AttrQueue, info.Queue),
+			attribute.Int(AttrLoad, info.Attempt),
+			attribute.Bool(AttrResumed, s.in.Replaying),
+		))
+}
+
+func (s *segment) end(outcome string, err error) {
+	if s.span == nil {
+		return
+	}
+	s.span.SetAttributes(attribute.String(AttrOutcome, outcome))
+	if outcome == OutcomeFailed || outcome == OutcomeCanceled {
+		s.span.RecordError(err)
+		s.span.SetStatus(codes.Error, err.Error())
+	}
+	s.span.End()
+}
+
+// ExecuteWorkflow traces the execution segment. A segment that only replays
+// (a query, or a resume that unloads again before doing anything) has no span.
+func (t *Tracing) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
+	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	seg := &segment{t: t, in: in, begin: time.Now()}
+	if !in.Replaying {
+		seg.live()
+	}
+	returned := false
+	defer func() {
+		if !returned { // unloaded (runtime.Goexit) or a panic unwinding
+			seg.end(OutcomeSuspended, nil)
+		}
+	}()
+	ctx = engine.WithValue(ctx, segmentKey{}, seg)
+	out, err := next(ctx, in)
+	returned = true
+	if !engine.IsReplaying(ctx) {
+		seg.live()
+	}
+	seg.end(workflowOutcome(err), err)
+	return out, err
+}
+
+// WorkflowOutbound writes the segment span's context into the headers of a
+// live activity or child call, so their spans are the segment's children.
+func (t *Tracing) WorkflowOutbound(ctx engine.Context, in *engine.OutboundInput,
+	next func(engine.Context, *engine.OutboundInput) error) error {
+	if !in.Replaying && (in.Kind == engine.OutboundActivity || in.Kind == engine.OutboundChild) {
+		if seg, ok := ctx.Value(segmentKey{}).(*segment); ok {
+			seg.live()
+			if in.Headers == nil {
+				in.Headers = engine.Headers{}
+			}
+			t.prop.Inject(seg.spanCtx, HeaderCarrier(in.Headers))
+		}
+	}
+	return next(ctx, in)
+}
+
+// HandleSignal traces a signal the workflow receives live.
+func (t *Tracing) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
+	next func(engine.Context, *engine.HandleSignalInput) error) error {
+	seg, ok := ctx.Value(segmentKey{}).(*segment)
+	if in.Replaying || !ok {
+		return next(ctx, in)
+	}
+	seg.live()
+	_, span := t.tracer.Start(seg.spanCtx, "handle signal "+in.Name, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String(AttrSignal, in.Name), attribute.String(AttrWorkflowID, in.Info.WorkflowID),
+			attribute.String(AttrRunID, in.Info.RunID)))
+	err := next(ctx, in)
+	endSpan(span, err)
+	return err
+}
+
+// HandleQuery traces the query handler; its parent is the caller's span
+// (the client's query span when Tracing is also a client interceptor).
+func (t *Tracing) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
+	next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
+	ctx, span := t.tracer.Start(ctx, "handle query "+in.Name,
+		trace.WithAttributes(attribute.String(AttrQuery, in.Name), attribute.String(AttrWorkflowID, in.Info.WorkflowID),
+			attribute.String(AttrRunID, in.Info.RunID)))
+	out, err := next(ctx, in)
+	endSpan(span, err)
+	return out, err
+}
+
+// ExecuteActivity traces one activity attempt as a child of the workflow
+// segment that scheduled it. The activity's context carries the span.
+func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
+	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	info := in.Info
+	parent := t.prop.Extract(ctx, HeaderCarrier(in.Headers))
+	ctx, span := t.tracer.Start(parent, "activity "+info.ActivityName, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String(AttrActivityType, info.ActivityName),
+			attribute.String(AttrActivityID, info.ActivityID),
+			attribute.Int(AttrAttempt, info.Attempt),
+			attribute.String(AttrWorkflowID, info.Workflow.WorkflowID),
+			attribute.String(AttrRunID, info.Workflow.RunID),
+			attribute.String(AttrWorkflowType, info.Workflow.WorkflowType),
+		))
+	out, err := next(ctx, in)
+	switch outcome := activityOutcome(err); outcome {
+	case OutcomeCompleted:
+		span.End()
+	case OutcomeSnoozed: // not a failure: the attempt is made again later
+		span.SetAttributes(attribute.String(AttrOutcome, outcome))
+		span.End()
+	default:
+		span.SetAttributes(attribute.String(AttrOutcome, outcome))
+		endSpan(span, err)
+	}
+	return out, err
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+// workflowOutcome names how a workflow function returned.
+func workflowOutcome(err error) string {
+	var ca *engine.CanceledError
+	switch {
+	case err == nil:
+		return OutcomeCompleted
+	case engine.IsContinueAsNew(err):
+		return OutcomeContinued
+	case errors.As(err, &ca):
+		return OutcomeCanceled
+	}
+	return OutcomeFailed
+}
+
+// activityOutcome names how an activity attempt returned.
+func activityOutcome(err error) string {
+	var (
+		ca *engine.CanceledError
+		sn *engine.SnoozeError
+	)
+	switch {
+	case err == nil:
+		return OutcomeCompleted
+	case errors.As(err, &sn):
+		return OutcomeSnoozed
+	case errors.As(err, &ca), errors.Is(err, context.Canceled):
+		return OutcomeCanceled
+	}
+	return OutcomeFailed
+}

@@ -1,0 +1,336 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/graftdev/graft/engine"
+)
+
+// Defaults for InterceptorConfig.
+const (
+	// DefaultMaxWait is how long an attempt waits for a slot, holding its
+	// worker's activity slot, before it is given back to the engine. Long
+	// enough that a slot freed or a rate token due within a few polls is
+	// taken in place; short enough that a saturated provider does not tie up
+	// the worker.
+	DefaultMaxWait = 200 * time.Millisecond
+	// DefaultMaxWaiters is how many attempts of one process may wait for the
+	// same key at once; the rest are given back at once.
+	DefaultMaxWaiters = 16
+	// DefaultReleaseTimeout bounds the Release after an attempt.
+	DefaultReleaseTimeout = 5 * time.Second
+)
+
+const (
+	// minSnooze keeps a snoozed attempt from coming back sooner than this:
+	// below it a snooze costs the engine more than it saves.
+	minSnooze = 10 * time.Millisecond
+	// minOverflowSnooze is the shortest snooze of an attempt turned away
+	// because too many others wait, when MaxWait is tiny.
+	minOverflowSnooze = 20 * time.Millisecond
+)
+
+// errTooManyWaiters is the cause of a snooze that never waited: MaxWaiters
+// attempts of this process were already waiting for the key.
+var errTooManyWaiters = errors.New("ratelimit: too many attempts of this process already waiting for the key")
+
+// KeyFunc names the limiter key an activity attempt counts against: a
+// provider, or a provider and an account. ok false leaves the attempt
+// unlimited. It runs on every attempt, so it must answer from memory.
+type KeyFunc func(in *engine.ActivityInput) (key string, ok bool)
+
+// KeyFromHeader takes the key from the named run header (see
+// engine.StartOptions.Headers); attempts without it, or with it empty, are
+// not limited.
+func KeyFromHeader(name string) KeyFunc {
+	return func(in *engine.ActivityInput) (string, bool) {
+		k := in.Headers[name]
+		return k, k != ""
+	}
+}
+
+// KeyByActivity maps activity names to keys, for activities that each call
+// one provider; activities not in the map are not limited. The map is copied.
+func KeyByActivity(keys map[string]string) KeyFunc {
+	m := maps.Clone(keys)
+	return func(in *engine.ActivityInput) (string, bool) {
+		k, ok := m[in.Info.ActivityName]
+		return k, ok && k != ""
+	}
+}
+
+// KeyFromInput takes the key from the activity's decoded input when it is an
+// In, through f; other activities are not limited.
+func KeyFromInput[In any](f func(In) (string, bool)) KeyFunc {
+	return func(in *engine.ActivityInput) (string, bool) {
+		v, ok := in.Args.(In)
+		if !ok {
+			return "", false
+		}
+		k, ok := f(v)
+		return k, ok && k != ""
+	}
+}
+
+// KeyConst counts every attempt against key. With NewWorkerLimiter and
+// WorkerKey it makes the per-worker knobs snooze instead of block; see
+// ActivityInterceptor.
+func KeyConst(key string) KeyFunc {
+	return func(*engine.ActivityInput) (string, bool) { return key, true }
+}
+
+// InterceptorConfig configures an ActivityInterceptor. The zero value of each
+// field other than Limiter and Key means its documented default.
+type InterceptorConfig struct {
+	// Limiter holds the keys to their limits: a *RedisLimiter to share limits
+	// across processes, a *LocalLimiter for one process. Its LimitsSource is
+	// consulted on every attempt, so a LimitsTable changed at run time takes
+	// effect at once. Required.
+	Limiter Limiter
+	// Key names the key each attempt counts against. Required.
+	Key KeyFunc
+	// MaxWait is how long an attempt waits for a slot before it is given back
+	// to the engine, which runs it again after the snooze's RetryAfter
+	// without counting a retry attempt. The wait holds a worker's activity
+	// slot; the snooze does not. It is also capped at half of what is left of
+	// the attempt's own deadline. Default DefaultMaxWait; negative: try once,
+	// never wait.
+	MaxWait time.Duration
+	// MaxWaiters bounds how many attempts of this process wait for one key at
+	// once. Attempts past it are snoozed at once, without waiting and without
+	// a call to the limiter, so a provider's backlog ties up at most this many
+	// of a worker's activity slots (besides the calls it has in flight) and
+	// never starves other providers' activities. A waiter beyond the number
+	// the key can serve within MaxWait would hold a slot only to be snoozed
+	// anyway. Default DefaultMaxWaiters; negative: no bound.
+	MaxWaiters int
+	// LeaseID names an attempt's lease. Default: the activity's
+	// IdempotencyKey, which is the same for every attempt of a step, on any
+	// worker. So a step that runs again after its worker died, while the dead
+	// worker's lease still counts, takes that lease over instead of a second
+	// slot: the step counts once. The cost is that two copies of one step
+	// running at once (a worker cut off from the database while another
+	// resumes its run) share one slot.
+	LeaseID func(in *engine.ActivityInput) string
+	// OnSnooze, if set, is called for every attempt given back to the
+	// engine, with why (err.Err: a *DeniedError, an *UnavailableError, or
+	// the process's own queue being full) and when it will run again. Use it
+	// for logs; the limiter's metrics already count snoozes per key.
+	OnSnooze func(ctx context.Context, in *engine.ActivityInput, err *SnoozeError)
+	// ReleaseTimeout bounds the Release after an attempt. A release that
+	// fails or times out leaves the lease to expire on its own (LeaseTTL).
+	// Default DefaultReleaseTimeout.
+	ReleaseTimeout time.Duration
+	// Logger receives failed releases. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports the first field that makes no sense, by name.
+func (c InterceptorConfig) Validate() error {
+	switch {
+	case c.Limiter == nil:
+		return errors.New("ratelimit: InterceptorConfig.Limiter is required")
+	case c.Key == nil:
+		return errors.New("ratelimit: InterceptorConfig.Key is required")
+	case c.ReleaseTimeout < 0:
+		return fmt.Errorf("ratelimit: InterceptorConfig.ReleaseTimeout must be >= 0, got %s", c.ReleaseTimeout)
+	}
+	return nil
+}
+
+func (c InterceptorConfig) withDefaults() InterceptorConfig {
+	switch {
+	case c.MaxWait == 0:
+		c.MaxWait = DefaultMaxWait
+	case c.MaxWait < 0:
+		c.MaxWait = 0
+	}
+	if c.MaxWaiters == 0 {
+		c.MaxWaiters = DefaultMaxWaiters
+	}
+	if c.LeaseID == nil {
+		c.LeaseID = defaultLeaseID
+	}
+	if c.ReleaseTimeout == 0 {
+		c.ReleaseTimeout = DefaultReleaseTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func defaultLeaseID(in *engine.ActivityInput) string {
+	if in.Info.IdempotencyKey != "" {
+		return in.Info.IdempotencyKey
+	}
+	w := in.Info.Workflow
+	return w.WorkflowID + "/" + w.RunID + "/" + in.Info.ActivityID
+}
+
+// ActivityInterceptor holds activity calls to their provider's limits across
+// every worker: it takes a lease before the call (Hold) and gives it back
+// after, and when no slot comes within MaxWait it gives the attempt back to
+// the engine with engine.Snooze, which runs it again later without counting a
+// retry attempt and without holding a worker's activity slot meanwhile.
+//
+// It fails closed: while the limiter cannot reach Redis no slot is granted,
+// attempts are snoozed with a backoff of up to a second, and they run by
+// themselves when Redis returns. Any other limiter error (no limits for the
+// key in a LimitsTable, invalid limits) fails the attempt, which the engine
+// retries under the activity's retry policy, so a misconfiguration is seen.
+//
+// Per-worker limits are not its business: engine.WorkerConfig.MaxActivities
+// and ActivitiesPerSecond bound what one worker runs, before any interceptor.
+// Note that the engine counts every attempt against ActivitiesPerSecond,
+// snoozed ones included. To have per-worker limits snooze instead of block,
+// add a second ActivityInterceptor with a NewWorkerLimiter and
+// KeyConst(WorkerKey) inside this one.
+//
+// To hold one call to two keys (a provider, and an account at it), chain two
+// interceptors, the wider key outermost: the outer lease is held while the
+// inner one is waited for, at most MaxWait.
+//
+// It implements engine.ActivityInterceptor only; list it in
+// engine.Config.Interceptors or engine.WorkerConfig.Interceptors.
+type ActivityInterceptor struct {
+	cfg   InterceptorConfig
+	hooks waitHooks // nil when the limiter is not one of ours
+
+	mu      sync.Mutex
+	waiting map[string]int // attempts of this process between enter and leave, per key
+}
+
+var _ engine.ActivityInterceptor = (*ActivityInterceptor)(nil)
+
+// NewActivityInterceptor validates cfg and returns the interceptor.
+func NewActivityInterceptor(cfg InterceptorConfig) (*ActivityInterceptor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	i := &ActivityInterceptor{cfg: cfg.withDefaults(), waiting: make(map[string]int)}
+	i.hooks, _ = cfg.Limiter.(waitHooks)
+	return i, nil
+}
+
+// ExecuteActivity implements engine.ActivityInterceptor.
+func (i *ActivityInterceptor) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
+	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	key, ok := i.cfg.Key(in)
+	if !ok {
+		return next(ctx, in)
+	}
+	if !i.enter(key) {
+		sn := &SnoozeError{Key: key, RetryAfter: i.overflowSnooze(), Err: errTooManyWaiters}
+		if i.hooks != nil {
+			i.hooks.observeWait(context.WithoutCancel(ctx), key, 0, "snoozed")
+		}
+		return nil, i.snooze(ctx, in, sn)
+	}
+	held, err := Hold(ctx, i.cfg.Limiter, key, i.cfg.LeaseID(in), i.maxWait(ctx))
+	i.leave(key)
+	if err != nil {
+		var sn *SnoozeError
+		if errors.As(err, &sn) {
+			return nil, i.snooze(ctx, in, sn)
+		}
+		return nil, err
+	}
+	// Deferred so that the slot comes back even when the activity panics;
+	// the engine recovers the panic further out.
+	defer i.release(ctx, held)
+	return next(ctx, in)
+}
+
+// enter counts an attempt as waiting for key, unless MaxWaiters already are.
+func (i *ActivityInterceptor) enter(key string) bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	n := i.waiting[key]
+	if i.cfg.MaxWaiters > 0 && n >= i.cfg.MaxWaiters {
+		return false
+	}
+	i.waiting[key] = n + 1
+	return true
+}
+
+func (i *ActivityInterceptor) leave(key string) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if n := i.waiting[key] - 1; n > 0 {
+		i.waiting[key] = n
+	} else {
+		delete(i.waiting, key)
+	}
+}
+
+// maxWait is MaxWait, cut to half of what is left of the attempt's deadline
+// so that waiting never makes the attempt time out (which would cost an
+// attempt).
+func (i *ActivityInterceptor) maxWait(ctx context.Context) time.Duration {
+	d := i.cfg.MaxWait
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl)/2)
+	}
+	return max(d, 0)
+}
+
+// overflowSnooze is the snooze of an attempt turned away without waiting:
+// about as long as the attempts ahead of it wait, spread at random so that a
+// backlog comes back a little at a time rather than all at once.
+func (i *ActivityInterceptor) overflowSnooze() time.Duration {
+	base := max(i.cfg.MaxWait, minOverflowSnooze)
+	return base + rand.N(base)
+}
+
+// snooze reports sn and turns it into the engine's snooze, with jitter so
+// that attempts snoozed together do not all come back together.
+func (i *ActivityInterceptor) snooze(ctx context.Context, in *engine.ActivityInput, sn *SnoozeError) error {
+	after := max(sn.RetryAfter, minSnooze)
+	if !errors.Is(sn.Err, errTooManyWaiters) {
+		after += rand.N(after/4 + 1)
+	}
+	sn.RetryAfter = after
+	if i.cfg.OnSnooze != nil {
+		i.cfg.OnSnooze(ctx, in, sn)
+	}
+	return engine.Snooze(after, snoozeReason(sn))
+}
+
+// snoozeReason says briefly why an attempt waits, for the engine's record.
+func snoozeReason(sn *SnoozeError) string {
+	var denied *DeniedError
+	var unavailable *UnavailableError
+	why := "no slot within the wait"
+	switch {
+	case errors.As(sn.Err, &denied):
+		why = fmt.Sprintf("%s limit (%d in use)", denied.Reason, denied.InUse)
+	case errors.As(sn.Err, &unavailable):
+		why = "limiter unavailable: " + unavailable.Err.Error()
+	case errors.Is(sn.Err, errTooManyWaiters):
+		why = "too many attempts of this process waiting"
+	case errors.Is(sn.Err, errQueued):
+		why = "queued behind other attempts of this process"
+	}
+	return fmt.Sprintf("ratelimit: key %q: %s", sn.Key, why)
+}
+
+// release gives the slot back in a context that the activity's cancellation
+// does not end: a cancelled call has stopped using the provider too.
+func (i *ActivityInterceptor) release(ctx context.Context, held *Held) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), i.cfg.ReleaseTimeout)
+	defer cancel()
+	if err := held.Release(rctx); err != nil {
+		lease := held.Lease()
+		i.cfg.Logger.WarnContext(rctx, "ratelimit: release failed; the lease expires on its own",
+			slog.String("key", lease.Key), slog.String("lease", lease.ID),
+			slog.Duration("ttl", lease.TTL), slog.Any("error", err))
+	}
+}

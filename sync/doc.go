@@ -1,0 +1,131 @@
+// Package graftsync mirrors the life of graft workflows into an existing
+// ("legacy") operations table through a declared Mapping, so that the legacy
+// API, and whoever reads the table, shows the truth without knowing graft
+// exists. It also carries requests the other way: a legacy back office that
+// sets a row's status to, say, "cancel_requested" cancels or signals the
+// workflow.
+//
+// The directory is sync/ but the package is named graftsync, so that it
+// does not shadow the standard library's sync wherever both are imported:
+//
+//	import graftsync "github.com/graftdev/graft/sync"
+//
+// It imports engine (for the interceptor interfaces and the client) and
+// third-party libraries, and none of graft's other packages.
+//
+// # The mapping
+//
+// A Mapping names the table (schema-qualified), how a workflow finds its row
+// (the workflow ID, a header, or a field of the workflow's input) and which
+// columns receive what: a status through a map from graft's states (State) to
+// the legacy vocabulary, the current step through a map from activity names
+// to legacy labels, the last error, the attempt count, an updated-at time, a
+// progress value, and extra columns computed from an activity's result by
+// functions you register in Config.Funcs. Declare it in Go or load it from
+// YAML or JSON with LoadMapping. Only the columns a mapping names are ever
+// read or written; graft never alters a legacy table.
+//
+// New checks the mapping against the database before anything runs: the
+// table and every named column must exist with a compatible type, enum and
+// varchar columns must accept every configured value, a "create" policy needs
+// a unique key and values for every NOT NULL column. Errors name the field and
+// the column. Identifiers are validated and quoted, never concatenated raw.
+//
+// # States
+//
+// A workflow's state follows its checkpoints: started is StatePending; each
+// completed or failed activity is StateRunning; an unloaded wait is
+// StateWaiting; the end is StateCompleted, StateFailed or StateCancelled
+// (continue-as-new stays StateRunning). StateNeedsOperator is graft's name for
+// "stuck until a person acts": an activity failure or a workflow failure whose
+// error is a NeedsOperator error (see NewNeedsOperatorError, or set
+// Mapping.NeedsOperator). A workflow that catches such a failure and waits for
+// an operator's signal keeps the state while it waits; its next activity or
+// its end moves it on.
+//
+// The step column shows the latest activity that reached a checkpoint: graft
+// records an activity when it completes or finally fails, not when it starts,
+// and likewise the attempt count is the number of attempts that activity took.
+//
+// # Same-database mode
+//
+// When the legacy table lives in graft's database (Config.LegacyDB is nil),
+// the Mirror is a CheckpointInterceptor: the rows change in the very
+// transaction that records the checkpoint, so a mirror write is exactly-once
+// and atomic with the engine's own state. A batch of checkpoints (group
+// commit) is written with one set-based statement, however many rows it
+// touches.
+//
+// # Separate-database mode
+//
+// When Config.LegacyDB is set, the checkpoint transaction writes each row's
+// change into an outbox table in graft's schema, and a relay (started by
+// Start) delivers the changes to the legacy database in order per row, with
+// retries and backoff. A row whose change keeps failing is retried on its own
+// with growing waits, and holds back only its own later changes. One relay at
+// a time works per mapping (a PostgreSQL advisory lock elects it; the others
+// stand by), which is what keeps the order per row. The age of the oldest
+// undelivered change is the MetricRelayLag gauge.
+//
+// # Never regress
+//
+// Every change carries a position: the checkpoint transaction's ID shifted
+// left by 20 bits plus the change's index in its batch. One run's
+// checkpoints commit one after the other, so positions grow in the order
+// things happened; a run that replaces another (reset, continue-as-new, a
+// reused ID) is created after it, so its positions are higher too. graft
+// keeps the last applied position per row in <schema>.mirror_state, next to
+// the legacy table (in the legacy database in separate-database mode), and a
+// change whose position is not above it is dropped. A duplicate or late relay
+// delivery therefore never overwrites a newer state. When the mapping names a
+// Version column, the position is also written there and checked, so the
+// legacy application can see graft's writes in its own optimistic locking.
+// mirror_state stays the guard either way: it also maps rows back to
+// workflows for requests, and holds the state a request's acknowledgement
+// restores.
+//
+// Position positions are compared, not counted: the engine runs a run's
+// activities in parallel when the workflow asks, and the one that finishes
+// last (by commit) is the one the row shows.
+//
+// # A missing row
+//
+// Mapping.MissingRow decides what happens when a workflow's row does not
+// exist: MissingSkip (the default) logs a warning and writes nothing;
+// MissingCreate inserts the row; MissingFail refuses the workflow. A start
+// whose row is missing is refused with a *MissingRowError (in same-database
+// mode inside the checkpoint transaction; in separate-database mode the first
+// activity finds it), and every activity attempt first checks that the row
+// is still there, failing non-retryably (ApplicationError type
+// MissingRowErrorType) when it is not, so the workflow fails with that error
+// unless it handles it.
+//
+// # Requests from the legacy side
+//
+// Mapping.Actions turns request values of a column into graft calls: a
+// cancellation or a named signal whose payload is a Request. graft polls for
+// them: every Config.ActionInterval it selects the rows whose request column
+// holds a request value and that graft mirrors (a join with mirror_state), acts,
+// and then acknowledges by writing Action.Ack (or, when empty, the status of
+// the run's current state) with a compare-and-set, so a request the legacy
+// side changed meanwhile is left alone. Mirror writes never overwrite a
+// pending request value.
+//
+// Why polling rather than a trigger with NOTIFY: a trigger would alter the
+// legacy table, which graft does only with the user's explicit opt-in, and
+// the requests are people's actions, for which a second of latency is
+// nothing. Polling on the request values themselves, rather than on an
+// updated-at cursor, needs no cursor, misses no row whose transaction commits
+// late, and does not depend on the legacy application bumping updated-at; it
+// is cheap when the request column is indexed (New logs a warning when it is
+// not). Delivery is at least once: cancelling twice is harmless, and a signal
+// repeated after a crash between the signal and the acknowledgement carries
+// the same Request, so a workflow can tell.
+//
+// # Metrics
+//
+// The Mirror reports through OpenTelemetry (Config.MeterProvider, nil for the
+// global provider): rows written, missing rows, stale changes dropped,
+// relay deliveries, errors, delay and lag, and requests acted on. See the
+// Metric* constants.
+package graftsync

@@ -1,0 +1,128 @@
+package graftsync
+
+import (
+	"context"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Instrument names. Every instrument carries the mapping's table as
+// AttrTable.
+const (
+	// MetricRowsWritten counts legacy rows written (updated or created).
+	MetricRowsWritten = "graft.sync.rows.written"
+	// MetricRowsMissing counts changes whose legacy row did not exist.
+	MetricRowsMissing = "graft.sync.rows.missing"
+	// MetricStale counts changes dropped because a newer one was applied.
+	MetricStale = "graft.sync.changes.stale"
+	// MetricRelayDelivered counts outbox changes the relay delivered.
+	MetricRelayDelivered = "graft.sync.relay.delivered"
+	// MetricRelayErrors counts failed relay rounds and row deliveries.
+	MetricRelayErrors = "graft.sync.relay.errors"
+	// MetricRelayDelay is the time from a change's checkpoint to its
+	// delivery.
+	MetricRelayDelay = "graft.sync.relay.delay"
+	// MetricRelayLag is the age of the oldest undelivered change (0 when
+	// the outbox is empty).
+	MetricRelayLag = "graft.sync.relay.lag"
+	// MetricRequests counts legacy-side requests by AttrRequest and
+	// AttrOutcome (done, not_running, error).
+	MetricRequests = "graft.sync.requests"
+
+	// AttrTable is the mapping's table, "schema.table".
+	AttrTable = "graft.sync.table"
+	// AttrRequest is the request value.
+	AttrRequest = "graft.sync.request"
+	// AttrOutcome is a request's outcome.
+	AttrOutcome = "graft.sync.outcome"
+)
+
+type metrics struct {
+	table     attribute.KeyValue
+	attrs     metric.MeasurementOption
+	written   metric.Int64Counter
+	missing   metric.Int64Counter
+	stale     metric.Int64Counter
+	delivered metric.Int64Counter
+	errors    metric.Int64Counter
+	delay     metric.Float64Histogram
+	requests  metric.Int64Counter
+	lag       atomic.Uint64 // float64 bits
+	reg       metric.Registration
+}
+
+func newMetrics(mp metric.MeterProvider, mr *Mirror) (*metrics, error) {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	meter := mp.Meter("github.com/graftdev/graft/sync")
+	m := &metrics{table: attribute.String(AttrTable, mr.table.String())}
+	m.attrs = metric.WithAttributes(m.table)
+	var err error
+	counter := func(name, desc, unit string) metric.Int64Counter {
+		if err != nil {
+			return nil
+		}
+		var c metric.Int64Counter
+		c, err = meter.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit(unit))
+		return c
+	}
+	m.written = counter(MetricRowsWritten, "Legacy rows written (updated or created).", "{row}")
+	m.missing = counter(MetricRowsMissing, "Changes whose legacy row did not exist.", "{change}")
+	m.stale = counter(MetricStale, "Changes dropped because a newer one was already applied.", "{change}")
+	m.delivered = counter(MetricRelayDelivered, "Outbox changes delivered to the legacy database.", "{change}")
+	m.errors = counter(MetricRelayErrors, "Failed relay rounds and row deliveries.", "{error}")
+	m.requests = counter(MetricRequests, "Legacy-side requests acted on, by outcome.", "{request}")
+	if err != nil {
+		return nil, err
+	}
+	if m.delay, err = meter.Float64Histogram(MetricRelayDelay,
+		metric.WithDescription("Time from a change's checkpoint to its delivery."), metric.WithUnit("s")); err != nil {
+		return nil, err
+	}
+	lag, err := meter.Float64ObservableGauge(MetricRelayLag,
+		metric.WithDescription("Age of the oldest change not yet delivered to the legacy database."), metric.WithUnit("s"))
+	if err != nil {
+		return nil, err
+	}
+	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveFloat64(lag, math.Float64frombits(m.lag.Load()), m.attrs)
+		return nil
+	}, lag)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *metrics) close() error { return m.reg.Unregister() }
+
+func (m *metrics) wrote(ctx context.Context, written, stale, missing int64) {
+	if written > 0 {
+		m.written.Add(ctx, written, m.attrs)
+	}
+	if stale > 0 {
+		m.stale.Add(ctx, stale, m.attrs)
+	}
+	if missing > 0 {
+		m.missing.Add(ctx, missing, m.attrs)
+	}
+}
+
+func (m *metrics) delivery(ctx context.Context, d time.Duration) {
+	m.delivered.Add(ctx, 1, m.attrs)
+	m.delay.Record(ctx, d.Seconds(), m.attrs)
+}
+
+func (m *metrics) relayError(ctx context.Context) { m.errors.Add(ctx, 1, m.attrs) }
+
+func (m *metrics) setLag(seconds float64) { m.lag.Store(math.Float64bits(max(seconds, 0))) }
+
+func (m *metrics) request(ctx context.Context, value, outcome string) {
+	m.requests.Add(ctx, 1, metric.WithAttributes(m.table, attribute.String(AttrRequest, value), attribute.String(AttrOutcome, outcome)))
+}

@@ -1,0 +1,500 @@
+package graftsync
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/graftdev/graft/engine"
+)
+
+// Config configures a Mirror. Zero values take the documented defaults.
+type Config struct {
+	// Mapping declares what is mirrored where. Required.
+	Mapping Mapping
+	// DB is graft's database, the engine's Config.DB. Required.
+	DB *sqlx.DB
+	// Schema is graft's schema, the engine's Config.Schema. The mirror's
+	// tables live there (mirror_state next to the legacy table). Default
+	// "graft".
+	Schema string
+	// LegacyDB is the legacy table's database when it is not graft's:
+	// separate-database mode, with an outbox and a relay. Default nil:
+	// same-database mode, the legacy table is in DB.
+	LegacyDB *sqlx.DB
+	// Funcs resolves the ExtraColumn.Func names of a loaded mapping.
+	Funcs map[string]ExtraFunc
+	// Logger receives warnings (missing rows, unusable values) and relay
+	// errors. Default slog.Default().
+	Logger *slog.Logger
+	// MeterProvider receives the metrics. Default: the global provider.
+	MeterProvider metric.MeterProvider
+	// RelayInterval is how often an idle relay looks for changes. Default
+	// 100ms.
+	RelayInterval time.Duration
+	// RelayBatch bounds the changes one relay round delivers. Default 1000.
+	RelayBatch int
+	// RetryMin and RetryMax bound the relay's wait after a failed delivery;
+	// the wait doubles from RetryMin at each failure. Defaults 100ms and 30s.
+	RetryMin, RetryMax time.Duration
+	// ActionInterval is how often the legacy table is polled for requests.
+	// Default 1s.
+	ActionInterval time.Duration
+	// ActionBatch bounds the requests taken per poll. Default 100.
+	ActionBatch int
+}
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if out.Schema == "" {
+		out.Schema = "graft"
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	if out.RelayInterval == 0 {
+		out.RelayInterval = 100 * time.Millisecond
+	}
+	if out.RelayBatch == 0 {
+		out.RelayBatch = 1000
+	}
+	if out.RetryMin == 0 {
+		out.RetryMin = 100 * time.Millisecond
+	}
+	if out.RetryMax == 0 {
+		out.RetryMax = 30 * time.Second
+	}
+	if out.ActionInterval == 0 {
+		out.ActionInterval = time.Second
+	}
+	if out.ActionBatch == 0 {
+		out.ActionBatch = 100
+	}
+	return out
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.DB == nil:
+		return errors.New("graftsync: Config.DB is required")
+	case !identRe.MatchString(c.Schema):
+		return fmt.Errorf("graftsync: Config.Schema %q is not a valid identifier", c.Schema)
+	case c.RelayInterval < time.Millisecond:
+		return fmt.Errorf("graftsync: Config.RelayInterval %v is below 1ms", c.RelayInterval)
+	case c.RelayBatch < 1:
+		return errors.New("graftsync: Config.RelayBatch must be positive")
+	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
+		return fmt.Errorf("graftsync: Config.RetryMin %v and RetryMax %v must be positive, RetryMin <= RetryMax", c.RetryMin, c.RetryMax)
+	case c.ActionInterval < 10*time.Millisecond:
+		return fmt.Errorf("graftsync: Config.ActionInterval %v is below 10ms", c.ActionInterval)
+	case c.ActionBatch < 1:
+		return errors.New("graftsync: Config.ActionBatch must be positive")
+	}
+	return nil
+}
+
+// Mirror mirrors workflows into a legacy table. Register it in
+// engine.Config.Interceptors (it is a CheckpointInterceptor, and an activity
+// and workflow interceptor for MissingFail and input keys), then call Start
+// for the relay (separate-database mode) and requests (Mapping.Actions).
+type Mirror struct {
+	cfg   Config
+	m     Mapping
+	log   *slog.Logger
+	table tableName
+	cols  map[string]*column // by Mapping field name, see Mapping.check
+	key   *column
+	// actionCol is the request column, nil without Actions.
+	actionCol     *column
+	requestValues string // text[] literal of the request values
+	extras        []*extra
+	types         map[string]bool // Mapping.Workflows; nil: every type
+	keys          runKeys
+	// stateSchema holds mirror_state: graft's schema, in the legacy database.
+	stateSchema string
+	stateTable  string
+	outboxTable string
+	sql         stmts
+	met         *metrics
+
+	mu      sync.Mutex
+	started bool
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// New validates the mapping against the legacy table, creates the mirror's
+// tables in graft's schema when missing (mirror_state in the legacy
+// database, the outbox in graft's) and returns the Mirror. Any mismatch
+// between the mapping and the table is an error naming the field and the
+// column.
+func New(ctx context.Context, cfg Config) (*Mirror, error) {
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	m := c.Mapping
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	t, _ := parseTable(m.Table)
+	mr := &Mirror{cfg: c, m: m, log: c.Logger, table: t, stateSchema: c.Schema, keys: runKeys{max: 100000}}
+	if len(m.Workflows) > 0 {
+		mr.types = map[string]bool{}
+		for _, w := range m.Workflows {
+			mr.types[w] = true
+		}
+	}
+	legacy := mr.legacyDB()
+	info, err := inspect(ctx, legacy, t)
+	if err != nil {
+		return nil, fmt.Errorf("%s%w", fieldPrefix(m.Table), err)
+	}
+	if mr.cols, err = m.check(info); err != nil {
+		return nil, err
+	}
+	mr.key = mr.cols["Key.Column"]
+	for i, x := range m.Extra {
+		e := &extra{col: mr.cols[fmt.Sprintf("Extra[%d].Column", i)], activity: x.Activity, compute: x.Compute}
+		switch {
+		case x.Field != "":
+			e.field = strings.Split(x.Field, ".")
+		case x.Func != "":
+			if e.compute = c.Funcs[x.Func]; e.compute == nil {
+				return nil, fmt.Errorf("%sExtra[%d].Func %q is not in Config.Funcs", fieldPrefix(m.Table), i, x.Func)
+			}
+		}
+		mr.extras = append(mr.extras, e)
+	}
+	if m.Actions != nil {
+		mr.actionCol = info.cols[m.actionColumn()]
+		vals := make([]*string, 0, len(m.Actions.On))
+		for _, v := range sortedKeys(m.Actions.On) {
+			vals = append(vals, &v)
+		}
+		mr.requestValues = pgArray(vals)
+		if !info.indexed[mr.actionCol.attnum] {
+			mr.log.Warn("graftsync: the request column has no index; each poll for requests scans the table",
+				"table", t.String(), "column", mr.actionCol.name)
+		}
+	}
+	if err := ensureTables(ctx, legacy, mr.stateSchema, false); err != nil {
+		return nil, fmt.Errorf("graftsync: %w", err)
+	}
+	if c.LegacyDB != nil {
+		if err := ensureTables(ctx, c.DB, c.Schema, true); err != nil {
+			return nil, fmt.Errorf("graftsync: %w", err)
+		}
+	}
+	if mr.met, err = newMetrics(c.MeterProvider, mr); err != nil {
+		return nil, fmt.Errorf("graftsync: metrics: %w", err)
+	}
+	mr.buildSQL()
+	return mr, nil
+}
+
+// Table is the mapping's table, "schema.table".
+func (mr *Mirror) Table() string { return mr.table.String() }
+
+func (mr *Mirror) legacyDB() *sqlx.DB {
+	if mr.cfg.LegacyDB != nil {
+		return mr.cfg.LegacyDB
+	}
+	return mr.cfg.DB
+}
+
+func (mr *Mirror) mirrors(workflowType string) bool {
+	return mr.types == nil || mr.types[workflowType]
+}
+
+// Checkpoint writes the batch's changes in the checkpoint transaction: into
+// the legacy table (same-database mode) or the outbox.
+func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events []*engine.CheckpointEvent) error {
+	if len(events) >= 1<<20 {
+		return fmt.Errorf("graftsync: a batch of %d checkpoints is more than a position can index (2^20)", len(events))
+	}
+	var b batch
+	for i, ev := range events {
+		if !mr.mirrors(ev.WorkflowType) {
+			continue
+		}
+		key, err := mr.keyOf(ev)
+		if ev.Kind == engine.CheckpointWorkflowWaiting || ev.Kind == engine.CheckpointWorkflowClosed {
+			mr.keys.drop(ev.RunID)
+		}
+		if err != nil {
+			mr.log.Warn("graftsync: checkpoint not mirrored: no row key", "table", mr.table.String(),
+				"workflow_id", ev.WorkflowID, "run_id", ev.RunID, "kind", ev.Kind, "err", err)
+			continue
+		}
+		b.add(mr.toChange(ev, key, int64(i)))
+	}
+	if len(b.order) == 0 {
+		return nil
+	}
+	if mr.cfg.LegacyDB != nil {
+		return mr.writeOutbox(ctx, tx, b.order)
+	}
+	return mr.writeSame(ctx, tx, b.order)
+}
+
+// keyOf derives an event's row key.
+func (mr *Mirror) keyOf(ev *engine.CheckpointEvent) (string, error) {
+	var key string
+	switch mr.m.keyFrom() {
+	case FromWorkflowID:
+		key = ev.WorkflowID
+	case FromHeader:
+		var ok bool
+		if key, ok = ev.Headers[mr.m.Key.Name]; !ok {
+			return "", fmt.Errorf("header %q is not set", mr.m.Key.Name)
+		}
+	case FromInput:
+		if ev.Kind == engine.CheckpointWorkflowStarted && ev.Input != nil {
+			k, err := mr.inputKey(ev.Input)
+			if err != nil {
+				return "", err
+			}
+			return k, nil
+		}
+		k, ok := mr.keys.get(ev.RunID)
+		if !ok {
+			return "", errors.New("the run's input key is unknown in this process (it was not loaded here)")
+		}
+		return k, nil
+	}
+	return normalizeKey(mr.key, key)
+}
+
+// inputKey derives the key from a workflow input.
+func (mr *Mirror) inputKey(input any) (string, error) {
+	b, err := json.Marshal(input)
+	if err != nil {
+		return "", fmt.Errorf("encode workflow input: %w", err)
+	}
+	v, found := jsonField(b, strings.Split(mr.m.Key.Name, "."))
+	if !found {
+		return "", fmt.Errorf("workflow input has no field %q", mr.m.Key.Name)
+	}
+	s, ok := keyText(v)
+	if !ok {
+		return "", fmt.Errorf("workflow input field %q is not a string or number", mr.m.Key.Name)
+	}
+	return normalizeKey(mr.key, s)
+}
+
+// writeSame applies changes to the legacy table in the checkpoint
+// transaction.
+func (mr *Mirror) writeSame(ctx context.Context, tx engine.CheckpointTx, cs []*change) error {
+	res, err := mr.apply(ctx, tx, mr.sql.writeSame, cs)
+	if err != nil {
+		return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, err)
+	}
+	return mr.settle(ctx, cs, res, true)
+}
+
+// writeResult is what the write statement reported, by row key.
+type writeResult struct {
+	passed, updated, exists, inserted map[string]bool
+}
+
+func (mr *Mirror) apply(ctx context.Context, q queryer, stmt string, cs []*change) (*writeResult, error) {
+	rows, err := q.QueryContext(ctx, stmt, mr.writeArgs(cs)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	r := &writeResult{passed: map[string]bool{}, updated: map[string]bool{}, exists: map[string]bool{}, inserted: map[string]bool{}}
+	for rows.Next() {
+		var kind, key string
+		if err := rows.Scan(&kind, &key); err != nil {
+			return nil, err
+		}
+		switch kind {
+		case "g":
+			r.passed[key] = true
+		case "u":
+			r.updated[key] = true
+			r.exists[key] = true
+		case "e":
+			r.exists[key] = true
+		case "i":
+			r.inserted[key] = true
+		}
+	}
+	return r, rows.Err()
+}
+
+// settle accounts for a write: stale changes, missing rows and the policy.
+// refuse says whether a start whose row is missing can still be refused
+// (same-database mode, inside the checkpoint transaction).
+func (mr *Mirror) settle(ctx context.Context, cs []*change, r *writeResult, refuse bool) error {
+	var written, stale, missing int64
+	var refused error
+	for _, c := range cs {
+		switch {
+		case !r.passed[c.Key]:
+			stale++
+		case r.updated[c.Key] || r.inserted[c.Key]:
+			written++
+		case r.exists[c.Key]:
+			stale++ // the version column holds a newer position
+		default:
+			missing++
+			policy := mr.m.missingRow()
+			if policy == MissingFail && c.Started && refuse {
+				if refused == nil {
+					refused = &MissingRowError{Table: mr.table.String(), Key: c.Key, WorkflowID: c.WorkflowID}
+				}
+				continue
+			}
+			mr.log.Warn("graftsync: legacy row missing; change not written", "table", mr.table.String(), "key", c.Key,
+				"workflow_id", c.WorkflowID, "state", c.State, "missing_row", policy)
+		}
+	}
+	mr.met.wrote(ctx, written, stale, missing)
+	return refused
+}
+
+// writeOutbox records the changes for the relay.
+func (mr *Mirror) writeOutbox(ctx context.Context, tx engine.CheckpointTx, cs []*change) error {
+	keys := make([]*string, len(cs))
+	firsts := make([]*string, len(cs))
+	lasts := make([]*string, len(cs))
+	payloads := make([]*string, len(cs))
+	for i, c := range cs {
+		b, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("graftsync: encode change: %w", err)
+		}
+		k, f, l, p := c.Key, fmt.Sprint(c.First), fmt.Sprint(c.Last), string(b)
+		keys[i], firsts[i], lasts[i], payloads[i] = &k, &f, &l, &p
+	}
+	if _, err := tx.ExecContext(ctx, mr.sql.outbox, mr.table.String(), pgArray(keys), pgArray(firsts), pgArray(lasts), pgArray(payloads)); err != nil {
+		return fmt.Errorf("graftsync: write outbox: %w", err)
+	}
+	return nil
+}
+
+// queryer is a checkpoint transaction or a relay's transaction.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// ExecuteActivity checks, under MissingFail, that the workflow's row still
+// exists before each attempt; when it does not, the attempt fails
+// non-retryably with an ApplicationError of type MissingRowErrorType.
+func (mr *Mirror) ExecuteActivity(ctx context.Context, in *engine.ActivityInput, next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	if mr.m.missingRow() != MissingFail || !mr.mirrors(in.Info.Workflow.WorkflowType) {
+		return next(ctx, in)
+	}
+	wf := in.Info.Workflow
+	key, err := mr.keyOf(&engine.CheckpointEvent{Kind: engine.CheckpointActivityCompleted, WorkflowID: wf.WorkflowID, RunID: wf.RunID, Headers: in.Headers})
+	if err != nil {
+		return next(ctx, in) // no key, nothing to check; the checkpoint logs it
+	}
+	var ok bool
+	if err := mr.legacyDB().QueryRowContext(ctx, mr.sql.exists, key).Scan(&ok); err != nil {
+		return nil, fmt.Errorf("graftsync: check legacy row %s %q: %w", mr.table, key, err)
+	}
+	if !ok {
+		e := &MissingRowError{Table: mr.table.String(), Key: key, WorkflowID: wf.WorkflowID}
+		return nil, engine.NewNonRetryableError(MissingRowErrorType, e.Error(), map[string]string{"table": e.Table, "key": key})
+	}
+	return next(ctx, in)
+}
+
+// ExecuteWorkflow remembers the row key of a run whose key comes from its
+// input, for the checkpoints that do not carry the input.
+func (mr *Mirror) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput, next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	if mr.m.keyFrom() != FromInput || !mr.mirrors(in.Info.WorkflowType) {
+		return next(ctx, in)
+	}
+	key, err := mr.inputKey(in.Args)
+	if err != nil {
+		mr.log.Warn("graftsync: workflow not mirrored: no row key", "table", mr.table.String(), "workflow_id", in.Info.WorkflowID, "err", err)
+		return next(ctx, in)
+	}
+	mr.keys.acquire(in.Info.RunID, key)
+	defer mr.keys.release(in.Info.RunID)
+	return next(ctx, in)
+}
+
+// HandleSignal calls next.
+func (mr *Mirror) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput, next func(engine.Context, *engine.HandleSignalInput) error) error {
+	return next(ctx, in)
+}
+
+// HandleQuery calls next.
+func (mr *Mirror) HandleQuery(ctx context.Context, in *engine.HandleQueryInput, next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
+	return next(ctx, in)
+}
+
+// Start starts the background work: the relay in separate-database mode
+// and the request poller when the mapping has Actions (which uses c to
+// cancel and signal; c may be nil without Actions). Stop ends it.
+func (mr *Mirror) Start(ctx context.Context, c *engine.Client) error {
+	mr.mu.Lock()
+	defer mr.mu.Unlock()
+	if mr.started {
+		return errors.New("graftsync: mirror already started")
+	}
+	if mr.m.Actions != nil && c == nil {
+		return errors.New("graftsync: Start needs a client to act on requests (Mapping.Actions)")
+	}
+	mr.started = true
+	mr.stop = make(chan struct{})
+	if mr.cfg.LegacyDB != nil {
+		mr.wg.Add(1)
+		go func() {
+			defer mr.wg.Done()
+			mr.relayLoop()
+		}()
+	}
+	if mr.m.Actions != nil {
+		mr.wg.Add(1)
+		go func() {
+			defer mr.wg.Done()
+			mr.actionLoop(c)
+		}()
+	}
+	return nil
+}
+
+// Stop ends the background work started by Start and waits for it, or for
+// ctx.
+func (mr *Mirror) Stop(ctx context.Context) error {
+	mr.mu.Lock()
+	if !mr.started {
+		mr.mu.Unlock()
+		return nil
+	}
+	mr.started = false
+	close(mr.stop)
+	mr.mu.Unlock()
+	done := make(chan struct{})
+	go func() { mr.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the background work and unregisters the metrics.
+func (mr *Mirror) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := mr.Stop(ctx)
+	return errors.Join(err, mr.met.close())
+}
