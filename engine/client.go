@@ -183,6 +183,7 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 			eager.launch(&row, nil, nil)
 		} else {
 			<-eager.slots
+			c.e.dropWaiter(row.RunID, local)
 		}
 	}
 	if errors.Is(err, ErrAlreadyStarted) {

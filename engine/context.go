@@ -71,6 +71,8 @@ func Info(ctx Context) WorkflowInfo { return ctx.state().info }
 func GetHeaders(ctx Context) Headers { return ctx.state().headers.Clone() }
 
 // IsReplaying reports whether the workflow is re-executing recorded steps.
+// It is always true while a query replays the run, and false once the
+// workflow function has returned in a live run (its end is recorded live).
 func IsReplaying(ctx Context) bool { return ctx.state().replaying() }
 
 // Logger returns a logger tagged with the run that discards records while the

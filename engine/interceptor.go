@@ -49,7 +49,9 @@ type ExecuteWorkflowInput struct {
 	Headers Headers
 	Args    any
 	// Replaying is true when the run is being resumed by replay (it has
-	// recorded steps); interceptors use it to avoid doubling logs and metrics.
+	// recorded steps) or replayed to answer a query; interceptors use it to
+	// avoid doubling logs and metrics. A resumed run turns live later:
+	// IsReplaying tells, and is false once the function has returned live.
 	Replaying bool
 }
 

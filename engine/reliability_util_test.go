@@ -20,20 +20,13 @@ import (
 // start, observability, shutdown). Names carry an "rb" prefix so they
 // cannot collide with helpers of other test files in the package.
 
-// rbEnv is an engine with defs registered and, unless noWorker, one worker.
+// rbEnv is an engine with defs registered and one worker running.
 func rbEnv(t *testing.T, cfg *engine.Config, defs ...engine.Definition) (*engine.Engine, *engine.Client) {
 	t.Helper()
 	e := testenv.Engine(t, cfg)
 	require.NoError(t, e.Register(defs...))
 	testenv.Worker(t, e, engine.WorkerConfig{})
 	return e, e.Client()
-}
-
-// rbStartWorker creates and starts a worker the test stops itself (Stop is
-// also called at cleanup; a second Stop is harmless).
-func rbStartWorker(t *testing.T, e *engine.Engine, cfg engine.WorkerConfig) *engine.Worker {
-	t.Helper()
-	return testenv.Worker(t, e, cfg)
 }
 
 // rbStop stops w and fails the test if draining takes longer than d.

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,13 +41,11 @@ func TestShutdownDrainsSleepingWorkflow(t *testing.T) {
 	act1, wf1 := mk()
 	e1 := testenv.Engine(t, &engine.Config{UnloadAfter: time.Hour})
 	require.NoError(t, e1.Register(act1, wf1))
-	w1, err := e1.NewWorker(engine.WorkerConfig{})
-	require.NoError(t, err)
-	require.NoError(t, w1.Start(context.Background()))
+	w1 := testenv.Worker(t, e1, engine.WorkerConfig{})
 	c1 := e1.Client()
 	ctx := testenv.Ctx(t, 30*time.Second)
 	t0 := time.Now()
-	_, err = wf1.Start(ctx, c1, "bed", &engine.StartOptions{ID: "nap"})
+	_, err := wf1.Start(ctx, c1, "bed", &engine.StartOptions{ID: "nap"})
 	require.NoError(t, err)
 	timer := rbWaitStep(t, c1, "nap", "timer", "timer", "started")
 	info, err := c1.Describe(ctx, "nap")
@@ -109,11 +108,9 @@ func TestShutdownWaitsForRunningActivity(t *testing.T) {
 	})
 	e1 := testenv.Engine(t, &engine.Config{UnloadAfter: time.Hour})
 	require.NoError(t, e1.Register(slow, wf))
-	w1, err := e1.NewWorker(engine.WorkerConfig{})
-	require.NoError(t, err)
-	require.NoError(t, w1.Start(context.Background()))
+	w1 := testenv.Worker(t, e1, engine.WorkerConfig{})
 	ctx := testenv.Ctx(t, 30*time.Second)
-	_, err = wf.Start(ctx, e1.Client(), "job", &engine.StartOptions{ID: "act"})
+	_, err := wf.Start(ctx, e1.Client(), "job", &engine.StartOptions{ID: "act"})
 	require.NoError(t, err)
 	select {
 	case <-started:
@@ -180,11 +177,9 @@ func TestShutdownDeadlineReleasesLease(t *testing.T) {
 	})
 	e1 := testenv.Engine(t, &engine.Config{LeaseTTL: 30 * time.Second})
 	require.NoError(t, e1.Register(stuck, wf))
-	w1, err := e1.NewWorker(engine.WorkerConfig{})
-	require.NoError(t, err)
-	require.NoError(t, w1.Start(context.Background()))
+	w1 := testenv.Worker(t, e1, engine.WorkerConfig{})
 	ctx := testenv.Ctx(t, 30*time.Second)
-	_, err = wf.Start(ctx, e1.Client(), "job", &engine.StartOptions{ID: "stuck"})
+	_, err := wf.Start(ctx, e1.Client(), "job", &engine.StartOptions{ID: "stuck"})
 	require.NoError(t, err)
 	testenv.Eventually(t, 10*time.Second, func() bool { return log.count("stuck") == 1 }, "activity never started")
 
@@ -207,4 +202,73 @@ func TestShutdownDeadlineReleasesLease(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, hist[0].Steps, 1)
 	require.Equal(t, "completed", hist[0].Steps[0].Status)
+}
+
+// Starts racing with Stop: a run this process starts while its worker
+// stops is either handed to the worker before Stop drains it or left for
+// other workers, never left running on the stopped worker. Once Stop and
+// the starts have returned, no run is running (Stop used to wait for ever on
+// runs launched behind its back), and another worker completes them all.
+func TestShutdownRacingStarts(t *testing.T) {
+	t.Parallel()
+	var log rbAttempts
+	step := engine.NewActivity("sd.step", func(ctx context.Context, id string) (string, error) {
+		log.add(id)
+		return id, nil
+	})
+	wf := engine.NewWorkflow("sd.race", func(ctx engine.Context, id string) (string, error) {
+		if _, err := engine.GetSignalChannel[struct{}](ctx, "go").Receive(ctx); err != nil {
+			return "", err
+		}
+		return step.Run(ctx, id)
+	})
+	e1 := testenv.Engine(t, &engine.Config{UnloadAfter: time.Hour, LeaseTTL: 30 * time.Second})
+	require.NoError(t, e1.Register(step, wf))
+	w1 := testenv.Worker(t, e1, engine.WorkerConfig{})
+	c1 := e1.Client()
+	ctx := testenv.Ctx(t, 60*time.Second)
+
+	const n = 100
+	ids := rbIDs("race", n)
+	var wg sync.WaitGroup
+	for g := 0; g < 10; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < n; i += 10 {
+				_, err := wf.Start(ctx, c1, ids[i], &engine.StartOptions{ID: ids[i]})
+				if err != nil {
+					t.Errorf("start %s: %v", ids[i], err)
+				}
+			}
+		}()
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		l, err := c1.List(ctx, engine.ListFilter{Limit: n})
+		return err == nil && len(l) >= n/4
+	}, "starts under way")
+	rbStop(t, w1, 20*time.Second)
+	// Starts still committing when Stop returned give their runs back once
+	// they return.
+	wg.Wait()
+	running, err := c1.List(ctx, engine.ListFilter{Statuses: []string{engine.StatusRunning}, Limit: n})
+	require.NoError(t, err)
+	for _, r := range running {
+		t.Errorf("run %s is still running on the stopped worker (loads %d)", r.WorkflowID, r.Loads)
+	}
+
+	e2 := testenv.Engine(t, &engine.Config{Schema: e1.Schema()})
+	require.NoError(t, e2.Register(step, wf))
+	testenv.Worker(t, e2, engine.WorkerConfig{})
+	c2 := e2.Client()
+	for _, id := range ids {
+		require.NoError(t, c2.Signal(ctx, id, "go", struct{}{}))
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		l, err := c2.List(ctx, engine.ListFilter{Statuses: []string{engine.StatusCompleted}, Limit: n})
+		return err == nil && len(l) == n
+	}, "not every run completed")
+	for _, id := range ids {
+		require.Equal(t, 1, log.count(id), "workflow %s", id)
+	}
 }

@@ -187,6 +187,9 @@ func TestStartConcurrentSameID(t *testing.T) {
 			for id := range won {
 				require.Equal(t, id, runs[0].RunID)
 			}
+			// Refused eager starts left no result waiter behind (the winner's
+			// own may remain while its run is open).
+			require.LessOrEqual(t, engine.WaiterCountForTest(e), 1)
 
 			// The worker still has its two slots.
 			rbFinish(t, c, "same", engine.StatusCompleted)

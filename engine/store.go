@@ -435,6 +435,17 @@ func (s *store) releaseRun(ctx context.Context, owner, runID string) error {
 	return err
 }
 
+// unclaimNew gives back a run that was created leased to owner (an eager
+// start) but never executed: it becomes pending again, as if started without
+// a local worker, and the queue's workers are told.
+func (s *store) unclaimNew(ctx context.Context, owner, runID string) error {
+	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` SET status = 'pending', lease_owner = NULL,
+			lease_expires_at = NULL, loads = loads - 1, updated_at = now()
+		WHERE run_id = $1 AND lease_owner = $2 AND status = 'running' RETURNING queue)
+		SELECT pg_notify($3, queue) FROM r`, runID, owner, s.channel[chanWork])
+	return err
+}
+
 func (s *store) getRun(ctx context.Context, q sqlx.QueryerContext, runID string) (*runRow, error) {
 	var r runRow
 	err := sqlx.GetContext(ctx, q, &r, `SELECT `+runColumns+` FROM `+s.runs+` WHERE run_id = $1`, runID)

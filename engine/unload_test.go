@@ -39,7 +39,7 @@ func TestUnloadRules(t *testing.T) {
 		}
 		return f.Get(ctx)
 	})
-	const unloadAfter = 1500 * time.Millisecond
+	const unloadAfter = 2500 * time.Millisecond
 	_, c := ftEnv(t, &engine.Config{Clock: clock, UnloadAfter: unloadAfter}, slow, far, sig, busy)
 	ctx := testenv.Ctx(t, 30*time.Second)
 

@@ -50,6 +50,11 @@ type Worker struct {
 	mu      sync.Mutex
 	runs    map[string]*runState
 	running bool
+	// stopped is set by Stop, under mu, when it marks the loaded runs
+	// draining; an eager start that reserved a slot before Stop then gives
+	// its new run back instead of launching it, so none runs on a stopped
+	// worker.
+	stopped bool
 
 	lastExpiredScan time.Time // only touched by the claim loop
 
@@ -148,6 +153,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.stopOnce.Do(func() { close(w.stopping) })
 	<-w.loopDone
 	w.mu.Lock()
+	w.stopped = true
 	for _, s := range w.runs {
 		s.mu.Lock()
 		s.draining = true
@@ -293,11 +299,20 @@ func (w *Worker) releaseAll(rows []*runRow) {
 // launch starts a claimed run's goroutine; the caller holds a slot for it.
 func (w *Worker) launch(r *runRow, steps []*stepRow, sigs []*signalRow) {
 	def := w.e.reg.workflows[r.WorkflowType]
-	s := newRunState(w.e, w, modeLive, r, def, &w.chains, steps, sigs)
 	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		if err := w.e.store.unclaimNew(context.Background(), w.id, r.RunID); err != nil {
+			_ = w.e.store.releaseRun(context.Background(), w.id, r.RunID)
+		}
+		w.e.releaseLocalWaiters([]string{r.RunID})
+		<-w.slots
+		return
+	}
+	s := newRunState(w.e, w, modeLive, r, def, &w.chains, steps, sigs)
 	w.runs[r.RunID] = s
+	w.wg.Add(1) // under mu: Stop waits only after setting stopped
 	w.mu.Unlock()
-	w.wg.Add(1)
 	go func() {
 		defer func() {
 			s.abandon()

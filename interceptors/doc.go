@@ -30,9 +30,18 @@
 // a run one worker executes between loading it and finishing or unloading
 // it. A run that completes in one go has one span; a run that waits for a
 // day on a timer has one span per wake-up that did live work, each a child
-// of the span that started the workflow and marked graft.resumed=true when
-// it began by replaying. Activity, child-workflow and signal spans are
-// children of the segment that scheduled or received them.
+// of the span of the start call (which the run's headers carry, so the run
+// is one trace however often it is resumed, on whatever worker) and marked
+// graft.resumed=true when it began by replaying. A resumed segment's span
+// starts when the run was loaded, so it covers the replay, but it is only
+// created once the segment does something live: a segment that only
+// replays, such as a query's, leaves no span. Activity, child-workflow and
+// signal spans are children of the segment that scheduled or received them.
+//
+// Metrics and logs of a workflow's end are emitted when the function returns
+// live. A worker that crashes between that return and the commit of its
+// record leaves the run to be resumed, and its end is reported again: like
+// activities, these observations are at-least-once.
 //
 // This package imports engine and OpenTelemetry; it must not import sync,
 // ratelimit, cancel or tasks.

@@ -26,15 +26,20 @@ type LoggingConfig struct {
 // activity's (activity, activity_id, attempt). Records carry trace_id and
 // span_id when a span is active (Tracing placed outside Logging).
 //
-// Levels: activity starts and queries at Debug; workflow starts and ends,
-// signals and completed activity attempts at Info; failed activity attempts
-// and cancellations at Warn; failed workflows at Error.
+// Levels: workflow starts and ends and signals at Info; activity attempts
+// that complete, activity starts, snoozes and queries at Debug (the
+// workflow's own records say it progressed; a line per successful attempt
+// is noise at millions of runs a month); failed activity attempts and
+// cancellations at Warn; failed workflows at Error.
 //
 // It is silent on replay: a resumed run does not log its start, its replayed
 // signals or anything else again, and a query's replay logs nothing.
 type Logging struct {
 	engine.InterceptorBase
-	log     *slog.Logger
+	// h is the logger's handler: records go to it directly, which spares
+	// slog.Logger's capture of the caller's program counter (a source
+	// position would name this file, not the workflow's).
+	h       slog.Handler
 	headers []string
 }
 
@@ -44,11 +49,19 @@ func NewLogging(cfg LoggingConfig) *Logging {
 	if l == nil {
 		l = slog.Default()
 	}
-	return &Logging{log: l, headers: cfg.Headers}
+	return &Logging{h: l.Handler(), headers: cfg.Headers}
+}
+
+func (l *Logging) enabled(ctx context.Context, level slog.Level) bool { return l.h.Enabled(ctx, level) }
+
+func (l *Logging) emit(ctx context.Context, level slog.Level, msg string, attrs []slog.Attr) {
+	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r.AddAttrs(attrs...)
+	_ = l.h.Handle(ctx, r)
 }
 
 func (l *Logging) workflowAttrs(ctx engine.Context, info engine.WorkflowInfo, h engine.Headers, extra ...slog.Attr) []slog.Attr {
-	attrs := make([]slog.Attr, 0, 6+len(l.headers)+len(extra))
+	attrs := make([]slog.Attr, 0, 7+len(l.headers)+len(extra)) // 5, headers, trace and span IDs, extra
 	attrs = append(attrs,
 		slog.String("workflow_id", info.WorkflowID),
 		slog.String("run_id", info.RunID),
@@ -82,8 +95,8 @@ func traceAttrs(attrs []slog.Attr, sc trace.SpanContext) []slog.Attr {
 func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
 	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
 	bg := context.Background()
-	if !in.Replaying && l.log.Enabled(bg, slog.LevelInfo) {
-		l.log.LogAttrs(bg, slog.LevelInfo, "workflow started", l.workflowAttrs(ctx, in.Info, in.Headers)...)
+	if !in.Replaying && l.enabled(bg, slog.LevelInfo) {
+		l.emit(bg, slog.LevelInfo, "workflow started", l.workflowAttrs(ctx, in.Info, in.Headers))
 	}
 	out, err := next(ctx, in)
 	if engine.IsReplaying(ctx) {
@@ -98,7 +111,7 @@ func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 	case OutcomeFailed:
 		level, msg = slog.LevelError, "workflow failed"
 	}
-	if l.log.Enabled(bg, level) {
+	if l.enabled(bg, level) {
 		extra := []slog.Attr{}
 		if !in.Info.StartTime.IsZero() {
 			extra = append(extra, slog.Duration("duration", time.Since(in.Info.StartTime)))
@@ -106,7 +119,7 @@ func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 		if err != nil && msg != "workflow continued as new" {
 			extra = errAttrs(extra, err)
 		}
-		l.log.LogAttrs(bg, level, msg, l.workflowAttrs(ctx, in.Info, in.Headers, extra...)...)
+		l.emit(bg, level, msg, l.workflowAttrs(ctx, in.Info, in.Headers, extra...))
 	}
 	return out, err
 }
@@ -122,7 +135,7 @@ func (l *Logging) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 	if err != nil {
 		level, msg = slog.LevelWarn, "signal refused"
 	}
-	if bg := context.Background(); l.log.Enabled(bg, level) {
+	if bg := context.Background(); l.enabled(bg, level) {
 		extra := []slog.Attr{slog.String("signal", in.Name)}
 		if err != nil {
 			extra = append(extra, slog.Any("err", err))
@@ -131,7 +144,7 @@ func (l *Logging) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 		if len(l.headers) > 0 {
 			h = engine.GetHeaders(ctx)
 		}
-		l.log.LogAttrs(bg, level, msg, l.workflowAttrs(ctx, in.Info, h, extra...)...)
+		l.emit(bg, level, msg, l.workflowAttrs(ctx, in.Info, h, extra...))
 	}
 	return err
 }
@@ -145,7 +158,7 @@ func (l *Logging) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 	if err != nil {
 		level, msg = slog.LevelWarn, "query failed"
 	}
-	if l.log.Enabled(ctx, level) {
+	if l.enabled(ctx, level) {
 		attrs := []slog.Attr{
 			slog.String("workflow_id", in.Info.WorkflowID), slog.String("run_id", in.Info.RunID),
 			slog.String("workflow_type", in.Info.WorkflowType), slog.String("query", in.Name),
@@ -154,14 +167,14 @@ func (l *Logging) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 		if err != nil {
 			attrs = append(attrs, slog.Any("err", err))
 		}
-		l.log.LogAttrs(ctx, level, msg, traceAttrs(attrs, trace.SpanContextFromContext(ctx))...)
+		l.emit(ctx, level, msg, traceAttrs(attrs, trace.SpanContextFromContext(ctx)))
 	}
 	return out, err
 }
 
 func (l *Logging) activityAttrs(ctx context.Context, in *engine.ActivityInput, extra ...slog.Attr) []slog.Attr {
 	info := in.Info
-	attrs := make([]slog.Attr, 0, 8+len(l.headers)+len(extra))
+	attrs := make([]slog.Attr, 0, 8+len(l.headers)+len(extra)) // 6, headers, trace and span IDs, extra
 	attrs = append(attrs,
 		slog.String("workflow_id", info.Workflow.WorkflowID),
 		slog.String("run_id", info.Workflow.RunID),
@@ -177,12 +190,12 @@ func (l *Logging) activityAttrs(ctx context.Context, in *engine.ActivityInput, e
 // ExecuteActivity logs each attempt's start (Debug) and end.
 func (l *Logging) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
-	if l.log.Enabled(ctx, slog.LevelDebug) {
-		l.log.LogAttrs(ctx, slog.LevelDebug, "activity started", l.activityAttrs(ctx, in)...)
+	if l.enabled(ctx, slog.LevelDebug) {
+		l.emit(ctx, slog.LevelDebug, "activity started", l.activityAttrs(ctx, in))
 	}
 	start := time.Now()
 	out, err := next(ctx, in)
-	level, msg := slog.LevelInfo, "activity completed"
+	level, msg := slog.LevelDebug, "activity completed"
 	switch activityOutcome(err) {
 	case OutcomeSnoozed:
 		level, msg = slog.LevelDebug, "activity snoozed"
@@ -191,12 +204,12 @@ func (l *Logging) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	case OutcomeFailed:
 		level, msg = slog.LevelWarn, "activity failed"
 	}
-	if l.log.Enabled(ctx, level) {
+	if l.enabled(ctx, level) {
 		extra := []slog.Attr{slog.Duration("duration", time.Since(start))}
 		if err != nil {
 			extra = errAttrs(extra, err)
 		}
-		l.log.LogAttrs(ctx, level, msg, l.activityAttrs(ctx, in, extra...)...)
+		l.emit(ctx, level, msg, l.activityAttrs(ctx, in, extra...))
 	}
 	return out, err
 }

@@ -67,8 +67,9 @@ type Metrics struct {
 	actStarted, actCompleted, actFailed, actRetried, actSnoozed metric.Int64Counter
 	wfDuration, actDuration                                     metric.Float64Histogram
 
-	// opts caches the attribute set of each (kind, type, outcome), so a
-	// measurement does not build and sort attributes every time.
+	// opts caches the options of each (kind, type, outcome) as
+	// *measureOpts, so a measurement neither builds and sorts attributes nor
+	// allocates.
 	opts sync.Map
 }
 
@@ -119,12 +120,19 @@ type attrKey struct {
 	name, outcome string
 }
 
-// attrs returns the measurement option for a workflow or activity type and
-// an outcome ("" for none).
-func (m *Metrics) attrs(activity bool, name, outcome string) metric.MeasurementOption {
+// measureOpts are the options of measurements with one attribute set, as
+// ready-made slices: passing them on allocates nothing.
+type measureOpts struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
+}
+
+// attrs returns the options for a workflow or activity type and an outcome
+// ("" for none).
+func (m *Metrics) attrs(activity bool, name, outcome string) *measureOpts {
 	k := attrKey{activity, name, outcome}
 	if o, ok := m.opts.Load(k); ok {
-		return o.(metric.MeasurementOption)
+		return o.(*measureOpts)
 	}
 	typeKey := AttrWorkflowType
 	if activity {
@@ -134,8 +142,9 @@ func (m *Metrics) attrs(activity bool, name, outcome string) metric.MeasurementO
 	if outcome != "" {
 		kvs = append(kvs, attribute.String(AttrOutcome, outcome))
 	}
-	o, _ := m.opts.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(kvs...)))
-	return o.(metric.MeasurementOption)
+	set := metric.WithAttributeSet(attribute.NewSet(kvs...))
+	o, _ := m.opts.LoadOrStore(k, &measureOpts{add: []metric.AddOption{set}, record: []metric.RecordOption{set}})
+	return o.(*measureOpts)
 }
 
 // ExecuteWorkflow counts a live start and a live end.
@@ -143,7 +152,7 @@ func (m *Metrics) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
 	bg, typ := context.Background(), in.Info.WorkflowType
 	if !in.Replaying {
-		m.wfStarted.Add(bg, 1, m.attrs(false, typ, ""))
+		m.wfStarted.Add(bg, 1, m.attrs(false, typ, "").add...)
 	}
 	out, err := next(ctx, in)
 	if engine.IsReplaying(ctx) {
@@ -152,12 +161,12 @@ func (m *Metrics) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 	outcome := workflowOutcome(err)
 	opt := m.attrs(false, typ, outcome)
 	if outcome == OutcomeCompleted || outcome == OutcomeContinued {
-		m.wfCompleted.Add(bg, 1, opt)
+		m.wfCompleted.Add(bg, 1, opt.add...)
 	} else {
-		m.wfFailed.Add(bg, 1, opt)
+		m.wfFailed.Add(bg, 1, opt.add...)
 	}
 	if !in.Info.StartTime.IsZero() {
-		m.wfDuration.Record(bg, time.Since(in.Info.StartTime).Seconds(), opt)
+		m.wfDuration.Record(bg, time.Since(in.Info.StartTime).Seconds(), opt.record...)
 	}
 	return out, err
 }
@@ -167,23 +176,23 @@ func (m *Metrics) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
 	typ := in.Info.ActivityName
 	opt := m.attrs(true, typ, "")
-	m.actStarted.Add(ctx, 1, opt)
+	m.actStarted.Add(ctx, 1, opt.add...)
 	start := time.Now()
 	out, err := next(ctx, in)
 	outcome := activityOutcome(err)
 	if outcome == OutcomeSnoozed {
-		m.actSnoozed.Add(ctx, 1, opt)
+		m.actSnoozed.Add(ctx, 1, opt.add...)
 		return out, err // not an attempt: the same attempt is made again later
 	}
 	if in.Info.Attempt > 1 {
-		m.actRetried.Add(ctx, 1, opt)
+		m.actRetried.Add(ctx, 1, opt.add...)
 	}
 	withOutcome := m.attrs(true, typ, outcome)
 	if outcome == OutcomeCompleted {
-		m.actCompleted.Add(ctx, 1, withOutcome)
+		m.actCompleted.Add(ctx, 1, withOutcome.add...)
 	} else {
-		m.actFailed.Add(ctx, 1, withOutcome)
+		m.actFailed.Add(ctx, 1, withOutcome.add...)
 	}
-	m.actDuration.Record(ctx, time.Since(start).Seconds(), withOutcome)
+	m.actDuration.Record(ctx, time.Since(start).Seconds(), withOutcome.record...)
 	return out, err
 }

@@ -3,6 +3,7 @@ package interceptors
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -14,8 +15,9 @@ import (
 	"github.com/graftdev/graft/engine"
 )
 
-// Span attribute keys set by Tracing (and, where they apply, by Logging's
-// and Metrics' records).
+// Attribute keys. Span names carry the workflow or activity type ("workflow
+// <type>", "activity <type>"), so spans repeat neither type as an attribute;
+// metrics carry them as AttrWorkflowType and AttrActivityType.
 const (
 	AttrWorkflowID   = "graft.workflow.id"
 	AttrRunID        = "graft.workflow.run_id"
@@ -28,8 +30,8 @@ const (
 	AttrAttempt      = "graft.activity.attempt"
 	AttrSignal       = "graft.signal"
 	AttrQuery        = "graft.query"
-	// AttrResumed is true on a workflow span whose segment began by
-	// replaying the run's record (the run was resumed, not started).
+	// AttrResumed is set (true) on a workflow span whose segment began by
+	// replaying the run's record: the run was resumed, not started.
 	AttrResumed = "graft.resumed"
 	// AttrOutcome is how a workflow segment or an activity attempt ended:
 	// completed, failed, canceled, continued (continue-as-new), snoozed (an
@@ -58,17 +60,20 @@ type TracingConfig struct {
 	Propagator propagation.TextMapPropagator
 }
 
-// Tracing creates OpenTelemetry spans: one per client call ("start <type>",
-// "signal <name>", "query <name>", "cancel", "reset"), one per workflow
-// execution segment ("workflow <type>", see the package documentation), one
-// per activity attempt ("activity <name>"), one per signal a workflow
-// receives ("handle signal <name>") and one per query answered ("handle
-// query <name>"). Parents travel in the headers: the start span's context goes into
-// the run's headers, the segment span's into each activity's and child's, so
+// Tracing creates OpenTelemetry spans: one per start ("start <type>") and
+// per other client call made within a trace ("signal <name>", "query
+// <name>", "cancel", "reset"), one per workflow execution segment ("workflow <type>", see the
+// package documentation), one per activity attempt ("activity <name>"), one
+// per signal a workflow receives ("handle signal <name>") and one per query
+// answered within a trace ("handle query <name>").
+//
+// Parents travel in the headers: the start span's context goes into the
+// run's headers, the segment span's into each activity's and child's, so
 // the tree is caller -> start -> workflow segment -> activity attempt, child
-// segment -> ..., across processes. A signal carries no headers, so a
-// "handle signal" span is the receiving segment's child, not the sender's.
-// Replayed steps create no spans.
+// segment -> ..., across processes; a start made outside any trace is the
+// root. A signal carries no headers, so a "handle signal" span is the
+// receiving segment's child, not the sender's. Replayed steps create no
+// spans.
 type Tracing struct {
 	engine.InterceptorBase
 	tracer trace.Tracer
@@ -88,10 +93,17 @@ func NewTracing(cfg TracingConfig) *Tracing {
 	return &Tracing{tracer: tp.Tracer("github.com/graftdev/graft/interceptors"), prop: prop}
 }
 
-// ClientCall starts a span for the call and, for a start, writes its context
-// into the run's headers so the workflow's spans are its children.
+// ClientCall starts a span for the call, a child of the caller's, and for a
+// start writes its context into the run's headers so the workflow's spans
+// are its children. A start always has a span, even outside any trace: it
+// is the root that every segment of the run (and of its children and the
+// runs that continue it) hangs from, so the run is one trace however often
+// it is resumed. Other calls made outside any trace have no span.
 func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
 	next func(context.Context, *engine.ClientCallInput) (any, error)) (any, error) {
+	if in.Kind != engine.ClientStart && !trace.SpanContextFromContext(ctx).IsValid() {
+		return next(ctx, in)
+	}
 	name, kind := string(in.Kind), trace.SpanKindClient
 	attrs := []attribute.KeyValue{attribute.String(AttrWorkflowID, in.WorkflowID)}
 	switch in.Kind {
@@ -121,6 +133,10 @@ func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
 	return out, err
 }
 
+// attrPool recycles the attribute lists of span starts: the tracer copies
+// them, so a list is free again once Start returns.
+var attrPool = sync.Pool{New: func() any { return new([]attribute.KeyValue) }}
+
 // segmentKey keys the current segment's span state in the workflow context.
 type segmentKey struct{}
 
@@ -142,16 +158,18 @@ func (s *segment) live() {
 	}
 	info := s.in.Info
 	parent := s.t.prop.Extract(context.Background(), HeaderCarrier(s.in.Headers))
+	attrs := attrPool.Get().(*[]attribute.KeyValue)
+	*attrs = append((*attrs)[:0],
+		attribute.String(AttrWorkflowID, info.WorkflowID),
+		attribute.String(AttrRunID, info.RunID),
+		attribute.String(AttrQueue, info.Queue),
+		attribute.Int(AttrLoad, info.Attempt))
+	if s.in.Replaying {
+		*attrs = append(*attrs, attribute.Bool(AttrResumed, true))
+	}
 	s.spanCtx, s.span = s.t.tracer.Start(parent, "workflow "+info.WorkflowType,
-		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(s.begin),
-		trace.WithAttributes(
-			attribute.String(AttrWorkflowID, info.WorkflowID),
-			attribute.String(AttrRunID, info.RunID),
-			attribute.String(AttrWorkflowType, info.WorkflowType),
-			attribute.String(AttrQueue, info.Queue),
-			attribute.Int(AttrLoad, info.Attempt),
-			attribute.Bool(AttrResumed, s.in.Replaying),
-		))
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(s.begin), trace.WithAttributes(*attrs...))
+	attrPool.Put(attrs)
 }
 
 func (s *segment) end(outcome string, err error) {
@@ -222,10 +240,13 @@ func (t *Tracing) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 	return err
 }
 
-// HandleQuery traces the query handler; its parent is the caller's span
-// (the client's query span when Tracing is also a client interceptor).
+// HandleQuery traces the query handler as a child of the client's query
+// span; a query made outside any trace has neither.
 func (t *Tracing) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 	next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return next(ctx, in)
+	}
 	ctx, span := t.tracer.Start(ctx, "handle query "+in.Name,
 		trace.WithAttributes(attribute.String(AttrQuery, in.Name), attribute.String(AttrWorkflowID, in.Info.WorkflowID),
 			attribute.String(AttrRunID, in.Info.RunID)))
@@ -240,15 +261,15 @@ func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
 	info := in.Info
 	parent := t.prop.Extract(ctx, HeaderCarrier(in.Headers))
+	attrs := attrPool.Get().(*[]attribute.KeyValue)
+	*attrs = append((*attrs)[:0],
+		attribute.String(AttrActivityID, info.ActivityID),
+		attribute.Int(AttrAttempt, info.Attempt),
+		attribute.String(AttrWorkflowID, info.Workflow.WorkflowID),
+		attribute.String(AttrRunID, info.Workflow.RunID))
 	ctx, span := t.tracer.Start(parent, "activity "+info.ActivityName, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			attribute.String(AttrActivityType, info.ActivityName),
-			attribute.String(AttrActivityID, info.ActivityID),
-			attribute.Int(AttrAttempt, info.Attempt),
-			attribute.String(AttrWorkflowID, info.Workflow.WorkflowID),
-			attribute.String(AttrRunID, info.Workflow.RunID),
-			attribute.String(AttrWorkflowType, info.Workflow.WorkflowType),
-		))
+		trace.WithAttributes(*attrs...))
+	attrPool.Put(attrs)
 	out, err := next(ctx, in)
 	switch outcome := activityOutcome(err); outcome {
 	case OutcomeCompleted:
@@ -273,10 +294,11 @@ func endSpan(span trace.Span, err error) {
 
 // workflowOutcome names how a workflow function returned.
 func workflowOutcome(err error) string {
+	if err == nil {
+		return OutcomeCompleted // before the error targets, which escape
+	}
 	var ca *engine.CanceledError
 	switch {
-	case err == nil:
-		return OutcomeCompleted
 	case engine.IsContinueAsNew(err):
 		return OutcomeContinued
 	case errors.As(err, &ca):
@@ -287,13 +309,14 @@ func workflowOutcome(err error) string {
 
 // activityOutcome names how an activity attempt returned.
 func activityOutcome(err error) string {
+	if err == nil {
+		return OutcomeCompleted
+	}
 	var (
 		ca *engine.CanceledError
 		sn *engine.SnoozeError
 	)
 	switch {
-	case err == nil:
-		return OutcomeCompleted
 	case errors.As(err, &sn):
 		return OutcomeSnoozed
 	case errors.As(err, &ca), errors.Is(err, context.Canceled):

@@ -208,16 +208,20 @@ func TestTracingWithoutCallerSpan(t *testing.T) {
 	fail := engine.NewActivity("tr.fail", func(ctx context.Context, in string) (string, error) {
 		return "", engine.NewNonRetryableError("Nope", "refused", nil)
 	})
-	wf := engine.NewWorkflow("tr.fails", func(ctx engine.Context, in string) (string, error) { return fail.Run(ctx, in) })
-	e := newEngine(t, []engine.Interceptor{interceptors.NewTracing(interceptors.TracingConfig{TracerProvider: tp})}, fail, wf)
-	run, err := wf.Start(ctx, e.Client(), "x", nil)
+	fails := engine.NewWorkflow("tr.fails", func(ctx engine.Context, in string) (string, error) { return fail.Run(ctx, in) })
+	step := engine.NewActivity("tr.rstep", func(ctx context.Context, in string) (string, error) { return in, nil })
+	resumed := resumeWorkflow("tr.resumed", step)
+	e := newEngine(t, []engine.Interceptor{interceptors.NewTracing(interceptors.TracingConfig{TracerProvider: tp})},
+		fail, fails, step, resumed)
+	run, err := fails.Start(ctx, e.Client(), "x", nil)
 	require.NoError(t, err)
 	_, err = run.Result(ctx)
 	require.Error(t, err)
+	runResume(t, ctx, e, resumed, "tr-resumed")
 
 	all := spans(exp.GetSpans())
 	start := all.one(t, "start tr.fails")
-	require.False(t, start.Parent.IsValid(), "without a caller span the start span is a root")
+	require.False(t, start.Parent.IsValid(), "without a caller span the start span is the root")
 	seg := all.one(t, "workflow tr.fails")
 	requireChild(t, seg, start)
 	require.Equal(t, codes.Error, seg.Status.Code)
@@ -225,4 +229,15 @@ func TestTracingWithoutCallerSpan(t *testing.T) {
 	act := all.one(t, "activity tr.fail")
 	requireChild(t, act, seg)
 	require.Equal(t, codes.Error, act.Status.Code)
+
+	// A run resumed by replay stays one trace: its segments hang from its start.
+	root := all.one(t, "start tr.resumed")
+	segs := all.named("workflow tr.resumed")
+	require.Len(t, segs, 2)
+	for _, s := range segs {
+		requireChild(t, s, root)
+	}
+	for _, a := range all.named("activity tr.rstep") {
+		require.Equal(t, root.SpanContext.TraceID(), a.SpanContext.TraceID())
+	}
 }

@@ -121,6 +121,28 @@
 // Hold is Wait plus background renewal until Release; an activity interceptor
 // is Hold before the call, Release after it, and a snooze on *SnoozeError.
 //
+// # Activity interceptor
+//
+// NewActivityInterceptor applies a Limiter to engine activities. A KeyFunc
+// picks each attempt's key from the activity's name, input or headers
+// (KeyByActivity, KeyFromInput, KeyFromHeader). The attempt holds a lease,
+// named by the step's idempotency key, for the whole call. When no slot comes
+// within MaxWait (default 200ms), or Redis is unreachable, the attempt returns
+// engine.Snooze: the engine frees the worker's activity slot, waits, and runs
+// the attempt again without counting a retry. Past MaxWaiters attempts of one
+// process waiting for a key, further attempts are snoozed at once, so a
+// saturated provider's backlog holds few activity slots and other providers'
+// work keeps flowing.
+//
+// Per-worker limits (activities at once, started per second) are the
+// engine's, in engine.WorkerConfig; NewWorkerLimiter with KeyConst(WorkerKey)
+// makes them snooze instead of block.
+//
+// A provider that counts calls per calendar second allows R calls in
+// [s, s+1). A GCRA with burst B grants up to B+Rate-1 in such a window, so
+// configure Rate = R-(B-1), a little less to absorb the network's jitter:
+// `graft bench -scenario provider` uses Burst 8 and Rate (R-7)*0.99.
+//
 // # Metrics
 //
 // Both limiters report through OpenTelemetry (RedisConfig.MeterProvider, nil
@@ -131,7 +153,7 @@
 //
 // # Performance
 //
-// BenchAcquireRelease measures acquire plus release against a real Redis; the
-// CLI exposes it. On loopback each call costs one round trip and a few
+// BenchAcquireRelease measures acquire plus release against a real Redis;
+// `graft bench -scenario redis-ops` runs it. On loopback each call costs one round trip and a few
 // microseconds of Redis CPU.
 package ratelimit

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/graftdev/graft/engine"
@@ -33,8 +32,11 @@ const (
 	// below it a snooze costs the engine more than it saves.
 	minSnooze = 10 * time.Millisecond
 	// minOverflowSnooze is the shortest snooze of an attempt turned away
-	// because too many others wait, when MaxWait is tiny.
+	// because too many others wait.
 	minOverflowSnooze = 20 * time.Millisecond
+	// maxOverflowSnooze is the longest: a backlog that would take longer to
+	// serve is looked at again this often, in case the key speeds up.
+	maxOverflowSnooze = 5 * time.Second
 )
 
 // errTooManyWaiters is the cause of a snooze that never waited: MaxWaiters
@@ -109,7 +111,11 @@ type InterceptorConfig struct {
 	// of a worker's activity slots (besides the calls it has in flight) and
 	// never starves other providers' activities. A waiter beyond the number
 	// the key can serve within MaxWait would hold a slot only to be snoozed
-	// anyway. Default DefaultMaxWaiters; negative: no bound.
+	// anyway. An attempt sent away comes back when about as many attempts as
+	// are ahead of it (waiting or snoozed, in this process) have been
+	// granted, judging by the key's recent grant rate, up to 5s later; so a
+	// deep backlog costs about one snooze per grant, not one per attempt per
+	// MaxWait. Default DefaultMaxWaiters; negative: no bound.
 	MaxWaiters int
 	// LeaseID names an attempt's lease. Default: the activity's
 	// IdempotencyKey, which is the same for every attempt of a step, on any
@@ -182,8 +188,9 @@ func defaultLeaseID(in *engine.ActivityInput) string {
 // retry attempt and without holding a worker's activity slot meanwhile.
 //
 // It fails closed: while the limiter cannot reach Redis no slot is granted,
-// attempts are snoozed with a backoff of up to a second, and they run by
-// themselves when Redis returns. Any other limiter error (no limits for the
+// attempts are snoozed (those that waited, with a backoff of up to a second;
+// those turned away, for up to a few seconds) and they run by themselves
+// when Redis returns. Any other limiter error (no limits for the
 // key in a LimitsTable, invalid limits) fails the attempt, which the engine
 // retries under the activity's retry policy, so a misconfiguration is seen.
 //
@@ -201,11 +208,9 @@ func defaultLeaseID(in *engine.ActivityInput) string {
 // It implements engine.ActivityInterceptor only; list it in
 // engine.Config.Interceptors or engine.WorkerConfig.Interceptors.
 type ActivityInterceptor struct {
-	cfg   InterceptorConfig
-	hooks waitHooks // nil when the limiter is not one of ours
-
-	mu      sync.Mutex
-	waiting map[string]int // attempts of this process between enter and leave, per key
+	cfg     InterceptorConfig
+	hooks   waitHooks // nil when the limiter is not one of ours
+	backlog *backlog
 }
 
 var _ engine.ActivityInterceptor = (*ActivityInterceptor)(nil)
@@ -215,7 +220,7 @@ func NewActivityInterceptor(cfg InterceptorConfig) (*ActivityInterceptor, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	i := &ActivityInterceptor{cfg: cfg.withDefaults(), waiting: make(map[string]int)}
+	i := &ActivityInterceptor{cfg: cfg.withDefaults(), backlog: newBacklog()}
 	i.hooks, _ = cfg.Limiter.(waitHooks)
 	return i, nil
 }
@@ -227,19 +232,21 @@ func (i *ActivityInterceptor) ExecuteActivity(ctx context.Context, in *engine.Ac
 	if !ok {
 		return next(ctx, in)
 	}
-	if !i.enter(key) {
-		sn := &SnoozeError{Key: key, RetryAfter: i.overflowSnooze(), Err: errTooManyWaiters}
+	id := i.cfg.LeaseID(in)
+	mayWait, ahead, rate := i.backlog.arrive(key, id, i.cfg.MaxWaiters, time.Now())
+	if !mayWait {
+		sn := &SnoozeError{Key: key, RetryAfter: i.overflowSnooze(ahead, rate), Err: errTooManyWaiters}
 		if i.hooks != nil {
 			i.hooks.observeWait(context.WithoutCancel(ctx), key, 0, "snoozed")
 		}
-		return nil, i.snooze(ctx, in, sn)
+		return nil, i.snooze(ctx, in, id, sn)
 	}
-	held, err := Hold(ctx, i.cfg.Limiter, key, i.cfg.LeaseID(in), i.maxWait(ctx))
-	i.leave(key)
+	held, err := Hold(ctx, i.cfg.Limiter, key, id, i.maxWait(ctx))
+	i.backlog.left(key, err == nil, time.Now())
 	if err != nil {
 		var sn *SnoozeError
 		if errors.As(err, &sn) {
-			return nil, i.snooze(ctx, in, sn)
+			return nil, i.snooze(ctx, in, id, sn)
 		}
 		return nil, err
 	}
@@ -247,28 +254,6 @@ func (i *ActivityInterceptor) ExecuteActivity(ctx context.Context, in *engine.Ac
 	// the engine recovers the panic further out.
 	defer i.release(ctx, held)
 	return next(ctx, in)
-}
-
-// enter counts an attempt as waiting for key, unless MaxWaiters already are.
-func (i *ActivityInterceptor) enter(key string) bool {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	n := i.waiting[key]
-	if i.cfg.MaxWaiters > 0 && n >= i.cfg.MaxWaiters {
-		return false
-	}
-	i.waiting[key] = n + 1
-	return true
-}
-
-func (i *ActivityInterceptor) leave(key string) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if n := i.waiting[key] - 1; n > 0 {
-		i.waiting[key] = n
-	} else {
-		delete(i.waiting, key)
-	}
 }
 
 // maxWait is MaxWait, cut to half of what is left of the attempt's deadline
@@ -282,22 +267,37 @@ func (i *ActivityInterceptor) maxWait(ctx context.Context) time.Duration {
 	return max(d, 0)
 }
 
-// overflowSnooze is the snooze of an attempt turned away without waiting:
-// about as long as the attempts ahead of it wait, spread at random so that a
-// backlog comes back a little at a time rather than all at once.
-func (i *ActivityInterceptor) overflowSnooze() time.Duration {
+// overflowSnooze is the snooze of an attempt turned away without waiting,
+// with ahead attempts of this process before it and the key granting rate
+// leases a second to this process. It comes back at a random moment in the
+// second half of the time those take: a little early costs one more snooze,
+// late would leave the key idle. Before the key has granted anything to go
+// by it comes back after one or two MaxWait; if the backlog would take more
+// than maxOverflowSnooze (or the key stopped granting), after half to all of
+// maxOverflowSnooze.
+func (i *ActivityInterceptor) overflowSnooze(ahead int, rate float64) time.Duration {
 	base := max(i.cfg.MaxWait, minOverflowSnooze)
-	return base + rand.N(base)
+	if rate <= 0 {
+		return base + rand.N(base)
+	}
+	est := time.Duration(float64(ahead+1) / rate * float64(time.Second))
+	if est <= 0 || est > maxOverflowSnooze {
+		// Too long to trust (or to hold a caller's work back without a
+		// look); the grant rate may change.
+		return maxOverflowSnooze/2 + rand.N(maxOverflowSnooze/2)
+	}
+	return max(est/2+rand.N(est/2+1), minOverflowSnooze)
 }
 
 // snooze reports sn and turns it into the engine's snooze, with jitter so
 // that attempts snoozed together do not all come back together.
-func (i *ActivityInterceptor) snooze(ctx context.Context, in *engine.ActivityInput, sn *SnoozeError) error {
+func (i *ActivityInterceptor) snooze(ctx context.Context, in *engine.ActivityInput, id string, sn *SnoozeError) error {
 	after := max(sn.RetryAfter, minSnooze)
 	if !errors.Is(sn.Err, errTooManyWaiters) {
 		after += rand.N(after/4 + 1)
 	}
 	sn.RetryAfter = after
+	i.backlog.snoozed(sn.Key, id, after, time.Now())
 	if i.cfg.OnSnooze != nil {
 		i.cfg.OnSnooze(ctx, in, sn)
 	}

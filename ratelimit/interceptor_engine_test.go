@@ -316,9 +316,7 @@ func TestInterceptorSaturatedProviderDoesNotStarveAnother(t *testing.T) {
 		slow = append(slow, env.start(t, ctx, "slow-"+strconv.Itoa(n), "slow", 0))
 	}
 	testenv.Eventually(t, 20*time.Second, func() bool {
-		env.icpt.mu.Lock()
-		defer env.icpt.mu.Unlock()
-		return env.calls.inFlightOf("slow") == 1 && env.icpt.waiting["slow"] >= maxWaiters
+		return env.calls.inFlightOf("slow") == 1 && env.icpt.backlog.waitingFor("slow") >= maxWaiters
 	}, "the slow provider's backlog is not waiting")
 
 	began := time.Now()
@@ -358,10 +356,10 @@ func startedKey(prefix string) string { return prefix + ":started" }
 
 // A worker process is killed with SIGKILL while its activities hold every
 // slot of a provider. The runs resume on a worker in this process once the
-// engine's lease expires; the steps that were in flight take over their own
-// dead leases (same idempotency key), the others get slots as those end, and
-// every workflow completes, never above the limit, with no retry attempt
-// spent.
+// engine's lease expires; the steps that were in flight run again (taking
+// over their own leases, same idempotency key, if those still count), the
+// others get slots as the dead leases expire or end, and every workflow
+// completes, never above the limit, with no retry attempt spent.
 func TestInterceptorWorkerKilledWhileHoldingSlots(t *testing.T) {
 	t.Parallel()
 	rc := newRedisClient(t)

@@ -212,11 +212,8 @@ func TestInterceptorMaxWaiters(t *testing.T) {
 		})
 		waited <- err
 	}()
-	eventually(t, 5*time.Second, func() bool {
-		i.mu.Lock()
-		defer i.mu.Unlock()
-		return i.waiting["registry"] == 1
-	}, "the first attempt never started waiting")
+	eventually(t, 5*time.Second, func() bool { return i.backlog.waitingFor("registry") == 1 },
+		"the first attempt never started waiting")
 
 	start := time.Now()
 	_, err = i.ExecuteActivity(ctx, activityInput("registry", "2"), func(context.Context, *engine.ActivityInput) (any, error) {
@@ -240,9 +237,7 @@ func TestInterceptorMaxWaiters(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiting attempt did not get the released slot")
 	}
-	i.mu.Lock()
-	require.Empty(t, i.waiting)
-	i.mu.Unlock()
+	require.Zero(t, i.backlog.waitingFor("registry"))
 }
 
 // Waiting never eats the attempt's own deadline: an attempt with little time

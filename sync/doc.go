@@ -13,6 +13,18 @@
 // It imports engine (for the interceptor interfaces and the client) and
 // third-party libraries, and none of graft's other packages.
 //
+// # Using it
+//
+// One Mirror serves one Mapping (one legacy table); register several for
+// several tables. Create it before the engine, on the engine's pool, and
+// register it as an interceptor:
+//
+//	mr, err := graftsync.New(ctx, graftsync.Config{Mapping: m, DB: db, Schema: "graft"})
+//	e, err := engine.New(engine.Config{DB: db, DatabaseURL: url, Schema: "graft",
+//		Interceptors: []engine.Interceptor{mr}})
+//	err = mr.Start(ctx, e.Client()) // the relay and requests, when used
+//	defer mr.Close()
+//
 // # The mapping
 //
 // A Mapping names the table (schema-qualified), how a workflow finds its row
@@ -53,8 +65,12 @@
 // the Mirror is a CheckpointInterceptor: the rows change in the very
 // transaction that records the checkpoint, so a mirror write is exactly-once
 // and atomic with the engine's own state. A batch of checkpoints (group
-// commit) is written with one set-based statement, however many rows it
-// touches.
+// commit) costs two set-based statements, however many rows it touches: a
+// guard that upserts mirror_state, and one that updates the legacy rows.
+// Both are prepared once on Config.DB, which is why it must be the engine's
+// own pool, and both look rows up by index: the mirror plans its statements
+// with sequential scans off, since a table that was never analyzed looks
+// tiny to the planner, which would then read all of it for every batch.
 //
 // # Separate-database mode
 //
@@ -84,9 +100,12 @@
 // workflows for requests, and holds the state a request's acknowledgement
 // restores.
 //
-// Position positions are compared, not counted: the engine runs a run's
-// activities in parallel when the workflow asks, and the one that finishes
-// last (by commit) is the one the row shows.
+// Positions follow commits, not step numbers: when a workflow runs
+// activities in parallel, the one whose completion commits last is the one
+// the row shows. A run's end closes it in mirror_state: nothing of that run
+// shows after it (an activity the workflow left running when it returned),
+// while a new run of the workflow (reset, continue-as-new, a reused ID)
+// moves the row on.
 //
 // # A missing row
 //
@@ -118,9 +137,11 @@
 // updated-at cursor, needs no cursor, misses no row whose transaction commits
 // late, and does not depend on the legacy application bumping updated-at; it
 // is cheap when the request column is indexed (New logs a warning when it is
-// not). Delivery is at least once: cancelling twice is harmless, and a signal
-// repeated after a crash between the signal and the acknowledgement carries
-// the same Request, so a workflow can tell.
+// not). Only rows graft mirrors are considered (rows in mirror_state), so
+// the legacy runner's own rows are left alone. Delivery is at least once:
+// cancelling twice is harmless, but a process that dies between a signal and
+// its acknowledgement leaves the request to be signalled again, so a
+// signal handler should be idempotent.
 //
 // # Metrics
 //

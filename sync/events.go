@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -61,7 +60,9 @@ func (mr *Mirror) toChange(ev *engine.CheckpointEvent, key string, idx int64) *c
 	}
 	c.Weak = ev.Kind == engine.CheckpointWorkflowWaiting
 	c.Started = ev.Kind == engine.CheckpointWorkflowStarted
-	c.Closed = ev.Kind == engine.CheckpointWorkflowClosed && ev.Status != engine.StatusContinued
+	// A continued run is closed too: the next run carries on, and nothing
+	// more of this one may show.
+	c.Closed = ev.Kind == engine.CheckpointWorkflowClosed
 	activity := ev.Kind == engine.CheckpointActivityCompleted || ev.Kind == engine.CheckpointActivityFailed
 	if activity {
 		if s := mr.m.Step; s != nil {
@@ -78,7 +79,8 @@ func (mr *Mirror) toChange(ev *engine.CheckpointEvent, key string, idx int64) *c
 	}
 	if mr.m.Error != nil {
 		switch {
-		case ev.Err != nil && (ev.Kind == engine.CheckpointActivityFailed || ev.Kind == engine.CheckpointWorkflowClosed):
+		case ev.Err != nil && (ev.Kind == engine.CheckpointActivityFailed ||
+			c.State == StateFailed || c.State == StateCancelled || c.State == StateNeedsOperator):
 			c.Err = mr.fit("Error.Column", ev.Err.Error())
 		case mr.m.Error.ClearOnSuccess && (ev.Kind == engine.CheckpointWorkflowStarted || ev.Kind == engine.CheckpointActivityCompleted ||
 			c.State == StateCompleted):
@@ -140,10 +142,16 @@ type extra struct {
 	compute  ExtraFunc
 }
 
-func (x *extra) value(ev *engine.CheckpointEvent) (*string, error) {
+func (x *extra) value(ev *engine.CheckpointEvent) (s *string, err error) {
 	var v any
 	if x.compute != nil {
-		var err error
+		// User code runs in the engine's committer: a panic must not take
+		// the process down.
+		defer func() {
+			if r := recover(); r != nil {
+				s, err = nil, fmt.Errorf("panic in the column's function: %v", r)
+			}
+		}()
 		if v, err = x.compute(ev); err != nil {
 			return nil, err
 		}
@@ -160,11 +168,11 @@ func (x *extra) value(ev *engine.CheckpointEvent) (*string, error) {
 	if v == nil {
 		return nil, nil
 	}
-	s, err := render(x.col, v)
+	text, err := render(x.col, v)
 	if err != nil {
 		return nil, fmt.Errorf("column %q (%s): %w", x.col.name, x.col.typ, err)
 	}
-	return &s, nil
+	return &text, nil
 }
 
 // jsonField returns the value at path in the JSON document b (numbers as
@@ -304,115 +312,4 @@ func render(c *column, v any) (string, error) {
 		}
 	}
 	return s, nil
-}
-
-// normalizeKey checks a key against the key column's type and returns it
-// the way the column prints it (so that it matches RETURNING key::text).
-func normalizeKey(c *column, key string) (string, error) {
-	if key == "" {
-		return "", fmt.Errorf("empty key")
-	}
-	switch c.kind() {
-	case kindInt:
-		n, err := strconv.ParseInt(strings.TrimSpace(key), 10, 64)
-		if err != nil {
-			return "", fmt.Errorf("key %q is not an integer (column %q is %s)", key, c.name, c.typ)
-		}
-		return strconv.FormatInt(n, 10), nil
-	case kindUUID:
-		if !uuidRe.MatchString(key) {
-			return "", fmt.Errorf("key %q is not a uuid (column %q is %s)", key, c.name, c.typ)
-		}
-		h := strings.ToLower(strings.ReplaceAll(key, "-", ""))
-		return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
-	}
-	if c.maxLen > 0 && utf8.RuneCountInString(key) > c.maxLen {
-		return "", fmt.Errorf("key %q is longer than column %q's %d characters", key, c.name, c.maxLen)
-	}
-	if c.base == oidBpchar {
-		key = strings.TrimRight(key, " ")
-	}
-	return key, nil
-}
-
-// keyText renders an input field's value as a key.
-func keyText(v any) (string, bool) {
-	switch x := v.(type) {
-	case string:
-		return x, x != ""
-	case json.Number:
-		return x.String(), true
-	case bool:
-		return strconv.FormatBool(x), true
-	}
-	return "", false
-}
-
-// runKeys remembers the row key of runs whose key comes from the workflow
-// input, which only the start and the workflow's execution see. A run's key
-// is added when the run is loaded (ExecuteWorkflow, which in a worker comes
-// before any of the run's checkpoints) and removed when its wait or its end
-// is checkpointed. Query replays add keys too, hence the count of holders;
-// keys nobody holds (query replays, runs abandoned after losing their lease)
-// are evicted once idle for a minute and the map is full.
-type runKeys struct {
-	mu  sync.Mutex
-	m   map[string]*runKey
-	max int
-}
-
-type runKey struct {
-	key  string
-	refs int
-	idle time.Time
-}
-
-func (k *runKeys) get(runID string) (string, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if e := k.m[runID]; e != nil {
-		return e.key, true
-	}
-	return "", false
-}
-
-func (k *runKeys) acquire(runID, key string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.m == nil {
-		k.m = map[string]*runKey{}
-	}
-	e := k.m[runID]
-	if e == nil {
-		if len(k.m) >= k.max {
-			cutoff := time.Now().Add(-time.Minute)
-			for id, x := range k.m {
-				if x.refs <= 0 && x.idle.Before(cutoff) {
-					delete(k.m, id)
-				}
-			}
-		}
-		e = &runKey{key: key}
-		k.m[runID] = e
-	}
-	e.refs++
-}
-
-// release ends one hold. The key stays: a workflow that returned still has
-// its end to checkpoint.
-func (k *runKeys) release(runID string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if e := k.m[runID]; e != nil {
-		e.refs--
-		if e.refs <= 0 {
-			e.idle = time.Now()
-		}
-	}
-}
-
-func (k *runKeys) drop(runID string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.m, runID)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -54,11 +55,15 @@ var statuses = map[graftsync.State]string{
 // fullMapping uses every feature of a mapping on the fixture.
 func fullMapping(table string) graftsync.Mapping {
 	done := 100.0
+	values := map[graftsync.State]string{}
+	for k, v := range statuses {
+		values[k] = v
+	}
 	return graftsync.Mapping{
 		Table:     table,
 		Workflows: []string{"renewal"},
 		Key:       graftsync.Key{Column: "id"},
-		Status:    &graftsync.StatusColumn{Column: "status", Values: statuses},
+		Status:    &graftsync.StatusColumn{Column: "status", Values: values},
 		Step: &graftsync.StepColumn{Column: "step", Labels: map[string]string{
 			"renew.check": "checking", "renew.charge": "charging", "renew.register": "registering"}},
 		Error:     &graftsync.ErrorColumn{Column: "last_error", ClearOnSuccess: true},
@@ -119,16 +124,34 @@ func attempt(ctx context.Context) int {
 
 var mu sync.Mutex
 
+// heal makes a Fatal charge of the workflow succeed from now on.
+var healedIDs sync.Map
+
+func healed(workflowID string) bool { _, ok := healedIDs.Load(workflowID); return ok }
+
+var seenIDs sync.Map
+
+// firstTime reports whether this is the first call for the run.
+func firstTime(runID string) bool {
+	_, seen := seenIDs.LoadOrStore(runID, true)
+	return !seen
+}
+
 var fast = &engine.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaximumInterval: 20 * time.Millisecond}
 
 var (
-	checkAct = engine.NewActivity("renew.check", func(ctx context.Context, in renewal) (renewal, error) { return in, nil })
+	checkAct  = engine.NewActivity("renew.check", func(ctx context.Context, in renewal) (renewal, error) { return in, nil })
 	chargeAct = engine.NewActivity("renew.charge", func(ctx context.Context, in renewal) (int, error) {
+		if os.Getenv(helperBlockEnv) != "" {
+			// The worker process of the kill tests: stop here until killed.
+			fmt.Println("blocked")
+			select {}
+		}
 		n := attempt(ctx)
 		switch {
-		case in.Fatal:
+		case in.Fatal && !healed(engine.GetActivityInfo(ctx).Workflow.WorkflowID):
 			return 0, engine.NewNonRetryableError("CardDeclined", "card declined for "+in.Domain, nil)
-		case in.Operator && n == 1:
+		case in.Operator && firstTime(engine.GetActivityInfo(ctx).Workflow.RunID):
 			return 0, graftsync.NewNeedsOperatorError("registry account suspended", nil)
 		case n <= in.ChargeFailures:
 			return 0, fmt.Errorf("payment provider timeout (attempt %d)", n)
@@ -189,9 +212,10 @@ type env struct {
 }
 
 type envOpts struct {
-	separate bool                                // separate-database mode
+	separate bool                                 // separate-database mode
 	mapping  func(table string) graftsync.Mapping // default fullMapping
 	noWorker bool
+	noStart  bool   // do not Start the mirror (no relay, no polling)
 	graft    string // reuse this graft schema (subprocess tests)
 	legacy   string // reuse this legacy schema
 	config   func(*graftsync.Config)
@@ -240,13 +264,16 @@ func newEnv(t *testing.T, o envOpts) *env {
 	require.NoError(t, err)
 	ev.mr = mr
 	t.Cleanup(func() { _ = mr.Close() })
-	ev.e = testenv.Engine(t, &engine.Config{Schema: ev.graft, Interceptors: []engine.Interceptor{mr}, Logger: quietLogger(), LeaseTTL: time.Second})
+	ev.e = testenv.Engine(t, &engine.Config{Schema: ev.graft, Interceptors: []engine.Interceptor{mr}, Logger: quietLogger(),
+		LeaseTTL: time.Second, UnloadAfter: 50 * time.Millisecond})
 	require.NoError(t, ev.e.Register(defs...))
 	ev.c = ev.e.Client()
 	if !o.noWorker {
 		testenv.Worker(t, ev.e, engine.WorkerConfig{})
 	}
-	require.NoError(t, mr.Start(context.Background(), ev.c))
+	if !o.noStart {
+		require.NoError(t, mr.Start(context.Background(), ev.c))
+	}
 	return ev
 }
 
@@ -280,9 +307,19 @@ func legacyDB(t *testing.T) *sqlx.DB {
 // insertRow creates a legacy row the way the legacy application would.
 func (ev *env) insertRow(id string) {
 	ev.t.Helper()
-	_, err := ev.ldb.Exec(`INSERT INTO `+pq.QuoteIdentifier(ev.legacy)+`.operations (id, customer) VALUES ($1, 'acme')`, id)
+	_, err := ev.ldb.Exec(`INSERT INTO `+ev.qtable()+` (id, customer) VALUES ($1, 'acme')`, id)
 	require.NoError(ev.t, err)
 }
+
+// exec runs SQL on the legacy database.
+func (ev *env) exec(q string, args ...any) {
+	ev.t.Helper()
+	_, err := ev.ldb.Exec(q, args...)
+	require.NoError(ev.t, err)
+}
+
+// qtable is the legacy table, quoted.
+func (ev *env) qtable() string { return pq.QuoteIdentifier(ev.legacy) + ".operations" }
 
 // opRow is a legacy row as the legacy API reads it.
 type opRow struct {
@@ -303,7 +340,7 @@ type opRow struct {
 func (ev *env) row(id string) (*opRow, bool) {
 	ev.t.Helper()
 	var r opRow
-	err := ev.ldb.Get(&r, `SELECT * FROM `+pq.QuoteIdentifier(ev.legacy)+`.operations WHERE id = $1`, id)
+	err := ev.ldb.Get(&r, `SELECT * FROM `+ev.qtable()+` WHERE id = $1`, id)
 	if err == sql.ErrNoRows {
 		return nil, false
 	}

@@ -39,7 +39,9 @@ func parseTable(s string) (tableName, error) {
 func (t tableName) String() string { return t.schema + "." + t.name }
 
 // quoted is the table as SQL.
-func (t tableName) quoted() string { return pq.QuoteIdentifier(t.schema) + "." + pq.QuoteIdentifier(t.name) }
+func (t tableName) quoted() string {
+	return pq.QuoteIdentifier(t.schema) + "." + pq.QuoteIdentifier(t.name)
+}
 
 func qi(s string) string { return pq.QuoteIdentifier(s) }
 

@@ -185,7 +185,8 @@ type Mapping struct {
 	// the latest activity took.
 	Attempts string `json:"attempts,omitempty" yaml:"attempts,omitempty"`
 	// UpdatedAt, when set, names a timestamp column that receives the time of
-	// the latest change.
+	// the latest change (a change that alters no other mapped column is not
+	// written at all).
 	UpdatedAt string `json:"updated_at,omitempty" yaml:"updated_at,omitempty"`
 	// Progress, when set, receives a progress value.
 	Progress *ProgressColumn `json:"progress,omitempty" yaml:"progress,omitempty"`

@@ -20,6 +20,10 @@ const (
 	MetricRowsMissing = "graft.sync.rows.missing"
 	// MetricStale counts changes dropped because a newer one was applied.
 	MetricStale = "graft.sync.changes.stale"
+	// MetricQueued counts changes a same-database mirror put in the outbox
+	// because the legacy table refused them (or a change of their row was
+	// already waiting there).
+	MetricQueued = "graft.sync.changes.queued"
 	// MetricRelayDelivered counts outbox changes the relay delivered.
 	MetricRelayDelivered = "graft.sync.relay.delivered"
 	// MetricRelayErrors counts failed relay rounds and row deliveries.
@@ -48,6 +52,7 @@ type metrics struct {
 	written   metric.Int64Counter
 	missing   metric.Int64Counter
 	stale     metric.Int64Counter
+	queuedC   metric.Int64Counter
 	delivered metric.Int64Counter
 	errors    metric.Int64Counter
 	delay     metric.Float64Histogram
@@ -75,6 +80,7 @@ func newMetrics(mp metric.MeterProvider, mr *Mirror) (*metrics, error) {
 	m.written = counter(MetricRowsWritten, "Legacy rows written (updated or created).", "{row}")
 	m.missing = counter(MetricRowsMissing, "Changes whose legacy row did not exist.", "{change}")
 	m.stale = counter(MetricStale, "Changes dropped because a newer one was already applied.", "{change}")
+	m.queuedC = counter(MetricQueued, "Changes put in the outbox because the legacy table refused them.", "{change}")
 	m.delivered = counter(MetricRelayDelivered, "Outbox changes delivered to the legacy database.", "{change}")
 	m.errors = counter(MetricRelayErrors, "Failed relay rounds and row deliveries.", "{error}")
 	m.requests = counter(MetricRequests, "Legacy-side requests acted on, by outcome.", "{request}")
@@ -120,6 +126,12 @@ func (m *metrics) delivery(ctx context.Context, d time.Duration) {
 }
 
 func (m *metrics) relayError(ctx context.Context) { m.errors.Add(ctx, 1, m.attrs) }
+
+func (m *metrics) queued(ctx context.Context, n int64) {
+	if n > 0 {
+		m.queuedC.Add(ctx, n, m.attrs)
+	}
+}
 
 func (m *metrics) setLag(seconds float64) { m.lag.Store(math.Float64bits(max(seconds, 0))) }
 

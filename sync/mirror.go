@@ -21,7 +21,10 @@ import (
 type Config struct {
 	// Mapping declares what is mirrored where. Required.
 	Mapping Mapping
-	// DB is graft's database, the engine's Config.DB. Required.
+	// DB is graft's database: the engine's Config.DB, the very pool. The
+	// mirror prepares its statements on it and runs them in the engine's
+	// checkpoint transactions; another pool works, without the prepared
+	// statements. Required.
 	DB *sqlx.DB
 	// Schema is graft's schema, the engine's Config.Schema. The mirror's
 	// tables live there (mirror_state next to the legacy table). Default
@@ -124,6 +127,7 @@ type Mirror struct {
 	stateTable  string
 	outboxTable string
 	sql         stmts
+	prep        stmtCache
 	met         *metrics
 
 	mu      sync.Mutex
@@ -187,11 +191,11 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 				"table", t.String(), "column", mr.actionCol.name)
 		}
 	}
-	if err := ensureTables(ctx, legacy, mr.stateSchema, false); err != nil {
+	if err := ensureTables(ctx, legacy, mr.stateSchema, true, c.LegacyDB == nil); err != nil {
 		return nil, fmt.Errorf("graftsync: %w", err)
 	}
 	if c.LegacyDB != nil {
-		if err := ensureTables(ctx, c.DB, c.Schema, true); err != nil {
+		if err := ensureTables(ctx, c.DB, c.Schema, false, true); err != nil {
 			return nil, fmt.Errorf("graftsync: %w", err)
 		}
 	}
@@ -228,9 +232,6 @@ func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events
 			continue
 		}
 		key, err := mr.keyOf(ev)
-		if ev.Kind == engine.CheckpointWorkflowWaiting || ev.Kind == engine.CheckpointWorkflowClosed {
-			mr.keys.drop(ev.RunID)
-		}
 		if err != nil {
 			mr.log.Warn("graftsync: checkpoint not mirrored: no row key", "table", mr.table.String(),
 				"workflow_id", ev.WorkflowID, "run_id", ev.RunID, "kind", ev.Kind, "err", err)
@@ -247,88 +248,114 @@ func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events
 	return mr.writeSame(ctx, tx, b.order)
 }
 
-// keyOf derives an event's row key.
-func (mr *Mirror) keyOf(ev *engine.CheckpointEvent) (string, error) {
-	var key string
-	switch mr.m.keyFrom() {
-	case FromWorkflowID:
-		key = ev.WorkflowID
-	case FromHeader:
-		var ok bool
-		if key, ok = ev.Headers[mr.m.Key.Name]; !ok {
-			return "", fmt.Errorf("header %q is not set", mr.m.Key.Name)
-		}
-	case FromInput:
-		if ev.Kind == engine.CheckpointWorkflowStarted && ev.Input != nil {
-			k, err := mr.inputKey(ev.Input)
-			if err != nil {
-				return "", err
-			}
-			return k, nil
-		}
-		k, ok := mr.keys.get(ev.RunID)
-		if !ok {
-			return "", errors.New("the run's input key is unknown in this process (it was not loaded here)")
-		}
-		return k, nil
-	}
-	return normalizeKey(mr.key, key)
-}
-
-// inputKey derives the key from a workflow input.
-func (mr *Mirror) inputKey(input any) (string, error) {
-	b, err := json.Marshal(input)
-	if err != nil {
-		return "", fmt.Errorf("encode workflow input: %w", err)
-	}
-	v, found := jsonField(b, strings.Split(mr.m.Key.Name, "."))
-	if !found {
-		return "", fmt.Errorf("workflow input has no field %q", mr.m.Key.Name)
-	}
-	s, ok := keyText(v)
-	if !ok {
-		return "", fmt.Errorf("workflow input field %q is not a string or number", mr.m.Key.Name)
-	}
-	return normalizeKey(mr.key, s)
-}
-
 // writeSame applies changes to the legacy table in the checkpoint
-// transaction.
+// transaction. If the legacy table refuses the write (a trigger, a
+// constraint, a lock timeout), the changes go to the outbox instead, in the
+// same transaction, and the relay delivers them with retries: failing the
+// checkpoint would make the engine drop the run and run its last activity
+// again, over and over. A row with changes waiting in the outbox has its
+// later changes queued behind them, in order.
 func (mr *Mirror) writeSame(ctx context.Context, tx engine.CheckpointTx, cs []*change) error {
-	res, err := mr.apply(ctx, tx, mr.sql.writeSame, cs)
-	if err != nil {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT graftsync_mirror`); err != nil {
 		return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, err)
+	}
+	res, err := mr.apply(ctx, tx, true, cs)
+	if err != nil {
+		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT graftsync_mirror`); rerr != nil {
+			return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, errors.Join(err, rerr))
+		}
+		mr.log.Error("graftsync: mirror write refused; changes queued for the relay", "table", mr.table.String(),
+			"rows", len(cs), "err", err)
+		mr.met.queued(ctx, int64(len(cs)))
+		return mr.writeOutbox(ctx, tx, cs)
+	}
+	if len(res.deferred) > 0 {
+		var later []*change
+		for _, c := range cs {
+			if res.deferred[c.Key] {
+				later = append(later, c)
+			}
+		}
+		mr.met.queued(ctx, int64(len(later)))
+		if err := mr.writeOutbox(ctx, tx, later); err != nil {
+			return err
+		}
 	}
 	return mr.settle(ctx, cs, res, true)
 }
 
-// writeResult is what the write statement reported, by row key.
+// writeResult is what a write reported, by row key.
 type writeResult struct {
-	passed, updated, exists, inserted map[string]bool
+	passed                    map[string]State
+	updated, exists, inserted map[string]bool
+	// deferred rows have changes waiting in the outbox (same-database
+	// mode): theirs go there too.
+	deferred map[string]bool
 }
 
-func (mr *Mirror) apply(ctx context.Context, q queryer, stmt string, cs []*change) (*writeResult, error) {
-	rows, err := q.QueryContext(ctx, stmt, mr.writeArgs(cs)...)
+// apply runs the guard and the rows statement (see sql.go).
+func (mr *Mirror) apply(ctx context.Context, q queryer, same bool, cs []*change) (*writeResult, error) {
+	guard, stmt := mr.sql.guardRelay, mr.sql.rowsRelay
+	if same {
+		guard, stmt = mr.sql.guardSame, mr.sql.rowsSame
+	}
+	r := &writeResult{passed: map[string]State{}, updated: map[string]bool{}, exists: map[string]bool{}, inserted: map[string]bool{},
+		deferred: map[string]bool{}}
+	var restore [3]string
+	db := mr.legacyDB().DB
+	rows, err := mr.prep.query(ctx, db, q, guard, mr.guardArgs(cs)...)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var key sql.NullString
+		var val string
+		if err := rows.Scan(&key, &val); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		switch {
+		case !key.Valid:
+			copy(restore[:], strings.Fields(val))
+		case val == "":
+			r.deferred[key.String] = true
+		default:
+			r.passed[key.String] = State(val)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if restore[2] == "" {
+		return nil, errors.New("the guard statement did not report the planner settings")
+	}
+	passed := make([]*change, 0, len(r.passed))
+	for _, c := range cs {
+		if _, ok := r.passed[c.Key]; ok {
+			passed = append(passed, c)
+		}
+	}
+	// Run even when nothing passed: the statement puts the settings back.
+	rows, err = mr.prep.query(ctx, db, q, stmt, mr.rowsArgs(passed, r.passed, restore)...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	r := &writeResult{passed: map[string]bool{}, updated: map[string]bool{}, exists: map[string]bool{}, inserted: map[string]bool{}}
 	for rows.Next() {
-		var kind, key string
+		var kind string
+		var key sql.NullString
 		if err := rows.Scan(&kind, &key); err != nil {
 			return nil, err
 		}
 		switch kind {
-		case "g":
-			r.passed[key] = true
 		case "u":
-			r.updated[key] = true
-			r.exists[key] = true
+			r.updated[key.String] = true
+			r.exists[key.String] = true
 		case "e":
-			r.exists[key] = true
+			r.exists[key.String] = true
 		case "i":
-			r.inserted[key] = true
+			r.inserted[key.String] = true
 		}
 	}
 	return r, rows.Err()
@@ -341,13 +368,15 @@ func (mr *Mirror) settle(ctx context.Context, cs []*change, r *writeResult, refu
 	var written, stale, missing int64
 	var refused error
 	for _, c := range cs {
+		_, passed := r.passed[c.Key]
 		switch {
-		case !r.passed[c.Key]:
+		case r.deferred[c.Key]:
+		case !passed:
 			stale++
 		case r.updated[c.Key] || r.inserted[c.Key]:
 			written++
 		case r.exists[c.Key]:
-			stale++ // the version column holds a newer position
+			// Nothing to change, or the version column is ahead.
 		default:
 			missing++
 			policy := mr.m.missingRow()
@@ -439,9 +468,10 @@ func (mr *Mirror) HandleQuery(ctx context.Context, in *engine.HandleQueryInput, 
 	return next(ctx, in)
 }
 
-// Start starts the background work: the relay in separate-database mode
-// and the request poller when the mapping has Actions (which uses c to
-// cancel and signal; c may be nil without Actions). Stop ends it.
+// Start starts the background work: the relay, which in same-database
+// mode delivers only the changes the legacy table refused at first, and the
+// request poller when the mapping has Actions (which uses c to cancel and
+// signal; c may be nil without Actions). Stop ends it.
 func (mr *Mirror) Start(ctx context.Context, c *engine.Client) error {
 	mr.mu.Lock()
 	defer mr.mu.Unlock()
@@ -453,13 +483,11 @@ func (mr *Mirror) Start(ctx context.Context, c *engine.Client) error {
 	}
 	mr.started = true
 	mr.stop = make(chan struct{})
-	if mr.cfg.LegacyDB != nil {
-		mr.wg.Add(1)
-		go func() {
-			defer mr.wg.Done()
-			mr.relayLoop()
-		}()
-	}
+	mr.wg.Add(1)
+	go func() {
+		defer mr.wg.Done()
+		mr.relayLoop()
+	}()
 	if mr.m.Actions != nil {
 		mr.wg.Add(1)
 		go func() {
@@ -496,5 +524,24 @@ func (mr *Mirror) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := mr.Stop(ctx)
-	return errors.Join(err, mr.met.close())
+	return errors.Join(err, mr.met.close(), mr.prep.close())
+}
+
+// PurgeClosed deletes up to limit mirror_state rows whose run ended before
+// cutoff, and returns how many it deleted. mirror_state holds one row per
+// mirrored legacy row; call this with the engine's retention, well past the
+// relay's lag: a purged row no longer guards against a late delivery of its
+// run's changes. A new run of the workflow mirrors as before.
+func (mr *Mirror) PurgeClosed(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, errors.New("graftsync: PurgeClosed: limit must be positive")
+	}
+	res, err := mr.legacyDB().ExecContext(ctx, `DELETE FROM `+mr.stateTable+` WHERE (mapping, row_key) IN (
+			SELECT mapping, row_key FROM `+mr.stateTable+` WHERE mapping = $1 AND closed AND updated_at < $2
+			LIMIT $3 FOR UPDATE SKIP LOCKED)`, mr.table.String(), cutoff, limit)
+	if err != nil {
+		return 0, fmt.Errorf("graftsync: purge %s: %w", mr.stateTable, err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
 }

@@ -86,9 +86,6 @@ func (mr *Mirror) observeLag(ctx context.Context) {
 // took from the outbox (delivered, found stale, or put back for a retry). It
 // is for tests and tools; Start runs rounds in the background.
 func (mr *Mirror) RelayOnce(ctx context.Context) (int, error) {
-	if mr.cfg.LegacyDB == nil {
-		return 0, errors.New("graftsync: RelayOnce: the mirror is in same-database mode and has no relay")
-	}
 	return mr.relayOnce(ctx)
 }
 
@@ -222,7 +219,7 @@ func (mr *Mirror) deliverGroups(ctx context.Context, groups [][]*outboxRow) (don
 // (a delivery repeated after a crash between the legacy commit and the
 // outbox delete), folds the rest in order and writes them.
 func (mr *Mirror) deliver(ctx context.Context, groups [][]*outboxRow) error {
-	tx, err := mr.cfg.LegacyDB.BeginTxx(ctx, nil)
+	tx, err := mr.legacyDB().BeginTxx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -274,7 +271,7 @@ func (mr *Mirror) deliver(ctx context.Context, groups [][]*outboxRow) error {
 	if len(cs) == 0 {
 		return tx.Commit()
 	}
-	res, err := mr.apply(ctx, tx, mr.sql.writeRelay, cs)
+	res, err := mr.apply(ctx, tx.Tx, false, cs)
 	if err != nil {
 		return err
 	}

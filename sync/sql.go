@@ -15,20 +15,16 @@ import (
 // validated, quoted mapping or from the catalog (type names), never from
 // event data; event data travels in parameters.
 
-// baseArrays is the number of per-change arrays before the extras.
-const baseArrays = 15
-
 // stmts are one mapping's statements, built once by New.
 type stmts struct {
-	writeSame  string // same-database write: positions from the transaction ID
-	writeRelay string // relay write: positions given
-	readState  string // relay: stored positions of rows, locked
-	outbox     string // checkpoint: changes into the outbox
-	exists     string // MissingFail: does a row exist
-	poll       string // requests
-	ack        string // a request taken
-	hasEx      bool   // writes return 'e' rows (version column)
-	reqArg     bool   // writes take the request values as the last argument
+	guardSame, rowsSame   string // same-database write: positions from the transaction ID
+	guardRelay, rowsRelay string // relay write: positions given
+	readState             string // relay: stored positions of rows, locked
+	outbox                string // checkpoint: changes into the outbox
+	exists                string // MissingFail: does a row exist
+	poll                  string // requests
+	ack                   string // a request taken
+	reqArg                bool   // the rows statement takes the request values
 
 	claim, oldest, deliver, retry string // relay, graft side
 }
@@ -36,9 +32,9 @@ type stmts struct {
 func (mr *Mirror) buildSQL() {
 	s := &mr.sql
 	mr.stateTable = qi(mr.stateSchema) + ".mirror_state"
-	mr.outboxTable = qi(mr.cfg.Schema) + ".mirror_outbox"
-	s.writeSame = mr.writeSQL(true)
-	s.writeRelay = mr.writeSQL(false)
+	mr.outboxTable = qi(mr.cfg.Schema) + ".mirror_outbox" // in graft's database, which is the legacy one in same-database mode
+	s.guardSame, s.rowsSame = mr.guardSQL(true), mr.rowsSQL(true)
+	s.guardRelay, s.rowsRelay = mr.guardSQL(false), mr.rowsSQL(false)
 	s.readState = `SELECT row_key, ord FROM ` + mr.stateTable + ` WHERE mapping = $1 AND row_key = ANY($2::text[]) FOR UPDATE`
 	s.outbox = `INSERT INTO ` + mr.outboxTable + ` (mapping, row_key, first_ord, last_ord, change)
 		SELECT $1, v.row_key, o.base + v.first, o.base + v.last, v.change::jsonb
@@ -65,52 +61,143 @@ func (mr *Mirror) buildSQL() {
 		WHERE id = ANY($1::bigint[])`
 }
 
-// writeSQL builds the statement that applies a batch of changes (one per
-// row) to mirror_state and the legacy table, with the never-regress guard.
-// It returns rows (kind, key): 'g' for a change past the guard, 'u' for an
-// updated row, 'e' for a row that exists (with a version column, whose guard
-// may leave an existing row alone), 'i' for a created one.
-func (mr *Mirror) writeSQL(same bool) string {
-	first, last, withO := "v.first", "v.last", ""
+// A batch is written with two statements, guard then rows, each one
+// round trip whatever the batch's size.
+//
+// The guard upserts mirror_state: it drives from the batch and probes the
+// primary key once per row, whatever the table's statistics say. A change
+// passes when its last position is above the stored one and the stored run
+// has not ended (an activity left running by a workflow that returned must
+// not reopen it). Comparing the last position is enough: a change is one
+// transaction's (same-database mode), or the relay dropped the ones at or
+// below the stored position before merging (see deliver). It returns the
+// keys that passed, with the state they now have, and a row of the planner
+// settings it replaced.
+//
+// The rows statement updates the legacy rows (and creates them under
+// MissingCreate). A batch touches few rows of a table that may be large, but
+// a table created or filled recently, and not analyzed since, looks tiny to
+// the planner, which then reads all of it for every batch: that is where a
+// mirror's cost would go. So the guard turns sequential and bitmap scans
+// off, after it was itself planned, and asks for the generic plan of a
+// prepared statement (see stmtCache), and the rows statement, planned once
+// with index lookups only, puts the settings back as it executes. It returns
+// (kind, key) rows: 'u' updated, 'e' exists (with a version column, whose
+// check may leave an existing row alone), 'i' created, and one 'r' row.
+
+// guardSQL builds the guard; same: positions come from the transaction ID.
+func (mr *Mirror) guardSQL(same bool) string {
+	last, withO, o := "v.last", "", ""
+	if same {
+		last, withO = "(o.base + v.last)", ", o"
+		o = `, o AS (SELECT pg_current_xact_id()::text::bigint << 20 AS base)`
+	}
+	need, keep, keepSel := "", "", ""
+	if same {
+		need = ` AND (m.run_id <> excluded.run_id OR excluded.closed OR (excluded.state = 'needs_operator') <> (m.state = 'needs_operator'))`
+		keep = `,
+	keep AS (SELECT v.row_key, CASE WHEN v.weak AND m.state = 'needs_operator' THEN m.state ELSE v.state END AS state
+		FROM v CROSS JOIN LATERAL (SELECT x.state, x.run_id, x.closed, x.ord FROM ` + mr.stateTable + ` x
+			WHERE x.mapping = $1 AND x.row_key = v.row_key LIMIT 1) m` + withO + `
+		WHERE m.ord < ` + last + ` AND m.run_id = v.run_id AND NOT m.closed AND NOT v.closed
+		  AND (v.state = 'needs_operator') = (m.state = 'needs_operator'))`
+		keepSel = `
+	UNION ALL
+	SELECT row_key, state FROM keep`
+	}
+	// In same-database mode, rows with changes waiting in the outbox (see
+	// writeSame) are left out, and reported with an empty state.
+	in, deferred := `WITH v AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bool[], $8::bool[])
+			AS v(row_key, workflow_id, run_id, last, state, weak, closed))`, ""
+	if same {
+		in = `WITH v0 AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bool[], $8::bool[])
+			AS v(row_key, workflow_id, run_id, last, state, weak, closed)),
+	d AS (SELECT v0.row_key FROM v0 WHERE EXISTS (SELECT 1 FROM ` + mr.outboxTable + ` b WHERE b.mapping = $1 AND b.row_key = v0.row_key)),
+	v AS (SELECT * FROM v0 WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.row_key = v0.row_key))`
+		deferred = `
+	UNION ALL
+	SELECT row_key, '' FROM d`
+	}
+	return in + o + `,
+	up AS (INSERT INTO ` + mr.stateTable + ` AS m (mapping, row_key, workflow_id, run_id, ord, state, weak, closed)
+		SELECT $1, v.row_key, v.workflow_id, v.run_id, ` + last + `, v.state, v.weak, v.closed FROM v` + withO + `
+		ON CONFLICT (mapping, row_key) DO UPDATE SET workflow_id = excluded.workflow_id, run_id = excluded.run_id, ord = excluded.ord,
+			state = CASE WHEN excluded.weak AND m.state = 'needs_operator' THEN m.state ELSE excluded.state END,
+			weak = excluded.weak, closed = excluded.closed, updated_at = now()
+		WHERE m.ord < excluded.ord AND NOT (m.closed AND m.run_id = excluded.run_id)` + need + `
+		RETURNING m.row_key, m.state)` + keep + `,
+	cfg AS MATERIALIZED (SELECT current_setting('enable_seqscan') AS s, current_setting('enable_bitmapscan') AS b,
+		current_setting('plan_cache_mode') AS p)
+	SELECT row_key, state FROM up` + keepSel + deferred + `
+	UNION ALL
+	SELECT NULL, s || ' ' || b || ' ' || p FROM cfg
+		WHERE set_config('enable_seqscan', 'off', true) IS NOT NULL AND set_config('enable_bitmapscan', 'off', true) IS NOT NULL
+		  AND set_config('plan_cache_mode', 'force_generic_plan', true) IS NOT NULL`
+}
+
+func (mr *Mirror) guardArgs(cs []*change) []any {
+	var cols [7]arrayBuilder
+	var num [24]byte
+	for _, c := range cs {
+		cols[0].add(c.Key)
+		cols[1].add(c.WorkflowID)
+		cols[2].add(c.RunID)
+		cols[3].addRaw(strconv.AppendInt(num[:0], c.Last, 10))
+		cols[4].add(string(c.State))
+		cols[5].addBool(c.Weak)
+		cols[6].addBool(c.Closed)
+	}
+	args := []any{mr.table.String()}
+	for i := range cols {
+		args = append(args, cols[i].String())
+	}
+	return args
+}
+
+// rowsArrays is the number of per-change arrays of the rows statement
+// before the extras.
+const rowsArrays = 10
+
+// rowsSQL builds the rows statement; same: positions come from the
+// transaction ID.
+func (mr *Mirror) rowsSQL(same bool) string {
+	first, last, withO, o := "v.first", "v.last", "", ""
+	if same && mr.cols["Version"] != nil {
+		first, last, withO = "(o.base + v.first)", "(o.base + v.last)", ", o"
+		o = `, o AS (SELECT pg_current_xact_id()::text::bigint << 20 AS base)`
+	}
 	var b strings.Builder
 	w := func(s ...string) {
 		for _, x := range s {
 			b.WriteString(x)
 		}
 	}
-	w(`WITH v AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bool[], $9::bool[],
-		$10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::bool[], $15::text[], $16::text[]`)
+	n := rowsArrays + len(mr.extras)
+	param := func(i int) string { return "$" + strconv.Itoa(i) }
+	w(`WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
+		$8::bool[], $9::text[], $10::text[]`)
 	for i := range mr.extras {
-		w(", $", strconv.Itoa(17+i), "::text[]")
+		w(", ", param(rowsArrays+1+i), "::text[]")
 	}
-	w(`) AS v(row_key, workflow_id, run_id, first, last, state, weak, closed, at, status, step, err, clear_err, attempts, progress`)
+	w(`) AS v(row_key, first, last, at, status, step, err, clear_err, attempts, progress`)
 	for i := range mr.extras {
 		w(", x", strconv.Itoa(i))
 	}
-	w(`))`)
-	if same {
-		first, last, withO = "(o.base + v.first)", "(o.base + v.last)", ", o"
-		w(`, o AS (SELECT pg_current_xact_id()::text::bigint << 20 AS base)`)
-	}
-	st := mr.stateTable
-	w(`,
-	su AS (UPDATE `, st, ` m SET workflow_id = v.workflow_id, run_id = v.run_id, ord = `, last, `,
-			state = CASE WHEN v.weak AND m.state = 'needs_operator' THEN m.state ELSE v.state END,
-			closed = v.closed, updated_at = now()
-		FROM v`, withO, ` WHERE m.mapping = $1 AND m.row_key = v.row_key AND m.ord < `, first, `
-		  AND NOT (m.closed AND m.run_id = v.run_id)
-		RETURNING m.row_key, m.state),
-	si AS (INSERT INTO `, st, ` AS m (mapping, row_key, workflow_id, run_id, ord, state, closed)
-		SELECT $1, v.row_key, v.workflow_id, v.run_id, `, last, `, v.state, v.closed FROM v`, withO, `
-		WHERE NOT EXISTS (SELECT 1 FROM `, st, ` x WHERE x.mapping = $1 AND x.row_key = v.row_key)
-		ON CONFLICT (mapping, row_key) DO NOTHING
-		RETURNING m.row_key, m.state),
-	ok AS (SELECT row_key, state FROM su UNION ALL SELECT row_key, state FROM si)`)
-
+	w(`))`, o)
+	next := n + 1
 	t := mr.table.quoted()
 	key := mr.cols["Key.Column"]
-	keyMatch := func(alias string) string { return alias + "." + qi(key.name) + " = v.row_key::" + key.typ }
-	type set struct{ col, expr, ins string }
+	// The = ANY condition, redundant with the join, is what lets the
+	// planner look the batch's rows up by index.
+	keyMatch := func(alias string) string {
+		c := alias + "." + qi(key.name)
+		return c + " = ANY($1::text[]::" + key.typ + "[]) AND " + c + " = v.row_key::" + key.typ
+	}
+	// cmp: the column counts when deciding whether a change alters the row.
+	type set struct {
+		col, expr, ins string
+		cmp            bool
+	}
 	var sets []set
 	orDefault := func(c *column, expr string) string {
 		if c.defExpr == "" {
@@ -120,30 +207,30 @@ func (mr *Mirror) writeSQL(same bool) string {
 	}
 	keep := func(c *column, v string) set {
 		e := v + "::" + c.typ
-		return set{c.name, "COALESCE(" + e + ", t." + qi(c.name) + ")", orDefault(c, e)}
+		return set{c.name, "COALESCE(" + e + ", t." + qi(c.name) + ")", orDefault(c, e), true}
 	}
 	if c := mr.cols["Status.Column"]; c != nil {
-		expr := "CASE"
+		// A pending request value stays until the request is taken.
+		expr := "COALESCE(v.status::" + c.typ + ", t." + qi(c.name) + ")"
 		if mr.actionCol == c {
 			mr.sql.reqArg = true
-			expr += " WHEN t." + qi(c.name) + "::text = ANY($" + strconv.Itoa(17+len(mr.extras)) + "::text[]) THEN t." + qi(c.name)
+			expr = "CASE WHEN t." + qi(c.name) + "::text = ANY(" + param(next) + "::text[]) THEN t." + qi(c.name) + " ELSE " + expr + " END"
+			next++
 		}
-		expr += " WHEN v.weak AND ok.state = 'needs_operator' THEN t." + qi(c.name) +
-			" ELSE COALESCE(v.status::" + c.typ + ", t." + qi(c.name) + ") END"
-		sets = append(sets, set{c.name, expr, orDefault(c, "v.status::"+c.typ)})
+		sets = append(sets, set{c.name, expr, orDefault(c, "v.status::"+c.typ), true})
 	}
 	if c := mr.cols["Step.Column"]; c != nil {
 		sets = append(sets, keep(c, "v.step"))
 	}
 	if c := mr.cols["Error.Column"]; c != nil {
 		sets = append(sets, set{c.name, "CASE WHEN v.clear_err THEN NULL ELSE COALESCE(v.err::" + c.typ + ", t." + qi(c.name) + ") END",
-			"CASE WHEN v.clear_err THEN NULL ELSE " + orDefault(c, "v.err::"+c.typ) + " END"})
+			"CASE WHEN v.clear_err THEN NULL ELSE " + orDefault(c, "v.err::"+c.typ) + " END", true})
 	}
 	if c := mr.cols["Attempts"]; c != nil {
 		sets = append(sets, keep(c, "v.attempts"))
 	}
 	if c := mr.cols["UpdatedAt"]; c != nil {
-		sets = append(sets, set{c.name, "v.at::" + c.typ, "v.at::" + c.typ})
+		sets = append(sets, set{c.name, "v.at::" + c.typ, "v.at::" + c.typ, false})
 	}
 	if c := mr.cols["Progress.Column"]; c != nil {
 		sets = append(sets, keep(c, "v.progress"))
@@ -153,9 +240,8 @@ func (mr *Mirror) writeSQL(same bool) string {
 	}
 	ver := ""
 	if c := mr.cols["Version"]; c != nil {
-		sets = append(sets, set{c.name, last + "::" + c.typ, last + "::" + c.typ})
+		sets = append(sets, set{c.name, last + "::" + c.typ, last + "::" + c.typ, false})
 		ver = " AND (t." + qi(c.name) + " IS NULL OR t." + qi(c.name) + " < " + first + ")"
-		mr.sql.hasEx = true
 	}
 	w(`,
 	lu AS (UPDATE `, t, ` t SET `)
@@ -165,14 +251,24 @@ func (mr *Mirror) writeSQL(same bool) string {
 		}
 		w(qi(s.col), " = ", s.expr)
 	}
-	w(`
-		FROM v JOIN ok ON ok.row_key = v.row_key`, withO, `
-		WHERE `, keyMatch("t"), ver, `
-		RETURNING t.`, qi(key.name), `::text AS row_key)`)
-	if mr.sql.hasEx {
-		w(`,
-	ex AS (SELECT t.`, qi(key.name), `::text AS row_key FROM `, t, ` t JOIN v ON `, keyMatch("t"), `)`)
+	// A change that leaves every mapped column as it is writes nothing, not
+	// even the updated-at time: the row did not change, and the legacy
+	// table's triggers and audit need not hear of it.
+	var now, was []string
+	for _, s := range sets {
+		if s.cmp {
+			now, was = append(now, s.expr), append(was, "t."+qi(s.col))
+		}
 	}
+	changed := ""
+	if len(now) > 0 {
+		changed = " AND ROW(" + strings.Join(now, ", ") + ") IS DISTINCT FROM ROW(" + strings.Join(was, ", ") + ")"
+	}
+	w(`
+		FROM v`, withO, ` WHERE `, keyMatch("t"), ver, changed, `
+		RETURNING t.`, qi(key.name), `::text AS row_key),
+	ex AS (SELECT v.row_key FROM v WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
+		AND EXISTS (SELECT 1 FROM `, t, ` t WHERE `, keyMatch("t"), `))`)
 	create := mr.m.missingRow() == MissingCreate
 	if create {
 		w(`,
@@ -185,97 +281,140 @@ func (mr *Mirror) writeSQL(same bool) string {
 		for _, s := range sets {
 			w(", ", s.ins)
 		}
-		w(` FROM v JOIN ok ON ok.row_key = v.row_key`, withO, `
-		WHERE NOT EXISTS (SELECT 1 FROM `, t, ` x WHERE `, keyMatch("x"), `)
+		w(` FROM v`, withO, `
+		WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
 		ON CONFLICT DO NOTHING
 		RETURNING t.`, qi(key.name), `::text AS row_key)`)
 	}
 	w(`
-	SELECT 'g'::text, row_key FROM ok UNION ALL SELECT 'u', row_key FROM lu`)
-	if mr.sql.hasEx {
-		w(` UNION ALL SELECT 'e', row_key FROM ex`)
-	}
+	SELECT 'u'::text, row_key FROM lu UNION ALL SELECT 'e', row_key FROM ex`)
 	if create {
 		w(` UNION ALL SELECT 'i', row_key FROM li`)
 	}
+	w(` UNION ALL SELECT 'r', set_config('enable_seqscan', `, param(next), `, true) || set_config('enable_bitmapscan', `, param(next+1), `, true)
+		|| set_config('plan_cache_mode', `, param(next+2), `, true)`)
 	return b.String()
 }
 
-// writeArgs renders changes as the write statement's arguments.
-func (mr *Mirror) writeArgs(cs []*change) []any {
-	n := len(cs)
-	cols := make([][]*string, baseArrays+len(mr.extras))
-	for i := range cols {
-		cols[i] = make([]*string, n)
-	}
-	str := func(s string) *string { return &s }
-	for i, c := range cs {
-		cols[0][i] = str(c.Key)
-		cols[1][i] = str(c.WorkflowID)
-		cols[2][i] = str(c.RunID)
-		cols[3][i] = str(strconv.FormatInt(c.First, 10))
-		cols[4][i] = str(strconv.FormatInt(c.Last, 10))
-		cols[5][i] = str(string(c.State))
-		cols[6][i] = str(strconv.FormatBool(c.Weak))
-		cols[7][i] = str(strconv.FormatBool(c.Closed))
-		cols[8][i] = str(c.At.UTC().Format(time.RFC3339Nano))
-		if s := mr.m.Status; s != nil {
-			if v, ok := s.Values[c.State]; ok {
-				cols[9][i] = &v
+// rowsArgs renders the changes that passed the guard, with the state the
+// guard left each row in, as the rows statement's arguments; restore is the
+// planner settings to put back.
+func (mr *Mirror) rowsArgs(cs []*change, states map[string]State, restore [3]string) []any {
+	cols := make([]arrayBuilder, rowsArrays+len(mr.extras))
+	var buf [64]byte
+	for _, c := range cs {
+		cols[0].add(c.Key)
+		cols[1].addRaw(strconv.AppendInt(buf[:0], c.First, 10))
+		cols[2].addRaw(strconv.AppendInt(buf[:0], c.Last, 10))
+		cols[3].addRaw(c.At.UTC().AppendFormat(buf[:0], time.RFC3339Nano))
+		// A wait leaves a workflow that needs an operator showing so.
+		status := (*string)(nil)
+		if st := states[c.Key]; mr.m.Status != nil && !(c.Weak && st == StateNeedsOperator) {
+			if v, ok := mr.m.Status.Values[st]; ok {
+				status = &v
 			}
 		}
-		cols[10][i] = c.Step
-		cols[11][i] = c.Err
-		cols[12][i] = str(strconv.FormatBool(c.ClearErr))
+		cols[4].addPtr(status)
+		cols[5].addPtr(c.Step)
+		cols[6].addPtr(c.Err)
+		cols[7].addBool(c.ClearErr)
 		if c.Attempts != nil {
-			cols[13][i] = str(strconv.FormatInt(*c.Attempts, 10))
+			cols[8].addRaw(strconv.AppendInt(buf[:0], *c.Attempts, 10))
+		} else {
+			cols[8].addPtr(nil)
 		}
-		cols[14][i] = c.Progress
+		cols[9].addPtr(c.Progress)
 		for j := range mr.extras {
+			var x *string
 			if j < len(c.Extras) {
-				cols[baseArrays+j][i] = c.Extras[j]
+				x = c.Extras[j]
 			}
+			cols[rowsArrays+j].addPtr(x)
 		}
 	}
-	args := make([]any, 0, 2+len(cols))
-	args = append(args, mr.table.String())
-	for _, c := range cols {
-		args = append(args, pgArray(c))
+	args := make([]any, 0, len(cols)+4)
+	for i := range cols {
+		args = append(args, cols[i].String())
 	}
 	if mr.sql.reqArg {
 		args = append(args, mr.requestValues)
 	}
-	return args
+	return append(args, restore[0], restore[1], restore[2])
+}
+
+// arrayBuilder renders a PostgreSQL text array literal, element by element.
+type arrayBuilder struct {
+	b []byte
+}
+
+func (a *arrayBuilder) sep() {
+	if len(a.b) == 0 {
+		a.b = append(a.b, '{')
+	} else {
+		a.b = append(a.b, ',')
+	}
+}
+
+// add appends a quoted element.
+func (a *arrayBuilder) add(s string) {
+	a.sep()
+	a.b = append(a.b, '"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			a.b = append(a.b, '\\')
+		}
+		a.b = append(a.b, s[i])
+	}
+	a.b = append(a.b, '"')
+}
+
+// addRaw appends an element that needs no quoting (digits, a time).
+func (a *arrayBuilder) addRaw(s []byte) {
+	a.sep()
+	a.b = append(a.b, '"')
+	a.b = append(a.b, s...)
+	a.b = append(a.b, '"')
+}
+
+func (a *arrayBuilder) addBool(v bool) {
+	a.sep()
+	if v {
+		a.b = append(a.b, 't')
+	} else {
+		a.b = append(a.b, 'f')
+	}
+}
+
+// addPtr appends *s, or NULL for nil.
+func (a *arrayBuilder) addPtr(s *string) {
+	if s == nil {
+		a.sep()
+		a.b = append(a.b, "NULL"...)
+		return
+	}
+	a.add(*s)
+}
+
+func (a *arrayBuilder) String() string {
+	if len(a.b) == 0 {
+		return "{}"
+	}
+	return string(append(a.b, '}'))
 }
 
 // pgArray renders a text array literal; nil elements are NULL.
 func pgArray(vals []*string) string {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, v := range vals {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		if v == nil {
-			b.WriteString("NULL")
-			continue
-		}
-		b.WriteByte('"')
-		for _, r := range *v {
-			if r == '"' || r == '\\' {
-				b.WriteByte('\\')
-			}
-			b.WriteRune(r)
-		}
-		b.WriteByte('"')
+	var a arrayBuilder
+	for _, v := range vals {
+		a.addPtr(v)
 	}
-	b.WriteByte('}')
-	return b.String()
+	return a.String()
 }
 
-// ensureTables creates the mirror's tables in schema: mirror_state always,
-// the outbox when asked. Safe to run from many processes at once.
-func ensureTables(ctx context.Context, db *sqlx.DB, schema string, outbox bool) error {
+// ensureTables creates the mirror's tables in schema: mirror_state (next
+// to the legacy table) or the outbox (in graft's database). Safe to run
+// from many processes at once.
+func ensureTables(ctx context.Context, db *sqlx.DB, schema string, state, outbox bool) error {
 	q := qi(schema)
 	h := fnv.New64a()
 	h.Write([]byte("graftsync-migrate:" + schema))
@@ -287,19 +426,23 @@ func ensureTables(ctx context.Context, db *sqlx.DB, schema string, outbox bool) 
 	stmts := []string{
 		fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, int64(h.Sum64())),
 		`CREATE SCHEMA IF NOT EXISTS ` + q,
+	}
+	if state {
 		// One row per mirrored legacy row: the last change applied to it.
 		// Updated on every change, so leave room for HOT updates.
-		`CREATE TABLE IF NOT EXISTS ` + q + `.mirror_state (
+		stmts = append(stmts, `CREATE TABLE IF NOT EXISTS `+q+`.mirror_state (
 			mapping     text NOT NULL,
 			row_key     text NOT NULL,
 			workflow_id text NOT NULL,
 			run_id      text NOT NULL,
 			ord         bigint NOT NULL,
 			state       text NOT NULL,
+			-- weak: the last change was a wait only (see change.Weak).
+			weak        boolean NOT NULL DEFAULT false,
 			closed      boolean NOT NULL DEFAULT false,
 			updated_at  timestamptz NOT NULL DEFAULT now(),
 			PRIMARY KEY (mapping, row_key)
-		) WITH (fillfactor = 80)`,
+		) WITH (fillfactor = 80)`)
 	}
 	if outbox {
 		stmts = append(stmts,
@@ -316,7 +459,7 @@ func ensureTables(ctx context.Context, db *sqlx.DB, schema string, outbox bool) 
 				last_error      text
 			)`,
 			`CREATE INDEX IF NOT EXISTS mirror_outbox_by_mapping ON `+q+`.mirror_outbox (mapping, id)`,
-			`CREATE INDEX IF NOT EXISTS mirror_outbox_retrying ON `+q+`.mirror_outbox (mapping, row_key) WHERE next_attempt_at IS NOT NULL`)
+			`CREATE INDEX IF NOT EXISTS mirror_outbox_by_row ON `+q+`.mirror_outbox (mapping, row_key)`)
 	}
 	for _, s := range stmts {
 		if _, err := tx.ExecContext(ctx, s); err != nil {

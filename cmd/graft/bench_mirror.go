@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
@@ -17,12 +17,15 @@ import (
 // operations table in same-database mode. The table lives in the benchmark's
 // schema, so it goes with it; its rows are created before the run, as the
 // legacy application would have them, and checked one by one at the end.
+//
+// The mirror must share the engine's pool (it prepares its statements
+// there), and the benchmark creates that pool with the engine, after the
+// interceptors are set. So the interceptor set here forwards checkpoints to
+// the mirror that prepare creates, before any workflow starts. An
+// application creates its pool first and passes it to both.
 type mirrorExtra struct {
-	db     *sqlx.DB
-	mr     *graftsync.Mirror
-	table  string
-	schema string
-	n      int
+	o  benchOpts
+	mr atomic.Pointer[graftsync.Mirror]
 }
 
 // mirrorDDL is a legacy operations table: the application's own columns and
@@ -56,46 +59,60 @@ func benchMapping(table string) graftsync.Mapping {
 	}
 }
 
-// newMirrorExtra creates the legacy table and validates the mapping against
-// it, as an application does at start-up, before the engine exists.
-func newMirrorExtra(o benchOpts) (*mirrorExtra, error) {
-	db, err := openDB(4)
-	if err != nil {
-		return nil, err
+func newMirrorExtra(o benchOpts) (*mirrorExtra, error) { return &mirrorExtra{o: o}, nil }
+
+func (x *mirrorExtra) interceptor() engine.Interceptor { return x }
+
+// Checkpoint forwards to the mirror.
+func (x *mirrorExtra) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events []*engine.CheckpointEvent) error {
+	if mr := x.mr.Load(); mr != nil {
+		return mr.Checkpoint(ctx, tx, events)
 	}
-	x := &mirrorExtra{db: db, schema: o.schema, table: o.schema + ".operations", n: o.n}
-	if _, err := db.Exec(fmt.Sprintf(mirrorDDL, pq.QuoteIdentifier(o.schema))); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("bench: create legacy table: %w", err)
-	}
-	x.mr, err = graftsync.New(context.Background(), graftsync.Config{Mapping: benchMapping(x.table), DB: db, Schema: o.schema})
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	return x, nil
+	return nil
 }
 
-func (x *mirrorExtra) interceptor() engine.Interceptor { return x.mr }
+func (x *mirrorExtra) table() string { return pq.QuoteIdentifier(x.o.schema) + ".operations" }
 
-// prepare creates the N legacy rows the workflows will mirror into.
-func (x *mirrorExtra) prepare(ctx context.Context, _ *benchEnv) error {
-	_, err := x.db.ExecContext(ctx, `INSERT INTO `+pq.QuoteIdentifier(x.schema)+`.operations (id)
-		SELECT 'bench-' || g FROM generate_series(0, $1 - 1) g`, x.n)
-	return err
+// prepare creates the legacy table with the N rows the workflows will
+// mirror into, and the mirror, which validates its mapping against the
+// table as an application does at start-up.
+func (x *mirrorExtra) prepare(ctx context.Context, env *benchEnv) error {
+	db := env.e.DB()
+	if _, err := db.ExecContext(ctx, fmt.Sprintf(mirrorDDL, pq.QuoteIdentifier(x.o.schema))); err != nil {
+		return fmt.Errorf("bench: create legacy table: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO `+x.table()+` (id) SELECT 'bench-' || g FROM generate_series(0, $1 - 1) g`, x.o.n); err != nil {
+		return err
+	}
+	// A legacy table in service has statistics; a fresh one would have
+	// none until autovacuum came by.
+	if _, err := db.ExecContext(ctx, `ANALYZE `+x.table()); err != nil {
+		return err
+	}
+	mr, err := graftsync.New(ctx, graftsync.Config{Mapping: benchMapping(x.o.schema + ".operations"), DB: db, Schema: x.o.schema})
+	if err != nil {
+		return err
+	}
+	// The relay delivers what the legacy table might refuse at first.
+	if err := mr.Start(ctx, env.e.Client()); err != nil {
+		return err
+	}
+	x.mr.Store(mr)
+	return nil
 }
 
 func (x *mirrorExtra) headers(int, engine.Headers) {}
 
 // verify counts the rows that show the engine's final state: done, at the
 // last step, after one attempt, with no error.
-func (x *mirrorExtra) verify(ctx context.Context, _ *benchEnv, n int) (string, error) {
-	defer x.db.Close()
-	defer x.mr.Close()
+func (x *mirrorExtra) verify(ctx context.Context, env *benchEnv, n int) (string, error) {
+	if mr := x.mr.Load(); mr != nil {
+		defer mr.Close()
+	}
 	var ok int
-	err := x.db.QueryRowContext(ctx, `SELECT count(*) FROM `+pq.QuoteIdentifier(x.schema)+`.operations
-		WHERE id = ANY(SELECT 'bench-' || g FROM generate_series(0, $1 - 1) g)
-		  AND status = 'done' AND step = 'noop' AND attempts = 1 AND last_error IS NULL`, n).Scan(&ok)
+	err := env.e.DB().QueryRowContext(ctx, `SELECT count(*) FROM `+x.table()+` o
+		JOIN generate_series(0, $1 - 1) g ON o.id = 'bench-' || g
+		WHERE o.status = 'done' AND o.step = 'noop' AND o.attempts = 1 AND o.last_error IS NULL`, n).Scan(&ok)
 	if err != nil {
 		return "", fmt.Errorf("bench: verify mirror: %w", err)
 	}

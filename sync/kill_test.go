@@ -1,0 +1,116 @@
+package graftsync_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+)
+
+// The worker process is this test binary run again with these variables.
+const (
+	helperGraftEnv    = "GRAFT_SYNC_HELPER_GRAFT"
+	helperLegacyEnv   = "GRAFT_SYNC_HELPER_LEGACY"
+	helperSeparateEnv = "GRAFT_SYNC_HELPER_SEPARATE"
+	helperBlockEnv    = "GRAFT_SYNC_HELPER_BLOCK"
+)
+
+// TestKilledWorkerConverges runs a renewal on a worker process, kills the
+// process with SIGKILL between two steps (after the first is checkpointed,
+// in the middle of the second), lets this process's worker resume the run,
+// and checks that the legacy row ends showing the engine's state, in both
+// modes. In separate-database mode the killed process was also the relay.
+func TestKilledWorkerConverges(t *testing.T) {
+	t.Parallel()
+	for _, separate := range []bool{false, true} {
+		name := map[bool]string{false: "same_database", true: "separate_database"}[separate]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ev := newEnv(t, envOpts{separate: separate, noWorker: true, noStart: true})
+			ev.insertRow("op-1")
+
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorker$", "-test.v=false")
+			cmd.Env = append(os.Environ(), helperGraftEnv+"="+ev.graft, helperLegacyEnv+"="+ev.legacy, helperBlockEnv+"=1",
+				helperSeparateEnv+"="+fmt.Sprint(separate))
+			stdout, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			// The helper exits when this pipe closes, so it cannot outlive us.
+			stdin, err := cmd.StdinPipe()
+			require.NoError(t, err)
+			defer stdin.Close()
+			cmd.Stderr = os.Stderr
+			require.NoError(t, cmd.Start())
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			blocked := make(chan error, 1)
+			go func() {
+				s := bufio.NewScanner(stdout)
+				for s.Scan() {
+					if s.Text() == "blocked" {
+						blocked <- nil
+						return
+					}
+				}
+				blocked <- fmt.Errorf("helper exited before it blocked: %v", s.Err())
+			}()
+
+			run := ev.start("op-1", renewal{Domain: "a.com", Years: 1}, nil)
+			select {
+			case err := <-blocked:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the worker process never reached the second step")
+			}
+			// The first step is checkpointed (and, in separate mode, relayed
+			// by the worker process) before the second starts.
+			ev.waitRow("op-1", func(r *opRow) bool { return r.Step.String == "checking" }, "first step mirrored")
+			require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+			_ = cmd.Wait()
+
+			// This process takes over: its worker resumes the run once the
+			// dead worker's lease expires, and its relay the delivery.
+			testenv.Worker(t, ev.e, engine.WorkerConfig{})
+			require.NoError(t, ev.mr.Start(testenv.Ctx(t, time.Minute), ev.c))
+			out, err := ev.result(run)
+			require.NoError(t, err)
+			require.Equal(t, "R-a.com", out)
+
+			info, err := ev.c.Describe(testenv.Ctx(t, time.Minute), "op-1")
+			require.NoError(t, err)
+			require.Equal(t, engine.StatusCompleted, info.Status)
+			require.Equal(t, 2, info.Loads, "run by the killed worker, then resumed here")
+			r := ev.waitStatus("op-1", "done")
+			require.Equal(t, "registering", r.Step.String)
+			require.Equal(t, 100.0, r.Progress.Float64)
+			require.Equal(t, "R-a.com", r.Ref.String)
+			_, state, _ := ev.state("op-1")
+			require.Equal(t, "completed", state)
+			if separate {
+				testenv.Eventually(t, 10*time.Second, func() bool { return len(ev.outbox()) == 0 }, "outbox drained")
+			}
+		})
+	}
+}
+
+// TestHelperWorker is not a test: it is the worker process that
+// TestKilledWorkerConverges kills. It runs a worker (and, in separate mode,
+// the relay) on the parent's schemas until SIGKILL.
+func TestHelperWorker(t *testing.T) {
+	graft := os.Getenv(helperGraftEnv)
+	if graft == "" {
+		t.Skip("worker process for TestKilledWorkerConverges")
+	}
+	newEnv(t, envOpts{graft: graft, legacy: os.Getenv(helperLegacyEnv), separate: os.Getenv(helperSeparateEnv) == "true"})
+	// Block until SIGKILL. Should the parent die first, its end of stdin
+	// closes and the helper leaves.
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	os.Exit(1)
+}

@@ -1,0 +1,197 @@
+package graftsync_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/lib/pq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+	graftsync "github.com/graftdev/graft/sync"
+)
+
+const mappingYAML = `
+table: legacy.operations
+workflows: [renewal]
+key: {column: id}
+status:
+  column: status
+  values: {pending: todo, running: doing, waiting: waiting, completed: done, failed: error, cancelled: cancelled, needs_operator: problem}
+step:
+  column: step
+  labels: {renew.check: checking, renew.charge: charging}
+error: {column: last_error, clear_on_success: true}
+attempts: attempts
+updated_at: updated_at
+progress: {column: progress, activities: {renew.check: 25}, completed: 100}
+extra:
+  - {column: expires_at, activity: renew.register, func: newExpiry}
+  - {column: provider_ref, activity: renew.register, field: ref}
+version: row_version
+missing_row: fail
+actions:
+  on:
+    cancel_requested: {cancel: true, reason: back office, ack: cancelling}
+`
+
+const mappingJSON = `{
+  "table": "legacy.operations",
+  "workflows": ["renewal"],
+  "key": {"column": "id"},
+  "status": {"column": "status", "values": {"pending": "todo", "running": "doing", "waiting": "waiting",
+    "completed": "done", "failed": "error", "cancelled": "cancelled", "needs_operator": "problem"}},
+  "step": {"column": "step", "labels": {"renew.check": "checking", "renew.charge": "charging"}},
+  "error": {"column": "last_error", "clear_on_success": true},
+  "attempts": "attempts",
+  "updated_at": "updated_at",
+  "progress": {"column": "progress", "activities": {"renew.check": 25}, "completed": 100},
+  "extra": [{"column": "expires_at", "activity": "renew.register", "func": "newExpiry"},
+            {"column": "provider_ref", "activity": "renew.register", "field": "ref"}],
+  "version": "row_version",
+  "missing_row": "fail",
+  "actions": {"on": {"cancel_requested": {"cancel": true, "reason": "back office", "ack": "cancelling"}}}
+}`
+
+// TestLoadMapping loads the same mapping from YAML and JSON files.
+func TestLoadMapping(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var got []*graftsync.Mapping
+	for name, body := range map[string]string{"m.yaml": mappingYAML, "m.json": mappingJSON} {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+		m, err := graftsync.LoadMapping(p)
+		require.NoError(t, err, name)
+		got = append(got, m)
+	}
+	require.Equal(t, got[0], got[1])
+	m := got[0]
+	require.Equal(t, "legacy.operations", m.Table)
+	require.Equal(t, "problem", m.Status.Values[graftsync.StateNeedsOperator])
+	require.Equal(t, "charging", m.Step.Labels["renew.charge"])
+	require.Equal(t, 100.0, *m.Progress.Completed)
+	require.Equal(t, "newExpiry", m.Extra[0].Func)
+	require.Equal(t, graftsync.MissingFail, m.MissingRow)
+	require.Equal(t, "cancelling", m.Actions.On["cancel_requested"].Ack)
+}
+
+// TestParseMappingErrors: unknown fields and shape errors are caught at
+// load, with the field named.
+func TestParseMappingErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ name, yaml, want string }{
+		{"unknown field", "table: a.b\nkey: {column: id}\nstatuz: {column: s}\n", "statuz"},
+		{"no table", "key: {column: id}\nattempts: n\n", "Mapping.Table"},
+		{"three parts", "table: a.b.c\nkey: {column: id}\nattempts: n\n", "want schema.table"},
+		{"injection in table", "table: 'ops; DROP TABLE x'\nkey: {column: id}\nattempts: n\n", "not a valid table name"},
+		{"injection in column", "table: a.b\nkey: {column: 'id\" OR 1=1'}\nattempts: n\n", `Key.Column "id\" OR 1=1" is not a valid column name`},
+		{"no key", "table: a.b\nattempts: n\n", "Key.Column is required"},
+		{"header without name", "table: a.b\nkey: {column: id, from: header}\nattempts: n\n", "Key.Name is required"},
+		{"bad source", "table: a.b\nkey: {column: id, from: body}\nattempts: n\n", `Key.From "body"`},
+		{"nothing to write", "table: a.b\nkey: {column: id}\n", "names no column to write"},
+		{"unknown state", "table: a.b\nkey: {column: id}\nstatus: {column: s, values: {done: ok}}\n", `"done" is not a state`},
+		{"column twice", "table: a.b\nkey: {column: id}\nattempts: s\nstatus: {column: s, values: {running: r}}\n", `Attempts "s" is also Status.Column`},
+		{"extra without source", "table: a.b\nkey: {column: id}\nextra: [{column: x, activity: a}]\n", "set exactly one of Field, Func and Compute"},
+		{"bad policy", "table: a.b\nkey: {column: id}\nattempts: n\nmissing_row: ignore\n", `MissingRow "ignore"`},
+		{"action both", "table: a.b\nkey: {column: id}\nstatus: {column: s, values: {running: r}}\nactions: {on: {x: {cancel: true, signal: y, ack: z}}}\n", "exactly one of Cancel and Signal"},
+		{"action value is a status", "table: a.b\nkey: {column: id}\nstatus: {column: s, values: {running: r}}\nactions: {on: {r: {cancel: true, ack: z}}}\n", `"r" is also the status value of state running`},
+		{"ack needs coverage", "table: a.b\nkey: {column: id}\nstatus: {column: s, values: {running: r}}\nactions: {on: {x: {cancel: true}}}\n", "Status.Values has no value for pending"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := graftsync.ParseMappingYAML([]byte(tc.yaml))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+// TestNewValidatesAgainstTheTable: New refuses a mapping that does not fit
+// the table, naming the field and the column, and changes nothing.
+func TestNewValidatesAgainstTheTable(t *testing.T) {
+	t.Parallel()
+	db := testenv.DB(t)
+	legacy := testenv.Schema(t)
+	_, err := db.Exec(fmt.Sprintf(legacyDDL, pq.QuoteIdentifier(legacy)))
+	require.NoError(t, err)
+	_, err = db.Exec(`CREATE TYPE ` + pq.QuoteIdentifier(legacy) + `.op_status AS ENUM ('todo', 'doing', 'done');
+		ALTER TABLE ` + pq.QuoteIdentifier(legacy) + `.operations ADD COLUMN enum_status ` + pq.QuoteIdentifier(legacy) + `.op_status,
+			ADD COLUMN total numeric GENERATED ALWAYS AS (attempts * 2) STORED, ADD COLUMN small int, ADD COLUMN region text NOT NULL`)
+	require.NoError(t, err)
+	table := legacy + ".operations"
+	cases := []struct {
+		name string
+		edit func(*graftsync.Mapping)
+		cfg  func(*graftsync.Config)
+		want string
+	}{
+		{"no table", func(m *graftsync.Mapping) { m.Table = legacy + ".nope" }, nil, "table " + legacy + ".nope does not exist"},
+		{"no column", func(m *graftsync.Mapping) { m.Step.Column = "stage" }, nil, `Step.Column: column "stage" does not exist`},
+		{"no key column", func(m *graftsync.Mapping) { m.Key.Column = "op_id" }, nil, `Key.Column: column "op_id" does not exist`},
+		{"attempts not a number", func(m *graftsync.Mapping) { m.Attempts = "customer" }, nil, `Attempts: column "customer" is text; it needs an integer or numeric type`},
+		{"updated_at not a time", func(m *graftsync.Mapping) { m.UpdatedAt = "kind" }, nil, `UpdatedAt: column "kind" is text; it needs timestamptz or timestamp`},
+		{"status not text", func(m *graftsync.Mapping) { m.Status.Column = "small" }, nil, `Status.Column: column "small" is integer; it needs a text, varchar or enum type`},
+		{"status value too long", func(m *graftsync.Mapping) {
+			m.Status.Values[graftsync.StateNeedsOperator] = "needs-an-operator-right-now"
+		}, nil, `value for needs_operator: "needs-an-operator-right-now" is longer than the column's 20 characters`},
+		{"enum label", func(m *graftsync.Mapping) { m.Status.Column = "enum_status" }, nil, `is not a label of the column's enum type`},
+		{"version int", func(m *graftsync.Mapping) { m.Version = "small" }, nil, `Version: column "small" is integer; it needs bigint or numeric`},
+		{"generated", func(m *graftsync.Mapping) { m.Progress.Column = "total" }, nil, `Progress.Column: column "total" is generated`},
+		{"progress not a number", func(m *graftsync.Mapping) { m.Progress.Column = "customer" }, nil, `Progress.Column: column "customer" is text; it needs a numeric type`},
+		{"unknown func", func(m *graftsync.Mapping) { m.Extra[0].Func = "nope" }, nil, `Extra[0].Func "nope" is not in Config.Funcs`},
+		{"create needs not null values", func(m *graftsync.Mapping) { m.MissingRow = graftsync.MissingCreate },
+			nil, `MissingRow is create, but column "region" is NOT NULL without a default`},
+		{"bad schema", nil, func(c *graftsync.Config) { c.Schema = "graft; drop" }, `Config.Schema "graft; drop" is not a valid identifier`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := fullMapping(table)
+			if tc.edit != nil {
+				tc.edit(&m)
+			}
+			cfg := graftsync.Config{Mapping: m, DB: db, Schema: testenv.Schema(t), Funcs: funcs, Logger: quietLogger()}
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			_, err := graftsync.New(context.Background(), cfg)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+	// The legacy table is as it was: graft altered nothing.
+	var cols int
+	require.NoError(t, db.QueryRow(`SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'operations'`, legacy).Scan(&cols))
+	require.Equal(t, 16, cols)
+	// And the full mapping does fit.
+	mr, err := graftsync.New(context.Background(), graftsync.Config{Mapping: fullMapping(table), DB: db, Schema: testenv.Schema(t), Funcs: funcs})
+	require.NoError(t, err)
+	require.NoError(t, mr.Close())
+}
+
+// ExampleParseMappingYAML declares a mapping in YAML.
+func ExampleParseMappingYAML() {
+	m, err := graftsync.ParseMappingYAML([]byte(`
+table: legacy.operations
+key: {column: id}
+status:
+  column: status
+  values: {pending: todo, running: doing, completed: done, failed: error}
+step: {column: step, labels: {renew.register: registering}}
+missing_row: create
+`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(m.Table, m.Key.Column, m.Status.Values[graftsync.StateCompleted], m.Step.Labels["renew.register"], m.MissingRow)
+	// Output: legacy.operations id done registering create
+}
+
+var _ = engine.StatusCompleted
