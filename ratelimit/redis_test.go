@@ -180,10 +180,12 @@ func TestRedisDataLossWithLiveHolders(t *testing.T) {
 func TestRedisLimitsHoldAcrossWorkers(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name      string
-		limits    Limits
-		call      time.Duration
-		rateCap   int // most grants in any second; 0 = no rate
+		name    string
+		limits  Limits
+		call    time.Duration
+		rateCap int // most grants in any second; 0 = no rate
+		// rateLeast shows the limit is reached; it is loose because a CPU-starved
+		// CI machine wakes pollers late, while rateCap (the guarantee) is exact.
 		rateLeast int
 	}{
 		// Long calls: concurrency binds.
@@ -191,7 +193,7 @@ func TestRedisLimitsHoldAcrossWorkers(t *testing.T) {
 		// Short calls: the rate binds. Burst 2 absorbs a wake-up up to one
 		// interval late; with Burst 1 every late wake-up on a busy machine is
 		// rate lost (the fake-clock suite covers Burst 1 exactly).
-		{name: "Rate", limits: Limits{Concurrency: 4, Rate: 100, Burst: 2, LeaseTTL: 5 * time.Second}, call: time.Millisecond, rateCap: 102, rateLeast: 92},
+		{name: "Rate", limits: Limits{Concurrency: 4, Rate: 100, Burst: 2, LeaseTTL: 5 * time.Second}, call: time.Millisecond, rateCap: 102, rateLeast: 70},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -203,6 +203,17 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 		return nil, fmt.Errorf("graftsync: metrics: %w", err)
 	}
 	mr.buildSQL()
+	if c.LegacyDB == nil {
+		err = mr.prep.prepare(ctx, c.DB.DB, mr.sql.guardSame, mr.sql.rowsSame)
+	}
+	if err == nil {
+		err = mr.prep.prepare(ctx, legacy.DB, mr.sql.guardRelay, mr.sql.rowsRelay)
+	}
+	if err != nil {
+		_ = mr.met.close()
+		_ = mr.prep.close()
+		return nil, fmt.Errorf("graftsync: prepare the mirror's statements: %w", err)
+	}
 	return mr, nil
 }
 

@@ -8,37 +8,49 @@ import (
 	"sync/atomic"
 )
 
-// stmtCache prepares the write statements once per pool, so that a batch
+// stmtCache holds the write statements prepared on a pool, so that a batch
 // costs no parsing or planning. A checkpoint batch runs in the engine's
 // transaction; database/sql then uses the statement prepared on that
-// transaction's connection, preparing it there the first time. This needs
-// the transaction to come from the pool the statement was prepared on
-// (Config.DB is the engine's pool); when it does not, the cache notices and
-// the mirror sends plain queries.
+// transaction's connection, preparing it there the first time, on that same
+// connection. The statements are prepared when the Mirror is created:
+// preparing one later would take a second connection from a pool whose
+// connections may all be in transactions waiting for it. Using them needs
+// the transaction to come from the pool they were prepared on (Config.DB is
+// the engine's pool); when it does not, the cache notices and the mirror
+// sends plain queries.
 type stmtCache struct {
 	mu    sync.Mutex
 	stmts map[*sql.DB]map[string]*sql.Stmt
 	off   atomic.Bool
 }
 
-func (c *stmtCache) get(ctx context.Context, db *sql.DB, text string) (*sql.Stmt, error) {
+// prepare prepares texts on db.
+func (c *stmtCache) prepare(ctx context.Context, db *sql.DB, texts ...string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st := c.stmts[db][text]; st != nil {
-		return st, nil
-	}
-	st, err := db.PrepareContext(ctx, text)
-	if err != nil {
-		return nil, err
-	}
 	if c.stmts == nil {
 		c.stmts = map[*sql.DB]map[string]*sql.Stmt{}
 	}
 	if c.stmts[db] == nil {
 		c.stmts[db] = map[string]*sql.Stmt{}
 	}
-	c.stmts[db][text] = st
-	return st, nil
+	for _, text := range texts {
+		if c.stmts[db][text] != nil {
+			continue
+		}
+		st, err := db.PrepareContext(ctx, text)
+		if err != nil {
+			return err
+		}
+		c.stmts[db][text] = st
+	}
+	return nil
+}
+
+func (c *stmtCache) get(db *sql.DB, text string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stmts[db][text]
 }
 
 // query runs text in q, through a statement prepared on db when q is a
@@ -48,8 +60,8 @@ func (c *stmtCache) query(ctx context.Context, db *sql.DB, q queryer, text strin
 	if !ok || db == nil || c.off.Load() {
 		return q.QueryContext(ctx, text, args...)
 	}
-	st, err := c.get(ctx, db, text)
-	if err != nil {
+	st := c.get(db, text)
+	if st == nil {
 		return q.QueryContext(ctx, text, args...)
 	}
 	rows, err := tx.StmtContext(ctx, st).QueryContext(ctx, args...)
