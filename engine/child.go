@@ -40,7 +40,7 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 	seq, rec := s.nextSeq()
 	f.seq = seq
 	outIn := &OutboundInput{Info: s.info, Kind: OutboundChild, Name: name, Seq: seq, Args: in, Headers: s.headers.Clone(), Replaying: rec != nil || s.mode == modeQuery}
-	_ = chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
+	outErr := chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
 	if rec != nil {
 		s.expect(seq, rec, stepChild, name)
 		if rec.Status != stepStarted {
@@ -53,6 +53,12 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 		return f
 	}
 	s.stopIfQuery()
+	// An outbound interceptor refused the call; it refuses it again on
+	// replay (interceptors are deterministic), so no record is needed.
+	if outErr != nil {
+		f.done, f.err = true, outErr
+		return f
+	}
 	if s.e.reg.workflows[name] == nil {
 		f.done, f.err = true, NewNonRetryableError("UnknownWorkflow", fmt.Sprintf("%v: %q", ErrUnknownWorkflow, name), nil)
 		return f

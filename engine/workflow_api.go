@@ -46,7 +46,7 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 	headers := s.headers.Clone()
 	outIn := &OutboundInput{Info: s.info, Kind: OutboundActivity, Name: name, Seq: seq, Args: in, Headers: headers, Replaying: rec != nil || s.mode == modeQuery,
 		Result: Future[json.RawMessage]{f: f}}
-	_ = chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
+	outErr := chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
 	if rec != nil {
 		s.expect(seq, rec, stepActivity, name)
 		if rec.Status == stepCompleted || rec.Status == stepFailed {
@@ -55,6 +55,12 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 		}
 	}
 	s.stopIfQuery()
+	// An outbound interceptor refused the call; it refuses it again on
+	// replay (interceptors are deterministic), so no record is needed.
+	if outErr != nil {
+		f.done, f.err = true, outErr
+		return f
+	}
 	def := s.e.reg.activities[name]
 	if def == nil {
 		f.done, f.err = true, NewNonRetryableError("UnknownActivity", fmt.Sprintf("%v: %q is not registered", ErrUnknownActivity, name), nil)
