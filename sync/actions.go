@@ -110,8 +110,14 @@ func (mr *Mirror) actOnce(ctx context.Context, c *engine.Client) (int, error) {
 				"key", r.key, "request", r.value, "workflow_id", r.workflowID, "err", err)
 		}
 		var ack any
-		if act.Ack != "" {
+		switch {
+		case act.Ack != "":
 			ack = act.Ack
+		case mr.versioned:
+			// No mirror_state: the engine says what state the run is in.
+			if v, ok := mr.currentStatus(ctx, c, r.workflowID); ok {
+				ack = v
+			}
 		}
 		if _, err := db.ExecContext(ctx, mr.sql.ack, mr.table.String(), r.key, r.value, ack, states, values); err != nil {
 			return acked, fmt.Errorf("acknowledge request %q of %s %q: %w", r.value, mr.table, r.key, err)
@@ -144,4 +150,31 @@ func (mr *Mirror) stateValues() (string, string) {
 		}
 	}
 	return pgArray(ss), pgArray(vs)
+}
+
+// currentStatus is the status value of the workflow's state, as the engine
+// reports it.
+func (mr *Mirror) currentStatus(ctx context.Context, c *engine.Client, workflowID string) (string, bool) {
+	info, err := c.Describe(ctx, workflowID)
+	if err != nil {
+		return "", false
+	}
+	st := StateRunning
+	switch info.Status {
+	case engine.StatusPending:
+		st = StatePending
+	case engine.StatusWaiting:
+		st = StateWaiting
+	case engine.StatusCompleted:
+		st = StateCompleted
+	case engine.StatusFailed:
+		st = StateFailed
+		if mr.needsOperator(info.Error) {
+			st = StateNeedsOperator
+		}
+	case engine.StatusCancelled:
+		st = StateCancelled
+	}
+	v, ok := mr.m.Status.Values[st]
+	return v, ok
 }

@@ -25,18 +25,27 @@ func withActions(table string) graftsync.Mapping {
 // the workflow, acknowledges, and the row ends cancelled.
 func TestLegacyCancel(t *testing.T) {
 	t.Parallel()
-	ev := newEnv(t, envOpts{mapping: withActions})
-	ev.insertRow("op-1")
-	run := ev.start("op-1", renewal{Domain: "a.com", Confirm: true}, nil)
-	ev.waitStatus("op-1", "waiting")
+	for _, tc := range modes() {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ev := newEnv(t, envOpts{separate: tc.separate, mapping: guarded(tc.guard, withActions)})
+			ev.insertRow("op-1")
+			ev.insertRow("legacy-only")
+			run := ev.start("op-1", renewal{Domain: "a.com", Confirm: true}, nil)
+			ev.waitStatus("op-1", "waiting")
 
-	ev.exec(`UPDATE ` + ev.qtable() + ` SET status = 'cancel_requested' WHERE id = 'op-1'`)
-	_, err := ev.result(run)
-	var ce *engine.CanceledError
-	require.ErrorAs(t, err, &ce)
-	require.Equal(t, "cancelled in the back office", ce.Reason)
-	r := ev.waitStatus("op-1", "cancelled")
-	require.Contains(t, r.LastError.String, "cancelled in the back office")
+			ev.exec(`UPDATE ` + ev.qtable() + ` SET status = 'cancel_requested' WHERE id IN ('op-1', 'legacy-only')`)
+			_, err := ev.result(run)
+			var ce *engine.CanceledError
+			require.ErrorAs(t, err, &ce)
+			require.Equal(t, "cancelled in the back office", ce.Reason)
+			r := ev.waitStatus("op-1", "cancelled")
+			require.Contains(t, r.LastError.String, "cancelled in the back office")
+			// A row graft does not mirror is the legacy runner's.
+			r, _ = ev.row("legacy-only")
+			require.Equal(t, "cancel_requested", r.Status)
+		})
+	}
 }
 
 // TestLegacySignal: relaunch_requested signals a workflow that waits for an

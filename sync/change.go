@@ -34,7 +34,23 @@ type change struct {
 	Attempts *int64    `json:"attempts,omitempty"`
 	Progress *string   `json:"progress,omitempty"`
 	Extras   []*string `json:"extras,omitempty"`
+
+	// out is what the write did with the change; now is the state the
+	// guard left the row in.
+	out outcome
+	now State
 }
+
+// outcome is what a write did with a change, as flags.
+type outcome uint8
+
+const (
+	outPassed   outcome = 1 << iota // past the guard
+	outDeferred                     // queued behind changes waiting in the outbox
+	outUpdated                      // the legacy row was written
+	outExists                       // the legacy row exists (written or not)
+	outInserted                     // the legacy row was created
+)
 
 // merge folds the later change s into c. Both are for the same row.
 func (c *change) merge(s *change) {

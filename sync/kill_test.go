@@ -22,6 +22,7 @@ const (
 	helperLegacyEnv   = "GRAFT_SYNC_HELPER_LEGACY"
 	helperSeparateEnv = "GRAFT_SYNC_HELPER_SEPARATE"
 	helperBlockEnv    = "GRAFT_SYNC_HELPER_BLOCK"
+	helperGuardEnv    = "GRAFT_SYNC_HELPER_GUARD"
 )
 
 // TestKilledWorkerConverges runs a renewal on a worker process, kills the
@@ -31,16 +32,16 @@ const (
 // modes. In separate-database mode the killed process was also the relay.
 func TestKilledWorkerConverges(t *testing.T) {
 	t.Parallel()
-	for _, separate := range []bool{false, true} {
-		name := map[bool]string{false: "same_database", true: "separate_database"}[separate]
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range modes() {
+		separate := tc.separate
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ev := newEnv(t, envOpts{separate: separate, noWorker: true, noStart: true})
+			ev := newEnv(t, envOpts{separate: separate, noWorker: true, noStart: true, mapping: guarded(tc.guard, nil)})
 			ev.insertRow("op-1")
 
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorker$", "-test.v=false")
 			cmd.Env = append(os.Environ(), helperGraftEnv+"="+ev.graft, helperLegacyEnv+"="+ev.legacy, helperBlockEnv+"=1",
-				helperSeparateEnv+"="+fmt.Sprint(separate))
+				helperSeparateEnv+"="+fmt.Sprint(separate), helperGuardEnv+"="+tc.guard)
 			stdout, err := cmd.StdoutPipe()
 			require.NoError(t, err)
 			// The helper exits when this pipe closes, so it cannot outlive us.
@@ -91,8 +92,11 @@ func TestKilledWorkerConverges(t *testing.T) {
 			require.Equal(t, "registering", r.Step.String)
 			require.Equal(t, 100.0, r.Progress.Float64)
 			require.Equal(t, "R-a.com", r.Ref.String)
-			_, state, _ := ev.state("op-1")
-			require.Equal(t, "completed", state)
+			if _, state, ok := ev.state("op-1"); ok {
+				require.Equal(t, "completed", state)
+			} else {
+				require.Positive(t, r.RowVersion.Int64)
+			}
 			if separate {
 				testenv.Eventually(t, 10*time.Second, func() bool { return len(ev.outbox()) == 0 }, "outbox drained")
 			}
@@ -108,7 +112,8 @@ func TestHelperWorker(t *testing.T) {
 	if graft == "" {
 		t.Skip("worker process for TestKilledWorkerConverges")
 	}
-	newEnv(t, envOpts{graft: graft, legacy: os.Getenv(helperLegacyEnv), separate: os.Getenv(helperSeparateEnv) == "true"})
+	newEnv(t, envOpts{graft: graft, legacy: os.Getenv(helperLegacyEnv), separate: os.Getenv(helperSeparateEnv) == "true",
+		mapping: guarded(os.Getenv(helperGuardEnv), nil)})
 	// Block until SIGKILL. Should the parent die first, its end of stdin
 	// closes and the helper leaves.
 	_, _ = io.Copy(io.Discard, os.Stdin)

@@ -377,6 +377,9 @@ func (m *Mapping) Validate() error {
 		if f := seen[column]; f != "" && f != "Status.Column" {
 			return fmt.Errorf("%sActions.Column %q is also %s", p, column, f)
 		}
+		if m.Version != "" && m.keyFrom() != FromWorkflowID {
+			return fmt.Errorf("%sActions with a Version column need Key.From %q: graft then keeps no mirror_state to find a row's workflow", p, FromWorkflowID)
+		}
 		for _, v := range sortedKeys(a.On) {
 			act := a.On[v]
 			f := fmt.Sprintf("Actions.On[%s]", v)

@@ -125,6 +125,11 @@ type Mirror struct {
 	// stateSchema holds mirror_state: graft's schema, in the legacy database.
 	stateSchema string
 	stateTable  string
+	// versioned: the mapping's Version column is the guard, and graft keeps
+	// no mirror_state.
+	versioned bool
+	// planDefaults are the legacy pool's settings planOff changes.
+	planDefaults [3]string
 	outboxTable string
 	sql         stmts
 	prep        stmtCache
@@ -151,7 +156,7 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 		return nil, err
 	}
 	t, _ := parseTable(m.Table)
-	mr := &Mirror{cfg: c, m: m, log: c.Logger, table: t, stateSchema: c.Schema, keys: runKeys{max: 100000}}
+	mr := &Mirror{cfg: c, m: m, log: c.Logger, table: t, stateSchema: c.Schema, keys: runKeys{max: 100000}, versioned: m.Version != ""}
 	if len(m.Workflows) > 0 {
 		mr.types = map[string]bool{}
 		for _, w := range m.Workflows {
@@ -191,7 +196,10 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 				"table", t.String(), "column", mr.actionCol.name)
 		}
 	}
-	if err := ensureTables(ctx, legacy, mr.stateSchema, true, c.LegacyDB == nil); err != nil {
+	if err := legacy.QueryRowContext(ctx, planSettings).Scan(&mr.planDefaults[0], &mr.planDefaults[1], &mr.planDefaults[2]); err != nil {
+		return nil, fmt.Errorf("graftsync: read planner settings: %w", err)
+	}
+	if err := ensureTables(ctx, legacy, mr.stateSchema, !mr.versioned, c.LegacyDB == nil); err != nil {
 		return nil, fmt.Errorf("graftsync: %w", err)
 	}
 	if c.LegacyDB != nil {
@@ -203,12 +211,17 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 		return nil, fmt.Errorf("graftsync: metrics: %w", err)
 	}
 	mr.buildSQL()
+	texts := []string{mr.sql.rowsRelay}
+	if !mr.versioned {
+		texts = append(texts, mr.sql.guardRelay)
+	}
 	if c.LegacyDB == nil {
-		err = mr.prep.prepare(ctx, c.DB.DB, mr.sql.guardSame, mr.sql.rowsSame)
+		texts = append(texts, mr.sql.rowsSame)
+		if !mr.versioned {
+			texts = append(texts, mr.sql.guardSame)
+		}
 	}
-	if err == nil {
-		err = mr.prep.prepare(ctx, legacy.DB, mr.sql.guardRelay, mr.sql.rowsRelay)
-	}
+	err = mr.prep.prepare(ctx, legacy.DB, texts...)
 	if err != nil {
 		_ = mr.met.close()
 		_ = mr.prep.close()
@@ -267,11 +280,11 @@ func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events
 // again, over and over. A row with changes waiting in the outbox has its
 // later changes queued behind them, in order.
 func (mr *Mirror) writeSame(ctx context.Context, tx engine.CheckpointTx, cs []*change) error {
-	if _, err := tx.ExecContext(ctx, `SAVEPOINT graftsync_mirror`); err != nil {
+	// One round trip: the savepoint, and planOff (see sql.go).
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT graftsync_mirror; `+planOff); err != nil {
 		return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, err)
 	}
-	res, err := mr.apply(ctx, tx, true, cs)
-	if err != nil {
+	if err := mr.apply(ctx, tx, true, cs); err != nil {
 		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT graftsync_mirror`); rerr != nil {
 			return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, errors.Join(err, rerr))
 		}
@@ -280,113 +293,113 @@ func (mr *Mirror) writeSame(ctx context.Context, tx engine.CheckpointTx, cs []*c
 		mr.met.queued(ctx, int64(len(cs)))
 		return mr.writeOutbox(ctx, tx, cs)
 	}
-	if len(res.deferred) > 0 {
-		var later []*change
-		for _, c := range cs {
-			if res.deferred[c.Key] {
-				later = append(later, c)
-			}
+	var later []*change
+	for _, c := range cs {
+		if c.out&outDeferred != 0 {
+			later = append(later, c)
 		}
+	}
+	if len(later) > 0 {
 		mr.met.queued(ctx, int64(len(later)))
 		if err := mr.writeOutbox(ctx, tx, later); err != nil {
 			return err
 		}
 	}
-	return mr.settle(ctx, cs, res, true)
+	return mr.settle(ctx, cs, true)
 }
 
-// writeResult is what a write reported, by row key.
-type writeResult struct {
-	passed                    map[string]State
-	updated, exists, inserted map[string]bool
-	// deferred rows have changes waiting in the outbox (same-database
-	// mode): theirs go there too.
-	deferred map[string]bool
-}
-
-// apply runs the guard and the rows statement (see sql.go).
-func (mr *Mirror) apply(ctx context.Context, q queryer, same bool, cs []*change) (*writeResult, error) {
+// apply runs the guard and the rows statement (see sql.go) and records
+// each change's outcome on it. planOff must have run in q.
+func (mr *Mirror) apply(ctx context.Context, q queryer, same bool, cs []*change) error {
 	guard, stmt := mr.sql.guardRelay, mr.sql.rowsRelay
 	if same {
 		guard, stmt = mr.sql.guardSame, mr.sql.rowsSame
 	}
-	r := &writeResult{passed: map[string]State{}, updated: map[string]bool{}, exists: map[string]bool{}, inserted: map[string]bool{},
-		deferred: map[string]bool{}}
-	var restore [3]string
-	db := mr.legacyDB().DB
-	rows, err := mr.prep.query(ctx, db, q, guard, mr.guardArgs(cs)...)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var key sql.NullString
-		var val string
-		if err := rows.Scan(&key, &val); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		switch {
-		case !key.Valid:
-			copy(restore[:], strings.Fields(val))
-		case val == "":
-			r.deferred[key.String] = true
-		default:
-			r.passed[key.String] = State(val)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if restore[2] == "" {
-		return nil, errors.New("the guard statement did not report the planner settings")
-	}
-	passed := make([]*change, 0, len(r.passed))
+	byKey := make(map[string]*change, len(cs))
 	for _, c := range cs {
-		if _, ok := r.passed[c.Key]; ok {
+		c.out, c.now = 0, ""
+		byKey[c.Key] = c
+	}
+	db := mr.legacyDB().DB
+	passed := make([]*change, 0, len(cs))
+	if mr.versioned {
+		// The version column is the guard; a wait's stickiness is decided
+		// by the row's status (see rowsSQL).
+		for _, c := range cs {
+			c.out, c.now = outPassed, c.State
 			passed = append(passed, c)
+		}
+	} else {
+		rows, err := mr.prep.query(ctx, db, q, guard, mr.guardArgs(cs)...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var key, val string
+			if err := rows.Scan(&key, &val); err != nil {
+				rows.Close()
+				return err
+			}
+			c := byKey[key]
+			switch {
+			case c == nil:
+			case val == "":
+				c.out |= outDeferred
+			default:
+				c.out |= outPassed
+				c.now = State(val)
+				passed = append(passed, c)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
 		}
 	}
 	// Run even when nothing passed: the statement puts the settings back.
-	rows, err = mr.prep.query(ctx, db, q, stmt, mr.rowsArgs(passed, r.passed, restore)...)
+	rows, err := mr.prep.query(ctx, db, q, stmt, mr.rowsArgs(same, passed)...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var kind string
 		var key sql.NullString
 		if err := rows.Scan(&kind, &key); err != nil {
-			return nil, err
+			return err
+		}
+		c := byKey[key.String]
+		if c == nil {
+			continue
 		}
 		switch kind {
 		case "u":
-			r.updated[key.String] = true
-			r.exists[key.String] = true
+			c.out |= outUpdated | outExists
 		case "e":
-			r.exists[key.String] = true
+			c.out |= outExists
 		case "i":
-			r.inserted[key.String] = true
+			c.out |= outInserted
+		case "d":
+			c.out = outDeferred
 		}
 	}
-	return r, rows.Err()
+	return rows.Err()
 }
 
 // settle accounts for a write: stale changes, missing rows and the policy.
 // refuse says whether a start whose row is missing can still be refused
 // (same-database mode, inside the checkpoint transaction).
-func (mr *Mirror) settle(ctx context.Context, cs []*change, r *writeResult, refuse bool) error {
+func (mr *Mirror) settle(ctx context.Context, cs []*change, refuse bool) error {
 	var written, stale, missing int64
 	var refused error
 	for _, c := range cs {
-		_, passed := r.passed[c.Key]
 		switch {
-		case r.deferred[c.Key]:
-		case !passed:
+		case c.out&outDeferred != 0:
+		case c.out&outPassed == 0:
 			stale++
-		case r.updated[c.Key] || r.inserted[c.Key]:
+		case c.out&(outUpdated|outInserted) != 0:
 			written++
-		case r.exists[c.Key]:
+		case c.out&outExists != 0:
 			// Nothing to change, or the version column is ahead.
 		default:
 			missing++
@@ -539,13 +552,17 @@ func (mr *Mirror) Close() error {
 }
 
 // PurgeClosed deletes up to limit mirror_state rows whose run ended before
-// cutoff, and returns how many it deleted. mirror_state holds one row per
+// cutoff, and returns how many it deleted (none with a Version column,
+// since graft then keeps no mirror_state). mirror_state holds one row per
 // mirrored legacy row; call this with the engine's retention, well past the
 // relay's lag: a purged row no longer guards against a late delivery of its
 // run's changes. A new run of the workflow mirrors as before.
 func (mr *Mirror) PurgeClosed(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, errors.New("graftsync: PurgeClosed: limit must be positive")
+	}
+	if mr.versioned {
+		return 0, nil // no mirror_state
 	}
 	res, err := mr.legacyDB().ExecContext(ctx, `DELETE FROM `+mr.stateTable+` WHERE (mapping, row_key) IN (
 			SELECT mapping, row_key FROM `+mr.stateTable+` WHERE mapping = $1 AND closed AND updated_at < $2

@@ -182,23 +182,22 @@ func TestOtherWorkflowTypesAreNotMirrored(t *testing.T) {
 }
 
 // TestVersionColumn: with a version column the row carries each change's
-// position, and a row whose version is ahead is left alone (the legacy
-// application's optimistic locking sees graft's writes, and graft sees its).
+// position and is the guard (graft keeps no mirror_state); a row whose
+// version is ahead is left alone (the legacy application's optimistic
+// locking sees graft's writes, and graft sees its); a wait leaves a row that
+// needs an operator showing so, as the row's status tells.
 func TestVersionColumn(t *testing.T) {
 	t.Parallel()
-	ev := newEnv(t, envOpts{mapping: func(table string) graftsync.Mapping {
-		m := fullMapping(table)
-		m.Version = "row_version"
-		return m
-	}})
+	ev := newEnv(t, envOpts{mapping: guarded("version", nil)})
 	ev.insertRow("op-1")
 	ev.insertRow("op-2")
+	ev.insertRow("op-3")
 	run := ev.start("op-1", renewal{Domain: "a.com", Confirm: true}, nil)
 	r := ev.waitStatus("op-1", "waiting")
 	require.True(t, r.RowVersion.Valid)
 	v1 := r.RowVersion.Int64
-	ord, _, _ := ev.state("op-1")
-	require.GreaterOrEqual(t, v1, ord, "the version is the position of the row's last change")
+	_, _, ok := ev.state("op-1")
+	require.False(t, ok, "no mirror_state")
 	require.NoError(t, ev.c.Signal(context.Background(), "op-1", "confirm", true))
 	_, err := ev.result(run)
 	require.NoError(t, err)
@@ -206,12 +205,23 @@ func TestVersionColumn(t *testing.T) {
 	require.Greater(t, r.RowVersion.Int64, v1)
 
 	// A version ahead of graft's positions stops graft's writes.
-	ev.exec(`UPDATE ` + ev.qtable() + ` SET row_version = 9000000000000000000 WHERE id = 'op-2'`)
+	ev.exec(`UPDATE `+ev.qtable()+` SET row_version = 9000000000000000000 WHERE id = 'op-2'`)
 	_, err = ev.result(ev.start("op-2", renewal{Domain: "b.com"}, nil))
 	require.NoError(t, err)
 	ev.waitEngine("op-2", engine.StatusCompleted)
 	r, _ = ev.row("op-2")
 	require.Equal(t, "todo", r.Status)
+
+	// Needs an operator, and stays so while unloaded.
+	run = ev.start("op-3", renewal{Domain: "c.com", Operator: true}, nil)
+	ev.waitStatus("op-3", "problem")
+	ev.waitEngine("op-3", engine.StatusWaiting)
+	r, _ = ev.row("op-3")
+	require.Equal(t, "problem", r.Status)
+	require.NoError(t, ev.c.Signal(context.Background(), "op-3", "fixed", graftsync.Request{}))
+	_, err = ev.result(run)
+	require.NoError(t, err)
+	ev.waitStatus("op-3", "done")
 }
 
 // TestResetMirrorsTheNewRun: a failed renewal is reset after the cause is

@@ -215,15 +215,19 @@ func (mr *Mirror) deliverGroups(ctx context.Context, groups [][]*outboxRow) (don
 }
 
 // deliver applies the groups' changes in one legacy transaction: it reads
-// each row's applied position under a lock, drops changes at or below it
-// (a delivery repeated after a crash between the legacy commit and the
-// outbox delete), folds the rest in order and writes them.
+// each row's applied position under a lock (from mirror_state, or the
+// version column), drops changes at or below it (a delivery repeated after
+// a crash between the legacy commit and the outbox delete), folds the rest
+// in order and writes them.
 func (mr *Mirror) deliver(ctx context.Context, groups [][]*outboxRow) error {
 	tx, err := mr.legacyDB().BeginTxx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, planOff); err != nil {
+		return err
+	}
 	keys := make([]string, len(groups))
 	for i, g := range groups {
 		keys[i] = g[0].c.Key
@@ -271,11 +275,10 @@ func (mr *Mirror) deliver(ctx context.Context, groups [][]*outboxRow) error {
 	if len(cs) == 0 {
 		return tx.Commit()
 	}
-	res, err := mr.apply(ctx, tx.Tx, false, cs)
-	if err != nil {
+	if err := mr.apply(ctx, tx.Tx, false, cs); err != nil {
 		return err
 	}
-	if err := mr.settle(ctx, cs, res, false); err != nil {
+	if err := mr.settle(ctx, cs, false); err != nil {
 		return err
 	}
 	return tx.Commit()

@@ -118,57 +118,60 @@ func (ev *env) relayAll() {
 // newest state every time.
 func TestRelayNeverRegresses(t *testing.T) {
 	t.Parallel()
-	reader := sdkmetric.NewManualReader()
-	ev := newEnv(t, envOpts{separate: true, noStart: true, config: func(c *graftsync.Config) {
-		c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	}})
-	for _, id := range []string{"op-1", "op-2"} {
-		ev.insertRow(id)
-		ev.start(id, renewal{Domain: id + ".com", Confirm: true}, nil)
-		ev.waitEngine(id, engine.StatusWaiting)
-	}
-	// Nothing is delivered without the relay; the workflows run regardless.
-	r, _ := ev.row("op-1")
-	require.Equal(t, "todo", r.Status)
-	for _, id := range []string{"op-1", "op-2"} {
-		require.NoError(t, ev.c.Signal(context.Background(), id, "confirm", true))
-		ev.waitEngine(id, engine.StatusCompleted)
-	}
-	changes := ev.outbox()
-	require.GreaterOrEqual(t, len(changes), 4)
-	var one, two []outboxRow
-	for _, c := range changes {
-		if c.key == "op-1" {
-			one = append(one, c)
-		} else {
-			two = append(two, c)
-		}
-	}
+	for _, g := range guards {
+		t.Run(g, func(t *testing.T) {
+			t.Parallel()
+			reader := sdkmetric.NewManualReader()
+			ev := newEnv(t, envOpts{separate: true, noStart: true, mapping: guarded(g, nil), config: func(c *graftsync.Config) {
+				c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			}})
+			for _, id := range []string{"op-1", "op-2"} {
+				ev.insertRow(id)
+				ev.start(id, renewal{Domain: id + ".com", Confirm: true}, nil)
+				ev.waitEngine(id, engine.StatusWaiting)
+			}
+			// Nothing is delivered without the relay; the workflows run regardless.
+			r, _ := ev.row("op-1")
+			require.Equal(t, "todo", r.Status)
+			for _, id := range []string{"op-1", "op-2"} {
+				require.NoError(t, ev.c.Signal(context.Background(), id, "confirm", true))
+				ev.waitEngine(id, engine.StatusCompleted)
+			}
+			changes := ev.outbox()
+			require.GreaterOrEqual(t, len(changes), 4)
+			var one, two []outboxRow
+			for _, c := range changes {
+				if c.key == "op-1" {
+					one = append(one, c)
+				} else {
+					two = append(two, c)
+				}
+			}
 
-	// op-1: delivered, then every change again, newest first.
-	ev.execGraft(`DELETE FROM ` + pq.QuoteIdentifier(ev.graft) + `.mirror_outbox WHERE row_key = 'op-2'`)
-	ev.relayAll()
-	done := ev.waitStatus("op-1", "done")
-	ord, _, _ := ev.state("op-1")
-	for i := len(one) - 1; i >= 0; i-- {
-		ev.enqueue(one[i])
-	}
-	ev.relayAll()
-	r, _ = ev.row("op-1")
-	require.Equal(t, done, r, "duplicates changed nothing")
-	ord2, state, _ := ev.state("op-1")
-	require.Equal(t, ord, ord2)
-	require.Equal(t, "completed", state)
+			// op-1: delivered, then every change again, newest first.
+			ev.execGraft(`DELETE FROM ` + pq.QuoteIdentifier(ev.graft) + `.mirror_outbox WHERE row_key = 'op-2'`)
+			ev.relayAll()
+			done := ev.waitStatus("op-1", "done")
+			ord := ev.position("op-1")
+			for i := len(one) - 1; i >= 0; i-- {
+				ev.enqueue(one[i])
+			}
+			ev.relayAll()
+			r, _ = ev.row("op-1")
+			require.Equal(t, done, r, "duplicates changed nothing")
+			require.Equal(t, ord, ev.position("op-1"))
 
-	// op-2: the last change arrives first, the earlier ones late.
-	ev.enqueue(two[len(two)-1])
-	ev.relayAll()
-	done = ev.waitStatus("op-2", "done")
-	ev.enqueue(two[:len(two)-1]...)
-	ev.relayAll()
-	r, _ = ev.row("op-2")
-	require.Equal(t, done, r, "late changes changed nothing")
-	require.GreaterOrEqual(t, readMetrics(t, reader)[graftsync.MetricStale], float64(len(one)+len(two)-1))
+			// op-2: the last change arrives first, the earlier ones late.
+			ev.enqueue(two[len(two)-1])
+			ev.relayAll()
+			done = ev.waitStatus("op-2", "done")
+			ev.enqueue(two[:len(two)-1]...)
+			ev.relayAll()
+			r, _ = ev.row("op-2")
+			require.Equal(t, done, r, "late changes changed nothing")
+			require.GreaterOrEqual(t, readMetrics(t, reader)[graftsync.MetricStale], float64(len(one)+len(two)-1))
+		})
+	}
 }
 
 // TestSameDatabaseDropsLateEvents hands the interceptor, in a checkpoint
@@ -215,12 +218,12 @@ func TestSameDatabaseDropsLateEvents(t *testing.T) {
 // cause is gone. The lag gauge shows the wait.
 func TestRefusedRowIsRetriedAlone(t *testing.T) {
 	t.Parallel()
-	for _, separate := range []bool{false, true} {
-		name := map[bool]string{false: "same_database", true: "separate_database"}[separate]
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range modes() {
+		separate := tc.separate
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			reader := sdkmetric.NewManualReader()
-			ev := newEnv(t, envOpts{separate: separate, config: func(c *graftsync.Config) {
+			ev := newEnv(t, envOpts{separate: separate, mapping: guarded(tc.guard, nil), config: func(c *graftsync.Config) {
 				c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 			}})
 			s := pq.QuoteIdentifier(ev.legacy)

@@ -25,6 +25,8 @@ type stmts struct {
 	poll                  string // requests
 	ack                   string // a request taken
 	reqArg                bool   // the rows statement takes the request values
+	needOpArg             bool   // the rows statement takes the needs_operator status value
+	mappingArg            bool   // the same-database rows statement takes the mapping (after the arrays)
 
 	claim, oldest, deliver, retry string // relay, graft side
 }
@@ -35,15 +37,29 @@ func (mr *Mirror) buildSQL() {
 	mr.outboxTable = qi(mr.cfg.Schema) + ".mirror_outbox" // in graft's database, which is the legacy one in same-database mode
 	s.guardSame, s.rowsSame = mr.guardSQL(true), mr.rowsSQL(true)
 	s.guardRelay, s.rowsRelay = mr.guardSQL(false), mr.rowsSQL(false)
+	key := mr.cols["Key.Column"]
+	t := mr.table.quoted()
 	s.readState = `SELECT row_key, ord FROM ` + mr.stateTable + ` WHERE mapping = $1 AND row_key = ANY($2::text[]) FOR UPDATE`
+	if v := mr.cols["Version"]; v != nil {
+		// The legacy rows' versions, locked: the relay's write follows.
+		s.readState = `SELECT ` + qi(key.name) + `::text, ` + qi(v.name) + `::bigint FROM ` + t + `
+			WHERE $1::text IS NOT NULL AND ` + qi(key.name) + ` = ANY($2::text[]::` + key.typ + `[]) AND ` + qi(v.name) + ` IS NOT NULL FOR UPDATE`
+	}
 	s.outbox = `INSERT INTO ` + mr.outboxTable + ` (mapping, row_key, first_ord, last_ord, change)
 		SELECT $1, v.row_key, o.base + v.first, o.base + v.last, v.change::jsonb
 		FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[]) AS v(row_key, first, last, change),
 			(SELECT pg_current_xact_id()::text::bigint << 20 AS base) o`
-	key := mr.cols["Key.Column"]
-	t := mr.table.quoted()
 	s.exists = `SELECT EXISTS (SELECT 1 FROM ` + t + ` WHERE ` + qi(key.name) + ` = $1::` + key.typ + `)`
-	if ac := mr.actionCol; ac != nil {
+	if ac := mr.actionCol; ac != nil && mr.versioned {
+		// No mirror_state: the rows graft mirrors are those with a version,
+		// and their key is the workflow ID (Mapping.Validate).
+		s.poll = `SELECT t.` + qi(key.name) + `::text, t.` + qi(ac.name) + `::text, t.` + qi(key.name) + `::text, ''
+			FROM ` + t + ` t WHERE $1::text IS NOT NULL AND t.` + qi(ac.name) + ` = ANY($2::text[]::` + ac.typ + `[])
+			  AND t.` + qi(mr.cols["Version"].name) + ` IS NOT NULL LIMIT $3`
+		s.ack = `UPDATE ` + t + ` t SET ` + qi(ac.name) + ` = COALESCE($4::` + ac.typ + `, t.` + qi(ac.name) + `)
+			WHERE $1::text IS NOT NULL AND t.` + qi(key.name) + ` = $2::` + key.typ + ` AND t.` + qi(ac.name) + ` = $3::` + ac.typ + `
+			  AND $5::text[] IS NOT NULL AND $6::text[] IS NOT NULL`
+	} else if ac != nil {
 		s.poll = `SELECT t.` + qi(key.name) + `::text, t.` + qi(ac.name) + `::text, m.workflow_id, m.state
 			FROM ` + t + ` t JOIN ` + mr.stateTable + ` m ON m.mapping = $1 AND m.row_key = t.` + qi(key.name) + `::text
 			WHERE t.` + qi(ac.name) + ` = ANY($2::text[]::` + ac.typ + `[]) LIMIT $3`
@@ -65,75 +81,87 @@ func (mr *Mirror) buildSQL() {
 // round trip whatever the batch's size.
 //
 // The guard upserts mirror_state: it drives from the batch and probes the
-// primary key once per row, whatever the table's statistics say. A change
-// passes when its last position is above the stored one and the stored run
-// has not ended (an activity left running by a workflow that returned must
-// not reopen it). Comparing the last position is enough: a change is one
-// transaction's (same-database mode), or the relay dropped the ones at or
-// below the stored position before merging (see deliver). It returns the
-// keys that passed, with the state they now have, and a row of the planner
-// settings it replaced.
+// primary key once per row. A change passes when its last position is
+// above the stored one and the stored run has not ended (an activity left
+// running by a workflow that returned must not reopen it). Comparing the
+// last position is enough: a change is one transaction's (same-database
+// mode), or the relay dropped the ones at or below the stored position
+// before merging (see deliver). It returns the keys that passed, with the
+// state they now have. With a Version column there is no guard statement:
+// the version is the guard, checked by the rows statement.
 //
 // The rows statement updates the legacy rows (and creates them under
 // MissingCreate). A batch touches few rows of a table that may be large, but
 // a table created or filled recently, and not analyzed since, looks tiny to
 // the planner, which then reads all of it for every batch: that is where a
-// mirror's cost would go. So the guard turns sequential and bitmap scans
-// off, after it was itself planned, and asks for the generic plan of a
-// prepared statement (see stmtCache), and the rows statement, planned once
-// with index lookups only, puts the settings back as it executes. It returns
-// (kind, key) rows: 'u' updated, 'e' exists (with a version column, whose
-// check may leave an existing row alone), 'i' created, and one 'r' row.
+// mirror's cost would go. So both statements run after planOff, which turns
+// sequential and bitmap scans off and asks for the generic plan of prepared
+// statements (see stmtCache), and the rows statement puts the settings back
+// as it executes. It returns (kind, key) rows: 'u' updated, 'e' exists but
+// left as it was (the change altered nothing, or the version column is
+// ahead), 'i' created, and one 'r' row.
 
 // guardSQL builds the guard; same: positions come from the transaction ID.
+//
+// In same-database mode a run's changes commit in the order they happen,
+// so within one run the stored position need not move: the row is written
+// only when the guard needs it (a row's first change, a new run, the run's
+// end, a move into or out of needs_operator) and otherwise only read, with
+// one index lookup. The relay, whose deliveries can repeat, writes every
+// position. Rows with changes waiting in the outbox (see writeSame) are left
+// out, and reported with an empty state.
 func (mr *Mirror) guardSQL(same bool) string {
-	last, withO, o := "v.last", "", ""
-	if same {
-		last, withO = "(o.base + v.last)", ", o"
-		o = `, o AS (SELECT pg_current_xact_id()::text::bigint << 20 AS base)`
-	}
-	need, keep, keepSel := "", "", ""
-	if same {
-		need = ` AND (m.run_id <> excluded.run_id OR excluded.closed OR (excluded.state = 'needs_operator') <> (m.state = 'needs_operator'))`
-		keep = `,
-	keep AS (SELECT v.row_key, CASE WHEN v.weak AND m.state = 'needs_operator' THEN m.state ELSE v.state END AS state
-		FROM v CROSS JOIN LATERAL (SELECT x.state, x.run_id, x.closed, x.ord FROM ` + mr.stateTable + ` x
-			WHERE x.mapping = $1 AND x.row_key = v.row_key LIMIT 1) m` + withO + `
-		WHERE m.ord < ` + last + ` AND m.run_id = v.run_id AND NOT m.closed AND NOT v.closed
-		  AND (v.state = 'needs_operator') = (m.state = 'needs_operator'))`
-		keepSel = `
-	UNION ALL
-	SELECT row_key, state FROM keep`
-	}
-	// In same-database mode, rows with changes waiting in the outbox (see
-	// writeSame) are left out, and reported with an empty state.
-	in, deferred := `WITH v AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bool[], $8::bool[])
-			AS v(row_key, workflow_id, run_id, last, state, weak, closed))`, ""
-	if same {
-		in = `WITH v0 AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bool[], $8::bool[])
-			AS v(row_key, workflow_id, run_id, last, state, weak, closed)),
-	d AS (SELECT v0.row_key FROM v0 WHERE EXISTS (SELECT 1 FROM ` + mr.outboxTable + ` b WHERE b.mapping = $1 AND b.row_key = v0.row_key)),
-	v AS (SELECT * FROM v0 WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.row_key = v0.row_key))`
-		deferred = `
-	UNION ALL
-	SELECT row_key, '' FROM d`
-	}
-	return in + o + `,
-	up AS (INSERT INTO ` + mr.stateTable + ` AS m (mapping, row_key, workflow_id, run_id, ord, state, weak, closed)
-		SELECT $1, v.row_key, v.workflow_id, v.run_id, ` + last + `, v.state, v.weak, v.closed FROM v` + withO + `
+	upsert := func(from, last string) string {
+		return `INSERT INTO ` + mr.stateTable + ` AS m (mapping, row_key, workflow_id, run_id, ord, state, weak, closed)
+		SELECT $1, v.row_key, v.workflow_id, v.run_id, ` + last + `, v.state, v.weak, v.closed FROM ` + from + `
 		ON CONFLICT (mapping, row_key) DO UPDATE SET workflow_id = excluded.workflow_id, run_id = excluded.run_id, ord = excluded.ord,
 			state = CASE WHEN excluded.weak AND m.state = 'needs_operator' THEN m.state ELSE excluded.state END,
 			weak = excluded.weak, closed = excluded.closed, updated_at = now()
-		WHERE m.ord < excluded.ord AND NOT (m.closed AND m.run_id = excluded.run_id)` + need + `
-		RETURNING m.row_key, m.state)` + keep + `,
-	cfg AS MATERIALIZED (SELECT current_setting('enable_seqscan') AS s, current_setting('enable_bitmapscan') AS b,
-		current_setting('plan_cache_mode') AS p)
-	SELECT row_key, state FROM up` + keepSel + deferred + `
-	UNION ALL
-	SELECT NULL, s || ' ' || b || ' ' || p FROM cfg
-		WHERE set_config('enable_seqscan', 'off', true) IS NOT NULL AND set_config('enable_bitmapscan', 'off', true) IS NOT NULL
-		  AND set_config('plan_cache_mode', 'force_generic_plan', true) IS NOT NULL`
+		WHERE m.ord < excluded.ord AND NOT (m.closed AND m.run_id = excluded.run_id)
+		RETURNING m.row_key, m.state`
+	}
+	in := `WITH v AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bool[], $8::bool[])
+			AS v(row_key, workflow_id, run_id, last, state, weak, closed))`
+	var body, out string
+	if same {
+		// The outbox is almost always empty: look at it once (an InitPlan)
+		// before looking up each row in it.
+		body = `WITH v0 AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bool[], $8::bool[])
+			AS v(row_key, workflow_id, run_id, last, state, weak, closed)),
+	o AS (SELECT pg_current_xact_id()::text::bigint << 20 AS base),
+	d AS (SELECT v0.row_key FROM v0
+		WHERE (SELECT EXISTS (SELECT 1 FROM ` + mr.outboxTable + ` WHERE mapping = $1))
+		  AND EXISTS (SELECT 1 FROM ` + mr.outboxTable + ` b WHERE b.mapping = $1 AND b.row_key = v0.row_key)),
+	s AS (SELECT v0.*, x.ord AS m_ord, x.run_id AS m_run, x.closed AS m_closed, x.state AS m_state
+		FROM v0 LEFT JOIN LATERAL (SELECT m.ord, m.run_id, m.closed, m.state FROM ` + mr.stateTable + ` m
+			WHERE m.mapping = $1 AND m.row_key = v0.row_key LIMIT 1) x ON true
+		WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.row_key = v0.row_key)),
+	up AS (` + upsert(`s v, o WHERE v.m_run IS NULL OR v.m_run <> v.run_id OR v.closed
+			OR (v.state = 'needs_operator') <> (v.m_state = 'needs_operator')`, "(o.base + v.last)") + `),
+	keep AS (SELECT v.row_key, CASE WHEN v.weak AND v.m_state = 'needs_operator' THEN v.m_state ELSE v.state END AS state
+		FROM s v, o
+		WHERE v.m_run = v.run_id AND NOT v.m_closed AND NOT v.closed AND v.m_ord < o.base + v.last
+		  AND (v.state = 'needs_operator') = (v.m_state = 'needs_operator'))`
+		out = `SELECT row_key, state FROM up UNION ALL SELECT row_key, state FROM keep UNION ALL SELECT row_key, '' FROM d`
+	} else {
+		body = in + `,
+	up AS (` + upsert("v", "v.last") + `)`
+		out = `SELECT row_key, state FROM up`
+	}
+	return body + `
+	` + out
 }
+
+// planOff turns off sequential and bitmap scans, and asks for the generic
+// plan of prepared statements, for the rest of the transaction (or up to a
+// rollback to the savepoint it follows); the rows statement puts back the
+// settings the pool's sessions had when the Mirror was created. See the
+// comment above guardSQL.
+const planOff = `SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+	set_config('plan_cache_mode', 'force_generic_plan', true)`
+
+// planSettings reads the settings planOff changes.
+const planSettings = `SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan'), current_setting('plan_cache_mode')`
 
 func (mr *Mirror) guardArgs(cs []*change) []any {
 	var cols [7]arrayBuilder
@@ -156,7 +184,7 @@ func (mr *Mirror) guardArgs(cs []*change) []any {
 
 // rowsArrays is the number of per-change arrays of the rows statement
 // before the extras.
-const rowsArrays = 10
+const rowsArrays = 11
 
 // rowsSQL builds the rows statement; same: positions come from the
 // transaction ID.
@@ -174,17 +202,33 @@ func (mr *Mirror) rowsSQL(same bool) string {
 	}
 	n := rowsArrays + len(mr.extras)
 	param := func(i int) string { return "$" + strconv.Itoa(i) }
-	w(`WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
-		$8::bool[], $9::text[], $10::text[]`)
+	// With a version column in same-database mode there is no guard
+	// statement to hold back rows with changes waiting in the outbox (see
+	// writeSame): this statement does, and reports them as 'd'.
+	defer0 := same && mr.versioned
+	vName := "v"
+	if defer0 {
+		vName = "v0"
+	}
+	w(`WITH `, vName, ` AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
+		$8::bool[], $9::text[], $10::text[], $11::bool[]`)
 	for i := range mr.extras {
 		w(", ", param(rowsArrays+1+i), "::text[]")
 	}
-	w(`) AS v(row_key, first, last, at, status, step, err, clear_err, attempts, progress`)
+	w(`) AS v(row_key, first, last, at, status, step, err, clear_err, attempts, progress, weak`)
 	for i := range mr.extras {
 		w(", x", strconv.Itoa(i))
 	}
 	w(`))`, o)
-	next := n + 1
+	if defer0 {
+		w(`,
+	d AS (SELECT v0.row_key FROM v0
+		WHERE (SELECT EXISTS (SELECT 1 FROM `, mr.outboxTable, ` WHERE mapping = `, param(n+1), `))
+		  AND EXISTS (SELECT 1 FROM `, mr.outboxTable, ` b WHERE b.mapping = `, param(n+1), ` AND b.row_key = v0.row_key)),
+	v AS (SELECT * FROM v0 WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.row_key = v0.row_key))`)
+		mr.sql.mappingArg = true
+	}
+	next := n + 1 + btoi(defer0)
 	t := mr.table.quoted()
 	key := mr.cols["Key.Column"]
 	// The = ANY condition, redundant with the join, is what lets the
@@ -210,12 +254,23 @@ func (mr *Mirror) rowsSQL(same bool) string {
 		return set{c.name, "COALESCE(" + e + ", t." + qi(c.name) + ")", orDefault(c, e), true}
 	}
 	if c := mr.cols["Status.Column"]; c != nil {
-		// A pending request value stays until the request is taken.
 		expr := "COALESCE(v.status::" + c.typ + ", t." + qi(c.name) + ")"
+		reqAt := 0
 		if mr.actionCol == c {
-			mr.sql.reqArg = true
-			expr = "CASE WHEN t." + qi(c.name) + "::text = ANY(" + param(next) + "::text[]) THEN t." + qi(c.name) + " ELSE " + expr + " END"
+			mr.sql.reqArg, reqAt = true, next
 			next++
+		}
+		// With a version column there is no mirror_state to say whether the
+		// workflow needs an operator: the row's status says it, and a wait
+		// leaves it so.
+		if _, ok := mr.m.Status.Values[StateNeedsOperator]; ok && mr.versioned {
+			mr.sql.needOpArg = true
+			expr = "CASE WHEN v.weak AND t." + qi(c.name) + "::text = " + param(next) + " THEN t." + qi(c.name) + " ELSE " + expr + " END"
+			next++
+		}
+		// A pending request value stays until the request is taken.
+		if reqAt > 0 {
+			expr = "CASE WHEN t." + qi(c.name) + "::text = ANY(" + param(reqAt) + "::text[]) THEN t." + qi(c.name) + " ELSE " + expr + " END"
 		}
 		sets = append(sets, set{c.name, expr, orDefault(c, "v.status::"+c.typ), true})
 	}
@@ -288,6 +343,9 @@ func (mr *Mirror) rowsSQL(same bool) string {
 	}
 	w(`
 	SELECT 'u'::text, row_key FROM lu UNION ALL SELECT 'e', row_key FROM ex`)
+	if defer0 {
+		w(` UNION ALL SELECT 'd', row_key FROM d`)
+	}
 	if create {
 		w(` UNION ALL SELECT 'i', row_key FROM li`)
 	}
@@ -296,10 +354,9 @@ func (mr *Mirror) rowsSQL(same bool) string {
 	return b.String()
 }
 
-// rowsArgs renders the changes that passed the guard, with the state the
-// guard left each row in, as the rows statement's arguments; restore is the
-// planner settings to put back.
-func (mr *Mirror) rowsArgs(cs []*change, states map[string]State, restore [3]string) []any {
+// rowsArgs renders the changes that passed the guard, in the state the
+// guard left each row in (change.now), as the rows statement's arguments.
+func (mr *Mirror) rowsArgs(same bool, cs []*change) []any {
 	cols := make([]arrayBuilder, rowsArrays+len(mr.extras))
 	var buf [64]byte
 	for _, c := range cs {
@@ -309,8 +366,8 @@ func (mr *Mirror) rowsArgs(cs []*change, states map[string]State, restore [3]str
 		cols[3].addRaw(c.At.UTC().AppendFormat(buf[:0], time.RFC3339Nano))
 		// A wait leaves a workflow that needs an operator showing so.
 		status := (*string)(nil)
-		if st := states[c.Key]; mr.m.Status != nil && !(c.Weak && st == StateNeedsOperator) {
-			if v, ok := mr.m.Status.Values[st]; ok {
+		if mr.m.Status != nil && !(c.Weak && c.now == StateNeedsOperator) {
+			if v, ok := mr.m.Status.Values[c.now]; ok {
 				status = &v
 			}
 		}
@@ -324,6 +381,7 @@ func (mr *Mirror) rowsArgs(cs []*change, states map[string]State, restore [3]str
 			cols[8].addPtr(nil)
 		}
 		cols[9].addPtr(c.Progress)
+		cols[10].addBool(c.Weak)
 		for j := range mr.extras {
 			var x *string
 			if j < len(c.Extras) {
@@ -332,14 +390,20 @@ func (mr *Mirror) rowsArgs(cs []*change, states map[string]State, restore [3]str
 			cols[rowsArrays+j].addPtr(x)
 		}
 	}
-	args := make([]any, 0, len(cols)+4)
+	args := make([]any, 0, len(cols)+6)
 	for i := range cols {
 		args = append(args, cols[i].String())
+	}
+	if same && mr.sql.mappingArg {
+		args = append(args, mr.table.String())
 	}
 	if mr.sql.reqArg {
 		args = append(args, mr.requestValues)
 	}
-	return append(args, restore[0], restore[1], restore[2])
+	if mr.sql.needOpArg {
+		args = append(args, mr.m.Status.Values[StateNeedsOperator])
+	}
+	return append(args, mr.planDefaults[0], mr.planDefaults[1], mr.planDefaults[2])
 }
 
 // arrayBuilder renders a PostgreSQL text array literal, element by element.
@@ -400,6 +464,13 @@ func (a *arrayBuilder) String() string {
 		return "{}"
 	}
 	return string(append(a.b, '}'))
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // pgArray renders a text array literal; nil elements are NULL.

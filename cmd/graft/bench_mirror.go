@@ -29,7 +29,8 @@ type mirrorExtra struct {
 }
 
 // mirrorDDL is a legacy operations table: the application's own columns and
-// defaults, and an index on status (the legacy API lists by status).
+// defaults, a version for its optimistic locking, and an index on status
+// (the legacy API lists by status).
 const mirrorDDL = `CREATE SCHEMA IF NOT EXISTS %[1]s;
 CREATE TABLE %[1]s.operations (
 	id         text PRIMARY KEY,
@@ -38,7 +39,8 @@ CREATE TABLE %[1]s.operations (
 	step       text,
 	attempts   int NOT NULL DEFAULT 0,
 	last_error text,
-	updated_at timestamptz NOT NULL DEFAULT now()
+	updated_at timestamptz NOT NULL DEFAULT now(),
+	version    bigint
 );
 CREATE INDEX ON %[1]s.operations (status);`
 
@@ -56,6 +58,9 @@ func benchMapping(table string) graftsync.Mapping {
 		Attempts:   "attempts",
 		UpdatedAt:  "updated_at",
 		MissingRow: graftsync.MissingSkip,
+		// The table's version column is the never-regress guard; without
+		// it graft keeps the applied position in <schema>.mirror_state.
+		Version: "version",
 	}
 }
 
@@ -112,7 +117,7 @@ func (x *mirrorExtra) verify(ctx context.Context, env *benchEnv, n int) (string,
 	var ok int
 	err := env.e.DB().QueryRowContext(ctx, `SELECT count(*) FROM `+x.table()+` o
 		JOIN generate_series(0, $1 - 1) g ON o.id = 'bench-' || g
-		WHERE o.status = 'done' AND o.step = 'noop' AND o.attempts = 1 AND o.last_error IS NULL`, n).Scan(&ok)
+		WHERE o.status = 'done' AND o.step = 'noop' AND o.attempts = 1 AND o.last_error IS NULL AND o.version IS NOT NULL`, n).Scan(&ok)
 	if err != nil {
 		return "", fmt.Errorf("bench: verify mirror: %w", err)
 	}
