@@ -65,12 +65,20 @@
 // the Mirror is a CheckpointInterceptor: the rows change in the very
 // transaction that records the checkpoint, so a mirror write is exactly-once
 // and atomic with the engine's own state. A batch of checkpoints (group
-// commit) costs two set-based statements, however many rows it touches: a
-// guard that upserts mirror_state, and one that updates the legacy rows.
-// Both are prepared once on Config.DB, which is why it must be the engine's
-// own pool, and both look rows up by index: the mirror plans its statements
-// with sequential scans off, since a table that was never analyzed looks
-// tiny to the planner, which would then read all of it for every batch.
+// commit) costs one or two set-based statements, however many rows it
+// touches: a guard that upserts mirror_state (not with a Version column),
+// and one that updates the legacy rows. Both are prepared when the Mirror is
+// created, on Config.DB, which is why it must be the engine's own pool, and
+// both look rows up by index: they are planned with sequential scans off,
+// since a table that was never analyzed looks tiny to the planner, which
+// would then read all of it for every batch. A change that alters no mapped
+// column writes nothing.
+//
+// If the legacy table refuses a write (a trigger, a constraint), the batch's
+// changes go to the outbox instead, in the same transaction, and the relay
+// (Start) delivers them with retries; later changes of those rows queue
+// behind them. Failing the checkpoint instead would make the engine drop the
+// run and run its last activity again and again.
 //
 // # Separate-database mode
 //
@@ -88,24 +96,31 @@
 // Every change carries a position: the checkpoint transaction's ID shifted
 // left by 20 bits plus the change's index in its batch. One run's
 // checkpoints commit one after the other, so positions grow in the order
-// things happened; a run that replaces another (reset, continue-as-new, a
-// reused ID) is created after it, so its positions are higher too. graft
-// keeps the last applied position per row in <schema>.mirror_state, next to
-// the legacy table (in the legacy database in separate-database mode), and a
-// change whose position is not above it is dropped. A duplicate or late relay
-// delivery therefore never overwrites a newer state. When the mapping names a
-// Version column, the position is also written there and checked, so the
-// legacy application can see graft's writes in its own optimistic locking.
-// mirror_state stays the guard either way: it also maps rows back to
-// workflows for requests, and holds the state a request's acknowledgement
-// restores.
+// things happened (when a workflow runs activities in parallel, the one
+// whose completion commits last is the one the row shows); a run that
+// replaces another (reset, continue-as-new, a reused ID) is created after
+// it, so its positions are higher too. A change whose position is not above
+// the row's is dropped, so a duplicate or late relay delivery never
+// overwrites a newer state. The row's position is kept in one of two places.
 //
-// Positions follow commits, not step numbers: when a workflow runs
-// activities in parallel, the one whose completion commits last is the one
-// the row shows. A run's end closes it in mirror_state: nothing of that run
-// shows after it (an activity the workflow left running when it returned),
-// while a new run of the workflow (reset, continue-as-new, a reused ID)
-// moves the row on.
+// By default graft keeps it in <schema>.mirror_state, one row per legacy
+// row, next to the legacy table (in the legacy database in
+// separate-database mode). mirror_state also records which run owns the
+// row, whether that run has ended (nothing of an ended run shows after its
+// end, not even an activity it left running), whether it needs an operator,
+// and the workflow ID that requests are sent to. In same-database mode a
+// run's changes commit in order, so it is written only when one of those
+// changes; the relay writes every position.
+//
+// When the mapping names a Version column (bigint), the row's version is
+// the position, checked and written with the row, and graft keeps no
+// mirror_state: a batch then costs one statement, and the legacy
+// application sees graft's writes in its own optimistic locking. What the
+// version cannot say, graft then takes elsewhere: whether the workflow needs
+// an operator comes from the row's status, the rows graft mirrors are those
+// with a version, and requests need the key to be the workflow ID. An ended
+// run is protected by the engine alone, which fences a worker that lost its
+// run and discards what an ended run's leftover activities produce.
 //
 // # A missing row
 //
@@ -124,11 +139,11 @@
 // Mapping.Actions turns request values of a column into graft calls: a
 // cancellation or a named signal whose payload is a Request. graft polls for
 // them: every Config.ActionInterval it selects the rows whose request column
-// holds a request value and that graft mirrors (a join with mirror_state), acts,
-// and then acknowledges by writing Action.Ack (or, when empty, the status of
-// the run's current state) with a compare-and-set, so a request the legacy
-// side changed meanwhile is left alone. Mirror writes never overwrite a
-// pending request value.
+// holds a request value and that graft mirrors (a join with mirror_state, or
+// a version set), acts, and then acknowledges by writing Action.Ack (or,
+// when empty, the status of the run's current state) with a compare-and-set,
+// so a request the legacy side changed meanwhile is left alone. Mirror
+// writes never overwrite a pending request value.
 //
 // Why polling rather than a trigger with NOTIFY: a trigger would alter the
 // legacy table, which graft does only with the user's explicit opt-in, and
@@ -137,8 +152,8 @@
 // updated-at cursor, needs no cursor, misses no row whose transaction commits
 // late, and does not depend on the legacy application bumping updated-at; it
 // is cheap when the request column is indexed (New logs a warning when it is
-// not). Only rows graft mirrors are considered (rows in mirror_state), so
-// the legacy runner's own rows are left alone. Delivery is at least once:
+// not). Only rows graft mirrors are considered, so the legacy runner's own
+// rows are left alone. Delivery is at least once:
 // cancelling twice is harmless, but a process that dies between a signal and
 // its acknowledgement leaves the request to be signalled again, so a
 // signal handler should be idempotent.

@@ -194,6 +194,8 @@ type Mapping struct {
 	Extra []ExtraColumn `json:"extra,omitempty" yaml:"extra,omitempty"`
 	// Version, when set, names a bigint (or numeric) column that receives
 	// each change's position and must be below it for the change to apply.
+	// It is then the never-regress guard, and graft keeps no mirror_state
+	// (see the package documentation for what that trades).
 	Version string `json:"version,omitempty" yaml:"version,omitempty"`
 	// MissingRow says what to do when the row does not exist. Default
 	// MissingSkip.

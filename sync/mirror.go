@@ -108,7 +108,8 @@ func (c *Config) validate() error {
 // Mirror mirrors workflows into a legacy table. Register it in
 // engine.Config.Interceptors (it is a CheckpointInterceptor, and an activity
 // and workflow interceptor for MissingFail and input keys), then call Start
-// for the relay (separate-database mode) and requests (Mapping.Actions).
+// for the relay (which every mode needs: in same-database mode it delivers
+// what the legacy table refused at first) and requests (Mapping.Actions).
 type Mirror struct {
 	cfg   Config
 	m     Mapping
@@ -130,10 +131,10 @@ type Mirror struct {
 	versioned bool
 	// planDefaults are the legacy pool's settings planOff changes.
 	planDefaults [3]string
-	outboxTable string
-	sql         stmts
-	prep        stmtCache
-	met         *metrics
+	outboxTable  string
+	sql          stmts
+	prep         stmtCache
+	met          *metrics
 
 	mu      sync.Mutex
 	started bool
@@ -280,7 +281,8 @@ func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events
 // again, over and over. A row with changes waiting in the outbox has its
 // later changes queued behind them, in order.
 func (mr *Mirror) writeSame(ctx context.Context, tx engine.CheckpointTx, cs []*change) error {
-	// One round trip: the savepoint, and planOff (see sql.go).
+	// One round trip: the savepoint the fallback needs, and planOff (see
+	// sql.go).
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT graftsync_mirror; `+planOff); err != nil {
 		return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, err)
 	}

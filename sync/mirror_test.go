@@ -205,7 +205,7 @@ func TestVersionColumn(t *testing.T) {
 	require.Greater(t, r.RowVersion.Int64, v1)
 
 	// A version ahead of graft's positions stops graft's writes.
-	ev.exec(`UPDATE `+ev.qtable()+` SET row_version = 9000000000000000000 WHERE id = 'op-2'`)
+	ev.exec(`UPDATE ` + ev.qtable() + ` SET row_version = 9000000000000000000 WHERE id = 'op-2'`)
 	_, err = ev.result(ev.start("op-2", renewal{Domain: "b.com"}, nil))
 	require.NoError(t, err)
 	ev.waitEngine("op-2", engine.StatusCompleted)

@@ -40,6 +40,8 @@ func (mr *Mirror) buildSQL() {
 	key := mr.cols["Key.Column"]
 	t := mr.table.quoted()
 	s.readState = `SELECT row_key, ord FROM ` + mr.stateTable + ` WHERE mapping = $1 AND row_key = ANY($2::text[]) FOR UPDATE`
+	// Statements of the versioned variant reference $1 (the mapping) without
+	// needing it, so that both variants take the same arguments.
 	if v := mr.cols["Version"]; v != nil {
 		// The legacy rows' versions, locked: the relay's write follows.
 		s.readState = `SELECT ` + qi(key.name) + `::text, ` + qi(v.name) + `::bigint FROM ` + t + `
@@ -77,8 +79,8 @@ func (mr *Mirror) buildSQL() {
 		WHERE id = ANY($1::bigint[])`
 }
 
-// A batch is written with two statements, guard then rows, each one
-// round trip whatever the batch's size.
+// A batch is written with two statements, guard then rows (with a Version
+// column, rows alone), each one round trip whatever the batch's size.
 //
 // The guard upserts mirror_state: it drives from the batch and probes the
 // primary key once per row. A change passes when its last position is
