@@ -1,18 +1,17 @@
 package ratelimit
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/internal/testenv"
 )
 
 // The helper process is this test binary run again with these variables set.
@@ -36,34 +35,8 @@ func TestKilledHolderGivesSlotsBack(t *testing.T) {
 	l := newTestRedisLimiter(t, c, RedisConfig{Limits: lim, Prefix: prefix, RecoveryWindow: -1})
 	ctx := context.Background()
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHoldSlots$", "-test.v=false")
-	cmd.Env = append(os.Environ(), helperPrefixEnv+"="+prefix, helperSlotsEnv+"="+strconv.Itoa(slots))
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	// The helper exits when this pipe closes, so it cannot outlive us.
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	defer stdin.Close()
-	cmd.Stderr = os.Stderr
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	ready := make(chan error, 1)
-	go func() {
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			if s.Text() == "ready" {
-				ready <- nil
-				return
-			}
-		}
-		ready <- fmt.Errorf("helper exited before it was ready: %v", s.Err())
-	}()
-	select {
-	case err := <-ready:
-		require.NoError(t, err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("helper process not ready")
-	}
+	helper := testenv.Spawn(t, "TestHelperHoldSlots", helperPrefixEnv+"="+prefix, helperSlotsEnv+"="+strconv.Itoa(slots))
+	helper.WaitLine(t, "ready", 20*time.Second)
 
 	// Alive and renewing for well over a TTL: its slots stay taken.
 	for end := time.Now().Add(2 * killTTL); time.Now().Before(end); {
@@ -72,9 +45,10 @@ func TestKilledHolderGivesSlotsBack(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // polling pace, not synchronisation
 	}
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	helper.Kill(t)
 	killed := time.Now()
 	var lease Lease
+	var err error
 	eventually(t, killTTL+5*time.Second, func() bool {
 		lease, err = l.Acquire(ctx, killKey, "newcomer")
 		return err == nil

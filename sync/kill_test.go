@@ -1,12 +1,9 @@
 package graftsync_test
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -39,42 +36,14 @@ func TestKilledWorkerConverges(t *testing.T) {
 			ev := newEnv(t, envOpts{separate: separate, noWorker: true, noStart: true, mapping: guarded(tc.guard, nil)})
 			ev.insertRow("op-1")
 
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorker$", "-test.v=false")
-			cmd.Env = append(os.Environ(), helperGraftEnv+"="+ev.graft, helperLegacyEnv+"="+ev.legacy, helperBlockEnv+"=1",
+			helper := testenv.Spawn(t, "TestHelperWorker", helperGraftEnv+"="+ev.graft, helperLegacyEnv+"="+ev.legacy, helperBlockEnv+"=1",
 				helperSeparateEnv+"="+fmt.Sprint(separate), helperGuardEnv+"="+tc.guard)
-			stdout, err := cmd.StdoutPipe()
-			require.NoError(t, err)
-			// The helper exits when this pipe closes, so it cannot outlive us.
-			stdin, err := cmd.StdinPipe()
-			require.NoError(t, err)
-			defer stdin.Close()
-			cmd.Stderr = os.Stderr
-			require.NoError(t, cmd.Start())
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			blocked := make(chan error, 1)
-			go func() {
-				s := bufio.NewScanner(stdout)
-				for s.Scan() {
-					if s.Text() == "blocked" {
-						blocked <- nil
-						return
-					}
-				}
-				blocked <- fmt.Errorf("helper exited before it blocked: %v", s.Err())
-			}()
-
 			run := ev.start("op-1", renewal{Domain: "a.com", Years: 1}, nil)
-			select {
-			case err := <-blocked:
-				require.NoError(t, err)
-			case <-time.After(30 * time.Second):
-				t.Fatal("the worker process never reached the second step")
-			}
+			helper.WaitLine(t, "blocked", 30*time.Second)
 			// The first step is checkpointed (and, in separate mode, relayed
 			// by the worker process) before the second starts.
 			ev.waitRow("op-1", func(r *opRow) bool { return r.Step.String == "checking" }, "first step mirrored")
-			require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-			_ = cmd.Wait()
+			helper.Kill(t)
 
 			// This process takes over: its worker resumes the run once the
 			// dead worker's lease expires, and its relay the delivery.
