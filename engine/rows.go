@@ -33,7 +33,6 @@ const (
 	stepSelect     = "select"
 	stepChild      = "child"
 	stepCancel     = "cancel"
-	stepVersion    = "version"
 	stepReady      = "ready"
 )
 

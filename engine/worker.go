@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -336,7 +337,7 @@ func (w *Worker) tryReserve(queue, typ string) bool {
 		return false
 	default:
 	}
-	if !containsStr(w.cfg.Queues, queue) || !containsStr(w.types, typ) {
+	if !slices.Contains(w.cfg.Queues, queue) || !slices.Contains(w.types, typ) {
 		return false
 	}
 	select {
@@ -345,15 +346,6 @@ func (w *Worker) tryReserve(queue, typ string) bool {
 	default:
 		return false
 	}
-}
-
-func containsStr(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (w *Worker) acquireActivitySlot(ctx context.Context) error {
