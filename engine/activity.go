@@ -310,16 +310,13 @@ func (s *runState) attempt(base context.Context, def activityDef, input []byte, 
 	if err != nil {
 		return nil, nil, NewNonRetryableError("BadInput", err.Error(), nil)
 	}
-	call := chainActivity(s.ch.activity, func(ctx context.Context, in *ActivityInput) (any, error) {
-		return def.execute(ctx, in.Args)
-	})
 	func() {
 		defer func() {
 			if r := recover(); r != nil {
 				err = &PanicError{Value: fmt.Sprint(r), Stack: string(debug.Stack())}
 			}
 		}()
-		out, err = call(ctx, &ActivityInput{Info: info, Headers: headers, Args: args})
+		out, err = s.ch.runActivity(ctx, &ActivityInput{Info: info, Headers: headers, Args: args, def: def})
 	}()
 	st.mu.Lock()
 	details = st.details

@@ -40,7 +40,7 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 	seq, rec := s.nextSeq()
 	f.seq = seq
 	outIn := &OutboundInput{Info: s.info, Kind: OutboundChild, Name: name, Seq: seq, Args: in, Headers: s.headers.Clone(), Replaying: rec != nil || s.mode == modeQuery}
-	outErr := chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
+	outErr := s.ch.callOutbound(ctx, outIn)
 	if rec != nil {
 		s.expect(seq, rec, stepChild, name)
 		if rec.Status != stepStarted {

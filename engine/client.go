@@ -154,7 +154,7 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 	}
 	now := c.e.cfg.Clock.Now()
 	row := runRow{RunID: newRunID(), WorkflowID: o.ID, WorkflowType: name, Queue: o.Queue, Input: input, CreatedAt: now,
-		Headers: mustJSON(o.Headers), WakeAt: nullTime(now.Add(o.Delay)), StartReason: "start"}
+		Headers: mustJSON(o.Headers), hdr: o.Headers, WakeAt: nullTime(now.Add(o.Delay)), StartReason: "start"}
 	spec := &newRunSpec{row: row, reuse: o.IDReusePolicy, signal: o.signal}
 	// Eager start: a local worker with a free slot takes the run in the same
 	// transaction that creates it, saving a claim round trip. A start with a

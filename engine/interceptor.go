@@ -130,11 +130,14 @@ type ActivityCallInfo struct {
 	ScheduledAt    time.Time
 }
 
-// ActivityInput is one attempt of an activity.
+// ActivityInput is one attempt of an activity. An interceptor that changes
+// it passes on the same value or a copy of it.
 type ActivityInput struct {
 	Info    ActivityCallInfo
 	Headers Headers
 	Args    any
+
+	def activityDef // what the innermost step runs
 }
 
 // ActivityInterceptor wraps each activity attempt.
@@ -304,13 +307,19 @@ func (f CheckpointInterceptorFunc) Checkpoint(ctx context.Context, tx Checkpoint
 }
 
 // chains holds the interceptors of one worker (engine's first, then the
-// worker's), split by kind, outermost first.
+// worker's), split by kind, outermost first, and the chains that do not
+// depend on the call composed once: a call through them allocates nothing
+// for the chain.
 type chains struct {
 	workflow   []WorkflowInterceptor
 	outbound   []WorkflowOutboundInterceptor
 	activity   []ActivityInterceptor
 	client     []ClientInterceptor
 	checkpoint []CheckpointInterceptor
+
+	runWorkflow  func(Context, *ExecuteWorkflowInput) (any, error)
+	callOutbound func(Context, *OutboundInput) error
+	runActivity  func(context.Context, *ActivityInput) (any, error)
 }
 
 func buildChains(lists ...[]Interceptor) chains {
@@ -334,6 +343,16 @@ func buildChains(lists ...[]Interceptor) chains {
 			}
 		}
 	}
+	c.runWorkflow = chainWorkflow(c.workflow, func(ctx Context, in *ExecuteWorkflowInput) (any, error) {
+		return ctx.state().executeWorkflow(ctx, in)
+	})
+	c.callOutbound = chainOutbound(c.outbound, func(Context, *OutboundInput) error { return nil })
+	c.runActivity = chainActivity(c.activity, func(ctx context.Context, in *ActivityInput) (any, error) {
+		if in.def == nil {
+			return nil, NewNonRetryableError("BadInput", "an interceptor passed on an ActivityInput it built itself: pass on the one it received, or a copy", nil)
+		}
+		return in.def.execute(ctx, in.Args)
+	})
 	return c
 }
 

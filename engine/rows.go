@@ -54,6 +54,9 @@ type runRow struct {
 	Output            []byte         `db:"output"`
 	Error             []byte         `db:"error"`
 	Headers           []byte         `db:"headers"`
+	// hdr is Headers decoded, when the run was created in this process:
+	// an eagerly started run need not decode what its creator encoded.
+	hdr Headers
 	CreatedAt         time.Time      `db:"created_at"`
 	UpdatedAt         time.Time      `db:"updated_at"`
 	ClosedAt          sql.NullTime   `db:"closed_at"`
@@ -76,7 +79,12 @@ const runColumns = `run_id, workflow_id, workflow_type, queue, status, input, ou
 	cancel_requested_at, cancel_reason, parent_run_id, parent_seq, parent_close_policy,
 	previous_run_id, start_reason, loads`
 
+// headers decodes the run's headers. The result is the run's own: callers
+// that hand it to user code hand out a clone.
 func (r *runRow) headers() Headers {
+	if r.hdr != nil {
+		return r.hdr
+	}
 	h := Headers{}
 	if len(r.Headers) > 0 {
 		_ = json.Unmarshal(r.Headers, &h)

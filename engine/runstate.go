@@ -442,17 +442,7 @@ func (s *runState) main() {
 			return
 		}
 		in := &ExecuteWorkflowInput{Info: s.info, Headers: s.headers.Clone(), Args: args, Replaying: s.replaying()}
-		out, runErr = chainWorkflow(s.ch.workflow, func(c Context, in *ExecuteWorkflowInput) (any, error) {
-			out, err := s.def.execute(c, in.Args)
-			if s.mode == modeLive {
-				// The return is recorded live (finish): interceptors that
-				// check IsReplaying after next see it as live.
-				s.mu.Lock()
-				s.replayingFlag = false
-				s.mu.Unlock()
-			}
-			return out, err
-		})(ctx, in)
+		out, runErr = s.ch.runWorkflow(ctx, in)
 		finished = true
 	}()
 	if !finished {
@@ -462,6 +452,20 @@ func (s *runState) main() {
 		return
 	}
 	s.finish(out, runErr)
+}
+
+// executeWorkflow is the innermost step of the workflow chain: the
+// workflow function itself.
+func (s *runState) executeWorkflow(c Context, in *ExecuteWorkflowInput) (any, error) {
+	out, err := s.def.execute(c, in.Args)
+	if s.mode == modeLive {
+		// The return is recorded live (finish): interceptors that check
+		// IsReplaying after next see it as live.
+		s.mu.Lock()
+		s.replayingFlag = false
+		s.mu.Unlock()
+	}
+	return out, err
 }
 
 // finish records the run's end in one transaction (and, for continue-as-new,

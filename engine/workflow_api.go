@@ -46,7 +46,7 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 	headers := s.headers.Clone()
 	outIn := &OutboundInput{Info: s.info, Kind: OutboundActivity, Name: name, Seq: seq, Args: in, Headers: headers, Replaying: rec != nil || s.mode == modeQuery,
 		Result: Future[json.RawMessage]{f: f}}
-	outErr := chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
+	outErr := s.ch.callOutbound(ctx, outIn)
 	if rec != nil {
 		s.expect(seq, rec, stepActivity, name)
 		if rec.Status == stepCompleted || rec.Status == stepFailed {
@@ -96,7 +96,7 @@ func NewTimer(ctx Context, d time.Duration) Future[struct{}] {
 	seq, rec := s.nextSeq()
 	f.seq = seq
 	outIn := &OutboundInput{Info: s.info, Kind: OutboundTimer, Name: "timer", Seq: seq, Duration: d, Headers: s.headers, Replaying: rec != nil || s.mode == modeQuery}
-	_ = chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
+	_ = s.ch.callOutbound(ctx, outIn)
 	if rec != nil {
 		s.expect(seq, rec, stepTimer, "")
 		f.fireAt = rec.FireAt.Time
@@ -243,7 +243,7 @@ func SideEffect[T any](ctx Context, name string, fn func() (T, error)) (T, error
 	}
 	s.stopIfQuery()
 	outIn := &OutboundInput{Info: s.info, Kind: OutboundSideEffect, Name: name, Seq: seq, Headers: s.headers}
-	_ = chainOutbound(s.ch.outbound, func(Context, *OutboundInput) error { return nil })(ctx, outIn)
+	_ = s.ch.callOutbound(ctx, outIn)
 	s.inSideEffect = name
 	v, err := func() (T, error) {
 		defer func() { s.inSideEffect = "" }()

@@ -133,8 +133,11 @@ func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
 	return out, err
 }
 
-// attrPool recycles the attribute lists of span starts: the tracer copies
-// them, so a list is free again once Start returns.
+// attrPool recycles the attribute lists of span starts: the span copies
+// them, so a list is free again once SetAttributes returns. Attributes are
+// set on the started span rather than passed as a start option, which would
+// copy them twice (a sampler then does not see them; the SDK's samplers
+// do not read attributes).
 var attrPool = sync.Pool{New: func() any { return new([]attribute.KeyValue) }}
 
 // segmentKey keys the current segment's span state in the workflow context.
@@ -168,7 +171,8 @@ func (s *segment) live() {
 		*attrs = append(*attrs, attribute.Bool(AttrResumed, true))
 	}
 	s.spanCtx, s.span = s.t.tracer.Start(parent, "workflow "+info.WorkflowType,
-		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(s.begin), trace.WithAttributes(*attrs...))
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(s.begin))
+	s.span.SetAttributes(*attrs...)
 	attrPool.Put(attrs)
 }
 
@@ -267,8 +271,8 @@ func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 		attribute.Int(AttrAttempt, info.Attempt),
 		attribute.String(AttrWorkflowID, info.Workflow.WorkflowID),
 		attribute.String(AttrRunID, info.Workflow.RunID))
-	ctx, span := t.tracer.Start(parent, "activity "+info.ActivityName, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(*attrs...))
+	ctx, span := t.tracer.Start(parent, "activity "+info.ActivityName, trace.WithSpanKind(trace.SpanKindConsumer))
+	span.SetAttributes(*attrs...)
 	attrPool.Put(attrs)
 	out, err := next(ctx, in)
 	switch outcome := activityOutcome(err); outcome {
