@@ -45,18 +45,18 @@ const (
 
 // runRow mirrors graft.runs.
 type runRow struct {
-	RunID             string         `db:"run_id"`
-	WorkflowID        string         `db:"workflow_id"`
-	WorkflowType      string         `db:"workflow_type"`
-	Queue             string         `db:"queue"`
-	Status            string         `db:"status"`
-	Input             []byte         `db:"input"`
-	Output            []byte         `db:"output"`
-	Error             []byte         `db:"error"`
-	Headers           []byte         `db:"headers"`
+	RunID        string `db:"run_id"`
+	WorkflowID   string `db:"workflow_id"`
+	WorkflowType string `db:"workflow_type"`
+	Queue        string `db:"queue"`
+	Status       string `db:"status"`
+	Input        []byte `db:"input"`
+	Output       []byte `db:"output"`
+	Error        []byte `db:"error"`
+	Headers      []byte `db:"headers"`
 	// hdr is Headers decoded, when the run was created in this process:
 	// an eagerly started run need not decode what its creator encoded.
-	hdr Headers
+	hdr               Headers
 	CreatedAt         time.Time      `db:"created_at"`
 	UpdatedAt         time.Time      `db:"updated_at"`
 	ClosedAt          sql.NullTime   `db:"closed_at"`
