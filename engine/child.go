@@ -93,7 +93,7 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, newRun: &newRunSpec{row: row, reuse: ReuseAllowDuplicate, childStep: step},
 		done: func(err error) {
 			if err != nil {
-				s.drop()
+				s.dropAfter(err)
 				return
 			}
 			if step.Status == stepFailed {

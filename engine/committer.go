@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"hash/fnv"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -342,8 +343,8 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		}
 		if len(evs) > 0 {
 			for _, h := range hooks {
-				if err := h.Checkpoint(ctx, realTx, evs); err != nil {
-					return nil, fmt.Errorf("checkpoint interceptor: %w", err)
+				if err := callCheckpoint(ctx, h, realTx, evs); err != nil {
+					return nil, err
 				}
 			}
 		}
@@ -363,6 +364,27 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		c.e.dispatchWake(woken)
 	}
 	return errs, nil
+}
+
+// checkpointError is a checkpoint interceptor's refusal of a batch.
+type checkpointError struct{ err error }
+
+func (e *checkpointError) Error() string { return "graft: checkpoint interceptor: " + e.err.Error() }
+func (e *checkpointError) Unwrap() error { return e.err }
+
+// callCheckpoint calls one checkpoint interceptor; a panic in it becomes its
+// error, so it cannot stop the committer (it runs on the committer's
+// goroutine, outside any worker's recovery).
+func callCheckpoint(ctx context.Context, h CheckpointInterceptor, tx CheckpointTx, evs []*CheckpointEvent) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &checkpointError{&PanicError{Value: fmt.Sprint(r), Stack: string(debug.Stack())}}
+		}
+	}()
+	if err := h.Checkpoint(ctx, tx, evs); err != nil {
+		return &checkpointError{err}
+	}
+	return nil
 }
 
 // stepsAndFinishOnly reports whether the batch is step records and plain run

@@ -223,8 +223,14 @@ type CheckpointTx interface {
 
 // CheckpointInterceptor writes in the transaction that records checkpoints.
 // Events arrive in batches (group commit); events of one run are in order.
-// Returning an error rolls the batch back; the engine then retries each event
-// alone and reports the error to the run whose event still fails.
+// Returning an error (or panicking) rolls the batch back; the engine then
+// retries each run's write alone. A run whose write still fails is not
+// recorded: the worker lets it go and it is resumed from its record, after
+// a pause that doubles with each such load (100 ms up to a minute), so the
+// step whose record failed runs again (an activity is at-least-once). The
+// error is logged with the run's ID. Interceptors that must not hold a run
+// back (the legacy mirror) catch their own failures instead, for example
+// with a savepoint.
 type CheckpointInterceptor interface {
 	Checkpoint(ctx context.Context, tx CheckpointTx, events []*CheckpointEvent) error
 }

@@ -247,16 +247,35 @@ func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
 	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, step: st, events: events, done: func(err error) {
 		if err != nil {
 			s.e.cfg.Logger.Warn("graft: step write refused; dropping run", "run_id", s.row.RunID, "seq", st.Seq, "err", err)
-			s.drop()
+			s.dropAfter(err)
 		}
 	}})
+}
+
+// dropAfter drops the run after a write of it failed with err. A refusal by
+// a checkpoint interceptor is likely to recur when the run is resumed and
+// records the same step again, so the run is released with a pause that
+// doubles with each load (100 ms, 200 ms, ... up to a minute) instead of
+// being resumed at once in a loop.
+func (s *runState) dropAfter(err error) {
+	var ce *checkpointError
+	if !errors.As(err, &ce) {
+		s.drop()
+		return
+	}
+	pause := time.Minute
+	if n := s.row.Loads; n < 10 {
+		pause = min(pause, (100*time.Millisecond)<<max(n-1, 0))
+	}
+	s.abandon()
+	_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID, pause)
 }
 
 // drop abandons the run and expires this worker's lease on it, so that any
 // worker resumes it from its record at once.
 func (s *runState) drop() {
 	s.abandon()
-	_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID)
+	_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID, 0)
 }
 
 // abandon makes the workflow goroutine exit without writing anything more;
@@ -354,7 +373,7 @@ func (s *runState) unload(wakeAt time.Time, known int64) {
 	})
 	if err != nil && !errors.Is(err, errLeaseLost) {
 		s.e.cfg.Logger.Warn("graft: unload failed; releasing run", "run_id", s.row.RunID, "err", err)
-		s.drop()
+		s.dropAfter(err)
 	}
 	s.abandon()
 	runtime.Goexit()
@@ -510,7 +529,7 @@ func (s *runState) finish(out any, runErr error) {
 		events: []*CheckpointEvent{ev}})
 	if err != nil && !errors.Is(err, errLeaseLost) {
 		s.e.cfg.Logger.Error("graft: could not record workflow end; releasing run", "run_id", s.row.RunID, "err", err)
-		s.drop()
+		s.dropAfter(err)
 	}
 	s.abandon()
 }

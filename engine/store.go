@@ -428,10 +428,13 @@ func (s *store) renewLeases(ctx context.Context, owner string, runIDs []string, 
 }
 
 // releaseRun hands a running run back so any worker can claim it at once.
-func (s *store) releaseRun(ctx context.Context, owner, runID string) error {
-	// Clearing the owner also fences out writes of this worker still in flight.
-	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_expires_at = now() - interval '1 second', lease_owner = NULL
-		WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'`, runID, owner)
+func (s *store) releaseRun(ctx context.Context, owner, runID string, after time.Duration) error {
+	// Clearing the owner also fences out writes of this worker still in
+	// flight. The lease expires after the given pause (or at once), which is
+	// when the run is claimed again.
+	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_owner = NULL,
+			lease_expires_at = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3::float8) ELSE now() - interval '1 second' END
+		WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'`, runID, owner, after.Seconds())
 	return err
 }
 
