@@ -429,12 +429,12 @@ func (c *Client) History(ctx context.Context, workflowID string) ([]RunHistory, 
 func (c *Client) Signal(ctx context.Context, workflowID, name string, payload any) error {
 	_, err := c.call(ctx, &ClientCallInput{Kind: ClientSignal, WorkflowID: workflowID, Name: name, Args: payload},
 		func(ctx context.Context, in *ClientCallInput) (any, error) {
-			return nil, c.signal(ctx, in.WorkflowID, in.Name, in.Args)
+			return nil, c.signal(ctx, in.WorkflowID, in.Name, in.Args, in.Headers)
 		})
 	return err
 }
 
-func (c *Client) signal(ctx context.Context, workflowID, name string, payload any) error {
+func (c *Client) signal(ctx context.Context, workflowID, name string, payload any, headers Headers) error {
 	if name == "" {
 		return fmt.Errorf("graft: signal name is empty")
 	}
@@ -447,7 +447,7 @@ func (c *Client) signal(ctx context.Context, workflowID, name string, payload an
 		return err
 	}
 	defer tx.Rollback()
-	runID, err := c.deliverSignal(ctx, tx, workflowID, name, b)
+	runID, err := c.deliverSignal(ctx, tx, workflowID, name, b, headersJSON(headers))
 	if err != nil {
 		return err
 	}
@@ -458,7 +458,7 @@ func (c *Client) signal(ctx context.Context, workflowID, name string, payload an
 	return nil
 }
 
-func (c *Client) deliverSignal(ctx context.Context, tx *sqlx.Tx, workflowID, name string, b []byte) (string, error) {
+func (c *Client) deliverSignal(ctx context.Context, tx *sqlx.Tx, workflowID, name string, b, headers []byte) (string, error) {
 	s := c.e.store
 	var runID string
 	err := tx.QueryRowContext(ctx, `UPDATE `+s.runs+` SET event_seq = event_seq + 1,
@@ -485,7 +485,7 @@ func (c *Client) deliverSignal(ctx context.Context, tx *sqlx.Tx, workflowID, nam
 	if err != nil {
 		return "", err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.signals+` (run_id, name, payload) VALUES ($1, $2, $3)`, runID, name, b); err != nil {
+	if err := s.insertSignal(ctx, tx, runID, name, b, headers); err != nil {
 		return "", err
 	}
 	if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, s.channel[chanWake], runID); err != nil {
@@ -496,7 +496,8 @@ func (c *Client) deliverSignal(ctx context.Context, tx *sqlx.Tx, workflowID, nam
 
 // SignalWithStart signals the open run of opts.ID, or, if no run is open,
 // starts the workflow with in and the signal already buffered, in the
-// transaction that creates the run.
+// transaction that creates the run. Client interceptors see a signal call
+// (and, when a run is started, a start call within it).
 func (w *Workflow[In, Out]) SignalWithStart(ctx context.Context, c *Client, in In, opts *StartOptions, signal string, payload any) (*Run[Out], error) {
 	if opts == nil || opts.ID == "" {
 		return nil, fmt.Errorf("graft: SignalWithStart needs StartOptions.ID")
@@ -504,17 +505,29 @@ func (w *Workflow[In, Out]) SignalWithStart(ctx context.Context, c *Client, in I
 	if signal == "" {
 		return nil, fmt.Errorf("graft: signal name is empty")
 	}
+	out, err := c.call(ctx, &ClientCallInput{Kind: ClientSignal, WorkflowID: opts.ID, WorkflowType: w.name, Name: signal, Args: payload},
+		func(ctx context.Context, ci *ClientCallInput) (any, error) {
+			return w.signalWithStart(ctx, c, in, opts, ci.Name, ci.Args, ci.Headers)
+		})
+	if err != nil {
+		return nil, err
+	}
+	return out.(*Run[Out]), nil
+}
+
+func (w *Workflow[In, Out]) signalWithStart(ctx context.Context, c *Client, in In, opts *StartOptions, signal string, payload any, headers Headers) (*Run[Out], error) {
 	b, err := c.e.encodePayload("signal "+signal, payload)
 	if err != nil {
 		return nil, err
 	}
+	h := headersJSON(headers)
 	var startErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		tx, err := c.e.db.BeginTxx(ctx, nil)
 		if err != nil {
 			return nil, err
 		}
-		runID, err := c.deliverSignal(ctx, tx, opts.ID, signal, b)
+		runID, err := c.deliverSignal(ctx, tx, opts.ID, signal, b, h)
 		if err == nil {
 			if err = tx.Commit(); err != nil {
 				return nil, err
@@ -533,7 +546,7 @@ func (w *Workflow[In, Out]) SignalWithStart(ctx context.Context, c *Client, in I
 		}
 		o := *opts
 		o.ConflictPolicy = ConflictFail
-		o.signal = &startSignal{name: signal, payload: b}
+		o.signal = &startSignal{name: signal, payload: b, headers: h}
 		run, err := w.Start(ctx, c, in, &o)
 		if errors.Is(err, ErrAlreadyStarted) {
 			startErr = err

@@ -48,6 +48,7 @@ type newRunSpec struct {
 type startSignal struct {
 	name    string
 	payload []byte
+	headers []byte // the sender's, as JSON; nil for none
 }
 
 // finishSpec moves a running run to waiting or to a closed status.
@@ -235,7 +236,7 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 					errs[i] = ErrAlreadyStarted
 				}
 			} else if sg := nr.signal; sg != nil {
-				if err := s.insertSignal(ctx, tx, nr.row.RunID, sg.name, sg.payload); err != nil {
+				if err := s.insertSignal(ctx, tx, nr.row.RunID, sg.name, sg.payload, sg.headers); err != nil {
 					return nil, fmt.Errorf("insert start signal: %w", err)
 				}
 			}

@@ -57,9 +57,14 @@ type ExecuteWorkflowInput struct {
 
 // HandleSignalInput describes a signal the workflow consumes.
 type HandleSignalInput struct {
-	Info      WorkflowInfo
-	Name      string
-	Payload   []byte
+	Info    WorkflowInfo
+	Name    string
+	Payload []byte
+	// Headers are the sender's: those of the client call that sent the
+	// signal (a trace context, who sent it), not the run's. They are nil
+	// when the sender set none and on replay, when the signal is read back
+	// from the record and there is nothing to act on again.
+	Headers   Headers
 	Replaying bool
 }
 
@@ -160,7 +165,9 @@ const (
 )
 
 // ClientCallInput describes a client call. For a start, Headers become the
-// run's headers, so an interceptor can add a trace context or a customer ID.
+// run's headers, so an interceptor can add a trace context or a customer ID;
+// for a signal, they travel with the signal to the workflow's signal
+// interceptors (HandleSignalInput.Headers).
 type ClientCallInput struct {
 	Kind         ClientCallKind
 	WorkflowID   string

@@ -119,7 +119,37 @@ type signalRow struct {
 	RunID     string    `db:"run_id"`
 	Name      string    `db:"name"`
 	Payload   []byte    `db:"payload"`
+	Headers   []byte    `db:"headers"`
 	CreatedAt time.Time `db:"created_at"`
+}
+
+// headersJSON encodes headers for a nullable column: none is NULL.
+func headersJSON(h Headers) []byte {
+	if len(h) == 0 {
+		return nil
+	}
+	return mustJSON(h)
+}
+
+// nullJSON is a JSON column parameter: NULL for none, else text (with
+// binary_parameters a byte slice would be sent as jsonb's binary format).
+func nullJSON(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return string(b)
+}
+
+// decodeHeaders reads a nullable headers column; NULL or bad JSON is none.
+func decodeHeaders(b []byte) Headers {
+	if len(b) == 0 {
+		return nil
+	}
+	var h Headers
+	if json.Unmarshal(b, &h) != nil {
+		return nil
+	}
+	return h
 }
 
 func nullTime(t time.Time) sql.NullTime { return sql.NullTime{Time: t, Valid: !t.IsZero()} }

@@ -236,8 +236,9 @@ func (s *store) completeParentStep(ctx context.Context, tx dbtx, parentRunID str
 }
 
 // insertSignal buffers a signal for a run.
-func (s *store) insertSignal(ctx context.Context, tx dbtx, runID, name string, payload []byte) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO `+s.signals+` (run_id, name, payload) VALUES ($1, $2, $3)`, runID, name, payload)
+func (s *store) insertSignal(ctx context.Context, tx dbtx, runID, name string, payload, headers []byte) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO `+s.signals+` (run_id, name, payload, headers) VALUES ($1, $2, $3, $4)`,
+		runID, name, payload, nullJSON(headers))
 	return err
 }
 
@@ -405,7 +406,7 @@ func (s *store) loadHistories(ctx context.Context, runIDs []string) (map[string]
 // loadSignals reads buffered signals of several runs, in delivery order.
 func (s *store) loadSignals(ctx context.Context, runIDs []string, afterID int64) (map[string][]*signalRow, error) {
 	var rows []*signalRow
-	if err := sqlx.SelectContext(ctx, s.db, &rows, `SELECT id, run_id, name, payload, created_at FROM `+s.signals+`
+	if err := sqlx.SelectContext(ctx, s.db, &rows, `SELECT id, run_id, name, payload, headers, created_at FROM `+s.signals+`
 		WHERE run_id = ANY($1) AND id > $2 ORDER BY id`, pq.Array(runIDs), afterID); err != nil {
 		return nil, err
 	}

@@ -172,7 +172,7 @@ func (c SignalChannel[T]) receive(ctx Context, wait bool) (T, bool, error) {
 		if rec.Status != stepCompleted {
 			return zero, false, nil
 		}
-		v, err := c.deliver(ctx, rec.Payload(), true)
+		v, err := c.deliver(ctx, rec.Payload(), nil, true)
 		return v, true, err
 	}
 	s.stopIfQuery()
@@ -202,13 +202,13 @@ func (c SignalChannel[T]) receive(ctx Context, wait bool) (T, bool, error) {
 	}
 	st.Status, st.Output, st.SignalID = stepCompleted, sg.Payload, nullInt(sg.ID)
 	s.write(st, nil)
-	v, err := c.deliver(ctx, sg.Payload, false)
+	v, err := c.deliver(ctx, sg.Payload, decodeHeaders(sg.Headers), false)
 	return v, true, err
 }
 
-func (c SignalChannel[T]) deliver(ctx Context, payload []byte, replaying bool) (T, error) {
+func (c SignalChannel[T]) deliver(ctx Context, payload []byte, headers Headers, replaying bool) (T, error) {
 	var v T
-	in := &HandleSignalInput{Info: c.s.info, Name: c.name, Payload: payload, Replaying: replaying}
+	in := &HandleSignalInput{Info: c.s.info, Name: c.name, Payload: payload, Headers: headers, Replaying: replaying}
 	err := chainSignal(c.s.ch.workflow, func(_ Context, in *HandleSignalInput) error {
 		if len(in.Payload) == 0 {
 			return nil

@@ -71,9 +71,10 @@ type TracingConfig struct {
 // run's headers, the segment span's into each activity's and child's, so
 // the tree is caller -> start -> workflow segment -> activity attempt, child
 // segment -> ..., across processes; a start made outside any trace is the
-// root. A signal carries no headers, so a "handle signal" span is the
-// receiving segment's child, not the sender's. Replayed steps create no
-// spans.
+// root. A signal's headers carry its "signal" span, so "handle signal" is
+// that span's child (and links to the receiving segment); a signal sent
+// outside any trace has no span and its "handle signal" is the segment's
+// child. Replayed steps create no spans.
 type Tracing struct {
 	engine.InterceptorBase
 	tracer trace.Tracer
@@ -119,7 +120,7 @@ func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
 	}
 	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
 	defer span.End()
-	if in.Kind == engine.ClientStart {
+	if in.Kind == engine.ClientStart || in.Kind == engine.ClientSignal {
 		if in.Headers == nil {
 			in.Headers = engine.Headers{}
 		}
@@ -228,7 +229,9 @@ func (t *Tracing) WorkflowOutbound(ctx engine.Context, in *engine.OutboundInput,
 	return next(ctx, in)
 }
 
-// HandleSignal traces a signal the workflow receives live.
+// HandleSignal traces a signal the workflow receives live, as a child of
+// the sender's "signal" span when the signal carries one in its headers
+// (linked to the receiving segment), else of the receiving segment.
 func (t *Tracing) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 	next func(engine.Context, *engine.HandleSignalInput) error) error {
 	seg, ok := ctx.Value(segmentKey{}).(*segment)
@@ -236,9 +239,16 @@ func (t *Tracing) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 		return next(ctx, in)
 	}
 	seg.live()
-	_, span := t.tracer.Start(seg.spanCtx, "handle signal "+in.Name, trace.WithSpanKind(trace.SpanKindConsumer),
+	parent, opts := seg.spanCtx, []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String(AttrSignal, in.Name), attribute.String(AttrWorkflowID, in.Info.WorkflowID),
-			attribute.String(AttrRunID, in.Info.RunID)))
+			attribute.String(AttrRunID, in.Info.RunID))}
+	if len(in.Headers) > 0 {
+		if sender := t.prop.Extract(context.Background(), HeaderCarrier(in.Headers)); trace.SpanContextFromContext(sender).IsValid() {
+			parent = sender
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: seg.span.SpanContext()}))
+		}
+	}
+	_, span := t.tracer.Start(parent, "handle signal "+in.Name, opts...)
 	err := next(ctx, in)
 	endSpan(span, err)
 	return err

@@ -167,9 +167,14 @@ func TestTracingSpanTree(t *testing.T) {
 		requireChild(t, f, second)
 	}
 
-	// The signal: the client's send, and its receipt in the live segment.
-	requireChild(t, all.one(t, "signal go"), root)
-	requireChild(t, all.one(t, "handle signal go"), second)
+	// The signal: the client's send, and its receipt under it (the headers
+	// carried the send's span), linked to the live segment that received it.
+	sent := all.one(t, "signal go")
+	requireChild(t, sent, root)
+	handledSig := all.one(t, "handle signal go")
+	requireChild(t, handledSig, sent)
+	require.Len(t, handledSig.Links, 1)
+	require.Equal(t, second.SpanContext.SpanID(), handledSig.Links[0].SpanContext.SpanID())
 
 	// The child workflow's segment is a child of the parent's segment; its
 	// activity of the child's segment.
