@@ -165,7 +165,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 	}
 	info := ActivityCallInfo{Workflow: s.info, ActivityName: def.Name(), ActivityID: fmt.Sprintf("%d", f.seq), ScheduledAt: scheduled,
 		IdempotencyKey: fmt.Sprintf("%s/%s/%d", s.info.WorkflowID, s.info.RunID, f.seq)}
-	var out any
+	var args, out any // args: the input as decoded for the last attempt
 	var err error
 	var prevDetails json.RawMessage
 	attempt := 1
@@ -175,7 +175,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 			break
 		}
 		var details json.RawMessage
-		out, details, err = s.attempt(base, def, input, opts, scheduleDeadline, info, headers, prevDetails)
+		args, out, details, err = s.attempt(base, def, input, opts, scheduleDeadline, info, headers, prevDetails)
 		w.releaseActivitySlot()
 		if details != nil {
 			prevDetails = details
@@ -227,9 +227,10 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		err = decodeError(st.Error) // the workflow sees what a replay would see
 	}
 	if len(s.e.chains.checkpoint) > 0 {
-		if args, derr := def.decodeInput(input); derr == nil {
-			ev.Input = args
+		if args == nil { // no attempt decoded it (cancelled before one began)
+			args, _ = def.decodeInput(input)
 		}
+		ev.Input = args
 	}
 	s.write(st, []*CheckpointEvent{ev})
 	s.mu.Lock()
@@ -266,9 +267,10 @@ func retryable(err error, p RetryPolicy, attempt int) bool {
 }
 
 // attempt runs one attempt with its timeouts and heartbeat watch. It returns
-// the result, the last heartbeat details and the error.
+// the input as decoded for the attempt, the result, the last heartbeat
+// details and the error.
 func (s *runState) attempt(base context.Context, def activityDef, input []byte, opts ActivityOptions, scheduleDeadline time.Time,
-	info ActivityCallInfo, headers Headers, prev json.RawMessage) (out any, details json.RawMessage, err error) {
+	info ActivityCallInfo, headers Headers, prev json.RawMessage) (args, out any, details json.RawMessage, err error) {
 	ctx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
 	if opts.StartToCloseTimeout > 0 {
@@ -306,9 +308,9 @@ func (s *runState) attempt(base context.Context, def activityDef, input []byte, 
 			}
 		}()
 	}
-	args, err := def.decodeInput(input)
+	args, err = def.decodeInput(input)
 	if err != nil {
-		return nil, nil, NewNonRetryableError("BadInput", err.Error(), nil)
+		return nil, nil, nil, NewNonRetryableError("BadInput", err.Error(), nil)
 	}
 	func() {
 		defer func() {
@@ -331,7 +333,7 @@ func (s *runState) attempt(base context.Context, def activityDef, input []byte, 
 			err = &t
 		}
 	}
-	return out, details, err
+	return args, out, details, err
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

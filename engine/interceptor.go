@@ -214,7 +214,8 @@ type CheckpointEvent struct {
 	ActivityName string
 	Attempt      int
 	// Input is the decoded input of the workflow (for workflow events) or of
-	// the activity (for activity events), when available in this process.
+	// the activity (for activity events: the value its last attempt was
+	// called with), when available in this process.
 	Input  any
 	Result any
 	Err    error
