@@ -19,6 +19,12 @@ type writeOp struct {
 	// owner is the lease owner that must still hold runID ("" = unfenced,
 	// for client writes).
 	owner string
+	// abandoned, when set, is the writing run state's: once it is closed
+	// the op is refused unwritten. A run dropped after a failed write is
+	// released at once and its worker may claim it again under the same
+	// owner; its earlier state's writes still queued behind the failed
+	// one must not then pass the owner fence.
+	abandoned <-chan struct{}
 
 	newRun  *newRunSpec
 	step    *stepRow
@@ -149,6 +155,23 @@ func (c *committer) loop(ch chan *writeOp) {
 // run commits a batch; if the batch fails as a whole, each op is retried
 // alone so one bad op cannot sink its neighbours.
 func (c *committer) run(batch []*writeOp) {
+	live := batch[:0:0]
+	for _, op := range batch {
+		if op.abandoned != nil {
+			select {
+			case <-op.abandoned:
+				if op.done != nil {
+					op.done(errLeaseLost)
+				}
+				continue
+			default:
+			}
+		}
+		live = append(live, op)
+	}
+	if batch = live; len(batch) == 0 {
+		return
+	}
 	errs, err := c.exec(batch)
 	if err != nil && len(batch) > 1 {
 		for _, op := range batch {

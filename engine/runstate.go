@@ -244,7 +244,7 @@ func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
 		return
 	default:
 	}
-	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, step: st, events: events, done: func(err error) {
+	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, abandoned: s.abandoned, step: st, events: events, done: func(err error) {
 		if err != nil {
 			s.e.cfg.Logger.Warn("graft: step write refused; dropping run", "run_id", s.row.RunID, "seq", st.Seq, "err", err)
 			s.dropAfter(err)
@@ -268,14 +268,14 @@ func (s *runState) dropAfter(err error) {
 		pause = min(pause, (100*time.Millisecond)<<max(n-1, 0))
 	}
 	s.abandon()
-	_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID, pause)
+	_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID, s.e.cfg.Clock.Now().Add(pause))
 }
 
-// drop abandons the run and expires this worker's lease on it, so that any
-// worker resumes it from its record at once.
+// drop abandons the run and gives it back, so that any worker resumes it
+// from its record at once.
 func (s *runState) drop() {
 	s.abandon()
-	_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID, 0)
+	_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID, s.e.cfg.Clock.Now())
 }
 
 // abandon makes the workflow goroutine exit without writing anything more;
@@ -367,7 +367,7 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 // store.finishRuns).
 func (s *runState) unload(wakeAt time.Time, known int64) {
 	err := s.e.commit.submitWait(context.Background(), &writeOp{
-		runID: s.row.RunID, owner: s.w.id,
+		runID: s.row.RunID, owner: s.w.id, abandoned: s.abandoned,
 		fin:    &finishSpec{status: StatusWaiting, wakeAt: wakeAt, knownEventSeq: known},
 		events: []*CheckpointEvent{s.event(CheckpointWorkflowWaiting, StatusWaiting)},
 	})
@@ -525,7 +525,7 @@ func (s *runState) finish(out any, runErr error) {
 	}
 	ev := s.event(CheckpointWorkflowClosed, fin.status)
 	ev.Result, ev.Err = out, runErr
-	err := s.e.commit.submitWait(context.Background(), &writeOp{runID: s.row.RunID, owner: s.w.id, fin: fin, newRun: newRun,
+	err := s.e.commit.submitWait(context.Background(), &writeOp{runID: s.row.RunID, owner: s.w.id, abandoned: s.abandoned, fin: fin, newRun: newRun,
 		events: []*CheckpointEvent{ev}})
 	if err != nil && !errors.Is(err, errLeaseLost) {
 		s.e.cfg.Logger.Error("graft: could not record workflow end; releasing run", "run_id", s.row.RunID, "err", err)

@@ -157,10 +157,10 @@ func TestShutdownWaitsForRunningActivity(t *testing.T) {
 }
 
 // When Stop's context ends before an activity does, the worker abandons the
-// run and releases its lease: another worker resumes it at once (well
-// before the 30s lease would expire) and runs the abandoned activity again.
-// The abandoned attempt's cancellation is not recorded as the step's
-// outcome.
+// run and releases its lease: another worker, already running, resumes it at
+// once (it is told; it does not wait for its next look for expired leases,
+// 15 s away with a 60 s lease) and runs the abandoned activity again. The
+// abandoned attempt's cancellation is not recorded as the step's outcome.
 func TestShutdownDeadlineReleasesLease(t *testing.T) {
 	t.Parallel()
 	var log rbAttempts
@@ -175,28 +175,27 @@ func TestShutdownDeadlineReleasesLease(t *testing.T) {
 	wf := engine.NewWorkflow("sd.stuckwf", func(ctx engine.Context, in string) (string, error) {
 		return stuck.Run(ctx, in)
 	})
-	e1 := testenv.Engine(t, &engine.Config{LeaseTTL: 30 * time.Second})
+	e1 := testenv.Engine(t, &engine.Config{LeaseTTL: time.Minute})
 	require.NoError(t, e1.Register(stuck, wf))
 	w1 := testenv.Worker(t, e1, engine.WorkerConfig{})
 	ctx := testenv.Ctx(t, 30*time.Second)
 	_, err := wf.Start(ctx, e1.Client(), "job", &engine.StartOptions{ID: "stuck"})
 	require.NoError(t, err)
 	testenv.Eventually(t, 10*time.Second, func() bool { return log.count("stuck") == 1 }, "activity never started")
+	e2 := testenv.Engine(t, &engine.Config{Schema: e1.Schema(), LeaseTTL: time.Minute})
+	require.NoError(t, e2.Register(stuck, wf))
+	testenv.Worker(t, e2, engine.WorkerConfig{})
 
 	sctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	require.ErrorIs(t, w1.Stop(sctx), context.DeadlineExceeded)
-
-	e2 := testenv.Engine(t, &engine.Config{Schema: e1.Schema(), LeaseTTL: 30 * time.Second})
-	require.NoError(t, e2.Register(stuck, wf))
 	resumedAt := time.Now()
-	testenv.Worker(t, e2, engine.WorkerConfig{})
+	require.ErrorIs(t, w1.Stop(sctx), context.DeadlineExceeded)
 	h, err := e2.Client().Handle(ctx, "stuck")
 	require.NoError(t, err)
 	out, err := h.Result(ctx)
 	require.NoError(t, err, "the abandoned attempt's cancellation must not become the step's result")
 	require.JSONEq(t, `"unstuck job"`, string(out))
-	require.Less(t, time.Since(resumedAt), 10*time.Second, "resumed without waiting for the lease to expire")
+	require.Less(t, time.Since(resumedAt), 10*time.Second, "resumed without waiting for an expired-lease scan")
 	require.Equal(t, 2, log.count("stuck"))
 	hist, err := e2.Client().History(ctx, "stuck")
 	require.NoError(t, err)

@@ -428,14 +428,15 @@ func (s *store) renewLeases(ctx context.Context, owner string, runIDs []string, 
 	return err
 }
 
-// releaseRun hands a running run back so any worker can claim it at once.
-func (s *store) releaseRun(ctx context.Context, owner, runID string, after time.Duration) error {
-	// Clearing the owner also fences out writes of this worker still in
-	// flight. The lease expires after the given pause (or at once), which is
-	// when the run is claimed again.
-	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_owner = NULL,
-			lease_expires_at = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3::float8) ELSE now() - interval '1 second' END
-		WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'`, runID, owner, after.Seconds())
+// releaseRun gives a run this worker holds back: it becomes waiting, due at
+// wakeAt, and the queue's workers are told, so any of them resumes it from
+// its record as soon as it is due. Clearing the owner also fences out writes
+// of this worker still in flight.
+func (s *store) releaseRun(ctx context.Context, owner, runID string, wakeAt time.Time) error {
+	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` SET status = 'waiting', lease_owner = NULL,
+			lease_expires_at = NULL, wake_at = $3, updated_at = now()
+		WHERE run_id = $1 AND lease_owner = $2 AND status = 'running' RETURNING queue)
+		SELECT pg_notify($4, queue) FROM r`, runID, owner, wakeAt, s.channel[chanWork])
 	return err
 }
 

@@ -172,7 +172,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 		w.mu.Lock()
 		for id, s := range w.runs {
 			s.abandon()
-			_ = w.e.store.releaseRun(context.Background(), w.id, id, 0)
+			_ = w.e.store.releaseRun(context.Background(), w.id, id, w.e.cfg.Clock.Now())
 		}
 		w.mu.Unlock()
 	}
@@ -292,7 +292,7 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 
 func (w *Worker) releaseAll(rows []*runRow) {
 	for _, r := range rows {
-		_ = w.e.store.releaseRun(context.Background(), w.id, r.RunID, 0)
+		_ = w.e.store.releaseRun(context.Background(), w.id, r.RunID, w.e.cfg.Clock.Now())
 		<-w.slots
 	}
 }
@@ -304,7 +304,7 @@ func (w *Worker) launch(r *runRow, steps []*stepRow, sigs []*signalRow) {
 	if w.stopped {
 		w.mu.Unlock()
 		if err := w.e.store.unclaimNew(context.Background(), w.id, r.RunID); err != nil {
-			_ = w.e.store.releaseRun(context.Background(), w.id, r.RunID, 0)
+			_ = w.e.store.releaseRun(context.Background(), w.id, r.RunID, w.e.cfg.Clock.Now())
 		}
 		w.e.releaseLocalWaiters([]string{r.RunID})
 		<-w.slots
