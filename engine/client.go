@@ -409,12 +409,23 @@ func (c *Client) History(ctx context.Context, workflowID string) ([]RunHistory, 
 		return nil, err
 	}
 	out := make([]RunHistory, len(rows))
+	now := c.e.cfg.Clock.Now()
 	for i, r := range rows {
 		out[i].Run = toInfo(r)
+		// A timer is recorded once, when it is set: replay needs only its
+		// fire time. It shows as completed once that time has come, within
+		// the run's life.
+		until := now
+		if r.ClosedAt.Valid && r.ClosedAt.Time.Before(until) {
+			until = r.ClosedAt.Time
+		}
 		for _, st := range hist[r.RunID] {
 			si := StepInfo{Seq: st.Seq, Kind: st.Kind, Name: st.Name, Status: st.Status, Attempts: st.Attempts,
 				StartedAt: st.StartedAt.Time, CompletedAt: st.CompletedAt.Time, Input: st.Input, Output: st.Output,
 				Error: decodeError(st.Error), ChildWorkflowID: st.ChildWorkflowID.String}
+			if st.Kind == stepTimer && st.Status == stepStarted && st.FireAt.Valid && !st.FireAt.Time.After(until) {
+				si.Status, si.CompletedAt = stepCompleted, st.FireAt.Time
+			}
 			if st.CompletedAt.Valid && st.StartedAt.Valid {
 				si.Duration = st.CompletedAt.Time.Sub(st.StartedAt.Time)
 			}

@@ -252,14 +252,14 @@ func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
 	}})
 }
 
-// dropAfter drops the run after a write of it failed with err. A refusal by
-// a checkpoint interceptor is likely to recur when the run is resumed and
-// records the same step again, so the run is released with a pause that
-// doubles with each load (100 ms, 200 ms, ... up to a minute) instead of
-// being resumed at once in a loop.
+// dropAfter drops the run after a write of it failed with err. A refused
+// write (a checkpoint interceptor's error, a statement PostgreSQL rejects)
+// is likely to fail again when the run is resumed and writes the same step,
+// so the run is released with a pause that doubles with each load (100 ms,
+// 200 ms, ... up to a minute) instead of being resumed at once in a loop.
+// A lost lease needs no pause: another worker holds the run.
 func (s *runState) dropAfter(err error) {
-	var ce *checkpointError
-	if !errors.As(err, &ce) {
+	if errors.Is(err, errLeaseLost) {
 		s.drop()
 		return
 	}

@@ -75,7 +75,7 @@ func finishArgs(batch []*writeOp, idx []int) []any {
 func (s *store) finishSQL(p int) string {
 	n := func(i int) string { return fmt.Sprintf("$%d", p+i) }
 	return `fin AS (UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
-			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN now() END,
+			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN ` + n(8) + `::timestamptz END,
 			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN ` + n(8) + ` ELSE v.wake_at END,
 			lease_expires_at = CASE WHEN v.status = 'running' THEN r.lease_expires_at END
 		FROM unnest(` + n(1) + `::text[], ` + n(2) + `::text[], ` + n(3) + `::text[], ` + n(4) + `::bytea[], ` + n(5) + `::jsonb[],

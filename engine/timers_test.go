@@ -39,6 +39,18 @@ func TestTimerThirtyDaysWithFakeClock(t *testing.T) {
 	clock.Advance(29 * 24 * time.Hour)
 	time.Sleep(150 * time.Millisecond) // a premature wake-up would show as a second load
 	require.Equal(t, engine.StatusWaiting, ftDescribe(t, c, "trial-1").Status)
+	timerStep := func() engine.StepInfo {
+		h, err := c.History(ctx, "trial-1")
+		require.NoError(t, err)
+		for _, st := range h[0].Steps {
+			if st.Kind == "timer" {
+				return st
+			}
+		}
+		t.Fatal("no timer step")
+		return engine.StepInfo{}
+	}
+	require.Equal(t, "started", timerStep().Status, "a timer not yet due")
 
 	clock.Advance(24 * time.Hour)
 	end, err := run.Result(ctx)
@@ -46,6 +58,9 @@ func TestTimerThirtyDaysWithFakeClock(t *testing.T) {
 	require.True(t, end.Equal(ftT0.Add(30*24*time.Hour)), "ended at %v", end)
 	info = ftDescribe(t, c, "trial-1")
 	require.Equal(t, engine.StatusCompleted, info.Status)
+	fired := timerStep()
+	require.Equal(t, "completed", fired.Status, "a timer that came due shows as completed")
+	require.True(t, fired.CompletedAt.Equal(ftT0.Add(30*24*time.Hour)), "completed at its fire time, got %v", fired.CompletedAt)
 	require.GreaterOrEqual(t, info.Loads, 2, "resumed by replay")
 	require.GreaterOrEqual(t, ran.get("body"), 2)
 }
