@@ -27,16 +27,19 @@ func (mr *Mirror) actionLoop(c *engine.Client) {
 		<-mr.stop
 		cancel()
 	}()
+	// The first look is one interval after Start, like every later one: a
+	// process that polls at once on start would make the timing of its
+	// start matter to what it takes.
 	t := time.NewTicker(mr.cfg.ActionInterval)
 	defer t.Stop()
 	for {
-		if _, err := mr.actOnce(ctx, c); err != nil && ctx.Err() == nil {
-			mr.log.Warn("graftsync: polling for requests failed", "table", mr.table.String(), "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if _, err := mr.actOnce(ctx, c); err != nil && ctx.Err() == nil {
+			mr.log.Warn("graftsync: polling for requests failed", "table", mr.table.String(), "err", err)
 		}
 	}
 }
