@@ -70,7 +70,7 @@ type RunHandle struct {
 	RunID      string
 	c          *Client
 	// local receives the outcome when this process runs the workflow.
-	local chan *closedRun
+	local *localOutcome
 }
 
 // Run is a typed handle whose Result decodes into Out.
@@ -196,7 +196,11 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 	if err != nil {
 		return nil, fmt.Errorf("graft: start %s: %w", name, err)
 	}
-	return &RunHandle{WorkflowID: o.ID, RunID: row.RunID, c: c, local: local}, nil
+	var lo *localOutcome
+	if local != nil {
+		lo = &localOutcome{ch: local, done: make(chan struct{})}
+	}
+	return &RunHandle{WorkflowID: o.ID, RunID: row.RunID, c: c, local: lo}, nil
 }
 
 func (c *Client) call(ctx context.Context, in *ClientCallInput, last func(context.Context, *ClientCallInput) (any, error)) (any, error) {
@@ -229,31 +233,49 @@ func (r *Run[Out]) Result(ctx context.Context) (Out, error) {
 	return v, nil
 }
 
+// localOutcome is the in-process hand-off of a locally run workflow's end:
+// the first Result to receive it keeps it for the others.
+type localOutcome struct {
+	ch   chan *closedRun
+	done chan struct{} // closed once r is set
+	r    *closedRun    // nil: the run left this process; read the record
+}
+
+// wait returns the hand-off, or nil when the run left this process (or did
+// not end within d): the caller then reads the record.
+func (l *localOutcome) wait(ctx context.Context, d time.Duration) (*closedRun, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-l.ch:
+		l.r = r
+		close(l.done)
+		return r, nil
+	case <-l.done: // an earlier or concurrent Result took it
+		return l.r, nil
+	case <-t.C:
+		return nil, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // Result waits for the run to close and returns its JSON result, or the
 // workflow's error (typed: errors.As works).
 func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 	e := h.c.e
 	runID := h.RunID
 	if h.local != nil {
-		t := time.NewTimer(5 * e.cfg.PollInterval)
-		select {
-		case r := <-h.local:
-			if r != nil {
-				switch r.status {
-				case StatusCompleted:
-					t.Stop()
-					return r.output, nil
-				case StatusFailed, StatusCancelled:
-					t.Stop()
-					return nil, decodeError(r.errJSON)
-				}
+		if r, err := h.local.wait(ctx, 5*e.cfg.PollInterval); err != nil {
+			return nil, err
+		} else if r != nil {
+			switch r.status {
+			case StatusCompleted:
+				return r.output, nil
+			case StatusFailed, StatusCancelled:
+				return nil, decodeError(r.errJSON)
 			}
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
 		}
-		t.Stop()
 	}
 	for {
 		ch := e.waitChan(runID, false)

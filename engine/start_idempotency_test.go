@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
@@ -207,4 +208,31 @@ func TestStartConcurrentSameID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Result may be called again, and from several goroutines, on a handle of a
+// run this process executes: every call gets the outcome from the first
+// one's in-process hand-off, none waits for a poll (here 10 s apart, longer
+// than the test's deadline allows).
+func TestResultTwiceOnLocalHandle(t *testing.T) {
+	t.Parallel()
+	e := testenv.Engine(t, &engine.Config{PollInterval: 10 * time.Second})
+	wf := engine.NewWorkflow("twice", func(ctx engine.Context, n int) (int, error) { return n + 1, nil })
+	require.NoError(t, e.Register(wf))
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	ctx := testenv.Ctx(t, 8*time.Second)
+	run, err := wf.Start(ctx, e.Client(), 41, nil)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			out, err := run.Result(ctx)
+			assert.NoError(t, err)
+			assert.Equal(t, 42, out)
+		})
+	}
+	wg.Wait()
+	out, err := run.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 42, out)
 }
