@@ -27,7 +27,8 @@ type WorkerConfig struct {
 	// MaxActivities bounds activity attempts running at once. Default 500.
 	MaxActivities int
 	// ActivitiesPerSecond bounds activity attempts started per second by this
-	// worker; 0 means unlimited.
+	// worker; 0 means unlimited. A call an interceptor snoozed (see
+	// SnoozeError) takes a token again when it is run again.
 	ActivitiesPerSecond float64
 	// ClaimBatch bounds runs claimed per query. Default 200.
 	ClaimBatch int
@@ -349,16 +350,17 @@ func (w *Worker) tryReserve(queue, typ string) bool {
 }
 
 func (w *Worker) acquireActivitySlot(ctx context.Context) error {
+	// The rate token first: an attempt waiting for its turn must not hold
+	// one of the MaxActivities slots that ready attempts could use.
+	if w.limiter != nil {
+		if err := w.limiter.Wait(ctx); err != nil {
+			return err
+		}
+	}
 	select {
 	case w.actSlots <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-	if w.limiter != nil {
-		if err := w.limiter.Wait(ctx); err != nil {
-			<-w.actSlots
-			return err
-		}
 	}
 	return nil
 }
