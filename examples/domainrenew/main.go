@@ -16,7 +16,11 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/interceptors"
 )
 
 // Renewal is one operation of the legacy operations table.
@@ -59,7 +63,17 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("reset demo schema: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	e, err := engine.New(engine.Config{DB: db, DatabaseURL: databaseURL(), Schema: schema, Logger: logger})
+	// The interceptor chain: structured logs (warnings and errors only, to
+	// keep the output short: a failed attempt is one line), metrics read at
+	// the end, panic recovery. Tracing is in the chain too, with the OTel
+	// global provider, which discards spans until an exporter is set up.
+	reader := sdkmetric.NewManualReader()
+	chain, err := interceptors.All(interceptors.Config{Logger: logger,
+		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	if err != nil {
+		return err
+	}
+	e, err := engine.New(engine.Config{DB: db, DatabaseURL: databaseURL(), Schema: schema, Logger: logger, Interceptors: chain})
 	if err != nil {
 		return err
 	}
@@ -161,5 +175,30 @@ func run(ctx context.Context) error {
 		fmt.Printf("  #%d %-8s %-15s %-9s attempts=%d\n", st.Seq, st.Kind, st.Name, st.Status, st.Attempts)
 	}
 	fmt.Printf("\nregistry calls: %d (each domain's first call timed out and was retried)\n", registryCalls.Load())
+	return printMetrics(ctx, reader)
+}
+
+// printMetrics prints the interceptors' counters, summed over attributes.
+func printMetrics(ctx context.Context, reader *sdkmetric.ManualReader) error {
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		return err
+	}
+	sums := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if s, ok := m.Data.(metricdata.Sum[int64]); ok {
+				for _, dp := range s.DataPoints {
+					sums[m.Name] += dp.Value
+				}
+			}
+		}
+	}
+	fmt.Println("\nmetrics:")
+	for _, name := range []string{interceptors.MetricWorkflowStarted, interceptors.MetricWorkflowCompleted,
+		interceptors.MetricWorkflowFailed, interceptors.MetricActivityCompleted, interceptors.MetricActivityFailed,
+		interceptors.MetricActivityRetried} {
+		fmt.Printf("  %-26s %d\n", name, sums[name])
+	}
 	return nil
 }
