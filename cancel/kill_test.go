@@ -1,13 +1,10 @@
 package cancel_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,49 +31,17 @@ func TestKilledDuringRefund(t *testing.T) {
 	v := newEnv(t, envOptions{NoWorker: true, LeaseTTL: killLeaseTTL})
 	ctx := testenv.Ctx(t, 60*time.Second)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorker$", "-test.v=false")
-	cmd.Env = append(os.Environ(), helperSchemaEnv+"="+v.schema)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	stdin, err := cmd.StdinPipe() // the helper exits when this closes, so it cannot outlive us
-	require.NoError(t, err)
-	defer stdin.Close()
-	cmd.Stderr = os.Stderr
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	lines := make(chan string, 4)
-	go func() {
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			lines <- s.Text()
-		}
-		close(lines)
-	}()
-	waitLine := func(want string) {
-		t.Helper()
-		for {
-			select {
-			case l, ok := <-lines:
-				require.True(t, ok, "helper exited before %q", want)
-				if l == want {
-					return
-				}
-			case <-ctx.Done():
-				t.Fatalf("helper never said %q", want)
-			}
-		}
-	}
-	waitLine("ready")
+	helper := testenv.Spawn(t, "TestHelperWorker", helperSchemaEnv+"="+v.schema)
+	helper.WaitLine(t, "ready", 60*time.Second)
 
 	o := Order{ID: "op-kill", Domain: "kill.com", Amount: 4200, PauseAfter: "charge"}
 	run := v.start(v.s.renew, o, nil)
 	v.waitCompleted(o.ID, "shop.charge")
 	require.NoError(t, v.c.Cancel(ctx, o.ID, "customer asked"))
-	waitLine("refunded")
+	helper.WaitLine(t, "refunded", 60*time.Second)
 	_, refunds := v.ledger(o.ID)
 	require.Equal(t, 1, refunds, "the helper booked the refund")
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	_ = cmd.Wait()
+	helper.Kill(t)
 	hist, err := v.c.History(ctx, o.ID)
 	require.NoError(t, err)
 	for _, st := range hist[0].Steps {

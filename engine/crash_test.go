@@ -25,7 +25,7 @@ func TestCrashSIGKILLWorkerResumedElsewhere(t *testing.T) {
 	ctx := testenv.Ctx(t, 90*time.Second)
 
 	child := rbSpawn(t, schema, lease, 2*time.Second)
-	child.waitReady(t)
+	child.WaitLine(t, rbHelperReady, rbReadyWithin)
 	// No worker runs in this process yet: the child claims the run.
 	h, err := c.StartByName(ctx, "proc.crash", []byte(`"crash-1"`), &engine.StartOptions{ID: "crash-1"})
 	require.NoError(t, err)
@@ -41,7 +41,7 @@ func TestCrashSIGKILLWorkerResumedElsewhere(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, engine.StatusRunning, info.Status)
 	require.Equal(t, 1, info.Loads)
-	child.kill(t)
+	child.Kill(t)
 
 	// Nothing moves while nobody runs the workflow.
 	hist, err := c.History(ctx, "crash-1")

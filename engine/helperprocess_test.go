@@ -1,15 +1,11 @@
 package engine_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -121,94 +117,18 @@ func TestCrashHelperProcess(t *testing.T) {
 	require.NoError(t, w.Stop(ctx))
 }
 
-// rbProc is a running worker subprocess.
-type rbProc struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	out    *rbSyncBuffer
-	waited chan struct{}
-	err    error
-}
-
-// rbSpawn starts a worker subprocess on schema (call waitReady before
-// relying on it). It is stopped (stdin closed, then killed if it lingers) at cleanup.
-func rbSpawn(t *testing.T, schema string, leaseTTL, unloadAfter time.Duration) *rbProc {
+// rbSpawn starts a worker subprocess on schema; wait for its rbHelperReady
+// line before relying on it. It is killed, if still running, at cleanup.
+func rbSpawn(t *testing.T, schema string, leaseTTL, unloadAfter time.Duration) *testenv.Proc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelperProcess$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(),
+	return testenv.Spawn(t, "TestCrashHelperProcess",
 		rbHelperEnv+"=1",
 		rbHelperSchemaEnv+"="+schema,
 		rbHelperLeaseEnv+"="+leaseTTL.String(),
 		rbHelperUnloadEnv+"="+unloadAfter.String(),
 		"GRAFT_DATABASE_URL="+testenv.DatabaseURL(),
 	)
-	p := &rbProc{cmd: cmd, out: &rbSyncBuffer{ready: make(chan struct{})}, waited: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	p.stdin = stdin
-	require.NoError(t, cmd.Start())
-	go func() { p.err = cmd.Wait(); close(p.waited) }()
-	t.Cleanup(func() {
-		_ = p.stdin.Close()
-		select {
-		case <-p.waited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-p.waited
-		}
-		if t.Failed() {
-			t.Logf("worker subprocess %d output:\n%s", cmd.Process.Pid, p.out.String())
-		}
-	})
-	return p
 }
 
-// waitReady waits until the subprocess's worker runs.
-func (p *rbProc) waitReady(t *testing.T) {
-	t.Helper()
-	select {
-	case <-p.out.ready:
-	case <-p.waited:
-		t.Fatalf("worker subprocess exited before it was ready: %v\n%s", p.err, p.out.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("worker subprocess not ready within 60s:\n%s", p.out.String())
-	}
-}
-
-// kill sends SIGKILL and waits for the process to die.
-func (p *rbProc) kill(t *testing.T) {
-	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
-	select {
-	case <-p.waited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("worker subprocess did not die after SIGKILL")
-	}
-	require.Error(t, p.err, "the process was killed, not exited")
-}
-
-// rbSyncBuffer collects a subprocess's output and closes ready when the
-// readiness line appears.
-type rbSyncBuffer struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	ready chan struct{}
-	once  sync.Once
-}
-
-func (b *rbSyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n, err := b.buf.Write(p)
-	if strings.Contains(b.buf.String(), rbHelperReady+"\n") {
-		b.once.Do(func() { close(b.ready) })
-	}
-	return n, err
-}
-
-func (b *rbSyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// rbReadyWithin is how long a worker subprocess may take to start.
+const rbReadyWithin = 60 * time.Second

@@ -27,12 +27,12 @@ func TestThreeWorkerProcessesFiveHundredWorkflows(t *testing.T) {
 	c := e.Client()
 	ctx := testenv.Ctx(t, 100*time.Second)
 
-	var procs []*rbProc
+	var procs []*testenv.Proc
 	for i := 0; i < 3; i++ {
 		procs = append(procs, rbSpawn(t, schema, 15*time.Second, time.Millisecond))
 	}
 	for _, p := range procs {
-		p.waitReady(t)
+		p.WaitLine(t, rbHelperReady, rbReadyWithin)
 	}
 
 	ids := rbIDs("fleet", n)

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -177,16 +177,8 @@ func TestPhoneVerificationSurvivesSIGKILL(t *testing.T) {
 	c := e.Client()
 	ctx := testenv.Ctx(t, 60*time.Second)
 
-	helper := exec.Command(os.Args[0], "-test.run=^TestPhoneHelperProcess$", "-test.count=1")
-	helper.Env = append(os.Environ(), phoneHelperEnv+"="+schema)
-	helper.Stdout, helper.Stderr = os.Stderr, os.Stderr
-	require.NoError(t, helper.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- helper.Wait() }()
-	t.Cleanup(func() {
-		_ = helper.Process.Kill()
-		<-exited
-	})
+	helper := testenv.Spawn(t, "TestPhoneHelperProcess", phoneHelperEnv+"="+schema)
+	helper.WaitLine(t, "ready", 30*time.Second)
 
 	run, err := wf.Start(ctx, c, phoneIn{Phone: "+33600000004"}, &engine.StartOptions{ID: "phone-kill"})
 	require.NoError(t, err)
@@ -204,9 +196,7 @@ func TestPhoneVerificationSurvivesSIGKILL(t *testing.T) {
 	require.NoError(t, e.DB().QueryRowContext(ctx, `SELECT lease_owner FROM "`+schema+`".runs WHERE run_id = $1`, run.RunID).Scan(&owner))
 	require.Equal(t, helperOwner, owner, "the helper holds the run when it is killed")
 
-	require.NoError(t, helper.Process.Kill()) // SIGKILL
-	<-exited
-	exited <- nil // for the cleanup
+	helper.Kill(t)
 
 	testenv.Worker(t, e, engine.WorkerConfig{ID: "phone-survivor"})
 	require.NoError(t, c.Signal(ctx, "phone-kill", "code", phoneWrong(code)))
@@ -244,6 +234,9 @@ func TestPhoneHelperProcess(t *testing.T) {
 	send, wf := phoneDefs()
 	require.NoError(t, e.Register(send, wf))
 	testenv.Worker(t, e, engine.WorkerConfig{ID: "phone-helper"})
-	time.Sleep(2 * time.Minute) // until killed
-	t.Fatal("helper process was not killed")
+	fmt.Println("ready")
+	// Block until SIGKILL. Should the parent die first, its end of stdin
+	// closes and the helper leaves.
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	os.Exit(1)
 }

@@ -1,17 +1,14 @@
 package ratelimit
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -372,33 +369,8 @@ func TestInterceptorWorkerKilledWhileHoldingSlots(t *testing.T) {
 	c := e.Client()
 	ctx := testenv.Ctx(t, 60*time.Second)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperInterceptorWorker$", "-test.v=false")
-	cmd.Env = append(os.Environ(), icptHelperSchemaEnv+"="+e.Schema(), icptHelperPrefixEnv+"="+prefix)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	stdin, err := cmd.StdinPipe() // the helper exits when this closes
-	require.NoError(t, err)
-	defer stdin.Close()
-	cmd.Stderr = os.Stderr
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	ready := make(chan error, 1)
-	go func() {
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			if s.Text() == "ready" {
-				ready <- nil
-				return
-			}
-		}
-		ready <- fmt.Errorf("helper exited before it was ready: %v", s.Err())
-	}()
-	select {
-	case err := <-ready:
-		require.NoError(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("helper process not ready")
-	}
+	helper := testenv.Spawn(t, "TestHelperInterceptorWorker", icptHelperSchemaEnv+"="+e.Schema(), icptHelperPrefixEnv+"="+prefix)
+	helper.WaitLine(t, "ready", 30*time.Second)
 
 	// No worker runs here yet, so the helper claims every run.
 	var runs []*engine.Run[string]
@@ -412,11 +384,10 @@ func TestInterceptorWorkerKilledWhileHoldingSlots(t *testing.T) {
 		return err == nil && n == icptKillConcurrency
 	}, "the helper never held the provider's slots")
 	l := newTestRedisLimiter(t, rc, RedisConfig{Limits: icptKillLimits(), Prefix: prefix, RecoveryWindow: -1})
-	_, err = l.Acquire(ctx, "registry", "newcomer")
+	_, err := l.Acquire(ctx, "registry", "newcomer")
 	require.Equal(t, icptKillConcurrency, requireDenied(t, err, ReasonConcurrency).InUse)
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	_ = cmd.Wait()
+	helper.Kill(t)
 
 	icpt, err := NewActivityInterceptor(InterceptorConfig{Limiter: l, Key: KeyFromHeader(providerHeader), MaxWait: 50 * time.Millisecond})
 	require.NoError(t, err)
