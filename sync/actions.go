@@ -2,9 +2,12 @@ package graftsync
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/graftdev/graft/engine"
 )
@@ -112,23 +115,56 @@ func (mr *Mirror) actOnce(ctx context.Context, c *engine.Client) (int, error) {
 			mr.log.Info("graftsync: request for a workflow that is not running; acknowledged", "table", mr.table.String(),
 				"key", r.key, "request", r.value, "workflow_id", r.workflowID, "err", err)
 		}
-		var ack any
-		switch {
-		case act.Ack != "":
-			ack = act.Ack
-		case mr.versioned:
-			// No mirror_state: the engine says what state the run is in.
-			if v, ok := mr.currentStatus(ctx, c, r.workflowID); ok {
-				ack = v
-			}
-		}
-		if _, err := db.ExecContext(ctx, mr.sql.ack, mr.table.String(), r.key, r.value, ack, states, values); err != nil {
+		if err := mr.acknowledge(ctx, db, c, act, r.key, r.value, r.workflowID, states, values); err != nil {
 			return acked, fmt.Errorf("acknowledge request %q of %s %q: %w", r.value, mr.table, r.key, err)
 		}
 		mr.met.request(ctx, r.value, outcome)
 		acked++
 	}
 	return acked, tx.Commit()
+}
+
+// acknowledge replaces a request value that was acted on. The value is the
+// action's Ack, or the status of the run's state when it has none; but when
+// the run has already ended, the status of its end: the mirror skips the
+// status column while a request is pending, so the write of the run's end
+// may have been skipped and no later write will come. The row's mirror
+// state (or, with a version column, the legacy row) is locked first, as the
+// mirror locks it before it writes: a mirror write that comes later waits
+// for the acknowledgement and then writes the status over it.
+func (mr *Mirror) acknowledge(ctx context.Context, db *sqlx.DB, c *engine.Client, act Action, key, value, workflowID, states, values string) error {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var state State
+	if mr.versioned {
+		// No mirror_state: the engine says what state the run is in.
+		var one int
+		err = tx.QueryRowContext(ctx, mr.sql.lockRow, key).Scan(&one)
+		if err == nil {
+			state = mr.currentState(ctx, c, workflowID)
+		}
+	} else {
+		err = tx.QueryRowContext(ctx, mr.sql.lockState, mr.table.String(), key).Scan(&state)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // the row is gone: nothing to acknowledge
+	}
+	if err != nil {
+		return err
+	}
+	var ack any
+	if v, ok := mr.m.Status.Values[state]; ok && (state.closed() || act.Ack == "") {
+		ack = v
+	} else if act.Ack != "" {
+		ack = act.Ack
+	}
+	if _, err := tx.ExecContext(ctx, mr.sql.ack, mr.table.String(), key, value, ack, states, values); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func (mr *Mirror) act(ctx context.Context, c *engine.Client, act Action, key, value, workflowID string) error {
@@ -155,29 +191,27 @@ func (mr *Mirror) stateValues() (string, string) {
 	return pgArray(ss), pgArray(vs)
 }
 
-// currentStatus is the status value of the workflow's state, as the engine
-// reports it.
-func (mr *Mirror) currentStatus(ctx context.Context, c *engine.Client, workflowID string) (string, bool) {
+// currentState is the state of the workflow's latest run, as the engine
+// reports it ("" when it cannot say).
+func (mr *Mirror) currentState(ctx context.Context, c *engine.Client, workflowID string) State {
 	info, err := c.Describe(ctx, workflowID)
 	if err != nil {
-		return "", false
+		return ""
 	}
-	st := StateRunning
 	switch info.Status {
 	case engine.StatusPending:
-		st = StatePending
+		return StatePending
 	case engine.StatusWaiting:
-		st = StateWaiting
+		return StateWaiting
 	case engine.StatusCompleted:
-		st = StateCompleted
+		return StateCompleted
 	case engine.StatusFailed:
-		st = StateFailed
 		if mr.needsOperator(info.Error) {
-			st = StateNeedsOperator
+			return StateNeedsOperator
 		}
+		return StateFailed
 	case engine.StatusCancelled:
-		st = StateCancelled
+		return StateCancelled
 	}
-	v, ok := mr.m.Status.Values[st]
-	return v, ok
+	return StateRunning
 }

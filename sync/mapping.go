@@ -29,6 +29,11 @@ const (
 // States lists every State, in the order of a workflow's life.
 var States = []State{StatePending, StateRunning, StateWaiting, StateCompleted, StateFailed, StateCancelled, StateNeedsOperator}
 
+// closed reports whether a run in this state has ended for good.
+func (s State) closed() bool {
+	return s == StateCompleted || s == StateFailed || s == StateCancelled
+}
+
 func (s State) valid() bool {
 	for _, x := range States {
 		if s == x {

@@ -24,6 +24,8 @@ type stmts struct {
 	exists                string // MissingFail: does a row exist
 	poll                  string // requests
 	ack                   string // a request taken
+	lockState             string // acknowledgement: the row's mirror state, locked
+	lockRow               string // acknowledgement with a version column: the legacy row, locked
 	reqArg                bool   // the rows statement takes the request values
 	needOpArg             bool   // the rows statement takes the needs_operator status value
 	mappingArg            bool   // the same-database rows statement takes the mapping (after the arrays)
@@ -51,6 +53,8 @@ func (mr *Mirror) buildSQL() {
 		SELECT $1, v.row_key, o.base + v.first, o.base + v.last, v.change::jsonb
 		FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[]) AS v(row_key, first, last, change),
 			(SELECT pg_current_xact_id()::text::bigint << 20 AS base) o`
+	s.lockState = `SELECT state FROM ` + mr.stateTable + ` WHERE mapping = $1 AND row_key = $2 FOR UPDATE`
+	s.lockRow = `SELECT 1 FROM ` + t + ` WHERE ` + qi(key.name) + ` = $1::` + key.typ + ` FOR UPDATE`
 	s.exists = `SELECT EXISTS (SELECT 1 FROM ` + t + ` WHERE ` + qi(key.name) + ` = $1::` + key.typ + `)`
 	if ac := mr.actionCol; ac != nil && mr.versioned {
 		// No mirror_state: the rows graft mirrors are those with a version,
