@@ -2,6 +2,7 @@ package graftsync_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,10 +40,13 @@ func TestLegacyCancel(t *testing.T) {
 			var ce *engine.CanceledError
 			require.ErrorAs(t, err, &ce)
 			require.Equal(t, "cancelled in the back office", ce.Reason)
-			r := ev.waitStatus("op-1", "cancelled")
-			require.Contains(t, r.LastError.String, "cancelled in the back office")
+			// The acknowledgement may write "cancelled" first (the run had
+			// ended); the mirror's write of the end brings the error.
+			ev.waitRow("op-1", func(r *opRow) bool {
+				return r.Status == "cancelled" && strings.Contains(r.LastError.String, "cancelled in the back office")
+			}, "the row ends cancelled, with the reason")
 			// A row graft does not mirror is the legacy runner's.
-			r, _ = ev.row("legacy-only")
+			r, _ := ev.row("legacy-only")
 			require.Equal(t, "cancel_requested", r.Status)
 		})
 	}
