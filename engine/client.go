@@ -172,6 +172,7 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 	var local chan *closedRun
 	if eager != nil {
 		local = c.e.waitChan(row.RunID, true)
+		eager.expect(row.RunID) // a signal right after the commit is kept for launch
 	}
 	err = c.e.commit.submitWait(ctx, &writeOp{runID: row.RunID, newRun: spec,
 		events: []*CheckpointEvent{{Kind: CheckpointWorkflowStarted, WorkflowID: o.ID, RunID: row.RunID, WorkflowType: name,
@@ -182,6 +183,7 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 			row.LeaseOwner = nullString(eager.id)
 			eager.launch(&row, nil, nil)
 		} else {
+			eager.unexpect(row.RunID)
 			<-eager.slots
 			c.e.dropWaiter(row.RunID, local)
 		}

@@ -155,9 +155,7 @@ func (e *Engine) pokeWorkers() {
 func (e *Engine) dispatchWake(ids []string) {
 	for _, w := range e.localWorkers() {
 		for _, id := range ids {
-			if s := w.local(id); s != nil {
-				go s.refresh(context.Background())
-			}
+			w.wakeLocal(id)
 		}
 	}
 	e.pokeWorkers()

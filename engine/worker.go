@@ -49,9 +49,14 @@ type Worker struct {
 	actSlots chan struct{}
 	limiter  *rate.Limiter
 
-	mu      sync.Mutex
-	runs    map[string]*runState
-	running bool
+	mu   sync.Mutex
+	runs map[string]*runState
+	// arriving holds runs claimed (or eagerly started) whose run state is
+	// not yet in runs; a wake-up for one of them is noted (true) here and
+	// handed to it by launch, so a signal, cancellation or child result
+	// committed while the run was loading is not missed.
+	arriving map[string]bool
+	running  bool
 	// stopped is set by Stop, under mu, when it marks the loaded runs
 	// draining; an eager start that reserved a slot before Stop then gives
 	// its new run back instead of launching it, so none runs on a stopped
@@ -115,6 +120,7 @@ func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
 		slots:    make(chan struct{}, cfg.MaxWorkflows),
 		actSlots: make(chan struct{}, cfg.MaxActivities),
 		runs:     map[string]*runState{},
+		arriving: map[string]bool{},
 		poke:     make(chan struct{}, 1),
 		stopping: make(chan struct{}),
 		loopDone: make(chan struct{}),
@@ -261,9 +267,17 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 	for i := len(rows); i < reserved; i++ {
 		<-w.slots
 	}
-	if err != nil || len(rows) == 0 {
+	if len(rows) == 0 {
 		return 0, err
 	}
+	claimErr := err // rows claimed before a later claim query failed still run
+	all := make([]string, len(rows))
+	for i, r := range rows {
+		all[i] = r.RunID
+	}
+	// From here a wake-up for these runs is kept for them: their signals
+	// are read below, and one committed after that read is announced after.
+	w.expect(all...)
 	ids := make([]string, 0, len(rows))
 	for _, r := range rows {
 		if r.Loads > 1 || r.StartReason != "start" {
@@ -277,10 +291,6 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 			return 0, err
 		}
 	}
-	all := make([]string, len(rows))
-	for i, r := range rows {
-		all[i] = r.RunID
-	}
 	if sigs, err = w.e.store.loadSignals(ctx, all, 0); err != nil {
 		w.releaseAll(rows)
 		return 0, err
@@ -288,11 +298,12 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 	for _, r := range rows {
 		w.launch(r, hist[r.RunID], sigs[r.RunID])
 	}
-	return len(rows), nil
+	return len(rows), claimErr
 }
 
 func (w *Worker) releaseAll(rows []*runRow) {
 	for _, r := range rows {
+		w.unexpect(r.RunID)
 		_ = w.e.store.releaseRun(context.Background(), w.id, r.RunID, w.e.cfg.Clock.Now())
 		<-w.slots
 	}
@@ -303,6 +314,7 @@ func (w *Worker) launch(r *runRow, steps []*stepRow, sigs []*signalRow) {
 	def := w.e.reg.workflows[r.WorkflowType]
 	w.mu.Lock()
 	if w.stopped {
+		delete(w.arriving, r.RunID)
 		w.mu.Unlock()
 		if err := w.e.store.unclaimNew(context.Background(), w.id, r.RunID); err != nil {
 			_ = w.e.store.releaseRun(context.Background(), w.id, r.RunID, w.e.cfg.Clock.Now())
@@ -313,8 +325,13 @@ func (w *Worker) launch(r *runRow, steps []*stepRow, sigs []*signalRow) {
 	}
 	s := newRunState(w.e, w, modeLive, r, def, &w.chains, steps, sigs)
 	w.runs[r.RunID] = s
+	missed := w.arriving[r.RunID]
+	delete(w.arriving, r.RunID)
 	w.wg.Add(1) // under mu: Stop waits only after setting stopped
 	w.mu.Unlock()
+	if missed {
+		go s.refresh(context.Background())
+	}
 	go func() {
 		defer func() {
 			s.abandon()
@@ -419,4 +436,39 @@ func (w *Worker) local(runID string) *runState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.runs[runID]
+}
+
+// wakeLocal refreshes the run if this worker holds it, or notes the wake-up
+// for launch if the run is arriving.
+func (w *Worker) wakeLocal(runID string) {
+	w.mu.Lock()
+	s := w.runs[runID]
+	if s == nil {
+		if _, ok := w.arriving[runID]; ok {
+			w.arriving[runID] = true
+		}
+	}
+	w.mu.Unlock()
+	if s != nil {
+		go s.refresh(context.Background())
+	}
+}
+
+// expect marks runs as arriving, before their signals are read (claim) or
+// before the transaction that creates them commits (eager start).
+func (w *Worker) expect(ids ...string) {
+	w.mu.Lock()
+	for _, id := range ids {
+		w.arriving[id] = false
+	}
+	w.mu.Unlock()
+}
+
+// unexpect forgets arriving runs that will not be launched.
+func (w *Worker) unexpect(ids ...string) {
+	w.mu.Lock()
+	for _, id := range ids {
+		delete(w.arriving, id)
+	}
+	w.mu.Unlock()
 }
