@@ -11,11 +11,11 @@ import (
 	"sync/atomic"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/interceptors"
+	"github.com/graftdev/graft/internal/otelsum"
 )
 
 // extraNames lists the layers -with accepts.
@@ -181,19 +181,9 @@ func (x *observabilityExtra) verify(ctx context.Context, _ *benchEnv, n int) (st
 	if spans < 5*n {
 		return "", fmt.Errorf("bench: %d spans for %d workflows, want at least %d", spans, n, 5*n)
 	}
-	var rm metricdata.ResourceMetrics
-	if err := x.reader.Collect(ctx, &rm); err != nil {
+	sums, err := otelsum.Counters(ctx, x.reader)
+	if err != nil {
 		return "", err
-	}
-	sums := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if s, ok := m.Data.(metricdata.Sum[int64]); ok {
-				for _, dp := range s.DataPoints {
-					sums[m.Name] += dp.Value
-				}
-			}
-		}
 	}
 	if got := sums[interceptors.MetricWorkflowCompleted]; got != int64(n) {
 		return "", fmt.Errorf("bench: %s = %d, want %d", interceptors.MetricWorkflowCompleted, got, n)

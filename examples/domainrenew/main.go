@@ -17,10 +17,10 @@ import (
 	"github.com/lib/pq"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/interceptors"
+	"github.com/graftdev/graft/internal/otelsum"
 )
 
 // Renewal is one operation of the legacy operations table.
@@ -142,8 +142,9 @@ func run(ctx context.Context) error {
 		}
 		runs[d.Domain] = run
 	}
-	// Starting the same operation again is idempotent.
-	if _, err := renewal.Start(ctx, c, domains[0], &engine.StartOptions{ID: "renew-example.com"}); !errors.Is(err, engine.ErrAlreadyStarted) {
+	// Starting the same operation again, while it is open (this one waits
+	// for its confirmation), is refused.
+	if _, err := renewal.Start(ctx, c, domains[2], &engine.StartOptions{ID: "renew-legacy.org"}); !errors.Is(err, engine.ErrAlreadyStarted) {
 		return fmt.Errorf("duplicate start: got %v, want ErrAlreadyStarted", err)
 	}
 	if err := c.Signal(ctx, "renew-legacy.org", "confirm", true); err != nil {
@@ -180,19 +181,9 @@ func run(ctx context.Context) error {
 
 // printMetrics prints the interceptors' counters, summed over attributes.
 func printMetrics(ctx context.Context, reader *sdkmetric.ManualReader) error {
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(ctx, &rm); err != nil {
+	sums, err := otelsum.Counters(ctx, reader)
+	if err != nil {
 		return err
-	}
-	sums := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if s, ok := m.Data.(metricdata.Sum[int64]); ok {
-				for _, dp := range s.DataPoints {
-					sums[m.Name] += dp.Value
-				}
-			}
-		}
 	}
 	fmt.Println("\nmetrics:")
 	for _, name := range []string{interceptors.MetricWorkflowStarted, interceptors.MetricWorkflowCompleted,
