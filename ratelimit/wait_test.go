@@ -172,14 +172,14 @@ func TestWaitersOfAProcessPollAsOne(t *testing.T) {
 func TestHoldKeepsTheLeaseUntilRelease(t *testing.T) {
 	t.Parallel()
 	c := newRedisClient(t)
-	const ttl = 300 * time.Millisecond
+	const ttl = time.Second // renewals every third of it: room for a loaded machine
 	l := newTestRedisLimiter(t, c, RedisConfig{Limits: StaticLimits(Limits{Concurrency: 1, LeaseTTL: ttl}), RecoveryWindow: -1})
 	ctx, cancel := context.WithCancel(context.Background())
 	h, err := Hold(ctx, l, "registry", "a", time.Second)
 	require.NoError(t, err)
 	first := h.Lease()
 	cancel() // the caller's context ending does not stop the renewals
-	for end := time.Now().Add(4 * ttl); time.Now().Before(end); {
+	for end := time.Now().Add(5 * ttl / 2); time.Now().Before(end); {
 		_, err := l.Acquire(context.Background(), "registry", "b")
 		requireDenied(t, err, ReasonConcurrency)
 		time.Sleep(20 * time.Millisecond) // polling pace, not synchronisation
