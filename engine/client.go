@@ -723,8 +723,8 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 	}
 	now := c.e.cfg.Clock.Now()
 	if isOpen(old.Status) {
-		if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET status = 'reset', closed_at = now(), updated_at = now(),
-			lease_owner = NULL WHERE run_id = $1`, old.RunID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET status = 'reset', closed_at = $2, updated_at = now(),
+			lease_owner = NULL WHERE run_id = $1`, old.RunID, now); err != nil {
 			return nil, err
 		}
 	}
@@ -746,7 +746,9 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 	if _, err := tx.ExecContext(ctx, `UPDATE `+s.signals+` SET run_id = $2 WHERE run_id = $1`, old.RunID, newID); err != nil {
 		return nil, err
 	}
-	// Children the old run still waits on now report to the new run.
+	// Children the old run still waits on now report to the new run; one
+	// started after the cut is taken on again when the new run starts it
+	// with the same ID at the same step (committer).
 	if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET parent_run_id = $2 WHERE parent_run_id = $1
 		AND status IN ('pending','running','waiting')`, old.RunID, newID); err != nil {
 		return nil, err

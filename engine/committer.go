@@ -251,6 +251,16 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 			nr := batch[i].newRun
 			if !ok[nr.row.RunID] {
 				if nr.childStep != nil {
+					// A reset hands the old run's open children to the new
+					// run; when the new run starts the same child again
+					// (same ID, same step), it takes that child on.
+					adopted, err := s.openChildOf(ctx, tx, nr.row.WorkflowID, nr.row.ParentRunID.String, nr.childStep.Seq)
+					if err != nil {
+						return nil, fmt.Errorf("look for the child to adopt: %w", err)
+					}
+					if adopted {
+						continue
+					}
 					// The parent records the refused child start as a failed step.
 					nr.childStep.Status = stepFailed
 					nr.childStep.Error = encodeError(NewNonRetryableError("ChildAlreadyStarted",

@@ -217,3 +217,49 @@ func TestResetOpenRunMovesSignals(t *testing.T) {
 	var app *engine.ApplicationError
 	require.False(t, errors.As(err, &app))
 }
+
+// Reset to before a child's start while the child still runs: the new run
+// starts the same child again (same ID, same step) and takes the running
+// child on instead of failing with ChildAlreadyStarted; there is one child
+// run and its result reaches the new run.
+func TestResetBeforeOpenChildAdoptsIt(t *testing.T) {
+	t.Parallel()
+	var calls ftCounter
+	child := engine.NewWorkflow("reset4.child", func(ctx engine.Context, n int) (int, error) {
+		v, err := engine.GetSignalChannel[int](ctx, "go").Receive(ctx)
+		return n + v, err
+	})
+	prep := engine.NewActivity("reset4.prep", func(ctx context.Context, _ struct{}) (int, error) {
+		return calls.inc("prep"), nil
+	})
+	parent := engine.NewWorkflow("reset4.parent", func(ctx engine.Context, _ struct{}) (int, error) {
+		if _, err := prep.Run(ctx, struct{}{}); err != nil {
+			return 0, err
+		}
+		return child.RunChild(ctx, 40, &engine.ChildOptions{ID: "reset4-kid"})
+	})
+	_, c := ftEnv(t, &engine.Config{UnloadAfter: 50 * time.Millisecond}, child, prep, parent)
+	ctx := testenv.Ctx(t, 20*time.Second)
+	_, err := parent.Start(ctx, c, struct{}{}, &engine.StartOptions{ID: "reset4"})
+	require.NoError(t, err)
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		info, err := c.Describe(ctx, "reset4-kid")
+		return err == nil && info.Status == engine.StatusWaiting
+	}, "the child waits for its signal")
+
+	// Reset to just after prep: the child's start step is cut.
+	h, err := c.Reset(ctx, "reset4", engine.ResetOptions{BeforeSeq: 2})
+	require.NoError(t, err)
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		hist, err := c.History(ctx, "reset4")
+		return err == nil && len(hist) == 2 && len(hist[1].Steps) == 2
+	}, "the new run reached the child start again")
+	require.NoError(t, c.Signal(ctx, "reset4-kid", "go", 2))
+	out, err := h.Result(ctx)
+	require.NoError(t, err, "the running child was taken on, not refused")
+	require.JSONEq(t, "42", string(out))
+	require.Equal(t, 1, calls.get("prep"))
+	kids, err := c.History(ctx, "reset4-kid")
+	require.NoError(t, err)
+	require.Len(t, kids, 1, "one child run")
+}

@@ -235,6 +235,21 @@ func (s *store) completeParentStep(ctx context.Context, tx dbtx, parentRunID str
 	return err
 }
 
+// openChildOf reports whether the open run of workflowID is the child of
+// parentRunID at step seq, and locks it: its end, which completes the
+// parent's step, then commits after the step is written.
+func (s *store) openChildOf(ctx context.Context, tx dbtx, workflowID, parentRunID string, seq int) (bool, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT 1 FROM `+s.runs+` WHERE workflow_id = $1
+		AND status IN ('pending','running','waiting') AND parent_run_id = $2 AND parent_seq = $3 FOR UPDATE`,
+		workflowID, parentRunID, seq)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	found := rows.Next()
+	return found, rows.Err()
+}
+
 // insertSignal buffers a signal for a run.
 func (s *store) insertSignal(ctx context.Context, tx dbtx, runID, name string, payload, headers []byte) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO `+s.signals+` (run_id, name, payload, headers) VALUES ($1, $2, $3, $4)`,
