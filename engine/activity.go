@@ -106,6 +106,38 @@ type activityState struct {
 	lastHB  time.Time
 	details json.RawMessage
 	prev    json.RawMessage
+
+	// Saving heartbeat details for an attempt after a crash: save writes
+	// them; a goroutine started by the first heartbeat with details saves
+	// the latest at most once a second (dirty says there are new ones) until
+	// the attempt ends (done).
+	save      func(json.RawMessage)
+	done      <-chan struct{}
+	saverOnce sync.Once
+	dirty     chan struct{}
+}
+
+// saveLoop saves the attempt's latest heartbeat details now and then at
+// most once a second while new ones come, until the attempt ends.
+func (st *activityState) saveLoop() {
+	for {
+		st.mu.Lock()
+		d := st.details
+		st.mu.Unlock()
+		st.save(d)
+		t := time.NewTimer(time.Second)
+		select {
+		case <-st.done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		select {
+		case <-st.done:
+			return
+		case <-st.dirty:
+		}
+	}
 }
 
 // GetActivityInfo returns the calling activity's identity, attempt and
@@ -126,7 +158,9 @@ func mustActivity(ctx context.Context) *activityState {
 }
 
 // Heartbeat records that the activity is alive, with optional progress
-// details a retry can resume from (see HeartbeatDetails).
+// details a retry can resume from (see HeartbeatDetails). Details are kept
+// in memory for retries in this process and saved to the database at most
+// about once a second, for an attempt that follows a crash.
 func Heartbeat(ctx context.Context, details any) {
 	st := mustActivity(ctx)
 	var b json.RawMessage
@@ -139,9 +173,20 @@ func Heartbeat(ctx context.Context, details any) {
 		st.details = b
 	}
 	st.mu.Unlock()
+	if b != nil && st.save != nil {
+		st.saverOnce.Do(func() {
+			st.dirty = make(chan struct{}, 1)
+			go st.saveLoop()
+		})
+		select {
+		case st.dirty <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// HeartbeatDetails decodes the details the previous attempt last recorded.
+// HeartbeatDetails decodes the details the previous attempt last recorded
+// (after a crash: the last ones saved, up to about a second older).
 func HeartbeatDetails[T any](ctx context.Context) (T, bool) {
 	var v T
 	st := mustActivity(ctx)
@@ -168,6 +213,18 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 	var args, out any // args: the input as decoded for the last attempt
 	var err error
 	var prevDetails json.RawMessage
+	if s.row.Loads > 1 {
+		// A resumed run: an attempt of this step may have heartbeated in a
+		// process that died.
+		prevDetails, _ = s.e.store.loadHeartbeat(base, s.row.RunID, f.seq)
+	}
+	save := func(d json.RawMessage) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.e.store.saveHeartbeat(ctx, s.row.RunID, f.seq, d); err != nil {
+			s.e.cfg.Logger.Warn("graft: heartbeat details not saved", "run_id", s.row.RunID, "seq", f.seq, "err", err)
+		}
+	}
 	attempt := 1
 	for {
 		info.Attempt = attempt
@@ -175,7 +232,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 			break
 		}
 		var details json.RawMessage
-		args, out, details, err = s.attempt(base, def, input, opts, scheduleDeadline, info, headers, prevDetails)
+		args, out, details, err = s.attempt(base, def, input, opts, scheduleDeadline, info, headers, prevDetails, save)
 		w.releaseActivitySlot()
 		if details != nil {
 			prevDetails = details
@@ -270,7 +327,7 @@ func retryable(err error, p RetryPolicy, attempt int) bool {
 // the input as decoded for the attempt, the result, the last heartbeat
 // details and the error.
 func (s *runState) attempt(base context.Context, def activityDef, input []byte, opts ActivityOptions, scheduleDeadline time.Time,
-	info ActivityCallInfo, headers Headers, prev json.RawMessage) (args, out any, details json.RawMessage, err error) {
+	info ActivityCallInfo, headers Headers, prev json.RawMessage, save func(json.RawMessage)) (args, out any, details json.RawMessage, err error) {
 	ctx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
 	if opts.StartToCloseTimeout > 0 {
@@ -283,7 +340,8 @@ func (s *runState) attempt(base context.Context, def activityDef, input []byte, 
 		ctx, c = context.WithDeadlineCause(ctx, scheduleDeadline, &TimeoutError{Kind: TimeoutScheduleToClose})
 		defer c()
 	}
-	st := &activityState{info: info, headers: headers, lastHB: time.Now(), prev: prev}
+	st := &activityState{info: info, headers: headers, lastHB: time.Now(), prev: prev,
+		save: save, done: ctx.Done()}
 	ctx = context.WithValue(ctx, activityCtxKey{}, st)
 	if opts.HeartbeatTimeout > 0 {
 		stop := make(chan struct{})

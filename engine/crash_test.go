@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
@@ -68,4 +69,37 @@ func TestCrashSIGKILLWorkerResumedElsewhere(t *testing.T) {
 		require.Equal(t, "completed", st.Status)
 		require.Equal(t, 1, st.Attempts, "a re-execution after a crash is not a retry")
 	}
+}
+
+// Heartbeat details outlive the worker process: an activity killed with
+// SIGKILL after heartbeating progress 3 is run again by another process,
+// whose attempt reads 3 from HeartbeatDetails and resumes there.
+func TestCrashHeartbeatDetailsSurvive(t *testing.T) {
+	t.Parallel()
+	const lease = 2 * time.Second
+	e := testenv.Engine(t, &engine.Config{LeaseTTL: lease})
+	schema, db := e.Schema(), e.DB()
+	rbTables(t, db, schema)
+	require.NoError(t, e.Register(rbProcessDefs(db, schema)...))
+	c := e.Client()
+	ctx := testenv.Ctx(t, 90*time.Second)
+
+	child := rbSpawn(t, schema, lease, 2*time.Second)
+	child.WaitLine(t, rbHelperReady, rbReadyWithin)
+	h, err := c.StartByName(ctx, "proc.progress", []byte(`{}`), &engine.StartOptions{ID: "beat-1"})
+	require.NoError(t, err)
+	// Kill the child once progress 3 is saved (it blocks there).
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		var d string
+		err := db.QueryRowContext(ctx, `SELECT convert_from(details, 'UTF8') FROM `+pq.QuoteIdentifier(schema)+`.heartbeats
+			WHERE run_id = $1`, h.RunID).Scan(&d)
+		return err == nil && d == "3"
+	}, "progress 3 never saved")
+	child.Kill(t)
+
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	out, err := h.Result(ctx)
+	require.NoError(t, err)
+	require.JSONEq(t, `"resumed from 3"`, string(out))
+	require.Equal(t, map[string]int{"from-0": 1, "from-3": 1}, rbExecCounts(t, db, schema, "beat-1"))
 }

@@ -299,7 +299,7 @@ func (e *Engine) retentionLoop() {
 }
 
 // PurgeClosed deletes up to limit closed runs that closed before cutoff, with
-// their steps and signals, and returns how many it removed.
+// their steps, signals and heartbeat details, and returns how many it removed.
 func (e *Engine) PurgeClosed(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 	s := e.store
 	var n int
@@ -308,7 +308,8 @@ func (e *Engine) PurgeClosed(ctx context.Context, cutoff time.Time, limit int) (
 				SELECT run_id FROM `+s.runs+` WHERE closed_at < $1 ORDER BY closed_at LIMIT $2 FOR UPDATE SKIP LOCKED)
 			RETURNING run_id),
 		st AS (DELETE FROM `+s.steps+` WHERE run_id IN (SELECT run_id FROM gone)),
-		sg AS (DELETE FROM `+s.signals+` WHERE run_id IN (SELECT run_id FROM gone))
+		sg AS (DELETE FROM `+s.signals+` WHERE run_id IN (SELECT run_id FROM gone)),
+		hb AS (DELETE FROM `+s.beats+` WHERE run_id IN (SELECT run_id FROM gone))
 		SELECT count(*) FROM gone`, cutoff, limit).Scan(&n)
 	return n, err
 }

@@ -85,7 +85,29 @@ func rbProcessDefs(db *sqlx.DB, schema string) []engine.Definition {
 		}
 		return fmt.Sprintf("%d:%s,%s", n, a, b), nil
 	})
-	return []engine.Definition{step, crash, fleet}
+	// progress: one activity that heartbeats its progress 1..5 and, on a
+	// first attempt, blocks at 3 until released; an attempt reports where
+	// it resumed from.
+	progress := engine.NewActivity("proc.progress", func(ctx context.Context, _ struct{}) (string, error) {
+		from, _ := engine.HeartbeatDetails[int](ctx)
+		wfID := engine.GetActivityInfo(ctx).Workflow.WorkflowID
+		if err := rbRecord(ctx, db, schema, wfID, fmt.Sprintf("from-%d", from), pid); err != nil {
+			return "", err
+		}
+		for i := from + 1; i <= 5; i++ {
+			engine.Heartbeat(ctx, i)
+			if i == 3 && from == 0 {
+				if err := rbWaitReleased(ctx, db, schema, wfID); err != nil {
+					return "", err
+				}
+			}
+		}
+		return fmt.Sprintf("resumed from %d", from), nil
+	}).WithOptions(engine.ActivityOptions{StartToCloseTimeout: time.Minute})
+	progressWF := engine.NewWorkflow("proc.progress", func(ctx engine.Context, _ struct{}) (string, error) {
+		return progress.Run(ctx, struct{}{})
+	})
+	return []engine.Definition{step, crash, fleet, progress, progressWF}
 }
 
 // TestCrashHelperProcess is not a test: it is the body of a worker

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strings"
@@ -20,6 +21,7 @@ type store struct {
 	runs    string
 	steps   string
 	signals string
+	beats   string
 	channel map[string]string
 }
 
@@ -31,7 +33,7 @@ const (
 
 func newStore(db *sqlx.DB, schema string) *store {
 	q := pq.QuoteIdentifier(schema)
-	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", channel: map[string]string{}}
+	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", beats: q + ".heartbeats", channel: map[string]string{}}
 	// Channel names are identifiers (at most 63 bytes): derive them from a
 	// hash of the schema so any valid schema name fits.
 	h := fnv.New64a()
@@ -248,6 +250,23 @@ func (s *store) openChildOf(ctx context.Context, tx dbtx, workflowID, parentRunI
 	defer rows.Close()
 	found := rows.Next()
 	return found, rows.Err()
+}
+
+// saveHeartbeat keeps an activity step's latest heartbeat details.
+func (s *store) saveHeartbeat(ctx context.Context, runID string, seq int, details []byte) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO `+s.beats+` (run_id, seq, details) VALUES ($1, $2, $3)
+		ON CONFLICT (run_id, seq) DO UPDATE SET details = EXCLUDED.details, updated_at = now()`, runID, seq, details)
+	return err
+}
+
+// loadHeartbeat returns an activity step's saved heartbeat details, or nil.
+func (s *store) loadHeartbeat(ctx context.Context, runID string, seq int) ([]byte, error) {
+	var b []byte
+	err := s.db.QueryRowContext(ctx, `SELECT details FROM `+s.beats+` WHERE run_id = $1 AND seq = $2`, runID, seq).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return b, err
 }
 
 // insertSignal buffers a signal for a run.
