@@ -11,22 +11,29 @@ import (
 	"github.com/graftdev/graft/internal/testenv"
 )
 
+// rbCrashEnv is an engine with the process-test definitions and no worker,
+// and a worker subprocess on its schema, ready; leases last 2 s.
+func rbCrashEnv(t *testing.T) (*engine.Engine, *testenv.Proc) {
+	t.Helper()
+	const lease = 2 * time.Second
+	e := testenv.Engine(t, &engine.Config{LeaseTTL: lease})
+	schema, db := e.Schema(), e.DB()
+	rbTables(t, db, schema)
+	require.NoError(t, e.Register(rbProcessDefs(db, schema)...))
+	child := rbSpawn(t, schema, lease, 2*time.Second)
+	child.WaitLine(t, rbHelperReady, rbReadyWithin)
+	return e, child
+}
+
 // A worker process killed with SIGKILL while its workflow's second activity
 // is in flight: once its lease expires, a worker in another process resumes
 // the run by replay. The completed first activity is not run again, the
 // in-flight second one runs again (at-least-once), and the result is right.
 func TestCrashSIGKILLWorkerResumedElsewhere(t *testing.T) {
 	t.Parallel()
-	const lease = 2 * time.Second
-	e := testenv.Engine(t, &engine.Config{LeaseTTL: lease})
-	schema, db := e.Schema(), e.DB()
-	rbTables(t, db, schema)
-	require.NoError(t, e.Register(rbProcessDefs(db, schema)...))
-	c := e.Client()
+	e, child := rbCrashEnv(t)
+	schema, db, c := e.Schema(), e.DB(), e.Client()
 	ctx := testenv.Ctx(t, 90*time.Second)
-
-	child := rbSpawn(t, schema, lease, 2*time.Second)
-	child.WaitLine(t, rbHelperReady, rbReadyWithin)
 	// No worker runs in this process yet: the child claims the run.
 	h, err := c.StartByName(ctx, "proc.crash", []byte(`"crash-1"`), &engine.StartOptions{ID: "crash-1"})
 	require.NoError(t, err)
@@ -76,16 +83,9 @@ func TestCrashSIGKILLWorkerResumedElsewhere(t *testing.T) {
 // whose attempt reads 3 from HeartbeatDetails and resumes there.
 func TestCrashHeartbeatDetailsSurvive(t *testing.T) {
 	t.Parallel()
-	const lease = 2 * time.Second
-	e := testenv.Engine(t, &engine.Config{LeaseTTL: lease})
-	schema, db := e.Schema(), e.DB()
-	rbTables(t, db, schema)
-	require.NoError(t, e.Register(rbProcessDefs(db, schema)...))
-	c := e.Client()
+	e, child := rbCrashEnv(t)
+	schema, db, c := e.Schema(), e.DB(), e.Client()
 	ctx := testenv.Ctx(t, 90*time.Second)
-
-	child := rbSpawn(t, schema, lease, 2*time.Second)
-	child.WaitLine(t, rbHelperReady, rbReadyWithin)
 	h, err := c.StartByName(ctx, "proc.progress", []byte(`{}`), &engine.StartOptions{ID: "beat-1"})
 	require.NoError(t, err)
 	// Kill the child once progress 3 is saved (it blocks there).
