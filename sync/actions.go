@@ -198,20 +198,5 @@ func (mr *Mirror) currentState(ctx context.Context, c *engine.Client, workflowID
 	if err != nil {
 		return ""
 	}
-	switch info.Status {
-	case engine.StatusPending:
-		return StatePending
-	case engine.StatusWaiting:
-		return StateWaiting
-	case engine.StatusCompleted:
-		return StateCompleted
-	case engine.StatusFailed:
-		if mr.needsOperator(info.Error) {
-			return StateNeedsOperator
-		}
-		return StateFailed
-	case engine.StatusCancelled:
-		return StateCancelled
-	}
-	return StateRunning
+	return mr.stateOfRun(info.Status, info.Error)
 }

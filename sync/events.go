@@ -26,17 +26,28 @@ func (mr *Mirror) stateOf(ev *engine.CheckpointEvent) State {
 			return StateNeedsOperator
 		}
 	case engine.CheckpointWorkflowClosed:
-		switch ev.Status {
-		case engine.StatusCompleted:
-			return StateCompleted
-		case engine.StatusFailed:
-			if mr.needsOperator(ev.Err) {
-				return StateNeedsOperator
-			}
-			return StateFailed
-		case engine.StatusCancelled:
-			return StateCancelled
+		return mr.stateOfRun(ev.Status, ev.Err)
+	}
+	return StateRunning
+}
+
+// stateOfRun maps a run's status (and, for a failed run, its error) to a
+// state; a status with no state of its own (running, continued) is running.
+func (mr *Mirror) stateOfRun(status string, err error) State {
+	switch status {
+	case engine.StatusPending:
+		return StatePending
+	case engine.StatusWaiting:
+		return StateWaiting
+	case engine.StatusCompleted:
+		return StateCompleted
+	case engine.StatusFailed:
+		if mr.needsOperator(err) {
+			return StateNeedsOperator
 		}
+		return StateFailed
+	case engine.StatusCancelled:
+		return StateCancelled
 	}
 	return StateRunning
 }
