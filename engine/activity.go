@@ -107,11 +107,12 @@ type activityState struct {
 	details json.RawMessage
 	prev    json.RawMessage
 
-	// Saving heartbeat details for an attempt after a crash: save writes
-	// them; a goroutine started by the first heartbeat with details saves
-	// the latest at most once a second (dirty says there are new ones) until
+	// Saving heartbeat details for an attempt after a crash: a goroutine
+	// started by the first heartbeat with details saves the latest for step
+	// seq of run at most once a second (dirty says there are new ones) until
 	// the attempt ends (done).
-	save      func(json.RawMessage)
+	run       *runState
+	seq       int
 	done      <-chan struct{}
 	saverOnce sync.Once
 	dirty     chan struct{}
@@ -124,7 +125,7 @@ func (st *activityState) saveLoop() {
 		st.mu.Lock()
 		d := st.details
 		st.mu.Unlock()
-		st.save(d)
+		st.run.saveHeartbeat(st.seq, d)
 		t := time.NewTimer(time.Second)
 		select {
 		case <-st.done:
@@ -173,7 +174,7 @@ func Heartbeat(ctx context.Context, details any) {
 		st.details = b
 	}
 	st.mu.Unlock()
-	if b != nil && st.save != nil {
+	if b != nil && st.run != nil {
 		st.saverOnce.Do(func() {
 			st.dirty = make(chan struct{}, 1)
 			go st.saveLoop()
@@ -218,13 +219,6 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		// process that died.
 		prevDetails, _ = s.e.store.loadHeartbeat(base, s.row.RunID, f.seq)
 	}
-	save := func(d json.RawMessage) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.e.store.saveHeartbeat(ctx, s.row.RunID, f.seq, d); err != nil {
-			s.e.cfg.Logger.Warn("graft: heartbeat details not saved", "run_id", s.row.RunID, "seq", f.seq, "err", err)
-		}
-	}
 	attempt := 1
 	for {
 		info.Attempt = attempt
@@ -232,7 +226,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 			break
 		}
 		var details json.RawMessage
-		args, out, details, err = s.attempt(base, def, input, opts, scheduleDeadline, info, headers, prevDetails, save)
+		args, out, details, err = s.attempt(base, def, input, opts, scheduleDeadline, info, headers, prevDetails, f.seq)
 		w.releaseActivitySlot()
 		if details != nil {
 			prevDetails = details
@@ -297,6 +291,15 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 	s.poke()
 }
 
+// saveHeartbeat writes step seq's latest heartbeat details.
+func (s *runState) saveHeartbeat(seq int, d json.RawMessage) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.e.store.saveHeartbeat(ctx, s.row.RunID, seq, d); err != nil {
+		s.e.cfg.Logger.Warn("graft: heartbeat details not saved", "run_id", s.row.RunID, "seq", seq, "err", err)
+	}
+}
+
 func (s *runState) cancelReasonOr(def string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -327,7 +330,7 @@ func retryable(err error, p RetryPolicy, attempt int) bool {
 // the input as decoded for the attempt, the result, the last heartbeat
 // details and the error.
 func (s *runState) attempt(base context.Context, def activityDef, input []byte, opts ActivityOptions, scheduleDeadline time.Time,
-	info ActivityCallInfo, headers Headers, prev json.RawMessage, save func(json.RawMessage)) (args, out any, details json.RawMessage, err error) {
+	info ActivityCallInfo, headers Headers, prev json.RawMessage, seq int) (args, out any, details json.RawMessage, err error) {
 	ctx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
 	if opts.StartToCloseTimeout > 0 {
@@ -341,7 +344,7 @@ func (s *runState) attempt(base context.Context, def activityDef, input []byte, 
 		defer c()
 	}
 	st := &activityState{info: info, headers: headers, lastHB: time.Now(), prev: prev,
-		save: save, done: ctx.Done()}
+		run: s, seq: seq, done: ctx.Done()}
 	ctx = context.WithValue(ctx, activityCtxKey{}, st)
 	if opts.HeartbeatTimeout > 0 {
 		stop := make(chan struct{})
