@@ -168,42 +168,23 @@ func benchBasic(o benchOpts) error {
 	}
 	c := env.e.Client()
 	lat := make([]time.Duration, o.n)
-	var next atomic.Int64
-	var failed atomic.Int64
-	var firstErr atomic.Value
 	start, cpu0 := time.Now(), processCPU()
-	var wg sync.WaitGroup
-	for g := 0; g < o.c; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx := context.Background()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= o.n {
-					return
-				}
-				t0 := time.Now()
-				run, err := wf.Start(ctx, c, noop{}, &engine.StartOptions{ID: fmt.Sprintf("bench-%d", i), Headers: extras.headers(i)})
-				if err == nil {
-					var out noop
-					out, err = run.Result(ctx)
-					if err == nil && out.N != 3 {
-						err = fmt.Errorf("workflow %d returned %d, want 3", i, out.N)
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-				lat[i] = time.Since(t0)
-			}
-		}()
-	}
-	wg.Wait()
+	failed, firstErr := fanOut(o.n, o.c, func(ctx context.Context, i int) error {
+		t0 := time.Now()
+		defer func() { lat[i] = time.Since(t0) }()
+		run, err := wf.Start(ctx, c, noop{}, &engine.StartOptions{ID: fmt.Sprintf("bench-%d", i), Headers: extras.headers(i)})
+		if err != nil {
+			return err
+		}
+		out, err := run.Result(ctx)
+		if err == nil && out.N != 3 {
+			err = fmt.Errorf("workflow %d returned %d, want 3", i, out.N)
+		}
+		return err
+	})
 	elapsed, cpu := time.Since(start), processCPU()-cpu0
-	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("bench: %d workflows failed; first: %v", f, firstErr.Load())
+	if failed > 0 {
+		return fmt.Errorf("bench: %d workflows failed; first: %v", failed, firstErr)
 	}
 	tail, err := extras.verify(context.Background(), env, o.n)
 	if err != nil {
@@ -213,6 +194,28 @@ func benchBasic(o benchOpts) error {
 	fmt.Printf("workflows=%d concurrency=%d elapsed_s=%.2f throughput_wf_s=%.0f p50_ms=%.2f p99_ms=%.2f go_cpu_us_per_wf=%.0f%s\n",
 		o.n, o.c, elapsed.Seconds(), float64(o.n)/elapsed.Seconds(), ms(p50), ms(p99), float64(cpu.Microseconds())/float64(o.n), tail)
 	return nil
+}
+
+// fanOut calls each for i in [0, n) from c goroutines and returns how many
+// calls failed and the first error.
+func fanOut(n, c int, each func(ctx context.Context, i int) error) (int64, error) {
+	var next, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range c {
+		wg.Go(func() {
+			ctx := context.Background()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := each(ctx, i); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	err, _ := firstErr.Load().(error)
+	return failed.Load(), err
 }
 
 // processCPU is the CPU time (user and system) this process has used. On a

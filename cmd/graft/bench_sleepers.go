@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,9 +52,7 @@ func benchSleepers(o benchOpts) error {
 
 	rssBefore := settledRSS()
 
-	var next, started atomic.Int64
-	var failed atomic.Int64
-	var firstErr atomic.Value
+	var started atomic.Int64
 	t0 := time.Now()
 	// projectedEnd estimates when the last start will be done.
 	projectedEnd := func() time.Time {
@@ -68,34 +65,18 @@ func benchSleepers(o benchOpts) error {
 		total := time.Duration(float64(el) * float64(o.n) / float64(s) * 1.5)
 		return t0.Add(total)
 	}
-	var wg sync.WaitGroup
-	for g := 0; g < o.c; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx := context.Background()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= o.n {
-					return
-				}
-				wake := projectedEnd().Add(o.sleep)
-				if min := time.Now().Add(o.sleep); wake.Before(min) {
-					wake = min
-				}
-				_, err := wf.Start(ctx, c, sleepIn{D: time.Until(wake)}, &engine.StartOptions{ID: fmt.Sprintf("sleeper-%d", i)})
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-				started.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	failed, firstErr := fanOut(o.n, o.c, func(ctx context.Context, i int) error {
+		defer started.Add(1)
+		wake := projectedEnd().Add(o.sleep)
+		if min := time.Now().Add(o.sleep); wake.Before(min) {
+			wake = min
+		}
+		_, err := wf.Start(ctx, c, sleepIn{D: time.Until(wake)}, &engine.StartOptions{ID: fmt.Sprintf("sleeper-%d", i)})
+		return err
+	})
 	startElapsed := time.Since(t0)
-	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("bench: %d starts failed; first: %v", f, firstErr.Load())
+	if failed > 0 {
+		return fmt.Errorf("bench: %d starts failed; first: %v", failed, firstErr)
 	}
 
 	// Wait until every started run has reached its sleep and been unloaded.
