@@ -1,0 +1,102 @@
+// Package exampleenv is what every graft example does before and after its
+// story: it reads the connection settings the Makefile exports, opens
+// PostgreSQL with a clear error when it does not answer, and gives the
+// example a schema of its own that it drops again at the end.
+//
+// It uses graft's public API only and nothing of graft's; copy it, or do
+// the same in a few lines, in your own program.
+package exampleenv
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// DefaultDatabaseURL is used when GRAFT_DATABASE_URL is not set.
+const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes"
+
+// DefaultRedisURL is used when GRAFT_REDIS_URL is not set.
+const DefaultRedisURL = "redis://127.0.0.1:6379/0"
+
+// DatabaseURL is GRAFT_DATABASE_URL, or DefaultDatabaseURL.
+func DatabaseURL() string {
+	if u := os.Getenv("GRAFT_DATABASE_URL"); u != "" {
+		return u
+	}
+	return DefaultDatabaseURL
+}
+
+// RedisURL is GRAFT_REDIS_URL, or DefaultRedisURL.
+func RedisURL() string {
+	if u := os.Getenv("GRAFT_REDIS_URL"); u != "" {
+		return u
+	}
+	return DefaultRedisURL
+}
+
+// Open opens the database at url and checks that it answers within ten
+// seconds. The error says how to start one when it does not.
+func Open(ctx context.Context, url string) (*sqlx.DB, error) {
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", url, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("PostgreSQL at %s does not answer (%w); start one with scripts/services.sh, or set GRAFT_DATABASE_URL", url, err)
+	}
+	return db, nil
+}
+
+var schemaRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// marker is the comment an example puts on the schemas it creates, so that
+// it only ever drops a schema it made.
+func marker(owner string) string { return "created by the graft example " + owner }
+
+// Schema creates the schema name for the example owner (its program name)
+// and returns a function that drops it. A schema of that name left behind
+// by an earlier run of the same example (one that was interrupted) is
+// dropped first; a schema that exists for any other reason is refused, and
+// nothing is changed.
+func Schema(ctx context.Context, db *sqlx.DB, owner, name string) (drop func(context.Context) error, err error) {
+	if !schemaRe.MatchString(name) {
+		return nil, fmt.Errorf("schema %q is not a lower-case SQL identifier", name)
+	}
+	q := pq.QuoteIdentifier(name)
+	var comment sql.NullString
+	err = db.QueryRowContext(ctx, `SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1`, name).Scan(&comment)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("look for schema %s: %w", name, err)
+	case comment.String != marker(owner):
+		return nil, fmt.Errorf("schema %s exists and was not created by this example; choose another with -schema", name)
+	default:
+		if _, err := db.ExecContext(ctx, `DROP SCHEMA `+q+` CASCADE`); err != nil {
+			return nil, fmt.Errorf("drop schema %s left by an earlier run: %w", name, err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, `CREATE SCHEMA `+q); err != nil {
+		return nil, fmt.Errorf("create schema %s: %w", name, err)
+	}
+	if _, err := db.ExecContext(ctx, `COMMENT ON SCHEMA `+q+` IS `+pq.QuoteLiteral(marker(owner))); err != nil {
+		return nil, fmt.Errorf("mark schema %s: %w", name, err)
+	}
+	return func(ctx context.Context) error {
+		if _, err := db.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+q+` CASCADE`); err != nil {
+			return fmt.Errorf("drop schema %s: %w", name, err)
+		}
+		return nil
+	}, nil
+}
