@@ -100,7 +100,7 @@ func (b *bank) move(ctx context.Context, key, account string, delta int64) error
 		return engine.NewNonRetryableError("AccountClosed", "account "+account+" is closed", nil)
 	case balance+delta < 0:
 		return engine.NewNonRetryableError("InsufficientFunds",
-			fmt.Sprintf("account %s holds %s, %s asked", account, cents(balance), cents(-delta)), nil)
+			fmt.Sprintf("account %s holds less than %s", account, cents(-delta)), map[string]int64{"balance": balance})
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE `+b.table("accounts")+` SET balance = balance + $2 WHERE id = $1`, account, delta); err != nil {
 		return err

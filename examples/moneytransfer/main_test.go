@@ -24,7 +24,7 @@ func TestMoneyTransfer(t *testing.T) {
 	t.Log("\n" + out.String())
 	require.Equal(t, `before: alice 100.00, bob 50.00, carol 0.00 (closed)
 transfer-1 alice -> bob 30.00: done (deposit 2 attempts)
-transfer-2 bob -> alice 500.00: refused, account bob holds 50.00, 500.00 asked (withdrawal 1 attempt)
+transfer-2 bob -> alice 500.00: refused, account bob holds less than 500.00 (withdrawal 1 attempt)
 transfer-3 alice -> carol 20.00: failed, account carol is closed; withdrawal compensated: bank.withdraw by bank.refund (compensated)
 after:  alice 70.00, bob 80.00, carol 0.00
 total 150.00 before and after
