@@ -100,3 +100,41 @@ func Schema(ctx context.Context, db *sqlx.DB, owner, name string) (drop func(con
 		return nil
 	}, nil
 }
+
+// Env is an example's database and schema.
+type Env struct {
+	// DB is the open pool.
+	DB *sqlx.DB
+	// Schema is the example's own schema, created empty.
+	Schema string
+
+	drop func(context.Context) error
+	keep bool
+}
+
+// Setup opens the database at url (see Open) and creates the example's
+// schema (see Schema). Close undoes both, unless keep asks to leave the
+// schema for a look at its tables.
+func Setup(ctx context.Context, owner, url, schema string, keep bool) (*Env, error) {
+	db, err := Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	drop, err := Schema(ctx, db, owner, schema)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Env{DB: db, Schema: schema, drop: drop, keep: keep}, nil
+}
+
+// Close drops the schema (unless kept) and closes the pool, adding what
+// fails to *errp. Defer it after stopping everything that uses the schema.
+func (e *Env) Close(errp *error) {
+	if !e.keep {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		*errp = errors.Join(*errp, e.drop(ctx))
+	}
+	*errp = errors.Join(*errp, e.DB.Close())
+}

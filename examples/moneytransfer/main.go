@@ -87,18 +87,12 @@ func definitions(b *bank) (*engine.Workflow[Transfer, Receipt], *cancel.Intercep
 }
 
 func run(ctx context.Context, o options, out io.Writer) (err error) {
-	db, err := exampleenv.Open(ctx, o.DatabaseURL)
+	env, err := exampleenv.Setup(ctx, "moneytransfer", o.DatabaseURL, o.Schema, o.Keep)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	drop, err := exampleenv.Schema(ctx, db, "moneytransfer", o.Schema)
-	if err != nil {
-		return err
-	}
-	if !o.Keep {
-		defer func() { err = errors.Join(err, drop(context.Background())) }()
-	}
+	defer env.Close(&err)
+	db := env.DB
 
 	b := &bank{db: db, schema: o.Schema, flaky: true}
 	if err := b.create(ctx); err != nil {
