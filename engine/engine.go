@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,6 +32,18 @@ type Engine struct {
 	mu      sync.Mutex
 	workers []*Worker
 	waiters map[string][]resultWaiter
+
+	// hooks are points where tests step in to force a race; unset in
+	// production.
+	hooks testHooks
+}
+
+// testHooks are called, when set, at moments a test must hit exactly.
+type testHooks struct {
+	// blocked runs on each pass of a blocked run that finds nothing ready,
+	// after the run decided whether to unload and before an unload is
+	// written (an event sent from it then races with the unload).
+	blocked atomic.Pointer[func(runID string, unloading bool)]
 }
 
 // resultWaiter is a Result call waiting for a run to close. A local waiter's run

@@ -11,3 +11,12 @@ func WaiterCountForTest(e *Engine) int {
 	}
 	return n
 }
+
+// SetBlockedHookForTest makes fn run on each pass of a blocked run that
+// finds nothing ready, once the run has decided whether to unload and
+// before an unload is written. A test sees the unload rules' decisions
+// without timing them, and an event sent from fn races with the unload
+// every time rather than by luck.
+func SetBlockedHookForTest(e *Engine, fn func(runID string, unloading bool)) {
+	e.hooks.blocked.Store(&fn)
+}

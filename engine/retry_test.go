@@ -13,10 +13,12 @@ import (
 	"github.com/graftdev/graft/internal/testenv"
 )
 
-// A failing activity is retried with exponential backoff: the gaps between
-// attempts, measured by the activity itself, are at least the policy's
-// delays (20, 40, 80, 160ms) and grow from one to the next. The attempts
-// are recorded on the step.
+// A failing activity is retried with exponential backoff: the policy's
+// delays grow (20, 40, 80, 160ms) and each gap between attempts, measured
+// by the activity itself, is at least the delay the policy computed for it.
+// Only lower bounds are asserted: on a loaded machine a gap can run long by
+// any amount, so comparing measured gaps with each other would be noise.
+// The attempts are recorded on the step.
 func TestRetryBackoffGrows(t *testing.T) {
 	t.Parallel()
 	var log rbAttempts
@@ -44,13 +46,10 @@ func TestRetryBackoffGrows(t *testing.T) {
 
 	at := log.times("flaky")
 	require.Len(t, at, 5)
-	var prev time.Duration
 	for i := 1; i < len(at); i++ {
 		gap, want := at[i].Sub(at[i-1]), policy.Delay(i)
 		require.Equal(t, time.Duration(20<<(i-1))*time.Millisecond, want)
 		require.GreaterOrEqual(t, gap, want, "gap before attempt %d", i+1)
-		require.Greater(t, gap, prev, "gap before attempt %d (%v) is not longer than the one before (%v)", i+1, gap, prev)
-		prev = gap
 	}
 	h, err := c.History(ctx, "backoff")
 	require.NoError(t, err)

@@ -327,16 +327,21 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 		s.stopIfQuery()
 
 		var unloadIn time.Duration // 0: stay loaded
+		unloading := false
 		if inflight == 0 {
-			if draining || (!next.IsZero() && next.Sub(now) > s.e.cfg.UnloadAfter) {
-				s.unload(next, known)
-			}
-			if next.IsZero() {
+			switch {
+			case draining || (!next.IsZero() && next.Sub(now) > s.e.cfg.UnloadAfter):
+				unloading = true
+			case next.IsZero():
 				unloadIn = s.e.cfg.UnloadAfter - time.Since(blockedAt)
-				if unloadIn <= 0 {
-					s.unload(next, known)
-				}
+				unloading = unloadIn <= 0
 			}
+		}
+		if h := s.e.hooks.blocked.Load(); h != nil {
+			(*h)(s.row.RunID, unloading)
+		}
+		if unloading {
+			s.unload(next, known)
 		}
 		var timerC <-chan time.Time
 		if !next.IsZero() {

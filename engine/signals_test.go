@@ -3,6 +3,7 @@ package engine_test
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,7 +132,9 @@ func TestSignalWithStart(t *testing.T) {
 }
 
 // Signals sent while the workflow is unloaded are not lost: each wakes the
-// run, which replays and consumes them in order.
+// run, which replays and consumes them in order. The last two are sent from
+// a hook at the moment the run has decided to unload and before the unload
+// is written, so every one of them races with the unload.
 func TestSignalsWhileUnloadedAreNotLost(t *testing.T) {
 	t.Parallel()
 	wf := engine.NewWorkflow("sig.unloaded", func(ctx engine.Context, n int) ([]int, error) {
@@ -146,7 +149,7 @@ func TestSignalsWhileUnloadedAreNotLost(t *testing.T) {
 		}
 		return got, nil
 	})
-	_, c := ftEnv(t, &engine.Config{UnloadAfter: 100 * time.Millisecond}, wf)
+	e, c := ftEnv(t, &engine.Config{UnloadAfter: 100 * time.Millisecond}, wf)
 	ctx := testenv.Ctx(t, 30*time.Second)
 	run, err := wf.Start(ctx, c, 7, &engine.StartOptions{ID: "unl"})
 	require.NoError(t, err)
@@ -158,39 +161,56 @@ func TestSignalsWhileUnloadedAreNotLost(t *testing.T) {
 	for i := 2; i <= 4; i++ {
 		require.NoError(t, c.Signal(ctx, "unl", "n", i))
 	}
-	ftWaitUnloaded(t, c, "unl", 3)
-	// Signals racing with the unload itself.
-	for i := 5; i <= 7; i++ {
-		require.NoError(t, c.Signal(ctx, "unl", "n", i))
-		time.Sleep(time.Duration(i*20) * time.Millisecond)
+	waitConsumed := func(n int) {
+		testenv.Eventually(t, 20*time.Second, func() bool {
+			h, err := c.History(ctx, "unl")
+			return err == nil && h[0].Run.Status == engine.StatusWaiting && len(h[0].Steps) == n
+		}, "the run never consumed %d signals and unloaded", n)
 	}
+	waitConsumed(4)
+
+	// Signals racing with the unload itself: 5 wakes the run; 6 and 7 are
+	// sent by the hook as the run unloads after 5 and after 6.
+	var raced atomic.Int32
+	engine.SetBlockedHookForTest(e, func(_ string, unloading bool) {
+		if n := raced.Load(); unloading && n < 2 {
+			raced.Add(1)
+			if err := c.Signal(ctx, "unl", "n", 6+int(n)); err != nil {
+				t.Errorf("signal %d: %v", 6+n, err)
+			}
+		}
+	})
+	require.NoError(t, c.Signal(ctx, "unl", "n", 5))
 	out, err := run.Result(ctx)
 	require.NoError(t, err)
 	require.Equal(t, []int{1, 2, 3, 4, 5, 6, 7}, out)
+	require.EqualValues(t, 2, raced.Load(), "signals sent during an unload")
 }
 
 // A signal sent from another engine (another process, as far as the engine
-// knows) reaches a loaded run through LISTEN/NOTIFY.
+// knows) reaches a loaded run through LISTEN/NOTIFY. Polling and lease
+// renewals are an hour apart, so a result within the test's deadline came
+// from the notice.
 func TestSignalFromAnotherEngine(t *testing.T) {
 	t.Parallel()
 	schema := testenv.Schema(t)
 	wf := engine.NewWorkflow("sig.remote", func(ctx engine.Context, _ struct{}) (string, error) {
 		return engine.GetSignalChannel[string](ctx, "hello").Receive(ctx)
 	})
-	_, c := ftEnv(t, &engine.Config{Schema: schema, UnloadAfter: time.Hour, PollInterval: 10 * time.Second}, wf)
-	other := testenv.Engine(t, &engine.Config{Schema: schema, PollInterval: 10 * time.Second})
+	cfg := engine.Config{Schema: schema, UnloadAfter: time.Hour, PollInterval: time.Hour, LeaseTTL: time.Hour}
+	e, c := ftEnv(t, &cfg, wf)
+	var blocked atomic.Bool
+	engine.SetBlockedHookForTest(e, func(string, bool) { blocked.Store(true) })
+	other := testenv.Engine(t, &cfg)
 	require.NoError(t, other.Register(wf))
 	ctx := testenv.Ctx(t, 20*time.Second)
 	run, err := wf.Start(ctx, c, struct{}{}, &engine.StartOptions{ID: "remote"})
 	require.NoError(t, err)
-	ftWaitStatus(t, c, "remote", engine.StatusRunning)
-	time.Sleep(100 * time.Millisecond)
-	t0 := time.Now()
+	testenv.Eventually(t, 20*time.Second, blocked.Load, "the run never blocked in Receive")
 	require.NoError(t, other.Client().Signal(ctx, "remote", "hello", "from afar"))
 	out, err := run.Result(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "from afar", out)
-	require.Less(t, time.Since(t0), 5*time.Second, "woken by NOTIFY, not by polling")
 }
 
 // A signal payload that does not decode into the channel's type fails the

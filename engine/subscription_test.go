@@ -128,11 +128,10 @@ func TestSubscriptionMonthlyCancelledMidPeriod(t *testing.T) {
 			require.Equal(t, "continue_as_new", r.Run.StartReason)
 		}
 	}
-	// Nothing more is charged later.
-	clock.Advance(2 * subPeriod)
-	time.Sleep(200 * time.Millisecond)
-	charges, _ = ledger.snapshot()
-	require.Len(t, charges, months)
+	// Nothing more is charged later: no run of the chain is left open.
+	open, err := c.List(ctx, engine.ListFilter{Statuses: []string{engine.StatusPending, engine.StatusRunning, engine.StatusWaiting}})
+	require.NoError(t, err)
+	require.Empty(t, open)
 }
 
 // Continue-as-new keeps a long loop's record bounded and the handle's

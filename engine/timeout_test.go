@@ -72,7 +72,6 @@ func TestTimeoutKinds(t *testing.T) {
 			require.True(t, errors.As(err, &to), "want a TimeoutError, got %T: %v", err, err)
 			require.Equal(t, tc.kind, to.Kind)
 			require.GreaterOrEqual(t, elapsed, tc.minElapsed)
-			require.Less(t, elapsed, 10*time.Second)
 
 			n := log.count("hang")
 			if tc.wantAttempts > 0 {

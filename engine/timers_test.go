@@ -28,7 +28,14 @@ func TestTimerThirtyDaysWithFakeClock(t *testing.T) {
 		require.True(t, end.Sub(start) >= 30*24*time.Hour, "woke after %v", end.Sub(start))
 		return end, nil
 	})
-	_, c := ftEnv(t, &engine.Config{Clock: clock}, wf)
+	// probe is due whenever it is started: once the worker has claimed and
+	// run it, the worker has looked for due work after the clock last
+	// moved. It is started from an engine with no worker, so it is claimed
+	// like any due run rather than started eagerly.
+	probe := engine.NewWorkflow("timer.probe", func(ctx engine.Context, _ struct{}) (int, error) { return 1, nil })
+	e, c := ftEnv(t, &engine.Config{Clock: clock}, wf, probe)
+	starter := testenv.Engine(t, &engine.Config{Schema: e.Schema(), Clock: clock})
+	require.NoError(t, starter.Register(probe))
 	ctx := testenv.Ctx(t, 30*time.Second)
 	run, err := wf.Start(ctx, c, "trial-1", &engine.StartOptions{ID: "trial-1"})
 	require.NoError(t, err)
@@ -37,8 +44,14 @@ func TestTimerThirtyDaysWithFakeClock(t *testing.T) {
 	require.True(t, info.WakeAt.Equal(ftT0.Add(30*24*time.Hour)), "wake_at %v", info.WakeAt)
 
 	clock.Advance(29 * 24 * time.Hour)
-	time.Sleep(150 * time.Millisecond) // a premature wake-up would show as a second load
-	require.Equal(t, engine.StatusWaiting, ftDescribe(t, c, "trial-1").Status)
+	// A premature wake-up would be claimed with the probe, or before it.
+	p, err := probe.Start(ctx, starter.Client(), struct{}{}, &engine.StartOptions{ID: "probe"})
+	require.NoError(t, err)
+	_, err = p.Result(ctx)
+	require.NoError(t, err)
+	info = ftDescribe(t, c, "trial-1")
+	require.Equal(t, engine.StatusWaiting, info.Status)
+	require.Equal(t, 1, info.Loads, "not woken before its time")
 	timerStep := func() engine.StepInfo {
 		h, err := c.History(ctx, "trial-1")
 		require.NoError(t, err)

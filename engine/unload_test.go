@@ -16,12 +16,14 @@ import (
 
 // A wait whose next timer is further than UnloadAfter unloads at once; a
 // wait on signals only unloads after UnloadAfter; a wait with an activity in
-// flight never unloads.
+// flight never unloads. The engine's blocked hook reports each decision, so
+// the rules are checked on the decisions themselves, not on timings.
 func TestUnloadRules(t *testing.T) {
 	t.Parallel()
 	clock := engine.NewFakeClock(ftT0)
-	release := make(chan struct{})
+	started, release := make(chan struct{}), make(chan struct{})
 	slow := engine.NewActivity("unload.slow", func(ctx context.Context, _ struct{}) (int, error) {
+		close(started)
 		<-release
 		return 1, nil
 	})
@@ -39,28 +41,52 @@ func TestUnloadRules(t *testing.T) {
 		}
 		return f.Get(ctx)
 	})
-	const unloadAfter = 2500 * time.Millisecond
-	_, c := ftEnv(t, &engine.Config{Clock: clock, UnloadAfter: unloadAfter}, slow, far, sig, busy)
+	const unloadAfter = 300 * time.Millisecond
+	e, c := ftEnv(t, &engine.Config{Clock: clock, UnloadAfter: unloadAfter}, slow, far, sig, busy)
+	type pass struct {
+		unloading bool
+		at        time.Time
+	}
+	var mu sync.Mutex
+	passes := map[string][]pass{}
+	engine.SetBlockedHookForTest(e, func(runID string, unloading bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		passes[runID] = append(passes[runID], pass{unloading, time.Now()})
+	})
+	passesOf := func(runID string) []pass {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]pass(nil), passes[runID]...)
+	}
 	ctx := testenv.Ctx(t, 30*time.Second)
 
-	t0 := time.Now()
 	runFar, err := far.Start(ctx, c, struct{}{}, &engine.StartOptions{ID: "far"})
 	require.NoError(t, err)
 	ftWaitUnloaded(t, c, "far", 1)
-	require.Less(t, time.Since(t0), unloadAfter, "a far timer unloads at once")
+	p := passesOf(runFar.RunID)
+	require.Len(t, p, 1, "a far timer unloads on the first pass")
+	require.True(t, p[0].unloading)
 
-	t0 = time.Now()
 	runSig, err := sig.Start(ctx, c, struct{}{}, &engine.StartOptions{ID: "sig"})
 	require.NoError(t, err)
 	ftWaitUnloaded(t, c, "sig", 1)
-	require.GreaterOrEqual(t, time.Since(t0), unloadAfter, "a signal wait keeps its goroutine for UnloadAfter")
+	p = passesOf(runSig.RunID)
+	require.GreaterOrEqual(t, len(p), 2)
+	require.False(t, p[0].unloading, "a signal wait keeps its goroutine at first")
+	require.True(t, p[len(p)-1].unloading)
+	require.GreaterOrEqual(t, p[len(p)-1].at.Sub(p[0].at), unloadAfter, "a signal wait keeps its goroutine for UnloadAfter")
 
-	_, err = busy.Start(ctx, c, struct{}{}, &engine.StartOptions{ID: "busy"})
+	runBusy, err := busy.Start(ctx, c, struct{}{}, &engine.StartOptions{ID: "busy"})
 	require.NoError(t, err)
-	time.Sleep(unloadAfter + 300*time.Millisecond)
-	require.Equal(t, engine.StatusRunning, ftDescribe(t, c, "busy").Status, "an activity in flight keeps the run loaded")
+	<-started
+	testenv.Eventually(t, 20*time.Second, func() bool { return len(passesOf(runBusy.RunID)) > 0 }, "busy never blocked")
+	require.False(t, passesOf(runBusy.RunID)[0].unloading, "an activity in flight keeps the run loaded")
 	close(release)
 	ftWaitStatus(t, c, "busy", engine.StatusCompleted)
+	for _, p := range passesOf(runBusy.RunID) {
+		require.False(t, p.unloading, "an activity in flight keeps the run loaded")
+	}
 
 	require.NoError(t, c.Signal(ctx, "sig", "x", 7))
 	v, err := runSig.Result(ctx)
@@ -82,7 +108,6 @@ func TestUnloadedRunsHoldNoGoroutines(t *testing.T) {
 	})
 	_, c := ftEnv(t, &engine.Config{UnloadAfter: 50 * time.Millisecond}, wf)
 	ctx := testenv.Ctx(t, 60*time.Second)
-	time.Sleep(100 * time.Millisecond)
 	base := runtime.NumGoroutine()
 	runs := make([]*engine.Run[int], n)
 	for i := range runs {
@@ -94,8 +119,8 @@ func TestUnloadedRunsHoldNoGoroutines(t *testing.T) {
 		l, err := c.List(ctx, engine.ListFilter{Statuses: []string{engine.StatusWaiting}, Limit: 1000})
 		return err == nil && len(l) == n
 	}, "all runs unloaded")
-	time.Sleep(100 * time.Millisecond)
-	require.Less(t, runtime.NumGoroutine()-base, 50, "unloaded runs hold no goroutines")
+	testenv.Eventually(t, 20*time.Second, func() bool { return runtime.NumGoroutine()-base < 50 },
+		"unloaded runs hold no goroutines (%d more than before)", runtime.NumGoroutine()-base)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, n)

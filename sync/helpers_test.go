@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -293,9 +293,20 @@ func legacyDB(t *testing.T) *sqlx.DB {
 			legacyErr = err
 			return
 		}
-		u := testenv.DatabaseURL()
-		u = strings.Replace(u, "/postgres?", "/graft_sync_legacy?", 1)
-		if legacyPool, legacyErr = sqlx.Open("postgres", u); legacyErr == nil {
+		u, err := url.Parse(testenv.DatabaseURL())
+		if err == nil && u.Scheme != "postgres" && u.Scheme != "postgresql" {
+			err = fmt.Errorf("scheme %q is not postgres://", u.Scheme)
+		}
+		if err != nil {
+			legacyErr = fmt.Errorf("GRAFT_DATABASE_URL must be a postgres:// URL for the separate-database tests: %w", err)
+			return
+		}
+		if u.Path == "/graft_sync_legacy" {
+			legacyErr = fmt.Errorf("GRAFT_DATABASE_URL names graft_sync_legacy, the legacy database of these tests")
+			return
+		}
+		u.Path = "/graft_sync_legacy"
+		if legacyPool, legacyErr = sqlx.Open("postgres", u.String()); legacyErr == nil {
 			legacyPool.SetMaxOpenConns(10)
 			legacyErr = legacyPool.Ping()
 		}
