@@ -46,7 +46,7 @@ func TestWaitSnoozes(t *testing.T) {
 	ctx := context.Background()
 	var table LimitsTable
 	table.Set("busy", Limits{Concurrency: 1})
-	table.Set("slow", Limits{Rate: 0.5})
+	table.Set("slow", Limits{Rate: 1.0 / 3600})
 	l := newTestLocalLimiter(t, LocalConfig{Limits: &table})
 	_, err := l.Acquire(ctx, "busy", "a")
 	require.NoError(t, err)
@@ -63,12 +63,14 @@ func TestWaitSnoozes(t *testing.T) {
 		require.Positive(t, snooze.RetryAfter)
 	})
 	t.Run("AtOnceWhenTheHintIsBeyondMaxWait", func(t *testing.T) {
-		start := time.Now()
-		_, err := Wait(ctx, l, "slow", "b", time.Second)
+		// The next token is an hour away and MaxWait is half of that: a
+		// Wait that waited would end with the test's context, not snooze.
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err := Wait(wctx, l, "slow", "b", 30*time.Minute)
 		var snooze *SnoozeError
-		require.ErrorAs(t, err, &snooze)
-		require.Less(t, time.Since(start), 500*time.Millisecond, "waiting cannot help, so it does not wait")
-		require.Greater(t, snooze.RetryAfter, time.Second)
+		require.ErrorAs(t, err, &snooze, "waiting cannot help, so it does not wait")
+		require.Greater(t, snooze.RetryAfter, 30*time.Minute)
 		requireDenied(t, snooze, ReasonRate)
 	})
 	t.Run("ZeroMaxWaitTriesOnce", func(t *testing.T) {
