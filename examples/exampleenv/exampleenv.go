@@ -66,14 +66,21 @@ func marker(owner string) string { return "created by the graft example " + owne
 
 // Schema creates the schema name for the example owner (its program name)
 // and returns a function that drops it. A schema of that name left behind
-// by an earlier run of the same example (one that was interrupted) is
-// dropped first; a schema that exists for any other reason is refused, and
-// nothing is changed.
-func Schema(ctx context.Context, db *sqlx.DB, owner, name string) (drop func(context.Context) error, err error) {
+// by an earlier run of the same example is dropped and created again
+// empty, or kept as it is when reuse is set (a server whose state must
+// survive its restarts); a schema that exists for any other reason is
+// refused, and nothing is changed.
+func Schema(ctx context.Context, db *sqlx.DB, owner, name string, reuse bool) (drop func(context.Context) error, err error) {
 	if !schemaRe.MatchString(name) {
 		return nil, fmt.Errorf("schema %q is not a lower-case SQL identifier", name)
 	}
 	q := pq.QuoteIdentifier(name)
+	drop = func(ctx context.Context) error {
+		if _, err := db.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+q+` CASCADE`); err != nil {
+			return fmt.Errorf("drop schema %s: %w", name, err)
+		}
+		return nil
+	}
 	var comment sql.NullString
 	err = db.QueryRowContext(ctx, `SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1`, name).Scan(&comment)
 	switch {
@@ -82,6 +89,8 @@ func Schema(ctx context.Context, db *sqlx.DB, owner, name string) (drop func(con
 		return nil, fmt.Errorf("look for schema %s: %w", name, err)
 	case comment.String != marker(owner):
 		return nil, fmt.Errorf("schema %s exists and was not created by this example; choose another with -schema", name)
+	case reuse:
+		return drop, nil
 	default:
 		if _, err := db.ExecContext(ctx, `DROP SCHEMA `+q+` CASCADE`); err != nil {
 			return nil, fmt.Errorf("drop schema %s left by an earlier run: %w", name, err)
@@ -93,12 +102,7 @@ func Schema(ctx context.Context, db *sqlx.DB, owner, name string) (drop func(con
 	if _, err := db.ExecContext(ctx, `COMMENT ON SCHEMA `+q+` IS `+pq.QuoteLiteral(marker(owner))); err != nil {
 		return nil, fmt.Errorf("mark schema %s: %w", name, err)
 	}
-	return func(ctx context.Context) error {
-		if _, err := db.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+q+` CASCADE`); err != nil {
-			return fmt.Errorf("drop schema %s: %w", name, err)
-		}
-		return nil
-	}, nil
+	return drop, nil
 }
 
 // Env is an example's database and schema.
@@ -112,20 +116,33 @@ type Env struct {
 	keep bool
 }
 
-// Setup opens the database at url (see Open) and creates the example's
-// schema (see Schema). Close undoes both, unless keep asks to leave the
-// schema for a look at its tables.
-func Setup(ctx context.Context, owner, url, schema string, keep bool) (*Env, error) {
-	db, err := Open(ctx, url)
+// Options say where an example keeps its state.
+type Options struct {
+	// Owner is the example's name; its schemas are marked with it.
+	Owner string
+	// DatabaseURL is the database to open.
+	DatabaseURL string
+	// Schema is the example's own schema.
+	Schema string
+	// Keep leaves the schema when the example ends, for a look at its tables.
+	Keep bool
+	// Reuse keeps a schema the same example left, instead of starting empty.
+	Reuse bool
+}
+
+// Setup opens the database (see Open) and creates the example's schema
+// (see Schema). Close undoes both, but for a kept schema.
+func Setup(ctx context.Context, o Options) (*Env, error) {
+	db, err := Open(ctx, o.DatabaseURL)
 	if err != nil {
 		return nil, err
 	}
-	drop, err := Schema(ctx, db, owner, schema)
+	drop, err := Schema(ctx, db, o.Owner, o.Schema, o.Reuse)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	return &Env{DB: db, Schema: schema, drop: drop, keep: keep}, nil
+	return &Env{DB: db, Schema: o.Schema, drop: drop, keep: o.Keep}, nil
 }
 
 // Close drops the schema (unless kept) and closes the pool, adding what

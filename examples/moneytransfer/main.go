@@ -87,7 +87,7 @@ func definitions(b *bank) (*engine.Workflow[Transfer, Receipt], *cancel.Intercep
 }
 
 func run(ctx context.Context, o options, out io.Writer) (err error) {
-	env, err := exampleenv.Setup(ctx, "moneytransfer", o.DatabaseURL, o.Schema, o.Keep)
+	env, err := exampleenv.Setup(ctx, exampleenv.Options{Owner: "moneytransfer", DatabaseURL: o.DatabaseURL, Schema: o.Schema, Keep: o.Keep})
 	if err != nil {
 		return err
 	}

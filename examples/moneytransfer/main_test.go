@@ -49,7 +49,7 @@ func TestMoveIsIdempotent(t *testing.T) {
 	ctx := testenv.Ctx(t, 30*time.Second)
 	db := testenv.DB(t)
 	schema := testenv.Schema(t)
-	_, err := exampleenv.Schema(ctx, db, "moneytransfer", schema)
+	_, err := exampleenv.Schema(ctx, db, "moneytransfer", schema, false)
 	require.NoError(t, err)
 	b := &bank{db: db, schema: schema}
 	require.NoError(t, b.create(ctx))

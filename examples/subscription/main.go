@@ -60,7 +60,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	if o.Clock == nil {
 		o.Clock = engine.SystemClock{}
 	}
-	env, err := exampleenv.Setup(ctx, "subscription", o.DatabaseURL, o.Schema, o.Keep)
+	env, err := exampleenv.Setup(ctx, exampleenv.Options{Owner: "subscription", DatabaseURL: o.DatabaseURL, Schema: o.Schema, Keep: o.Keep})
 	if err != nil {
 		return err
 	}
