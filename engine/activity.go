@@ -295,7 +295,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 func (s *runState) saveHeartbeat(seq int, d json.RawMessage) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.e.store.saveHeartbeat(ctx, s.row.RunID, seq, d); err != nil {
+	if err := s.e.store.saveHeartbeat(ctx, s.fence(), s.row.RunID, seq, d); err != nil {
 		s.e.cfg.Logger.Warn("graft: heartbeat details not saved", "run_id", s.row.RunID, "seq", seq, "err", err)
 	}
 }

@@ -17,8 +17,11 @@ type writeOp struct {
 	// runID picks the shard, so one run's ops commit in submission order.
 	runID string
 	// owner is the lease owner that must still hold runID ("" = unfenced,
-	// for client writes).
+	// for client writes), under the claim numbered token (the run's loads
+	// counter when it was claimed): a copy of the run that outlived its
+	// lease cannot write even when the same worker claimed the run again.
 	owner string
+	token int
 	// abandoned, when set, is the writing run state's: once it is closed
 	// the op is refused unwritten. A run dropped after a failed write is
 	// released at once and its worker may claim it again under the same
@@ -33,6 +36,8 @@ type writeOp struct {
 	done    func(error)
 	started time.Time
 }
+
+func (op *writeOp) fence() fence { return fence{op.owner, op.token} }
 
 // newRunSpec inserts a run (start, child start, continue-as-new).
 type newRunSpec struct {
@@ -216,6 +221,28 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		tx, realTx = t, t
 	}
 
+	// 0. A child is started only by a parent that still holds its lease;
+	// the lease stays locked until the commit, so no other worker takes the
+	// parent meanwhile. (Before the transitions: a parent's end may be in
+	// this batch, after the child start it made.)
+	var childStarts []int
+	for i, op := range batch {
+		if op.newRun != nil && op.newRun.childStep != nil && errs[i] == nil && op.owner != "" {
+			childStarts = append(childStarts, i)
+		}
+	}
+	if len(childStarts) > 0 {
+		held, err := s.lockLeases(ctx, tx, batch, childStarts)
+		if err != nil {
+			return nil, fmt.Errorf("lock parents' leases: %w", err)
+		}
+		for _, i := range childStarts {
+			if !held[batch[i].runID] {
+				errs[i] = errLeaseLost
+			}
+		}
+	}
+
 	// 1. Run transitions (waiting, closed).
 	var fins []int
 	for i, op := range batch {
@@ -278,7 +305,7 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 
 	// 3. Steps, fenced by the lease.
 	var steps []*stepRow
-	var stepOwners []string
+	var stepOwners []fence
 	var stepIdx []int
 	for i, op := range batch {
 		if errs[i] != nil {
@@ -290,7 +317,7 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		}
 		if st != nil {
 			steps = append(steps, st)
-			stepOwners = append(stepOwners, op.owner)
+			stepOwners = append(stepOwners, op.fence())
 			stepIdx = append(stepIdx, i)
 		}
 	}
@@ -323,6 +350,9 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		if err := s.carryCancel(ctx, tx, canFrom, canTo); err != nil {
 			return nil, fmt.Errorf("carry cancellation: %w", err)
 		}
+		if err := s.carryParent(ctx, tx, canFrom, canTo); err != nil {
+			return nil, fmt.Errorf("carry parent: %w", err)
+		}
 	}
 
 	// 4. Children that closed hand their result to the parent's step and wake it.
@@ -347,10 +377,13 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 			// The parent waits for the chain's end; a continued run is not it.
 			continue
 		}
-		if err := s.completeParentStep(ctx, tx, op.fin.parentRunID, op.fin.parentSeq, status, op.fin.output, errJSON); err != nil {
+		parent, err := s.completeParentStep(ctx, tx, op.runID, status, op.fin.output, errJSON)
+		if err != nil {
 			return nil, fmt.Errorf("complete parent step: %w", err)
 		}
-		parents = append(parents, op.fin.parentRunID)
+		if parent != "" {
+			parents = append(parents, parent)
+		}
 	}
 	var woken []string
 	if len(parents) > 0 {
@@ -439,12 +472,12 @@ func (c *committer) stepsAndFinishOnly(batch []*writeOp) bool {
 func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch []*writeOp) ([]error, error) {
 	errs := make([]error, len(batch))
 	var steps []*stepRow
-	var owners []string
+	var owners []fence
 	var fins []int
 	for i, op := range batch {
 		if op.step != nil {
 			steps = append(steps, op.step)
-			owners = append(owners, op.owner)
+			owners = append(owners, op.fence())
 		}
 		if op.fin != nil {
 			fins = append(fins, i)

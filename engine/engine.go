@@ -68,9 +68,13 @@ func New(cfg Config) (*Engine, error) {
 	e.commit = newCommitter(e)
 	e.listener = pq.NewListener(c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if ev == pq.ListenerEventReconnected {
-			// Notices may have been missed while disconnected: look again.
+			// Notices may have been missed while disconnected: look again,
+			// for due work, closed runs and the events of loaded runs.
 			e.pokeWorkers()
 			e.pokeWaiters()
+			for _, w := range e.localWorkers() {
+				w.refreshAll()
+			}
 		}
 	})
 	for _, ch := range e.store.channel {

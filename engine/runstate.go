@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,6 +61,13 @@ type runState struct {
 	hadChildren    bool
 	replayingFlag  bool
 	draining       bool
+	// refreshing is set while a refresh runs; refreshAgain asks it to read
+	// once more (an event came in meanwhile), so wake-ups coalesce into at
+	// most one reader per run.
+	refreshing   bool
+	refreshAgain bool
+	// closed is set once the run's end committed from this copy.
+	closed atomic.Bool
 
 	// cancelCtx is cancelled when cancellation is requested (or the run is
 	// dropped); runCtx only when the run is dropped. Activities started from
@@ -244,7 +252,7 @@ func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
 		return
 	default:
 	}
-	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, abandoned: s.abandoned, step: st, events: events, done: func(err error) {
+	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, token: s.row.Loads, abandoned: s.abandoned, step: st, events: events, done: func(err error) {
 		if err != nil {
 			s.e.cfg.Logger.Warn("graft: step write refused; dropping run", "run_id", s.row.RunID, "seq", st.Seq, "err", err)
 			s.dropAfter(err)
@@ -268,15 +276,18 @@ func (s *runState) dropAfter(err error) {
 		pause = min(pause, (100*time.Millisecond)<<max(n-1, 0))
 	}
 	s.abandon()
-	_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID, s.e.cfg.Clock.Now().Add(pause))
+	_ = s.e.store.releaseRun(context.Background(), s.fence(), s.row.RunID, s.e.cfg.Clock.Now().Add(pause))
 }
 
 // drop abandons the run and gives it back, so that any worker resumes it
 // from its record at once.
 func (s *runState) drop() {
 	s.abandon()
-	_ = s.e.store.releaseRun(context.Background(), s.w.id, s.row.RunID, s.e.cfg.Clock.Now())
+	_ = s.e.store.releaseRun(context.Background(), s.fence(), s.row.RunID, s.e.cfg.Clock.Now())
 }
+
+// fence is the lease this copy of the run writes under.
+func (s *runState) fence() fence { return fence{s.w.id, s.row.Loads} }
 
 // abandon makes the workflow goroutine exit without writing anything more;
 // another worker (or this one) resumes the run from its record.
@@ -372,7 +383,7 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 // store.finishRuns).
 func (s *runState) unload(wakeAt time.Time, known int64) {
 	err := s.e.commit.submitWait(context.Background(), &writeOp{
-		runID: s.row.RunID, owner: s.w.id, abandoned: s.abandoned,
+		runID: s.row.RunID, owner: s.w.id, token: s.row.Loads, abandoned: s.abandoned,
 		fin:    &finishSpec{status: StatusWaiting, wakeAt: wakeAt, knownEventSeq: known},
 		events: []*CheckpointEvent{s.event(CheckpointWorkflowWaiting, StatusWaiting)},
 	})
@@ -389,9 +400,66 @@ func (s *runState) event(kind CheckpointKind, status string) *CheckpointEvent {
 		Headers: s.headers, Status: status, Seq: s.seq, At: s.e.cfg.Clock.Now()}
 }
 
+// requestRefresh makes the run read what changed for it in the database
+// (signals, cancellation, child results), once more if a read is under way.
+func (s *runState) requestRefresh() {
+	s.mu.Lock()
+	if s.refreshing {
+		s.refreshAgain = true
+		s.mu.Unlock()
+		return
+	}
+	s.refreshing = true
+	s.mu.Unlock()
+	go func() {
+		for {
+			if s.live() {
+				if err := s.refresh(); err != nil && s.live() {
+					// Not lost: the next lease renewal sees the run's event
+					// counter ahead of what it knows and asks again.
+					s.e.cfg.Logger.Warn("graft: could not read a run's new events; retrying at the next lease renewal",
+						"run_id", s.row.RunID, "err", err)
+				}
+			}
+			s.mu.Lock()
+			if !s.refreshAgain || !s.live() {
+				s.refreshing, s.refreshAgain = false, false
+				s.mu.Unlock()
+				return
+			}
+			s.refreshAgain = false
+			s.mu.Unlock()
+		}
+	}()
+}
+
+// live reports whether this copy of the run still runs here.
+func (s *runState) live() bool {
+	select {
+	case <-s.abandoned:
+		return false
+	default:
+		return true
+	}
+}
+
+// behind reports whether the run's event counter in the database, seq, is
+// ahead of what this copy has read.
+func (s *runState) behind(seq int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return seq > s.eventSeq
+}
+
+// closedHere reports whether the run's end was committed by this copy.
+func (s *runState) closedHere() bool { return s.closed.Load() }
+
 // refresh reads what changed for the run in the database (signals,
-// cancellation, child results) after a wake-up notice.
-func (s *runState) refresh(ctx context.Context) {
+// cancellation, child results). The event counter it records is read
+// first, so an event committed during the read is seen again later.
+func (s *runState) refresh() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.e.cfg.LeaseTTL)
+	defer cancel()
 	st := s.e.store
 	var seq int64
 	var cancelAt *time.Time
@@ -399,7 +467,7 @@ func (s *runState) refresh(ctx context.Context) {
 	err := st.db.QueryRowContext(ctx, `SELECT event_seq, cancel_requested_at, cancel_reason FROM `+st.runs+` WHERE run_id = $1`,
 		s.row.RunID).Scan(&seq, &cancelAt, &reason)
 	if err != nil {
-		return
+		return err
 	}
 	s.mu.Lock()
 	after := s.maxSignalID
@@ -410,13 +478,13 @@ func (s *runState) refresh(ctx context.Context) {
 	s.mu.Unlock()
 	sigs, err := st.loadSignals(ctx, []string{s.row.RunID}, after)
 	if err != nil {
-		return
+		return err
 	}
 	var done []*stepRow
 	if len(pending) > 0 {
 		done, err = st.loadChildResults(ctx, s.row.RunID, pending)
 		if err != nil {
-			return
+			return err
 		}
 	}
 	s.mu.Lock()
@@ -439,6 +507,7 @@ func (s *runState) refresh(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	s.poke()
+	return nil
 }
 
 // main runs the workflow function through the interceptor chain and records
@@ -530,8 +599,11 @@ func (s *runState) finish(out any, runErr error) {
 	}
 	ev := s.event(CheckpointWorkflowClosed, fin.status)
 	ev.Result, ev.Err = out, runErr
-	err := s.e.commit.submitWait(context.Background(), &writeOp{runID: s.row.RunID, owner: s.w.id, abandoned: s.abandoned, fin: fin, newRun: newRun,
+	err := s.e.commit.submitWait(context.Background(), &writeOp{runID: s.row.RunID, owner: s.w.id, token: s.row.Loads, abandoned: s.abandoned, fin: fin, newRun: newRun,
 		events: []*CheckpointEvent{ev}})
+	if err == nil {
+		s.closed.Store(true)
+	}
 	if err != nil && !errors.Is(err, errLeaseLost) {
 		s.e.cfg.Logger.Error("graft: could not record workflow end; releasing run", "run_id", s.row.RunID, "err", err)
 		s.dropAfter(err)

@@ -57,7 +57,7 @@ type stepKey struct {
 
 // finishArgs renders the run transitions of batch[idx] as column arrays.
 func finishArgs(batch []*writeOp, idx []int) []any {
-	cols, args := columns(7)
+	cols, args := columns(8)
 	for _, i := range idx {
 		op := batch[i]
 		cols[0].str(op.runID)
@@ -67,23 +67,24 @@ func finishArgs(batch []*writeOp, idx []int) []any {
 		cols[4].jsonText(op.fin.errJSON)
 		cols[5].time(nullTime(op.fin.wakeAt))
 		cols[6].int(op.fin.knownEventSeq)
+		cols[7].int(int64(op.token))
 	}
 	return args()
 }
 
 // finishSQL moves running runs to waiting or closed, fenced by the lease,
 // and announces closed ones in the same statement. It uses parameters
-// $p+1..$p+9 and yields (run_id, status) as the CTE named "fin".
+// $p+1..$p+10 and yields (run_id, status) as the CTE named "fin".
 func (s *store) finishSQL(p int) string {
 	n := func(i int) string { return fmt.Sprintf("$%d", p+i) }
 	return `fin AS (UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
-			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN ` + n(8) + `::timestamptz END,
-			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN ` + n(8) + ` ELSE v.wake_at END,
+			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN ` + n(9) + `::timestamptz END,
+			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN ` + n(9) + ` ELSE v.wake_at END,
 			lease_expires_at = CASE WHEN v.status = 'running' THEN r.lease_expires_at END
 		FROM unnest(` + n(1) + `::text[], ` + n(2) + `::text[], ` + n(3) + `::text[], ` + n(4) + `::bytea[], ` + n(5) + `::jsonb[],
-			` + n(6) + `::timestamptz[], ` + n(7) + `::bigint[]) AS v(run_id, owner, status, output, error, wake_at, known)
-		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.status = 'running'
-		RETURNING r.run_id, CASE WHEN r.status <> 'waiting' THEN pg_notify(` + n(9) + `, r.run_id) END AS notified)`
+			` + n(6) + `::timestamptz[], ` + n(7) + `::bigint[], ` + n(8) + `::int[]) AS v(run_id, owner, status, output, error, wake_at, known, token)
+		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.loads = v.token AND r.status = 'running'
+		RETURNING r.run_id, CASE WHEN r.status <> 'waiting' THEN pg_notify(` + n(10) + `, r.run_id) END AS notified)`
 }
 
 func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
@@ -97,9 +98,9 @@ func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []
 // the common batch, committed without BEGIN/COMMIT round trips. The steps'
 // lease check reads the runs as they were before the transitions, which
 // keep the lease owner, so a run's last steps and its end commit together.
-func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, steps []*stepRow, owners []string, batch []*writeOp, fins []int) (map[stepKey]bool, map[string]bool, error) {
+func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, steps []*stepRow, owners []fence, batch []*writeOp, fins []int) (map[stepKey]bool, map[string]bool, error) {
 	okSteps, okFins := map[stepKey]bool{}, map[string]bool{}
-	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(15) + `
+	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(16) + `
 		SELECT 's', run_id, seq FROM ins UNION ALL SELECT 'f', run_id, 0 FROM fin`
 	args := append(stepArgs(steps, owners), finishArgs(batch, fins)...)
 	rows, err := tx.QueryContext(ctx, q, append(args, now, s.channel[chanDone])...)
@@ -169,8 +170,15 @@ func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batc
 	return ok, err
 }
 
-func stepArgs(steps []*stepRow, owners []string) []any {
-	cols, args := columns(15)
+// fence is the lease a write needs: the owner's name and the number of the
+// claim (the run's loads when it was claimed). An empty owner is unfenced.
+type fence struct {
+	owner string
+	token int
+}
+
+func stepArgs(steps []*stepRow, owners []fence) []any {
+	cols, args := columns(16)
 	for k, st := range steps {
 		cols[0].str(st.RunID)
 		cols[1].int(int64(st.Seq))
@@ -186,15 +194,16 @@ func stepArgs(steps []*stepRow, owners []string) []any {
 		cols[11].time(st.FireAt)
 		cols[12].nullInt(st.SignalID)
 		cols[13].nullStr(st.ChildWorkflowID)
-		cols[14].str(owners[k])
+		cols[14].str(owners[k].owner)
+		cols[15].int(int64(owners[k].token))
 	}
 	return args()
 }
 
 // stepsSQL inserts step records fenced by the lease (an empty owner skips
-// the check). It uses $p+1..$p+15 and yields (run_id, seq) as CTE "ins".
+// the check). It uses $p+1..$p+16 and yields (run_id, seq) as CTE "ins".
 func (s *store) stepsSQL(p int) string {
-	ph := make([]any, 15)
+	ph := make([]any, 16)
 	for i := range ph {
 		ph[i] = fmt.Sprintf("$%d", p+i+1)
 	}
@@ -202,15 +211,15 @@ func (s *store) stepsSQL(p int) string {
 		SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
 			v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id
 		FROM unnest(` + fmt.Sprintf(`%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::jsonb[], %s::int[],
-			%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::text[], %s::text[]`, ph...) + `)
+			%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::text[], %s::text[], %s::int[]`, ph...) + `)
 			AS v(run_id, seq, kind, name, status, input, output, error, attempts,
-			started_at, completed_at, fire_at, signal_id, child_workflow_id, owner)
-		JOIN ` + s.runs + ` r ON r.run_id = v.run_id AND (v.owner = '' OR r.lease_owner = v.owner)
+			started_at, completed_at, fire_at, signal_id, child_workflow_id, owner, token)
+		JOIN ` + s.runs + ` r ON r.run_id = v.run_id AND (v.owner = '' OR (r.lease_owner = v.owner AND r.loads = v.token))
 		ON CONFLICT (run_id, seq) DO NOTHING
 		RETURNING run_id, seq)`
 }
 
-func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owners []string) (map[stepKey]bool, error) {
+func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owners []fence) (map[stepKey]bool, error) {
 	ok := map[stepKey]bool{}
 	rows, err := tx.QueryContext(ctx, `WITH `+s.stepsSQL(0)+` SELECT run_id, seq FROM ins`, stepArgs(steps, owners)...)
 	if err != nil {
@@ -227,14 +236,39 @@ func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owne
 	return ok, rows.Err()
 }
 
-func (s *store) completeParentStep(ctx context.Context, tx dbtx, parentRunID string, seq int, status string, output, errJSON []byte) error {
+// lockLeases locks, for the rest of the transaction, the runs of
+// batch[idx] that their ops' fence still holds, and returns them. Rows are
+// locked in run ID order, so two transactions cannot deadlock on them.
+func (s *store) lockLeases(ctx context.Context, tx dbtx, batch []*writeOp, idx []int) (map[string]bool, error) {
+	cols, args := columns(3)
+	for _, i := range idx {
+		cols[0].str(batch[i].runID)
+		cols[1].str(batch[i].owner)
+		cols[2].int(int64(batch[i].token))
+	}
+	held := map[string]bool{}
+	err := collectIDs(ctx, tx, `SELECT r.run_id FROM `+s.runs+` r
+		JOIN unnest($1::text[], $2::text[], $3::int[]) AS v(run_id, owner, token) ON r.run_id = v.run_id
+		WHERE r.lease_owner = v.owner AND r.loads = v.token AND r.status = 'running'
+		ORDER BY r.run_id FOR SHARE OF r`, args(), func(id string) { held[id] = true })
+	return held, err
+}
+
+// completeParentStep hands a closed child's outcome to the step of its
+// parent that waits for it, and returns that parent (or "" if the step had
+// its result already). The parent is read from the child's row, not from
+// what the child's worker loaded: a reset may have given the child to a
+// new run since.
+func (s *store) completeParentStep(ctx context.Context, tx dbtx, childRunID, status string, output, errJSON []byte) (string, error) {
 	var e any
 	if errJSON != nil {
 		e = string(errJSON)
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE `+s.steps+` SET status = $3, output = $4, error = $5, completed_at = now()
-		WHERE run_id = $1 AND seq = $2 AND status = 'started'`, parentRunID, seq, status, output, e)
-	return err
+	var parent string
+	err := collectIDs(ctx, tx, `UPDATE `+s.steps+` st SET status = $2, output = $3, error = $4, completed_at = now()
+		FROM `+s.runs+` c WHERE c.run_id = $1 AND st.run_id = c.parent_run_id AND st.seq = c.parent_seq AND st.status = 'started'
+		RETURNING st.run_id`, []any{childRunID, status, output, e}, func(id string) { parent = id })
+	return parent, err
 }
 
 // openChildOf reports whether the open run of workflowID is the child of
@@ -252,10 +286,13 @@ func (s *store) openChildOf(ctx context.Context, tx dbtx, workflowID, parentRunI
 	return found, rows.Err()
 }
 
-// saveHeartbeat keeps an activity step's latest heartbeat details.
-func (s *store) saveHeartbeat(ctx context.Context, runID string, seq int, details []byte) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO `+s.beats+` (run_id, seq, details) VALUES ($1, $2, $3)
-		ON CONFLICT (run_id, seq) DO UPDATE SET details = EXCLUDED.details, updated_at = now()`, runID, seq, details)
+// saveHeartbeat keeps an activity step's latest heartbeat details, if the
+// fence still holds the run: a copy that lost its lease cannot overwrite
+// the details of the attempt that replaced it.
+func (s *store) saveHeartbeat(ctx context.Context, f fence, runID string, seq int, details []byte) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO `+s.beats+` (run_id, seq, details)
+		SELECT $1, $2, $3 FROM `+s.runs+` r WHERE r.run_id = $1 AND r.lease_owner = $4 AND r.loads = $5 AND r.status = 'running'
+		ON CONFLICT (run_id, seq) DO UPDATE SET details = EXCLUDED.details, updated_at = now()`, runID, seq, details, f.owner, f.token)
 	return err
 }
 
@@ -297,6 +334,18 @@ func (s *store) carryCancel(ctx context.Context, tx dbtx, from, to []string) err
 		JOIN `+s.runs+` o ON o.run_id = v.from_id
 		WHERE n.run_id = v.to_id AND o.cancel_requested_at IS NOT NULL AND n.cancel_requested_at IS NULL
 		  AND NOT EXISTS (SELECT 1 FROM `+s.steps+` st WHERE st.run_id = v.from_id AND st.kind = 'cancel')`,
+		pq.Array(from), pq.Array(to))
+	return err
+}
+
+// carryParent gives each to[i] the parent that from[i] has now (a reset
+// may have moved it since from[i] was loaded): a child that continues as
+// new still reports to the run that waits for it.
+func (s *store) carryParent(ctx context.Context, tx dbtx, from, to []string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` n SET parent_run_id = o.parent_run_id, parent_seq = o.parent_seq
+		FROM unnest($1::text[], $2::text[]) AS v(from_id, to_id)
+		JOIN `+s.runs+` o ON o.run_id = v.from_id
+		WHERE n.run_id = v.to_id AND o.parent_run_id IS NOT NULL AND n.parent_run_id IS DISTINCT FROM o.parent_run_id`,
 		pq.Array(from), pq.Array(to))
 	return err
 }
@@ -387,12 +436,15 @@ func (s *store) claimDue(ctx context.Context, owner string, queues, types []stri
 }
 
 // claimExpired leases up to n running runs whose owner stopped renewing.
-func (s *store) claimExpired(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration) ([]*runRow, error) {
+// held are the runs the claiming worker has loaded: a copy of a run that
+// still runs here (its renewal is late) is not claimed a second time; the
+// renewal stops it if another worker takes the run.
+func (s *store) claimExpired(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, held []string) ([]*runRow, error) {
 	return s.claimWhere(ctx, `status = 'running' AND lease_expires_at < now() AND queue = ANY($2) AND workflow_type = ANY($3)
-		AND $5::timestamptz IS NOT NULL`, owner, queues, types, n, now, ttl)
+		AND $5::timestamptz IS NOT NULL AND NOT (run_id = ANY($7))`, owner, queues, types, n, now, ttl, pq.Array(held))
 }
 
-func (s *store) claimWhere(ctx context.Context, where, owner string, queues, types []string, n int, now time.Time, ttl time.Duration) ([]*runRow, error) {
+func (s *store) claimWhere(ctx context.Context, where, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, extra ...any) ([]*runRow, error) {
 	var out []*runRow
 	q := `WITH due AS (
 			SELECT run_id FROM ` + s.runs + ` WHERE ` + where + `
@@ -401,8 +453,8 @@ func (s *store) claimWhere(ctx context.Context, where, owner string, queues, typ
 			lease_expires_at = now() + $6::interval, loads = r.loads + 1, updated_at = now()
 		FROM due WHERE r.run_id = due.run_id
 		RETURNING ` + prefixCols("r.", runColumns)
-	err := sqlx.SelectContext(ctx, s.db, &out, q, owner, pq.Array(queues), pq.Array(types), n, now,
-		fmt.Sprintf("%d milliseconds", ttl.Milliseconds()))
+	args := append([]any{owner, pq.Array(queues), pq.Array(types), n, now, fmt.Sprintf("%d milliseconds", ttl.Milliseconds())}, extra...)
+	err := sqlx.SelectContext(ctx, s.db, &out, q, args...)
 	return out, err
 }
 
@@ -451,26 +503,62 @@ func (s *store) loadSignals(ctx context.Context, runIDs []string, afterID int64)
 	return out, nil
 }
 
-// renewLeases extends the owner's leases on the runs it has loaded. Only
-// loaded runs are renewed, so a run this worker dropped cannot stay leased.
-func (s *store) renewLeases(ctx context.Context, owner string, runIDs []string, ttl time.Duration) error {
-	if len(runIDs) == 0 {
-		return nil
-	}
-	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_expires_at = now() + $2::interval
-		WHERE run_id = ANY($3) AND lease_owner = $1 AND status = 'running'`, owner, fmt.Sprintf("%d milliseconds", ttl.Milliseconds()), pq.Array(runIDs))
-	return err
+// renewal is what a renewal learned of one run: whether the claim still
+// holds it, and its event counter.
+type renewal struct {
+	held     bool
+	eventSeq int64
 }
 
-// releaseRun gives a run this worker holds back: it becomes waiting, due at
-// wakeAt, and the queue's workers are told, so any of them resumes it from
-// its record as soon as it is due. Clearing the owner also fences out writes
-// of this worker still in flight.
-func (s *store) releaseRun(ctx context.Context, owner, runID string, wakeAt time.Time) error {
+// renewLeases extends the leases of the runs a worker has loaded, each
+// under its claim (tokens[i] for runIDs[i]), and reports for each run
+// whether the claim still holds it and its event counter, so the worker
+// stops the runs it lost and refreshes those that had an event it may not
+// have been told about. Only loaded runs are renewed, so a run this worker
+// dropped cannot stay leased. It never waits on a row lock (a row locked
+// by a transition or a signal is renewed next time), so it takes no part
+// in a deadlock and is not held up behind long transactions.
+func (s *store) renewLeases(ctx context.Context, owner string, runIDs []string, tokens []int, ttl time.Duration) (map[string]renewal, error) {
+	out := make(map[string]renewal, len(runIDs))
+	if len(runIDs) == 0 {
+		return out, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `WITH held AS (
+			SELECT r.run_id, r.event_seq FROM `+s.runs+` r
+			JOIN unnest($2::text[], $3::int[]) AS v(run_id, token) ON r.run_id = v.run_id
+			WHERE r.lease_owner = $1 AND r.loads = v.token AND r.status = 'running'),
+		locked AS (
+			SELECT r.run_id FROM `+s.runs+` r JOIN held h ON r.run_id = h.run_id
+			WHERE r.lease_owner = $1 AND r.status = 'running'
+			FOR NO KEY UPDATE OF r SKIP LOCKED),
+		renewed AS (
+			UPDATE `+s.runs+` r SET lease_expires_at = now() + $4::interval FROM locked WHERE r.run_id = locked.run_id)
+		SELECT run_id, event_seq FROM held`,
+		owner, pq.Array(runIDs), pq.Array(tokens), fmt.Sprintf("%d milliseconds", ttl.Milliseconds()))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var seq int64
+		if err := rows.Scan(&id, &seq); err != nil {
+			return nil, err
+		}
+		out[id] = renewal{held: true, eventSeq: seq}
+	}
+	return out, rows.Err()
+}
+
+// releaseRun gives a run this worker holds under the claim f back: it
+// becomes waiting, due at wakeAt, and the queue's workers are told, so any
+// of them resumes it from its record as soon as it is due. Clearing the
+// owner also fences out writes of this worker still in flight.
+func (s *store) releaseRun(ctx context.Context, f fence, runID string, wakeAt time.Time) error {
 	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` SET status = 'waiting', lease_owner = NULL,
 			lease_expires_at = NULL, wake_at = $3, updated_at = now()
-		WHERE run_id = $1 AND lease_owner = $2 AND status = 'running' RETURNING queue)
-		SELECT pg_notify($4, queue) FROM r`, runID, owner, wakeAt, s.channel[chanWork])
+		WHERE run_id = $1 AND lease_owner = $2 AND loads = $5 AND status = 'running' RETURNING queue)
+		SELECT pg_notify($4, queue) FROM r`, runID, f.owner, wakeAt, s.channel[chanWork], f.token)
 	return err
 }
 
@@ -480,7 +568,7 @@ func (s *store) releaseRun(ctx context.Context, owner, runID string, wakeAt time
 func (s *store) unclaimNew(ctx context.Context, owner, runID string) error {
 	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` SET status = 'pending', lease_owner = NULL,
 			lease_expires_at = NULL, loads = loads - 1, updated_at = now()
-		WHERE run_id = $1 AND lease_owner = $2 AND status = 'running' RETURNING queue)
+		WHERE run_id = $1 AND lease_owner = $2 AND loads = 1 AND status = 'running' RETURNING queue)
 		SELECT pg_notify($3, queue) FROM r`, runID, owner, s.channel[chanWork])
 	return err
 }

@@ -65,6 +65,9 @@ type Worker struct {
 
 	lastExpiredScan time.Time // only touched by the claim loop
 
+	// renewHook, when set (tests), is called before each background renewal.
+	renewHook func()
+
 	poke     chan struct{}
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -179,7 +182,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 		w.mu.Lock()
 		for id, s := range w.runs {
 			s.abandon()
-			_ = w.e.store.releaseRun(context.Background(), w.id, id, w.e.cfg.Clock.Now())
+			_ = w.e.store.releaseRun(context.Background(), s.fence(), id, w.e.cfg.Clock.Now())
 		}
 		w.mu.Unlock()
 	}
@@ -256,12 +259,18 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 		break
 	}
 	now, ttl := w.e.cfg.Clock.Now(), w.e.cfg.LeaseTTL
-	rows, err := w.e.store.claimDue(ctx, w.id, w.cfg.Queues, w.types, reserved, now, ttl)
-	// Expired leases are rare; look for them a few times per lease period.
-	if err == nil && len(rows) < reserved && time.Since(w.lastExpiredScan) > ttl/4 {
+	// Expired leases are rare; look for them a few times per lease period,
+	// and first, so that a crashed worker's runs are taken within a bound
+	// even behind a backlog of due runs that fills every claim.
+	var rows []*runRow
+	var err error
+	if time.Since(w.lastExpiredScan) > ttl/4 {
 		w.lastExpiredScan = time.Now()
+		rows, err = w.e.store.claimExpired(ctx, w.id, w.cfg.Queues, w.types, reserved, now, ttl, w.loadedIDs())
+	}
+	if err == nil && len(rows) < reserved {
 		var more []*runRow
-		more, err = w.e.store.claimExpired(ctx, w.id, w.cfg.Queues, w.types, reserved-len(rows), now, ttl)
+		more, err = w.e.store.claimDue(ctx, w.id, w.cfg.Queues, w.types, reserved-len(rows), now, ttl)
 		rows = append(rows, more...)
 	}
 	for i := len(rows); i < reserved; i++ {
@@ -304,7 +313,7 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 func (w *Worker) releaseAll(rows []*runRow) {
 	for _, r := range rows {
 		w.unexpect(r.RunID)
-		_ = w.e.store.releaseRun(context.Background(), w.id, r.RunID, w.e.cfg.Clock.Now())
+		_ = w.e.store.releaseRun(context.Background(), fence{w.id, r.Loads}, r.RunID, w.e.cfg.Clock.Now())
 		<-w.slots
 	}
 }
@@ -317,20 +326,25 @@ func (w *Worker) launch(r *runRow, steps []*stepRow, sigs []*signalRow) {
 		delete(w.arriving, r.RunID)
 		w.mu.Unlock()
 		if err := w.e.store.unclaimNew(context.Background(), w.id, r.RunID); err != nil {
-			_ = w.e.store.releaseRun(context.Background(), w.id, r.RunID, w.e.cfg.Clock.Now())
+			_ = w.e.store.releaseRun(context.Background(), fence{w.id, r.Loads}, r.RunID, w.e.cfg.Clock.Now())
 		}
 		w.e.releaseLocalWaiters([]string{r.RunID})
 		<-w.slots
 		return
 	}
 	s := newRunState(w.e, w, modeLive, r, def, &w.chains, steps, sigs)
+	if old := w.runs[r.RunID]; old != nil {
+		// An earlier copy given back (its write was refused) may still be
+		// on its way out; it must not write under this claim.
+		old.abandon()
+	}
 	w.runs[r.RunID] = s
 	missed := w.arriving[r.RunID]
 	delete(w.arriving, r.RunID)
 	w.wg.Add(1) // under mu: Stop waits only after setting stopped
 	w.mu.Unlock()
 	if missed {
-		go s.refresh(context.Background())
+		s.requestRefresh()
 	}
 	go func() {
 		defer func() {
@@ -340,6 +354,12 @@ func (w *Worker) launch(r *runRow, steps []*stepRow, sigs []*signalRow) {
 				delete(w.runs, r.RunID)
 			}
 			w.mu.Unlock()
+			if !s.closedHere() {
+				// The run left this process open (unloaded, given back,
+				// its lease lost): an eager start's in-process waiter
+				// would never hear of its end.
+				w.e.releaseLocalWaiters([]string{r.RunID})
+			}
 			<-w.slots
 			w.wg.Done()
 			w.wakeUp()
@@ -384,8 +404,11 @@ func (w *Worker) acquireActivitySlot(ctx context.Context) error {
 
 func (w *Worker) releaseActivitySlot() { <-w.actSlots }
 
-// renewLoop extends this worker's leases. If renewal keeps failing past the
-// lease TTL, the worker drops its runs: another worker may own them by now.
+// renewLoop extends this worker's leases. A renewal stops at once the runs
+// whose lease another worker took, and refreshes those that had an event
+// since they last looked (its notification may have been lost). If renewal
+// keeps failing past the lease TTL, the worker drops its runs: another
+// worker may own them by now.
 func (w *Worker) renewLoop() {
 	ttl := w.e.cfg.LeaseTTL
 	t := time.NewTicker(ttl / 3)
@@ -407,15 +430,10 @@ func (w *Worker) renewLoop() {
 		case <-w.e.closed:
 			return
 		}
-		w.mu.Lock()
-		ids := make([]string, 0, len(w.runs))
-		for id := range w.runs {
-			ids = append(ids, id)
+		if w.renewHook != nil {
+			w.renewHook()
 		}
-		w.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
-		err := w.e.store.renewLeases(ctx, w.id, ids, ttl)
-		cancel()
+		err := w.renewOnce()
 		if err == nil {
 			last = time.Now()
 			continue
@@ -429,6 +447,69 @@ func (w *Worker) renewLoop() {
 			w.mu.Unlock()
 		}
 	}
+}
+
+// renewOnce renews the leases of the loaded runs, stops the runs whose
+// lease was lost and refreshes the runs whose event counter moved.
+func (w *Worker) renewOnce() error {
+	ttl := w.e.cfg.LeaseTTL
+	w.mu.Lock()
+	states := make([]*runState, 0, len(w.runs))
+	for _, s := range w.runs {
+		states = append(states, s)
+	}
+	w.mu.Unlock()
+	if len(states) == 0 {
+		return nil
+	}
+	ids, tokens := make([]string, len(states)), make([]int, len(states))
+	for i, s := range states {
+		ids[i], tokens[i] = s.row.RunID, s.row.Loads
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
+	defer cancel()
+	got, err := w.e.store.renewLeases(ctx, w.id, ids, tokens, ttl)
+	if err != nil {
+		return err
+	}
+	for _, s := range states {
+		r := got[s.row.RunID]
+		switch {
+		case !r.held:
+			if s.live() {
+				w.e.cfg.Logger.Warn("graft: lease lost; stopping the run here", "worker", w.id, "run_id", s.row.RunID)
+			}
+			s.abandon()
+		case s.behind(r.eventSeq):
+			s.requestRefresh()
+		}
+	}
+	return nil
+}
+
+// refreshAll refreshes every loaded run (after notifications may have been
+// missed).
+func (w *Worker) refreshAll() {
+	w.mu.Lock()
+	states := make([]*runState, 0, len(w.runs))
+	for _, s := range w.runs {
+		states = append(states, s)
+	}
+	w.mu.Unlock()
+	for _, s := range states {
+		s.requestRefresh()
+	}
+}
+
+// loadedIDs returns the IDs of the loaded runs.
+func (w *Worker) loadedIDs() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ids := make([]string, 0, len(w.runs))
+	for id := range w.runs {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // local returns the loaded run, if this worker has it.
@@ -450,7 +531,7 @@ func (w *Worker) wakeLocal(runID string) {
 	}
 	w.mu.Unlock()
 	if s != nil {
-		go s.refresh(context.Background())
+		s.requestRefresh()
 	}
 }
 

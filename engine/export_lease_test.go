@@ -1,0 +1,27 @@
+package engine
+
+// SetRenewHookForTest makes w call f before each background lease renewal,
+// so a test can stall renewals (f blocks) and let a lease expire under a
+// live worker. Set it before Start.
+func SetRenewHookForTest(w *Worker, f func()) { w.renewHook = f }
+
+// RenewForTest runs one lease renewal of w's loaded runs now.
+func RenewForTest(w *Worker) error { return w.renewOnce() }
+
+// ListenChannelsForTest returns the names of the channels the engine's
+// LISTEN connection listens on, so a test can find that connection's
+// backend in pg_stat_activity.
+func ListenChannelsForTest(e *Engine) []string {
+	var out []string
+	for _, ch := range e.store.channel {
+		out = append(out, ch)
+	}
+	return out
+}
+
+// LoadedRunsForTest returns how many runs w has loaded.
+func LoadedRunsForTest(w *Worker) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.runs)
+}
