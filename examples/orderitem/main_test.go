@@ -1,0 +1,43 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+)
+
+// The example end to end, with the outage: a busy warehouse costs one
+// retry, a declined card fails at once with its details intact, and an
+// outage exhausts the five attempts of the retry policy.
+func TestOrderItem(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Ctx(t, 3*time.Minute)
+	schema := testenv.Schema(t)
+	var out strings.Builder
+	require.NoError(t, run(ctx, options{DatabaseURL: testenv.DatabaseURL(), Schema: schema, Keep: true, Outage: true}, &out))
+	t.Log("\n" + out.String())
+	require.Equal(t, `order-1 espresso machine: archived, fulfilled in 2 attempts
+order-2 grinder: PaymentFailed after 1 attempt, not retried: card …0002, insufficient funds (item initialised)
+order-3 kettle: WarehouseUnavailable after 5 attempts: the warehouse did not answer (item initialised)
+`, out.String())
+
+	// The waits between the outage's attempts follow the policy: 1+2+4+8 s
+	// at least (a lower bound: a loaded machine only makes them longer).
+	c := testenv.Engine(t, &engine.Config{Schema: schema}).Client()
+	h, err := c.History(ctx, "order-3")
+	require.NoError(t, err)
+	var fulfil *engine.StepInfo
+	for i := range h[0].Steps {
+		if h[0].Steps[i].Name == "orderitem.fulfil" {
+			fulfil = &h[0].Steps[i]
+		}
+	}
+	require.NotNil(t, fulfil)
+	require.Equal(t, engine.StatusFailed, fulfil.Status)
+	require.GreaterOrEqual(t, fulfil.CompletedAt.Sub(fulfil.StartedAt), 15*time.Second)
+}
