@@ -65,7 +65,16 @@ func definitions(log *slog.Logger) (*engine.Workflow[Customer, string], []engine
 		state := State{Status: StatusPending}
 		answers := map[string]Answer{}
 		engine.SetQueryHandler(ctx, "state", func(struct{}) (State, error) { return state, nil })
-		engine.SetQueryHandler(ctx, "answer", func(request string) (Answer, error) { return answers[request], nil })
+		engine.SetQueryHandler(ctx, "answer", func(request string) (Answer, error) {
+			if a, ok := answers[request]; ok {
+				return a, nil
+			}
+			if state.Status != StatusPending {
+				// Decided before this code was read: it never will be.
+				return Answer{Status: state.Status}, nil
+			}
+			return Answer{}, nil // not read yet
+		})
 
 		if _, err := sms.Run(ctx, c.Phone); err != nil {
 			return "", err
