@@ -13,23 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestBenchAcquireRelease(t *testing.T) {
-	t.Parallel()
-	c := newRedisClient(t)
-	res, err := BenchAcquireRelease(context.Background(), c, 2000, 8)
-	require.NoError(t, err)
-	require.Equal(t, 2000, res.Ops)
-	require.Positive(t, res.OpsPerSec)
-	require.LessOrEqual(t, res.P50, res.P99)
-	t.Log(res)
-}
-
-func TestBenchAcquireReleaseRejectsBadArguments(t *testing.T) {
-	t.Parallel()
-	_, err := BenchAcquireRelease(context.Background(), nil, 0, 1)
-	require.Error(t, err)
-}
-
 // BenchmarkAcquireRelease measures one Acquire plus one Release against the
 // test Redis from 8*GOMAXPROCS goroutines, through a plain client and through
 // go-redis's automatic pipelining, and reports throughput and the median and
@@ -80,17 +63,5 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
 		})
-	}
-}
-
-// BenchmarkBenchAcquireRelease runs the exported benchmark the CLI uses.
-func BenchmarkBenchAcquireRelease(b *testing.B) {
-	c := newRedisClient(b)
-	for b.Loop() {
-		res, err := BenchAcquireRelease(context.Background(), c, 20000, 16)
-		require.NoError(b, err)
-		b.ReportMetric(res.OpsPerSec, "ops/s")
-		b.ReportMetric(float64(res.P50.Microseconds()), "p50-µs")
-		b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
 	}
 }

@@ -44,7 +44,8 @@
 // key added later for the same limiter key lands in the same slot. It also
 // means that whatever loses the leases loses the marker with them, so a loss is
 // never silent. The set lives MarkerTTL (7 days) past its last grant or
-// renewal. Redis 6.2 or later is needed (for ZMSCORE). Run it with
+// renewal. One more key per prefix, "{Prefix}:instance", tells new keys from
+// lost ones (see below). Redis 6.2 or later is needed (for ZMSCORE). Run it with
 // maxmemory-policy noeviction: an evicted key is detected like any other loss,
 // but costs its key a recovery window.
 //
@@ -71,16 +72,25 @@
 //     state could have held, so no burst follows the loss;
 //   - opens a recovery window, by default one LeaseTTL, during which no new
 //     concurrency slot is granted (ReasonRecovering, with the window's end as
-//     the retry hint). Renewals are accepted and record their leases again:
-//     every live holder renews within one TTL, so when the window closes the
-//     set holds every live lease and counting is exact again. Acquiring with a
-//     lease ID that is already recorded still returns it.
+//     the retry hint). Renewals are accepted and record their leases again,
+//     up to the key's Concurrency: every live holder renews within one TTL,
+//     so when the window closes the set holds every live lease and counting
+//     is exact again. Acquiring with a lease ID that is already recorded
+//     still returns it.
 //
-// A key that has never been used looks exactly like a key whose state was
-// lost, so a new key (or one idle for longer than MarkerTTL) also waits one
-// window before its first concurrency slot, and one rate interval before its
-// first rate token. RecoveryWindow < 0 turns this off for deployments that
-// accept the risk.
+// A key that has never been used has no state either, but it is new, not
+// lost, and waits for nothing. The two are told apart by one more key per
+// prefix, "{Prefix}:instance", which holds the time from which this Redis has
+// kept the prefix's state and goes with everything else when Redis loses its
+// data. A lease live at a loss is recorded again by its holder's renewal
+// within one LeaseTTL, which creates its key's state; so a key still without
+// state a recovery window after that time had no live lease, and is granted
+// its slots and its whole burst at once (so is a key idle for longer than
+// MarkerTTL). Only a Redis the prefix has never used, which looks exactly like
+// one that lost everything, makes its first keys wait one window. On Redis
+// Cluster (or a Ring), where one script may not read two slots, every key
+// without state is treated as lost. RecoveryWindow < 0 turns the protection
+// off for deployments that accept the risk.
 //
 // Not detected: a Redis that restarts from a snapshot (RDB, or AOF without
 // fsync on every write), or a replica promoted after a failover, can come
@@ -97,7 +107,7 @@
 // spending retry attempts and resumes by itself when Redis returns. Leases held
 // across an outage stay counted until they expire; Hold keeps renewing, more
 // often while renewals fail, so they are recorded again soon after Redis
-// returns.
+// returns, and stops the call if none succeeds within its TTL.
 //
 // # Without Redis
 //
@@ -120,6 +130,19 @@
 //
 // Hold is Wait plus background renewal until Release; an activity interceptor
 // is Hold before the call, Release after it, and a snooze on *SnoozeError.
+//
+// # Losing a lease
+//
+// A lease can run out under a live call: its process was paused (a stop, a
+// long garbage collection, a starved machine) or cut off from Redis for
+// longer than the LeaseTTL, and meanwhile its slot may have gone to another
+// caller. A renewal then records the lease again only if the key has a free
+// slot; otherwise it is refused with ErrLeaseLost, so a key never counts more
+// leases than its Concurrency. Hold stops the call the moment it learns the
+// lease may be gone: it cancels Held.Context when a renewal is refused, and
+// when no renewal has succeeded for a whole TTL, without waiting to ask. The
+// activity interceptor runs the activity under that context and gives an
+// attempt that failed that way back to the engine as a snooze.
 //
 // # Activity interceptor
 //
@@ -153,7 +176,7 @@
 //
 // # Performance
 //
-// BenchAcquireRelease measures acquire plus release against a real Redis;
-// `graft bench -scenario redis-ops` runs it. On loopback each call costs one round trip and a few
+// `graft bench -scenario redis-ops` measures acquire plus release against a
+// real Redis. On loopback each call costs one round trip and a few
 // microseconds of Redis CPU.
 package ratelimit

@@ -1,9 +1,16 @@
 package ratelimit
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
+
+// ErrLeaseLost is returned (wrapped) by Renew when the lease ran out before
+// the renewal and its slot has been given to another caller since: the call
+// it guarded must stop, or the key would hold more than its Concurrency.
+// Hold cancels the call's context with this cause.
+var ErrLeaseLost = errors.New("ratelimit: lease lost: it expired and its slot was taken")
 
 // Reason says which limit denied an acquisition.
 type Reason string
@@ -70,3 +77,9 @@ func (e *SnoozeError) Error() string {
 
 // Unwrap returns the last denial or failure.
 func (e *SnoozeError) Unwrap() error { return e.Err }
+
+// leaseLost is the error of a refused renewal.
+func leaseLost(lease Lease, inUse int, lim Limits) error {
+	return fmt.Errorf("ratelimit: key %q, lease %q (%d of %d slots in use): %w",
+		lease.Key, lease.ID, inUse, lim.Concurrency, ErrLeaseLost)
+}

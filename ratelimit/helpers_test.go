@@ -67,6 +67,7 @@ func deletePrefix(t testing.TB, c redis.UniversalClient, prefix string) {
 		keys = append(keys, iter.Val())
 	}
 	require.NoError(t, iter.Err())
+	keys = append(keys, instanceKey(prefix))
 	if len(keys) > 0 {
 		require.NoError(t, c.Del(ctx, keys...).Err())
 	}

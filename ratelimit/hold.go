@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -19,19 +21,30 @@ const (
 
 // Held is a lease that Hold keeps renewed until Release.
 type Held struct {
-	l    Limiter
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+	l      Limiter
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+	ctx    context.Context
+	cancel context.CancelCauseFunc
 
 	mu    sync.Mutex
 	lease Lease
+	lost  error
 }
 
 // Hold waits for a lease like Wait, then renews it in the background until
 // Release, so a call may run longer than the lease TTL while a crashed
 // process still gives its slot back within one TTL. It returns the same
 // errors as Wait.
+//
+// Run the call under Held.Context: it is cancelled, with a cause wrapping
+// ErrLeaseLost, when the lease is lost. That happens when a renewal is
+// refused (the process was paused past the TTL and the slot went to another
+// caller), or when no renewal succeeded for a whole TTL (Redis unreachable
+// from here while others may reach it): either way the slot may now be
+// someone else's, and a call that went on would put the key over its
+// Concurrency. A lost lease is not renewed again.
 //
 // This is the whole of what an activity interceptor needs: Hold before the
 // call, Release after it, and on a *SnoozeError give the activity back to the
@@ -41,11 +54,29 @@ func Hold(ctx context.Context, l Limiter, key, leaseID string, maxWait time.Dura
 	if err != nil {
 		return nil, err
 	}
-	h := &Held{l: l, lease: lease, stop: make(chan struct{}), done: make(chan struct{})}
+	// The grant happened a round trip ago at most: its lease runs out no
+	// sooner than a TTL from now, less that round trip, which is noise
+	// against a TTL.
+	deadline := time.Now().Add(leaseTTL(lease))
+	cctx, cancel := context.WithCancelCause(ctx)
+	h := &Held{l: l, lease: lease, ctx: cctx, cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
 	// Renewals outlive a cancelled ctx on purpose: the call may still be
 	// finishing, and its slot must stay counted until Release.
-	go h.renewLoop(context.WithoutCancel(ctx))
+	go h.renewLoop(context.WithoutCancel(ctx), deadline)
 	return h, nil
+}
+
+// Context is the context to run the guarded call under: Hold's ctx, also
+// cancelled when the lease is lost (with context.Cause wrapping
+// ErrLeaseLost) and at Release.
+func (h *Held) Context() context.Context { return h.ctx }
+
+// Lost returns why the lease was lost (wrapping ErrLeaseLost), or nil while
+// it is held.
+func (h *Held) Lost() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lost
 }
 
 // Lease returns the lease as last renewed.
@@ -55,9 +86,9 @@ func (h *Held) Lease() Lease {
 	return h.lease
 }
 
-// Release stops renewing and gives the slot back. It waits for a renewal in
-// flight to finish first, so a late renewal cannot record the lease again
-// after it was released. Calls after the first return nil.
+// Release stops renewing, gives the slot back and cancels Context. It waits
+// for a renewal in flight to finish first, so a late renewal cannot record
+// the lease again after it was released. Calls after the first return nil.
 func (h *Held) Release(ctx context.Context) error {
 	first := false
 	h.once.Do(func() {
@@ -68,10 +99,13 @@ func (h *Held) Release(ctx context.Context) error {
 		return nil
 	}
 	<-h.done
+	h.cancel(context.Canceled)
 	return h.l.Release(ctx, h.Lease())
 }
 
-func (h *Held) renewLoop(ctx context.Context) {
+// renewLoop renews the lease until Release or until it is lost. deadline is
+// the local time by which the lease may run out unless renewed.
+func (h *Held) renewLoop(ctx context.Context, deadline time.Time) {
 	defer close(h.done)
 	lease := h.Lease()
 	every := renewEvery(lease)
@@ -83,16 +117,31 @@ func (h *Held) renewLoop(ctx context.Context) {
 			return
 		case <-timer.C:
 		}
-		rctx, cancel := context.WithTimeout(ctx, every)
+		sent := time.Now()
+		if !sent.Before(deadline) {
+			// Renewals failed for a whole TTL (or the process was paused
+			// that long): the slot may be someone else's by now.
+			h.lose(fmt.Errorf("ratelimit: key %q, lease %q: not renewed within its TTL of %s: %w",
+				lease.Key, lease.ID, lease.TTL, ErrLeaseLost))
+			return
+		}
+		rctx, cancel := context.WithDeadline(ctx, minTime(sent.Add(every), deadline))
 		renewed, err := h.l.Renew(rctx, lease)
 		cancel()
+		if errors.Is(err, ErrLeaseLost) {
+			h.lose(err)
+			return
+		}
 		if err != nil {
 			// The lease stays ours until it expires, and a later renewal
-			// records it again if it did; keep trying, sooner than usual.
-			timer.Reset(min(max(every*renewFraction/renewRetryFraction, renewRetryMin), renewRetryMax))
+			// records it again if it did; keep trying, sooner than usual,
+			// and look again at the deadline.
+			retry := min(max(every*renewFraction/renewRetryFraction, renewRetryMin), renewRetryMax)
+			timer.Reset(min(retry, time.Until(deadline)))
 			continue
 		}
 		lease = renewed
+		deadline = sent.Add(leaseTTL(renewed))
 		h.mu.Lock()
 		h.lease = renewed
 		h.mu.Unlock()
@@ -102,12 +151,32 @@ func (h *Held) renewLoop(ctx context.Context) {
 	}
 }
 
-// renewEvery is the renewal period for lease. A Limiter from elsewhere may
-// leave TTL unset; then the default TTL is assumed rather than spinning.
-func renewEvery(lease Lease) time.Duration {
-	ttl := lease.TTL
-	if ttl <= 0 {
-		ttl = DefaultLeaseTTL
+// lose records why the lease was lost and stops the call.
+func (h *Held) lose(err error) {
+	h.mu.Lock()
+	h.lost = err
+	h.mu.Unlock()
+	h.cancel(err)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
 	}
-	return ttl / renewFraction
+	return b
+}
+
+// leaseTTL is lease's TTL. A Limiter from elsewhere may leave it unset; then
+// the default TTL is assumed, rather than renewing in a spin or losing the
+// lease at once.
+func leaseTTL(lease Lease) time.Duration {
+	if lease.TTL <= 0 {
+		return DefaultLeaseTTL
+	}
+	return lease.TTL
+}
+
+// renewEvery is the renewal period for lease.
+func renewEvery(lease Lease) time.Duration {
+	return leaseTTL(lease) / renewFraction
 }

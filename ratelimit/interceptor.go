@@ -253,7 +253,15 @@ func (i *ActivityInterceptor) ExecuteActivity(ctx context.Context, in *engine.Ac
 	// Deferred so that the slot comes back even when the activity panics;
 	// the engine recovers the panic further out.
 	defer i.release(ctx, held)
-	return next(ctx, in)
+	out, err := next(held.Context(), in)
+	if err != nil {
+		if lost := held.Lost(); lost != nil {
+			// The call was stopped because its slot may be someone else's:
+			// it runs again when it gets a slot, without spending a retry.
+			return nil, i.snooze(ctx, in, id, &SnoozeError{Key: key, RetryAfter: i.cfg.MaxWait, Err: lost})
+		}
+	}
+	return out, err
 }
 
 // maxWait is MaxWait, cut to half of what is left of the attempt's deadline
@@ -318,6 +326,8 @@ func snoozeReason(sn *SnoozeError) string {
 		why = "too many attempts of this process waiting"
 	case errors.Is(sn.Err, errQueued):
 		why = "queued behind other attempts of this process"
+	case errors.Is(sn.Err, ErrLeaseLost):
+		why = "lease lost during the call: " + sn.Err.Error()
 	}
 	return fmt.Sprintf("ratelimit: key %q: %s", sn.Key, why)
 }

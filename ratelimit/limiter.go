@@ -33,8 +33,11 @@ type Limiter interface {
 	Acquire(ctx context.Context, key, leaseID string) (Lease, error)
 	// Renew extends the lease by the key's current LeaseTTL. A lease that is
 	// no longer recorded (it expired, or Redis lost its data) is recorded
-	// again: the call it guards is still running, so counting it is the truth,
-	// and not counting it would let another grant exceed the limit.
+	// again if the key has a free slot: the call it guards is still running,
+	// so counting it is the truth. If its slot went to another caller
+	// meanwhile, Renew records nothing and returns an error wrapping
+	// ErrLeaseLost: the call must stop, or the key would hold more calls than
+	// its Concurrency.
 	Renew(ctx context.Context, lease Lease) (Lease, error)
 	// Release gives the slot back. Releasing a lease that is not held is not
 	// an error.

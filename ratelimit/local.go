@@ -177,16 +177,25 @@ func (l *LocalLimiter) Renew(ctx context.Context, lease Lease) (Lease, error) {
 	k := l.key(lease.Key)
 	expired := k.expire(now)
 	_, held := k.leases[lease.ID]
-	expires := now + lim.LeaseTTL.Microseconds()
-	k.leases[lease.ID] = expires
 	inUse := len(k.leases)
+	// As in renew.lua: a lease that ran out is recorded again only if its
+	// slot was not given away meanwhile.
+	refused := !held && lim.Concurrency > 0 && inUse >= lim.Concurrency
+	expires := now + lim.LeaseTTL.Microseconds()
+	if !refused {
+		k.leases[lease.ID] = expires
+		inUse = len(k.leases)
+	}
 	l.mu.Unlock()
 
+	l.metrics.expiredLeases(ctx, lease.Key, expired)
+	l.metrics.gauge(lease.Key, inUse, lim.Concurrency)
+	if refused {
+		return Lease{}, leaseLost(lease, inUse, lim)
+	}
 	if !held {
 		l.metrics.restoredLease(ctx, lease.Key)
 	}
-	l.metrics.expiredLeases(ctx, lease.Key, expired)
-	l.metrics.gauge(lease.Key, inUse, lim.Concurrency)
 	lease.Expires = l.toTime(expires)
 	lease.TTL = lim.LeaseTTL
 	return lease, nil

@@ -107,10 +107,16 @@ func (m *model) acquire(now int64, id string, lim Limits) modelResult {
 	return modelResult{granted: true, inUse: inUse + 1, expires: m.leases[id]}
 }
 
-func (m *model) renew(now int64, id string, lim Limits) int64 {
+// renew extends a lease, or records it again if it ran out (or was lost)
+// while its slot is still free; it returns false when the slot went to
+// another caller meanwhile.
+func (m *model) renew(now int64, id string, lim Limits) (int64, bool) {
 	m.begin(now, lim)
+	if _, held := m.leases[id]; !held && lim.Concurrency > 0 && len(m.leases) >= lim.Concurrency {
+		return 0, false
+	}
 	m.leases[id] = now + lim.LeaseTTL.Microseconds()
-	return m.leases[id]
+	return m.leases[id], true
 }
 
 func (m *model) release(now int64, id string) {
@@ -169,7 +175,7 @@ func TestLimitersMatchModel(t *testing.T) {
 					return
 				}
 				t.Logf("outcomes: %v", seen)
-				want := []string{"granted", "held", "denied_concurrency", "denied_rate", "released", "renewed", "restored", "expired_at_edge"}
+				want := []string{"granted", "held", "denied_concurrency", "denied_rate", "released", "renewed", "restored", "refused", "expired_at_edge"}
 				if kind.protect {
 					want = append(want, "denied_recovering", "lost")
 				}
@@ -240,15 +246,22 @@ func runModelSequence(t *testing.T, seed uint64, l Limiter, table *LimitsTable, 
 			require.NoError(t, l.Release(ctx, Lease{Key: key, ID: id}), where("release"))
 		case op < 65:
 			m.expire(now)
-			if _, held := m.leases[id]; held {
+			_, held := m.leases[id]
+			want, ok := m.renew(now, id, eff)
+			lease, err := l.Renew(ctx, Lease{Key: key, ID: id})
+			switch {
+			case !ok:
+				seen["refused"]++
+				require.ErrorIs(t, err, ErrLeaseLost, where("renew"))
+			case held:
 				seen["renewed"]++
-			} else {
+			default:
 				seen["restored"]++
 			}
-			want := m.renew(now, id, eff)
-			lease, err := l.Renew(ctx, Lease{Key: key, ID: id})
-			require.NoError(t, err, where("renew"))
-			require.Equal(t, want, lease.Expires.UnixMicro(), where("renew"))
+			if ok {
+				require.NoError(t, err, where("renew"))
+				require.Equal(t, want, lease.Expires.UnixMicro(), where("renew"))
+			}
 		case op < 95:
 			// Mostly short steps, so that limits are met; sometimes past a
 			// whole lease TTL.

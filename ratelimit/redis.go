@@ -28,13 +28,13 @@ type RedisConfig struct {
 	// the key's LeaseTTL, the shortest window that is always safe: a live
 	// holder renews within one TTL. Negative disables the protection (the
 	// window and the spent bucket after a loss); do that only if Redis never
-	// loses data, or if briefly exceeding the limit is acceptable. The window
-	// also applies to a key's first use ever, which the limiter cannot tell
-	// from a loss.
+	// loses data, or if briefly exceeding the limit is acceptable. A key's
+	// first use is not a loss and waits for nothing, unless the prefix has
+	// never been used on this Redis (or on a Cluster): see the package doc.
 	RecoveryWindow time.Duration
 	// MarkerTTL is how long a key's state (with its epoch marker) outlives
 	// the key's last grant or renewal. A key idle for longer is treated as
-	// new, which costs one recovery window. Default 7 days.
+	// new. Default 7 days.
 	MarkerTTL time.Duration
 	// PollInterval is the retry-after given with a concurrency denial when no
 	// lease expires sooner: this process cannot see releases by other
@@ -89,6 +89,7 @@ func (c RedisConfig) withDefaults() RedisConfig {
 // its Redis and prefix. Each call is one round trip running one atomic script.
 type RedisLimiter struct {
 	client  redis.UniversalClient
+	sharded bool // a Cluster or Ring: scripts may touch one slot only
 	cfg     RedisConfig
 	scripts scripts
 	metrics *metrics
@@ -112,7 +113,12 @@ func NewRedisLimiter(client redis.UniversalClient, cfg RedisConfig) (*RedisLimit
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: metrics: %w", err)
 	}
-	return &RedisLimiter{client: client, cfg: cfg.withDefaults(), scripts: newScripts(), metrics: m}, nil
+	var sharded bool
+	switch client.(type) {
+	case *redis.ClusterClient, *redis.Ring:
+		sharded = true
+	}
+	return &RedisLimiter{client: client, sharded: sharded, cfg: cfg.withDefaults(), scripts: newScripts(), metrics: m}, nil
 }
 
 // Close unregisters the limiter's metrics callback. It does not close the
@@ -129,8 +135,7 @@ func (r *RedisLimiter) Acquire(ctx context.Context, key, leaseID string) (Lease,
 		r.metrics.acquired(ctx, key, "error")
 		return Lease{}, err
 	}
-	keys := []string{stateKey(r.cfg.Prefix, key)}
-	res, err := r.scripts.acquire.Run(ctx, r.client, keys,
+	res, err := r.scripts.acquire.Run(ctx, r.client, r.keys(key),
 		r.now(), leaseID, lim.Concurrency, formatRate(lim.Rate), lim.Burst,
 		lim.LeaseTTL.Microseconds(), r.recoveryMicros(lim), r.cfg.MarkerTTL.Milliseconds(),
 	).Int64Slice()
@@ -178,9 +183,8 @@ func (r *RedisLimiter) Renew(ctx context.Context, lease Lease) (Lease, error) {
 	if err != nil {
 		return Lease{}, err
 	}
-	keys := []string{stateKey(r.cfg.Prefix, lease.Key)}
-	res, err := r.scripts.renew.Run(ctx, r.client, keys,
-		r.now(), lease.ID, formatRate(lim.Rate), lim.Burst,
+	res, err := r.scripts.renew.Run(ctx, r.client, r.keys(lease.Key),
+		r.now(), lease.ID, lim.Concurrency, formatRate(lim.Rate), lim.Burst,
 		lim.LeaseTTL.Microseconds(), r.recoveryMicros(lim), r.cfg.MarkerTTL.Milliseconds(),
 	).Int64Slice()
 	if err != nil {
@@ -189,11 +193,14 @@ func (r *RedisLimiter) Renew(ctx context.Context, lease Lease) (Lease, error) {
 	if len(res) != 5 {
 		return Lease{}, r.storeErr(ctx, "renew", lease.Key, fmt.Errorf("renew script returned %d values", len(res)))
 	}
-	if res[0] == 1 {
-		r.metrics.restoredLease(ctx, lease.Key)
-	}
 	r.metrics.expiredLeases(ctx, lease.Key, res[3])
 	r.metrics.gauge(lease.Key, int(res[2]), lim.Concurrency)
+	switch res[0] {
+	case renewRestored:
+		r.metrics.restoredLease(ctx, lease.Key)
+	case renewRefused:
+		return Lease{}, leaseLost(lease, int(res[2]), lim)
+	}
 	lease.Expires = time.UnixMicro(res[1])
 	lease.TTL = lim.LeaseTTL
 	return lease, nil
@@ -218,6 +225,16 @@ func (r *RedisLimiter) Release(ctx context.Context, lease Lease) error {
 		r.waits.released(lease.Key)
 	}
 	return nil
+}
+
+// keys are the Redis keys the acquire and renew scripts read for key: its
+// state and, except on a sharded Redis, the prefix's instance marker, which
+// tells a new key from a lost one.
+func (r *RedisLimiter) keys(key string) []string {
+	if r.sharded {
+		return []string{stateKey(r.cfg.Prefix, key)}
+	}
+	return []string{stateKey(r.cfg.Prefix, key), instanceKey(r.cfg.Prefix)}
 }
 
 // now is the scripts' time argument: empty means Redis TIME.

@@ -36,23 +36,45 @@ func TestRedisKeyLayout(t *testing.T) {
 	require.Greater(t, ttl, 24*time.Hour, "the state outlives its leases by MarkerTTL")
 }
 
-// TestRedisNewKeyWaitsOneRecoveryWindow pins the cost of the data-loss
-// protection: a key the limiter has never seen looks exactly like a key whose
-// state was lost, so its first window grants no concurrency slot.
-func TestRedisNewKeyWaitsOneRecoveryWindow(t *testing.T) {
+// TestRedisNewKeyGrantsAtOnce: a key never seen on a Redis that has held the
+// limiter's state for a recovery window is new, not lost, and is granted its
+// slots and its burst at once. Only a Redis that lost everything (or that the
+// prefix has never used, which looks the same) waits one window.
+func TestRedisNewKeyGrantsAtOnce(t *testing.T) {
 	t.Parallel()
 	c := newRedisClient(t)
 	clock := newFakeClock()
-	l := newTestRedisLimiter(t, c, RedisConfig{Limits: StaticLimits(Limits{Concurrency: 2, LeaseTTL: time.Second}), Clock: clock})
+	l := newTestRedisLimiter(t, c, RedisConfig{Limits: StaticLimits(Limits{Concurrency: 2, Rate: 1, Burst: 2, LeaseTTL: time.Second}), Clock: clock})
 	ctx := context.Background()
 	_, err := l.Acquire(ctx, "registry", "a")
-	require.Equal(t, time.Second, requireDenied(t, err, ReasonRecovering).RetryAfter)
+	require.Equal(t, time.Second, requireDenied(t, err, ReasonRecovering).RetryAfter, "the prefix's first use ever")
 	clock.Advance(time.Second - time.Microsecond)
 	_, err = l.Acquire(ctx, "registry", "a")
 	require.Equal(t, time.Microsecond, requireDenied(t, err, ReasonRecovering).RetryAfter)
 	clock.Advance(time.Microsecond)
 	_, err = l.Acquire(ctx, "registry", "a")
 	require.NoError(t, err)
+
+	// A provider added later: its key is new, with its whole burst.
+	for _, id := range []string{"a", "b"} {
+		_, err = l.Acquire(ctx, "new-provider", id)
+		require.NoError(t, err, id)
+	}
+	_, err = l.Acquire(ctx, "new-provider", "c")
+	requireDenied(t, err, ReasonConcurrency)
+
+	// A key whose state expired (idle past MarkerTTL) had no live lease.
+	require.NoError(t, c.Del(ctx, stateKey(l.cfg.Prefix, "idle")).Err())
+	_, err = l.Acquire(ctx, "idle", "a")
+	require.NoError(t, err)
+
+	// Redis lost everything: the keys are not new, they are lost.
+	deletePrefix(t, c, l.cfg.Prefix)
+	clock.Advance(time.Millisecond)
+	_, err = l.Acquire(ctx, "new-provider", "d")
+	require.Equal(t, time.Second, requireDenied(t, err, ReasonRecovering).RetryAfter)
+	_, err = l.Acquire(ctx, "another", "a")
+	requireDenied(t, err, ReasonRecovering)
 }
 
 // TestRedisDataLossGrantsNoExtraSlots deletes a key's state while three

@@ -46,9 +46,22 @@ const (
 	reasonRecovering  = 3
 )
 
+// Status codes returned by renew.lua.
+const (
+	renewRenewed  = 0
+	renewRestored = 1
+	renewRefused  = 2
+)
+
 // stateKey is the Redis key holding a limiter key's state. Its braces are a
 // hash tag: any key added later for the same limiter key will share the
 // Redis Cluster slot, so one script can still touch them all.
 func stateKey(prefix, key string) string {
 	return "{" + prefix + ":" + key + "}:state"
+}
+
+// instanceKey is the Redis key that tells a new limiter key from one whose
+// state was lost: it exists while the Redis has kept the prefix's state.
+func instanceKey(prefix string) string {
+	return "{" + prefix + "}:instance"
 }

@@ -155,19 +155,33 @@ func runLimiterSuite(t *testing.T, newLimiter newLimiterFunc) {
 		require.NoError(t, err)
 	})
 
-	t.Run("RenewRecordsAMissingLeaseAgain", func(t *testing.T) {
+	t.Run("RenewOfAnExpiredLeaseWhoseSlotWasTakenIsRefused", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
 		l := newLimiter(t, StaticLimits(Limits{Concurrency: 1, LeaseTTL: time.Second}), clock)
 		a, err := l.Acquire(ctx, key, "a")
 		require.NoError(t, err)
-		clock.Advance(2 * time.Second) // a stalled past its TTL
+		clock.Advance(2 * time.Second) // a's holder paused past its TTL
 		_, err = l.Acquire(ctx, key, "b")
-		require.NoError(t, err)
+		require.NoError(t, err, "a's slot is free once its lease ran out")
 		_, err = l.Renew(ctx, a)
-		require.NoError(t, err)
+		require.ErrorIs(t, err, ErrLeaseLost, "a's slot was given to b: a must stop")
 		_, err = l.Acquire(ctx, key, "c")
-		require.Equal(t, 2, requireDenied(t, err, ReasonConcurrency).InUse, "a's call is still running, so it counts")
+		require.Equal(t, 1, requireDenied(t, err, ReasonConcurrency).InUse, "the refused renewal recorded nothing")
+	})
+
+	t.Run("RenewRecordsAnExpiredLeaseWhileItsSlotIsFree", func(t *testing.T) {
+		t.Parallel()
+		clock := newFakeClock()
+		l := newLimiter(t, StaticLimits(Limits{Concurrency: 1, LeaseTTL: time.Second}), clock)
+		a, err := l.Acquire(ctx, key, "a")
+		require.NoError(t, err)
+		clock.Advance(2 * time.Second) // a stalled past its TTL; nobody took the slot
+		renewed, err := l.Renew(ctx, a)
+		require.NoError(t, err)
+		require.Equal(t, clock.Now().Add(time.Second), renewed.Expires)
+		_, err = l.Acquire(ctx, key, "b")
+		require.Equal(t, 1, requireDenied(t, err, ReasonConcurrency).InUse, "a's call is still running, so it counts")
 	})
 
 	t.Run("LimitsChangeAtRunTime", func(t *testing.T) {

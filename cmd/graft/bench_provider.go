@@ -189,12 +189,7 @@ func benchProvider(o benchOpts) error {
 		return err
 	}
 	defer lim.Close()
-	defer func() {
-		iter := rc.Scan(context.Background(), 0, "{"+prefix+":*", 100).Iterator()
-		for iter.Next(context.Background()) {
-			rc.Del(context.Background(), iter.Val())
-		}
-	}()
+	defer deleteLimiterKeys(context.Background(), rc, prefix)
 	var snoozes, maxAttempt atomic.Int64
 	icpt, err := ratelimit.NewActivityInterceptor(ratelimit.InterceptorConfig{
 		Limiter: lim,
@@ -321,12 +316,12 @@ func benchRedisOps(o benchOpts) error {
 	return printRedisOps(ctx, rc)
 }
 
-// printRedisOps runs ratelimit.BenchAcquireRelease twice and prints a line
+// printRedisOps runs benchAcquireRelease twice and prints a line
 // for each: for latency, a few callers through a plain client (one round
 // trip per call, no queueing); for throughput, many callers through
 // go-redis's automatic pipelining (concurrent calls share writes and reads).
 func printRedisOps(ctx context.Context, rc *redis.Client) error {
-	res, err := ratelimit.BenchAcquireRelease(ctx, rc, 20000, 4)
+	res, err := benchAcquireRelease(ctx, rc, 20000, 4)
 	if err != nil {
 		return err
 	}
@@ -336,7 +331,7 @@ func printRedisOps(ctx context.Context, rc *redis.Client) error {
 		return err
 	}
 	defer ap.Close()
-	res, err = ratelimit.BenchAcquireRelease(ctx, ap, 100000, 128)
+	res, err = benchAcquireRelease(ctx, ap, 100000, 128)
 	if err != nil {
 		return err
 	}

@@ -33,11 +33,31 @@ local function num(x)
   return string.format('%.17g', x)
 end
 
+-- is_new tells a key that has never been used (or was idle past MarkerTTL)
+-- from one whose state was lost. KEYS[2], when given, is the prefix's
+-- instance marker: the time, by the scripts' clock, from which this Redis has
+-- kept the prefix's state. It goes with everything else when Redis loses its
+-- data. A lease that was live at the loss is recorded again by its holder's
+-- renewal within one LeaseTTL, and that renewal creates the key's state; so a
+-- key still without state a recovery window after the marker's time had no
+-- live lease: it is new. Without KEYS[2] (Redis Cluster, where a script may
+-- not read two slots) every key without state is treated as lost.
+local function is_new(now, recovery_us)
+  if not KEYS[2] then return false end
+  local since = redis.call('GET', KEYS[2])
+  if not since then
+    redis.call('SET', KEYS[2], num(now))
+    return false
+  end
+  return now >= tonumber(since) + recovery_us
+end
+
 -- open reads the marker, the TAT and lease id in one call. When the marker is
--- missing, the key's state was lost (or never existed, which looks the same):
--- the marker is written back with a recovery window, and the TAT is moved to a
--- bucket spent to its limit, the most any lost state could have held, so no
--- burst follows the loss. Writes are queued in w as score, member pairs.
+-- missing, the key is new (see is_new), and the marker is written back
+-- without a window; or its state was lost: the marker is written back with a
+-- recovery window, and the TAT is moved to a bucket spent to its limit, the
+-- most any lost state could have held, so no burst follows the loss. Writes
+-- are queued in w as score, member pairs.
 -- A negative recovery_us turns the protection off: the marker is written back
 -- without a window and the TAT is left alone.
 -- Returns the recovery window's end, the TAT (0 if none), the lease's expiry
@@ -51,10 +71,16 @@ local function open(now, id, rate, burst, recovery_us, w)
   if s[1] then
     return -tonumber(s[1]), tat, lease, 0
   end
-  local recover_until = now + math.max(recovery_us, 0)
+  if recovery_us < 0 or is_new(now, recovery_us) then
+    w[#w + 1] = num(-now)
+    w[#w + 1] = EPOCH
+    if recovery_us < 0 then return now, tat, lease, 1 end
+    return now, tat, lease, 0
+  end
+  local recover_until = now + recovery_us
   w[#w + 1] = num(-recover_until)
   w[#w + 1] = EPOCH
-  if rate > 0 and recovery_us >= 0 then
+  if rate > 0 then
     local spent = now + burst * (1000000 / rate)
     if tat < spent then
       tat = spent

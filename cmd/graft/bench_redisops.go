@@ -1,4 +1,4 @@
-package ratelimit
+package main
 
 import (
 	"context"
@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/metric/noop"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/graftdev/graft/ratelimit"
 )
 
-// BenchResult is what BenchAcquireRelease measured. One operation is an
+// redisOpsResult is what benchAcquireRelease measured. One operation is an
 // Acquire followed by a Release of the same lease.
-type BenchResult struct {
+type redisOpsResult struct {
 	Ops         int
 	Concurrency int
 	Elapsed     time.Duration
@@ -28,12 +30,12 @@ type BenchResult struct {
 }
 
 // String formats r on one line, for a CLI.
-func (r BenchResult) String() string {
+func (r redisOpsResult) String() string {
 	return fmt.Sprintf("ops=%d concurrency=%d elapsed=%s ops/s=%.0f p50=%s p90=%s p99=%s max=%s",
 		r.Ops, r.Concurrency, r.Elapsed.Round(time.Millisecond), r.OpsPerSec, r.P50, r.P90, r.P99, r.Max)
 }
 
-// BenchAcquireRelease runs n acquire+release operations against client from
+// benchAcquireRelease runs n acquire+release operations against client from
 // concurrency goroutines and reports throughput and latency. It uses a fresh
 // key under its own prefix, with a concurrency limit equal to concurrency (so
 // the limit check runs but never denies) and no rate limit, and deletes the
@@ -42,31 +44,31 @@ func (r BenchResult) String() string {
 // Throughput at high concurrency is bound by the client's system calls (two
 // round trips per operation); passing client.AutoPipeline() instead of the
 // client batches concurrent calls onto fewer writes and raises it.
-func BenchAcquireRelease(ctx context.Context, client redis.UniversalClient, n, concurrency int) (BenchResult, error) {
+func benchAcquireRelease(ctx context.Context, client redis.UniversalClient, n, concurrency int) (redisOpsResult, error) {
 	if n <= 0 || concurrency <= 0 {
-		return BenchResult{}, errors.New("ratelimit: BenchAcquireRelease: n and concurrency must be > 0")
+		return redisOpsResult{}, errors.New("bench: redis-ops: n and concurrency must be > 0")
 	}
 	var suffix [6]byte
 	_, _ = rand.Read(suffix[:])
 	prefix := "graft:bench:" + hex.EncodeToString(suffix[:])
 	const key = "bench"
-	lim, err := NewRedisLimiter(client, RedisConfig{
-		Limits: StaticLimits(Limits{Concurrency: concurrency, LeaseTTL: time.Minute}),
+	lim, err := ratelimit.NewRedisLimiter(client, ratelimit.RedisConfig{
+		Limits: ratelimit.StaticLimits(ratelimit.Limits{Concurrency: concurrency, LeaseTTL: time.Minute}),
 		Prefix: prefix,
 		// The benchmark measures steady state, not a new key's first window.
 		RecoveryWindow: -1,
-		MeterProvider:  noop.NewMeterProvider(),
+		MeterProvider:  noopmetric.NewMeterProvider(),
 	})
 	if err != nil {
-		return BenchResult{}, err
+		return redisOpsResult{}, err
 	}
 	defer lim.Close()
-	defer client.Del(context.WithoutCancel(ctx), stateKey(prefix, key))
+	defer deleteLimiterKeys(context.WithoutCancel(ctx), client, prefix)
 
 	// Warm up: load the scripts and the connections outside the measurement.
 	for i := range min(concurrency, n) {
 		if err := benchOp(ctx, lim, key, "warm-"+strconv.Itoa(i), nil); err != nil {
-			return BenchResult{}, err
+			return redisOpsResult{}, err
 		}
 	}
 
@@ -96,13 +98,13 @@ func BenchAcquireRelease(ctx context.Context, client redis.UniversalClient, n, c
 	wg.Wait()
 	elapsed := time.Since(start)
 	if err := errors.Join(errs...); err != nil {
-		return BenchResult{}, err
+		return redisOpsResult{}, err
 	}
 
 	all := slices.Concat(latencies...)
 	slices.Sort(all)
 	pct := func(p float64) time.Duration { return all[min(int(p*float64(len(all))), len(all)-1)] }
-	return BenchResult{
+	return redisOpsResult{
 		Ops:         len(all),
 		Concurrency: concurrency,
 		Elapsed:     elapsed,
@@ -114,7 +116,7 @@ func BenchAcquireRelease(ctx context.Context, client redis.UniversalClient, n, c
 	}, nil
 }
 
-func benchOp(ctx context.Context, l *RedisLimiter, key, id string, lat *[]time.Duration) error {
+func benchOp(ctx context.Context, l *ratelimit.RedisLimiter, key, id string, lat *[]time.Duration) error {
 	t0 := time.Now()
 	lease, err := l.Acquire(ctx, key, id)
 	if err != nil {
@@ -127,4 +129,15 @@ func benchOp(ctx context.Context, l *RedisLimiter, key, id string, lat *[]time.D
 		*lat = append(*lat, time.Since(t0))
 	}
 	return nil
+}
+
+// deleteLimiterKeys deletes every key a limiter with prefix wrote: each
+// limiter key's state and the prefix's instance marker.
+func deleteLimiterKeys(ctx context.Context, client redis.UniversalClient, prefix string) {
+	keys := []string{"{" + prefix + "}:instance"}
+	iter := client.Scan(ctx, 0, "{"+prefix+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	_ = client.Del(ctx, keys...).Err()
 }
