@@ -17,8 +17,9 @@ type Definition interface {
 // register it on the engine; its name, not its Go identifier, is what the
 // database records, so the function can be renamed freely.
 type Workflow[In, Out any] struct {
-	name string
-	fn   func(Context, In) (Out, error)
+	name    string
+	fn      func(Context, In) (Out, error)
+	signals []SignalDecl // WithSignals
 }
 
 // NewWorkflow defines a workflow. fn must be deterministic: time, randomness

@@ -1,0 +1,262 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+
+	"github.com/graftdev/graft/cancel"
+	"github.com/graftdev/graft/engine"
+)
+
+func required(field, v string) error {
+	if strings.TrimSpace(v) == "" {
+		return badRequest(field, "is required")
+	}
+	return nil
+}
+
+func isOpen(status Status) bool {
+	return status == StatusPending || status == StatusRunning || status == StatusWaiting
+}
+
+// StartOperation starts a workflow for legacy code that calls out instead
+// of inserting a row. The customer and key become run headers.
+func (s *Server) StartOperation(ctx context.Context, req StartOperationRequestObject) (StartOperationResponseObject, error) {
+	b := req.Body
+	if err := required("kind", b.Kind); err != nil {
+		return nil, err
+	}
+	if len(b.Input) == 0 {
+		return nil, badRequest("input", "is required (null for a workflow without input)")
+	}
+	p := principalOf(ctx)
+	opts := &engine.StartOptions{Headers: engine.Headers{}}
+	if b.Id != nil {
+		if err := required("id", *b.Id); err != nil {
+			return nil, err
+		}
+		opts.ID = *b.Id
+	}
+	if b.Customer != nil {
+		opts.Headers[s.cfg.CustomerHeader] = *b.Customer
+	}
+	if b.Key != nil {
+		opts.Headers[s.cfg.KeyHeader] = *b.Key
+	}
+	h, err := s.client.StartByName(ctx, b.Kind, b.Input, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.audit(ctx, s.db, p, "start", h.WorkflowID, deref(b.Reason), map[string]string{"kind": b.Kind, "run_id": h.RunID}); err != nil {
+		return nil, err
+	}
+	op, err := s.operation(ctx, p, h.WorkflowID)
+	if err != nil {
+		return nil, err
+	}
+	return StartOperation201JSONResponse(*op), nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// openOperation loads operation id for an action that needs it open.
+func (s *Server) openOperation(ctx context.Context, p Principal, id, action string) (*opRow, error) {
+	r, err := s.loadOperation(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	if !isOpen(Status(r.Status)) {
+		return nil, conflict("operation %q is %s; only an open operation can %s", id, r.Status, action)
+	}
+	return r, nil
+}
+
+// CancelOperation requests the cancellation of an open operation and
+// returns its refund plan: the compensations that will run, in order.
+func (s *Server) CancelOperation(ctx context.Context, req CancelOperationRequestObject) (CancelOperationResponseObject, error) {
+	if err := required("reason", req.Body.Reason); err != nil {
+		return nil, err
+	}
+	res, err := s.cancel(ctx, principalOf(ctx), req.Id, req.Body.Reason)
+	if err != nil {
+		return nil, err
+	}
+	return CancelOperation200JSONResponse(*res), nil
+}
+
+func (s *Server) cancel(ctx context.Context, p Principal, id, reason string) (*CancelResult, error) {
+	r, err := s.openOperation(ctx, p, id, "be cancelled")
+	if err != nil {
+		return nil, err
+	}
+	res := &CancelResult{Id: id}
+	plan, perr := cancel.Status(ctx, s.client, id)
+	if perr != nil {
+		res.RefundPlanError = ptr(perr.Error())
+	} else {
+		steps := make([]Compensation, 0, len(plan.Steps))
+		for _, st := range plan.Steps {
+			c := Compensation{Step: st.Step, Undo: st.Undo, Status: string(st.Status)}
+			if st.Activity != "" {
+				c.Activity = ptr(st.Activity)
+			}
+			steps = append(steps, c)
+		}
+		res.RefundPlan = &steps
+	}
+	if err := s.client.Cancel(ctx, id, reason); err != nil {
+		return nil, err
+	}
+	if err := s.audit(ctx, s.db, p, "cancel", id, reason, map[string]any{"run_id": r.RunID, "refund_plan": res.RefundPlan}); err != nil {
+		return nil, err
+	}
+	after, err := s.loadOperation(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	res.Status = Status(after.Status)
+	return res, nil
+}
+
+// RelaunchOperation starts a closed operation again from before its last
+// failed activity, or from the first step of a name, reusing the record of
+// the steps before that point (engine reset). An open operation is a 409:
+// cancel it first. Relaunches of one operation are serialised, so two at
+// once make one new run, not two.
+func (s *Server) RelaunchOperation(ctx context.Context, req RelaunchOperationRequestObject) (RelaunchOperationResponseObject, error) {
+	b := req.Body
+	if err := required("reason", b.Reason); err != nil {
+		return nil, err
+	}
+	if b.FromStep != nil {
+		if err := required("from_step", *b.FromStep); err != nil {
+			return nil, err
+		}
+	}
+	res, err := s.relaunch(ctx, principalOf(ctx), req.Id, deref(b.FromStep), b.Reason, b.DryRun != nil && *b.DryRun)
+	if err != nil {
+		return nil, err
+	}
+	return RelaunchOperation200JSONResponse(*res), nil
+}
+
+func (s *Server) relaunch(ctx context.Context, p Principal, id, fromStep, reason string, dryRun bool) (*RelaunchResult, error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	h := fnv.New64a()
+	h.Write([]byte("graft-api-relaunch:" + id))
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(h.Sum64())); err != nil {
+		return nil, err
+	}
+	r, err := s.loadOperation(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	if isOpen(Status(r.Status)) {
+		return nil, conflict("operation %q is %s; relaunch a closed operation (cancel it first)", id, r.Status)
+	}
+	var steps []struct {
+		Seq    int    `db:"seq"`
+		Kind   string `db:"kind"`
+		Name   string `db:"name"`
+		Status string `db:"status"`
+	}
+	if err := s.db.SelectContext(ctx, &steps, `SELECT seq, kind, name, status FROM `+s.schema+`.steps WHERE run_id = $1 ORDER BY seq`, r.RunID); err != nil {
+		return nil, fmt.Errorf("api: steps of %s: %w", id, err)
+	}
+	cut := -1
+	for _, st := range steps {
+		if fromStep != "" && st.Name == fromStep {
+			cut = st.Seq
+			break
+		}
+		if fromStep == "" && st.Kind == "activity" && st.Status == "failed" {
+			cut = st.Seq
+		}
+	}
+	if cut < 0 {
+		if fromStep != "" {
+			return nil, badRequest("from_step", "the operation's latest run has no step named %q", fromStep)
+		}
+		return nil, conflict("operation %q has no failed activity to relaunch before; name a step with from_step", id)
+	}
+	res := &RelaunchResult{Id: id, DryRun: dryRun, Reused: []StepRef{}, Rerun: []StepRef{}}
+	for _, st := range steps {
+		ref := StepRef{Seq: st.Seq, Kind: st.Kind, Name: st.Name, Status: ptr(st.Status)}
+		if st.Seq < cut {
+			res.Reused = append(res.Reused, ref)
+		} else {
+			res.Rerun = append(res.Rerun, ref)
+		}
+	}
+	if dryRun {
+		return res, nil
+	}
+	h2, err := s.client.Reset(ctx, id, engine.ResetOptions{BeforeSeq: cut, Reason: reason})
+	if err != nil {
+		return nil, err
+	}
+	res.RunId = ptr(h2.RunID)
+	if err := s.audit(ctx, tx, p, "relaunch", id, reason, map[string]any{"from_seq": cut, "previous_run_id": r.RunID, "run_id": h2.RunID}); err != nil {
+		return nil, err
+	}
+	return res, tx.Commit()
+}
+
+// SignalOperation sends a signal the operation's kind declares, after
+// checking its payload against the declared type.
+func (s *Server) SignalOperation(ctx context.Context, req SignalOperationRequestObject) (SignalOperationResponseObject, error) {
+	b := req.Body
+	if err := required("name", b.Name); err != nil {
+		return nil, err
+	}
+	if err := required("reason", b.Reason); err != nil {
+		return nil, err
+	}
+	payload := json.RawMessage("null")
+	if b.Payload != nil {
+		payload = *b.Payload
+	}
+	if err := s.signal(ctx, principalOf(ctx), req.Id, b.Name, payload, b.Reason); err != nil {
+		return nil, err
+	}
+	return SignalOperation202JSONResponse{Id: req.Id, Action: "signal"}, nil
+}
+
+func (s *Server) signal(ctx context.Context, p Principal, id, name string, payload json.RawMessage, reason string) error {
+	r, err := s.openOperation(ctx, p, id, "take signals")
+	if err != nil {
+		return err
+	}
+	if name == cancel.OperatorSignal {
+		err = operatorSignal().Check(payload)
+	} else {
+		err = s.cfg.Engine.CheckSignal(r.WorkflowType, name, payload)
+	}
+	switch {
+	case errors.Is(err, engine.ErrUnknownWorkflow):
+		return badRequest("name", "the kind %q is not registered in this server, so its signals cannot be checked", r.WorkflowType)
+	case errors.Is(err, engine.ErrUnknownSignal):
+		return badRequest("name", "the kind %q declares no signal %q", r.WorkflowType, name)
+	case errors.Is(err, engine.ErrBadInput):
+		return badRequest("payload", "%v", err)
+	case err != nil:
+		return err
+	}
+	if err := s.client.Signal(ctx, id, name, payload); err != nil {
+		return err
+	}
+	return s.audit(ctx, s.db, p, "signal", id, reason, map[string]any{"name": name, "payload": payload})
+}

@@ -1,0 +1,144 @@
+package api_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/tasks/api"
+)
+
+// do sends a request with role's token (none for role "") and returns the
+// status and body.
+func (ev *env) do(t *testing.T, role, method, path, body string) (int, string) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, ev.http.URL+path, r)
+	require.NoError(t, err)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if role != "" {
+		req.Header.Set("Authorization", "Bearer "+ev.tokens[role])
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// TestEveryRouteEveryRole walks every route with every role: staff roles
+// get what their role allows, a customer gets 404 for an operation it does
+// not own on every route, and 403 for an action on its own that customers
+// may not take. Actions target a closed operation, so a permitted call ends
+// in a 409 or a dry run and nothing changes.
+func TestEveryRouteEveryRole(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	ev.failCharge.Store(true)
+	ev.start(t, "acme-1", "acme", orderIn{Item: "a"})
+	ev.start(t, "globex-1", "globex", orderIn{Item: "g"})
+	ev.waitFor(t, "acme-1", engine.StatusFailed)
+	ev.waitFor(t, "globex-1", engine.StatusFailed)
+
+	roles := []string{"admin", "operator", "viewer", "customer"}
+	type route struct {
+		name, method, path, body string
+		// want per role; a customer asks about acme-1 (its own) here and
+		// about globex-1 (not its own) in the second pass.
+		want map[string]int
+		// scoped routes name an operation; the customer's second pass
+		// expects 404 on them.
+		scoped bool
+	}
+	all := func(code int) map[string]int {
+		return map[string]int{"admin": code, "operator": code, "viewer": code, "customer": code}
+	}
+	act := func(code int) map[string]int {
+		return map[string]int{"admin": code, "operator": code, "viewer": 403, "customer": 403}
+	}
+	admin := func(code int) map[string]int {
+		return map[string]int{"admin": code, "operator": 403, "viewer": 403, "customer": 403}
+	}
+	routes := []route{
+		{"list", "GET", "/v1/operations", "", all(200), false},
+		{"get", "GET", "/v1/operations/{id}", "", all(200), true},
+		{"history", "GET", "/v1/operations/{id}/history", "", all(200), true},
+		{"start", "POST", "/v1/operations", `{"kind":"no-such-kind","input":{}}`, act(400), false},
+		{"cancel", "POST", "/v1/operations/{id}/cancel", `{"reason":"r"}`, act(409), true},
+		{"relaunch", "POST", "/v1/operations/{id}/relaunch", `{"reason":"r","dry_run":true}`, act(200), true},
+		{"signal", "POST", "/v1/operations/{id}/signal", `{"name":"confirm","payload":{"approved":true},"reason":"r"}`, act(409), true},
+		{"tokens list", "GET", "/v1/tokens", "", admin(200), false},
+		{"tokens create", "POST", "/v1/tokens", `{"name":"","role":"viewer"}`, admin(400), false},
+		{"tokens revoke", "DELETE", "/v1/tokens/0000000000000000", "", admin(404), false},
+		{"whoami", "GET", "/v1/whoami", "", all(200), false},
+	}
+	for _, rt := range routes {
+		for _, role := range roles {
+			code, body := ev.do(t, role, rt.method, strings.ReplaceAll(rt.path, "{id}", "acme-1"), rt.body)
+			require.Equal(t, rt.want[role], code, "%s as %s: %s", rt.name, role, body)
+			if code >= 400 {
+				require.Contains(t, body, `"status":`, "%s as %s: a problem document", rt.name, role)
+			}
+		}
+		if rt.scoped {
+			for _, who := range []struct{ role, id string }{{"customer", "globex-1"}, {"customer-other", "acme-1"}} {
+				code, body := ev.do(t, who.role, rt.method, strings.ReplaceAll(rt.path, "{id}", who.id), rt.body)
+				require.Equal(t, 404, code, "%s as a customer on another's operation: %s", rt.name, body)
+				// Exactly what an operation that does not exist answers.
+				code2, body2 := ev.do(t, who.role, rt.method, strings.ReplaceAll(rt.path, "{id}", "no-such-op"), rt.body)
+				require.Equal(t, 404, code2)
+				require.Equal(t, strings.ReplaceAll(body2, "no-such-op", who.id), body, "%s: another's operation must look like a missing one", rt.name)
+			}
+		}
+		code, _ := ev.do(t, "", rt.method, strings.ReplaceAll(rt.path, "{id}", "acme-1"), rt.body)
+		require.Equal(t, 401, code, "%s without a token", rt.name)
+	}
+
+	// The list a customer sees holds only its own operations, counts included.
+	for _, who := range []struct{ role, own, other string }{{"customer", "acme-1", "globex-1"}, {"customer-other", "globex-1", "acme-1"}} {
+		_, body := ev.do(t, who.role, "GET", "/v1/operations", "")
+		var page api.OperationPage
+		require.NoError(t, json.Unmarshal([]byte(body), &page))
+		require.Len(t, page.Items, 1, body)
+		require.Equal(t, who.own, page.Items[0].Id)
+		require.Equal(t, map[string]int64{"failed": 1}, page.Counts)
+		// Asking for the other customer's operations by filter finds none.
+		_, body = ev.do(t, who.role, "GET", "/v1/operations?customer="+strings.Split(who.other, "-")[0], "")
+		require.NoError(t, json.Unmarshal([]byte(body), &page))
+		require.Empty(t, page.Items, body)
+	}
+	_, body := ev.do(t, "viewer", "GET", "/v1/operations", "")
+	var page api.OperationPage
+	require.NoError(t, json.Unmarshal([]byte(body), &page))
+	require.Len(t, page.Items, 2, body)
+
+	// Nothing the refused or conflicting calls did changed anything.
+	require.Equal(t, engine.StatusFailed, ev.status(t, "acme-1"))
+	require.Equal(t, engine.StatusFailed, ev.status(t, "globex-1"))
+	var actions int
+	require.NoError(t, ev.e.DB().Get(&actions, `SELECT count(*) FROM `+ev.e.Schema()+`.api_audit WHERE action <> 'start'`))
+	require.Zero(t, actions)
+}
+
+// TestCustomerMayCancel: with the option, a customer cancels its own open
+// operation, and still gets 404 for another's.
+func TestCustomerMayCancel(t *testing.T) {
+	ev := newEnv(t, api.Config{CustomerMayCancel: true})
+	ev.start(t, "acme-w", "acme", orderIn{Item: "a", Wait: true})
+	ev.start(t, "globex-w", "globex", orderIn{Item: "g", Wait: true})
+	code, body := ev.do(t, "customer", "POST", "/v1/operations/globex-w/cancel", `{"reason":"mine?"}`)
+	require.Equal(t, 404, code, body)
+	code, body = ev.do(t, "customer", "POST", "/v1/operations/acme-w/cancel", `{"reason":"changed my mind"}`)
+	require.Equal(t, 200, code, body)
+	ev.waitFor(t, "acme-w", engine.StatusCancelled)
+	require.NotEqual(t, engine.StatusCancelled, ev.status(t, "globex-w"))
+}

@@ -1,0 +1,144 @@
+package api
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"github.com/graftdev/graft/cancel"
+	"github.com/graftdev/graft/engine"
+)
+
+// GetOperation returns one operation: its latest run's state, its legacy
+// row, the signals its kind declares, and where it is now.
+func (s *Server) GetOperation(ctx context.Context, req GetOperationRequestObject) (GetOperationResponseObject, error) {
+	op, err := s.operation(ctx, principalOf(ctx), req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return GetOperation200JSONResponse(*op), nil
+}
+
+func (s *Server) operation(ctx context.Context, p Principal, id string) (*Operation, error) {
+	r, err := s.loadOperation(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	var d struct {
+		Input        []byte         `db:"input"`
+		Output       []byte         `db:"output"`
+		CancelAt     sql.NullTime   `db:"cancel_requested_at"`
+		CancelReason sql.NullString `db:"cancel_reason"`
+		StartReason  string         `db:"start_reason"`
+		Runs         int            `db:"runs"`
+	}
+	if err := s.db.GetContext(ctx, &d, `SELECT input, output, cancel_requested_at, cancel_reason, start_reason,
+		(SELECT count(*) FROM `+s.schema+`.runs WHERE workflow_id = $2) AS runs
+		FROM `+s.schema+`.runs WHERE run_id = $1`, r.RunID, r.WorkflowID); err != nil {
+		return nil, fmt.Errorf("api: load operation %s: %w", id, err)
+	}
+	sum := r.summary()
+	op := &Operation{Id: sum.Id, Kind: sum.Kind, Status: sum.Status, Conditions: sum.Conditions, Route: sum.Route,
+		Key: sum.Key, Customer: sum.Customer, RunId: sum.RunId, CreatedAt: sum.CreatedAt, UpdatedAt: sum.UpdatedAt,
+		ClosedAt: sum.ClosedAt, NextWakeup: sum.NextWakeup, LastError: sum.LastError,
+		Input: rawJSON(d.Input), Output: rawJSON(d.Output), Runs: d.Runs, StartReason: ptr(d.StartReason)}
+	if len(r.Error) > 0 {
+		op.Error = errorInfo(r.Error)
+	}
+	if d.CancelAt.Valid {
+		op.CancelRequested = ptr(true)
+		if d.CancelReason.Valid {
+			op.CancelReason = ptr(d.CancelReason.String)
+		}
+	}
+	if op.Now, err = s.now(ctx, r); err != nil {
+		return nil, err
+	}
+	if sigs := s.signalDecls(r.WorkflowType); len(sigs) > 0 {
+		op.Signals = &sigs
+	}
+	if s.cfg.Legacy != nil {
+		row, ok, err := s.cfg.Legacy.Row(ctx, r.WorkflowID)
+		if err != nil {
+			return nil, fmt.Errorf("api: legacy row of %s: %w", id, err)
+		}
+		if ok {
+			op.Legacy = &row
+		}
+	}
+	return op, nil
+}
+
+// rawJSON returns a stored JSON payload for embedding in a response, nil
+// when there is none.
+func rawJSON(b []byte) *json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	return ptr(json.RawMessage(b))
+}
+
+// now summarises where an operation is: the step in flight (the run's
+// latest step when it has not ended), the next wake-up, what it waits for,
+// and the last error.
+func (s *Server) now(ctx context.Context, r *opRow) (NowSummary, error) {
+	n := NowSummary{LastError: r.lastError()}
+	open := r.Status == engine.StatusPending || r.Status == engine.StatusRunning || r.Status == engine.StatusWaiting
+	if !open {
+		return n, nil
+	}
+	var st struct {
+		Seq      int    `db:"seq"`
+		Kind     string `db:"kind"`
+		Name     string `db:"name"`
+		Status   string `db:"status"`
+		Attempts int    `db:"attempts"`
+	}
+	err := s.db.GetContext(ctx, &st, `SELECT seq, kind, name, status, attempts FROM `+s.schema+`.steps
+		WHERE run_id = $1 ORDER BY seq DESC LIMIT 1`, r.RunID)
+	switch {
+	case err == sql.ErrNoRows:
+	case err != nil:
+		return n, fmt.Errorf("api: current step of %s: %w", r.WorkflowID, err)
+	case st.Status == "started":
+		n.CurrentStep, n.CurrentStepSeq = ptr(st.Name), ptr(st.Seq)
+		if st.Attempts > 0 {
+			n.Attempt = ptr(st.Attempts)
+		}
+	}
+	if r.Status == engine.StatusWaiting {
+		if r.WakeAt.Valid {
+			n.NextWakeup, n.WaitingFor = ptr(r.WakeAt.Time), ptr("timer")
+		} else {
+			n.WaitingFor = ptr("event")
+		}
+	}
+	return n, nil
+}
+
+// signalDecls lists the signals kind declares (when it is registered in
+// this process), with cancel's operator signal, which every run that
+// compensates reads.
+func (s *Server) signalDecls(kind string) []SignalDecl {
+	decls, _ := s.cfg.Engine.WorkflowSignals(kind)
+	out := make([]SignalDecl, 0, len(decls)+1)
+	for _, d := range append(decls, operatorSignal()) {
+		sd := SignalDecl{Name: d.Name}
+		if d.Description != "" {
+			sd.Description = ptr(d.Description)
+		}
+		if sch := jsonSchema(d.Type()); sch != nil {
+			sd.Schema = &sch
+		}
+		out = append(out, sd)
+	}
+	return out
+}
+
+// operatorSignal is package cancel's signal, read by a run whose
+// compensation needs an operator.
+func operatorSignal() engine.SignalDecl {
+	return engine.DeclareSignal[cancel.OperatorAction](cancel.OperatorSignal,
+		"an operator's decision on a failed compensation: retry it, or resolve it as done by hand")
+}

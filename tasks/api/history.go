@@ -1,0 +1,101 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+
+	"github.com/graftdev/graft/engine"
+)
+
+// GetOperationHistory returns one timeline of an operation: each run's
+// start and end, each step with its outcome, cancellation requests, and the
+// actions operators took through the API, oldest first.
+func (s *Server) GetOperationHistory(ctx context.Context, req GetOperationHistoryRequestObject) (GetOperationHistoryResponseObject, error) {
+	if _, err := s.loadOperation(ctx, principalOf(ctx), req.Id); err != nil {
+		return nil, err
+	}
+	runs, err := s.client.History(ctx, req.Id)
+	if errors.Is(err, engine.ErrNotFound) {
+		return nil, notFound("operation " + quote(req.Id))
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ev []HistoryEvent
+	for _, rh := range runs {
+		run := rh.Run
+		runID := ptr(run.RunID)
+		detail, _ := json.Marshal(map[string]string{"start_reason": run.StartReason, "previous_run_id": run.PreviousRunID})
+		ev = append(ev, HistoryEvent{At: run.CreatedAt, Type: "run_started", RunId: runID, Name: ptr(run.WorkflowType),
+			Status: ptr(run.Status), Detail: ptr(json.RawMessage(detail))})
+		for _, st := range rh.Steps {
+			at := st.StartedAt
+			if at.IsZero() {
+				at = st.CompletedAt
+			}
+			if at.IsZero() {
+				at = run.CreatedAt
+			}
+			e := HistoryEvent{At: at, Type: "step", RunId: runID, Seq: ptr(st.Seq), Kind: ptr(st.Kind), Name: ptr(st.Name),
+				Status: ptr(st.Status), Error: errorInfoOf(st.Error)}
+			if st.Attempts > 0 {
+				e.Attempt = ptr(st.Attempts)
+			}
+			if !st.CompletedAt.IsZero() {
+				e.EndedAt = ptr(st.CompletedAt)
+			}
+			if st.Kind == "child" && st.ChildWorkflowID != "" {
+				d, _ := json.Marshal(map[string]string{"child_workflow_id": st.ChildWorkflowID})
+				e.Detail = ptr(json.RawMessage(d))
+			}
+			ev = append(ev, e)
+		}
+		if !run.ClosedAt.IsZero() {
+			ev = append(ev, HistoryEvent{At: run.ClosedAt, Type: "run_closed", RunId: runID, Status: ptr(run.Status),
+				Error: errorInfoOf(run.Error)})
+		}
+	}
+	audit, err := s.auditOf(ctx, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range audit {
+		e := HistoryEvent{At: a.At, Type: "action", Name: ptr(a.Action), Actor: ptr(a.Actor), Reason: a.Reason}
+		if len(a.Detail) > 0 {
+			e.Detail = ptr(json.RawMessage(a.Detail))
+		}
+		ev = append(ev, e)
+	}
+	sort.SliceStable(ev, func(i, j int) bool { return ev[i].At.Before(ev[j].At) })
+	return GetOperationHistory200JSONResponse{Id: req.Id, Events: ev}, nil
+}
+
+// errorInfoOf describes an error the engine decoded from its record.
+func errorInfoOf(err error) *ErrorInfo {
+	if err == nil {
+		return nil
+	}
+	e := &ErrorInfo{Message: err.Error()}
+	var (
+		app *engine.ApplicationError
+		to  *engine.TimeoutError
+		ca  *engine.CanceledError
+	)
+	switch {
+	case errors.As(err, &app):
+		e.Kind, e.Message = ptr("application"), app.Message
+		if app.Type != "" {
+			e.Type = ptr(app.Type)
+		}
+		if app.NonRetryable {
+			e.NonRetryable = ptr(true)
+		}
+	case errors.As(err, &to):
+		e.Kind, e.Type = ptr("timeout"), ptr(string(to.Kind))
+	case errors.As(err, &ca):
+		e.Kind = ptr("canceled")
+	}
+	return e
+}

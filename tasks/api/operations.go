@@ -1,0 +1,373 @@
+package api
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/graftdev/graft/cancel"
+	"github.com/graftdev/graft/engine"
+)
+
+// Conditions an open operation can be in, beyond its engine status.
+const (
+	// CondWaitingSignal: unloaded, waiting for an event (a signal, a child's
+	// end, a cancellation) with no timer due.
+	CondWaitingSignal = "waiting_signal"
+	// CondNeedsOperator: a compensation exhausted its retries and the run
+	// waits for an operator's retry or resolve (package cancel).
+	CondNeedsOperator = "needs_operator"
+)
+
+// Page sizes of ListOperations.
+const (
+	defaultPageSize = 50
+	maxPageSize     = 500
+)
+
+// opRow is an operation as the list and get queries read it: the latest
+// run of a workflow ID, with its latest failed step and compensation state.
+type opRow struct {
+	RunID        string         `db:"run_id"`
+	WorkflowID   string         `db:"workflow_id"`
+	WorkflowType string         `db:"workflow_type"`
+	Status       string         `db:"status"`
+	Error        []byte         `db:"error"`
+	Customer     sql.NullString `db:"customer"`
+	Key          sql.NullString `db:"key"`
+	CreatedAt    time.Time      `db:"created_at"`
+	UpdatedAt    time.Time      `db:"updated_at"`
+	ClosedAt     sql.NullTime   `db:"closed_at"`
+	WakeAt       sql.NullTime   `db:"wake_at"`
+	FailedStep   sql.NullString `db:"failed_step"`
+	FailedSeq    sql.NullInt64  `db:"failed_seq"`
+	FailedError  []byte         `db:"failed_error"`
+	FailedAt     sql.NullTime   `db:"failed_at"`
+	WaitingSig   bool           `db:"waiting_signal"`
+	NeedsOp      bool           `db:"needs_operator"`
+}
+
+// opFrom is the FROM clause every operation query shares: runs that are the
+// latest of their workflow ID and are top-level user workflows, with the
+// laterals the derived columns need.
+func (s *Server) opFrom() string {
+	return ` FROM ` + s.schema + `.runs r
+	LEFT JOIN LATERAL (SELECT st.name, st.seq, st.error, st.completed_at FROM ` + s.schema + `.steps st
+		WHERE st.run_id = r.run_id AND st.status = 'failed' ORDER BY st.seq DESC LIMIT 1) fs ON true
+	LEFT JOIN LATERAL (SELECT st.status FROM ` + s.schema + `.steps st
+		WHERE st.run_id = r.run_id AND st.name = ` + pq.QuoteLiteral(cancel.ReportActivity) + ` ORDER BY st.seq DESC LIMIT 1) rp ON true
+	WHERE r.parent_run_id IS NULL AND r.workflow_type NOT LIKE 'graft.%' AND r.status NOT IN ('continued', 'reset')
+	  AND NOT EXISTS (SELECT 1 FROM ` + s.schema + `.runs n WHERE n.workflow_id = r.workflow_id
+		AND (n.created_at, n.run_id) > (r.created_at, r.run_id))`
+}
+
+const (
+	waitingSignalExpr = `(r.status = 'waiting' AND r.wake_at IS NULL)`
+	needsOperatorExpr = `(r.status IN ('pending','running','waiting') AND rp.status IS NOT DISTINCT FROM 'failed')`
+)
+
+// opColumns selects an opRow.
+func (s *Server) opColumns() string {
+	return `SELECT r.run_id, r.workflow_id, r.workflow_type, r.status, r.error,
+	r.headers->>` + s.customerKey + ` AS customer, r.headers->>` + s.keyKey + ` AS key, r.created_at, r.updated_at, r.closed_at, r.wake_at,
+	fs.name AS failed_step, fs.seq AS failed_seq, fs.error AS failed_error, fs.completed_at AS failed_at,
+	` + waitingSignalExpr + ` AS waiting_signal, ` + needsOperatorExpr + ` AS needs_operator`
+}
+
+// query accumulates a WHERE clause and its arguments.
+type query struct {
+	where []string
+	args  []any
+}
+
+func (q *query) arg(v any) string {
+	q.args = append(q.args, v)
+	return "$" + strconv.Itoa(len(q.args))
+}
+
+func (q *query) and(cond string) { q.where = append(q.where, cond) }
+
+func (q *query) sql() string {
+	if len(q.where) == 0 {
+		return ""
+	}
+	return " AND " + strings.Join(q.where, " AND ")
+}
+
+// filter builds the conditions of a list request, status aside (counts are
+// per status). A customer principal is always limited to its own.
+func (s *Server) filter(p Principal, f ListOperationsParams) (*query, error) {
+	q := &query{}
+	if p.Role == RoleCustomer {
+		q.and(`r.headers->>` + s.customerKey + ` = ` + q.arg(p.Customer))
+	}
+	if f.Kind != nil {
+		q.and(`r.workflow_type = ` + q.arg(*f.Kind))
+	}
+	if f.Key != nil {
+		q.and(`r.headers->>` + s.keyKey + ` = ` + q.arg(*f.Key))
+	}
+	if f.Customer != nil {
+		q.and(`r.headers->>` + s.customerKey + ` = ` + q.arg(*f.Customer))
+	}
+	if f.Route != nil {
+		if !f.Route.Valid() {
+			return nil, badRequest("route", "%q is not graft or legacy", *f.Route)
+		}
+		if *f.Route == ListOperationsParamsRoute(RouteLegacy) {
+			// Legacy-routed operations are not engine runs; listing them is
+			// the legacy source's, not yet joined here.
+			q.and(`false`)
+		}
+	}
+	if f.FailingStep != nil {
+		q.and(`fs.name = ` + q.arg(*f.FailingStep))
+	}
+	if f.ErrorType != nil {
+		a := q.arg(*f.ErrorType)
+		q.and(`(r.error->>'type' = ` + a + ` OR (r.error IS NULL AND fs.error->>'type' = ` + a + `))`)
+	}
+	if f.CreatedAfter != nil {
+		q.and(`r.created_at >= ` + q.arg(*f.CreatedAfter))
+	}
+	if f.CreatedBefore != nil {
+		q.and(`r.created_at < ` + q.arg(*f.CreatedBefore))
+	}
+	return q, nil
+}
+
+// statusCond is the condition for one status filter value.
+func statusCond(v StatusFilter) (string, error) {
+	switch v {
+	case StatusFilterPending, StatusFilterRunning, StatusFilterWaiting, StatusFilterCompleted, StatusFilterFailed, StatusFilterCancelled:
+		return `r.status = '` + string(v) + `'`, nil
+	case StatusFilterWaitingSignal:
+		return waitingSignalExpr, nil
+	case StatusFilterNeedsOperator:
+		return needsOperatorExpr, nil
+	}
+	return "", badRequest("status", "%q is not a status (pending, running, waiting, completed, failed, cancelled, waiting_signal, needs_operator)", v)
+}
+
+// cursor is a position in the newest-first order.
+type cursor struct {
+	createdAt time.Time
+	runID     string
+}
+
+func (c cursor) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(c.createdAt.UTC().Format(time.RFC3339Nano) + "|" + c.runID))
+}
+
+func parseCursor(s string) (cursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		if ts, id, ok := strings.Cut(string(b), "|"); ok && id != "" {
+			var t time.Time
+			if t, err = time.Parse(time.RFC3339Nano, ts); err == nil {
+				return cursor{t, id}, nil
+			}
+		}
+	}
+	return cursor{}, badRequest("cursor", "is not a cursor this server returned")
+}
+
+// ListOperations lists operations newest first, a keyset page at a time,
+// with counts per status and condition for the filter (statuses aside).
+func (s *Server) ListOperations(ctx context.Context, req ListOperationsRequestObject) (ListOperationsResponseObject, error) {
+	f := req.Params
+	limit := defaultPageSize
+	if f.Limit != nil {
+		if *f.Limit < 1 || *f.Limit > maxPageSize {
+			return nil, badRequest("limit", "must be between 1 and %d", maxPageSize)
+		}
+		limit = *f.Limit
+	}
+	q, err := s.filter(principalOf(ctx), f)
+	if err != nil {
+		return nil, err
+	}
+	counts, err := s.counts(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if f.Status != nil && len(*f.Status) > 0 {
+		var ors []string
+		for _, st := range *f.Status {
+			c, err := statusCond(st)
+			if err != nil {
+				return nil, err
+			}
+			ors = append(ors, c)
+		}
+		q.and("(" + strings.Join(ors, " OR ") + ")")
+	}
+	if f.Cursor != nil {
+		c, err := parseCursor(*f.Cursor)
+		if err != nil {
+			return nil, err
+		}
+		q.and(`(r.created_at, r.run_id) < (` + q.arg(c.createdAt) + `, ` + q.arg(c.runID) + `)`)
+	}
+	var rows []opRow
+	sqlText := s.opColumns() + s.opFrom() + q.sql() + ` ORDER BY r.created_at DESC, r.run_id DESC LIMIT ` + strconv.Itoa(limit+1)
+	if err := s.db.SelectContext(ctx, &rows, sqlText, q.args...); err != nil {
+		return nil, fmt.Errorf("api: list operations: %w", err)
+	}
+	page := ListOperations200JSONResponse{Items: make([]OperationSummary, 0, len(rows)), Counts: counts}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[limit-1]
+		page.NextCursor = ptr(cursor{last.CreatedAt, last.RunID}.String())
+	}
+	for i := range rows {
+		page.Items = append(page.Items, rows[i].summary())
+	}
+	return page, nil
+}
+
+// counts returns the operations matching q per status and condition.
+func (s *Server) counts(ctx context.Context, q *query) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT r.status, count(*), count(*) FILTER (WHERE `+waitingSignalExpr+`),
+		count(*) FILTER (WHERE `+needsOperatorExpr+`)`+s.opFrom()+q.sql()+` GROUP BY r.status`, q.args...)
+	if err != nil {
+		return nil, fmt.Errorf("api: count operations: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var st string
+		var n, ws, no int64
+		if err := rows.Scan(&st, &n, &ws, &no); err != nil {
+			return nil, err
+		}
+		out[st] += n
+		if ws > 0 {
+			out[CondWaitingSignal] += ws
+		}
+		if no > 0 {
+			out[CondNeedsOperator] += no
+		}
+	}
+	return out, rows.Err()
+}
+
+func (r *opRow) conditions() *[]string {
+	var c []string
+	if r.WaitingSig {
+		c = append(c, CondWaitingSignal)
+	}
+	if r.NeedsOp {
+		c = append(c, CondNeedsOperator)
+	}
+	if c == nil {
+		return nil
+	}
+	return &c
+}
+
+// lastError is the run's error, else its latest failed step's.
+func (r *opRow) lastError() *ErrorInfo {
+	if len(r.Error) > 0 {
+		e := errorInfo(r.Error)
+		if e != nil && r.ClosedAt.Valid {
+			e.At = ptr(r.ClosedAt.Time)
+		}
+		if e != nil && r.FailedStep.Valid {
+			e.Step = ptr(r.FailedStep.String)
+		}
+		return e
+	}
+	if len(r.FailedError) == 0 {
+		return nil
+	}
+	e := errorInfo(r.FailedError)
+	if e != nil {
+		e.Step = ptr(r.FailedStep.String)
+		if r.FailedAt.Valid {
+			e.At = ptr(r.FailedAt.Time)
+		}
+	}
+	return e
+}
+
+func (r *opRow) summary() OperationSummary {
+	o := OperationSummary{Id: r.WorkflowID, Kind: r.WorkflowType, Status: Status(r.Status), Route: RouteGraft, RunId: r.RunID,
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Conditions: r.conditions(), LastError: r.lastError()}
+	if r.Customer.Valid {
+		o.Customer = ptr(r.Customer.String)
+	}
+	if r.Key.Valid {
+		o.Key = ptr(r.Key.String)
+	}
+	if r.ClosedAt.Valid {
+		o.ClosedAt = ptr(r.ClosedAt.Time)
+	}
+	if r.WakeAt.Valid && r.Status == engine.StatusWaiting {
+		o.NextWakeup = ptr(r.WakeAt.Time)
+	}
+	return o
+}
+
+// errorRecord is the engine's persisted error form, read for display.
+type errorRecord struct {
+	Kind         string       `json:"kind"`
+	Type         string       `json:"type"`
+	Message      string       `json:"message"`
+	NonRetryable bool         `json:"non_retryable"`
+	Cause        *errorRecord `json:"cause"`
+}
+
+func errorInfo(b []byte) *ErrorInfo {
+	var r errorRecord
+	if len(b) == 0 || json.Unmarshal(b, &r) != nil {
+		return nil
+	}
+	e := &ErrorInfo{Message: r.Message}
+	if r.Kind != "" {
+		e.Kind = ptr(r.Kind)
+	}
+	if r.Type != "" {
+		e.Type = ptr(r.Type)
+	}
+	if r.NonRetryable {
+		e.NonRetryable = ptr(true)
+	}
+	return e
+}
+
+// loadOperation reads operation id as p may see it: engine.ErrNotFound for
+// one that does not exist or that a customer does not own.
+func (s *Server) loadOperation(ctx context.Context, p Principal, id string) (*opRow, error) {
+	q := &query{}
+	q.and(`r.workflow_id = ` + q.arg(id))
+	if p.Role == RoleCustomer {
+		q.and(`r.headers->>` + s.customerKey + ` = ` + q.arg(p.Customer))
+	}
+	// Not opFrom's top-level filter: a child workflow is an operation too
+	// when asked for by its ID.
+	var r opRow
+	err := s.db.GetContext(ctx, &r, s.opColumns()+` FROM `+s.schema+`.runs r
+	LEFT JOIN LATERAL (SELECT st.name, st.seq, st.error, st.completed_at FROM `+s.schema+`.steps st
+		WHERE st.run_id = r.run_id AND st.status = 'failed' ORDER BY st.seq DESC LIMIT 1) fs ON true
+	LEFT JOIN LATERAL (SELECT st.status FROM `+s.schema+`.steps st
+		WHERE st.run_id = r.run_id AND st.name = `+pq.QuoteLiteral(cancel.ReportActivity)+` ORDER BY st.seq DESC LIMIT 1) rp ON true
+	WHERE true`+q.sql()+` ORDER BY r.created_at DESC, r.run_id DESC LIMIT 1`, q.args...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("operation " + quote(id))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("api: load operation %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+func quote(s string) string { return strconv.Quote(s) }
