@@ -9,12 +9,14 @@ GO ?= go
 .DEFAULT_GOAL := test
 .PHONY: services demo test bench vet
 
-# Make sure PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) answer; starts them
-# (installing the Debian packages if missing) when they do not.
+# Make sure PostgreSQL and Redis answer at the URLs above. The script changes only what it
+# created itself unless CI=true or GRAFT_SETUP_SERVICES=1; otherwise it says what is missing
+# and how to fix it (see scripts/services.sh).
 services:
-	./scripts/services.sh
+	./scripts/services.sh test
 
-demo: services
+demo:
+	./scripts/services.sh demo
 	$(GO) run ./examples/domainrenew
 
 test: services

@@ -1,19 +1,52 @@
 #!/usr/bin/env bash
-# scripts/services.sh: make sure the services graft's demo, tests and benchmarks need are up.
+# scripts/services.sh: make sure the services graft's demo, tests and benchmarks need answer.
 #
-#   PostgreSQL on 127.0.0.1:5432, user postgres, trust auth, max_connections >= 300
-#   Redis      on 127.0.0.1:6379
+#   scripts/services.sh [test|demo]
 #
-# A service that already answers is left alone (apart from the PostgreSQL auth and
-# max_connections checks below). Otherwise the Debian packages are installed if the
-# binaries are missing, and the service is started on loopback. Idempotent; prints one
-# line per service on success and details only on failure.
+#   PostgreSQL at GRAFT_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres):
+#              the user logs in without a password; for `test` (the default),
+#              max_connections >= 300, because the tests run in parallel
+#   Redis      at GRAFT_REDIS_URL (default redis://127.0.0.1:6379/0): answers PING
+#
+# What it changes. By itself, only what it created:
+#   - nothing answers on the loopback PostgreSQL port and no cluster is configured there:
+#     it creates and starts a Debian cluster of its own, named "graft" (trust auth on
+#     loopback, max_connections 300), and may reconfigure and restart that cluster later;
+#   - nothing answers on the loopback Redis port: it starts a redis-server of its own
+#     (no persistence, state in ${XDG_STATE_HOME:-~/.local/state}/graft/redis).
+# Anything else it would have to change (install packages, start a cluster someone else
+# configured, add a pg_hba.conf rule, raise max_connections and restart) it does only when
+# asked, with CI=true (set by .ci/run) or GRAFT_SETUP_SERVICES=1. Otherwise it stops with a
+# message that names what is missing and the command that fixes it. Services that are not
+# on loopback are only checked. Running it again changes nothing; it prints one line per
+# service, and how to stop what it started.
 set -euo pipefail
 
-readonly PG_HOST=127.0.0.1 PG_PORT=5432 PG_USER=postgres
-readonly REDIS_HOST=127.0.0.1 REDIS_PORT=6379
+MODE="${1:-test}"
+case "$MODE" in
+test | demo) ;;
+*)
+	echo "usage: scripts/services.sh [test|demo]" >&2
+	exit 2
+	;;
+esac
+
+readonly DEFAULT_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes"
+readonly DEFAULT_REDIS_URL="redis://127.0.0.1:6379/0"
 readonly MIN_MAX_CONNECTIONS=300
 readonly DEADLINE_SECONDS=60
+readonly OWN_CLUSTER=graft
+readonly OWN_MARKER=graft-services.created
+
+PERMITTED=0
+if [[ "${CI:-}" == true || "${GRAFT_SETUP_SERVICES:-}" == 1 ]]; then
+	PERMITTED=1
+fi
+readonly PERMITTED
+# CAN_SETUP is 0 where even GRAFT_SETUP_SERVICES=1 could not help (a server that is not a
+# Debian cluster).
+CAN_SETUP=1
+readonly SETUP_HINT="or let this script do it: GRAFT_SETUP_SERVICES=1 scripts/services.sh $MODE"
 
 LOG="$(mktemp "${TMPDIR:-/tmp}/graft-services.XXXXXX")"
 trap 'rm -f "$LOG"' EXIT
@@ -27,13 +60,31 @@ die() {
 	exit 1
 }
 
+# missing WHAT FIX...: stop, naming what is missing and the commands that fix it.
+missing() {
+	local what="$1"
+	shift
+	{
+		echo "services.sh: $what"
+		echo "  fix it with:"
+		printf '    %s\n' "$@"
+		((PERMITTED || !CAN_SETUP)) || echo "  $SETUP_HINT"
+	} >&2
+	exit 1
+}
+
 # Commands that need root: run directly as root, through sudo otherwise.
 SUDO=()
 if [[ "$(id -u)" -ne 0 ]]; then
-	command -v sudo >/dev/null 2>&1 || die "not root and sudo is not installed; cannot install or start services"
 	SUDO=(sudo)
 fi
-as_root() { "${SUDO[@]}" "$@"; }
+as_root() {
+	if ((${#SUDO[@]})) && ! command -v sudo >/dev/null 2>&1; then
+		die "not root and sudo is not installed; cannot run: $*"
+	fi
+	"${SUDO[@]}" "$@"
+}
+S="${SUDO[*]}${SUDO[*]:+ }" # "sudo " in the commands we suggest, when needed
 
 # Run a command with its output in $LOG (shown only when something fails). Daemons started
 # through it inherit neither the terminal/pipe of the caller nor the lock on fd 9.
@@ -45,26 +96,8 @@ if command -v flock >/dev/null 2>&1 && { exec 9>>"$LOCK"; } 2>/dev/null; then
 	flock -w 300 9 || die "timed out waiting for another scripts/services.sh run (lock $LOCK)"
 fi
 
-# tcp_open HOST PORT: something accepts TCP connections there (used when clients are missing).
+# tcp_open HOST PORT: something accepts TCP connections there.
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-
-# ---------------------------------------------------------------- readiness probes
-
-pg_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" >/dev/null 2>&1; }
-
-# pg_sql SQL: run SQL over TCP as user postgres, never prompting for or using a password.
-pg_sql() {
-	env -u PGPASSWORD -u PGSERVICE PGPASSFILE=/nonexistent/graft-no-pgpass PGCONNECT_TIMEOUT=5 \
-		psql -X -w -At -v ON_ERROR_STOP=1 \
-		"host=$PG_HOST port=$PG_PORT user=$PG_USER dbname=postgres sslmode=disable" \
-		-c "$1"
-}
-
-# redis-cli has no reply timeout: bound it so a silent listener cannot hang the script.
-TIMEOUT=()
-command -v timeout >/dev/null 2>&1 && TIMEOUT=(timeout 5)
-redis_reply() { "${TIMEOUT[@]}" redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>&1 || true; }
-redis_ready() { [[ "$(redis_reply)" == PONG ]]; }
 
 # wait_until END CHECK...: poll CHECK until it succeeds or $SECONDS reaches END.
 wait_until() {
@@ -76,113 +109,162 @@ wait_until() {
 	done
 }
 
-# ---------------------------------------------------------------- packages
-
-pg_server_installed() {
-	command -v pg_ctlcluster >/dev/null 2>&1 && compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
-}
+is_loopback() { [[ "$1" == 127.0.0.1 || "$1" == localhost || "$1" == ::1 || "$1" == "[::1]" ]]; }
 
 install_packages() {
-	local pkgs=("$@")
 	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0)
-	if ! quiet as_root "${apt[@]}" install "${pkgs[@]}"; then
+	if ! quiet as_root "${apt[@]}" install "$@"; then
 		quiet as_root "${apt[@]}" update || die "apt-get update failed"
-		quiet as_root "${apt[@]}" install "${pkgs[@]}" || die "apt-get install ${pkgs[*]} failed"
+		quiet as_root "${apt[@]}" install "$@" || die "apt-get install $* failed"
 	fi
 	hash -r
 }
 
-ensure_packages() {
-	local pkgs=()
-	if ! command -v pg_isready >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
-		# Clients are needed in any case; the server only when nothing answers.
-		if tcp_open "$PG_HOST" "$PG_PORT"; then pkgs+=(postgresql-client); else pkgs+=(postgresql); fi
-	elif ! tcp_open "$PG_HOST" "$PG_PORT" && ! pg_server_installed; then
-		pkgs+=(postgresql)
-	fi
-	if ! command -v redis-cli >/dev/null 2>&1; then
-		if tcp_open "$REDIS_HOST" "$REDIS_PORT"; then pkgs+=(redis-tools); else pkgs+=(redis-server); fi
-	elif ! tcp_open "$REDIS_HOST" "$REDIS_PORT" && ! command -v redis-server >/dev/null 2>&1; then
-		pkgs+=(redis-server)
-	fi
-	if ((${#pkgs[@]})); then
-		install_packages "${pkgs[@]}"
-	fi
+# need_commands PACKAGE COMMAND...: install PACKAGE when a command is missing (when
+# permitted), else stop naming the package.
+need_commands() {
+	local pkg="$1" cmd
+	shift
+	for cmd in "$@"; do
+		command -v "$cmd" >/dev/null 2>&1 && continue
+		((PERMITTED)) || missing "$cmd is not installed (Debian package $pkg)" "${S}apt-get install $pkg"
+		install_packages "$pkg"
+		command -v "$cmd" >/dev/null 2>&1 || die "$cmd is still missing after installing $pkg"
+		return 0
+	done
 }
 
 # ---------------------------------------------------------------- PostgreSQL
 
+DATABASE_URL="${GRAFT_DATABASE_URL:-$DEFAULT_DATABASE_URL}"
+PG_HOST="" PG_PORT="" PG_USER="" PG_DB="" PG_SSLMODE=""
+
+# parse_database_url: split a postgres:// URL into the parts libpq tools take.
+parse_database_url() {
+	local re='^postgres(ql)?://(([^:@/]*)(:[^@/]*)?@)?(\[[^]]*\]|[^:/?]*)(:([0-9]+))?(/([^?]*))?(\?(.*))?$'
+	[[ "$DATABASE_URL" =~ $re ]] || die "GRAFT_DATABASE_URL is not a postgres:// URL: $DATABASE_URL"
+	PG_USER="${BASH_REMATCH[3]:-postgres}"
+	PG_HOST="${BASH_REMATCH[5]:-127.0.0.1}"
+	PG_PORT="${BASH_REMATCH[7]:-5432}"
+	PG_DB="${BASH_REMATCH[9]:-postgres}"
+	PG_SSLMODE=prefer
+	if [[ "${BASH_REMATCH[11]}" =~ (^|&)sslmode=([^&]*) ]]; then PG_SSLMODE="${BASH_REMATCH[2]}"; fi
+}
+
+# libpq_url: the URL without the query parameters only lib/pq knows (binary_parameters).
+libpq_url() {
+	local base="${DATABASE_URL%%\?*}"
+	echo "$base?sslmode=$PG_SSLMODE&connect_timeout=5"
+}
+
+pg_answers() { pg_isready -q -d "$(libpq_url)" >/dev/null 2>&1; }
+
+# pg_sql SQL: run SQL at the URL, never prompting for a password.
+pg_sql() { env PGCONNECT_TIMEOUT=5 psql -X -w -At -v ON_ERROR_STOP=1 -d "$(libpq_url)" -c "$1"; }
+
 PG_VER="" PG_CLUSTER=""
 
-# find_cluster: the Debian cluster configured on port 5432, else the first version's "main".
+# find_cluster: the Debian cluster configured on the port, if any.
 find_cluster() {
 	local line=""
+	PG_VER="" PG_CLUSTER=""
 	if command -v pg_lsclusters >/dev/null 2>&1; then
 		line="$(pg_lsclusters -h 2>/dev/null | awk -v p="$PG_PORT" '$3 == p { print $1, $2; exit }')" || line=""
 	fi
-	if [[ -n "$line" ]]; then
-		read -r PG_VER PG_CLUSTER <<<"$line"
-	else
-		PG_VER="$(ls /etc/postgresql 2>/dev/null | head -1)" || PG_VER=""
-		PG_CLUSTER=main
-	fi
+	[[ -n "$line" ]] && read -r PG_VER PG_CLUSTER <<<"$line"
+	return 0
 }
 
-have_cluster() { [[ -n "$PG_VER" && -f "/etc/postgresql/$PG_VER/$PG_CLUSTER/postgresql.conf" ]]; }
+cluster_dir() { echo "/etc/postgresql/$PG_VER/$PG_CLUSTER"; }
 
-pg_conf_show() { pg_conftool -s "$PG_VER" "$PG_CLUSTER" show "$1" 2>/dev/null || true; }
-pg_conf_set() { quiet as_root pg_conftool "$PG_VER" "$PG_CLUSTER" set "$1" "$2"; }
+# own_cluster: the cluster on the port is the one this script created.
+own_cluster() { [[ "$PG_CLUSTER" == "$OWN_CLUSTER" && -f "$(cluster_dir)/$OWN_MARKER" ]]; }
+
+# may_change_cluster: the script may reconfigure and restart the cluster on the port.
+may_change_cluster() { [[ -n "$PG_CLUSTER" ]] && { own_cluster || ((PERMITTED)); }; }
+
+# admin_cmd ACTION: the command a person runs to reload or restart the server on the port.
+admin_cmd() {
+	if [[ -n "$PG_CLUSTER" ]]; then
+		echo "${S}pg_ctlcluster $PG_VER $PG_CLUSTER $1"
+	else
+		echo "pg_ctl $1 -D <its data directory>    # as the user that runs it"
+	fi
+}
 
 pg_ctl() { quiet as_root pg_ctlcluster --skip-systemctl-redirect "$PG_VER" "$PG_CLUSTER" "$@"; }
+cluster_log() { echo "/var/log/postgresql/postgresql-$PG_VER-$PG_CLUSTER.log"; }
 
-# Make the cluster listen on 127.0.0.1:5432 (only changes what is missing).
-configure_listen() {
-	local port addrs
-	port="$(pg_conf_show port)"
-	if [[ "$port" != "$PG_PORT" ]]; then
-		pg_conf_set port "$PG_PORT" || die "cannot set port=$PG_PORT for cluster $PG_VER/$PG_CLUSTER"
+# create_own_cluster: a new Debian cluster "graft" on the loopback port, trust auth for
+# TCP from loopback, max_connections as the tests need; marked as created by this script.
+create_own_cluster() {
+	PG_VER="$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -1)" || PG_VER=""
+	[[ -n "$PG_VER" ]] || die "no PostgreSQL server under /usr/lib/postgresql"
+	PG_CLUSTER="$OWN_CLUSTER"
+	if [[ -d "$(cluster_dir)" ]]; then
+		missing "a cluster $PG_VER/$OWN_CLUSTER exists but is configured on another port than $PG_PORT" \
+			"${S}pg_ctlcluster $PG_VER $OWN_CLUSTER start    # and use its port in GRAFT_DATABASE_URL"
 	fi
-	# Unset means the default, localhost (127.0.0.1 and ::1).
-	addrs="$(pg_conftool -s "$PG_VER" "$PG_CLUSTER" show listen_addresses 2>/dev/null)" || addrs=localhost
-	addrs="${addrs//\'/}"
-	# pg_conftool quotes the value only when it is neither a number nor a plain word, so a
-	# bare 127.0.0.1 would be written unquoted (a syntax error); localhost and lists are safe.
-	case ",${addrs// /}," in
-	*,\*,* | *,127.0.0.1,* | *,0.0.0.0,* | *,localhost,*) ;;
-	,,) pg_conf_set listen_addresses localhost || die "cannot set listen_addresses" ;;
-	*) pg_conf_set listen_addresses "$addrs,127.0.0.1" || die "cannot set listen_addresses" ;;
-	esac
+	quiet as_root pg_createcluster --port "$PG_PORT" -o listen_addresses=localhost \
+		-o "max_connections=$MIN_MAX_CONNECTIONS" "$PG_VER" "$PG_CLUSTER" -- --auth-host=trust --auth-local=peer ||
+		die "pg_createcluster $PG_VER $PG_CLUSTER failed"
+	echo "created by graft scripts/services.sh; it may reconfigure and restart this cluster" |
+		quiet as_root tee "$(cluster_dir)/$OWN_MARKER"
+	pg_ctl start || die "pg_ctlcluster $PG_VER $PG_CLUSTER start failed (log: $(cluster_log))"
+	PG_NOTES+=("created cluster $PG_VER/$PG_CLUSTER; stop it with: ${S}pg_ctlcluster $PG_VER $PG_CLUSTER stop; remove it with: ${S}pg_dropcluster --stop $PG_VER $PG_CLUSTER")
 }
 
+# start_postgres: nothing answers on the loopback port.
 start_postgres() {
+	need_commands postgresql-client pg_isready psql
 	find_cluster
-	if ! have_cluster; then
-		if [[ -z "$PG_VER" ]]; then
-			PG_VER="$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -1)" || PG_VER=""
-			[[ -n "$PG_VER" ]] || die "no PostgreSQL server found under /usr/lib/postgresql"
+	if [[ -z "$PG_CLUSTER" ]]; then
+		if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || ! command -v pg_createcluster >/dev/null 2>&1; then
+			((PERMITTED)) || missing "no PostgreSQL answers on $PG_HOST:$PG_PORT and no PostgreSQL server is installed" \
+				"${S}apt-get install postgresql    # then run this script again"
+			install_packages postgresql
+			find_cluster # the package may have created (and started) a cluster on the port
 		fi
-		PG_CLUSTER=main
-		quiet as_root pg_createcluster --port "$PG_PORT" "$PG_VER" "$PG_CLUSTER" ||
-			die "pg_createcluster $PG_VER $PG_CLUSTER failed"
 	fi
-	configure_listen
-	# A cluster that runs but does not answer on TCP needs a restart to pick up the config.
-	if quiet as_root pg_ctlcluster "$PG_VER" "$PG_CLUSTER" status; then
-		pg_ctl restart || die "pg_ctlcluster $PG_VER $PG_CLUSTER restart failed (log: /var/log/postgresql/postgresql-$PG_VER-$PG_CLUSTER.log)"
-	else
-		pg_ctl start || die "pg_ctlcluster $PG_VER $PG_CLUSTER start failed (log: /var/log/postgresql/postgresql-$PG_VER-$PG_CLUSTER.log)"
+	if [[ -z "$PG_CLUSTER" ]]; then
+		create_own_cluster
+		PG_STATE="started"
+		return
 	fi
+	if ! may_change_cluster; then
+		missing "no PostgreSQL answers on $PG_HOST:$PG_PORT; cluster $PG_VER/$PG_CLUSTER is configured on that port but not running" \
+			"${S}pg_ctlcluster $PG_VER $PG_CLUSTER start"
+	fi
+	pg_ctl start || die "pg_ctlcluster $PG_VER $PG_CLUSTER start failed (log: $(cluster_log))"
+	PG_STATE="started (cluster $PG_VER/$PG_CLUSTER)"
 }
 
-# Make sure user postgres logs in from 127.0.0.1 without a password.
-ensure_trust() {
-	quiet pg_sql 'select 1' && return 0
+# ensure_login: the URL's user logs in without a password.
+ensure_login() {
+	local err rule hba
+	err="$(pg_sql 'select 1' 2>&1 >/dev/null)" && return 0
+	is_loopback "$PG_HOST" || die "cannot log in at $DATABASE_URL: $err"
 	find_cluster
-	have_cluster || die "PostgreSQL answers on $PG_HOST:$PG_PORT but user $PG_USER cannot log in without a password, and no Debian cluster on port $PG_PORT was found to fix pg_hba.conf"
-	local hba rule="host    all    $PG_USER    127.0.0.1/32    trust    # added by graft scripts/services.sh"
-	hba="$(pg_conf_show hba_file)"
+	[[ -n "$PG_CLUSTER" ]] || CAN_SETUP=0
+	if [[ "$err" == *"role \"$PG_USER\" does not exist"* ]]; then
+		CAN_SETUP=0
+		missing "user $PG_USER does not exist on the PostgreSQL at $PG_HOST:$PG_PORT" \
+			"psql -h $PG_HOST -p $PG_PORT -U postgres -c 'CREATE ROLE \"$PG_USER\" LOGIN SUPERUSER'" \
+			"(or set GRAFT_DATABASE_URL to a URL with a user that exists)"
+	fi
+	rule="host    all    $PG_USER    127.0.0.1/32    trust    # added by graft scripts/services.sh"
+	if ! may_change_cluster; then
+		hba="the pg_hba.conf of the server on port $PG_PORT (SHOW hba_file)"
+		[[ -n "$PG_CLUSTER" ]] && hba="$(cluster_dir)/pg_hba.conf"
+		missing "user $PG_USER cannot log in to $PG_HOST:$PG_PORT without a password: $err" \
+			"put this line first in $hba:" \
+			"  $rule" \
+			"then reload it: $(admin_cmd reload)" \
+			"(or set GRAFT_DATABASE_URL to a URL with a password)"
+	fi
+	hba="$(pg_conftool -s "$PG_VER" "$PG_CLUSTER" show hba_file 2>/dev/null || true)"
 	hba="${hba//\'/}"
-	[[ -n "$hba" ]] || hba="/etc/postgresql/$PG_VER/$PG_CLUSTER/pg_hba.conf"
+	[[ -n "$hba" ]] || hba="$(cluster_dir)/pg_hba.conf"
 	# First matching line wins, so the rule goes on top.
 	if as_root test -s "$hba"; then
 		quiet as_root sed -i "1i $rule" "$hba" || die "cannot edit $hba"
@@ -190,29 +272,32 @@ ensure_trust() {
 		echo "$rule" | quiet as_root tee -a "$hba" || die "cannot edit $hba"
 	fi
 	pg_ctl reload || die "pg_ctlcluster $PG_VER $PG_CLUSTER reload failed"
-	sleep 0.5
-	quiet pg_sql 'select 1' || die "user $PG_USER still cannot log in to $PG_HOST:$PG_PORT without a password after adding a trust rule to $hba"
-	PG_NOTES+=("trust auth enabled for $PG_USER@127.0.0.1")
+	wait_until $((SECONDS + 10)) quiet pg_sql 'select 1' ||
+		die "user $PG_USER still cannot log in to $PG_HOST:$PG_PORT after adding a trust rule to $hba"
+	PG_NOTES+=("trust auth added for $PG_USER@127.0.0.1 in $hba")
 }
 
-# Raise max_connections to MIN_MAX_CONNECTIONS when lower (tests run in parallel, each with
-# its own pool). Needs a restart.
+# ensure_max_connections: the tests run in parallel, each package with its own pools.
 ensure_max_connections() {
 	local cur datadir
-	cur="$(pg_sql 'show max_connections' 2>>"$LOG")" || die "cannot read max_connections"
+	[[ "$MODE" == test ]] || return 0
+	cur="$(pg_sql 'show max_connections' 2>>"$LOG")" || die "cannot read max_connections at $DATABASE_URL"
 	((cur >= MIN_MAX_CONNECTIONS)) && return 0
+	is_loopback "$PG_HOST" || die "max_connections at $DATABASE_URL is $cur; the tests need at least $MIN_MAX_CONNECTIONS"
 	find_cluster
-	if ! have_cluster; then
-		echo "services.sh: warning: max_connections is $cur (< $MIN_MAX_CONNECTIONS) and no Debian cluster on port $PG_PORT to restart; parallel tests may run out of connections" >&2
-		return 0
+	[[ -n "$PG_CLUSTER" ]] || CAN_SETUP=0
+	if ! may_change_cluster; then
+		missing "max_connections of the PostgreSQL on $PG_HOST:$PG_PORT is $cur; the tests run in parallel and need at least $MIN_MAX_CONNECTIONS (make demo does not)" \
+			"psql '$(libpq_url)' -c 'ALTER SYSTEM SET max_connections = $MIN_MAX_CONNECTIONS'" \
+			"$(admin_cmd restart)"
 	fi
 	datadir="$(pg_sql 'show data_directory' 2>>"$LOG")" || die "cannot read data_directory"
 	quiet pg_sql "alter system set max_connections = $MIN_MAX_CONNECTIONS" || die "ALTER SYSTEM SET max_connections failed"
-	if ! pg_ctl restart || ! wait_until $((SECONDS + DEADLINE_SECONDS)) pg_ready; then
+	if ! pg_ctl restart || ! wait_until $((SECONDS + DEADLINE_SECONDS)) pg_answers; then
 		# Do not leave PostgreSQL down: drop the setting and start it again as it was.
 		as_root sed -i '/^[[:space:]]*max_connections[[:space:]]*=/d' "$datadir/postgresql.auto.conf" 2>>"$LOG" || true
 		pg_ctl start || true
-		die "PostgreSQL did not come back after raising max_connections to $MIN_MAX_CONNECTIONS (setting reverted; log: /var/log/postgresql/postgresql-$PG_VER-$PG_CLUSTER.log)"
+		die "PostgreSQL did not come back after raising max_connections to $MIN_MAX_CONNECTIONS (setting reverted; log: $(cluster_log))"
 	fi
 	cur="$(pg_sql 'show max_connections' 2>>"$LOG")" || die "cannot read max_connections after restart"
 	((cur >= MIN_MAX_CONNECTIONS)) || die "max_connections is still $cur after restart (overridden on the command line?)"
@@ -221,8 +306,25 @@ ensure_max_connections() {
 
 # ---------------------------------------------------------------- Redis
 
+REDIS_URL="${GRAFT_REDIS_URL:-$DEFAULT_REDIS_URL}"
+REDIS_HOST="" REDIS_PORT=""
+
+parse_redis_url() {
+	local re='^rediss?://([^@/]*@)?(\[[^]]*\]|[^:/?]*)(:([0-9]+))?(/.*)?$'
+	[[ "$REDIS_URL" =~ $re ]] || die "GRAFT_REDIS_URL is not a redis:// URL: $REDIS_URL"
+	REDIS_HOST="${BASH_REMATCH[2]:-127.0.0.1}"
+	REDIS_PORT="${BASH_REMATCH[4]:-6379}"
+}
+
+# redis-cli has no reply timeout: bound it so a silent listener cannot hang the script.
+TIMEOUT=()
+command -v timeout >/dev/null 2>&1 && TIMEOUT=(timeout 5)
+redis_reply() { "${TIMEOUT[@]}" redis-cli -u "$REDIS_URL" ping 2>&1 || true; }
+redis_ready() { [[ "$(redis_reply)" == PONG ]]; }
+
+# start_redis: a redis-server of this script's own on the loopback port.
 start_redis() {
-	local reply dir=/var/lib/redis logdir=/var/log/redis logfile
+	local reply dir
 	reply="$(redis_reply)"
 	# Something that answers, but not with PONG (e.g. NOAUTH): starting another server cannot help.
 	if [[ -n "$reply" && "$reply" != *"Connection refused"* && "$reply" != *"Could not connect"* ]]; then
@@ -231,43 +333,44 @@ start_redis() {
 	if [[ -z "$reply" ]] && tcp_open "$REDIS_HOST" "$REDIS_PORT"; then
 		die "something listens on $REDIS_HOST:$REDIS_PORT but does not answer PING"
 	fi
-	mkdir -p "$dir" "$logdir" 2>/dev/null || true
-	[[ -d "$dir" && -w "$dir" ]] || { dir="${TMPDIR:-/tmp}/graft-redis"; mkdir -p "$dir"; }
-	logfile="$logdir/ci.log"
-	if ! [[ -d "$logdir" && -w "$logdir" ]] || { [[ -e "$logfile" ]] && ! [[ -w "$logfile" ]]; }; then
-		logfile="${TMPDIR:-/tmp}/graft-redis-ci.log"
-	fi
-	REDIS_LOG="$logfile"
+	need_commands redis-server redis-server
+	dir="${XDG_STATE_HOME:-${HOME:-/tmp}/.local/state}/graft/redis-$REDIS_PORT"
+	mkdir -p "$dir" 2>/dev/null || { dir="${TMPDIR:-/tmp}/graft-redis-$REDIS_PORT" && mkdir -p "$dir"; }
+	REDIS_LOG="$dir/redis.log"
 	quiet redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" \
-		--save "" --appendonly no --dir "$dir" --logfile "$logfile" ||
-		die "redis-server failed to start (log: $logfile)"
+		--save "" --appendonly no --dir "$dir" --logfile "$REDIS_LOG" --pidfile "$dir/redis.pid" ||
+		die "redis-server failed to start (log: $REDIS_LOG)"
+	REDIS_STATE="started (dir $dir; stop it with: redis-cli -p $REDIS_PORT shutdown nosave)"
 }
 
 # ---------------------------------------------------------------- main
 
 PG_STATE="ok (already running)" REDIS_STATE="ok (already running)" REDIS_LOG="" PG_NOTES=()
 
-ensure_packages
+parse_database_url
+parse_redis_url
+need_commands postgresql-client pg_isready psql
+need_commands redis-tools redis-cli
 
 # pg_isready: 0 accepting, 1 rejecting (starting up or shutting down: just wait), 2 no answer.
 pg_rc=0
-pg_isready -q -h "$PG_HOST" -p "$PG_PORT" >/dev/null 2>&1 || pg_rc=$?
+pg_isready -q -d "$(libpq_url)" >/dev/null 2>&1 || pg_rc=$?
 if ((pg_rc != 0 && pg_rc != 1)); then
+	is_loopback "$PG_HOST" || die "PostgreSQL at $DATABASE_URL does not answer (pg_isready: $pg_rc); this script starts only loopback services"
 	start_postgres
-	PG_STATE="started"
 fi
 if ! redis_ready; then
+	is_loopback "$REDIS_HOST" || die "Redis at $REDIS_URL does not answer PING: $(redis_reply); this script starts only loopback services"
 	start_redis
-	REDIS_STATE="started"
 fi
 
 deadline=$((SECONDS + DEADLINE_SECONDS))
-wait_until "$deadline" pg_ready ||
+wait_until "$deadline" pg_answers ||
 	die "PostgreSQL does not answer on $PG_HOST:$PG_PORT after ${DEADLINE_SECONDS}s (log: /var/log/postgresql/)"
 wait_until "$deadline" redis_ready ||
 	die "Redis does not answer on $REDIS_HOST:$REDIS_PORT after ${DEADLINE_SECONDS}s${REDIS_LOG:+ (log: $REDIS_LOG)}; last reply: $(redis_reply)"
 
-ensure_trust
+ensure_login
 ensure_max_connections
 
 if ((${#PG_NOTES[@]})); then
@@ -278,5 +381,5 @@ if ((${#PG_NOTES[@]})); then
 		PG_STATE="$PG_STATE (${notes#; })" # started (...)
 	fi
 fi
-echo "postgres: $PG_STATE"
-echo "redis: $REDIS_STATE"
+echo "postgres $PG_HOST:$PG_PORT: $PG_STATE"
+echo "redis $REDIS_HOST:$REDIS_PORT: $REDIS_STATE"
