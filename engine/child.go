@@ -90,6 +90,7 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 	s.children[seq] = f
 	s.hadChildren = true
 	s.mu.Unlock()
+	s.histBytes.Add(step.size())
 	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, token: s.row.Loads, abandoned: s.abandoned, newRun: &newRunSpec{row: row, reuse: ReuseAllowDuplicate, childStep: step},
 		done: func(err error) {
 			if err != nil {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -44,11 +45,38 @@ type Config struct {
 	// Retention is how long closed runs are kept before removal. Default 7 days;
 	// negative keeps them forever.
 	Retention time.Duration
+	// HistoryCountWarn is the number of steps in a run's record past which
+	// the engine logs a warning (once per load of the run): a workflow that
+	// loops should continue as new well before the limit. Default
+	// DefaultHistoryCountWarn.
+	HistoryCountWarn int
+	// HistoryCountLimit is the most steps a run's record may hold: a run
+	// that asks for one more fails with a non-retryable
+	// "HistoryLimitExceeded" error, as Temporal fails a workflow whose
+	// history is too long. Default DefaultHistoryCountLimit.
+	HistoryCountLimit int
+	// HistorySizeWarn is the size in bytes of the inputs, results and
+	// errors in a run's record past which the engine logs a warning (once
+	// per load). Default DefaultHistorySizeWarn.
+	HistorySizeWarn int64
+	// HistorySizeLimit is the most bytes a run's record may hold: at its
+	// next step past it the run fails with a non-retryable
+	// "HistoryLimitExceeded" error. Default DefaultHistorySizeLimit.
+	HistorySizeLimit int64
 	// Interceptors wrap every workflow, activity and client call of this engine;
 	// the first is the outermost. Each may implement any of the interceptor
 	// interfaces (see interceptor.go).
 	Interceptors []Interceptor
 }
+
+// Defaults of the history bounds (Temporal's: a warning at 10,240 events or
+// 10 MiB, failure at 51,200 events or 50 MiB).
+const (
+	DefaultHistoryCountWarn  = 10 * 1024
+	DefaultHistoryCountLimit = 50 * 1024
+	DefaultHistorySizeWarn   = 10 << 20
+	DefaultHistorySizeLimit  = 50 << 20
+)
 
 var identRe = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,62}$`)
 
@@ -81,6 +109,10 @@ func (c *Config) withDefaults() Config {
 	if out.MaxBatch == 0 {
 		out.MaxBatch = 1000
 	}
+	out.HistoryCountWarn = cmp.Or(out.HistoryCountWarn, DefaultHistoryCountWarn)
+	out.HistoryCountLimit = cmp.Or(out.HistoryCountLimit, DefaultHistoryCountLimit)
+	out.HistorySizeWarn = cmp.Or(out.HistorySizeWarn, DefaultHistorySizeWarn)
+	out.HistorySizeLimit = cmp.Or(out.HistorySizeLimit, DefaultHistorySizeLimit)
 	if out.Retention == 0 {
 		out.Retention = 7 * 24 * time.Hour
 	}
@@ -107,6 +139,14 @@ func (c *Config) validate() error {
 		return fmt.Errorf("graft: Config.CommitShards %d is outside 1..64", c.CommitShards)
 	case c.MaxBatch < 1:
 		return fmt.Errorf("graft: Config.MaxBatch must be positive")
+	case c.HistoryCountLimit < 0:
+		return fmt.Errorf("graft: Config.HistoryCountLimit must be positive")
+	case c.HistoryCountWarn < 0 || c.HistoryCountWarn > c.HistoryCountLimit:
+		return fmt.Errorf("graft: Config.HistoryCountWarn %d must be positive and at most HistoryCountLimit %d", c.HistoryCountWarn, c.HistoryCountLimit)
+	case c.HistorySizeLimit < 0:
+		return fmt.Errorf("graft: Config.HistorySizeLimit must be positive")
+	case c.HistorySizeWarn < 0 || c.HistorySizeWarn > c.HistorySizeLimit:
+		return fmt.Errorf("graft: Config.HistorySizeWarn %d must be positive and at most HistorySizeLimit %d", c.HistorySizeWarn, c.HistorySizeLimit)
 	}
 	return nil
 }

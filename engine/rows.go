@@ -158,3 +158,7 @@ func nullString(s string) sql.NullString {
 }
 
 func nullInt(v int64) sql.NullInt64 { return sql.NullInt64{Int64: v, Valid: true} }
+
+// size is what the step adds to its run's record size (see
+// Config.HistorySizeLimit).
+func (r *stepRow) size() int64 { return int64(len(r.Input) + len(r.Output) + len(r.Error)) }

@@ -46,6 +46,12 @@ type runState struct {
 	// inSideEffect names the SideEffect whose function is running: workflow
 	// calls from inside it would not be made on replay, so they are refused.
 	inSideEffect string
+	// histWarned is set once the record's size was warned about; histErr
+	// once the record reached its limit (the run then fails with it).
+	histWarned bool
+	histErr    error
+	// ending is set while finish takes its last step number (no record).
+	ending bool
 
 	mu             sync.Mutex
 	wake           chan struct{}
@@ -68,6 +74,9 @@ type runState struct {
 	refreshAgain bool
 	// closed is set once the run's end committed from this copy.
 	closed atomic.Bool
+	// histBytes sums the inputs, results and errors of the run's steps,
+	// recorded or submitted (activity goroutines add theirs).
+	histBytes atomic.Int64
 
 	// cancelCtx is cancelled when cancellation is requested (or the run is
 	// dropped); runCtx only when the run is dropped. Activities started from
@@ -101,6 +110,7 @@ func newRunState(e *Engine, w *Worker, mode runMode, row *runRow, def workflowDe
 		s.cancelReason = row.CancelReason.String
 	}
 	for _, st := range steps {
+		s.histBytes.Add(st.size())
 		s.history[st.Seq] = st
 		if st.Seq > s.lastRecorded {
 			s.lastRecorded = st.Seq
@@ -141,8 +151,38 @@ func (s *runState) nextSeq() (int, *stepRow) {
 		s.mu.Lock()
 		s.replayingFlag = false
 		s.mu.Unlock()
+		if s.mode == modeLive && !s.ending {
+			s.checkHistory(seq)
+		}
 	}
 	return seq, rec
+}
+
+// historyLimitPanic ends the workflow function when its record is full;
+// main fails the run with err (even if an interceptor recovered the panic).
+type historyLimitPanic struct{ err error }
+
+func (p historyLimitPanic) Error() string { return p.err.Error() }
+func (p historyLimitPanic) Unwrap() error { return p.err }
+
+// checkHistory is called before live step seq: it warns once when the
+// record is large and fails the run when it is full, so a looping workflow
+// cannot grow its record (and every replay of it) without bound.
+func (s *runState) checkHistory(seq int) {
+	cfg := &s.e.cfg
+	size := s.histBytes.Load()
+	if seq > cfg.HistoryCountLimit || size > cfg.HistorySizeLimit {
+		s.histErr = NewNonRetryableError("HistoryLimitExceeded", fmt.Sprintf(
+			"the record of run %s is full (%d steps, %d bytes; limits %d steps, %d bytes): continue as new before it fills",
+			s.row.RunID, seq-1, size, cfg.HistoryCountLimit, cfg.HistorySizeLimit), nil)
+		panic(historyLimitPanic{s.histErr})
+	}
+	if !s.histWarned && (seq > cfg.HistoryCountWarn || size > cfg.HistorySizeWarn) {
+		s.histWarned = true
+		s.e.cfg.Logger.Warn("graft: run history is large; continue as new before it reaches the limit",
+			"run_id", s.row.RunID, "workflow_type", s.info.WorkflowType, "steps", seq-1, "bytes", size,
+			"count_limit", cfg.HistoryCountLimit, "size_limit", cfg.HistorySizeLimit)
+	}
 }
 
 // peek returns the record at the next sequence without consuming it.
@@ -252,6 +292,7 @@ func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
 		return
 	default:
 	}
+	s.histBytes.Add(st.size())
 	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, token: s.row.Loads, abandoned: s.abandoned, step: st, events: events, done: func(err error) {
 		if err != nil {
 			s.e.cfg.Logger.Warn("graft: step write refused; dropping run", "run_id", s.row.RunID, "seq", st.Seq, "err", err)
@@ -541,6 +582,9 @@ func (s *runState) main() {
 	if !finished {
 		return // Goexit: unloaded, abandoned or a query replay that reached its end
 	}
+	if s.histErr != nil {
+		runErr = s.histErr
+	}
 	if s.mode == modeQuery {
 		return
 	}
@@ -564,6 +608,7 @@ func (s *runState) executeWorkflow(c Context, in *ExecuteWorkflowInput) (any, er
 // finish records the run's end in one transaction (and, for continue-as-new,
 // starts the next run in the same one).
 func (s *runState) finish(out any, runErr error) {
+	s.ending = true
 	s.nextSeq() // a record beyond this point would be non-deterministic; end replay
 	fin := &finishSpec{}
 	var newRun *newRunSpec
