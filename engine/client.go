@@ -101,6 +101,23 @@ func (c *Client) StartByName(ctx context.Context, name string, input json.RawMes
 }
 
 func (c *Client) start(ctx context.Context, name string, args any, raw []byte, opts *StartOptions) (*RunHandle, error) {
+	o, err := startDefaults(opts)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.call(ctx, &ClientCallInput{Kind: ClientStart, WorkflowID: o.ID, WorkflowType: name, Args: args, Headers: o.Headers.Clone()},
+		func(ctx context.Context, in *ClientCallInput) (any, error) {
+			o.Headers = in.Headers
+			return c.insertStart(ctx, name, in.Args, raw, &o)
+		})
+	if err != nil {
+		return nil, err
+	}
+	return res.(*RunHandle), nil
+}
+
+// startDefaults applies the defaults to opts and validates them.
+func startDefaults(opts *StartOptions) (StartOptions, error) {
 	o := StartOptions{}
 	if opts != nil {
 		o = *opts
@@ -119,43 +136,21 @@ func (c *Client) start(ctx context.Context, name string, args any, raw []byte, o
 	}
 	switch {
 	case o.IDReusePolicy != ReuseAllowDuplicate && o.IDReusePolicy != ReuseAllowDuplicateFailedOnly && o.IDReusePolicy != ReuseRejectDuplicate:
-		return nil, fmt.Errorf("graft: StartOptions.IDReusePolicy %q is unknown", o.IDReusePolicy)
+		return o, fmt.Errorf("graft: StartOptions.IDReusePolicy %q is unknown", o.IDReusePolicy)
 	case o.ConflictPolicy != ConflictFail && o.ConflictPolicy != ConflictUseExisting:
-		return nil, fmt.Errorf("graft: StartOptions.ConflictPolicy %q is unknown", o.ConflictPolicy)
+		return o, fmt.Errorf("graft: StartOptions.ConflictPolicy %q is unknown", o.ConflictPolicy)
 	case len(o.ID) > 500:
-		return nil, fmt.Errorf("graft: StartOptions.ID is %d bytes, limit is 500", len(o.ID))
+		return o, fmt.Errorf("graft: StartOptions.ID is %d bytes, limit is 500", len(o.ID))
 	}
-	res, err := c.call(ctx, &ClientCallInput{Kind: ClientStart, WorkflowID: o.ID, WorkflowType: name, Args: args, Headers: o.Headers.Clone()},
-		func(ctx context.Context, in *ClientCallInput) (any, error) {
-			o.Headers = in.Headers
-			return c.insertStart(ctx, name, in.Args, raw, &o)
-		})
-	if err != nil {
-		return nil, err
-	}
-	return res.(*RunHandle), nil
+	return o, nil
 }
 
 func (c *Client) insertStart(ctx context.Context, name string, args any, raw []byte, o *StartOptions) (*RunHandle, error) {
-	if c.e.reg.workflows[name] == nil {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownWorkflow, name)
+	spec, err := c.newStartSpec(name, args, raw, o)
+	if err != nil {
+		return nil, err
 	}
-	input := raw
-	var err error
-	if input == nil {
-		if input, err = c.e.encodePayload("input of workflow "+name, args); err != nil {
-			return nil, err
-		}
-	} else if c.e.cfg.MaxPayloadBytes > 0 && len(input) > c.e.cfg.MaxPayloadBytes {
-		return nil, fmt.Errorf("%w: input of workflow %s is %d bytes, limit is %d", ErrPayloadTooLarge, name, len(input), c.e.cfg.MaxPayloadBytes)
-	}
-	if o.Headers == nil {
-		o.Headers = Headers{}
-	}
-	now := c.e.cfg.Clock.Now()
-	row := runRow{RunID: newRunID(), WorkflowID: o.ID, WorkflowType: name, Queue: o.Queue, Input: input, CreatedAt: now,
-		Headers: mustJSON(o.Headers), hdr: o.Headers, WakeAt: nullTime(now.Add(o.Delay)), StartReason: "start"}
-	spec := &newRunSpec{row: row, reuse: o.IDReusePolicy, signal: o.signal}
+	row, now := spec.row, spec.row.CreatedAt
 	// Eager start: a local worker with a free slot takes the run in the same
 	// transaction that creates it, saving a claim round trip. A start with a
 	// signal is claimed normally, so the run loads the signal with its record.
@@ -203,6 +198,30 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 		lo = &localOutcome{ch: local, done: make(chan struct{})}
 	}
 	return &RunHandle{WorkflowID: o.ID, RunID: row.RunID, c: c, local: lo}, nil
+}
+
+// newStartSpec checks a start and builds the run it inserts: the workflow
+// must be registered and its encoded input within the payload limit.
+func (c *Client) newStartSpec(name string, args any, raw []byte, o *StartOptions) (*newRunSpec, error) {
+	if c.e.reg.workflows[name] == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownWorkflow, name)
+	}
+	input := raw
+	var err error
+	if input == nil {
+		if input, err = c.e.encodePayload("input of workflow "+name, args); err != nil {
+			return nil, err
+		}
+	} else if c.e.cfg.MaxPayloadBytes > 0 && len(input) > c.e.cfg.MaxPayloadBytes {
+		return nil, fmt.Errorf("%w: input of workflow %s is %d bytes, limit is %d", ErrPayloadTooLarge, name, len(input), c.e.cfg.MaxPayloadBytes)
+	}
+	if o.Headers == nil {
+		o.Headers = Headers{}
+	}
+	now := c.e.cfg.Clock.Now()
+	row := runRow{RunID: newRunID(), WorkflowID: o.ID, WorkflowType: name, Queue: o.Queue, Input: input, CreatedAt: now,
+		Headers: mustJSON(o.Headers), hdr: o.Headers, WakeAt: nullTime(now.Add(o.Delay)), StartReason: "start"}
+	return &newRunSpec{row: row, reuse: o.IDReusePolicy, signal: o.signal}, nil
 }
 
 func (c *Client) call(ctx context.Context, in *ClientCallInput, last func(context.Context, *ClientCallInput) (any, error)) (any, error) {
@@ -608,13 +627,29 @@ func (c *Client) Cancel(ctx context.Context, workflowID, reason string) error {
 }
 
 func (c *Client) cancel(ctx context.Context, workflowID, reason string) error {
-	s := c.e.store
 	tx, err := c.e.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	ids, err := c.requestCancel(ctx, tx, workflowID, reason)
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	c.e.dispatchWake(ids)
+	return nil
+}
+
+// requestCancel marks the open run of workflowID and its cancel-policy
+// children cancel-requested in tx, with a wake-up sent on commit. It returns
+// the runs it marked (none when the run is already cancelled).
+func (c *Client) requestCancel(ctx context.Context, tx *sqlx.Tx, workflowID, reason string) ([]string, error) {
+	s := c.e.store
 	var ids []string
+	var err error
 	for attempt := 0; len(ids) == 0; attempt++ {
 		// The status is checked again on the updated row itself: a run that
 		// closed (continued as new, reset) while this waited for its lock is
@@ -631,30 +666,26 @@ func (c *Client) cancel(ctx context.Context, workflowID, reason string) error {
 			RETURNING r.run_id`, []any{workflowID, reason, c.e.cfg.Clock.Now()},
 			func(id string) { ids = append(ids, id) })
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if len(ids) > 0 {
 			break
 		}
 		r, err := s.latestRun(ctx, tx, workflowID)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if r.Status == StatusCancelled {
-			return nil
+			return nil, nil
 		}
 		if !isOpen(r.Status) || attempt == 2 {
-			return fmt.Errorf("%w: %q is %s", ErrNotRunning, workflowID, r.Status)
+			return nil, fmt.Errorf("%w: %q is %s", ErrNotRunning, workflowID, r.Status)
 		}
 	}
 	if err := s.notifyIDs(ctx, tx.Tx, chanWake, ids); err != nil {
-		return err
+		return nil, err
 	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	c.e.dispatchWake(ids)
-	return nil
+	return ids, nil
 }
 
 // ResetOptions choose where a reset cuts the record. Exactly one of the
