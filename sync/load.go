@@ -1,14 +1,9 @@
 package graftsync
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 
-	"gopkg.in/yaml.v3"
+	"github.com/graftdev/graft/internal/strictdecode"
 )
 
 // LoadMapping reads a mapping from a YAML or JSON file (by extension: .json
@@ -17,11 +12,11 @@ import (
 // refer to Go functions by name (ExtraColumn.Func), resolved from
 // Config.Funcs by New.
 func LoadMapping(path string) (*Mapping, error) {
-	b, err := os.ReadFile(path)
+	b, isJSON, err := strictdecode.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("graftsync: %w", err)
 	}
-	if strings.EqualFold(filepath.Ext(path), ".json") {
+	if isJSON {
 		return ParseMappingJSON(b)
 	}
 	return ParseMappingYAML(b)
@@ -29,25 +24,18 @@ func LoadMapping(path string) (*Mapping, error) {
 
 // ParseMappingYAML parses and validates a YAML mapping.
 func ParseMappingYAML(b []byte) (*Mapping, error) {
-	var m Mapping
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("graftsync: parse YAML mapping: %w", err)
-	}
-	if err := m.Validate(); err != nil {
-		return nil, err
-	}
-	return &m, nil
+	return parseMapping(strictdecode.YAML, "YAML", b)
 }
 
 // ParseMappingJSON parses and validates a JSON mapping.
 func ParseMappingJSON(b []byte) (*Mapping, error) {
+	return parseMapping(strictdecode.JSON, "JSON", b)
+}
+
+func parseMapping(decode func([]byte, any) error, format string, b []byte) (*Mapping, error) {
 	var m Mapping
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("graftsync: parse JSON mapping: %w", err)
+	if err := decode(b, &m); err != nil {
+		return nil, fmt.Errorf("graftsync: parse %s mapping: %w", format, err)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/pgident"
 )
 
 // State is a workflow's state as the mirror shows it. Status.Values maps
@@ -251,7 +252,7 @@ func (m *Mapping) Validate() error {
 		if name == "" {
 			return fmt.Errorf("%s%s is required", p, field)
 		}
-		if !identRe.MatchString(name) {
+		if !pgident.Valid(name) {
 			return fmt.Errorf("%s%s %q is not a valid column name", p, field, name)
 		}
 		return nil

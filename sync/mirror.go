@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/pgident"
 )
 
 // Config configures a Mirror. Zero values take the documented defaults.
@@ -89,7 +90,7 @@ func (c *Config) validate() error {
 	switch {
 	case c.DB == nil:
 		return errors.New("graftsync: Config.DB is required")
-	case !identRe.MatchString(c.Schema):
+	case !pgident.Valid(c.Schema):
 		return fmt.Errorf("graftsync: Config.Schema %q is not a valid identifier", c.Schema)
 	case c.RelayInterval < time.Millisecond:
 		return fmt.Errorf("graftsync: Config.RelayInterval %v is below 1ms", c.RelayInterval)

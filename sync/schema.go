@@ -10,6 +10,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/graftdev/graft/internal/pgident"
 )
 
 // PostgreSQL type OIDs the checks need.
@@ -107,7 +109,7 @@ func inspect(ctx context.Context, db sqlx.QueryerContext, t tableName) (*table, 
 	var oid int64
 	var kind string
 	err := db.QueryRowxContext(ctx, `SELECT c.oid::int8, c.relkind::text FROM pg_class c
-		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, t.schema, t.name).Scan(&oid, &kind)
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid, &kind)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("table %s does not exist", t)
 	}
@@ -138,7 +140,7 @@ func inspect(ctx context.Context, db sqlx.QueryerContext, t tableName) (*table, 
 		if err := rows.Scan(&c.attnum, &c.name, &c.typ, &c.base, &c.category, &c.enum, pq.Array(&c.labels), &c.maxLen, &c.notNull, &c.defaults, &c.defExpr, &c.computed); err != nil {
 			return nil, err
 		}
-		if !typeRe.MatchString(c.typ) {
+		if !pgident.ValidType(c.typ) {
 			return nil, fmt.Errorf("column %s of %s has a type name graft will not use in SQL: %q", c.name, t, c.typ)
 		}
 		out.cols[c.name] = c

@@ -40,7 +40,7 @@ func (mr *Mirror) buildSQL() {
 	s.guardSame, s.rowsSame = mr.guardSQL(true), mr.rowsSQL(true)
 	s.guardRelay, s.rowsRelay = mr.guardSQL(false), mr.rowsSQL(false)
 	key := mr.cols["Key.Column"]
-	t := mr.table.quoted()
+	t := mr.table.Quoted()
 	s.readState = `SELECT row_key, ord FROM ` + mr.stateTable + ` WHERE mapping = $1 AND row_key = ANY($2::text[]) FOR UPDATE`
 	// Statements of the versioned variant reference $1 (the mapping) without
 	// needing it, so that both variants take the same arguments.
@@ -235,7 +235,7 @@ func (mr *Mirror) rowsSQL(same bool) string {
 		mr.sql.mappingArg = true
 	}
 	next := n + 1 + btoi(defer0)
-	t := mr.table.quoted()
+	t := mr.table.Quoted()
 	key := mr.cols["Key.Column"]
 	// The = ANY condition, redundant with the join, is what lets the
 	// planner look the batch's rows up by index.

@@ -1,0 +1,444 @@
+package tasks
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/pgident"
+)
+
+// Defaults of IntakeConfig.
+const (
+	// BatchSizeDefault is IntakeConfig.BatchSize's default.
+	BatchSizeDefault = 500
+	// PollIntervalDefault is IntakeConfig.PollInterval's default.
+	PollIntervalDefault = time.Second
+)
+
+// IntakeConfig configures an Intake.
+type IntakeConfig struct {
+	// Engine starts the workflows; its database holds graft's schema and
+	// must be the legacy table's database (the claim and the start commit
+	// together). Required.
+	Engine *engine.Engine
+	// DatabaseURL opens the LISTEN connection (Source.Notify and flag
+	// changes). Required.
+	DatabaseURL string
+	// Source is the legacy table. Required.
+	Source *Source
+	// KeyFuncs resolves Source.Key.Func by name.
+	KeyFuncs map[string]KeyFunc
+	// BatchSize is the most rows one claim transaction takes. Default
+	// BatchSizeDefault.
+	BatchSize int
+	// PollInterval is how often intake looks for rows when no notification
+	// arrives. Default PollIntervalDefault.
+	PollInterval time.Duration
+	// Logger receives intake's logs. Default slog.Default().
+	Logger *slog.Logger
+	// MeterProvider records intake's metrics. Default: none.
+	MeterProvider metric.MeterProvider
+}
+
+// Intake moves pending legacy rows onto workflows by the flags. Any number
+// of intakes (in any number of processes) may run over one source.
+type Intake struct {
+	cfg    IntakeConfig
+	src    Source
+	client *engine.Client
+	db     *sqlx.DB
+	schema string // quoted
+	table  pgident.Table
+	log    *slog.Logger
+	m      *metrics
+	kinds  []string
+	idType string
+	sql    struct{ claim, markGraft, markError, claims, lag, exists string }
+	listen *listenerConn
+	cursor string // last ID of the previous batch; "" starts a pass
+}
+
+// ErrOperationExists is returned by Submit for an operation ID that is
+// already in the legacy table.
+var ErrOperationExists = errors.New("tasks: operation already exists")
+
+// NewIntake validates the source against the database, records its kinds
+// (which flags may then name) and starts listening. Run Migrate first.
+func NewIntake(ctx context.Context, cfg IntakeConfig) (*Intake, error) {
+	switch {
+	case cfg.Engine == nil:
+		return nil, errors.New("tasks: IntakeConfig.Engine is required")
+	case cfg.DatabaseURL == "":
+		return nil, errors.New("tasks: IntakeConfig.DatabaseURL is required")
+	case cfg.Source == nil:
+		return nil, errors.New("tasks: IntakeConfig.Source is required")
+	case cfg.BatchSize < 0 || cfg.BatchSize > 10000:
+		return nil, fmt.Errorf("tasks: IntakeConfig.BatchSize %d is outside 1-10000", cfg.BatchSize)
+	case cfg.PollInterval < 0:
+		return nil, fmt.Errorf("tasks: IntakeConfig.PollInterval %v is negative", cfg.PollInterval)
+	}
+	cfg.BatchSize = cmp.Or(cfg.BatchSize, BatchSizeDefault)
+	cfg.PollInterval = cmp.Or(cfg.PollInterval, PollIntervalDefault)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	src := *cfg.Source
+	if err := src.Validate(); err != nil {
+		return nil, err
+	}
+	if src.Key.Fn == nil && src.Key.Func != "" {
+		src.Key.Fn = cfg.KeyFuncs[src.Key.Func]
+		if src.Key.Fn == nil {
+			return nil, fmt.Errorf("%sKey.Func %q is not in IntakeConfig.KeyFuncs", src.prefix(), src.Key.Func)
+		}
+	}
+	in := &Intake{cfg: cfg, src: src, client: cfg.Engine.Client(), db: cfg.Engine.DB(), schema: pgident.Quote(cfg.Engine.Schema()),
+		log: cfg.Logger.With("source", src.name()), kinds: src.kinds()}
+	in.table, _ = pgident.ParseTable(src.Table)
+	cols, err := src.check(ctx, in.db)
+	if err != nil {
+		return nil, err
+	}
+	in.idType = cols[src.ID].typ
+	for _, k := range in.kinds {
+		if _, err := in.db.ExecContext(ctx, `INSERT INTO `+in.schema+`.intake_kinds (source, kind, workflow) VALUES ($1, $2, $3)
+			ON CONFLICT (source, kind) DO UPDATE SET workflow = $3`, src.name(), k, src.Kinds[k].Workflow); err != nil {
+			return nil, fmt.Errorf("tasks: record the source's kinds (has Migrate run?): %w", err)
+		}
+	}
+	if in.m, err = newMetrics(cfg.MeterProvider, src.name(), in.lagSeconds); err != nil {
+		return nil, err
+	}
+	in.buildSQL()
+	channels := []string{flagsChannel(cfg.Engine.Schema())}
+	if src.Notify != "" {
+		channels = append(channels, src.Notify)
+	}
+	if in.listen, err = newListenerConn(cfg.DatabaseURL, in.log, channels...); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// Close stops listening. Stop Run first.
+func (in *Intake) Close() error {
+	in.m.close()
+	return in.listen.close()
+}
+
+func (in *Intake) buildSQL() {
+	s, t := &in.src, in.table.Quoted()
+	q := func(c string) string { return "t." + pgident.Quote(c) }
+	keySQL := s.keySQL()
+	key := cmp.Or(keySQL, "NULL::text")
+	pred := ""
+	if keySQL != "" {
+		// The flags decide in the query itself, so rows left to the legacy
+		// runner are neither returned nor locked.
+		pred = ` AND ` + in.schema + `.routed_to_graft(` + q(s.Kind) + `::text, ` + keySQL + `, ` + q(s.ID) + `::text)`
+	}
+	in.sql.claim = `SELECT ` + q(s.ID) + `::text, ` + q(s.Kind) + `::text, ` + key + `, to_jsonb(t)
+		FROM ` + t + ` t
+		WHERE ` + q(s.Status.Column) + ` = $1 AND ` + q(s.Kind) + `::text = ANY($2::text[])
+		  AND ($3::text IS NULL OR ` + q(s.ID) + ` > $3::` + in.idType + `)` + pred + `
+		ORDER BY ` + q(s.ID) + ` LIMIT $4 FOR UPDATE OF t SKIP LOCKED`
+	clearErr := ""
+	if s.Error != "" {
+		clearErr = `, ` + pgident.Quote(s.Error) + ` = NULL`
+		in.sql.markError = `UPDATE ` + t + ` t SET ` + pgident.Quote(s.Error) + ` = v.msg
+			FROM unnest($1::text[], $2::text[]) AS v(id, msg)
+			WHERE ` + q(s.ID) + ` = v.id::` + in.idType + ` AND ` + q(s.Error) + ` IS DISTINCT FROM v.msg`
+	}
+	in.sql.markGraft = `UPDATE ` + t + ` t SET ` + pgident.Quote(s.Status.Column) + ` = $1` + clearErr + `
+		WHERE ` + q(s.ID) + ` = ANY($2::text[]::` + in.idType + `[]) AND ` + q(s.Status.Column) + ` = $3`
+	in.sql.claims = `INSERT INTO ` + in.schema + `.intake_claims (operation_id, source, kind, routing_key, customer, rule, bucket, flags_version, workflow_id, run_id)
+		SELECT v.id, $1, v.kind, v.key, NULLIF(v.customer, ''), v.rule, v.bucket, $2, v.id, v.run_id
+		FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[]) AS v(id, kind, key, customer, rule, bucket, run_id)`
+	if s.CreatedAt != "" {
+		in.sql.lag = `SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(` + q(s.CreatedAt) + `)), 0)::float8 FROM ` + t + ` t
+			WHERE ` + q(s.Status.Column) + ` = $1 AND ` + q(s.Kind) + `::text = ANY($2::text[])`
+	}
+	in.sql.exists = `SELECT EXISTS (SELECT 1 FROM ` + t + ` t WHERE ` + q(s.ID) + ` = $1::` + in.idType + `)`
+}
+
+// Run claims batches until ctx ends: at once while batches come back full,
+// else at the next notification (Source.Notify, a flag change) or poll.
+// A failed batch is logged and retried after a poll interval.
+func (in *Intake) Run(ctx context.Context) error {
+	for {
+		res, err := in.ClaimBatch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			in.log.Error("tasks: intake batch failed", "err", err)
+		}
+		if err == nil && !res.PassEnded {
+			continue // finish the pass
+		}
+		t := time.NewTimer(in.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-in.listen.notified():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// BatchResult is what one claim transaction did.
+type BatchResult struct {
+	// Scanned counts the rows the batch read (and locked).
+	Scanned int
+	// Started counts rows claimed for graft with their workflows started.
+	Started int
+	// Failed counts rows that could not be started (bad input); they stay
+	// pending, with their error in Source.Error when set.
+	Failed int
+	// FlagsVersion is the flag set's version the batch used.
+	FlagsVersion int64
+	// PassEnded is set when the batch reached the end of the table: the
+	// next batch starts a new pass from its beginning.
+	PassEnded bool
+}
+
+// claimed is one row to start.
+type claimed struct {
+	row   Row
+	key   string
+	dec   Decision
+	runID string // once started
+}
+
+// ClaimBatch runs one claim transaction: it reads the flags (holding them so
+// no change commits meanwhile), locks up to BatchSize pending rows of the
+// source's kinds that the flags route to graft (SKIP LOCKED, so concurrent
+// intakes and the legacy runner are not blocked), starts their workflows
+// and marks them taken, all in one commit. Passes go over the table in ID
+// order, so rows left pending (legacy-routed or bad) do not hold up the
+// rest.
+func (in *Intake) ClaimBatch(ctx context.Context) (BatchResult, error) {
+	var res BatchResult
+	start := time.Now()
+	tx, err := in.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return res, err
+	}
+	defer tx.Rollback()
+	snap, err := readSnapshot(ctx, tx, in.schema, true)
+	if err != nil {
+		return res, err
+	}
+	res.FlagsVersion = snap.Version
+	kinds := in.activeKinds(snap)
+	if len(kinds) == 0 {
+		in.cursor, res.PassEnded = "", true
+		return res, nil
+	}
+	var cursor any
+	if in.cursor != "" {
+		cursor = in.cursor
+	}
+	rows, err := tx.QueryContext(ctx, in.sql.claim, in.src.Status.Pending, pq.Array(kinds), cursor, in.cfg.BatchSize)
+	if err != nil {
+		return res, fmt.Errorf("tasks: claim: %w", err)
+	}
+	var batch []claimed
+	var last string
+	for rows.Next() {
+		var c claimed
+		var key sql.NullString
+		var raw []byte
+		if err := rows.Scan(&c.row.ID, &c.row.Kind, &key, &raw); err != nil {
+			rows.Close()
+			return res, err
+		}
+		res.Scanned++
+		last = c.row.ID
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&c.row.Columns); err != nil {
+			rows.Close()
+			return res, fmt.Errorf("tasks: operation %s: decode row: %w", c.row.ID, err)
+		}
+		c.key = key.String
+		batch = append(batch, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return res, fmt.Errorf("tasks: claim: %w", err)
+	}
+	if res.Scanned == in.cfg.BatchSize {
+		in.cursor = last
+	} else {
+		in.cursor, res.PassEnded = "", true
+	}
+	var failed []rowError
+	var graft []claimed
+	for _, c := range batch {
+		if in.src.keySQL() == "" {
+			if c.key, err = in.src.key(c.row); err != nil {
+				failed = append(failed, rowError{c.row.ID, fmt.Errorf("routing key: %w", err)})
+				continue
+			}
+		}
+		c.row.Customer = c.row.String(in.src.Customer)
+		c.dec = Evaluate(snap, c.row.Kind, c.key, c.row.ID)
+		in.m.evaluated(ctx, c.row.Kind, c.dec.Rule)
+		if c.dec.Route != RouteGraft {
+			if in.src.keySQL() != "" {
+				in.log.Warn("tasks: the SQL and Go flag evaluations disagree; the row is left pending", "operation", c.row.ID, "rule", c.dec.Rule)
+			}
+			in.m.claimed(ctx, c.row.Kind, RouteLegacy, 1)
+			continue
+		}
+		graft = append(graft, c)
+	}
+	started, bad, err := in.start(ctx, tx.Tx, snap, graft)
+	if err != nil {
+		return res, err
+	}
+	failed = append(failed, bad...)
+	if err := in.markFailed(ctx, tx.Tx, failed); err != nil {
+		return res, err
+	}
+	if err := tx.Commit(); err != nil {
+		return res, fmt.Errorf("tasks: commit claim: %w", err)
+	}
+	res.Started, res.Failed = len(started), len(failed)
+	for _, c := range started {
+		in.m.claimed(ctx, c.row.Kind, RouteGraft, 1)
+	}
+	in.m.batch(ctx, time.Since(start), len(failed))
+	return res, nil
+}
+
+// rowError is why one row could not be started.
+type rowError struct {
+	id  string
+	err error
+}
+
+// activeKinds are the source's kinds whose flags may route something to
+// graft; none when the global kill switch is on.
+func (in *Intake) activeKinds(s *Snapshot) []string {
+	if s.Killed {
+		return nil
+	}
+	var out []string
+	for _, k := range in.kinds {
+		f := s.Flags[k]
+		if f == nil || f.Killed {
+			continue
+		}
+		any := f.DefaultPercent > 0
+		for _, r := range f.KeyRules {
+			any = any || r.Percent > 0
+		}
+		if any {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// start starts the workflows of the graft-routed rows in tx, marks their
+// rows taken and records the decisions. Rows whose start was refused are
+// returned as failed (their rows untouched).
+func (in *Intake) start(ctx context.Context, tx *sql.Tx, snap *Snapshot, rows []claimed) (started []claimed, failed []rowError, err error) {
+	if len(rows) == 0 {
+		return nil, nil, nil
+	}
+	params := make([]engine.StartManyParams, 0, len(rows))
+	keep := make([]claimed, 0, len(rows))
+	for _, c := range rows {
+		input, err := in.src.input(c.row)
+		if err != nil {
+			failed = append(failed, rowError{c.row.ID, fmt.Errorf("input: %w", err)})
+			continue
+		}
+		k := in.src.Kinds[c.row.Kind]
+		opts := &engine.StartOptions{ID: c.row.ID, Queue: k.Queue, ConflictPolicy: engine.ConflictUseExisting}
+		if c.row.Customer != "" {
+			opts.Headers = engine.Headers{CustomerHeader: c.row.Customer}
+		}
+		params = append(params, engine.StartManyParams{Workflow: k.Workflow, Input: input, Options: opts})
+		keep = append(keep, c)
+	}
+	results, err := in.client.StartManyTx(ctx, tx, params)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ids, kinds, keys, customers, rules, runIDs []string
+	var buckets []int64
+	for i, r := range results {
+		c := keep[i]
+		if r.Err != nil {
+			failed = append(failed, rowError{c.row.ID, r.Err})
+			continue
+		}
+		c.runID = r.Run.RunID
+		started = append(started, c)
+		ids, kinds, keys, customers = append(ids, c.row.ID), append(kinds, c.row.Kind), append(keys, c.key), append(customers, c.row.Customer)
+		rules, buckets, runIDs = append(rules, c.dec.Rule), append(buckets, int64(c.dec.Bucket)), append(runIDs, r.Run.RunID)
+	}
+	if len(ids) == 0 {
+		return nil, failed, nil
+	}
+	res, err := tx.ExecContext(ctx, in.sql.markGraft, in.src.Status.Graft, pq.Array(ids), in.src.Status.Pending)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tasks: mark rows taken: %w", err)
+	}
+	if n, _ := res.RowsAffected(); int(n) != len(ids) {
+		return nil, nil, fmt.Errorf("tasks: marked %d of %d claimed rows taken; rolled back", n, len(ids))
+	}
+	if _, err := tx.ExecContext(ctx, in.sql.claims, in.src.name(), snap.Version, pq.Array(ids), pq.Array(kinds), pq.Array(keys),
+		pq.Array(customers), pq.Array(rules), pq.Array(buckets), pq.Array(runIDs)); err != nil {
+		return nil, nil, fmt.Errorf("tasks: record claims: %w", err)
+	}
+	return started, failed, nil
+}
+
+// markFailed logs rows that could not be started and writes their errors
+// into Source.Error; the rows stay pending.
+func (in *Intake) markFailed(ctx context.Context, tx *sql.Tx, failed []rowError) error {
+	if len(failed) == 0 {
+		return nil
+	}
+	ids, msgs := make([]string, len(failed)), make([]string, len(failed))
+	for i, f := range failed {
+		ids[i], msgs[i] = f.id, "graft intake: "+f.err.Error()
+		in.log.Warn("tasks: operation left pending: it cannot be started", "operation", f.id, "err", f.err)
+	}
+	if in.sql.markError == "" {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, in.sql.markError, pq.Array(ids), pq.Array(msgs)); err != nil {
+		return fmt.Errorf("tasks: record row errors: %w", err)
+	}
+	return nil
+}
+
+// lagSeconds is the age of the oldest pending row of the source's kinds.
+func (in *Intake) lagSeconds(ctx context.Context) (float64, bool) {
+	if in.sql.lag == "" {
+		return 0, false
+	}
+	var lag float64
+	if err := in.db.QueryRowContext(ctx, in.sql.lag, in.src.Status.Pending, pq.Array(in.kinds)).Scan(&lag); err != nil {
+		return 0, false
+	}
+	return lag, true
+}

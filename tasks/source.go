@@ -1,0 +1,416 @@
+package tasks
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/graftdev/graft/internal/pgident"
+	"github.com/graftdev/graft/internal/strictdecode"
+)
+
+// Row is a legacy row as intake reads it.
+type Row struct {
+	// ID is the operation ID (the ID column as text); it becomes the
+	// workflow ID.
+	ID string
+	// Kind is the kind column's value.
+	Kind string
+	// Customer is the customer column's value ("" without one).
+	Customer string
+	// Columns holds every column of the row, as PostgreSQL's to_jsonb
+	// renders them (numbers are json.Number).
+	Columns map[string]any
+}
+
+// String returns a column's value as text ("" for NULL or a missing column).
+func (r Row) String(column string) string {
+	switch v := r.Columns[column].(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// KeyFunc derives an operation's routing key from its row.
+type KeyFunc func(Row) (string, error)
+
+// InputFunc builds a workflow's input from its row.
+type InputFunc func(Row) (any, error)
+
+// Key transforms of a key column, computed identically in Go and SQL.
+const (
+	// TransformNone uses the column's text as it is.
+	TransformNone = ""
+	// TransformLower lower-cases it.
+	TransformLower = "lower"
+	// TransformTLD takes the last dot-separated label, lower-cased: the TLD
+	// of a domain ("Example.INFO" -> "info"). SQL:
+	// lower(substring(col from '[^.]+$')).
+	TransformTLD = "tld"
+)
+
+// KeySpec says how an operation's routing key is derived. Set Column
+// (optionally with a Transform), or Func.
+type KeySpec struct {
+	// Column holds the key (any type; read as text).
+	Column string `json:"column,omitempty" yaml:"column,omitempty"`
+	// Transform applies to Column: TransformNone, TransformLower or
+	// TransformTLD.
+	Transform string `json:"transform,omitempty" yaml:"transform,omitempty"`
+	// Func names a KeyFunc in IntakeConfig.KeyFuncs (from YAML or JSON).
+	Func string `json:"func,omitempty" yaml:"func,omitempty"`
+	// Fn is the KeyFunc itself (from Go); it overrides Func.
+	Fn KeyFunc `json:"-" yaml:"-"`
+}
+
+// StatusSpec names the status column and its values.
+type StatusSpec struct {
+	// Column is the status column (text or an enum). Required.
+	Column string `json:"column" yaml:"column"`
+	// Pending is the value of a row waiting to be processed. Required.
+	Pending string `json:"pending" yaml:"pending"`
+	// Graft is the value intake writes when it claims a row. Required.
+	Graft string `json:"graft" yaml:"graft"`
+	// Legacy is the value the legacy runner writes when it takes a row
+	// (used by reports and tests; intake never writes it).
+	Legacy string `json:"legacy,omitempty" yaml:"legacy,omitempty"`
+}
+
+// KindSpec routes one kind to a workflow.
+type KindSpec struct {
+	// Workflow is the registered workflow name. Required.
+	Workflow string `json:"workflow" yaml:"workflow"`
+	// Queue is the workflows' queue. Default "default".
+	Queue string `json:"queue,omitempty" yaml:"queue,omitempty"`
+}
+
+// Source declares a legacy table whose rows intake migrates onto workflows.
+type Source struct {
+	// Name identifies the source in claims and metrics. Default: Table.
+	Name string `json:"name,omitempty" yaml:"name,omitempty"`
+	// Table is the legacy table, "schema.table". Required.
+	Table string `json:"table" yaml:"table"`
+	// ID is the operation ID column (text, integer or uuid), which should be
+	// unique; its text becomes the workflow ID. Required.
+	ID string `json:"id" yaml:"id"`
+	// Kind is the column holding the operation's kind. Required.
+	Kind string `json:"kind" yaml:"kind"`
+	// Kinds maps each kind intake may take to its workflow. Rows of other
+	// kinds are never touched. Required.
+	Kinds map[string]KindSpec `json:"kinds" yaml:"kinds"`
+	// Key derives the routing key the flags' key rules match. Required.
+	Key KeySpec `json:"key" yaml:"key"`
+	// Status names the status column and its values. Required.
+	Status StatusSpec `json:"status" yaml:"status"`
+	// Customer, when set, is a column whose value becomes the run's
+	// CustomerHeader and is recorded with the claim.
+	Customer string `json:"customer,omitempty" yaml:"customer,omitempty"`
+	// Error, when set, is a text column that receives why a row could not
+	// be started (its input does not decode, say); the row stays pending.
+	Error string `json:"error,omitempty" yaml:"error,omitempty"`
+	// CreatedAt, when set, is a timestamp column used for the intake lag
+	// (the age of the oldest pending row).
+	CreatedAt string `json:"created_at,omitempty" yaml:"created_at,omitempty"`
+	// Input maps workflow input fields to columns: the input is the JSON
+	// object {field: column value}. Set Input or InputFn.
+	Input map[string]string `json:"input,omitempty" yaml:"input,omitempty"`
+	// InputFn builds the input in Go; it overrides Input.
+	InputFn InputFunc `json:"-" yaml:"-"`
+	// Notify, when set, is a channel the legacy application notifies
+	// (NOTIFY channel) when it inserts rows; intake then claims at once
+	// instead of at its next poll.
+	Notify string `json:"notify,omitempty" yaml:"notify,omitempty"`
+}
+
+// CustomerHeader carries the customer column's value on runs intake starts.
+const CustomerHeader = "graft-customer"
+
+func (s *Source) name() string { return cmp.Or(s.Name, s.Table) }
+
+func (s *Source) prefix() string { return "tasks: source " + s.name() + ": " }
+
+// Validate checks the source's shape without a database: required fields,
+// identifiers, kinds. NewIntake also checks it against the table.
+func (s *Source) Validate() error {
+	if _, err := pgident.ParseTable(s.Table); err != nil {
+		return fmt.Errorf("tasks: Source.Table: %w", err)
+	}
+	p := s.prefix()
+	col := func(field, name string, required bool) error {
+		if name == "" {
+			if required {
+				return fmt.Errorf("%s%s is required", p, field)
+			}
+			return nil
+		}
+		if !pgident.Valid(name) {
+			return fmt.Errorf("%s%s %q is not a valid column name", p, field, name)
+		}
+		return nil
+	}
+	for _, c := range []struct {
+		field, name string
+		required    bool
+	}{
+		{"ID", s.ID, true}, {"Kind", s.Kind, true}, {"Status.Column", s.Status.Column, true},
+		{"Key.Column", s.Key.Column, false}, {"Customer", s.Customer, false}, {"Error", s.Error, false}, {"CreatedAt", s.CreatedAt, false},
+	} {
+		if err := col(c.field, c.name, c.required); err != nil {
+			return err
+		}
+	}
+	switch {
+	case s.Status.Pending == "" || s.Status.Graft == "":
+		return fmt.Errorf("%sStatus.Pending and Status.Graft are required", p)
+	case s.Status.Pending == s.Status.Graft || s.Status.Pending == s.Status.Legacy || (s.Status.Legacy != "" && s.Status.Graft == s.Status.Legacy):
+		return fmt.Errorf("%sStatus.Pending, Status.Graft and Status.Legacy must differ", p)
+	case len(s.Kinds) == 0:
+		return fmt.Errorf("%sKinds is required", p)
+	case (s.Key.Column == "") == (s.Key.Func == "" && s.Key.Fn == nil):
+		return fmt.Errorf("%sset exactly one of Key.Column and Key.Func", p)
+	case s.Key.Column == "" && s.Key.Transform != "":
+		return fmt.Errorf("%sKey.Transform needs Key.Column", p)
+	case !slices.Contains([]string{TransformNone, TransformLower, TransformTLD}, s.Key.Transform):
+		return fmt.Errorf("%sKey.Transform %q is unknown (want %q or %q)", p, s.Key.Transform, TransformLower, TransformTLD)
+	case len(s.Input) == 0 && s.InputFn == nil:
+		return fmt.Errorf("%sset Input (field: column) or InputFn", p)
+	case s.Notify != "" && !pgident.Valid(s.Notify):
+		return fmt.Errorf("%sNotify %q is not a valid channel name", p, s.Notify)
+	}
+	for kind, k := range s.Kinds {
+		if kind == "" {
+			return fmt.Errorf("%sKinds has an empty kind", p)
+		}
+		if k.Workflow == "" {
+			return fmt.Errorf("%sKinds[%q].Workflow is required", p, kind)
+		}
+	}
+	for field, c := range s.Input {
+		if err := col(fmt.Sprintf("Input[%q]", field), c, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// kinds returns the source's kinds, sorted.
+func (s *Source) kinds() []string {
+	out := make([]string, 0, len(s.Kinds))
+	for k := range s.Kinds {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// catalogColumn is what the catalog says about one legacy column.
+type catalogColumn struct {
+	typ      string // format_type, for casts
+	category string // pg_type.typcategory of the base type
+	enum     []string
+}
+
+// check validates the source against the table's columns; errors name the
+// field and the column.
+func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (map[string]catalogColumn, error) {
+	t, _ := pgident.ParseTable(s.Table)
+	rows, err := db.QueryxContext(ctx, `SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), bt.typcategory::text,
+			COALESCE((SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = bt.oid), '{}')
+		FROM pg_attribute a
+		JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_type ty ON ty.oid = a.atttypid
+		JOIN pg_type bt ON bt.oid = CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END
+		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped`, t.Schema, t.Name)
+	if err != nil {
+		return nil, fmt.Errorf("%sinspect %s: %w", s.prefix(), t, err)
+	}
+	defer rows.Close()
+	cols := map[string]catalogColumn{}
+	for rows.Next() {
+		var name string
+		var c catalogColumn
+		var labels []string
+		if err := rows.Scan(&name, &c.typ, &c.category, pq.Array(&labels)); err != nil {
+			return nil, err
+		}
+		c.enum = labels
+		if !pgident.ValidType(c.typ) {
+			return nil, fmt.Errorf("%scolumn %q has a type name graft will not use in SQL: %q", s.prefix(), name, c.typ)
+		}
+		cols[name] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("%stable %s does not exist", s.prefix(), t)
+	}
+	p := s.prefix()
+	get := func(field, name string) (catalogColumn, error) {
+		c, ok := cols[name]
+		if !ok {
+			return c, fmt.Errorf("%s%s: column %q does not exist in %s", p, field, name, t)
+		}
+		return c, nil
+	}
+	id, err := get("ID", s.ID)
+	if err != nil {
+		return nil, err
+	}
+	if id.category != "S" && id.category != "N" && id.typ != "uuid" {
+		return nil, fmt.Errorf("%sID: column %q is %s; it needs a text, integer or uuid type", p, s.ID, id.typ)
+	}
+	textual := func(field, name string, values ...string) error {
+		if name == "" {
+			return nil
+		}
+		c, err := get(field, name)
+		if err != nil {
+			return err
+		}
+		if c.category != "S" && len(c.enum) == 0 {
+			return fmt.Errorf("%s%s: column %q is %s; it needs a text type or an enum", p, field, name, c.typ)
+		}
+		for _, v := range values {
+			if v != "" && len(c.enum) > 0 && !slices.Contains(c.enum, v) {
+				return fmt.Errorf("%s%s: %q is not a label of column %q's enum type %s", p, field, v, name, c.typ)
+			}
+		}
+		return nil
+	}
+	if err := textual("Status.Column", s.Status.Column, s.Status.Pending, s.Status.Graft, s.Status.Legacy); err != nil {
+		return nil, err
+	}
+	if err := textual("Kind", s.Kind, s.kinds()...); err != nil {
+		return nil, err
+	}
+	if err := textual("Error", s.Error); err != nil {
+		return nil, err
+	}
+	for field, name := range map[string]string{"Key.Column": s.Key.Column, "Customer": s.Customer} {
+		if name != "" {
+			if _, err := get(field, name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if s.CreatedAt != "" {
+		c, err := get("CreatedAt", s.CreatedAt)
+		if err != nil {
+			return nil, err
+		}
+		if c.category != "D" {
+			return nil, fmt.Errorf("%sCreatedAt: column %q is %s; it needs a timestamp type", p, s.CreatedAt, c.typ)
+		}
+	}
+	for _, field := range sortedKeys(s.Input) {
+		if _, err := get(fmt.Sprintf("Input[%q]", field), s.Input[field]); err != nil {
+			return nil, err
+		}
+	}
+	return cols, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// keySQL is the routing key as SQL over the row alias t, or "" when the key
+// comes from a Go function (no SQL form).
+func (s *Source) keySQL() string {
+	if s.Key.Column == "" || s.Key.Fn != nil {
+		return ""
+	}
+	c := "t." + pgident.Quote(s.Key.Column) + "::text"
+	switch s.Key.Transform {
+	case TransformLower:
+		return "lower(" + c + ")"
+	case TransformTLD:
+		return "lower(substring(" + c + " from '[^.]+$'))"
+	}
+	return c
+}
+
+// key derives a row's routing key in Go.
+func (s *Source) key(r Row) (string, error) {
+	if s.Key.Fn != nil {
+		return s.Key.Fn(r)
+	}
+	v, present := r.Columns[s.Key.Column]
+	if !present || v == nil {
+		return "", nil
+	}
+	k := r.String(s.Key.Column)
+	switch s.Key.Transform {
+	case TransformLower:
+		return strings.ToLower(k), nil
+	case TransformTLD:
+		i := strings.LastIndexByte(k, '.')
+		return strings.ToLower(k[i+1:]), nil
+	}
+	return k, nil
+}
+
+// input builds a row's workflow input as JSON.
+func (s *Source) input(r Row) (json.RawMessage, error) {
+	if s.InputFn != nil {
+		v, err := s.InputFn(r)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(v)
+	}
+	obj := make(map[string]any, len(s.Input))
+	for field, col := range s.Input {
+		obj[field] = r.Columns[col]
+	}
+	return json.Marshal(obj)
+}
+
+// LoadSource reads a source from a YAML or JSON file (by extension: .json is
+// JSON, anything else YAML) and validates its shape. Unknown fields are
+// errors. A key function is named (Key.Func) and resolved from
+// IntakeConfig.KeyFuncs.
+func LoadSource(path string) (*Source, error) {
+	b, isJSON, err := strictdecode.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tasks: %w", err)
+	}
+	if isJSON {
+		return ParseSourceJSON(b)
+	}
+	return ParseSourceYAML(b)
+}
+
+// ParseSourceYAML parses and validates a YAML source.
+func ParseSourceYAML(b []byte) (*Source, error) { return parseSource(strictdecode.YAML, "YAML", b) }
+
+// ParseSourceJSON parses and validates a JSON source.
+func ParseSourceJSON(b []byte) (*Source, error) { return parseSource(strictdecode.JSON, "JSON", b) }
+
+func parseSource(decode func([]byte, any) error, format string, b []byte) (*Source, error) {
+	var s Source
+	if err := decode(b, &s); err != nil {
+		return nil, fmt.Errorf("tasks: parse %s source: %w", format, err)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}

@@ -1,0 +1,73 @@
+package tasks_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/tasks"
+)
+
+// The same source in YAML and JSON; unknown fields are refused.
+func TestParseSource(t *testing.T) {
+	t.Parallel()
+	y := `
+table: legacy.operations
+id: id
+kind: kind
+kinds:
+  renew: {workflow: renew, queue: renewals}
+key: {column: domain, transform: tld}
+status: {column: status, pending: pending, graft: graft, legacy: running}
+customer: customer
+error: last_error
+input: {domain: domain, years: years}
+`
+	j := `{"table": "legacy.operations", "id": "id", "kind": "kind", "kinds": {"renew": {"workflow": "renew", "queue": "renewals"}},
+		"key": {"column": "domain", "transform": "tld"}, "status": {"column": "status", "pending": "pending", "graft": "graft", "legacy": "running"},
+		"customer": "customer", "error": "last_error", "input": {"domain": "domain", "years": "years"}}`
+	a, err := tasks.ParseSourceYAML([]byte(y))
+	require.NoError(t, err)
+	b, err := tasks.ParseSourceJSON([]byte(j))
+	require.NoError(t, err)
+	require.Equal(t, a, b)
+	require.Equal(t, "renewals", a.Kinds["renew"].Queue)
+	_, err = tasks.ParseSourceYAML([]byte(y + "colour: red\n"))
+	require.ErrorContains(t, err, "colour")
+}
+
+// Shape errors and errors against the database name the field and column.
+func TestSourceValidation(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	for _, tc := range []struct {
+		name string
+		mut  func(*tasks.Source)
+		want string
+	}{
+		{"bad table", func(s *tasks.Source) { s.Table = "a.b.c" }, "Source.Table"},
+		{"missing ID", func(s *tasks.Source) { s.ID = "" }, "ID is required"},
+		{"bad identifier", func(s *tasks.Source) { s.Kind = "kind; drop table" }, `Kind "kind; drop table" is not a valid column name`},
+		{"no kinds", func(s *tasks.Source) { s.Kinds = nil }, "Kinds is required"},
+		{"kind without workflow", func(s *tasks.Source) { s.Kinds = map[string]tasks.KindSpec{"renew": {}} }, `Kinds["renew"].Workflow is required`},
+		{"two keys", func(s *tasks.Source) { s.Key.Func = "tld" }, "exactly one of Key.Column and Key.Func"},
+		{"unknown transform", func(s *tasks.Source) { s.Key.Transform = "upper" }, `Key.Transform "upper" is unknown`},
+		{"same statuses", func(s *tasks.Source) { s.Status.Graft = "pending" }, "must differ"},
+		{"no input", func(s *tasks.Source) { s.Input = nil }, "set Input"},
+		{"missing table", func(s *tasks.Source) { s.Table = v.schema + ".nope" }, "does not exist"},
+		{"missing ID column", func(s *tasks.Source) { s.ID = "op_id" }, `ID: column "op_id" does not exist`},
+		{"missing status column", func(s *tasks.Source) { s.Status.Column = "state" }, `Status.Column: column "state" does not exist`},
+		{"status not text", func(s *tasks.Source) { s.Status.Column = "created_at" }, `Status.Column: column "created_at" is timestamp with time zone`},
+		{"missing key column", func(s *tasks.Source) { s.Key.Column = "fqdn" }, `Key.Column: column "fqdn" does not exist`},
+		{"missing input column", func(s *tasks.Source) { s.Input["term"] = "term_years" }, `Input["term"]: column "term_years" does not exist`},
+		{"created_at not a time", func(s *tasks.Source) { s.CreatedAt = "domain" }, `CreatedAt: column "domain" is text`},
+		{"unknown key func", func(s *tasks.Source) { s.Key = tasks.KeySpec{Func: "tld"} }, `Key.Func "tld" is not in IntakeConfig.KeyFuncs`},
+	} {
+		src := v.source()
+		tc.mut(src)
+		_, err := tasks.NewIntake(context.Background(), tasks.IntakeConfig{Engine: v.e, DatabaseURL: testenv.DatabaseURL(), Source: src})
+		require.ErrorContains(t, err, tc.want, tc.name)
+	}
+}
