@@ -33,6 +33,9 @@ type benchOpts struct {
 	// provider scenario
 	limitConc int
 	limitRate float64
+	// chaos scenario
+	workers int
+	faults  bool
 }
 
 func runBench(args []string) error {
@@ -40,16 +43,29 @@ func runBench(args []string) error {
 	o := benchOpts{}
 	fs.IntVar(&o.n, "n", 2000, "workflows to run")
 	fs.IntVar(&o.c, "c", 64, "concurrent starters (each starts a workflow and waits for its result)")
-	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | sleepers | provider | redis-ops")
+	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | sleepers | provider | redis-ops | chaos")
 	with := fs.String("with", "", "comma-separated extras: interceptors, mirror")
 	fs.DurationVar(&o.sleep, "sleep", 5*time.Second, "sleepers: how long each workflow sleeps")
 	fs.BoolVar(&o.keep, "keep", false, "keep the benchmark schema afterwards")
-	fs.IntVar(&o.limitConc, "limit-concurrency", 50, "provider: calls in flight allowed")
-	fs.Float64Var(&o.limitRate, "limit-rate", 500, "provider: calls per second allowed")
+	fs.IntVar(&o.limitConc, "limit-concurrency", 50, "provider, chaos: calls in flight allowed (chaos default 16)")
+	fs.Float64Var(&o.limitRate, "limit-rate", 500, "provider, chaos: calls per second allowed (chaos default 300)")
+	fs.IntVar(&o.workers, "workers", 3, "chaos: worker processes")
+	fs.BoolVar(&o.faults, "faults", true, "chaos: inject faults (kills, restarts, terminated backends); false runs the same load without")
 	fs.IntVar(&o.shards, "shards", 0, "group-commit writers (0: engine default)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
 	memprofile := fs.String("memprofile", "", "write an allocation profile here at the end")
 	_ = fs.Parse(args)
+	if o.scenario == "chaos" {
+		// Limits that bind under the chaos load, unless given.
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["limit-concurrency"] {
+			o.limitConc = chaosDefaultConcurrency
+		}
+		if !set["limit-rate"] {
+			o.limitRate = chaosDefaultRate
+		}
+	}
 	if *memprofile != "" {
 		defer func() {
 			if f, err := os.Create(*memprofile); err == nil {
@@ -90,6 +106,11 @@ func runBench(args []string) error {
 		return benchProvider(o)
 	case "redis-ops":
 		return benchRedisOps(o)
+	case "chaos":
+		return benchChaos(o)
+	case "chaos-worker":
+		// A worker process of the chaos scenario, started by it.
+		return benchChaosWorker()
 	default:
 		return fmt.Errorf("bench: unknown -scenario %q", o.scenario)
 	}

@@ -130,6 +130,9 @@ func (s *Server) Close() {
 	_ = os.RemoveAll(s.dir)
 }
 
+// DataDir is the server's data directory (its postmaster.pid is there).
+func (s *Server) DataDir() string { return filepath.Join(s.dir, "data") }
+
 // Log is the tail of the server's log, for failure messages.
 func (s *Server) Log() string {
 	b, _ := os.ReadFile(filepath.Join(s.dir, "log"))
