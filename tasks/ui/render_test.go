@@ -1,0 +1,115 @@
+package ui
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/tasks/api"
+)
+
+func p[T any](v T) *T { return &v }
+
+// fixtureOperation is an operation with something in every field a page shows.
+func fixtureOperation() *api.Operation {
+	in := json.RawMessage(`{"domain":"example.info"}`)
+	return &api.Operation{Id: "op-1", Kind: "renewal", Status: api.StatusFailed, Route: api.RouteGraft, RunId: "run-1", Runs: 1,
+		CreatedAt: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), Customer: p("acme"), Key: p("info"), Input: &in,
+		Legacy: &map[string]any{"status": "failed", "domain": "example.info"},
+		Now: api.NowSummary{CurrentStep: p("charge"), Attempt: p(3), MaxAttempts: p(5), NextWakeup: p(time.Now()),
+			LastError: &api.ErrorInfo{Message: "card declined", Type: p("CardDeclined"), Step: p("charge")}},
+		Signals: &[]api.SignalDecl{{Name: "confirm", Description: p("the customer confirms")}}}
+}
+
+func fixtureEvents() []api.HistoryEvent {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	return []api.HistoryEvent{
+		{At: t0, Type: "run_started", Name: p("renewal"), Status: p("running")},
+		{At: t0.Add(time.Second), EndedAt: p(t0.Add(2 * time.Second)), Type: "step", Kind: p("activity"), Name: p("charge"), Status: p("failed"), Attempt: p(1),
+			Error: &api.ErrorInfo{Message: "timeout"}},
+		{At: t0.Add(3 * time.Second), EndedAt: p(t0.Add(4 * time.Second)), Type: "step", Kind: p("activity"), Name: p("charge"), Status: p("completed"), Attempt: p(2)},
+		{At: t0.Add(5 * time.Second), Type: "step", Kind: p("signal"), Name: p("confirm"), Status: p("completed")},
+		{At: t0.Add(6 * time.Second), Type: "action", Name: p("cancel"), Actor: p("oscar"), Reason: p("customer asked")},
+		{At: t0.Add(7 * time.Second), EndedAt: p(t0.Add(8 * time.Second)), Type: "step", Kind: p("activity"), Name: p("refund"), Status: p("completed")},
+		{At: t0.Add(9 * time.Second), Type: "run_closed", Status: p("cancelled")},
+	}
+}
+
+// TestEveryTemplateRenders renders every page and fragment with fixture
+// data, so a template error fails the build rather than a page.
+func TestEveryTemplateRenders(t *testing.T) {
+	pages, err := parseTemplates()
+	require.NoError(t, err)
+	require.Len(t, pages, len(pageNames))
+	staff := viewer{Name: "oscar", Role: "operator", CSRF: "tok"}
+	op := fixtureOperation()
+	ev := fixtureEvents()
+	q := url.Values{"status": {"failed"}, "kind": {"renewal"}}
+	cases := []struct {
+		page, name string
+		data       map[string]any
+		want       []string
+	}{
+		{"signin", "layout", map[string]any{"Error": "token: unknown"}, []string{"Sign in", "token: unknown"}},
+		{"operations", "layout", map[string]any{"Filter": q, "Live": true, "Poll": "every 5s", "Self": "/ui/operations?status=failed",
+			"Items": []api.OperationSummary{{Id: "op-1", Kind: "renewal", Status: api.StatusFailed, Route: api.RouteGraft,
+				LastError: &api.ErrorInfo{Message: "card declined", Step: p("charge")}, Conditions: &[]string{"needs_operator"}}},
+			"Counts": []statusCount{{Status: "failed", Count: 3, Href: "/ui/operations?status=failed", Active: true}},
+			"Next":   "/ui/operations?cursor=x"},
+			[]string{"op-1", "card declined", "needs_operator", `hx-trigger="every 5s"`, "Next page", "Pause"}},
+		{"operations", "ops", map[string]any{"Filter": q, "Live": false, "Items": []api.OperationSummary{}}, []string{"No operation matches", "Resume live updates"}},
+		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Timeline": buildTimeline(ev, time.Now()), "Open": false,
+			"RelaunchPreview": &api.RelaunchResult{Reused: []api.StepRef{{Name: "check"}}, Rerun: []api.StepRef{{Name: "charge"}}},
+			"CancelResult":    &api.CancelResult{RefundPlan: &[]api.Compensation{{Step: "s2", Activity: p("charge"), Undo: "refund", Status: "pending"}}}},
+			[]string{"<svg", "bar failed", "mark action", "card declined", "Legacy row", "refund undoes charge", "Relaunch", "runs again 1"}},
+		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "Live": true, "Poll": "every 5s"},
+			[]string{"Cancel operation", "Send signal", "confirm"}},
+		{"operation", "layout", map[string]any{"ID": "nope", "Error": "operation not found"}, []string{"operation not found"}},
+	}
+	for _, c := range cases {
+		t.Run(c.page+"/"+c.name, func(t *testing.T) {
+			c.data["Viewer"] = staff
+			c.data["Page"] = c.page
+			var b strings.Builder
+			require.NoError(t, pages[c.page].ExecuteTemplate(&b, c.name, c.data))
+			for _, w := range c.want {
+				require.Contains(t, b.String(), w)
+			}
+		})
+	}
+}
+
+// TestUnsignedRequestsGoToSignIn: no cookie, no page; and every answer
+// carries the strict policy headers.
+func TestUnsignedRequestsGoToSignIn(t *testing.T) {
+	u, err := New(Config{API: http.NotFoundHandler()})
+	require.NoError(t, err)
+	for _, path := range []string{"/ui/operations", "/ui/operations/x"} {
+		rec := httptest.NewRecorder()
+		u.Handler().ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), "GET", path, nil))
+		require.Equal(t, http.StatusSeeOther, rec.Code, path)
+		require.Equal(t, "/ui/signin", rec.Header().Get("Location"))
+		require.Contains(t, rec.Header().Get("Content-Security-Policy"), "script-src 'self'")
+		require.NotContains(t, rec.Header().Get("Content-Security-Policy"), "unsafe")
+	}
+}
+
+func TestBuildTimelineScalesToTheAxis(t *testing.T) {
+	tl := buildTimeline(fixtureEvents(), time.Now())
+	require.Len(t, tl.Rows, 3) // two attempts of charge, one refund
+	require.Len(t, tl.Marks, 4)
+	require.Equal(t, "failed", tl.Rows[0].Class)
+	require.Equal(t, "charge (attempt 2)", tl.Rows[1].Label)
+	for _, r := range tl.Rows {
+		require.GreaterOrEqual(t, r.X, tlLabelWidth)
+		require.LessOrEqual(t, r.X+r.W, tlLabelWidth+tlPlotWidth+tlMinBar)
+	}
+	require.Nil(t, buildTimeline(nil, time.Now()))
+}
