@@ -7,7 +7,7 @@ export GRAFT_DATABASE_URL GRAFT_REDIS_URL
 GO ?= go
 
 .DEFAULT_GOAL := test
-.PHONY: services demo test bench vet
+.PHONY: services browser demo test bench vet
 
 # Make sure PostgreSQL and Redis answer at the URLs above. The script changes only what it
 # created itself unless CI=true or GRAFT_SETUP_SERVICES=1; otherwise it says what is missing
@@ -19,7 +19,12 @@ demo:
 	./scripts/services.sh demo
 	$(GO) run ./examples/domainrenew
 
-test: services
+# The web UI's tests drive a real headless Chromium (scripts/browser.sh installs it under
+# the same rules as services.sh).
+browser:
+	./scripts/browser.sh
+
+test: services browser
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 bench: services
