@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 
@@ -10,6 +9,7 @@ import (
 	_ "github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/tasks/api"
 )
 
 func databaseURL() string {
@@ -39,23 +39,23 @@ func openDB(maxConns int) (*sqlx.DB, error) {
 	return db, nil
 }
 
-func runMigrate(args []string) error {
-	fs := flag.NewFlagSet("migrate", flag.ExitOnError)
-	schema := fs.String("schema", "graft", "graft's schema")
-	_ = fs.Parse(args)
+func runMigrate(ctx context.Context, schema string) error {
 	db, err := openDB(2)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	e, err := engine.New(engine.Config{DB: db, DatabaseURL: databaseURL(), Schema: *schema})
+	e, err := engine.New(engine.Config{DB: db, DatabaseURL: databaseURL(), Schema: schema})
 	if err != nil {
 		return err
 	}
 	defer e.Close()
-	if err := e.Migrate(context.Background()); err != nil {
+	if err := e.Migrate(ctx); err != nil {
 		return err
 	}
-	fmt.Printf("schema %s is up to date\n", *schema)
+	if err := api.Migrate(ctx, db, schema); err != nil {
+		return err
+	}
+	fmt.Printf("schema %s is up to date\n", schema)
 	return nil
 }

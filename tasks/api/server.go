@@ -13,6 +13,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/graftdev/graft/engine"
 )
@@ -54,6 +55,9 @@ type Config struct {
 	Legacy Legacy
 	// Metrics serves /metrics (see NewPrometheus). nil: /metrics is 404.
 	Metrics http.Handler
+	// MeterProvider, when set, records the server's request metrics
+	// (MetricRequests, MetricRequestDuration).
+	MeterProvider metric.MeterProvider
 	// CustomerHeader is the run header naming an operation's customer; a
 	// customer token sees the operations whose header equals its customer.
 	// Default DefaultCustomerHeader.
@@ -79,6 +83,7 @@ type Server struct {
 	customerKey, keyKey string
 	tokens              *Tokens
 	client              *engine.Client
+	metrics             *requestMetrics // nil without Config.MeterProvider
 }
 
 var _ StrictServerInterface = (*Server)(nil)
@@ -97,8 +102,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	var m *requestMetrics
+	if cfg.MeterProvider != nil {
+		var err error
+		if m, err = newRequestMetrics(cfg.MeterProvider); err != nil {
+			return nil, fmt.Errorf("api: metrics: %w", err)
+		}
+	}
 	db := cfg.Engine.DB()
-	return &Server{cfg: cfg, db: db, schema: pq.QuoteIdentifier(cfg.Engine.Schema()),
+	return &Server{cfg: cfg, metrics: m, db: db, schema: pq.QuoteIdentifier(cfg.Engine.Schema()),
 		customerKey: pq.QuoteLiteral(cfg.CustomerHeader), keyKey: pq.QuoteLiteral(cfg.KeyHeader),
 		tokens: NewTokens(db, cfg.Engine.Schema()), client: cfg.Engine.Client()}, nil
 }
@@ -133,7 +145,7 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Metrics != nil {
 		mux.Handle("GET /metrics", s.cfg.Metrics)
 	}
-	return s.authenticate(mux)
+	return s.authenticate(s.metrics.wrap(mux))
 }
 
 // writeError answers a handler's error as a problem; unexpected errors are

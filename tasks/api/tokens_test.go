@@ -101,3 +101,17 @@ func alter(secret string) string {
 	}
 	return secret[:i] + string(c) + secret[i+1:]
 }
+
+// TestMetrics: /metrics serves, through the OpenTelemetry Prometheus
+// exporter, what is recorded on the provider: the server's request counts.
+func TestMetrics(t *testing.T) {
+	prom, err := api.NewPrometheus()
+	require.NoError(t, err)
+	ev := newEnv(t, api.Config{Metrics: prom.Handler, MeterProvider: prom.Provider})
+	code, _ := ev.do(t, "viewer", "GET", "/v1/operations", "")
+	require.Equal(t, 200, code)
+	code, body := ev.do(t, "", "GET", "/metrics", "")
+	require.Equal(t, 200, code)
+	require.Contains(t, body, `graft_api_requests_total{`)
+	require.Contains(t, body, `route="GET /v1/operations"`)
+}

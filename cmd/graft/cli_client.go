@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/graftdev/graft/tasks/api"
+)
+
+// cliOpts are the flags every client command shares.
+type cliOpts struct {
+	server string
+	token  string
+	output string
+	out    io.Writer // the command's output; default os.Stdout
+}
+
+func (c *cliOpts) stdout() io.Writer {
+	if c.out != nil {
+		return c.out
+	}
+	return os.Stdout
+}
+
+// client returns the generated API client for --server, sending --token.
+func (c *cliOpts) client() (*api.ClientWithResponses, error) {
+	if c.output != "table" && c.output != "json" {
+		return nil, fmt.Errorf("--output %q: use table or json", c.output)
+	}
+	if c.token == "" {
+		return nil, fmt.Errorf("no token: set GRAFT_TOKEN or --token (create one with graft tokens create --direct)")
+	}
+	tok := c.token
+	return api.NewClientWithResponses(c.server, api.WithHTTPClient(&http.Client{Timeout: time.Minute}),
+		api.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+			r.Header.Set("Authorization", "Bearer "+tok)
+			return nil
+		}))
+}
+
+// check turns a response other than want into an error that says what the
+// server's problem document says.
+func check(status int, body []byte, want int) error {
+	if status == want {
+		return nil
+	}
+	var p api.Problem
+	if json.Unmarshal(body, &p) == nil && p.Title != "" {
+		msg := fmt.Sprintf("%d %s", p.Status, p.Title)
+		if p.Field != nil {
+			msg += ": " + *p.Field
+		}
+		if p.Detail != nil {
+			msg += ": " + *p.Detail
+		}
+		return fmt.Errorf("%s", msg)
+	}
+	return fmt.Errorf("server answered %d: %s", status, strings.TrimSpace(string(body)))
+}
+
+// emit prints a response: its JSON body with -o json, else what table
+// writes.
+func (c *cliOpts) emit(body []byte, table func(w io.Writer)) error {
+	if c.output == "json" {
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, body, "", "  "); err != nil {
+			_, err = c.stdout().Write(body)
+			return err
+		}
+		buf.WriteByte('\n')
+		_, err := buf.WriteTo(c.stdout())
+		return err
+	}
+	tw := tabwriter.NewWriter(c.stdout(), 0, 4, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+func str(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+func ts(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return ""
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func errText(e *api.ErrorInfo) string {
+	if e == nil {
+		return ""
+	}
+	s := e.Message
+	if e.Type != nil {
+		s = *e.Type + ": " + s
+	}
+	if e.Step != nil {
+		s = "[" + *e.Step + "] " + s
+	}
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}

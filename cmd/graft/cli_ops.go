@@ -1,0 +1,369 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/graftdev/graft/tasks/api"
+)
+
+func newOpsCmd(cli *cliOpts) *cobra.Command {
+	cmd := &cobra.Command{Use: "ops", Short: "list, inspect and act on operations through the server"}
+	cmd.AddCommand(newOpsListCmd(cli), newOpsShowCmd(cli), newOpsHistoryCmd(cli), newOpsCancelCmd(cli),
+		newOpsRelaunchCmd(cli), newOpsSignalCmd(cli))
+	return cmd
+}
+
+// filterFlags are the list filters, shared with the bulk commands.
+type filterFlags struct {
+	status                                             []string
+	kind, key, customer, route, failingStep, errorType string
+	since                                              time.Duration
+	after, before                                      string
+}
+
+func (f *filterFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringSliceVar(&f.status, "status", nil, "statuses (pending, running, waiting, completed, failed, cancelled, waiting_signal, needs_operator)")
+	fl.StringVar(&f.kind, "kind", "", "the operation's kind (workflow type)")
+	fl.StringVar(&f.key, "key", "", "the routing key")
+	fl.StringVar(&f.customer, "customer", "", "the customer")
+	fl.StringVar(&f.route, "route", "", "graft or legacy")
+	fl.StringVar(&f.failingStep, "failing-step", "", "the name of the latest failed step")
+	fl.StringVar(&f.errorType, "error-type", "", "the type of the latest error")
+	fl.DurationVar(&f.since, "since", 0, "created within this long (e.g. 1h)")
+	fl.StringVar(&f.after, "created-after", "", "created at or after (RFC 3339)")
+	fl.StringVar(&f.before, "created-before", "", "created before (RFC 3339)")
+}
+
+func opt(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func (f *filterFlags) params() (api.ListOperationsParams, error) {
+	p := api.ListOperationsParams{Kind: opt(f.kind), Key: opt(f.key), Customer: opt(f.customer),
+		FailingStep: opt(f.failingStep), ErrorType: opt(f.errorType)}
+	if len(f.status) > 0 {
+		st := make([]api.StatusFilter, len(f.status))
+		for i, s := range f.status {
+			st[i] = api.StatusFilter(s)
+		}
+		p.Status = &st
+	}
+	if f.route != "" {
+		r := api.ListOperationsParamsRoute(f.route)
+		p.Route = &r
+	}
+	for _, tf := range []struct {
+		flag, v string
+		dst     **time.Time
+	}{{"--created-after", f.after, &p.CreatedAfter}, {"--created-before", f.before, &p.CreatedBefore}} {
+		if tf.v == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, tf.v)
+		if err != nil {
+			return p, fmt.Errorf("%s %q: use RFC 3339 (2026-01-02T15:04:05Z)", tf.flag, tf.v)
+		}
+		*tf.dst = &t
+	}
+	if f.since > 0 {
+		t := time.Now().Add(-f.since)
+		p.CreatedAfter = &t
+	}
+	return p, nil
+}
+
+func newOpsListCmd(cli *cliOpts) *cobra.Command {
+	f := &filterFlags{}
+	var limit int
+	var cursor string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "list operations, newest first, with counts per status",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cli.client()
+			if err != nil {
+				return err
+			}
+			p, err := f.params()
+			if err != nil {
+				return err
+			}
+			p.Limit, p.Cursor = &limit, opt(cursor)
+			res, err := c.ListOperationsWithResponse(cmd.Context(), &p)
+			if err != nil {
+				return err
+			}
+			if err := check(res.StatusCode(), res.Body, 200); err != nil {
+				return err
+			}
+			page := res.JSON200
+			return cli.emit(res.Body, func(w io.Writer) {
+				fmt.Fprintln(w, "ID\tKIND\tSTATUS\tCUSTOMER\tKEY\tCREATED\tLAST ERROR")
+				for _, o := range page.Items {
+					status := string(o.Status)
+					if o.Conditions != nil {
+						status += " (" + strings.Join(*o.Conditions, ",") + ")"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.Id, o.Kind, status, str(o.Customer), str(o.Key),
+						ts(&o.CreatedAt), errText(o.LastError))
+				}
+				keys := make([]string, 0, len(page.Counts))
+				for k := range page.Counts {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				var counts []string
+				for _, k := range keys {
+					counts = append(counts, fmt.Sprintf("%s=%d", k, page.Counts[k]))
+				}
+				fmt.Fprintf(w, "\nmatching: %s\n", strings.Join(counts, " "))
+				if page.NextCursor != nil {
+					fmt.Fprintf(w, "more: --cursor %s\n", *page.NextCursor)
+				}
+			})
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().IntVar(&limit, "limit", 50, "page size (at most 500)")
+	cmd.Flags().StringVar(&cursor, "cursor", "", "the cursor a previous page printed")
+	return cmd
+}
+
+func newOpsShowCmd(cli *cliOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "show one operation: its state, where it is now, its legacy row",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cli.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.GetOperationWithResponse(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if err := check(res.StatusCode(), res.Body, 200); err != nil {
+				return err
+			}
+			o := res.JSON200
+			return cli.emit(res.Body, func(w io.Writer) {
+				row := func(k, v string) {
+					if v != "" {
+						fmt.Fprintf(w, "%s:\t%s\n", k, v)
+					}
+				}
+				status := string(o.Status)
+				if o.Conditions != nil {
+					status += " (" + strings.Join(*o.Conditions, ",") + ")"
+				}
+				row("ID", o.Id)
+				row("Kind", o.Kind)
+				row("Status", status)
+				row("Customer", str(o.Customer))
+				row("Key", str(o.Key))
+				row("Run", fmt.Sprintf("%s (%d runs, started by %s)", o.RunId, o.Runs, str(o.StartReason)))
+				row("Created", ts(&o.CreatedAt))
+				row("Updated", ts(&o.UpdatedAt))
+				row("Closed", ts(o.ClosedAt))
+				now := o.Now
+				if now.CurrentStep != nil {
+					step := *now.CurrentStep
+					if now.Attempt != nil {
+						step += fmt.Sprintf(" (attempt %d", *now.Attempt)
+						if now.MaxAttempts != nil && *now.MaxAttempts > 0 {
+							step += fmt.Sprintf(" of %d", *now.MaxAttempts)
+						}
+						step += ")"
+					}
+					row("Current step", step)
+				}
+				row("Waiting for", str(now.WaitingFor))
+				row("Next wake-up", ts(now.NextWakeup))
+				row("Last error", errText(o.LastError))
+				if o.CancelRequested != nil && *o.CancelRequested {
+					row("Cancel requested", str(o.CancelReason))
+				}
+				if o.Input != nil {
+					row("Input", string(*o.Input))
+				}
+				if o.Output != nil {
+					row("Output", string(*o.Output))
+				}
+				if o.Signals != nil {
+					var names []string
+					for _, s := range *o.Signals {
+						names = append(names, s.Name)
+					}
+					row("Signals", strings.Join(names, ", "))
+				}
+				if o.Legacy != nil {
+					b, _ := json.Marshal(*o.Legacy)
+					row("Legacy row", string(b))
+				}
+			})
+		},
+	}
+}
+
+func newOpsHistoryCmd(cli *cliOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "history ID",
+		Short: "show an operation's timeline: runs, steps, attempts, signals and operator actions",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cli.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.GetOperationHistoryWithResponse(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if err := check(res.StatusCode(), res.Body, 200); err != nil {
+				return err
+			}
+			return cli.emit(res.Body, func(w io.Writer) {
+				fmt.Fprintln(w, "TIME\tEVENT\tNAME\tSTATUS\tATTEMPT\tBY\tREASON\tERROR")
+				for _, e := range res.JSON200.Events {
+					name := str(e.Name)
+					if e.Seq != nil {
+						name = fmt.Sprintf("#%d %s %s", *e.Seq, str(e.Kind), name)
+					}
+					attempt := ""
+					if e.Attempt != nil {
+						attempt = fmt.Sprint(*e.Attempt)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ts(&e.At), e.Type, name, str(e.Status), attempt,
+						str(e.Actor), str(e.Reason), errText(e.Error))
+				}
+			})
+		},
+	}
+}
+
+func newOpsCancelCmd(cli *cliOpts) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "cancel ID --reason TEXT",
+		Short: "cancel an open operation; prints the refund plan",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cli.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.CancelOperationWithResponse(cmd.Context(), args[0], api.CancelRequest{Reason: reason})
+			if err != nil {
+				return err
+			}
+			if err := check(res.StatusCode(), res.Body, 200); err != nil {
+				return err
+			}
+			r := res.JSON200
+			return cli.emit(res.Body, func(w io.Writer) {
+				fmt.Fprintf(w, "cancellation of %s requested (status %s)\n", r.Id, r.Status)
+				switch {
+				case r.RefundPlanError != nil:
+					fmt.Fprintf(w, "refund plan unknown: %s\n", *r.RefundPlanError)
+				case r.RefundPlan == nil || len(*r.RefundPlan) == 0:
+					fmt.Fprintln(w, "nothing to compensate")
+				default:
+					fmt.Fprintln(w, "\nSTEP\tUNDOES\tWITH\tSTATUS")
+					for _, s := range *r.RefundPlan {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Step, str(s.Activity), s.Undo, s.Status)
+					}
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log; required)")
+	return cmd
+}
+
+func newOpsRelaunchCmd(cli *cliOpts) *cobra.Command {
+	var reason, from string
+	var dry bool
+	cmd := &cobra.Command{
+		Use:   "relaunch ID --reason TEXT [--from-step NAME] [--dry-run]",
+		Short: "relaunch a closed operation from before its last failure (or a named step)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cli.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.RelaunchOperationWithResponse(cmd.Context(), args[0], api.RelaunchRequest{Reason: reason, FromStep: opt(from), DryRun: &dry})
+			if err != nil {
+				return err
+			}
+			if err := check(res.StatusCode(), res.Body, 200); err != nil {
+				return err
+			}
+			r := res.JSON200
+			return cli.emit(res.Body, func(w io.Writer) {
+				if r.DryRun {
+					fmt.Fprintf(w, "dry run: relaunching %s would\n", r.Id)
+				} else {
+					fmt.Fprintf(w, "relaunched %s as run %s\n", r.Id, str(r.RunId))
+				}
+				fmt.Fprintln(w, "\nSTEP\tKIND\tNAME\tWAS\tNOW")
+				for _, s := range r.Reused {
+					fmt.Fprintf(w, "#%d\t%s\t%s\t%s\treused\n", s.Seq, s.Kind, s.Name, str(s.Status))
+				}
+				for _, s := range r.Rerun {
+					fmt.Fprintf(w, "#%d\t%s\t%s\t%s\trun again\n", s.Seq, s.Kind, s.Name, str(s.Status))
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log; required)")
+	cmd.Flags().StringVar(&from, "from-step", "", "run again from the first step of this name")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "show which steps would be reused and run again, change nothing")
+	return cmd
+}
+
+func newOpsSignalCmd(cli *cliOpts) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "signal ID NAME [PAYLOAD-JSON] --reason TEXT",
+		Short: "send a declared signal; its payload is checked against the declared type",
+		Args:  cobra.RangeArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cli.client()
+			if err != nil {
+				return err
+			}
+			req := api.SignalRequest{Name: args[1], Reason: reason}
+			if len(args) == 3 {
+				if !json.Valid([]byte(args[2])) {
+					return fmt.Errorf("the payload is not valid JSON: %s", args[2])
+				}
+				raw := json.RawMessage(args[2])
+				req.Payload = &raw
+			}
+			res, err := c.SignalOperationWithResponse(cmd.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			if err := check(res.StatusCode(), res.Body, 202); err != nil {
+				return err
+			}
+			return cli.emit(res.Body, func(w io.Writer) { fmt.Fprintf(w, "signal %s sent to %s\n", args[1], args[0]) })
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log; required)")
+	return cmd
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/interceptors"
+	"github.com/graftdev/graft/tasks/api"
+)
+
+// serverOpts are graft server's flags.
+type serverOpts struct {
+	addr              string
+	schema            string
+	customerMayCancel bool
+	maxBody           int64
+	noRedis           bool
+}
+
+func newServerCmd() *cobra.Command {
+	o := &serverOpts{}
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "serve the operations API (migrating graft's schema first)",
+		Long: `graft server serves the operations API on --addr: /v1 (bearer tokens),
+/openapi.yaml, /healthz, /readyz and /metrics. It migrates graft's schema first.
+
+This binary registers no workflows of yours: listing, history, cancel and
+relaunch work on any operation, while starting one and checking a signal's
+payload need the workflow registered, so serve the API from your own worker
+binary (api.New with your engine) to have those too.
+
+Create the first admin token with: graft tokens create --direct --name NAME --role admin`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runServer(ctx, o, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&o.addr, "addr", envOr("GRAFT_ADDR", "127.0.0.1:8080"), "listen address (GRAFT_ADDR)")
+	cmd.Flags().StringVar(&o.schema, "schema", "graft", "graft's schema")
+	cmd.Flags().BoolVar(&o.customerMayCancel, "customer-may-cancel", false, "let customer tokens cancel their own operations")
+	cmd.Flags().Int64Var(&o.maxBody, "max-body-bytes", api.DefaultMaxBodyBytes, "largest request body accepted")
+	cmd.Flags().BoolVar(&o.noRedis, "no-redis", false, "do not check Redis in /readyz")
+	return cmd
+}
+
+func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
+	db, err := openDB(20)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	prom, err := api.NewPrometheus()
+	if err != nil {
+		return err
+	}
+	defer prom.Provider.Shutdown(context.Background())
+	ics, err := interceptors.All(interceptors.Config{MeterProvider: prom.Provider})
+	if err != nil {
+		return err
+	}
+	e, err := engine.New(engine.Config{DB: db, DatabaseURL: databaseURL(), Schema: o.schema, Interceptors: ics})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	if err := e.Migrate(ctx); err != nil {
+		return err
+	}
+	if err := api.Migrate(ctx, db, o.schema); err != nil {
+		return err
+	}
+	cfg := api.Config{Engine: e, Metrics: prom.Handler, MeterProvider: prom.Provider,
+		CustomerMayCancel: o.customerMayCancel, MaxBodyBytes: o.maxBody}
+	if !o.noRedis {
+		opt, err := redis.ParseURL(redisURL())
+		if err != nil {
+			return fmt.Errorf("GRAFT_REDIS_URL: %w", err)
+		}
+		rdb := redis.NewClient(opt)
+		defer rdb.Close()
+		cfg.Redis = rdb
+	}
+	srv, err := api.New(cfg)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, o.addr, srv.Handler(), out)
+}
+
+// serve serves h on addr until ctx ends, then drains requests for up to
+// ten seconds. It prints the address it listens on.
+func serve(ctx context.Context, addr string, h http.Handler, out io.Writer) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(out, "graft server listening on http://%s\n", ln.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		slog.Warn("graft server: shutdown", "err", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

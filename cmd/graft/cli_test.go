@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/tasks/api"
+)
+
+// run runs the CLI with args and returns its output.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(io.Discard)
+	root.SetArgs(args)
+	err := root.ExecuteContext(testenv.Ctx(t, time.Minute))
+	return out.String(), err
+}
+
+// TestCLIAgainstAServer bootstraps an admin token in the database, then
+// drives a server through every ops and tokens command, as tables and as
+// JSON.
+func TestCLIAgainstAServer(t *testing.T) {
+	e := testenv.Engine(t, nil)
+	failing := engine.NewActivity("charge", func(context.Context, string) (string, error) {
+		return "", engine.NewNonRetryableError("CardDeclined", "declined", nil)
+	})
+	type approval struct {
+		OK bool `json:"ok"`
+	}
+	order := engine.NewWorkflow("order", func(ctx engine.Context, in string) (string, error) {
+		if in == "wait" {
+			if _, err := engine.GetSignalChannel[approval](ctx, "approve").Receive(ctx); err != nil {
+				return "", err
+			}
+			return "approved", nil
+		}
+		return failing.Run(ctx, in)
+	}).WithSignals(engine.DeclareSignal[approval]("approve", "go ahead"))
+	require.NoError(t, e.Register(failing, order))
+	testenv.Worker(t, e, engine.WorkerConfig{})
+
+	out, err := run(t, "tokens", "create", "--direct", "--schema", e.Schema(), "--name", "root", "--role", "admin", "-o", "json")
+	require.NoError(t, err, out)
+	var tok api.CreatedToken
+	require.NoError(t, json.Unmarshal([]byte(out), &tok), out)
+	require.Equal(t, api.RoleAdmin, tok.Role)
+
+	srv, err := api.New(api.Config{Engine: e})
+	require.NoError(t, err)
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	cli := func(args ...string) (string, error) {
+		return run(t, append(args, "--server", hs.URL, "--token", tok.Secret)...)
+	}
+
+	ctx := testenv.Ctx(t, time.Minute)
+	_, err = order.Start(ctx, e.Client(), "x", &engine.StartOptions{ID: "op-fail"})
+	require.NoError(t, err)
+	_, err = order.Start(ctx, e.Client(), "wait", &engine.StartOptions{ID: "op-wait"})
+	require.NoError(t, err)
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		info, err := e.Client().Describe(ctx, "op-fail")
+		return err == nil && info.Status == engine.StatusFailed
+	}, "op-fail fails")
+
+	out, err = cli("ops", "list", "--status", "failed")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^op-fail\s+order\s+failed\s+.*\[charge\] CardDeclined: declined`, out)
+	require.NotContains(t, out, "op-wait")
+	require.Contains(t, out, "matching: ")
+
+	out, err = cli("ops", "list", "-o", "json")
+	require.NoError(t, err)
+	var page api.OperationPage
+	require.NoError(t, json.Unmarshal([]byte(out), &page), out)
+	require.Len(t, page.Items, 2)
+
+	out, err = cli("ops", "show", "op-fail")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^Status:\s+failed`, out)
+	require.Regexp(t, `(?m)^Signals:\s+approve`, out)
+
+	out, err = cli("ops", "history", "op-fail")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)step\s+#\d+ activity charge\s+failed`, out)
+
+	out, err = cli("ops", "relaunch", "op-fail", "--reason", "retry", "--dry-run")
+	require.NoError(t, err)
+	require.Contains(t, out, "dry run")
+	require.Regexp(t, `(?m)charge\s+failed\s+run again`, out)
+
+	_, err = cli("ops", "relaunch", "op-fail")
+	require.ErrorContains(t, err, "400 Invalid request: reason: is required")
+
+	_, err = cli("ops", "signal", "op-wait", "approve", `{"ok":"yes"}`, "--reason", "r")
+	require.ErrorContains(t, err, "400 Invalid request: payload")
+	out, err = cli("ops", "signal", "op-wait", "approve", `{"ok":true}`, "--reason", "customer called")
+	require.NoError(t, err)
+	require.Contains(t, out, "signal approve sent to op-wait")
+
+	_, err = cli("ops", "show", "nope")
+	require.ErrorContains(t, err, `404 Not found: operation "nope" does not exist`)
+
+	_, err = order.Start(ctx, e.Client(), "wait", &engine.StartOptions{ID: "op-cancel"})
+	require.NoError(t, err)
+	out, err = cli("ops", "cancel", "op-cancel", "--reason", "customer asked")
+	require.NoError(t, err)
+	require.Contains(t, out, "cancellation of op-cancel requested")
+
+	out, err = cli("tokens", "create", "--name", "grafana", "--role", "viewer")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^graft_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$`, out)
+	id := regexp.MustCompile(`token ([0-9a-f]{16})`).FindStringSubmatch(out)[1]
+	out, err = cli("tokens", "list")
+	require.NoError(t, err)
+	require.Contains(t, out, "grafana")
+	_, err = cli("tokens", "revoke", id)
+	require.NoError(t, err)
+
+	_, err = run(t, "ops", "list", "--server", hs.URL)
+	require.ErrorContains(t, err, "no token")
+	_, err = run(t, "ops", "list", "--server", hs.URL, "--token", "graft_nope")
+	require.ErrorContains(t, err, "401 Unauthenticated")
+}
+
+// TestServerCommand starts graft server on a free port, reads the address
+// it prints, checks /healthz and /readyz, and stops it.
+func TestServerCommand(t *testing.T) {
+	schema := testenv.Schema(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	root := newRootCmd()
+	pr, pw := io.Pipe()
+	root.SetOut(pw)
+	root.SetArgs([]string{"server", "--addr", "127.0.0.1:0", "--schema", schema})
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Go(func() { runErr = root.ExecuteContext(ctx); pw.Close() })
+	line := make([]byte, 200)
+	n, err := pr.Read(line)
+	require.NoError(t, err)
+	url := strings.TrimSpace(strings.TrimPrefix(string(line[:n]), "graft server listening on "))
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	for _, path := range []string{"/healthz", "/readyz", "/openapi.yaml", "/metrics"} {
+		res, err := http.Get(url + path)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		require.Equal(t, 200, res.StatusCode, "%s: %s", path, b)
+	}
+	res, err := http.Get(url + "/v1/operations")
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, 401, res.StatusCode)
+	cancel()
+	wg.Wait()
+	require.NoError(t, runErr)
+}
+
+// TestBenchCommandKeepsItsFlags: graft bench hands its arguments to the
+// flag-based benchmark, unparsed by cobra.
+func TestBenchCommandKeepsItsFlags(t *testing.T) {
+	_, err := run(t, "bench", "-scenario", "no-such", "-n", "1")
+	require.ErrorContains(t, err, `unknown -scenario "no-such"`)
+}
