@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -369,4 +370,45 @@ func TestResetWhileChildLoaded(t *testing.T) {
 	out, err := (&engine.Run[string]{RunHandle: *h}).Result(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "done", out)
+}
+
+// A worker of several queues claims the due runs of all of them, oldest
+// first across queues (each queue is read from its own index).
+func TestClaimAcrossQueuesOldestFirst(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var order []int
+	wf := engine.NewWorkflow("queues.wf", func(ctx engine.Context, i int) (int, error) {
+		mu.Lock()
+		order = append(order, i)
+		mu.Unlock()
+		return i, nil
+	})
+	e := testenv.Engine(t, nil)
+	require.NoError(t, e.Register(wf))
+	ctx := testenv.Ctx(t, 60*time.Second)
+	var runs []*engine.Run[int]
+	for i := 0; i < 6; i++ {
+		run, err := wf.Start(ctx, e.Client(), i, &engine.StartOptions{Queue: []string{"qa", "qb", "qc"}[i%3]})
+		require.NoError(t, err)
+		runs = append(runs, run)
+	}
+	lsWorker(t, e, engine.WorkerConfig{Queues: []string{"qb", "qa", "qb"}, MaxWorkflows: 1, ClaimBatch: 1}, nil)
+	lsWorker(t, e, engine.WorkerConfig{Queues: []string{"qc"}, MaxWorkflows: 1, ClaimBatch: 1}, nil)
+	for _, r := range runs {
+		_, err := r.Result(ctx)
+		require.NoError(t, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var ab, c []int
+	for _, i := range order {
+		if i%3 == 2 {
+			c = append(c, i)
+		} else {
+			ab = append(ab, i)
+		}
+	}
+	require.Equal(t, []int{0, 1, 3, 4}, ab, "qa and qb runs in the order they became due")
+	require.Equal(t, []int{2, 5}, c)
 }

@@ -429,10 +429,17 @@ func collectIDs(ctx context.Context, q queryer, query string, args []any, f func
 }
 
 // claimDue leases up to n runs of the given queues and types whose wake
-// time has come (new runs and unloaded ones), oldest first.
+// time has come (new runs and unloaded ones), oldest first. Each queue is
+// read in the order of its (queue, wake_at) index, so a claim costs the
+// same behind a million due runs as behind none; the rows taken from a
+// queue beyond the first n overall are only locked for the statement.
 func (s *store) claimDue(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration) ([]*runRow, error) {
-	return s.claimWhere(ctx, `status IN ('pending','waiting') AND wake_at <= $5 AND queue = ANY($2) AND workflow_type = ANY($3)
-		ORDER BY wake_at`, owner, queues, types, n, now, ttl)
+	return s.claim(ctx, `SELECT d.run_id FROM (SELECT DISTINCT unnest($2::text[]) AS name) q
+		CROSS JOIN LATERAL (
+			SELECT run_id, wake_at FROM `+s.runs+`
+			WHERE queue = q.name AND status IN ('pending','waiting') AND wake_at <= $5 AND workflow_type = ANY($3)
+			ORDER BY wake_at LIMIT $4 FOR UPDATE SKIP LOCKED) d
+		ORDER BY d.wake_at LIMIT $4`, owner, queues, types, n, now, ttl)
 }
 
 // claimExpired leases up to n running runs whose owner stopped renewing.
@@ -440,15 +447,16 @@ func (s *store) claimDue(ctx context.Context, owner string, queues, types []stri
 // still runs here (its renewal is late) is not claimed a second time; the
 // renewal stops it if another worker takes the run.
 func (s *store) claimExpired(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, held []string) ([]*runRow, error) {
-	return s.claimWhere(ctx, `status = 'running' AND lease_expires_at < now() AND queue = ANY($2) AND workflow_type = ANY($3)
-		AND $5::timestamptz IS NOT NULL AND NOT (run_id = ANY($7))`, owner, queues, types, n, now, ttl, pq.Array(held))
+	return s.claim(ctx, `SELECT run_id FROM `+s.runs+`
+		WHERE status = 'running' AND lease_expires_at < now() AND queue = ANY($2) AND workflow_type = ANY($3)
+		AND $5::timestamptz IS NOT NULL AND NOT (run_id = ANY($7))
+		LIMIT $4 FOR UPDATE SKIP LOCKED`, owner, queues, types, n, now, ttl, pq.Array(held))
 }
 
-func (s *store) claimWhere(ctx context.Context, where, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, extra ...any) ([]*runRow, error) {
+// claim leases the runs that the query due selects (and locks) to owner.
+func (s *store) claim(ctx context.Context, due, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, extra ...any) ([]*runRow, error) {
 	var out []*runRow
-	q := `WITH due AS (
-			SELECT run_id FROM ` + s.runs + ` WHERE ` + where + `
-			LIMIT $4 FOR UPDATE SKIP LOCKED)
+	q := `WITH due AS (` + due + `)
 		UPDATE ` + s.runs + ` r SET status = 'running', lease_owner = $1,
 			lease_expires_at = now() + $6::interval, loads = r.loads + 1, updated_at = now()
 		FROM due WHERE r.run_id = due.run_id
@@ -466,11 +474,15 @@ func prefixCols(p, cols string) string {
 	return strings.Join(parts, ", ")
 }
 
-// nextWake returns the earliest wake time of unloaded runs in the queues.
+// nextWake returns the earliest wake time of unloaded runs in the queues,
+// from the head of each queue's (queue, wake_at) index.
 func (s *store) nextWake(ctx context.Context, queues, types []string) (time.Time, bool, error) {
 	var t sql.NullTime
-	err := s.db.QueryRowContext(ctx, `SELECT min(wake_at) FROM `+s.runs+`
-		WHERE status IN ('pending','waiting') AND queue = ANY($1) AND workflow_type = ANY($2)`,
+	err := s.db.QueryRowContext(ctx, `SELECT min(d.wake_at) FROM (SELECT DISTINCT unnest($1::text[]) AS name) q
+		CROSS JOIN LATERAL (
+			SELECT wake_at FROM `+s.runs+`
+			WHERE queue = q.name AND status IN ('pending','waiting') AND workflow_type = ANY($2)
+			ORDER BY wake_at LIMIT 1) d`,
 		pq.Array(queues), pq.Array(types)).Scan(&t)
 	return t.Time, t.Valid, err
 }
