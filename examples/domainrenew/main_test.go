@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/internal/testenv"
+)
+
+// The demo end to end with a small burst: every renewal is processed once,
+// by the side the flags chose; the premium renewals wait for their
+// customers, one is confirmed and three are cancelled and refunded; the
+// registry saw no call beyond its limits; every legacy row, read through
+// the legacy API, agrees with the engine; and the demo leaves nothing.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Ctx(t, 4*time.Minute)
+	schema := testenv.Schema(t)
+	t.Cleanup(func() { _, _ = testenv.DB(t).Exec(`DROP SCHEMA IF EXISTS ` + schema + `_legacy CASCADE`) })
+	var out strings.Builder
+	o := options{DatabaseURL: testenv.DatabaseURL(), RedisURL: testenv.RedisURL(), Schema: schema,
+		N: 40, LegacyDelay: 100 * time.Millisecond, LegacyWorkers: 8}
+	last, err := run(ctx, o, &out)
+	t.Log("\n" + out.String() + last)
+	require.NoError(t, err)
+
+	var ops, graft, legacy, completed, cancelled, refunds, violations, mismatches int
+	_, err = fmt.Sscanf(last, "demo ops=%d graft=%d legacy=%d completed=%d cancelled=%d refunds=%d violations=%d mismatches=%d",
+		&ops, &graft, &legacy, &completed, &cancelled, &refunds, &violations, &mismatches)
+	require.NoError(t, err, "last line %q", last)
+	require.Equal(t, 40, ops)
+	require.Equal(t, ops, graft+legacy)
+	// Rows 1-4 are the premium .info domains; of the others, g%10 in 0-2
+	// is .info (10 rows, all graft's), 3-5 .fr (10, about half), 6-9 .com
+	// (16, all legacy).
+	require.GreaterOrEqual(t, graft, 14)
+	require.GreaterOrEqual(t, legacy, 16)
+	require.Equal(t, 3, cancelled)
+	require.Equal(t, 3, refunds)
+	require.Equal(t, ops-cancelled, completed)
+	require.Zero(t, violations)
+	require.Zero(t, mismatches)
+
+	// Nothing is left behind.
+	var n int
+	require.NoError(t, testenv.DB(t).Get(&n, `SELECT count(*) FROM pg_namespace WHERE nspname IN ($1, $2)`, schema, schema+"_legacy"))
+	require.Zero(t, n)
+}
