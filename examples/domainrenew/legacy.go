@@ -149,7 +149,7 @@ func (rn *runner) run(ctx context.Context) *sync.WaitGroup {
 				case err != nil || id == "":
 					select {
 					case <-ctx.Done():
-					case <-time.After(100 * time.Millisecond):
+					case <-time.After(500 * time.Millisecond): // idle: the old runner polls
 					}
 				default:
 					rn.process(ctx, id, domain)

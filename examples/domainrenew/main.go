@@ -36,6 +36,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,7 +72,7 @@ type options struct {
 
 func main() {
 	o := options{DatabaseURL: exampleenv.DatabaseURL(), RedisURL: exampleenv.RedisURL(), Progress: os.Stderr}
-	flag.IntVar(&o.N, "n", 1000, "renewals in the 1st-of-the-month burst")
+	flag.IntVar(&o.N, "n", 500, "renewals in the 1st-of-the-month burst")
 	flag.StringVar(&o.Schema, "schema", "graft_demo", "graft's schema; the legacy world's is this with _legacy")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the schemas at the end, to look at the tables")
 	flag.DurationVar(&o.LegacyDelay, "legacy-delay", 2*time.Second, "the legacy runner's time per renewal")
@@ -162,15 +163,27 @@ func run(ctx context.Context, o options, out io.Writer) (last string, err error)
 	}
 	defer limiter.Close()
 	var snoozed atomic.Int64
+	var snoozeWhy sync.Map
 	limit, err := ratelimit.NewActivityInterceptor(ratelimit.InterceptorConfig{
 		Limiter: limiter,
 		Key: func(in *engine.ActivityInput) (string, bool) {
 			return registryKey, strings.HasPrefix(in.Info.ActivityName, "registry.")
 		},
 		// Wait in the worker for a slot rather than give the attempt back:
-		// the burst is one process's, and the waits are short.
-		MaxWait: 2 * time.Second, MaxWaiters: 200,
-		OnSnooze: func(context.Context, *engine.ActivityInput, *ratelimit.SnoozeError) { snoozed.Add(1) },
+		// the whole burst is this one process's, and its activity slots
+		// are enough for every waiter.
+		MaxWait: 20 * time.Second, MaxWaiters: 200,
+		OnSnooze: func(_ context.Context, _ *engine.ActivityInput, err *ratelimit.SnoozeError) {
+			snoozed.Add(1)
+			why := "other"
+			var denied *ratelimit.DeniedError
+			if errors.As(err, &denied) {
+				why = string(denied.Reason)
+			} else if err.Err != nil {
+				why = err.Err.Error()
+			}
+			snoozeWhy.Store(why, true)
+		},
 	})
 	if err != nil {
 		return "", err
@@ -255,18 +268,21 @@ func run(ctx context.Context, o options, out io.Writer) (last string, err error)
 	p("  interceptors  tracing, metrics, logging -> rate limit (Redis) -> refunds -> legacy mirror -> recovery")
 
 	// ---- the 1st of the month
+	// Intake and the legacy runner work until every renewal is closed.
+	workCtx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
 	intakeDone := make(chan error, 1)
-	go func() { intakeDone <- intake.Run(ctx) }()
+	go func() { intakeDone <- intake.Run(workCtx) }()
 	legacyRunner := &runner{l: leg, workers: o.LegacyWorkers, delay: o.LegacyDelay, limiter: limiter, reg: reg.url, hc: hc}
-	legacyWG := legacyRunner.run(ctx)
+	legacyWG := legacyRunner.run(workCtx)
 	defer legacyWG.Wait()
-	defer stop()
+	defer stopWork()
 	start := time.Now()
 	if err := leg.burst(ctx, o.N, premiumDomains); err != nil {
 		return "", err
 	}
 	p("burst: %d renewals inserted into %s.operations", o.N, legacySchema)
-	bar := startProgress(ctx, o.Progress, leg, o.N)
+	bar := startProgress(workCtx, o.Progress, leg, o.N)
 
 	// The premium renewals wait for their customers: seen through the
 	// legacy API, as a customer would see them.
@@ -301,6 +317,11 @@ func run(ctx context.Context, o options, out io.Writer) (last string, err error)
 	}
 	elapsed := time.Since(start)
 	bar.stop()
+	stopWork()
+	legacyWG.Wait()
+	if err := <-intakeDone; err != nil && !errors.Is(err, context.Canceled) {
+		return "", err
+	}
 	for _, n := range bar.notes() {
 		p("  %s", n)
 	}
@@ -322,17 +343,20 @@ func run(ctx context.Context, o options, out io.Writer) (last string, err error)
 	p("  renewal time p50  legacy %.1fs, graft %.1fs (from insert to done, queueing included)", s.p50Legacy.Seconds(), s.p50Graft.Seconds())
 	p("  registry          %d calls, at most %d in flight and %d started in a second, %d failed transiently and were retried; %d renewed twice; violations %d",
 		rs.Calls, rs.MaxInFlight, rs.MaxPerSecond, rs.Transient, rs.RenewedTwice, rs.Violations)
-	p("  interceptors      %d spans; activities completed %d, retried %d, snoozed by the rate limit %d",
-		spans.n.Load(), sums[interceptors.MetricActivityCompleted], sums[interceptors.MetricActivityRetried], snoozed.Load())
+	var whys []string
+	snoozeWhy.Range(func(k, _ any) bool { whys = append(whys, k.(string)); return true })
+	sort.Strings(whys)
+	why := ""
+	if len(whys) > 0 {
+		why = " (" + strings.Join(whys, "; ") + ")"
+	}
+	p("  interceptors      %d spans; activities completed %d, retried %d, snoozed by the rate limit %d%s",
+		spans.n.Load(), sums[interceptors.MetricActivityCompleted], sums[interceptors.MetricActivityRetried], snoozed.Load(), why)
 	p("  legacy API        %d operations read back; %d disagree with the engine", s.ops, s.mismatches)
 	for _, m := range s.mismatchList {
 		p("    mismatch: %s", m)
 	}
 
-	stop()
-	if err := <-intakeDone; err != nil && !errors.Is(err, context.Canceled) {
-		return "", err
-	}
 	if o.Keep {
 		p("kept: schemas %s and %s, Redis keys %s*", o.Schema, legacySchema, prefix)
 	} else {
@@ -412,17 +436,40 @@ func summarize(ctx context.Context, c *engine.Client, leg *legacy, hc *http.Clie
 		(extract(epoch FROM updated_at - created_at) * 1e9)::bigint AS duration FROM `+leg.table()+` ORDER BY id`); err != nil {
 		return s, err
 	}
+	// Each operation as its customer sees it, and as the engine does:
+	// read in parallel, then tallied in order.
+	type view struct {
+		op   operation
+		info *engine.RunInfo // nil: the engine never heard of it
+		err  error
+	}
+	views := make([]view, len(rows))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(rows); i = int(next.Add(1)) - 1 {
+				v := &views[i]
+				if v.op, v.err = getOperation(hc, api, rows[i].ID); v.err != nil {
+					continue
+				}
+				if v.info, v.err = c.Describe(ctx, rows[i].ID); errors.Is(v.err, engine.ErrNotFound) {
+					v.info, v.err = nil, nil
+				}
+			}
+		})
+	}
+	wg.Wait()
 	var graftTimes, legacyTimes []time.Duration
-	for _, r := range rows {
-		s.ops++
-		tld := r.Domain[strings.LastIndexByte(r.Domain, '.')+1:]
-		op, err := getOperation(hc, api, r.ID)
-		if err != nil {
+	for i, r := range rows {
+		op, info := views[i].op, views[i].info
+		if err := views[i].err; err != nil {
 			return s, err
 		}
-		info, err := c.Describe(ctx, r.ID)
+		s.ops++
+		tld := r.Domain[strings.LastIndexByte(r.Domain, '.')+1:]
 		switch {
-		case errors.Is(err, engine.ErrNotFound):
+		case info == nil:
 			s.legacy++
 			s.legacyBy[tld]++
 			if r.Runner == nil || op.Status != "done" {
@@ -431,8 +478,6 @@ func summarize(ctx context.Context, c *engine.Client, leg *legacy, hc *http.Clie
 			if r.Status == "done" {
 				legacyTimes = append(legacyTimes, r.Duration)
 			}
-		case err != nil:
-			return s, err
 		default:
 			s.graft++
 			s.graftBy[tld]++
