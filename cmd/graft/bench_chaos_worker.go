@@ -35,7 +35,11 @@ const (
 const (
 	chaosSchema   = "chaos" // the ledger and the legacy table
 	chaosKey      = "registry"
-	chaosLeaseTTL = 5 * time.Second // engine leases and limiter leases alike
+	// chaosLimiterTTL is the limiter's lease: a killed worker's slots come
+	// back this long after. The engine keeps its default lease (15s): with
+	// 5s, a loaded 2-core machine with thousands of runs loaded per worker
+	// lost leases (renewals timed out) faster than it made progress.
+	chaosLimiterTTL = 5 * time.Second
 	chaosPrefix   = "graft:chaos"
 )
 
@@ -164,7 +168,7 @@ var chaosLegacyStatus = map[string]string{
 
 // chaosEngineConfig is the engine configuration of drivers and workers.
 func chaosEngineConfig(db *sqlx.DB, logger *slog.Logger, interceptors ...engine.Interceptor) engine.Config {
-	return engine.Config{DB: db, DatabaseURL: databaseURL(), LeaseTTL: chaosLeaseTTL, Logger: logger,
+	return engine.Config{DB: db, DatabaseURL: databaseURL(), Logger: logger,
 		PollInterval: 500 * time.Millisecond, Interceptors: interceptors}
 }
 
@@ -184,7 +188,7 @@ func benchChaosWorker() error {
 	conc, _ := strconv.Atoi(os.Getenv(chaosEnvConc))
 	rate, _ := strconv.ParseFloat(os.Getenv(chaosEnvRate), 64)
 	limits := providerLimits(conc, rate)
-	limits.LeaseTTL = chaosLeaseTTL
+	limits.LeaseTTL = chaosLimiterTTL
 	lim, err := ratelimit.NewRedisLimiter(rc, ratelimit.RedisConfig{
 		Limits: ratelimit.StaticLimits(limits), Prefix: chaosPrefix, MeterProvider: noopmetric.NewMeterProvider(),
 	})
@@ -220,7 +224,7 @@ func benchChaosWorker() error {
 	if err := mr.Start(ctx, e.Client()); err != nil {
 		return err
 	}
-	w, err := e.NewWorker(engine.WorkerConfig{MaxWorkflows: 2000, MaxActivities: 500})
+	w, err := e.NewWorker(engine.WorkerConfig{})
 	if err != nil {
 		return err
 	}
