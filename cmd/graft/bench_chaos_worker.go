@@ -33,14 +33,14 @@ const (
 
 // The chaos scenario's names and timings.
 const (
-	chaosSchema   = "chaos" // the ledger and the legacy table
-	chaosKey      = "registry"
+	chaosSchema = "chaos" // the ledger and the legacy table
+	chaosKey    = "registry"
 	// chaosLimiterTTL is the limiter's lease: a killed worker's slots come
 	// back this long after. The engine keeps its default lease (15s): with
 	// 5s, a loaded 2-core machine with thousands of runs loaded per worker
 	// lost leases (renewals timed out) faster than it made progress.
 	chaosLimiterTTL = 5 * time.Second
-	chaosPrefix   = "graft:chaos"
+	chaosPrefix     = "graft:chaos"
 )
 
 // ChaosOrder is one renewal: charge, maybe wait, renew at the registry.
