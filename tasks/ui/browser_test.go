@@ -17,11 +17,13 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
 	"github.com/graftdev/graft/tasks/ui"
 )
@@ -42,7 +44,33 @@ type site struct {
 	e        *engine.Engine
 	url      string
 	tokens   map[string]string
+	flags    *tasks.Flags
 	refunded atomic.Int64
+}
+
+// legacySource declares a legacy operations table whose "renewal" kind
+// intake may route, so that flags may name it, and returns the flag store.
+func legacySource(t *testing.T, e *engine.Engine) *tasks.Flags {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, tasks.Migrate(ctx, e.DB(), e.Schema()))
+	_, err := e.DB().Exec(`CREATE TABLE ` + pq.QuoteIdentifier(e.Schema()) + `.operations (
+		id text PRIMARY KEY, kind text NOT NULL, domain text, customer text, status text NOT NULL DEFAULT 'pending')`)
+	require.NoError(t, err)
+	in, err := tasks.NewIntake(ctx, tasks.IntakeConfig{Engine: e, DatabaseURL: testenv.DatabaseURL(), Source: &tasks.Source{
+		Table: e.Schema() + ".operations", ID: "id", Kind: "kind", Kinds: map[string]tasks.KindSpec{"renewal": {Workflow: "renewal"}},
+		Key:    tasks.KeySpec{Column: "domain", Transform: tasks.TransformTLD},
+		Status: tasks.StatusSpec{Column: "status", Pending: "pending", Graft: "graft", Legacy: "legacy"}, Customer: "customer",
+		Input: map[string]string{"domain": "domain"}}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = in.Close() })
+	f, err := tasks.NewFlags(tasks.FlagsConfig{DB: e.DB(), DatabaseURL: testenv.DatabaseURL(), Schema: e.Schema()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	_, err = f.Set(ctx, tasks.Change{Flag: tasks.Flag{Kind: "renewal", DefaultPercent: 0, KeyRules: []tasks.KeyRule{{Keys: []string{"info"}, Percent: 100}}},
+		Actor: "setup", Reason: "start the migration with .info"})
+	require.NoError(t, err)
+	return f
 }
 
 func newSite(t *testing.T) *site {
@@ -85,7 +113,8 @@ func newSite(t *testing.T) *site {
 	require.NoError(t, api.Migrate(context.Background(), s.e.DB(), s.e.Schema()))
 	srv, err := api.New(api.Config{Engine: s.e})
 	require.NoError(t, err)
-	u, err := ui.New(ui.Config{API: srv.Handler(), PollInterval: time.Second})
+	s.flags = legacySource(t, s.e)
+	u, err := ui.New(ui.Config{API: srv.Handler(), Flags: s.flags, PollInterval: time.Second})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
@@ -94,7 +123,7 @@ func newSite(t *testing.T) *site {
 	t.Cleanup(hs.Close)
 	s.url = hs.URL
 	for _, n := range []api.NewToken{
-		{Name: "oscar", Role: api.RoleOperator}, {Name: "vera", Role: api.RoleViewer},
+		{Name: "ada", Role: api.RoleAdmin}, {Name: "oscar", Role: api.RoleOperator}, {Name: "vera", Role: api.RoleViewer},
 		{Name: "acme-portal", Role: api.RoleCustomer, Customer: "acme"},
 		{Name: "globex-portal", Role: api.RoleCustomer, Customer: "globex"},
 	} {
@@ -318,6 +347,52 @@ func TestOperatorWalk(t *testing.T) {
 	other := text(t, bctx, "main")
 	require.Contains(t, strings.ToLower(other), "not found")
 	require.NotContains(t, other, "globex.com")
+}
+
+// TestFlagsWalk: an admin flips a kind's kill switch and changes its rules
+// in the browser; the change is audited and seen by the flag store (which
+// intake reads); a stale form is refused; an operator reads but cannot change.
+func TestFlagsWalk(t *testing.T) {
+	s := newSite(t)
+	bctx := newBrowser(t)
+	signIn(t, bctx, s.url, s.tokens["ada"])
+	run(t, bctx, chromedp.Navigate(s.url+"/ui/flags"), chromedp.WaitVisible(chromedp.CSS("#kill-switches")))
+	require.Contains(t, text(t, bctx, "#flag-renewal"), "info=100")
+	require.Contains(t, text(t, bctx, "#kill-renewal"), "intake on")
+
+	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#kill-renewal input[name="reason"]`), "registry incident"),
+		chromedp.Submit(chromedp.CSS(`#kill-renewal button`)), chromedp.WaitVisible(chromedp.CSS("#kill-switches")))
+	require.Contains(t, text(t, bctx, "#kill-renewal"), "intake stopped")
+	require.Contains(t, text(t, bctx, "#audit"), "registry incident")
+	snap, err := s.flags.Snapshot(context.Background())
+	require.NoError(t, err)
+	require.True(t, snap.Flags["renewal"].Killed)
+	shot(t, bctx, "flags")
+
+	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="key_rules"]`), "info=100; fr=50"),
+		chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="reason"]`), "half of .fr"),
+		chromedp.Submit(chromedp.CSS(`#flag-renewal button`)), chromedp.WaitVisible(chromedp.CSS("#rules")))
+	require.Contains(t, text(t, bctx, "#flag-renewal"), "fr=50")
+
+	// A form made against an older version is refused, and changes nothing.
+	_, err = s.flags.Set(context.Background(), tasks.Change{Flag: tasks.Flag{Kind: "renewal", Killed: true, DefaultPercent: 5,
+		KeyRules: []tasks.KeyRule{{Keys: []string{"info"}, Percent: 100}, {Keys: []string{"fr"}, Percent: 50}}},
+		Version: 3, Actor: "someone-else", Reason: "meanwhile"})
+	require.NoError(t, err)
+	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="default_percent"]`), "40"),
+		chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="reason"]`), "stale"),
+		chromedp.Submit(chromedp.CSS(`#flag-renewal button`)), chromedp.WaitVisible(chromedp.CSS("#flag-error")))
+	require.Contains(t, text(t, bctx, "#flag-error"), "version")
+	snap, err = s.flags.Snapshot(context.Background())
+	require.NoError(t, err)
+	require.EqualValues(t, 5, snap.Flags["renewal"].DefaultPercent)
+
+	// An operator reads the flags but has no forms.
+	run(t, bctx, chromedp.Submit(chromedp.CSS(`header form.who button`)), chromedp.WaitVisible(chromedp.CSS("#token")))
+	signIn(t, bctx, s.url, s.tokens["oscar"])
+	run(t, bctx, chromedp.Navigate(s.url+"/ui/flags"), chromedp.WaitVisible(chromedp.CSS("#kill-switches")))
+	forms := value(t, bctx, chromedp.Evaluate[int](`document.querySelectorAll("#kill-switches form, #rules form").length`))
+	require.Zero(t, forms)
 }
 
 // TestSessionAndCSRF checks the session cookie's flags, that every form

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
 )
 
@@ -72,6 +73,10 @@ func TestEveryTemplateRenders(t *testing.T) {
 		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "Live": true, "Poll": "every 5s"},
 			[]string{"Cancel operation", "Send signal", "confirm"}},
 		{"operation", "layout", map[string]any{"ID": "nope", "Error": "operation not found"}, []string{"operation not found"}},
+		{"flags", "layout", map[string]any{"Admin": true, "Error": "version conflict", "Snapshot": &tasks.Snapshot{Version: 7, Killed: true},
+			"Flags": []flagRow{{Flag: &tasks.Flag{Kind: "renewal", DefaultPercent: 5, Version: 3}, Rules: "info=100"}},
+			"Audit": []tasks.AuditEntry{{Kind: "renewal", Actor: "ada", Reason: "incident", Old: []byte(`{"killed":false}`), New: []byte(`{"killed":true}`)}}},
+			[]string{"Resume all intake", "Stop renewal", "info=100", "incident", "version conflict", `{&#34;killed&#34;:true}`}},
 	}
 	for _, c := range cases {
 		t.Run(c.page+"/"+c.name, func(t *testing.T) {
@@ -112,4 +117,15 @@ func TestBuildTimelineScalesToTheAxis(t *testing.T) {
 		require.LessOrEqual(t, r.X+r.W, tlLabelWidth+tlPlotWidth+tlMinBar)
 	}
 	require.Nil(t, buildTimeline(nil, time.Now()))
+}
+
+func TestParseRulesNamesWhatIsWrong(t *testing.T) {
+	rules, err := parseRules(" info=100; fr, be = 50 ;")
+	require.NoError(t, err)
+	require.Equal(t, []tasks.KeyRule{{Keys: []string{"info"}, Percent: 100}, {Keys: []string{"fr", "be"}, Percent: 50}}, rules)
+	require.Equal(t, "info=100; fr,be=50", formatRules(rules))
+	_, err = parseRules("info")
+	require.ErrorContains(t, err, `rule 1 "info"`)
+	_, err = parseRules("info=lots")
+	require.ErrorContains(t, err, `percent "lots"`)
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
 )
 
@@ -53,6 +54,9 @@ type Config struct {
 	Secret []byte
 	// PollInterval is how often live pages refresh. Default DefaultPollInterval.
 	PollInterval time.Duration
+	// Flags, when set, adds the flags page: kill switches and rules (read by
+	// staff, changed by admins) and the audit log.
+	Flags *tasks.Flags
 	// Logger receives unexpected errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -143,6 +147,9 @@ func (u *UI) routes() {
 	u.mux.HandleFunc("POST /ui/operations/{id}/cancel", u.session(u.cancelAction))
 	u.mux.HandleFunc("POST /ui/operations/{id}/relaunch", u.session(u.relaunchAction))
 	u.mux.HandleFunc("POST /ui/operations/{id}/signal", u.session(u.signalAction))
+	u.mux.HandleFunc("GET /ui/flags", u.session(u.flagsPage))
+	u.mux.HandleFunc("POST /ui/flags/global", u.session(u.globalKillAction))
+	u.mux.HandleFunc("POST /ui/flags/{kind}", u.session(u.setFlagAction))
 }
 
 // viewer is the signed-in principal as the pages see it.
@@ -272,6 +279,7 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, page string, status 
 	}
 	data["Viewer"] = viewerOf(r.Context())
 	data["Page"] = page
+	data["HasFlags"] = u.cfg.Flags != nil
 	name := "layout"
 	if frag := r.Header.Get("HX-Target"); frag != "" && t.Lookup(frag) != nil {
 		name = frag
