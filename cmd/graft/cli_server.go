@@ -18,6 +18,7 @@ import (
 
 	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/interceptors"
+	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
 )
 
@@ -85,7 +86,15 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 	if err := api.Migrate(ctx, db, o.schema); err != nil {
 		return err
 	}
-	cfg := api.Config{Engine: e, Metrics: prom.Handler, MeterProvider: prom.Provider,
+	if err := tasks.Migrate(ctx, db, o.schema); err != nil {
+		return err
+	}
+	flags, err := tasks.NewFlags(tasks.FlagsConfig{DB: db, DatabaseURL: databaseURL(), Schema: o.schema})
+	if err != nil {
+		return err
+	}
+	defer flags.Close()
+	cfg := api.Config{Engine: e, Flags: flags, Metrics: prom.Handler, MeterProvider: prom.Provider,
 		CustomerMayCancel: o.customerMayCancel, MaxBodyBytes: o.maxBody}
 	if !o.noRedis {
 		opt, err := redis.ParseURL(redisURL())

@@ -167,6 +167,26 @@ func TestServerCommand(t *testing.T) {
 	require.NoError(t, err)
 	res.Body.Close()
 	require.Equal(t, 401, res.StatusCode)
+
+	// The flags commands, on the server's own flags store.
+	out, err := run(t, "tokens", "create", "--direct", "--schema", schema, "--name", "root", "--role", "admin", "-o", "json")
+	require.NoError(t, err, out)
+	var tok api.CreatedToken
+	require.NoError(t, json.Unmarshal([]byte(out), &tok), out)
+	flags := func(args ...string) (string, error) {
+		return run(t, append(append([]string{"flags"}, args...), "--server", url, "--token", tok.Secret)...)
+	}
+	out, err = flags("get")
+	require.NoError(t, err)
+	require.Contains(t, out, "flag set version 1, global kill switch: false")
+	_, err = flags("set", "renewal", "--default-percent", "10", "--reason", "start")
+	require.ErrorContains(t, err, "400 Invalid request: kind")
+	out, err = flags("set", "*", "--version", "1", "--killed", "--reason", "incident")
+	require.NoError(t, err)
+	require.Contains(t, out, "* is at version 2: killed=true")
+	out, err = flags("audit")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)\*\s+2\s+root\s+incident`, out)
 	cancel()
 	wg.Wait()
 	require.NoError(t, runErr)

@@ -208,6 +208,49 @@ type ErrorInfo struct {
 	Type *string `json:"type,omitempty"`
 }
 
+// Flag defines model for Flag.
+type Flag struct {
+	DefaultPercent float64   `json:"default_percent"`
+	KeyRules       []KeyRule `json:"key_rules"`
+	Killed         bool      `json:"killed"`
+	Kind           string    `json:"kind"`
+	Version        int64     `json:"version"`
+}
+
+// FlagAuditEntry defines model for FlagAuditEntry.
+type FlagAuditEntry struct {
+	Actor   string           `json:"actor"`
+	At      time.Time        `json:"at"`
+	Id      int64            `json:"id"`
+	Kind    string           `json:"kind"`
+	New     *json.RawMessage `json:"new,omitempty"`
+	Old     *json.RawMessage `json:"old,omitempty"`
+	Reason  string           `json:"reason"`
+	Version int64            `json:"version"`
+}
+
+// FlagChange defines model for FlagChange.
+type FlagChange struct {
+	DefaultPercent *float64   `json:"default_percent,omitempty"`
+	KeyRules       *[]KeyRule `json:"key_rules,omitempty"`
+	Killed         *bool      `json:"killed,omitempty"`
+	Reason         string     `json:"reason"`
+
+	// Version The version the change is made against (the flag's; the flag set's for "*"); 0 creates the flag. A stale version is a 409.
+	Version int64 `json:"version"`
+}
+
+// FlagSet defines model for FlagSet.
+type FlagSet struct {
+	Flags []Flag `json:"flags"`
+
+	// Killed The global kill switch.
+	Killed bool `json:"killed"`
+
+	// Version The flag set's version (the global kill switch changes against it).
+	Version int64 `json:"version"`
+}
+
 // History defines model for History.
 type History struct {
 	Events []HistoryEvent `json:"events"`
@@ -238,6 +281,14 @@ type HistoryEvent struct {
 	// side effect ... with its status), attempt, compensation, action
 	// (an operator's), flag_decision.
 	Type string `json:"type"`
+}
+
+// KeyRule defines model for KeyRule.
+type KeyRule struct {
+	Keys []string `json:"keys"`
+
+	// Percent 0 to 100, two decimals.
+	Percent float64 `json:"percent"`
 }
 
 // NowSummary defines model for NowSummary.
@@ -447,6 +498,15 @@ type TokenRequest struct {
 // OperationID defines model for OperationID.
 type OperationID = string
 
+// GetFlagAuditParams defines parameters for GetFlagAudit.
+type GetFlagAuditParams struct {
+	// Kind One kind's changes ("*" for the global kill switch); default all.
+	Kind *string `form:"kind,omitempty" json:"kind,omitempty"`
+
+	// Limit At most this many, 1 to 1000; default 100.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
 // ListOperationsParams defines parameters for ListOperations.
 type ListOperationsParams struct {
 	// Status Any of these statuses (repeat the parameter, or separate with commas).
@@ -481,6 +541,9 @@ type ListOperationsParams struct {
 
 // ListOperationsParamsRoute defines parameters for ListOperations.
 type ListOperationsParamsRoute string
+
+// SetFlagJSONRequestBody defines body for SetFlag for application/json ContentType.
+type SetFlagJSONRequestBody = FlagChange
 
 // StartOperationJSONRequestBody defines body for StartOperation for application/json ContentType.
 type StartOperationJSONRequestBody = StartRequest
@@ -570,6 +633,30 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 
 // The interface specification for the client above.
 type ClientInterface interface {
+
+	// GetFlags The routing flags (intake) at their current version.
+	//
+	// Corresponds with GET /v1/flags (the `GetFlags` operationId).
+	GetFlags(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetFlagAudit Changes to the flags, newest first.
+	//
+	// Corresponds with GET /v1/flags/audit (the `GetFlagAudit` operationId).
+	GetFlagAudit(ctx context.Context, params *GetFlagAuditParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetFlagWithBody Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
+	SetFlagWithBody(ctx context.Context, kind string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetFlag Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
+	SetFlag(ctx context.Context, kind string, body SetFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListOperations List operations matching a filter, newest first, with counts per status.
 	//
@@ -670,6 +757,70 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/whoami (the `WhoAmI` operationId).
 	WhoAmI(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+}
+
+// GetFlags The routing flags (intake) at their current version.
+//
+// Corresponds with GET /v1/flags (the `GetFlags` operationId).
+func (c *Client) GetFlags(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetFlagsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetFlagAudit Changes to the flags, newest first.
+//
+// Corresponds with GET /v1/flags/audit (the `GetFlagAudit` operationId).
+func (c *Client) GetFlagAudit(ctx context.Context, params *GetFlagAuditParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetFlagAuditRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetFlagWithBody Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
+func (c *Client) SetFlagWithBody(ctx context.Context, kind string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetFlagRequestWithBody(c.Server, kind, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetFlag Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
+func (c *Client) SetFlag(ctx context.Context, kind string, body SetFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetFlagRequest(c.Server, kind, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
 }
 
 // ListOperations List operations matching a filter, newest first, with counts per status.
@@ -930,6 +1081,146 @@ func (c *Client) WhoAmI(ctx context.Context, reqEditors ...RequestEditorFn) (*ht
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// NewGetFlagsRequest constructs an http.Request for the GetFlags method
+func NewGetFlagsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/flags")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetFlagAuditRequest constructs an http.Request for the GetFlagAudit method
+func NewGetFlagAuditRequest(server string, params *GetFlagAuditParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/flags/audit")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Kind != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "kind", *params.Kind, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSetFlagRequest calls the generic SetFlag builder with application/json body
+func NewSetFlagRequest(server string, kind string, body SetFlagJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetFlagRequestWithBody(server, kind, "application/json", bodyReader)
+}
+
+// NewSetFlagRequestWithBody constructs an http.Request for the SetFlag method, with any body, and a specified content type
+func NewSetFlagRequestWithBody(server string, kind string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "kind", kind, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/flags/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
 }
 
 // NewListOperationsRequest constructs an http.Request for the ListOperations method
@@ -1527,6 +1818,34 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// GetFlagsWithResponse The routing flags (intake) at their current version.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/flags (the `GetFlags` operationId).
+	GetFlagsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetFlagsResponse, error)
+
+	// GetFlagAuditWithResponse Changes to the flags, newest first.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/flags/audit (the `GetFlagAudit` operationId).
+	GetFlagAuditWithResponse(ctx context.Context, params *GetFlagAuditParams, reqEditors ...RequestEditorFn) (*GetFlagAuditResponse, error)
+
+	// SetFlagWithBodyWithResponse Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
+	SetFlagWithBodyWithResponse(ctx context.Context, kind string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetFlagResponse, error)
+
+	// SetFlagWithResponse Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
+	SetFlagWithResponse(ctx context.Context, kind string, body SetFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*SetFlagResponse, error)
+
 	// ListOperationsWithResponse List operations matching a filter, newest first, with counts per status.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -1638,6 +1957,154 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/whoami (the `WhoAmI` operationId).
 	WhoAmIWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*WhoAmIResponse, error)
+}
+
+type GetFlagsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *FlagSet
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetFlagsResponse) GetJSON200() *FlagSet {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetFlagsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetFlagsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetFlagsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetFlagsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetFlagsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetFlagAuditResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []FlagAuditEntry `json:"items"`
+	}
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetFlagAuditResponse) GetJSON200() *struct {
+	Items []FlagAuditEntry `json:"items"`
+} {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetFlagAuditResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetFlagAuditResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetFlagAuditResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetFlagAuditResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetFlagAuditResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type SetFlagResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Flag
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetFlagResponse) GetJSON200() *Flag {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SetFlagResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SetFlagResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetFlagResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetFlagResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetFlagResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 type ListOperationsResponse struct {
@@ -2165,6 +2632,58 @@ func (r WhoAmIResponse) ContentType() string {
 	return ""
 }
 
+// GetFlagsWithResponse The routing flags (intake) at their current version.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/flags (the `GetFlags` operationId).
+func (c *ClientWithResponses) GetFlagsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetFlagsResponse, error) {
+	rsp, err := c.GetFlags(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetFlagsResponse(rsp)
+}
+
+// GetFlagAuditWithResponse Changes to the flags, newest first.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/flags/audit (the `GetFlagAudit` operationId).
+func (c *ClientWithResponses) GetFlagAuditWithResponse(ctx context.Context, params *GetFlagAuditParams, reqEditors ...RequestEditorFn) (*GetFlagAuditResponse, error) {
+	rsp, err := c.GetFlagAudit(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetFlagAuditResponse(rsp)
+}
+
+// SetFlagWithBodyWithResponse Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
+func (c *ClientWithResponses) SetFlagWithBodyWithResponse(ctx context.Context, kind string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetFlagResponse, error) {
+	rsp, err := c.SetFlagWithBody(ctx, kind, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetFlagResponse(rsp)
+}
+
+// SetFlagWithResponse Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
+func (c *ClientWithResponses) SetFlagWithResponse(ctx context.Context, kind string, body SetFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*SetFlagResponse, error) {
+	rsp, err := c.SetFlag(ctx, kind, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetFlagResponse(rsp)
+}
+
 // ListOperationsWithResponse List operations matching a filter, newest first, with counts per status.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -2371,6 +2890,107 @@ func (c *ClientWithResponses) WhoAmIWithResponse(ctx context.Context, reqEditors
 		return nil, err
 	}
 	return ParseWhoAmIResponse(rsp)
+}
+
+// ParseGetFlagsResponse parses an HTTP response from a GetFlagsWithResponse call
+func ParseGetFlagsResponse(rsp *http.Response) (*GetFlagsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetFlagsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest FlagSet
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetFlagAuditResponse parses an HTTP response from a GetFlagAuditWithResponse call
+func ParseGetFlagAuditResponse(rsp *http.Response) (*GetFlagAuditResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetFlagAuditResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []FlagAuditEntry `json:"items"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSetFlagResponse parses an HTTP response from a SetFlagWithResponse call
+func ParseSetFlagResponse(rsp *http.Response) (*SetFlagResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetFlagResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Flag
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
 }
 
 // ParseListOperationsResponse parses an HTTP response from a ListOperationsWithResponse call
@@ -2736,6 +3356,15 @@ func ParseWhoAmIResponse(rsp *http.Response) (*WhoAmIResponse, error) {
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
+	// GetFlags The routing flags (intake) at their current version.
+	// (GET /v1/flags)
+	GetFlags(w http.ResponseWriter, r *http.Request)
+	// GetFlagAudit Changes to the flags, newest first.
+	// (GET /v1/flags/audit)
+	GetFlagAudit(w http.ResponseWriter, r *http.Request, params GetFlagAuditParams)
+	// SetFlag Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
+	// (PUT /v1/flags/{kind})
+	SetFlag(w http.ResponseWriter, r *http.Request, kind string)
 	// ListOperations List operations matching a filter, newest first, with counts per status.
 	// (GET /v1/operations)
 	ListOperations(w http.ResponseWriter, r *http.Request, params ListOperationsParams)
@@ -2779,6 +3408,92 @@ type ServerInterfaceWrapper struct {
 }
 
 type MiddlewareFunc func(http.Handler) http.Handler
+
+// GetFlags operation middleware
+func (siw *ServerInterfaceWrapper) GetFlags(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetFlags(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetFlagAudit operation middleware
+func (siw *ServerInterfaceWrapper) GetFlagAudit(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetFlagAuditParams
+
+	// ------------- Optional query parameter "kind" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "kind", r.URL.Query(), &params.Kind, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "kind"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "kind", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetFlagAudit(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SetFlag operation middleware
+func (siw *ServerInterfaceWrapper) SetFlag(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "kind" -------------
+	var kind string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "kind", r.PathValue("kind"), &kind, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "kind", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SetFlag(w, r, kind)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
 
 // ListOperations operation middleware
 func (siw *ServerInterfaceWrapper) ListOperations(w http.ResponseWriter, r *http.Request) {
@@ -3282,6 +3997,9 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/operations/{id}/cancel", wrapper.CancelOperation)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/operations/{id}/relaunch", wrapper.RelaunchOperation)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/operations/{id}/signal", wrapper.SignalOperation)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/flags", wrapper.GetFlags)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/flags/audit", wrapper.GetFlagAudit)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/flags/{kind}", wrapper.SetFlag)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/tokens", wrapper.ListTokens)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/tokens", wrapper.CreateToken)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/tokens/{tokenId}", wrapper.RevokeToken)
@@ -3291,6 +4009,125 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 }
 
 type ProblemApplicationProblemPlusJSONResponse Problem
+
+type GetFlagsRequestObject struct {
+}
+
+type GetFlagsResponseObject interface {
+	VisitGetFlagsResponse(w http.ResponseWriter) error
+}
+
+type GetFlags200JSONResponse FlagSet
+
+func (response GetFlags200JSONResponse) VisitGetFlagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFlagsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetFlagsdefaultApplicationProblemPlusJSONResponse) VisitGetFlagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFlagAuditRequestObject struct {
+	Params GetFlagAuditParams
+}
+
+type GetFlagAuditResponseObject interface {
+	VisitGetFlagAuditResponse(w http.ResponseWriter) error
+}
+
+type GetFlagAudit200JSONResponse struct {
+	Items []FlagAuditEntry `json:"items"`
+}
+
+func (response GetFlagAudit200JSONResponse) VisitGetFlagAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFlagAuditdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetFlagAuditdefaultApplicationProblemPlusJSONResponse) VisitGetFlagAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetFlagRequestObject struct {
+	Kind string `json:"kind"`
+	Body *SetFlagJSONRequestBody
+}
+
+type SetFlagResponseObject interface {
+	VisitSetFlagResponse(w http.ResponseWriter) error
+}
+
+type SetFlag200JSONResponse Flag
+
+func (response SetFlag200JSONResponse) VisitSetFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetFlagdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SetFlagdefaultApplicationProblemPlusJSONResponse) VisitSetFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
 
 type ListOperationsRequestObject struct {
 	Params ListOperationsParams
@@ -3720,6 +4557,15 @@ func (response WhoAmIdefaultApplicationProblemPlusJSONResponse) VisitWhoAmIRespo
 
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
+	// GetFlags The routing flags (intake) at their current version.
+	// (GET /v1/flags)
+	GetFlags(ctx context.Context, request GetFlagsRequestObject) (GetFlagsResponseObject, error)
+	// GetFlagAudit Changes to the flags, newest first.
+	// (GET /v1/flags/audit)
+	GetFlagAudit(ctx context.Context, request GetFlagAuditRequestObject) (GetFlagAuditResponseObject, error)
+	// SetFlag Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
+	// (PUT /v1/flags/{kind})
+	SetFlag(ctx context.Context, request SetFlagRequestObject) (SetFlagResponseObject, error)
 	// ListOperations List operations matching a filter, newest first, with counts per status.
 	// (GET /v1/operations)
 	ListOperations(ctx context.Context, request ListOperationsRequestObject) (ListOperationsResponseObject, error)
@@ -3792,6 +4638,89 @@ type strictHandler struct {
 	ssi         StrictServerInterface
 	middlewares []StrictMiddlewareFunc
 	options     StrictHTTPServerOptions
+}
+
+// GetFlags operation middleware
+func (sh *strictHandler) GetFlags(w http.ResponseWriter, r *http.Request) {
+	var request GetFlagsRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetFlags(ctx, request.(GetFlagsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetFlags")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetFlagsResponseObject); ok {
+		if err := validResponse.VisitGetFlagsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetFlagAudit operation middleware
+func (sh *strictHandler) GetFlagAudit(w http.ResponseWriter, r *http.Request, params GetFlagAuditParams) {
+	var request GetFlagAuditRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetFlagAudit(ctx, request.(GetFlagAuditRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetFlagAudit")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetFlagAuditResponseObject); ok {
+		if err := validResponse.VisitGetFlagAuditResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SetFlag operation middleware
+func (sh *strictHandler) SetFlag(w http.ResponseWriter, r *http.Request, kind string) {
+	var request SetFlagRequestObject
+
+	request.Kind = kind
+
+	var body SetFlagJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SetFlag(ctx, request.(SetFlagRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetFlag")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SetFlagResponseObject); ok {
+		if err := validResponse.VisitSetFlagResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
 }
 
 // ListOperations operation middleware

@@ -15,6 +15,8 @@ func (s *Server) rolesFor(op string) []Role {
 	switch op {
 	case "ListOperations", "GetOperation", "GetOperationHistory", "WhoAmI":
 		return all
+	case "GetFlags", "GetFlagAudit":
+		return []Role{RoleAdmin, RoleOperator, RoleViewer}
 	case "StartOperation", "RelaunchOperation", "SignalOperation":
 		return actors
 	case "CancelOperation":

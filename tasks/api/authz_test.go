@@ -80,6 +80,10 @@ func TestEveryRouteEveryRole(t *testing.T) {
 		{"tokens create", "POST", "/v1/tokens", `{"name":"","role":"viewer"}`, admin(400), false},
 		{"tokens revoke", "DELETE", "/v1/tokens/0000000000000000", "", admin(404), false},
 		{"whoami", "GET", "/v1/whoami", "", all(200), false},
+		// This server has no flags store: staff get its 404, customers 403.
+		{"flags", "GET", "/v1/flags", "", map[string]int{"admin": 404, "operator": 404, "viewer": 404, "customer": 403}, false},
+		{"flags audit", "GET", "/v1/flags/audit", "", map[string]int{"admin": 404, "operator": 404, "viewer": 404, "customer": 403}, false},
+		{"flags set", "PUT", "/v1/flags/order", `{"version":0,"reason":"r"}`, admin(404), false},
 	}
 	for _, rt := range routes {
 		for _, role := range roles {

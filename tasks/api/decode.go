@@ -25,6 +25,8 @@ func requestBody(pattern string) any {
 		return new(SignalRequest)
 	case "POST /v1/tokens":
 		return new(TokenRequest)
+	case "PUT /v1/flags/{kind}":
+		return new(FlagChange)
 	}
 	return nil
 }

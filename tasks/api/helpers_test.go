@@ -42,6 +42,12 @@ type env struct {
 
 func newEnv(t *testing.T, cfg api.Config) *env {
 	t.Helper()
+	return newEnvOn(t, nil, cfg)
+}
+
+// newEnvOn is newEnv on engine e (nil: a new one).
+func newEnvOn(t *testing.T, e *engine.Engine, cfg api.Config) *env {
+	t.Helper()
 	ev := &env{tokens: map[string]string{}}
 	reserve := engine.NewActivity("reserve", func(_ context.Context, in orderIn) (string, error) { return "r-" + in.Item, nil })
 	charge := engine.NewActivity("charge", func(_ context.Context, in orderIn) (string, error) {
@@ -74,7 +80,10 @@ func newEnv(t *testing.T, cfg api.Config) *env {
 		cancel.Undo(reserve, release, func(_ orderIn, reservation string) string { return reservation }),
 	}})
 	require.NoError(t, err)
-	ev.e = testenv.Engine(t, &engine.Config{Interceptors: []engine.Interceptor{ic}})
+	ev.e = e
+	if ev.e == nil {
+		ev.e = testenv.Engine(t, &engine.Config{Interceptors: []engine.Interceptor{ic}})
+	}
 	require.NoError(t, ev.e.Register(reserve, charge, release, order))
 	require.NoError(t, ic.Register(ev.e))
 	testenv.Worker(t, ev.e, engine.WorkerConfig{})

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/tasks"
 )
 
 //go:embed openapi.yaml
@@ -53,6 +54,8 @@ type Config struct {
 	Redis redis.UniversalClient
 	// Legacy, when set, adds each operation's legacy row to GET responses.
 	Legacy Legacy
+	// Flags, when set, serves the intake's routing flags under /v1/flags.
+	Flags *tasks.Flags
 	// Metrics serves /metrics (see NewPrometheus). nil: /metrics is 404.
 	Metrics http.Handler
 	// MeterProvider, when set, records the server's request metrics

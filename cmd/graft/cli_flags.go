@@ -1,0 +1,141 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/graftdev/graft/tasks/api"
+)
+
+func newFlagsCmd(cli *cliOpts) *cobra.Command {
+	cmd := &cobra.Command{Use: "flags", Short: "read and change the intake's routing flags through the server"}
+	cmd.AddCommand(newFlagsGetCmd(cli), newFlagsSetCmd(cli), newFlagsAuditCmd(cli))
+	return cmd
+}
+
+func rulesText(rules []api.KeyRule) string {
+	var parts []string
+	for _, r := range rules {
+		parts = append(parts, fmt.Sprintf("%s=%g%%", strings.Join(r.Keys, ","), r.Percent))
+	}
+	return strings.Join(parts, " ")
+}
+
+func newFlagsGetCmd(cli *cliOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get",
+		Short: "show every flag and the global kill switch",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cli.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.GetFlagsWithResponse(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if err := check(res.StatusCode(), res.Body, 200); err != nil {
+				return err
+			}
+			set := res.JSON200
+			return cli.emit(res.Body, func(w io.Writer) {
+				fmt.Fprintf(w, "flag set version %d, global kill switch: %v\n\n", set.Version, set.Killed)
+				fmt.Fprintln(w, "KIND\tVERSION\tKILLED\tDEFAULT\tKEY RULES")
+				for _, f := range set.Flags {
+					fmt.Fprintf(w, "%s\t%d\t%v\t%g%%\t%s\n", f.Kind, f.Version, f.Killed, f.DefaultPercent, rulesText(f.KeyRules))
+				}
+			})
+		},
+	}
+}
+
+func newFlagsSetCmd(cli *cliOpts) *cobra.Command {
+	var version int64
+	var killed bool
+	var pct float64
+	var rules []string
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "set KIND --version N --reason TEXT [--killed] [--default-percent P] [--key-rule KEYS=P]...",
+		Short: `change a kind's flag against the version you read (KIND "*": the global kill switch)`,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cli.client()
+			if err != nil {
+				return err
+			}
+			ch := api.FlagChange{Version: version, Reason: reason, Killed: &killed}
+			if args[0] != "*" {
+				kr := []api.KeyRule{}
+				for _, r := range rules {
+					keys, p, ok := strings.Cut(r, "=")
+					f, perr := strconv.ParseFloat(strings.TrimSuffix(p, "%"), 64)
+					if !ok || perr != nil || keys == "" {
+						return fmt.Errorf("--key-rule %q: use KEY[,KEY...]=PERCENT, e.g. com,net=100", r)
+					}
+					kr = append(kr, api.KeyRule{Keys: strings.Split(keys, ","), Percent: f})
+				}
+				ch.DefaultPercent, ch.KeyRules = &pct, &kr
+			}
+			res, err := c.SetFlagWithResponse(cmd.Context(), args[0], ch)
+			if err != nil {
+				return err
+			}
+			if err := check(res.StatusCode(), res.Body, 200); err != nil {
+				return err
+			}
+			f := res.JSON200
+			return cli.emit(res.Body, func(w io.Writer) {
+				fmt.Fprintf(w, "%s is at version %d: killed=%v default=%g%% %s\n", f.Kind, f.Version, f.Killed, f.DefaultPercent, rulesText(f.KeyRules))
+			})
+		},
+	}
+	fl := cmd.Flags()
+	fl.Int64Var(&version, "version", 0, "the version the change is made against (0 creates the flag)")
+	fl.BoolVar(&killed, "killed", false, "the kill switch")
+	fl.Float64Var(&pct, "default-percent", 0, "percent of other keys routed to graft")
+	fl.StringArrayVar(&rules, "key-rule", nil, "KEYS=PERCENT, repeatable (the whole rule list is replaced)")
+	fl.StringVar(&reason, "reason", "", "why (audited; required)")
+	return cmd
+}
+
+func newFlagsAuditCmd(cli *cliOpts) *cobra.Command {
+	var kind string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "show changes to the flags, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cli.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.GetFlagAuditWithResponse(cmd.Context(), &api.GetFlagAuditParams{Kind: opt(kind), Limit: &limit})
+			if err != nil {
+				return err
+			}
+			if err := check(res.StatusCode(), res.Body, 200); err != nil {
+				return err
+			}
+			return cli.emit(res.Body, func(w io.Writer) {
+				fmt.Fprintln(w, "TIME\tKIND\tVERSION\tBY\tREASON\tNEW VALUE")
+				for _, a := range res.JSON200.Items {
+					nv := ""
+					if a.New != nil {
+						nv = string(*a.New)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", ts(&a.At), a.Kind, a.Version, a.Actor, a.Reason, nv)
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&kind, "kind", "", `one kind ("*": the global kill switch)`)
+	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many")
+	return cmd
+}
