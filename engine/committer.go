@@ -3,10 +3,13 @@ package engine
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,9 +38,21 @@ type writeOp struct {
 	events  []*CheckpointEvent
 	done    func(error)
 	started time.Time
+
+	// state is opQueued, opWriting or opWithdrawn: a submitter whose
+	// context ends takes a queued op back, so that what it reports (not
+	// written) stays true; an op being written is waited for.
+	state atomic.Int32
 }
 
 func (op *writeOp) fence() fence { return fence{op.owner, op.token} }
+
+// The states of a writeOp.
+const (
+	opQueued int32 = iota
+	opWriting
+	opWithdrawn
+)
 
 // newRunSpec inserts a run (start, child start, continue-as-new).
 type newRunSpec struct {
@@ -82,10 +97,21 @@ type committer struct {
 	shards []chan *writeOp
 	wg     sync.WaitGroup
 	stop   chan struct{}
+	// releases are runs given back after a failed write, released in
+	// batches off the shards' goroutines (see releaseLoop).
+	releases chan release
+	relStop  chan struct{}
+	relDone  chan struct{}
+	// lostAck, when set (tests), is asked after each commit whether to
+	// report it as a lost connection instead, as if the acknowledgement of
+	// COMMIT never arrived.
+	lostAck atomic.Pointer[func() bool]
 }
 
 func newCommitter(e *Engine) *committer {
-	c := &committer{e: e, stop: make(chan struct{})}
+	c := &committer{e: e, stop: make(chan struct{}), releases: make(chan release, 4*e.cfg.MaxBatch),
+		relStop: make(chan struct{}), relDone: make(chan struct{})}
+	go c.releaseLoop()
 	for i := 0; i < e.cfg.CommitShards; i++ {
 		ch := make(chan *writeOp, 4*e.cfg.MaxBatch)
 		c.shards = append(c.shards, ch)
@@ -95,14 +121,23 @@ func newCommitter(e *Engine) *committer {
 	return c
 }
 
-func (c *committer) submit(op *writeOp) {
+func (c *committer) shard(op *writeOp) chan *writeOp {
 	h := fnv.New32a()
 	h.Write([]byte(op.runID))
 	op.started = time.Now()
-	c.shards[int(h.Sum32())%len(c.shards)] <- op
+	return c.shards[int(h.Sum32())%len(c.shards)]
 }
 
-// submitWait submits op and waits for its commit.
+// submit queues op, waiting for room in its shard: a run's writes are the
+// worker's backpressure.
+func (c *committer) submit(op *writeOp) {
+	c.shard(op) <- op
+}
+
+// submitWait submits op and waits for its outcome. When ctx ends first, the
+// op is taken back if it is still queued (ctx's error then means it was not
+// written); if it is being written, its outcome is awaited, so the caller
+// never reports as failed a write that happened.
 func (c *committer) submitWait(ctx context.Context, op *writeOp) error {
 	ch := make(chan error, 1)
 	prev := op.done
@@ -112,18 +147,48 @@ func (c *committer) submitWait(ctx context.Context, op *writeOp) error {
 		}
 		ch <- err
 	}
-	c.submit(op)
+	select {
+	case c.shard(op) <- op:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	select {
 	case err := <-ch:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		if op.state.CompareAndSwap(opQueued, opWithdrawn) {
+			return ctx.Err()
+		}
+		return <-ch
 	}
 }
 
 func (c *committer) close() {
 	close(c.stop)
 	c.wg.Wait()
+	close(c.relStop)
+	<-c.relDone
+}
+
+// stopping reports whether close has begun.
+func (c *committer) stopping() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// pause waits before attempt n+1 of a failed write; it is cut short when
+// the committer stops.
+func (c *committer) pause(n int) {
+	t := time.NewTimer(retryPause(n))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.stop:
+	}
 }
 
 func (c *committer) loop(ch chan *writeOp) {
@@ -157,11 +222,64 @@ func (c *committer) loop(ch chan *writeOp) {
 	}
 }
 
-// run commits a batch; if the batch fails as a whole, each op is retried
-// alone so one bad op cannot sink its neighbours.
+// run commits a batch. A database fault (a lost connection, a restart, a
+// deadlock) is retried with a growing pause, after reading back whether the
+// failed attempt committed after all; any other failure of the batch as a
+// whole is retried op by op, so one bad op cannot sink its neighbours.
 func (c *committer) run(batch []*writeOp) {
+	for attempt := 1; ; attempt++ {
+		if batch = c.take(batch); len(batch) == 0 {
+			return
+		}
+		errs, err := c.exec(batch)
+		fault := classify(err)
+		if fault != faultNone {
+			var nc *notCommitted
+			if !errors.As(err, &nc) {
+				// The commit may have happened: look.
+				if committed, rerrs := c.readBack(batch); committed {
+					errs, err, fault = rerrs, nil, faultNone
+				}
+			}
+		}
+		if err == nil {
+			for i, op := range batch {
+				if op.done != nil {
+					op.done(errs[i])
+				}
+			}
+			c.e.afterCommit(batch, errs)
+			return
+		}
+		c.giveBack(batch)
+		retry := fault == faultConnection || (fault == faultContention && attempt < contentionRetries)
+		if retry && !c.stopping() {
+			c.e.cfg.Logger.Warn("graft: commit failed; retrying", "ops", len(batch), "attempt", attempt, "err", err)
+			c.pause(attempt)
+			continue
+		}
+		if len(batch) > 1 {
+			for _, op := range batch {
+				c.run([]*writeOp{op})
+			}
+			return
+		}
+		if op := batch[0]; op.state.CompareAndSwap(opQueued, opWriting) && op.done != nil {
+			op.done(err)
+		}
+		return
+	}
+}
+
+// take marks the ops of batch as being written and returns them, less the
+// ones nobody waits for any more: withdrawn by their submitter, or written
+// by a run state this worker has abandoned.
+func (c *committer) take(batch []*writeOp) []*writeOp {
 	live := batch[:0:0]
 	for _, op := range batch {
+		if !op.state.CompareAndSwap(opQueued, opWriting) {
+			continue
+		}
 		if op.abandoned != nil {
 			select {
 			case <-op.abandoned:
@@ -174,37 +292,36 @@ func (c *committer) run(batch []*writeOp) {
 		}
 		live = append(live, op)
 	}
-	if batch = live; len(batch) == 0 {
-		return
-	}
-	errs, err := c.exec(batch)
-	if err != nil && len(batch) > 1 {
-		for _, op := range batch {
-			c.run([]*writeOp{op})
-		}
-		return
-	}
-	for i, op := range batch {
-		e := err
-		if e == nil {
-			e = errs[i]
-		}
-		if op.done != nil {
-			op.done(e)
-		}
-	}
-	if err == nil {
-		c.e.afterCommit(batch, errs)
+	return live
+}
+
+// giveBack returns the ops of a batch that was not written to the queued
+// state, so a submitter that gives up meanwhile can withdraw its op.
+func (c *committer) giveBack(batch []*writeOp) {
+	for _, op := range batch {
+		op.state.Store(opQueued)
 	}
 }
 
 // exec runs one transaction for the batch. It returns a per-op error (for ops
 // that were fenced or refused) or an error for the whole batch.
 func (c *committer) exec(batch []*writeOp) ([]error, error) {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.CommitTimeout)
+	defer cancel()
+	errs, err := c.execCtx(ctx, batch)
+	if err == nil {
+		if h := c.lostAck.Load(); h != nil && (*h)() {
+			return nil, driver.ErrBadConn
+		}
+	}
+	return errs, err
+}
+
+func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, err error) {
 	s := c.e.store
 	now := c.e.cfg.Clock.Now()
 	errs := make([]error, len(batch))
+	committing := false
 	if c.stepsAndFinishOnly(batch) {
 		return c.execStepsAndFinish(ctx, now, batch)
 	}
@@ -215,10 +332,16 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 	if !c.singleStatement(batch) {
 		t, err := c.e.db.BeginTx(ctx, nil)
 		if err != nil {
-			return nil, err
+			return nil, &notCommitted{err}
 		}
 		defer t.Rollback()
 		tx, realTx = t, t
+		// Until COMMIT is sent, a failure means nothing was written.
+		defer func() {
+			if err != nil && !committing {
+				err = &notCommitted{err}
+			}
+		}()
 	}
 
 	// 0. A child is started only by a parent that still holds its lease;
@@ -423,6 +546,7 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 		return nil, err
 	}
 	if realTx != nil {
+		committing = true
 		if err := realTx.Commit(); err != nil {
 			return nil, err
 		}

@@ -42,6 +42,10 @@ type Config struct {
 	CommitShards int
 	// MaxBatch bounds the operations in one group commit. Default 1000.
 	MaxBatch int
+	// CommitTimeout bounds each group commit (and the read-back of one whose
+	// outcome was lost), so a database that stops answering cannot hold a
+	// writer for ever: the commit is cancelled and retried. Default 10s.
+	CommitTimeout time.Duration
 	// Retention is how long closed runs are kept before removal. Default 7 days;
 	// negative keeps them forever.
 	Retention time.Duration
@@ -113,6 +117,9 @@ func (c *Config) withDefaults() Config {
 	out.HistoryCountLimit = cmp.Or(out.HistoryCountLimit, DefaultHistoryCountLimit)
 	out.HistorySizeWarn = cmp.Or(out.HistorySizeWarn, DefaultHistorySizeWarn)
 	out.HistorySizeLimit = cmp.Or(out.HistorySizeLimit, DefaultHistorySizeLimit)
+	if out.CommitTimeout == 0 {
+		out.CommitTimeout = 10 * time.Second
+	}
 	if out.Retention == 0 {
 		out.Retention = 7 * 24 * time.Hour
 	}
@@ -147,6 +154,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("graft: Config.HistorySizeLimit must be positive")
 	case c.HistorySizeWarn < 0 || c.HistorySizeWarn > c.HistorySizeLimit:
 		return fmt.Errorf("graft: Config.HistorySizeWarn %d must be positive and at most HistorySizeLimit %d", c.HistorySizeWarn, c.HistorySizeLimit)
+	case c.CommitTimeout < 100*time.Millisecond:
+		return fmt.Errorf("graft: Config.CommitTimeout %v is below 100ms", c.CommitTimeout)
 	}
 	return nil
 }

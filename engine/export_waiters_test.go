@@ -20,3 +20,10 @@ func WaiterCountForTest(e *Engine) int {
 func SetBlockedHookForTest(e *Engine, fn func(runID string, unloading bool)) {
 	e.hooks.blocked.Store(&fn)
 }
+
+// SetLostCommitAckForTest makes the committer ask fn after each commit
+// whether to report it as a lost connection instead, as if the
+// acknowledgement of COMMIT never arrived.
+func SetLostCommitAckForTest(e *Engine, fn func() bool) {
+	e.commit.lostAck.Store(&fn)
+}

@@ -294,7 +294,7 @@ func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
 	}
 	s.histBytes.Add(st.size())
 	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, token: s.row.Loads, abandoned: s.abandoned, step: st, events: events, done: func(err error) {
-		if err != nil {
+		if err != nil && !s.isAbandoned() {
 			s.e.cfg.Logger.Warn("graft: step write refused; dropping run", "run_id", s.row.RunID, "seq", st.Seq, "err", err)
 			s.dropAfter(err)
 		}
@@ -307,6 +307,10 @@ func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
 // so the run is released with a pause that doubles with each load (100 ms,
 // 200 ms, ... up to a minute) instead of being resumed at once in a loop.
 // A lost lease needs no pause: another worker holds the run.
+//
+// Only the first drop of a run state gives the run back: the writes it still
+// had queued are refused once it is abandoned, and each refusal comes here
+// too (the lease's fence would refuse a second release anyway).
 func (s *runState) dropAfter(err error) {
 	if errors.Is(err, errLeaseLost) {
 		s.drop()
@@ -316,15 +320,17 @@ func (s *runState) dropAfter(err error) {
 	if n := s.row.Loads; n < 10 {
 		pause = min(pause, (100*time.Millisecond)<<max(n-1, 0))
 	}
-	s.abandon()
-	_ = s.e.store.releaseRun(context.Background(), s.fence(), s.row.RunID, s.e.cfg.Clock.Now().Add(pause))
+	if s.abandonFirst() {
+		s.e.commit.releaseLater(s.fence(), s.row.RunID, s.e.cfg.Clock.Now().Add(pause))
+	}
 }
 
 // drop abandons the run and gives it back, so that any worker resumes it
 // from its record at once.
 func (s *runState) drop() {
-	s.abandon()
-	_ = s.e.store.releaseRun(context.Background(), s.fence(), s.row.RunID, s.e.cfg.Clock.Now())
+	if s.abandonFirst() {
+		s.e.commit.releaseLater(s.fence(), s.row.RunID, s.e.cfg.Clock.Now())
+	}
 }
 
 // fence is the lease this copy of the run writes under.
@@ -332,11 +338,26 @@ func (s *runState) fence() fence { return fence{s.w.id, s.row.Loads} }
 
 // abandon makes the workflow goroutine exit without writing anything more;
 // another worker (or this one) resumes the run from its record.
-func (s *runState) abandon() {
+func (s *runState) abandon() { s.abandonFirst() }
+
+// isAbandoned reports whether the run state was abandoned.
+func (s *runState) isAbandoned() bool {
+	select {
+	case <-s.abandoned:
+		return true
+	default:
+		return false
+	}
+}
+
+// abandonFirst abandons the run state and reports whether this call did it.
+func (s *runState) abandonFirst() (first bool) {
 	s.abandonOnce.Do(func() {
+		first = true
 		close(s.abandoned)
 		s.dropRun()
 	})
+	return first
 }
 
 // waiter is something a workflow can block on.

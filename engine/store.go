@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"sort"
 	"strings"
 	"time"
 
@@ -581,6 +582,57 @@ func (s *store) releaseRun(ctx context.Context, f fence, runID string, wakeAt ti
 		WHERE run_id = $1 AND lease_owner = $2 AND loads = $5 AND status = 'running' RETURNING queue)
 		SELECT pg_notify($4, queue) FROM r`, runID, f.owner, wakeAt, s.channel[chanWork], f.token)
 	return err
+}
+
+// releaseRuns is releaseRun for many runs in one statement, in run ID
+// order so that it locks rows in the order other batch writers do.
+func (s *store) releaseRuns(ctx context.Context, rs []release) error {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].runID < rs[j].runID })
+	cols, args := columns(4)
+	for _, r := range rs {
+		cols[0].str(r.runID)
+		cols[1].str(r.fence.owner)
+		cols[2].int(int64(r.fence.token))
+		cols[3].time(nullTime(r.wakeAt))
+	}
+	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` x SET status = 'waiting', lease_owner = NULL,
+			lease_expires_at = NULL, wake_at = v.wake_at, updated_at = now()
+		FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[]) AS v(run_id, owner, token, wake_at)
+		WHERE x.run_id = v.run_id AND x.lease_owner = v.owner AND x.loads = v.token AND x.status = 'running' RETURNING x.queue)
+		SELECT pg_notify($5, queue) FROM r`, append(args(), s.channel[chanWork])...)
+	return err
+}
+
+// written reads back which parts of a batch the database holds (see
+// committer.readBack).
+func (s *store) written(ctx context.Context, q *writtenQuery) (written, error) {
+	w := written{steps: map[stepKey]bool{}, runs: map[string]bool{}, fins: map[string]bool{}}
+	rows, err := s.db.QueryContext(ctx, `SELECT 's', st.run_id, st.seq FROM `+s.steps+` st
+			JOIN unnest($1::text[], $2::int[]) AS v(run_id, seq) ON st.run_id = v.run_id AND st.seq = v.seq
+		UNION ALL SELECT 'r', run_id, 0 FROM `+s.runs+` WHERE run_id = ANY($3::text[])
+		UNION ALL SELECT 'f', r.run_id, 0 FROM `+s.runs+` r
+			JOIN unnest($4::text[], $5::text[]) AS v(run_id, status) ON r.run_id = v.run_id AND r.status = v.status`,
+		pq.Array(q.stepRuns), pq.Array(q.stepSeqs), pq.Array(q.runIDs), pq.Array(q.finRuns), pq.Array(q.finStatuses))
+	if err != nil {
+		return w, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind, id string
+		var seq int
+		if err := rows.Scan(&kind, &id, &seq); err != nil {
+			return w, err
+		}
+		switch kind {
+		case "s":
+			w.steps[stepKey{id, seq}] = true
+		case "r":
+			w.runs[id] = true
+		default:
+			w.fins[id] = true
+		}
+	}
+	return w, rows.Err()
 }
 
 // unclaimNew gives back a run that was created leased to owner (an eager

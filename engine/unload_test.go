@@ -107,7 +107,7 @@ func TestUnloadedRunsHoldNoGoroutines(t *testing.T) {
 		return v + i, err
 	})
 	_, c := ftEnv(t, &engine.Config{UnloadAfter: 50 * time.Millisecond}, wf)
-	ctx := testenv.Ctx(t, 60*time.Second)
+	ctx := testenv.Ctx(t, 120*time.Second)
 	base := runtime.NumGoroutine()
 	runs := make([]*engine.Run[int], n)
 	for i := range runs {

@@ -1,0 +1,90 @@
+package engine
+
+import (
+	"context"
+)
+
+// A write whose acknowledgement is lost (the connection dropped during
+// COMMIT, or while a single-statement batch ran) may or may not have
+// committed, and writing it again is no answer: a step already recorded, a
+// run already finished or started would then be refused, as if the lease
+// had been lost. So the committer reads back what the batch would have
+// written. A batch commits whole or not at all, so one part found means all
+// of it committed (and a part missing was refused by its fence); nothing
+// found means nothing committed, and the batch is written again.
+
+// readBack reports whether batch committed and, if so, each op's outcome.
+// It retries while the database does not answer; when the engine stops
+// first, the outcome stays unknown and the batch is treated as failed.
+func (c *committer) readBack(batch []*writeOp) (bool, []error) {
+	var q writtenQuery
+	for _, op := range batch {
+		if op.step != nil {
+			q.step(op.step)
+		}
+		if nr := op.newRun; nr != nil {
+			q.runIDs = append(q.runIDs, nr.row.RunID)
+			if nr.childStep != nil {
+				q.step(nr.childStep)
+			}
+		}
+		if op.fin != nil {
+			q.finRuns = append(q.finRuns, op.runID)
+			q.finStatuses = append(q.finStatuses, op.fin.status)
+		}
+	}
+	var found written
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.CommitTimeout)
+		var err error
+		found, err = c.e.store.written(ctx, &q)
+		cancel()
+		if err == nil {
+			break
+		}
+		if c.stopping() {
+			c.e.cfg.Logger.Error("graft: commit outcome unknown at shutdown", "ops", len(batch), "err", err)
+			return false, nil
+		}
+		c.e.cfg.Logger.Warn("graft: commit outcome unknown; reading back", "ops", len(batch), "attempt", attempt, "err", err)
+		c.pause(attempt)
+	}
+	errs := make([]error, len(batch))
+	committed := false
+	for i, op := range batch {
+		present := (op.step != nil && found.steps[stepKey{op.step.RunID, op.step.Seq}]) ||
+			(op.newRun != nil && found.runs[op.newRun.row.RunID]) ||
+			(op.newRun != nil && op.newRun.childStep != nil && found.steps[stepKey{op.runID, op.newRun.childStep.Seq}]) ||
+			(op.fin != nil && found.fins[op.runID])
+		switch {
+		case present:
+			committed = true
+		case op.newRun != nil && op.newRun.childStep == nil && op.fin == nil:
+			errs[i] = ErrAlreadyStarted
+		default:
+			errs[i] = errLeaseLost
+		}
+	}
+	return committed, errs
+}
+
+// writtenQuery names what a batch writes.
+type writtenQuery struct {
+	stepRuns    []string
+	stepSeqs    []int64
+	runIDs      []string
+	finRuns     []string
+	finStatuses []string
+}
+
+func (q *writtenQuery) step(st *stepRow) {
+	q.stepRuns = append(q.stepRuns, st.RunID)
+	q.stepSeqs = append(q.stepSeqs, int64(st.Seq))
+}
+
+// written is what of a writtenQuery the database holds.
+type written struct {
+	steps map[stepKey]bool
+	runs  map[string]bool // new runs
+	fins  map[string]bool // runs in the status a transition put them in
+}
