@@ -181,6 +181,15 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 			eager.unexpect(row.RunID)
 			<-eager.slots
 			c.e.dropWaiter(row.RunID, local)
+			if !errors.Is(err, ErrAlreadyStarted) && !errors.Is(err, ctx.Err()) {
+				// The outcome of the write is unknown (the engine stopped
+				// while the database did not answer): a run created leased
+				// to this worker is given back at once rather than left to
+				// its lease's expiry.
+				uctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.CommitTimeout)
+				_ = c.e.store.unclaimNew(uctx, eager.id, row.RunID)
+				cancel()
+			}
 		}
 	}
 	if errors.Is(err, ErrAlreadyStarted) {

@@ -106,6 +106,11 @@ type committer struct {
 	// report it as a lost connection instead, as if the acknowledgement of
 	// COMMIT never arrived.
 	lostAck atomic.Pointer[func() bool]
+	// beforeExec, when set (tests), runs before each attempt to write a
+	// batch, once its ops are taken for writing.
+	beforeExec atomic.Pointer[func()]
+	// queued, when set (tests), runs when submitWait has queued its op.
+	queued atomic.Pointer[func()]
 }
 
 func newCommitter(e *Engine) *committer {
@@ -151,6 +156,9 @@ func (c *committer) submitWait(ctx context.Context, op *writeOp) error {
 	case c.shard(op) <- op:
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if h := c.queued.Load(); h != nil {
+		(*h)()
 	}
 	select {
 	case err := <-ch:
@@ -230,6 +238,9 @@ func (c *committer) run(batch []*writeOp) {
 	for attempt := 1; ; attempt++ {
 		if batch = c.take(batch); len(batch) == 0 {
 			return
+		}
+		if h := c.beforeExec.Load(); h != nil {
+			(*h)()
 		}
 		errs, err := c.exec(batch)
 		fault := classify(err)

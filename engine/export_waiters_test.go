@@ -27,3 +27,15 @@ func SetBlockedHookForTest(e *Engine, fn func(runID string, unloading bool)) {
 func SetLostCommitAckForTest(e *Engine, fn func() bool) {
 	e.commit.lostAck.Store(&fn)
 }
+
+// SetBeforeCommitForTest makes fn run before each attempt to write a batch,
+// once its ops are taken for writing.
+func SetBeforeCommitForTest(e *Engine, fn func()) {
+	e.commit.beforeExec.Store(&fn)
+}
+
+// SetQueuedForTest makes fn run each time a write whose submitter waits for
+// it (a start, for instance) has been queued.
+func SetQueuedForTest(e *Engine, fn func()) {
+	e.commit.queued.Store(&fn)
+}
