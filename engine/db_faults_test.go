@@ -128,8 +128,9 @@ func TestTerminatedBackendsLoseNoWrite(t *testing.T) {
 	underway := make(chan struct{})
 	act, wf := dfWorkflow("df.term", 20, &calls, underway, 10)
 	// A claim whose answer is lost leaves its runs leased until the lease
-	// expires: a short lease keeps that wait short.
-	e := testenv.Engine(t, &engine.Config{DB: db, DatabaseURL: dsn, Logger: slog.New(logs), LeaseTTL: 5 * time.Second})
+	// expires, so the lease is not long; but renewals must get through a
+	// loaded machine, or a lost lease would rightly run an activity again.
+	e := testenv.Engine(t, &engine.Config{DB: db, DatabaseURL: dsn, Logger: slog.New(logs), LeaseTTL: 30 * time.Second})
 	require.NoError(t, e.Register(act, wf))
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -143,9 +144,9 @@ func TestTerminatedBackendsLoseNoWrite(t *testing.T) {
 	testenv.Worker(t, e, engine.WorkerConfig{})
 	// Results are read through an engine on the shared pool, which is left
 	// alone.
-	observer := testenv.Engine(t, &engine.Config{Schema: e.Schema(), LeaseTTL: 5 * time.Second})
+	observer := testenv.Engine(t, &engine.Config{Schema: e.Schema(), LeaseTTL: 30 * time.Second})
 	require.NoError(t, observer.Register(act, wf))
-	ctx := testenv.Ctx(t, 90*time.Second)
+	ctx := testenv.Ctx(t, 150*time.Second)
 
 	const n = 30
 	for i := 0; i < n; i++ {
