@@ -13,7 +13,7 @@ import (
 // or the workflow aborting it, refunds the charge exactly once.
 func Example() {
 	charge := engine.NewActivity("payments.charge", func(ctx context.Context, amount int) (string, error) {
-		// Call the provider with engine.GetActivityInfo(ctx).IdempotencyKey.
+		// Call the provider with engine.ActivityInfoOf(ctx).IdempotencyKey.
 		return "ch_123", nil
 	})
 	refund := engine.NewActivity("payments.refund", func(ctx context.Context, chargeID string) (string, error) {

@@ -173,7 +173,7 @@ func (p *provider) charge(ctx context.Context, in ChargeIn) (Charge, error) {
 	if err := p.pause(ctx, "charge"); err != nil {
 		return Charge{}, err
 	}
-	id, err := p.ledgerInsert(ctx, in.Op, "charge", in.Amount, 0, engine.GetActivityInfo(ctx).IdempotencyKey)
+	id, err := p.ledgerInsert(ctx, in.Op, "charge", in.Amount, 0, engine.ActivityInfoOf(ctx).IdempotencyKey)
 	return Charge{ID: id}, err
 }
 
@@ -213,7 +213,7 @@ func (p *provider) register(ctx context.Context, in RegisterIn) (Registration, e
 	err := p.db.QueryRowContext(context.WithoutCancel(ctx), `
 		INSERT INTO `+p.tbl("domains")+` (op, name, status, idempotency_key) VALUES ($1, $2, 'active', $3)
 		ON CONFLICT (idempotency_key) DO UPDATE SET name = EXCLUDED.name RETURNING id`,
-		in.Op, in.Domain, engine.GetActivityInfo(ctx).IdempotencyKey).Scan(&id)
+		in.Op, in.Domain, engine.ActivityInfoOf(ctx).IdempotencyKey).Scan(&id)
 	return Registration{Op: in.Op, Domain: in.Domain, ID: id}, err
 }
 

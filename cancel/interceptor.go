@@ -212,8 +212,8 @@ func (i *Interceptor) HandleQuery(ctx context.Context, in *engine.HandleQueryInp
 // compensated step. Outside a compensation it is the engine's key. It panics
 // outside an activity.
 func IdempotencyKey(ctx context.Context) string {
-	if k := engine.ActivityHeaders(ctx)[HeaderIdempotencyKey]; k != "" {
+	if k := engine.ActivityHeadersOf(ctx)[HeaderIdempotencyKey]; k != "" {
 		return k
 	}
-	return engine.GetActivityInfo(ctx).IdempotencyKey
+	return engine.ActivityInfoOf(ctx).IdempotencyKey
 }

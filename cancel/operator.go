@@ -88,7 +88,7 @@ func Abort(ctx engine.Context, reason string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if _, err := st.i.abort.Run(ctx, abortRequest{WorkflowID: engine.Info(ctx).WorkflowID, Reason: reason}); err != nil {
+	if _, err := st.i.abort.Run(ctx, abortRequest{WorkflowID: engine.WorkflowInfoOf(ctx).WorkflowID, Reason: reason}); err != nil {
 		return err
 	}
 	ch := engine.GetSignalChannel[struct{}](ctx, abortSignal)

@@ -100,7 +100,7 @@ func Snooze(after time.Duration, reason string) error {
 type activityCtxKey struct{}
 
 type activityState struct {
-	info    ActivityCallInfo
+	info    ActivityInfo
 	headers Headers
 	mu      sync.Mutex
 	lastHB  time.Time
@@ -141,14 +141,14 @@ func (st *activityState) saveLoop() {
 	}
 }
 
-// GetActivityInfo returns the calling activity's identity, attempt and
+// ActivityInfoOf returns the calling activity's identity, attempt and
 // idempotency key. It panics outside an activity.
-func GetActivityInfo(ctx context.Context) ActivityCallInfo {
+func ActivityInfoOf(ctx context.Context) ActivityInfo {
 	return mustActivity(ctx).info
 }
 
 // ActivityHeaders returns the headers the activity was called with.
-func ActivityHeaders(ctx context.Context) Headers { return mustActivity(ctx).headers.Clone() }
+func ActivityHeadersOf(ctx context.Context) Headers { return mustActivity(ctx).headers.Clone() }
 
 func mustActivity(ctx context.Context) *activityState {
 	st, _ := ctx.Value(activityCtxKey{}).(*activityState)
@@ -209,7 +209,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 	if opts.ScheduleToCloseTimeout > 0 {
 		scheduleDeadline = scheduled.Add(opts.ScheduleToCloseTimeout)
 	}
-	info := ActivityCallInfo{Workflow: s.info, ActivityName: def.Name(), ActivityID: fmt.Sprintf("%d", f.seq), ScheduledAt: scheduled,
+	info := ActivityInfo{Workflow: s.info, ActivityName: def.Name(), ActivityID: fmt.Sprintf("%d", f.seq), ScheduledAt: scheduled,
 		IdempotencyKey: fmt.Sprintf("%s/%s/%d", s.info.WorkflowID, s.info.RunID, f.seq)}
 	var args, out any // args: the input as decoded for the last attempt
 	var err error
@@ -330,7 +330,7 @@ func retryable(err error, p RetryPolicy, attempt int) bool {
 // the input as decoded for the attempt, the result, the last heartbeat
 // details and the error.
 func (s *runState) attempt(base context.Context, def activityDef, input []byte, opts ActivityOptions, scheduleDeadline time.Time,
-	info ActivityCallInfo, headers Headers, prev json.RawMessage, seq int) (args, out any, details json.RawMessage, err error) {
+	info ActivityInfo, headers Headers, prev json.RawMessage, seq int) (args, out any, details json.RawMessage, err error) {
 	ctx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
 	if opts.StartToCloseTimeout > 0 {

@@ -46,7 +46,7 @@ func TestCheckpointInterceptorFailureResumesTheRun(t *testing.T) {
 	e := testenv.Engine(t, &engine.Config{LeaseTTL: 2 * time.Second, MaxBatch: 1, Interceptors: []engine.Interceptor{hook}})
 	var ranAt []time.Time // when the flaky run's activity ran
 	act := engine.NewActivity("charge", func(ctx context.Context, n int) (int, error) {
-		if engine.GetActivityInfo(ctx).Workflow.WorkflowID == "flaky" {
+		if engine.ActivityInfoOf(ctx).Workflow.WorkflowID == "flaky" {
 			mu.Lock()
 			ranAt = append(ranAt, time.Now())
 			mu.Unlock()

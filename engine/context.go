@@ -64,11 +64,13 @@ func Disconnected(ctx Context) Context {
 	return &wfContext{s: p.s, parent: p, disc: true}
 }
 
-// Info returns the run's identity.
-func Info(ctx Context) WorkflowInfo { return ctx.state().info }
+// WorkflowInfoOf returns the identity of the run ctx belongs to. The
+// accessors read "<what>Of(ctx)": WorkflowInfoOf and WorkflowHeadersOf in a
+// workflow, ActivityInfoOf and ActivityHeadersOf in an activity.
+func WorkflowInfoOf(ctx Context) WorkflowInfo { return ctx.state().info }
 
-// GetHeaders returns a copy of the run's headers.
-func GetHeaders(ctx Context) Headers { return ctx.state().headers.Clone() }
+// WorkflowHeadersOf returns a copy of the run's headers.
+func WorkflowHeadersOf(ctx Context) Headers { return ctx.state().headers.Clone() }
 
 // IsReplaying reports whether the workflow is re-executing recorded steps.
 // It is always true while a query replays the run, and false once the

@@ -43,7 +43,7 @@ type rbStepIn struct {
 func rbProcessDefs(db *sqlx.DB, schema string) []engine.Definition {
 	pid := os.Getpid()
 	step := engine.NewActivity("proc.step", func(ctx context.Context, in rbStepIn) (string, error) {
-		wfID := engine.GetActivityInfo(ctx).Workflow.WorkflowID
+		wfID := engine.ActivityInfoOf(ctx).Workflow.WorkflowID
 		if err := rbRecord(ctx, db, schema, wfID, in.Step, pid); err != nil {
 			return "", err
 		}
@@ -90,7 +90,7 @@ func rbProcessDefs(db *sqlx.DB, schema string) []engine.Definition {
 	// it resumed from.
 	progress := engine.NewActivity("proc.progress", func(ctx context.Context, _ struct{}) (string, error) {
 		from, _ := engine.HeartbeatDetails[int](ctx)
-		wfID := engine.GetActivityInfo(ctx).Workflow.WorkflowID
+		wfID := engine.ActivityInfoOf(ctx).Workflow.WorkflowID
 		if err := rbRecord(ctx, db, schema, wfID, fmt.Sprintf("from-%d", from), pid); err != nil {
 			return "", err
 		}

@@ -33,9 +33,10 @@ type WorkflowInfo struct {
 	RunID        string
 	WorkflowType string
 	Queue        string
-	// Attempt counts the times this run has been loaded by a worker (1 on the
-	// first load; higher after crashes, unloads and resumes).
-	Attempt int
+	// Loads counts the times this run has been loaded by a worker (1 on the
+	// first load; higher after crashes, unloads and resumes). RunInfo.Loads
+	// is the same count as stored.
+	Loads int
 	// StartTime is when the run was created (for a run that continues
 	// another or resets it, when this run was created).
 	StartTime time.Time
@@ -123,8 +124,8 @@ type WorkflowOutboundInterceptor interface {
 
 // ---- activity inbound -----------------------------------------------------
 
-// ActivityCallInfo describes one activity attempt.
-type ActivityCallInfo struct {
+// ActivityInfo describes one activity attempt.
+type ActivityInfo struct {
 	Workflow     WorkflowInfo
 	ActivityName string
 	// ActivityID is stable for the step across attempts and crashes.
@@ -138,7 +139,7 @@ type ActivityCallInfo struct {
 // ActivityInput is one attempt of an activity. An interceptor that changes
 // it passes on the same value or a copy of it.
 type ActivityInput struct {
-	Info    ActivityCallInfo
+	Info    ActivityInfo
 	Headers Headers
 	Args    any
 

@@ -69,7 +69,7 @@ func Example_interceptorOrder() {
 		return
 	}
 	greet := engine.NewActivity("example.greet", func(ctx context.Context, name string) (string, error) {
-		fmt.Printf("    greet runs for customer %s\n", engine.ActivityHeaders(ctx)["customer"])
+		fmt.Printf("    greet runs for customer %s\n", engine.ActivityHeadersOf(ctx)["customer"])
 		return "hello, " + name, nil
 	})
 	hello := engine.NewWorkflow("example.hello", func(ctx engine.Context, name string) (string, error) {

@@ -61,7 +61,7 @@ func TestThreeWorkerProcessesFiveHundredWorkflows(t *testing.T) {
 	var closed []engine.RunInfo
 	testenv.Eventually(t, 90*time.Second, func() bool {
 		var err error
-		closed, err = c.List(ctx, engine.ListFilter{Statuses: []string{engine.StatusCompleted, engine.StatusFailed}, Limit: 10000})
+		closed, err = c.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusCompleted, engine.StatusFailed}, Limit: 10000})
 		return err == nil && len(closed) >= n
 	}, "only %d of %d workflows closed", len(closed), n)
 

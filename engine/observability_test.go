@@ -23,7 +23,7 @@ type rbObsIn struct {
 func rbObsEnv(t *testing.T) (*engine.Engine, *engine.Client, *engine.Workflow[rbObsIn, string], *engine.Workflow[string, string]) {
 	t.Helper()
 	act := engine.NewActivity("obs.work", func(ctx context.Context, in rbObsIn) (string, error) {
-		a := engine.GetActivityInfo(ctx).Attempt
+		a := engine.ActivityInfoOf(ctx).Attempt
 		if in.Fail < 0 {
 			return "", engine.NewNonRetryableError("Broken", "cannot do it", nil)
 		}
@@ -134,12 +134,12 @@ func TestObservabilityList(t *testing.T) {
 		return out
 	}
 	require.Equal(t, []string{"other-0", "job-2", "job-1", "job-0"}, ids(engine.ListFilter{}), "newest first")
-	require.Equal(t, []string{"job-1", "job-0"}, ids(engine.ListFilter{Statuses: []string{engine.StatusCompleted}}))
-	require.Equal(t, []string{"job-2"}, ids(engine.ListFilter{Statuses: []string{engine.StatusFailed}}))
-	require.Equal(t, []string{"other-0", "job-2"}, ids(engine.ListFilter{Statuses: []string{engine.StatusFailed, engine.StatusWaiting}}))
-	require.Equal(t, []string{"other-0"}, ids(engine.ListFilter{Statuses: []string{engine.StatusRunning, engine.StatusWaiting, engine.StatusPending}}))
+	require.Equal(t, []string{"job-1", "job-0"}, ids(engine.ListFilter{Statuses: []engine.Status{engine.StatusCompleted}}))
+	require.Equal(t, []string{"job-2"}, ids(engine.ListFilter{Statuses: []engine.Status{engine.StatusFailed}}))
+	require.Equal(t, []string{"other-0", "job-2"}, ids(engine.ListFilter{Statuses: []engine.Status{engine.StatusFailed, engine.StatusWaiting}}))
+	require.Equal(t, []string{"other-0"}, ids(engine.ListFilter{Statuses: []engine.Status{engine.StatusRunning, engine.StatusWaiting, engine.StatusPending}}))
 	require.Equal(t, []string{"job-2", "job-1", "job-0"}, ids(engine.ListFilter{WorkflowType: "obs.job"}))
-	require.Equal(t, []string{"job-1", "job-0"}, ids(engine.ListFilter{WorkflowType: "obs.job", Statuses: []string{engine.StatusCompleted}}))
+	require.Equal(t, []string{"job-1", "job-0"}, ids(engine.ListFilter{WorkflowType: "obs.job", Statuses: []engine.Status{engine.StatusCompleted}}))
 	require.Empty(t, ids(engine.ListFilter{WorkflowType: "obs.none"}))
 	require.Equal(t, []string{"other-0", "job-2", "job-1"}, ids(engine.ListFilter{CreatedAfter: created[1]}), "CreatedAfter is inclusive")
 	require.Equal(t, []string{"job-0"}, ids(engine.ListFilter{CreatedBefore: created[1]}), "CreatedBefore is exclusive")

@@ -24,7 +24,7 @@ func TestRetryBackoffGrows(t *testing.T) {
 	var log rbAttempts
 	act := engine.NewActivity("retry.flaky", func(ctx context.Context, succeedOn int) (int, error) {
 		n := log.add("flaky")
-		if a := engine.GetActivityInfo(ctx).Attempt; a != n {
+		if a := engine.ActivityInfoOf(ctx).Attempt; a != n {
 			return 0, engine.NewNonRetryableError("WrongAttempt", fmt.Sprintf("execution %d reports attempt %d", n, a), nil)
 		}
 		if n < succeedOn {

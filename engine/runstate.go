@@ -93,7 +93,7 @@ type runState struct {
 func newRunState(e *Engine, w *Worker, mode runMode, row *runRow, def workflowDef, ch *chains, steps []*stepRow, sigs []*signalRow) *runState {
 	s := &runState{
 		e: e, w: w, mode: mode, row: row, def: def, ch: ch,
-		info:      WorkflowInfo{WorkflowID: row.WorkflowID, RunID: row.RunID, WorkflowType: row.WorkflowType, Queue: row.Queue, Attempt: row.Loads, StartTime: row.CreatedAt},
+		info:      WorkflowInfo{WorkflowID: row.WorkflowID, RunID: row.RunID, WorkflowType: row.WorkflowType, Queue: row.Queue, Loads: row.Loads, StartTime: row.CreatedAt},
 		headers:   row.headers(),
 		history:   map[int]*stepRow{},
 		seq:       1,

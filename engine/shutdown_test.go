@@ -249,7 +249,7 @@ func TestShutdownRacingStarts(t *testing.T) {
 	// Starts still committing when Stop returned give their runs back once
 	// they return.
 	wg.Wait()
-	running, err := c1.List(ctx, engine.ListFilter{Statuses: []string{engine.StatusRunning}, Limit: n})
+	running, err := c1.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusRunning}, Limit: n})
 	require.NoError(t, err)
 	for _, r := range running {
 		t.Errorf("run %s is still running on the stopped worker (loads %d)", r.WorkflowID, r.Loads)
@@ -263,7 +263,7 @@ func TestShutdownRacingStarts(t *testing.T) {
 		require.NoError(t, c2.Signal(ctx, id, "go", struct{}{}))
 	}
 	testenv.Eventually(t, 30*time.Second, func() bool {
-		l, err := c2.List(ctx, engine.ListFilter{Statuses: []string{engine.StatusCompleted}, Limit: n})
+		l, err := c2.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusCompleted}, Limit: n})
 		return err == nil && len(l) == n
 	}, "not every run completed")
 	for _, id := range ids {

@@ -44,7 +44,7 @@ func subDefs(l *subLedger) (*engine.Workflow[subIn, string], []engine.Definition
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		l.charges = append(l.charges, fmt.Sprintf("%s#%d", in.Customer, in.Period))
-		return engine.GetActivityInfo(ctx).IdempotencyKey, nil
+		return engine.ActivityInfoOf(ctx).IdempotencyKey, nil
 	})
 	refund := engine.NewActivity("sub.refund", func(ctx context.Context, in subIn) (string, error) {
 		l.mu.Lock()
@@ -129,7 +129,7 @@ func TestSubscriptionMonthlyCancelledMidPeriod(t *testing.T) {
 		}
 	}
 	// Nothing more is charged later: no run of the chain is left open.
-	open, err := c.List(ctx, engine.ListFilter{Statuses: []string{engine.StatusPending, engine.StatusRunning, engine.StatusWaiting}})
+	open, err := c.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusPending, engine.StatusRunning, engine.StatusWaiting}})
 	require.NoError(t, err)
 	require.Empty(t, open)
 }

@@ -104,7 +104,7 @@ func TestTimeoutKinds(t *testing.T) {
 func TestTimeoutStartToCloseThenRetrySucceeds(t *testing.T) {
 	t.Parallel()
 	act := engine.NewActivity("timeout.once", func(ctx context.Context, _ struct{}) (int, error) {
-		if a := engine.GetActivityInfo(ctx).Attempt; a > 1 {
+		if a := engine.ActivityInfoOf(ctx).Attempt; a > 1 {
 			return a, nil
 		}
 		return 0, rbHang(ctx)
@@ -132,10 +132,10 @@ func TestTimeoutHeartbeatDetailsReachRetry(t *testing.T) {
 	seen := make(chan string, 10)
 	act := engine.NewActivity("timeout.hb", func(ctx context.Context, total int) (int, error) {
 		prev, ok := engine.HeartbeatDetails[rbProgress](ctx)
-		seen <- fmt.Sprintf("attempt %d: %v %+v", engine.GetActivityInfo(ctx).Attempt, ok, prev)
+		seen <- fmt.Sprintf("attempt %d: %v %+v", engine.ActivityInfoOf(ctx).Attempt, ok, prev)
 		for i := prev.Done + 1; i <= total; i++ {
 			engine.Heartbeat(ctx, rbProgress{Done: i})
-			if engine.GetActivityInfo(ctx).Attempt == 1 && i == 3 {
+			if engine.ActivityInfoOf(ctx).Attempt == 1 && i == 3 {
 				// Stuck after item 3: no more heartbeats.
 				return 0, rbHang(ctx)
 			}

@@ -116,7 +116,7 @@ func TestUnloadedRunsHoldNoGoroutines(t *testing.T) {
 		require.NoError(t, err)
 	}
 	testenv.Eventually(t, 30*time.Second, func() bool {
-		l, err := c.List(ctx, engine.ListFilter{Statuses: []string{engine.StatusWaiting}, Limit: 1000})
+		l, err := c.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusWaiting}, Limit: 1000})
 		return err == nil && len(l) == n
 	}, "all runs unloaded")
 	testenv.Eventually(t, 20*time.Second, func() bool { return runtime.NumGoroutine()-base < 50 },
@@ -167,7 +167,7 @@ func TestResultWaitersAreReleased(t *testing.T) {
 		runs = append(runs, run)
 	}
 	testenv.Eventually(t, 20*time.Second, func() bool {
-		l, err := c.List(ctx, engine.ListFilter{Statuses: []string{engine.StatusWaiting}})
+		l, err := c.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusWaiting}})
 		return err == nil && len(l) == len(runs)
 	}, "all asleep")
 	testenv.Eventually(t, 5*time.Second, func() bool { return engine.WaiterCountForTest(e) == 0 },

@@ -24,7 +24,7 @@ func benchActivity(b *testing.B, list ...engine.Interceptor) {
 		}
 	}
 	h := engine.Headers{"traceparent": "00-0102030405060708090a0b0c0d0e0f10-0102030405060708-01"}
-	in := &engine.ActivityInput{Info: engine.ActivityCallInfo{ActivityName: "bench.noop", ActivityID: "1", Attempt: 1,
+	in := &engine.ActivityInput{Info: engine.ActivityInfo{ActivityName: "bench.noop", ActivityID: "1", Attempt: 1,
 		Workflow: engine.WorkflowInfo{WorkflowID: "wf", RunID: "run", WorkflowType: "bench.three", StartTime: time.Now()}},
 		Headers: h, Args: 1}
 	ctx := context.Background()

@@ -52,8 +52,8 @@ func ExtractTraceContext(ctx context.Context, h engine.Headers) context.Context 
 // PropagateHeaders returns a client interceptor that adds the headers fn
 // derives from the caller's context to every workflow start, such as a
 // customer ID or a provider key taken from an HTTP request's context. The
-// headers then reach the workflow (engine.GetHeaders), each activity
-// (engine.ActivityHeaders) and each child workflow. A key the start already
+// headers then reach the workflow (engine.WorkflowHeadersOf), each activity
+// (engine.ActivityHeadersOf) and each child workflow. A key the start already
 // sets in StartOptions.Headers wins over fn's.
 func PropagateHeaders(fn func(ctx context.Context) engine.Headers) engine.ClientInterceptor {
 	return engine.ClientInterceptorFunc(func(ctx context.Context, in *engine.ClientCallInput,

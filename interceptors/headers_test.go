@@ -90,7 +90,7 @@ type recordIn struct {
 // schema's seen table, so the test can read it after the process is gone.
 func headerDefs(db *sqlx.DB, schema string) []engine.Definition {
 	record := engine.NewActivity("hdr.record", func(ctx context.Context, in recordIn) (string, error) {
-		act, err := json.Marshal(engine.ActivityHeaders(ctx))
+		act, err := json.Marshal(engine.ActivityHeadersOf(ctx))
 		if err != nil {
 			return "", err
 		}
@@ -103,17 +103,17 @@ func headerDefs(db *sqlx.DB, schema string) []engine.Definition {
 		return in.Step, err
 	})
 	child := engine.NewWorkflow("hdr.child", func(ctx engine.Context, in string) (string, error) {
-		return record.Run(ctx, recordIn{Step: "child", Workflow: engine.GetHeaders(ctx)})
+		return record.Run(ctx, recordIn{Step: "child", Workflow: engine.WorkflowHeadersOf(ctx)})
 	})
 	wf := engine.NewWorkflow("hdr.wf", func(ctx engine.Context, in string) (string, error) {
-		if _, err := record.Run(ctx, recordIn{Step: "before", Workflow: engine.GetHeaders(ctx)}); err != nil {
+		if _, err := record.Run(ctx, recordIn{Step: "before", Workflow: engine.WorkflowHeadersOf(ctx)}); err != nil {
 			return "", err
 		}
 		// The run unloads here and is resumed by replay when the signal comes.
 		if _, err := engine.GetSignalChannel[string](ctx, "go").Receive(ctx); err != nil {
 			return "", err
 		}
-		if _, err := record.Run(ctx, recordIn{Step: "after", Workflow: engine.GetHeaders(ctx)}); err != nil {
+		if _, err := record.Run(ctx, recordIn{Step: "after", Workflow: engine.WorkflowHeadersOf(ctx)}); err != nil {
 			return "", err
 		}
 		return child.RunChild(ctx, in, nil)

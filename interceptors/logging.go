@@ -67,7 +67,7 @@ func (l *Logging) workflowAttrs(ctx engine.Context, info engine.WorkflowInfo, h 
 		slog.String("run_id", info.RunID),
 		slog.String("workflow_type", info.WorkflowType),
 		slog.String("queue", info.Queue),
-		slog.Int("load", info.Attempt))
+		slog.Int("load", info.Loads))
 	attrs = l.headerAttrs(attrs, h)
 	if seg, ok := ctx.Value(segmentKey{}).(*segment); ok && seg.span != nil {
 		attrs = traceAttrs(attrs, seg.span.SpanContext())
@@ -142,7 +142,7 @@ func (l *Logging) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 		}
 		var h engine.Headers
 		if len(l.headers) > 0 {
-			h = engine.GetHeaders(ctx)
+			h = engine.WorkflowHeadersOf(ctx)
 		}
 		l.emit(bg, level, msg, l.workflowAttrs(ctx, in.Info, h, extra...))
 	}

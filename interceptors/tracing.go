@@ -23,7 +23,7 @@ const (
 	AttrRunID        = "graft.workflow.run_id"
 	AttrWorkflowType = "graft.workflow.type"
 	AttrQueue        = "graft.queue"
-	// AttrLoad is WorkflowInfo.Attempt: how many times a worker has loaded the run.
+	// AttrLoad is WorkflowInfo.Loads: how many times a worker has loaded the run.
 	AttrLoad         = "graft.workflow.load"
 	AttrActivityType = "graft.activity.type"
 	AttrActivityID   = "graft.activity.id"
@@ -167,7 +167,7 @@ func (s *segment) live() {
 		attribute.String(AttrWorkflowID, info.WorkflowID),
 		attribute.String(AttrRunID, info.RunID),
 		attribute.String(AttrQueue, info.Queue),
-		attribute.Int(AttrLoad, info.Attempt))
+		attribute.Int(AttrLoad, info.Loads))
 	if s.in.Replaying {
 		*attrs = append(*attrs, attribute.Bool(AttrResumed, true))
 	}

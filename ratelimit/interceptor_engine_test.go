@@ -50,7 +50,7 @@ func (c *callTracker) gate(key string) chan struct{} {
 }
 
 func (c *callTracker) call(ctx context.Context, key string, work time.Duration) error {
-	info := engine.GetActivityInfo(ctx)
+	info := engine.ActivityInfoOf(ctx)
 	c.mu.Lock()
 	c.inFlight[key]++
 	c.max[key] = max(c.max[key], c.inFlight[key])
@@ -105,7 +105,7 @@ type providerWork struct{ Work time.Duration }
 // named by the run's provider header.
 func icptDefs(calls func(ctx context.Context, key string, work time.Duration) error) (*engine.Activity[providerWork, string], *engine.Workflow[providerWork, string]) {
 	act := engine.NewActivity("ratelimit.test.call", func(ctx context.Context, in providerWork) (string, error) {
-		key := engine.ActivityHeaders(ctx)[providerHeader]
+		key := engine.ActivityHeadersOf(ctx)[providerHeader]
 		if err := calls(ctx, key, in.Work); err != nil {
 			return "", err
 		}
@@ -417,7 +417,7 @@ func TestHelperInterceptorWorker(t *testing.T) {
 		LeaseTTL: time.Second, PollInterval: 50 * time.Millisecond})
 	require.NoError(t, err)
 	act, wf := icptDefs(func(ctx context.Context, key string, _ time.Duration) error {
-		if err := rc.SAdd(ctx, startedKey(prefix), engine.GetActivityInfo(ctx).Workflow.WorkflowID).Err(); err != nil {
+		if err := rc.SAdd(ctx, startedKey(prefix), engine.ActivityInfoOf(ctx).Workflow.WorkflowID).Err(); err != nil {
 			return err
 		}
 		<-ctx.Done() // hold the slot until SIGKILL

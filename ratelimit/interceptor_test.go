@@ -27,7 +27,7 @@ func newTestInterceptor(t *testing.T, cfg InterceptorConfig) *ActivityIntercepto
 
 func activityInput(provider, step string) *engine.ActivityInput {
 	return &engine.ActivityInput{
-		Info: engine.ActivityCallInfo{
+		Info: engine.ActivityInfo{
 			ActivityName: "call", ActivityID: step, Attempt: 1, IdempotencyKey: "wf/run/" + step,
 			Workflow: engine.WorkflowInfo{WorkflowID: "wf", RunID: "run"},
 		},

@@ -114,7 +114,7 @@ type registered struct {
 var calls sync.Map
 
 func attempt(ctx context.Context) int {
-	v, _ := calls.LoadOrStore(engine.GetActivityInfo(ctx).IdempotencyKey, new(int64))
+	v, _ := calls.LoadOrStore(engine.ActivityInfoOf(ctx).IdempotencyKey, new(int64))
 	p := v.(*int64)
 	mu.Lock()
 	defer mu.Unlock()
@@ -149,9 +149,9 @@ var (
 		}
 		n := attempt(ctx)
 		switch {
-		case in.Fatal && !healed(engine.GetActivityInfo(ctx).Workflow.WorkflowID):
+		case in.Fatal && !healed(engine.ActivityInfoOf(ctx).Workflow.WorkflowID):
 			return 0, engine.NewNonRetryableError("CardDeclined", "card declined for "+in.Domain, nil)
-		case in.Operator && firstTime(engine.GetActivityInfo(ctx).Workflow.RunID):
+		case in.Operator && firstTime(engine.ActivityInfoOf(ctx).Workflow.RunID):
 			return 0, graftsync.NewNeedsOperatorError("registry account suspended", nil)
 		case n <= in.ChargeFailures:
 			return 0, fmt.Errorf("payment provider timeout (attempt %d)", n)

@@ -81,7 +81,7 @@ func newChaosDefs(db *sqlx.DB, hc *http.Client, base string) (*chaosDefs, error)
 	// cancellation after the provider booked the charge would tell the
 	// engine "not done", and cancel does not refund a step that failed.
 	d.charge = engine.NewActivity("chaos.charge", func(ctx context.Context, o ChaosOrder) (ChaosCharge, error) {
-		id, err := chaosLedger(context.WithoutCancel(ctx), db, o.Op, "charge", o.Amount, 0, engine.GetActivityInfo(ctx).IdempotencyKey)
+		id, err := chaosLedger(context.WithoutCancel(ctx), db, o.Op, "charge", o.Amount, 0, engine.ActivityInfoOf(ctx).IdempotencyKey)
 		return ChaosCharge{ID: id}, err
 	})
 	d.refund = engine.NewActivity("chaos.refund", func(ctx context.Context, in ChaosRefundIn) (ChaosCharge, error) {
@@ -89,7 +89,7 @@ func newChaosDefs(db *sqlx.DB, hc *http.Client, base string) (*chaosDefs, error)
 		return ChaosCharge{ID: id}, err
 	})
 	d.renew = engine.NewActivity("chaos.renew", func(ctx context.Context, o ChaosOrder) (string, error) {
-		q := url.Values{"id": {engine.GetActivityInfo(ctx).IdempotencyKey}, "op": {o.Op}}
+		q := url.Values{"id": {engine.ActivityInfoOf(ctx).IdempotencyKey}, "op": {o.Op}}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"?"+q.Encode(), nil)
 		if err != nil {
 			return "", err

@@ -203,7 +203,7 @@ func benchProvider(o benchOpts) error {
 	}
 
 	call := engine.NewActivity("bench.provider.call", func(ctx context.Context, in providerCall) (int, error) {
-		info := engine.GetActivityInfo(ctx)
+		info := engine.ActivityInfoOf(ctx)
 		for {
 			m := maxAttempt.Load()
 			if int64(info.Attempt) <= m || maxAttempt.CompareAndSwap(m, int64(info.Attempt)) {

@@ -68,7 +68,7 @@ func (r *renewals) definitions() (*engine.Workflow[Renewal, Receipt], []cancel.C
 		return out["expires"], r.post(ctx, domain, "renew", &out)
 	}).WithOptions(retry)
 	charge := engine.NewActivity("billing.charge", func(ctx context.Context, c Charge) (string, error) {
-		id := "ch_" + engine.GetActivityInfo(ctx).IdempotencyKey // charged once, whatever runs again
+		id := "ch_" + engine.ActivityInfoOf(ctx).IdempotencyKey // charged once, whatever runs again
 		_, err := r.db.ExecContext(ctx, `INSERT INTO `+r.payments+` (id, operation, amount) VALUES ($1, $2, $3)
 			ON CONFLICT (id) DO NOTHING`, id, c.Operation, c.Amount)
 		return id, err
@@ -91,7 +91,7 @@ func (r *renewals) definitions() (*engine.Workflow[Renewal, Receipt], []cancel.C
 		if err != nil {
 			return Receipt{}, err
 		}
-		chargeID, err := charge.Run(ctx, Charge{Operation: engine.Info(ctx).WorkflowID, Amount: price.Price})
+		chargeID, err := charge.Run(ctx, Charge{Operation: engine.WorkflowInfoOf(ctx).WorkflowID, Amount: price.Price})
 		if err != nil {
 			return Receipt{}, err
 		}

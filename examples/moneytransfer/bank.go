@@ -113,14 +113,14 @@ func (b *bank) move(ctx context.Context, key, account string, delta int64) error
 // it, stable across retries and re-execution after a crash.
 func (b *bank) activities() (withdraw, deposit, refund *engine.Activity[Movement, string]) {
 	withdraw = engine.NewActivity("bank.withdraw", func(ctx context.Context, m Movement) (string, error) {
-		key := engine.GetActivityInfo(ctx).IdempotencyKey
+		key := engine.ActivityInfoOf(ctx).IdempotencyKey
 		return key, b.move(ctx, key, m.Account, -m.Amount)
 	})
 	deposit = engine.NewActivity("bank.deposit", func(ctx context.Context, m Movement) (string, error) {
-		if b.flaky && engine.GetActivityInfo(ctx).Attempt == 1 {
+		if b.flaky && engine.ActivityInfoOf(ctx).Attempt == 1 {
 			return "", errors.New("core banking timed out")
 		}
-		key := engine.GetActivityInfo(ctx).IdempotencyKey
+		key := engine.ActivityInfoOf(ctx).IdempotencyKey
 		return key, b.move(ctx, key, m.Account, m.Amount)
 	})
 	refund = engine.NewActivity("bank.refund", func(ctx context.Context, m Movement) (string, error) {

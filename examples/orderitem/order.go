@@ -72,10 +72,10 @@ func (s *shop) definitions() (*engine.Workflow[Item, string], []engine.Definitio
 			return "", engine.NewNonRetryableError("PaymentFailed", "the card was declined",
 				PaymentFailed{Card: "…" + it.Card[len(it.Card)-4:], Reason: "insufficient funds"})
 		}
-		if s.down[it.OrderID] || (s.busy && engine.GetActivityInfo(ctx).Attempt == 1) {
+		if s.down[it.OrderID] || (s.busy && engine.ActivityInfoOf(ctx).Attempt == 1) {
 			return "", engine.NewApplicationError("WarehouseUnavailable", "the warehouse did not answer", nil)
 		}
-		payment := "pay_" + engine.GetActivityInfo(ctx).IdempotencyKey
+		payment := "pay_" + engine.ActivityInfoOf(ctx).IdempotencyKey
 		_, err := s.db.ExecContext(ctx, `UPDATE `+s.table()+` SET status = 'fulfilled', payment = $2
 			WHERE order_id = $1 AND status = 'initialised'`, it.OrderID, payment)
 		return payment, err

@@ -35,7 +35,7 @@ func main() {
 
 	// Activities do the I/O; each completed one is a durable record.
 	charge := engine.NewActivity("charge", func(ctx context.Context, r Renewal) (string, error) {
-		// Give the provider engine.GetActivityInfo(ctx).IdempotencyKey.
+		// Give the provider engine.ActivityInfoOf(ctx).IdempotencyKey.
 		return "ch_42", nil
 	})
 	renew := engine.NewActivity("registry.renew", func(ctx context.Context, r Renewal) (string, error) {

@@ -78,7 +78,7 @@ func (b *billing) definitions() (*engine.Workflow[Subscription, struct{}], []eng
 	})
 	sorry := engine.NewActivity("subscription.sorry_email", func(ctx context.Context, s Subscription) (struct{}, error) {
 		_, err := b.db.ExecContext(ctx, `INSERT INTO `+b.table("outbox")+` (key, email, subject) VALUES ($1, $2, $3)
-			ON CONFLICT DO NOTHING`, engine.GetActivityInfo(ctx).IdempotencyKey, s.Email, "Sorry to see you go, "+s.Customer)
+			ON CONFLICT DO NOTHING`, engine.ActivityInfoOf(ctx).IdempotencyKey, s.Email, "Sorry to see you go, "+s.Customer)
 		return struct{}{}, err
 	})
 
