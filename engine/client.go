@@ -352,7 +352,7 @@ type RunInfo struct {
 	RunID           string
 	WorkflowType    string
 	Queue           string
-	Status          string
+	Status          Status
 	Input           json.RawMessage
 	Output          json.RawMessage
 	Error           error
@@ -388,7 +388,7 @@ func (c *Client) Describe(ctx context.Context, workflowID string) (*RunInfo, err
 
 // ListFilter selects runs for List. Zero fields do not filter.
 type ListFilter struct {
-	Statuses      []string
+	Statuses      []Status
 	WorkflowType  string
 	CreatedAfter  time.Time
 	CreatedBefore time.Time

@@ -79,7 +79,7 @@ type startSignal struct {
 
 // finishSpec moves a running run to waiting or to a closed status.
 type finishSpec struct {
-	status        string
+	status        Status
 	output        []byte
 	errJSON       []byte
 	wakeAt        time.Time

@@ -181,7 +181,7 @@ func (e *Engine) dispatchWake(ids []string) {
 // closedRun is how a run ended, handed to in-process waiters so they need
 // not read it back.
 type closedRun struct {
-	status  string
+	status  Status
 	output  []byte
 	errJSON []byte
 }

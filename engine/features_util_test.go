@@ -38,7 +38,7 @@ func ftDescribe(t *testing.T, c *engine.Client, id string) *engine.RunInfo {
 }
 
 // ftWaitStatus waits until the latest run of id has the status.
-func ftWaitStatus(t *testing.T, c *engine.Client, id, status string) *engine.RunInfo {
+func ftWaitStatus(t *testing.T, c *engine.Client, id string, status engine.Status) *engine.RunInfo {
 	t.Helper()
 	var last *engine.RunInfo
 	testenv.Eventually(t, 20*time.Second, func() bool {

@@ -208,7 +208,7 @@ type CheckpointEvent struct {
 	Headers      Headers
 	// Status is the run's status after the change: running, waiting,
 	// completed, failed, cancelled or continued.
-	Status string
+	Status Status
 	// Seq orders events of one run; a later event has a higher Seq.
 	Seq int
 	// ActivityName, Attempt, Result and Err describe an activity checkpoint.

@@ -38,7 +38,7 @@ func rbStop(t *testing.T, w *engine.Worker, d time.Duration) {
 }
 
 // rbWaitStatus waits until the latest run of id has the status.
-func rbWaitStatus(t *testing.T, c *engine.Client, id, status string) *engine.RunInfo {
+func rbWaitStatus(t *testing.T, c *engine.Client, id string, status engine.Status) *engine.RunInfo {
 	t.Helper()
 	var last *engine.RunInfo
 	testenv.Eventually(t, 30*time.Second, func() bool {

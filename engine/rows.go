@@ -6,21 +6,34 @@ import (
 	"time"
 )
 
-// Run statuses as stored.
+// Status is a run's status, as stored. A run is open while pending, running
+// or waiting; every other status closes it for good.
+type Status string
+
+// Run statuses.
 const (
-	StatusPending   = "pending"
-	StatusRunning   = "running"
-	StatusWaiting   = "waiting"
-	StatusCompleted = "completed"
-	StatusFailed    = "failed"
-	StatusCancelled = "cancelled"
+	// StatusPending is a run created but not yet loaded by a worker.
+	StatusPending Status = "pending"
+	// StatusRunning is a run a worker has loaded.
+	StatusRunning Status = "running"
+	// StatusWaiting is a run blocked on a timer, a signal or a child.
+	StatusWaiting Status = "waiting"
+	// StatusCompleted closes a run whose function returned a result.
+	StatusCompleted Status = "completed"
+	// StatusFailed closes a run whose function returned an error.
+	StatusFailed Status = "failed"
+	// StatusCancelled closes a run that ended after observing a cancellation.
+	StatusCancelled Status = "cancelled"
 	// StatusContinued closes a run that continued as new.
-	StatusContinued = "continued"
+	StatusContinued Status = "continued"
 	// StatusReset closes a run replaced by a reset.
-	StatusReset = "reset"
+	StatusReset Status = "reset"
 )
 
-func isOpen(status string) bool {
+// IsOpen reports whether a run in this status may still change.
+func (s Status) IsOpen() bool { return isOpen(s) }
+
+func isOpen(status Status) bool {
 	return status == StatusPending || status == StatusRunning || status == StatusWaiting
 }
 
@@ -49,7 +62,7 @@ type runRow struct {
 	WorkflowID   string `db:"workflow_id"`
 	WorkflowType string `db:"workflow_type"`
 	Queue        string `db:"queue"`
-	Status       string `db:"status"`
+	Status       Status `db:"status"`
 	Input        []byte `db:"input"`
 	Output       []byte `db:"output"`
 	Error        []byte `db:"error"`

@@ -457,7 +457,7 @@ func (s *runState) unload(wakeAt time.Time, known int64) {
 	runtime.Goexit()
 }
 
-func (s *runState) event(kind CheckpointKind, status string) *CheckpointEvent {
+func (s *runState) event(kind CheckpointKind, status Status) *CheckpointEvent {
 	return &CheckpointEvent{Kind: kind, WorkflowID: s.info.WorkflowID, RunID: s.info.RunID, WorkflowType: s.info.WorkflowType,
 		Headers: s.headers, Status: status, Seq: s.seq, At: s.e.cfg.Clock.Now()}
 }

@@ -29,7 +29,7 @@ func rbGateWorkflow(name string) *engine.Workflow[string, string] {
 }
 
 // rbFinish lets the open run of id finish and waits for its status.
-func rbFinish(t *testing.T, c *engine.Client, id, status string) {
+func rbFinish(t *testing.T, c *engine.Client, id string, status engine.Status) {
 	t.Helper()
 	require.NoError(t, c.Signal(context.Background(), id, "go", struct{}{}))
 	rbWaitStatus(t, c, id, status)

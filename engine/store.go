@@ -63,7 +63,7 @@ func finishArgs(batch []*writeOp, idx []int) []any {
 		op := batch[i]
 		cols[0].str(op.runID)
 		cols[1].str(op.owner)
-		cols[2].str(op.fin.status)
+		cols[2].str(string(op.fin.status))
 		cols[3].bytes(op.fin.output)
 		cols[4].jsonText(op.fin.errJSON)
 		cols[5].time(nullTime(op.fin.wakeAt))
@@ -138,7 +138,7 @@ func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batc
 		cols[1].str(r.WorkflowID)
 		cols[2].str(r.WorkflowType)
 		cols[3].str(r.Queue)
-		cols[4].str(status)
+		cols[4].str(string(status))
 		cols[5].bytes(r.Input)
 		cols[6].jsonText(r.Headers)
 		cols[7].time(r.WakeAt)

@@ -33,7 +33,7 @@ func (mr *Mirror) stateOf(ev *engine.CheckpointEvent) State {
 
 // stateOfRun maps a run's status (and, for a failed run, its error) to a
 // state; a status with no state of its own (running, continued) is running.
-func (mr *Mirror) stateOfRun(status string, err error) State {
+func (mr *Mirror) stateOfRun(status engine.Status, err error) State {
 	switch status {
 	case engine.StatusPending:
 		return StatePending

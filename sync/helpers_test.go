@@ -395,7 +395,7 @@ func (ev *env) result(run *engine.Run[string]) (string, error) {
 }
 
 // waitEngine waits until the workflow's latest run has the status.
-func (ev *env) waitEngine(id, status string) {
+func (ev *env) waitEngine(id string, status engine.Status) {
 	ev.t.Helper()
 	testenv.Eventually(ev.t, 20*time.Second, func() bool {
 		info, err := ev.c.Describe(context.Background(), id)

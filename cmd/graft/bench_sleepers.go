@@ -44,7 +44,7 @@ func benchSleepers(o benchOpts) error {
 	c := env.e.Client()
 	runs := pq.QuoteIdentifier(o.schema) + ".runs"
 	db := env.e.DB()
-	count := func(status string) (int, error) {
+	count := func(status engine.Status) (int, error) {
 		var n int
 		err := db.QueryRow(`SELECT count(*) FROM `+runs+` WHERE status = $1`, status).Scan(&n)
 		return n, err
