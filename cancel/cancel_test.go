@@ -106,13 +106,13 @@ func TestCancelAtEachPoint(t *testing.T) {
 			require.Nil(t, problem)
 			if tc.done {
 				require.Equal(t, cancel.OutcomeNone, r.Outcome)
-				require.Equal(t, engine.StatusCompleted, status)
+				require.Equal(t, string(engine.StatusCompleted), status)
 				return
 			}
 			require.Equal(t, cancel.OutcomeCompensated, r.Outcome)
 			require.Equal(t, cancel.TriggerCancel, r.Trigger)
 			require.Equal(t, "customer asked", r.Reason)
-			require.Equal(t, engine.StatusCancelled, status, "legacy row")
+			require.Equal(t, string(engine.StatusCancelled), status, "legacy row")
 			require.Equal(t, tc.refunds == 1, refundRef != nil, "legacy row carries the refund reference")
 			for _, s := range r.Steps {
 				if s.Status == cancel.StepCompensated {
@@ -183,7 +183,7 @@ func TestAbortSelfCancels(t *testing.T) {
 	require.Equal(t, cancel.TriggerCancel, r.Trigger)
 	require.Equal(t, []string{"shop.unregister:not_needed", "shop.refund:compensated"}, undoStatuses(r))
 	status, _, _ := v.legacy(o.ID)
-	require.Equal(t, engine.StatusCancelled, status)
+	require.Equal(t, string(engine.StatusCancelled), status)
 }
 
 // Compensation on failure is per workflow type: the strict renewal refunds
@@ -214,7 +214,7 @@ func TestCompensateOnFailure(t *testing.T) {
 			require.ErrorAs(t, err, &app)
 			require.Equal(t, "RegistryRejected", app.Type)
 			status, _, _ := v.legacy(o.ID)
-			require.Equal(t, engine.StatusFailed, status)
+			require.Equal(t, string(engine.StatusFailed), status)
 			_, refunds := v.ledger(o.ID)
 			require.Equal(t, tc.refunds, refunds)
 			r := v.report(o.ID)

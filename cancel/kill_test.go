@@ -66,7 +66,7 @@ func TestKilledDuringRefund(t *testing.T) {
 	require.Equal(t, []string{"shop.refund:compensated"}, undoStatuses(r))
 	require.JSONEq(t, fmt.Sprintf(`{"ID": %d}`, *v.refundID(o.ID)), string(r.Steps[0].Result))
 	status, refundRef, _ := v.legacy(o.ID)
-	require.Equal(t, engine.StatusCancelled, status)
+	require.Equal(t, string(engine.StatusCancelled), status)
 	require.Equal(t, v.refundID(o.ID), refundRef)
 }
 

@@ -64,7 +64,7 @@ func TestNeedsOperatorThenRetry(t *testing.T) {
 	require.Equal(t, []string{"shop.unregister:compensated", "shop.refund:compensated"}, undoStatuses(r))
 	require.JSONEq(t, `{"ID": `+strconv.FormatInt(*v.refundID(o.ID), 10)+`}`, string(r.Steps[1].Result))
 	status, refundRef, problem = v.legacy(o.ID)
-	require.Equal(t, engine.StatusCancelled, status)
+	require.Equal(t, string(engine.StatusCancelled), status)
 	require.Nil(t, problem)
 	require.Equal(t, v.refundID(o.ID), refundRef)
 	require.Equal(t, []string{"charge", "register", "unregister", "refund", "refund", "refund", "refund"}, v.p.callLog(),
@@ -99,7 +99,7 @@ func TestNeedsOperatorResolved(t *testing.T) {
 	require.Equal(t, 0, refunds)
 	require.Equal(t, 3, v.refundAttempts(o.ID))
 	status, _, problem := v.legacy(o.ID)
-	require.Equal(t, engine.StatusCancelled, status)
+	require.Equal(t, string(engine.StatusCancelled), status)
 	require.Nil(t, problem)
 }
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,14 +13,31 @@ import (
 	"time"
 )
 
+// Defaults of RetryPolicy and ActivityOptions, applied to fields left zero.
+const (
+	// DefaultInitialInterval is the wait before an activity's first retry.
+	DefaultInitialInterval = time.Second
+	// DefaultBackoffCoefficient multiplies the wait after each retry.
+	DefaultBackoffCoefficient = 2.0
+	// DefaultMaximumIntervalFactor caps the wait at this many times the
+	// initial interval.
+	DefaultMaximumIntervalFactor = 100
+	// DefaultStartToCloseTimeout bounds one attempt when neither
+	// StartToCloseTimeout nor ScheduleToCloseTimeout is set.
+	DefaultStartToCloseTimeout = 5 * time.Minute
+)
+
 // RetryPolicy says how a failed activity is retried. The zero value takes the
 // documented defaults.
 type RetryPolicy struct {
-	// InitialInterval is the wait before the first retry. Default 1s.
+	// InitialInterval is the wait before the first retry. Default
+	// DefaultInitialInterval (1s).
 	InitialInterval time.Duration
-	// BackoffCoefficient multiplies the wait after each retry. Default 2.
+	// BackoffCoefficient multiplies the wait after each retry; below 1 it
+	// takes the default, DefaultBackoffCoefficient (2).
 	BackoffCoefficient float64
-	// MaximumInterval caps the wait. Default 100 × InitialInterval.
+	// MaximumInterval caps the wait. Default DefaultMaximumIntervalFactor
+	// (100) × InitialInterval.
 	MaximumInterval time.Duration
 	// MaximumAttempts caps attempts, the first included; 0 means unlimited.
 	MaximumAttempts int
@@ -39,21 +57,22 @@ func (p RetryPolicy) Delay(attempt int) time.Duration {
 
 func (p RetryPolicy) withDefaults() RetryPolicy {
 	if p.InitialInterval <= 0 {
-		p.InitialInterval = time.Second
+		p.InitialInterval = DefaultInitialInterval
 	}
 	if p.BackoffCoefficient < 1 {
-		p.BackoffCoefficient = 2
+		p.BackoffCoefficient = DefaultBackoffCoefficient
 	}
 	if p.MaximumInterval <= 0 {
-		p.MaximumInterval = 100 * p.InitialInterval
+		p.MaximumInterval = DefaultMaximumIntervalFactor * p.InitialInterval
 	}
 	return p
 }
 
 // ActivityOptions configure activity calls. Zero fields take the defaults.
 type ActivityOptions struct {
-	// StartToCloseTimeout bounds one attempt. Default 5 minutes when
-	// ScheduleToCloseTimeout is not set either.
+	// StartToCloseTimeout bounds one attempt. Default
+	// DefaultStartToCloseTimeout (5 minutes) when ScheduleToCloseTimeout is
+	// not set either.
 	StartToCloseTimeout time.Duration
 	// ScheduleToCloseTimeout bounds all attempts together, waits included.
 	ScheduleToCloseTimeout time.Duration
@@ -65,20 +84,12 @@ type ActivityOptions struct {
 }
 
 func mergeOptions(call, def ActivityOptions) ActivityOptions {
-	if call.StartToCloseTimeout == 0 {
-		call.StartToCloseTimeout = def.StartToCloseTimeout
-	}
-	if call.ScheduleToCloseTimeout == 0 {
-		call.ScheduleToCloseTimeout = def.ScheduleToCloseTimeout
-	}
-	if call.HeartbeatTimeout == 0 {
-		call.HeartbeatTimeout = def.HeartbeatTimeout
-	}
-	if call.RetryPolicy == nil {
-		call.RetryPolicy = def.RetryPolicy
-	}
+	call.StartToCloseTimeout = cmp.Or(call.StartToCloseTimeout, def.StartToCloseTimeout)
+	call.ScheduleToCloseTimeout = cmp.Or(call.ScheduleToCloseTimeout, def.ScheduleToCloseTimeout)
+	call.HeartbeatTimeout = cmp.Or(call.HeartbeatTimeout, def.HeartbeatTimeout)
+	call.RetryPolicy = cmp.Or(call.RetryPolicy, def.RetryPolicy)
 	if call.StartToCloseTimeout == 0 && call.ScheduleToCloseTimeout == 0 {
-		call.StartToCloseTimeout = 5 * time.Minute
+		call.StartToCloseTimeout = DefaultStartToCloseTimeout
 	}
 	return call
 }

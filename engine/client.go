@@ -42,7 +42,7 @@ type StartOptions struct {
 	// ID is the workflow ID; starting twice with one ID never creates two
 	// open runs. Default: a new UUID.
 	ID string
-	// Queue routes the run to workers of that queue. Default "default".
+	// Queue routes the run to workers of that queue. Default DefaultQueue.
 	Queue string
 	// IDReusePolicy applies when earlier runs of the ID are closed.
 	IDReusePolicy IDReusePolicy
@@ -126,7 +126,7 @@ func startDefaults(opts *StartOptions) (StartOptions, error) {
 		o.ID = newRunID()
 	}
 	if o.Queue == "" {
-		o.Queue = "default"
+		o.Queue = DefaultQueue
 	}
 	if o.IDReusePolicy == "" {
 		o.IDReusePolicy = ReuseAllowDuplicate
@@ -386,23 +386,31 @@ func (c *Client) Describe(ctx context.Context, workflowID string) (*RunInfo, err
 	return &info, nil
 }
 
+// Bounds of ListFilter.Limit.
+const (
+	// DefaultListLimit is the number of runs List returns when Limit is zero.
+	DefaultListLimit = 100
+	// MaxListLimit is the largest Limit List accepts.
+	MaxListLimit = 10000
+)
+
 // ListFilter selects runs for List. Zero fields do not filter.
 type ListFilter struct {
 	Statuses      []Status
 	WorkflowType  string
 	CreatedAfter  time.Time
 	CreatedBefore time.Time
-	// Limit defaults to 100, at most 10000.
+	// Limit defaults to DefaultListLimit (100), at most MaxListLimit (10000).
 	Limit int
 }
 
 // List returns runs matching the filter, newest first.
 func (c *Client) List(ctx context.Context, f ListFilter) ([]RunInfo, error) {
 	if f.Limit <= 0 {
-		f.Limit = 100
+		f.Limit = DefaultListLimit
 	}
-	if f.Limit > 10000 {
-		return nil, fmt.Errorf("graft: ListFilter.Limit %d is above 10000", f.Limit)
+	if f.Limit > MaxListLimit {
+		return nil, fmt.Errorf("graft: ListFilter.Limit %d is above %d", f.Limit, MaxListLimit)
 	}
 	var rows []*runRow
 	q := `SELECT ` + runColumns + ` FROM ` + c.e.store.runs + `

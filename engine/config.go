@@ -10,6 +10,28 @@ import (
 	"github.com/jmoiron/sqlx"
 )
 
+// Defaults of Config, applied to fields left zero.
+const (
+	// DefaultSchema is the PostgreSQL schema graft's tables live in.
+	DefaultSchema = "graft"
+	// DefaultMaxPayloadBytes bounds every encoded input, result and signal.
+	DefaultMaxPayloadBytes = 2 << 20
+	// DefaultLeaseTTL is how long a worker's claim on a run lasts unrenewed.
+	DefaultLeaseTTL = 15 * time.Second
+	// DefaultUnloadAfter is how long a blocked workflow keeps its goroutine.
+	DefaultUnloadAfter = 2 * time.Second
+	// DefaultPollInterval is how often workers look for due work unprompted.
+	DefaultPollInterval = time.Second
+	// DefaultCommitShards is the number of group-commit writers.
+	DefaultCommitShards = 2
+	// DefaultMaxBatch bounds the operations in one group commit.
+	DefaultMaxBatch = 1000
+	// DefaultCommitTimeout bounds each group commit.
+	DefaultCommitTimeout = 10 * time.Second
+	// DefaultRetention is how long closed runs are kept.
+	DefaultRetention = 7 * 24 * time.Hour
+)
+
 // Config configures an Engine. Zero values take the documented defaults.
 type Config struct {
 	// DB is the database graft stores its state in. It may be the same *sqlx.DB
@@ -18,36 +40,39 @@ type Config struct {
 	// DatabaseURL is used to open the LISTEN connection that wakes workers.
 	// Required: lib/pq listeners need a DSN, not a pool.
 	DatabaseURL string
-	// Schema holds graft's tables. Default "graft".
+	// Schema holds graft's tables. Default DefaultSchema ("graft").
 	Schema string
 	// Logger receives engine logs. Default slog.Default().
 	Logger *slog.Logger
 	// Clock drives timers, Now and wake-ups. Default SystemClock.
 	Clock Clock
-	// MaxPayloadBytes bounds every encoded input, result and signal. Default 2 MiB.
+	// MaxPayloadBytes bounds every encoded input, result and signal.
+	// Default DefaultMaxPayloadBytes (2 MiB).
 	MaxPayloadBytes int
 	// LeaseTTL is how long a worker's claim on a run lasts without renewal; a
 	// crashed worker's runs are resumed elsewhere after at most this long.
-	// Default 15s.
+	// Default DefaultLeaseTTL (15s).
 	LeaseTTL time.Duration
 	// UnloadAfter is how long a blocked workflow keeps its goroutine before it is
 	// unloaded and left to be resumed by replay. A wait whose next timer is
-	// further away than this unloads at once. Default 2s.
+	// further away than this unloads at once. Default DefaultUnloadAfter (2s).
 	UnloadAfter time.Duration
 	// PollInterval is the fallback for LISTEN/NOTIFY: how often workers look for
-	// due work on their own. Default 1s.
+	// due work on their own. Default DefaultPollInterval (1s).
 	PollInterval time.Duration
 	// CommitShards is the number of group-commit writers; each run's writes go
-	// through one of them in order. Default 2.
+	// through one of them in order. Default DefaultCommitShards (2).
 	CommitShards int
-	// MaxBatch bounds the operations in one group commit. Default 1000.
+	// MaxBatch bounds the operations in one group commit. Default
+	// DefaultMaxBatch (1000).
 	MaxBatch int
 	// CommitTimeout bounds each group commit (and the read-back of one whose
 	// outcome was lost), so a database that stops answering cannot hold a
-	// writer for ever: the commit is cancelled and retried. Default 10s.
+	// writer for ever: the commit is cancelled and retried. Default
+	// DefaultCommitTimeout (10s).
 	CommitTimeout time.Duration
-	// Retention is how long closed runs are kept before removal. Default 7 days;
-	// negative keeps them forever.
+	// Retention is how long closed runs are kept before removal. Default
+	// DefaultRetention (7 days); negative keeps them forever.
 	Retention time.Duration
 	// HistoryCountWarn is the number of steps in a run's record past which
 	// the engine logs a warning (once per load of the run): a workflow that
@@ -86,43 +111,21 @@ var identRe = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,62}$`)
 
 func (c *Config) withDefaults() Config {
 	out := *c
-	if out.Schema == "" {
-		out.Schema = "graft"
-	}
-	if out.Logger == nil {
-		out.Logger = slog.Default()
-	}
-	if out.Clock == nil {
-		out.Clock = SystemClock{}
-	}
-	if out.MaxPayloadBytes == 0 {
-		out.MaxPayloadBytes = 2 << 20
-	}
-	if out.LeaseTTL == 0 {
-		out.LeaseTTL = 15 * time.Second
-	}
-	if out.UnloadAfter == 0 {
-		out.UnloadAfter = 2 * time.Second
-	}
-	if out.PollInterval == 0 {
-		out.PollInterval = time.Second
-	}
-	if out.CommitShards == 0 {
-		out.CommitShards = 2
-	}
-	if out.MaxBatch == 0 {
-		out.MaxBatch = 1000
-	}
+	out.Schema = cmp.Or(out.Schema, DefaultSchema)
+	out.Logger = cmp.Or(out.Logger, slog.Default())
+	out.Clock = cmp.Or[Clock](out.Clock, SystemClock{})
+	out.MaxPayloadBytes = cmp.Or(out.MaxPayloadBytes, DefaultMaxPayloadBytes)
+	out.LeaseTTL = cmp.Or(out.LeaseTTL, DefaultLeaseTTL)
+	out.UnloadAfter = cmp.Or(out.UnloadAfter, DefaultUnloadAfter)
+	out.PollInterval = cmp.Or(out.PollInterval, DefaultPollInterval)
+	out.CommitShards = cmp.Or(out.CommitShards, DefaultCommitShards)
+	out.MaxBatch = cmp.Or(out.MaxBatch, DefaultMaxBatch)
 	out.HistoryCountWarn = cmp.Or(out.HistoryCountWarn, DefaultHistoryCountWarn)
 	out.HistoryCountLimit = cmp.Or(out.HistoryCountLimit, DefaultHistoryCountLimit)
 	out.HistorySizeWarn = cmp.Or(out.HistorySizeWarn, DefaultHistorySizeWarn)
 	out.HistorySizeLimit = cmp.Or(out.HistorySizeLimit, DefaultHistorySizeLimit)
-	if out.CommitTimeout == 0 {
-		out.CommitTimeout = 10 * time.Second
-	}
-	if out.Retention == 0 {
-		out.Retention = 7 * 24 * time.Hour
-	}
+	out.CommitTimeout = cmp.Or(out.CommitTimeout, DefaultCommitTimeout)
+	out.Retention = cmp.Or(out.Retention, DefaultRetention)
 	return out
 }
 

@@ -30,7 +30,7 @@ func (c *committer) readBack(batch []*writeOp) (bool, []error) {
 		}
 		if op.fin != nil {
 			q.finRuns = append(q.finRuns, op.runID)
-			q.finStatuses = append(q.finStatuses, op.fin.status)
+			q.finStatuses = append(q.finStatuses, string(op.fin.status))
 		}
 	}
 	var found written

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,25 +13,38 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// Defaults of WorkerConfig, applied to fields left zero.
+const (
+	// DefaultQueue is the queue runs start on and workers claim from.
+	DefaultQueue = "default"
+	// DefaultMaxWorkflows bounds the runs a worker has loaded at once.
+	DefaultMaxWorkflows = 1000
+	// DefaultMaxActivities bounds the activity attempts a worker runs at once.
+	DefaultMaxActivities = 500
+	// DefaultClaimBatch bounds the runs claimed per query.
+	DefaultClaimBatch = 200
+)
+
 // WorkerConfig configures a Worker. Zero values take the documented defaults.
 type WorkerConfig struct {
 	// ID names the worker in leases. Default "<hostname>-<pid>-<random>".
 	ID string
-	// Queues the worker claims runs from. Default ["default"].
+	// Queues the worker claims runs from. Default [DefaultQueue].
 	Queues []string
 	// Workflows restricts the workflow types this worker runs (by name).
 	// Default: every registered workflow.
 	Workflows []string
 	// MaxWorkflows bounds runs loaded at once (running or briefly blocked).
-	// Default 1000.
+	// Default DefaultMaxWorkflows (1000).
 	MaxWorkflows int
-	// MaxActivities bounds activity attempts running at once. Default 500.
+	// MaxActivities bounds activity attempts running at once. Default
+	// DefaultMaxActivities (500).
 	MaxActivities int
 	// ActivitiesPerSecond bounds activity attempts started per second by this
 	// worker; 0 means unlimited. A call an interceptor snoozed (see
 	// SnoozeError) takes a token again when it is run again.
 	ActivitiesPerSecond float64
-	// ClaimBatch bounds runs claimed per query. Default 200.
+	// ClaimBatch bounds runs claimed per query. Default DefaultClaimBatch (200).
 	ClaimBatch int
 	// Interceptors apply to this worker's calls, inside the engine's.
 	Interceptors []Interceptor
@@ -82,17 +96,11 @@ func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
 		cfg.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newRunID()[24:])
 	}
 	if len(cfg.Queues) == 0 {
-		cfg.Queues = []string{"default"}
+		cfg.Queues = []string{DefaultQueue}
 	}
-	if cfg.MaxWorkflows == 0 {
-		cfg.MaxWorkflows = 1000
-	}
-	if cfg.MaxActivities == 0 {
-		cfg.MaxActivities = 500
-	}
-	if cfg.ClaimBatch == 0 {
-		cfg.ClaimBatch = 200
-	}
+	cfg.MaxWorkflows = cmp.Or(cfg.MaxWorkflows, DefaultMaxWorkflows)
+	cfg.MaxActivities = cmp.Or(cfg.MaxActivities, DefaultMaxActivities)
+	cfg.ClaimBatch = cmp.Or(cfg.ClaimBatch, DefaultClaimBatch)
 	switch {
 	case cfg.MaxWorkflows < 0:
 		return nil, fmt.Errorf("graft: WorkerConfig.MaxWorkflows must be positive")

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -158,18 +159,12 @@ func (c InterceptorConfig) withDefaults() InterceptorConfig {
 	case c.MaxWait < 0:
 		c.MaxWait = 0
 	}
-	if c.MaxWaiters == 0 {
-		c.MaxWaiters = DefaultMaxWaiters
-	}
+	c.MaxWaiters = cmp.Or(c.MaxWaiters, DefaultMaxWaiters)
 	if c.LeaseID == nil {
 		c.LeaseID = defaultLeaseID
 	}
-	if c.ReleaseTimeout == 0 {
-		c.ReleaseTimeout = DefaultReleaseTimeout
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.ReleaseTimeout = cmp.Or(c.ReleaseTimeout, DefaultReleaseTimeout)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
 }
 

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,15 +74,9 @@ func (c RedisConfig) Validate() error {
 }
 
 func (c RedisConfig) withDefaults() RedisConfig {
-	if c.Prefix == "" {
-		c.Prefix = DefaultPrefix
-	}
-	if c.MarkerTTL == 0 {
-		c.MarkerTTL = DefaultMarkerTTL
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = DefaultPollInterval
-	}
+	c.Prefix = cmp.Or(c.Prefix, DefaultPrefix)
+	c.MarkerTTL = cmp.Or(c.MarkerTTL, DefaultMarkerTTL)
+	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)
 	return c
 }
 

@@ -1,6 +1,7 @@
 package graftsync
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -29,7 +30,7 @@ type Config struct {
 	DB *sqlx.DB
 	// Schema is graft's schema, the engine's Config.Schema. The mirror's
 	// tables live there (mirror_state next to the legacy table). Default
-	// "graft".
+	// DefaultSchema ("graft").
 	Schema string
 	// LegacyDB is the legacy table's database when it is not graft's:
 	// separate-database mode, with an outbox and a relay. Default nil:
@@ -43,46 +44,51 @@ type Config struct {
 	// MeterProvider receives the metrics. Default: the global provider.
 	MeterProvider metric.MeterProvider
 	// RelayInterval is how often an idle relay looks for changes. Default
-	// 100ms.
+	// DefaultRelayInterval (100ms).
 	RelayInterval time.Duration
-	// RelayBatch bounds the changes one relay round delivers. Default 1000.
+	// RelayBatch bounds the changes one relay round delivers. Default
+	// DefaultRelayBatch (1000).
 	RelayBatch int
 	// RetryMin and RetryMax bound the relay's wait after a failed delivery;
-	// the wait doubles from RetryMin at each failure. Defaults 100ms and 30s.
+	// the wait doubles from RetryMin at each failure. Defaults
+	// DefaultRetryMin (100ms) and DefaultRetryMax (30s).
 	RetryMin, RetryMax time.Duration
 	// ActionInterval is how often the legacy table is polled for requests.
-	// Default 1s.
+	// Default DefaultActionInterval (1s).
 	ActionInterval time.Duration
-	// ActionBatch bounds the requests taken per poll. Default 100.
+	// ActionBatch bounds the requests taken per poll. Default
+	// DefaultActionBatch (100).
 	ActionBatch int
 }
 
+// Defaults of Config, applied to fields left zero.
+const (
+	// DefaultSchema is graft's schema, engine.DefaultSchema.
+	DefaultSchema = engine.DefaultSchema
+	// DefaultRelayInterval is how often an idle relay looks for changes.
+	DefaultRelayInterval = 100 * time.Millisecond
+	// DefaultRelayBatch bounds the changes one relay round delivers.
+	DefaultRelayBatch = 1000
+	// DefaultRetryMin is the relay's first wait after a failed delivery.
+	DefaultRetryMin = 100 * time.Millisecond
+	// DefaultRetryMax is the relay's longest wait after failed deliveries.
+	DefaultRetryMax = 30 * time.Second
+	// DefaultActionInterval is how often the legacy table is polled for requests.
+	DefaultActionInterval = time.Second
+	// DefaultActionBatch bounds the requests taken per poll.
+	DefaultActionBatch = 100
+)
+
 func (c *Config) withDefaults() Config {
 	out := *c
-	if out.Schema == "" {
-		out.Schema = "graft"
-	}
-	if out.Logger == nil {
-		out.Logger = slog.Default()
-	}
-	if out.RelayInterval == 0 {
-		out.RelayInterval = 100 * time.Millisecond
-	}
-	if out.RelayBatch == 0 {
-		out.RelayBatch = 1000
-	}
-	if out.RetryMin == 0 {
-		out.RetryMin = 100 * time.Millisecond
-	}
-	if out.RetryMax == 0 {
-		out.RetryMax = 30 * time.Second
-	}
-	if out.ActionInterval == 0 {
-		out.ActionInterval = time.Second
-	}
-	if out.ActionBatch == 0 {
-		out.ActionBatch = 100
-	}
+	out.Schema = cmp.Or(out.Schema, DefaultSchema)
+	out.Logger = cmp.Or(out.Logger, slog.Default())
+	out.RelayInterval = cmp.Or(out.RelayInterval, DefaultRelayInterval)
+	out.RelayBatch = cmp.Or(out.RelayBatch, DefaultRelayBatch)
+	out.RetryMin = cmp.Or(out.RetryMin, DefaultRetryMin)
+	out.RetryMax = cmp.Or(out.RetryMax, DefaultRetryMax)
+	out.ActionInterval = cmp.Or(out.ActionInterval, DefaultActionInterval)
+	out.ActionBatch = cmp.Or(out.ActionBatch, DefaultActionBatch)
 	return out
 }
 
