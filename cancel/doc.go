@@ -81,8 +81,8 @@
 //
 // Each time compensation ends, or stops for an operator, the run executes the
 // activity named ReportActivity with the Report as its input. When an operator
-// is needed the step fails with an *engine.ApplicationError of type
-// NeedsOperatorType ("NeedsOperator", the sync package's word for it), whose
+// is needed the step fails with Report.Problem, an error matching
+// engine.ErrNeedsOperator (the sync package's word for it too), whose
 // message names the step and the error; otherwise it completes. Its
 // engine.CheckpointEvent (ActivityName ReportActivity, Input the Report)
 // commits in the checkpoint transaction, so a mirror updates the legacy row in

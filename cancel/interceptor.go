@@ -25,12 +25,6 @@ const (
 	// HeaderIdempotencyKey carries a compensation's idempotency key into its
 	// activity (read it with IdempotencyKey).
 	HeaderIdempotencyKey = "graft-cancel-idempotency-key"
-	// NeedsOperatorType is the type of the *engine.ApplicationError the
-	// ReportActivity step fails with when a compensation needs an operator.
-	// It is the same string as graftsync.NeedsOperatorType, so the sync
-	// package's default mapping shows the operation as needing an operator,
-	// with the error, until compensation moves on.
-	NeedsOperatorType = "NeedsOperator"
 )
 
 // abortSignal is never sent: Abort waits on it only to reach a cancellation point.

@@ -2,6 +2,7 @@ package cancel_test
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 	"testing"
 	"time"
@@ -32,9 +33,12 @@ func TestNeedsOperatorThenRetry(t *testing.T) {
 	r := v.waitOutcome(o.ID, cancel.OutcomeNeedsOperator)
 	require.Equal(t, []string{"shop.unregister:compensated", "shop.refund:failed"}, undoStatuses(r))
 	require.Contains(t, r.Steps[1].Error, "payment provider unavailable")
-	var nop *cancel.NeedsOperatorError
-	require.ErrorAs(t, r.Problem(), &nop)
-	require.Equal(t, "shop.refund", nop.Step.Undo)
+	require.ErrorIs(t, r.Problem(), engine.ErrNeedsOperator)
+	var app *engine.ApplicationError
+	require.ErrorAs(t, r.Problem(), &app)
+	var failed cancel.StepReport
+	require.NoError(t, json.Unmarshal(app.Details, &failed))
+	require.Equal(t, "shop.refund", failed.Undo)
 	status, refundRef, problem := v.legacy(o.ID)
 	require.Equal(t, "needs_operator", status)
 	require.Nil(t, refundRef)

@@ -91,34 +91,25 @@ type StepReport struct {
 	Note string `json:"note,omitempty"`
 }
 
-// NeedsOperatorError says a run's compensation stopped for an operator.
-type NeedsOperatorError struct {
-	WorkflowID string
-	// Step is the compensation that failed.
-	Step StepReport
-}
-
-func (e *NeedsOperatorError) Error() string {
-	return fmt.Sprintf("cancel: %s needs an operator: compensation %s (%s) failed: %s",
-		e.WorkflowID, e.Step.Step, e.Step.Undo, e.Step.Error)
-}
-
-// Problem returns a *NeedsOperatorError when the report's outcome is
-// OutcomeNeedsOperator, and nil otherwise.
+// Problem returns, when the report's outcome is OutcomeNeedsOperator, an
+// error that matches engine.ErrNeedsOperator (an *engine.ApplicationError of
+// type engine.ErrorTypeNeedsOperator whose Details is the failed StepReport
+// as JSON); nil otherwise.
 func (r Report) Problem() error {
 	if r.Outcome != OutcomeNeedsOperator {
 		return nil
 	}
 	for _, s := range r.Steps {
 		if s.Status == StepFailed {
-			return &NeedsOperatorError{WorkflowID: r.WorkflowID, Step: s}
+			return engine.NewNeedsOperatorError(fmt.Sprintf("cancel: %s needs an operator: compensation %s (%s) failed: %s",
+				r.WorkflowID, s.Step, s.Undo, s.Error), s)
 		}
 	}
-	return &NeedsOperatorError{WorkflowID: r.WorkflowID}
+	return engine.NewNeedsOperatorError(fmt.Sprintf("cancel: %s needs an operator", r.WorkflowID), nil)
 }
 
 // ReportFromEvent returns the Report a ReportActivity checkpoint event
-// records (completed, or failed with NeedsOperatorType), for a
+// records (completed, or failed with engine.ErrNeedsOperator), for a
 // CheckpointInterceptor that mirrors it into a legacy row. It reports false
 // for any other event.
 func ReportFromEvent(ev *engine.CheckpointEvent) (Report, bool) {

@@ -164,8 +164,7 @@ func (st *stack) record(ctx engine.Context, outcome Outcome) {
 	r := st.snapshot()
 	r.Outcome = outcome
 	_, err := st.i.report.Run(ctx, r)
-	var app *engine.ApplicationError
-	if err != nil && !(outcome == OutcomeNeedsOperator && errors.As(err, &app) && app.Type == NeedsOperatorType) {
+	if err != nil && !(outcome == OutcomeNeedsOperator && errors.Is(err, engine.ErrNeedsOperator)) {
 		engine.Logger(ctx).Error("cancel: could not record the compensation report (is Interceptor.Register called?)",
 			"err", err)
 	}
@@ -173,16 +172,11 @@ func (st *stack) record(ctx engine.Context, outcome Outcome) {
 }
 
 // reportStep is ReportActivity. A report that needs an operator fails the
-// step with a NeedsOperatorType error, the vocabulary mirrors understand;
+// step with Report.Problem, an engine.ErrNeedsOperator mirrors understand;
 // any other report completes it. Either way the step's checkpoint event
 // carries the report as its Input.
 func reportStep(_ context.Context, r Report) (struct{}, error) {
-	if p := r.Problem(); p != nil {
-		var nop *NeedsOperatorError
-		errors.As(p, &nop)
-		return struct{}{}, engine.NewNonRetryableError(NeedsOperatorType, p.Error(), nop.Step)
-	}
-	return struct{}{}, nil
+	return struct{}{}, r.Problem()
 }
 
 // snapshot is the run's Report, compensations in the order they run.

@@ -274,7 +274,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 	var output []byte
 	if err == nil {
 		if output, err = s.e.encodePayload("result of activity "+def.Name(), out); err != nil {
-			err = NewNonRetryableError("PayloadTooLarge", err.Error(), nil)
+			err = NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil)
 		}
 	}
 	now := time.Now()
@@ -382,7 +382,7 @@ func (s *runState) attempt(base context.Context, def activityDef, input []byte, 
 	}
 	args, err = def.decodeInput(input)
 	if err != nil {
-		return nil, nil, nil, NewNonRetryableError("BadInput", err.Error(), nil)
+		return nil, nil, nil, NewNonRetryableError(ErrorTypeBadInput, err.Error(), nil)
 	}
 	func() {
 		defer func() {

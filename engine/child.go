@@ -60,12 +60,12 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 		return f
 	}
 	if s.e.reg.workflows[name] == nil {
-		f.done, f.err = true, NewNonRetryableError("UnknownWorkflow", fmt.Sprintf("%v: %q", ErrUnknownWorkflow, name), nil)
+		f.done, f.err = true, NewNonRetryableError(ErrorTypeUnknownWorkflow, fmt.Sprintf("%v: %q", ErrUnknownWorkflow, name), nil)
 		return f
 	}
 	input, err := s.e.encodePayload("input of child workflow "+name, in)
 	if err != nil {
-		f.done, f.err = true, NewNonRetryableError("PayloadTooLarge", err.Error(), nil)
+		f.done, f.err = true, NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil)
 		return f
 	}
 	id := opts.ID

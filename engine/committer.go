@@ -424,7 +424,7 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 					}
 					// The parent records the refused child start as a failed step.
 					nr.childStep.Status = stepFailed
-					nr.childStep.Error = encodeError(NewNonRetryableError("ChildAlreadyStarted",
+					nr.childStep.Error = encodeError(NewNonRetryableError(ErrorTypeChildAlreadyStarted,
 						fmt.Sprintf("child workflow %q is already started", nr.row.WorkflowID), nil))
 				} else {
 					errs[i] = ErrAlreadyStarted

@@ -25,9 +25,45 @@ var (
 	ErrBadInput = errors.New("graft: input does not decode into the declared type")
 	// ErrNotRunning means the workflow is closed and cannot take the call (signal, cancel).
 	ErrNotRunning = errors.New("graft: workflow is not running")
+	// ErrNeedsOperator matches (with errors.Is) every error that stops a run
+	// until a person acts: an ApplicationError of type ErrorTypeNeedsOperator,
+	// made with NewNeedsOperatorError, also after it was read back from the
+	// database. The sync package shows such a run as needing an operator;
+	// the cancel package fails with one when a compensation gives up.
+	ErrNeedsOperator = errors.New("graft: needs an operator")
 	// errLeaseLost is internal: this worker no longer owns the run it tried to write.
 	errLeaseLost = errors.New("graft: lease lost")
 )
+
+// ApplicationError types the engine and graft's packages give the errors they
+// raise inside a run. The error is persisted by its type, so ApplicationError.Is
+// maps each type to its sentinel here, in one place, and errors.Is works after
+// the round trip through the database.
+const (
+	// ErrorTypePayloadTooLarge matches ErrPayloadTooLarge.
+	ErrorTypePayloadTooLarge = "PayloadTooLarge"
+	// ErrorTypeBadInput matches ErrBadInput.
+	ErrorTypeBadInput = "BadInput"
+	// ErrorTypeUnknownActivity matches ErrUnknownActivity.
+	ErrorTypeUnknownActivity = "UnknownActivity"
+	// ErrorTypeUnknownWorkflow matches ErrUnknownWorkflow.
+	ErrorTypeUnknownWorkflow = "UnknownWorkflow"
+	// ErrorTypeChildAlreadyStarted matches ErrAlreadyStarted: a child
+	// workflow's ID was in use.
+	ErrorTypeChildAlreadyStarted = "ChildAlreadyStarted"
+	// ErrorTypeNeedsOperator matches ErrNeedsOperator.
+	ErrorTypeNeedsOperator = "NeedsOperator"
+	// ErrorTypeUndecodable is the type of an error whose record could not
+	// be decoded; its Message holds the record.
+	ErrorTypeUndecodable = "undecodable"
+)
+
+// NewNeedsOperatorError returns a non-retryable ApplicationError of type
+// ErrorTypeNeedsOperator: the run cannot go on until a person acts (details,
+// as JSON, say what on).
+func NewNeedsOperatorError(msg string, details any) *ApplicationError {
+	return NewNonRetryableError(ErrorTypeNeedsOperator, msg, details)
+}
 
 // ApplicationError is a failure raised by workflow or activity code. It survives
 // persistence: after a replay, errors.As still finds it with the same fields.
@@ -70,23 +106,24 @@ func (e *ApplicationError) Error() string {
 // Unwrap returns the cause.
 func (e *ApplicationError) Unwrap() error { return e.Cause }
 
-// Is lets errors.Is match the engine's sentinels on the ApplicationErrors the
-// engine raises inside a run (an oversized payload, input that does not
-// decode, an unregistered activity or child workflow, a child ID in use).
-// Those are persisted by type, so without this the sentinel would not
-// survive the round trip through the database.
+// Is lets errors.Is match the engine's sentinels on the ApplicationErrors
+// raised inside a run (an oversized payload, input that does not decode, an
+// unregistered activity or child workflow, a child ID in use, a run that
+// needs an operator): see the ErrorType constants.
 func (e *ApplicationError) Is(target error) bool {
 	switch e.Type {
-	case "PayloadTooLarge":
+	case ErrorTypePayloadTooLarge:
 		return target == ErrPayloadTooLarge
-	case "BadInput":
+	case ErrorTypeBadInput:
 		return target == ErrBadInput
-	case "UnknownActivity":
+	case ErrorTypeUnknownActivity:
 		return target == ErrUnknownActivity
-	case "UnknownWorkflow":
+	case ErrorTypeUnknownWorkflow:
 		return target == ErrUnknownWorkflow
-	case "ChildAlreadyStarted":
+	case ErrorTypeChildAlreadyStarted:
 		return target == ErrAlreadyStarted
+	case ErrorTypeNeedsOperator:
+		return target == ErrNeedsOperator
 	}
 	return false
 }
@@ -207,7 +244,7 @@ func decodeError(b []byte) error {
 	}
 	var r errorRecord
 	if err := json.Unmarshal(b, &r); err != nil {
-		return &ApplicationError{Type: "undecodable", Message: string(b)}
+		return &ApplicationError{Type: ErrorTypeUndecodable, Message: string(b)}
 	}
 	return fromRecord(&r)
 }

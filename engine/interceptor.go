@@ -364,7 +364,7 @@ func buildChains(lists ...[]Interceptor) chains {
 	c.callOutbound = chainOutbound(c.outbound, func(Context, *OutboundInput) error { return nil })
 	c.runActivity = chainActivity(c.activity, func(ctx context.Context, in *ActivityInput) (any, error) {
 		if in.def == nil {
-			return nil, NewNonRetryableError("BadInput", "an interceptor passed on an ActivityInput it built itself: pass on the one it received, or a copy", nil)
+			return nil, NewNonRetryableError(ErrorTypeBadInput, "an interceptor passed on an ActivityInput it built itself: pass on the one it received, or a copy", nil)
 		}
 		return in.def.execute(ctx, in.Args)
 	})

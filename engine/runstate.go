@@ -593,7 +593,7 @@ func (s *runState) main() {
 		}()
 		args, err := s.def.decodeInput(s.row.Input)
 		if err != nil {
-			runErr, finished = NewNonRetryableError("BadInput", err.Error(), nil), true
+			runErr, finished = NewNonRetryableError(ErrorTypeBadInput, err.Error(), nil), true
 			return
 		}
 		in := &ExecuteWorkflowInput{Info: s.info, Headers: s.headers.Clone(), Args: args, Replaying: s.replaying()}
@@ -638,7 +638,7 @@ func (s *runState) finish(out any, runErr error) {
 	case runErr == nil:
 		b, err := s.e.encodePayload("result of workflow "+s.info.WorkflowType, out)
 		if err != nil {
-			fin.status, fin.errJSON = StatusFailed, encodeError(NewNonRetryableError("PayloadTooLarge", err.Error(), nil))
+			fin.status, fin.errJSON = StatusFailed, encodeError(NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil))
 		} else {
 			fin.status, fin.output = StatusCompleted, b
 		}

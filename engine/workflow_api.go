@@ -63,12 +63,12 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 	}
 	def := s.e.reg.activities[name]
 	if def == nil {
-		f.done, f.err = true, NewNonRetryableError("UnknownActivity", fmt.Sprintf("%v: %q is not registered", ErrUnknownActivity, name), nil)
+		f.done, f.err = true, NewNonRetryableError(ErrorTypeUnknownActivity, fmt.Sprintf("%v: %q is not registered", ErrUnknownActivity, name), nil)
 		return f
 	}
 	input, err := s.e.encodePayload("input of activity "+name, in)
 	if err != nil {
-		f.done, f.err = true, NewNonRetryableError("PayloadTooLarge", err.Error(), nil)
+		f.done, f.err = true, NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil)
 		return f
 	}
 	base := s.cancelCtx

@@ -50,7 +50,7 @@
 // StateWaiting; the end is StateCompleted, StateFailed or StateCancelled
 // (continue-as-new stays StateRunning). StateNeedsOperator is graft's name for
 // "stuck until a person acts": an activity failure or a workflow failure whose
-// error is a NeedsOperator error (see NewNeedsOperatorError, or set
+// error matches engine.ErrNeedsOperator (see engine.NewNeedsOperatorError, or set
 // Mapping.NeedsOperator). A workflow that catches such a failure and waits for
 // an operator's signal keeps the state while it waits; its next activity or
 // its end moves it on.

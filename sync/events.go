@@ -3,6 +3,7 @@ package graftsync
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -59,7 +60,7 @@ func (mr *Mirror) needsOperator(err error) bool {
 	if mr.m.NeedsOperator != nil {
 		return mr.m.NeedsOperator(err)
 	}
-	return IsNeedsOperator(err)
+	return errors.Is(err, engine.ErrNeedsOperator)
 }
 
 // toChange turns one event into a change for row key; idx is its index in

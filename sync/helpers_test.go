@@ -3,6 +3,7 @@ package graftsync_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -152,7 +153,7 @@ var (
 		case in.Fatal && !healed(engine.ActivityInfoOf(ctx).Workflow.WorkflowID):
 			return 0, engine.NewNonRetryableError("CardDeclined", "card declined for "+in.Domain, nil)
 		case in.Operator && firstTime(engine.ActivityInfoOf(ctx).Workflow.RunID):
-			return 0, graftsync.NewNeedsOperatorError("registry account suspended", nil)
+			return 0, engine.NewNeedsOperatorError("registry account suspended", nil)
 		case n <= in.ChargeFailures:
 			return 0, fmt.Errorf("payment provider timeout (attempt %d)", n)
 		}
@@ -171,7 +172,7 @@ var (
 			return "", err
 		}
 		if _, err := chargeAct.Run(ctx, in); err != nil {
-			if !graftsync.IsNeedsOperator(err) {
+			if !errors.Is(err, engine.ErrNeedsOperator) {
 				return "", err
 			}
 			if _, err := engine.GetSignalChannel[graftsync.Request](ctx, "fixed").Receive(ctx); err != nil {

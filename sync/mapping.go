@@ -1,7 +1,6 @@
 package graftsync
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -23,7 +22,7 @@ const (
 	StateFailed    State = "failed"
 	StateCancelled State = "cancelled"
 	// StateNeedsOperator: the workflow is stuck until a person acts (see
-	// NewNeedsOperatorError).
+	// engine.NewNeedsOperatorError).
 	StateNeedsOperator State = "needs_operator"
 )
 
@@ -210,34 +209,8 @@ type Mapping struct {
 	// signals.
 	Actions *Actions `json:"actions,omitempty" yaml:"actions,omitempty"`
 	// NeedsOperator decides which errors put a workflow in
-	// StateNeedsOperator. Default IsNeedsOperator.
+	// StateNeedsOperator. Default: errors.Is(err, engine.ErrNeedsOperator).
 	NeedsOperator func(err error) bool `json:"-" yaml:"-"`
-}
-
-// NeedsOperatorType is the ApplicationError type that IsNeedsOperator
-// recognises.
-const NeedsOperatorType = "NeedsOperator"
-
-// NewNeedsOperatorError returns a non-retryable error that puts the workflow
-// in StateNeedsOperator when an activity or the workflow fails with it.
-func NewNeedsOperatorError(msg string, details any) *engine.ApplicationError {
-	return engine.NewNonRetryableError(NeedsOperatorType, msg, details)
-}
-
-// IsNeedsOperator reports whether err is (or wraps) an ApplicationError of
-// type NeedsOperatorType.
-func IsNeedsOperator(err error) bool {
-	var app *engine.ApplicationError
-	for e := err; e != nil; {
-		if !errors.As(e, &app) {
-			return false
-		}
-		if app.Type == NeedsOperatorType {
-			return true
-		}
-		e = app.Cause
-	}
-	return false
 }
 
 // Validate checks the mapping's shape without a database: required fields,
