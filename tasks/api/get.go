@@ -84,7 +84,7 @@ func rawJSON(b []byte) *json.RawMessage {
 // and the last error.
 func (s *Server) now(ctx context.Context, r *opRow) (NowSummary, error) {
 	n := NowSummary{LastError: r.lastError()}
-	open := r.Status == engine.StatusPending || r.Status == engine.StatusRunning || r.Status == engine.StatusWaiting
+	open := r.Status.IsOpen()
 	if !open {
 		return n, nil
 	}

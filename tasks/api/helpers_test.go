@@ -132,14 +132,14 @@ func (ev *env) start(t *testing.T, id, customer string, in orderIn) string {
 }
 
 // status returns the engine status of id's latest run.
-func (ev *env) status(t *testing.T, id string) string {
+func (ev *env) status(t *testing.T, id string) engine.Status {
 	t.Helper()
 	info, err := ev.e.Client().Describe(context.Background(), id)
 	require.NoError(t, err)
 	return info.Status
 }
 
-func (ev *env) waitFor(t *testing.T, id string, status string) {
+func (ev *env) waitFor(t *testing.T, id string, status engine.Status) {
 	t.Helper()
 	testenv.Eventually(t, 20*time.Second, func() bool { return ev.status(t, id) == status }, "%s to be %s (is %s)", id, status, ev.status(t, id))
 }

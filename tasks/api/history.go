@@ -29,7 +29,7 @@ func (s *Server) GetOperationHistory(ctx context.Context, req GetOperationHistor
 		runID := ptr(run.RunID)
 		detail, _ := json.Marshal(map[string]string{"start_reason": run.StartReason, "previous_run_id": run.PreviousRunID})
 		ev = append(ev, HistoryEvent{At: run.CreatedAt, Type: "run_started", RunId: runID, Name: ptr(run.WorkflowType),
-			Status: ptr(run.Status), Detail: ptr(json.RawMessage(detail))})
+			Status: ptr(string(run.Status)), Detail: ptr(json.RawMessage(detail))})
 		for _, st := range rh.Steps {
 			at := st.StartedAt
 			if at.IsZero() {
@@ -53,7 +53,7 @@ func (s *Server) GetOperationHistory(ctx context.Context, req GetOperationHistor
 			ev = append(ev, e)
 		}
 		if !run.ClosedAt.IsZero() {
-			ev = append(ev, HistoryEvent{At: run.ClosedAt, Type: "run_closed", RunId: runID, Status: ptr(run.Status),
+			ev = append(ev, HistoryEvent{At: run.ClosedAt, Type: "run_closed", RunId: runID, Status: ptr(string(run.Status)),
 				Error: errorInfoOf(run.Error)})
 		}
 	}

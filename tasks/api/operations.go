@@ -39,7 +39,7 @@ type opRow struct {
 	RunID        string         `db:"run_id"`
 	WorkflowID   string         `db:"workflow_id"`
 	WorkflowType string         `db:"workflow_type"`
-	Status       string         `db:"status"`
+	Status       engine.Status  `db:"status"`
 	Error        []byte         `db:"error"`
 	Customer     sql.NullString `db:"customer"`
 	Key          sql.NullString `db:"key"`

@@ -86,7 +86,7 @@ func TestBadInputIsAProblemNamingTheField(t *testing.T) {
 	// only run of its ID, and no action was recorded.
 	info, err := ev.e.Client().Describe(t.Context(), "open-1")
 	require.NoError(t, err)
-	require.Contains(t, []string{engine.StatusRunning, engine.StatusWaiting}, info.Status)
+	require.Contains(t, []engine.Status{engine.StatusRunning, engine.StatusWaiting}, info.Status)
 	require.False(t, info.CancelRequested)
 	hist, err := ev.e.Client().History(t.Context(), "failed-1")
 	require.NoError(t, err)
