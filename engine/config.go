@@ -81,7 +81,7 @@ type Config struct {
 	HistoryCountWarn int
 	// HistoryCountLimit is the most steps a run's record may hold: a run
 	// that asks for one more fails with a non-retryable
-	// "HistoryLimitExceeded" error, as Temporal fails a workflow whose
+	// ErrorTypeHistoryLimitExceeded error, as Temporal fails a workflow whose
 	// history is too long. Default DefaultHistoryCountLimit.
 	HistoryCountLimit int
 	// HistorySizeWarn is the size in bytes of the inputs, results and
@@ -90,7 +90,7 @@ type Config struct {
 	HistorySizeWarn int64
 	// HistorySizeLimit is the most bytes a run's record may hold: at its
 	// next step past it the run fails with a non-retryable
-	// "HistoryLimitExceeded" error. Default DefaultHistorySizeLimit.
+	// ErrorTypeHistoryLimitExceeded error. Default DefaultHistorySizeLimit.
 	HistorySizeLimit int64
 	// Interceptors wrap every workflow, activity and client call of this engine;
 	// the first is the outermost. Each may implement any of the interceptor

@@ -53,6 +53,9 @@ const (
 	ErrorTypeChildAlreadyStarted = "ChildAlreadyStarted"
 	// ErrorTypeNeedsOperator matches ErrNeedsOperator.
 	ErrorTypeNeedsOperator = "NeedsOperator"
+	// ErrorTypeHistoryLimitExceeded fails a run whose record outgrew
+	// Config.HistoryCountLimit or Config.HistorySizeLimit.
+	ErrorTypeHistoryLimitExceeded = "HistoryLimitExceeded"
 	// ErrorTypeUndecodable is the type of an error whose record could not
 	// be decoded; its Message holds the record.
 	ErrorTypeUndecodable = "undecodable"

@@ -172,7 +172,7 @@ func (s *runState) checkHistory(seq int) {
 	cfg := &s.e.cfg
 	size := s.histBytes.Load()
 	if seq > cfg.HistoryCountLimit || size > cfg.HistorySizeLimit {
-		s.histErr = NewNonRetryableError("HistoryLimitExceeded", fmt.Sprintf(
+		s.histErr = NewNonRetryableError(ErrorTypeHistoryLimitExceeded, fmt.Sprintf(
 			"the record of run %s is full (%d steps, %d bytes; limits %d steps, %d bytes): continue as new before it fills",
 			s.row.RunID, seq-1, size, cfg.HistoryCountLimit, cfg.HistorySizeLimit), nil)
 		panic(historyLimitPanic{s.histErr})
