@@ -162,7 +162,7 @@ func chaosMapping() graftsync.Mapping {
 }
 
 // chaosLegacyStatus is what the legacy table must show for a closed run.
-var chaosLegacyStatus = map[string]string{
+var chaosLegacyStatus = map[engine.Status]string{
 	engine.StatusCompleted: "done", engine.StatusCancelled: "cancelled", engine.StatusFailed: "error",
 }
 
