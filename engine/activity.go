@@ -95,13 +95,19 @@ func mergeOptions(call, def ActivityOptions) ActivityOptions {
 }
 
 // SnoozeError asks the engine to run the activity again after After without
-// counting an attempt; a rate limiter returns it when no slot is free.
+// counting an attempt; a rate limiter returns it when no slot is free (the
+// ratelimit package's Wait, Hold and ActivityInterceptor do). The engine
+// records Reason; Err, when set, is the cause (a limiter's denial, say).
 type SnoozeError struct {
 	After  time.Duration
 	Reason string
+	Err    error
 }
 
 func (e *SnoozeError) Error() string { return fmt.Sprintf("snoozed for %v: %s", e.After, e.Reason) }
+
+// Unwrap returns the cause.
+func (e *SnoozeError) Unwrap() error { return e.Err }
 
 // Snooze returns a SnoozeError.
 func Snooze(after time.Duration, reason string) error {

@@ -103,7 +103,7 @@
 // When Redis cannot be reached, or answers with an error, calls return an
 // *UnavailableError and nothing is granted. Wait and Hold keep retrying with
 // backoff (20ms doubling to 1s) until their maximum wait, then return a
-// *SnoozeError wrapping the failure, so work waits in the queue without
+// *engine.SnoozeError wrapping the failure, so work waits in the queue without
 // spending retry attempts and resumes by itself when Redis returns. Leases held
 // across an outage stay counted until they expire; Hold keeps renewing, more
 // often while renewals fail, so they are recorded again soon after Redis
@@ -120,7 +120,7 @@
 // # Waiting
 //
 // Acquire never waits. Wait retries with the limiter's hints up to a maximum
-// wait and then returns a *SnoozeError with a RetryAfter, so a caller can give
+// wait and then returns an *engine.SnoozeError with an After, so a caller can give
 // the work back rather than hold a worker while a provider is saturated. Within
 // one process the waiters for a key form a queue and only the one at its head
 // polls, so a million waiting operations cost Redis one poll per key per
@@ -129,7 +129,7 @@
 // processes' releases only when they poll.
 //
 // Hold is Wait plus background renewal until Release; an activity interceptor
-// is Hold before the call, Release after it, and a snooze on *SnoozeError.
+// is Hold before the call, Release after it, and a snooze on *engine.SnoozeError.
 //
 // # Losing a lease
 //

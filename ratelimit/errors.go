@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"errors"
 	"fmt"
+	"github.com/graftdev/graft/engine"
 	"time"
 )
 
@@ -61,22 +62,35 @@ func (e *UnavailableError) Error() string {
 // Unwrap returns the store's error.
 func (e *UnavailableError) Unwrap() error { return e.Err }
 
-// SnoozeError is returned by Wait and Hold when no lease came within the
-// allowed wait. The caller should give the work back (re-queue it without
-// spending a retry attempt) and try again after RetryAfter.
-type SnoozeError struct {
-	Key        string
-	RetryAfter time.Duration
-	// Err is the last denial (*DeniedError) or failure (*UnavailableError).
-	Err error
+// newSnooze returns the snooze Wait and Hold give when no lease came within
+// the allowed wait: an *engine.SnoozeError whose Err is why (the last
+// *DeniedError or *UnavailableError, or the process's own queue) and whose
+// Reason says it briefly, key included. The caller gives the work back
+// (re-queues it without spending a retry attempt) and tries again after
+// After; the ActivityInterceptor returns it to the engine, which does that.
+func newSnooze(key string, after time.Duration, err error) *engine.SnoozeError {
+	return &engine.SnoozeError{After: after, Reason: snoozeReason(key, err), Err: err}
 }
 
-func (e *SnoozeError) Error() string {
-	return fmt.Sprintf("ratelimit: key %q: no lease within the wait, retry after %s: %v", e.Key, e.RetryAfter, e.Err)
+// snoozeReason says briefly why an attempt waits, for the engine's record.
+func snoozeReason(key string, err error) string {
+	var denied *DeniedError
+	var unavailable *UnavailableError
+	why := "no slot within the wait"
+	switch {
+	case errors.As(err, &denied):
+		why = fmt.Sprintf("%s limit (%d in use)", denied.Reason, denied.InUse)
+	case errors.As(err, &unavailable):
+		why = "limiter unavailable: " + unavailable.Err.Error()
+	case errors.Is(err, errTooManyWaiters):
+		why = "too many attempts of this process waiting"
+	case errors.Is(err, errQueued):
+		why = "queued behind other attempts of this process"
+	case errors.Is(err, ErrLeaseLost):
+		why = "lease lost during the call: " + err.Error()
+	}
+	return fmt.Sprintf("ratelimit: key %q: %s", key, why)
 }
-
-// Unwrap returns the last denial or failure.
-func (e *SnoozeError) Unwrap() error { return e.Err }
 
 // leaseLost is the error of a refused renewal.
 func leaseLost(lease Lease, inUse int, lim Limits) error {

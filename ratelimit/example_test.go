@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/ratelimit"
 )
 
@@ -24,7 +25,7 @@ func ExampleHold() {
 
 	for _, op := range []string{"op-1", "op-2", "op-3"} {
 		held, err := ratelimit.Hold(ctx, l, "registry", op, 10*time.Millisecond)
-		var snooze *ratelimit.SnoozeError
+		var snooze *engine.SnoozeError
 		var denied *ratelimit.DeniedError
 		if errors.As(err, &snooze) && errors.As(err, &denied) {
 			fmt.Printf("%s: snoozed (%s limit, %d in use)\n", op, denied.Reason, denied.InUse)

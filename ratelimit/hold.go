@@ -47,8 +47,9 @@ type Held struct {
 // Concurrency. A lost lease is not renewed again.
 //
 // This is the whole of what an activity interceptor needs: Hold before the
-// call, Release after it, and on a *SnoozeError give the activity back to the
-// queue for SnoozeError.RetryAfter without spending a retry attempt.
+// call, Release after it, and on an *engine.SnoozeError give the activity
+// back to the queue for its After without spending a retry attempt (return
+// it from the activity, as ActivityInterceptor does).
 func Hold(ctx context.Context, l Limiter, key, leaseID string, maxWait time.Duration) (*Held, error) {
 	lease, err := Wait(ctx, l, key, leaseID, maxWait)
 	if err != nil {

@@ -100,7 +100,7 @@ type InterceptorConfig struct {
 	// Key names the key each attempt counts against. Required.
 	Key KeyFunc
 	// MaxWait is how long an attempt waits for a slot before it is given back
-	// to the engine, which runs it again after the snooze's RetryAfter
+	// to the engine, which runs it again after the snooze's After
 	// without counting a retry attempt. The wait holds a worker's activity
 	// slot; the snooze does not. It is also capped at half of what is left of
 	// the attempt's own deadline. Default DefaultMaxWait; negative: try once,
@@ -130,7 +130,7 @@ type InterceptorConfig struct {
 	// engine, with why (err.Err: a *DeniedError, an *UnavailableError, or
 	// the process's own queue being full) and when it will run again. Use it
 	// for logs; the limiter's metrics already count snoozes per key.
-	OnSnooze func(ctx context.Context, in *engine.ActivityInput, err *SnoozeError)
+	OnSnooze func(ctx context.Context, in *engine.ActivityInput, err *engine.SnoozeError)
 	// ReleaseTimeout bounds the Release after an attempt. A release that
 	// fails or times out leaves the lease to expire on its own (LeaseTTL).
 	// Default DefaultReleaseTimeout.
@@ -230,18 +230,18 @@ func (i *ActivityInterceptor) ExecuteActivity(ctx context.Context, in *engine.Ac
 	id := i.cfg.LeaseID(in)
 	mayWait, ahead, rate := i.backlog.arrive(key, id, i.cfg.MaxWaiters, time.Now())
 	if !mayWait {
-		sn := &SnoozeError{Key: key, RetryAfter: i.overflowSnooze(ahead, rate), Err: errTooManyWaiters}
+		sn := newSnooze(key, i.overflowSnooze(ahead, rate), errTooManyWaiters)
 		if i.hooks != nil {
 			i.hooks.observeWait(context.WithoutCancel(ctx), key, 0, "snoozed")
 		}
-		return nil, i.snooze(ctx, in, id, sn)
+		return nil, i.snooze(ctx, in, key, id, sn)
 	}
 	held, err := Hold(ctx, i.cfg.Limiter, key, id, i.maxWait(ctx))
 	i.backlog.left(key, err == nil, time.Now())
 	if err != nil {
-		var sn *SnoozeError
+		var sn *engine.SnoozeError
 		if errors.As(err, &sn) {
-			return nil, i.snooze(ctx, in, id, sn)
+			return nil, i.snooze(ctx, in, key, id, sn)
 		}
 		return nil, err
 	}
@@ -253,7 +253,7 @@ func (i *ActivityInterceptor) ExecuteActivity(ctx context.Context, in *engine.Ac
 		if lost := held.Lost(); lost != nil {
 			// The call was stopped because its slot may be someone else's:
 			// it runs again when it gets a slot, without spending a retry.
-			return nil, i.snooze(ctx, in, id, &SnoozeError{Key: key, RetryAfter: i.cfg.MaxWait, Err: lost})
+			return nil, i.snooze(ctx, in, key, id, newSnooze(key, i.cfg.MaxWait, lost))
 		}
 	}
 	return out, err
@@ -292,39 +292,19 @@ func (i *ActivityInterceptor) overflowSnooze(ahead int, rate float64) time.Durat
 	return max(est/2+rand.N(est/2+1), minOverflowSnooze)
 }
 
-// snooze reports sn and turns it into the engine's snooze, with jitter so
-// that attempts snoozed together do not all come back together.
-func (i *ActivityInterceptor) snooze(ctx context.Context, in *engine.ActivityInput, id string, sn *SnoozeError) error {
-	after := max(sn.RetryAfter, minSnooze)
+// snooze adds jitter to sn, so that attempts snoozed together do not all
+// come back together, reports it and gives it to the engine.
+func (i *ActivityInterceptor) snooze(ctx context.Context, in *engine.ActivityInput, key, id string, sn *engine.SnoozeError) error {
+	after := max(sn.After, minSnooze)
 	if !errors.Is(sn.Err, errTooManyWaiters) {
 		after += rand.N(after/4 + 1)
 	}
-	sn.RetryAfter = after
-	i.backlog.snoozed(sn.Key, id, after, time.Now())
+	sn.After = after
+	i.backlog.snoozed(key, id, after, time.Now())
 	if i.cfg.OnSnooze != nil {
 		i.cfg.OnSnooze(ctx, in, sn)
 	}
-	return engine.Snooze(after, snoozeReason(sn))
-}
-
-// snoozeReason says briefly why an attempt waits, for the engine's record.
-func snoozeReason(sn *SnoozeError) string {
-	var denied *DeniedError
-	var unavailable *UnavailableError
-	why := "no slot within the wait"
-	switch {
-	case errors.As(sn.Err, &denied):
-		why = fmt.Sprintf("%s limit (%d in use)", denied.Reason, denied.InUse)
-	case errors.As(sn.Err, &unavailable):
-		why = "limiter unavailable: " + unavailable.Err.Error()
-	case errors.Is(sn.Err, errTooManyWaiters):
-		why = "too many attempts of this process waiting"
-	case errors.Is(sn.Err, errQueued):
-		why = "queued behind other attempts of this process"
-	case errors.Is(sn.Err, ErrLeaseLost):
-		why = "lease lost during the call: " + sn.Err.Error()
-	}
-	return fmt.Sprintf("ratelimit: key %q: %s", sn.Key, why)
+	return sn
 }
 
 // release gives the slot back in a context that the activity's cancellation

@@ -126,7 +126,7 @@ type snoozeLog struct {
 	total, unavailable, denied atomic.Int64
 }
 
-func (s *snoozeLog) record(_ context.Context, _ *engine.ActivityInput, err *SnoozeError) {
+func (s *snoozeLog) record(_ context.Context, _ *engine.ActivityInput, err *engine.SnoozeError) {
 	s.total.Add(1)
 	var unavailable *UnavailableError
 	var denied *DeniedError

@@ -101,10 +101,12 @@ func TestKeyFuncs(t *testing.T) {
 func TestInterceptorHoldsAndReleases(t *testing.T) {
 	t.Parallel()
 	l := newTestLocalLimiter(t, LocalConfig{Limits: StaticLimits(Limits{Concurrency: 1})})
-	var snoozed []*SnoozeError
+	var snoozed []*engine.SnoozeError
 	i := newTestInterceptor(t, InterceptorConfig{
 		Limiter: l, MaxWait: 10 * time.Millisecond,
-		OnSnooze: func(_ context.Context, _ *engine.ActivityInput, err *SnoozeError) { snoozed = append(snoozed, err) },
+		OnSnooze: func(_ context.Context, _ *engine.ActivityInput, err *engine.SnoozeError) {
+			snoozed = append(snoozed, err)
+		},
 	})
 	ctx := context.Background()
 
@@ -199,7 +201,7 @@ func TestInterceptorMaxWaiters(t *testing.T) {
 	var snoozes atomic.Int64
 	i := newTestInterceptor(t, InterceptorConfig{
 		Limiter: l, MaxWait: time.Hour, MaxWaiters: 1,
-		OnSnooze: func(context.Context, *engine.ActivityInput, *SnoozeError) { snoozes.Add(1) },
+		OnSnooze: func(context.Context, *engine.ActivityInput, *engine.SnoozeError) { snoozes.Add(1) },
 	})
 	ctx := context.Background()
 	blocker, err := l.Acquire(ctx, "registry", "blocker")
@@ -273,6 +275,6 @@ func TestSnoozeReason(t *testing.T) {
 		{errQueued, `ratelimit: key "k": queued behind other attempts of this process`},
 		{nil, `ratelimit: key "k": no slot within the wait`},
 	} {
-		require.Equal(t, tc.want, snoozeReason(&SnoozeError{Key: "k", Err: tc.err}))
+		require.Equal(t, tc.want, snoozeReason("k", tc.err))
 	}
 }

@@ -70,7 +70,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		return nil, err
 	}
 	if m.snoozes, err = meter.Int64Counter(MetricSnoozes,
-		metric.WithDescription("Waits that gave up and returned a SnoozeError."), metric.WithUnit("{wait}")); err != nil {
+		metric.WithDescription("Waits that gave up and returned an engine.SnoozeError."), metric.WithUnit("{wait}")); err != nil {
 		return nil, err
 	}
 	if m.expired, err = meter.Int64Counter(MetricExpired,

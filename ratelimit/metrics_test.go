@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/graftdev/graft/engine"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -105,7 +106,7 @@ func TestMetrics(t *testing.T) {
 	_, err = l.Renew(ctx, a) // a's call was still running after all
 	require.NoError(t, err)
 	_, err = Wait(ctx, l, "registry", "d", 0)
-	var snooze *SnoozeError
+	var snooze *engine.SnoozeError
 	require.ErrorAs(t, err, &snooze)
 
 	outcome := func(o string) int64 {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/graftdev/graft/engine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -237,7 +238,7 @@ func TestRedisLimitsHoldAcrossWorkers(t *testing.T) {
 				wg.Go(func() {
 					for i := 0; time.Now().Before(end); i++ {
 						lease, err := Wait(ctx, l, "registry", strconv.Itoa(g)+"-"+strconv.Itoa(i), time.Second)
-						var snooze *SnoozeError
+						var snooze *engine.SnoozeError
 						if errorsAs(err, &snooze) {
 							continue
 						}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/graftdev/graft/engine"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -53,10 +54,10 @@ func TestUnreachableRedisFailsClosed(t *testing.T) {
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	_, err = Wait(wctx, l, "registry", "a", 300*time.Millisecond)
-	var snooze *SnoozeError
+	var snooze *engine.SnoozeError
 	require.ErrorAs(t, err, &snooze)
 	require.ErrorAs(t, snooze, &unavailable, "the snooze says why")
-	require.Positive(t, snooze.RetryAfter)
+	require.Positive(t, snooze.After)
 
 	// The caller's own cancellation is not an outage.
 	cctx, cancel := context.WithCancel(ctx)

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"github.com/graftdev/graft/engine"
 	"math/rand/v2"
 	"time"
 )
@@ -23,9 +24,9 @@ const (
 var errQueued = errors.New("ratelimit: still queued behind other waiters of this process")
 
 // Wait acquires a lease for key, retrying as the limiter's hints advise for up
-// to maxWait. It returns the lease; a *SnoozeError when maxWait passed (or the
-// hint reaches past it) so the caller can give the work back and retry after
-// SnoozeError.RetryAfter; ctx's error if ctx ended; or any other error the
+// to maxWait. It returns the lease; an *engine.SnoozeError when maxWait passed
+// (or the hint reaches past it) so the caller can give the work back and retry
+// after its After; ctx's error if ctx ended; or any other error the
 // limiter returned (bad arguments, bad limits) at once.
 //
 // While the limiter is unavailable Wait keeps trying with backoff, so work
@@ -81,7 +82,7 @@ func (w *waiter) wait(ctx context.Context) (Lease, string, error) {
 		defer w.qs.stopWaiting(w.q)
 		queued, err := w.takeTurn(ctx)
 		if err != nil {
-			if _, ok := err.(*SnoozeError); ok {
+			if _, ok := err.(*engine.SnoozeError); ok {
 				return Lease{}, "snoozed", err
 			}
 			return Lease{}, "canceled", err
@@ -137,7 +138,7 @@ func (w *waiter) takeTurn(ctx context.Context) (queued bool, err error) {
 			if hint <= 0 {
 				hint = queuedRetryAfter
 			}
-			return true, &SnoozeError{Key: w.key, RetryAfter: hint, Err: errQueued}
+			return true, newSnooze(w.key, hint, errQueued)
 		}
 		return true, w.snooze(w.hint())
 	case <-ctx.Done():
@@ -212,8 +213,8 @@ func (w *waiter) hint() time.Duration {
 	return w.backoff
 }
 
-func (w *waiter) snooze(retryAfter time.Duration) *SnoozeError {
-	return &SnoozeError{Key: w.key, RetryAfter: retryAfter, Err: w.last}
+func (w *waiter) snooze(retryAfter time.Duration) *engine.SnoozeError {
+	return newSnooze(w.key, retryAfter, w.last)
 }
 
 func outcomeOf(ctx context.Context) string {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/graftdev/graft/engine"
 	"github.com/stretchr/testify/require"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
@@ -56,11 +57,11 @@ func TestWaitSnoozes(t *testing.T) {
 	t.Run("AfterMaxWait", func(t *testing.T) {
 		start := time.Now()
 		_, err := Wait(ctx, l, "busy", "b", 100*time.Millisecond)
-		var snooze *SnoozeError
+		var snooze *engine.SnoozeError
 		require.ErrorAs(t, err, &snooze)
 		require.GreaterOrEqual(t, time.Since(start), 100*time.Millisecond)
 		require.Equal(t, ReasonConcurrency, requireDenied(t, snooze, ReasonConcurrency).Reason)
-		require.Positive(t, snooze.RetryAfter)
+		require.Positive(t, snooze.After)
 	})
 	t.Run("AtOnceWhenTheHintIsBeyondMaxWait", func(t *testing.T) {
 		// The next token is an hour away and MaxWait is half of that: a
@@ -68,14 +69,14 @@ func TestWaitSnoozes(t *testing.T) {
 		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		_, err := Wait(wctx, l, "slow", "b", 30*time.Minute)
-		var snooze *SnoozeError
+		var snooze *engine.SnoozeError
 		require.ErrorAs(t, err, &snooze, "waiting cannot help, so it does not wait")
-		require.Greater(t, snooze.RetryAfter, 30*time.Minute)
+		require.Greater(t, snooze.After, 30*time.Minute)
 		requireDenied(t, snooze, ReasonRate)
 	})
 	t.Run("ZeroMaxWaitTriesOnce", func(t *testing.T) {
 		_, err := Wait(ctx, l, "busy", "b", 0)
-		var snooze *SnoozeError
+		var snooze *engine.SnoozeError
 		require.ErrorAs(t, err, &snooze)
 	})
 }
@@ -199,6 +200,6 @@ func TestHoldReturnsWaitErrors(t *testing.T) {
 	_, err := Hold(context.Background(), l, "registry", "a", time.Second)
 	require.NoError(t, err)
 	_, err = Hold(context.Background(), l, "registry", "b", 0)
-	var snooze *SnoozeError
+	var snooze *engine.SnoozeError
 	require.True(t, errors.As(err, &snooze))
 }

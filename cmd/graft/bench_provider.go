@@ -194,7 +194,7 @@ func benchProvider(o benchOpts) error {
 	icpt, err := ratelimit.NewActivityInterceptor(ratelimit.InterceptorConfig{
 		Limiter: lim,
 		Key:     ratelimit.KeyByActivity(map[string]string{"bench.provider.call": key}),
-		OnSnooze: func(context.Context, *engine.ActivityInput, *ratelimit.SnoozeError) {
+		OnSnooze: func(context.Context, *engine.ActivityInput, *engine.SnoozeError) {
 			snoozes.Add(1)
 		},
 	})
