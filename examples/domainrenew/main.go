@@ -173,7 +173,7 @@ func run(ctx context.Context, o options, out io.Writer) (last string, err error)
 		// the whole burst is this one process's, and its activity slots
 		// are enough for every waiter.
 		MaxWait: 20 * time.Second, MaxWaiters: 200,
-		OnSnooze: func(_ context.Context, _ *engine.ActivityInput, err *ratelimit.SnoozeError) {
+		OnSnooze: func(_ context.Context, _ *engine.ActivityInput, err *engine.SnoozeError) {
 			snoozed.Add(1)
 			why := "other"
 			var denied *ratelimit.DeniedError
@@ -421,7 +421,7 @@ type summary struct {
 }
 
 // legacyStatus is the legacy word for an engine run status at its end.
-var legacyStatus = map[string]string{engine.StatusCompleted: "done", engine.StatusCancelled: "cancelled", engine.StatusFailed: "failed"}
+var legacyStatus = map[engine.Status]string{engine.StatusCompleted: "done", engine.StatusCancelled: "cancelled", engine.StatusFailed: "failed"}
 
 func summarize(ctx context.Context, c *engine.Client, leg *legacy, hc *http.Client, api string) (summary, error) {
 	s := summary{graftBy: map[string]int{}, legacyBy: map[string]int{}}
