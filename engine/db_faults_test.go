@@ -74,7 +74,7 @@ func (l *dfLog) count(prefix string) int {
 // execution by idempotency key, and gate (when set) holds step gateAt.
 func dfWorkflow(name string, steps int, calls *ftCounter, gate <-chan struct{}, gateAt int) (*engine.Activity[int, int], *engine.Workflow[int, int]) {
 	act := engine.NewActivity(name+".step", func(ctx context.Context, n int) (int, error) {
-		calls.inc(engine.GetActivityInfo(ctx).IdempotencyKey)
+		calls.inc(engine.ActivityInfoOf(ctx).IdempotencyKey)
 		if n == gateAt && gate != nil {
 			calls.inc("gated")
 			<-gate
@@ -135,7 +135,7 @@ func TestTerminatedBackendsLoseNoWrite(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			logs.dump(t)
-			l, _ := e.Client().List(context.Background(), engine.ListFilter{Statuses: []string{"pending", "running", "waiting"}})
+			l, _ := e.Client().List(context.Background(), engine.ListFilter{Statuses: []engine.Status{"pending", "running", "waiting"}})
 			for _, r := range l {
 				t.Logf("open: %+v", r)
 			}
