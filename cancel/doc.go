@@ -37,7 +37,12 @@
 // only if the step's activity succeeded. This matters at the edges: an
 // activity that completes while the cancellation arrives (its result recorded
 // but never returned to the workflow, which saw the cancellation first) is
-// compensated all the same, and a step whose activity failed is not.
+// compensated all the same, and a step whose activity failed is not. A step
+// whose worker died mid-call has an unknown outcome, which the engine treats
+// as possibly done: the worker that resumes the run runs the activity again
+// under the same idempotency key, even when the run was cancelled meanwhile
+// (its context is not cancelled until it gives an outcome), so a charge that
+// went through is found, and refunded, exactly once.
 //
 // # When compensations run
 //

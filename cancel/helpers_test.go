@@ -80,6 +80,7 @@ type provider struct {
 	refundDown      atomic.Bool // refunds fail while set
 	rejectRegister  atomic.Bool // the registry rejects every domain for good
 	hangAfterRefund bool        // the helper process hangs inside the refund, to be killed
+	hangAfterCharge bool        // the helper process hangs inside the charge, to be killed
 }
 
 // hold stops an activity at its start until released or cancelled.
@@ -174,6 +175,10 @@ func (p *provider) charge(ctx context.Context, in ChargeIn) (Charge, error) {
 		return Charge{}, err
 	}
 	id, err := p.ledgerInsert(ctx, in.Op, "charge", in.Amount, 0, engine.ActivityInfoOf(ctx).IdempotencyKey)
+	if p.hangAfterCharge {
+		fmt.Println("charged") // the parent kills this process now
+		<-make(chan struct{})
+	}
 	return Charge{ID: id}, err
 }
 

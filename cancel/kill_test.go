@@ -19,6 +19,10 @@ import (
 // in this variable.
 const helperSchemaEnv = "GRAFT_CANCEL_HELPER_SCHEMA"
 
+// helperModeEnv says where the helper worker hangs to be killed: "refund"
+// (the default) or "charge".
+const helperModeEnv = "GRAFT_CANCEL_HELPER_MODE"
+
 const killLeaseTTL = 2 * time.Second
 
 // TestKilledDuringRefund runs the renewal on a worker process, cancels it,
@@ -45,7 +49,9 @@ func TestKilledDuringRefund(t *testing.T) {
 	hist, err := v.c.History(ctx, o.ID)
 	require.NoError(t, err)
 	for _, st := range hist[0].Steps {
-		require.NotEqual(t, "shop.refund", st.Name, "the engine must not have recorded the refund before the kill")
+		if st.Name == "shop.refund" {
+			require.Equal(t, "started", st.Status, "the engine must not have recorded the refund's result before the kill")
+		}
 	}
 
 	testenv.Worker(t, v.e, engine.WorkerConfig{})
@@ -70,15 +76,67 @@ func TestKilledDuringRefund(t *testing.T) {
 	require.Equal(t, v.refundID(o.ID), refundRef)
 }
 
-// TestHelperWorker is the worker process of TestKilledDuringRefund; it does
-// nothing in a normal test run.
+// TestKilledDuringChargeThenCancelled kills the worker process with SIGKILL
+// inside the charge, after the provider booked it and before the engine
+// recorded its result, then cancels the operation before any worker resumes
+// it. The charge's start was durable, so its outcome is unknown, not "not
+// done": the worker that resumes the run runs the charge again under the
+// same idempotency key (the provider finds the charge it booked), and the
+// cancellation refunds it, exactly once. The ledger balances.
+func TestKilledDuringChargeThenCancelled(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, envOptions{NoWorker: true, LeaseTTL: killLeaseTTL})
+	ctx := testenv.Ctx(t, 60*time.Second)
+
+	helper := testenv.Spawn(t, "TestHelperWorker", helperSchemaEnv+"="+v.schema, helperModeEnv+"=charge")
+	helper.WaitLine(t, "ready", 60*time.Second)
+
+	o := Order{ID: "op-kill-charge", Domain: "charge.com", Amount: 1700}
+	run := v.start(v.s.renew, o, nil)
+	helper.WaitLine(t, "charged", 60*time.Second)
+	charges, _ := v.ledger(o.ID)
+	require.Equal(t, 1, charges, "the helper booked the charge")
+	helper.Kill(t)
+	require.NoError(t, v.c.Cancel(ctx, o.ID, "customer asked"))
+
+	testenv.Worker(t, v.e, engine.WorkerConfig{})
+	_, err := run.Result(ctx)
+	requireCanceled(t, err, "customer asked")
+
+	charges, refunds := v.ledger(o.ID)
+	require.Equal(t, 1, charges, "the charge is booked once")
+	require.Equal(t, 1, refunds, "and refunded once")
+	var balance int
+	require.NoError(t, v.p.db.QueryRowContext(ctx, `SELECT sum(CASE kind WHEN 'charge' THEN amount ELSE -amount END)
+		FROM `+v.p.tbl("ledger")+` WHERE op = $1`, o.ID).Scan(&balance))
+	require.Zero(t, balance, "the ledger balances")
+	require.Equal(t, 1, v.refundAttempts(o.ID))
+	require.Equal(t, []string{"charge", "refund"}, v.p.callLog(), "this process ran the charge again, then the refund")
+	r := v.report(o.ID)
+	require.Equal(t, cancel.OutcomeCompensated, r.Outcome)
+	require.Equal(t, []string{"shop.refund:compensated"}, undoStatuses(r))
+	status, refundRef, _ := v.legacy(o.ID)
+	require.Equal(t, engine.StatusCancelled, status)
+	require.Equal(t, v.refundID(o.ID), refundRef)
+	hist, err := v.c.History(ctx, o.ID)
+	require.NoError(t, err)
+	require.Equal(t, "shop.charge", hist[0].Steps[0].Name)
+	require.Equal(t, 2, hist[0].Steps[0].Attempts, "the attempt lost with the killed worker counts")
+}
+
+// TestHelperWorker is the worker process of the kill tests; it does nothing
+// in a normal test run.
 func TestHelperWorker(t *testing.T) {
 	schema := os.Getenv(helperSchemaEnv)
 	if schema == "" {
 		t.Skip("helper process of TestKilledDuringRefund")
 	}
 	p := newProvider(testenv.DB(t), schema)
-	p.hangAfterRefund = true
+	if os.Getenv(helperModeEnv) == "charge" {
+		p.hangAfterCharge = true
+	} else {
+		p.hangAfterRefund = true
+	}
 	e, _, err := buildEngine(engine.Config{DB: p.db, DatabaseURL: testenv.DatabaseURL(), Schema: schema,
 		LeaseTTL: killLeaseTTL, PollInterval: 50 * time.Millisecond}, p)
 	require.NoError(t, err)

@@ -214,10 +214,27 @@ func HeartbeatDetails[T any](ctx context.Context) (T, bool) {
 	return v, true
 }
 
+// ActivityLostType is the type of the *ApplicationError that stands for an
+// activity attempt which was in flight when its worker stopped (a crash, a
+// SIGKILL, a lost lease). Its outcome is unknown, so it is treated as
+// possibly done: it counts as an attempt, and the retry policy decides
+// whether another attempt, with the same idempotency key, follows. The step
+// fails with this error when none may.
+const ActivityLostType = "ActivityLost"
+
+// errAttemptNotStarted: the run was dropped before an attempt's start was
+// durable, so the attempt did not run.
+var errAttemptNotStarted = errors.New("graft: the run was dropped before the activity attempt started")
+
 // runActivity runs the attempts of one activity step and records the outcome.
-func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, opts ActivityOptions, headers Headers) {
+// rec is the step's record when a replay found it started but not ended: an
+// earlier load of the run started an attempt whose outcome is unknown.
+func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, opts ActivityOptions, headers Headers, rec *stepRow) {
 	w := s.w
 	scheduled := time.Now()
+	if rec != nil && rec.StartedAt.Valid {
+		scheduled = rec.StartedAt.Time
+	}
 	policy := RetryPolicy{}
 	if opts.RetryPolicy != nil {
 		policy = *opts.RetryPolicy
@@ -237,14 +254,65 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		prevDetails, _ = s.e.store.loadHeartbeat(base, s.row.RunID, f.seq)
 	}
 	attempt := 1
-	for {
+	// unknown: the last attempt may have done its work in a process that
+	// stopped. Until an attempt gives an outcome, the attempts run on the
+	// run's context, which a cancellation does not cancel: a re-execution
+	// with the same idempotency key tells what happened (a charge that went
+	// through is found, and can then be compensated), where a cancelled one
+	// would say nothing had.
+	unknown := rec != nil && rec.Attempts > 0
+	finished := false
+	if unknown {
+		attempt = rec.Attempts
+		lost := NewApplicationError(ActivityLostType, fmt.Sprintf("attempt %d of activity %q was in flight when its worker stopped; its outcome is unknown",
+			rec.Attempts, def.Name()), nil)
+		switch {
+		case !retryable(lost, policy, attempt):
+			err, finished = lost, true
+		case !scheduleDeadline.IsZero() && !time.Now().Before(scheduleDeadline):
+			err, finished = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: prevDetails}, true
+		default:
+			attempt++
+		}
+	}
+	// begin makes the current attempt's start durable, with every earlier
+	// step of the run (the ordering rule), just before the activity runs,
+	// then takes the worker's rate token.
+	inputWritten := rec != nil
+	begin := func(ctx context.Context) error {
+		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepStarted,
+			Attempts: attempt, StartedAt: nullTime(scheduled)}
+		if !inputWritten {
+			st.Input = input
+		}
+		if err := s.flushWait(&writeOp{steps: []*stepRow{st}}); err != nil {
+			if !s.isAbandoned() {
+				s.e.cfg.Logger.Warn("graft: activity start refused; dropping run", "run_id", s.row.RunID, "seq", f.seq, "err", err)
+				s.dropAfter(err)
+			}
+			return errAttemptNotStarted
+		}
+		inputWritten = true
+		return w.waitRate(ctx)
+	}
+	for !finished {
+		ctx := base
+		if unknown {
+			ctx = s.runCtx
+		}
 		info.Attempt = attempt
-		if err = w.acquireActivitySlot(base); err != nil {
+		if err = w.acquireActivitySlot(ctx); err != nil {
 			break
 		}
 		var details json.RawMessage
-		args, out, details, err = s.attempt(base, def, input, opts, scheduleDeadline, info, headers, prevDetails, f.seq)
+		args, out, details, err = s.attempt(ctx, def, input, opts, scheduleDeadline, info, headers, prevDetails, f.seq, begin)
 		w.releaseActivitySlot()
+		if errors.Is(err, errAttemptNotStarted) {
+			s.mu.Lock()
+			s.inflight--
+			s.mu.Unlock()
+			return // the run is dropped; its next load runs the step
+		}
 		if details != nil {
 			prevDetails = details
 		}
@@ -253,12 +321,13 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		}
 		var sn *SnoozeError
 		if errors.As(err, &sn) {
-			if waitErr := sleepCtx(base, sn.After); waitErr != nil {
+			if waitErr := sleepCtx(ctx, sn.After); waitErr != nil {
 				err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
 				break
 			}
 			continue
 		}
+		unknown = false
 		if base.Err() != nil {
 			err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
 			break
@@ -284,8 +353,11 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		}
 	}
 	now := time.Now()
-	st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepCompleted, Input: input,
+	st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepCompleted,
 		Output: output, Attempts: attempt, StartedAt: nullTime(scheduled), CompletedAt: nullTime(now)}
+	if !inputWritten {
+		st.Input = input
+	}
 	ev := &CheckpointEvent{Kind: CheckpointActivityCompleted, WorkflowID: s.info.WorkflowID, RunID: s.info.RunID,
 		WorkflowType: s.info.WorkflowType, Headers: headers, Status: StatusRunning, Seq: f.seq, ActivityName: def.Name(),
 		Attempt: attempt, Result: out, At: s.e.cfg.Clock.Now()}
@@ -347,7 +419,7 @@ func retryable(err error, p RetryPolicy, attempt int) bool {
 // the input as decoded for the attempt, the result, the last heartbeat
 // details and the error.
 func (s *runState) attempt(base context.Context, def activityDef, input []byte, opts ActivityOptions, scheduleDeadline time.Time,
-	info ActivityInfo, headers Headers, prev json.RawMessage, seq int) (args, out any, details json.RawMessage, err error) {
+	info ActivityInfo, headers Headers, prev json.RawMessage, seq int, begin func(context.Context) error) (args, out any, details json.RawMessage, err error) {
 	ctx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
 	if opts.StartToCloseTimeout > 0 {
@@ -396,7 +468,7 @@ func (s *runState) attempt(base context.Context, def activityDef, input []byte, 
 				err = &PanicError{Value: fmt.Sprint(r), Stack: string(debug.Stack())}
 			}
 		}()
-		out, err = s.ch.runActivity(ctx, &ActivityInput{Info: info, Headers: headers, Args: args, def: def})
+		out, err = s.ch.runActivity(ctx, &ActivityInput{Info: info, Headers: headers, Args: args, def: def, begin: begin})
 	}()
 	st.mu.Lock()
 	details = st.details

@@ -91,7 +91,10 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 	s.hadChildren = true
 	s.mu.Unlock()
 	s.histBytes.Add(step.size())
-	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, token: s.row.Loads, abandoned: s.abandoned, newRun: &newRunSpec{row: row, reuse: ReuseAllowDuplicate, childStep: step},
+	// The child's start commits with (or after) every earlier step of the
+	// parent (the ordering rule); nothing here waits for it, as the child
+	// does not run before its row commits.
+	_ = s.submitPending(&writeOp{newRun: &newRunSpec{row: row, reuse: ReuseAllowDuplicate, childStep: step},
 		done: func(err error) {
 			if err != nil {
 				s.dropAfter(err)
@@ -104,6 +107,6 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 				s.mu.Unlock()
 				s.poke()
 			}
-		}})
+		}}, false)
 	return f
 }

@@ -32,8 +32,11 @@ type writeOp struct {
 	// one must not then pass the owner fence.
 	abandoned <-chan struct{}
 
-	newRun  *newRunSpec
-	step    *stepRow
+	newRun *newRunSpec
+	// steps are step records of runID, in the order they were written; a
+	// later record of a step replaces an earlier one (an activity's start,
+	// then its outcome).
+	steps   []*stepRow
 	fin     *finishSpec
 	events  []*CheckpointEvent
 	done    func(error)
@@ -438,33 +441,22 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 	}
 
 	// 3. Steps, fenced by the lease.
-	var steps []*stepRow
-	var stepOwners []fence
-	var stepIdx []int
+	var bs batchSteps
 	for i, op := range batch {
 		if errs[i] != nil {
 			continue
 		}
-		st := op.step
+		bs.add(i, op)
 		if op.newRun != nil && op.newRun.childStep != nil {
-			st = op.newRun.childStep
-		}
-		if st != nil {
-			steps = append(steps, st)
-			stepOwners = append(stepOwners, op.fence())
-			stepIdx = append(stepIdx, i)
+			bs.addStep(i, op.fence(), op.newRun.childStep)
 		}
 	}
-	if len(steps) > 0 {
-		ok, err := s.insertSteps(ctx, tx, steps, stepOwners)
+	if len(bs.steps) > 0 {
+		ok, err := s.insertSteps(ctx, tx, bs.steps, bs.owners)
 		if err != nil {
 			return nil, fmt.Errorf("insert steps: %w", err)
 		}
-		for k, st := range steps {
-			if !ok[stepKey{st.RunID, st.Seq}] {
-				errs[stepIdx[k]] = errLeaseLost
-			}
-		}
+		bs.check(ok, errs)
 	}
 
 	// 3b. A run that continues as new hands the signals it never read, and a
@@ -606,31 +598,68 @@ func (c *committer) stepsAndFinishOnly(batch []*writeOp) bool {
 // execStepsAndFinish commits such a batch in a single statement.
 func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch []*writeOp) ([]error, error) {
 	errs := make([]error, len(batch))
-	var steps []*stepRow
-	var owners []fence
+	var bs batchSteps
 	var fins []int
 	for i, op := range batch {
-		if op.step != nil {
-			steps = append(steps, op.step)
-			owners = append(owners, op.fence())
-		}
+		bs.add(i, op)
 		if op.fin != nil {
 			fins = append(fins, i)
 		}
 	}
-	okSteps, okFins, err := c.e.store.stepsAndFinish(ctx, c.e.db, now, steps, owners, batch, fins)
+	okSteps, okFins, err := c.e.store.stepsAndFinish(ctx, c.e.db, now, bs.steps, bs.owners, batch, fins)
 	if err != nil {
 		return nil, err
 	}
+	bs.check(okSteps, errs)
 	for i, op := range batch {
-		if op.step != nil && !okSteps[stepKey{op.step.RunID, op.step.Seq}] {
-			errs[i] = errLeaseLost
-		}
 		if op.fin != nil && !okFins[op.runID] {
 			errs[i] = errLeaseLost
 		}
 	}
 	return errs, nil
+}
+
+// batchSteps gathers the step records of a batch's ops for one statement.
+// A step written twice in a batch (an activity's start, then its outcome)
+// is sent once, as its last record: one statement cannot write a row twice.
+type batchSteps struct {
+	steps  []*stepRow
+	owners []fence
+	ops    [][]int // for each step, the ops that wrote it
+	at     map[stepKey]int
+}
+
+func (b *batchSteps) add(i int, op *writeOp) {
+	for _, st := range op.steps {
+		b.addStep(i, op.fence(), st)
+	}
+}
+
+func (b *batchSteps) addStep(i int, owner fence, st *stepRow) {
+	k := stepKey{st.RunID, st.Seq}
+	if n, ok := b.at[k]; ok {
+		b.steps[n], b.owners[n] = st, owner
+		b.ops[n] = append(b.ops[n], i)
+		return
+	}
+	if b.at == nil {
+		b.at = map[stepKey]int{}
+	}
+	b.at[k] = len(b.steps)
+	b.steps = append(b.steps, st)
+	b.owners = append(b.owners, owner)
+	b.ops = append(b.ops, []int{i})
+}
+
+// check fails the ops whose step records were not written (fenced out).
+func (b *batchSteps) check(ok map[stepKey]bool, errs []error) {
+	for n, st := range b.steps {
+		if !ok[stepKey{st.RunID, st.Seq}] {
+			for _, i := range b.ops[n] {
+				errs[i] = errLeaseLost
+			}
+		}
+	}
 }
 
 // singleStatement reports whether the batch is only step records or only
@@ -642,9 +671,9 @@ func (c *committer) singleStatement(batch []*writeOp) bool {
 		switch {
 		case op.fin != nil, op.newRun != nil && (op.newRun.childStep != nil || op.newRun.signal != nil):
 			return false
-		case op.newRun != nil && op.step == nil:
+		case op.newRun != nil && len(op.steps) == 0:
 			starts = true
-		case op.step != nil && op.newRun == nil:
+		case len(op.steps) > 0 && op.newRun == nil:
 			steps = true
 		default:
 			return false

@@ -28,7 +28,8 @@ func rbCrashEnv(t *testing.T) (*engine.Engine, *testenv.Proc) {
 // A worker process killed with SIGKILL while its workflow's second activity
 // is in flight: once its lease expires, a worker in another process resumes
 // the run by replay. The completed first activity is not run again, the
-// in-flight second one runs again (at-least-once), and the result is right.
+// in-flight second one runs again (at-least-once) as its second attempt,
+// and the result is right.
 func TestCrashSIGKILLWorkerResumedElsewhere(t *testing.T) {
 	t.Parallel()
 	e, child := rbCrashEnv(t)
@@ -51,10 +52,13 @@ func TestCrashSIGKILLWorkerResumedElsewhere(t *testing.T) {
 	require.Equal(t, 1, info.Loads)
 	child.Kill(t)
 
-	// Nothing moves while nobody runs the workflow.
+	// Nothing moves while nobody runs the workflow. Step two's start was
+	// made durable before it ran: its outcome is unknown, not "not done".
 	hist, err := c.History(ctx, "crash-1")
 	require.NoError(t, err)
-	require.Len(t, hist[0].Steps, 1, "only step one is recorded")
+	require.Len(t, hist[0].Steps, 2, "step one is recorded, and step two's start")
+	require.Equal(t, "started", hist[0].Steps[1].Status)
+	require.Equal(t, 1, hist[0].Steps[1].Attempts)
 
 	rbRelease(t, db, schema, "crash-1")
 	testenv.Worker(t, e, engine.WorkerConfig{})
@@ -72,9 +76,13 @@ func TestCrashSIGKILLWorkerResumedElsewhere(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, hist, 1, "resumed in place, not as a new run")
 	require.Len(t, hist[0].Steps, 3)
-	for _, st := range hist[0].Steps {
+	for i, st := range hist[0].Steps {
 		require.Equal(t, "completed", st.Status)
-		require.Equal(t, 1, st.Attempts, "a re-execution after a crash is not a retry")
+		want := 1
+		if i == 1 {
+			want = 2 // the attempt lost with the killed worker counts
+		}
+		require.Equal(t, want, st.Attempts, "step %d", i+1)
 	}
 }
 
@@ -102,4 +110,35 @@ func TestCrashHeartbeatDetailsSurvive(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `"resumed from 3"`, string(out))
 	require.Equal(t, map[string]int{"from-0": 1, "from-3": 1}, rbExecCounts(t, db, schema, "beat-1"))
+}
+
+// An activity whose input kills its worker process (a poison input) counts
+// an attempt each time it does: with MaximumAttempts 2, two worker processes
+// die in it, and the next worker fails the step without running it a third
+// time, so the run ends failed instead of killing a worker per lease TTL for
+// ever.
+func TestCrashPoisonActivityStopsAtMaximumAttempts(t *testing.T) {
+	t.Parallel()
+	e, first := rbCrashEnv(t)
+	schema, db, c := e.Schema(), e.DB(), e.Client()
+	ctx := testenv.Ctx(t, 90*time.Second)
+	h, err := c.StartByName(ctx, "proc.poison", []byte(`{}`), &engine.StartOptions{ID: "poison-1"})
+	require.NoError(t, err)
+	require.Error(t, first.WaitExit(t, 60*time.Second), "the first worker dies in attempt 1")
+	second := rbSpawn(t, schema, 2*time.Second, 2*time.Second)
+	require.Error(t, second.WaitExit(t, 60*time.Second), "the second worker dies in attempt 2")
+	require.Equal(t, map[string]int{"attempt-1": 1, "attempt-2": 1}, rbExecCounts(t, db, schema, "poison-1"))
+
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	_, err = h.Result(ctx)
+	var app *engine.ApplicationError
+	require.ErrorAs(t, err, &app)
+	require.Equal(t, engine.ActivityLostType, app.Type)
+	require.Equal(t, map[string]int{"attempt-1": 1, "attempt-2": 1}, rbExecCounts(t, db, schema, "poison-1"),
+		"no third attempt")
+	hist, err := c.History(ctx, "poison-1")
+	require.NoError(t, err)
+	require.Len(t, hist[0].Steps, 1)
+	require.Equal(t, "failed", hist[0].Steps[0].Status)
+	require.Equal(t, 2, hist[0].Steps[0].Attempts)
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,7 +108,25 @@ func rbProcessDefs(db *sqlx.DB, schema string) []engine.Definition {
 	progressWF := engine.NewWorkflow("proc.progress", func(ctx engine.Context, _ struct{}) (string, error) {
 		return progress.Run(ctx, struct{}{})
 	})
-	return []engine.Definition{step, crash, fleet, progress, progressWF}
+	// poison: an activity whose input kills the worker process running it
+	// (in a helper process; in the test's own process it only records that
+	// it ran), at most two attempts.
+	poison := engine.NewActivity("proc.poison", func(ctx context.Context, _ struct{}) (string, error) {
+		info := engine.ActivityInfoOf(ctx)
+		if err := rbRecord(ctx, db, schema, info.Workflow.WorkflowID, fmt.Sprintf("attempt-%d", info.Attempt), pid); err != nil {
+			return "", err
+		}
+		if os.Getenv(rbHelperEnv) == "1" {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			select {}
+		}
+		return "survived", nil
+	}).WithOptions(engine.ActivityOptions{StartToCloseTimeout: time.Minute,
+		RetryPolicy: &engine.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaximumAttempts: 2}})
+	poisonWF := engine.NewWorkflow("proc.poison", func(ctx engine.Context, _ struct{}) (string, error) {
+		return poison.Run(ctx, struct{}{})
+	})
+	return []engine.Definition{step, crash, fleet, progress, progressWF, poison, poisonWF}
 }
 
 // TestCrashHelperProcess is not a test: it is the body of a worker

@@ -144,6 +144,10 @@ type ActivityInput struct {
 	Args    any
 
 	def activityDef // what the innermost step runs
+	// begin, when set, makes the attempt's start durable; the innermost
+	// step calls it just before the activity function, so an attempt that
+	// an interceptor stops first (a limiter's snooze) records nothing.
+	begin func(context.Context) error
 }
 
 // ActivityInterceptor wraps each activity attempt.
@@ -365,6 +369,11 @@ func buildChains(lists ...[]Interceptor) chains {
 	c.runActivity = chainActivity(c.activity, func(ctx context.Context, in *ActivityInput) (any, error) {
 		if in.def == nil {
 			return nil, NewNonRetryableError(ErrorTypeBadInput, "an interceptor passed on an ActivityInput it built itself: pass on the one it received, or a copy", nil)
+		}
+		if in.begin != nil {
+			if err := in.begin(ctx); err != nil {
+				return nil, err
+			}
 		}
 		return in.def.execute(ctx, in.Args)
 	})

@@ -19,8 +19,8 @@ import (
 func (c *committer) readBack(batch []*writeOp) (bool, []error) {
 	var q writtenQuery
 	for _, op := range batch {
-		if op.step != nil {
-			q.step(op.step)
+		for _, st := range op.steps {
+			q.step(st)
 		}
 		if nr := op.newRun; nr != nil {
 			q.runIDs = append(q.runIDs, nr.row.RunID)
@@ -52,7 +52,7 @@ func (c *committer) readBack(batch []*writeOp) (bool, []error) {
 	errs := make([]error, len(batch))
 	committed := false
 	for i, op := range batch {
-		present := (op.step != nil && found.steps[stepKey{op.step.RunID, op.step.Seq}]) ||
+		present := stepsFound(op.steps, found) ||
 			(op.newRun != nil && found.runs[op.newRun.row.RunID]) ||
 			(op.newRun != nil && op.newRun.childStep != nil && found.steps[stepKey{op.runID, op.newRun.childStep.Seq}]) ||
 			(op.fin != nil && found.fins[op.runID])
@@ -68,10 +68,25 @@ func (c *committer) readBack(batch []*writeOp) (bool, []error) {
 	return committed, errs
 }
 
-// writtenQuery names what a batch writes.
+// stepsFound reports whether any of an op's step records is in the
+// database as the op wrote it.
+func stepsFound(steps []*stepRow, found written) bool {
+	for _, st := range steps {
+		if found.steps[stepKey{st.RunID, st.Seq}] {
+			return true
+		}
+	}
+	return false
+}
+
+// writtenQuery names what a batch writes. A step is matched with its status
+// and attempt number too: an activity's row exists from its start on, and
+// only its outcome (or a later attempt's start) tells this write apart.
 type writtenQuery struct {
-	stepRuns    []string
-	stepSeqs    []int64
+	stepRuns     []string
+	stepSeqs     []int64
+	stepStatuses []string
+	stepAttempts []int64
 	runIDs      []string
 	finRuns     []string
 	finStatuses []string
@@ -80,6 +95,8 @@ type writtenQuery struct {
 func (q *writtenQuery) step(st *stepRow) {
 	q.stepRuns = append(q.stepRuns, st.RunID)
 	q.stepSeqs = append(q.stepSeqs, int64(st.Seq))
+	q.stepStatuses = append(q.stepStatuses, st.Status)
+	q.stepAttempts = append(q.stepAttempts, int64(st.Attempts))
 }
 
 // written is what of a writtenQuery the database holds.

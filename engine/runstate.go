@@ -77,6 +77,20 @@ type runState struct {
 	// histBytes sums the inputs, results and errors of the run's steps,
 	// recorded or submitted (activity goroutines add theirs).
 	histBytes atomic.Int64
+	// pending holds step records written but not yet handed to the
+	// committer, with their checkpoint events. They go out together when
+	// something live depends on them (an activity attempt or a child start,
+	// see the ordering rule in flushWait) or when the workflow blocks,
+	// unloads or ends, so at low load a finished activity's record and the
+	// next activity's start share one commit.
+	pending       []*stepRow
+	pendingEvents []*CheckpointEvent
+	// closing: the run's end (or unload) is submitted; a write after it (an
+	// activity the workflow did not wait for) goes out at once.
+	closing bool
+	// flushMu makes taking the pending records and submitting them one move,
+	// so the run's ops reach the committer in the order they were written.
+	flushMu sync.Mutex
 
 	// cancelCtx is cancelled when cancellation is requested (or the run is
 	// dropped); runCtx only when the run is dropped. Activities started from
@@ -278,27 +292,94 @@ func (s *runState) checkCancel(ctx Context) error {
 	return nil
 }
 
-// write submits a step record without waiting: the record commits in order
-// with the run's later writes, and the run is dropped if it was fenced out.
+// maxPending bounds the step records a run keeps unsubmitted (a workflow
+// that loops over side effects without blocking).
+const maxPending = 64
+
+// write adds a step record to the run's pending records (see
+// runState.pending): it commits in order with the run's later writes, and
+// the run is dropped if it was fenced out.
 func (s *runState) write(st *stepRow, events []*CheckpointEvent) {
-	if s.mode != modeLive {
-		return
-	}
-	select {
-	case <-s.abandoned:
+	if s.mode != modeLive || s.isAbandoned() {
 		// This worker gave the run up (Stop's deadline, a lost lease): what
 		// its goroutines still produce, such as an activity failing because
 		// abandon cancelled it, is not the run's record.
 		return
-	default:
 	}
 	s.histBytes.Add(st.size())
-	s.e.commit.submit(&writeOp{runID: s.row.RunID, owner: s.w.id, token: s.row.Loads, abandoned: s.abandoned, step: st, events: events, done: func(err error) {
-		if err != nil && !s.isAbandoned() {
-			s.e.cfg.Logger.Warn("graft: step write refused; dropping run", "run_id", s.row.RunID, "seq", st.Seq, "err", err)
-			s.dropAfter(err)
+	s.mu.Lock()
+	s.pending = append(s.pending, st)
+	s.pendingEvents = append(s.pendingEvents, events...)
+	now := s.closing || len(s.pending) >= maxPending
+	s.mu.Unlock()
+	if now {
+		s.flush()
+	}
+}
+
+// flush submits the pending records without waiting for their commit.
+func (s *runState) flush() {
+	_ = s.submitPending(nil, false)
+}
+
+// flushWait submits the pending records with op and waits for the commit.
+// This is the ordering rule: an activity attempt or a child start goes live
+// only once every earlier step of its run is durable, so a replay cannot
+// take a branch other than the one whose side effects already happened.
+// Batching stays: the records ride in whatever commit the committer makes
+// next, with other runs' writes.
+func (s *runState) flushWait(op *writeOp) error {
+	return s.submitPending(op, true)
+}
+
+// submitPending hands the pending records to the committer as one op,
+// merged into op when it is not nil. With wait it returns the commit's
+// outcome; without, a refusal drops the run.
+func (s *runState) submitPending(op *writeOp, wait bool) error {
+	s.flushMu.Lock()
+	s.mu.Lock()
+	if op == nil && len(s.pending) == 0 {
+		s.mu.Unlock()
+		s.flushMu.Unlock()
+		return nil
+	}
+	if op == nil {
+		op = &writeOp{}
+	}
+	if len(s.pending) > 0 {
+		op.steps = append(s.pending, op.steps...)
+		op.events = append(s.pendingEvents, op.events...)
+		s.pending, s.pendingEvents = nil, nil
+	}
+	if op.fin != nil {
+		s.closing = true
+	}
+	s.mu.Unlock()
+	op.runID, op.owner, op.token, op.abandoned = s.row.RunID, s.w.id, s.row.Loads, s.abandoned
+	var ch chan error
+	if wait {
+		ch = make(chan error, 1)
+		prev := op.done
+		op.done = func(err error) {
+			if prev != nil {
+				prev(err)
+			}
+			ch <- err
 		}
-	}})
+	} else if op.done == nil {
+		op.done = func(err error) {
+			if err != nil && !s.isAbandoned() {
+				s.e.cfg.Logger.Warn("graft: step write refused; dropping run", "run_id", s.row.RunID, "err", err)
+				s.dropAfter(err)
+			}
+		}
+	}
+	s.e.commit.submit(op)
+	s.flushMu.Unlock()
+	if !wait {
+		return nil
+	}
+	return <-ch
 }
 
 // dropAfter drops the run after a write of it failed with err. A refused
@@ -416,6 +497,9 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 		if unloading {
 			s.unload(next, known)
 		}
+		// What the run wrote so far goes out while it waits (nothing live
+		// depends on it yet, so nothing waits for its commit).
+		s.flush()
 		var timerC <-chan time.Time
 		if !next.IsZero() {
 			timerC = s.e.cfg.Clock.After(next.Sub(now))
@@ -444,8 +528,7 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 // or child result the run has not looked at) makes the run due at once (see
 // store.finishRuns).
 func (s *runState) unload(wakeAt time.Time, known int64) {
-	err := s.e.commit.submitWait(context.Background(), &writeOp{
-		runID: s.row.RunID, owner: s.w.id, token: s.row.Loads, abandoned: s.abandoned,
+	err := s.flushWait(&writeOp{
 		fin:    &finishSpec{status: StatusWaiting, wakeAt: wakeAt, knownEventSeq: known},
 		events: []*CheckpointEvent{s.event(CheckpointWorkflowWaiting, StatusWaiting)},
 	})
@@ -665,8 +748,7 @@ func (s *runState) finish(out any, runErr error) {
 	}
 	ev := s.event(CheckpointWorkflowClosed, fin.status)
 	ev.Result, ev.Err = out, runErr
-	err := s.e.commit.submitWait(context.Background(), &writeOp{runID: s.row.RunID, owner: s.w.id, token: s.row.Loads, abandoned: s.abandoned, fin: fin, newRun: newRun,
-		events: []*CheckpointEvent{ev}})
+	err := s.flushWait(&writeOp{fin: fin, newRun: newRun, events: []*CheckpointEvent{ev}})
 	if err == nil {
 		s.closed.Store(true)
 	}

@@ -201,14 +201,18 @@ func stepArgs(steps []*stepRow, owners []fence) []any {
 	return args()
 }
 
-// stepsSQL inserts step records fenced by the lease (an empty owner skips
-// the check). It uses $p+1..$p+16 and yields (run_id, seq) as CTE "ins".
+// stepsSQL writes step records fenced by the lease (an empty owner skips
+// the check). A record of an activity step that is still "started" (its
+// start, made durable before the attempt ran) is updated in place by the
+// next record of that step: a later attempt's start, or the outcome. Any
+// other existing step is left alone, and its write reported as not done.
+// It uses $p+1..$p+16 and yields (run_id, seq) as CTE "ins".
 func (s *store) stepsSQL(p int) string {
 	ph := make([]any, 16)
 	for i := range ph {
 		ph[i] = fmt.Sprintf("$%d", p+i+1)
 	}
-	return `ins AS (INSERT INTO ` + s.steps + ` (` + stepColumns + `)
+	return `ins AS (INSERT INTO ` + s.steps + ` AS t (` + stepColumns + `)
 		SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
 			v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id
 		FROM unnest(` + fmt.Sprintf(`%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::jsonb[], %s::int[],
@@ -216,7 +220,9 @@ func (s *store) stepsSQL(p int) string {
 			AS v(run_id, seq, kind, name, status, input, output, error, attempts,
 			started_at, completed_at, fire_at, signal_id, child_workflow_id, owner, token)
 		JOIN ` + s.runs + ` r ON r.run_id = v.run_id AND (v.owner = '' OR (r.lease_owner = v.owner AND r.loads = v.token))
-		ON CONFLICT (run_id, seq) DO NOTHING
+		ON CONFLICT (run_id, seq) DO UPDATE SET status = EXCLUDED.status, input = COALESCE(EXCLUDED.input, t.input),
+			output = EXCLUDED.output, error = EXCLUDED.error, attempts = EXCLUDED.attempts, completed_at = EXCLUDED.completed_at
+			WHERE t.status = 'started' AND t.kind = 'activity' AND EXCLUDED.kind = 'activity'
 		RETURNING run_id, seq)`
 }
 
@@ -608,11 +614,13 @@ func (s *store) releaseRuns(ctx context.Context, rs []release) error {
 func (s *store) written(ctx context.Context, q *writtenQuery) (written, error) {
 	w := written{steps: map[stepKey]bool{}, runs: map[string]bool{}, fins: map[string]bool{}}
 	rows, err := s.db.QueryContext(ctx, `SELECT 's', st.run_id, st.seq FROM `+s.steps+` st
-			JOIN unnest($1::text[], $2::int[]) AS v(run_id, seq) ON st.run_id = v.run_id AND st.seq = v.seq
+			JOIN unnest($1::text[], $2::int[], $6::text[], $7::int[]) AS v(run_id, seq, status, attempts)
+			ON st.run_id = v.run_id AND st.seq = v.seq AND st.status = v.status AND st.attempts = v.attempts
 		UNION ALL SELECT 'r', run_id, 0 FROM `+s.runs+` WHERE run_id = ANY($3::text[])
 		UNION ALL SELECT 'f', r.run_id, 0 FROM `+s.runs+` r
 			JOIN unnest($4::text[], $5::text[]) AS v(run_id, status) ON r.run_id = v.run_id AND r.status = v.status`,
-		pq.Array(q.stepRuns), pq.Array(q.stepSeqs), pq.Array(q.runIDs), pq.Array(q.finRuns), pq.Array(q.finStatuses))
+		pq.Array(q.stepRuns), pq.Array(q.stepSeqs), pq.Array(q.runIDs), pq.Array(q.finRuns), pq.Array(q.finStatuses),
+		pq.Array(q.stepStatuses), pq.Array(q.stepAttempts))
 	if err != nil {
 		return w, err
 	}

@@ -40,9 +40,10 @@ type WorkerConfig struct {
 	// MaxActivities bounds activity attempts running at once. Default
 	// DefaultMaxActivities (500).
 	MaxActivities int
-	// ActivitiesPerSecond bounds activity attempts started per second by this
-	// worker; 0 means unlimited. A call an interceptor snoozed (see
-	// SnoozeError) takes a token again when it is run again.
+	// ActivitiesPerSecond bounds the activity attempts this worker starts
+	// per second (calls of the activity function); 0 means unlimited. A call
+	// an interceptor stops before it runs (a snooze, see SnoozeError) takes
+	// no token.
 	ActivitiesPerSecond float64
 	// ClaimBatch bounds runs claimed per query. Default DefaultClaimBatch (200).
 	ClaimBatch int
@@ -395,19 +396,23 @@ func (w *Worker) tryReserve(queue, typ string) bool {
 }
 
 func (w *Worker) acquireActivitySlot(ctx context.Context) error {
-	// The rate token first: an attempt waiting for its turn must not hold
-	// one of the MaxActivities slots that ready attempts could use.
-	if w.limiter != nil {
-		if err := w.limiter.Wait(ctx); err != nil {
-			return err
-		}
-	}
 	select {
 	case w.actSlots <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	return nil
+}
+
+// waitRate waits for ActivitiesPerSecond's token. It is taken right before
+// the activity function runs, once the attempt's start is durable, so the
+// rate bounds the calls that go out, whatever a commit's latency, and a call
+// an interceptor stops first (a snooze) takes none.
+func (w *Worker) waitRate(ctx context.Context) error {
+	if w.limiter == nil {
+		return nil
+	}
+	return w.limiter.Wait(ctx)
 }
 
 func (w *Worker) releaseActivitySlot() { <-w.actSlots }

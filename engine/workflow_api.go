@@ -78,7 +78,7 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 	s.mu.Lock()
 	s.inflight++
 	s.mu.Unlock()
-	go s.runActivity(base, f, def, input, mergeOptions(opts, def.defaults()), outIn.Headers)
+	go s.runActivity(base, f, def, input, mergeOptions(opts, def.defaults()), outIn.Headers, rec)
 	return f
 }
 

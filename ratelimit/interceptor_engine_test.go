@@ -33,12 +33,14 @@ type callTracker struct {
 	max        map[string]int
 	calls      map[string]int
 	maxAttempt int
+	byAttempt  map[int]int // calls by attempt number
 	// gate, when set for a key, blocks that key's calls until it is closed.
 	gates map[string]chan struct{}
 }
 
 func newCallTracker() *callTracker {
-	return &callTracker{inFlight: map[string]int{}, max: map[string]int{}, calls: map[string]int{}, gates: map[string]chan struct{}{}}
+	return &callTracker{inFlight: map[string]int{}, max: map[string]int{}, calls: map[string]int{}, byAttempt: map[int]int{},
+		gates: map[string]chan struct{}{}}
 }
 
 func (c *callTracker) gate(key string) chan struct{} {
@@ -56,6 +58,7 @@ func (c *callTracker) call(ctx context.Context, key string, work time.Duration) 
 	c.max[key] = max(c.max[key], c.inFlight[key])
 	c.calls[key]++
 	c.maxAttempt = max(c.maxAttempt, info.Attempt)
+	c.byAttempt[info.Attempt]++
 	g := c.gates[key]
 	c.mu.Unlock()
 	defer func() {
@@ -356,7 +359,7 @@ func startedKey(prefix string) string { return prefix + ":started" }
 // engine's lease expires; the steps that were in flight run again (taking
 // over their own leases, same idempotency key, if those still count), the
 // others get slots as the dead leases expire or end, and every workflow
-// completes, never above the limit, with no retry attempt spent.
+// completes, never above the limit; waiting for a slot spends no attempt.
 func TestInterceptorWorkerKilledWhileHoldingSlots(t *testing.T) {
 	t.Parallel()
 	rc := newRedisClient(t)
@@ -400,7 +403,10 @@ func TestInterceptorWorkerKilledWhileHoldingSlots(t *testing.T) {
 	require.Equal(t, 5, calls.callsOf("registry"), "every step ran here once")
 	require.LessOrEqual(t, calls.maxOf("registry"), icptKillConcurrency)
 	calls.mu.Lock()
-	require.Equal(t, 1, calls.maxAttempt)
+	// The two steps in flight at the kill had a durable start: their lost
+	// attempt counts, and they run here as attempt 2. The three that waited
+	// for a slot spent no attempt.
+	require.Equal(t, map[int]int{1: 3, 2: 2}, calls.byAttempt)
 	calls.mu.Unlock()
 }
 

@@ -116,3 +116,24 @@ func (p *Proc) Kill(t testing.TB) {
 	require.Error(t, err, "helper should die of SIGKILL")
 	require.Contains(t, fmt.Sprint(err), "killed")
 }
+
+// WaitExit waits until the helper has exited on its own (a helper that kills
+// itself, for instance) and reaps it, failing the test if the deadline
+// passes first. It returns how the process ended.
+func (p *Proc) WaitExit(t testing.TB, deadline time.Duration) error {
+	t.Helper()
+	timeout := time.After(deadline)
+	for {
+		p.mu.Lock()
+		exited, changed := p.exited, p.changed
+		p.mu.Unlock()
+		if exited {
+			return p.cmd.Wait()
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("helper did not exit within %v", deadline)
+		}
+	}
+}
