@@ -279,13 +279,32 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 	// step of the run (the ordering rule), just before the activity runs,
 	// then takes the worker's rate token.
 	inputWritten := rec != nil
+	// starting: this attempt counts in s.starting, on its way to begin
+	// (startActivity counted the first one).
+	starting := true
+	setStarting := func(v bool) {
+		if starting == v {
+			return
+		}
+		starting = v
+		s.mu.Lock()
+		if v {
+			s.starting++
+		} else {
+			s.starting--
+		}
+		s.mu.Unlock()
+	}
+	defer setStarting(false)
 	begin := func(ctx context.Context) error {
 		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepStarted,
 			Attempts: attempt, StartedAt: nullTime(scheduled)}
 		if !inputWritten {
 			st.Input = input
 		}
-		if err := s.flushWait(&writeOp{steps: []*stepRow{st}}); err != nil {
+		err := s.flushWait(&writeOp{steps: []*stepRow{st}})
+		setStarting(false)
+		if err != nil {
 			if !s.isAbandoned() {
 				s.e.cfg.Logger.Warn("graft: activity start refused; dropping run", "run_id", s.row.RunID, "seq", f.seq, "err", err)
 				s.dropAfter(err)
@@ -301,12 +320,19 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 			ctx = s.runCtx
 		}
 		info.Attempt = attempt
+		setStarting(true)
 		if err = w.acquireActivitySlot(ctx); err != nil {
 			break
 		}
 		var details json.RawMessage
 		args, out, details, err = s.attempt(ctx, def, input, opts, scheduleDeadline, info, headers, prevDetails, f.seq, begin)
 		w.releaseActivitySlot()
+		if starting {
+			// Stopped before its start (a snooze, an interceptor's error):
+			// the records it would have taken go out now.
+			setStarting(false)
+			s.flush()
+		}
 		if errors.Is(err, errAttemptNotStarted) {
 			s.mu.Lock()
 			s.inflight--

@@ -64,6 +64,11 @@ type runState struct {
 	cancelObserved bool
 	children       map[int]*future
 	inflight       int
+	// starting counts activity attempts on their way to their start (see
+	// runActivity's begin), which will take the pending records with them:
+	// a blocked workflow leaves those to them, so a finished activity's
+	// record and the next activity's start share one commit.
+	starting int
 	hadChildren    bool
 	replayingFlag  bool
 	draining       bool
@@ -476,7 +481,7 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 				next = d
 			}
 		}
-		inflight, draining := s.inflight, s.draining
+		inflight, draining, starting := s.inflight, s.draining, s.starting
 		s.mu.Unlock()
 		s.stopIfQuery()
 
@@ -498,8 +503,11 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 			s.unload(next, known)
 		}
 		// What the run wrote so far goes out while it waits (nothing live
-		// depends on it yet, so nothing waits for its commit).
-		s.flush()
+		// depends on it yet, so nothing waits for its commit), unless an
+		// activity attempt about to start takes it.
+		if starting == 0 {
+			s.flush()
+		}
 		var timerC <-chan time.Time
 		if !next.IsZero() {
 			timerC = s.e.cfg.Clock.After(next.Sub(now))

@@ -77,6 +77,7 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 	}
 	s.mu.Lock()
 	s.inflight++
+	s.starting++ // runActivity's first attempt
 	s.mu.Unlock()
 	go s.runActivity(base, f, def, input, mergeOptions(opts, def.defaults()), outIn.Headers, rec)
 	return f
