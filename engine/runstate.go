@@ -68,10 +68,10 @@ type runState struct {
 	// runActivity's begin), which will take the pending records with them:
 	// a blocked workflow leaves those to them, so a finished activity's
 	// record and the next activity's start share one commit.
-	starting int
-	hadChildren    bool
-	replayingFlag  bool
-	draining       bool
+	starting      int
+	hadChildren   bool
+	replayingFlag bool
+	draining      bool
 	// refreshing is set while a refresh runs; refreshAgain asks it to read
 	// once more (an event came in meanwhile), so wake-ups coalesce into at
 	// most one reader per run.
