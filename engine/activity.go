@@ -302,6 +302,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		if !inputWritten {
 			st.Input = input
 		}
+		s.histBytes.Add(st.size())
 		err := s.flushWait(&writeOp{steps: []*stepRow{st}})
 		setStarting(false)
 		if err != nil {
