@@ -87,9 +87,9 @@ type writtenQuery struct {
 	stepSeqs     []int64
 	stepStatuses []string
 	stepAttempts []int64
-	runIDs      []string
-	finRuns     []string
-	finStatuses []string
+	runIDs       []string
+	finRuns      []string
+	finStatuses  []string
 }
 
 func (q *writtenQuery) step(st *stepRow) {
