@@ -116,7 +116,7 @@ func TestKilledDuringChargeThenCancelled(t *testing.T) {
 	require.Equal(t, cancel.OutcomeCompensated, r.Outcome)
 	require.Equal(t, []string{"shop.refund:compensated"}, undoStatuses(r))
 	status, refundRef, _ := v.legacy(o.ID)
-	require.Equal(t, engine.StatusCancelled, status)
+	require.Equal(t, string(engine.StatusCancelled), status)
 	require.Equal(t, v.refundID(o.ID), refundRef)
 	hist, err := v.c.History(ctx, o.ID)
 	require.NoError(t, err)
