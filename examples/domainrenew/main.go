@@ -34,10 +34,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lib/pq"
@@ -68,6 +70,11 @@ type options struct {
 	LegacyWorkers int
 	// Progress receives the progress bar; nil: none.
 	Progress io.Writer
+	// Serve, when set, is the address on which the operations API and web
+	// UI stay up after the summary, until the run's context ends.
+	Serve string
+	// onServe is told the server's base URL and operator token (tests).
+	onServe func(base, token string)
 }
 
 func main() {
@@ -77,8 +84,11 @@ func main() {
 	flag.BoolVar(&o.Keep, "keep", false, "keep the schemas at the end, to look at the tables")
 	flag.DurationVar(&o.LegacyDelay, "legacy-delay", 2*time.Second, "the legacy runner's time per renewal")
 	flag.IntVar(&o.LegacyWorkers, "legacy-workers", 100, "the legacy runner's workers")
+	flag.StringVar(&o.Serve, "serve", "", "after the summary, keep the operations API and web UI up on this address (e.g. 127.0.0.1:8080) until Ctrl-C")
 	flag.Parse()
-	last, err := run(context.Background(), o, os.Stdout)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	last, err := run(ctx, o, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
@@ -357,6 +367,13 @@ func run(ctx context.Context, o options, out io.Writer) (last string, err error)
 		p("    mismatch: %s", m)
 	}
 
+	if o.Serve != "" {
+		p("%s", fmt.Sprintf("demo ops=%d graft=%d legacy=%d completed=%d cancelled=%d refunds=%d violations=%d mismatches=%d",
+			s.ops, s.graft, s.legacy, s.completed, s.cancelled, s.refunds, rs.Violations, s.mismatches))
+		if err := serve(ctx, o.Serve, e, flags, rc, p, o.onServe); err != nil {
+			return "", err
+		}
+	}
 	if o.Keep {
 		p("kept: schemas %s and %s, Redis keys %s*", o.Schema, legacySchema, prefix)
 	} else {

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -49,4 +52,42 @@ func TestDemo(t *testing.T) {
 	var n int
 	require.NoError(t, testenv.DB(t).Get(&n, `SELECT count(*) FROM pg_namespace WHERE nspname IN ($1, $2)`, schema, schema+"_legacy"))
 	require.Zero(t, n)
+}
+
+// With -serve the demo keeps the operations API and web UI up after its
+// summary: the operator token it prints lists the demo's operations, the
+// UI answers, and the demo ends (and cleans up) when its context does.
+func TestDemoServe(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(testenv.Ctx(t, 4*time.Minute))
+	defer cancel()
+	schema := testenv.Schema(t)
+	t.Cleanup(func() { _, _ = testenv.DB(t).Exec(`DROP SCHEMA IF EXISTS ` + schema + `_legacy CASCADE`) })
+	var listed, signin int
+	var body string
+	o := options{DatabaseURL: testenv.DatabaseURL(), RedisURL: testenv.RedisURL(), Schema: schema,
+		N: 12, LegacyDelay: 50 * time.Millisecond, LegacyWorkers: 4, Serve: "127.0.0.1:0",
+		onServe: func(base, token string) {
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/operations?status=cancelled", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			if res, err := http.DefaultClient.Do(req); err == nil {
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				listed, body = res.StatusCode, string(b)
+			}
+			if res, err := http.Get(base + "/ui/signin"); err == nil {
+				res.Body.Close()
+				signin = res.StatusCode
+			}
+		}}
+	var out strings.Builder
+	last, err := run(ctx, o, &out)
+	t.Log("\n" + out.String() + last)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, listed, body)
+	require.Contains(t, body, premiumIDs()[1]) // a cancelled premium renewal
+	require.Equal(t, http.StatusOK, signin)
+	require.Contains(t, out.String(), "operator token: graft_")
+	require.True(t, strings.HasPrefix(last, "demo ops=12 "), last)
 }
