@@ -110,12 +110,17 @@ func (f *Flags) Close() error { return f.listener.Close() }
 func (f *Flags) loop() {
 	for n := range f.listener.Notify {
 		_ = n // nil after a reconnect: changes may have been missed; drop the cache too
-		f.mu.Lock()
-		f.cached = nil
-		close(f.changed)
-		f.changed = make(chan struct{})
-		f.mu.Unlock()
+		f.invalidate()
 	}
+}
+
+// invalidate drops the cached snapshot and wakes Changed's waiters.
+func (f *Flags) invalidate() {
+	f.mu.Lock()
+	f.cached = nil
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
 }
 
 // Changed returns a channel closed at the next change notification (or
@@ -348,7 +353,13 @@ func (f *Flags) change(ctx context.Context, apply func(tx *sqlx.Tx, setVersion i
 	if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, f.channel, kind); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	// The process that made the change reads it back at once, without
+	// waiting for its own notification (TestFlagsWalk read a stale page).
+	f.invalidate()
+	return nil
 }
 
 func nullJSON(b []byte) any {
