@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
 
+	"github.com/graftdev/graft/internal/testenv"
 	"github.com/graftdev/graft/tasks"
 )
 
@@ -81,4 +84,45 @@ func TestFlagsBadInput(t *testing.T) {
 	audit, err := v.flags.Audit(ctx, "", 10)
 	require.NoError(t, err)
 	require.Empty(t, audit)
+}
+
+// A change made by one process reaches another through LISTEN/NOTIFY: the
+// second Flags (its own pool and listener) keeps its snapshot cached for an
+// hour, so only the change notification can make it read the new flags.
+// (How fast it arrives is shown by the design, not timed here.)
+func TestFlagsChangeSeenByAnotherProcess(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	v.intake(t, v.source(), nil)
+	ctx := context.Background()
+	otherDB, err := sqlx.Open("postgres", testenv.DatabaseURL())
+	require.NoError(t, err)
+	otherDB.SetMaxOpenConns(2)
+	t.Cleanup(func() { _ = otherDB.Close() })
+	other, err := tasks.NewFlags(tasks.FlagsConfig{DB: otherDB, DatabaseURL: testenv.DatabaseURL(), Schema: v.schema, MaxStale: time.Hour})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close() })
+
+	for i, pct := range []float64{10, 60, 0} {
+		before, err := other.Snapshot(ctx)
+		require.NoError(t, err)
+		changed := other.Changed()
+		f := v.setFlag(t, tasks.Flag{Kind: "renew", DefaultPercent: pct})
+		select {
+		case <-changed:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("change %d: the other process heard no notification", i)
+		}
+		testenv.Eventually(t, 30*time.Second, func() bool {
+			s, err := other.Snapshot(ctx)
+			require.NoError(t, err)
+			return s.Version > before.Version && s.Flags["renew"] != nil && s.Flags["renew"].Version == f.Version
+		}, "change %d: the other process still reads the flags before it", i)
+		s, err := other.Snapshot(ctx)
+		require.NoError(t, err)
+		require.Equal(t, pct, s.Flags["renew"].DefaultPercent)
+		d, err := other.Evaluate(ctx, "renew", "com", "42")
+		require.NoError(t, err)
+		require.Equal(t, s.Version, d.FlagsVersion)
+	}
 }

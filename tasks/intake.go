@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -65,13 +66,23 @@ type Intake struct {
 	m      *metrics
 	kinds  []string
 	idType string
-	sql    struct{ claim, markGraft, markError, claims, lag, exists string }
+	sql    struct{ claim, markGraft, markError, claims, lag, exists, differ, row string }
 	listen *listenerConn
 	cursor string // last ID of the previous batch; "" starts a pass
+
+	// failing holds, per row that could not be started, the error last
+	// logged for it: a row that keeps failing is logged once per error,
+	// not on every pass (MetricFailed counts every failure).
+	failMu  sync.Mutex
+	failing map[string]string
 }
 
+// maxFailing bounds Intake.failing; past it the map is cleared (rows still
+// failing are then logged once more).
+const maxFailing = 10000
+
 // ErrOperationExists is returned by Submit for an operation ID that is
-// already in the legacy table.
+// already in the legacy table with other values.
 var ErrOperationExists = errors.New("tasks: operation already exists")
 
 // NewIntake validates the source against the database, records its kinds
@@ -168,7 +179,13 @@ func (in *Intake) buildSQL() {
 		in.sql.lag = `SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(` + q(s.CreatedAt) + `)), 0)::float8 FROM ` + t + ` t
 			WHERE ` + q(s.Status.Column) + ` = $1 AND ` + q(s.Kind) + `::text = ANY($2::text[])`
 	}
+	in.sql.row = `SELECT to_jsonb(t) FROM ` + t + ` t WHERE ` + q(s.ID) + ` = $1::` + in.idType
 	in.sql.exists = `SELECT EXISTS (SELECT 1 FROM ` + t + ` t WHERE ` + q(s.ID) + ` = $1::` + in.idType + `)`
+	// The columns $3 whose values in the JSON object $2, read as the
+	// table's types, differ from row $1's.
+	in.sql.differ = `SELECT COALESCE(array_agg(n.key ORDER BY n.key), '{}')
+		FROM ` + t + ` t, jsonb_each(to_jsonb(jsonb_populate_record(NULL::` + t + `, $2::jsonb))) n
+		WHERE ` + q(s.ID) + ` = $1::` + in.idType + ` AND n.key = ANY($3::text[]) AND n.value IS DISTINCT FROM to_jsonb(t) -> n.key`
 }
 
 // Run claims batches until ctx ends: at once while batches come back full,
@@ -321,6 +338,7 @@ func (in *Intake) ClaimBatch(ctx context.Context) (BatchResult, error) {
 	for _, c := range started {
 		in.m.claimed(ctx, c.row.Kind, RouteGraft, 1)
 	}
+	in.forgetFailures(started)
 	in.m.batch(ctx, time.Since(start), len(failed))
 	return res, nil
 }
@@ -370,9 +388,12 @@ func (in *Intake) start(ctx context.Context, tx *sql.Tx, snap *Snapshot, rows []
 			continue
 		}
 		k := in.src.Kinds[c.row.Kind]
-		opts := &engine.StartOptions{ID: c.row.ID, Queue: k.Queue, ConflictPolicy: engine.ConflictUseExisting}
+		opts := &engine.StartOptions{ID: c.row.ID, Queue: k.Queue, ConflictPolicy: engine.ConflictUseExisting, Headers: engine.Headers{}}
 		if c.row.Customer != "" {
-			opts.Headers = engine.Headers{CustomerHeader: c.row.Customer}
+			opts.Headers[CustomerHeader] = c.row.Customer
+		}
+		if c.key != "" {
+			opts.Headers[KeyHeader] = c.key
 		}
 		params = append(params, engine.StartManyParams{Workflow: k.Workflow, Input: input, Options: opts})
 		keep = append(keep, c)
@@ -418,10 +439,18 @@ func (in *Intake) markFailed(ctx context.Context, tx *sql.Tx, failed []rowError)
 		return nil
 	}
 	ids, msgs := make([]string, len(failed)), make([]string, len(failed))
+	in.failMu.Lock()
+	if in.failing == nil || len(in.failing) > maxFailing {
+		in.failing = map[string]string{}
+	}
 	for i, f := range failed {
 		ids[i], msgs[i] = f.id, "graft intake: "+f.err.Error()
-		in.log.Warn("tasks: operation left pending: it cannot be started", "operation", f.id, "err", f.err)
+		if in.failing[f.id] != msgs[i] {
+			in.failing[f.id] = msgs[i]
+			in.log.Warn("tasks: operation left pending: it cannot be started (logged once per error)", "operation", f.id, "err", f.err)
+		}
 	}
+	in.failMu.Unlock()
 	if in.sql.markError == "" {
 		return nil
 	}
@@ -429,6 +458,18 @@ func (in *Intake) markFailed(ctx context.Context, tx *sql.Tx, failed []rowError)
 		return fmt.Errorf("tasks: record row errors: %w", err)
 	}
 	return nil
+}
+
+// forgetFailures drops the started rows from the failures already logged.
+func (in *Intake) forgetFailures(started []claimed) {
+	in.failMu.Lock()
+	defer in.failMu.Unlock()
+	if len(in.failing) == 0 {
+		return
+	}
+	for _, c := range started {
+		delete(in.failing, c.row.ID)
+	}
 }
 
 // lagSeconds is the age of the oldest pending row of the source's kinds.

@@ -1,12 +1,17 @@
 package tasks_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/internal/testenv"
@@ -121,4 +126,63 @@ func TestIntakeBadRowIsLeftPendingWithItsError(t *testing.T) {
 	require.NoError(t, v.db.QueryRow(`SELECT status, COALESCE(last_error, '') FROM `+v.table+` WHERE id = 3`).Scan(&status, &msg))
 	require.Equal(t, "graft", status)
 	require.Empty(t, msg)
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) count(substr string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Count(s.b.String(), substr)
+}
+
+// A row that keeps failing is logged once per distinct error, not on every
+// pass, and every failed attempt is counted in MetricFailed.
+func TestIntakeLogsAFailingRowOncePerError(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	logs := &syncBuffer{}
+	reader := sdkmetric.NewManualReader()
+	in := v.intake(t, v.source(), func(c *tasks.IntakeConfig) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	})
+	v.insert(t, 3, "renew", "com")
+	_, err := v.db.Exec(`UPDATE ` + v.table + ` SET years = '"two"' WHERE id = 2`)
+	require.NoError(t, err)
+	v.setFlag(t, tasks.Flag{Kind: "renew", DefaultPercent: 100})
+	const passes = 5
+	for i := 0; i < passes; i++ {
+		res, err := in.ClaimBatch(context.Background())
+		require.NoError(t, err)
+		require.Equal(t, 1, res.Failed)
+	}
+	require.Equal(t, 1, logs.count("left pending"), "logged once: %s", logs.b.String())
+	require.Equal(t, map[string]float64{"": passes}, metricPoints(t, reader)[tasks.MetricFailed])
+
+	// Another error on the same row is logged, once.
+	_, err = v.db.Exec(`UPDATE ` + v.table + ` SET years = '[1]' WHERE id = 2`)
+	require.NoError(t, err)
+	for i := 0; i < passes; i++ {
+		_, err := in.ClaimBatch(context.Background())
+		require.NoError(t, err)
+	}
+	require.Equal(t, 2, logs.count("left pending"), "logged once per error: %s", logs.b.String())
+	require.Equal(t, map[string]float64{"": 2 * passes}, metricPoints(t, reader)[tasks.MetricFailed])
+	// Fixed, it is taken; if it broke again later it would be logged again.
+	_, err = v.db.Exec(`UPDATE ` + v.table + ` SET years = '1' WHERE id = 2`)
+	require.NoError(t, err)
+	res, err := in.ClaimBatch(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Started)
 }

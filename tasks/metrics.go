@@ -18,7 +18,9 @@ const (
 	MetricClaimed = "graft.tasks.intake.claimed"
 	// MetricEvaluations counts flag evaluations by AttrKind and AttrRule.
 	MetricEvaluations = "graft.tasks.flags.evaluations"
-	// MetricFailed counts rows left pending because they cannot be started.
+	// MetricFailed counts failed attempts to start a row (its input does
+	// not decode, its key cannot be derived): a row that keeps failing
+	// counts on every pass, while the log shows it once per distinct error.
 	MetricFailed = "graft.tasks.intake.failed"
 	// MetricBatchDuration is the duration of a claim transaction.
 	MetricBatchDuration = "graft.tasks.intake.batch.duration"

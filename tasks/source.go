@@ -114,7 +114,8 @@ type Source struct {
 	// Status names the status column and its values. Required.
 	Status StatusSpec `json:"status" yaml:"status"`
 	// Customer, when set, is a column whose value becomes the run's
-	// CustomerHeader and is recorded with the claim.
+	// CustomerHeader and is recorded with the claim. (The routing key
+	// becomes its KeyHeader.)
 	Customer string `json:"customer,omitempty" yaml:"customer,omitempty"`
 	// Error, when set, is a text column that receives why a row could not
 	// be started (its input does not decode, say); the row stays pending.
@@ -133,8 +134,16 @@ type Source struct {
 	Notify string `json:"notify,omitempty" yaml:"notify,omitempty"`
 }
 
-// CustomerHeader carries the customer column's value on runs intake starts.
-const CustomerHeader = "graft-customer"
+// Run headers intake sets on the runs it starts. They are the headers the
+// operations API (tasks/api) reads by default, so its customer scoping and
+// key filter cover operations intake started.
+const (
+	// CustomerHeader carries the customer column's value (when the source
+	// names one and the row has a value).
+	CustomerHeader = "customer"
+	// KeyHeader carries the operation's routing key (when it has one).
+	KeyHeader = "key"
+)
 
 func (s *Source) name() string { return cmp.Or(s.Name, s.Table) }
 

@@ -3,10 +3,14 @@ package tasks
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/internal/pgident"
@@ -20,6 +24,11 @@ type Submitted struct {
 	Decision Decision
 	// RunID is the started run's ID (RouteGraft only).
 	RunID string
+	// Existing is set when the operation was already in the table with the
+	// same values (a retried Submit): nothing was written, and Decision and
+	// RunID are those recorded when graft claimed it. An existing row graft
+	// did not claim shows RouteLegacy with an empty Rule.
+	Existing bool
 }
 
 // Submit takes an operation from legacy code that calls out instead of
@@ -29,8 +38,13 @@ type Submitted struct {
 // it goes to graft, starts its workflow and marks it taken; a row routed to
 // the legacy path stays pending for the legacy runner. Bad input (an unknown
 // column or kind, a value the column refuses, input that does not decode)
-// is an error naming it, and nothing is written. An ID already in the table
-// is refused with ErrOperationExists.
+// is an error naming it, and nothing is written.
+//
+// Submit is idempotent when values name the ID column: submitting an
+// operation that is already in the table with the same values returns its
+// outcome (Submitted.Existing) and writes nothing, so legacy code may retry
+// a call whose answer it lost. The same ID with other values is refused
+// with ErrOperationExists, naming the columns that differ.
 func (in *Intake) Submit(ctx context.Context, values map[string]any) (*Submitted, error) {
 	s := &in.src
 	cols := make([]string, 0, len(values))
@@ -76,12 +90,10 @@ func (in *Intake) Submit(ctx context.Context, values map[string]any) (*Submitted
 		return nil, err
 	}
 	if id, ok := values[s.ID]; ok {
-		var exists bool
-		if err := tx.GetContext(ctx, &exists, in.sql.exists, fmt.Sprint(id)); err != nil {
-			return nil, fmt.Errorf("tasks: submit: column %q: %w", s.ID, err)
-		}
-		if exists {
-			return nil, fmt.Errorf("%w: %s = %v", ErrOperationExists, s.ID, id)
+		// cols ends with the status column, which the row has moved on.
+		out, err := in.submitted(ctx, tx, fmt.Sprint(id), string(body), cols[:len(cols)-1], kind)
+		if err != nil || out != nil {
+			return out, err
 		}
 	}
 	var raw []byte
@@ -121,5 +133,43 @@ func (in *Intake) Submit(ctx context.Context, values map[string]any) (*Submitted
 		return nil, err
 	}
 	in.m.claimed(ctx, kind, d.Route, 1)
+	return out, nil
+}
+
+// submitted returns the outcome of an operation already in the table (nil
+// when there is none): the same operation submitted again. Two Submits of
+// one ID are serialised by a transaction-scoped advisory lock, so the
+// second sees the first's row once the first commits.
+func (in *Intake) submitted(ctx context.Context, tx *sqlx.Tx, id, body string, cols []string, kind string) (*Submitted, error) {
+	s := &in.src
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "graft-submit:"+in.table.String()+":"+id); err != nil {
+		return nil, fmt.Errorf("tasks: submit: %w", err)
+	}
+	var exists bool
+	if err := tx.GetContext(ctx, &exists, in.sql.exists, id); err != nil {
+		return nil, fmt.Errorf("tasks: submit: column %q: %w", s.ID, err)
+	}
+	if !exists {
+		return nil, nil
+	}
+	var differ []string
+	if err := tx.QueryRowContext(ctx, in.sql.differ, id, body, pq.Array(cols)).Scan(pq.Array(&differ)); err != nil {
+		return nil, fmt.Errorf("tasks: submit: compare with the existing row: %w", err)
+	}
+	if len(differ) > 0 {
+		return nil, fmt.Errorf("%w: %s = %s, with other values in column(s) %s", ErrOperationExists, s.ID, id, strings.Join(differ, ", "))
+	}
+	out := &Submitted{OperationID: id, Existing: true, Decision: Decision{Route: RouteLegacy, Bucket: Bucket(kind, id)}}
+	var bucket int
+	err := tx.QueryRowContext(ctx, `SELECT rule, bucket, flags_version, run_id FROM `+in.schema+`.intake_claims
+		WHERE operation_id = $1 AND source = $2 ORDER BY claimed_at DESC LIMIT 1`, id, s.name()).
+		Scan(&out.Decision.Rule, &bucket, &out.Decision.FlagsVersion, &out.RunID)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("tasks: submit: read the claim of %s: %w", id, err)
+	default:
+		out.Decision.Route, out.Decision.Bucket = RouteGraft, bucket
+	}
 	return out, nil
 }

@@ -35,8 +35,10 @@
 // error type and creation time, pages by keyset (created_at, run_id), and
 // counts each status for the filter. GET shows the run, its last error,
 // where it is now, the signals its kind declares (engine.DeclareSignal) and,
-// with Config.Legacy, the legacy row. History merges runs, steps and
-// operator actions into one timeline. Cancel returns the refund plan
+// with Config.Legacy, the legacy row (tasks.Intake.Row reads it as the
+// intake's source declares it). History merges runs, steps, the flag
+// decision intake recorded when it claimed the operation, and operator
+// actions into one timeline. Cancel returns the refund plan
 // (package cancel); relaunch is an engine reset from before the last failed
 // activity or from a named step, refused with 409 while the operation is
 // open; a signal is checked against its declared payload type before it is
@@ -49,6 +51,7 @@
 // and may not carry fields the schema does not name. A refused request
 // changes nothing.
 //
-// Package api imports engine and cancel (for compensation state) and
-// nothing else of graft's.
+// Package api imports engine, cancel (for compensation state) and tasks (for
+// the flags, intake's run headers and its recorded decisions), and nothing
+// else of graft's.
 package api

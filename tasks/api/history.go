@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
+	"time"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/tasks"
 )
 
 // GetOperationHistory returns one timeline of an operation: each run's
-// start and end, each step with its outcome, cancellation requests, and the
+// start and end, each step with its outcome, cancellation requests, the
+// flag decision that routed it to graft (when intake claimed it), and the
 // actions operators took through the API, oldest first.
 func (s *Server) GetOperationHistory(ctx context.Context, req GetOperationHistoryRequestObject) (GetOperationHistoryResponseObject, error) {
 	if _, err := s.loadOperation(ctx, principalOf(ctx), req.Id); err != nil {
@@ -23,10 +27,19 @@ func (s *Server) GetOperationHistory(ctx context.Context, req GetOperationHistor
 	if err != nil {
 		return nil, err
 	}
-	var ev []HistoryEvent
+	// The flag decision comes first: it committed with its run's start.
+	ev, err := s.flagDecisions(ctx, req.Id)
+	if err != nil {
+		return nil, err
+	}
 	for _, rh := range runs {
 		run := rh.Run
 		runID := ptr(run.RunID)
+		for i := range ev {
+			if ev[i].Type == "flag_decision" && *ev[i].RunId == run.RunID {
+				ev[i].At = run.CreatedAt
+			}
+		}
 		detail, _ := json.Marshal(map[string]string{"start_reason": run.StartReason, "previous_run_id": run.PreviousRunID})
 		ev = append(ev, HistoryEvent{At: run.CreatedAt, Type: "run_started", RunId: runID, Name: ptr(run.WorkflowType),
 			Status: ptr(string(run.Status)), Detail: ptr(json.RawMessage(detail))})
@@ -98,4 +111,40 @@ func errorInfoOf(err error) *ErrorInfo {
 		e.Kind = ptr("canceled")
 	}
 	return e
+}
+
+// flagDecisions returns the decisions intake recorded when it claimed
+// operation id (tasks' intake_claims), as flag_decision events: the route,
+// the rule that decided, the bucket, the flag set's version, the routing
+// key and the source. A deployment without intake's tables has none.
+func (s *Server) flagDecisions(ctx context.Context, id string) ([]HistoryEvent, error) {
+	var present bool
+	if err := s.db.GetContext(ctx, &present, `SELECT to_regclass($1) IS NOT NULL`, s.schema+".intake_claims"); err != nil {
+		return nil, fmt.Errorf("api: flag decisions of %s: %w", id, err)
+	}
+	if !present {
+		return nil, nil
+	}
+	var rows []struct {
+		Source       string    `db:"source"`
+		Kind         string    `db:"kind"`
+		Key          string    `db:"routing_key"`
+		Rule         string    `db:"rule"`
+		Bucket       int       `db:"bucket"`
+		FlagsVersion int64     `db:"flags_version"`
+		RunID        string    `db:"run_id"`
+		At           time.Time `db:"claimed_at"`
+	}
+	if err := s.db.SelectContext(ctx, &rows, `SELECT source, kind, routing_key, rule, bucket, flags_version, run_id, claimed_at
+		FROM `+s.schema+`.intake_claims WHERE operation_id = $1 ORDER BY claimed_at`, id); err != nil {
+		return nil, fmt.Errorf("api: flag decisions of %s: %w", id, err)
+	}
+	out := make([]HistoryEvent, 0, len(rows))
+	for _, r := range rows {
+		d, _ := json.Marshal(map[string]any{"route": tasks.RouteGraft, "rule": r.Rule, "bucket": r.Bucket,
+			"flags_version": r.FlagsVersion, "routing_key": r.Key, "source": r.Source})
+		out = append(out, HistoryEvent{At: r.At, Type: "flag_decision", RunId: ptr(r.RunID), Name: ptr(r.Kind),
+			Status: ptr(string(tasks.RouteGraft)), Detail: ptr(json.RawMessage(d))})
+	}
+	return out, nil
 }

@@ -30,10 +30,12 @@ func OpenAPI() []byte { return openAPIDocument }
 const (
 	// DefaultMaxBodyBytes bounds a request body.
 	DefaultMaxBodyBytes = 1 << 20
-	// DefaultCustomerHeader is the run header that names an operation's customer.
-	DefaultCustomerHeader = "customer"
-	// DefaultKeyHeader is the run header that holds an operation's routing key.
-	DefaultKeyHeader = "key"
+	// DefaultCustomerHeader is the run header that names an operation's
+	// customer: the one intake sets (tasks.CustomerHeader).
+	DefaultCustomerHeader = tasks.CustomerHeader
+	// DefaultKeyHeader is the run header that holds an operation's routing
+	// key: the one intake sets (tasks.KeyHeader).
+	DefaultKeyHeader = tasks.KeyHeader
 )
 
 // Legacy is the legacy side of operations, read through a source's mapping.
