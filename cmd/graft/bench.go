@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
@@ -36,6 +37,9 @@ type benchOpts struct {
 	// chaos scenario
 	workers int
 	faults  bool
+	// stats adds a line of per-workflow figures (see bench_stats.go).
+	stats    bool
+	counters *dbCounters
 }
 
 func runBench(args []string) error {
@@ -52,6 +56,7 @@ func runBench(args []string) error {
 	fs.IntVar(&o.workers, "workers", 3, "chaos: worker processes")
 	fs.BoolVar(&o.faults, "faults", true, "chaos: inject faults (kills, restarts, terminated backends); false runs the same load without")
 	fs.IntVar(&o.shards, "shards", 0, "group-commit writers (0: engine default)")
+	fs.BoolVar(&o.stats, "stats", false, "basic: also print round trips, commits, WAL bytes, rows and allocations per workflow (WAL needs pg_walinspect in the database)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
 	memprofile := fs.String("memprofile", "", "write an allocation profile here at the end")
 	_ = fs.Parse(args)
@@ -94,6 +99,9 @@ func runBench(args []string) error {
 	if o.n <= 0 || o.c <= 0 {
 		return fmt.Errorf("bench: -n and -c must be positive")
 	}
+	if o.stats {
+		o.counters = &dbCounters{}
+	}
 	buf := make([]byte, 4)
 	_, _ = rand.Read(buf)
 	o.schema = "graft_bench_" + hex.EncodeToString(buf)
@@ -120,13 +128,22 @@ func runBench(args []string) error {
 
 // benchEnv is an engine in a throwaway schema with one worker.
 type benchEnv struct {
-	e       *engine.Engine
-	w       *engine.Worker
+	e *engine.Engine
+	w *engine.Worker
+	// close stops the worker and the engine and closes the pool; cleanup
+	// does that (once) and drops the schema.
+	close   func()
 	cleanup func()
 }
 
 func newBenchEnv(o benchOpts, cfg engine.Config, wcfg engine.WorkerConfig, defs ...engine.Definition) (*benchEnv, error) {
-	db, err := openDB(40)
+	var db *sqlx.DB
+	var err error
+	if o.counters != nil {
+		db, err = openCountingDB(40, o.counters)
+	} else {
+		db, err = openDB(40)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -150,15 +167,21 @@ func newBenchEnv(o benchOpts, cfg engine.Config, wcfg engine.WorkerConfig, defs 
 	if err := w.Start(context.Background()); err != nil {
 		return nil, err
 	}
-	return &benchEnv{e: e, w: w, cleanup: func() {
+	closeEnv := sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = w.Stop(ctx)
 		_ = e.Close()
-		if !o.keep {
-			_, _ = db.Exec(`DROP SCHEMA IF EXISTS ` + pq.QuoteIdentifier(o.schema) + ` CASCADE`)
-		}
 		db.Close()
+	})
+	return &benchEnv{e: e, w: w, close: closeEnv, cleanup: func() {
+		closeEnv()
+		if !o.keep {
+			if db, err := openDB(1); err == nil {
+				_, _ = db.Exec(`DROP SCHEMA IF EXISTS ` + pq.QuoteIdentifier(o.schema) + ` CASCADE`)
+				db.Close()
+			}
+		}
 	}}, nil
 }
 
@@ -190,6 +213,13 @@ func benchBasic(o benchOpts) error {
 		return err
 	}
 	c := env.e.Client()
+	var st *benchStats
+	if o.stats {
+		st = &benchStats{c: o.counters, schema: o.schema}
+		if err := st.begin(context.Background(), env.e.DB()); err != nil {
+			return err
+		}
+	}
 	lat := make([]time.Duration, o.n)
 	start, cpu0 := time.Now(), processCPU()
 	failed, firstErr := fanOut(o.n, o.c, func(ctx context.Context, i int) error {
@@ -216,6 +246,15 @@ func benchBasic(o benchOpts) error {
 	p50, p99 := percentiles(lat)
 	fmt.Printf("workflows=%d concurrency=%d elapsed_s=%.2f throughput_wf_s=%.0f p50_ms=%.2f p99_ms=%.2f go_cpu_us_per_wf=%.0f%s\n",
 		o.n, o.c, elapsed.Seconds(), float64(o.n)/elapsed.Seconds(), ms(p50), ms(p99), float64(cpu.Microseconds())/float64(o.n), tail)
+	if st != nil {
+		end := st.end()
+		env.close()
+		line, err := st.report(context.Background(), end, o.n)
+		if err != nil {
+			return err
+		}
+		fmt.Println(line)
+	}
 	return nil
 }
 

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// -stats: figures per workflow that do not depend on how busy the machine
+// is, for comparing two builds on a shared machine where wall-clock figures
+// are noise. Round trips and commits are counted at the driver; WAL is read
+// back with pg_walinspect (when the database has it) and kept to the records
+// of the benchmark's own relations and transactions; rows come from
+// pg_stat_user_tables; allocations from the Go runtime.
+
+// dbCounters counts what the benchmark's pool sends to PostgreSQL.
+type dbCounters struct {
+	roundTrips atomic.Int64 // statements, BEGIN and COMMIT/ROLLBACK
+	commits    atomic.Int64 // COMMITs, and statements outside a transaction that write
+}
+
+// countingConnector opens PostgreSQL connections that count into c.
+type countingConnector struct {
+	base driver.Connector
+	c    *dbCounters
+}
+
+func (k *countingConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	cn, err := k.base.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: cn, c: k.c}, nil
+}
+
+func (k *countingConnector) Driver() driver.Driver { return k.base.Driver() }
+
+// countingConn passes every interface of the driver's connection through,
+// so database/sql talks to the server exactly as it would without it.
+type countingConn struct {
+	driver.Conn
+	c    *dbCounters
+	inTx bool
+}
+
+// writes reports whether a statement writes: it then needs a commit of its
+// own when it runs outside a transaction.
+func writes(q string) bool {
+	u := strings.ToUpper(q)
+	return strings.Contains(u, "INSERT ") || strings.Contains(u, "UPDATE ") || strings.Contains(u, "DELETE ") ||
+		strings.Contains(u, "PG_NOTIFY(") || strings.Contains(u, "FOR UPDATE")
+}
+
+func (cn *countingConn) count(q string) {
+	cn.c.roundTrips.Add(1)
+	if !cn.inTx && writes(q) {
+		cn.c.commits.Add(1)
+	}
+}
+
+func (cn *countingConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+	cn.count(q)
+	return cn.Conn.(driver.QueryerContext).QueryContext(ctx, q, args)
+}
+
+func (cn *countingConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+	cn.count(q)
+	return cn.Conn.(driver.ExecerContext).ExecContext(ctx, q, args)
+}
+
+func (cn *countingConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
+	cn.count(q)
+	return cn.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
+}
+
+func (cn *countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	cn.c.roundTrips.Add(1)
+	tx, err := cn.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	cn.inTx = true
+	return &countingTx{Tx: tx, cn: cn}, nil
+}
+
+func (cn *countingConn) Ping(ctx context.Context) error { return cn.Conn.(driver.Pinger).Ping(ctx) }
+
+func (cn *countingConn) ResetSession(ctx context.Context) error {
+	return cn.Conn.(driver.SessionResetter).ResetSession(ctx)
+}
+
+func (cn *countingConn) IsValid() bool { return cn.Conn.(driver.Validator).IsValid() }
+
+func (cn *countingConn) CheckNamedValue(nv *driver.NamedValue) error {
+	return cn.Conn.(driver.NamedValueChecker).CheckNamedValue(nv)
+}
+
+type countingTx struct {
+	driver.Tx
+	cn *countingConn
+}
+
+func (t *countingTx) Commit() error {
+	t.cn.c.roundTrips.Add(1)
+	t.cn.c.commits.Add(1)
+	t.cn.inTx = false
+	return t.Tx.Commit()
+}
+
+func (t *countingTx) Rollback() error {
+	t.cn.c.roundTrips.Add(1)
+	t.cn.inTx = false
+	return t.Tx.Rollback()
+}
+
+// openCountingDB is openDB with counters on the pool's connections.
+func openCountingDB(maxConns int, c *dbCounters) (*sqlx.DB, error) {
+	base, err := pq.NewConnector(databaseURL())
+	if err != nil {
+		return nil, err
+	}
+	db := sqlx.NewDb(sql.OpenDB(&countingConnector{base: base, c: c}), "postgres")
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	if err := db.Ping(); err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", databaseURL(), err)
+	}
+	return db, nil
+}
+
+// benchStats measures one phase of a benchmark (see -stats).
+type benchStats struct {
+	c        *dbCounters
+	schema   string
+	mem0     runtime.MemStats
+	lsn0     string
+	rt0, cm0 int64
+}
+
+// begin marks the start of the measured phase.
+func (st *benchStats) begin(ctx context.Context, db *sqlx.DB) error {
+	runtime.ReadMemStats(&st.mem0)
+	st.rt0, st.cm0 = st.c.roundTrips.Load(), st.c.commits.Load()
+	return db.QueryRowContext(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&st.lsn0)
+}
+
+// statsAtEnd is what the measured phase's process saw, taken before the
+// engine closes.
+type statsAtEnd struct {
+	mallocs, allocBytes uint64
+	roundTrips, commits int64
+}
+
+func (st *benchStats) end() statsAtEnd {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return statsAtEnd{mallocs: m.Mallocs - st.mem0.Mallocs, allocBytes: m.TotalAlloc - st.mem0.TotalAlloc,
+		roundTrips: st.c.roundTrips.Load() - st.rt0, commits: st.c.commits.Load() - st.cm0}
+}
+
+// report reads the database's side, once the engine and its pool are closed
+// (a backend reports its table counters when it exits) and before the schema
+// is dropped, and renders the stats line.
+func (st *benchStats) report(ctx context.Context, e statsAtEnd, n int) (string, error) {
+	db, err := openDB(1)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	f := func(v float64) float64 { return v / float64(n) }
+	var b strings.Builder
+	fmt.Fprintf(&b, "stats workflows=%d round_trips_per_wf=%.2f commits_per_wf=%.2f allocs_per_wf=%.0f alloc_kb_per_wf=%.1f",
+		n, f(float64(e.roundTrips)), f(float64(e.commits)), f(float64(e.mallocs)), f(float64(e.allocBytes))/1024)
+
+	var ins, upd, hot, del int64
+	if err := db.QueryRowContext(ctx, `SELECT coalesce(sum(n_tup_ins),0), coalesce(sum(n_tup_upd),0), coalesce(sum(n_tup_hot_upd),0),
+			coalesce(sum(n_tup_del),0) FROM pg_stat_user_tables WHERE schemaname = $1`, st.schema).Scan(&ins, &upd, &hot, &del); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(&b, " rows_ins_per_wf=%.2f rows_upd_per_wf=%.2f hot_upd_per_wf=%.2f", f(float64(ins)), f(float64(upd)), f(float64(hot)))
+
+	var lsn1 string
+	var global int64
+	if err := db.QueryRowContext(ctx, `SELECT pg_current_wal_flush_lsn()::text, pg_wal_lsn_diff(pg_current_wal_flush_lsn(), $1::pg_lsn)::bigint`,
+		st.lsn0).Scan(&lsn1, &global); err != nil {
+		return "", err
+	}
+	var inspect bool
+	if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect')`).Scan(&inspect); err != nil {
+		return "", err
+	}
+	if !inspect {
+		fmt.Fprintf(&b, " wal_bytes_global_per_wf=%.0f (no pg_walinspect: every tenant's WAL)", f(float64(global)))
+		return b.String(), nil
+	}
+	// The schema's relations (tables, indexes, their TOAST) by file node;
+	// the WAL records that touch them; the commit records of their
+	// transactions.
+	var total, fpi, heap, btree, leafIns, commitRecs int64
+	err = db.QueryRowContext(ctx, `WITH rels AS (
+			SELECT pg_relation_filenode(c.oid)::text AS fn FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+			WHERE ns.nspname = $1
+			UNION SELECT pg_relation_filenode(t.reltoastrelid)::text FROM pg_class t JOIN pg_namespace ns ON ns.oid = t.relnamespace
+			WHERE ns.nspname = $1 AND t.reltoastrelid <> 0
+			UNION SELECT pg_relation_filenode(i.indexrelid)::text FROM pg_class t JOIN pg_namespace ns ON ns.oid = t.relnamespace
+			JOIN pg_index i ON i.indrelid = t.reltoastrelid WHERE ns.nspname = $1),
+		recs AS (SELECT * FROM pg_get_wal_records_info($2::pg_lsn, $3::pg_lsn)),
+		ours AS (SELECT r.* FROM recs r WHERE r.block_ref IS NOT NULL AND EXISTS (
+			SELECT 1 FROM regexp_matches(r.block_ref, 'rel \d+/' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/(\d+)', 'g') m
+			JOIN rels ON rels.fn = m[1])),
+		xids AS (SELECT DISTINCT xid FROM ours WHERE xid <> '0'),
+		commits AS (SELECT r.* FROM recs r JOIN xids USING (xid) WHERE r.resource_manager = 'Transaction' AND r.record_type = 'COMMIT'),
+		al AS (SELECT * FROM ours UNION ALL SELECT * FROM commits)
+		SELECT coalesce(sum(record_length),0), coalesce(sum(fpi_length),0),
+			coalesce(sum(record_length - fpi_length) FILTER (WHERE resource_manager IN ('Heap','Heap2')),0),
+			coalesce(sum(record_length - fpi_length) FILTER (WHERE resource_manager = 'Btree'),0),
+			count(*) FILTER (WHERE resource_manager = 'Btree' AND record_type = 'INSERT_LEAF'),
+			(SELECT count(*) FROM commits)
+		FROM al`, st.schema, st.lsn0, lsn1).Scan(&total, &fpi, &heap, &btree, &leafIns, &commitRecs)
+	if err != nil {
+		return "", fmt.Errorf("bench: read WAL: %w", err)
+	}
+	fmt.Fprintf(&b, " wal_commits_per_wf=%.2f wal_bytes_per_wf=%.0f wal_fpi_bytes_per_wf=%.0f heap_wal_per_wf=%.0f btree_wal_per_wf=%.0f btree_leaf_inserts_per_wf=%.2f",
+		f(float64(commitRecs)), f(float64(total-fpi)), f(float64(fpi)), f(float64(heap)), f(float64(btree)), f(float64(leafIns)))
+	return b.String(), nil
+}
