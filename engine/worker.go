@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -79,6 +80,12 @@ type Worker struct {
 	stopped bool
 
 	lastExpiredScan time.Time // only touched by the claim loop
+	// starved is set while the claim loop waits with every workflow slot
+	// taken: due work may be left unclaimed, so a run that gives its slot
+	// back wakes the loop. Otherwise the slot of a run that closed here has
+	// nothing waiting for it (new work is announced), and waking the loop
+	// would cost a claim and a wake-time query per finished run.
+	starved atomic.Bool
 
 	// renewHook, when set (tests), is called before each background renewal.
 	renewHook func()
@@ -219,6 +226,16 @@ func (w *Worker) loop() {
 		default:
 		}
 		free := cap(w.slots) - len(w.slots)
+		if free == 0 {
+			// A slot freed after this store sees starved set and wakes
+			// the loop; one freed before it is seen by the second look.
+			w.starved.Store(true)
+			if free = cap(w.slots) - len(w.slots); free > 0 {
+				w.starved.Store(false)
+			}
+		} else {
+			w.starved.Store(false)
+		}
 		claimed := 0
 		if free > 0 {
 			n := min(free, w.cfg.ClaimBatch)
@@ -371,7 +388,11 @@ func (w *Worker) launch(r *runRow, steps []*stepRow, sigs []*signalRow) {
 			}
 			<-w.slots
 			w.wg.Done()
-			w.wakeUp()
+			if w.starved.Load() || !s.closedHere() {
+				// A run left open (unloaded, given back) may be due
+				// soon: the loop looks at the next wake time again.
+				w.wakeUp()
+			}
 		}()
 		s.main()
 	}()

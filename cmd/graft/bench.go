@@ -40,6 +40,9 @@ type benchOpts struct {
 	// stats adds a line of per-workflow figures (see bench_stats.go).
 	stats    bool
 	counters *dbCounters
+	// idle, when set, measures the CPU the process uses while its worker has
+	// nothing to do, for this long after the workflows finish.
+	idle time.Duration
 }
 
 func runBench(args []string) error {
@@ -57,6 +60,7 @@ func runBench(args []string) error {
 	fs.BoolVar(&o.faults, "faults", true, "chaos: inject faults (kills, restarts, terminated backends); false runs the same load without")
 	fs.IntVar(&o.shards, "shards", 0, "group-commit writers (0: engine default)")
 	fs.BoolVar(&o.stats, "stats", false, "basic: also print round trips, commits, WAL bytes, rows and allocations per workflow (WAL needs pg_walinspect in the database)")
+	fs.DurationVar(&o.idle, "idle", 0, "basic: afterwards, measure the process's CPU use while idle for this long (idle_cpu_pct)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
 	memprofile := fs.String("memprofile", "", "write an allocation profile here at the end")
 	_ = fs.Parse(args)
@@ -246,6 +250,11 @@ func benchBasic(o benchOpts) error {
 	p50, p99 := percentiles(lat)
 	fmt.Printf("workflows=%d concurrency=%d elapsed_s=%.2f throughput_wf_s=%.0f p50_ms=%.2f p99_ms=%.2f go_cpu_us_per_wf=%.0f%s\n",
 		o.n, o.c, elapsed.Seconds(), float64(o.n)/elapsed.Seconds(), ms(p50), ms(p99), float64(cpu.Microseconds())/float64(o.n), tail)
+	if o.idle > 0 {
+		c0, t0 := processCPU(), time.Now()
+		time.Sleep(o.idle)
+		fmt.Printf("idle_s=%.1f idle_cpu_pct=%.2f\n", time.Since(t0).Seconds(), 100*float64(processCPU()-c0)/float64(time.Since(t0)))
+	}
 	if st != nil {
 		end := st.end()
 		env.close()
