@@ -332,7 +332,7 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 			runID = next
 			continue
 		}
-		t := time.NewTimer(5 * e.cfg.PollInterval)
+		t := time.NewTimer(time.Duration(e.resultPoll.Load()))
 		select {
 		case <-ch:
 		case <-t.C:
@@ -773,6 +773,10 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 	if isOpen(old.Status) {
 		if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET status = 'reset', closed_at = $2, updated_at = now(),
 			lease_owner = NULL WHERE run_id = $1`, old.RunID, now); err != nil {
+			return nil, err
+		}
+		// Result calls waiting on the old run move on to the new one.
+		if err := s.notify(ctx, tx.Tx, chanDone, old.RunID); err != nil {
 			return nil, err
 		}
 	}

@@ -33,10 +33,21 @@ type Engine struct {
 	workers []*Worker
 	waiters map[string][]resultWaiter
 
+	// resultPoll is how long a Result call waiting on a run in another
+	// process waits for the close notification before it reads the run
+	// again anyway: only a safety net behind a lost notification.
+	resultPoll atomic.Int64
+
 	// hooks are points where tests step in to force a race; unset in
 	// production.
 	hooks testHooks
 }
+
+// resultSafetyPoll is the default of Engine.resultPoll. A closed run is
+// announced by a notification, and every waiter is woken again when the
+// LISTEN connection comes back after a drop, so this poll only bounds the
+// delay a notification lost some other way can cause.
+const resultSafetyPoll = 30 * time.Second
 
 // testHooks are called, when set, at moments a test must hit exactly.
 type testHooks struct {
@@ -66,6 +77,7 @@ func New(cfg Config) (*Engine, error) {
 		chains: buildChains(c.Interceptors), closed: make(chan struct{}), waiters: map[string][]resultWaiter{},
 	}
 	e.commit = newCommitter(e)
+	e.resultPoll.Store(int64(resultSafetyPoll))
 	e.listener = pq.NewListener(c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if ev == pq.ListenerEventReconnected {
 			// Notices may have been missed while disconnected: look again,

@@ -1,5 +1,7 @@
 package engine
 
+import "time"
+
 // WaiterCountForTest returns how many result waiters the engine holds, so
 // external tests can check that waiting costs no memory once it is over.
 func WaiterCountForTest(e *Engine) int {
@@ -39,3 +41,9 @@ func SetBeforeCommitForTest(e *Engine, fn func()) {
 func SetQueuedForTest(e *Engine, fn func()) {
 	e.commit.queued.Store(&fn)
 }
+
+// SetResultPollForTest sets how often a Result call waiting on another
+// process's run reads the run again without being woken: the safety net
+// behind a lost close notification. A test sets it to an hour to prove that
+// the notification, not the poll, wakes the waiter.
+func SetResultPollForTest(e *Engine, d time.Duration) { e.resultPoll.Store(int64(d)) }
