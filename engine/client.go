@@ -272,8 +272,15 @@ type localOutcome struct {
 }
 
 // wait returns the hand-off, or nil when the run left this process (or did
-// not end within d): the caller then reads the record.
+// not end within d): the caller then reads the record. A hand-off taken by
+// an earlier Result call is not returned either: the run may have been
+// reset since it closed, and only the record says so.
 func (l *localOutcome) wait(ctx context.Context, d time.Duration) (*closedRun, error) {
+	select {
+	case <-l.done:
+		return nil, nil
+	default:
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -281,7 +288,7 @@ func (l *localOutcome) wait(ctx context.Context, d time.Duration) (*closedRun, e
 		l.r = r
 		close(l.done)
 		return r, nil
-	case <-l.done: // an earlier or concurrent Result took it
+	case <-l.done: // a concurrent Result took it while this one waited
 		return l.r, nil
 	case <-t.C:
 		return nil, nil
@@ -318,19 +325,28 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !isOpen(r.Status) {
+			// A closed run may have been continued as new or reset (a
+			// failed run is reset after its cause is fixed): the result is
+			// that of the run that finally closes.
+			var next string
+			err := e.db.QueryRowContext(ctx, `SELECT run_id FROM `+e.store.runs+` WHERE workflow_id = $1 AND previous_run_id = $2
+				ORDER BY created_at DESC LIMIT 1`, r.WorkflowID, runID).Scan(&next)
+			switch {
+			case err == nil:
+				runID = next
+				continue
+			case !errors.Is(err, sql.ErrNoRows):
+				return nil, fmt.Errorf("graft: follow run %s: %w", runID, err)
+			}
+		}
 		switch r.Status {
 		case StatusCompleted:
 			return r.Output, nil
 		case StatusFailed, StatusCancelled:
 			return nil, decodeError(r.Error)
 		case StatusContinued, StatusReset:
-			var next string
-			err := e.db.QueryRowContext(ctx, `SELECT run_id FROM `+e.store.runs+` WHERE previous_run_id = $1 ORDER BY created_at DESC LIMIT 1`, runID).Scan(&next)
-			if err != nil {
-				return nil, fmt.Errorf("graft: follow run %s: %w", runID, err)
-			}
-			runID = next
-			continue
+			return nil, fmt.Errorf("graft: follow run %s: its %s successor is missing", runID, r.Status)
 		}
 		t := time.NewTimer(time.Duration(e.resultPoll.Load()))
 		select {
@@ -365,15 +381,21 @@ type RunInfo struct {
 	// Loads counts how many times a worker has loaded the run.
 	Loads         int
 	PreviousRunID string
-	StartReason   string
-	ParentRunID   string
+	// StartReason says what created the run: "start", "reset",
+	// "continue_as_new" or "child".
+	StartReason string
+	// ResetReason is the reason given to the reset that created the run
+	// (ResetOptions.Reason); empty for other runs.
+	ResetReason string
+	ParentRunID string
 }
 
 func toInfo(r *runRow) RunInfo {
 	return RunInfo{WorkflowID: r.WorkflowID, RunID: r.RunID, WorkflowType: r.WorkflowType, Queue: r.Queue, Status: r.Status,
 		Input: r.Input, Output: r.Output, Error: decodeError(r.Error), Headers: r.headers(), CreatedAt: r.CreatedAt,
 		UpdatedAt: r.UpdatedAt, ClosedAt: r.ClosedAt.Time, WakeAt: r.WakeAt.Time, CancelRequested: r.CancelRequestedAt.Valid,
-		Loads: r.Loads, PreviousRunID: r.PreviousRunID.String, StartReason: r.StartReason, ParentRunID: r.ParentRunID.String}
+		Loads: r.Loads, PreviousRunID: r.PreviousRunID.String, StartReason: r.StartReason,
+		ResetReason: r.ResetReason.String, ParentRunID: r.ParentRunID.String}
 }
 
 // Describe returns the latest run of a workflow ID.
@@ -782,9 +804,9 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 	}
 	newID := newRunID()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.runs+` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
-			parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason)
-		SELECT $2, workflow_id, workflow_type, queue, 'pending', input, headers, $3, parent_run_id, parent_seq, parent_close_policy, run_id, 'reset'
-		FROM `+s.runs+` WHERE run_id = $1`, old.RunID, newID, now); err != nil {
+			parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reset_reason)
+		SELECT $2, workflow_id, workflow_type, queue, 'pending', input, headers, $3, parent_run_id, parent_seq, parent_close_policy, run_id, 'reset', $4
+		FROM `+s.runs+` WHERE run_id = $1`, old.RunID, newID, now, nullString(opts.Reason)); err != nil {
 		if pe, ok := err.(*pq.Error); ok && pe.Code == "23505" {
 			return nil, fmt.Errorf("%w: %q has another open run", ErrAlreadyStarted, workflowID)
 		}

@@ -107,10 +107,14 @@ func TestResetBeforeLastFailedActivity(t *testing.T) {
 	info := ftDescribe(t, c, "renew-1")
 	require.Equal(t, h.RunID, info.RunID)
 	require.Equal(t, engine.StatusCompleted, info.Status)
-	// The first run's handle follows the reset to the run that finally closes?
-	// No: the failed run is closed for good; its handle reports its own end.
-	_, err = run.Result(ctx)
-	require.Error(t, err)
+	require.Equal(t, "card fixed", info.ResetReason, "the reset's reason is recorded on the new run")
+	require.Equal(t, "card fixed", hist[1].Run.ResetReason)
+	require.Empty(t, hist[0].Run.ResetReason)
+	// The failed run's handle follows the reset to the run that finally
+	// closed, as Result's doc promises.
+	out2, err := run.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "reserved example.com, charged example.com, confirmed example.com", out2)
 }
 
 // Reset by step name and by sequence number, on a completed workflow: the

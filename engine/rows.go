@@ -84,13 +84,14 @@ type runRow struct {
 	ParentClosePolicy sql.NullString `db:"parent_close_policy"`
 	PreviousRunID     sql.NullString `db:"previous_run_id"`
 	StartReason       string         `db:"start_reason"`
+	ResetReason       sql.NullString `db:"reset_reason"`
 	Loads             int            `db:"loads"`
 }
 
 const runColumns = `run_id, workflow_id, workflow_type, queue, status, input, output, error, headers,
 	created_at, updated_at, closed_at, wake_at, lease_owner, lease_expires_at, event_seq,
 	cancel_requested_at, cancel_reason, parent_run_id, parent_seq, parent_close_policy,
-	previous_run_id, start_reason, loads`
+	previous_run_id, start_reason, reset_reason, loads`
 
 // headers decodes the run's headers. The result is the run's own: callers
 // that hand it to user code hand out a clone.
