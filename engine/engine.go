@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -55,6 +54,12 @@ type testHooks struct {
 	// after the run decided whether to unload and before an unload is
 	// written (an event sent from it then races with the unload).
 	blocked atomic.Pointer[func(runID string, unloading bool)]
+	// purged runs after each retention round with the runs it removed.
+	purged atomic.Pointer[func(n int, err error)]
+	// purgeEvery, when set, replaces the retention loop's interval; a send
+	// on purgeNow makes the loop take it at once.
+	purgeEvery atomic.Int64
+	purgeNow   chan struct{}
 }
 
 // resultWaiter is a Result call waiting for a run to close. A local waiter's run
@@ -78,6 +83,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.commit = newCommitter(e)
 	e.resultPoll.Store(int64(resultSafetyPoll))
+	e.hooks.purgeNow = make(chan struct{}, 1)
 	e.listener = pq.NewListener(c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if ev == pq.ListenerEventReconnected {
 			// Notices may have been missed while disconnected: look again,
@@ -307,40 +313,6 @@ func (e *Engine) dropWaiter(runID string, ch chan *closedRun) {
 	} else {
 		delete(e.waiters, runID)
 	}
-}
-
-// retentionLoop removes closed runs past the retention period, in bounded
-// batches so it never holds long locks.
-func (e *Engine) retentionLoop() {
-	if e.cfg.Retention < 0 {
-		return
-	}
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.closed:
-			return
-		case <-t.C:
-			_, _ = e.PurgeClosed(context.Background(), e.cfg.Clock.Now().Add(-e.cfg.Retention), 1000)
-		}
-	}
-}
-
-// PurgeClosed deletes up to limit closed runs that closed before cutoff, with
-// their steps, signals and heartbeat details, and returns how many it removed.
-func (e *Engine) PurgeClosed(ctx context.Context, cutoff time.Time, limit int) (int, error) {
-	s := e.store
-	var n int
-	err := e.db.QueryRowContext(ctx, `WITH gone AS (
-			DELETE FROM `+s.runs+` WHERE run_id IN (
-				SELECT run_id FROM `+s.runs+` WHERE closed_at < $1 ORDER BY closed_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-			RETURNING run_id),
-		st AS (DELETE FROM `+s.steps+` WHERE run_id IN (SELECT run_id FROM gone)),
-		sg AS (DELETE FROM `+s.signals+` WHERE run_id IN (SELECT run_id FROM gone)),
-		hb AS (DELETE FROM `+s.beats+` WHERE run_id IN (SELECT run_id FROM gone))
-		SELECT count(*) FROM gone`, cutoff, limit).Scan(&n)
-	return n, err
 }
 
 func newRunID() string {

@@ -47,3 +47,15 @@ func SetQueuedForTest(e *Engine, fn func()) {
 // behind a lost close notification. A test sets it to an hour to prove that
 // the notification, not the poll, wakes the waiter.
 func SetResultPollForTest(e *Engine, d time.Duration) { e.resultPoll.Store(int64(d)) }
+
+// SetPurgeHookForTest makes the retention loop run every d and call fn
+// after each round with the runs it removed, so a test counts rounds
+// rather than time.
+func SetPurgeHookForTest(e *Engine, d time.Duration, fn func(n int, err error)) {
+	e.hooks.purged.Store(&fn)
+	e.hooks.purgeEvery.Store(int64(d))
+	select {
+	case e.hooks.purgeNow <- struct{}{}:
+	default:
+	}
+}
