@@ -170,7 +170,7 @@ func ActivityHeadersOf(ctx context.Context) Headers { return mustActivity(ctx).h
 func mustActivity(ctx context.Context) *activityState {
 	st, _ := ctx.Value(activityCtxKey{}).(*activityState)
 	if st == nil {
-		panic("graft: not called from an activity")
+		panic("engine: not called from an activity")
 	}
 	return st
 }
@@ -224,7 +224,7 @@ const ActivityLostType = "ActivityLost"
 
 // errAttemptNotStarted: the run was dropped before an attempt's start was
 // durable, so the attempt did not run.
-var errAttemptNotStarted = errors.New("graft: the run was dropped before the activity attempt started")
+var errAttemptNotStarted = errors.New("engine: the run was dropped before the activity attempt started")
 
 // runActivity runs the attempts of one activity step and records the outcome.
 // rec is the step's record when a replay found it started but not ended: an
@@ -307,7 +307,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		setStarting(false)
 		if err != nil {
 			if !s.isAbandoned() {
-				s.e.cfg.Logger.Warn("graft: activity start refused; dropping run", "run_id", s.row.RunID, "seq", f.seq, "err", err)
+				s.e.cfg.Logger.Warn("engine: activity start refused; dropping run", "run_id", s.row.RunID, "seq", f.seq, "err", err)
 				s.dropAfter(err)
 			}
 			return errAttemptNotStarted
@@ -412,7 +412,7 @@ func (s *runState) saveHeartbeat(seq int, d json.RawMessage) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.e.store.saveHeartbeat(ctx, s.fence(), s.row.RunID, seq, d); err != nil {
-		s.e.cfg.Logger.Warn("graft: heartbeat details not saved", "run_id", s.row.RunID, "seq", seq, "err", err)
+		s.e.cfg.Logger.Warn("engine: heartbeat details not saved", "run_id", s.row.RunID, "seq", seq, "err", err)
 	}
 }
 

@@ -136,11 +136,11 @@ func startDefaults(opts *StartOptions) (StartOptions, error) {
 	}
 	switch {
 	case o.IDReusePolicy != ReuseAllowDuplicate && o.IDReusePolicy != ReuseAllowDuplicateFailedOnly && o.IDReusePolicy != ReuseRejectDuplicate:
-		return o, fmt.Errorf("graft: StartOptions.IDReusePolicy %q is unknown", o.IDReusePolicy)
+		return o, fmt.Errorf("engine: StartOptions.IDReusePolicy %q is unknown", o.IDReusePolicy)
 	case o.ConflictPolicy != ConflictFail && o.ConflictPolicy != ConflictUseExisting:
-		return o, fmt.Errorf("graft: StartOptions.ConflictPolicy %q is unknown", o.ConflictPolicy)
+		return o, fmt.Errorf("engine: StartOptions.ConflictPolicy %q is unknown", o.ConflictPolicy)
 	case len(o.ID) > 500:
-		return o, fmt.Errorf("graft: StartOptions.ID is %d bytes, limit is 500", len(o.ID))
+		return o, fmt.Errorf("engine: StartOptions.ID is %d bytes, limit is 500", len(o.ID))
 	}
 	return o, nil
 }
@@ -200,7 +200,7 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 		return nil, fmt.Errorf("%w: workflow ID %q", ErrAlreadyStarted, o.ID)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("graft: start %s: %w", name, err)
+		return nil, fmt.Errorf("engine: start %s: %w", name, err)
 	}
 	var lo *localOutcome
 	if local != nil {
@@ -257,7 +257,7 @@ func (r *Run[Out]) Result(ctx context.Context) (Out, error) {
 	var v Out
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return zero, fmt.Errorf("graft: decode result: %w", err)
+			return zero, fmt.Errorf("engine: decode result: %w", err)
 		}
 	}
 	return v, nil
@@ -337,7 +337,7 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 				runID = next
 				continue
 			case !errors.Is(err, sql.ErrNoRows):
-				return nil, fmt.Errorf("graft: follow run %s: %w", runID, err)
+				return nil, fmt.Errorf("engine: follow run %s: %w", runID, err)
 			}
 		}
 		switch r.Status {
@@ -346,7 +346,7 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 		case StatusFailed, StatusCancelled:
 			return nil, decodeError(r.Error)
 		case StatusContinued, StatusReset:
-			return nil, fmt.Errorf("graft: follow run %s: its %s successor is missing", runID, r.Status)
+			return nil, fmt.Errorf("engine: follow run %s: its %s successor is missing", runID, r.Status)
 		}
 		t := time.NewTimer(time.Duration(e.resultPoll.Load()))
 		select {
@@ -432,7 +432,7 @@ func (c *Client) List(ctx context.Context, f ListFilter) ([]RunInfo, error) {
 		f.Limit = DefaultListLimit
 	}
 	if f.Limit > MaxListLimit {
-		return nil, fmt.Errorf("graft: ListFilter.Limit %d is above %d", f.Limit, MaxListLimit)
+		return nil, fmt.Errorf("engine: ListFilter.Limit %d is above %d", f.Limit, MaxListLimit)
 	}
 	var rows []*runRow
 	q := `SELECT ` + runColumns + ` FROM ` + c.e.store.runs + `
@@ -529,7 +529,7 @@ func (c *Client) Signal(ctx context.Context, workflowID, name string, payload an
 
 func (c *Client) signal(ctx context.Context, workflowID, name string, payload any, headers Headers) error {
 	if name == "" {
-		return fmt.Errorf("graft: signal name is empty")
+		return fmt.Errorf("engine: signal name is empty")
 	}
 	b, err := c.e.encodePayload("signal "+name, payload)
 	if err != nil {
@@ -593,10 +593,10 @@ func (c *Client) deliverSignal(ctx context.Context, tx *sqlx.Tx, workflowID, nam
 // (and, when a run is started, a start call within it).
 func (w *Workflow[In, Out]) SignalWithStart(ctx context.Context, c *Client, in In, opts *StartOptions, signal string, payload any) (*Run[Out], error) {
 	if opts == nil || opts.ID == "" {
-		return nil, fmt.Errorf("graft: SignalWithStart needs StartOptions.ID")
+		return nil, fmt.Errorf("engine: SignalWithStart needs StartOptions.ID")
 	}
 	if signal == "" {
-		return nil, fmt.Errorf("graft: signal name is empty")
+		return nil, fmt.Errorf("engine: signal name is empty")
 	}
 	out, err := c.call(ctx, &ClientCallInput{Kind: ClientSignal, WorkflowID: opts.ID, WorkflowType: w.name, Name: signal, Args: payload},
 		func(ctx context.Context, ci *ClientCallInput) (any, error) {
@@ -650,7 +650,7 @@ func (w *Workflow[In, Out]) signalWithStart(ctx context.Context, c *Client, in I
 		}
 		return run, nil
 	}
-	return nil, fmt.Errorf("graft: SignalWithStart %q: gave up after repeated start races", opts.ID)
+	return nil, fmt.Errorf("engine: SignalWithStart %q: gave up after repeated start races", opts.ID)
 }
 
 // Cancel requests cancellation of the open run of a workflow ID (and of the
@@ -761,7 +761,7 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 		}
 	}
 	if set != 1 {
-		return nil, fmt.Errorf("graft: ResetOptions: set exactly one of BeforeLastFailedActivity, BeforeStep, BeforeSeq")
+		return nil, fmt.Errorf("engine: ResetOptions: set exactly one of BeforeLastFailedActivity, BeforeStep, BeforeSeq")
 	}
 	s := c.e.store
 	tx, err := c.e.db.BeginTxx(ctx, nil)

@@ -79,7 +79,7 @@ func (c *Client) StartManyTx(ctx context.Context, tx *sql.Tx, starts []StartMany
 // starts), else with the decoded starts[i].Input.
 func (c *Client) startManyTx(ctx context.Context, tx *sql.Tx, starts []StartManyParams, args []any) ([]StartManyResult, error) {
 	if tx == nil {
-		return nil, errors.New("graft: a Tx call needs a transaction (tx is nil)")
+		return nil, errors.New("engine: a Tx call needs a transaction (tx is nil)")
 	}
 	res := make([]StartManyResult, len(starts))
 	batch := make([]*writeOp, 0, len(starts))
@@ -135,7 +135,7 @@ func (c *Client) startManyTx(ctx context.Context, tx *sql.Tx, starts []StartMany
 	}
 	ok, err := c.e.store.insertRuns(ctx, tx, c.e.cfg.LeaseTTL, batch, idx)
 	if err != nil {
-		return nil, fmt.Errorf("graft: start in transaction: %w", err)
+		return nil, fmt.Errorf("engine: start in transaction: %w", err)
 	}
 	var started []*CheckpointEvent
 	for i, r := range res {
@@ -180,12 +180,12 @@ func (c *Client) existingTx(ctx context.Context, tx *sql.Tx, o *StartOptions) (*
 // if and only if tx commits, and the run is woken then.
 func (c *Client) SignalTx(ctx context.Context, tx *sql.Tx, workflowID, name string, payload any) error {
 	if tx == nil {
-		return errors.New("graft: a Tx call needs a transaction (tx is nil)")
+		return errors.New("engine: a Tx call needs a transaction (tx is nil)")
 	}
 	_, err := c.call(ctx, &ClientCallInput{Kind: ClientSignal, WorkflowID: workflowID, Name: name, Args: payload},
 		func(ctx context.Context, in *ClientCallInput) (any, error) {
 			if in.Name == "" {
-				return nil, fmt.Errorf("graft: signal name is empty")
+				return nil, fmt.Errorf("engine: signal name is empty")
 			}
 			b, err := c.e.encodePayload("signal "+in.Name, in.Args)
 			if err != nil {
@@ -201,7 +201,7 @@ func (c *Client) SignalTx(ctx context.Context, tx *sql.Tx, workflowID, name stri
 // requested if and only if tx commits, and the run is woken then.
 func (c *Client) CancelTx(ctx context.Context, tx *sql.Tx, workflowID, reason string) error {
 	if tx == nil {
-		return errors.New("graft: a Tx call needs a transaction (tx is nil)")
+		return errors.New("engine: a Tx call needs a transaction (tx is nil)")
 	}
 	_, err := c.call(ctx, &ClientCallInput{Kind: ClientCancel, WorkflowID: workflowID, Args: reason},
 		func(ctx context.Context, in *ClientCallInput) (any, error) {

@@ -10,7 +10,7 @@ import (
 func (e *Engine) encodePayload(what string, v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("graft: encode %s: %w", what, err)
+		return nil, fmt.Errorf("engine: encode %s: %w", what, err)
 	}
 	if e.cfg.MaxPayloadBytes > 0 && len(b) > e.cfg.MaxPayloadBytes {
 		return nil, fmt.Errorf("%w: %s is %d bytes, limit is %d", ErrPayloadTooLarge, what, len(b), e.cfg.MaxPayloadBytes)

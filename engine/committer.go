@@ -268,7 +268,7 @@ func (c *committer) run(batch []*writeOp) {
 		c.giveBack(batch)
 		retry := fault == faultConnection || (fault == faultContention && attempt < contentionRetries)
 		if retry && !c.stopping() {
-			c.e.cfg.Logger.Warn("graft: commit failed; retrying", "ops", len(batch), "attempt", attempt, "err", err)
+			c.e.cfg.Logger.Warn("engine: commit failed; retrying", "ops", len(batch), "attempt", attempt, "err", err)
 			c.pause(attempt)
 			continue
 		}
@@ -563,7 +563,7 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 // checkpointError is a checkpoint interceptor's refusal of a batch.
 type checkpointError struct{ err error }
 
-func (e *checkpointError) Error() string { return "graft: checkpoint interceptor: " + e.err.Error() }
+func (e *checkpointError) Error() string { return "engine: checkpoint interceptor: " + e.err.Error() }
 func (e *checkpointError) Unwrap() error { return e.err }
 
 // callCheckpoint calls one checkpoint interceptor; a panic in it becomes its

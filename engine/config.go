@@ -132,33 +132,33 @@ func (c *Config) withDefaults() Config {
 func (c *Config) validate() error {
 	switch {
 	case c.DB == nil:
-		return fmt.Errorf("graft: Config.DB is required")
+		return fmt.Errorf("engine: Config.DB is required")
 	case c.DatabaseURL == "":
-		return fmt.Errorf("graft: Config.DatabaseURL is required (for LISTEN/NOTIFY)")
+		return fmt.Errorf("engine: Config.DatabaseURL is required (for LISTEN/NOTIFY)")
 	case !identRe.MatchString(c.Schema):
-		return fmt.Errorf("graft: Config.Schema %q is not a valid identifier", c.Schema)
+		return fmt.Errorf("engine: Config.Schema %q is not a valid identifier", c.Schema)
 	case c.MaxPayloadBytes < 0:
-		return fmt.Errorf("graft: Config.MaxPayloadBytes must not be negative")
+		return fmt.Errorf("engine: Config.MaxPayloadBytes must not be negative")
 	case c.LeaseTTL < time.Second:
-		return fmt.Errorf("graft: Config.LeaseTTL %v is below 1s", c.LeaseTTL)
+		return fmt.Errorf("engine: Config.LeaseTTL %v is below 1s", c.LeaseTTL)
 	case c.UnloadAfter < 0:
-		return fmt.Errorf("graft: Config.UnloadAfter must not be negative")
+		return fmt.Errorf("engine: Config.UnloadAfter must not be negative")
 	case c.PollInterval < 10*time.Millisecond:
-		return fmt.Errorf("graft: Config.PollInterval %v is below 10ms", c.PollInterval)
+		return fmt.Errorf("engine: Config.PollInterval %v is below 10ms", c.PollInterval)
 	case c.CommitShards < 1 || c.CommitShards > 64:
-		return fmt.Errorf("graft: Config.CommitShards %d is outside 1..64", c.CommitShards)
+		return fmt.Errorf("engine: Config.CommitShards %d is outside 1..64", c.CommitShards)
 	case c.MaxBatch < 1:
-		return fmt.Errorf("graft: Config.MaxBatch must be positive")
+		return fmt.Errorf("engine: Config.MaxBatch must be positive")
 	case c.HistoryCountLimit < 0:
-		return fmt.Errorf("graft: Config.HistoryCountLimit must be positive")
+		return fmt.Errorf("engine: Config.HistoryCountLimit must be positive")
 	case c.HistoryCountWarn < 0 || c.HistoryCountWarn > c.HistoryCountLimit:
-		return fmt.Errorf("graft: Config.HistoryCountWarn %d must be positive and at most HistoryCountLimit %d", c.HistoryCountWarn, c.HistoryCountLimit)
+		return fmt.Errorf("engine: Config.HistoryCountWarn %d must be positive and at most HistoryCountLimit %d", c.HistoryCountWarn, c.HistoryCountLimit)
 	case c.HistorySizeLimit < 0:
-		return fmt.Errorf("graft: Config.HistorySizeLimit must be positive")
+		return fmt.Errorf("engine: Config.HistorySizeLimit must be positive")
 	case c.HistorySizeWarn < 0 || c.HistorySizeWarn > c.HistorySizeLimit:
-		return fmt.Errorf("graft: Config.HistorySizeWarn %d must be positive and at most HistorySizeLimit %d", c.HistorySizeWarn, c.HistorySizeLimit)
+		return fmt.Errorf("engine: Config.HistorySizeWarn %d must be positive and at most HistorySizeLimit %d", c.HistorySizeWarn, c.HistorySizeLimit)
 	case c.CommitTimeout < 100*time.Millisecond:
-		return fmt.Errorf("graft: Config.CommitTimeout %v is below 100ms", c.CommitTimeout)
+		return fmt.Errorf("engine: Config.CommitTimeout %v is below 100ms", c.CommitTimeout)
 	}
 	return nil
 }

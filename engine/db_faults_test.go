@@ -191,7 +191,7 @@ func TestTerminatedBackendsLoseNoWrite(t *testing.T) {
 	close(stop)
 	<-killed
 	require.Positive(t, kills.Load(), "no backend was terminated")
-	t.Logf("%d backends terminated; %d commits retried; %d engine warnings", kills.Load(), logs.count("graft: commit failed"), logs.count("graft: "))
+	t.Logf("%d backends terminated; %d commits retried; %d engine warnings", kills.Load(), logs.count("engine: commit failed"), logs.count("engine: "))
 	dfRequireOnce(t, &calls, n*20)
 }
 
@@ -223,7 +223,7 @@ func TestDatabaseRestartLosesNoWrite(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, func() bool { return calls.get("gated") == n }, "activities never started")
 	pg.Stop(t)
 	close(gate) // the results are written while the database is down
-	testenv.Eventually(t, 30*time.Second, func() bool { return logs.count("graft: ") > 0 },
+	testenv.Eventually(t, 30*time.Second, func() bool { return logs.count("engine: ") > 0 },
 		"no write met the stopped database")
 	pg.Start(t)
 	for _, run := range runs {

@@ -109,21 +109,21 @@ func newRegistry() *registry {
 
 func (r *registry) add(d Definition) error {
 	if d == nil || d.Name() == "" {
-		return fmt.Errorf("graft: register: definition has no name")
+		return fmt.Errorf("engine: register: definition has no name")
 	}
 	switch def := d.(type) {
 	case workflowDef:
 		if old, ok := r.workflows[def.Name()]; ok && old != def {
-			return fmt.Errorf("graft: register: workflow %q is already registered", def.Name())
+			return fmt.Errorf("engine: register: workflow %q is already registered", def.Name())
 		}
 		r.workflows[def.Name()] = def
 	case activityDef:
 		if old, ok := r.activities[def.Name()]; ok && old != def {
-			return fmt.Errorf("graft: register: activity %q is already registered", def.Name())
+			return fmt.Errorf("engine: register: activity %q is already registered", def.Name())
 		}
 		r.activities[def.Name()] = def
 	default:
-		return fmt.Errorf("graft: register: %s is neither a workflow nor an activity", reflect.TypeOf(d))
+		return fmt.Errorf("engine: register: %s is neither a workflow nor an activity", reflect.TypeOf(d))
 	}
 	return nil
 }

@@ -99,7 +99,7 @@ func New(cfg Config) (*Engine, error) {
 		if err := e.listener.Listen(ch); err != nil {
 			e.listener.Close()
 			e.commit.close()
-			return nil, fmt.Errorf("graft: listen %s: %w", ch, err)
+			return nil, fmt.Errorf("engine: listen %s: %w", ch, err)
 		}
 	}
 	go e.listen()

@@ -10,29 +10,29 @@ import (
 // Sentinel errors returned by the Client and the worker.
 var (
 	// ErrNotFound means no workflow run matches the given ID.
-	ErrNotFound = errors.New("graft: workflow not found")
+	ErrNotFound = errors.New("engine: workflow not found")
 	// ErrAlreadyStarted means a start was refused by the ID reuse or conflict policy.
-	ErrAlreadyStarted = errors.New("graft: workflow already started")
+	ErrAlreadyStarted = errors.New("engine: workflow already started")
 	// ErrUnknownWorkflow means no workflow definition is registered under the name.
-	ErrUnknownWorkflow = errors.New("graft: unknown workflow type")
+	ErrUnknownWorkflow = errors.New("engine: unknown workflow type")
 	// ErrUnknownActivity means no activity definition is registered under the name.
-	ErrUnknownActivity = errors.New("graft: unknown activity type")
+	ErrUnknownActivity = errors.New("engine: unknown activity type")
 	// ErrUnknownQuery means the workflow registered no handler for the query name.
-	ErrUnknownQuery = errors.New("graft: unknown query")
+	ErrUnknownQuery = errors.New("engine: unknown query")
 	// ErrPayloadTooLarge means an encoded payload exceeds Config.MaxPayloadBytes.
-	ErrPayloadTooLarge = errors.New("graft: payload too large")
+	ErrPayloadTooLarge = errors.New("engine: payload too large")
 	// ErrBadInput means a payload does not decode into the declared type.
-	ErrBadInput = errors.New("graft: input does not decode into the declared type")
+	ErrBadInput = errors.New("engine: input does not decode into the declared type")
 	// ErrNotRunning means the workflow is closed and cannot take the call (signal, cancel).
-	ErrNotRunning = errors.New("graft: workflow is not running")
+	ErrNotRunning = errors.New("engine: workflow is not running")
 	// ErrNeedsOperator matches (with errors.Is) every error that stops a run
 	// until a person acts: an ApplicationError of type ErrorTypeNeedsOperator,
 	// made with NewNeedsOperatorError, also after it was read back from the
 	// database. The sync package shows such a run as needing an operator;
 	// the cancel package fails with one when a compensation gives up.
-	ErrNeedsOperator = errors.New("graft: needs an operator")
+	ErrNeedsOperator = errors.New("engine: needs an operator")
 	// errLeaseLost is internal: this worker no longer owns the run it tried to write.
-	errLeaseLost = errors.New("graft: lease lost")
+	errLeaseLost = errors.New("engine: lease lost")
 )
 
 // ApplicationError types the engine and graft's packages give the errors they

@@ -31,11 +31,11 @@ func (e *Engine) Migrate(ctx context.Context) error {
 
 	tx, err := e.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("graft: migrate: %w", err)
+		return fmt.Errorf("engine: migrate: %w", err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey); err != nil {
-		return fmt.Errorf("graft: migrate lock: %w", err)
+		return fmt.Errorf("engine: migrate lock: %w", err)
 	}
 	stmts := []string{
 		`CREATE SCHEMA IF NOT EXISTS ` + schema,
@@ -43,13 +43,13 @@ func (e *Engine) Migrate(ctx context.Context) error {
 	}
 	for _, s := range stmts {
 		if _, err := tx.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("graft: migrate: %w", err)
+			return fmt.Errorf("engine: migrate: %w", err)
 		}
 	}
 	applied := map[int]bool{}
 	rows, err := tx.QueryContext(ctx, `SELECT version FROM `+schema+`.schema_migrations`)
 	if err != nil {
-		return fmt.Errorf("graft: migrate: %w", err)
+		return fmt.Errorf("engine: migrate: %w", err)
 	}
 	for rows.Next() {
 		var v int
@@ -63,7 +63,7 @@ func (e *Engine) Migrate(ctx context.Context) error {
 	for _, ent := range entries {
 		v, err := strconv.Atoi(strings.SplitN(ent.Name(), "_", 2)[0])
 		if err != nil {
-			return fmt.Errorf("graft: migration file %s has no version prefix", ent.Name())
+			return fmt.Errorf("engine: migration file %s has no version prefix", ent.Name())
 		}
 		if applied[v] {
 			continue
@@ -74,10 +74,10 @@ func (e *Engine) Migrate(ctx context.Context) error {
 		}
 		sqlText := strings.ReplaceAll(string(body), "{{schema}}", schema)
 		if _, err := tx.ExecContext(ctx, sqlText); err != nil {
-			return fmt.Errorf("graft: migration %s: %w", ent.Name(), err)
+			return fmt.Errorf("engine: migration %s: %w", ent.Name(), err)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO `+schema+`.schema_migrations (version) VALUES ($1)`, v); err != nil {
-			return fmt.Errorf("graft: migration %s: %w", ent.Name(), err)
+			return fmt.Errorf("engine: migration %s: %w", ent.Name(), err)
 		}
 	}
 	return tx.Commit()

@@ -43,10 +43,10 @@ func (c *committer) readBack(batch []*writeOp) (bool, []error) {
 			break
 		}
 		if c.stopping() {
-			c.e.cfg.Logger.Error("graft: commit outcome unknown at shutdown", "ops", len(batch), "err", err)
+			c.e.cfg.Logger.Error("engine: commit outcome unknown at shutdown", "ops", len(batch), "err", err)
 			return false, nil
 		}
-		c.e.cfg.Logger.Warn("graft: commit outcome unknown; reading back", "ops", len(batch), "attempt", attempt, "err", err)
+		c.e.cfg.Logger.Warn("engine: commit outcome unknown; reading back", "ops", len(batch), "attempt", attempt, "err", err)
 		c.pause(attempt)
 	}
 	errs := make([]error, len(batch))

@@ -68,7 +68,7 @@ func (c *committer) releaseNow(batch []release) {
 			return
 		}
 		if classify(err) == faultNone || attempt >= contentionRetries || c.stopping() {
-			c.e.cfg.Logger.Warn("graft: runs not released; their leases will expire", "runs", len(batch), "err", err)
+			c.e.cfg.Logger.Warn("engine: runs not released; their leases will expire", "runs", len(batch), "err", err)
 			return
 		}
 		c.pause(attempt)

@@ -161,7 +161,7 @@ func (s *runState) replaying() bool {
 // record is exhausted.
 func (s *runState) nextSeq() (int, *stepRow) {
 	if s.inSideEffect != "" {
-		panic(fmt.Sprintf("graft: the function of SideEffect %q called a workflow API; a replay would not make that call", s.inSideEffect))
+		panic(fmt.Sprintf("engine: the function of SideEffect %q called a workflow API; a replay would not make that call", s.inSideEffect))
 	}
 	seq := s.seq
 	s.seq++
@@ -198,7 +198,7 @@ func (s *runState) checkHistory(seq int) {
 	}
 	if !s.histWarned && (seq > cfg.HistoryCountWarn || size > cfg.HistorySizeWarn) {
 		s.histWarned = true
-		s.e.cfg.Logger.Warn("graft: run history is large; continue as new before it reaches the limit",
+		s.e.cfg.Logger.Warn("engine: run history is large; continue as new before it reaches the limit",
 			"run_id", s.row.RunID, "workflow_type", s.info.WorkflowType, "steps", seq-1, "bytes", size,
 			"count_limit", cfg.HistoryCountLimit, "size_limit", cfg.HistorySizeLimit)
 	}
@@ -374,7 +374,7 @@ func (s *runState) submitPending(op *writeOp, wait bool) error {
 	} else if op.done == nil {
 		op.done = func(err error) {
 			if err != nil && !s.isAbandoned() {
-				s.e.cfg.Logger.Warn("graft: step write refused; dropping run", "run_id", s.row.RunID, "err", err)
+				s.e.cfg.Logger.Warn("engine: step write refused; dropping run", "run_id", s.row.RunID, "err", err)
 				s.dropAfter(err)
 			}
 		}
@@ -541,7 +541,7 @@ func (s *runState) unload(wakeAt time.Time, known int64) {
 		events: []*CheckpointEvent{s.event(CheckpointWorkflowWaiting, StatusWaiting)},
 	})
 	if err != nil && !errors.Is(err, errLeaseLost) {
-		s.e.cfg.Logger.Warn("graft: unload failed; releasing run", "run_id", s.row.RunID, "err", err)
+		s.e.cfg.Logger.Warn("engine: unload failed; releasing run", "run_id", s.row.RunID, "err", err)
 		s.dropAfter(err)
 	}
 	s.abandon()
@@ -570,7 +570,7 @@ func (s *runState) requestRefresh() {
 				if err := s.refresh(); err != nil && s.live() {
 					// Not lost: the next lease renewal sees the run's event
 					// counter ahead of what it knows and asks again.
-					s.e.cfg.Logger.Warn("graft: could not read a run's new events; retrying at the next lease renewal",
+					s.e.cfg.Logger.Warn("engine: could not read a run's new events; retrying at the next lease renewal",
 						"run_id", s.row.RunID, "err", err)
 				}
 			}
@@ -761,7 +761,7 @@ func (s *runState) finish(out any, runErr error) {
 		s.closed.Store(true)
 	}
 	if err != nil && !errors.Is(err, errLeaseLost) {
-		s.e.cfg.Logger.Error("graft: could not record workflow end; releasing run", "run_id", s.row.RunID, "err", err)
+		s.e.cfg.Logger.Error("engine: could not record workflow end; releasing run", "run_id", s.row.RunID, "err", err)
 		s.dropAfter(err)
 	}
 	s.abandon()
@@ -823,7 +823,7 @@ func (f Future[T]) Get(ctx Context) (T, error) {
 	}
 	var v T
 	if err := json.Unmarshal(f.f.value, &v); err != nil {
-		return zero, fmt.Errorf("graft: decode recorded result of step %d: %w", f.f.seq, err)
+		return zero, fmt.Errorf("engine: decode recorded result of step %d: %w", f.f.seq, err)
 	}
 	return v, nil
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // ErrUnknownSignal means a workflow declares no signal of the name sent.
-var ErrUnknownSignal = errors.New("graft: signal not declared by the workflow")
+var ErrUnknownSignal = errors.New("engine: signal not declared by the workflow")
 
 // SignalDecl declares a signal a workflow reads and the type of its payload,
 // so that code outside the workflow (an HTTP API, a CLI) can list the
@@ -41,7 +41,7 @@ func (d SignalDecl) Type() reflect.Type { return d.typ }
 // into the declared type; the error wraps ErrBadInput and says why.
 func (d SignalDecl) Check(payload json.RawMessage) error {
 	if d.check == nil {
-		return fmt.Errorf("graft: signal %q was not declared with DeclareSignal", d.Name)
+		return fmt.Errorf("engine: signal %q was not declared with DeclareSignal", d.Name)
 	}
 	return d.check(payload)
 }

@@ -111,13 +111,13 @@ func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
 	cfg.ClaimBatch = cmp.Or(cfg.ClaimBatch, DefaultClaimBatch)
 	switch {
 	case cfg.MaxWorkflows < 0:
-		return nil, fmt.Errorf("graft: WorkerConfig.MaxWorkflows must be positive")
+		return nil, fmt.Errorf("engine: WorkerConfig.MaxWorkflows must be positive")
 	case cfg.MaxActivities < 0:
-		return nil, fmt.Errorf("graft: WorkerConfig.MaxActivities must be positive")
+		return nil, fmt.Errorf("engine: WorkerConfig.MaxActivities must be positive")
 	case cfg.ActivitiesPerSecond < 0:
-		return nil, fmt.Errorf("graft: WorkerConfig.ActivitiesPerSecond must not be negative")
+		return nil, fmt.Errorf("engine: WorkerConfig.ActivitiesPerSecond must not be negative")
 	case cfg.ClaimBatch < 0:
-		return nil, fmt.Errorf("graft: WorkerConfig.ClaimBatch must be positive")
+		return nil, fmt.Errorf("engine: WorkerConfig.ClaimBatch must be positive")
 	}
 	types := cfg.Workflows
 	if len(types) == 0 {
@@ -127,11 +127,11 @@ func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}
 	for _, t := range types {
 		if e.reg.workflows[t] == nil {
-			return nil, fmt.Errorf("graft: WorkerConfig.Workflows: %w: %q", ErrUnknownWorkflow, t)
+			return nil, fmt.Errorf("engine: WorkerConfig.Workflows: %w: %q", ErrUnknownWorkflow, t)
 		}
 	}
 	if len(types) == 0 {
-		return nil, fmt.Errorf("graft: worker has no workflows: register them before creating workers")
+		return nil, fmt.Errorf("engine: worker has no workflows: register them before creating workers")
 	}
 	w := &Worker{
 		e: e, cfg: cfg, id: cfg.ID, types: types,
@@ -162,7 +162,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Lock()
 	if w.running {
 		w.mu.Unlock()
-		return errors.New("graft: worker already started")
+		return errors.New("engine: worker already started")
 	}
 	w.running = true
 	w.mu.Unlock()
@@ -241,7 +241,7 @@ func (w *Worker) loop() {
 			n := min(free, w.cfg.ClaimBatch)
 			got, err := w.claimAndStart(n)
 			if err != nil {
-				w.e.cfg.Logger.Warn("graft: claim failed", "worker", w.id, "err", err)
+				w.e.cfg.Logger.Warn("engine: claim failed", "worker", w.id, "err", err)
 			}
 			claimed = got
 			if got == n {
@@ -472,7 +472,7 @@ func (w *Worker) renewLoop() {
 			last = time.Now()
 			continue
 		}
-		w.e.cfg.Logger.Warn("graft: lease renewal failed", "worker", w.id, "err", err)
+		w.e.cfg.Logger.Warn("engine: lease renewal failed", "worker", w.id, "err", err)
 		if time.Since(last) > ttl {
 			w.mu.Lock()
 			for _, s := range w.runs {
@@ -511,7 +511,7 @@ func (w *Worker) renewOnce() error {
 		switch {
 		case !r.held:
 			if s.live() {
-				w.e.cfg.Logger.Warn("graft: lease lost; stopping the run here", "worker", w.id, "run_id", s.row.RunID)
+				w.e.cfg.Logger.Warn("engine: lease lost; stopping the run here", "worker", w.id, "run_id", s.row.RunID)
 			}
 			s.abandon()
 		case s.behind(r.eventSeq):

@@ -238,7 +238,7 @@ func SideEffect[T any](ctx Context, name string, fn func() (T, error)) (T, error
 		}
 		var v T
 		if err := json.Unmarshal(rec.Output, &v); err != nil {
-			return zero, fmt.Errorf("graft: decode side effect %q: %w", name, err)
+			return zero, fmt.Errorf("engine: decode side effect %q: %w", name, err)
 		}
 		return v, nil
 	}
