@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"fmt"
 )
 
@@ -29,18 +30,14 @@ func (w *Workflow[In, Out]) RunChild(ctx Context, in In, opts *ChildOptions) (Ou
 }
 
 func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptions) *future {
-	f := &future{s: s}
-	if err := s.cancelPoint(ctx); err != nil {
-		f.done, f.err = true, err
-		return f
-	}
 	if opts == nil {
 		opts = &ChildOptions{}
 	}
-	seq, rec := s.nextSeq()
-	f.seq = seq
-	outIn := &OutboundInput{Info: s.info, Kind: OutboundChild, Name: name, Seq: seq, Args: in, Headers: s.headers.Clone(), Replaying: rec != nil || s.mode == modeQuery}
-	outErr := s.ch.callOutbound(ctx, outIn)
+	c := s.outbound(ctx, OutboundChild, name, in)
+	if c.f.done {
+		return c.f
+	}
+	f, seq, rec, outIn := c.f, c.seq, c.rec, c.in
 	if rec != nil {
 		s.expect(seq, rec, stepChild, name)
 		if rec.Status != stepStarted {
@@ -52,20 +49,12 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 		s.mu.Unlock()
 		return f
 	}
-	s.stopIfQuery()
-	// An outbound interceptor refused the call; it refuses it again on
-	// replay (interceptors are deterministic), so no record is needed.
-	if outErr != nil {
-		f.done, f.err = true, outErr
-		return f
-	}
+	var unknown error
 	if s.e.reg.workflows[name] == nil {
-		f.done, f.err = true, NewNonRetryableError(ErrorTypeUnknownWorkflow, fmt.Sprintf("%v: %q", ErrUnknownWorkflow, name), nil)
-		return f
+		unknown = NewNonRetryableError(ErrorTypeUnknownWorkflow, fmt.Sprintf("%v: %q", ErrUnknownWorkflow, name), nil)
 	}
-	input, err := s.e.encodePayload("input of child workflow "+name, in)
-	if err != nil {
-		f.done, f.err = true, NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil)
+	input, ok := s.goLive(c, "input of child workflow "+name, in, unknown)
+	if !ok {
 		return f
 	}
 	id := opts.ID
@@ -109,4 +98,63 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 			}
 		}}, false)
 	return f
+}
+
+// outboundCall is an activity or child call on its way out of the workflow:
+// its future, its step number, its record when the run replays it, and what
+// the outbound interceptors made of it.
+type outboundCall struct {
+	f       *future
+	seq     int
+	rec     *stepRow
+	in      *OutboundInput
+	refused error // an outbound interceptor's error
+}
+
+// outbound is the start an activity call and a child start share: the
+// cancellation point, the next step number and its record, and the outbound
+// chain (which also sees replayed calls). c.f is done when the workflow's
+// context is cancelled; the caller then checks c.rec against its kind.
+func (s *runState) outbound(ctx Context, kind OutboundKind, name string, args any) *outboundCall {
+	c := &outboundCall{f: &future{s: s}}
+	if err := s.cancelPoint(ctx); err != nil {
+		c.f.done, c.f.err = true, err
+		return c
+	}
+	c.seq, c.rec = s.nextSeq()
+	c.f.seq = c.seq
+	c.in = &OutboundInput{Info: s.info, Kind: kind, Name: name, Seq: c.seq, Args: args, Headers: s.headers.Clone(),
+		Replaying: c.rec != nil || s.mode == modeQuery}
+	if kind == OutboundActivity {
+		c.in.Result = Future[json.RawMessage]{f: c.f}
+	}
+	c.refused = s.ch.callOutbound(ctx, c.in)
+	return c
+}
+
+// goLive is the step an activity call and a child start share once the
+// record has nothing for them: a query stops here, an interceptor's refusal
+// or unknown (the error for an unregistered name) resolves the future, and
+// the input is encoded. It returns false when c.f is resolved instead.
+func (s *runState) goLive(c *outboundCall, what string, args any, unknown error) ([]byte, bool) {
+	if c.f.done {
+		return nil, false
+	}
+	s.stopIfQuery()
+	// An outbound interceptor refused the call; it refuses it again on
+	// replay (interceptors are deterministic), so no record is needed.
+	if c.refused != nil {
+		c.f.done, c.f.err = true, c.refused
+		return nil, false
+	}
+	if unknown != nil {
+		c.f.done, c.f.err = true, unknown
+		return nil, false
+	}
+	input, err := s.e.encodePayload(what, args)
+	if err != nil {
+		c.f.done, c.f.err = true, NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil)
+		return nil, false
+	}
+	return input, true
 }

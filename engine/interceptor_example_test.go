@@ -5,13 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/devenv"
 )
 
 // Interceptors wrap each call in the order they are listed, the engine's
@@ -21,10 +21,7 @@ import (
 // local default) and works in a schema of its own, dropped at the end.
 func Example_interceptorOrder() {
 	ctx := context.Background()
-	url := os.Getenv("GRAFT_DATABASE_URL")
-	if url == "" {
-		url = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes"
-	}
+	url := devenv.DatabaseURL()
 	db, err := sqlx.Open("postgres", url)
 	if err != nil {
 		fmt.Println(err)

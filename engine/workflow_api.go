@@ -36,41 +36,23 @@ func (a *Activity[In, Out]) RunWith(ctx Context, opts *ActivityOptions, in In) (
 }
 
 func (s *runState) startActivity(ctx Context, name string, in any, opts ActivityOptions) *future {
-	f := &future{s: s}
-	if err := s.cancelPoint(ctx); err != nil {
-		f.done, f.err = true, err
-		return f
-	}
-	seq, rec := s.nextSeq()
-	f.seq = seq
-	headers := s.headers.Clone()
-	outIn := &OutboundInput{Info: s.info, Kind: OutboundActivity, Name: name, Seq: seq, Args: in, Headers: headers, Replaying: rec != nil || s.mode == modeQuery,
-		Result: Future[json.RawMessage]{f: f}}
-	outErr := s.ch.callOutbound(ctx, outIn)
-	if rec != nil {
-		s.expect(seq, rec, stepActivity, name)
-		if rec.Status == stepCompleted || rec.Status == stepFailed {
-			f.done, f.value, f.err = true, rec.Output, decodeError(rec.Error)
-			return f
+	c := s.outbound(ctx, OutboundActivity, name, in)
+	if c.rec != nil && !c.f.done {
+		s.expect(c.seq, c.rec, stepActivity, name)
+		if c.rec.Status == stepCompleted || c.rec.Status == stepFailed {
+			c.f.done, c.f.value, c.f.err = true, c.rec.Output, decodeError(c.rec.Error)
 		}
 	}
-	s.stopIfQuery()
-	// An outbound interceptor refused the call; it refuses it again on
-	// replay (interceptors are deterministic), so no record is needed.
-	if outErr != nil {
-		f.done, f.err = true, outErr
-		return f
-	}
 	def := s.e.reg.activities[name]
+	var unknown error
 	if def == nil {
-		f.done, f.err = true, NewNonRetryableError(ErrorTypeUnknownActivity, fmt.Sprintf("%v: %q is not registered", ErrUnknownActivity, name), nil)
-		return f
+		unknown = NewNonRetryableError(ErrorTypeUnknownActivity, fmt.Sprintf("%v: %q is not registered", ErrUnknownActivity, name), nil)
 	}
-	input, err := s.e.encodePayload("input of activity "+name, in)
-	if err != nil {
-		f.done, f.err = true, NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil)
-		return f
+	input, ok := s.goLive(c, "input of activity "+name, in, unknown)
+	if !ok {
+		return c.f
 	}
+	f, rec, outIn := c.f, c.rec, c.in
 	base := s.cancelCtx
 	if ctx.isDisconnected() {
 		base = s.runCtx

@@ -5,11 +5,11 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/otelinst"
 )
 
 // Instrument names. Workflow instruments carry AttrWorkflowType, activity
@@ -75,41 +75,20 @@ type Metrics struct {
 
 // NewMetrics creates the instruments on cfg.MeterProvider.
 func NewMetrics(cfg MetricsConfig) (*Metrics, error) {
-	mp := cfg.MeterProvider
-	if mp == nil {
-		mp = otel.GetMeterProvider()
+	meter := otelinst.New(cfg.MeterProvider, "github.com/graftdev/graft/interceptors")
+	m := &Metrics{
+		wfStarted:    meter.Counter(MetricWorkflowStarted, "Workflow runs that began executing.", "{run}"),
+		wfCompleted:  meter.Counter(MetricWorkflowCompleted, "Workflow runs that completed or continued as new.", "{run}"),
+		wfFailed:     meter.Counter(MetricWorkflowFailed, "Workflow runs that failed or were cancelled.", "{run}"),
+		actStarted:   meter.Counter(MetricActivityStarted, "Activity calls (attempts and snoozed calls).", "{call}"),
+		actCompleted: meter.Counter(MetricActivityCompleted, "Activity attempts that completed.", "{attempt}"),
+		actFailed:    meter.Counter(MetricActivityFailed, "Activity attempts that failed.", "{attempt}"),
+		actRetried:   meter.Counter(MetricActivityRetried, "Activity attempts after the first.", "{attempt}"),
+		actSnoozed:   meter.Counter(MetricActivitySnoozed, "Activity calls snoozed (run again later, not an attempt).", "{call}"),
+		wfDuration:   meter.Histogram(MetricWorkflowDuration, "Time from a workflow run's creation to its end.", "s", durationBuckets...),
+		actDuration:  meter.Histogram(MetricActivityDuration, "Duration of one activity attempt.", "s", durationBuckets...),
 	}
-	meter := mp.Meter("github.com/graftdev/graft/interceptors")
-	m := &Metrics{}
-	counters := []struct {
-		dst        *metric.Int64Counter
-		name, desc string
-		unit       string
-	}{
-		{&m.wfStarted, MetricWorkflowStarted, "Workflow runs that began executing.", "{run}"},
-		{&m.wfCompleted, MetricWorkflowCompleted, "Workflow runs that completed or continued as new.", "{run}"},
-		{&m.wfFailed, MetricWorkflowFailed, "Workflow runs that failed or were cancelled.", "{run}"},
-		{&m.actStarted, MetricActivityStarted, "Activity calls (attempts and snoozed calls).", "{call}"},
-		{&m.actCompleted, MetricActivityCompleted, "Activity attempts that completed.", "{attempt}"},
-		{&m.actFailed, MetricActivityFailed, "Activity attempts that failed.", "{attempt}"},
-		{&m.actRetried, MetricActivityRetried, "Activity attempts after the first.", "{attempt}"},
-		{&m.actSnoozed, MetricActivitySnoozed, "Activity calls snoozed (run again later, not an attempt).", "{call}"},
-	}
-	for _, c := range counters {
-		var err error
-		if *c.dst, err = meter.Int64Counter(c.name, metric.WithDescription(c.desc), metric.WithUnit(c.unit)); err != nil {
-			return nil, err
-		}
-	}
-	var err error
-	if m.wfDuration, err = meter.Float64Histogram(MetricWorkflowDuration, metric.WithUnit("s"),
-		metric.WithDescription("Time from a workflow run's creation to its end."),
-		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
-		return nil, err
-	}
-	if m.actDuration, err = meter.Float64Histogram(MetricActivityDuration, metric.WithUnit("s"),
-		metric.WithDescription("Duration of one activity attempt."),
-		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
+	if err := meter.Err(); err != nil {
 		return nil, err
 	}
 	return m, nil

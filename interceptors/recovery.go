@@ -46,47 +46,40 @@ func panicError(r any) error {
 	return &engine.PanicError{Value: fmt.Sprint(r), Stack: string(debug.Stack())}
 }
 
-// ExecuteWorkflow fails the workflow with the panic of its code.
-func (Recovery) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
-	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (out any, err error) {
+// recovered calls call and returns a panic of it as its error (and the zero
+// value), so each method below is one line around next.
+func recovered[T any](call func() (T, error)) (out T, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			out, err = nil, panicError(r)
+			var zero T
+			out, err = zero, panicError(r)
 		}
 	}()
-	return next(ctx, in)
+	return call()
+}
+
+// ExecuteWorkflow fails the workflow with the panic of its code.
+func (Recovery) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
+	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	return recovered(func() (any, error) { return next(ctx, in) })
 }
 
 // HandleSignal returns the panic of a signal's delivery as the error of the
 // Receive that delivered it.
 func (Recovery) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
-	next func(engine.Context, *engine.HandleSignalInput) error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = panicError(r)
-		}
-	}()
-	return next(ctx, in)
+	next func(engine.Context, *engine.HandleSignalInput) error) error {
+	_, err := recovered(func() (struct{}, error) { return struct{}{}, next(ctx, in) })
+	return err
 }
 
 // HandleQuery returns the panic of a query handler as the query's error.
 func (Recovery) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
-	next func(context.Context, *engine.HandleQueryInput) (any, error)) (out any, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			out, err = nil, panicError(r)
-		}
-	}()
-	return next(ctx, in)
+	next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
+	return recovered(func() (any, error) { return next(ctx, in) })
 }
 
 // ExecuteActivity fails the attempt with the activity's panic.
 func (Recovery) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
-	next func(context.Context, *engine.ActivityInput) (any, error)) (out any, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			out, err = nil, panicError(r)
-		}
-	}()
-	return next(ctx, in)
+	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	return recovered(func() (any, error) { return next(ctx, in) })
 }

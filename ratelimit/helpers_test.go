@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -14,16 +13,13 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/graftdev/graft/internal/devenv"
 )
 
 // redisURL is the Redis the tests use; they share it, so each test works
 // under its own key prefix and never flushes the database.
-func redisURL() string {
-	if u := os.Getenv("GRAFT_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
+func redisURL() string { return devenv.RedisURL() }
 
 func redisOptions(t testing.TB) *redis.Options {
 	t.Helper()

@@ -5,9 +5,10 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/graftdev/graft/internal/otelinst"
 )
 
 // Instrument names. Every instrument carries the limiter key as the
@@ -55,47 +56,17 @@ type keyGauge struct {
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	meter := mp.Meter("github.com/graftdev/graft/ratelimit")
+	meter := otelinst.New(mp, "github.com/graftdev/graft/ratelimit")
 	m := &metrics{seen: make(map[string]keyGauge)}
-	var err error
-	if m.acquisitions, err = meter.Int64Counter(MetricAcquisitions,
-		metric.WithDescription("Acquire calls by outcome."), metric.WithUnit("{call}")); err != nil {
-		return nil, err
-	}
-	if m.wait, err = meter.Float64Histogram(MetricWaitDuration,
-		metric.WithDescription("Time Wait and Hold spent before a lease or a snooze."), metric.WithUnit("s")); err != nil {
-		return nil, err
-	}
-	if m.snoozes, err = meter.Int64Counter(MetricSnoozes,
-		metric.WithDescription("Waits that gave up and returned an engine.SnoozeError."), metric.WithUnit("{wait}")); err != nil {
-		return nil, err
-	}
-	if m.expired, err = meter.Int64Counter(MetricExpired,
-		metric.WithDescription("Leases that ran out without release (their holder died or stalled)."), metric.WithUnit("{lease}")); err != nil {
-		return nil, err
-	}
-	if m.restored, err = meter.Int64Counter(MetricRestored,
-		metric.WithDescription("Renewals that found their lease missing and recorded it again."), metric.WithUnit("{lease}")); err != nil {
-		return nil, err
-	}
-	if m.storeErrors, err = meter.Int64Counter(MetricStoreErrors,
-		metric.WithDescription("Calls that failed because the store (Redis) failed; nothing was granted."), metric.WithUnit("{error}")); err != nil {
-		return nil, err
-	}
-	inUse, err := meter.Int64ObservableGauge(MetricSlotsInUse,
-		metric.WithDescription("Leases held for the key, as last seen by this process."), metric.WithUnit("{lease}"))
-	if err != nil {
-		return nil, err
-	}
-	limit, err := meter.Int64ObservableGauge(MetricSlotsLimit,
-		metric.WithDescription("The key's concurrency limit (0 = none), as last seen by this process."), metric.WithUnit("{lease}"))
-	if err != nil {
-		return nil, err
-	}
-	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	m.acquisitions = meter.Counter(MetricAcquisitions, "Acquire calls by outcome.", "{call}")
+	m.wait = meter.Histogram(MetricWaitDuration, "Time Wait and Hold spent before a lease or a snooze.", "s")
+	m.snoozes = meter.Counter(MetricSnoozes, "Waits that gave up and returned an engine.SnoozeError.", "{wait}")
+	m.expired = meter.Counter(MetricExpired, "Leases that ran out without release (their holder died or stalled).", "{lease}")
+	m.restored = meter.Counter(MetricRestored, "Renewals that found their lease missing and recorded it again.", "{lease}")
+	m.storeErrors = meter.Counter(MetricStoreErrors, "Calls that failed because the store (Redis) failed; nothing was granted.", "{error}")
+	inUse := meter.IntGauge(MetricSlotsInUse, "Leases held for the key, as last seen by this process.", "{lease}")
+	limit := meter.IntGauge(MetricSlotsLimit, "The key's concurrency limit (0 = none), as last seen by this process.", "{lease}")
+	m.reg = meter.Callback(func(_ context.Context, o metric.Observer) error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		for _, g := range m.seen {
@@ -104,7 +75,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		}
 		return nil
 	}, inUse, limit)
-	if err != nil {
+	if err := meter.Err(); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -6,9 +6,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/graftdev/graft/internal/otelinst"
 )
 
 // Instrument names. Every instrument carries the mapping's table as
@@ -62,45 +63,23 @@ type metrics struct {
 }
 
 func newMetrics(mp metric.MeterProvider, mr *Mirror) (*metrics, error) {
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	meter := mp.Meter("github.com/graftdev/graft/sync")
+	meter := otelinst.New(mp, "github.com/graftdev/graft/sync")
 	m := &metrics{table: attribute.String(AttrTable, mr.table.String())}
 	m.attrs = metric.WithAttributes(m.table)
-	var err error
-	counter := func(name, desc, unit string) metric.Int64Counter {
-		if err != nil {
-			return nil
-		}
-		var c metric.Int64Counter
-		c, err = meter.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit(unit))
-		return c
-	}
-	m.written = counter(MetricRowsWritten, "Legacy rows written (updated or created).", "{row}")
-	m.missing = counter(MetricRowsMissing, "Changes whose legacy row did not exist.", "{change}")
-	m.stale = counter(MetricStale, "Changes dropped because a newer one was already applied.", "{change}")
-	m.queuedC = counter(MetricQueued, "Changes put in the outbox because the legacy table refused them.", "{change}")
-	m.delivered = counter(MetricRelayDelivered, "Outbox changes delivered to the legacy database.", "{change}")
-	m.errors = counter(MetricRelayErrors, "Failed relay rounds and row deliveries.", "{error}")
-	m.requests = counter(MetricRequests, "Legacy-side requests acted on, by outcome.", "{request}")
-	if err != nil {
-		return nil, err
-	}
-	if m.delay, err = meter.Float64Histogram(MetricRelayDelay,
-		metric.WithDescription("Time from a change's checkpoint to its delivery."), metric.WithUnit("s")); err != nil {
-		return nil, err
-	}
-	lag, err := meter.Float64ObservableGauge(MetricRelayLag,
-		metric.WithDescription("Age of the oldest change not yet delivered to the legacy database."), metric.WithUnit("s"))
-	if err != nil {
-		return nil, err
-	}
-	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	m.written = meter.Counter(MetricRowsWritten, "Legacy rows written (updated or created).", "{row}")
+	m.missing = meter.Counter(MetricRowsMissing, "Changes whose legacy row did not exist.", "{change}")
+	m.stale = meter.Counter(MetricStale, "Changes dropped because a newer one was already applied.", "{change}")
+	m.queuedC = meter.Counter(MetricQueued, "Changes put in the outbox because the legacy table refused them.", "{change}")
+	m.delivered = meter.Counter(MetricRelayDelivered, "Outbox changes delivered to the legacy database.", "{change}")
+	m.errors = meter.Counter(MetricRelayErrors, "Failed relay rounds and row deliveries.", "{error}")
+	m.requests = meter.Counter(MetricRequests, "Legacy-side requests acted on, by outcome.", "{request}")
+	m.delay = meter.Histogram(MetricRelayDelay, "Time from a change's checkpoint to its delivery.", "s")
+	lag := meter.FloatGauge(MetricRelayLag, "Age of the oldest change not yet delivered to the legacy database.", "s")
+	m.reg = meter.Callback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveFloat64(lag, math.Float64frombits(m.lag.Load()), m.attrs)
 		return nil
 	}, lag)
-	if err != nil {
+	if err := meter.Err(); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -7,6 +7,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/graftdev/graft/internal/otelinst"
 )
 
 // Instrument names. Every instrument carries the source's name as
@@ -51,32 +53,20 @@ func newMetrics(mp metric.MeterProvider, source string, lag func(context.Context
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
-	mt := mp.Meter("github.com/graftdev/graft/tasks")
+	mt := otelinst.New(mp, "github.com/graftdev/graft/tasks")
 	m := &metrics{source: attribute.String(AttrSource, source)}
-	var err error
-	if m.claimedC, err = mt.Int64Counter(MetricClaimed, metric.WithDescription("Operations routed, by kind and route.")); err != nil {
-		return nil, err
-	}
-	if m.evals, err = mt.Int64Counter(MetricEvaluations, metric.WithDescription("Flag evaluations, by kind and rule.")); err != nil {
-		return nil, err
-	}
-	if m.failed, err = mt.Int64Counter(MetricFailed, metric.WithDescription("Rows left pending because they cannot be started.")); err != nil {
-		return nil, err
-	}
-	if m.dur, err = mt.Float64Histogram(MetricBatchDuration, metric.WithUnit("s"), metric.WithDescription("Duration of a claim transaction.")); err != nil {
-		return nil, err
-	}
-	g, err := mt.Float64ObservableGauge(MetricLag, metric.WithUnit("s"), metric.WithDescription("Age of the oldest pending row."))
-	if err != nil {
-		return nil, err
-	}
-	m.reg, err = mt.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+	m.claimedC = mt.Counter(MetricClaimed, "Operations routed, by kind and route.", "{operation}")
+	m.evals = mt.Counter(MetricEvaluations, "Flag evaluations, by kind and rule.", "{evaluation}")
+	m.failed = mt.Counter(MetricFailed, "Rows left pending because they cannot be started.", "{row}")
+	m.dur = mt.Histogram(MetricBatchDuration, "Duration of a claim transaction.", "s")
+	g := mt.FloatGauge(MetricLag, "Age of the oldest pending row.", "s")
+	m.reg = mt.Callback(func(ctx context.Context, o metric.Observer) error {
 		if v, ok := lag(ctx); ok {
 			o.ObserveFloat64(g, v, metric.WithAttributes(m.source))
 		}
 		return nil
 	}, g)
-	return m, err
+	return m, mt.Err()
 }
 
 func (m *metrics) claimed(ctx context.Context, kind string, r Route, n int) {

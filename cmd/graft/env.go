@@ -3,28 +3,18 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/devenv"
 	"github.com/graftdev/graft/tasks/api"
 )
 
-func databaseURL() string {
-	if u := os.Getenv("GRAFT_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes"
-}
+func databaseURL() string { return devenv.DatabaseURL() }
 
-func redisURL() string {
-	if u := os.Getenv("GRAFT_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
+func redisURL() string { return devenv.RedisURL() }
 
 func openDB(maxConns int) (*sqlx.DB, error) {
 	db, err := sqlx.Open("postgres", databaseURL())

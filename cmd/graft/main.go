@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/graftdev/graft/internal/devenv"
 )
 
 func main() {
@@ -27,8 +29,8 @@ func newRootCmd() *cobra.Command {
 		Long: `graft runs durable workflows on PostgreSQL beside a legacy operations table.
 
 Environment:
-  GRAFT_DATABASE_URL  default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes
-  GRAFT_REDIS_URL     default redis://127.0.0.1:6379/0
+  GRAFT_DATABASE_URL  default ` + devenv.DefaultDatabaseURL + `
+  GRAFT_REDIS_URL     default ` + devenv.DefaultRedisURL + `
   GRAFT_SERVER        the operations server the client commands speak to (default http://127.0.0.1:8080)
   GRAFT_TOKEN         the bearer token they send`,
 		SilenceUsage:  true,

@@ -3,8 +3,9 @@
 // PostgreSQL with a clear error when it does not answer, and gives the
 // example a schema of its own that it drops again at the end.
 //
-// It uses graft's public API only and nothing of graft's; copy it, or do
-// the same in a few lines, in your own program.
+// It uses nothing of graft's but the default URLs (internal/devenv, the one
+// place they are written); copy it, or do the same in a few lines, in your
+// own program.
 package exampleenv
 
 import (
@@ -12,35 +13,26 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/graftdev/graft/internal/devenv"
 )
 
 // DefaultDatabaseURL is used when GRAFT_DATABASE_URL is not set.
-const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes"
+const DefaultDatabaseURL = devenv.DefaultDatabaseURL
 
 // DefaultRedisURL is used when GRAFT_REDIS_URL is not set.
-const DefaultRedisURL = "redis://127.0.0.1:6379/0"
+const DefaultRedisURL = devenv.DefaultRedisURL
 
 // DatabaseURL is GRAFT_DATABASE_URL, or DefaultDatabaseURL.
-func DatabaseURL() string {
-	if u := os.Getenv("GRAFT_DATABASE_URL"); u != "" {
-		return u
-	}
-	return DefaultDatabaseURL
-}
+func DatabaseURL() string { return devenv.DatabaseURL() }
 
 // RedisURL is GRAFT_REDIS_URL, or DefaultRedisURL.
-func RedisURL() string {
-	if u := os.Getenv("GRAFT_REDIS_URL"); u != "" {
-		return u
-	}
-	return DefaultRedisURL
-}
+func RedisURL() string { return devenv.RedisURL() }
 
 // Open opens the database at url and checks that it answers within ten
 // seconds. The error says how to start one when it does not.

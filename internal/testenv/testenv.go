@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,23 +18,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/devenv"
 )
 
 // DatabaseURL is GRAFT_DATABASE_URL or the local default.
-func DatabaseURL() string {
-	if u := os.Getenv("GRAFT_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&binary_parameters=yes"
-}
+func DatabaseURL() string { return devenv.DatabaseURL() }
 
 // RedisURL is GRAFT_REDIS_URL or the local default.
-func RedisURL() string {
-	if u := os.Getenv("GRAFT_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
+func RedisURL() string { return devenv.RedisURL() }
 
 var (
 	dbOnce sync.Once
