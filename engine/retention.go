@@ -77,7 +77,7 @@ func (e *Engine) purgeExpired(ctx context.Context, cutoff time.Time) (int, error
 // The engine does this itself for runs past Config.Retention.
 func (e *Engine) PurgeClosed(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 	if limit <= 0 {
-		return 0, fmt.Errorf("graft: PurgeClosed: limit must be positive")
+		return 0, fmt.Errorf("engine: PurgeClosed: limit must be positive")
 	}
 	n, _, err := e.purgeBatch(ctx, cutoff, limit, false)
 	return n, err
@@ -91,11 +91,11 @@ func (e *Engine) purgeBatch(ctx context.Context, cutoff time.Time, limit int, ex
 	s := e.store
 	tx, err := e.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return 0, false, fmt.Errorf("graft: purge: %w", err)
+		return 0, false, fmt.Errorf("engine: purge: %w", err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `SET LOCAL statement_timeout = '`+purgeStatementTimeout+`'`); err != nil {
-		return 0, false, fmt.Errorf("graft: purge: %w", err)
+		return 0, false, fmt.Errorf("engine: purge: %w", err)
 	}
 	if exclusive {
 		h := fnv.New64a()
@@ -114,10 +114,10 @@ func (e *Engine) purgeBatch(ctx context.Context, cutoff time.Time, limit int, ex
 		hb AS (DELETE FROM `+s.beats+` WHERE run_id IN (SELECT run_id FROM gone))
 		SELECT count(*) FROM gone`, cutoff, limit).Scan(&n)
 	if err != nil {
-		return 0, locked, fmt.Errorf("graft: purge: %w", err)
+		return 0, locked, fmt.Errorf("engine: purge: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, locked, fmt.Errorf("graft: purge: %w", err)
+		return 0, locked, fmt.Errorf("engine: purge: %w", err)
 	}
 	return n, true, nil
 }
