@@ -104,7 +104,7 @@ func (e *Engine) purgeBatch(ctx context.Context, cutoff time.Time, limit int, ex
 			return 0, false, err
 		}
 	}
-	// runs_closed (migration 006) serves the oldest-first scan.
+	// runs_closed (migration 007) serves the oldest-first scan.
 	err = tx.QueryRowContext(ctx, `WITH gone AS (
 			DELETE FROM `+s.runs+` WHERE run_id IN (
 				SELECT run_id FROM `+s.runs+` WHERE closed_at < $1 ORDER BY closed_at LIMIT $2 FOR UPDATE SKIP LOCKED)
