@@ -75,6 +75,10 @@ type Intake struct {
 	// not on every pass (MetricFailed counts every failure).
 	failMu  sync.Mutex
 	failing map[string]string
+
+	// beforeCommit, when set (by tests), runs just before a claim
+	// transaction commits, with the rows it started.
+	beforeCommit func(started int)
 }
 
 // maxFailing bounds Intake.failing; past it the map is cleared (rows still
@@ -330,6 +334,9 @@ func (in *Intake) ClaimBatch(ctx context.Context) (BatchResult, error) {
 	failed = append(failed, bad...)
 	if err := in.markFailed(ctx, tx.Tx, failed); err != nil {
 		return res, err
+	}
+	if in.beforeCommit != nil {
+		in.beforeCommit(len(started))
 	}
 	if err := tx.Commit(); err != nil {
 		return res, fmt.Errorf("tasks: commit claim: %w", err)
