@@ -21,9 +21,13 @@
 //     audited, and is announced with NOTIFY.
 //   - Intake claims pending rows in batches: in one transaction it reads the
 //     flags, locks rows the flags route to graft (FOR UPDATE SKIP LOCKED),
-//     starts their workflows with engine.Client.StartManyTx, marks them taken
-//     and records each decision (flag set version, rule, bucket) in
-//     intake_claims. Submit does the same for one operation that legacy code
+//     marks them taken, starts their workflows with
+//     engine.Client.StartManyTx and records each decision (flag set version,
+//     rule, bucket) in intake_claims. The rows are marked before the starts,
+//     so a sync mirror in the same database that maps StatePending writes
+//     its value over intake's in the same commit (its StatePending value
+//     must not be the source's pending value, or the row would look
+//     pending again). Submit does the same for one operation that legacy code
 //     hands over instead of inserting a row.
 //
 // # Guarantees

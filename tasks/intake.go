@@ -66,7 +66,7 @@ type Intake struct {
 	m      *metrics
 	kinds  []string
 	idType string
-	sql    struct{ claim, markGraft, markError, claims, lag, exists, differ, row string }
+	sql    struct{ claim, markGraft, unmark, markError, claims, lag, exists, differ, row string }
 	listen *listenerConn
 	cursor string // last ID of the previous batch; "" starts a pass
 
@@ -176,6 +176,8 @@ func (in *Intake) buildSQL() {
 	}
 	in.sql.markGraft = `UPDATE ` + t + ` t SET ` + pgident.Quote(s.Status.Column) + ` = $1` + clearErr + `
 		WHERE ` + q(s.ID) + ` = ANY($2::text[]::` + in.idType + `[]) AND ` + q(s.Status.Column) + ` = $3`
+	in.sql.unmark = `UPDATE ` + t + ` t SET ` + pgident.Quote(s.Status.Column) + ` = $1
+		WHERE ` + q(s.ID) + ` = ANY($2::text[]::` + in.idType + `[])`
 	in.sql.claims = `INSERT INTO ` + in.schema + `.intake_claims (operation_id, source, kind, routing_key, customer, rule, bucket, flags_version, workflow_id, run_id)
 		SELECT v.id, $1, v.kind, v.key, NULLIF(v.customer, ''), v.rule, v.bucket, $2, v.id, v.run_id
 		FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[]) AS v(id, kind, key, customer, rule, bucket, run_id)`
@@ -379,15 +381,19 @@ func (in *Intake) activeKinds(s *Snapshot) []string {
 	return out
 }
 
-// start starts the workflows of the graft-routed rows in tx, marks their
-// rows taken and records the decisions. Rows whose start was refused are
-// returned as failed (their rows untouched).
+// start marks the graft-routed rows taken, starts their workflows in tx
+// and records the decisions. The rows are marked before the starts, so a
+// checkpoint interceptor that writes the same rows at a workflow's start (a
+// sync mirror mapping StatePending, in this very transaction) writes over
+// intake's mark rather than under it. Rows whose start was refused are put
+// back to pending and returned as failed.
 func (in *Intake) start(ctx context.Context, tx *sql.Tx, snap *Snapshot, rows []claimed) (started []claimed, failed []rowError, err error) {
 	if len(rows) == 0 {
 		return nil, nil, nil
 	}
 	params := make([]engine.StartManyParams, 0, len(rows))
 	keep := make([]claimed, 0, len(rows))
+	ids := make([]string, 0, len(rows))
 	for _, c := range rows {
 		input, err := in.src.input(c.row)
 		if err != nil {
@@ -404,25 +410,9 @@ func (in *Intake) start(ctx context.Context, tx *sql.Tx, snap *Snapshot, rows []
 		}
 		params = append(params, engine.StartManyParams{Workflow: k.Workflow, Input: input, Options: opts})
 		keep = append(keep, c)
+		ids = append(ids, c.row.ID)
 	}
-	results, err := in.client.StartManyTx(ctx, tx, params)
-	if err != nil {
-		return nil, nil, err
-	}
-	var ids, kinds, keys, customers, rules, runIDs []string
-	var buckets []int64
-	for i, r := range results {
-		c := keep[i]
-		if r.Err != nil {
-			failed = append(failed, rowError{c.row.ID, r.Err})
-			continue
-		}
-		c.runID = r.Run.RunID
-		started = append(started, c)
-		ids, kinds, keys, customers = append(ids, c.row.ID), append(kinds, c.row.Kind), append(keys, c.key), append(customers, c.row.Customer)
-		rules, buckets, runIDs = append(rules, c.dec.Rule), append(buckets, int64(c.dec.Bucket)), append(runIDs, r.Run.RunID)
-	}
-	if len(ids) == 0 {
+	if len(keep) == 0 {
 		return nil, failed, nil
 	}
 	res, err := tx.ExecContext(ctx, in.sql.markGraft, in.src.Status.Graft, pq.Array(ids), in.src.Status.Pending)
@@ -431,6 +421,33 @@ func (in *Intake) start(ctx context.Context, tx *sql.Tx, snap *Snapshot, rows []
 	}
 	if n, _ := res.RowsAffected(); int(n) != len(ids) {
 		return nil, nil, fmt.Errorf("tasks: marked %d of %d claimed rows taken; rolled back", n, len(ids))
+	}
+	results, err := in.client.StartManyTx(ctx, tx, params)
+	if err != nil {
+		return nil, nil, err
+	}
+	var kinds, keys, customers, rules, runIDs, refused []string
+	var buckets []int64
+	ids = ids[:0]
+	for i, r := range results {
+		c := keep[i]
+		if r.Err != nil {
+			failed = append(failed, rowError{c.row.ID, r.Err})
+			refused = append(refused, c.row.ID)
+			continue
+		}
+		c.runID = r.Run.RunID
+		started = append(started, c)
+		ids, kinds, keys, customers = append(ids, c.row.ID), append(kinds, c.row.Kind), append(keys, c.key), append(customers, c.row.Customer)
+		rules, buckets, runIDs = append(rules, c.dec.Rule), append(buckets, int64(c.dec.Bucket)), append(runIDs, r.Run.RunID)
+	}
+	if len(refused) > 0 {
+		if _, err := tx.ExecContext(ctx, in.sql.unmark, in.src.Status.Pending, pq.Array(refused)); err != nil {
+			return nil, nil, fmt.Errorf("tasks: put refused rows back to pending: %w", err)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, failed, nil
 	}
 	if _, err := tx.ExecContext(ctx, in.sql.claims, in.src.name(), snap.Version, pq.Array(ids), pq.Array(kinds), pq.Array(keys),
 		pq.Array(customers), pq.Array(rules), pq.Array(buckets), pq.Array(runIDs)); err != nil {
