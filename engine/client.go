@@ -58,8 +58,14 @@ type StartOptions struct {
 	signal *startSignal
 }
 
-// Client starts and controls workflows. It is cheap; get one from Engine.Client.
-type Client struct{ e *Engine }
+// Client starts and controls workflows. It is cheap; get one from
+// Engine.Client, or from NewClient in a process that runs no workers.
+type Client struct {
+	e *Engine
+	// own is set on a NewClient client: it owns e (and db, when it opened
+	// it), which Close closes.
+	own *ownedClient
+}
 
 // Client returns a client bound to the engine (and its interceptors).
 func (e *Engine) Client() *Client { return &Client{e: e} }
@@ -212,7 +218,7 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 // newStartSpec checks a start and builds the run it inserts: the workflow
 // must be registered and its encoded input within the payload limit.
 func (c *Client) newStartSpec(name string, args any, raw []byte, o *StartOptions) (*newRunSpec, error) {
-	if c.e.reg.workflows[name] == nil {
+	if c.e.reg.workflows[name] == nil && c.own == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownWorkflow, name)
 	}
 	input := raw
