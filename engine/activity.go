@@ -430,10 +430,11 @@ func retryable(err error, p RetryPolicy, attempt int) bool {
 		return false
 	}
 	var app *ApplicationError
-	if errors.As(err, &app) {
-		if app.NonRetryable || slices.Contains(p.NonRetryableErrorTypes, app.Type) {
-			return false
-		}
+	if errors.As(err, &app) && app.NonRetryable {
+		return false
+	}
+	if len(p.NonRetryableErrorTypes) > 0 && slices.Contains(p.NonRetryableErrorTypes, ErrorTypeOf(err)) {
+		return false
 	}
 	var to *TimeoutError
 	if errors.As(err, &to) && to.Kind == TimeoutScheduleToClose {

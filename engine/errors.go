@@ -229,15 +229,61 @@ func toRecord(err error) *errorRecord {
 	case errors.As(err, &pe):
 		return &errorRecord{Kind: "panic", Message: pe.Value, Stack: pe.Stack}
 	}
-	return &errorRecord{Kind: "application", Type: typeName(err), Message: err.Error(), Cause: toRecord(errors.Unwrap(err))}
+	return &errorRecord{Kind: "application", Type: ErrorTypeOf(err), Message: err.Error(), Cause: toRecord(errors.Unwrap(err))}
 }
 
-func typeName(err error) string {
+// ErrorTypeUntyped is the type ErrorTypeOf gives an error chain with no
+// type of its own: errors.New and fmt.Errorf all the way down.
+const ErrorTypeUntyped = "Error"
+
+// ErrorTypeOf returns the type an error is recorded with, which retry
+// policies match against NonRetryableErrorTypes and which an
+// *ApplicationError carries after the error was read back: an
+// ApplicationError's Type when the chain holds one, else the name (without
+// package) of the outermost error type in the chain that is not one of
+// the standard library's anonymous wrappers (errors.New, fmt.Errorf,
+// errors.Join), searched in the order errors.As searches, so fmt.Errorf("charge: %w", &CardDeclinedError{}) is of type
+// "CardDeclinedError"; else ErrorTypeUntyped. A sentinel made with
+// errors.New has no type of its own: give it one with NewApplicationError
+// or NewNonRetryableError, or declare an error type.
+func ErrorTypeOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	var app *ApplicationError
+	if errors.As(err, &app) {
+		return app.Type
+	}
+	if name := namedErrorType(err); name != "" {
+		return name
+	}
+	return ErrorTypeUntyped
+}
+
+// namedErrorType searches err's tree depth first, as errors.As does, for a
+// type that is not one of the standard library's anonymous wrappers.
+func namedErrorType(err error) string {
+	if err == nil {
+		return ""
+	}
 	t := reflect.TypeOf(err)
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	return t.Name()
+	if pkg := t.PkgPath(); t.Name() != "" && pkg != "errors" && pkg != "fmt" {
+		return t.Name()
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return namedErrorType(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if name := namedErrorType(e); name != "" {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 // decodeError rebuilds the typed error from its persisted form.
