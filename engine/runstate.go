@@ -52,6 +52,9 @@ type runState struct {
 	histErr    error
 	// ending is set while finish takes its last step number (no record).
 	ending bool
+	// replayEnd is how the workflow function ended in a query or Replayer
+	// replay (nil: it stopped at a step without a record).
+	replayEnd *replayEnd
 
 	mu             sync.Mutex
 	wake           chan struct{}
@@ -698,6 +701,7 @@ func (s *runState) main() {
 		runErr = s.histErr
 	}
 	if s.mode == modeQuery {
+		s.replayEnd = &replayEnd{out: out, err: runErr}
 		return
 	}
 	s.finish(out, runErr)
@@ -754,6 +758,7 @@ func (s *runState) finish(out any, runErr error) {
 	if s.row.ParentRunID.Valid {
 		fin.parentRunID, fin.parentSeq = s.row.ParentRunID.String, int(s.row.ParentSeq.Int64)
 	}
+	s.abandonPendingTimers(s.e.cfg.Clock.Now())
 	ev := s.event(CheckpointWorkflowClosed, fin.status)
 	ev.Result, ev.Err = out, runErr
 	err := s.flushWait(&writeOp{fin: fin, newRun: newRun, events: []*CheckpointEvent{ev}})

@@ -85,7 +85,8 @@ func (s *store) finishSQL(p int) string {
 		FROM unnest(` + n(1) + `::text[], ` + n(2) + `::text[], ` + n(3) + `::text[], ` + n(4) + `::bytea[], ` + n(5) + `::jsonb[],
 			` + n(6) + `::timestamptz[], ` + n(7) + `::bigint[], ` + n(8) + `::int[]) AS v(run_id, owner, status, output, error, wake_at, known, token)
 		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.loads = v.token AND r.status = 'running'
-		RETURNING r.run_id, CASE WHEN r.status <> 'waiting' THEN pg_notify(` + n(10) + `, r.run_id) END AS notified)`
+		RETURNING r.run_id, r.closed_at, CASE WHEN r.status <> 'waiting' THEN pg_notify(` + n(10) + `, r.run_id) END AS notified),
+		` + s.abandonTimersSQL()
 }
 
 func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
