@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/internal/devenv"
 )
 
 // DefaultPollInterval is the engine's Config.PollInterval in NewEngine
@@ -23,8 +23,13 @@ import (
 // whose wake-up notification they raced.
 const DefaultPollInterval = 100 * time.Millisecond
 
-// DatabaseURL is GRAFT_DATABASE_URL, or the project's local default.
-func DatabaseURL() string { return testenv.DatabaseURL() }
+// DefaultDatabaseURL is the PostgreSQL the project's Makefile and
+// scripts/services.sh set up on loopback, used when GRAFT_DATABASE_URL is
+// not set.
+const DefaultDatabaseURL = devenv.DefaultDatabaseURL
+
+// DatabaseURL is GRAFT_DATABASE_URL, or DefaultDatabaseURL.
+func DatabaseURL() string { return devenv.DatabaseURL() }
 
 // pools holds one pool per database URL for the whole test binary, so
 // parallel tests share connections instead of each opening its own.
