@@ -227,10 +227,12 @@ const ActivityLostType = "ActivityLost"
 var errAttemptNotStarted = errors.New("engine: the run was dropped before the activity attempt started")
 
 // runActivity runs the attempts of one activity step and records the outcome.
-// rec is the step's record when a replay found it started but not ended: an
-// earlier load of the run started an attempt whose outcome is unknown.
+// rec is the step's record when a replay found it not ended: an earlier
+// load of the run started an attempt whose outcome is unknown, or recorded
+// when the next attempt is due (a retry's backoff, a limiter's snooze).
 func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, opts ActivityOptions, headers Headers, rec *stepRow) {
 	w := s.w
+	clock := s.e.cfg.Clock
 	scheduled := time.Now()
 	if rec != nil && rec.StartedAt.Valid {
 		scheduled = rec.StartedAt.Time
@@ -253,26 +255,51 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		// process that died.
 		prevDetails, _ = s.e.store.loadHeartbeat(base, s.row.RunID, f.seq)
 	}
-	attempt := 1
+	// done counts the attempts that ran (a snooze is none); attempt is the
+	// number of the one to run next.
+	done, attempt := 0, 1
+	// log gathers the attempts (and snoozes) that ended, for the step's
+	// next write; attStart is when attempt done started. A step's first
+	// attempt, when nothing came before it, starts with the step
+	// (attempt_started_at stays NULL): the hot path writes nothing extra.
+	var log attemptLog
+	var attStart time.Time
+	separate := false
+	// nextAt: the next attempt waits until then; recorded: the step's
+	// record says so, and the run may unload meanwhile.
+	var nextAt time.Time
+	recorded := false
 	// unknown: the last attempt may have done its work in a process that
 	// stopped. Until an attempt gives an outcome, the attempts run on the
 	// run's context, which a cancellation does not cancel: a re-execution
 	// with the same idempotency key tells what happened (a charge that went
 	// through is found, and can then be compensated), where a cancelled one
 	// would say nothing had.
-	unknown := rec != nil && rec.Attempts > 0
+	unknown := false
 	finished := false
-	if unknown {
-		attempt = rec.Attempts
-		lost := NewApplicationError(ActivityLostType, fmt.Sprintf("attempt %d of activity %q was in flight when its worker stopped; its outcome is unknown",
-			rec.Attempts, def.Name()), nil)
+	if rec != nil {
 		switch {
-		case !retryable(lost, policy, attempt):
-			err, finished = lost, true
-		case !scheduleDeadline.IsZero() && !time.Now().Before(scheduleDeadline):
-			err, finished = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: prevDetails}, true
-		default:
-			attempt++
+		case rec.NextAttemptAt.Valid:
+			done, nextAt, recorded, separate = rec.Attempts, rec.NextAttemptAt.Time, true, true
+			attempt = done + 1
+		case rec.Attempts > 0:
+			unknown, separate = true, true
+			done = rec.Attempts
+			attStart = rec.StartedAt.Time
+			if rec.AttemptStartedAt.Valid {
+				attStart = rec.AttemptStartedAt.Time
+			}
+			lost := NewApplicationError(ActivityLostType, fmt.Sprintf("attempt %d of activity %q was in flight when its worker stopped; its outcome is unknown",
+				rec.Attempts, def.Name()), nil)
+			log.add(attemptEntry{Attempt: done, StartedAt: attStart, EndedAt: clock.Now(), Error: encodeError(lost), Lost: true})
+			switch {
+			case !retryable(lost, policy, done):
+				err, finished = lost, true
+			case !scheduleDeadline.IsZero() && !time.Now().Before(scheduleDeadline):
+				err, finished = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: prevDetails}, true
+			default:
+				attempt = done + 1
+			}
 		}
 	}
 	// begin makes the current attempt's start durable, with every earlier
@@ -296,9 +323,14 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		s.mu.Unlock()
 	}
 	defer setStarting(false)
+	began := false
 	begin := func(ctx context.Context) error {
+		began, attStart = true, clock.Now()
 		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepStarted,
-			Attempts: attempt, StartedAt: nullTime(scheduled)}
+			Attempts: attempt, StartedAt: nullTime(scheduled), logAppend: log.take()}
+		if separate {
+			st.AttemptStartedAt = nullTime(attStart)
+		}
 		if !inputWritten {
 			st.Input = input
 		}
@@ -315,16 +347,46 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		inputWritten = true
 		return w.waitRate(ctx)
 	}
+	// recordWait records that the step waits until next for its next
+	// attempt (status retrying or throttled), with the attempts that ended.
+	recordWait := func(status string, next time.Time) {
+		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: status,
+			Attempts: done, StartedAt: nullTime(scheduled), NextAttemptAt: nullTime(next), logAppend: log.take()}
+		if !inputWritten {
+			st.Input = input
+			inputWritten = true
+		}
+		s.write(st, nil)
+		s.flush()
+	}
 	for !finished {
 		ctx := base
 		if unknown {
 			ctx = s.runCtx
+		}
+		if !nextAt.IsZero() {
+			setStarting(false)
+			if werr := s.waitAttempt(ctx, f.seq, nextAt, recorded); werr != nil {
+				if errors.Is(werr, errRunUnloaded) || s.isAbandoned() {
+					// Unloaded (or given up): the record says when the
+					// attempt is due, and the next load runs it.
+					s.mu.Lock()
+					s.inflight--
+					s.mu.Unlock()
+					return
+				}
+				err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
+				break
+			}
+			nextAt, recorded = time.Time{}, false
 		}
 		info.Attempt = attempt
 		setStarting(true)
 		if err = w.acquireActivitySlot(ctx); err != nil {
 			break
 		}
+		tried := clock.Now()
+		began = false
 		var details json.RawMessage
 		args, out, details, err = s.attempt(ctx, def, input, opts, scheduleDeadline, info, headers, prevDetails, f.seq, begin)
 		w.releaseActivitySlot()
@@ -343,16 +405,28 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		if details != nil {
 			prevDetails = details
 		}
-		if err == nil {
-			break
+		ended := clock.Now()
+		if !began {
+			attStart = tried
 		}
 		var sn *SnoozeError
 		if errors.As(err, &sn) {
-			if waitErr := sleepCtx(ctx, sn.After); waitErr != nil {
-				err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
-				break
+			next := dueAt(ended, sn.After)
+			log.add(attemptEntry{Attempt: attempt, StartedAt: tried, EndedAt: ended, Snoozed: true, Reason: sn.Reason, Next: &next})
+			separate = true
+			// A snooze long enough to unload the run for is recorded; a
+			// shorter one keeps it loaded, and its entry goes with the
+			// step's next write.
+			if sn.After > s.e.cfg.UnloadAfter {
+				recordWait(stepThrottled, next)
+				recorded = true
 			}
+			nextAt = next
 			continue
+		}
+		done = attempt
+		if err == nil {
+			break
 		}
 		unknown = false
 		if base.Err() != nil {
@@ -364,13 +438,14 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		}
 		delay := policy.Delay(attempt)
 		if !scheduleDeadline.IsZero() && time.Now().Add(delay).After(scheduleDeadline) {
+			log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err)})
 			err = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: prevDetails}
 			break
 		}
-		if sleepCtx(base, delay) != nil {
-			err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
-			break
-		}
+		next := dueAt(ended, delay)
+		log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err), Next: &next})
+		recordWait(stepRetrying, next)
+		nextAt, recorded, separate = next, true, true
 		attempt++
 	}
 	var output []byte
@@ -379,15 +454,18 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 			err = NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil)
 		}
 	}
-	now := time.Now()
+	now := clock.Now()
 	st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepCompleted,
-		Output: output, Attempts: attempt, StartedAt: nullTime(scheduled), CompletedAt: nullTime(now)}
+		Output: output, Attempts: done, StartedAt: nullTime(scheduled), CompletedAt: nullTime(now), logAppend: log.take()}
+	if separate && !attStart.IsZero() {
+		st.AttemptStartedAt = nullTime(attStart)
+	}
 	if !inputWritten {
 		st.Input = input
 	}
 	ev := &CheckpointEvent{Kind: CheckpointActivityCompleted, WorkflowID: s.info.WorkflowID, RunID: s.info.RunID,
 		WorkflowType: s.info.WorkflowType, Headers: headers, Status: StatusRunning, Seq: f.seq, ActivityName: def.Name(),
-		Attempt: attempt, Result: out, At: s.e.cfg.Clock.Now()}
+		Attempt: max(done, 1), Result: out, At: now}
 	if err != nil {
 		st.Status, st.Error = stepFailed, encodeError(err)
 		ev.Kind, ev.Err, ev.Result = CheckpointActivityFailed, err, nil
@@ -405,6 +483,46 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 	s.inflight--
 	s.mu.Unlock()
 	s.poke()
+}
+
+// dueAt is when an attempt waiting d after t is due, to the microsecond
+// PostgreSQL keeps: a wait resumed from the record ends when the run is
+// claimed for it, not a fraction of a microsecond later.
+func dueAt(t time.Time, d time.Duration) time.Time {
+	return t.Add(d).Truncate(time.Microsecond)
+}
+
+// errRunUnloaded: the run was unloaded while an activity waited for its
+// next attempt; the step's record says when it is due.
+var errRunUnloaded = errors.New("graft: the run was unloaded while the activity waited for its next attempt")
+
+// waitAttempt waits until at, on the engine's clock, before an attempt of
+// step seq. A recorded wait (the step's record says when the attempt is
+// due) runs nothing meanwhile: the workflow may unload the run (see block),
+// and then it returns errRunUnloaded.
+func (s *runState) waitAttempt(ctx context.Context, seq int, at time.Time, recorded bool) error {
+	clock := s.e.cfg.Clock
+	if recorded {
+		s.park(seq, at)
+	}
+	for {
+		d := at.Sub(clock.Now())
+		if d < time.Microsecond {
+			break
+		}
+		select {
+		case <-clock.After(d):
+		case <-ctx.Done():
+			if recorded && !s.unpark(seq) {
+				return errRunUnloaded
+			}
+			return ctx.Err()
+		}
+	}
+	if recorded && !s.unpark(seq) {
+		return errRunUnloaded
+	}
+	return nil
 }
 
 // saveHeartbeat writes step seq's latest heartbeat details.
@@ -512,18 +630,4 @@ func (s *runState) attempt(base context.Context, def activityDef, input []byte, 
 		}
 	}
 	return args, out, details, err
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

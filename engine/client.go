@@ -469,6 +469,14 @@ type StepInfo struct {
 	Output          json.RawMessage
 	Error           error
 	ChildWorkflowID string
+	// NextAttemptAt is when an activity step waiting for its next attempt
+	// (status "retrying" after a failure, "throttled" after a limiter's
+	// snooze) is due; zero otherwise.
+	NextAttemptAt time.Time
+	// AttemptRecords are an activity step's attempts in order, each with
+	// its start, end and error, the attempts lost with their worker, and
+	// the limiter's snoozes (see AttemptRecord).
+	AttemptRecords []AttemptRecord
 }
 
 // RunHistory is a run and its steps.
@@ -492,7 +500,7 @@ func (c *Client) History(ctx context.Context, workflowID string) ([]RunHistory, 
 	for i, r := range rows {
 		ids[i] = r.RunID
 	}
-	hist, err := c.e.store.loadHistories(ctx, ids)
+	hist, err := c.e.store.loadHistoriesWithAttempts(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -510,7 +518,8 @@ func (c *Client) History(ctx context.Context, workflowID string) ([]RunHistory, 
 		for _, st := range hist[r.RunID] {
 			si := StepInfo{Seq: st.Seq, Kind: st.Kind, Name: st.Name, Status: st.Status, Attempts: st.Attempts,
 				StartedAt: st.StartedAt.Time, CompletedAt: st.CompletedAt.Time, Input: st.Input, Output: st.Output,
-				Error: decodeError(st.Error), ChildWorkflowID: st.ChildWorkflowID.String}
+				Error: decodeError(st.Error), ChildWorkflowID: st.ChildWorkflowID.String, NextAttemptAt: st.NextAttemptAt.Time,
+				AttemptRecords: attemptRecords(&st.stepRow, st.AttemptLog)}
 			if st.Kind == stepTimer && st.Status == stepStarted && st.FireAt.Valid && !st.FireAt.Time.After(until) {
 				si.Status, si.CompletedAt = stepCompleted, st.FireAt.Time
 			}
@@ -818,8 +827,9 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 		}
 		return nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.steps+` (`+stepColumns+`)
-		SELECT $2, seq, kind, name, status, input, output, error, attempts, started_at, completed_at, fire_at, signal_id, child_workflow_id
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.steps+` (`+stepColumns+`, attempt_log)
+		SELECT $2, seq, kind, name, status, input, output, error, attempts, started_at, completed_at, fire_at, signal_id, child_workflow_id,
+			attempt_started_at, next_attempt_at, attempt_log
 		FROM `+s.steps+` WHERE run_id = $1 AND seq < $3`, old.RunID, newID, cut.Int64); err != nil {
 		return nil, err
 	}

@@ -622,6 +622,8 @@ func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch
 // batchSteps gathers the step records of a batch's ops for one statement.
 // A step written twice in a batch (an activity's start, then its outcome)
 // is sent once, as its last record: one statement cannot write a row twice.
+// The attempt log entries of the records it replaces go with it, in order
+// (in a copy: an op retried on its own still sends only its own).
 type batchSteps struct {
 	steps  []*stepRow
 	owners []fence
@@ -638,6 +640,11 @@ func (b *batchSteps) add(i int, op *writeOp) {
 func (b *batchSteps) addStep(i int, owner fence, st *stepRow) {
 	k := stepKey{st.RunID, st.Seq}
 	if n, ok := b.at[k]; ok {
+		if prev := b.steps[n].logAppend; len(prev) > 0 {
+			merged := *st
+			merged.logAppend = joinLogs(prev, st.logAppend)
+			st = &merged
+		}
 		b.steps[n], b.owners[n] = st, owner
 		b.ops[n] = append(b.ops[n], i)
 		return

@@ -84,6 +84,14 @@ func TestCrashSIGKILLWorkerResumedElsewhere(t *testing.T) {
 		}
 		require.Equal(t, want, st.Attempts, "step %d", i+1)
 	}
+	// The attempt lost with the killed worker is kept, marked lost.
+	att := hist[0].Steps[1].AttemptRecords
+	require.Len(t, att, 2)
+	require.Equal(t, 1, att[0].Attempt)
+	require.True(t, att[0].Lost, "attempt 1 was lost with its worker")
+	require.Equal(t, 2, att[1].Attempt)
+	require.False(t, att[1].Lost)
+	require.NoError(t, att[1].Error)
 }
 
 // Heartbeat details outlive the worker process: an activity killed with
@@ -141,4 +149,59 @@ func TestCrashPoisonActivityStopsAtMaximumAttempts(t *testing.T) {
 	require.Len(t, hist[0].Steps, 1)
 	require.Equal(t, "failed", hist[0].Steps[0].Status)
 	require.Equal(t, 2, hist[0].Steps[0].Attempts)
+}
+
+// Defect 9: a worker process killed with SIGKILL while its run waits an
+// hour for an activity's second attempt. The wait was recorded, so the
+// worker that takes the run over does not start the retry policy or the
+// wait again: it puts the run away until the recorded time (the hour's
+// remainder, on the engine's clock), and when that time comes the attempt
+// that runs is the second, with the first one's error in History.
+func TestCrashDuringBackoffKeepsAttemptAndWait(t *testing.T) {
+	t.Parallel()
+	const lease = 2 * time.Second
+	e := testenv.Engine(t, &engine.Config{LeaseTTL: lease})
+	schema, db, c := e.Schema(), e.DB(), e.Client()
+	rbTables(t, db, schema)
+	require.NoError(t, e.Register(rbProcessDefs(db, schema)...))
+	// A long UnloadAfter keeps the run loaded in the child during its wait,
+	// so the kill hits a live run.
+	child := rbSpawn(t, schema, lease, time.Hour)
+	child.WaitLine(t, rbHelperReady, rbReadyWithin)
+	ctx := testenv.Ctx(t, 90*time.Second)
+	h, err := c.StartByName(ctx, "proc.backoff", []byte(`{}`), &engine.StartOptions{ID: "backoff-1"})
+	require.NoError(t, err)
+	st := rbWaitStep(t, c, "backoff-1", "activity", "proc.flaky", "retrying")
+	due := st.NextAttemptAt
+	require.Greater(t, time.Until(due), 50*time.Minute)
+	info, err := c.Describe(ctx, "backoff-1")
+	require.NoError(t, err)
+	require.Equal(t, engine.StatusRunning, info.Status, "the child holds the run during its wait")
+	child.Kill(t)
+
+	clock := engine.NewFakeClock(time.Now())
+	e2 := testenv.Engine(t, &engine.Config{Schema: schema, LeaseTTL: lease, Clock: clock})
+	require.NoError(t, e2.Register(rbProcessDefs(db, schema)...))
+	testenv.Worker(t, e2, engine.WorkerConfig{})
+	// Taken over after the lease expires, and put away until the recorded
+	// time: not an hour from now, and not at once.
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		info, err = c.Describe(ctx, "backoff-1")
+		return err == nil && info.Loads == 2 && info.Status == engine.StatusWaiting
+	}, "the run was not taken over and put away")
+	require.True(t, info.WakeAt.Equal(due), "due at the recorded time %v, got %v", due, info.WakeAt)
+	require.Equal(t, map[string]int{"attempt-1": 1}, rbExecCounts(t, db, schema, "backoff-1"))
+
+	clock.Advance(time.Hour)
+	out, err := h.Result(ctx)
+	require.NoError(t, err)
+	require.JSONEq(t, `2`, string(out), "the attempt after the wait is the second")
+	require.Equal(t, map[string]int{"attempt-1": 1, "attempt-2": 1}, rbExecCounts(t, db, schema, "backoff-1"))
+	hist, err := c.History(ctx, "backoff-1")
+	require.NoError(t, err)
+	got := hist[0].Steps[0]
+	require.Equal(t, 2, got.Attempts)
+	require.Len(t, got.AttemptRecords, 2)
+	require.ErrorContains(t, got.AttemptRecords[0].Error, "the provider is down")
+	require.NoError(t, got.AttemptRecords[1].Error)
 }

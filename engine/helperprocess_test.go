@@ -126,7 +126,23 @@ func rbProcessDefs(db *sqlx.DB, schema string) []engine.Definition {
 	poisonWF := engine.NewWorkflow("proc.poison", func(ctx engine.Context, _ struct{}) (string, error) {
 		return poison.Run(ctx, struct{}{})
 	})
-	return []engine.Definition{step, crash, fleet, progress, progressWF, poison, poisonWF}
+	// backoff: an activity whose first attempt fails and whose retry comes
+	// an hour later; later attempts succeed.
+	flaky := engine.NewActivity("proc.flaky", func(ctx context.Context, _ struct{}) (int, error) {
+		info := engine.ActivityInfoOf(ctx)
+		if err := rbRecord(ctx, db, schema, info.Workflow.WorkflowID, fmt.Sprintf("attempt-%d", info.Attempt), pid); err != nil {
+			return 0, err
+		}
+		if info.Attempt == 1 {
+			return 0, engine.NewApplicationError("ProviderDown", "the provider is down", nil)
+		}
+		return info.Attempt, nil
+	}).WithOptions(engine.ActivityOptions{StartToCloseTimeout: time.Minute,
+		RetryPolicy: &engine.RetryPolicy{InitialInterval: time.Hour, MaximumAttempts: 5}})
+	backoffWF := engine.NewWorkflow("proc.backoff", func(ctx engine.Context, _ struct{}) (int, error) {
+		return flaky.Run(ctx, struct{}{})
+	})
+	return []engine.Definition{step, crash, fleet, progress, progressWF, poison, poisonWF, flaky, backoffWF}
 }
 
 // TestCrashHelperProcess is not a test: it is the body of a worker

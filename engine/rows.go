@@ -54,6 +54,10 @@ const (
 	stepCompleted = "completed"
 	stepFailed    = "failed"
 	stepStarted   = "started"
+	// An activity step waiting for its next attempt (next_attempt_at):
+	// after a failure, or after a limiter's snooze.
+	stepRetrying  = "retrying"
+	stepThrottled = "throttled"
 )
 
 // runRow mirrors graft.runs.
@@ -122,10 +126,19 @@ type stepRow struct {
 	FireAt          sql.NullTime   `db:"fire_at"`
 	SignalID        sql.NullInt64  `db:"signal_id"`
 	ChildWorkflowID sql.NullString `db:"child_workflow_id"`
+	// AttemptStartedAt is the start of the activity attempt numbered
+	// Attempts when it is not the step's first (NULL: StartedAt).
+	AttemptStartedAt sql.NullTime `db:"attempt_started_at"`
+	// NextAttemptAt is set while the step waits for its next attempt
+	// (status retrying or throttled); no attempt is then in flight.
+	NextAttemptAt sql.NullTime `db:"next_attempt_at"`
+	// logAppend holds attempt records (a JSON array) that this write adds
+	// to the step's attempt_log; it is never read back for replay.
+	logAppend []byte
 }
 
 const stepColumns = `run_id, seq, kind, name, status, input, output, error, attempts,
-	started_at, completed_at, fire_at, signal_id, child_workflow_id`
+	started_at, completed_at, fire_at, signal_id, child_workflow_id, attempt_started_at, next_attempt_at`
 
 // signalRow mirrors graft.signals.
 type signalRow struct {

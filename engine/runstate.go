@@ -67,6 +67,13 @@ type runState struct {
 	cancelObserved bool
 	children       map[int]*future
 	inflight       int
+	// parked are the activity steps (by seq) whose goroutine waits for a
+	// next attempt that their record says is due at the time given: they
+	// run nothing meanwhile, so the run may unload until the first is due.
+	// unloading is set once block decides to unload; a parked activity
+	// then leaves its step to the run's next load.
+	parked    map[int]time.Time
+	unloading bool
 	// starting counts activity attempts on their way to their start (see
 	// runActivity's begin), which will take the pending records with them:
 	// a blocked workflow leaves those to them, so a finished activity's
@@ -484,26 +491,36 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 				next = d
 			}
 		}
-		inflight, draining, starting := s.inflight, s.draining, s.starting
+		draining, starting := s.draining, s.starting
+		active, wake := s.parkedLocked(next)
 		s.mu.Unlock()
 		s.stopIfQuery()
 
 		var unloadIn time.Duration // 0: stay loaded
 		unloading := false
-		if inflight == 0 {
+		if active == 0 {
 			switch {
-			case draining || (!next.IsZero() && next.Sub(now) > s.e.cfg.UnloadAfter):
+			case draining || (!wake.IsZero() && wake.Sub(now) > s.e.cfg.UnloadAfter):
 				unloading = true
-			case next.IsZero():
+			case wake.IsZero():
 				unloadIn = s.e.cfg.UnloadAfter - time.Since(blockedAt)
 				unloading = unloadIn <= 0
 			}
+		}
+		if unloading {
+			// Decided again under the lock: a parked activity whose wait
+			// ended meanwhile runs, and the run stays.
+			s.mu.Lock()
+			active, wake = s.parkedLocked(next)
+			unloading = active == 0
+			s.unloading = unloading
+			s.mu.Unlock()
 		}
 		if h := s.e.hooks.blocked.Load(); h != nil {
 			(*h)(s.row.RunID, unloading)
 		}
 		if unloading {
-			s.unload(next, known)
+			s.unload(wake, known)
 		}
 		// What the run wrote so far goes out while it waits (nothing live
 		// depends on it yet, so nothing waits for its commit), unless an
@@ -532,6 +549,42 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 			unloadTimer.Stop()
 		}
 	}
+}
+
+// parkedLocked returns how many of the run's activities are running or
+// about to (not parked), and when the run is due again: at next (its
+// earliest timer, zero for none) or when the first parked activity's next
+// attempt is, whichever comes first. Activities waiting for a recorded next
+// attempt run nothing meanwhile. s.mu is held.
+func (s *runState) parkedLocked(next time.Time) (active int, wake time.Time) {
+	wake = next
+	for _, at := range s.parked {
+		if wake.IsZero() || at.Before(wake) {
+			wake = at
+		}
+	}
+	return s.inflight - len(s.parked), wake
+}
+
+// park marks activity step seq as waiting until at for its next attempt,
+// as its record says, and has the workflow look again at whether to unload.
+func (s *runState) park(seq int, at time.Time) {
+	s.mu.Lock()
+	if s.parked == nil {
+		s.parked = map[int]time.Time{}
+	}
+	s.parked[seq] = at
+	s.mu.Unlock()
+	s.poke()
+}
+
+// unpark ends step seq's wait; it reports false if the run is unloading,
+// in which case the step is left to the run's next load.
+func (s *runState) unpark(seq int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.parked, seq)
+	return !s.unloading
 }
 
 // unload records the run as waiting until wakeAt (zero: until an event) and

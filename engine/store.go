@@ -102,7 +102,7 @@ func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []
 // keep the lease owner, so a run's last steps and its end commit together.
 func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, steps []*stepRow, owners []fence, batch []*writeOp, fins []int) (map[stepKey]bool, map[string]bool, error) {
 	okSteps, okFins := map[stepKey]bool{}, map[string]bool{}
-	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(16) + `
+	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(stepParams) + `
 		SELECT 's', run_id, seq FROM ins UNION ALL SELECT 'f', run_id, 0 FROM fin`
 	args := append(stepArgs(steps, owners), finishArgs(batch, fins)...)
 	rows, err := tx.QueryContext(ctx, q, append(args, now, s.channel[chanDone])...)
@@ -179,8 +179,11 @@ type fence struct {
 	token int
 }
 
+// stepParams is the number of parameters stepsSQL takes.
+const stepParams = 19
+
 func stepArgs(steps []*stepRow, owners []fence) []any {
-	cols, args := columns(16)
+	cols, args := columns(stepParams)
 	for k, st := range steps {
 		cols[0].str(st.RunID)
 		cols[1].int(int64(st.Seq))
@@ -198,32 +201,43 @@ func stepArgs(steps []*stepRow, owners []fence) []any {
 		cols[13].nullStr(st.ChildWorkflowID)
 		cols[14].str(owners[k].owner)
 		cols[15].int(int64(owners[k].token))
+		cols[16].time(st.AttemptStartedAt)
+		cols[17].time(st.NextAttemptAt)
+		cols[18].jsonText(st.logAppend)
 	}
 	return args()
 }
 
 // stepsSQL writes step records fenced by the lease (an empty owner skips
-// the check). A record of an activity step that is still "started" (its
-// start, made durable before the attempt ran) is updated in place by the
-// next record of that step: a later attempt's start, or the outcome. Any
-// other existing step is left alone, and its write reported as not done.
-// It uses $p+1..$p+16 and yields (run_id, seq) as CTE "ins".
+// the check). A record of an activity step that has not ended (its start,
+// made durable before the attempt ran, or its wait for the next attempt)
+// is updated in place by the next record of that step: a later attempt's
+// start or wait, or the outcome. A record's attempt log entries are
+// appended to the step's attempt_log (a write without any leaves it as it
+// is). Any other existing step is left alone, and its write reported as
+// not done. It uses $p+1..$p+stepParams and yields (run_id, seq) as CTE
+// "ins".
 func (s *store) stepsSQL(p int) string {
-	ph := make([]any, 16)
+	ph := make([]any, stepParams)
 	for i := range ph {
 		ph[i] = fmt.Sprintf("$%d", p+i+1)
 	}
-	return `ins AS (INSERT INTO ` + s.steps + ` AS t (` + stepColumns + `)
+	return `ins AS (INSERT INTO ` + s.steps + ` AS t (` + stepColumns + `, attempt_log)
 		SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
-			v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id
+			v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id, v.attempt_started_at, v.next_attempt_at, v.attempt_log
 		FROM unnest(` + fmt.Sprintf(`%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::jsonb[], %s::int[],
-			%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::text[], %s::text[], %s::int[]`, ph...) + `)
+			%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::text[], %s::text[], %s::int[],
+			%s::timestamptz[], %s::timestamptz[], %s::jsonb[]`, ph...) + `)
 			AS v(run_id, seq, kind, name, status, input, output, error, attempts,
-			started_at, completed_at, fire_at, signal_id, child_workflow_id, owner, token)
+			started_at, completed_at, fire_at, signal_id, child_workflow_id, owner, token,
+			attempt_started_at, next_attempt_at, attempt_log)
 		JOIN ` + s.runs + ` r ON r.run_id = v.run_id AND (v.owner = '' OR (r.lease_owner = v.owner AND r.loads = v.token))
 		ON CONFLICT (run_id, seq) DO UPDATE SET status = EXCLUDED.status, input = COALESCE(EXCLUDED.input, t.input),
-			output = EXCLUDED.output, error = EXCLUDED.error, attempts = EXCLUDED.attempts, completed_at = EXCLUDED.completed_at
-			WHERE t.status = 'started' AND t.kind = 'activity' AND EXCLUDED.kind = 'activity'
+			output = EXCLUDED.output, error = EXCLUDED.error, attempts = EXCLUDED.attempts, completed_at = EXCLUDED.completed_at,
+			attempt_started_at = EXCLUDED.attempt_started_at, next_attempt_at = EXCLUDED.next_attempt_at,
+			attempt_log = CASE WHEN EXCLUDED.attempt_log IS NULL THEN t.attempt_log
+				ELSE COALESCE(t.attempt_log, '[]'::jsonb) || EXCLUDED.attempt_log END
+			WHERE t.status IN ('started', 'retrying', 'throttled') AND t.kind = 'activity' AND EXCLUDED.kind = 'activity'
 		RETURNING run_id, seq)`
 }
 
@@ -512,6 +526,26 @@ func (s *store) loadHistories(ctx context.Context, runIDs []string) (map[string]
 		return nil, err
 	}
 	out := map[string][]*stepRow{}
+	for _, r := range rows {
+		out[r.RunID] = append(out[r.RunID], r)
+	}
+	return out, nil
+}
+
+// historyStep is a step with its attempt log, which only History reads.
+type historyStep struct {
+	stepRow
+	AttemptLog []byte `db:"attempt_log"`
+}
+
+// loadHistoriesWithAttempts is loadHistories with each step's attempt log.
+func (s *store) loadHistoriesWithAttempts(ctx context.Context, runIDs []string) (map[string][]*historyStep, error) {
+	var rows []*historyStep
+	if err := sqlx.SelectContext(ctx, s.db, &rows, `SELECT `+stepColumns+`, attempt_log FROM `+s.steps+`
+		WHERE run_id = ANY($1) ORDER BY run_id, seq`, pq.Array(runIDs)); err != nil {
+		return nil, err
+	}
+	out := map[string][]*historyStep{}
 	for _, r := range rows {
 		out[r.RunID] = append(out[r.RunID], r)
 	}
