@@ -494,7 +494,7 @@ func dueAt(t time.Time, d time.Duration) time.Time {
 
 // errRunUnloaded: the run was unloaded while an activity waited for its
 // next attempt; the step's record says when it is due.
-var errRunUnloaded = errors.New("graft: the run was unloaded while the activity waited for its next attempt")
+var errRunUnloaded = errors.New("engine: the run was unloaded while the activity waited for its next attempt")
 
 // waitAttempt waits until at, on the engine's clock, before an attempt of
 // step seq. A recorded wait (the step's record says when the attempt is
