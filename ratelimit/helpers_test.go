@@ -57,12 +57,14 @@ func testPrefix(t testing.TB, c redis.UniversalClient) string {
 func deletePrefix(t testing.TB, c redis.UniversalClient, prefix string) {
 	t.Helper()
 	ctx := context.Background()
-	iter := c.Scan(ctx, 0, "{"+prefix+":*", 1000).Iterator()
 	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
+	for _, pattern := range []string{"{" + prefix + ":*", "{" + prefix + "}:*"} {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		require.NoError(t, iter.Err())
 	}
-	require.NoError(t, iter.Err())
 	keys = append(keys, instanceKey(prefix))
 	if len(keys) > 0 {
 		require.NoError(t, c.Del(ctx, keys...).Err())

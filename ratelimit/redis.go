@@ -47,6 +47,15 @@ type RedisConfig struct {
 	Clock Clock
 	// MeterProvider receives the limiter's metrics. Default: the otel global.
 	MeterProvider metric.MeterProvider
+	// RefreshInterval is how often the limiter reads the operators'
+	// overrides (Inspector.SetOverride), which then replace the Limits
+	// source's Concurrency, Rate and Burst for their keys, and reports its
+	// keys for Inspector (the limits it applies, grants, waiters). The
+	// refresh is one pipelined round trip made by the first call that finds
+	// the last one older than the interval, so an override reaches every
+	// active limiter within about the interval. Default
+	// DefaultRefreshInterval; negative turns overrides and reports off.
+	RefreshInterval time.Duration
 }
 
 // Defaults for RedisConfig.
@@ -77,6 +86,7 @@ func (c RedisConfig) withDefaults() RedisConfig {
 	c.Prefix = cmp.Or(c.Prefix, DefaultPrefix)
 	c.MarkerTTL = cmp.Or(c.MarkerTTL, DefaultMarkerTTL)
 	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)
+	c.RefreshInterval = cmp.Or(c.RefreshInterval, DefaultRefreshInterval)
 	return c
 }
 
@@ -89,6 +99,7 @@ type RedisLimiter struct {
 	scripts scripts
 	metrics *metrics
 	waits   waitQueues
+	rep     *reporter
 }
 
 var _ Limiter = (*RedisLimiter)(nil)
@@ -113,7 +124,9 @@ func NewRedisLimiter(client redis.UniversalClient, cfg RedisConfig) (*RedisLimit
 	case *redis.ClusterClient, *redis.Ring:
 		sharded = true
 	}
-	return &RedisLimiter{client: client, sharded: sharded, cfg: cfg.withDefaults(), scripts: newScripts(), metrics: m}, nil
+	r := &RedisLimiter{client: client, sharded: sharded, cfg: cfg.withDefaults(), scripts: newScripts(), metrics: m}
+	r.rep = newReporter(client, r.cfg.Prefix, r.cfg.RefreshInterval, &r.waits)
+	return r, nil
 }
 
 // Close unregisters the limiter's metrics callback. It does not close the
@@ -130,6 +143,7 @@ func (r *RedisLimiter) Acquire(ctx context.Context, key, leaseID string) (Lease,
 		r.metrics.acquired(ctx, key, "error")
 		return Lease{}, err
 	}
+	lim = r.rep.limits(ctx, key, lim)
 	res, err := r.scripts.acquire.Run(ctx, r.client, r.keys(key),
 		r.now(), leaseID, lim.Concurrency, formatRate(lim.Rate), lim.Burst,
 		lim.LeaseTTL.Microseconds(), r.recoveryMicros(lim), r.cfg.MarkerTTL.Milliseconds(),
@@ -149,6 +163,8 @@ func (r *RedisLimiter) Acquire(ctx context.Context, key, leaseID string) (Lease,
 		outcome := "granted"
 		if status == statusHeld {
 			outcome = "held"
+		} else {
+			r.rep.granted(key)
 		}
 		r.metrics.acquired(ctx, key, outcome)
 		return Lease{Key: key, ID: leaseID, Expires: time.UnixMicro(t), TTL: lim.LeaseTTL}, nil
@@ -178,6 +194,7 @@ func (r *RedisLimiter) Renew(ctx context.Context, lease Lease) (Lease, error) {
 	if err != nil {
 		return Lease{}, err
 	}
+	lim = r.rep.limits(ctx, lease.Key, lim)
 	res, err := r.scripts.renew.Run(ctx, r.client, r.keys(lease.Key),
 		r.now(), lease.ID, lim.Concurrency, formatRate(lim.Rate), lim.Burst,
 		lim.LeaseTTL.Microseconds(), r.recoveryMicros(lim), r.cfg.MarkerTTL.Milliseconds(),
@@ -206,6 +223,7 @@ func (r *RedisLimiter) Release(ctx context.Context, lease Lease) error {
 	if err := checkArgs(lease.Key, lease.ID); err != nil {
 		return err
 	}
+	r.rep.touched(ctx)
 	keys := []string{stateKey(r.cfg.Prefix, lease.Key)}
 	res, err := r.scripts.release.Run(ctx, r.client, keys, r.now(), lease.ID).Int64Slice()
 	if err != nil {

@@ -107,3 +107,17 @@ func (w *waitQueues) released(key string) {
 	default:
 	}
 }
+
+// waitingByKey returns, per key, how many goroutines of this process are
+// queued for a lease (throttled), for the limiter's reports.
+func (w *waitQueues) waitingByKey() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]int, len(w.m))
+	for k, q := range w.m {
+		if q.waiting > 0 {
+			out[k] = q.waiting
+		}
+	}
+	return out
+}

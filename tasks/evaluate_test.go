@@ -3,6 +3,7 @@ package tasks_test
 import (
 	"context"
 	"crypto/md5"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"testing"
@@ -132,7 +133,24 @@ func TestSQLDecisionMatchesEvaluate(t *testing.T) {
 		var graft bool
 		require.NoError(t, v.db.QueryRow(`SELECT `+s+`.routed_to_graft($1, NULLIF($2, ''), $3)`, tc.kind, tc.key, tc.id).Scan(&graft))
 		require.Equal(t, want.Route == tasks.RouteGraft, graft, tc.name)
+		// route_with, given the same flag as JSON, decides the same.
+		var flagJSON []byte
+		if f := tc.snap.Flags[tc.kind]; f != nil {
+			flagJSON, _ = json.Marshal(f)
+		}
+		require.NoError(t, v.db.QueryRow(`SELECT route, rule, bucket FROM `+s+`.route_with($1, $2::jsonb, $3, NULLIF($4, ''), $5)`,
+			tc.snap.Killed, nullBytes(flagJSON), tc.kind, tc.key, tc.id).Scan(&route, &rule, &bucket), tc.name)
+		require.Equal(t, string(want.Route), route, "route_with: "+tc.name)
+		require.Equal(t, want.Rule, rule, "route_with: "+tc.name)
+		require.Equal(t, want.Bucket, bucket, "route_with: "+tc.name)
 	}
+}
+
+func nullBytes(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
 }
 
 // Go and SQL compute the same bucket for a million IDs of several shapes.

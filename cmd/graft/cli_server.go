@@ -18,6 +18,7 @@ import (
 
 	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/interceptors"
+	"github.com/graftdev/graft/ratelimit"
 	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
 )
@@ -29,6 +30,7 @@ type serverOpts struct {
 	customerMayCancel bool
 	maxBody           int64
 	noRedis           bool
+	ratelimitPrefix   string
 }
 
 func newServerCmd() *cobra.Command {
@@ -56,7 +58,8 @@ Create the first admin token with: graft tokens create --direct --name NAME --ro
 	cmd.Flags().StringVar(&o.schema, "schema", "graft", "graft's schema")
 	cmd.Flags().BoolVar(&o.customerMayCancel, "customer-may-cancel", false, "let customer tokens cancel their own operations")
 	cmd.Flags().Int64Var(&o.maxBody, "max-body-bytes", api.DefaultMaxBodyBytes, "largest request body accepted")
-	cmd.Flags().BoolVar(&o.noRedis, "no-redis", false, "do not check Redis in /readyz")
+	cmd.Flags().BoolVar(&o.noRedis, "no-redis", false, "do not use Redis (no /readyz check, no /v1/providers)")
+	cmd.Flags().StringVar(&o.ratelimitPrefix, "ratelimit-prefix", ratelimit.DefaultPrefix, "the workers' rate-limit key prefix, for /v1/providers")
 	return cmd
 }
 
@@ -104,6 +107,9 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 		rdb := redis.NewClient(opt)
 		defer rdb.Close()
 		cfg.Redis = rdb
+		if cfg.Providers, err = ratelimit.NewInspector(rdb, o.ratelimitPrefix); err != nil {
+			return err
+		}
 	}
 	srv, err := api.New(cfg)
 	if err != nil {

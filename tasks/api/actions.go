@@ -81,37 +81,32 @@ func (s *Server) openOperation(ctx context.Context, p Principal, id, action stri
 }
 
 // CancelOperation requests the cancellation of an open operation and
-// returns its refund plan: the compensations that will run, in order.
+// returns its refund plan: the compensations that will run, in order. With
+// dry_run it returns the plan and changes nothing.
 func (s *Server) CancelOperation(ctx context.Context, req CancelOperationRequestObject) (CancelOperationResponseObject, error) {
 	if err := required("reason", req.Body.Reason); err != nil {
 		return nil, err
 	}
-	res, err := s.cancel(ctx, principalOf(ctx), req.Id, req.Body.Reason)
+	res, err := s.cancel(ctx, principalOf(ctx), req.Id, req.Body.Reason, req.Body.DryRun != nil && *req.Body.DryRun)
 	if err != nil {
 		return nil, err
 	}
 	return CancelOperation200JSONResponse(*res), nil
 }
 
-func (s *Server) cancel(ctx context.Context, p Principal, id, reason string) (*CancelResult, error) {
+func (s *Server) cancel(ctx context.Context, p Principal, id, reason string, dryRun bool) (*CancelResult, error) {
 	r, err := s.openOperation(ctx, p, id, "be cancelled")
 	if err != nil {
 		return nil, err
 	}
 	res := &CancelResult{Id: id}
-	plan, perr := cancel.Status(ctx, s.client, id)
-	if perr != nil {
-		res.RefundPlanError = ptr(perr.Error())
-	} else {
-		steps := make([]Compensation, 0, len(plan.Steps))
-		for _, st := range plan.Steps {
-			c := Compensation{Step: st.Step, Undo: st.Undo, Status: string(st.Status)}
-			if st.Activity != "" {
-				c.Activity = ptr(st.Activity)
-			}
-			steps = append(steps, c)
-		}
-		res.RefundPlan = &steps
+	if err := s.refundPlan(ctx, r, res); err != nil {
+		return nil, err
+	}
+	if dryRun {
+		res.DryRun = ptr(true)
+		res.Status = Status(r.Status)
+		return res, nil
 	}
 	if err := s.client.Cancel(ctx, id, reason); err != nil {
 		return nil, err
@@ -125,6 +120,42 @@ func (s *Server) cancel(ctx context.Context, p Principal, id, reason string) (*C
 	}
 	res.Status = Status(after.Status)
 	return res, nil
+}
+
+// refundPlan fills res with the run's compensations, in the order they would
+// run, each with where its compensated step stands: completed (it will be
+// undone), running (possibly done: undone only if it succeeded), failed.
+func (s *Server) refundPlan(ctx context.Context, r *opRow, res *CancelResult) error {
+	plan, perr := cancel.Status(ctx, s.client, r.WorkflowID)
+	if perr != nil {
+		res.RefundPlanError = ptr(perr.Error())
+		return nil
+	}
+	var steps []struct {
+		Seq    int    `db:"seq"`
+		Name   string `db:"name"`
+		Status string `db:"status"`
+	}
+	if err := s.db.SelectContext(ctx, &steps, `SELECT seq, name, status FROM `+s.schema+`.steps WHERE run_id = $1 AND kind = 'activity'`, r.RunID); err != nil {
+		return fmt.Errorf("api: steps of %s: %w", r.WorkflowID, err)
+	}
+	bySeq := map[string]int{}
+	for i, st := range steps {
+		bySeq[fmt.Sprintf("s%d", st.Seq)] = i
+	}
+	out := make([]Compensation, 0, len(plan.Steps))
+	for _, st := range plan.Steps {
+		c := Compensation{Step: st.Step, Undo: st.Undo, Status: string(st.Status)}
+		if st.Activity != "" {
+			c.Activity = ptr(st.Activity)
+		}
+		if i, ok := bySeq[st.Step]; ok {
+			c.StepName, c.StepStatus = ptr(steps[i].Name), ptr(steps[i].Status)
+		}
+		out = append(out, c)
+	}
+	res.RefundPlan = &out
+	return nil
 }
 
 // RelaunchOperation starts a closed operation again from before its last

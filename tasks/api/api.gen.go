@@ -154,12 +154,16 @@ type ActionResult struct {
 
 // CancelRequest defines model for CancelRequest.
 type CancelRequest struct {
+	// DryRun Return the refund plan the cancellation would run, and change nothing.
+	DryRun *bool  `json:"dry_run,omitempty"`
 	Reason string `json:"reason"`
 }
 
 // CancelResult defines model for CancelResult.
 type CancelResult struct {
-	Id string `json:"id"`
+	// DryRun True when nothing was cancelled: the plan is a preview.
+	DryRun *bool  `json:"dry_run,omitempty"`
+	Id     string `json:"id"`
 
 	// RefundPlan The compensations that will run, in order (reverse of recording).
 	RefundPlan *[]Compensation `json:"refund_plan,omitempty"`
@@ -176,7 +180,15 @@ type Compensation struct {
 	Activity *string `json:"activity,omitempty"`
 	Status   string  `json:"status"`
 	Step     string  `json:"step"`
-	Undo     string  `json:"undo"`
+
+	// StepName The compensated step's name.
+	StepName *string `json:"step_name,omitempty"`
+
+	// StepStatus Where the compensated step stands: completed (it will be undone),
+	// started (in flight, possibly done: undone only if it turns out to have
+	// succeeded), failed (nothing to undo).
+	StepStatus *string `json:"step_status,omitempty"`
+	Undo       string  `json:"undo"`
 }
 
 // CreatedToken defines model for CreatedToken.
@@ -206,6 +218,12 @@ type ErrorInfo struct {
 	// Step The step that failed, when a step did.
 	Step *string `json:"step,omitempty"`
 	Type *string `json:"type,omitempty"`
+}
+
+// ErrorTypeCount defines model for ErrorTypeCount.
+type ErrorTypeCount struct {
+	Count     int64  `json:"count"`
+	ErrorType string `json:"error_type"`
 }
 
 // Flag defines model for Flag.
@@ -238,6 +256,43 @@ type FlagChange struct {
 
 	// Version The version the change is made against (the flag's; the flag set's for "*"); 0 creates the flag. A stale version is a 409.
 	Version int64 `json:"version"`
+}
+
+// FlagPreview defines model for FlagPreview.
+type FlagPreview struct {
+	After  RouteCounts `json:"after"`
+	Before RouteCounts `json:"before"`
+
+	// ByKey Per routing key (the 20 keys with the most rows), the same counts.
+	ByKey []KeyPreview `json:"by_key"`
+
+	// Estimate True when the scan stopped at limit: the counts are over the first
+	// limit pending rows found, not all of them.
+	Estimate bool   `json:"estimate"`
+	Kind     string `json:"kind"`
+
+	// Limit The scan's bound.
+	Limit int     `json:"limit"`
+	Note  *string `json:"note,omitempty"`
+
+	// Scanned Pending rows of the kind that were counted.
+	Scanned int64 `json:"scanned"`
+
+	// ToGraft Rows the change moves from legacy to graft.
+	ToGraft int64 `json:"to_graft"`
+
+	// ToLegacy Rows the change moves from graft to legacy.
+	ToLegacy int64 `json:"to_legacy"`
+}
+
+// FlagPreviewRequest defines model for FlagPreviewRequest.
+type FlagPreviewRequest struct {
+	DefaultPercent *float64   `json:"default_percent,omitempty"`
+	KeyRules       *[]KeyRule `json:"key_rules,omitempty"`
+	Killed         *bool      `json:"killed,omitempty"`
+
+	// Limit Scan at most this many pending rows; default 10000.
+	Limit *int `json:"limit,omitempty"`
 }
 
 // FlagSet defines model for FlagSet.
@@ -283,12 +338,28 @@ type HistoryEvent struct {
 	Type string `json:"type"`
 }
 
+// KeyPreview defines model for KeyPreview.
+type KeyPreview struct {
+	AfterGraft  int64  `json:"after_graft"`
+	BeforeGraft int64  `json:"before_graft"`
+	Key         string `json:"key"`
+	Rows        int64  `json:"rows"`
+}
+
 // KeyRule defines model for KeyRule.
 type KeyRule struct {
 	Keys []string `json:"keys"`
 
 	// Percent 0 to 100, two decimals.
 	Percent float64 `json:"percent"`
+}
+
+// MinuteCount defines model for MinuteCount.
+type MinuteCount struct {
+	At        time.Time `json:"at"`
+	Cancelled int64     `json:"cancelled"`
+	Completed int64     `json:"completed"`
+	Failed    int64     `json:"failed"`
 }
 
 // NowSummary defines model for NowSummary.
@@ -378,6 +449,21 @@ type OperationSummary struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
+// Overview defines model for Overview.
+type Overview struct {
+	// ClosedPerMinute One entry per minute of the window, oldest first.
+	ClosedPerMinute []MinuteCount `json:"closed_per_minute"`
+
+	// Failures Operations that failed in the window, per error type, most first.
+	Failures []ErrorTypeCount `json:"failures"`
+	Minutes  int              `json:"minutes"`
+	Since    time.Time        `json:"since"`
+
+	// Statuses Operations created in the window, per status now.
+	Statuses map[string]int64 `json:"statuses"`
+	Until    time.Time        `json:"until"`
+}
+
 // Problem defines model for Problem.
 type Problem struct {
 	Detail *string `json:"detail,omitempty"`
@@ -390,6 +476,48 @@ type Problem struct {
 
 	// Type A URI naming the kind of problem.
 	Type string `json:"type"`
+}
+
+// Provider defines model for Provider.
+type Provider struct {
+	Configured *ProviderLimits `json:"configured,omitempty"`
+
+	// InFlight Leases held now.
+	InFlight int             `json:"in_flight"`
+	Key      string          `json:"key"`
+	Limits   *ProviderLimits `json:"limits,omitempty"`
+	Override *ProviderLimits `json:"override,omitempty"`
+
+	// RecentRate Calls granted per second over the last 10 seconds.
+	RecentRate float64 `json:"recent_rate"`
+
+	// UpdatedAt When a worker last reported on the key.
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+
+	// Waiters Calls waiting for a slot in the workers (as they last reported).
+	Waiters int `json:"waiters"`
+}
+
+// ProviderLimits defines model for ProviderLimits.
+type ProviderLimits struct {
+	Burst int `json:"burst"`
+
+	// Concurrency Calls in flight at once across all workers; 0: no limit.
+	Concurrency int `json:"concurrency"`
+
+	// Rate New calls per second; 0: no limit.
+	Rate float64 `json:"rate"`
+}
+
+// ProviderLimitsChange defines model for ProviderLimitsChange.
+type ProviderLimitsChange struct {
+	Burst *int `json:"burst,omitempty"`
+
+	// Clear Remove the override: the workers' configured limits apply again.
+	Clear       *bool    `json:"clear,omitempty"`
+	Concurrency *int     `json:"concurrency,omitempty"`
+	Rate        *float64 `json:"rate,omitempty"`
+	Reason      string   `json:"reason"`
 }
 
 // RelaunchRequest defines model for RelaunchRequest.
@@ -421,6 +549,12 @@ type Role string
 
 // Route defines model for Route.
 type Route string
+
+// RouteCounts defines model for RouteCounts.
+type RouteCounts struct {
+	Graft  int64 `json:"graft"`
+	Legacy int64 `json:"legacy"`
+}
 
 // SignalDecl defines model for SignalDecl.
 type SignalDecl struct {
@@ -542,8 +676,17 @@ type ListOperationsParams struct {
 // ListOperationsParamsRoute defines parameters for ListOperations.
 type ListOperationsParamsRoute string
 
+// GetOverviewParams defines parameters for GetOverview.
+type GetOverviewParams struct {
+	// Minutes The window, 5 to 1440 minutes; default 60.
+	Minutes *int `form:"minutes,omitempty" json:"minutes,omitempty"`
+}
+
 // SetFlagJSONRequestBody defines body for SetFlag for application/json ContentType.
 type SetFlagJSONRequestBody = FlagChange
+
+// PreviewFlagJSONRequestBody defines body for PreviewFlag for application/json ContentType.
+type PreviewFlagJSONRequestBody = FlagPreviewRequest
 
 // StartOperationJSONRequestBody defines body for StartOperation for application/json ContentType.
 type StartOperationJSONRequestBody = StartRequest
@@ -556,6 +699,9 @@ type RelaunchOperationJSONRequestBody = RelaunchRequest
 
 // SignalOperationJSONRequestBody defines body for SignalOperation for application/json ContentType.
 type SignalOperationJSONRequestBody = SignalRequest
+
+// SetProviderLimitsJSONRequestBody defines body for SetProviderLimits for application/json ContentType.
+type SetProviderLimitsJSONRequestBody = ProviderLimitsChange
 
 // CreateTokenJSONRequestBody defines body for CreateToken for application/json ContentType.
 type CreateTokenJSONRequestBody = TokenRequest
@@ -658,6 +804,20 @@ type ClientInterface interface {
 	// Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
 	SetFlag(ctx context.Context, kind string, body SetFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// PreviewFlagWithBody What a change to a kind's flag would route, over its pending legacy rows; changes nothing. Admin only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/flags/{kind}/preview (the `PreviewFlag` operationId).
+	PreviewFlagWithBody(ctx context.Context, kind string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PreviewFlag What a change to a kind's flag would route, over its pending legacy rows; changes nothing. Admin only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/flags/{kind}/preview (the `PreviewFlag` operationId).
+	PreviewFlag(ctx context.Context, kind string, body PreviewFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListOperations List operations matching a filter, newest first, with counts per status.
 	//
 	// Corresponds with GET /v1/operations (the `ListOperations` operationId).
@@ -728,6 +888,30 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/operations/{id}/signal (the `SignalOperation` operationId).
 	SignalOperation(ctx context.Context, id OperationID, body SignalOperationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetOverview Operations per status over the last hour, closed per minute, failures by error type.
+	//
+	// Corresponds with GET /v1/overview (the `GetOverview` operationId).
+	GetOverview(ctx context.Context, params *GetOverviewParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListProviders Each rate-limit key with its limits, calls in flight, recent rate and throttled waiters.
+	//
+	// Corresponds with GET /v1/providers (the `ListProviders` operationId).
+	ListProviders(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetProviderLimitsWithBody Override a key's limits at run time (every worker's limiter picks it up within a second), or clear the override. Admin only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/providers/{key} (the `SetProviderLimits` operationId).
+	SetProviderLimitsWithBody(ctx context.Context, key string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetProviderLimits Override a key's limits at run time (every worker's limiter picks it up within a second), or clear the override. Admin only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/providers/{key} (the `SetProviderLimits` operationId).
+	SetProviderLimits(ctx context.Context, key string, body SetProviderLimitsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListTokens List tokens (never their secrets). Admin only.
 	//
@@ -813,6 +997,40 @@ func (c *Client) SetFlagWithBody(ctx context.Context, kind string, contentType s
 // Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
 func (c *Client) SetFlag(ctx context.Context, kind string, body SetFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSetFlagRequest(c.Server, kind, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PreviewFlagWithBody What a change to a kind's flag would route, over its pending legacy rows; changes nothing. Admin only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/flags/{kind}/preview (the `PreviewFlag` operationId).
+func (c *Client) PreviewFlagWithBody(ctx context.Context, kind string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPreviewFlagRequestWithBody(c.Server, kind, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PreviewFlag What a change to a kind's flag would route, over its pending legacy rows; changes nothing. Admin only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/flags/{kind}/preview (the `PreviewFlag` operationId).
+func (c *Client) PreviewFlag(ctx context.Context, kind string, body PreviewFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPreviewFlagRequest(c.Server, kind, body)
 	if err != nil {
 		return nil, err
 	}
@@ -994,6 +1212,70 @@ func (c *Client) SignalOperationWithBody(ctx context.Context, id OperationID, co
 // Corresponds with POST /v1/operations/{id}/signal (the `SignalOperation` operationId).
 func (c *Client) SignalOperation(ctx context.Context, id OperationID, body SignalOperationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSignalOperationRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetOverview Operations per status over the last hour, closed per minute, failures by error type.
+//
+// Corresponds with GET /v1/overview (the `GetOverview` operationId).
+func (c *Client) GetOverview(ctx context.Context, params *GetOverviewParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOverviewRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListProviders Each rate-limit key with its limits, calls in flight, recent rate and throttled waiters.
+//
+// Corresponds with GET /v1/providers (the `ListProviders` operationId).
+func (c *Client) ListProviders(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListProvidersRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetProviderLimitsWithBody Override a key's limits at run time (every worker's limiter picks it up within a second), or clear the override. Admin only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/providers/{key} (the `SetProviderLimits` operationId).
+func (c *Client) SetProviderLimitsWithBody(ctx context.Context, key string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetProviderLimitsRequestWithBody(c.Server, key, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetProviderLimits Override a key's limits at run time (every worker's limiter picks it up within a second), or clear the override. Admin only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/providers/{key} (the `SetProviderLimits` operationId).
+func (c *Client) SetProviderLimits(ctx context.Context, key string, body SetProviderLimitsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetProviderLimitsRequest(c.Server, key, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1214,6 +1496,53 @@ func NewSetFlagRequestWithBody(server string, kind string, contentType string, b
 	}
 
 	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewPreviewFlagRequest calls the generic PreviewFlag builder with application/json body
+func NewPreviewFlagRequest(server string, kind string, body PreviewFlagJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPreviewFlagRequestWithBody(server, kind, "application/json", bodyReader)
+}
+
+// NewPreviewFlagRequestWithBody constructs an http.Request for the PreviewFlag method, with any body, and a specified content type
+func NewPreviewFlagRequestWithBody(server string, kind string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "kind", kind, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/flags/%s/preview", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -1646,6 +1975,134 @@ func NewSignalOperationRequestWithBody(server string, id OperationID, contentTyp
 	return req, nil
 }
 
+// NewGetOverviewRequest constructs an http.Request for the GetOverview method
+func NewGetOverviewRequest(server string, params *GetOverviewParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/overview")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Minutes != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "minutes", *params.Minutes, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListProvidersRequest constructs an http.Request for the ListProviders method
+func NewListProvidersRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/providers")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSetProviderLimitsRequest calls the generic SetProviderLimits builder with application/json body
+func NewSetProviderLimitsRequest(server string, key string, body SetProviderLimitsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetProviderLimitsRequestWithBody(server, key, "application/json", bodyReader)
+}
+
+// NewSetProviderLimitsRequestWithBody constructs an http.Request for the SetProviderLimits method, with any body, and a specified content type
+func NewSetProviderLimitsRequestWithBody(server string, key string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "key", key, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/providers/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewListTokensRequest constructs an http.Request for the ListTokens method
 func NewListTokensRequest(server string) (*http.Request, error) {
 	var err error
@@ -1846,6 +2303,20 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PUT /v1/flags/{kind} (the `SetFlag` operationId).
 	SetFlagWithResponse(ctx context.Context, kind string, body SetFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*SetFlagResponse, error)
 
+	// PreviewFlagWithBodyWithResponse What a change to a kind's flag would route, over its pending legacy rows; changes nothing. Admin only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/flags/{kind}/preview (the `PreviewFlag` operationId).
+	PreviewFlagWithBodyWithResponse(ctx context.Context, kind string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PreviewFlagResponse, error)
+
+	// PreviewFlagWithResponse What a change to a kind's flag would route, over its pending legacy rows; changes nothing. Admin only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/flags/{kind}/preview (the `PreviewFlag` operationId).
+	PreviewFlagWithResponse(ctx context.Context, kind string, body PreviewFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*PreviewFlagResponse, error)
+
 	// ListOperationsWithResponse List operations matching a filter, newest first, with counts per status.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -1922,6 +2393,34 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/operations/{id}/signal (the `SignalOperation` operationId).
 	SignalOperationWithResponse(ctx context.Context, id OperationID, body SignalOperationJSONRequestBody, reqEditors ...RequestEditorFn) (*SignalOperationResponse, error)
+
+	// GetOverviewWithResponse Operations per status over the last hour, closed per minute, failures by error type.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/overview (the `GetOverview` operationId).
+	GetOverviewWithResponse(ctx context.Context, params *GetOverviewParams, reqEditors ...RequestEditorFn) (*GetOverviewResponse, error)
+
+	// ListProvidersWithResponse Each rate-limit key with its limits, calls in flight, recent rate and throttled waiters.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/providers (the `ListProviders` operationId).
+	ListProvidersWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListProvidersResponse, error)
+
+	// SetProviderLimitsWithBodyWithResponse Override a key's limits at run time (every worker's limiter picks it up within a second), or clear the override. Admin only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/providers/{key} (the `SetProviderLimits` operationId).
+	SetProviderLimitsWithBodyWithResponse(ctx context.Context, key string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetProviderLimitsResponse, error)
+
+	// SetProviderLimitsWithResponse Override a key's limits at run time (every worker's limiter picks it up within a second), or clear the override. Admin only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/providers/{key} (the `SetProviderLimits` operationId).
+	SetProviderLimitsWithResponse(ctx context.Context, key string, body SetProviderLimitsJSONRequestBody, reqEditors ...RequestEditorFn) (*SetProviderLimitsResponse, error)
 
 	// ListTokensWithResponse List tokens (never their secrets). Admin only.
 	//
@@ -2101,6 +2600,54 @@ func (r SetFlagResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r SetFlagResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PreviewFlagResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *FlagPreview
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PreviewFlagResponse) GetJSON200() *FlagPreview {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PreviewFlagResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PreviewFlagResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PreviewFlagResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PreviewFlagResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PreviewFlagResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -2443,6 +2990,154 @@ func (r SignalOperationResponse) ContentType() string {
 	return ""
 }
 
+type GetOverviewResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Overview
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOverviewResponse) GetJSON200() *Overview {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOverviewResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOverviewResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOverviewResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOverviewResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOverviewResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListProvidersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []Provider `json:"items"`
+	}
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListProvidersResponse) GetJSON200() *struct {
+	Items []Provider `json:"items"`
+} {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListProvidersResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListProvidersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListProvidersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListProvidersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListProvidersResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type SetProviderLimitsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Provider
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetProviderLimitsResponse) GetJSON200() *Provider {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SetProviderLimitsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SetProviderLimitsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetProviderLimitsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetProviderLimitsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetProviderLimitsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListTokensResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2684,6 +3379,32 @@ func (c *ClientWithResponses) SetFlagWithResponse(ctx context.Context, kind stri
 	return ParseSetFlagResponse(rsp)
 }
 
+// PreviewFlagWithBodyWithResponse What a change to a kind's flag would route, over its pending legacy rows; changes nothing. Admin only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/flags/{kind}/preview (the `PreviewFlag` operationId).
+func (c *ClientWithResponses) PreviewFlagWithBodyWithResponse(ctx context.Context, kind string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PreviewFlagResponse, error) {
+	rsp, err := c.PreviewFlagWithBody(ctx, kind, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePreviewFlagResponse(rsp)
+}
+
+// PreviewFlagWithResponse What a change to a kind's flag would route, over its pending legacy rows; changes nothing. Admin only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/flags/{kind}/preview (the `PreviewFlag` operationId).
+func (c *ClientWithResponses) PreviewFlagWithResponse(ctx context.Context, kind string, body PreviewFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*PreviewFlagResponse, error) {
+	rsp, err := c.PreviewFlag(ctx, kind, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePreviewFlagResponse(rsp)
+}
+
 // ListOperationsWithResponse List operations matching a filter, newest first, with counts per status.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -2825,6 +3546,58 @@ func (c *ClientWithResponses) SignalOperationWithResponse(ctx context.Context, i
 		return nil, err
 	}
 	return ParseSignalOperationResponse(rsp)
+}
+
+// GetOverviewWithResponse Operations per status over the last hour, closed per minute, failures by error type.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/overview (the `GetOverview` operationId).
+func (c *ClientWithResponses) GetOverviewWithResponse(ctx context.Context, params *GetOverviewParams, reqEditors ...RequestEditorFn) (*GetOverviewResponse, error) {
+	rsp, err := c.GetOverview(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOverviewResponse(rsp)
+}
+
+// ListProvidersWithResponse Each rate-limit key with its limits, calls in flight, recent rate and throttled waiters.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/providers (the `ListProviders` operationId).
+func (c *ClientWithResponses) ListProvidersWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListProvidersResponse, error) {
+	rsp, err := c.ListProviders(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListProvidersResponse(rsp)
+}
+
+// SetProviderLimitsWithBodyWithResponse Override a key's limits at run time (every worker's limiter picks it up within a second), or clear the override. Admin only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/providers/{key} (the `SetProviderLimits` operationId).
+func (c *ClientWithResponses) SetProviderLimitsWithBodyWithResponse(ctx context.Context, key string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetProviderLimitsResponse, error) {
+	rsp, err := c.SetProviderLimitsWithBody(ctx, key, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetProviderLimitsResponse(rsp)
+}
+
+// SetProviderLimitsWithResponse Override a key's limits at run time (every worker's limiter picks it up within a second), or clear the override. Admin only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/providers/{key} (the `SetProviderLimits` operationId).
+func (c *ClientWithResponses) SetProviderLimitsWithResponse(ctx context.Context, key string, body SetProviderLimitsJSONRequestBody, reqEditors ...RequestEditorFn) (*SetProviderLimitsResponse, error) {
+	rsp, err := c.SetProviderLimits(ctx, key, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetProviderLimitsResponse(rsp)
 }
 
 // ListTokensWithResponse List tokens (never their secrets). Admin only.
@@ -2976,6 +3749,39 @@ func ParseSetFlagResponse(rsp *http.Response) (*SetFlagResponse, error) {
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Flag
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePreviewFlagResponse parses an HTTP response from a PreviewFlagWithResponse call
+func ParsePreviewFlagResponse(rsp *http.Response) (*PreviewFlagResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PreviewFlagResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest FlagPreview
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -3224,6 +4030,107 @@ func ParseSignalOperationResponse(rsp *http.Response) (*SignalOperationResponse,
 	return response, nil
 }
 
+// ParseGetOverviewResponse parses an HTTP response from a GetOverviewWithResponse call
+func ParseGetOverviewResponse(rsp *http.Response) (*GetOverviewResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOverviewResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Overview
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListProvidersResponse parses an HTTP response from a ListProvidersWithResponse call
+func ParseListProvidersResponse(rsp *http.Response) (*ListProvidersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListProvidersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []Provider `json:"items"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSetProviderLimitsResponse parses an HTTP response from a SetProviderLimitsWithResponse call
+func ParseSetProviderLimitsResponse(rsp *http.Response) (*SetProviderLimitsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetProviderLimitsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Provider
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListTokensResponse parses an HTTP response from a ListTokensWithResponse call
 func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -3365,6 +4272,9 @@ type ServerInterface interface {
 	// SetFlag Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
 	// (PUT /v1/flags/{kind})
 	SetFlag(w http.ResponseWriter, r *http.Request, kind string)
+	// PreviewFlag What a change to a kind's flag would route, over its pending legacy rows; changes nothing. Admin only.
+	// (POST /v1/flags/{kind}/preview)
+	PreviewFlag(w http.ResponseWriter, r *http.Request, kind string)
 	// ListOperations List operations matching a filter, newest first, with counts per status.
 	// (GET /v1/operations)
 	ListOperations(w http.ResponseWriter, r *http.Request, params ListOperationsParams)
@@ -3386,6 +4296,15 @@ type ServerInterface interface {
 	// SignalOperation Send a declared signal with a payload of its declared type.
 	// (POST /v1/operations/{id}/signal)
 	SignalOperation(w http.ResponseWriter, r *http.Request, id OperationID)
+	// GetOverview Operations per status over the last hour, closed per minute, failures by error type.
+	// (GET /v1/overview)
+	GetOverview(w http.ResponseWriter, r *http.Request, params GetOverviewParams)
+	// ListProviders Each rate-limit key with its limits, calls in flight, recent rate and throttled waiters.
+	// (GET /v1/providers)
+	ListProviders(w http.ResponseWriter, r *http.Request)
+	// SetProviderLimits Override a key's limits at run time (every worker's limiter picks it up within a second), or clear the override. Admin only.
+	// (PUT /v1/providers/{key})
+	SetProviderLimits(w http.ResponseWriter, r *http.Request, key string)
 	// ListTokens List tokens (never their secrets). Admin only.
 	// (GET /v1/tokens)
 	ListTokens(w http.ResponseWriter, r *http.Request)
@@ -3486,6 +4405,32 @@ func (siw *ServerInterfaceWrapper) SetFlag(w http.ResponseWriter, r *http.Reques
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.SetFlag(w, r, kind)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PreviewFlag operation middleware
+func (siw *ServerInterfaceWrapper) PreviewFlag(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "kind" -------------
+	var kind string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "kind", r.PathValue("kind"), &kind, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "kind", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PreviewFlag(w, r, kind)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -3802,6 +4747,79 @@ func (siw *ServerInterfaceWrapper) SignalOperation(w http.ResponseWriter, r *htt
 	handler.ServeHTTP(w, r)
 }
 
+// GetOverview operation middleware
+func (siw *ServerInterfaceWrapper) GetOverview(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetOverviewParams
+
+	// ------------- Optional query parameter "minutes" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "minutes", r.URL.Query(), &params.Minutes, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "minutes"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "minutes", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOverview(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListProviders operation middleware
+func (siw *ServerInterfaceWrapper) ListProviders(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListProviders(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SetProviderLimits operation middleware
+func (siw *ServerInterfaceWrapper) SetProviderLimits(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "key" -------------
+	var key string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "key", r.PathValue("key"), &key, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SetProviderLimits(w, r, key)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListTokens operation middleware
 func (siw *ServerInterfaceWrapper) ListTokens(w http.ResponseWriter, r *http.Request) {
 
@@ -4000,6 +5018,10 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/flags", wrapper.GetFlags)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/flags/audit", wrapper.GetFlagAudit)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/flags/{kind}", wrapper.SetFlag)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/flags/{kind}/preview", wrapper.PreviewFlag)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/providers", wrapper.ListProviders)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/providers/{key}", wrapper.SetProviderLimits)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/overview", wrapper.GetOverview)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/tokens", wrapper.ListTokens)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/tokens", wrapper.CreateToken)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/tokens/{tokenId}", wrapper.RevokeToken)
@@ -4118,6 +5140,46 @@ type SetFlagdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response SetFlagdefaultApplicationProblemPlusJSONResponse) VisitSetFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PreviewFlagRequestObject struct {
+	Kind string `json:"kind"`
+	Body *PreviewFlagJSONRequestBody
+}
+
+type PreviewFlagResponseObject interface {
+	VisitPreviewFlagResponse(w http.ResponseWriter) error
+}
+
+type PreviewFlag200JSONResponse FlagPreview
+
+func (response PreviewFlag200JSONResponse) VisitPreviewFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PreviewFlagdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response PreviewFlagdefaultApplicationProblemPlusJSONResponse) VisitPreviewFlagResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -4405,6 +5467,125 @@ func (response SignalOperationdefaultApplicationProblemPlusJSONResponse) VisitSi
 	return err
 }
 
+type GetOverviewRequestObject struct {
+	Params GetOverviewParams
+}
+
+type GetOverviewResponseObject interface {
+	VisitGetOverviewResponse(w http.ResponseWriter) error
+}
+
+type GetOverview200JSONResponse Overview
+
+func (response GetOverview200JSONResponse) VisitGetOverviewResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOverviewdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOverviewdefaultApplicationProblemPlusJSONResponse) VisitGetOverviewResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListProvidersRequestObject struct {
+}
+
+type ListProvidersResponseObject interface {
+	VisitListProvidersResponse(w http.ResponseWriter) error
+}
+
+type ListProviders200JSONResponse struct {
+	Items []Provider `json:"items"`
+}
+
+func (response ListProviders200JSONResponse) VisitListProvidersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListProvidersdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListProvidersdefaultApplicationProblemPlusJSONResponse) VisitListProvidersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetProviderLimitsRequestObject struct {
+	Key  string `json:"key"`
+	Body *SetProviderLimitsJSONRequestBody
+}
+
+type SetProviderLimitsResponseObject interface {
+	VisitSetProviderLimitsResponse(w http.ResponseWriter) error
+}
+
+type SetProviderLimits200JSONResponse Provider
+
+func (response SetProviderLimits200JSONResponse) VisitSetProviderLimitsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetProviderLimitsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SetProviderLimitsdefaultApplicationProblemPlusJSONResponse) VisitSetProviderLimitsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListTokensRequestObject struct {
 }
 
@@ -4566,6 +5747,9 @@ type StrictServerInterface interface {
 	// SetFlag Change a kind's flag (or, for kind "*", the global kill switch) against the version read. Admin only.
 	// (PUT /v1/flags/{kind})
 	SetFlag(ctx context.Context, request SetFlagRequestObject) (SetFlagResponseObject, error)
+	// PreviewFlag What a change to a kind's flag would route, over its pending legacy rows; changes nothing. Admin only.
+	// (POST /v1/flags/{kind}/preview)
+	PreviewFlag(ctx context.Context, request PreviewFlagRequestObject) (PreviewFlagResponseObject, error)
 	// ListOperations List operations matching a filter, newest first, with counts per status.
 	// (GET /v1/operations)
 	ListOperations(ctx context.Context, request ListOperationsRequestObject) (ListOperationsResponseObject, error)
@@ -4587,6 +5771,15 @@ type StrictServerInterface interface {
 	// SignalOperation Send a declared signal with a payload of its declared type.
 	// (POST /v1/operations/{id}/signal)
 	SignalOperation(ctx context.Context, request SignalOperationRequestObject) (SignalOperationResponseObject, error)
+	// GetOverview Operations per status over the last hour, closed per minute, failures by error type.
+	// (GET /v1/overview)
+	GetOverview(ctx context.Context, request GetOverviewRequestObject) (GetOverviewResponseObject, error)
+	// ListProviders Each rate-limit key with its limits, calls in flight, recent rate and throttled waiters.
+	// (GET /v1/providers)
+	ListProviders(ctx context.Context, request ListProvidersRequestObject) (ListProvidersResponseObject, error)
+	// SetProviderLimits Override a key's limits at run time (every worker's limiter picks it up within a second), or clear the override. Admin only.
+	// (PUT /v1/providers/{key})
+	SetProviderLimits(ctx context.Context, request SetProviderLimitsRequestObject) (SetProviderLimitsResponseObject, error)
 	// ListTokens List tokens (never their secrets). Admin only.
 	// (GET /v1/tokens)
 	ListTokens(ctx context.Context, request ListTokensRequestObject) (ListTokensResponseObject, error)
@@ -4716,6 +5909,39 @@ func (sh *strictHandler) SetFlag(w http.ResponseWriter, r *http.Request, kind st
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(SetFlagResponseObject); ok {
 		if err := validResponse.VisitSetFlagResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PreviewFlag operation middleware
+func (sh *strictHandler) PreviewFlag(w http.ResponseWriter, r *http.Request, kind string) {
+	var request PreviewFlagRequestObject
+
+	request.Kind = kind
+
+	var body PreviewFlagJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.PreviewFlag(ctx, request.(PreviewFlagRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PreviewFlag")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(PreviewFlagResponseObject); ok {
+		if err := validResponse.VisitPreviewFlagResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -4924,6 +6150,89 @@ func (sh *strictHandler) SignalOperation(w http.ResponseWriter, r *http.Request,
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(SignalOperationResponseObject); ok {
 		if err := validResponse.VisitSignalOperationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetOverview operation middleware
+func (sh *strictHandler) GetOverview(w http.ResponseWriter, r *http.Request, params GetOverviewParams) {
+	var request GetOverviewRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOverview(ctx, request.(GetOverviewRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOverview")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOverviewResponseObject); ok {
+		if err := validResponse.VisitGetOverviewResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListProviders operation middleware
+func (sh *strictHandler) ListProviders(w http.ResponseWriter, r *http.Request) {
+	var request ListProvidersRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListProviders(ctx, request.(ListProvidersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListProviders")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListProvidersResponseObject); ok {
+		if err := validResponse.VisitListProvidersResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SetProviderLimits operation middleware
+func (sh *strictHandler) SetProviderLimits(w http.ResponseWriter, r *http.Request, key string) {
+	var request SetProviderLimitsRequestObject
+
+	request.Key = key
+
+	var body SetProviderLimitsJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SetProviderLimits(ctx, request.(SetProviderLimitsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetProviderLimits")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SetProviderLimitsResponseObject); ok {
+		if err := validResponse.VisitSetProviderLimitsResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -15,7 +15,7 @@ func (s *Server) rolesFor(op string) []Role {
 	switch op {
 	case "ListOperations", "GetOperation", "GetOperationHistory", "WhoAmI":
 		return all
-	case "GetFlags", "GetFlagAudit":
+	case "GetFlags", "GetFlagAudit", "ListProviders", "GetOverview":
 		return []Role{RoleAdmin, RoleOperator, RoleViewer}
 	case "StartOperation", "RelaunchOperation", "SignalOperation":
 		return actors

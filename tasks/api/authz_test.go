@@ -84,6 +84,13 @@ func TestEveryRouteEveryRole(t *testing.T) {
 		{"flags", "GET", "/v1/flags", "", map[string]int{"admin": 404, "operator": 404, "viewer": 404, "customer": 403}, false},
 		{"flags audit", "GET", "/v1/flags/audit", "", map[string]int{"admin": 404, "operator": 404, "viewer": 404, "customer": 403}, false},
 		{"flags set", "PUT", "/v1/flags/order", `{"version":0,"reason":"r"}`, admin(404), false},
+		// This server has no intake source: the admin gets its 404.
+		{"flags preview", "POST", "/v1/flags/order/preview", `{"default_percent":10}`, admin(404), false},
+		{"cancel preview", "POST", "/v1/operations/{id}/cancel", `{"reason":"r","dry_run":true}`, act(409), true},
+		{"overview", "GET", "/v1/overview", "", map[string]int{"admin": 200, "operator": 200, "viewer": 200, "customer": 403}, false},
+		// This server has no rate-limit inspector: staff get its 404.
+		{"providers", "GET", "/v1/providers", "", map[string]int{"admin": 404, "operator": 404, "viewer": 404, "customer": 403}, false},
+		{"providers set", "PUT", "/v1/providers/registry", `{"concurrency":1,"rate":1,"reason":"r"}`, admin(404), false},
 	}
 	for _, rt := range routes {
 		for _, role := range roles {

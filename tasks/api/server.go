@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/ratelimit"
 	"github.com/graftdev/graft/tasks"
 )
 
@@ -58,6 +59,13 @@ type Config struct {
 	Legacy Legacy
 	// Flags, when set, serves the intake's routing flags under /v1/flags.
 	Flags *tasks.Flags
+	// Providers, when set, serves the rate-limit keys of the limiters
+	// sharing its prefix under /v1/providers, and lets admins override
+	// their limits.
+	Providers *ratelimit.Inspector
+	// Intakes, when set, are the intake sources whose pending rows a flag
+	// preview (POST /v1/flags/{kind}/preview) counts.
+	Intakes []*tasks.Intake
 	// Metrics serves /metrics (see NewPrometheus). nil: /metrics is 404.
 	Metrics http.Handler
 	// MeterProvider, when set, records the server's request metrics
