@@ -2,6 +2,9 @@ package ui_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -18,11 +21,13 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/lib/pq"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/ratelimit"
 	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
 	"github.com/graftdev/graft/tasks/ui"
@@ -46,11 +51,38 @@ type site struct {
 	tokens   map[string]string
 	flags    *tasks.Flags
 	refunded atomic.Int64
+	// redis and prefix are where the site's rate limiters keep their state.
+	redis  *redis.Client
+	prefix string
+}
+
+// testRedis connects to the test Redis and returns a key prefix of the
+// test's own, whose keys are deleted at the end.
+func testRedis(t *testing.T) (*redis.Client, string) {
+	t.Helper()
+	opts, err := redis.ParseURL(testenv.RedisURL())
+	require.NoError(t, err)
+	rc := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rc.Close() })
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	prefix := "graft:test:ui:" + testenv.Name(t) + ":" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, p := range []string{"{" + prefix + ":*", "{" + prefix + "}:*"} {
+			keys, _ := rc.Keys(ctx, p).Result()
+			if len(keys) > 0 {
+				rc.Del(ctx, keys...)
+			}
+		}
+	})
+	return rc, prefix
 }
 
 // legacySource declares a legacy operations table whose "renewal" kind
-// intake may route, so that flags may name it, and returns the flag store.
-func legacySource(t *testing.T, e *engine.Engine) *tasks.Flags {
+// intake may route, so that flags may name it, and returns the flag store
+// and the (not running) intake, whose pending rows flag previews count.
+func legacySource(t *testing.T, e *engine.Engine) (*tasks.Flags, *tasks.Intake) {
 	t.Helper()
 	ctx := context.Background()
 	require.NoError(t, tasks.Migrate(ctx, e.DB(), e.Schema()))
@@ -70,7 +102,7 @@ func legacySource(t *testing.T, e *engine.Engine) *tasks.Flags {
 	_, err = f.Set(ctx, tasks.Change{Flag: tasks.Flag{Kind: "renewal", DefaultPercent: 0, KeyRules: []tasks.KeyRule{{Keys: []string{"info"}, Percent: 100}}},
 		Actor: "setup", Reason: "start the migration with .info"})
 	require.NoError(t, err)
-	return f
+	return f, in
 }
 
 func newSite(t *testing.T) *site {
@@ -111,9 +143,13 @@ func newSite(t *testing.T) *site {
 	require.NoError(t, ic.Register(s.e))
 	testenv.Worker(t, s.e, engine.WorkerConfig{})
 	require.NoError(t, api.Migrate(context.Background(), s.e.DB(), s.e.Schema()))
-	srv, err := api.New(api.Config{Engine: s.e})
+	var intake *tasks.Intake
+	s.flags, intake = legacySource(t, s.e)
+	s.redis, s.prefix = testRedis(t)
+	inspector, err := ratelimit.NewInspector(s.redis, s.prefix)
 	require.NoError(t, err)
-	s.flags = legacySource(t, s.e)
+	srv, err := api.New(api.Config{Engine: s.e, Intakes: []*tasks.Intake{intake}, Providers: inspector})
+	require.NoError(t, err)
 	u, err := ui.New(ui.Config{API: srv.Handler(), Flags: s.flags, PollInterval: time.Second})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
@@ -301,8 +337,19 @@ func TestOperatorWalk(t *testing.T) {
 	opURL = s.url + "/ui/operations/renew-acme-wait"
 	run(t, bctx, chromedp.Navigate(opURL+"?live=0"), chromedp.WaitVisible(chromedp.CSS("#cancel-form")))
 	require.Contains(t, text(t, bctx, "#now"), "renewal")
+	// First the preview: the refund plan, and nothing changed yet.
 	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#cancel-form input[name="reason"]`), "customer asked"),
-		chromedp.Submit(chromedp.CSS(`#cancel-form button`)), chromedp.WaitVisible(chromedp.CSS("#refund-plan")))
+		chromedp.Submit(chromedp.CSS(`#cancel-form button`)), chromedp.WaitVisible(chromedp.CSS("#cancel-preview")))
+	plan := text(t, bctx, "#cancel-plan")
+	require.Contains(t, plan, "refund undoes charge")
+	require.Contains(t, plan, "completed, will be undone")
+	info, err := s.e.Client().Describe(context.Background(), "renew-acme-wait")
+	require.NoError(t, err)
+	require.False(t, info.CancelRequested, "a preview cancels nothing")
+	require.Zero(t, s.refunded.Load())
+	shot(t, bctx, "operation-cancel-preview")
+	// Then the confirmation.
+	run(t, bctx, chromedp.Submit(chromedp.CSS(`#cancel-confirm button`)), chromedp.WaitVisible(chromedp.CSS("#refund-plan")))
 	require.Contains(t, text(t, bctx, "#refund-plan"), "refund undoes charge")
 	s.waitStatus(t, "renew-acme-wait", "cancelled")
 	eventuallyText(t, bctx, opURL+"?live=0", "#events", "refund")
@@ -349,16 +396,65 @@ func TestOperatorWalk(t *testing.T) {
 	require.NotContains(t, other, "globex.com")
 }
 
-// TestFlagsWalk: an admin flips a kind's kill switch and changes its rules
-// in the browser; the change is audited and seen by the flag store (which
-// intake reads); a stale form is refused; an operator reads but cannot change.
+// insertLegacy adds n pending renewal rows to the site's legacy table,
+// cycling through the TLDs, and returns their IDs and keys.
+func (s *site) insertLegacy(t *testing.T, n int, tlds ...string) map[string]string {
+	t.Helper()
+	rows := map[string]string{}
+	for i := range n {
+		id, tld := fmt.Sprintf("legacy-%d", i), tlds[i%len(tlds)]
+		_, err := s.e.DB().Exec(`INSERT INTO `+pq.QuoteIdentifier(s.e.Schema())+`.operations (id, kind, domain, customer) VALUES ($1, 'renewal', $2, 'acme')`,
+			id, "d"+id+"."+tld)
+		require.NoError(t, err)
+		rows[id] = tld
+	}
+	return rows
+}
+
+// TestFlagsWalk: an admin previews a rules change over the pending legacy
+// rows and saves it, flips a kind's kill switch; the changes are audited
+// and seen by the flag store (which intake reads); a stale form is refused;
+// an operator reads but cannot change.
 func TestFlagsWalk(t *testing.T) {
 	s := newSite(t)
 	bctx := newBrowser(t)
+	rows := s.insertLegacy(t, 90, "info", "fr", "com")
 	signIn(t, bctx, s.url, s.tokens["ada"])
 	run(t, bctx, chromedp.Navigate(s.url+"/ui/flags"), chromedp.WaitVisible(chromedp.CSS("#kill-switches")))
 	require.Contains(t, text(t, bctx, "#flag-renewal"), "info=100")
 	require.Contains(t, text(t, bctx, "#kill-renewal"), "intake on")
+
+	// The preview: what the new rules would route, counted as intake would.
+	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="key_rules"]`), "info=100; fr=50"),
+		chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="reason"]`), "half of .fr"),
+		chromedp.Submit(chromedp.CSS(`#flag-renewal button`)), chromedp.WaitVisible(chromedp.CSS("#flag-preview")))
+	now, err := s.flags.Snapshot(context.Background())
+	require.NoError(t, err)
+	proposed := *now.Flags["renewal"]
+	proposed.KeyRules = []tasks.KeyRule{{Keys: []string{"info"}, Percent: 100}, {Keys: []string{"fr"}, Percent: 50}}
+	after := &tasks.Snapshot{Flags: map[string]*tasks.Flag{"renewal": &proposed}}
+	var beforeGraft, afterGraft int
+	for id, tld := range rows {
+		if tasks.Evaluate(now, "renewal", tld, id).Route == tasks.RouteGraft {
+			beforeGraft++
+		}
+		if tasks.Evaluate(after, "renewal", tld, id).Route == tasks.RouteGraft {
+			afterGraft++
+		}
+	}
+	require.Equal(t, 30, beforeGraft)
+	require.Greater(t, afterGraft, beforeGraft)
+	require.Equal(t, "90", text(t, bctx, "#preview-scanned"))
+	require.Contains(t, text(t, bctx, "#preview-before"), fmt.Sprintf("%d%d", beforeGraft, 90-beforeGraft))
+	require.Contains(t, text(t, bctx, "#preview-after"), fmt.Sprintf("%d%d", afterGraft, 90-afterGraft))
+	require.Contains(t, text(t, bctx, "#preview-moves"), fmt.Sprintf("%d rows to graft", afterGraft-beforeGraft))
+	unchanged, err := s.flags.Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, now.Version, unchanged.Version, "a preview changes nothing")
+	shot(t, bctx, "flags-preview")
+	run(t, bctx, chromedp.Submit(chromedp.CSS(`#flag-confirm button`)), chromedp.WaitVisible(chromedp.CSS("#rules")))
+	require.Contains(t, text(t, bctx, "#flag-renewal"), "fr=50")
+	require.Contains(t, text(t, bctx, "#audit"), "half of .fr")
 
 	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#kill-renewal input[name="reason"]`), "registry incident"),
 		chromedp.Submit(chromedp.CSS(`#kill-renewal button`)), chromedp.WaitVisible(chromedp.CSS("#kill-switches")))
@@ -369,11 +465,6 @@ func TestFlagsWalk(t *testing.T) {
 	require.True(t, snap.Flags["renewal"].Killed)
 	shot(t, bctx, "flags")
 
-	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="key_rules"]`), "info=100; fr=50"),
-		chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="reason"]`), "half of .fr"),
-		chromedp.Submit(chromedp.CSS(`#flag-renewal button`)), chromedp.WaitVisible(chromedp.CSS("#rules")))
-	require.Contains(t, text(t, bctx, "#flag-renewal"), "fr=50")
-
 	// A form made against an older version is refused, and changes nothing.
 	_, err = s.flags.Set(context.Background(), tasks.Change{Flag: tasks.Flag{Kind: "renewal", Killed: true, DefaultPercent: 5,
 		KeyRules: []tasks.KeyRule{{Keys: []string{"info"}, Percent: 100}, {Keys: []string{"fr"}, Percent: 50}}},
@@ -381,7 +472,8 @@ func TestFlagsWalk(t *testing.T) {
 	require.NoError(t, err)
 	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="default_percent"]`), "40"),
 		chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="reason"]`), "stale"),
-		chromedp.Submit(chromedp.CSS(`#flag-renewal button`)), chromedp.WaitVisible(chromedp.CSS("#flag-error")))
+		chromedp.Submit(chromedp.CSS(`#flag-renewal button`)), chromedp.WaitVisible(chromedp.CSS("#flag-preview")),
+		chromedp.Submit(chromedp.CSS(`#flag-confirm button`)), chromedp.WaitVisible(chromedp.CSS("#flag-error")))
 	require.Contains(t, text(t, bctx, "#flag-error"), "version")
 	snap, err = s.flags.Snapshot(context.Background())
 	require.NoError(t, err)
@@ -393,6 +485,116 @@ func TestFlagsWalk(t *testing.T) {
 	run(t, bctx, chromedp.Navigate(s.url+"/ui/flags"), chromedp.WaitVisible(chromedp.CSS("#kill-switches")))
 	forms := value(t, bctx, chromedp.Evaluate[int](`document.querySelectorAll("#kill-switches form, #rules form").length`))
 	require.Zero(t, forms)
+}
+
+// TestProvidersWalk: a worker's limiter holds calls in flight; the
+// providers page shows the key with its limits and those calls; an admin
+// lowers its concurrency in the browser and the limiter enforces it; a
+// viewer sees the page without forms and cannot change a limit; a customer
+// has no such page.
+func TestProvidersWalk(t *testing.T) {
+	s := newSite(t)
+	bctx := newBrowser(t)
+	ctx := testenv.Ctx(t, 120*time.Second)
+	l, err := ratelimit.NewRedisLimiter(s.redis, ratelimit.RedisConfig{Prefix: s.prefix, RecoveryWindow: -1,
+		Limits: ratelimit.StaticLimits(ratelimit.Limits{Concurrency: 3, Rate: 100, Burst: 2}), RefreshInterval: 50 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	for i := range 2 {
+		_, err := l.Acquire(ctx, "registry", fmt.Sprintf("call-%d", i))
+		require.NoError(t, err)
+	}
+
+	signIn(t, bctx, s.url, s.tokens["ada"])
+	eventuallyText(t, bctx, s.url+"/ui/providers?live=0", "#provider-registry .in-flight", "2 / 3")
+	require.Contains(t, text(t, bctx, "#provider-registry .limit-rate"), "100")
+	shot(t, bctx, "providers")
+
+	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#limits-registry input[name="concurrency"]`), "1"),
+		chromedp.SetValue(chromedp.CSS(`#limits-registry input[name="reason"]`), "the registry asked us to slow down"),
+		chromedp.Submit(chromedp.CSS(`#limits-registry button`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	require.Contains(t, text(t, bctx, "#provider-registry"), "override")
+	require.Contains(t, text(t, bctx, "#provider-registry .in-flight"), "2 / 1")
+	// The worker's limiter applies it: no third call, nor a new one while
+	// two are in flight.
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		lease, err := l.Acquire(ctx, "registry", "call-new")
+		if err == nil {
+			require.NoError(t, l.Release(ctx, lease))
+			return false
+		}
+		var denied *ratelimit.DeniedError
+		return errors.As(err, &denied) && denied.Reason == ratelimit.ReasonConcurrency && denied.Limits.Concurrency == 1
+	}, "the limiter to enforce the new limit")
+	// A call that must wait for a slot shows as a throttled waiter.
+	wctx, stopWaiter := context.WithCancel(ctx)
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		_, _ = ratelimit.Wait(wctx, l, "registry", "waiter", time.Minute)
+	}()
+	eventuallyText(t, bctx, s.url+"/ui/providers?live=0", "#provider-registry .waiters", "1")
+	shot(t, bctx, "providers-override")
+	stopWaiter()
+	<-waited
+
+	// A viewer sees the key but no form, and a forged change is refused.
+	run(t, bctx, chromedp.Submit(chromedp.CSS(`header form.who button`)), chromedp.WaitVisible(chromedp.CSS("#token")))
+	signIn(t, bctx, s.url, s.tokens["vera"])
+	run(t, bctx, chromedp.Navigate(s.url+"/ui/providers?live=0"), chromedp.WaitVisible(chromedp.CSS("#provider-registry")))
+	forms := value(t, bctx, chromedp.Evaluate[int](`document.querySelectorAll("#change-limits form").length`))
+	require.Zero(t, forms)
+	run(t, bctx, chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.createElement("form"); f.method = "post"; f.action = "/ui/providers/registry";
+		for (const [k, v] of [["csrf", document.querySelector('header form.who input[name="csrf"]').value], ["concurrency", "100"], ["reason", "more!"]]) {
+			const i = document.createElement("input"); i.name = k; i.value = v; f.appendChild(i);
+		}
+		document.body.appendChild(f); f.submit();
+	})()`), chromedp.WaitVisible(chromedp.CSS("#providers-error")))
+	require.Contains(t, text(t, bctx, "#providers-error"), "viewer")
+	info, err := ratelimit.NewInspector(s.redis, s.prefix)
+	require.NoError(t, err)
+	k, err := info.Key(ctx, "registry")
+	require.NoError(t, err)
+	require.Equal(t, 1, k.Override.Concurrency, "the viewer changed nothing")
+
+	// A customer has no providers or overview page.
+	run(t, bctx, chromedp.Navigate(s.url+"/ui/operations"), chromedp.Submit(chromedp.CSS(`header form.who button`)), chromedp.WaitVisible(chromedp.CSS("#token")))
+	signIn(t, bctx, s.url, s.tokens["acme-portal"])
+	links := value(t, bctx, chromedp.Evaluate[int](`document.querySelectorAll('header nav a[href="/ui/providers"], header nav a[href="/ui/overview"]').length`))
+	require.Zero(t, links)
+	for _, page := range []string{"/ui/providers", "/ui/overview"} {
+		run(t, bctx, chromedp.Navigate(s.url+page), chromedp.WaitVisible(chromedp.CSS("body")))
+		require.Contains(t, strings.ToLower(text(t, bctx, "body")), "not found", page)
+	}
+}
+
+// TestOverviewWalk: with operations completed and failed in the last hour,
+// the overview draws its three charts, the failures by error type naming
+// the error.
+func TestOverviewWalk(t *testing.T) {
+	s := newSite(t)
+	bctx := newBrowser(t)
+	s.start(t, "renew-ok-1", "acme", renewIn{Domain: "one.info"})
+	s.start(t, "renew-ok-2", "acme", renewIn{Domain: "two.info"})
+	s.start(t, "renew-bad", "globex", renewIn{Domain: "bad.fr", Fail: true})
+	s.start(t, "renew-wait", "globex", renewIn{Domain: "wait.com", Wait: true})
+	s.waitStatus(t, "renew-ok-1", "completed")
+	s.waitStatus(t, "renew-ok-2", "completed")
+	s.waitStatus(t, "renew-bad", "failed")
+	s.waitStatus(t, "renew-wait", "waiting")
+
+	signIn(t, bctx, s.url, s.tokens["oscar"])
+	run(t, bctx, chromedp.Navigate(s.url+"/ui/overview"), chromedp.WaitVisible(chromedp.CSS("#chart-throughput")))
+	require.Contains(t, text(t, bctx, "#overview-summary"), "4 operations created")
+	for _, id := range []string{"#chart-statuses", "#chart-throughput", "#chart-failures"} {
+		n := value(t, bctx, chromedp.Evaluate[int](`document.querySelectorAll("`+id+` svg rect.bar").length`))
+		require.Positive(t, n, id)
+	}
+	require.Contains(t, text(t, bctx, "#chart-failures"), "RegistryRefused")
+	require.Contains(t, text(t, bctx, "#chart-statuses"), "completed")
+	require.Contains(t, text(t, bctx, "#overview-live .live"), "Live")
+	shot(t, bctx, "overview")
 }
 
 // TestSessionAndCSRF checks the session cookie's flags, that every form

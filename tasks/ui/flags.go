@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/graftdev/graft/tasks"
+	"github.com/graftdev/graft/tasks/api"
 )
 
 // flagRow is one kind's flag as the flags page shows it.
@@ -154,6 +155,9 @@ func (u *UI) setFlagAction(w http.ResponseWriter, r *http.Request) {
 		f = *cur
 	}
 	switch r.PostFormValue("op") {
+	case "preview":
+		u.previewFlag(w, r, f, ver)
+		return
 	case "kill":
 		f.Killed = r.PostFormValue("killed") == "true"
 	case "edit":
@@ -166,7 +170,7 @@ func (u *UI) setFlagAction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
-		u.flagError(w, r, fmt.Errorf("op: %q is neither kill nor edit", r.PostFormValue("op")))
+		u.flagError(w, r, fmt.Errorf("op: %q is none of kill, preview, edit", r.PostFormValue("op")))
 		return
 	}
 	if _, err := u.cfg.Flags.Set(r.Context(), tasks.Change{Flag: f, Version: ver, Actor: viewerOf(r.Context()).Name, Reason: r.PostFormValue("reason")}); err != nil {
@@ -174,4 +178,48 @@ func (u *UI) setFlagAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/ui/flags", http.StatusSeeOther)
+}
+
+// flagPreview is a proposed change shown with what it would route, and the
+// form that saves it.
+type flagPreview struct {
+	Kind           string
+	Version        int64
+	DefaultPercent string
+	Rules          string
+	Reason         string
+	Result         *api.FlagPreview
+	Error          string
+}
+
+// previewFlag shows what the edited rules would route over the pending
+// legacy rows (the API's preview, admin only), with a form that saves them.
+func (u *UI) previewFlag(w http.ResponseWriter, r *http.Request, cur tasks.Flag, version int64) {
+	pv := flagPreview{Kind: cur.Kind, Version: version, DefaultPercent: strings.TrimSpace(r.PostFormValue("default_percent")),
+		Rules: strings.TrimSpace(r.PostFormValue("key_rules")), Reason: r.PostFormValue("reason")}
+	pct, err := strconv.ParseFloat(pv.DefaultPercent, 64)
+	if err != nil {
+		u.flagError(w, r, fmt.Errorf("default percent: %q is not a number", pv.DefaultPercent))
+		return
+	}
+	rules, err := parseRules(pv.Rules)
+	if err != nil {
+		u.flagError(w, r, err)
+		return
+	}
+	req := api.FlagPreviewRequest{Killed: &cur.Killed, DefaultPercent: &pct, KeyRules: &[]api.KeyRule{}}
+	for _, kr := range rules {
+		*req.KeyRules = append(*req.KeyRules, api.KeyRule{Keys: kr.Keys, Percent: kr.Percent})
+	}
+	res, err := u.client.PreviewFlagWithResponse(r.Context(), cur.Kind, req)
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	if res.JSON200 != nil {
+		pv.Result = res.JSON200
+	} else {
+		pv.Error = problemText(res.ApplicationproblemJSONDefault, res.Body)
+	}
+	u.renderFlags(w, r, http.StatusOK, map[string]any{"Preview": pv})
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // pageNames are the pages; each is templates/<name>.html with the layout.
-var pageNames = []string{"signin", "operations", "operation", "flags"}
+var pageNames = []string{"signin", "operations", "operation", "flags", "overview", "providers"}
 
 // statusOrder is the order of the per-status counts on the operations page.
 var statusOrder = []string{"pending", "running", "waiting", "waiting_signal", "needs_operator", "failed", "cancelled", "completed"}
@@ -62,7 +62,7 @@ func parseTemplates() (map[string]*template.Template, error) {
 	}
 	pages := map[string]*template.Template{}
 	for _, name := range pageNames {
-		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts/*.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui: template %s: %w", name, err)
 		}
@@ -294,11 +294,27 @@ func (u *UI) afterAction(w http.ResponseWriter, r *http.Request, id string, stat
 	u.render(w, r, "operation", st, data)
 }
 
+// cancelAction previews a cancellation (preview=1: the API's dry run, whose
+// refund plan the page shows with a confirm button) or makes it.
 func (u *UI) cancelAction(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	res, err := u.client.CancelOperationWithResponse(r.Context(), id, api.CancelRequest{Reason: r.PostFormValue("reason")})
+	reason := r.PostFormValue("reason")
+	preview := r.PostFormValue("preview") == "1"
+	req := api.CancelRequest{Reason: reason}
+	if preview {
+		req.DryRun = &preview
+	}
+	res, err := u.client.CancelOperationWithResponse(r.Context(), id, req)
 	if err != nil {
 		u.fail(w, r, err)
+		return
+	}
+	if preview {
+		var extra map[string]any
+		if res.JSON200 != nil {
+			extra = map[string]any{"CancelPreview": res.JSON200, "CancelReason": reason}
+		}
+		u.afterAction(w, r, id, res.StatusCode(), res.Body, res.ApplicationproblemJSONDefault, "", extra)
 		return
 	}
 	var extra map[string]any

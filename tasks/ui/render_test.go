@@ -53,6 +53,10 @@ func TestEveryTemplateRenders(t *testing.T) {
 	op := fixtureOperation()
 	ev := fixtureEvents()
 	q := url.Values{"status": {"failed"}, "kind": {"renewal"}}
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	ov := &api.Overview{Minutes: 3, Since: t0, Statuses: map[string]int64{"completed": 3, "failed": 2, "waiting": 2},
+		ClosedPerMinute: []api.MinuteCount{{At: t0, Completed: 1}, {At: t0.Add(time.Minute), Completed: 2, Failed: 1}, {At: t0.Add(2 * time.Minute), Failed: 1}},
+		Failures:        []api.ErrorTypeCount{{ErrorType: "CardDeclined", Count: 2}}}
 	cases := []struct {
 		page, name string
 		data       map[string]any
@@ -71,12 +75,43 @@ func TestEveryTemplateRenders(t *testing.T) {
 			"CancelResult":    &api.CancelResult{RefundPlan: &[]api.Compensation{{Step: "s2", Activity: p("charge"), Undo: "refund", Status: "pending"}}}},
 			[]string{"<svg", "bar failed", "mark action", "card declined", "Legacy row", "refund undoes charge", "Relaunch", "runs again 1"}},
 		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "Live": true, "Poll": "every 5s"},
-			[]string{"Cancel operation", "Send signal", "confirm"}},
+			[]string{"Preview cancellation", "Send signal", "confirm"}},
 		{"operation", "layout", map[string]any{"ID": "nope", "Error": "operation not found"}, []string{"operation not found"}},
 		{"flags", "layout", map[string]any{"Admin": true, "Error": "version conflict", "Snapshot": &tasks.Snapshot{Version: 7, Killed: true},
 			"Flags": []flagRow{{Flag: &tasks.Flag{Kind: "renewal", DefaultPercent: 5, Version: 3}, Rules: "info=100"}},
 			"Audit": []tasks.AuditEntry{{Kind: "renewal", Actor: "ada", Reason: "incident", Old: []byte(`{"killed":false}`), New: []byte(`{"killed":true}`)}}},
 			[]string{"Resume all intake", "Stop renewal", "info=100", "incident", "version conflict", `{&#34;killed&#34;:true}`}},
+		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "CancelReason": "customer asked",
+			"CancelPreview": &api.CancelResult{DryRun: p(true), RefundPlan: &[]api.Compensation{
+				{Step: "s2", Activity: p("charge"), StepName: p("charge"), StepStatus: p("completed"), Undo: "refund", Status: "recorded"},
+				{Step: "s1", Activity: p("reserve"), StepName: p("reserve"), StepStatus: p("started"), Undo: "release", Status: "recorded"}}}},
+			[]string{`id="cancel-preview"`, "refund</b> undoes charge", "completed, will be undone", "possibly done", "Confirm cancellation", `value="customer asked"`}},
+		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "CancelReason": "r",
+			"CancelPreview": &api.CancelResult{RefundPlanError: p("kind not registered")}},
+			[]string{"refund plan cannot be read: kind not registered", "Confirm cancellation"}},
+		{"flags", "layout", map[string]any{"Admin": true, "Snapshot": &tasks.Snapshot{Version: 7},
+			"Flags": []flagRow{{Flag: &tasks.Flag{Kind: "renewal", DefaultPercent: 5, Version: 3}, Rules: "info=100"}},
+			"Preview": flagPreview{Kind: "renewal", Version: 3, DefaultPercent: "10", Rules: "info=100; fr=50", Reason: "more .fr",
+				Result: &api.FlagPreview{Kind: "renewal", Scanned: 10000, Limit: 10000, Estimate: true, Before: api.RouteCounts{Graft: 10, Legacy: 90},
+					After: api.RouteCounts{Graft: 40, Legacy: 60}, ToGraft: 30, ByKey: []api.KeyPreview{{Key: "fr", Rows: 50, AfterGraft: 25}}}}},
+			[]string{`id="flag-preview"`, "an estimate", "moves <b>30</b> rows to graft", "Save this change", `value="info=100; fr=50"`, "Preview change"}},
+		{"flags", "layout", map[string]any{"Admin": true, "Snapshot": &tasks.Snapshot{Version: 7},
+			"Preview": flagPreview{Kind: "renewal", DefaultPercent: "10", Error: "no intake source"}},
+			[]string{"No preview: no intake source", "Save this change"}},
+		{"overview", "layout", map[string]any{"Live": true, "Poll": "every 5s", "Self": "/ui/overview", "Total": int64(7), "Closed": int64(5), "Failed": int64(2),
+			"Overview": ov, "Charts": []*chart{statusChart(ov.Statuses), throughputChart(ov.ClosedPerMinute), failuresChart(ov.Failures)}},
+			[]string{`id="chart-statuses"`, `id="chart-throughput"`, `id="chart-failures"`, "<svg", "CardDeclined: 2", "rect class=\"bar failed\"", `hx-trigger="every 5s"`, "<b>7</b> operations created"}},
+		{"overview", "overview-live", map[string]any{"Live": false, "Overview": &api.Overview{Minutes: 60},
+			"Charts": []*chart{statusChart(nil), throughputChart(nil), failuresChart(nil)}},
+			[]string{"No operation was created", "No operation closed", "No failure", "Resume live updates"}},
+		{"overview", "layout", map[string]any{"Error": "the server failed"}, []string{"the server failed"}},
+		{"providers", "layout", map[string]any{"Live": true, "Poll": "every 5s", "Self": "/ui/providers", "Admin": true, "Flash": "limits changed",
+			"Providers": []api.Provider{{Key: "registry", InFlight: 3, RecentRate: 12.5, Waiters: 4, UpdatedAt: p(time.Now()),
+				Limits: &api.ProviderLimits{Concurrency: 5, Rate: 50, Burst: 1}, Override: &api.ProviderLimits{Concurrency: 5, Rate: 50, Burst: 1}},
+				{Key: "dns"}}},
+			[]string{`id="provider-registry"`, "3 / 5", "12.5", "override", "not reported yet", `id="limits-registry"`, "Clear override", "limits changed"}},
+		{"providers", "providers-live", map[string]any{"Live": false, "Providers": []api.Provider{}}, []string{"No rate-limit key", "Resume live updates"}},
+		{"providers", "layout", map[string]any{"Error": "no rate-limit inspector", "Admin": false}, []string{"no rate-limit inspector"}},
 	}
 	for _, c := range cases {
 		t.Run(c.page+"/"+c.name, func(t *testing.T) {

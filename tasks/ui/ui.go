@@ -22,7 +22,7 @@ import (
 	"github.com/graftdev/graft/tasks/api"
 )
 
-//go:embed templates/*.html
+//go:embed templates/*.html templates/parts/*.html
 var templateFS embed.FS
 
 //go:embed static
@@ -150,6 +150,9 @@ func (u *UI) routes() {
 	u.mux.HandleFunc("GET /ui/flags", u.session(u.flagsPage))
 	u.mux.HandleFunc("POST /ui/flags/global", u.session(u.globalKillAction))
 	u.mux.HandleFunc("POST /ui/flags/{kind}", u.session(u.setFlagAction))
+	u.mux.HandleFunc("GET /ui/overview", u.session(u.overviewPage))
+	u.mux.HandleFunc("GET /ui/providers", u.session(u.providersPage))
+	u.mux.HandleFunc("POST /ui/providers/{key}", u.session(u.setProviderAction))
 }
 
 // viewer is the signed-in principal as the pages see it.
