@@ -22,7 +22,7 @@ const userRuns = `r.parent_run_id IS NULL AND r.workflow_type NOT LIKE 'graft.%'
 // GetOverview counts, over the last minutes: the operations created per
 // status they have now, the operations closed per minute and status, and
 // the failures per error type. Each query is a range scan of an index on a
-// time column (runs_by_created, runs_by_closed), so its cost follows the
+// time column (runs_by_created, runs_closed), so its cost follows the
 // window's rows, not the table's.
 func (s *Server) GetOverview(ctx context.Context, req GetOverviewRequestObject) (GetOverviewResponseObject, error) {
 	minutes := overviewDefaultMinutes
