@@ -100,20 +100,9 @@ func (s *Server) SetFlag(ctx context.Context, req SetFlagRequestObject) (SetFlag
 		}
 		return SetFlag200JSONResponse{Kind: tasks.GlobalKind, Killed: *b.Killed, KeyRules: []KeyRule{}, Version: v}, nil
 	}
-	nf := tasks.Flag{Kind: req.Kind, KeyRules: []tasks.KeyRule{}}
-	if b.Killed != nil {
-		nf.Killed = *b.Killed
-	}
-	if b.DefaultPercent != nil {
-		nf.DefaultPercent = *b.DefaultPercent
-	}
-	if b.KeyRules != nil {
-		for _, r := range *b.KeyRules {
-			nf.KeyRules = append(nf.KeyRules, tasks.KeyRule{Keys: r.Keys, Percent: r.Percent})
-		}
-	}
-	if err := nf.Validate(); err != nil {
-		return nil, badRequest("", "%v", err)
+	nf, err := proposedFlag(req.Kind, b.Killed, b.DefaultPercent, b.KeyRules)
+	if err != nil {
+		return nil, err
 	}
 	f, err := fs.Set(ctx, tasks.Change{Flag: nf, Version: b.Version, Actor: actor, Reason: b.Reason})
 	if err != nil {
@@ -131,4 +120,25 @@ func flagError(err error) error {
 		return badRequest("kind", "%v", err)
 	}
 	return err
+}
+
+// proposedFlag builds and checks the flag a change or a preview proposes;
+// fields left out are off (not killed, 0 %, no key rule).
+func proposedFlag(kind string, killed *bool, defaultPercent *float64, rules *[]KeyRule) (tasks.Flag, error) {
+	nf := tasks.Flag{Kind: kind, KeyRules: []tasks.KeyRule{}}
+	if killed != nil {
+		nf.Killed = *killed
+	}
+	if defaultPercent != nil {
+		nf.DefaultPercent = *defaultPercent
+	}
+	if rules != nil {
+		for _, r := range *rules {
+			nf.KeyRules = append(nf.KeyRules, tasks.KeyRule{Keys: r.Keys, Percent: r.Percent})
+		}
+	}
+	if err := nf.Validate(); err != nil {
+		return nf, badRequest("", "%v", err)
+	}
+	return nf, nil
 }

@@ -13,20 +13,9 @@ import (
 // kind, before and after, and changes nothing.
 func (s *Server) PreviewFlag(ctx context.Context, req PreviewFlagRequestObject) (PreviewFlagResponseObject, error) {
 	b := req.Body
-	nf := tasks.Flag{Kind: req.Kind, KeyRules: []tasks.KeyRule{}}
-	if b.Killed != nil {
-		nf.Killed = *b.Killed
-	}
-	if b.DefaultPercent != nil {
-		nf.DefaultPercent = *b.DefaultPercent
-	}
-	if b.KeyRules != nil {
-		for _, r := range *b.KeyRules {
-			nf.KeyRules = append(nf.KeyRules, tasks.KeyRule{Keys: r.Keys, Percent: r.Percent})
-		}
-	}
-	if err := nf.Validate(); err != nil {
-		return nil, badRequest("", "%v", err)
+	nf, err := proposedFlag(req.Kind, b.Killed, b.DefaultPercent, b.KeyRules)
+	if err != nil {
+		return nil, err
 	}
 	limit := 0
 	if b.Limit != nil {

@@ -1,9 +1,6 @@
 package api_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"testing"
 	"time"
@@ -21,22 +18,7 @@ import (
 // own, and the inspector the server reads it with.
 func testLimiter(t *testing.T, limits ratelimit.Limits) (*ratelimit.RedisLimiter, *ratelimit.Inspector, redis.UniversalClient) {
 	t.Helper()
-	opts, err := redis.ParseURL(testenv.RedisURL())
-	require.NoError(t, err)
-	rc := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rc.Close() })
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	prefix := "graft:test:api:" + hex.EncodeToString(b[:])
-	t.Cleanup(func() {
-		ctx := context.Background()
-		for _, p := range []string{"{" + prefix + ":*", "{" + prefix + "}:*"} {
-			keys, _ := rc.Keys(ctx, p).Result()
-			if len(keys) > 0 {
-				rc.Del(ctx, keys...)
-			}
-		}
-	})
+	rc, prefix := testenv.RedisPrefix(t)
 	l, err := ratelimit.NewRedisLimiter(rc, ratelimit.RedisConfig{Prefix: prefix, Limits: ratelimit.StaticLimits(limits),
 		RecoveryWindow: -1, RefreshInterval: 20 * time.Millisecond, MeterProvider: noop.NewMeterProvider()})
 	require.NoError(t, err)

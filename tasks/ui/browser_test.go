@@ -2,11 +2,9 @@ package ui_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -54,29 +52,6 @@ type site struct {
 	// redis and prefix are where the site's rate limiters keep their state.
 	redis  *redis.Client
 	prefix string
-}
-
-// testRedis connects to the test Redis and returns a key prefix of the
-// test's own, whose keys are deleted at the end.
-func testRedis(t *testing.T) (*redis.Client, string) {
-	t.Helper()
-	opts, err := redis.ParseURL(testenv.RedisURL())
-	require.NoError(t, err)
-	rc := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rc.Close() })
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	prefix := "graft:test:ui:" + testenv.Name(t) + ":" + hex.EncodeToString(b[:])
-	t.Cleanup(func() {
-		ctx := context.Background()
-		for _, p := range []string{"{" + prefix + ":*", "{" + prefix + "}:*"} {
-			keys, _ := rc.Keys(ctx, p).Result()
-			if len(keys) > 0 {
-				rc.Del(ctx, keys...)
-			}
-		}
-	})
-	return rc, prefix
 }
 
 // legacySource declares a legacy operations table whose "renewal" kind
@@ -145,7 +120,7 @@ func newSite(t *testing.T) *site {
 	require.NoError(t, api.Migrate(context.Background(), s.e.DB(), s.e.Schema()))
 	var intake *tasks.Intake
 	s.flags, intake = legacySource(t, s.e)
-	s.redis, s.prefix = testRedis(t)
+	s.redis, s.prefix = testenv.RedisPrefix(t)
 	inspector, err := ratelimit.NewInspector(s.redis, s.prefix)
 	require.NoError(t, err)
 	srv, err := api.New(api.Config{Engine: s.e, Intakes: []*tasks.Intake{intake}, Providers: inspector})
