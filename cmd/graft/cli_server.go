@@ -31,6 +31,7 @@ type serverOpts struct {
 	maxBody           int64
 	noRedis           bool
 	ratelimitPrefix   string
+	config            string
 }
 
 func newServerCmd() *cobra.Command {
@@ -46,6 +47,11 @@ relaunch work on any operation, while starting one and checking a signal's
 payload need the workflow registered, so serve the API from your own worker
 binary (api.New with your engine) to have those too.
 
+With --config FILE (YAML, or JSON by extension) naming a legacy source, the
+server also runs the intake: it claims the source's pending rows that the
+flags route to graft and starts their workflows (which run on your workers),
+and GET /v1/operations/{id} shows each operation's legacy row.
+
 Create the first admin token with: graft tokens create --direct --name NAME --role admin`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -60,10 +66,18 @@ Create the first admin token with: graft tokens create --direct --name NAME --ro
 	cmd.Flags().Int64Var(&o.maxBody, "max-body-bytes", api.DefaultMaxBodyBytes, "largest request body accepted")
 	cmd.Flags().BoolVar(&o.noRedis, "no-redis", false, "do not use Redis (no /readyz check, no /v1/providers)")
 	cmd.Flags().StringVar(&o.ratelimitPrefix, "ratelimit-prefix", ratelimit.DefaultPrefix, "the workers' rate-limit key prefix, for /v1/providers")
+	cmd.Flags().StringVar(&o.config, "config", "", "configuration file (YAML or JSON): a legacy source runs the intake")
 	return cmd
 }
 
 func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
+	var file *serverFile
+	if o.config != "" {
+		var err error
+		if file, err = loadServerFile(o.config); err != nil {
+			return err
+		}
+	}
 	db, err := openDB(20)
 	if err != nil {
 		return err
@@ -110,6 +124,20 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 		if cfg.Providers, err = ratelimit.NewInspector(rdb, o.ratelimitPrefix); err != nil {
 			return err
 		}
+	}
+	if file != nil && file.Source != nil {
+		in, ie, err := file.startIntake(ctx, db, o.schema, slog.Default())
+		if err != nil {
+			return err
+		}
+		defer ie.Close()
+		defer in.Close()
+		cfg.Legacy = in
+		ictx, stopIntake := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- in.Run(ictx) }()
+		defer func() { stopIntake(); <-done }()
+		fmt.Fprintf(out, "graft server: intake of %s running\n", file.Source.Table)
 	}
 	srv, err := api.New(cfg)
 	if err != nil {

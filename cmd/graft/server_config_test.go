@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/tasks"
+	"github.com/graftdev/graft/tasks/api"
+)
+
+// TestServerRunsIntakeFromConfig starts graft server with a configuration
+// file naming a legacy source: a pending row the flags route to graft is
+// taken and its workflow started, and the API shows its legacy row.
+func TestServerRunsIntakeFromConfig(t *testing.T) {
+	schema, legacy := testenv.Schema(t), testenv.Schema(t)
+	db := testenv.DB(t)
+	table := pq.QuoteIdentifier(legacy) + ".operations"
+	_, err := db.Exec(`CREATE SCHEMA ` + pq.QuoteIdentifier(legacy) + `; CREATE TABLE ` + table + ` (id bigint PRIMARY KEY,
+		kind text NOT NULL, domain text NOT NULL, status text NOT NULL DEFAULT 'pending')`)
+	require.NoError(t, err)
+	cfg := filepath.Join(t.TempDir(), "graft.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`source:
+  table: %s.operations
+  id: id
+  kind: kind
+  kinds: {renew: {workflow: renewal}}
+  key: {column: domain, transform: tld}
+  status: {column: status, pending: pending, graft: queued, legacy: running}
+  input: {domain: domain}
+intake:
+  batch_size: 50
+  poll_interval: 50ms
+`, legacy)), 0o600))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	root := newRootCmd()
+	pr, pw := io.Pipe()
+	root.SetOut(pw)
+	root.SetArgs([]string{"server", "--addr", "127.0.0.1:0", "--schema", schema, "--no-redis", "--config", cfg})
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Go(func() { runErr = root.ExecuteContext(ctx); pw.Close() })
+	defer func() { cancel(); wg.Wait(); require.NoError(t, runErr) }()
+	lines := bufio.NewScanner(pr)
+	var url string
+	for url == "" && lines.Scan() {
+		if u, ok := strings.CutPrefix(lines.Text(), "graft server listening on "); ok {
+			url = u
+		}
+	}
+	require.NotEmpty(t, url, "the server did not start")
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+
+	flags, err := tasks.NewFlags(tasks.FlagsConfig{DB: db, DatabaseURL: testenv.DatabaseURL(), Schema: schema})
+	require.NoError(t, err)
+	defer flags.Close()
+	_, err = flags.Set(ctx, tasks.Change{Flag: tasks.Flag{Kind: "renew", KeyRules: []tasks.KeyRule{{Keys: []string{"info"}, Percent: 100}}},
+		Actor: "test", Reason: "test"})
+	require.NoError(t, err, "the server's intake records the source's kinds")
+	_, err = db.Exec(`INSERT INTO ` + table + ` (id, kind, domain) VALUES (1, 'renew', 'a.info'), (2, 'renew', 'b.com')`)
+	require.NoError(t, err)
+	status := func(id int) string {
+		var s string
+		require.NoError(t, db.Get(&s, `SELECT status FROM `+table+` WHERE id = $1`, id))
+		return s
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return status(1) == "queued" }, "the server's intake did not take row 1")
+	require.Equal(t, "pending", status(2), "legacy's row is left alone")
+	var runs int
+	require.NoError(t, db.Get(&runs, `SELECT count(*) FROM `+pq.QuoteIdentifier(schema)+`.runs WHERE workflow_id = '1' AND workflow_type = 'renewal'`))
+	require.Equal(t, 1, runs)
+
+	// The API shows the operation's legacy row.
+	out, err := run(t, "tokens", "create", "--direct", "--schema", schema, "--name", "root", "--role", "viewer", "-o", "json")
+	require.NoError(t, err, out)
+	var tok api.CreatedToken
+	require.NoError(t, json.Unmarshal([]byte(out), &tok), out)
+	req, _ := http.NewRequest("GET", url+"/v1/operations/1", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.Secret)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var op api.Operation
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&op))
+	require.Equal(t, 200, res.StatusCode)
+	require.NotNil(t, op.Legacy)
+	require.Equal(t, map[string]any{"id": float64(1), "kind": "renew", "domain": "a.info", "status": "queued"}, *op.Legacy)
+	require.Equal(t, "info", *op.Key)
+}
+
+// A configuration file with a mistake is refused at start-up, naming it.
+func TestServerConfigBadInput(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, body, want string }{
+		{"unknown field", "source:\n  tabel: x.y\n", "tabel"},
+		{"bad source", "source:\n  table: x.y\n  id: id\n", "Kind is required"},
+		{"go key func", "source: {table: x.y, id: id, kind: k, kinds: {a: {workflow: w}}, key: {func: tld}, status: {column: s, pending: p, graft: g}, input: {a: a}}\n", "source.key.func"},
+		{"bad poll interval", "intake: {poll_interval: soon}\n", "intake.poll_interval"},
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".yaml")
+		require.NoError(t, os.WriteFile(path, []byte(tc.body), 0o600))
+		_, err := run(t, "server", "--addr", "127.0.0.1:0", "--no-redis", "--config", path)
+		require.ErrorContains(t, err, tc.want, tc.name)
+	}
+	_, err := run(t, "server", "--config", filepath.Join(dir, "missing.yaml"))
+	require.ErrorContains(t, err, "missing.yaml")
+}
