@@ -1,5 +1,7 @@
 package engine
 
+import "context"
+
 // SetRenewHookForTest makes w call f before each background lease renewal,
 // so a test can stall renewals (f blocks) and let a lease expire under a
 // live worker. Set it before Start.
@@ -24,4 +26,10 @@ func LoadedRunsForTest(w *Worker) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return len(w.runs)
+}
+
+// SaveHeartbeatForTest saves heartbeat details of step seq as the claim
+// (owner, token) would: token is the run's loads when that claim took it.
+func SaveHeartbeatForTest(ctx context.Context, e *Engine, owner string, token int, runID string, seq int, details []byte) error {
+	return e.store.saveHeartbeat(ctx, fence{owner: owner, token: token}, runID, seq, details)
 }
