@@ -42,7 +42,13 @@
 // as possibly done: the worker that resumes the run runs the activity again
 // under the same idempotency key, even when the run was cancelled meanwhile
 // (its context is not cancelled until it gives an outcome), so a charge that
-// went through is found, and refunded, exactly once.
+// went through is found, and refunded, exactly once. The same holds for a
+// compensable call that the cancellation cut short and that returned its
+// context's error: it may have gone through before it looked, so the engine
+// runs it again under the same idempotency key, where the cancellation cannot
+// reach it (engine.OutboundInput.OutcomeUnknownOnCancel). An activity that
+// knows its call did not go out says so with an error of its own instead of
+// ctx.Err(), and is then not compensated.
 //
 // # When compensations run
 //

@@ -81,6 +81,10 @@ type provider struct {
 	rejectRegister  atomic.Bool // the registry rejects every domain for good
 	hangAfterRefund bool        // the helper process hangs inside the refund, to be killed
 	hangAfterCharge bool        // the helper process hangs inside the charge, to be killed
+	// chargeThenCtxErr makes a charge whose context was cancelled go
+	// through and then return the context's error, as a client library
+	// that checks its context after the call would.
+	chargeThenCtxErr atomic.Bool
 }
 
 // hold stops an activity at its start until released or cancelled.
@@ -149,7 +153,10 @@ func (p *provider) pause(ctx context.Context, name string) error {
 	case <-ctx.Done():
 		p.note(name + ":ctx-cancelled")
 		if h.honour {
-			return ctx.Err()
+			// It knows the call did not go out, and says so: a bare
+			// ctx.Err() would leave the outcome of a compensable call
+			// unknown, and the engine would run it again to find out.
+			return errors.New(name + ": cancelled before the call went out")
 		}
 	case <-h.release:
 	}
@@ -175,6 +182,9 @@ func (p *provider) charge(ctx context.Context, in ChargeIn) (Charge, error) {
 		return Charge{}, err
 	}
 	id, err := p.ledgerInsert(ctx, in.Op, "charge", in.Amount, 0, engine.ActivityInfoOf(ctx).IdempotencyKey)
+	if err == nil && ctx.Err() != nil && p.chargeThenCtxErr.Load() {
+		return Charge{}, ctx.Err()
+	}
 	if p.hangAfterCharge {
 		fmt.Println("charged") // the parent kills this process now
 		<-make(chan struct{})

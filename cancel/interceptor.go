@@ -183,6 +183,10 @@ func (i *Interceptor) WorkflowOutbound(ctx engine.Context, in *engine.OutboundIn
 	} else if st := stackOf(ctx); st != nil && !st.compensating {
 		st.calls = append(st.calls, in.Result)
 		if c := i.byDo[in.Name]; c != nil {
+			// A call the cancellation cut short may have gone through: the
+			// engine then finds out, under the same idempotency key, so
+			// that what went through is compensated.
+			in.OutcomeUnknownOnCancel = true
 			st.entries = append(st.entries, &entry{id: fmt.Sprintf("s%d", in.Seq), activity: in.Name, comp: c,
 				undo: c.undo, args: in.Args, result: in.Result, opts: c.opts, status: StepRecorded})
 		}

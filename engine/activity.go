@@ -81,6 +81,9 @@ type ActivityOptions struct {
 	HeartbeatTimeout time.Duration
 	// RetryPolicy; nil means the defaults (unlimited attempts, 1s doubling up to 100s).
 	RetryPolicy *RetryPolicy
+
+	// unknownOnCancel: OutboundInput.OutcomeUnknownOnCancel of the call.
+	unknownOnCancel bool
 }
 
 func mergeOptions(call, def ActivityOptions) ActivityOptions {
@@ -427,6 +430,18 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		done = attempt
 		if err == nil {
 			break
+		}
+		if base.Err() != nil && !unknown && began && opts.unknownOnCancel && errors.Is(err, context.Canceled) &&
+			retryable(err, policy, attempt) {
+			// The run's cancellation cut the attempt short after it went
+			// live, and it may have done its work before it saw that: its
+			// outcome is unknown, so the next attempt runs under the same
+			// idempotency key where the cancellation cannot reach it.
+			log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err)})
+			separate = true
+			unknown = true
+			attempt++
+			continue
 		}
 		unknown = false
 		if base.Err() != nil {

@@ -114,6 +114,16 @@ type OutboundInput struct {
 	// it saw scheduled succeeded and with what result; on replay it resolves
 	// from the record, like the caller's own future.
 	Result Future[json.RawMessage]
+	// OutcomeUnknownOnCancel, set by an interceptor on an activity call,
+	// says that an attempt cut short by the run's cancellation (it returned
+	// the context's cancellation error) may have done its work all the
+	// same: the engine then treats its outcome as unknown, as for an
+	// attempt lost with its worker, and runs the activity again under the
+	// same idempotency key on a context the cancellation does not cancel,
+	// so what really happened is recorded. The cancel package sets it on
+	// the activities it compensates, so a charge that went through is
+	// refunded; other activities stop at their cancellation.
+	OutcomeUnknownOnCancel bool
 }
 
 // WorkflowOutboundInterceptor wraps the calls a workflow makes. next schedules

@@ -61,7 +61,9 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 	s.inflight++
 	s.starting++ // runActivity's first attempt
 	s.mu.Unlock()
-	go s.runActivity(base, f, def, input, mergeOptions(opts, def.defaults()), outIn.Headers, rec)
+	o := mergeOptions(opts, def.defaults())
+	o.unknownOnCancel = outIn.OutcomeUnknownOnCancel
+	go s.runActivity(base, f, def, input, o, outIn.Headers, rec)
 	return f
 }
 
