@@ -768,22 +768,43 @@ func (c *Client) Reset(ctx context.Context, workflowID string, opts ResetOptions
 	return res.(*RunHandle), nil
 }
 
-func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions) (*RunHandle, error) {
+// check refuses options that do not name exactly one reset point.
+func (o ResetOptions) check() error {
 	set := 0
-	for _, b := range []bool{opts.BeforeLastFailedActivity, opts.BeforeStep != "", opts.BeforeSeq > 0} {
+	for _, b := range []bool{o.BeforeLastFailedActivity, o.BeforeStep != "", o.BeforeSeq > 0} {
 		if b {
 			set++
 		}
 	}
 	if set != 1 {
-		return nil, fmt.Errorf("engine: ResetOptions: set exactly one of BeforeLastFailedActivity, BeforeStep, BeforeSeq")
+		return fmt.Errorf("engine: ResetOptions: set exactly one of BeforeLastFailedActivity, BeforeStep, BeforeSeq")
 	}
-	s := c.e.store
+	return nil
+}
+
+func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions) (*RunHandle, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
 	tx, err := c.e.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
+	h, err := c.resetIn(ctx, tx, workflowID, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	c.e.pokeWorkers()
+	return h, nil
+}
+
+// resetIn makes the reset's new run in tx; the caller commits.
+func (c *Client) resetIn(ctx context.Context, tx *sqlx.Tx, workflowID string, opts ResetOptions) (*RunHandle, error) {
+	s := c.e.store
 	old, err := s.latestRun(ctx, tx, workflowID)
 	if err != nil {
 		return nil, err
@@ -846,10 +867,6 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 	if err := s.notify(ctx, tx.Tx, chanWork, old.Queue); err != nil {
 		return nil, err
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, err
-	}
-	c.e.pokeWorkers()
 	return &RunHandle{WorkflowID: workflowID, RunID: newID, c: c}, nil
 }
 

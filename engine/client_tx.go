@@ -211,6 +211,26 @@ func (c *Client) CancelTx(ctx context.Context, tx *sql.Tx, workflowID, reason st
 	return err
 }
 
+// ResetTx is Reset in the caller's transaction: the new run exists if and
+// only if tx commits, and workers are woken then. A caller that records, in
+// the same transaction, that it reset the workflow never resets it twice.
+func (c *Client) ResetTx(ctx context.Context, tx *sql.Tx, workflowID string, opts ResetOptions) (*RunHandle, error) {
+	if tx == nil {
+		return nil, errors.New("engine: a Tx call needs a transaction (tx is nil)")
+	}
+	res, err := c.call(ctx, &ClientCallInput{Kind: ClientReset, WorkflowID: workflowID, Args: opts},
+		func(ctx context.Context, in *ClientCallInput) (any, error) {
+			if err := opts.check(); err != nil {
+				return nil, err
+			}
+			return c.resetIn(ctx, c.sqlxTx(tx), in.WorkflowID, opts)
+		})
+	if err != nil {
+		return nil, err
+	}
+	return res.(*RunHandle), nil
+}
+
 // sqlxTx views the caller's transaction through sqlx, as the store reads.
 func (c *Client) sqlxTx(tx *sql.Tx) *sqlx.Tx {
 	return &sqlx.Tx{Tx: tx, Mapper: c.e.db.Mapper}

@@ -1,7 +1,9 @@
 package engine_test
 
 import (
+	"context"
 	"database/sql"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,5 +114,45 @@ func TestSignalAndCancelTx(t *testing.T) {
 	inTx(func(tx *sql.Tx) error { return c.CancelTx(ctx, tx, "cancel-me", "asked") }, true)
 	rbWaitStatus(t, c, "cancel-me", engine.StatusCancelled)
 	err = c.SignalTx(ctx, nil, "cancel-me", "go", nil)
+	require.Error(t, err)
+}
+
+// A reset in the caller's transaction makes its new run only if the
+// transaction commits; the new run re-executes from the cut.
+func TestResetTx(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Bool
+	fail.Store(true)
+	step := engine.NewActivity("tx.reset.step", func(_ context.Context, in string) (string, error) {
+		if fail.Load() {
+			return "", engine.NewNonRetryableError("Boom", "boom", nil)
+		}
+		return "ok " + in, nil
+	})
+	wf := engine.NewWorkflow("tx.reset", func(ctx engine.Context, in string) (string, error) { return step.Run(ctx, in) })
+	e, c := rbEnv(t, nil, step, wf)
+	ctx := testenv.Ctx(t, 30*time.Second)
+	_, err := wf.Start(ctx, c, "x", &engine.StartOptions{ID: "reset-tx"})
+	require.NoError(t, err)
+	first := rbWaitStatus(t, c, "reset-tx", engine.StatusFailed)
+
+	tx, err := e.DB().BeginTx(ctx, nil)
+	require.NoError(t, err)
+	_, err = c.ResetTx(ctx, tx, "reset-tx", engine.ResetOptions{BeforeLastFailedActivity: true})
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback())
+	info, err := c.Describe(ctx, "reset-tx")
+	require.NoError(t, err)
+	require.Equal(t, first.RunID, info.RunID, "a rolled-back reset makes no run")
+
+	fail.Store(false)
+	tx, err = e.DB().BeginTx(ctx, nil)
+	require.NoError(t, err)
+	h, err := c.ResetTx(ctx, tx, "reset-tx", engine.ResetOptions{BeforeLastFailedActivity: true})
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit())
+	done := rbWaitStatus(t, c, "reset-tx", engine.StatusCompleted)
+	require.Equal(t, h.RunID, done.RunID)
+	_, err = c.ResetTx(ctx, nil, "reset-tx", engine.ResetOptions{BeforeLastFailedActivity: true})
 	require.Error(t, err)
 }
