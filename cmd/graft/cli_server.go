@@ -40,7 +40,9 @@ func newServerCmd() *cobra.Command {
 		Use:   "server",
 		Short: "serve the operations API (migrating graft's schema first)",
 		Long: `graft server serves the operations API on --addr: /v1 (bearer tokens),
-/openapi.yaml, /healthz, /readyz and /metrics. It migrates graft's schema first.
+/openapi.yaml, /healthz, /readyz and /metrics. It migrates graft's schema first,
+and runs bulk jobs (POST /v1/bulk); a job left by a server that died is
+taken up by the next one.
 
 This binary registers no workflows of yours: listing, history, cancel and
 relaunch work on any operation, while starting one and checking a signal's
@@ -143,6 +145,15 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	bw, err := srv.StartBulkWorker(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = bw.Stop(sctx)
+	}()
 	return serve(ctx, o.addr, srv.Handler(), out)
 }
 

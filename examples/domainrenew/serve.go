@@ -29,6 +29,15 @@ func serve(ctx context.Context, addr string, e *engine.Engine, flags *tasks.Flag
 	if err != nil {
 		return err
 	}
+	bw, err := srv.StartBulkWorker(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = bw.Stop(sctx)
+	}()
 	u, err := ui.New(ui.Config{API: srv.Handler(), Flags: flags})
 	if err != nil {
 		return err

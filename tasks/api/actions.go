@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strings"
 
 	"github.com/graftdev/graft/cancel"
@@ -186,9 +185,7 @@ func (s *Server) relaunch(ctx context.Context, p Principal, id, fromStep, reason
 		return nil, err
 	}
 	defer tx.Rollback()
-	h := fnv.New64a()
-	h.Write([]byte("graft-api-relaunch:" + id))
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(h.Sum64())); err != nil {
+	if err := relaunchLock(ctx, tx, id); err != nil {
 		return nil, err
 	}
 	r, err := s.loadOperation(ctx, p, id)

@@ -20,6 +20,57 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for BulkAction.
+const (
+	BulkActionCancel   BulkAction = "cancel"
+	BulkActionRelaunch BulkAction = "relaunch"
+	BulkActionSignal   BulkAction = "signal"
+)
+
+// Valid indicates whether the value is a known member of the BulkAction enum.
+func (e BulkAction) Valid() bool {
+	switch e {
+	case BulkActionCancel:
+		return true
+	case BulkActionRelaunch:
+		return true
+	case BulkActionSignal:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for BulkState.
+const (
+	BulkStateCompleted BulkState = "completed"
+	BulkStatePaused    BulkState = "paused"
+	BulkStatePausing   BulkState = "pausing"
+	BulkStateRunning   BulkState = "running"
+	BulkStateStopped   BulkState = "stopped"
+	BulkStateStopping  BulkState = "stopping"
+)
+
+// Valid indicates whether the value is a known member of the BulkState enum.
+func (e BulkState) Valid() bool {
+	switch e {
+	case BulkStateCompleted:
+		return true
+	case BulkStatePaused:
+		return true
+	case BulkStatePausing:
+		return true
+	case BulkStateRunning:
+		return true
+	case BulkStateStopped:
+		return true
+	case BulkStateStopping:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Role.
 const (
 	Admin    Role = "admin"
@@ -128,6 +179,24 @@ func (e StatusFilter) Valid() bool {
 	}
 }
 
+// Defines values for GetBulkReportParamsFormat.
+const (
+	ReportCSV  GetBulkReportParamsFormat = "csv"
+	ReportJSON GetBulkReportParamsFormat = "json"
+)
+
+// Valid indicates whether the value is a known member of the GetBulkReportParamsFormat enum.
+func (e GetBulkReportParamsFormat) Valid() bool {
+	switch e {
+	case ReportCSV:
+		return true
+	case ReportJSON:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ListOperationsParamsRoute.
 const (
 	ListOperationsParamsRouteGraft  ListOperationsParamsRoute = "graft"
@@ -151,6 +220,162 @@ type ActionResult struct {
 	Action string `json:"action"`
 	Id     string `json:"id"`
 }
+
+// BulkAction defines model for BulkAction.
+type BulkAction string
+
+// BulkControl defines model for BulkControl.
+type BulkControl struct {
+	Reason *string `json:"reason,omitempty"`
+}
+
+// BulkFilter The operations to act on, as GET /v1/operations filters them; ids picks operations by ID (with the other fields, both must hold). An empty filter matches every operation.
+type BulkFilter struct {
+	CreatedAfter  *time.Time      `json:"created_after,omitempty"`
+	CreatedBefore *time.Time      `json:"created_before,omitempty"`
+	Customer      *string         `json:"customer,omitempty"`
+	ErrorType     *string         `json:"error_type,omitempty"`
+	FailingStep   *string         `json:"failing_step,omitempty"`
+	Ids           *[]string       `json:"ids,omitempty"`
+	Key           *string         `json:"key,omitempty"`
+	Kind          *string         `json:"kind,omitempty"`
+	Route         *Route          `json:"route,omitempty"`
+	Status        *[]StatusFilter `json:"status,omitempty"`
+}
+
+// BulkIneligible defines model for BulkIneligible.
+type BulkIneligible struct {
+	Id  string `json:"id"`
+	Why string `json:"why"`
+}
+
+// BulkItemRef defines model for BulkItemRef.
+type BulkItemRef struct {
+	Customer *string `json:"customer,omitempty"`
+	Id       string  `json:"id"`
+	Kind     string  `json:"kind"`
+
+	// Status The engine status of the operation's latest run.
+	Status Status `json:"status"`
+}
+
+// BulkJob defines model for BulkJob.
+type BulkJob struct {
+	Action BulkAction `json:"action"`
+
+	// ActualRate Operations finished per second so far.
+	ActualRate *float64  `json:"actual_rate,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	CreatedBy  string    `json:"created_by"`
+	Done       int       `json:"done"`
+	Exclude    *[]string `json:"exclude,omitempty"`
+	Failed     int       `json:"failed"`
+
+	// Filter The operations to act on, as GET /v1/operations filters them; ids picks operations by ID (with the other fields, both must hold). An empty filter matches every operation.
+	Filter     BulkFilter `json:"filter"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	Id         string     `json:"id"`
+	Pending    int        `json:"pending"`
+
+	// Rate The asked rate, operations per second.
+	Rate   float64 `json:"rate"`
+	Reason string  `json:"reason"`
+
+	// RetryOf The job whose failures this one retries.
+	RetryOf *string     `json:"retry_of,omitempty"`
+	Signal  *BulkSignal `json:"signal,omitempty"`
+	Skipped int         `json:"skipped"`
+
+	// State running, pausing (asked, not yet at a pause), paused, stopping, stopped, completed.
+	State BulkState `json:"state"`
+
+	// Total Operations in the job (ineligible ones included, reported skipped).
+	Total int `json:"total"`
+}
+
+// BulkPreview defines model for BulkPreview.
+type BulkPreview struct {
+	Action BulkAction `json:"action"`
+
+	// Count Operations the job would act on.
+	Count int `json:"count"`
+
+	// Excluded Matched operations the exclude list leaves out.
+	Excluded int `json:"excluded"`
+
+	// Ineligible Operations matched that would be skipped, and why (at most 100); IDs asked for that are not found are here too.
+	Ineligible      []BulkIneligible `json:"ineligible"`
+	IneligibleCount int              `json:"ineligible_count"`
+
+	// Matched Operations the filter matches, exclusions aside.
+	Matched int `json:"matched"`
+
+	// Sample The first of them (at most 20).
+	Sample []BulkItemRef `json:"sample"`
+}
+
+// BulkReport defines model for BulkReport.
+type BulkReport struct {
+	Items []BulkReportItem `json:"items"`
+	Job   BulkJob          `json:"job"`
+}
+
+// BulkReportItem defines model for BulkReportItem.
+type BulkReportItem struct {
+	At *time.Time `json:"at,omitempty"`
+
+	// Detail Why it failed or was skipped.
+	Detail *string `json:"detail,omitempty"`
+
+	// Id The operation.
+	Id string `json:"id"`
+
+	// NewRunId The run a relaunch started.
+	NewRunId *string `json:"new_run_id,omitempty"`
+
+	// Outcome pending, done, failed or skipped.
+	Outcome string `json:"outcome"`
+
+	// RunId The run the job found.
+	RunId *string `json:"run_id,omitempty"`
+}
+
+// BulkRequest defines model for BulkRequest.
+type BulkRequest struct {
+	Action BulkAction `json:"action"`
+	DryRun *bool      `json:"dry_run,omitempty"`
+
+	// Exclude Operation IDs left out.
+	Exclude *[]string `json:"exclude,omitempty"`
+
+	// Filter Required; {} matches every operation.
+	Filter *BulkFilter `json:"filter,omitempty"`
+
+	// Rate Operations per second, more than 0 and at most 10000; default 50.
+	Rate   *float64    `json:"rate,omitempty"`
+	Reason string      `json:"reason"`
+	Signal *BulkSignal `json:"signal,omitempty"`
+}
+
+// BulkRetry defines model for BulkRetry.
+type BulkRetry struct {
+	// Rate Default the original job's.
+	Rate *float64 `json:"rate,omitempty"`
+
+	// Reason Default the original job's.
+	Reason *string `json:"reason,omitempty"`
+}
+
+// BulkSignal defines model for BulkSignal.
+type BulkSignal struct {
+	Name string `json:"name"`
+
+	// Payload The payload, of the signal's declared type.
+	Payload *json.RawMessage `json:"payload,omitempty"`
+}
+
+// BulkState running, pausing (asked, not yet at a pause), paused, stopping, stopped, completed.
+type BulkState string
 
 // CancelRequest defines model for CancelRequest.
 type CancelRequest struct {
@@ -629,8 +854,26 @@ type TokenRequest struct {
 	Role           Role   `json:"role"`
 }
 
+// BulkJobID defines model for BulkJobID.
+type BulkJobID = string
+
 // OperationID defines model for OperationID.
 type OperationID = string
+
+// ListBulkJobsParams defines parameters for ListBulkJobs.
+type ListBulkJobsParams struct {
+	// Limit At most this many, 1 to 500; default 50.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// GetBulkReportParams defines parameters for GetBulkReport.
+type GetBulkReportParams struct {
+	// Format json (default) or csv; overrides Accept.
+	Format *GetBulkReportParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+}
+
+// GetBulkReportParamsFormat defines parameters for GetBulkReport.
+type GetBulkReportParamsFormat string
 
 // GetFlagAuditParams defines parameters for GetFlagAudit.
 type GetFlagAuditParams struct {
@@ -681,6 +924,21 @@ type GetOverviewParams struct {
 	// Minutes The window, 5 to 1440 minutes; default 60.
 	Minutes *int `form:"minutes,omitempty" json:"minutes,omitempty"`
 }
+
+// CreateBulkJobJSONRequestBody defines body for CreateBulkJob for application/json ContentType.
+type CreateBulkJobJSONRequestBody = BulkRequest
+
+// PauseBulkJobJSONRequestBody defines body for PauseBulkJob for application/json ContentType.
+type PauseBulkJobJSONRequestBody = BulkControl
+
+// ResumeBulkJobJSONRequestBody defines body for ResumeBulkJob for application/json ContentType.
+type ResumeBulkJobJSONRequestBody = BulkControl
+
+// RetryFailedBulkJobJSONRequestBody defines body for RetryFailedBulkJob for application/json ContentType.
+type RetryFailedBulkJobJSONRequestBody = BulkRetry
+
+// StopBulkJobJSONRequestBody defines body for StopBulkJob for application/json ContentType.
+type StopBulkJobJSONRequestBody = BulkControl
 
 // SetFlagJSONRequestBody defines body for SetFlag for application/json ContentType.
 type SetFlagJSONRequestBody = FlagChange
@@ -779,6 +1037,91 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 
 // The interface specification for the client above.
 type ClientInterface interface {
+
+	// ListBulkJobs Bulk jobs, newest first (a customer sees its own).
+	//
+	// Corresponds with GET /v1/bulk (the `ListBulkJobs` operationId).
+	ListBulkJobs(ctx context.Context, params *ListBulkJobsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateBulkJobWithBody Relaunch, cancel or signal every operation a filter matches, at a rate, as a durable job; or, with dry_run, preview it.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/bulk (the `CreateBulkJob` operationId).
+	CreateBulkJobWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateBulkJob Relaunch, cancel or signal every operation a filter matches, at a rate, as a durable job; or, with dry_run, preview it.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/bulk (the `CreateBulkJob` operationId).
+	CreateBulkJob(ctx context.Context, body CreateBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetBulkJob A bulk job and its progress.
+	//
+	// Corresponds with GET /v1/bulk/{jobId} (the `GetBulkJob` operationId).
+	GetBulkJob(ctx context.Context, jobId BulkJobID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PauseBulkJobWithBody Pause a running job after the item in hand.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/pause (the `PauseBulkJob` operationId).
+	PauseBulkJobWithBody(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PauseBulkJob Pause a running job after the item in hand.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/pause (the `PauseBulkJob` operationId).
+	PauseBulkJob(ctx context.Context, jobId BulkJobID, body PauseBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetBulkReport The job's outcome per operation, as JSON or CSV (Accept text/csv, or format=csv).
+	//
+	// Corresponds with GET /v1/bulk/{jobId}/report (the `GetBulkReport` operationId).
+	GetBulkReport(ctx context.Context, jobId BulkJobID, params *GetBulkReportParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ResumeBulkJobWithBody Resume a paused job.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/resume (the `ResumeBulkJob` operationId).
+	ResumeBulkJobWithBody(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ResumeBulkJob Resume a paused job.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/resume (the `ResumeBulkJob` operationId).
+	ResumeBulkJob(ctx context.Context, jobId BulkJobID, body ResumeBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RetryFailedBulkJobWithBody A new job with the same action over the operations this finished job failed on.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/retry-failed (the `RetryFailedBulkJob` operationId).
+	RetryFailedBulkJobWithBody(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RetryFailedBulkJob A new job with the same action over the operations this finished job failed on.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/retry-failed (the `RetryFailedBulkJob` operationId).
+	RetryFailedBulkJob(ctx context.Context, jobId BulkJobID, body RetryFailedBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StopBulkJobWithBody Stop a job for good; the operations not reached are reported skipped.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/stop (the `StopBulkJob` operationId).
+	StopBulkJobWithBody(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StopBulkJob Stop a job for good; the operations not reached are reported skipped.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/stop (the `StopBulkJob` operationId).
+	StopBulkJob(ctx context.Context, jobId BulkJobID, body StopBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetFlags The routing flags (intake) at their current version.
 	//
@@ -941,6 +1284,221 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/whoami (the `WhoAmI` operationId).
 	WhoAmI(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+}
+
+// ListBulkJobs Bulk jobs, newest first (a customer sees its own).
+//
+// Corresponds with GET /v1/bulk (the `ListBulkJobs` operationId).
+func (c *Client) ListBulkJobs(ctx context.Context, params *ListBulkJobsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListBulkJobsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateBulkJobWithBody Relaunch, cancel or signal every operation a filter matches, at a rate, as a durable job; or, with dry_run, preview it.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/bulk (the `CreateBulkJob` operationId).
+func (c *Client) CreateBulkJobWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateBulkJobRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateBulkJob Relaunch, cancel or signal every operation a filter matches, at a rate, as a durable job; or, with dry_run, preview it.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/bulk (the `CreateBulkJob` operationId).
+func (c *Client) CreateBulkJob(ctx context.Context, body CreateBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateBulkJobRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetBulkJob A bulk job and its progress.
+//
+// Corresponds with GET /v1/bulk/{jobId} (the `GetBulkJob` operationId).
+func (c *Client) GetBulkJob(ctx context.Context, jobId BulkJobID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetBulkJobRequest(c.Server, jobId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PauseBulkJobWithBody Pause a running job after the item in hand.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/bulk/{jobId}/pause (the `PauseBulkJob` operationId).
+func (c *Client) PauseBulkJobWithBody(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPauseBulkJobRequestWithBody(c.Server, jobId, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PauseBulkJob Pause a running job after the item in hand.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/bulk/{jobId}/pause (the `PauseBulkJob` operationId).
+func (c *Client) PauseBulkJob(ctx context.Context, jobId BulkJobID, body PauseBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPauseBulkJobRequest(c.Server, jobId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetBulkReport The job's outcome per operation, as JSON or CSV (Accept text/csv, or format=csv).
+//
+// Corresponds with GET /v1/bulk/{jobId}/report (the `GetBulkReport` operationId).
+func (c *Client) GetBulkReport(ctx context.Context, jobId BulkJobID, params *GetBulkReportParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetBulkReportRequest(c.Server, jobId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ResumeBulkJobWithBody Resume a paused job.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/bulk/{jobId}/resume (the `ResumeBulkJob` operationId).
+func (c *Client) ResumeBulkJobWithBody(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResumeBulkJobRequestWithBody(c.Server, jobId, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ResumeBulkJob Resume a paused job.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/bulk/{jobId}/resume (the `ResumeBulkJob` operationId).
+func (c *Client) ResumeBulkJob(ctx context.Context, jobId BulkJobID, body ResumeBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResumeBulkJobRequest(c.Server, jobId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RetryFailedBulkJobWithBody A new job with the same action over the operations this finished job failed on.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/bulk/{jobId}/retry-failed (the `RetryFailedBulkJob` operationId).
+func (c *Client) RetryFailedBulkJobWithBody(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRetryFailedBulkJobRequestWithBody(c.Server, jobId, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RetryFailedBulkJob A new job with the same action over the operations this finished job failed on.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/bulk/{jobId}/retry-failed (the `RetryFailedBulkJob` operationId).
+func (c *Client) RetryFailedBulkJob(ctx context.Context, jobId BulkJobID, body RetryFailedBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRetryFailedBulkJobRequest(c.Server, jobId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StopBulkJobWithBody Stop a job for good; the operations not reached are reported skipped.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/bulk/{jobId}/stop (the `StopBulkJob` operationId).
+func (c *Client) StopBulkJobWithBody(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStopBulkJobRequestWithBody(c.Server, jobId, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StopBulkJob Stop a job for good; the operations not reached are reported skipped.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/bulk/{jobId}/stop (the `StopBulkJob` operationId).
+func (c *Client) StopBulkJob(ctx context.Context, jobId BulkJobID, body StopBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStopBulkJobRequest(c.Server, jobId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
 }
 
 // GetFlags The routing flags (intake) at their current version.
@@ -1363,6 +1921,383 @@ func (c *Client) WhoAmI(ctx context.Context, reqEditors ...RequestEditorFn) (*ht
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// NewListBulkJobsRequest constructs an http.Request for the ListBulkJobs method
+func NewListBulkJobsRequest(server string, params *ListBulkJobsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/bulk")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCreateBulkJobRequest calls the generic CreateBulkJob builder with application/json body
+func NewCreateBulkJobRequest(server string, body CreateBulkJobJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateBulkJobRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewCreateBulkJobRequestWithBody constructs an http.Request for the CreateBulkJob method, with any body, and a specified content type
+func NewCreateBulkJobRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/bulk")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetBulkJobRequest constructs an http.Request for the GetBulkJob method
+func NewGetBulkJobRequest(server string, jobId BulkJobID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "jobId", jobId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/bulk/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPauseBulkJobRequest calls the generic PauseBulkJob builder with application/json body
+func NewPauseBulkJobRequest(server string, jobId BulkJobID, body PauseBulkJobJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPauseBulkJobRequestWithBody(server, jobId, "application/json", bodyReader)
+}
+
+// NewPauseBulkJobRequestWithBody constructs an http.Request for the PauseBulkJob method, with any body, and a specified content type
+func NewPauseBulkJobRequestWithBody(server string, jobId BulkJobID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "jobId", jobId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/bulk/%s/pause", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetBulkReportRequest constructs an http.Request for the GetBulkReport method
+func NewGetBulkReportRequest(server string, jobId BulkJobID, params *GetBulkReportParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "jobId", jobId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/bulk/%s/report", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Format != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "format", *params.Format, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewResumeBulkJobRequest calls the generic ResumeBulkJob builder with application/json body
+func NewResumeBulkJobRequest(server string, jobId BulkJobID, body ResumeBulkJobJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewResumeBulkJobRequestWithBody(server, jobId, "application/json", bodyReader)
+}
+
+// NewResumeBulkJobRequestWithBody constructs an http.Request for the ResumeBulkJob method, with any body, and a specified content type
+func NewResumeBulkJobRequestWithBody(server string, jobId BulkJobID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "jobId", jobId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/bulk/%s/resume", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewRetryFailedBulkJobRequest calls the generic RetryFailedBulkJob builder with application/json body
+func NewRetryFailedBulkJobRequest(server string, jobId BulkJobID, body RetryFailedBulkJobJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRetryFailedBulkJobRequestWithBody(server, jobId, "application/json", bodyReader)
+}
+
+// NewRetryFailedBulkJobRequestWithBody constructs an http.Request for the RetryFailedBulkJob method, with any body, and a specified content type
+func NewRetryFailedBulkJobRequestWithBody(server string, jobId BulkJobID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "jobId", jobId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/bulk/%s/retry-failed", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewStopBulkJobRequest calls the generic StopBulkJob builder with application/json body
+func NewStopBulkJobRequest(server string, jobId BulkJobID, body StopBulkJobJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewStopBulkJobRequestWithBody(server, jobId, "application/json", bodyReader)
+}
+
+// NewStopBulkJobRequestWithBody constructs an http.Request for the StopBulkJob method, with any body, and a specified content type
+func NewStopBulkJobRequestWithBody(server string, jobId BulkJobID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "jobId", jobId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/bulk/%s/stop", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
 }
 
 // NewGetFlagsRequest constructs an http.Request for the GetFlags method
@@ -2275,6 +3210,97 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// ListBulkJobsWithResponse Bulk jobs, newest first (a customer sees its own).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/bulk (the `ListBulkJobs` operationId).
+	ListBulkJobsWithResponse(ctx context.Context, params *ListBulkJobsParams, reqEditors ...RequestEditorFn) (*ListBulkJobsResponse, error)
+
+	// CreateBulkJobWithBodyWithResponse Relaunch, cancel or signal every operation a filter matches, at a rate, as a durable job; or, with dry_run, preview it.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/bulk (the `CreateBulkJob` operationId).
+	CreateBulkJobWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateBulkJobResponse, error)
+
+	// CreateBulkJobWithResponse Relaunch, cancel or signal every operation a filter matches, at a rate, as a durable job; or, with dry_run, preview it.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/bulk (the `CreateBulkJob` operationId).
+	CreateBulkJobWithResponse(ctx context.Context, body CreateBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateBulkJobResponse, error)
+
+	// GetBulkJobWithResponse A bulk job and its progress.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/bulk/{jobId} (the `GetBulkJob` operationId).
+	GetBulkJobWithResponse(ctx context.Context, jobId BulkJobID, reqEditors ...RequestEditorFn) (*GetBulkJobResponse, error)
+
+	// PauseBulkJobWithBodyWithResponse Pause a running job after the item in hand.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/pause (the `PauseBulkJob` operationId).
+	PauseBulkJobWithBodyWithResponse(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PauseBulkJobResponse, error)
+
+	// PauseBulkJobWithResponse Pause a running job after the item in hand.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/pause (the `PauseBulkJob` operationId).
+	PauseBulkJobWithResponse(ctx context.Context, jobId BulkJobID, body PauseBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*PauseBulkJobResponse, error)
+
+	// GetBulkReportWithResponse The job's outcome per operation, as JSON or CSV (Accept text/csv, or format=csv).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/bulk/{jobId}/report (the `GetBulkReport` operationId).
+	GetBulkReportWithResponse(ctx context.Context, jobId BulkJobID, params *GetBulkReportParams, reqEditors ...RequestEditorFn) (*GetBulkReportResponse, error)
+
+	// ResumeBulkJobWithBodyWithResponse Resume a paused job.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/resume (the `ResumeBulkJob` operationId).
+	ResumeBulkJobWithBodyWithResponse(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ResumeBulkJobResponse, error)
+
+	// ResumeBulkJobWithResponse Resume a paused job.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/resume (the `ResumeBulkJob` operationId).
+	ResumeBulkJobWithResponse(ctx context.Context, jobId BulkJobID, body ResumeBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*ResumeBulkJobResponse, error)
+
+	// RetryFailedBulkJobWithBodyWithResponse A new job with the same action over the operations this finished job failed on.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/retry-failed (the `RetryFailedBulkJob` operationId).
+	RetryFailedBulkJobWithBodyWithResponse(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RetryFailedBulkJobResponse, error)
+
+	// RetryFailedBulkJobWithResponse A new job with the same action over the operations this finished job failed on.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/retry-failed (the `RetryFailedBulkJob` operationId).
+	RetryFailedBulkJobWithResponse(ctx context.Context, jobId BulkJobID, body RetryFailedBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*RetryFailedBulkJobResponse, error)
+
+	// StopBulkJobWithBodyWithResponse Stop a job for good; the operations not reached are reported skipped.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/stop (the `StopBulkJob` operationId).
+	StopBulkJobWithBodyWithResponse(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*StopBulkJobResponse, error)
+
+	// StopBulkJobWithResponse Stop a job for good; the operations not reached are reported skipped.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/bulk/{jobId}/stop (the `StopBulkJob` operationId).
+	StopBulkJobWithResponse(ctx context.Context, jobId BulkJobID, body StopBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*StopBulkJobResponse, error)
+
 	// GetFlagsWithResponse The routing flags (intake) at their current version.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -2456,6 +3482,401 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/whoami (the `WhoAmI` operationId).
 	WhoAmIWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*WhoAmIResponse, error)
+}
+
+type ListBulkJobsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []BulkJob `json:"items"`
+	}
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListBulkJobsResponse) GetJSON200() *struct {
+	Items []BulkJob `json:"items"`
+} {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListBulkJobsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListBulkJobsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListBulkJobsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListBulkJobsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListBulkJobsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreateBulkJobResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BulkPreview
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *BulkJob
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateBulkJobResponse) GetJSON200() *BulkPreview {
+	return r.JSON200
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateBulkJobResponse) GetJSON201() *BulkJob {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateBulkJobResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateBulkJobResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateBulkJobResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateBulkJobResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateBulkJobResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetBulkJobResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BulkJob
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetBulkJobResponse) GetJSON200() *BulkJob {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetBulkJobResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetBulkJobResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetBulkJobResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetBulkJobResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetBulkJobResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PauseBulkJobResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BulkJob
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PauseBulkJobResponse) GetJSON200() *BulkJob {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PauseBulkJobResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PauseBulkJobResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PauseBulkJobResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PauseBulkJobResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PauseBulkJobResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetBulkReportResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BulkReport
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetBulkReportResponse) GetJSON200() *BulkReport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetBulkReportResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetBulkReportResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetBulkReportResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetBulkReportResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetBulkReportResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ResumeBulkJobResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BulkJob
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ResumeBulkJobResponse) GetJSON200() *BulkJob {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ResumeBulkJobResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ResumeBulkJobResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ResumeBulkJobResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ResumeBulkJobResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ResumeBulkJobResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type RetryFailedBulkJobResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *BulkJob
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r RetryFailedBulkJobResponse) GetJSON201() *BulkJob {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RetryFailedBulkJobResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RetryFailedBulkJobResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RetryFailedBulkJobResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RetryFailedBulkJobResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RetryFailedBulkJobResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type StopBulkJobResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BulkJob
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r StopBulkJobResponse) GetJSON200() *BulkJob {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r StopBulkJobResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StopBulkJobResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StopBulkJobResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StopBulkJobResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StopBulkJobResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 type GetFlagsResponse struct {
@@ -3327,6 +4748,175 @@ func (r WhoAmIResponse) ContentType() string {
 	return ""
 }
 
+// ListBulkJobsWithResponse Bulk jobs, newest first (a customer sees its own).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/bulk (the `ListBulkJobs` operationId).
+func (c *ClientWithResponses) ListBulkJobsWithResponse(ctx context.Context, params *ListBulkJobsParams, reqEditors ...RequestEditorFn) (*ListBulkJobsResponse, error) {
+	rsp, err := c.ListBulkJobs(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListBulkJobsResponse(rsp)
+}
+
+// CreateBulkJobWithBodyWithResponse Relaunch, cancel or signal every operation a filter matches, at a rate, as a durable job; or, with dry_run, preview it.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/bulk (the `CreateBulkJob` operationId).
+func (c *ClientWithResponses) CreateBulkJobWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateBulkJobResponse, error) {
+	rsp, err := c.CreateBulkJobWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateBulkJobResponse(rsp)
+}
+
+// CreateBulkJobWithResponse Relaunch, cancel or signal every operation a filter matches, at a rate, as a durable job; or, with dry_run, preview it.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/bulk (the `CreateBulkJob` operationId).
+func (c *ClientWithResponses) CreateBulkJobWithResponse(ctx context.Context, body CreateBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateBulkJobResponse, error) {
+	rsp, err := c.CreateBulkJob(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateBulkJobResponse(rsp)
+}
+
+// GetBulkJobWithResponse A bulk job and its progress.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/bulk/{jobId} (the `GetBulkJob` operationId).
+func (c *ClientWithResponses) GetBulkJobWithResponse(ctx context.Context, jobId BulkJobID, reqEditors ...RequestEditorFn) (*GetBulkJobResponse, error) {
+	rsp, err := c.GetBulkJob(ctx, jobId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetBulkJobResponse(rsp)
+}
+
+// PauseBulkJobWithBodyWithResponse Pause a running job after the item in hand.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/bulk/{jobId}/pause (the `PauseBulkJob` operationId).
+func (c *ClientWithResponses) PauseBulkJobWithBodyWithResponse(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PauseBulkJobResponse, error) {
+	rsp, err := c.PauseBulkJobWithBody(ctx, jobId, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePauseBulkJobResponse(rsp)
+}
+
+// PauseBulkJobWithResponse Pause a running job after the item in hand.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/bulk/{jobId}/pause (the `PauseBulkJob` operationId).
+func (c *ClientWithResponses) PauseBulkJobWithResponse(ctx context.Context, jobId BulkJobID, body PauseBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*PauseBulkJobResponse, error) {
+	rsp, err := c.PauseBulkJob(ctx, jobId, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePauseBulkJobResponse(rsp)
+}
+
+// GetBulkReportWithResponse The job's outcome per operation, as JSON or CSV (Accept text/csv, or format=csv).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/bulk/{jobId}/report (the `GetBulkReport` operationId).
+func (c *ClientWithResponses) GetBulkReportWithResponse(ctx context.Context, jobId BulkJobID, params *GetBulkReportParams, reqEditors ...RequestEditorFn) (*GetBulkReportResponse, error) {
+	rsp, err := c.GetBulkReport(ctx, jobId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetBulkReportResponse(rsp)
+}
+
+// ResumeBulkJobWithBodyWithResponse Resume a paused job.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/bulk/{jobId}/resume (the `ResumeBulkJob` operationId).
+func (c *ClientWithResponses) ResumeBulkJobWithBodyWithResponse(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ResumeBulkJobResponse, error) {
+	rsp, err := c.ResumeBulkJobWithBody(ctx, jobId, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResumeBulkJobResponse(rsp)
+}
+
+// ResumeBulkJobWithResponse Resume a paused job.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/bulk/{jobId}/resume (the `ResumeBulkJob` operationId).
+func (c *ClientWithResponses) ResumeBulkJobWithResponse(ctx context.Context, jobId BulkJobID, body ResumeBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*ResumeBulkJobResponse, error) {
+	rsp, err := c.ResumeBulkJob(ctx, jobId, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResumeBulkJobResponse(rsp)
+}
+
+// RetryFailedBulkJobWithBodyWithResponse A new job with the same action over the operations this finished job failed on.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/bulk/{jobId}/retry-failed (the `RetryFailedBulkJob` operationId).
+func (c *ClientWithResponses) RetryFailedBulkJobWithBodyWithResponse(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RetryFailedBulkJobResponse, error) {
+	rsp, err := c.RetryFailedBulkJobWithBody(ctx, jobId, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRetryFailedBulkJobResponse(rsp)
+}
+
+// RetryFailedBulkJobWithResponse A new job with the same action over the operations this finished job failed on.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/bulk/{jobId}/retry-failed (the `RetryFailedBulkJob` operationId).
+func (c *ClientWithResponses) RetryFailedBulkJobWithResponse(ctx context.Context, jobId BulkJobID, body RetryFailedBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*RetryFailedBulkJobResponse, error) {
+	rsp, err := c.RetryFailedBulkJob(ctx, jobId, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRetryFailedBulkJobResponse(rsp)
+}
+
+// StopBulkJobWithBodyWithResponse Stop a job for good; the operations not reached are reported skipped.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/bulk/{jobId}/stop (the `StopBulkJob` operationId).
+func (c *ClientWithResponses) StopBulkJobWithBodyWithResponse(ctx context.Context, jobId BulkJobID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*StopBulkJobResponse, error) {
+	rsp, err := c.StopBulkJobWithBody(ctx, jobId, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStopBulkJobResponse(rsp)
+}
+
+// StopBulkJobWithResponse Stop a job for good; the operations not reached are reported skipped.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/bulk/{jobId}/stop (the `StopBulkJob` operationId).
+func (c *ClientWithResponses) StopBulkJobWithResponse(ctx context.Context, jobId BulkJobID, body StopBulkJobJSONRequestBody, reqEditors ...RequestEditorFn) (*StopBulkJobResponse, error) {
+	rsp, err := c.StopBulkJob(ctx, jobId, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStopBulkJobResponse(rsp)
+}
+
 // GetFlagsWithResponse The routing flags (intake) at their current version.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -3663,6 +5253,282 @@ func (c *ClientWithResponses) WhoAmIWithResponse(ctx context.Context, reqEditors
 		return nil, err
 	}
 	return ParseWhoAmIResponse(rsp)
+}
+
+// ParseListBulkJobsResponse parses an HTTP response from a ListBulkJobsWithResponse call
+func ParseListBulkJobsResponse(rsp *http.Response) (*ListBulkJobsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListBulkJobsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []BulkJob `json:"items"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateBulkJobResponse parses an HTTP response from a CreateBulkJobWithResponse call
+func ParseCreateBulkJobResponse(rsp *http.Response) (*CreateBulkJobResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateBulkJobResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BulkPreview
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest BulkJob
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetBulkJobResponse parses an HTTP response from a GetBulkJobWithResponse call
+func ParseGetBulkJobResponse(rsp *http.Response) (*GetBulkJobResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetBulkJobResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BulkJob
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePauseBulkJobResponse parses an HTTP response from a PauseBulkJobWithResponse call
+func ParsePauseBulkJobResponse(rsp *http.Response) (*PauseBulkJobResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PauseBulkJobResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BulkJob
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetBulkReportResponse parses an HTTP response from a GetBulkReportWithResponse call
+func ParseGetBulkReportResponse(rsp *http.Response) (*GetBulkReportResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetBulkReportResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BulkReport
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/csv) unsupported
+
+	}
+
+	return response, nil
+}
+
+// ParseResumeBulkJobResponse parses an HTTP response from a ResumeBulkJobWithResponse call
+func ParseResumeBulkJobResponse(rsp *http.Response) (*ResumeBulkJobResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ResumeBulkJobResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BulkJob
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRetryFailedBulkJobResponse parses an HTTP response from a RetryFailedBulkJobWithResponse call
+func ParseRetryFailedBulkJobResponse(rsp *http.Response) (*RetryFailedBulkJobResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RetryFailedBulkJobResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest BulkJob
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseStopBulkJobResponse parses an HTTP response from a StopBulkJobWithResponse call
+func ParseStopBulkJobResponse(rsp *http.Response) (*StopBulkJobResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StopBulkJobResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BulkJob
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
 }
 
 // ParseGetFlagsResponse parses an HTTP response from a GetFlagsWithResponse call
@@ -4263,6 +6129,30 @@ func ParseWhoAmIResponse(rsp *http.Response) (*WhoAmIResponse, error) {
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
+	// ListBulkJobs Bulk jobs, newest first (a customer sees its own).
+	// (GET /v1/bulk)
+	ListBulkJobs(w http.ResponseWriter, r *http.Request, params ListBulkJobsParams)
+	// CreateBulkJob Relaunch, cancel or signal every operation a filter matches, at a rate, as a durable job; or, with dry_run, preview it.
+	// (POST /v1/bulk)
+	CreateBulkJob(w http.ResponseWriter, r *http.Request)
+	// GetBulkJob A bulk job and its progress.
+	// (GET /v1/bulk/{jobId})
+	GetBulkJob(w http.ResponseWriter, r *http.Request, jobId BulkJobID)
+	// PauseBulkJob Pause a running job after the item in hand.
+	// (POST /v1/bulk/{jobId}/pause)
+	PauseBulkJob(w http.ResponseWriter, r *http.Request, jobId BulkJobID)
+	// GetBulkReport The job's outcome per operation, as JSON or CSV (Accept text/csv, or format=csv).
+	// (GET /v1/bulk/{jobId}/report)
+	GetBulkReport(w http.ResponseWriter, r *http.Request, jobId BulkJobID, params GetBulkReportParams)
+	// ResumeBulkJob Resume a paused job.
+	// (POST /v1/bulk/{jobId}/resume)
+	ResumeBulkJob(w http.ResponseWriter, r *http.Request, jobId BulkJobID)
+	// RetryFailedBulkJob A new job with the same action over the operations this finished job failed on.
+	// (POST /v1/bulk/{jobId}/retry-failed)
+	RetryFailedBulkJob(w http.ResponseWriter, r *http.Request, jobId BulkJobID)
+	// StopBulkJob Stop a job for good; the operations not reached are reported skipped.
+	// (POST /v1/bulk/{jobId}/stop)
+	StopBulkJob(w http.ResponseWriter, r *http.Request, jobId BulkJobID)
 	// GetFlags The routing flags (intake) at their current version.
 	// (GET /v1/flags)
 	GetFlags(w http.ResponseWriter, r *http.Request)
@@ -4327,6 +6217,225 @@ type ServerInterfaceWrapper struct {
 }
 
 type MiddlewareFunc func(http.Handler) http.Handler
+
+// ListBulkJobs operation middleware
+func (siw *ServerInterfaceWrapper) ListBulkJobs(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListBulkJobsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListBulkJobs(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateBulkJob operation middleware
+func (siw *ServerInterfaceWrapper) CreateBulkJob(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateBulkJob(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetBulkJob operation middleware
+func (siw *ServerInterfaceWrapper) GetBulkJob(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "jobId" -------------
+	var jobId BulkJobID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "jobId", r.PathValue("jobId"), &jobId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "jobId", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetBulkJob(w, r, jobId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PauseBulkJob operation middleware
+func (siw *ServerInterfaceWrapper) PauseBulkJob(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "jobId" -------------
+	var jobId BulkJobID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "jobId", r.PathValue("jobId"), &jobId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "jobId", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PauseBulkJob(w, r, jobId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetBulkReport operation middleware
+func (siw *ServerInterfaceWrapper) GetBulkReport(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "jobId" -------------
+	var jobId BulkJobID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "jobId", r.PathValue("jobId"), &jobId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "jobId", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetBulkReportParams
+
+	// ------------- Optional query parameter "format" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "format", r.URL.Query(), &params.Format, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "format"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "format", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetBulkReport(w, r, jobId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ResumeBulkJob operation middleware
+func (siw *ServerInterfaceWrapper) ResumeBulkJob(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "jobId" -------------
+	var jobId BulkJobID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "jobId", r.PathValue("jobId"), &jobId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "jobId", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ResumeBulkJob(w, r, jobId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RetryFailedBulkJob operation middleware
+func (siw *ServerInterfaceWrapper) RetryFailedBulkJob(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "jobId" -------------
+	var jobId BulkJobID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "jobId", r.PathValue("jobId"), &jobId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "jobId", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RetryFailedBulkJob(w, r, jobId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// StopBulkJob operation middleware
+func (siw *ServerInterfaceWrapper) StopBulkJob(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "jobId" -------------
+	var jobId BulkJobID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "jobId", r.PathValue("jobId"), &jobId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "jobId", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.StopBulkJob(w, r, jobId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
 
 // GetFlags operation middleware
 func (siw *ServerInterfaceWrapper) GetFlags(w http.ResponseWriter, r *http.Request) {
@@ -5026,11 +7135,372 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/tokens", wrapper.CreateToken)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/tokens/{tokenId}", wrapper.RevokeToken)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/whoami", wrapper.WhoAmI)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/bulk", wrapper.ListBulkJobs)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/bulk", wrapper.CreateBulkJob)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/bulk/{jobId}", wrapper.GetBulkJob)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/bulk/{jobId}/report", wrapper.GetBulkReport)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/bulk/{jobId}/pause", wrapper.PauseBulkJob)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/bulk/{jobId}/resume", wrapper.ResumeBulkJob)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/bulk/{jobId}/stop", wrapper.StopBulkJob)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/bulk/{jobId}/retry-failed", wrapper.RetryFailedBulkJob)
 
 	return m
 }
 
 type ProblemApplicationProblemPlusJSONResponse Problem
+
+type ListBulkJobsRequestObject struct {
+	Params ListBulkJobsParams
+}
+
+type ListBulkJobsResponseObject interface {
+	VisitListBulkJobsResponse(w http.ResponseWriter) error
+}
+
+type ListBulkJobs200JSONResponse struct {
+	Items []BulkJob `json:"items"`
+}
+
+func (response ListBulkJobs200JSONResponse) VisitListBulkJobsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListBulkJobsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListBulkJobsdefaultApplicationProblemPlusJSONResponse) VisitListBulkJobsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateBulkJobRequestObject struct {
+	Body *CreateBulkJobJSONRequestBody
+}
+
+type CreateBulkJobResponseObject interface {
+	VisitCreateBulkJobResponse(w http.ResponseWriter) error
+}
+
+type CreateBulkJob200JSONResponse BulkPreview
+
+func (response CreateBulkJob200JSONResponse) VisitCreateBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateBulkJob201JSONResponse BulkJob
+
+func (response CreateBulkJob201JSONResponse) VisitCreateBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateBulkJobdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateBulkJobdefaultApplicationProblemPlusJSONResponse) VisitCreateBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetBulkJobRequestObject struct {
+	JobId BulkJobID `json:"jobId"`
+}
+
+type GetBulkJobResponseObject interface {
+	VisitGetBulkJobResponse(w http.ResponseWriter) error
+}
+
+type GetBulkJob200JSONResponse BulkJob
+
+func (response GetBulkJob200JSONResponse) VisitGetBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetBulkJobdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetBulkJobdefaultApplicationProblemPlusJSONResponse) VisitGetBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PauseBulkJobRequestObject struct {
+	JobId BulkJobID `json:"jobId"`
+	Body  *PauseBulkJobJSONRequestBody
+}
+
+type PauseBulkJobResponseObject interface {
+	VisitPauseBulkJobResponse(w http.ResponseWriter) error
+}
+
+type PauseBulkJob200JSONResponse BulkJob
+
+func (response PauseBulkJob200JSONResponse) VisitPauseBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PauseBulkJobdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response PauseBulkJobdefaultApplicationProblemPlusJSONResponse) VisitPauseBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetBulkReportRequestObject struct {
+	JobId  BulkJobID `json:"jobId"`
+	Params GetBulkReportParams
+}
+
+type GetBulkReportResponseObject interface {
+	VisitGetBulkReportResponse(w http.ResponseWriter) error
+}
+
+type GetBulkReport200JSONResponse BulkReport
+
+func (response GetBulkReport200JSONResponse) VisitGetBulkReportResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetBulkReport200TextcsvResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response GetBulkReport200TextcsvResponse) VisitGetBulkReportResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/csv")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	_, err := io.Copy(w, response.Body)
+	return err
+}
+
+type GetBulkReportdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetBulkReportdefaultApplicationProblemPlusJSONResponse) VisitGetBulkReportResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResumeBulkJobRequestObject struct {
+	JobId BulkJobID `json:"jobId"`
+	Body  *ResumeBulkJobJSONRequestBody
+}
+
+type ResumeBulkJobResponseObject interface {
+	VisitResumeBulkJobResponse(w http.ResponseWriter) error
+}
+
+type ResumeBulkJob200JSONResponse BulkJob
+
+func (response ResumeBulkJob200JSONResponse) VisitResumeBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResumeBulkJobdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ResumeBulkJobdefaultApplicationProblemPlusJSONResponse) VisitResumeBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RetryFailedBulkJobRequestObject struct {
+	JobId BulkJobID `json:"jobId"`
+	Body  *RetryFailedBulkJobJSONRequestBody
+}
+
+type RetryFailedBulkJobResponseObject interface {
+	VisitRetryFailedBulkJobResponse(w http.ResponseWriter) error
+}
+
+type RetryFailedBulkJob201JSONResponse BulkJob
+
+func (response RetryFailedBulkJob201JSONResponse) VisitRetryFailedBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RetryFailedBulkJobdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RetryFailedBulkJobdefaultApplicationProblemPlusJSONResponse) VisitRetryFailedBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StopBulkJobRequestObject struct {
+	JobId BulkJobID `json:"jobId"`
+	Body  *StopBulkJobJSONRequestBody
+}
+
+type StopBulkJobResponseObject interface {
+	VisitStopBulkJobResponse(w http.ResponseWriter) error
+}
+
+type StopBulkJob200JSONResponse BulkJob
+
+func (response StopBulkJob200JSONResponse) VisitStopBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StopBulkJobdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response StopBulkJobdefaultApplicationProblemPlusJSONResponse) VisitStopBulkJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
 
 type GetFlagsRequestObject struct {
 }
@@ -5738,6 +8208,30 @@ func (response WhoAmIdefaultApplicationProblemPlusJSONResponse) VisitWhoAmIRespo
 
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
+	// ListBulkJobs Bulk jobs, newest first (a customer sees its own).
+	// (GET /v1/bulk)
+	ListBulkJobs(ctx context.Context, request ListBulkJobsRequestObject) (ListBulkJobsResponseObject, error)
+	// CreateBulkJob Relaunch, cancel or signal every operation a filter matches, at a rate, as a durable job; or, with dry_run, preview it.
+	// (POST /v1/bulk)
+	CreateBulkJob(ctx context.Context, request CreateBulkJobRequestObject) (CreateBulkJobResponseObject, error)
+	// GetBulkJob A bulk job and its progress.
+	// (GET /v1/bulk/{jobId})
+	GetBulkJob(ctx context.Context, request GetBulkJobRequestObject) (GetBulkJobResponseObject, error)
+	// PauseBulkJob Pause a running job after the item in hand.
+	// (POST /v1/bulk/{jobId}/pause)
+	PauseBulkJob(ctx context.Context, request PauseBulkJobRequestObject) (PauseBulkJobResponseObject, error)
+	// GetBulkReport The job's outcome per operation, as JSON or CSV (Accept text/csv, or format=csv).
+	// (GET /v1/bulk/{jobId}/report)
+	GetBulkReport(ctx context.Context, request GetBulkReportRequestObject) (GetBulkReportResponseObject, error)
+	// ResumeBulkJob Resume a paused job.
+	// (POST /v1/bulk/{jobId}/resume)
+	ResumeBulkJob(ctx context.Context, request ResumeBulkJobRequestObject) (ResumeBulkJobResponseObject, error)
+	// RetryFailedBulkJob A new job with the same action over the operations this finished job failed on.
+	// (POST /v1/bulk/{jobId}/retry-failed)
+	RetryFailedBulkJob(ctx context.Context, request RetryFailedBulkJobRequestObject) (RetryFailedBulkJobResponseObject, error)
+	// StopBulkJob Stop a job for good; the operations not reached are reported skipped.
+	// (POST /v1/bulk/{jobId}/stop)
+	StopBulkJob(ctx context.Context, request StopBulkJobRequestObject) (StopBulkJobResponseObject, error)
 	// GetFlags The routing flags (intake) at their current version.
 	// (GET /v1/flags)
 	GetFlags(ctx context.Context, request GetFlagsRequestObject) (GetFlagsResponseObject, error)
@@ -5831,6 +8325,260 @@ type strictHandler struct {
 	ssi         StrictServerInterface
 	middlewares []StrictMiddlewareFunc
 	options     StrictHTTPServerOptions
+}
+
+// ListBulkJobs operation middleware
+func (sh *strictHandler) ListBulkJobs(w http.ResponseWriter, r *http.Request, params ListBulkJobsParams) {
+	var request ListBulkJobsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListBulkJobs(ctx, request.(ListBulkJobsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListBulkJobs")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListBulkJobsResponseObject); ok {
+		if err := validResponse.VisitListBulkJobsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateBulkJob operation middleware
+func (sh *strictHandler) CreateBulkJob(w http.ResponseWriter, r *http.Request) {
+	var request CreateBulkJobRequestObject
+
+	var body CreateBulkJobJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateBulkJob(ctx, request.(CreateBulkJobRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateBulkJob")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateBulkJobResponseObject); ok {
+		if err := validResponse.VisitCreateBulkJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetBulkJob operation middleware
+func (sh *strictHandler) GetBulkJob(w http.ResponseWriter, r *http.Request, jobId BulkJobID) {
+	var request GetBulkJobRequestObject
+
+	request.JobId = jobId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetBulkJob(ctx, request.(GetBulkJobRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetBulkJob")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetBulkJobResponseObject); ok {
+		if err := validResponse.VisitGetBulkJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PauseBulkJob operation middleware
+func (sh *strictHandler) PauseBulkJob(w http.ResponseWriter, r *http.Request, jobId BulkJobID) {
+	var request PauseBulkJobRequestObject
+
+	request.JobId = jobId
+
+	var body PauseBulkJobJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.PauseBulkJob(ctx, request.(PauseBulkJobRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PauseBulkJob")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(PauseBulkJobResponseObject); ok {
+		if err := validResponse.VisitPauseBulkJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetBulkReport operation middleware
+func (sh *strictHandler) GetBulkReport(w http.ResponseWriter, r *http.Request, jobId BulkJobID, params GetBulkReportParams) {
+	var request GetBulkReportRequestObject
+
+	request.JobId = jobId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetBulkReport(ctx, request.(GetBulkReportRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetBulkReport")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetBulkReportResponseObject); ok {
+		if err := validResponse.VisitGetBulkReportResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ResumeBulkJob operation middleware
+func (sh *strictHandler) ResumeBulkJob(w http.ResponseWriter, r *http.Request, jobId BulkJobID) {
+	var request ResumeBulkJobRequestObject
+
+	request.JobId = jobId
+
+	var body ResumeBulkJobJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ResumeBulkJob(ctx, request.(ResumeBulkJobRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ResumeBulkJob")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ResumeBulkJobResponseObject); ok {
+		if err := validResponse.VisitResumeBulkJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RetryFailedBulkJob operation middleware
+func (sh *strictHandler) RetryFailedBulkJob(w http.ResponseWriter, r *http.Request, jobId BulkJobID) {
+	var request RetryFailedBulkJobRequestObject
+
+	request.JobId = jobId
+
+	var body RetryFailedBulkJobJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RetryFailedBulkJob(ctx, request.(RetryFailedBulkJobRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RetryFailedBulkJob")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RetryFailedBulkJobResponseObject); ok {
+		if err := validResponse.VisitRetryFailedBulkJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// StopBulkJob operation middleware
+func (sh *strictHandler) StopBulkJob(w http.ResponseWriter, r *http.Request, jobId BulkJobID) {
+	var request StopBulkJobRequestObject
+
+	request.JobId = jobId
+
+	var body StopBulkJobJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.StopBulkJob(ctx, request.(StopBulkJobRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "StopBulkJob")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(StopBulkJobResponseObject); ok {
+		if err := validResponse.VisitStopBulkJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
 }
 
 // GetFlags operation middleware

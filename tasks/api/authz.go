@@ -19,11 +19,14 @@ func (s *Server) rolesFor(op string) []Role {
 		return []Role{RoleAdmin, RoleOperator, RoleViewer}
 	case "StartOperation", "RelaunchOperation", "SignalOperation":
 		return actors
-	case "CancelOperation":
+	case "CancelOperation", "CreateBulkJob", "PauseBulkJob", "ResumeBulkJob", "StopBulkJob", "RetryFailedBulkJob":
+		// A customer's bulk job can only cancel (see checkBulkRequest).
 		if s.cfg.CustomerMayCancel {
 			return append(actors, RoleCustomer)
 		}
 		return actors
+	case "ListBulkJobs", "GetBulkJob", "GetBulkReport":
+		return all
 	}
 	return []Role{RoleAdmin} // tokens, and anything added without a rule
 }
@@ -45,6 +48,28 @@ func operationIDOf(request any) (string, bool) {
 	return "", false
 }
 
+// bulkJobIDOf returns the bulk job a request names, if it names one.
+func bulkJobIDOf(request any) (string, bool) {
+	switch r := request.(type) {
+	case GetBulkJobRequestObject:
+		return r.JobId, true
+	case GetBulkReportRequestObject:
+		return r.JobId, true
+	case PauseBulkJobRequestObject:
+		return r.JobId, true
+	case ResumeBulkJobRequestObject:
+		return r.JobId, true
+	case StopBulkJobRequestObject:
+		return r.JobId, true
+	case RetryFailedBulkJobRequestObject:
+		return r.JobId, true
+	}
+	return "", false
+}
+
+// acceptKey holds the request's Accept header in a handler's context.
+type acceptKey struct{}
+
 // authorize refuses a call the principal's role may not make. A customer
 // asking about an operation it does not own gets 404 whatever it asked,
 // exactly as for an operation that does not exist; about its own, 403 when
@@ -62,6 +87,12 @@ func (s *Server) authorize(next StrictHandlerFunc, op string) StrictHandlerFunc 
 				return nil, notFound("operation " + quote(id))
 			}
 		}
+		if job, ok := bulkJobIDOf(request); ok && p.Role == RoleCustomer {
+			if _, err := s.loadJob(ctx, s.db, p, job, false); err != nil {
+				return nil, err
+			}
+		}
+		ctx = context.WithValue(ctx, acceptKey{}, r.Header.Get("Accept"))
 		if !slices.Contains(s.rolesFor(op), p.Role) {
 			return nil, forbidden("the %s role may not call %s", p.Role, op)
 		}

@@ -49,6 +49,13 @@ func TestEveryRouteEveryRole(t *testing.T) {
 	ev.waitFor(t, "acme-1", engine.StatusFailed)
 	ev.waitFor(t, "globex-1", engine.StatusFailed)
 
+	// A finished bulk job of the operator's, for the bulk routes.
+	code, body := ev.do(t, "operator", "POST", "/v1/bulk", `{"action":"relaunch","reason":"setup","filter":{"ids":["none"]}}`)
+	require.Equal(t, 201, code, body)
+	var job api.BulkJob
+	require.NoError(t, json.Unmarshal([]byte(body), &job))
+	ev.waitJob(t, job.Id, api.BulkStateCompleted)
+
 	roles := []string{"admin", "operator", "viewer", "customer"}
 	type route struct {
 		name, method, path, body string
@@ -67,6 +74,13 @@ func TestEveryRouteEveryRole(t *testing.T) {
 	}
 	admin := func(code int) map[string]int {
 		return map[string]int{"admin": code, "operator": 403, "viewer": 403, "customer": 403}
+	}
+	// Bulk jobs a customer did not make answer 404, as missing ones do.
+	staffRead := func(code int) map[string]int {
+		return map[string]int{"admin": code, "operator": code, "viewer": code, "customer": 404}
+	}
+	staffAct := func(code int) map[string]int {
+		return map[string]int{"admin": code, "operator": code, "viewer": 403, "customer": 404}
 	}
 	routes := []route{
 		{"list", "GET", "/v1/operations", "", all(200), false},
@@ -91,8 +105,18 @@ func TestEveryRouteEveryRole(t *testing.T) {
 		// This server has no rate-limit inspector: staff get its 404.
 		{"providers", "GET", "/v1/providers", "", map[string]int{"admin": 404, "operator": 404, "viewer": 404, "customer": 403}, false},
 		{"providers set", "PUT", "/v1/providers/registry", `{"concurrency":1,"rate":1,"reason":"r"}`, admin(404), false},
+		{"bulk list", "GET", "/v1/bulk", "", all(200), false},
+		{"bulk dry run", "POST", "/v1/bulk", `{"action":"relaunch","reason":"r","dry_run":true,"filter":{}}`, act(200), false},
+		{"bulk get", "GET", "/v1/bulk/{job}", "", staffRead(200), true},
+		{"bulk report", "GET", "/v1/bulk/{job}/report", "", staffRead(200), true},
+		{"bulk report csv", "GET", "/v1/bulk/{job}/report?format=csv", "", staffRead(200), true},
+		{"bulk pause", "POST", "/v1/bulk/{job}/pause", `{"reason":"r"}`, staffAct(409), true},
+		{"bulk resume", "POST", "/v1/bulk/{job}/resume", "", staffAct(409), true},
+		{"bulk stop", "POST", "/v1/bulk/{job}/stop", "", staffAct(409), true},
+		{"bulk retry failed", "POST", "/v1/bulk/{job}/retry-failed", `{}`, staffAct(409), true},
 	}
 	for _, rt := range routes {
+		rt.path = strings.ReplaceAll(rt.path, "{job}", job.Id)
 		for _, role := range roles {
 			code, body := ev.do(t, role, rt.method, strings.ReplaceAll(rt.path, "{id}", "acme-1"), rt.body)
 			require.Equal(t, rt.want[role], code, "%s as %s: %s", rt.name, role, body)
@@ -102,15 +126,19 @@ func TestEveryRouteEveryRole(t *testing.T) {
 		}
 		if rt.scoped {
 			for _, who := range []struct{ role, id string }{{"customer", "globex-1"}, {"customer-other", "acme-1"}} {
-				code, body := ev.do(t, who.role, rt.method, strings.ReplaceAll(rt.path, "{id}", who.id), rt.body)
+				path, missing, id := strings.ReplaceAll(rt.path, "{id}", who.id), strings.ReplaceAll(rt.path, "{id}", "no-such-op"), who.id
+				if strings.HasPrefix(rt.path, "/v1/bulk/") {
+					path, missing, id = rt.path, strings.ReplaceAll(rt.path, job.Id, "no-such-op"), job.Id
+				}
+				code, body := ev.do(t, who.role, rt.method, path, rt.body)
 				require.Equal(t, 404, code, "%s as a customer on another's operation: %s", rt.name, body)
 				// Exactly what an operation that does not exist answers.
-				code2, body2 := ev.do(t, who.role, rt.method, strings.ReplaceAll(rt.path, "{id}", "no-such-op"), rt.body)
+				code2, body2 := ev.do(t, who.role, rt.method, missing, rt.body)
 				require.Equal(t, 404, code2)
-				require.Equal(t, strings.ReplaceAll(body2, "no-such-op", who.id), body, "%s: another's operation must look like a missing one", rt.name)
+				require.Equal(t, strings.ReplaceAll(body2, "no-such-op", id), body, "%s: another's operation must look like a missing one", rt.name)
 			}
 		}
-		code, _ := ev.do(t, "", rt.method, strings.ReplaceAll(rt.path, "{id}", "acme-1"), rt.body)
+		code, _ = ev.do(t, "", rt.method, strings.ReplaceAll(rt.path, "{id}", "acme-1"), rt.body)
 		require.Equal(t, 401, code, "%s without a token", rt.name)
 	}
 
@@ -127,7 +155,7 @@ func TestEveryRouteEveryRole(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(body), &page))
 		require.Empty(t, page.Items, body)
 	}
-	_, body := ev.do(t, "viewer", "GET", "/v1/operations", "")
+	_, body = ev.do(t, "viewer", "GET", "/v1/operations", "")
 	var page api.OperationPage
 	require.NoError(t, json.Unmarshal([]byte(body), &page))
 	require.Len(t, page.Items, 2, body)
@@ -136,8 +164,11 @@ func TestEveryRouteEveryRole(t *testing.T) {
 	require.Equal(t, engine.StatusFailed, ev.status(t, "acme-1"))
 	require.Equal(t, engine.StatusFailed, ev.status(t, "globex-1"))
 	var actions int
-	require.NoError(t, ev.e.DB().Get(&actions, `SELECT count(*) FROM `+ev.e.Schema()+`.api_audit WHERE action <> 'start'`))
+	require.NoError(t, ev.e.DB().Get(&actions, `SELECT count(*) FROM `+ev.e.Schema()+`.api_audit WHERE action NOT IN ('start', 'bulk_create')`))
 	require.Zero(t, actions)
+	var jobs int
+	require.NoError(t, ev.e.DB().Get(&jobs, `SELECT count(*) FROM `+ev.e.Schema()+`.bulk_jobs`))
+	require.Equal(t, 1, jobs, "the setup's job only: the dry runs made none")
 }
 
 // TestCustomerMayCancel: with the option, a customer cancels its own open

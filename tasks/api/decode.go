@@ -27,8 +27,19 @@ func requestBody(pattern string) any {
 		return new(TokenRequest)
 	case "PUT /v1/flags/{kind}":
 		return new(FlagChange)
+	case "POST /v1/bulk":
+		return new(BulkRequest)
+	case "POST /v1/bulk/{jobId}/pause", "POST /v1/bulk/{jobId}/resume", "POST /v1/bulk/{jobId}/stop":
+		return new(BulkControl)
+	case "POST /v1/bulk/{jobId}/retry-failed":
+		return new(BulkRetry)
 	}
 	return nil
+}
+
+// optionalBody reports whether a route's body may be left out.
+func optionalBody(pattern string) bool {
+	return strings.HasPrefix(pattern, "POST /v1/bulk/{jobId}/")
 }
 
 // strictBody checks a route's JSON body before the generated handler decodes
@@ -59,6 +70,11 @@ func strictBody(limit int64) MiddlewareFunc {
 			}
 			if err != nil {
 				writeProblem(w, r, badRequest("", "reading the body: %v", err))
+				return
+			}
+			if len(bytes.TrimSpace(b)) == 0 && optionalBody(r.Pattern) {
+				r.Body = http.NoBody
+				next.ServeHTTP(w, r)
 				return
 			}
 			if err := decodeStrict(b, v); err != nil {

@@ -16,12 +16,13 @@ func FuzzDecodeStrict(f *testing.F) {
 		`{"name":"confirm","payload":{"approved":true},"reason":"r"}`, `{"name":"confirm","payload":`,
 		`{"reason":"r","from_step":"charge","dry_run":true}`, `{"reason":"r","dry_run":"yes"}`,
 		`{"name":"n","role":"customer","customer":"c","expires_in_hours":1}`, `{"expires_in_hours":1e400}`,
-		`{"reason":"r"} {"reason":"s"}`, "{\"reason\":\"\xff\"}", `{"REASON":"r"}`,
+		`{"reason":"r"} {"reason":"s"}`, `{"action":"signal","filter":{"ids":["a"],"status":["failed"]},"signal":{"name":"n","payload":1},"rate":5,"reason":"r","dry_run":true}`,
+		`{"reason":"r","rate":2.5}`, `{"filter":{"created_after":"2026-01-01T00:00:00Z"}}`, "{\"reason\":\"\xff\"}", `{"REASON":"r"}`,
 	} {
 		f.Add(seed)
 	}
 	patterns := []string{"POST /v1/operations", "POST /v1/operations/{id}/cancel", "POST /v1/operations/{id}/relaunch",
-		"POST /v1/operations/{id}/signal", "POST /v1/tokens"}
+		"POST /v1/operations/{id}/signal", "POST /v1/tokens", "POST /v1/bulk", "POST /v1/bulk/{jobId}/stop", "POST /v1/bulk/{jobId}/retry-failed"}
 	f.Fuzz(func(t *testing.T, body string) {
 		for _, p := range patterns {
 			v := requestBody(p)

@@ -38,6 +38,8 @@ type env struct {
 	failCharge atomic.Bool
 	charged    atomic.Int64
 	released   atomic.Int64
+	// bulkWorker runs the server's bulk jobs in the test process.
+	bulkWorker *engine.Worker
 }
 
 func newEnv(t *testing.T, cfg api.Config) *env {
@@ -86,12 +88,20 @@ func newEnvOn(t *testing.T, e *engine.Engine, cfg api.Config) *env {
 	}
 	require.NoError(t, ev.e.Register(reserve, charge, release, order))
 	require.NoError(t, ic.Register(ev.e))
-	testenv.Worker(t, ev.e, engine.WorkerConfig{})
 	require.NoError(t, api.Migrate(context.Background(), ev.e.DB(), ev.e.Schema()))
 	cfg.Engine = ev.e
-	srv, err := api.New(cfg)
+	srv, err := api.New(cfg) // registers the bulk workflow: before the workers
 	require.NoError(t, err)
 	ev.srv = srv
+	testenv.Worker(t, ev.e, engine.WorkerConfig{})
+	bw, err := srv.StartBulkWorker(context.Background())
+	require.NoError(t, err)
+	ev.bulkWorker = bw
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = bw.Stop(ctx)
+	})
 	ev.http = httptest.NewServer(srv.Handler())
 	t.Cleanup(ev.http.Close)
 	for _, n := range []api.NewToken{

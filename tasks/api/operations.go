@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/cancel"
@@ -347,6 +348,11 @@ func errorInfo(b []byte) *ErrorInfo {
 // loadOperation reads operation id as p may see it: engine.ErrNotFound for
 // one that does not exist or that a customer does not own.
 func (s *Server) loadOperation(ctx context.Context, p Principal, id string) (*opRow, error) {
+	return s.loadOperationIn(ctx, s.db, p, id)
+}
+
+// loadOperationIn is loadOperation through db (a transaction).
+func (s *Server) loadOperationIn(ctx context.Context, db sqlx.QueryerContext, p Principal, id string) (*opRow, error) {
 	q := &query{}
 	q.and(`r.workflow_id = ` + q.arg(id))
 	if p.Role == RoleCustomer {
@@ -355,7 +361,7 @@ func (s *Server) loadOperation(ctx context.Context, p Principal, id string) (*op
 	// Not opFrom's top-level filter: a child workflow is an operation too
 	// when asked for by its ID.
 	var r opRow
-	err := s.db.GetContext(ctx, &r, s.opColumns()+` FROM `+s.schema+`.runs r
+	err := sqlx.GetContext(ctx, db, &r, s.opColumns()+` FROM `+s.schema+`.runs r
 	LEFT JOIN LATERAL (SELECT st.name, st.seq, st.error, st.completed_at FROM `+s.schema+`.steps st
 		WHERE st.run_id = r.run_id AND st.status = 'failed' ORDER BY st.seq DESC LIMIT 1) fs ON true
 	LEFT JOIN LATERAL (SELECT st.status FROM `+s.schema+`.steps st

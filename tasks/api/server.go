@@ -84,6 +84,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// Logger receives request errors. Default slog.Default().
 	Logger *slog.Logger
+	// BulkConcurrency bounds the operations one bulk job acts on at once
+	// (its rate bounds how many a second). Default DefaultBulkConcurrency.
+	BulkConcurrency int
 }
 
 // Server is graft's operations API: it implements the generated
@@ -101,7 +104,9 @@ type Server struct {
 
 var _ StrictServerInterface = (*Server)(nil)
 
-// New returns a server. Run Migrate (and the engine's) first.
+// New returns a server. Run Migrate (and the engine's) first. It registers
+// the bulk job workflow (BulkWorkflow) on Config.Engine: call it before
+// creating workers, and run bulk jobs with StartBulkWorker.
 func New(cfg Config) (*Server, error) {
 	if cfg.Engine == nil {
 		return nil, errors.New("api: Config.Engine is required")
@@ -111,6 +116,10 @@ func New(cfg Config) (*Server, error) {
 	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, DefaultMaxBodyBytes)
 	if cfg.MaxBodyBytes < 0 {
 		return nil, fmt.Errorf("api: Config.MaxBodyBytes %d is negative", cfg.MaxBodyBytes)
+	}
+	cfg.BulkConcurrency = cmp.Or(cfg.BulkConcurrency, DefaultBulkConcurrency)
+	if cfg.BulkConcurrency < 0 {
+		return nil, fmt.Errorf("api: Config.BulkConcurrency %d is negative", cfg.BulkConcurrency)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -123,9 +132,13 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	db := cfg.Engine.DB()
-	return &Server{cfg: cfg, metrics: m, db: db, schema: pq.QuoteIdentifier(cfg.Engine.Schema()),
+	s := &Server{cfg: cfg, metrics: m, db: db, schema: pq.QuoteIdentifier(cfg.Engine.Schema()),
 		customerKey: pq.QuoteLiteral(cfg.CustomerHeader), keyKey: pq.QuoteLiteral(cfg.KeyHeader),
-		tokens: NewTokens(db, cfg.Engine.Schema()), client: cfg.Engine.Client()}, nil
+		tokens: NewTokens(db, cfg.Engine.Schema()), client: cfg.Engine.Client()}
+	if err := s.registerBulk(); err != nil {
+		return nil, fmt.Errorf("api: bulk jobs: %w", err)
+	}
+	return s, nil
 }
 
 // Tokens returns the server's token store.

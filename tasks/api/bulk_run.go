@@ -1,0 +1,391 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"golang.org/x/time/rate"
+
+	"github.com/graftdev/graft/engine"
+)
+
+// Names of the bulk job's workflow, its activities and its queue.
+const (
+	// BulkWorkflow is the workflow that runs a bulk job; its ID is the job's.
+	BulkWorkflow = "graft.bulk"
+	// BulkQueue is the queue bulk jobs run on (see Server.StartBulkWorker).
+	BulkQueue = "graft.bulk"
+	// DefaultBulkConcurrency bounds the operations one job acts on at once.
+	DefaultBulkConcurrency = 16
+
+	bulkBatchActivity  = "graft.bulk.batch"
+	bulkStateActivity  = "graft.bulk.state"
+	bulkFinishActivity = "graft.bulk.finish"
+	// bulkWindow is how long one batch lasts at the job's rate; between
+	// batches the workflow takes pause and stop signals.
+	bulkWindow   = 2 * time.Second
+	maxBulkBatch = 5000
+	// bulkRunsPerWorkflow bounds a job run's history: it continues as new
+	// after this many batches.
+	bulkRunsPerWorkflow = 200
+)
+
+type bulkRunIn struct {
+	JobID string `json:"job_id"`
+}
+
+type bulkBatchOut struct {
+	Acted     int `json:"acted"`
+	Remaining int `json:"remaining"`
+	// Interrupted: a pause or stop was asked before the batch ended.
+	Interrupted bool `json:"interrupted"`
+}
+
+type bulkStateIn struct {
+	JobID string `json:"job_id"`
+	State string `json:"state"`
+}
+
+// bulkDefs are a server's bulk definitions, registered on its engine.
+type bulkDefs struct {
+	wf     *engine.Workflow[bulkRunIn, string]
+	batch  *engine.Activity[bulkRunIn, bulkBatchOut]
+	state  *engine.Activity[bulkStateIn, struct{}]
+	finish *engine.Activity[bulkStateIn, struct{}]
+}
+
+// registerBulk registers the bulk job workflow on the server's engine. An
+// engine another Server registered it on keeps that server's definitions:
+// they act on the same database.
+func (s *Server) registerBulk() error {
+	if _, ok := s.cfg.Engine.WorkflowSignals(BulkWorkflow); ok {
+		return nil
+	}
+	retry := &engine.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumInterval: 10 * time.Second}
+	d := &bulkDefs{}
+	d.batch = engine.NewActivity(bulkBatchActivity, s.runBatch).
+		WithOptions(engine.ActivityOptions{StartToCloseTimeout: 2 * time.Minute, RetryPolicy: retry})
+	d.state = engine.NewActivity(bulkStateActivity, s.setJobState).WithOptions(engine.ActivityOptions{RetryPolicy: retry})
+	d.finish = engine.NewActivity(bulkFinishActivity, s.finishJob).WithOptions(engine.ActivityOptions{RetryPolicy: retry})
+	d.wf = engine.NewWorkflow(BulkWorkflow, func(ctx engine.Context, in bulkRunIn) (string, error) {
+		return s.bulkJob(ctx, d, in)
+	}).WithSignals(
+		engine.DeclareSignal[struct{}]("pause", "pause after the items in hand"),
+		engine.DeclareSignal[struct{}]("resume", "resume a paused job"),
+		engine.DeclareSignal[struct{}]("stop", "stop for good"))
+	return s.cfg.Engine.Register(d.wf, d.batch, d.state, d.finish)
+}
+
+// StartBulkWorker starts a worker that runs bulk jobs (queue BulkQueue) in
+// this process; stop it before closing the engine. A job survives the
+// process: another bulk worker on the database resumes it.
+func (s *Server) StartBulkWorker(ctx context.Context) (*engine.Worker, error) {
+	w, err := s.cfg.Engine.NewWorker(engine.WorkerConfig{Queues: []string{BulkQueue}, Workflows: []string{BulkWorkflow}})
+	if err != nil {
+		return nil, fmt.Errorf("api: bulk worker: %w", err)
+	}
+	if err := w.Start(ctx); err != nil {
+		return nil, fmt.Errorf("api: bulk worker: %w", err)
+	}
+	return w, nil
+}
+
+// bulkJob is the job's workflow: batches at the job's rate until no item
+// is pending, taking pause, resume and stop signals between batches.
+func (s *Server) bulkJob(ctx engine.Context, d *bulkDefs, in bulkRunIn) (string, error) {
+	pause := engine.GetSignalChannel[struct{}](ctx, "pause")
+	resume := engine.GetSignalChannel[struct{}](ctx, "resume")
+	stop := engine.GetSignalChannel[struct{}](ctx, "stop")
+	end := func(state string) (string, error) {
+		if _, err := d.finish.Run(ctx, bulkStateIn{JobID: in.JobID, State: state}); err != nil {
+			return "", err
+		}
+		return state, nil
+	}
+	// paused waits for resume or stop; it reports whether to stop.
+	paused := func() (bool, error) {
+		if _, err := d.state.Run(ctx, bulkStateIn{JobID: in.JobID, State: "paused"}); err != nil {
+			return false, err
+		}
+		i, err := engine.Select(ctx, stop, resume)
+		if err != nil || i == 0 {
+			return true, err
+		}
+		if _, err := resume.Receive(ctx); err != nil {
+			return false, err
+		}
+		_, err = d.state.Run(ctx, bulkStateIn{JobID: in.JobID, State: "running"})
+		return false, err
+	}
+	for range bulkRunsPerWorkflow {
+		out, err := d.batch.Run(ctx, in)
+		if err != nil {
+			return "", err
+		}
+		if out.Remaining == 0 {
+			return end("completed")
+		}
+		if out.Interrupted {
+			// A pause or stop was asked: its signal was sent with it.
+			if i, err := engine.Select(ctx, stop, pause); err != nil {
+				return "", err
+			} else if i == 0 {
+				return end("stopped")
+			}
+		} else {
+			if _, ok, err := stop.ReceiveAsync(ctx); err != nil {
+				return "", err
+			} else if ok {
+				return end("stopped")
+			}
+			if _, ok, err := pause.ReceiveAsync(ctx); err != nil {
+				return "", err
+			} else if !ok {
+				continue
+			}
+		}
+		if _, _, err := pause.ReceiveAsync(ctx); err != nil {
+			return "", err
+		}
+		if halt, err := paused(); err != nil {
+			return "", err
+		} else if halt {
+			return end("stopped")
+		}
+	}
+	return "", engine.ContinueAsNew(ctx, d.wf, in)
+}
+
+// setJobState records the state the job's workflow is in.
+func (s *Server) setJobState(ctx context.Context, in bulkStateIn) (struct{}, error) {
+	_, err := s.db.ExecContext(ctx, `UPDATE `+s.schema+`.bulk_jobs SET state = $2
+		WHERE id = $1 AND state NOT IN ('stopped', 'completed')`, in.JobID, in.State)
+	return struct{}{}, err
+}
+
+// finishJob ends a job: a stopped job's pending items are reported skipped.
+func (s *Server) finishJob(ctx context.Context, in bulkStateIn) (struct{}, error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return struct{}{}, err
+	}
+	defer tx.Rollback()
+	if in.State == "stopped" {
+		if _, err := tx.ExecContext(ctx, `UPDATE `+s.schema+`.bulk_items SET state = 'skipped', detail = 'the job was stopped', at = now()
+			WHERE job_id = $1 AND state = 'pending'`, in.JobID); err != nil {
+			return struct{}{}, err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE `+s.schema+`.bulk_jobs SET state = $2, requested = NULL, finished_at = COALESCE(finished_at, now())
+		WHERE id = $1`, in.JobID, in.State); err != nil {
+		return struct{}{}, err
+	}
+	return struct{}{}, tx.Commit()
+}
+
+// runBatch acts on the job's next pending items at its rate, for about
+// bulkWindow, and stops taking items as soon as a pause or stop is asked.
+func (s *Server) runBatch(ctx context.Context, in bulkRunIn) (bulkBatchOut, error) {
+	var out bulkBatchOut
+	j, err := s.loadJob(ctx, s.db, Principal{}, in.JobID, false)
+	if err != nil {
+		return out, err
+	}
+	spec, err := j.spec()
+	if err != nil {
+		return out, err
+	}
+	n := int(math.Min(math.Max(math.Ceil(j.Rate*bulkWindow.Seconds()), 1), maxBulkBatch))
+	var ids []string
+	if !j.Requested.Valid {
+		if err := s.db.SelectContext(ctx, &ids, `SELECT operation_id FROM `+s.schema+`.bulk_items
+			WHERE job_id = $1 AND state = 'pending' ORDER BY seq LIMIT $2`, j.ID, n); err != nil {
+			return out, fmt.Errorf("api: bulk job %s items: %w", j.ID, err)
+		}
+	}
+	var interrupted atomic.Bool
+	interrupted.Store(j.Requested.Valid)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() { // a pause or stop asked through the API stops the batch
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-t.C:
+			}
+			var req *string
+			if s.db.GetContext(watchCtx, &req, `SELECT requested FROM `+s.schema+`.bulk_jobs WHERE id = $1`, j.ID) == nil && req != nil {
+				interrupted.Store(true)
+				return
+			}
+		}
+	}()
+	lim := rate.NewLimiter(rate.Limit(j.Rate), 1)
+	work := make(chan string)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	var acted atomic.Int64
+	for range min(s.cfg.BulkConcurrency, max(len(ids), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				if err := s.bulkItem(ctx, j, spec, id); err != nil {
+					mu.Lock()
+					firstErr = cmpErr(firstErr, err)
+					mu.Unlock()
+					continue
+				}
+				acted.Add(1)
+			}
+		}()
+	}
+	for _, id := range ids {
+		if interrupted.Load() || ctx.Err() != nil {
+			break
+		}
+		if err := lim.Wait(ctx); err != nil {
+			break
+		}
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	stopWatch()
+	if firstErr != nil {
+		return out, firstErr
+	}
+	if err := s.db.GetContext(ctx, &out.Remaining, `SELECT count(*) FROM `+s.schema+`.bulk_items
+		WHERE job_id = $1 AND state = 'pending'`, j.ID); err != nil {
+		return out, err
+	}
+	out.Acted, out.Interrupted = int(acted.Load()), interrupted.Load()
+	return out, nil
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// bulkItem acts on one operation of a job. The action and the item's
+// outcome commit together, so an item is acted on at most once however
+// often its batch runs again; an item no longer pending is left alone.
+func (s *Server) bulkItem(ctx context.Context, j *bulkJobRow, spec *bulkSpec, opID string) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var it struct {
+		RunID string `db:"run_id"`
+		State string `db:"state"`
+	}
+	if err := tx.GetContext(ctx, &it, `SELECT run_id, state FROM `+s.schema+`.bulk_items
+		WHERE job_id = $1 AND operation_id = $2 FOR UPDATE`, j.ID, opID); err != nil {
+		return fmt.Errorf("api: bulk item %s/%s: %w", j.ID, opID, err)
+	}
+	if it.State != "pending" {
+		return nil
+	}
+	outcome, detail, newRun, actErr := s.bulkAct(ctx, tx, j, spec, opID, it.RunID)
+	if actErr != nil {
+		// The action failed: its transaction is spoilt. Record the failure
+		// in another, if the item is still pending (a context that ended is
+		// no failure: the batch runs again).
+		_ = tx.Rollback()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		_, err := s.db.ExecContext(ctx, `UPDATE `+s.schema+`.bulk_items SET state = 'failed', detail = $3, at = now()
+			WHERE job_id = $1 AND operation_id = $2 AND state = 'pending'`, j.ID, opID, actErr.Error())
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE `+s.schema+`.bulk_items SET state = $3, detail = NULLIF($4, ''), new_run_id = NULLIF($5, ''), at = now()
+		WHERE job_id = $1 AND operation_id = $2`, j.ID, opID, outcome, detail, newRun); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// relaunchLock serialises relaunches of one operation (the API's and bulk
+// jobs') for the rest of tx.
+func relaunchLock(ctx context.Context, tx *sqlx.Tx, id string) error {
+	h := fnv.New64a()
+	h.Write([]byte("graft-api-relaunch:" + id))
+	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(h.Sum64()))
+	return err
+}
+
+// bulkAct acts on operation id in tx, as the job's creator, and audits it
+// there; it returns the item's outcome (done or skipped) and why, or the
+// action's error. An operation relaunched or closed since the job started
+// is skipped.
+func (s *Server) bulkAct(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, spec *bulkSpec, id, runID string) (outcome, detail, newRun string, err error) {
+	if spec.Action == BulkActionRelaunch {
+		if err := relaunchLock(ctx, tx, id); err != nil {
+			return "", "", "", err
+		}
+	}
+	p := j.principal()
+	r, err := s.loadOperationIn(ctx, tx, p, id)
+	if err != nil {
+		if pe := (*problemError)(nil); errors.As(err, &pe) && pe.status == http.StatusNotFound {
+			return "skipped", "not found", "", nil
+		}
+		return "", "", "", err
+	}
+	if r.RunID != runID {
+		return "skipped", "relaunched since the job started (run " + r.RunID + ")", "", nil
+	}
+	open := isOpen(Status(r.Status))
+	audit := map[string]any{"bulk_job": j.ID, "run_id": r.RunID}
+	switch spec.Action {
+	case BulkActionRelaunch:
+		if open {
+			return "skipped", "open since the job started (" + string(r.Status) + ")", "", nil
+		}
+		h, err := s.client.ResetTx(ctx, tx.Tx, id, engine.ResetOptions{BeforeLastFailedActivity: true, Reason: j.Reason})
+		if err != nil {
+			return "", "", "", err
+		}
+		newRun = h.RunID
+		audit["new_run_id"] = newRun
+	case BulkActionCancel:
+		if !open {
+			return "skipped", "closed since the job started (" + string(r.Status) + ")", "", nil
+		}
+		if err := s.client.CancelTx(ctx, tx.Tx, id, j.Reason); err != nil {
+			return "", "", "", err
+		}
+	case BulkActionSignal:
+		if !open {
+			return "skipped", "closed since the job started (" + string(r.Status) + ")", "", nil
+		}
+		if why := s.signalIneligible(r.WorkflowType, spec.Signal); why != "" {
+			return "skipped", why, "", nil
+		}
+		if err := s.client.SignalTx(ctx, tx.Tx, id, spec.Signal.Name, *spec.Signal.Payload); err != nil {
+			return "", "", "", err
+		}
+		audit["name"], audit["payload"] = spec.Signal.Name, spec.Signal.Payload
+	}
+	if err := s.audit(ctx, tx, p, string(spec.Action), id, j.Reason, audit); err != nil {
+		return "", "", "", err
+	}
+	return "done", "", newRun, nil
+}

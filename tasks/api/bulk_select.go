@@ -1,0 +1,252 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/graftdev/graft/cancel"
+	"github.com/graftdev/graft/engine"
+)
+
+// Limits and defaults of bulk requests.
+const (
+	// DefaultBulkRate is a bulk job's pace when the request names none.
+	DefaultBulkRate = 50.0
+	// MaxBulkRate bounds the pace a request may ask for.
+	MaxBulkRate = 10000.0
+	maxBulkIDs  = 10000
+	// bulkSampleSize and bulkIneligibleShown bound a preview's lists.
+	bulkSampleSize      = 20
+	bulkIneligibleShown = 100
+)
+
+// bulkSpec is a validated bulk request: what to do to which operations.
+type bulkSpec struct {
+	Action  BulkAction  `json:"action"`
+	Filter  BulkFilter  `json:"filter"`
+	Exclude []string    `json:"exclude,omitempty"`
+	Signal  *BulkSignal `json:"signal,omitempty"`
+	Rate    float64     `json:"rate"`
+	Reason  string      `json:"reason"`
+}
+
+// checkBulkRequest validates a request for principal p and returns its spec.
+func (s *Server) checkBulkRequest(p Principal, b *BulkRequest) (*bulkSpec, error) {
+	if b == nil {
+		return nil, badRequest("", "a JSON body is required")
+	}
+	switch b.Action {
+	case BulkActionRelaunch, BulkActionCancel, BulkActionSignal:
+	default:
+		return nil, badRequest("action", "%q is not relaunch, cancel or signal", b.Action)
+	}
+	if p.Role == RoleCustomer && b.Action != BulkActionCancel {
+		return nil, forbidden("the customer role may not %s operations", b.Action)
+	}
+	if err := required("reason", b.Reason); err != nil {
+		return nil, err
+	}
+	if b.Filter == nil {
+		return nil, badRequest("filter", "is required ({} matches every operation)")
+	}
+	spec := &bulkSpec{Action: b.Action, Filter: *b.Filter, Reason: b.Reason, Rate: DefaultBulkRate, Signal: b.Signal}
+	if b.Rate != nil {
+		if !(*b.Rate > 0 && *b.Rate <= MaxBulkRate) {
+			return nil, badRequest("rate", "must be more than 0 and at most %g operations per second", MaxBulkRate)
+		}
+		spec.Rate = *b.Rate
+	}
+	if b.Exclude != nil {
+		if len(*b.Exclude) > maxBulkIDs {
+			return nil, badRequest("exclude", "names more than %d operations", maxBulkIDs)
+		}
+		spec.Exclude = *b.Exclude
+	}
+	if f := b.Filter.Ids; f != nil && len(*f) > maxBulkIDs {
+		return nil, badRequest("filter.ids", "names more than %d operations", maxBulkIDs)
+	}
+	if f := b.Filter.Route; f != nil && !f.Valid() {
+		return nil, badRequest("filter.route", "%q is not graft or legacy", *f)
+	}
+	if f := b.Filter.Status; f != nil {
+		for _, st := range *f {
+			if _, err := statusCond(st); err != nil {
+				return nil, badRequest("filter.status", "%q is not a status", st)
+			}
+		}
+	}
+	switch {
+	case b.Action == BulkActionSignal && b.Signal == nil:
+		return nil, badRequest("signal", "is required for the signal action (name and payload)")
+	case b.Action != BulkActionSignal && b.Signal != nil:
+		return nil, badRequest("signal", "is only for the signal action")
+	case b.Signal != nil:
+		if err := required("signal.name", b.Signal.Name); err != nil {
+			return nil, err
+		}
+		if b.Signal.Payload == nil || len(*b.Signal.Payload) == 0 {
+			b.Signal.Payload = ptr(json.RawMessage("null"))
+		}
+	}
+	return spec, nil
+}
+
+// listParams is the bulk filter as the list's.
+func (f BulkFilter) listParams() ListOperationsParams {
+	lp := ListOperationsParams{Kind: f.Kind, Key: f.Key, Customer: f.Customer, FailingStep: f.FailingStep,
+		ErrorType: f.ErrorType, CreatedAfter: f.CreatedAfter, CreatedBefore: f.CreatedBefore}
+	if f.Route != nil {
+		lp.Route = ptr(ListOperationsParamsRoute(*f.Route))
+	}
+	return lp
+}
+
+// bulkCandidate is one operation a bulk filter matches, with why the action
+// does not apply to it (empty when it does).
+type bulkCandidate struct {
+	ID       string  `db:"workflow_id"`
+	RunID    string  `db:"run_id"`
+	Kind     string  `db:"workflow_type"`
+	Status   string  `db:"status"`
+	Customer *string `db:"customer"`
+	Why      string  `db:"why"`
+}
+
+// bulkSelection is what a bulk spec matches.
+type bulkSelection struct {
+	items    []bulkCandidate // in the job's order, ineligible ones included
+	eligible int
+	excluded int
+	notFound []string // IDs asked for that match nothing p may see
+}
+
+// ineligibleExpr is the SQL reason the action does not apply to the
+// operation r (NULL when it does).
+func (s *Server) ineligibleExpr(a BulkAction) string {
+	const open = `r.status IN ('pending','running','waiting')`
+	switch a {
+	case BulkActionRelaunch:
+		return `CASE WHEN ` + open + ` THEN 'open (' || r.status || '): relaunch a closed operation, cancel it first'
+			WHEN r.status = 'completed' THEN 'completed'
+			WHEN NOT EXISTS (SELECT 1 FROM ` + s.schema + `.steps st WHERE st.run_id = r.run_id AND st.kind = 'activity' AND st.status = 'failed')
+			THEN 'no failed activity to relaunch before' END`
+	default:
+		return `CASE WHEN NOT ` + open + ` THEN 'already ' || r.status END`
+	}
+}
+
+// selectBulk finds the operations spec names that p may see, oldest first,
+// and says which of them the action applies to.
+func (s *Server) selectBulk(ctx context.Context, db sqlx.QueryerContext, p Principal, spec *bulkSpec) (*bulkSelection, error) {
+	q, err := s.filter(p, spec.Filter.listParams())
+	if err != nil {
+		return nil, err
+	}
+	if f := spec.Filter.Status; f != nil && len(*f) > 0 {
+		var ors []string
+		for _, st := range *f {
+			c, err := statusCond(st)
+			if err != nil {
+				return nil, err
+			}
+			ors = append(ors, c)
+		}
+		q.and("(" + strings.Join(ors, " OR ") + ")")
+	}
+	if spec.Filter.Ids != nil {
+		q.and(`r.workflow_id = ANY(` + q.arg(pq.Array(*spec.Filter.Ids)) + `::text[])`)
+	}
+	var rows []bulkCandidate
+	text := `SELECT r.workflow_id, r.run_id, r.workflow_type, r.status, r.headers->>` + s.customerKey + ` AS customer,
+		COALESCE(` + s.ineligibleExpr(spec.Action) + `, '') AS why` + s.opFrom() + q.sql() + ` ORDER BY r.created_at, r.run_id`
+	if err := sqlx.SelectContext(ctx, db, &rows, text, q.args...); err != nil {
+		return nil, fmt.Errorf("api: bulk selection: %w", err)
+	}
+	sel := &bulkSelection{items: rows[:0]}
+	exclude := map[string]bool{}
+	for _, id := range spec.Exclude {
+		exclude[id] = true
+	}
+	found := map[string]bool{}
+	kinds := map[string]string{} // kind -> why a signal does not apply
+	for _, r := range rows {
+		found[r.ID] = true
+		if exclude[r.ID] {
+			sel.excluded++
+			continue
+		}
+		if r.Why == "" && spec.Action == BulkActionSignal {
+			why, ok := kinds[r.Kind]
+			if !ok {
+				why = s.signalIneligible(r.Kind, spec.Signal)
+				kinds[r.Kind] = why
+			}
+			r.Why = why
+		}
+		if r.Why == "" {
+			sel.eligible++
+		}
+		sel.items = append(sel.items, r)
+	}
+	if spec.Filter.Ids != nil {
+		for _, id := range *spec.Filter.Ids {
+			if !found[id] && !exclude[id] {
+				found[id] = true
+				sel.notFound = append(sel.notFound, id)
+			}
+		}
+	}
+	return sel, nil
+}
+
+// signalIneligible says why signal sig cannot go to operations of kind
+// (empty when it can).
+func (s *Server) signalIneligible(kind string, sig *BulkSignal) string {
+	var err error
+	if sig.Name == cancel.OperatorSignal {
+		err = operatorSignal().Check(*sig.Payload)
+	} else {
+		err = s.cfg.Engine.CheckSignal(kind, sig.Name, *sig.Payload)
+	}
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, engine.ErrUnknownWorkflow):
+		return fmt.Sprintf("the kind %q is not registered in this server, so its signals cannot be checked", kind)
+	case errors.Is(err, engine.ErrUnknownSignal):
+		return fmt.Sprintf("the kind %q declares no signal %q", kind, sig.Name)
+	default:
+		return fmt.Sprintf("payload: %v", err)
+	}
+}
+
+// preview is the dry run's answer for a selection.
+func (sel *bulkSelection) preview(a BulkAction) *BulkPreview {
+	pv := &BulkPreview{Action: a, Matched: len(sel.items), Count: sel.eligible, Excluded: sel.excluded,
+		Sample: []BulkItemRef{}, Ineligible: []BulkIneligible{}}
+	for _, it := range sel.items {
+		if it.Why == "" {
+			if len(pv.Sample) < bulkSampleSize {
+				pv.Sample = append(pv.Sample, BulkItemRef{Id: it.ID, Kind: it.Kind, Status: Status(it.Status), Customer: it.Customer})
+			}
+			continue
+		}
+		pv.IneligibleCount++
+		if len(pv.Ineligible) < bulkIneligibleShown {
+			pv.Ineligible = append(pv.Ineligible, BulkIneligible{Id: it.ID, Why: it.Why})
+		}
+	}
+	for _, id := range sel.notFound {
+		pv.IneligibleCount++
+		if len(pv.Ineligible) < bulkIneligibleShown {
+			pv.Ineligible = append(pv.Ineligible, BulkIneligible{Id: id, Why: "not found"})
+		}
+	}
+	return pv
+}

@@ -1,0 +1,410 @@
+package api_test
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/tasks/api"
+)
+
+// bulk posts a bulk request as role and decodes the answer into out.
+func (ev *env) bulk(t *testing.T, role string, req map[string]any, want int, out any) string {
+	t.Helper()
+	b, err := json.Marshal(req)
+	require.NoError(t, err)
+	code, body := ev.do(t, role, "POST", "/v1/bulk", string(b))
+	require.Equal(t, want, code, body)
+	if out != nil {
+		require.NoError(t, json.Unmarshal([]byte(body), out))
+	}
+	return body
+}
+
+func (ev *env) job(t *testing.T, role, id string) api.BulkJob {
+	t.Helper()
+	code, body := ev.do(t, role, "GET", "/v1/bulk/"+id, "")
+	require.Equal(t, 200, code, body)
+	var j api.BulkJob
+	require.NoError(t, json.Unmarshal([]byte(body), &j))
+	return j
+}
+
+// waitJob waits until job id is in state.
+func (ev *env) waitJob(t *testing.T, id string, state api.BulkState) api.BulkJob {
+	t.Helper()
+	var j api.BulkJob
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		j = ev.job(t, "viewer", id)
+		return j.State == state
+	}, "bulk job %s to be %s (is %+v)", id, state, &j)
+	return j
+}
+
+// runsOf counts id's runs and those a reset started.
+func (ev *env) runsOf(t *testing.T, id string) (runs, resets int) {
+	t.Helper()
+	require.NoError(t, ev.e.DB().QueryRow(`SELECT count(*), count(*) FILTER (WHERE start_reason = 'reset') FROM `+
+		ev.e.Schema()+`.runs WHERE workflow_id = $1`, id).Scan(&runs, &resets))
+	return runs, resets
+}
+
+// startFailed starts n orders that fail at their charge step and waits for them.
+func (ev *env) startFailed(t *testing.T, prefix, customer string, n int) []string {
+	t.Helper()
+	ev.failCharge.Store(true)
+	var ids []string
+	for i := range n {
+		ids = append(ids, ev.start(t, fmt.Sprintf("%s-%02d", prefix, i), customer, orderIn{Item: prefix}))
+	}
+	for _, id := range ids {
+		ev.waitFor(t, id, engine.StatusFailed)
+	}
+	return ids
+}
+
+// TestBulkRelaunchEndToEnd relaunches 50 failed operations over HTTP: the
+// dry run counts them and says why the others are left out, the job runs
+// to the end, every operation is relaunched exactly once from before its
+// failed step, each relaunch is audited, and the report says so in JSON
+// and CSV.
+func TestBulkRelaunchEndToEnd(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	failed := ev.startFailed(t, "f", "acme", 51)
+	ev.failCharge.Store(false)
+	ev.start(t, "ok", "acme", orderIn{Item: "ok"})
+	ev.waitFor(t, "ok", engine.StatusCompleted)
+	ev.start(t, "open", "acme", orderIn{Item: "open", Wait: true})
+	ev.waitFor(t, "open", engine.StatusWaiting)
+
+	req := map[string]any{"action": "relaunch", "reason": "card processor back up", "rate": 500, "dry_run": true,
+		"filter": map[string]any{"kind": "order"}, "exclude": []string{failed[50]}}
+	var pv api.BulkPreview
+	ev.bulk(t, "operator", req, 200, &pv)
+	require.Equal(t, 50, pv.Count)
+	require.Equal(t, 52, pv.Matched)
+	require.Equal(t, 1, pv.Excluded)
+	require.Len(t, pv.Sample, 20)
+	require.Equal(t, failed[0], pv.Sample[0].Id, "oldest first")
+	why := map[string]string{}
+	for _, in := range pv.Ineligible {
+		why[in.Id] = in.Why
+	}
+	require.Equal(t, map[string]string{"ok": "completed", "open": "open (waiting): relaunch a closed operation, cancel it first"}, why)
+	require.Equal(t, 2, pv.IneligibleCount)
+	var jobs int
+	require.NoError(t, ev.e.DB().Get(&jobs, `SELECT count(*) FROM `+ev.e.Schema()+`.bulk_jobs`))
+	require.Zero(t, jobs, "a dry run changes nothing")
+	require.Equal(t, engine.StatusFailed, ev.status(t, failed[0]))
+
+	// Asked by ID, one unknown: the preview says so.
+	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "r", "dry_run": true,
+		"filter": map[string]any{"ids": []string{failed[0], "nope"}}}, 200, &pv)
+	require.Equal(t, 1, pv.Count)
+	require.Equal(t, []api.BulkIneligible{{Id: "nope", Why: "not found"}}, pv.Ineligible)
+
+	delete(req, "dry_run")
+	var j api.BulkJob
+	ev.bulk(t, "operator", req, 201, &j)
+	require.Equal(t, 52, j.Total)
+	require.Equal(t, "oscar", j.CreatedBy)
+	j = ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	require.Equal(t, 50, j.Done)
+	require.Equal(t, 2, j.Skipped)
+	require.Zero(t, j.Failed)
+	require.Zero(t, j.Pending)
+	require.NotNil(t, j.FinishedAt)
+	for _, id := range failed[:50] {
+		ev.waitFor(t, id, engine.StatusCompleted)
+		runs, resets := ev.runsOf(t, id)
+		require.Equal(t, 2, runs, id)
+		require.Equal(t, 1, resets, id)
+	}
+	runs, _ := ev.runsOf(t, failed[50])
+	require.Equal(t, 1, runs, "excluded")
+	require.EqualValues(t, 51, ev.charged.Load(), "50 relaunched charges and the ok order's")
+
+	// Audited, per operation, with who and why, and in its timeline.
+	var audited int
+	require.NoError(t, ev.e.DB().Get(&audited, `SELECT count(*) FROM `+ev.e.Schema()+`.api_audit
+		WHERE action = 'relaunch' AND actor = 'oscar' AND reason = 'card processor back up' AND detail->>'bulk_job' = $1`, j.Id))
+	require.Equal(t, 50, audited)
+	require.NoError(t, ev.e.DB().Get(&audited, `SELECT count(*) FROM `+ev.e.Schema()+`.api_audit WHERE action = 'bulk_create'`))
+	require.Equal(t, 1, audited)
+
+	// The report, as JSON and as CSV.
+	code, body := ev.do(t, "viewer", "GET", "/v1/bulk/"+j.Id+"/report", "")
+	require.Equal(t, 200, code, body)
+	var rep api.BulkReport
+	require.NoError(t, json.Unmarshal([]byte(body), &rep))
+	require.Len(t, rep.Items, 52)
+	outcomes := map[string]int{}
+	for _, it := range rep.Items {
+		outcomes[it.Outcome]++
+		if it.Id == "ok" {
+			require.Equal(t, "completed", *it.Detail)
+		}
+		if it.Outcome == "done" {
+			require.NotNil(t, it.NewRunId)
+		}
+	}
+	require.Equal(t, map[string]int{"done": 50, "skipped": 2}, outcomes)
+	for _, path := range []string{"/v1/bulk/" + j.Id + "/report?format=csv"} {
+		code, body = ev.do(t, "viewer", "GET", path, "")
+		require.Equal(t, 200, code, body)
+		recs, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+		require.NoError(t, err)
+		require.Equal(t, []string{"operation_id", "outcome", "detail", "run_id", "new_run_id", "at"}, recs[0])
+		require.Len(t, recs, 53)
+		require.Equal(t, failed[0], recs[1][0])
+	}
+	hreq, _ := http.NewRequest("GET", ev.http.URL+"/v1/bulk/"+j.Id+"/report", nil)
+	hreq.Header.Set("Authorization", "Bearer "+ev.tokens["viewer"])
+	hreq.Header.Set("Accept", "text/csv")
+	res, err := http.DefaultClient.Do(hreq)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, "text/csv", res.Header.Get("Content-Type"))
+
+	// Listed; nothing failed, so there is nothing to retry.
+	code, body = ev.do(t, "viewer", "GET", "/v1/bulk", "")
+	require.Equal(t, 200, code)
+	require.Contains(t, body, j.Id)
+	code, body = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/retry-failed", "")
+	require.Equal(t, 409, code, body)
+
+	// Running it again skips them all: each was relaunched and completed.
+	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "again", "filter": map[string]any{"ids": failed[:50]}, "dry_run": true}, 200, &pv)
+	require.Zero(t, pv.Count)
+}
+
+// TestBulkCancelWithRefunds cancels open orders in bulk: each one's
+// reservation is released (the refund), visible in its timeline.
+func TestBulkCancelWithRefunds(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, ev.start(t, fmt.Sprintf("c-%d", i), "acme", orderIn{Item: "c", Wait: true}))
+	}
+	for _, id := range ids {
+		ev.waitFor(t, id, engine.StatusWaiting)
+	}
+	var j api.BulkJob
+	ev.bulk(t, "operator", map[string]any{"action": "cancel", "reason": "supplier gone", "rate": 100,
+		"filter": map[string]any{"status": []string{"waiting"}}}, 201, &j)
+	j = ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	require.Equal(t, 5, j.Done)
+	for _, id := range ids {
+		ev.waitFor(t, id, engine.StatusCancelled)
+		res, err := ev.client(t, "operator").GetOperationHistoryWithResponse(t.Context(), id)
+		require.NoError(t, err)
+		var refunded, cancelled bool
+		for _, e := range res.JSON200.Events {
+			refunded = refunded || (e.Type == "step" && *e.Name == "release" && *e.Status == "completed")
+			cancelled = cancelled || (e.Type == "action" && *e.Name == "cancel" && *e.Reason == "supplier gone")
+		}
+		require.True(t, refunded, "%s: the refund is in the timeline", id)
+		require.True(t, cancelled, "%s: the bulk cancel is in the timeline", id)
+	}
+	require.EqualValues(t, 5, ev.released.Load())
+}
+
+// TestBulkSignal sends a declared signal to waiting orders; one whose
+// payload cannot be its type is refused before anything is sent.
+func TestBulkSignal(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	a := ev.start(t, "s-1", "acme", orderIn{Item: "s", Wait: true})
+	ev.waitFor(t, a, engine.StatusWaiting)
+	var pv api.BulkPreview
+	ev.bulk(t, "operator", map[string]any{"action": "signal", "reason": "r", "dry_run": true, "filter": map[string]any{},
+		"signal": map[string]any{"name": "confirm", "payload": map[string]any{"approved": "yes"}}}, 200, &pv)
+	require.Zero(t, pv.Count)
+	require.Contains(t, pv.Ineligible[0].Why, "payload")
+	ev.bulk(t, "operator", map[string]any{"action": "signal", "reason": "r", "dry_run": true, "filter": map[string]any{},
+		"signal": map[string]any{"name": "nudge"}}, 200, &pv)
+	require.Equal(t, `the kind "order" declares no signal "nudge"`, pv.Ineligible[0].Why)
+	var j api.BulkJob
+	ev.bulk(t, "operator", map[string]any{"action": "signal", "reason": "customer called", "filter": map[string]any{"ids": []string{a}},
+		"signal": map[string]any{"name": "confirm", "payload": map[string]any{"approved": true}}}, 201, &j)
+	ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	ev.waitFor(t, a, engine.StatusCompleted)
+}
+
+// TestBulkPauseResumeStop: a slow job pauses (and stays paused), resumes
+// and finishes; another stops for good, its untouched operations reported
+// skipped.
+func TestBulkPauseResumeStop(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	failed := ev.startFailed(t, "p", "acme", 12)
+	ev.failCharge.Store(false)
+	var j api.BulkJob
+	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "slowly", "rate": 4,
+		"filter": map[string]any{"ids": failed[:6]}}, 201, &j)
+	testenv.Eventually(t, 30*time.Second, func() bool { return ev.job(t, "viewer", j.Id).Done >= 1 }, "a first item done")
+	code, body := ev.do(t, "viewer", "POST", "/v1/bulk/"+j.Id+"/pause", "")
+	require.Equal(t, 403, code, body)
+	code, body = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/pause", `{"reason":"looking"}`)
+	require.Equal(t, 200, code, body)
+	require.Contains(t, []string{"pausing", "paused"}, gjson(t, body, "state"))
+	code, body = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/pause", "")
+	require.Equal(t, 409, code, "already pausing: %s", body)
+	paused := ev.waitJob(t, j.Id, api.BulkStatePaused)
+	require.Positive(t, paused.Pending)
+	require.Equal(t, paused.Done, ev.job(t, "viewer", j.Id).Done)
+
+	code, body = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/resume", `{}`)
+	require.Equal(t, 200, code, body)
+	done := ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	require.Equal(t, 6, done.Done)
+	code, _ = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/stop", "")
+	require.Equal(t, 409, code, "a finished job cannot be stopped")
+
+	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "to stop", "rate": 1,
+		"filter": map[string]any{"ids": failed[6:]}}, 201, &j)
+	code, body = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/stop", `{"reason":"wrong filter"}`)
+	require.Equal(t, 200, code, body)
+	stopped := ev.waitJob(t, j.Id, api.BulkStateStopped)
+	require.Equal(t, 6, stopped.Done+stopped.Skipped)
+	require.Less(t, stopped.Done, 6)
+	code, body = ev.do(t, "viewer", "GET", "/v1/bulk/"+j.Id+"/report", "")
+	require.Equal(t, 200, code)
+	require.Contains(t, body, "the job was stopped")
+	var actions []string
+	require.NoError(t, ev.e.DB().Select(&actions, `SELECT action || ':' || coalesce(reason, '') FROM `+ev.e.Schema()+`.api_audit
+		WHERE action LIKE 'bulk_%' AND action <> 'bulk_create' ORDER BY id`))
+	require.Equal(t, []string{"bulk_pause:looking", "bulk_resume:", "bulk_stop:wrong filter"}, actions)
+}
+
+func gjson(t *testing.T, body, field string) string {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(body), &m))
+	return fmt.Sprint(m[field])
+}
+
+// TestBulkRetryFailed: operations a job failed on are retried, and only
+// those, by a new job.
+func TestBulkRetryFailed(t *testing.T) {
+	var refuse sync.Map // workflow IDs whose reset the client refuses
+	e := testenv.Engine(t, &engine.Config{Interceptors: []engine.Interceptor{engine.ClientInterceptorFunc(
+		func(ctx context.Context, in *engine.ClientCallInput, next func(context.Context, *engine.ClientCallInput) (any, error)) (any, error) {
+			if _, ok := refuse.Load(in.WorkflowID); ok && in.Kind == engine.ClientReset {
+				return nil, fmt.Errorf("provider down for %s", in.WorkflowID)
+			}
+			return next(ctx, in)
+		})}})
+	ev := newEnvOn(t, e, api.Config{})
+	failed := ev.startFailed(t, "r", "acme", 4)
+	ev.failCharge.Store(false)
+	refuse.Store(failed[1], true)
+	refuse.Store(failed[3], true)
+	var j api.BulkJob
+	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "first", "rate": 100, "filter": map[string]any{"status": []string{"failed"}}}, 201, &j)
+	j = ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	require.Equal(t, 2, j.Done)
+	require.Equal(t, 2, j.Failed)
+	_, body := ev.do(t, "viewer", "GET", "/v1/bulk/"+j.Id+"/report", "")
+	require.Contains(t, body, "provider down for "+failed[1])
+
+	refuse.Clear()
+	code, body := ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/retry-failed", `{"reason":"provider back"}`)
+	require.Equal(t, 201, code, body)
+	var retry api.BulkJob
+	require.NoError(t, json.Unmarshal([]byte(body), &retry))
+	require.Equal(t, j.Id, *retry.RetryOf)
+	require.Equal(t, 2, retry.Total)
+	require.Equal(t, "provider back", retry.Reason)
+	retry = ev.waitJob(t, retry.Id, api.BulkStateCompleted)
+	require.Equal(t, 2, retry.Done)
+	for _, id := range failed {
+		ev.waitFor(t, id, engine.StatusCompleted)
+		_, resets := ev.runsOf(t, id)
+		require.Equal(t, 1, resets, id)
+	}
+}
+
+// TestBulkCustomerScope: a customer's bulk job (cancel, when the server
+// allows customers to cancel) never touches another customer's
+// operations, whatever its filter names; other actions are refused.
+func TestBulkCustomerScope(t *testing.T) {
+	ev := newEnv(t, api.Config{CustomerMayCancel: true})
+	mine := ev.start(t, "acme-w", "acme", orderIn{Item: "a", Wait: true})
+	theirs := ev.start(t, "globex-w", "globex", orderIn{Item: "g", Wait: true})
+	ev.waitFor(t, mine, engine.StatusWaiting)
+	ev.waitFor(t, theirs, engine.StatusWaiting)
+
+	ev.bulk(t, "customer", map[string]any{"action": "relaunch", "reason": "r", "filter": map[string]any{}}, 403, nil)
+	var pv api.BulkPreview
+	ev.bulk(t, "customer", map[string]any{"action": "cancel", "reason": "r", "dry_run": true,
+		"filter": map[string]any{"ids": []string{mine, theirs}}}, 200, &pv)
+	require.Equal(t, 1, pv.Count)
+	require.Equal(t, []api.BulkIneligible{{Id: theirs, Why: "not found"}}, pv.Ineligible, "another's operation looks missing")
+	ev.bulk(t, "customer", map[string]any{"action": "cancel", "reason": "r", "dry_run": true,
+		"filter": map[string]any{"customer": "globex"}}, 200, &pv)
+	require.Zero(t, pv.Matched)
+
+	var j api.BulkJob
+	ev.bulk(t, "customer", map[string]any{"action": "cancel", "reason": "changed my mind", "filter": map[string]any{}}, 201, &j)
+	require.Equal(t, 1, j.Total)
+	ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	ev.waitFor(t, mine, engine.StatusCancelled)
+	require.Equal(t, engine.StatusWaiting, ev.status(t, theirs))
+
+	// The other customer cannot see the job at all; staff can.
+	code, body := ev.do(t, "customer-other", "GET", "/v1/bulk/"+j.Id, "")
+	require.Equal(t, 404, code, body)
+	code2, body2 := ev.do(t, "customer-other", "GET", "/v1/bulk/bulk-nope", "")
+	require.Equal(t, 404, code2)
+	require.Equal(t, strings.ReplaceAll(body2, "bulk-nope", j.Id), body)
+	_, body = ev.do(t, "customer-other", "GET", "/v1/bulk", "")
+	require.NotContains(t, body, j.Id)
+	_, body = ev.do(t, "customer", "GET", "/v1/bulk", "")
+	require.Contains(t, body, j.Id)
+	require.Equal(t, j.Id, ev.job(t, "viewer", j.Id).Id)
+}
+
+// TestBulkBadInput: each bad request is a problem naming its field, and
+// changes nothing.
+func TestBulkBadInput(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	for _, tc := range []struct{ body, field string }{
+		{`{"action":"delete","reason":"r","filter":{}}`, "action"},
+		{`{"action":"relaunch","filter":{}}`, "reason"},
+		{`{"action":"relaunch","reason":"r"}`, "filter"},
+		{`{"action":"relaunch","reason":" ","filter":{}}`, "reason"},
+		{`{"action":"relaunch","reason":"r","filter":{},"rate":0}`, "rate"},
+		{`{"action":"relaunch","reason":"r","filter":{},"rate":1e9}`, "rate"},
+		{`{"action":"relaunch","reason":"r","filter":{"status":["lost"]}}`, "filter.status"},
+		{`{"action":"relaunch","reason":"r","filter":{"route":"moon"}}`, "filter.route"},
+		{`{"action":"signal","reason":"r","filter":{}}`, "signal"},
+		{`{"action":"signal","reason":"r","filter":{},"signal":{"name":""}}`, "signal.name"},
+		{`{"action":"cancel","reason":"r","filter":{},"signal":{"name":"x"}}`, "signal"},
+	} {
+		code, body := ev.do(t, "operator", "POST", "/v1/bulk", tc.body)
+		require.Equal(t, 400, code, tc.body)
+		require.Equal(t, tc.field, gjson(t, body, "field"), "%s: %s", tc.body, body)
+	}
+	for _, body := range []string{`{"action":"relaunch","reason":"r","filter":{},"extra":1}`, `not json`} {
+		code, b := ev.do(t, "operator", "POST", "/v1/bulk", body)
+		require.Equal(t, 400, code, "%s: %s", body, b)
+	}
+	code, body := ev.do(t, "viewer", "GET", "/v1/bulk?limit=0", "")
+	require.Equal(t, 400, code, body)
+	code, body = ev.do(t, "viewer", "GET", "/v1/bulk/bulk-nope/report?format=xml", "")
+	require.Equal(t, 400, code, body)
+	code, body = ev.do(t, "operator", "POST", "/v1/bulk/bulk-nope/pause", "")
+	require.Equal(t, 404, code, body)
+	var n int
+	require.NoError(t, ev.e.DB().Get(&n, `SELECT (SELECT count(*) FROM `+ev.e.Schema()+`.bulk_jobs) + (SELECT count(*) FROM `+ev.e.Schema()+`.api_audit)`))
+	require.Zero(t, n)
+}
