@@ -419,8 +419,8 @@ func (s *Server) RetryFailedBulkJob(ctx context.Context, req RetryFailedBulkJobR
 			spec.Reason = *b.Reason
 		}
 		if b.Rate != nil {
-			if !(*b.Rate > 0 && *b.Rate <= MaxBulkRate) {
-				return nil, badRequest("rate", "must be more than 0 and at most %g operations per second", MaxBulkRate)
+			if err := checkRate(*b.Rate); err != nil {
+				return nil, err
 			}
 			spec.Rate = *b.Rate
 		}

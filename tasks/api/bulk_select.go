@@ -57,8 +57,8 @@ func (s *Server) checkBulkRequest(p Principal, b *BulkRequest) (*bulkSpec, error
 	}
 	spec := &bulkSpec{Action: b.Action, Filter: *b.Filter, Reason: b.Reason, Rate: DefaultBulkRate, Signal: b.Signal}
 	if b.Rate != nil {
-		if !(*b.Rate > 0 && *b.Rate <= MaxBulkRate) {
-			return nil, badRequest("rate", "must be more than 0 and at most %g operations per second", MaxBulkRate)
+		if err := checkRate(*b.Rate); err != nil {
+			return nil, err
 		}
 		spec.Rate = *b.Rate
 	}
@@ -95,6 +95,13 @@ func (s *Server) checkBulkRequest(p Principal, b *BulkRequest) (*bulkSpec, error
 		}
 	}
 	return spec, nil
+}
+
+func checkRate(r float64) error {
+	if !(r > 0 && r <= MaxBulkRate) {
+		return badRequest("rate", "must be more than 0 and at most %g operations per second", MaxBulkRate)
+	}
+	return nil
 }
 
 // listParams is the bulk filter as the list's.
