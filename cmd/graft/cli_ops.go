@@ -256,8 +256,9 @@ func newOpsHistoryCmd(cli *cliOpts) *cobra.Command {
 
 func newOpsCancelCmd(cli *cliOpts) *cobra.Command {
 	var reason string
+	var dry bool
 	cmd := &cobra.Command{
-		Use:   "cancel ID --reason TEXT",
+		Use:   "cancel ID --reason TEXT [--dry-run]",
 		Short: "cancel an open operation; prints the refund plan",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -265,7 +266,7 @@ func newOpsCancelCmd(cli *cliOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := c.CancelOperationWithResponse(cmd.Context(), args[0], api.CancelRequest{Reason: reason})
+			res, err := c.CancelOperationWithResponse(cmd.Context(), args[0], api.CancelRequest{Reason: reason, DryRun: &dry})
 			if err != nil {
 				return err
 			}
@@ -274,22 +275,27 @@ func newOpsCancelCmd(cli *cliOpts) *cobra.Command {
 			}
 			r := res.JSON200
 			return cli.emit(res.Body, func(w io.Writer) {
-				fmt.Fprintf(w, "cancellation of %s requested (status %s)\n", r.Id, r.Status)
+				if dry {
+					fmt.Fprintf(w, "dry run: cancelling %s (status %s) would run this refund plan\n", r.Id, r.Status)
+				} else {
+					fmt.Fprintf(w, "cancellation of %s requested (status %s)\n", r.Id, r.Status)
+				}
 				switch {
 				case r.RefundPlanError != nil:
 					fmt.Fprintf(w, "refund plan unknown: %s\n", *r.RefundPlanError)
 				case r.RefundPlan == nil || len(*r.RefundPlan) == 0:
 					fmt.Fprintln(w, "nothing to compensate")
 				default:
-					fmt.Fprintln(w, "\nSTEP\tUNDOES\tWITH\tSTATUS")
+					fmt.Fprintln(w, "\nSTEP\tUNDOES\tWITH\tSTATUS\tSTEP STATUS")
 					for _, s := range *r.RefundPlan {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Step, str(s.Activity), s.Undo, s.Status)
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.Step, str(s.Activity), s.Undo, s.Status, str(s.StepStatus))
 					}
 				}
 			})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log; required)")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the refund plan a cancellation would run, change nothing")
 	return cmd
 }
 

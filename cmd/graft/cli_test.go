@@ -119,6 +119,12 @@ func TestCLIAgainstAServer(t *testing.T) {
 
 	_, err = order.Start(ctx, e.Client(), "wait", &engine.StartOptions{ID: "op-cancel"})
 	require.NoError(t, err)
+	out, err = cli("ops", "cancel", "op-cancel", "--reason", "customer asked", "--dry-run")
+	require.NoError(t, err)
+	require.Contains(t, out, "dry run: cancelling op-cancel")
+	info, err := e.Client().Describe(ctx, "op-cancel")
+	require.NoError(t, err)
+	require.False(t, info.CancelRequested, "a dry run cancels nothing")
 	out, err = cli("ops", "cancel", "op-cancel", "--reason", "customer asked")
 	require.NoError(t, err)
 	require.Contains(t, out, "cancellation of op-cancel requested")
