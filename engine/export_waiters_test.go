@@ -59,3 +59,7 @@ func SetPurgeHookForTest(e *Engine, d time.Duration, fn func(n int, err error)) 
 	default:
 	}
 }
+
+// SetSignalLoadHookForTest makes fn learn how many signals each read of a
+// run's buffered signals returned.
+func SetSignalLoadHookForTest(e *Engine, fn func(n int)) { e.store.signalsLoaded.Store(&fn) }

@@ -56,10 +56,13 @@ type runState struct {
 	// replay (nil: it stopped at a step without a record).
 	replayEnd *replayEnd
 
-	mu             sync.Mutex
-	wake           chan struct{}
-	signals        []*signalRow // buffered, not yet consumed, in id order
-	maxSignalID    int64
+	mu          sync.Mutex
+	wake        chan struct{}
+	signals     []*signalRow // buffered, not yet consumed, in id order
+	maxSignalID int64
+	// moreSignals: the last load of signals was a full page, so signals
+	// after maxSignalID may wait unread in the database (fillSignals).
+	moreSignals    bool
 	consumed       map[int64]bool
 	eventSeq       int64
 	cancelReq      bool
@@ -224,7 +227,9 @@ func (s *runState) poke() {
 	}
 }
 
+// addSignals takes a page of signals loadSignals read, past maxSignalID.
 func (s *runState) addSignals(sigs []*signalRow) {
+	s.moreSignals = len(sigs) >= signalPage
 	for _, sg := range sigs {
 		if sg.ID <= s.maxSignalID {
 			continue
@@ -234,6 +239,48 @@ func (s *runState) addSignals(sigs []*signalRow) {
 			s.signals = append(s.signals, sg)
 		}
 	}
+}
+
+// fillSignals reads further pages of the run's signals while none named
+// name is buffered in memory and more may wait in the database, so a
+// workflow reads signals in order however many wait, holding at most the
+// pages it needed. A failed read is retried; an abandoned run stops trying.
+func (s *runState) fillSignals(name string) {
+	for pause := 100 * time.Millisecond; ; {
+		s.mu.Lock()
+		if !s.moreSignals || s.hasSignalLocked(name) {
+			s.mu.Unlock()
+			return
+		}
+		after := s.maxSignalID
+		s.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), s.e.cfg.LeaseTTL)
+		sigs, err := s.e.store.loadSignals(ctx, []string{s.row.RunID}, after)
+		cancel()
+		if err != nil {
+			if s.isAbandoned() {
+				return
+			}
+			s.e.cfg.Logger.Warn("engine: reading the run's signals failed; retrying", "run_id", s.row.RunID, "err", err)
+			time.Sleep(pause)
+			pause = min(2*pause, 5*time.Second)
+			continue
+		}
+		s.mu.Lock()
+		if s.maxSignalID == after {
+			s.addSignals(sigs[s.row.RunID])
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *runState) hasSignalLocked(name string) bool {
+	for _, sg := range s.signals {
+		if sg.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // nondeterminism aborts the workflow goroutine with a NonDeterminismError.
@@ -479,6 +526,13 @@ func (s *runState) block(ctx Context, ws []waiter) (int, error) {
 		if err := s.checkCancel(ctx); err != nil {
 			return -1, err
 		}
+		if s.mode != modeQuery {
+			for _, w := range ws {
+				if sw, ok := w.(signalWaiter); ok {
+					s.fillSignals(sw.name)
+				}
+			}
+		}
 		now := s.e.cfg.Clock.Now()
 		var next time.Time
 		s.mu.Lock()
@@ -679,15 +733,19 @@ func (s *runState) refresh() error {
 		return err
 	}
 	s.mu.Lock()
-	after := s.maxSignalID
+	after, more := s.maxSignalID, s.moreSignals
 	var pending []int
 	for k := range s.children {
 		pending = append(pending, k)
 	}
 	s.mu.Unlock()
-	sigs, err := st.loadSignals(ctx, []string{s.row.RunID}, after)
-	if err != nil {
-		return err
+	var sigs map[string][]*signalRow
+	if !more {
+		// With pages still unread, new signals come after them, and
+		// fillSignals reads them in turn.
+		if sigs, err = st.loadSignals(ctx, []string{s.row.RunID}, after); err != nil {
+			return err
+		}
 	}
 	var done []*stepRow
 	if len(pending) > 0 {
@@ -700,7 +758,9 @@ func (s *runState) refresh() error {
 	if seq > s.eventSeq {
 		s.eventSeq = seq
 	}
-	s.addSignals(sigs[s.row.RunID])
+	if !more {
+		s.addSignals(sigs[s.row.RunID])
+	}
 	if cancelAt != nil && !s.cancelReq {
 		s.cancelReq = true
 		if reason != nil {

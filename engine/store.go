@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -24,6 +25,9 @@ type store struct {
 	signals string
 	beats   string
 	channel map[string]string
+
+	// signalsLoaded, set by tests, learns how many signals each load read.
+	signalsLoaded atomic.Pointer[func(n int)]
 }
 
 const (
@@ -552,12 +556,24 @@ func (s *store) loadHistoriesWithAttempts(ctx context.Context, runIDs []string) 
 	return out, nil
 }
 
-// loadSignals reads buffered signals of several runs, in delivery order.
+// signalPage is the most signals loadSignals reads for one run at a time:
+// a run with a flood of unread signals is loaded a page at a time, as its
+// workflow reads them, not all at once.
+const signalPage = 1000
+
+// loadSignals reads up to signalPage buffered signals of each of several
+// runs, those after afterID, in delivery order.
 func (s *store) loadSignals(ctx context.Context, runIDs []string, afterID int64) (map[string][]*signalRow, error) {
 	var rows []*signalRow
-	if err := sqlx.SelectContext(ctx, s.db, &rows, `SELECT id, run_id, name, payload, headers, created_at FROM `+s.signals+`
-		WHERE run_id = ANY($1) AND id > $2 ORDER BY id`, pq.Array(runIDs), afterID); err != nil {
+	if err := sqlx.SelectContext(ctx, s.db, &rows, `SELECT g.id, g.run_id, g.name, g.payload, g.headers, g.created_at
+		FROM unnest($1::text[]) AS r(run_id) CROSS JOIN LATERAL (
+			SELECT id, run_id, name, payload, headers, created_at FROM `+s.signals+` x
+			WHERE x.run_id = r.run_id AND x.id > $2 ORDER BY x.id LIMIT $3) g
+		ORDER BY g.id`, pq.Array(runIDs), afterID, signalPage); err != nil {
 		return nil, err
+	}
+	if h := s.signalsLoaded.Load(); h != nil {
+		(*h)(len(rows))
 	}
 	out := map[string][]*signalRow{}
 	for _, r := range rows {

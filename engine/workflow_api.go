@@ -120,14 +120,7 @@ type signalWaiter struct {
 	name string
 }
 
-func (w signalWaiter) readyLocked(time.Time) bool {
-	for _, sg := range w.s.signals {
-		if sg.Name == w.name {
-			return true
-		}
-	}
-	return false
-}
+func (w signalWaiter) readyLocked(time.Time) bool { return w.s.hasSignalLocked(w.name) }
 
 func (w signalWaiter) deadline() time.Time { return time.Time{} }
 
@@ -165,6 +158,8 @@ func (c SignalChannel[T]) receive(ctx Context, wait bool) (T, bool, error) {
 		if _, err := s.block(ctx, []waiter{signalWaiter{s: s, name: c.name}}); err != nil {
 			return zero, false, err
 		}
+	} else {
+		s.fillSignals(c.name)
 	}
 	s.mu.Lock()
 	var sg *signalRow
