@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +72,9 @@ type Intake struct {
 	sql    struct{ claim, markGraft, unmark, markError, claims, lag, exists, differ, row string }
 	listen *listenerConn
 	cursor string // last ID of the previous batch; "" starts a pass
+	// declarative: the claim query builds each row's input (Source.Input)
+	// and the key is SQL, so rows are not read whole.
+	declarative bool
 
 	// failing holds, per row that could not be started, the error last
 	// logged for it: a row that keeps failing is logged once per error,
@@ -159,10 +165,37 @@ func (in *Intake) buildSQL() {
 	pred := ""
 	if keySQL != "" {
 		// The flags decide in the query itself, so rows left to the legacy
-		// runner are neither returned nor locked.
-		pred = ` AND ` + in.schema + `.routed_to_graft(` + q(s.Kind) + `::text, ` + keySQL + `, ` + q(s.ID) + `::text)`
+		// runner are neither returned nor locked. The claim transaction has
+		// read the flags (and holds them), so it passes them in as arrays
+		// rather than have routed_to_graft read them again for every row:
+		// $5 the threshold (first bucket left to legacy) of each kind in
+		// $2, $6 "kind<US>key" of each key rule with its threshold in $7.
+		// flag_bucket is inlined. Go's Evaluate checks each row again.
+		pred = ` AND ` + in.schema + `.flag_bucket(` + q(s.Kind) + `::text, ` + q(s.ID) + `::text) < COALESCE(
+			($7::int[])[array_position($6::text[], ` + q(s.Kind) + `::text || E'\x1f' || ` + keySQL + `)],
+			($5::int[])[array_position($2::text[], ` + q(s.Kind) + `::text)])`
+	} else {
+		// Go derives the key: every pending row is read; $5-$7 are unused.
+		pred = ` AND ($5::int[] IS NULL OR $6::text[] IS NULL OR $7::int[] IS NULL OR true)`
 	}
-	in.sql.claim = `SELECT ` + q(s.ID) + `::text, ` + q(s.Kind) + `::text, ` + key + `, to_jsonb(t)
+	// A source whose input and key are columns needs no Go code per row:
+	// the query builds the input and reads the customer, instead of
+	// shipping every column.
+	in.declarative = keySQL != "" && s.InputFn == nil
+	cols := `to_jsonb(t)`
+	if in.declarative {
+		var obj []string
+		for _, field := range slices.Sorted(maps.Keys(s.Input)) {
+			obj = append(obj, pq.QuoteLiteral(field)+`, `+q(s.Input[field]))
+		}
+		cols = `jsonb_build_object(` + strings.Join(obj, `, `) + `)::text`
+		if s.Customer != "" {
+			cols += `, ` + q(s.Customer) + `::text`
+		} else {
+			cols += `, NULL::text`
+		}
+	}
+	in.sql.claim = `SELECT ` + q(s.ID) + `::text, ` + q(s.Kind) + `::text, ` + key + `, ` + cols + `
 		FROM ` + t + ` t
 		WHERE ` + q(s.Status.Column) + ` = $1 AND ` + q(s.Kind) + `::text = ANY($2::text[])
 		  AND ($3::text IS NULL OR ` + q(s.ID) + ` > $3::` + in.idType + `)` + pred + `
@@ -241,6 +274,7 @@ type BatchResult struct {
 type claimed struct {
 	row   Row
 	key   string
+	input json.RawMessage // built by the claim query (declarative sources)
 	dec   Decision
 	runID string // once started
 }
@@ -274,29 +308,40 @@ func (in *Intake) ClaimBatch(ctx context.Context) (BatchResult, error) {
 	if in.cursor != "" {
 		cursor = in.cursor
 	}
-	rows, err := tx.QueryContext(ctx, in.sql.claim, in.src.Status.Pending, pq.Array(kinds), cursor, in.cfg.BatchSize)
+	thresholds, ruleKeys, ruleThresholds := sqlThresholds(snap, kinds)
+	rows, err := tx.QueryContext(ctx, in.sql.claim, in.src.Status.Pending, pq.Array(kinds), cursor, in.cfg.BatchSize,
+		pq.Array(thresholds), pq.Array(ruleKeys), pq.Array(ruleThresholds))
 	if err != nil {
 		return res, fmt.Errorf("tasks: claim: %w", err)
 	}
-	var batch []claimed
+	batch := make([]claimed, 0, in.cfg.BatchSize)
 	var last string
 	for rows.Next() {
 		var c claimed
-		var key sql.NullString
+		var key, customer sql.NullString
 		var raw []byte
-		if err := rows.Scan(&c.row.ID, &c.row.Kind, &key, &raw); err != nil {
+		dest := []any{&c.row.ID, &c.row.Kind, &key, &raw}
+		if in.declarative {
+			dest = append(dest, &customer)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
 			return res, err
 		}
 		res.Scanned++
 		last = c.row.ID
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.UseNumber()
-		if err := dec.Decode(&c.row.Columns); err != nil {
-			rows.Close()
-			return res, fmt.Errorf("tasks: operation %s: decode row: %w", c.row.ID, err)
-		}
 		c.key = key.String
+		if in.declarative {
+			c.input, c.row.Customer = raw, customer.String
+		} else {
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			if err := dec.Decode(&c.row.Columns); err != nil {
+				rows.Close()
+				return res, fmt.Errorf("tasks: operation %s: decode row: %w", c.row.ID, err)
+			}
+			c.row.Customer = c.row.String(in.src.Customer)
+		}
 		batch = append(batch, c)
 	}
 	rows.Close()
@@ -309,25 +354,29 @@ func (in *Intake) ClaimBatch(ctx context.Context) (BatchResult, error) {
 		in.cursor, res.PassEnded = "", true
 	}
 	var failed []rowError
-	var graft []claimed
+	graft := make([]claimed, 0, len(batch))
+	counts := map[[2]string]int{}
+	sqlKey := in.src.keySQL() != ""
 	for _, c := range batch {
-		if in.src.keySQL() == "" {
+		if !sqlKey {
 			if c.key, err = in.src.key(c.row); err != nil {
 				failed = append(failed, rowError{c.row.ID, fmt.Errorf("routing key: %w", err)})
 				continue
 			}
 		}
-		c.row.Customer = c.row.String(in.src.Customer)
 		c.dec = Evaluate(snap, c.row.Kind, c.key, c.row.ID)
-		in.m.evaluated(ctx, c.row.Kind, c.dec.Rule)
+		counts[[2]string{c.row.Kind, c.dec.Rule}]++
 		if c.dec.Route != RouteGraft {
-			if in.src.keySQL() != "" {
+			if sqlKey {
 				in.log.Warn("tasks: the SQL and Go flag evaluations disagree; the row is left pending", "operation", c.row.ID, "rule", c.dec.Rule)
 			}
 			in.m.claimed(ctx, c.row.Kind, RouteLegacy, 1)
 			continue
 		}
 		graft = append(graft, c)
+	}
+	for k, n := range counts {
+		in.m.evaluated(ctx, k[0], k[1], n)
 	}
 	started, bad, err := in.start(ctx, tx.Tx, snap, graft)
 	if err != nil {
@@ -344,8 +393,12 @@ func (in *Intake) ClaimBatch(ctx context.Context) (BatchResult, error) {
 		return res, fmt.Errorf("tasks: commit claim: %w", err)
 	}
 	res.Started, res.Failed = len(started), len(failed)
+	perKind := map[string]int{}
 	for _, c := range started {
-		in.m.claimed(ctx, c.row.Kind, RouteGraft, 1)
+		perKind[c.row.Kind]++
+	}
+	for k, n := range perKind {
+		in.m.claimed(ctx, k, RouteGraft, n)
 	}
 	in.forgetFailures(started)
 	in.m.batch(ctx, time.Since(start), len(failed))
@@ -356,6 +409,27 @@ func (in *Intake) ClaimBatch(ctx context.Context) (BatchResult, error) {
 type rowError struct {
 	id  string
 	err error
+}
+
+// sqlThresholds passes the flags of kinds to the claim query: each kind's
+// default threshold, and each key rule's as "kind\x1fkey" with its
+// threshold (the first rule naming a key decides, as in Evaluate).
+func sqlThresholds(s *Snapshot, kinds []string) (thresholds []int64, ruleKeys []string, ruleThresholds []int64) {
+	thresholds = make([]int64, len(kinds))
+	for i, k := range kinds {
+		f := s.Flags[k]
+		thresholds[i] = int64(threshold(f.DefaultPercent))
+		seen := map[string]bool{}
+		for _, r := range f.KeyRules {
+			for _, key := range r.Keys {
+				if !seen[key] {
+					seen[key] = true
+					ruleKeys, ruleThresholds = append(ruleKeys, k+"\x1f"+key), append(ruleThresholds, int64(threshold(r.Percent)))
+				}
+			}
+		}
+	}
+	return thresholds, ruleKeys, ruleThresholds
 }
 
 // activeKinds are the source's kinds whose flags may route something to
@@ -395,10 +469,13 @@ func (in *Intake) start(ctx context.Context, tx *sql.Tx, snap *Snapshot, rows []
 	keep := make([]claimed, 0, len(rows))
 	ids := make([]string, 0, len(rows))
 	for _, c := range rows {
-		input, err := in.src.input(c.row)
-		if err != nil {
-			failed = append(failed, rowError{c.row.ID, fmt.Errorf("input: %w", err)})
-			continue
+		input := c.input
+		if input == nil {
+			var err error
+			if input, err = in.src.input(c.row); err != nil {
+				failed = append(failed, rowError{c.row.ID, fmt.Errorf("input: %w", err)})
+				continue
+			}
 		}
 		k := in.src.Kinds[c.row.Kind]
 		opts := &engine.StartOptions{ID: c.row.ID, Queue: k.Queue, ConflictPolicy: engine.ConflictUseExisting, Headers: engine.Headers{}}

@@ -21,10 +21,37 @@ import (
 // Intake claims exactly the rows the flags route to graft, starts one run per
 // row with the operation ID as workflow ID, records each decision, and leaves
 // every other row as it was.
+// It does so whether the source's key and input are columns (the claim
+// query routes and builds the input), the key is a Go function (every
+// pending row is read and routed in Go), or the input is.
 func TestIntakeClaimsWhatTheFlagsRouteToGraft(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		mut  func(*tasks.Source)
+	}{
+		{"columns", func(*tasks.Source) {}},
+		{"key function", func(s *tasks.Source) {
+			s.Key = tasks.KeySpec{Fn: func(r tasks.Row) (string, error) { return lastLabel(strings.ToLower(r.String("domain"))), nil }}
+		}},
+		{"input function", func(s *tasks.Source) {
+			s.Input, s.InputFn = nil, func(r tasks.Row) (any, error) {
+				return map[string]any{"domain": r.String("domain"), "years": r.Columns["years"]}, nil
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			claimsWhatTheFlagsRoute(t, tc.mut)
+		})
+	}
+}
+
+func claimsWhatTheFlagsRoute(t *testing.T, mut func(*tasks.Source)) {
 	v := newEnv(t)
-	in := v.intake(t, v.source(), func(c *tasks.IntakeConfig) { c.BatchSize = 7 })
+	src := v.source()
+	mut(src)
+	in := v.intake(t, src, func(c *tasks.IntakeConfig) { c.BatchSize = 7 })
 	v.insert(t, 200, "renew", "info", "fr", "com")
 	v.insert(t, 50, "transfer", "info")
 	v.insert(t, 30, "unmanaged", "info")

@@ -73,8 +73,8 @@ func (m *metrics) claimed(ctx context.Context, kind string, r Route, n int) {
 	m.claimedC.Add(ctx, int64(n), metric.WithAttributes(m.source, attribute.String(AttrKind, kind), attribute.String(AttrRoute, string(r))))
 }
 
-func (m *metrics) evaluated(ctx context.Context, kind, rule string) {
-	m.evals.Add(ctx, 1, metric.WithAttributes(m.source, attribute.String(AttrKind, kind), attribute.String(AttrRule, rule)))
+func (m *metrics) evaluated(ctx context.Context, kind, rule string, n int) {
+	m.evals.Add(ctx, int64(n), metric.WithAttributes(m.source, attribute.String(AttrKind, kind), attribute.String(AttrRule, rule)))
 }
 
 func (m *metrics) batch(ctx context.Context, d time.Duration, failed int) {

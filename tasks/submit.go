@@ -117,7 +117,7 @@ func (in *Intake) Submit(ctx context.Context, values map[string]any) (*Submitted
 		return nil, fmt.Errorf("tasks: submit: operation %s: routing key: %w", row.ID, err)
 	}
 	d := Evaluate(snap, kind, key, row.ID)
-	in.m.evaluated(ctx, kind, d.Rule)
+	in.m.evaluated(ctx, kind, d.Rule, 1)
 	out := &Submitted{OperationID: row.ID, Decision: d}
 	if d.Route == RouteGraft {
 		started, failed, err := in.start(ctx, tx.Tx, snap, []claimed{{row: row, key: key, dec: d}})
