@@ -294,7 +294,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 			}
 			lost := NewApplicationError(ActivityLostType, fmt.Sprintf("attempt %d of activity %q was in flight when its worker stopped; its outcome is unknown",
 				rec.Attempts, def.Name()), nil)
-			log.add(attemptEntry{Attempt: done, StartedAt: attStart, EndedAt: clock.Now(), Error: encodeError(lost), Lost: true})
+			log.add(attemptEntry{Attempt: done, StartedAt: attStart, EndedAt: clock.Now(), Error: encodeError(lost), Lost: true, Max: policy.MaximumAttempts})
 			switch {
 			case !retryable(lost, policy, done):
 				err, finished = lost, true
@@ -415,7 +415,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		var sn *SnoozeError
 		if errors.As(err, &sn) {
 			next := dueAt(ended, sn.After)
-			log.add(attemptEntry{Attempt: attempt, StartedAt: tried, EndedAt: ended, Snoozed: true, Reason: sn.Reason, Next: &next})
+			log.add(attemptEntry{Attempt: attempt, StartedAt: tried, EndedAt: ended, Snoozed: true, Reason: sn.Reason, Next: &next, Max: policy.MaximumAttempts})
 			separate = true
 			// A snooze long enough to unload the run for is recorded; a
 			// shorter one keeps it loaded, and its entry goes with the
@@ -453,12 +453,12 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		}
 		delay := policy.Delay(attempt)
 		if !scheduleDeadline.IsZero() && time.Now().Add(delay).After(scheduleDeadline) {
-			log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err)})
+			log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err), Max: policy.MaximumAttempts})
 			err = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: prevDetails}
 			break
 		}
 		next := dueAt(ended, delay)
-		log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err), Next: &next})
+		log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err), Next: &next, Max: policy.MaximumAttempts})
 		recordWait(stepRetrying, next)
 		nextAt, recorded, separate = next, true, true
 		attempt++

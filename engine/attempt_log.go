@@ -28,6 +28,20 @@ type AttemptRecord struct {
 	Snoozes int
 	// NextAttemptAt is when the attempt after a failure or a snooze was due.
 	NextAttemptAt time.Time
+	// MaxAttempts is the retry policy's MaximumAttempts the attempt ran
+	// under (0: unlimited).
+	MaxAttempts int
+}
+
+// ActivityOptions returns the options an activity registered on e was
+// defined with (its calls may override them); ok is false when no activity
+// of the name is registered.
+func (e *Engine) ActivityOptions(name string) (opts ActivityOptions, ok bool) {
+	def := e.reg.activities[name]
+	if def == nil {
+		return ActivityOptions{}, false
+	}
+	return def.defaults(), true
 }
 
 // attemptEntry is an AttemptRecord as kept in a step's attempt_log. A step
@@ -45,6 +59,7 @@ type attemptEntry struct {
 	Reason    string          `json:"reason,omitempty"`
 	Snoozes   int             `json:"snoozes,omitempty"`
 	Next      *time.Time      `json:"next_attempt_at,omitempty"`
+	Max       int             `json:"max_attempts,omitempty"`
 }
 
 // attemptLog gathers the entries of one activity step not yet written.
@@ -107,7 +122,7 @@ func attemptRecords(st *stepRow, log []byte) []AttemptRecord {
 	logged := map[int]bool{}
 	for _, e := range entries {
 		r := AttemptRecord{Attempt: e.Attempt, StartedAt: e.StartedAt, EndedAt: e.EndedAt, Lost: e.Lost,
-			Snoozed: e.Snoozed, Reason: e.Reason, Snoozes: e.Snoozes}
+			Snoozed: e.Snoozed, Reason: e.Reason, Snoozes: e.Snoozes, MaxAttempts: e.Max}
 		if len(e.Error) > 0 {
 			r.Error = decodeError(e.Error)
 		}
@@ -123,6 +138,9 @@ func attemptRecords(st *stepRow, log []byte) []AttemptRecord {
 		return out
 	}
 	r := AttemptRecord{Attempt: st.Attempts, StartedAt: st.StartedAt.Time}
+	if len(out) > 0 {
+		r.MaxAttempts = out[len(out)-1].MaxAttempts
+	}
 	if st.AttemptStartedAt.Valid {
 		r.StartedAt = st.AttemptStartedAt.Time
 	}

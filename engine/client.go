@@ -516,20 +516,42 @@ func (c *Client) History(ctx context.Context, workflowID string) ([]RunHistory, 
 			until = r.ClosedAt.Time
 		}
 		for _, st := range hist[r.RunID] {
-			si := StepInfo{Seq: st.Seq, Kind: st.Kind, Name: st.Name, Status: st.Status, Attempts: st.Attempts,
-				StartedAt: st.StartedAt.Time, CompletedAt: st.CompletedAt.Time, Input: st.Input, Output: st.Output,
-				Error: decodeError(st.Error), ChildWorkflowID: st.ChildWorkflowID.String, NextAttemptAt: st.NextAttemptAt.Time,
-				AttemptRecords: attemptRecords(&st.stepRow, st.AttemptLog)}
+			si := stepInfo(st)
 			if st.Kind == stepTimer && st.Status == stepStarted && st.FireAt.Valid && !st.FireAt.Time.After(until) {
 				si.Status, si.CompletedAt = stepCompleted, st.FireAt.Time
-			}
-			if st.CompletedAt.Valid && st.StartedAt.Valid {
-				si.Duration = st.CompletedAt.Time.Sub(st.StartedAt.Time)
 			}
 			out[i].Steps = append(out[i].Steps, si)
 		}
 	}
 	return out, nil
+}
+
+// RunStep returns step seq of run runID as History shows it, with its
+// attempts; ErrNotFound when there is none.
+func (c *Client) RunStep(ctx context.Context, runID string, seq int) (*StepInfo, error) {
+	var st historyStep
+	err := c.e.db.GetContext(ctx, &st, `SELECT `+stepColumns+`, attempt_log FROM `+c.e.store.steps+`
+		WHERE run_id = $1 AND seq = $2`, runID, seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: step %d of run %s", ErrNotFound, seq, runID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	si := stepInfo(&st)
+	return &si, nil
+}
+
+// stepInfo is a step's record as History shows it.
+func stepInfo(st *historyStep) StepInfo {
+	si := StepInfo{Seq: st.Seq, Kind: st.Kind, Name: st.Name, Status: st.Status, Attempts: st.Attempts,
+		StartedAt: st.StartedAt.Time, CompletedAt: st.CompletedAt.Time, Input: st.Input, Output: st.Output,
+		Error: decodeError(st.Error), ChildWorkflowID: st.ChildWorkflowID.String, NextAttemptAt: st.NextAttemptAt.Time,
+		AttemptRecords: attemptRecords(&st.stepRow, st.AttemptLog)}
+	if st.CompletedAt.Valid && st.StartedAt.Valid {
+		si.Duration = st.CompletedAt.Time.Sub(st.StartedAt.Time)
+	}
+	return si
 }
 
 // Signal sends a named signal to the open run of a workflow ID. Signals are

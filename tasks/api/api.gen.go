@@ -150,7 +150,9 @@ const (
 	StatusFilterFailed        StatusFilter = "failed"
 	StatusFilterNeedsOperator StatusFilter = "needs_operator"
 	StatusFilterPending       StatusFilter = "pending"
+	StatusFilterRetrying      StatusFilter = "retrying"
 	StatusFilterRunning       StatusFilter = "running"
+	StatusFilterThrottled     StatusFilter = "throttled"
 	StatusFilterWaiting       StatusFilter = "waiting"
 	StatusFilterWaitingSignal StatusFilter = "waiting_signal"
 )
@@ -168,7 +170,11 @@ func (e StatusFilter) Valid() bool {
 		return true
 	case StatusFilterPending:
 		return true
+	case StatusFilterRetrying:
+		return true
 	case StatusFilterRunning:
+		return true
+	case StatusFilterThrottled:
 		return true
 	case StatusFilterWaiting:
 		return true
@@ -559,7 +565,12 @@ type HistoryEvent struct {
 
 	// Type run_started, run_closed, step (an activity, timer, signal, child,
 	// side effect ... with its status), attempt, compensation, action
-	// (an operator's), flag_decision.
+	// (an operator's), flag_decision. An activity step tried more than
+	// once (or lost with its worker, or snoozed) also has one attempt
+	// event per attempt and snooze, from its start (at) to its end
+	// (ended_at), with status completed, failed, lost (in flight when
+	// its worker stopped), snoozed (reason says why; no attempt) or
+	// started, its error, and in detail when the next try was due.
 	Type string `json:"type"`
 }
 
@@ -589,6 +600,7 @@ type MinuteCount struct {
 
 // NowSummary defines model for NowSummary.
 type NowSummary struct {
+	// Attempt The current step's attempt: the one in flight, or the next one while it waits to retry.
 	Attempt        *int       `json:"attempt,omitempty"`
 	CurrentStep    *string    `json:"current_step,omitempty"`
 	CurrentStepSeq *int       `json:"current_step_seq,omitempty"`
@@ -598,7 +610,12 @@ type NowSummary struct {
 	MaxAttempts *int       `json:"max_attempts,omitempty"`
 	NextWakeup  *time.Time `json:"next_wakeup,omitempty"`
 
-	// WaitingFor timer, event (a signal, a child, a cancellation), or empty.
+	// ThrottleReason Why the current step was snoozed, while throttled.
+	ThrottleReason *string `json:"throttle_reason,omitempty"`
+
+	// WaitingFor timer, event (a signal, a child, a cancellation), retry (the
+	// next attempt after a failure), throttle (the next try after a
+	// provider limit's snooze), or empty.
 	WaitingFor *string `json:"waiting_for,omitempty"`
 }
 
@@ -608,7 +625,7 @@ type Operation struct {
 	CancelRequested *bool      `json:"cancel_requested,omitempty"`
 	ClosedAt        *time.Time `json:"closed_at,omitempty"`
 
-	// Conditions Conditions of an open operation (waiting_signal, needs_operator).
+	// Conditions Conditions of an open operation (waiting_signal, needs_operator, retrying, throttled).
 	Conditions *[]string  `json:"conditions,omitempty"`
 	CreatedAt  time.Time  `json:"created_at"`
 	Customer   *string    `json:"customer,omitempty"`
@@ -657,7 +674,7 @@ type OperationPage struct {
 type OperationSummary struct {
 	ClosedAt *time.Time `json:"closed_at,omitempty"`
 
-	// Conditions Conditions of an open operation (waiting_signal, needs_operator).
+	// Conditions Conditions of an open operation (waiting_signal, needs_operator, retrying, throttled).
 	Conditions *[]string  `json:"conditions,omitempty"`
 	CreatedAt  time.Time  `json:"created_at"`
 	Customer   *string    `json:"customer,omitempty"`
@@ -820,7 +837,11 @@ type Status string
 
 // StatusFilter An engine status, or a condition of an open operation:
 // waiting_signal (unloaded, waiting for an event with no timer),
-// needs_operator (a compensation failed and waits for an operator).
+// needs_operator (a compensation failed and waits for an operator),
+// retrying (an activity waits for its next attempt after a failure),
+// throttled (an activity was snoozed by a provider limit and waits
+// for its next try; snoozes shorter than the engine's UnloadAfter
+// are not recorded and do not show).
 type StatusFilter string
 
 // StepRef defines model for StepRef.

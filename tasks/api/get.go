@@ -80,8 +80,8 @@ func rawJSON(b []byte) *json.RawMessage {
 }
 
 // now summarises where an operation is: the step in flight (the run's
-// latest step when it has not ended), the next wake-up, what it waits for,
-// and the last error.
+// latest step when it has not ended) with its attempt n of m, the next
+// wake-up, what it waits for, and the last error.
 func (s *Server) now(ctx context.Context, r *opRow) (NowSummary, error) {
 	n := NowSummary{LastError: r.lastError()}
 	open := r.Status.IsOpen()
@@ -101,13 +101,18 @@ func (s *Server) now(ctx context.Context, r *opRow) (NowSummary, error) {
 	case err == sql.ErrNoRows:
 	case err != nil:
 		return n, fmt.Errorf("api: current step of %s: %w", r.WorkflowID, err)
-	case st.Status == "started":
+	case st.Status == "started" || st.Status == CondRetrying || st.Status == CondThrottled:
 		n.CurrentStep, n.CurrentStepSeq = ptr(st.Name), ptr(st.Seq)
 		if st.Attempts > 0 {
 			n.Attempt = ptr(st.Attempts)
 		}
+		if st.Kind == "activity" {
+			if err := s.nowAttempts(ctx, r, st.Seq, &n); err != nil {
+				return n, err
+			}
+		}
 	}
-	if r.Status == engine.StatusWaiting {
+	if r.Status == engine.StatusWaiting && n.WaitingFor == nil {
 		if r.WakeAt.Valid {
 			n.NextWakeup, n.WaitingFor = ptr(r.WakeAt.Time), ptr("timer")
 		} else {
@@ -115,6 +120,52 @@ func (s *Server) now(ctx context.Context, r *opRow) (NowSummary, error) {
 		}
 	}
 	return n, nil
+}
+
+// nowAttempts fills in the attempts of the activity step seq that has not
+// ended: the one in flight, or the next one while the step waits to retry
+// (or was throttled) with when it is due; the maximum its retry policy
+// allows; and the error of its latest failed attempt.
+func (s *Server) nowAttempts(ctx context.Context, r *opRow, seq int, n *NowSummary) error {
+	step, err := s.client.RunStep(ctx, r.RunID, seq)
+	if err != nil {
+		return fmt.Errorf("api: current step of %s: %w", r.WorkflowID, err)
+	}
+	attempt, most := step.Attempts, -1
+	if !step.NextAttemptAt.IsZero() {
+		attempt++ // the one it waits for
+		n.NextWakeup = ptr(step.NextAttemptAt)
+		n.WaitingFor = ptr("retry")
+	}
+	if attempt > 0 {
+		n.Attempt = ptr(attempt)
+	}
+	recs := step.AttemptRecords
+	if len(recs) > 0 {
+		most = recs[len(recs)-1].MaxAttempts
+	} else if o, ok := s.cfg.Engine.ActivityOptions(step.Name); ok {
+		most = 0
+		if o.RetryPolicy != nil {
+			most = o.RetryPolicy.MaximumAttempts
+		}
+	}
+	if most >= 0 {
+		n.MaxAttempts = ptr(most)
+	}
+	if step.Status == CondThrottled && len(recs) > 0 {
+		n.WaitingFor, n.ThrottleReason = ptr("throttle"), ptr(recs[len(recs)-1].Reason)
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		if a := recs[i]; a.Error != nil {
+			if n.LastError == nil || n.LastError.At == nil || n.LastError.At.Before(a.EndedAt) {
+				e := errorInfoOf(a.Error)
+				e.Step, e.At = ptr(step.Name), ptr(a.EndedAt)
+				n.LastError = e
+			}
+			break
+		}
+	}
+	return nil
 }
 
 // signalDecls lists the signals kind declares (when it is registered in

@@ -63,7 +63,12 @@ func (s *Server) GetOperationHistory(ctx context.Context, req GetOperationHistor
 				d, _ := json.Marshal(map[string]string{"child_workflow_id": st.ChildWorkflowID})
 				e.Detail = ptr(json.RawMessage(d))
 			}
+			if !st.NextAttemptAt.IsZero() {
+				d, _ := json.Marshal(map[string]time.Time{"next_attempt_at": st.NextAttemptAt})
+				e.Detail = ptr(json.RawMessage(d))
+			}
 			ev = append(ev, e)
+			ev = append(ev, attemptEvents(runID, st)...)
 		}
 		if !run.ClosedAt.IsZero() {
 			ev = append(ev, HistoryEvent{At: run.ClosedAt, Type: "run_closed", RunId: runID, Status: ptr(string(run.Status)),
@@ -83,6 +88,53 @@ func (s *Server) GetOperationHistory(ctx context.Context, req GetOperationHistor
 	}
 	sort.SliceStable(ev, func(i, j int) bool { return ev[i].At.Before(ev[j].At) })
 	return GetOperationHistory200JSONResponse{Id: req.Id, Events: ev}, nil
+}
+
+// attemptEvents are one event per attempt (and snooze) of an activity
+// step that was tried more than once, lost an attempt with its worker, was
+// snoozed or waits to retry; a step with one plain attempt has its step
+// event only.
+func attemptEvents(runID *string, st engine.StepInfo) []HistoryEvent {
+	recs := st.AttemptRecords
+	if len(recs) == 0 || (len(recs) == 1 && !recs[0].Lost && !recs[0].Snoozed && st.NextAttemptAt.IsZero()) {
+		return nil
+	}
+	out := make([]HistoryEvent, 0, len(recs))
+	for _, a := range recs {
+		e := HistoryEvent{At: a.StartedAt, Type: "attempt", RunId: runID, Seq: ptr(st.Seq), Kind: ptr(st.Kind), Name: ptr(st.Name),
+			Attempt: ptr(a.Attempt), Error: errorInfoOf(a.Error)}
+		switch {
+		case a.Snoozed:
+			e.Status, e.Reason = ptr("snoozed"), ptr(a.Reason)
+		case a.Lost:
+			e.Status = ptr("lost")
+		case a.Error != nil:
+			e.Status = ptr("failed")
+		case a.EndedAt.IsZero():
+			e.Status = ptr("started")
+		default:
+			e.Status = ptr("completed")
+		}
+		if !a.EndedAt.IsZero() {
+			e.EndedAt = ptr(a.EndedAt)
+		}
+		d := map[string]any{}
+		if !a.NextAttemptAt.IsZero() {
+			d["next_attempt_at"] = a.NextAttemptAt
+		}
+		if a.Snoozes > 1 {
+			d["snoozes"] = a.Snoozes
+		}
+		if a.MaxAttempts > 0 {
+			d["max_attempts"] = a.MaxAttempts
+		}
+		if len(d) > 0 {
+			b, _ := json.Marshal(d)
+			e.Detail = ptr(json.RawMessage(b))
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // errorInfoOf describes an error the engine decoded from its record.

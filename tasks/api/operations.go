@@ -26,6 +26,12 @@ const (
 	// CondNeedsOperator: a compensation exhausted its retries and the run
 	// waits for an operator's retry or resolve (package cancel).
 	CondNeedsOperator = "needs_operator"
+	// CondRetrying: an activity of the run waits for its next attempt
+	// after a failure (its step's status is retrying).
+	CondRetrying = "retrying"
+	// CondThrottled: an activity of the run was snoozed by a provider's
+	// limit and waits for its next try (its step's status is throttled).
+	CondThrottled = "throttled"
 )
 
 // Page sizes of ListOperations.
@@ -54,6 +60,8 @@ type opRow struct {
 	FailedAt     sql.NullTime   `db:"failed_at"`
 	WaitingSig   bool           `db:"waiting_signal"`
 	NeedsOp      bool           `db:"needs_operator"`
+	Retrying     bool           `db:"retrying"`
+	Throttled    bool           `db:"throttled"`
 }
 
 // opFrom is the FROM clause every operation query shares: runs that are the
@@ -75,12 +83,30 @@ const (
 	needsOperatorExpr = `(r.status IN ('pending','running','waiting') AND rp.status IS NOT DISTINCT FROM 'failed')`
 )
 
+// waitingStepExpr is the condition that an open run has an activity step
+// waiting for its next attempt in the given step status (retrying or
+// throttled). Such steps are few, and the steps_waiting index (partial,
+// on next_attempt_at) holds only them: a filter on it reads them, not
+// every run.
+func (s *Server) waitingStepExpr(status string) string {
+	return `(r.status IN ('running','waiting') AND r.run_id IN (SELECT w.run_id FROM ` + s.schema + `.steps w
+		WHERE w.next_attempt_at IS NOT NULL AND w.status = ` + pq.QuoteLiteral(status) + `))`
+}
+
 // opColumns selects an opRow.
 func (s *Server) opColumns() string {
 	return `SELECT r.run_id, r.workflow_id, r.workflow_type, r.status, r.error,
 	r.headers->>` + s.customerKey + ` AS customer, r.headers->>` + s.keyKey + ` AS key, r.created_at, r.updated_at, r.closed_at, r.wake_at,
 	fs.name AS failed_step, fs.seq AS failed_seq, fs.error AS failed_error, fs.completed_at AS failed_at,
-	` + waitingSignalExpr + ` AS waiting_signal, ` + needsOperatorExpr + ` AS needs_operator`
+	` + waitingSignalExpr + ` AS waiting_signal, ` + needsOperatorExpr + ` AS needs_operator,
+	` + s.hasWaitingStep(CondRetrying) + ` AS retrying, ` + s.hasWaitingStep(CondThrottled) + ` AS throttled`
+}
+
+// hasWaitingStep is waitingStepExpr for one row: a probe of the
+// steps_waiting index by run.
+func (s *Server) hasWaitingStep(status string) string {
+	return `(r.status IN ('running','waiting') AND EXISTS (SELECT 1 FROM ` + s.schema + `.steps w
+		WHERE w.run_id = r.run_id AND w.next_attempt_at IS NOT NULL AND w.status = ` + pq.QuoteLiteral(status) + `))`
 }
 
 // query accumulates a WHERE clause and its arguments.
@@ -146,7 +172,7 @@ func (s *Server) filter(p Principal, f ListOperationsParams) (*query, error) {
 }
 
 // statusCond is the condition for one status filter value.
-func statusCond(v StatusFilter) (string, error) {
+func (s *Server) statusCond(v StatusFilter) (string, error) {
 	switch v {
 	case StatusFilterPending, StatusFilterRunning, StatusFilterWaiting, StatusFilterCompleted, StatusFilterFailed, StatusFilterCancelled:
 		return `r.status = '` + string(v) + `'`, nil
@@ -154,8 +180,10 @@ func statusCond(v StatusFilter) (string, error) {
 		return waitingSignalExpr, nil
 	case StatusFilterNeedsOperator:
 		return needsOperatorExpr, nil
+	case StatusFilterRetrying, StatusFilterThrottled:
+		return s.waitingStepExpr(string(v)), nil
 	}
-	return "", badRequest("status", "%q is not a status (pending, running, waiting, completed, failed, cancelled, waiting_signal, needs_operator)", v)
+	return "", badRequest("status", "%q is not a status (pending, running, waiting, completed, failed, cancelled, waiting_signal, needs_operator, retrying, throttled)", v)
 }
 
 // cursor is a position in the newest-first order.
@@ -200,26 +228,11 @@ func (s *Server) ListOperations(ctx context.Context, req ListOperationsRequestOb
 	if err != nil {
 		return nil, err
 	}
-	if f.Status != nil && len(*f.Status) > 0 {
-		var ors []string
-		for _, st := range *f.Status {
-			c, err := statusCond(st)
-			if err != nil {
-				return nil, err
-			}
-			ors = append(ors, c)
-		}
-		q.and("(" + strings.Join(ors, " OR ") + ")")
-	}
-	if f.Cursor != nil {
-		c, err := parseCursor(*f.Cursor)
-		if err != nil {
-			return nil, err
-		}
-		q.and(`(r.created_at, r.run_id) < (` + q.arg(c.createdAt) + `, ` + q.arg(c.runID) + `)`)
+	sqlText, err := s.listSQL(q, f, limit)
+	if err != nil {
+		return nil, err
 	}
 	var rows []opRow
-	sqlText := s.opColumns() + s.opFrom() + q.sql() + ` ORDER BY r.created_at DESC, r.run_id DESC LIMIT ` + strconv.Itoa(limit+1)
 	if err := s.db.SelectContext(ctx, &rows, sqlText, q.args...); err != nil {
 		return nil, fmt.Errorf("api: list operations: %w", err)
 	}
@@ -233,6 +246,43 @@ func (s *Server) ListOperations(ctx context.Context, req ListOperationsRequestOb
 		page.Items = append(page.Items, rows[i].summary())
 	}
 	return page, nil
+}
+
+// listSQL adds the status and cursor conditions of f to q (the filter's)
+// and returns the query of one page of limit operations (and one more, to
+// tell whether a next page exists).
+func (s *Server) listSQL(q *query, f ListOperationsParams, limit int) (string, error) {
+	if f.Status != nil && len(*f.Status) > 0 {
+		var ors []string
+		for _, st := range *f.Status {
+			c, err := s.statusCond(st)
+			if err != nil {
+				return "", err
+			}
+			ors = append(ors, c)
+		}
+		q.and("(" + strings.Join(ors, " OR ") + ")")
+	}
+	if f.Cursor != nil {
+		c, err := parseCursor(*f.Cursor)
+		if err != nil {
+			return "", err
+		}
+		q.and(`(r.created_at, r.run_id) < (` + q.arg(c.createdAt) + `, ` + q.arg(c.runID) + `)`)
+	}
+	return s.opColumns() + s.opFrom() + q.sql() + ` ORDER BY r.created_at DESC, r.run_id DESC LIMIT ` + strconv.Itoa(limit+1), nil
+}
+
+// waitingCountsSQL counts the operations matching q whose activity waits
+// for its next attempt, per step status (retrying, throttled). It starts
+// from the waiting steps (the steps_waiting index) and looks up each one's
+// run, so its cost follows the waiting operations, not all of them. An
+// operation with two waiting activities counts once per status.
+func (s *Server) waitingCountsSQL(q *query) string {
+	return `SELECT w.status, count(DISTINCT w.run_id) FROM ` + s.schema + `.steps w
+		WHERE w.next_attempt_at IS NOT NULL AND w.status IN ('retrying','throttled')
+		  AND EXISTS (SELECT 1` + s.opFrom() + ` AND r.run_id = w.run_id AND r.status IN ('running','waiting')` + q.sql() + `)
+		GROUP BY w.status`
 }
 
 // counts returns the operations matching q per status and condition.
@@ -258,7 +308,23 @@ func (s *Server) counts(ctx context.Context, q *query) (map[string]int64, error)
 			out[CondNeedsOperator] += no
 		}
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	wrows, err := s.db.QueryContext(ctx, s.waitingCountsSQL(q), q.args...)
+	if err != nil {
+		return nil, fmt.Errorf("api: count waiting operations: %w", err)
+	}
+	defer wrows.Close()
+	for wrows.Next() {
+		var st string
+		var n int64
+		if err := wrows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] += n
+	}
+	return out, wrows.Err()
 }
 
 func (r *opRow) conditions() *[]string {
@@ -268,6 +334,12 @@ func (r *opRow) conditions() *[]string {
 	}
 	if r.NeedsOp {
 		c = append(c, CondNeedsOperator)
+	}
+	if r.Retrying {
+		c = append(c, CondRetrying)
+	}
+	if r.Throttled {
+		c = append(c, CondThrottled)
 	}
 	if c == nil {
 		return nil

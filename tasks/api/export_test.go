@@ -1,0 +1,14 @@
+package api
+
+// ListQueriesForTest returns the queries ListOperations runs for f as an
+// operator (the page, and the counts of waiting operations) with their
+// arguments, for a test to EXPLAIN.
+func ListQueriesForTest(s *Server, f ListOperationsParams) (list, waitingCounts string, args []any, err error) {
+	q, err := s.filter(Principal{Role: RoleOperator}, f)
+	if err != nil {
+		return "", "", nil, err
+	}
+	waitingCounts = s.waitingCountsSQL(q)
+	list, err = s.listSQL(q, f, defaultPageSize)
+	return list, waitingCounts, q.args, err
+}
