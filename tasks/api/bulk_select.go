@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -76,7 +75,7 @@ func (s *Server) checkBulkRequest(p Principal, b *BulkRequest) (*bulkSpec, error
 	}
 	if f := b.Filter.Status; f != nil {
 		for _, st := range *f {
-			if _, err := statusCond(st); err != nil {
+			if _, err := s.statusCond(st); err != nil {
 				return nil, badRequest("filter.status", "%q is not a status", st)
 			}
 		}
@@ -155,16 +154,8 @@ func (s *Server) selectBulk(ctx context.Context, db sqlx.QueryerContext, p Princ
 	if err != nil {
 		return nil, err
 	}
-	if f := spec.Filter.Status; f != nil && len(*f) > 0 {
-		var ors []string
-		for _, st := range *f {
-			c, err := statusCond(st)
-			if err != nil {
-				return nil, err
-			}
-			ors = append(ors, c)
-		}
-		q.and("(" + strings.Join(ors, " OR ") + ")")
+	if err := s.andStatuses(q, spec.Filter.Status); err != nil {
+		return nil, err
 	}
 	if spec.Filter.Ids != nil {
 		q.and(`r.workflow_id = ANY(` + q.arg(pq.Array(*spec.Filter.Ids)) + `::text[])`)

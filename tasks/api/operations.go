@@ -186,6 +186,24 @@ func (s *Server) statusCond(v StatusFilter) (string, error) {
 	return "", badRequest("status", "%q is not a status (pending, running, waiting, completed, failed, cancelled, waiting_signal, needs_operator, retrying, throttled)", v)
 }
 
+// andStatuses adds to q that an operation is in any of the statuses (none:
+// any status).
+func (s *Server) andStatuses(q *query, statuses *[]StatusFilter) error {
+	if statuses == nil || len(*statuses) == 0 {
+		return nil
+	}
+	var ors []string
+	for _, st := range *statuses {
+		c, err := s.statusCond(st)
+		if err != nil {
+			return err
+		}
+		ors = append(ors, c)
+	}
+	q.and("(" + strings.Join(ors, " OR ") + ")")
+	return nil
+}
+
 // cursor is a position in the newest-first order.
 type cursor struct {
 	createdAt time.Time
@@ -252,16 +270,8 @@ func (s *Server) ListOperations(ctx context.Context, req ListOperationsRequestOb
 // and returns the query of one page of limit operations (and one more, to
 // tell whether a next page exists).
 func (s *Server) listSQL(q *query, f ListOperationsParams, limit int) (string, error) {
-	if f.Status != nil && len(*f.Status) > 0 {
-		var ors []string
-		for _, st := range *f.Status {
-			c, err := s.statusCond(st)
-			if err != nil {
-				return "", err
-			}
-			ors = append(ors, c)
-		}
-		q.and("(" + strings.Join(ors, " OR ") + ")")
+	if err := s.andStatuses(q, f.Status); err != nil {
+		return "", err
 	}
 	if f.Cursor != nil {
 		c, err := parseCursor(*f.Cursor)
