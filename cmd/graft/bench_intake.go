@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -195,8 +196,40 @@ func benchIntake(o benchOpts) error {
 			+ (SELECT count(*) FROM `+table+` o WHERE o.status = 'graft' AND NOT EXISTS (SELECT 1 FROM `+schema+`.runs r WHERE r.workflow_id = o.id::text))`); err != nil {
 		return err
 	}
+	seen, err := flagChangeSeen(ctx, flags, intakeDB, o.schema)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("flags change seen by another process after %.1f ms (LISTEN/NOTIFY; its cache would keep the old flags for an hour)\n", float64(seen.Microseconds())/1000)
 	fmt.Printf("intake SQL round trips=%d (%.4f per claimed row, until the last was claimed)\n", roundTrips, float64(roundTrips)/float64(max(g, 1)))
 	fmt.Printf("flags imply graft=%d (%.2f%%); elapsed %.1fs, graft claims done at %.1fs\n", want, 100*float64(want)/float64(o.n), time.Since(start).Seconds(), graftDone.Seconds())
 	fmt.Printf("intake rows=%d graft=%d legacy=%d double_processed=%d lost=%d claims_per_s=%.0f\n", o.n, g, l, double, lost, float64(g)/graftDone.Seconds())
 	return nil
+}
+
+// flagChangeSeen changes a flag through flags and returns how long a second
+// Flags (another pool, another LISTEN connection, a cache kept for an hour)
+// took to hear of it.
+func flagChangeSeen(ctx context.Context, flags *tasks.Flags, otherDB *sqlx.DB, schema string) (time.Duration, error) {
+	other, err := tasks.NewFlags(tasks.FlagsConfig{DB: otherDB, DatabaseURL: databaseURL(), Schema: schema, MaxStale: time.Hour})
+	if err != nil {
+		return 0, err
+	}
+	defer other.Close()
+	snap, err := other.Snapshot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	f := *snap.Flags["renew"]
+	changed := other.Changed()
+	start := time.Now()
+	if _, err := flags.Set(ctx, tasks.Change{Flag: f, Version: f.Version, Actor: "bench", Reason: "propagation"}); err != nil {
+		return 0, err
+	}
+	select {
+	case <-changed:
+		return time.Since(start), nil
+	case <-time.After(10 * time.Second):
+		return 0, fmt.Errorf("bench: a flag change was not heard by another process within 10 s")
+	}
 }
