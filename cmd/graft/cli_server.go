@@ -135,6 +135,7 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 		defer ie.Close()
 		defer in.Close()
 		cfg.Legacy = in
+		cfg.Intakes = []*tasks.Intake{in}
 		ictx, stopIntake := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- in.Run(ictx) }()

@@ -100,6 +100,23 @@ intake:
 	require.NotNil(t, op.Legacy)
 	require.Equal(t, map[string]any{"id": float64(1), "kind": "renew", "domain": "a.info", "status": "queued"}, *op.Legacy)
 	require.Equal(t, "info", *op.Key)
+
+	// An admin previews a flag change over the source's pending rows.
+	out, err = run(t, "tokens", "create", "--direct", "--schema", schema, "--name", "boss", "--role", "admin", "-o", "json")
+	require.NoError(t, err, out)
+	require.NoError(t, json.Unmarshal([]byte(out), &tok), out)
+	req, _ = http.NewRequest("POST", url+"/v1/flags/renew/preview", strings.NewReader(`{"default_percent":100}`))
+	req.Header.Set("Authorization", "Bearer "+tok.Secret)
+	req.Header.Set("Content-Type", "application/json")
+	pres, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer pres.Body.Close()
+	var pv api.FlagPreview
+	require.NoError(t, json.NewDecoder(pres.Body).Decode(&pv))
+	require.Equal(t, 200, pres.StatusCode)
+	require.EqualValues(t, 1, pv.Scanned, "row 2, the one pending")
+	require.Equal(t, api.RouteCounts{Graft: 0, Legacy: 1}, pv.Before)
+	require.Equal(t, api.RouteCounts{Graft: 1, Legacy: 0}, pv.After)
 }
 
 // A configuration file with a mistake is refused at start-up, naming it.
