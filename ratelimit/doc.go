@@ -42,16 +42,16 @@
 // from the state), recent rate and throttled waiters (reported by the
 // limiters), and sets or clears an operator's Override of a key's
 // Concurrency, Rate and Burst ("{Prefix}:overrides", a hash). Each
-// RedisLimiter reads the overrides and writes its report
-// ("{Prefix}:report:<instance>", expiring after 10 s, and per-second grant
-// counters "{Prefix:key}:grants:<second>") once per
-// RedisConfig.RefreshInterval, in one pipelined round trip made by the first
+// RedisLimiter reads the overrides and writes its report (a hash
+// "{Prefix}:report:<instance>" that expires after 2 minutes, whose waiters
+// count for 10 s, and per-second grant counters
+// "{Prefix:key}:grants:<second>") once per RedisConfig.RefreshInterval, in one pipelined round trip made by the first
 // call that finds the last refresh due, so an override reaches every active
 // limiter within about that interval, and the hot path still answers from
 // memory. An override applies only to keys the Limits source gives limits
 // for, so it cannot lift the refusal of unknown keys; a refresh that fails
-// keeps the overrides last read. The reports are best effort: a process that
-// dies takes its waiters out of the picture when its report expires.
+// keeps the overrides last read. The reports are best effort: the waiters of
+// a process that stops reporting drop out after 10 s.
 //
 // # Redis layout
 //

@@ -39,7 +39,7 @@ type KeyInfo struct {
 	Key string
 	// Configured is the limits the workers' Limits source gives the key,
 	// as the most recent report says; nil when no limiter reported the key
-	// in the last few seconds.
+	// in the last two minutes.
 	Configured *Override
 	// Override is the operators' override, if any. The limits in force are
 	// Override when set, else Configured.
@@ -150,6 +150,9 @@ func (in *Inspector) reports(ctx context.Context) (map[string]*reportedKey, erro
 			var r reportedKey
 			if json.Unmarshal([]byte(v), &r) != nil {
 				continue
+			}
+			if time.Since(r.At) > reportFresh {
+				r.Waiters = 0
 			}
 			cur := out[k]
 			if cur == nil {

@@ -47,8 +47,11 @@ func grantsKey(prefix, key string, sec int64) string {
 // Reports and grant counters outlive the last refresh by this much, so a
 // limiter that stopped (or a process that died) drops out of the picture.
 const (
-	reportTTL = 10 * time.Second
-	grantsTTL = time.Minute
+	reportTTL = 2 * time.Minute
+	// Waiters older than this are no longer counted: the process stopped
+	// reporting (it has no call left, or it died).
+	reportFresh = 10 * time.Second
+	grantsTTL   = time.Minute
 	// A key unused this long is no longer reported by a limiter.
 	reportIdle = time.Minute
 )

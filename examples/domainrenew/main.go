@@ -370,7 +370,7 @@ func run(ctx context.Context, o options, out io.Writer) (last string, err error)
 	if o.Serve != "" {
 		p("%s", fmt.Sprintf("demo ops=%d graft=%d legacy=%d completed=%d cancelled=%d refunds=%d violations=%d mismatches=%d",
 			s.ops, s.graft, s.legacy, s.completed, s.cancelled, s.refunds, rs.Violations, s.mismatches))
-		if err := serve(ctx, o.Serve, e, flags, rc, p, o.onServe); err != nil {
+		if err := serve(ctx, o.Serve, e, flags, rc, prefix, intake, p, o.onServe); err != nil {
 			return "", err
 		}
 	}

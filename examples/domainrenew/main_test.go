@@ -63,8 +63,8 @@ func TestDemoServe(t *testing.T) {
 	defer cancel()
 	schema := testenv.Schema(t)
 	t.Cleanup(func() { _, _ = testenv.DB(t).Exec(`DROP SCHEMA IF EXISTS ` + schema + `_legacy CASCADE`) })
-	var listed, signin int
-	var body string
+	var listed, signin, providers int
+	var body, providersBody string
 	o := options{DatabaseURL: testenv.DatabaseURL(), RedisURL: testenv.RedisURL(), Schema: schema,
 		N: 12, LegacyDelay: 50 * time.Millisecond, LegacyWorkers: 4, Serve: "127.0.0.1:0",
 		onServe: func(base, token string) {
@@ -80,6 +80,15 @@ func TestDemoServe(t *testing.T) {
 				res.Body.Close()
 				signin = res.StatusCode
 			}
+			// The providers list shows the registry's limits.
+			req, _ = http.NewRequestWithContext(ctx, "GET", base+"/v1/providers", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			if res, err := http.DefaultClient.Do(req); err == nil {
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				providers = res.StatusCode
+				providersBody = string(b)
+			}
 		}}
 	var out strings.Builder
 	last, err := run(ctx, o, &out)
@@ -88,6 +97,9 @@ func TestDemoServe(t *testing.T) {
 	require.Equal(t, http.StatusOK, listed, body)
 	require.Contains(t, body, premiumIDs()[1]) // a cancelled premium renewal
 	require.Equal(t, http.StatusOK, signin)
+	require.Equal(t, http.StatusOK, providers, providersBody)
+	require.Contains(t, providersBody, `"key":"registry"`)
+	require.Contains(t, providersBody, `"concurrency":50`)
 	require.Contains(t, out.String(), "operator token: graft_")
 	require.True(t, strings.HasPrefix(last, "demo ops=12 "), last)
 }

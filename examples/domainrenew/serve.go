@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/ratelimit"
 	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
 	"github.com/graftdev/graft/tasks/ui"
@@ -20,12 +21,18 @@ import (
 // until ctx ends (Ctrl-C), with an operator and an admin token made for
 // the occasion. onServe, when set, is told the base URL and the operator
 // token once the server answers.
-func serve(ctx context.Context, addr string, e *engine.Engine, flags *tasks.Flags, rc redis.UniversalClient,
+func serve(ctx context.Context, addr string, e *engine.Engine, flags *tasks.Flags, rc redis.UniversalClient, prefix string, intake *tasks.Intake,
 	p func(string, ...any), onServe func(base, token string)) error {
 	if err := api.Migrate(ctx, e.DB(), e.Schema()); err != nil {
 		return err
 	}
-	srv, err := api.New(api.Config{Engine: e, Redis: rc})
+	// The providers page reads the demo's registry limiter, and the flags
+	// page previews changes over the legacy table's pending rows.
+	inspector, err := ratelimit.NewInspector(rc, prefix)
+	if err != nil {
+		return err
+	}
+	srv, err := api.New(api.Config{Engine: e, Redis: rc, Providers: inspector, Intakes: []*tasks.Intake{intake}})
 	if err != nil {
 		return err
 	}
