@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"golang.org/x/time/rate"
 
 	"github.com/graftdev/graft/engine"
 )
@@ -213,25 +212,33 @@ func (s *Server) runBatch(ctx context.Context, in bulkRunIn) (bulkBatchOut, erro
 	}
 	var interrupted atomic.Bool
 	interrupted.Store(j.Requested.Valid)
+	stopped := make(chan struct{}) // closed when a pause or stop is asked
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go func() { // a pause or stop asked through the API stops the batch
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-watchCtx.Done():
-				return
-			case <-t.C:
-			}
-			var req *string
-			if s.db.GetContext(watchCtx, &req, `SELECT requested FROM `+s.schema+`.bulk_jobs WHERE id = $1`, j.ID) == nil && req != nil {
-				interrupted.Store(true)
-				return
-			}
+	if interrupted.Load() {
+		close(stopped)
+	} else {
+		go s.watchRequested(watchCtx, j.ID, &interrupted, stopped)
+	}
+	// Item i goes at start + i/rate, and the batch lasts len(ids)/rate, so
+	// that batches one after another keep the pace.
+	start := time.Now()
+	slot := func(i int) time.Duration { return time.Duration(float64(i) / j.Rate * float64(time.Second)) }
+	wait := func(d time.Duration) bool {
+		if d = time.Until(start.Add(d)); d <= 0 {
+			return !interrupted.Load() && ctx.Err() == nil
 		}
-	}()
-	lim := rate.NewLimiter(rate.Limit(j.Rate), 1)
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return !interrupted.Load()
+		case <-stopped:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 	work := make(chan string)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -252,18 +259,14 @@ func (s *Server) runBatch(ctx context.Context, in bulkRunIn) (bulkBatchOut, erro
 			}
 		}()
 	}
-	for _, id := range ids {
-		if interrupted.Load() || ctx.Err() != nil {
-			break
-		}
-		if err := lim.Wait(ctx); err != nil {
+	for i, id := range ids {
+		if !wait(slot(i)) {
 			break
 		}
 		work <- id
 	}
 	close(work)
 	wg.Wait()
-	stopWatch()
 	if firstErr != nil {
 		return out, firstErr
 	}
@@ -271,8 +274,32 @@ func (s *Server) runBatch(ctx context.Context, in bulkRunIn) (bulkBatchOut, erro
 		WHERE job_id = $1 AND state = 'pending'`, j.ID); err != nil {
 		return out, err
 	}
+	if out.Remaining > 0 && len(ids) > 0 {
+		wait(slot(len(ids))) // the batch's share of time, unless a pause or stop comes first
+	}
+	stopWatch()
 	out.Acted, out.Interrupted = int(acted.Load()), interrupted.Load()
 	return out, nil
+}
+
+// watchRequested polls the job for a pause or stop asked through the API,
+// and then sets interrupted and closes stopped.
+func (s *Server) watchRequested(ctx context.Context, jobID string, interrupted *atomic.Bool, stopped chan struct{}) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var req *string
+		if s.db.GetContext(ctx, &req, `SELECT requested FROM `+s.schema+`.bulk_jobs WHERE id = $1`, jobID) == nil && req != nil {
+			interrupted.Store(true)
+			close(stopped)
+			return
+		}
+	}
 }
 
 func cmpErr(a, b error) error {

@@ -125,6 +125,13 @@ func newSite(t *testing.T) *site {
 	require.NoError(t, err)
 	srv, err := api.New(api.Config{Engine: s.e, Intakes: []*tasks.Intake{intake}, Providers: inspector})
 	require.NoError(t, err)
+	bw, err := srv.StartBulkWorker(context.Background()) // bulk jobs run in the site
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = bw.Stop(ctx)
+	})
 	u, err := ui.New(ui.Config{API: srv.Handler(), Flags: s.flags, PollInterval: time.Second})
 	require.NoError(t, err)
 	mux := http.NewServeMux()

@@ -15,7 +15,7 @@ import (
 )
 
 // pageNames are the pages; each is templates/<name>.html with the layout.
-var pageNames = []string{"signin", "operations", "operation", "flags", "overview", "providers"}
+var pageNames = []string{"signin", "operations", "operation", "flags", "overview", "providers", "bulk", "bulkjob", "bulkpreview"}
 
 // statusOrder is the order of the per-status counts on the operations page.
 var statusOrder = []string{"pending", "running", "waiting", "waiting_signal", "needs_operator", "failed", "cancelled", "completed"}
