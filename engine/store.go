@@ -484,6 +484,14 @@ func (s *store) claimExpired(ctx context.Context, owner string, queues, types []
 		LIMIT $4 FOR UPDATE SKIP LOCKED`, owner, queues, types, n, now, ttl, pq.Array(held))
 }
 
+// expireLeases ends the leases held under owner's name now, so that the
+// runs are claimed at once (a restarted worker's predecessor's runs).
+func (s *store) expireLeases(ctx context.Context, owner string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_expires_at = now() - interval '1 second'
+		WHERE lease_owner = $1 AND status = 'running' AND lease_expires_at > now()`, owner)
+	return err
+}
+
 // claim leases the runs that the query due selects (and locks) to owner.
 func (s *store) claim(ctx context.Context, due, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, extra ...any) ([]*runRow, error) {
 	var out []*runRow

@@ -29,6 +29,12 @@ const (
 // WorkerConfig configures a Worker. Zero values take the documented defaults.
 type WorkerConfig struct {
 	// ID names the worker in leases. Default "<hostname>-<pid>-<random>".
+	// A worker given an ID takes over, when it starts, the runs still
+	// leased under that ID: they belonged to a process that stopped without
+	// giving them back (a crash, a SIGKILL), and are resumed at once rather
+	// than when their leases expire. Two live workers must therefore never
+	// share an ID (a worker that did would lose its runs, fenced, and
+	// resume them elsewhere: safe, but churn).
 	ID string
 	// Queues the worker claims runs from. Default [DefaultQueue].
 	Queues []string
@@ -55,11 +61,14 @@ type WorkerConfig struct {
 // Worker claims due runs from its queues and executes them. Any number of
 // workers, in any number of processes, share one database.
 type Worker struct {
-	e      *Engine
-	cfg    WorkerConfig
-	id     string
-	types  []string
-	chains chains
+	e   *Engine
+	cfg WorkerConfig
+	id  string
+	// takeOver: the ID was given, so runs leased under it when the worker
+	// starts are a dead predecessor's (WorkerConfig.ID).
+	takeOver bool
+	types    []string
+	chains   chains
 
 	slots    chan struct{} // workflow slots
 	actSlots chan struct{}
@@ -99,6 +108,7 @@ type Worker struct {
 
 // NewWorker creates a worker for the engine's registered workflows.
 func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
+	takeOver := cfg.ID != ""
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
 		cfg.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newRunID()[24:])
@@ -134,7 +144,7 @@ func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
 		return nil, fmt.Errorf("engine: worker has no workflows: register them before creating workers")
 	}
 	w := &Worker{
-		e: e, cfg: cfg, id: cfg.ID, types: types,
+		e: e, cfg: cfg, id: cfg.ID, types: types, takeOver: takeOver,
 		chains:   buildChains(e.cfg.Interceptors, cfg.Interceptors),
 		slots:    make(chan struct{}, cfg.MaxWorkflows),
 		actSlots: make(chan struct{}, cfg.MaxActivities),
@@ -166,6 +176,13 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.running = true
 	w.mu.Unlock()
+	if w.takeOver {
+		// The first claim pass takes expired leases, these included.
+		if err := w.e.store.expireLeases(ctx, w.id); err != nil {
+			w.e.cfg.Logger.Warn("engine: taking over the runs of a previous worker with this ID failed; they resume when their leases expire",
+				"worker", w.id, "err", err)
+		}
+	}
 	w.e.addWorker(w)
 	go w.loop()
 	go w.renewLoop()

@@ -363,7 +363,10 @@ type chaosWorkers struct {
 }
 
 func (ws *chaosWorkers) spawn(i int) error {
-	p, err := spawnChaosWorker(ws.env, ws.log)
+	// The slot's worker ID is stable: a replacement is never started before
+	// the killed process is gone (kill waits), so no two share it.
+	env := append(ws.env[:len(ws.env):len(ws.env)], fmt.Sprintf("%s=chaos-worker-%d", chaosEnvWorkerID, i))
+	p, err := spawnChaosWorker(env, ws.log)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,9 @@ const (
 	chaosEnvProvider = "GRAFT_CHAOS_PROVIDER" // the fake provider's base URL
 	chaosEnvConc     = "GRAFT_CHAOS_LIMIT_CONCURRENCY"
 	chaosEnvRate     = "GRAFT_CHAOS_LIMIT_RATE"
+	// chaosEnvWorkerID names a worker slot: the process restarted in a
+	// killed one's slot takes over its runs at once (WorkerConfig.ID).
+	chaosEnvWorkerID = "GRAFT_CHAOS_WORKER_ID"
 )
 
 // The chaos scenario's names and timings.
@@ -76,12 +79,12 @@ type chaosDefs struct {
 // base (both nil/empty in the driver, which never runs activities).
 func newChaosDefs(db *sqlx.DB, hc *http.Client, base string) (*chaosDefs, error) {
 	d := &chaosDefs{}
-	// A charge or refund sent to the provider is waited for even when the
-	// operation is cancelled meanwhile: an activity that returned the
-	// cancellation after the provider booked the charge would tell the
-	// engine "not done", and cancel does not refund a step that failed.
+	// The charge gives up when the operation is cancelled mid-call, as a
+	// plain client would, even after the provider booked it: the engine
+	// treats a compensable call cut short that way as possibly done and
+	// runs it again under the same idempotency key, so cancel refunds it.
 	d.charge = engine.NewActivity("chaos.charge", func(ctx context.Context, o ChaosOrder) (ChaosCharge, error) {
-		id, err := chaosLedger(context.WithoutCancel(ctx), db, o.Op, "charge", o.Amount, 0, engine.ActivityInfoOf(ctx).IdempotencyKey)
+		id, err := chaosLedger(ctx, db, o.Op, "charge", o.Amount, 0, engine.ActivityInfoOf(ctx).IdempotencyKey)
 		return ChaosCharge{ID: id}, err
 	})
 	d.refund = engine.NewActivity("chaos.refund", func(ctx context.Context, in ChaosRefundIn) (ChaosCharge, error) {
@@ -224,7 +227,7 @@ func benchChaosWorker() error {
 	if err := mr.Start(ctx, e.Client()); err != nil {
 		return err
 	}
-	w, err := e.NewWorker(engine.WorkerConfig{})
+	w, err := e.NewWorker(engine.WorkerConfig{ID: os.Getenv(chaosEnvWorkerID)})
 	if err != nil {
 		return err
 	}
