@@ -167,7 +167,7 @@ func ActivityInfoOf(ctx context.Context) ActivityInfo {
 	return mustActivity(ctx).info
 }
 
-// ActivityHeaders returns the headers the activity was called with.
+// ActivityHeadersOf returns the headers the activity was called with.
 func ActivityHeadersOf(ctx context.Context) Headers { return mustActivity(ctx).headers.Clone() }
 
 func mustActivity(ctx context.Context) *activityState {

@@ -94,7 +94,7 @@ type Config struct {
 	HistorySizeLimit int64
 	// Interceptors wrap every workflow, activity and client call of this engine;
 	// the first is the outermost. Each may implement any of the interceptor
-	// interfaces (see interceptor.go).
+	// interfaces (see Interceptor).
 	Interceptors []Interceptor
 }
 

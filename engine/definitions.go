@@ -54,7 +54,7 @@ type workflowDef interface {
 }
 
 // Activity is a typed activity definition: ordinary Go code that may do I/O.
-// Activities run at least once; use ActivityInfo(ctx).IdempotencyKey when they
+// Activities run at least once; use ActivityInfoOf(ctx).IdempotencyKey when they
 // touch the outside world.
 type Activity[In, Out any] struct {
 	name string

@@ -288,8 +288,7 @@ func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events
 // again, over and over. A row with changes waiting in the outbox has its
 // later changes queued behind them, in order.
 func (mr *Mirror) writeSame(ctx context.Context, tx engine.CheckpointTx, cs []*change) error {
-	// One round trip: the savepoint the fallback needs, and planOff (see
-	// sql.go).
+	// One round trip: the savepoint the fallback needs, and planOff.
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT graftsync_mirror; `+planOff); err != nil {
 		return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, err)
 	}
@@ -317,7 +316,7 @@ func (mr *Mirror) writeSame(ctx context.Context, tx engine.CheckpointTx, cs []*c
 	return mr.settle(ctx, cs, true)
 }
 
-// apply runs the guard and the rows statement (see sql.go) and records
+// apply runs the guard and the rows statement (guardSQL, rowsSQL) and records
 // each change's outcome on it. planOff must have run in q.
 func (mr *Mirror) apply(ctx context.Context, q queryer, same bool, cs []*change) error {
 	guard, stmt := mr.sql.guardRelay, mr.sql.rowsRelay
