@@ -7,7 +7,7 @@ export GRAFT_DATABASE_URL GRAFT_REDIS_URL
 GO ?= go
 
 .DEFAULT_GOAL := test
-.PHONY: services browser demo test bench vet
+.PHONY: services browser demo test bench vet cross
 
 # Make sure PostgreSQL and Redis answer at the URLs above. The script changes only what it
 # created itself unless CI=true or GRAFT_SETUP_SERVICES=1; otherwise it says what is missing
@@ -24,7 +24,7 @@ demo:
 browser:
 	./scripts/browser.sh
 
-test: services browser
+test: services browser cross
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 bench: services
@@ -32,3 +32,15 @@ bench: services
 
 vet:
 	$(GO) vet ./...
+
+# The CLI builds on every platform Go supports (except js/wasm and wasip1, which have no
+# sockets for PostgreSQL): compile only, one platform per OS family and 32-bit Linux.
+# Platform-specific code (signals, process groups, getrusage, credentials) sits behind
+# build tags; this keeps it there.
+CROSS ?= windows/amd64 darwin/arm64 freebsd/amd64 openbsd/amd64 netbsd/amd64 dragonfly/amd64 \
+	solaris/amd64 illumos/amd64 aix/ppc64 plan9/amd64 linux/386 linux/arm64
+cross:
+	@set -e; for p in $(CROSS); do \
+		echo "go build ./cmd/graft for $$p"; \
+		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/graft; \
+	done

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"syscall"
 	"time"
 
 	"github.com/lib/pq"
@@ -57,8 +56,7 @@ func classify(err error) dbFault {
 	var ne net.Error
 	switch {
 	case errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE),
-		errors.As(err, &ne):
+		isConnErrno(err), errors.As(err, &ne):
 		return faultConnection
 	case errors.Is(err, context.DeadlineExceeded):
 		// The engine's own statement timeout (callers' contexts do not

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -37,7 +36,7 @@ type benchOpts struct {
 	// chaos scenario
 	workers int
 	faults  bool
-	// stats adds a line of per-workflow figures (see bench_stats.go).
+	// stats adds a line of per-workflow figures (see benchStats).
 	stats    bool
 	counters *dbCounters
 	// idle, when set, measures the CPU the process uses while its worker has
@@ -287,17 +286,6 @@ func fanOut(n, c int, each func(ctx context.Context, i int) error) (int64, error
 	wg.Wait()
 	err, _ := firstErr.Load().(error)
 	return failed.Load(), err
-}
-
-// processCPU is the CPU time (user and system) this process has used. On a
-// shared machine it moves less than wall-clock figures: it tells what the
-// Go side of a run costs, apart from PostgreSQL and other tenants.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func percentiles(d []time.Duration) (time.Duration, time.Duration) {

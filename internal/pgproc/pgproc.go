@@ -18,7 +18,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // Server is a private PostgreSQL server.
@@ -30,7 +29,7 @@ type Server struct {
 
 	dir  string
 	bin  string
-	cred *syscall.Credential // the postgres user's, when run as root
+	cred *credential // the postgres user's, when run as root
 }
 
 // Config tunes a Server. The zero value is fine.
@@ -56,7 +55,7 @@ func Start(cfg Config) (s *Server, err error) {
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		s.cred = &credential{uid: uid, gid: gid}
 	}
 	if s.dir, err = os.MkdirTemp("", "graft-pg-"); err != nil {
 		return nil, err
@@ -67,7 +66,7 @@ func Start(cfg Config) (s *Server, err error) {
 		}
 	}()
 	if s.cred != nil {
-		if err := os.Chown(s.dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+		if err := os.Chown(s.dir, s.cred.uid, s.cred.gid); err != nil {
 			return nil, err
 		}
 	}
@@ -155,7 +154,7 @@ func (s *Server) command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = s.dir
 	if s.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+		s.cred.apply(cmd)
 	}
 	return cmd
 }
