@@ -143,6 +143,10 @@ func TestSQLDecisionMatchesEvaluate(t *testing.T) {
 		require.Equal(t, string(want.Route), route, "route_with: "+tc.name)
 		require.Equal(t, want.Rule, rule, "route_with: "+tc.name)
 		require.Equal(t, want.Bucket, bucket, "route_with: "+tc.name)
+		// And so does a bucket below route_threshold, what previews count.
+		require.NoError(t, v.db.QueryRow(`SELECT `+s+`.flag_bucket($3, $4) < `+s+`.route_threshold($1, $2::jsonb, NULLIF($5, ''))`,
+			tc.snap.Killed, nullBytes(flagJSON), tc.kind, tc.id, tc.key).Scan(&graft), tc.name)
+		require.Equal(t, want.Route == tasks.RouteGraft, graft, "route_threshold: "+tc.name)
 	}
 }
 
