@@ -35,6 +35,9 @@ type renewIn struct {
 	Domain string `json:"domain"`
 	Fail   bool   `json:"fail,omitempty"`
 	Wait   bool   `json:"wait,omitempty"`
+	// Flaky makes the check fail on its first attempt (and pass on the
+	// retry).
+	Flaky bool `json:"flaky,omitempty"`
 }
 
 type confirm struct {
@@ -83,7 +86,12 @@ func legacySource(t *testing.T, e *engine.Engine) (*tasks.Flags, *tasks.Intake) 
 func newSite(t *testing.T) *site {
 	t.Helper()
 	s := &site{tokens: map[string]string{}}
-	check := engine.NewActivity("check", func(_ context.Context, in renewIn) (string, error) { return "ok " + in.Domain, nil })
+	check := engine.NewActivity("check", func(ctx context.Context, in renewIn) (string, error) {
+		if in.Flaky && engine.ActivityInfoOf(ctx).Attempt == 1 {
+			return "", engine.NewApplicationError("RegistryBusy", "the registry is busy", nil)
+		}
+		return "ok " + in.Domain, nil
+	}).WithOptions(engine.ActivityOptions{RetryPolicy: &engine.RetryPolicy{InitialInterval: 50 * time.Millisecond}})
 	charge := engine.NewActivity("charge", func(_ context.Context, in renewIn) (string, error) { return "ch-" + in.Domain, nil })
 	refund := engine.NewActivity("refund", func(_ context.Context, chargeID string) (string, error) {
 		s.refunded.Add(1)
@@ -279,8 +287,10 @@ func TestOperatorWalk(t *testing.T) {
 	s.start(t, "renew-acme-fail", "acme", renewIn{Domain: "acme.fr", Fail: true})
 	s.start(t, "renew-globex-ok", "globex", renewIn{Domain: "globex.com"})
 	s.start(t, "renew-globex-wait", "globex", renewIn{Domain: "globex.info", Wait: true})
+	s.start(t, "renew-globex-flaky", "globex", renewIn{Domain: "globex.net", Flaky: true})
 	s.waitStatus(t, "renew-acme-fail", "failed")
 	s.waitStatus(t, "renew-globex-ok", "completed")
+	s.waitStatus(t, "renew-globex-flaky", "completed")
 
 	signIn(t, bctx, s.url, s.tokens["oscar"])
 	all := text(t, bctx, "table.ops")
@@ -288,10 +298,21 @@ func TestOperatorWalk(t *testing.T) {
 		require.Contains(t, all, id)
 	}
 	require.Contains(t, text(t, bctx, "ul.counts"), "failed")
+	statuses := value(t, bctx, chromedp.Evaluate[int](`document.querySelectorAll('#statuses option[value="retrying"], #statuses option[value="throttled"]').length`))
+	require.Equal(t, 2, statuses, "the status filter offers retrying and throttled")
 	shot(t, bctx, "operations")
 
+	// A step that failed once and then succeeded is drawn as two bars, the
+	// failed attempt in the failure colour.
+	run(t, bctx, chromedp.Navigate(s.url+"/ui/operations/renew-globex-flaky?live=0"), chromedp.WaitVisible(chromedp.CSS("#timeline")))
+	checkBars := value(t, bctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#timeline rect.bar[data-step="check"]')).map(r => r.getAttribute("class"))`))
+	require.Equal(t, []string{"bar failed", "bar ok"}, checkBars, "one bar per attempt of check")
+	require.Contains(t, text(t, bctx, "#events"), "RegistryBusy")
+	shot(t, bctx, "operation-retried")
+
 	// Filter by status with the form: the URL keeps the filter.
-	run(t, bctx, chromedp.SetValue(chromedp.CSS(`input[name="status"]`), "failed"),
+	run(t, bctx, chromedp.Navigate(s.url+"/ui/operations"), chromedp.WaitVisible(chromedp.CSS("table.ops")),
+		chromedp.SetValue(chromedp.CSS(`input[name="status"]`), "failed"),
 		chromedp.Submit(chromedp.CSS(`input[name="status"]`)), chromedp.WaitVisible(chromedp.CSS("table.ops")))
 	loc := value(t, bctx, chromedp.Location())
 	require.Contains(t, loc, "status=failed")

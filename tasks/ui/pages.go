@@ -18,7 +18,7 @@ import (
 var pageNames = []string{"signin", "operations", "operation", "flags", "overview", "providers", "bulk", "bulkjob", "bulkpreview"}
 
 // statusOrder is the order of the per-status counts on the operations page.
-var statusOrder = []string{"pending", "running", "waiting", "waiting_signal", "needs_operator", "failed", "cancelled", "completed"}
+var statusOrder = []string{"pending", "running", "waiting", "retrying", "throttled", "waiting_signal", "needs_operator", "failed", "cancelled", "completed"}
 
 func parseTemplates() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
@@ -30,6 +30,8 @@ func parseTemplates() (map[string]*template.Template, error) {
 		},
 		"at":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
 		"str": func(s *string) string { return deref(s) },
+		// statuses are the list's status filter values.
+		"statuses": func() []string { return statusOrder },
 		"num": func(n *int) string {
 			if n == nil {
 				return ""
@@ -71,11 +73,12 @@ func parseTemplates() (map[string]*template.Template, error) {
 	return pages, nil
 }
 
-func deref(s *string) string {
-	if s == nil {
-		return ""
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
 	}
-	return *s
+	return *p
 }
 
 // filterFields are the list filters the page keeps in its URL, in the API's

@@ -43,6 +43,50 @@ func fixtureEvents() []api.HistoryEvent {
 	}
 }
 
+// fixtureAttempts is the history of a run whose "check" step failed once
+// and then succeeded, whose "charge" step lost an attempt with its worker,
+// and whose "renew" step was snoozed by a provider's limit first.
+func fixtureAttempts() []api.HistoryEvent {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	step := func(seq int, name, status string, from, to int) api.HistoryEvent {
+		return api.HistoryEvent{At: at(from), EndedAt: p(at(to)), Type: "step", RunId: p("run-1"), Seq: p(seq), Kind: p("activity"), Name: p(name), Status: p(status)}
+	}
+	attempt := func(seq int, name, status string, n, from, to int) api.HistoryEvent {
+		e := step(seq, name, status, from, to)
+		e.Type, e.Attempt = "attempt", p(n)
+		return e
+	}
+	failed := attempt(1, "check", "failed", 1, 1, 2)
+	failed.Error = &api.ErrorInfo{Message: "registry busy", Type: p("Busy")}
+	lost := attempt(2, "charge", "lost", 1, 4, 6)
+	lost.Error = &api.ErrorInfo{Message: "attempt 1 was in flight when its worker stopped", Type: p("ActivityLost")}
+	snoozed := attempt(3, "renew", "snoozed", 1, 8, 8)
+	snoozed.Reason = p("provider acme: rate limit")
+	return []api.HistoryEvent{
+		{At: t0, Type: "run_started", RunId: p("run-1"), Name: p("renewal"), Status: p("running")},
+		step(1, "check", "completed", 1, 3), failed, attempt(1, "check", "completed", 2, 2, 3),
+		step(2, "charge", "completed", 4, 7), lost, attempt(2, "charge", "completed", 2, 6, 7),
+		step(3, "renew", "completed", 8, 10), snoozed, attempt(3, "renew", "completed", 1, 9, 10),
+	}
+}
+
+// The timeline draws a step tried more than once as one bar per attempt
+// (and per snooze), not one bar over them: the failed attempt in the
+// failure colour, the lost one and the snooze marked as such.
+func TestTimelineOneBarPerAttempt(t *testing.T) {
+	tl := buildTimeline(fixtureAttempts(), time.Now())
+	var got []string
+	for _, r := range tl.Rows {
+		got = append(got, r.Step+" "+r.Class+" "+r.Label)
+	}
+	require.Equal(t, []string{
+		"check failed check (attempt 1)", "check ok check (attempt 2)",
+		"charge lost charge (attempt 1, lost)", "charge ok charge (attempt 2)",
+		"renew snoozed renew (snoozed)", "renew ok renew (attempt 1)",
+	}, got)
+}
+
 // TestEveryTemplateRenders renders every page and fragment with fixture
 // data, so a template error fails the build rather than a page.
 func TestEveryTemplateRenders(t *testing.T) {
@@ -52,6 +96,13 @@ func TestEveryTemplateRenders(t *testing.T) {
 	staff := viewer{Name: "oscar", Role: "operator", CSRF: "tok"}
 	op := fixtureOperation()
 	ev := fixtureEvents()
+	retrying := fixtureOperation()
+	retrying.Status = api.StatusWaiting
+	retrying.Now = api.NowSummary{CurrentStep: p("check"), Attempt: p(2), MaxAttempts: p(4), WaitingFor: p("retry"), NextWakeup: p(time.Now()),
+		LastError: &api.ErrorInfo{Message: "registry busy", Type: p("Busy"), Step: p("check")}}
+	throttled := fixtureOperation()
+	throttled.Now = api.NowSummary{CurrentStep: p("renew"), Attempt: p(1), MaxAttempts: p(0), WaitingFor: p("throttle"),
+		ThrottleReason: p("provider acme: rate limit"), NextWakeup: p(time.Now())}
 	q := url.Values{"status": {"failed"}, "kind": {"renewal"}}
 	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	ov := &api.Overview{Minutes: 3, Since: t0, Statuses: map[string]int64{"completed": 3, "failed": 2, "waiting": 2},
@@ -74,6 +125,15 @@ func TestEveryTemplateRenders(t *testing.T) {
 			"RelaunchPreview": &api.RelaunchResult{Reused: []api.StepRef{{Name: "check"}}, Rerun: []api.StepRef{{Name: "charge"}}},
 			"CancelResult":    &api.CancelResult{RefundPlan: &[]api.Compensation{{Step: "s2", Activity: p("charge"), Undo: "refund", Status: "pending"}}}},
 			[]string{"<svg", "bar failed", "mark action", "card declined", "Legacy row", "refund undoes charge", "Relaunch", "runs again 1"}},
+		{"operation", "layout", map[string]any{"Op": retrying, "ID": retrying.Id, "Events": fixtureAttempts(), "Timeline": buildTimeline(fixtureAttempts(), time.Now()), "Open": true},
+			[]string{`rect class="bar failed" data-step="check"`, `rect class="bar ok" data-step="check"`, `rect class="bar lost"`, `rect class="bar snoozed"`,
+				"check (attempt 2)", "charge (attempt 1, lost)", "renew (snoozed)", "provider acme: rate limit",
+				`<dd id="attempt">2 of 4</dd>`, `<dd id="waiting-for">retry</dd>`, "Busy: registry busy"}},
+		{"operation", "now", map[string]any{"Op": throttled}, []string{`<dd id="waiting-for">throttle (provider acme: rate limit)</dd>`, `<dd id="attempt">1 of unlimited</dd>`}},
+		{"operations", "layout", map[string]any{"Filter": url.Values{"status": {"retrying"}}, "Live": false, "Self": "/ui/operations?status=retrying",
+			"Items":  []api.OperationSummary{{Id: "op-2", Kind: "renewal", Status: api.StatusWaiting, Route: api.RouteGraft, Conditions: &[]string{"retrying"}}},
+			"Counts": []statusCount{{Status: "retrying", Count: 1, Href: "/ui/operations?status=retrying", Active: true}, {Status: "throttled", Count: 2, Href: "/ui/operations?status=throttled"}}},
+			[]string{`<option value="retrying">`, `<option value="throttled">`, `class="st-retrying"`, "throttled <b>2</b>", `badge cond">retrying`}},
 		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "Live": true, "Poll": "every 5s"},
 			[]string{"Preview cancellation", "Send signal", "confirm"}},
 		{"operation", "layout", map[string]any{"ID": "nope", "Error": "operation not found"}, []string{"operation not found"}},

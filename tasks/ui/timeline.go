@@ -36,8 +36,10 @@ type tlRow struct {
 	Y, TextY int
 	Label    string
 	X, W     int
-	Class    string // ok, failed, open, cancelled
+	Class    string // ok, failed, open, cancelled, lost, snoozed
 	Title    string
+	// Step names the step the bar belongs to (a step's attempts share it).
+	Step string
 }
 
 type tlMark struct {
@@ -82,8 +84,19 @@ func buildTimeline(events []api.HistoryEvent, now time.Time) *timeline {
 		return tlLabelWidth + int(float64(t.Sub(start))/float64(span)*tlPlotWidth)
 	}
 	tl := &timeline{Width: tlLabelWidth + tlPlotWidth + 10, LabelWidth: tlLabelWidth, MarkY: tlMarkRow / 2}
+	// A step with attempt events is drawn as its attempts, one bar each,
+	// instead of one bar over them all.
+	tried := map[stepRef]bool{}
+	for _, e := range events {
+		if e.Type == "attempt" {
+			tried[refOf(e)] = true
+		}
+	}
 	y := tlMarkRow
 	for _, e := range events {
+		if e.Type == "step" && tried[refOf(e)] {
+			continue
+		}
 		if !isBar(e) {
 			mx := x(e.At)
 			m := tlMark{X: mx, Y: tl.MarkY, Class: markClass(e), Title: eventTitle(e)}
@@ -99,11 +112,16 @@ func buildTimeline(events []api.HistoryEvent, now time.Time) *timeline {
 		}
 		x0, x1 := x(e.At), x(endAt)
 		label := deref(e.Name)
-		if e.Attempt != nil && *e.Attempt > 1 {
+		switch {
+		case e.Type == "attempt" && deref(e.Status) == "snoozed":
+			label += " (snoozed)"
+		case e.Type == "attempt" && deref(e.Status) == "lost":
+			label += fmt.Sprintf(" (attempt %d, lost)", deref(e.Attempt))
+		case e.Attempt != nil && (*e.Attempt > 1 || e.Type == "attempt"):
 			label += fmt.Sprintf(" (attempt %d)", *e.Attempt)
 		}
 		tl.Rows = append(tl.Rows, tlRow{Y: y + (tlRowHeight-tlBarHeight)/2, TextY: y + tlRowHeight - 7, Label: label,
-			X: x0, W: max(x1-x0, tlMinBar), Class: barClass(e), Title: eventTitle(e)})
+			X: x0, W: max(x1-x0, tlMinBar), Class: barClass(e), Title: eventTitle(e), Step: deref(e.Name)})
 		y += tlRowHeight
 	}
 	tl.AxisY = y + 4
@@ -135,8 +153,23 @@ func isBar(e api.HistoryEvent) bool {
 	return true
 }
 
+// stepRef names a step of a run, to match a step's event with its
+// attempts' events.
+type stepRef struct {
+	run string
+	seq int
+}
+
+func refOf(e api.HistoryEvent) stepRef { return stepRef{deref(e.RunId), deref(e.Seq)} }
+
 func barClass(e api.HistoryEvent) string {
 	switch deref(e.Status) {
+	case "lost":
+		return "lost" // in flight when its worker stopped: outcome unknown
+	case "snoozed":
+		return "snoozed" // put off by a provider's limit; no attempt
+	case "retrying", "throttled":
+		return "waiting"
 	case "completed", "fired":
 		return "ok"
 	case "failed", "timed_out":
