@@ -49,7 +49,7 @@ func runBench(args []string) error {
 	o := benchOpts{}
 	fs.IntVar(&o.n, "n", 2000, "workflows to run")
 	fs.IntVar(&o.c, "c", 64, "concurrent starters (each starts a workflow and waits for its result)")
-	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | sleepers | provider | redis-ops | chaos | intake")
+	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | sleepers | provider | redis-ops | chaos | intake | api")
 	with := fs.String("with", "", "comma-separated extras: interceptors, mirror")
 	fs.DurationVar(&o.sleep, "sleep", 5*time.Second, "sleepers: how long each workflow sleeps")
 	fs.BoolVar(&o.keep, "keep", false, "keep the benchmark schema afterwards")
@@ -119,6 +119,8 @@ func runBench(args []string) error {
 		return benchRedisOps(o)
 	case "intake":
 		return benchIntake(o)
+	case "api":
+		return benchAPI(o)
 	case "chaos":
 		return benchChaos(o)
 	case "chaos-worker":
