@@ -9,6 +9,7 @@ import (
 
 	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/grafttest"
 	"github.com/graftdev/graft/internal/testenv"
 )
 
@@ -20,7 +21,7 @@ func TestChargeThatWentThroughThenReturnedCtxErrIsRefunded(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t, envOptions{})
 	v.p.chargeThenCtxErr.Store(true)
-	ctx := testenv.Ctx(t, 30*time.Second)
+	ctx := grafttest.Context(t, 30*time.Second)
 	h := v.p.hold("charge", false)
 	o := Order{ID: "op-ctxerr", Domain: "example.com", Amount: 1200}
 	run := v.start(v.s.renew, o, nil)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/engine"
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/grafttest"
 )
 
 // Cancel the renewal before, during and after each of its steps. Whatever
@@ -69,7 +69,7 @@ func TestCancelAtEachPoint(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			v := newEnv(t, envOptions{})
-			ctx := testenv.Ctx(t, 30*time.Second)
+			ctx := grafttest.Context(t, 30*time.Second)
 			var h *hold
 			if tc.hold != "" {
 				h = v.p.hold(tc.hold, tc.honour)
@@ -128,7 +128,7 @@ func TestCancelAtEachPoint(t *testing.T) {
 func TestCancelTwice(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t, envOptions{})
-	ctx := testenv.Ctx(t, 30*time.Second)
+	ctx := grafttest.Context(t, 30*time.Second)
 	h := v.p.hold("refund", false)
 	o := Order{ID: "op-twice", Domain: "twice.com", Amount: 500, PauseAfter: "charge"}
 	run := v.start(v.s.renew, o, nil)
@@ -164,7 +164,7 @@ func TestCancelTwice(t *testing.T) {
 func TestAbortSelfCancels(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t, envOptions{})
-	ctx := testenv.Ctx(t, 30*time.Second)
+	ctx := grafttest.Context(t, 30*time.Second)
 	v.p.rejectRegister.Store(true)
 	o := Order{ID: "op-abort", Domain: "taken.com", Amount: 900}
 	run := v.start(v.s.renew, o, nil)
@@ -201,7 +201,7 @@ func TestCompensateOnFailure(t *testing.T) {
 		t.Run(map[bool]string{true: "strict", false: "plain"}[tc.strict], func(t *testing.T) {
 			t.Parallel()
 			v := newEnv(t, envOptions{})
-			ctx := testenv.Ctx(t, 30*time.Second)
+			ctx := grafttest.Context(t, 30*time.Second)
 			v.p.rejectRegister.Store(true)
 			wf := v.s.renew
 			if tc.strict {
@@ -238,10 +238,10 @@ func TestNotInstalled(t *testing.T) {
 		}
 		return "", cancel.Add(ctx, undo, "x", nil)
 	})
-	e := testenv.Engine(t, nil)
+	e := grafttest.NewEngine(t)
 	require.NoError(t, e.Register(undo, wf))
-	testenv.Worker(t, e, engine.WorkerConfig{})
-	ctx := testenv.Ctx(t, 30*time.Second)
+	grafttest.StartWorker(t, e)
+	ctx := grafttest.Context(t, 30*time.Second)
 	for _, abort := range []bool{false, true} {
 		run, err := wf.Start(ctx, e.Client(), abort, nil)
 		require.NoError(t, err)

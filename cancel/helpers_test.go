@@ -16,6 +16,7 @@ import (
 
 	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/grafttest"
 	"github.com/graftdev/graft/internal/testenv"
 )
 
@@ -407,18 +408,18 @@ type envOptions struct {
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	if o.Schema == "" {
-		o.Schema = testenv.Schema(t)
+		o.Schema = grafttest.Schema(t)
 	}
-	p := newProvider(testenv.DB(t), o.Schema)
+	p := newProvider(grafttest.DB(t), o.Schema)
 	s, err := newShop(p)
 	require.NoError(t, err)
-	e := testenv.Engine(t, &engine.Config{Schema: o.Schema, LeaseTTL: o.LeaseTTL, UnloadAfter: o.UnloadAfter,
+	e := grafttest.NewEngine(t, engine.Config{Schema: o.Schema, LeaseTTL: o.LeaseTTL, UnloadAfter: o.UnloadAfter,
 		PollInterval: 50 * time.Millisecond, Interceptors: s.interceptors(p)})
 	require.NoError(t, e.Register(s.defs()...))
 	require.NoError(t, s.ic.Register(e))
 	require.NoError(t, p.createTables(context.Background()))
 	if !o.NoWorker {
-		testenv.Worker(t, e, engine.WorkerConfig{})
+		grafttest.StartWorker(t, e)
 	}
 	return &env{t: t, e: e, c: e.Client(), p: p, s: s, schema: o.Schema}
 }
@@ -426,7 +427,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 // start inserts the legacy row and starts the renewal.
 func (v *env) start(wf *engine.Workflow[Order, string], o Order, opts *engine.StartOptions) *engine.Run[string] {
 	v.t.Helper()
-	ctx := testenv.Ctx(v.t, 10*time.Second)
+	ctx := grafttest.Context(v.t, 10*time.Second)
 	_, err := v.p.db.ExecContext(ctx, `INSERT INTO `+v.p.tbl("operations")+` (id, status) VALUES ($1, 'processing')`, o.ID)
 	require.NoError(v.t, err)
 	if opts == nil {
@@ -469,7 +470,7 @@ func (v *env) waitOutcome(id string, want cancel.Outcome) cancel.Report {
 
 func (v *env) report(id string) cancel.Report {
 	v.t.Helper()
-	r, err := cancel.Status(testenv.Ctx(v.t, 10*time.Second), v.c, id)
+	r, err := cancel.Status(grafttest.Context(v.t, 10*time.Second), v.c, id)
 	require.NoError(v.t, err)
 	return r
 }

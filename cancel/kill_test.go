@@ -12,6 +12,7 @@ import (
 
 	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/grafttest"
 	"github.com/graftdev/graft/internal/testenv"
 )
 
@@ -33,7 +34,7 @@ const killLeaseTTL = 2 * time.Second
 func TestKilledDuringRefund(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t, envOptions{NoWorker: true, LeaseTTL: killLeaseTTL})
-	ctx := testenv.Ctx(t, 60*time.Second)
+	ctx := grafttest.Context(t, 60*time.Second)
 
 	helper := testenv.Spawn(t, "TestHelperWorker", helperSchemaEnv+"="+v.schema)
 	helper.WaitLine(t, "ready", 60*time.Second)
@@ -54,7 +55,7 @@ func TestKilledDuringRefund(t *testing.T) {
 		}
 	}
 
-	testenv.Worker(t, v.e, engine.WorkerConfig{})
+	grafttest.StartWorker(t, v.e, engine.WorkerConfig{})
 	_, err = run.Result(ctx)
 	requireCanceled(t, err, "customer asked")
 
@@ -86,7 +87,7 @@ func TestKilledDuringRefund(t *testing.T) {
 func TestKilledDuringChargeThenCancelled(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t, envOptions{NoWorker: true, LeaseTTL: killLeaseTTL})
-	ctx := testenv.Ctx(t, 60*time.Second)
+	ctx := grafttest.Context(t, 60*time.Second)
 
 	helper := testenv.Spawn(t, "TestHelperWorker", helperSchemaEnv+"="+v.schema, helperModeEnv+"=charge")
 	helper.WaitLine(t, "ready", 60*time.Second)
@@ -99,7 +100,7 @@ func TestKilledDuringChargeThenCancelled(t *testing.T) {
 	helper.Kill(t)
 	require.NoError(t, v.c.Cancel(ctx, o.ID, "customer asked"))
 
-	testenv.Worker(t, v.e, engine.WorkerConfig{})
+	grafttest.StartWorker(t, v.e, engine.WorkerConfig{})
 	_, err := run.Result(ctx)
 	requireCanceled(t, err, "customer asked")
 
@@ -131,13 +132,13 @@ func TestHelperWorker(t *testing.T) {
 	if schema == "" {
 		t.Skip("helper process of TestKilledDuringRefund")
 	}
-	p := newProvider(testenv.DB(t), schema)
+	p := newProvider(grafttest.DB(t), schema)
 	if os.Getenv(helperModeEnv) == "charge" {
 		p.hangAfterCharge = true
 	} else {
 		p.hangAfterRefund = true
 	}
-	e, _, err := buildEngine(engine.Config{DB: p.db, DatabaseURL: testenv.DatabaseURL(), Schema: schema,
+	e, _, err := buildEngine(engine.Config{DB: p.db, DatabaseURL: grafttest.DatabaseURL(), Schema: schema,
 		LeaseTTL: killLeaseTTL, PollInterval: 50 * time.Millisecond}, p)
 	require.NoError(t, err)
 	w, err := e.NewWorker(engine.WorkerConfig{})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/grafttest"
 	"github.com/graftdev/graft/internal/testenv"
 )
 
@@ -23,7 +24,7 @@ import (
 func TestNeedsOperatorThenRetry(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t, envOptions{UnloadAfter: 100 * time.Millisecond})
-	ctx := testenv.Ctx(t, 40*time.Second)
+	ctx := grafttest.Context(t, 40*time.Second)
 	v.p.refundDown.Store(true)
 	o := Order{ID: "op-stuck", Domain: "stuck.com", Amount: 700, PauseAfter: "register"}
 	run := v.start(v.s.renew, o, nil)
@@ -80,7 +81,7 @@ func TestNeedsOperatorThenRetry(t *testing.T) {
 func TestNeedsOperatorResolved(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t, envOptions{})
-	ctx := testenv.Ctx(t, 40*time.Second)
+	ctx := grafttest.Context(t, 40*time.Second)
 	v.p.refundDown.Store(true)
 	o := Order{ID: "op-manual", Domain: "manual.com", Amount: 300, PauseAfter: "charge"}
 	run := v.start(v.s.renew, o, nil)

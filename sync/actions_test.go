@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/grafttest"
 	graftsync "github.com/graftdev/graft/sync"
 )
 
@@ -82,7 +82,7 @@ func TestRequestOutlivesMirrorWrites(t *testing.T) {
 	r := ev.waitRow("op-1", func(r *opRow) bool { return r.Step.String == "registering" }, "the mirror wrote the last step")
 	require.Equal(t, "cancel_requested", r.Status, "the request is still there")
 
-	n, err := ev.mr.ActOnce(testenv.Ctx(t, 10*time.Second), ev.c)
+	n, err := ev.mr.ActOnce(grafttest.Context(t, 10*time.Second), ev.c)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	r, _ = ev.row("op-1")
@@ -95,7 +95,7 @@ func TestRequestOutlivesMirrorWrites(t *testing.T) {
 	// Rows graft does not mirror are the legacy runner's: not touched.
 	ev.insertRow("legacy-only")
 	ev.exec(`UPDATE ` + ev.qtable() + ` SET status = 'cancel_requested' WHERE id = 'legacy-only'`)
-	n, err = ev.mr.ActOnce(testenv.Ctx(t, 10*time.Second), ev.c)
+	n, err = ev.mr.ActOnce(grafttest.Context(t, 10*time.Second), ev.c)
 	require.NoError(t, err)
 	require.Zero(t, n)
 	r, _ = ev.row("legacy-only")

@@ -6,7 +6,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
 
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/grafttest"
 )
 
 // TestArrayLiteral: values travel to PostgreSQL in text array literals that
@@ -22,7 +22,7 @@ func TestArrayLiteral(t *testing.T) {
 	in = append(in, nil)
 	var out []*string
 	var got pq.StringArray
-	require.NoError(t, testenv.DB(t).QueryRow(`SELECT array_agg(COALESCE(x, '<null>')) FROM unnest($1::text[]) x`, pgArray(in)).Scan(&got))
+	require.NoError(t, grafttest.DB(t).QueryRow(`SELECT array_agg(COALESCE(x, '<null>')) FROM unnest($1::text[]) x`, pgArray(in)).Scan(&got))
 	for i := range got {
 		out = append(out, &got[i])
 	}

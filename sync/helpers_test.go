@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/grafttest"
 	"github.com/graftdev/graft/internal/testenv"
 	graftsync "github.com/graftdev/graft/sync"
 )
@@ -226,14 +227,14 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	ev := &env{t: t, db: testenv.DB(t)}
+	ev := &env{t: t, db: grafttest.DB(t)}
 	ev.ldb = ev.db
 	if o.separate {
 		ev.ldb = legacyDB(t)
 	}
 	ev.graft, ev.legacy = o.graft, o.legacy
 	if ev.graft == "" {
-		ev.graft = testenv.Schema(t)
+		ev.graft = grafttest.Schema(t)
 	}
 	if ev.legacy == "" {
 		ev.legacy = testenv.Name(t)
@@ -265,12 +266,12 @@ func newEnv(t *testing.T, o envOpts) *env {
 	require.NoError(t, err)
 	ev.mr = mr
 	t.Cleanup(func() { _ = mr.Close() })
-	ev.e = testenv.Engine(t, &engine.Config{Schema: ev.graft, Interceptors: []engine.Interceptor{mr}, Logger: quietLogger(),
+	ev.e = grafttest.NewEngine(t, engine.Config{Schema: ev.graft, Interceptors: []engine.Interceptor{mr}, Logger: quietLogger(),
 		LeaseTTL: time.Second, UnloadAfter: 50 * time.Millisecond})
 	require.NoError(t, ev.e.Register(defs...))
 	ev.c = ev.e.Client()
 	if !o.noWorker {
-		testenv.Worker(t, ev.e, engine.WorkerConfig{})
+		grafttest.StartWorker(t, ev.e, engine.WorkerConfig{})
 	}
 	if !o.noStart {
 		require.NoError(t, mr.Start(context.Background(), ev.c))
@@ -289,12 +290,12 @@ var (
 func legacyDB(t *testing.T) *sqlx.DB {
 	t.Helper()
 	legacyOnce.Do(func() {
-		_, err := testenv.DB(t).Exec(`CREATE DATABASE graft_sync_legacy`)
+		_, err := grafttest.DB(t).Exec(`CREATE DATABASE graft_sync_legacy`)
 		if pe, ok := err.(*pq.Error); err != nil && !(ok && (pe.Code == "42P04" || pe.Code == "23505")) {
 			legacyErr = err
 			return
 		}
-		u, err := url.Parse(testenv.DatabaseURL())
+		u, err := url.Parse(grafttest.DatabaseURL())
 		if err == nil && u.Scheme != "postgres" && u.Scheme != "postgresql" {
 			err = fmt.Errorf("scheme %q is not postgres://", u.Scheme)
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/grafttest"
 	"github.com/graftdev/graft/internal/testenv"
 )
 
@@ -47,13 +48,13 @@ func TestKilledWorkerConverges(t *testing.T) {
 
 			// This process takes over: its worker resumes the run once the
 			// dead worker's lease expires, and its relay the delivery.
-			testenv.Worker(t, ev.e, engine.WorkerConfig{})
-			require.NoError(t, ev.mr.Start(testenv.Ctx(t, time.Minute), ev.c))
+			grafttest.StartWorker(t, ev.e, engine.WorkerConfig{})
+			require.NoError(t, ev.mr.Start(grafttest.Context(t, time.Minute), ev.c))
 			out, err := ev.result(run)
 			require.NoError(t, err)
 			require.Equal(t, "R-a.com", out)
 
-			info, err := ev.c.Describe(testenv.Ctx(t, time.Minute), "op-1")
+			info, err := ev.c.Describe(grafttest.Context(t, time.Minute), "op-1")
 			require.NoError(t, err)
 			require.Equal(t, engine.StatusCompleted, info.Status)
 			require.Equal(t, 2, info.Loads, "run by the killed worker, then resumed here")

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/grafttest"
 	graftsync "github.com/graftdev/graft/sync"
 )
 
@@ -116,8 +116,8 @@ func TestParseMappingErrors(t *testing.T) {
 // the table, naming the field and the column, and changes nothing.
 func TestNewValidatesAgainstTheTable(t *testing.T) {
 	t.Parallel()
-	db := testenv.DB(t)
-	legacy := testenv.Schema(t)
+	db := grafttest.DB(t)
+	legacy := grafttest.Schema(t)
 	_, err := db.Exec(fmt.Sprintf(legacyDDL, pq.QuoteIdentifier(legacy)))
 	require.NoError(t, err)
 	_, err = db.Exec(`CREATE TYPE ` + pq.QuoteIdentifier(legacy) + `.op_status AS ENUM ('todo', 'doing', 'done');
@@ -156,7 +156,7 @@ func TestNewValidatesAgainstTheTable(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(&m)
 			}
-			cfg := graftsync.Config{Mapping: m, DB: db, Schema: testenv.Schema(t), Funcs: funcs, Logger: quietLogger()}
+			cfg := graftsync.Config{Mapping: m, DB: db, Schema: grafttest.Schema(t), Funcs: funcs, Logger: quietLogger()}
 			if tc.cfg != nil {
 				tc.cfg(&cfg)
 			}
@@ -170,7 +170,7 @@ func TestNewValidatesAgainstTheTable(t *testing.T) {
 	require.NoError(t, db.QueryRow(`SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'operations'`, legacy).Scan(&cols))
 	require.Equal(t, 16, cols)
 	// And the full mapping does fit.
-	mr, err := graftsync.New(context.Background(), graftsync.Config{Mapping: fullMapping(table), DB: db, Schema: testenv.Schema(t), Funcs: funcs})
+	mr, err := graftsync.New(context.Background(), graftsync.Config{Mapping: fullMapping(table), DB: db, Schema: grafttest.Schema(t), Funcs: funcs})
 	require.NoError(t, err)
 	require.NoError(t, mr.Close())
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/grafttest"
 	graftsync "github.com/graftdev/graft/sync"
 )
 
@@ -56,7 +56,7 @@ func TestStatusFollowsTheWorkflow(t *testing.T) {
 	require.False(t, r.LastError.Valid, "a start clears the last error (ClearOnSuccess)")
 	require.False(t, r.Step.Valid)
 
-	testenv.Worker(t, ev.e, engine.WorkerConfig{})
+	grafttest.StartWorker(t, ev.e, engine.WorkerConfig{})
 	ev.waitEngine("op-1", engine.StatusWaiting)
 	r = ev.waitStatus("op-1", "waiting")
 	require.False(t, r.Step.Valid, "no activity yet")
@@ -172,7 +172,7 @@ func TestOtherWorkflowTypesAreNotMirrored(t *testing.T) {
 	ev.insertRow("op-1")
 	run, err := otherWf.Start(context.Background(), ev.c, renewal{Domain: "a.com"}, &engine.StartOptions{ID: "op-1"})
 	require.NoError(t, err)
-	_, err = run.Result(testenv.Ctx(t, 20*time.Second))
+	_, err = run.Result(grafttest.Context(t, 20*time.Second))
 	require.NoError(t, err)
 	r, _ := ev.row("op-1")
 	require.Equal(t, "todo", r.Status)
@@ -239,7 +239,7 @@ func TestResetMirrorsTheNewRun(t *testing.T) {
 	healedIDs.Store(id, true)
 	h, err := ev.c.Reset(context.Background(), id, engine.ResetOptions{BeforeLastFailedActivity: true})
 	require.NoError(t, err)
-	_, err = h.Result(testenv.Ctx(t, 20*time.Second))
+	_, err = h.Result(grafttest.Context(t, 20*time.Second))
 	require.NoError(t, err)
 	r := ev.waitStatus(id, "done")
 	require.Equal(t, "registering", r.Step.String)
@@ -295,7 +295,7 @@ func TestPurgeClosed(t *testing.T) {
 // transactions, and sends plain queries instead).
 func TestMirrorOnItsOwnPool(t *testing.T) {
 	t.Parallel()
-	own, err := sqlx.Open("postgres", testenv.DatabaseURL())
+	own, err := sqlx.Open("postgres", grafttest.DatabaseURL())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = own.Close() })
 	ev := newEnv(t, envOpts{config: func(c *graftsync.Config) { c.DB = own }})
@@ -321,7 +321,7 @@ func TestUnchangedRowIsNotWritten(t *testing.T) {
 	require.Equal(t, "todo", r.Status)
 	require.Equal(t, 2020, r.UpdatedAt.UTC().Year(), "not written")
 
-	testenv.Worker(t, ev.e, engine.WorkerConfig{})
+	grafttest.StartWorker(t, ev.e, engine.WorkerConfig{})
 	r = ev.waitStatus("op-1", "done")
 	require.Greater(t, r.UpdatedAt.UTC().Year(), 2020)
 }

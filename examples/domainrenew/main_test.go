@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/graftdev/graft/grafttest"
 	"github.com/graftdev/graft/internal/testenv"
 )
 
@@ -21,11 +22,11 @@ import (
 // the legacy API, agrees with the engine; and the demo leaves nothing.
 func TestDemo(t *testing.T) {
 	t.Parallel()
-	ctx := testenv.Ctx(t, 4*time.Minute)
-	schema := testenv.Schema(t)
-	t.Cleanup(func() { _, _ = testenv.DB(t).Exec(`DROP SCHEMA IF EXISTS ` + schema + `_legacy CASCADE`) })
+	ctx := grafttest.Context(t, 4*time.Minute)
+	schema := grafttest.Schema(t)
+	t.Cleanup(func() { _, _ = grafttest.DB(t).Exec(`DROP SCHEMA IF EXISTS ` + schema + `_legacy CASCADE`) })
 	var out strings.Builder
-	o := options{DatabaseURL: testenv.DatabaseURL(), RedisURL: testenv.RedisURL(), Schema: schema,
+	o := options{DatabaseURL: grafttest.DatabaseURL(), RedisURL: testenv.RedisURL(), Schema: schema,
 		N: 40, LegacyDelay: 100 * time.Millisecond, LegacyWorkers: 8}
 	last, err := run(ctx, o, &out)
 	t.Log("\n" + out.String() + last)
@@ -50,7 +51,7 @@ func TestDemo(t *testing.T) {
 
 	// Nothing is left behind.
 	var n int
-	require.NoError(t, testenv.DB(t).Get(&n, `SELECT count(*) FROM pg_namespace WHERE nspname IN ($1, $2)`, schema, schema+"_legacy"))
+	require.NoError(t, grafttest.DB(t).Get(&n, `SELECT count(*) FROM pg_namespace WHERE nspname IN ($1, $2)`, schema, schema+"_legacy"))
 	require.Zero(t, n)
 }
 
@@ -59,13 +60,13 @@ func TestDemo(t *testing.T) {
 // UI answers, and the demo ends (and cleans up) when its context does.
 func TestDemoServe(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(testenv.Ctx(t, 4*time.Minute))
+	ctx, cancel := context.WithCancel(grafttest.Context(t, 4*time.Minute))
 	defer cancel()
-	schema := testenv.Schema(t)
-	t.Cleanup(func() { _, _ = testenv.DB(t).Exec(`DROP SCHEMA IF EXISTS ` + schema + `_legacy CASCADE`) })
+	schema := grafttest.Schema(t)
+	t.Cleanup(func() { _, _ = grafttest.DB(t).Exec(`DROP SCHEMA IF EXISTS ` + schema + `_legacy CASCADE`) })
 	var listed, signin, providers int
 	var body, providersBody string
-	o := options{DatabaseURL: testenv.DatabaseURL(), RedisURL: testenv.RedisURL(), Schema: schema,
+	o := options{DatabaseURL: grafttest.DatabaseURL(), RedisURL: testenv.RedisURL(), Schema: schema,
 		N: 12, LegacyDelay: 50 * time.Millisecond, LegacyWorkers: 4, Serve: "127.0.0.1:0",
 		onServe: func(base, token string) {
 			defer cancel()

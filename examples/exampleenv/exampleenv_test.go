@@ -7,16 +7,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/examples/exampleenv"
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/grafttest"
 )
 
 // An example drops only a schema it created: one left by an earlier run of
 // the same example is replaced, any other is refused and left as it was.
 func TestSchemaDropsOnlyItsOwn(t *testing.T) {
 	t.Parallel()
-	ctx := testenv.Ctx(t, 30*time.Second)
-	db := testenv.DB(t)
-	name := testenv.Schema(t)
+	ctx := grafttest.Context(t, 30*time.Second)
+	db := grafttest.DB(t)
+	name := grafttest.Schema(t)
 
 	_, err := db.ExecContext(ctx, `CREATE SCHEMA `+name+`; CREATE TABLE `+name+`.precious (x int)`)
 	require.NoError(t, err)

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/examples/exampleenv"
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/grafttest"
 )
 
 // The example end to end: three transfers against real PostgreSQL, then the
@@ -17,10 +17,10 @@ import (
 // a closed account withdrew and refunded once.
 func TestMoneyTransfer(t *testing.T) {
 	t.Parallel()
-	ctx := testenv.Ctx(t, 2*time.Minute)
-	schema := testenv.Schema(t)
+	ctx := grafttest.Context(t, 2*time.Minute)
+	schema := grafttest.Schema(t)
 	var out strings.Builder
-	require.NoError(t, run(ctx, options{DatabaseURL: testenv.DatabaseURL(), Schema: schema, Keep: true}, &out))
+	require.NoError(t, run(ctx, options{DatabaseURL: grafttest.DatabaseURL(), Schema: schema, Keep: true}, &out))
 	t.Log("\n" + out.String())
 	require.Equal(t, `before: alice 100.00, bob 50.00, carol 0.00 (closed)
 transfer-1 alice -> bob 30.00: done (deposit 2 attempts)
@@ -30,7 +30,7 @@ after:  alice 70.00, bob 80.00, carol 0.00
 total 150.00 before and after
 `, out.String())
 
-	b := &bank{db: testenv.DB(t), schema: schema}
+	b := &bank{db: grafttest.DB(t), schema: schema}
 	var journal []struct {
 		Account string
 		Amount  int64
@@ -46,9 +46,9 @@ total 150.00 before and after
 // worker that died after its commit) changes nothing the second time.
 func TestMoveIsIdempotent(t *testing.T) {
 	t.Parallel()
-	ctx := testenv.Ctx(t, 30*time.Second)
-	db := testenv.DB(t)
-	schema := testenv.Schema(t)
+	ctx := grafttest.Context(t, 30*time.Second)
+	db := grafttest.DB(t)
+	schema := grafttest.Schema(t)
 	_, err := exampleenv.Schema(ctx, db, "moneytransfer", schema, false)
 	require.NoError(t, err)
 	b := &bank{db: db, schema: schema}

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/grafttest"
 )
 
 // The example end to end, with the outage: a busy warehouse costs one
@@ -16,10 +16,10 @@ import (
 // outage exhausts the five attempts of the retry policy.
 func TestOrderItem(t *testing.T) {
 	t.Parallel()
-	ctx := testenv.Ctx(t, 3*time.Minute)
-	schema := testenv.Schema(t)
+	ctx := grafttest.Context(t, 3*time.Minute)
+	schema := grafttest.Schema(t)
 	var out strings.Builder
-	require.NoError(t, run(ctx, options{DatabaseURL: testenv.DatabaseURL(), Schema: schema, Keep: true, Outage: true}, &out))
+	require.NoError(t, run(ctx, options{DatabaseURL: grafttest.DatabaseURL(), Schema: schema, Keep: true, Outage: true}, &out))
 	t.Log("\n" + out.String())
 	require.Equal(t, `order-1 espresso machine: archived, fulfilled in 2 attempts
 order-2 grinder: PaymentFailed after 1 attempt, not retried: card …0002, insufficient funds (item initialised)
@@ -28,7 +28,7 @@ order-3 kettle: WarehouseUnavailable after 5 attempts: the warehouse did not ans
 
 	// The waits between the outage's attempts follow the policy: 1+2+4+8 s
 	// at least (a lower bound: a loaded machine only makes them longer).
-	c := testenv.Engine(t, &engine.Config{Schema: schema}).Client()
+	c := lookClient(t, schema)
 	h, err := c.History(ctx, "order-3")
 	require.NoError(t, err)
 	var fulfil *engine.StepInfo
@@ -40,4 +40,14 @@ order-3 kettle: WarehouseUnavailable after 5 attempts: the warehouse did not ans
 	require.NotNil(t, fulfil)
 	require.Equal(t, "failed", fulfil.Status, "a step status, not a run status")
 	require.GreaterOrEqual(t, fulfil.CompletedAt.Sub(fulfil.StartedAt), 15*time.Second)
+}
+
+// lookClient is a client on the example's schema for a test that only
+// looks at runs: no engine, no worker, no registration.
+func lookClient(t *testing.T, schema string) *engine.Client {
+	t.Helper()
+	c, err := engine.NewClient(engine.ClientConfig{DatabaseURL: grafttest.DatabaseURL(), DB: grafttest.DB(t), Schema: schema})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }

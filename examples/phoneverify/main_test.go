@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/grafttest"
 	"github.com/graftdev/graft/internal/testenv"
 )
 
@@ -69,7 +70,7 @@ func startServer(t *testing.T, o options) api {
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
-	o.DatabaseURL, o.Addr, o.Log = testenv.DatabaseURL(), "127.0.0.1:0", testLog{t}
+	o.DatabaseURL, o.Addr, o.Log = grafttest.DatabaseURL(), "127.0.0.1:0", testLog{t}
 	o.Listening = func(a string) { addr <- a }
 	go func() { done <- serve(ctx, o) }()
 	t.Cleanup(func() {
@@ -94,7 +95,7 @@ func (l testLog) Write(p []byte) (int, error) {
 
 func TestPhoneVerifyRightCodeAndBadInput(t *testing.T) {
 	t.Parallel()
-	a := startServer(t, options{Schema: testenv.Schema(t)})
+	a := startServer(t, options{Schema: grafttest.Schema(t)})
 	id := a.create("+33612345678")
 	a.verify(id, "0000", http.StatusUnprocessableEntity, StatusWrongCode, 2)
 	a.verify(id, code, http.StatusOK, StatusVerified, 2)
@@ -122,10 +123,10 @@ func TestPhoneVerifyCodeExpires(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2027, 1, 1, 8, 0, 0, 0, time.UTC)
 	clock := engine.NewFakeClock(t0)
-	schema := testenv.Schema(t)
+	schema := grafttest.Schema(t)
 	a := startServer(t, options{Schema: schema, Clock: clock})
 	id := a.create("+33612345679")
-	c := testenv.Engine(t, &engine.Config{Schema: schema}).Client()
+	c := lookClient(t, schema)
 	testenv.Eventually(t, 20*time.Second, func() bool {
 		info, err := c.Describe(context.Background(), id)
 		return err == nil && info.WakeAt.Equal(t0.Add(2*time.Minute))
@@ -153,7 +154,7 @@ func TestPhoneVerifySurvivesSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns server processes")
 	}
-	schema := testenv.Schema(t)
+	schema := grafttest.Schema(t)
 	spawn := func(unloadAfter time.Duration) (*testenv.Proc, api) {
 		addrFile := filepath.Join(t.TempDir(), "addr")
 		p := testenv.Spawn(t, "TestPhoneServerProcess", envSchema+"="+schema, envAddrFile+"="+addrFile,
@@ -167,7 +168,7 @@ func TestPhoneVerifySurvivesSIGKILL(t *testing.T) {
 	// A long UnloadAfter keeps the run loaded and leased by the first
 	// server, so the kill hits a live run, not one already put away.
 	first, a := spawn(time.Hour)
-	c := testenv.Engine(t, &engine.Config{Schema: schema}).Client() // to look, no worker
+	c := lookClient(t, schema)
 	id := a.create("+33612345670")
 	a.verify(id, "0000", http.StatusUnprocessableEntity, StatusWrongCode, 2)
 	a.verify(id, "1111", http.StatusUnprocessableEntity, StatusWrongCode, 1)
@@ -210,7 +211,7 @@ func TestPhoneServerProcess(t *testing.T) {
 	}
 	unload, err := time.ParseDuration(os.Getenv(envUnload))
 	require.NoError(t, err)
-	o := options{DatabaseURL: testenv.DatabaseURL(), Schema: schema, Addr: "127.0.0.1:0", Log: os.Stdout,
+	o := options{DatabaseURL: grafttest.DatabaseURL(), Schema: schema, Addr: "127.0.0.1:0", Log: os.Stdout,
 		LeaseTTL: 2 * time.Second, UnloadAfter: unload}
 	o.Listening = func(addr string) {
 		require.NoError(t, os.WriteFile(os.Getenv(envAddrFile), []byte(addr), 0o600))
@@ -224,4 +225,14 @@ func TestPhoneServerProcess(t *testing.T) {
 	// Block until SIGKILL; should the parent die first, stdin closes.
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	os.Exit(1)
+}
+
+// lookClient is a client on the example's schema for a test that only
+// looks at runs: no engine, no worker, no registration.
+func lookClient(t *testing.T, schema string) *engine.Client {
+	t.Helper()
+	c, err := engine.NewClient(engine.ClientConfig{DatabaseURL: grafttest.DatabaseURL(), DB: grafttest.DB(t), Schema: schema})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/grafttest"
 )
 
 // The README shows this program verbatim, and it runs.
@@ -19,11 +19,11 @@ func TestQuickstart(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(readme), "```go\n"+string(src)+"```\n", "README.md shows examples/quickstart/main.go as it is")
 
-	db := testenv.DB(t)
+	db := grafttest.DB(t)
 	drop := func() { _, _ = db.Exec(`DROP SCHEMA IF EXISTS graft_quickstart CASCADE`) }
 	drop()
 	t.Cleanup(drop)
-	t.Setenv("GRAFT_DATABASE_URL", testenv.DatabaseURL())
+	t.Setenv("GRAFT_DATABASE_URL", grafttest.DatabaseURL())
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
 	stdout := os.Stdout

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
-	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/grafttest"
 )
 
 // Four monthly periods on the engine's fake clock: every 30-day timer
@@ -17,11 +17,11 @@ import (
 // sends the sorry email once and ends the subscription cancelled.
 func TestSubscriptionThirtyDayPeriods(t *testing.T) {
 	t.Parallel()
-	ctx := testenv.Ctx(t, 2*time.Minute)
-	schema := testenv.Schema(t)
+	ctx := grafttest.Context(t, 2*time.Minute)
+	schema := grafttest.Schema(t)
 	clock := engine.NewFakeClock(time.Date(2027, 1, 1, 9, 0, 0, 0, time.UTC))
 	var out strings.Builder
-	o := options{DatabaseURL: testenv.DatabaseURL(), Schema: schema,
+	o := options{DatabaseURL: grafttest.DatabaseURL(), Schema: schema,
 		Every: 30 * 24 * time.Hour, Periods: 4, Clock: clock, Advance: clock.Advance}
 	require.NoError(t, run(ctx, o, &out))
 	t.Log("\n" + out.String())
@@ -43,6 +43,6 @@ emails to billing@acme.example: ["Sorry to see you go, acme"]
 // Nonsense on the command line is refused before anything is created.
 func TestSubscriptionRefusesBadOptions(t *testing.T) {
 	t.Parallel()
-	err := run(testenv.Ctx(t, 10*time.Second), options{Every: 0, Periods: 1}, &strings.Builder{})
+	err := run(grafttest.Context(t, 10*time.Second), options{Every: 0, Periods: 1}, &strings.Builder{})
 	require.EqualError(t, err, "-every must be positive and -periods at least 1 (got 0s and 1)")
 }

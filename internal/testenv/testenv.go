@@ -9,6 +9,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -48,17 +49,10 @@ func Worker(t testing.TB, e *engine.Engine, cfg engine.WorkerConfig) *engine.Wor
 	return grafttest.StartWorker(t, e, cfg)
 }
 
-// Eventually polls cond every 20ms until it holds or the deadline passes.
+// Eventually polls cond until it holds or the deadline passes.
 func Eventually(t testing.TB, deadline time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	for time.Now().Before(end) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("condition not met within %v: "+msg, append([]any{deadline}, args...)...)
+	grafttest.Eventually(t, cond, fmt.Sprintf(msg, args...), deadline)
 }
 
 // Ctx returns a context that ends with the test or after d.
