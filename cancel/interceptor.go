@@ -65,6 +65,8 @@ func DefaultActivityOptions() engine.ActivityOptions {
 // in engine.Config.Interceptors (so queries see it too) and call Register.
 // Use one Interceptor per Engine.
 type Interceptor struct {
+	engine.InterceptorBase
+
 	byDo      map[string]*Compensation
 	onFailure map[string]bool
 	opts      engine.ActivityOptions
@@ -143,7 +145,7 @@ func (i *Interceptor) Register(e *engine.Engine) error {
 // ExecuteWorkflow gives the run its compensation stack and, when the workflow
 // returns a cancellation (or a failure, where configured), runs the stack.
 func (i *Interceptor) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
-	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	next engine.WorkflowNext) (any, error) {
 	st := &stack{i: i, info: in.Info}
 	ctx = engine.WithValue(ctx, stackKey{}, st)
 	engine.SetQueryHandler(ctx, StatusQuery, func(struct{}) (Report, error) { return st.snapshot(), nil })
@@ -171,7 +173,7 @@ func reasonOf(err error) string {
 // WorkflowOutbound records each compensable activity the workflow schedules,
 // and gives compensation calls their idempotency key header.
 func (i *Interceptor) WorkflowOutbound(ctx engine.Context, in *engine.OutboundInput,
-	next func(engine.Context, *engine.OutboundInput) error) error {
+	next engine.OutboundNext) error {
 	if in.Kind != engine.OutboundActivity {
 		return next(ctx, in)
 	}
@@ -191,17 +193,6 @@ func (i *Interceptor) WorkflowOutbound(ctx engine.Context, in *engine.OutboundIn
 				undo: c.undo, args: in.Args, result: in.Result, opts: c.opts, status: StepRecorded})
 		}
 	}
-	return next(ctx, in)
-}
-
-// HandleSignal calls next.
-func (i *Interceptor) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput, next func(engine.Context, *engine.HandleSignalInput) error) error {
-	return next(ctx, in)
-}
-
-// HandleQuery calls next.
-func (i *Interceptor) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
-	next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
 	return next(ctx, in)
 }
 

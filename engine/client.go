@@ -239,8 +239,8 @@ func (c *Client) newStartSpec(name string, args any, raw []byte, o *StartOptions
 	return &newRunSpec{row: row, reuse: o.IDReusePolicy, signal: o.signal}, nil
 }
 
-func (c *Client) call(ctx context.Context, in *ClientCallInput, last func(context.Context, *ClientCallInput) (any, error)) (any, error) {
-	return chainClient(c.e.chains.client, last)(ctx, in)
+func (c *Client) call(ctx context.Context, in *ClientCallInput, last ClientNext) (any, error) {
+	return chainResult(c.e.chains.client, ClientInterceptor.ClientCall, last)(ctx, in)
 }
 
 // Handle returns a handle to the latest run of a workflow ID.
@@ -939,7 +939,7 @@ func (c *Client) query(ctx context.Context, workflowID, name string, args any) (
 	if err != nil {
 		return nil, fmt.Errorf("%w: query argument: %v", ErrBadInput, err)
 	}
-	ch := buildChains(e.cfg.Interceptors)
+	ch := e.chains
 	s := newRunState(e, nil, modeQuery, r, def, &ch, hist[r.RunID], sigs[r.RunID])
 	go s.main()
 	select {
@@ -951,7 +951,7 @@ func (c *Client) query(ctx context.Context, workflowID, name string, args any) (
 	if h == nil {
 		return nil, fmt.Errorf("%w: %q on workflow %q", ErrUnknownQuery, name, workflowID)
 	}
-	out, err := chainQuery(ch.workflow, func(_ context.Context, in *HandleQueryInput) (any, error) { return h(in.Args) })(ctx,
+	out, err := chainResult(ch.query, QueryInterceptor.HandleQuery, func(_ context.Context, in *HandleQueryInput) (any, error) { return h(in.Args) })(ctx,
 		&HandleQueryInput{Info: s.info, Name: name, Args: argBytes})
 	if err != nil {
 		return nil, err

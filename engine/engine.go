@@ -77,9 +77,13 @@ func New(cfg Config) (*Engine, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	ch, err := buildChains([]string{"Config.Interceptors"}, c.Interceptors)
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{
 		cfg: c, db: c.DB, store: newStore(c.DB, c.Schema), reg: newRegistry(),
-		chains: buildChains(c.Interceptors), closed: make(chan struct{}), waiters: map[string][]resultWaiter{},
+		chains: ch, closed: make(chan struct{}), waiters: map[string][]resultWaiter{},
 	}
 	e.commit = newCommitter(e)
 	e.resultPoll.Store(int64(resultSafetyPoll))

@@ -4,14 +4,29 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
-// Interceptor is any value implementing one or more of WorkflowInterceptor,
-// WorkflowOutboundInterceptor, ActivityInterceptor, ClientInterceptor and
-// CheckpointInterceptor. Embed InterceptorBase to implement only what you need.
-// In a list of interceptors the first is the outermost.
-type Interceptor any
+// Interceptor is a value that takes part in one or more of the engine's
+// chains, one interface a chain, each of one method: WorkflowInterceptor,
+// SignalInterceptor, QueryInterceptor, WorkflowOutboundInterceptor,
+// ActivityInterceptor, ClientInterceptor and CheckpointInterceptor. An
+// interceptor embeds InterceptorBase (the sentinel that makes it an
+// Interceptor) and implements the methods of the chains it takes part in;
+// it is left out of the others, so a call through a chain passes only the
+// interceptors that act on it. engine.New and Engine.NewWorker refuse an
+// Interceptor that implements none of them, naming its type. In a list of
+// interceptors the first is the outermost.
+type Interceptor interface {
+	isInterceptor()
+}
+
+// InterceptorBase makes a type an Interceptor. Embed it in every
+// interceptor; it implements no chain.
+type InterceptorBase struct{}
+
+func (InterceptorBase) isInterceptor() {}
 
 // Headers travel with a workflow: from the client call into the workflow, on
 // into each activity and child workflow. They are persisted with the run, so
@@ -76,11 +91,32 @@ type HandleQueryInput struct {
 	Args []byte
 }
 
-// WorkflowInterceptor wraps the workflow's inbound calls.
+// WorkflowNext runs the rest of the workflow chain and the workflow function.
+type WorkflowNext func(Context, *ExecuteWorkflowInput) (any, error)
+
+// WorkflowInterceptor wraps each execution of a workflow function: the first
+// and every replay that resumes the run.
 type WorkflowInterceptor interface {
-	ExecuteWorkflow(ctx Context, in *ExecuteWorkflowInput, next func(Context, *ExecuteWorkflowInput) (any, error)) (any, error)
-	HandleSignal(ctx Context, in *HandleSignalInput, next func(Context, *HandleSignalInput) error) error
-	HandleQuery(ctx context.Context, in *HandleQueryInput, next func(context.Context, *HandleQueryInput) (any, error)) (any, error)
+	Interceptor
+	ExecuteWorkflow(ctx Context, in *ExecuteWorkflowInput, next WorkflowNext) (any, error)
+}
+
+// SignalNext runs the rest of the signal chain and delivers the signal.
+type SignalNext func(Context, *HandleSignalInput) error
+
+// SignalInterceptor wraps the delivery of each signal the workflow consumes.
+type SignalInterceptor interface {
+	Interceptor
+	HandleSignal(ctx Context, in *HandleSignalInput, next SignalNext) error
+}
+
+// QueryNext runs the rest of the query chain and the query's handler.
+type QueryNext func(context.Context, *HandleQueryInput) (any, error)
+
+// QueryInterceptor wraps each query a workflow's handler answers.
+type QueryInterceptor interface {
+	Interceptor
+	HandleQuery(ctx context.Context, in *HandleQueryInput, next QueryNext) (any, error)
 }
 
 // ---- workflow outbound ----------------------------------------------------
@@ -126,10 +162,16 @@ type OutboundInput struct {
 	OutcomeUnknownOnCancel bool
 }
 
+// OutboundNext runs the rest of the outbound chain; the call is scheduled
+// after the chain returns nil.
+type OutboundNext func(Context, *OutboundInput) error
+
 // WorkflowOutboundInterceptor wraps the calls a workflow makes. next schedules
-// the call; it returns when the call is scheduled, not when it completes.
+// the call; it returns when the call is scheduled, not when it completes. An
+// error refuses the call: the caller's future fails with it.
 type WorkflowOutboundInterceptor interface {
-	WorkflowOutbound(ctx Context, in *OutboundInput, next func(Context, *OutboundInput) error) error
+	Interceptor
+	WorkflowOutbound(ctx Context, in *OutboundInput, next OutboundNext) error
 }
 
 // ---- activity inbound -----------------------------------------------------
@@ -160,9 +202,13 @@ type ActivityInput struct {
 	begin func(context.Context) error
 }
 
+// ActivityNext runs the rest of the activity chain and the activity.
+type ActivityNext func(context.Context, *ActivityInput) (any, error)
+
 // ActivityInterceptor wraps each activity attempt.
 type ActivityInterceptor interface {
-	ExecuteActivity(ctx context.Context, in *ActivityInput, next func(context.Context, *ActivityInput) (any, error)) (any, error)
+	Interceptor
+	ExecuteActivity(ctx context.Context, in *ActivityInput, next ActivityNext) (any, error)
 }
 
 // ---- client outbound ------------------------------------------------------
@@ -193,9 +239,13 @@ type ClientCallInput struct {
 	Headers Headers
 }
 
+// ClientNext runs the rest of the client chain and the call.
+type ClientNext func(context.Context, *ClientCallInput) (any, error)
+
 // ClientInterceptor wraps the client's outbound calls.
 type ClientInterceptor interface {
-	ClientCall(ctx context.Context, in *ClientCallInput, next func(context.Context, *ClientCallInput) (any, error)) (any, error)
+	Interceptor
+	ClientCall(ctx context.Context, in *ClientCallInput, next ClientNext) (any, error)
 }
 
 // ---- checkpoint transaction -----------------------------------------------
@@ -255,80 +305,44 @@ type CheckpointTx interface {
 // back (the legacy mirror) catch their own failures instead, for example
 // with a savepoint.
 type CheckpointInterceptor interface {
+	Interceptor
 	Checkpoint(ctx context.Context, tx CheckpointTx, events []*CheckpointEvent) error
 }
 
-// InterceptorBase passes every call through. Embed it to implement only the
-// methods you need.
-type InterceptorBase struct{}
-
-// ExecuteWorkflow calls next.
-func (InterceptorBase) ExecuteWorkflow(ctx Context, in *ExecuteWorkflowInput, next func(Context, *ExecuteWorkflowInput) (any, error)) (any, error) {
-	return next(ctx, in)
-}
-
-// HandleSignal calls next.
-func (InterceptorBase) HandleSignal(ctx Context, in *HandleSignalInput, next func(Context, *HandleSignalInput) error) error {
-	return next(ctx, in)
-}
-
-// HandleQuery calls next.
-func (InterceptorBase) HandleQuery(ctx context.Context, in *HandleQueryInput, next func(context.Context, *HandleQueryInput) (any, error)) (any, error) {
-	return next(ctx, in)
-}
-
-// WorkflowOutbound calls next.
-func (InterceptorBase) WorkflowOutbound(ctx Context, in *OutboundInput, next func(Context, *OutboundInput) error) error {
-	return next(ctx, in)
-}
-
-// ExecuteActivity calls next.
-func (InterceptorBase) ExecuteActivity(ctx context.Context, in *ActivityInput, next func(context.Context, *ActivityInput) (any, error)) (any, error) {
-	return next(ctx, in)
-}
-
-// ClientCall calls next.
-func (InterceptorBase) ClientCall(ctx context.Context, in *ClientCallInput, next func(context.Context, *ClientCallInput) (any, error)) (any, error) {
-	return next(ctx, in)
-}
-
 // ActivityInterceptorFunc adapts a function to ActivityInterceptor.
-type ActivityInterceptorFunc func(ctx context.Context, in *ActivityInput, next func(context.Context, *ActivityInput) (any, error)) (any, error)
+type ActivityInterceptorFunc func(ctx context.Context, in *ActivityInput, next ActivityNext) (any, error)
+
+func (ActivityInterceptorFunc) isInterceptor() {}
 
 // ExecuteActivity calls f.
-func (f ActivityInterceptorFunc) ExecuteActivity(ctx context.Context, in *ActivityInput, next func(context.Context, *ActivityInput) (any, error)) (any, error) {
+func (f ActivityInterceptorFunc) ExecuteActivity(ctx context.Context, in *ActivityInput, next ActivityNext) (any, error) {
 	return f(ctx, in, next)
 }
 
-// WorkflowInterceptorFunc adapts a function to the ExecuteWorkflow part of
-// WorkflowInterceptor; signals and queries pass through.
-type WorkflowInterceptorFunc func(ctx Context, in *ExecuteWorkflowInput, next func(Context, *ExecuteWorkflowInput) (any, error)) (any, error)
+// WorkflowInterceptorFunc adapts a function to WorkflowInterceptor.
+type WorkflowInterceptorFunc func(ctx Context, in *ExecuteWorkflowInput, next WorkflowNext) (any, error)
+
+func (WorkflowInterceptorFunc) isInterceptor() {}
 
 // ExecuteWorkflow calls f.
-func (f WorkflowInterceptorFunc) ExecuteWorkflow(ctx Context, in *ExecuteWorkflowInput, next func(Context, *ExecuteWorkflowInput) (any, error)) (any, error) {
+func (f WorkflowInterceptorFunc) ExecuteWorkflow(ctx Context, in *ExecuteWorkflowInput, next WorkflowNext) (any, error) {
 	return f(ctx, in, next)
-}
-
-// HandleSignal calls next.
-func (f WorkflowInterceptorFunc) HandleSignal(ctx Context, in *HandleSignalInput, next func(Context, *HandleSignalInput) error) error {
-	return next(ctx, in)
-}
-
-// HandleQuery calls next.
-func (f WorkflowInterceptorFunc) HandleQuery(ctx context.Context, in *HandleQueryInput, next func(context.Context, *HandleQueryInput) (any, error)) (any, error) {
-	return next(ctx, in)
 }
 
 // ClientInterceptorFunc adapts a function to ClientInterceptor.
-type ClientInterceptorFunc func(ctx context.Context, in *ClientCallInput, next func(context.Context, *ClientCallInput) (any, error)) (any, error)
+type ClientInterceptorFunc func(ctx context.Context, in *ClientCallInput, next ClientNext) (any, error)
+
+func (ClientInterceptorFunc) isInterceptor() {}
 
 // ClientCall calls f.
-func (f ClientInterceptorFunc) ClientCall(ctx context.Context, in *ClientCallInput, next func(context.Context, *ClientCallInput) (any, error)) (any, error) {
+func (f ClientInterceptorFunc) ClientCall(ctx context.Context, in *ClientCallInput, next ClientNext) (any, error) {
 	return f(ctx, in, next)
 }
 
 // CheckpointInterceptorFunc adapts a function to CheckpointInterceptor.
 type CheckpointInterceptorFunc func(ctx context.Context, tx CheckpointTx, events []*CheckpointEvent) error
+
+func (CheckpointInterceptorFunc) isInterceptor() {}
 
 // Checkpoint calls f.
 func (f CheckpointInterceptorFunc) Checkpoint(ctx context.Context, tx CheckpointTx, events []*CheckpointEvent) error {
@@ -341,42 +355,63 @@ func (f CheckpointInterceptorFunc) Checkpoint(ctx context.Context, tx Checkpoint
 // for the chain.
 type chains struct {
 	workflow   []WorkflowInterceptor
+	signal     []SignalInterceptor
+	query      []QueryInterceptor
 	outbound   []WorkflowOutboundInterceptor
 	activity   []ActivityInterceptor
 	client     []ClientInterceptor
 	checkpoint []CheckpointInterceptor
 
-	runWorkflow  func(Context, *ExecuteWorkflowInput) (any, error)
-	callOutbound func(Context, *OutboundInput) error
-	runActivity  func(context.Context, *ActivityInput) (any, error)
+	runWorkflow  WorkflowNext
+	callOutbound OutboundNext
+	runActivity  ActivityNext
 }
 
-func buildChains(lists ...[]Interceptor) chains {
+// buildChains sorts the interceptors of lists (field names the list for
+// errors, such as "Config.Interceptors") into their chains. An interceptor
+// that takes part in no chain, or a nil one, is an error naming it: it
+// would otherwise be silently ignored.
+func buildChains(fields []string, lists ...[]Interceptor) (chains, error) {
 	var c chains
-	for _, l := range lists {
-		for _, i := range l {
-			if x, ok := i.(WorkflowInterceptor); ok {
-				c.workflow = append(c.workflow, x)
+	for n, l := range lists {
+		for i, ic := range l {
+			if ic == nil {
+				return c, fmt.Errorf("engine: %s[%d] is nil", fields[n], i)
 			}
-			if x, ok := i.(WorkflowOutboundInterceptor); ok {
-				c.outbound = append(c.outbound, x)
+			in := false
+			if x, ok := ic.(WorkflowInterceptor); ok {
+				c.workflow, in = append(c.workflow, x), true
 			}
-			if x, ok := i.(ActivityInterceptor); ok {
-				c.activity = append(c.activity, x)
+			if x, ok := ic.(SignalInterceptor); ok {
+				c.signal, in = append(c.signal, x), true
 			}
-			if x, ok := i.(ClientInterceptor); ok {
-				c.client = append(c.client, x)
+			if x, ok := ic.(QueryInterceptor); ok {
+				c.query, in = append(c.query, x), true
 			}
-			if x, ok := i.(CheckpointInterceptor); ok {
-				c.checkpoint = append(c.checkpoint, x)
+			if x, ok := ic.(WorkflowOutboundInterceptor); ok {
+				c.outbound, in = append(c.outbound, x), true
+			}
+			if x, ok := ic.(ActivityInterceptor); ok {
+				c.activity, in = append(c.activity, x), true
+			}
+			if x, ok := ic.(ClientInterceptor); ok {
+				c.client, in = append(c.client, x), true
+			}
+			if x, ok := ic.(CheckpointInterceptor); ok {
+				c.checkpoint, in = append(c.checkpoint, x), true
+			}
+			if !in {
+				return c, fmt.Errorf("engine: %s[%d]: %T takes part in no chain: it implements none of "+
+					"WorkflowInterceptor, SignalInterceptor, QueryInterceptor, WorkflowOutboundInterceptor, "+
+					"ActivityInterceptor, ClientInterceptor and CheckpointInterceptor (check the methods' signatures)", fields[n], i, ic)
 			}
 		}
 	}
-	c.runWorkflow = chainWorkflow(c.workflow, func(ctx Context, in *ExecuteWorkflowInput) (any, error) {
+	c.runWorkflow = chainResult(c.workflow, WorkflowInterceptor.ExecuteWorkflow, func(ctx Context, in *ExecuteWorkflowInput) (any, error) {
 		return ctx.state().executeWorkflow(ctx, in)
 	})
-	c.callOutbound = chainOutbound(c.outbound, func(Context, *OutboundInput) error { return nil })
-	c.runActivity = chainActivity(c.activity, func(ctx context.Context, in *ActivityInput) (any, error) {
+	c.callOutbound = chain(c.outbound, WorkflowOutboundInterceptor.WorkflowOutbound, func(Context, *OutboundInput) error { return nil })
+	c.runActivity = chainResult(c.activity, ActivityInterceptor.ExecuteActivity, func(ctx context.Context, in *ActivityInput) (any, error) {
 		if in.def == nil {
 			return nil, NewNonRetryableError(ErrorTypeBadInput, "an interceptor passed on an ActivityInput it built itself: pass on the one it received, or a copy", nil)
 		}
@@ -387,12 +422,12 @@ func buildChains(lists ...[]Interceptor) chains {
 		}
 		return in.def.execute(ctx, in.Args)
 	})
-	return c
+	return c, nil
 }
 
 // chain composes the interceptors of list around last so that list[0] is
 // the outermost; call is the interceptor method for the call kind.
-func chain[I, C, In any](list []I, call func(I, C, In, func(C, In) error) error, last func(C, In) error) func(C, In) error {
+func chain[I, C, In any, N ~func(C, In) error](list []I, call func(I, C, In, N) error, last N) N {
 	next := last
 	for i := len(list) - 1; i >= 0; i-- {
 		ic, n := list[i], next
@@ -402,35 +437,11 @@ func chain[I, C, In any](list []I, call func(I, C, In, func(C, In) error) error,
 }
 
 // chainResult is chain for calls that return a value.
-func chainResult[I, C, In any](list []I, call func(I, C, In, func(C, In) (any, error)) (any, error), last func(C, In) (any, error)) func(C, In) (any, error) {
+func chainResult[I, C, In any, N ~func(C, In) (any, error)](list []I, call func(I, C, In, N) (any, error), last N) N {
 	next := last
 	for i := len(list) - 1; i >= 0; i-- {
 		ic, n := list[i], next
 		next = func(ctx C, in In) (any, error) { return call(ic, ctx, in, n) }
 	}
 	return next
-}
-
-func chainActivity(list []ActivityInterceptor, last func(context.Context, *ActivityInput) (any, error)) func(context.Context, *ActivityInput) (any, error) {
-	return chainResult(list, ActivityInterceptor.ExecuteActivity, last)
-}
-
-func chainWorkflow(list []WorkflowInterceptor, last func(Context, *ExecuteWorkflowInput) (any, error)) func(Context, *ExecuteWorkflowInput) (any, error) {
-	return chainResult(list, WorkflowInterceptor.ExecuteWorkflow, last)
-}
-
-func chainQuery(list []WorkflowInterceptor, last func(context.Context, *HandleQueryInput) (any, error)) func(context.Context, *HandleQueryInput) (any, error) {
-	return chainResult(list, WorkflowInterceptor.HandleQuery, last)
-}
-
-func chainClient(list []ClientInterceptor, last func(context.Context, *ClientCallInput) (any, error)) func(context.Context, *ClientCallInput) (any, error) {
-	return chainResult(list, ClientInterceptor.ClientCall, last)
-}
-
-func chainSignal(list []WorkflowInterceptor, last func(Context, *HandleSignalInput) error) func(Context, *HandleSignalInput) error {
-	return chain(list, WorkflowInterceptor.HandleSignal, last)
-}
-
-func chainOutbound(list []WorkflowOutboundInterceptor, last func(Context, *OutboundInput) error) func(Context, *OutboundInput) error {
-	return chain(list, WorkflowOutboundInterceptor.WorkflowOutbound, last)
 }

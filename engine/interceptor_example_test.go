@@ -36,7 +36,7 @@ func Example_interceptorOrder() {
 	// around returns an activity interceptor that announces itself before
 	// and after the rest of the chain.
 	around := func(name string) engine.ActivityInterceptorFunc {
-		return func(ctx context.Context, in *engine.ActivityInput, next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+		return func(ctx context.Context, in *engine.ActivityInput, next engine.ActivityNext) (any, error) {
 			fmt.Printf("%s: before %s\n", name, in.Info.ActivityName)
 			out, err := next(ctx, in)
 			fmt.Printf("%s: after %s\n", name, in.Info.ActivityName)
@@ -44,7 +44,7 @@ func Example_interceptorOrder() {
 		}
 	}
 	customer := engine.ClientInterceptorFunc(func(ctx context.Context, in *engine.ClientCallInput,
-		next func(context.Context, *engine.ClientCallInput) (any, error)) (any, error) {
+		next engine.ClientNext) (any, error) {
 		if in.Kind == engine.ClientStart {
 			if in.Headers == nil {
 				in.Headers = engine.Headers{}

@@ -15,7 +15,7 @@ import (
 // refuseOutbound refuses every activity named "forbidden".
 type refuseOutbound struct{ engine.InterceptorBase }
 
-func (refuseOutbound) WorkflowOutbound(ctx engine.Context, in *engine.OutboundInput, next func(engine.Context, *engine.OutboundInput) error) error {
+func (refuseOutbound) WorkflowOutbound(ctx engine.Context, in *engine.OutboundInput, next engine.OutboundNext) error {
 	if in.Kind == engine.OutboundActivity && in.Name == "forbidden" {
 		return engine.NewNonRetryableError("Refused", "forbidden by policy", nil)
 	}
@@ -51,11 +51,11 @@ func TestOutboundInterceptorErrorFailsTheCall(t *testing.T) {
 func TestActivityInterceptorMustPassOnItsInput(t *testing.T) {
 	t.Parallel()
 	rebuild := engine.ActivityInterceptorFunc(func(ctx context.Context, in *engine.ActivityInput,
-		next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+		next engine.ActivityNext) (any, error) {
 		return next(ctx, &engine.ActivityInput{Info: in.Info, Headers: in.Headers, Args: in.Args})
 	})
 	copying := engine.ActivityInterceptorFunc(func(ctx context.Context, in *engine.ActivityInput,
-		next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+		next engine.ActivityNext) (any, error) {
 		cp := *in
 		return next(ctx, &cp)
 	})

@@ -26,7 +26,7 @@ type signalRecorder struct {
 	seen []signalSeen
 }
 
-func (r *signalRecorder) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput, next func(engine.Context, *engine.HandleSignalInput) error) error {
+func (r *signalRecorder) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput, next engine.SignalNext) error {
 	r.mu.Lock()
 	r.seen = append(r.seen, signalSeen{payload: string(in.Payload), sender: in.Headers["sender"], replaying: in.Replaying})
 	r.mu.Unlock()
@@ -49,7 +49,7 @@ func TestSignalCarriesSenderHeaders(t *testing.T) {
 	// the signals.
 	type senderKey struct{}
 	stamp := engine.ClientInterceptorFunc(func(ctx context.Context, in *engine.ClientCallInput,
-		next func(context.Context, *engine.ClientCallInput) (any, error)) (any, error) {
+		next engine.ClientNext) (any, error) {
 		if in.Headers == nil {
 			in.Headers = engine.Headers{}
 		}

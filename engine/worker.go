@@ -143,9 +143,13 @@ func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if len(types) == 0 {
 		return nil, fmt.Errorf("engine: worker has no workflows: register them before creating workers")
 	}
+	ch, err := buildChains([]string{"Config.Interceptors", "WorkerConfig.Interceptors"}, e.cfg.Interceptors, cfg.Interceptors)
+	if err != nil {
+		return nil, err
+	}
 	w := &Worker{
 		e: e, cfg: cfg, id: cfg.ID, types: types, takeOver: takeOver,
-		chains:   buildChains(e.cfg.Interceptors, cfg.Interceptors),
+		chains:   ch,
 		slots:    make(chan struct{}, cfg.MaxWorkflows),
 		actSlots: make(chan struct{}, cfg.MaxActivities),
 		runs:     map[string]*runState{},

@@ -17,7 +17,7 @@ import (
 func TestAllOrder(t *testing.T) {
 	t.Parallel()
 	mine := engine.ActivityInterceptorFunc(func(ctx context.Context, in *engine.ActivityInput,
-		next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+		next engine.ActivityNext) (any, error) {
 		return next(ctx, in)
 	})
 	list, err := interceptors.All(interceptors.Config{MeterProvider: sdkmetric.NewMeterProvider()}, mine)

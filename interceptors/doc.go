@@ -3,7 +3,8 @@
 // and helpers that carry a trace context or caller values in engine.Headers.
 //
 // Each interceptor embeds engine.InterceptorBase and implements only the
-// call kinds it cares about; add them to engine.Config.Interceptors (every
+// chains it acts in (one method each), so it is left out of the others; add
+// them to engine.Config.Interceptors (every
 // worker and client of the engine) or engine.WorkerConfig.Interceptors (one
 // worker). In a list the first is the outermost. All returns the recommended
 // order:

@@ -22,7 +22,7 @@ var errBlocked = errors.New("blocked by policy")
 type refuser struct{ engine.InterceptorBase }
 
 func (refuser) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
-	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	next engine.WorkflowNext) (any, error) {
 	if in.Info.WorkflowType == "refuse.wf" {
 		return nil, engine.NewNonRetryableError("WorkflowRefused", "not today", map[string]string{"why": "policy"})
 	}
@@ -30,7 +30,7 @@ func (refuser) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInp
 }
 
 func (refuser) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
-	next func(engine.Context, *engine.HandleSignalInput) error) error {
+	next engine.SignalNext) error {
 	if in.Name == "refuse" {
 		return engine.NewApplicationError("SignalRefused", "bad signal", nil)
 	}
@@ -38,7 +38,7 @@ func (refuser) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 }
 
 func (refuser) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
-	next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
+	next engine.QueryNext) (any, error) {
 	if in.Name == "refuse" {
 		return nil, fmt.Errorf("query %q: %w", in.Name, engine.ErrUnknownQuery)
 	}
@@ -46,7 +46,7 @@ func (refuser) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 }
 
 func (refuser) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
-	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	next engine.ActivityNext) (any, error) {
 	if in.Info.ActivityName == "refuse.act" {
 		return nil, engine.NewNonRetryableError("ActivityRefused", "provider key missing", nil)
 	}
@@ -54,7 +54,7 @@ func (refuser) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 }
 
 func (refuser) ClientCall(ctx context.Context, in *engine.ClientCallInput,
-	next func(context.Context, *engine.ClientCallInput) (any, error)) (any, error) {
+	next engine.ClientNext) (any, error) {
 	if in.Kind == engine.ClientStart && in.WorkflowID == "refuse-start" {
 		return nil, fmt.Errorf("start %s: %w", in.WorkflowID, errBlocked)
 	}

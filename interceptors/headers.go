@@ -57,7 +57,7 @@ func ExtractTraceContext(ctx context.Context, h engine.Headers) context.Context 
 // sets in StartOptions.Headers wins over fn's.
 func PropagateHeaders(fn func(ctx context.Context) engine.Headers) engine.ClientInterceptor {
 	return engine.ClientInterceptorFunc(func(ctx context.Context, in *engine.ClientCallInput,
-		next func(context.Context, *engine.ClientCallInput) (any, error)) (any, error) {
+		next engine.ClientNext) (any, error) {
 		if in.Kind == engine.ClientStart {
 			if add := fn(ctx); len(add) > 0 {
 				h := maps.Clone(add)

@@ -93,7 +93,7 @@ func traceAttrs(attrs []slog.Attr, sc trace.SpanContext) []slog.Attr {
 
 // ExecuteWorkflow logs a live start and a live end.
 func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
-	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	next engine.WorkflowNext) (any, error) {
 	bg := context.Background()
 	if !in.Replaying && l.enabled(bg, slog.LevelInfo) {
 		l.emit(bg, slog.LevelInfo, "workflow started", l.workflowAttrs(ctx, in.Info, in.Headers))
@@ -126,7 +126,7 @@ func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 
 // HandleSignal logs a signal the workflow receives live.
 func (l *Logging) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
-	next func(engine.Context, *engine.HandleSignalInput) error) error {
+	next engine.SignalNext) error {
 	err := next(ctx, in)
 	if in.Replaying {
 		return err
@@ -151,7 +151,7 @@ func (l *Logging) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 
 // HandleQuery logs a query answered (Debug) or failed (Warn).
 func (l *Logging) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
-	next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
+	next engine.QueryNext) (any, error) {
 	start := time.Now()
 	out, err := next(ctx, in)
 	level, msg := slog.LevelDebug, "query answered"
@@ -189,7 +189,7 @@ func (l *Logging) activityAttrs(ctx context.Context, in *engine.ActivityInput, e
 
 // ExecuteActivity logs each attempt's start (Debug) and end.
 func (l *Logging) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
-	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	next engine.ActivityNext) (any, error) {
 	if l.enabled(ctx, slog.LevelDebug) {
 		l.emit(ctx, slog.LevelDebug, "activity started", l.activityAttrs(ctx, in))
 	}

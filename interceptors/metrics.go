@@ -128,7 +128,7 @@ func (m *Metrics) attrs(activity bool, name, outcome string) *measureOpts {
 
 // ExecuteWorkflow counts a live start and a live end.
 func (m *Metrics) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
-	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	next engine.WorkflowNext) (any, error) {
 	bg, typ := context.Background(), in.Info.WorkflowType
 	if !in.Replaying {
 		m.wfStarted.Add(bg, 1, m.attrs(false, typ, "").add...)
@@ -152,7 +152,7 @@ func (m *Metrics) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 
 // ExecuteActivity counts the attempt and records its duration.
 func (m *Metrics) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
-	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	next engine.ActivityNext) (any, error) {
 	typ := in.Info.ActivityName
 	opt := m.attrs(true, typ, "")
 	m.actStarted.Add(ctx, 1, opt.add...)

@@ -162,7 +162,7 @@ func TestMetricsSnoozeIsNotAnAttempt(t *testing.T) {
 	var calls atomic.Int32
 	// A limiter inside Metrics snoozes the first call.
 	limiter := engine.ActivityInterceptorFunc(func(ctx context.Context, in *engine.ActivityInput,
-		next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+		next engine.ActivityNext) (any, error) {
 		if calls.Add(1) == 1 {
 			return nil, engine.Snooze(10*time.Millisecond, "no slot")
 		}

@@ -60,26 +60,26 @@ func recovered[T any](call func() (T, error)) (out T, err error) {
 
 // ExecuteWorkflow fails the workflow with the panic of its code.
 func (Recovery) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
-	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	next engine.WorkflowNext) (any, error) {
 	return recovered(func() (any, error) { return next(ctx, in) })
 }
 
 // HandleSignal returns the panic of a signal's delivery as the error of the
 // Receive that delivered it.
 func (Recovery) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
-	next func(engine.Context, *engine.HandleSignalInput) error) error {
+	next engine.SignalNext) error {
 	_, err := recovered(func() (struct{}, error) { return struct{}{}, next(ctx, in) })
 	return err
 }
 
 // HandleQuery returns the panic of a query handler as the query's error.
 func (Recovery) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
-	next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
+	next engine.QueryNext) (any, error) {
 	return recovered(func() (any, error) { return next(ctx, in) })
 }
 
 // ExecuteActivity fails the attempt with the activity's panic.
 func (Recovery) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
-	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	next engine.ActivityNext) (any, error) {
 	return recovered(func() (any, error) { return next(ctx, in) })
 }

@@ -39,14 +39,14 @@ func (l *errorLog) all() []error {
 }
 
 func (l *errorLog) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
-	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	next engine.WorkflowNext) (any, error) {
 	out, err := next(ctx, in)
 	l.keep(err)
 	return out, err
 }
 
 func (l *errorLog) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
-	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	next engine.ActivityNext) (any, error) {
 	out, err := next(ctx, in)
 	l.keep(err)
 	return out, err

@@ -101,7 +101,7 @@ func NewTracing(cfg TracingConfig) *Tracing {
 // runs that continue it) hangs from, so the run is one trace however often
 // it is resumed. Other calls made outside any trace have no span.
 func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
-	next func(context.Context, *engine.ClientCallInput) (any, error)) (any, error) {
+	next engine.ClientNext) (any, error) {
 	if in.Kind != engine.ClientStart && !trace.SpanContextFromContext(ctx).IsValid() {
 		return next(ctx, in)
 	}
@@ -192,7 +192,7 @@ func (s *segment) end(outcome string, err error) {
 // ExecuteWorkflow traces the execution segment. A segment that only replays
 // (a query, or a resume that unloads again before doing anything) has no span.
 func (t *Tracing) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
-	next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+	next engine.WorkflowNext) (any, error) {
 	seg := &segment{t: t, in: in, begin: time.Now()}
 	if !in.Replaying {
 		seg.live()
@@ -216,7 +216,7 @@ func (t *Tracing) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 // WorkflowOutbound writes the segment span's context into the headers of a
 // live activity or child call, so their spans are the segment's children.
 func (t *Tracing) WorkflowOutbound(ctx engine.Context, in *engine.OutboundInput,
-	next func(engine.Context, *engine.OutboundInput) error) error {
+	next engine.OutboundNext) error {
 	if !in.Replaying && (in.Kind == engine.OutboundActivity || in.Kind == engine.OutboundChild) {
 		if seg, ok := ctx.Value(segmentKey{}).(*segment); ok {
 			seg.live()
@@ -233,7 +233,7 @@ func (t *Tracing) WorkflowOutbound(ctx engine.Context, in *engine.OutboundInput,
 // the sender's "signal" span when the signal carries one in its headers
 // (linked to the receiving segment), else of the receiving segment.
 func (t *Tracing) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
-	next func(engine.Context, *engine.HandleSignalInput) error) error {
+	next engine.SignalNext) error {
 	seg, ok := ctx.Value(segmentKey{}).(*segment)
 	if in.Replaying || !ok {
 		return next(ctx, in)
@@ -257,7 +257,7 @@ func (t *Tracing) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 // HandleQuery traces the query handler as a child of the client's query
 // span; a query made outside any trace has neither.
 func (t *Tracing) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
-	next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
+	next engine.QueryNext) (any, error) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return next(ctx, in)
 	}
@@ -272,7 +272,7 @@ func (t *Tracing) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 // ExecuteActivity traces one activity attempt as a child of the workflow
 // segment that scheduled it. The activity's context carries the span.
 func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
-	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	next engine.ActivityNext) (any, error) {
 	info := in.Info
 	parent := t.prop.Extract(ctx, HeaderCarrier(in.Headers))
 	attrs := attrPool.Get().(*[]attribute.KeyValue)

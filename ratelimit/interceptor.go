@@ -203,6 +203,8 @@ func defaultLeaseID(in *engine.ActivityInput) string {
 // It implements engine.ActivityInterceptor only; list it in
 // engine.Config.Interceptors or engine.WorkerConfig.Interceptors.
 type ActivityInterceptor struct {
+	engine.InterceptorBase
+
 	cfg     InterceptorConfig
 	hooks   waitHooks // nil when the limiter is not one of ours
 	backlog *backlog
@@ -222,7 +224,7 @@ func NewActivityInterceptor(cfg InterceptorConfig) (*ActivityInterceptor, error)
 
 // ExecuteActivity implements engine.ActivityInterceptor.
 func (i *ActivityInterceptor) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
-	next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+	next engine.ActivityNext) (any, error) {
 	key, ok := i.cfg.Key(in)
 	if !ok {
 		return next(ctx, in)

@@ -118,6 +118,8 @@ func (c *Config) validate() error {
 // for the relay (which every mode needs: in same-database mode it delivers
 // what the legacy table refused at first) and requests (Mapping.Actions).
 type Mirror struct {
+	engine.InterceptorBase
+
 	cfg   Config
 	m     Mapping
 	log   *slog.Logger
@@ -454,7 +456,7 @@ type queryer interface {
 // ExecuteActivity checks, under MissingFail, that the workflow's row still
 // exists before each attempt; when it does not, the attempt fails
 // non-retryably with an ApplicationError of type MissingRowErrorType.
-func (mr *Mirror) ExecuteActivity(ctx context.Context, in *engine.ActivityInput, next func(context.Context, *engine.ActivityInput) (any, error)) (any, error) {
+func (mr *Mirror) ExecuteActivity(ctx context.Context, in *engine.ActivityInput, next engine.ActivityNext) (any, error) {
 	if mr.m.missingRow() != MissingFail || !mr.mirrors(in.Info.Workflow.WorkflowType) {
 		return next(ctx, in)
 	}
@@ -476,7 +478,7 @@ func (mr *Mirror) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 
 // ExecuteWorkflow remembers the row key of a run whose key comes from its
 // input, for the checkpoints that do not carry the input.
-func (mr *Mirror) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput, next func(engine.Context, *engine.ExecuteWorkflowInput) (any, error)) (any, error) {
+func (mr *Mirror) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput, next engine.WorkflowNext) (any, error) {
 	if mr.m.keyFrom() != FromInput || !mr.mirrors(in.Info.WorkflowType) {
 		return next(ctx, in)
 	}
@@ -487,16 +489,6 @@ func (mr *Mirror) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 	}
 	mr.keys.acquire(in.Info.RunID, key)
 	defer mr.keys.release(in.Info.RunID)
-	return next(ctx, in)
-}
-
-// HandleSignal calls next.
-func (mr *Mirror) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput, next func(engine.Context, *engine.HandleSignalInput) error) error {
-	return next(ctx, in)
-}
-
-// HandleQuery calls next.
-func (mr *Mirror) HandleQuery(ctx context.Context, in *engine.HandleQueryInput, next func(context.Context, *engine.HandleQueryInput) (any, error)) (any, error) {
 	return next(ctx, in)
 }
 

@@ -24,6 +24,8 @@ import (
 // the mirror that prepare creates, before any workflow starts. An
 // application creates its pool first and passes it to both.
 type mirrorExtra struct {
+	engine.InterceptorBase
+
 	o  benchOpts
 	mr atomic.Pointer[graftsync.Mirror]
 }

@@ -76,11 +76,19 @@ func Apply(ctx context.Context, db *sql.DB, schema string, set Set) error {
 	if err != nil {
 		return fmt.Errorf("%smigrate: %w", p, err)
 	}
+	seen := map[int]string{}
 	for _, ent := range entries { // fs.ReadDir sorts by name
 		v, err := strconv.Atoi(strings.SplitN(ent.Name(), "_", 2)[0])
 		if err != nil {
 			return fmt.Errorf("%smigration file %s has no version prefix", p, ent.Name())
 		}
+		// Two files of one version (two branches that took the same
+		// number) would apply one and skip the other wherever the first
+		// had run.
+		if other, dup := seen[v]; dup {
+			return fmt.Errorf("%smigration files %s and %s have the same version %d", p, other, ent.Name(), v)
+		}
+		seen[v] = ent.Name()
 		if slices.Contains(applied, v) {
 			continue
 		}

@@ -60,6 +60,9 @@ func TestApplyRejectsBadInput(t *testing.T) {
 	err = migrate.Apply(ctx, db.DB, schema, set(map[string]string{"first.sql": `SELECT 1`}))
 	require.EqualError(t, err, "test: migration file first.sql has no version prefix")
 
+	err = migrate.Apply(ctx, db.DB, schema, set(map[string]string{"001_a.sql": `SELECT 1`, "001_b.sql": `SELECT 2`}))
+	require.EqualError(t, err, "test: migration files 001_a.sql and 001_b.sql have the same version 1")
+
 	// A failing file applies nothing of the set.
 	err = migrate.Apply(ctx, db.DB, schema, set(map[string]string{
 		"001_a.sql": `CREATE TABLE {{schema}}.a (n int)`, "002_b.sql": `SELECT nonsense FROM nowhere`}))
