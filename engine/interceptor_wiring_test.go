@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -50,5 +51,8 @@ func TestInterceptorInNoChainIsRefused(t *testing.T) {
 	require.ErrorContains(t, err, "engine: WorkerConfig.Interceptors[1]: engine_test.misspelt takes part in no chain")
 	w, err := e.NewWorker(engine.WorkerConfig{Interceptors: []engine.Interceptor{ok}})
 	require.NoError(t, err)
-	require.NoError(t, w.Stop(context.Background()))
+	// A worker never started stops at once (it used to wait for a loop that
+	// never ran) and cannot be started after.
+	require.NoError(t, w.Stop(testenv.Ctx(t, time.Minute)))
+	require.EqualError(t, w.Start(context.Background()), "engine: worker stopped")
 }

@@ -178,6 +178,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.mu.Unlock()
 		return errors.New("engine: worker already started")
 	}
+	if w.stopped {
+		w.mu.Unlock()
+		return errors.New("engine: worker stopped")
+	}
 	w.running = true
 	w.mu.Unlock()
 	if w.takeOver {
@@ -199,6 +203,13 @@ func (w *Worker) Start(ctx context.Context) error {
 // other workers resume them at once).
 func (w *Worker) Stop(ctx context.Context) error {
 	w.stopOnce.Do(func() { close(w.stopping) })
+	w.mu.Lock()
+	if !w.running { // never started: no loop to wait for
+		w.stopped = true
+		w.mu.Unlock()
+		return nil
+	}
+	w.mu.Unlock()
 	<-w.loopDone
 	w.mu.Lock()
 	w.stopped = true
