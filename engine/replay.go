@@ -142,7 +142,11 @@ type Replayer struct {
 // activities they call need not be registered: they are never run).
 func NewReplayer(defs ...Definition) (*Replayer, error) {
 	c := (&Config{}).withDefaults()
-	e := &Engine{cfg: c, reg: newRegistry(), chains: buildChains(nil)}
+	ch, err := buildChains(nil)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: c, reg: newRegistry(), chains: ch}
 	for _, d := range defs {
 		if err := e.reg.add(d); err != nil {
 			return nil, err

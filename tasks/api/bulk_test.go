@@ -297,7 +297,7 @@ func gjson(t *testing.T, body, field string) string {
 func TestBulkRetryFailed(t *testing.T) {
 	var refuse sync.Map // workflow IDs whose reset the client refuses
 	e := testenv.Engine(t, &engine.Config{Interceptors: []engine.Interceptor{engine.ClientInterceptorFunc(
-		func(ctx context.Context, in *engine.ClientCallInput, next func(context.Context, *engine.ClientCallInput) (any, error)) (any, error) {
+		func(ctx context.Context, in *engine.ClientCallInput, next engine.ClientNext) (any, error) {
 			if _, ok := refuse.Load(in.WorkflowID); ok && in.Kind == engine.ClientReset {
 				return nil, fmt.Errorf("provider down for %s", in.WorkflowID)
 			}
