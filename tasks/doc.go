@@ -25,9 +25,9 @@
 //     engine.Client.StartManyTx and records each decision (flag set version,
 //     rule, bucket) in intake_claims. The rows are marked before the starts,
 //     so a sync mirror in the same database that maps StatePending writes
-//     its value over intake's in the same commit (its StatePending value
-//     must not be the source's pending value, or the row would look
-//     pending again). Submit does the same for one operation that legacy code
+//     its value over intake's in the same commit. A mirror that writes
+//     the source's pending value back would have the row claimed again on
+//     every pass: intake refuses such a batch with an error saying so. Submit does the same for one operation that legacy code
 //     hands over instead of inserting a row.
 //
 // # Guarantees

@@ -213,7 +213,8 @@ func (in *Intake) buildSQL() {
 		WHERE ` + q(s.ID) + ` = ANY($2::text[]::` + in.idType + `[])`
 	in.sql.claims = `INSERT INTO ` + in.schema + `.intake_claims (operation_id, source, kind, routing_key, customer, rule, bucket, flags_version, workflow_id, run_id)
 		SELECT v.id, $1, v.kind, v.key, NULLIF(v.customer, ''), v.rule, v.bucket, $2, v.id, v.run_id
-		FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[]) AS v(id, kind, key, customer, rule, bucket, run_id)`
+		FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[]) AS v(id, kind, key, customer, rule, bucket, run_id)
+		WHERE NOT EXISTS (SELECT 1 FROM ` + t + ` t WHERE ` + q(s.ID) + ` = v.id::` + in.idType + ` AND ` + q(s.Status.Column) + ` = $10)`
 	if s.CreatedAt != "" {
 		in.sql.lag = `SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(` + q(s.CreatedAt) + `)), 0)::float8 FROM ` + t + ` t
 			WHERE ` + q(s.Status.Column) + ` = $1 AND ` + q(s.Kind) + `::text = ANY($2::text[])`
@@ -526,9 +527,18 @@ func (in *Intake) start(ctx context.Context, tx *sql.Tx, snap *Snapshot, rows []
 	if len(ids) == 0 {
 		return nil, failed, nil
 	}
-	if _, err := tx.ExecContext(ctx, in.sql.claims, in.src.name(), snap.Version, pq.Array(ids), pq.Array(kinds), pq.Array(keys),
-		pq.Array(customers), pq.Array(rules), pq.Array(buckets), pq.Array(runIDs)); err != nil {
+	// A claim is recorded only for a row that no longer looks pending:
+	// one that a workflow's start wrote back to the pending value (a sync
+	// mirror whose StatePending value is Status.Pending) would be claimed
+	// again on every pass.
+	res, err = tx.ExecContext(ctx, in.sql.claims, in.src.name(), snap.Version, pq.Array(ids), pq.Array(kinds), pq.Array(keys),
+		pq.Array(customers), pq.Array(rules), pq.Array(buckets), pq.Array(runIDs), in.src.Status.Pending)
+	if err != nil {
 		return nil, nil, fmt.Errorf("tasks: record claims: %w", err)
+	}
+	if n, _ := res.RowsAffected(); int(n) != len(ids) {
+		return nil, nil, fmt.Errorf("%s%d of %d rows show Status.Pending %q again once their workflows started (does a sync mirror map StatePending to %q? give it another value); rolled back",
+			in.src.prefix(), len(ids)-int(n), len(ids), in.src.Status.Pending, in.src.Status.Pending)
 	}
 	return started, failed, nil
 }

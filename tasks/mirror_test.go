@@ -62,3 +62,37 @@ func TestIntakeWithMirrorMappingPending(t *testing.T) {
 	}, "the mirror did not show the renewals done")
 	require.Equal(t, 49, v.count(t, `SELECT count(*) FROM `+s+`.runs`))
 }
+
+// A mirror whose StatePending value is the source's pending value would
+// make every started row look pending again, to be claimed on every pass:
+// intake refuses such a batch, saying why, and claims nothing.
+func TestIntakeRefusesAMirrorThatWritesPendingBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	schema := testenv.Schema(t)
+	db := testenv.DB(t)
+	_, err := db.Exec(`CREATE SCHEMA ` + pq.QuoteIdentifier(schema) + `; ` + fmt.Sprintf(legacyDDL, pq.QuoteIdentifier(schema)))
+	require.NoError(t, err)
+	mirror, err := graftsync.New(ctx, graftsync.Config{DB: db, Schema: schema, Mapping: graftsync.Mapping{
+		Table: schema + ".operations", Key: graftsync.Key{Column: "id"},
+		Status: &graftsync.StatusColumn{Column: "status", Values: map[graftsync.State]string{graftsync.StatePending: "pending"}},
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = mirror.Close() })
+	e := testenv.Engine(t, &engine.Config{Schema: schema, Interceptors: []engine.Interceptor{mirror}})
+	require.NoError(t, e.Register(renewWorkflow, transferWorkflow))
+	require.NoError(t, tasks.Migrate(ctx, db, schema))
+	f, err := tasks.NewFlags(tasks.FlagsConfig{DB: db, DatabaseURL: testenv.DatabaseURL(), Schema: schema})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	v := &env{e: e, db: db, schema: schema, table: pq.QuoteIdentifier(schema) + ".operations", flags: f}
+	in := v.intake(t, v.source(), nil)
+	v.insert(t, 5, "renew", "info")
+	v.setFlag(t, tasks.Flag{Kind: "renew", DefaultPercent: 100})
+	_, err = in.ClaimBatch(ctx)
+	require.ErrorContains(t, err, `show Status.Pending "pending" again`)
+	require.ErrorContains(t, err, "StatePending")
+	s := pq.QuoteIdentifier(schema)
+	require.Zero(t, v.count(t, `SELECT count(*) FROM `+s+`.runs`))
+	require.Zero(t, v.count(t, `SELECT count(*) FROM `+s+`.intake_claims`))
+}
