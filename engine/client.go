@@ -175,27 +175,31 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 		local = c.e.waitChan(row.RunID, true)
 		eager.expect(row.RunID) // a signal right after the commit is kept for launch
 	}
-	err = c.e.commit.submitWait(ctx, &writeOp{runID: row.RunID, newRun: spec,
+	op := &writeOp{runID: row.RunID, newRun: spec,
 		events: []*CheckpointEvent{{Kind: CheckpointWorkflowStarted, WorkflowID: o.ID, RunID: row.RunID, WorkflowType: name,
-			Headers: o.Headers, Status: StatusPending, Input: args, At: now}}})
+			Headers: o.Headers, Status: StatusPending, Input: args, At: now}}}
 	if eager != nil {
-		if err == nil {
-			row.Status, row.Loads = StatusRunning, 1
-			row.LeaseOwner = nullString(eager.id)
-			eager.launch(&row, nil, nil)
-		} else {
-			eager.unexpect(row.RunID)
-			<-eager.slots
+		err = c.startEager(ctx, eager, row, op)
+		if errors.Is(err, errNotLaunched) {
+			// The worker began to stop: start the run for any worker.
 			c.e.dropWaiter(row.RunID, local)
-			if !errors.Is(err, ErrAlreadyStarted) && !errors.Is(err, ctx.Err()) {
-				// The outcome of the write is unknown (the engine stopped
-				// while the database did not answer): a run created leased
-				// to this worker is given back at once rather than left to
-				// its lease's expiry.
-				uctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.CommitTimeout)
-				_ = c.e.store.unclaimNew(uctx, eager.id, row.RunID)
-				cancel()
-			}
+			eager, local, spec.leaseOwner, op.done = nil, nil, "", nil
+		}
+	}
+	if eager == nil {
+		err = c.e.commit.submitWait(ctx, op)
+	}
+	if eager != nil && err != nil {
+		// The run state stopped itself and gives its slot back.
+		c.e.dropWaiter(row.RunID, local)
+		if !errors.Is(err, ErrAlreadyStarted) && !errors.Is(err, ctx.Err()) {
+			// The outcome of the write is unknown (the engine stopped
+			// while the database did not answer): a run created leased
+			// to this worker is given back at once rather than left to
+			// its lease's expiry.
+			uctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.CommitTimeout)
+			_ = c.e.store.unclaimNew(uctx, eager.id, row.RunID)
+			cancel()
 		}
 	}
 	if errors.Is(err, ErrAlreadyStarted) {
@@ -213,6 +217,36 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 		lo = &localOutcome{ch: local, done: make(chan struct{})}
 	}
 	return &RunHandle{WorkflowID: o.ID, RunID: row.RunID, c: c, local: lo}, nil
+}
+
+// errNotLaunched: the eager worker was stopping and did not take the run.
+var errNotLaunched = errors.New("graft: the worker is stopping")
+
+// startEager launches the run on w at once, before its insert is written:
+// the insert (op) commits with the run's first records, typically the
+// start of its first activity, which runs only after that commit. It
+// returns the insert's outcome. When ctx ends first, a still queued insert
+// is withdrawn (the run state stops, the run never exists) and ctx's error
+// returned; one being written is waited for, so a run that was written is
+// never reported as not started.
+func (c *Client) startEager(ctx context.Context, w *Worker, row runRow, op *writeOp) error {
+	outcome := make(chan error, 1)
+	op.done = func(err error) { outcome <- err }
+	row.Status, row.Loads, row.LeaseOwner = StatusRunning, 1, nullString(w.id)
+	s := w.launchRun(&row, nil, nil, op)
+	if s == nil {
+		return errNotLaunched
+	}
+	select {
+	case err := <-outcome:
+		return err
+	case <-ctx.Done():
+		if op.state.CompareAndSwap(opQueued, opWithdrawn) {
+			s.abandon()
+			return ctx.Err()
+		}
+		return <-outcome
+	}
 }
 
 // newStartSpec checks a start and builds the run it inserts: the workflow

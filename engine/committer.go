@@ -87,6 +87,9 @@ type finishSpec struct {
 	errJSON       []byte
 	wakeAt        time.Time
 	knownEventSeq int64
+	// workflowID is the run's; a batch that starts the same ID again
+	// writes this transition first (see stepsAndFinishOnly).
+	workflowID string
 	// hasChildren asks to cancel the run's open children with the "cancel"
 	// close policy; most runs have none, so the statement is skipped.
 	hasChildren bool
@@ -581,39 +584,98 @@ func callCheckpoint(ctx context.Context, h CheckpointInterceptor, tx CheckpointT
 	return nil
 }
 
-// stepsAndFinishOnly reports whether the batch is step records and plain run
-// transitions only (the usual case), with no checkpoint interceptor to call.
+// stepsAndFinishOnly reports whether the batch is step records, plain run
+// transitions and plain starts only (the usual case), with no checkpoint
+// interceptor to call: one statement writes it. A start of a workflow ID
+// whose run ends in the same batch is not plain: the end must commit
+// before the start is judged against it.
 func (c *committer) stepsAndFinishOnly(batch []*writeOp) bool {
+	var ending, born map[string]bool
 	for _, op := range batch {
-		if op.newRun != nil || (len(op.events) > 0 && len(c.e.chains.checkpoint) > 0) {
+		if len(op.events) > 0 && len(c.e.chains.checkpoint) > 0 {
 			return false
 		}
-		if op.fin != nil && (op.fin.hasChildren || op.fin.parentRunID != "") {
+		if nr := op.newRun; nr != nil {
+			if nr.childStep != nil || nr.signal != nil || op.fin != nil {
+				return false
+			}
+			if born == nil {
+				born = map[string]bool{}
+			}
+			born[op.runID] = true
+		}
+		if op.fin != nil {
+			if op.fin.hasChildren || op.fin.parentRunID != "" || op.fin.workflowID == "" {
+				return false
+			}
+			if ending == nil {
+				ending = map[string]bool{}
+			}
+			ending[op.fin.workflowID] = true
+		}
+	}
+	if ending == nil || born == nil {
+		return true
+	}
+	for _, op := range batch {
+		// A run's end is written after its insert commits, never with it
+		// (see submitPending); nor may a start be judged against an end
+		// of the same workflow ID in the same snapshot.
+		if (op.fin != nil && born[op.runID]) || (op.newRun != nil && ending[op.newRun.row.WorkflowID]) {
 			return false
 		}
 	}
 	return true
 }
 
+// singleWrite is a batch that stepsAndFinishOnly accepts, sorted for the
+// statement that writes it.
+type singleWrite struct {
+	batch []*writeOp
+	// steps of existing runs, fenced by their lease; newSteps of runs the
+	// statement inserts (news), fenced by that insert.
+	steps, newSteps batchSteps
+	fins, news      []int
+}
+
 // execStepsAndFinish commits such a batch in a single statement.
 func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch []*writeOp) ([]error, error) {
 	errs := make([]error, len(batch))
-	var bs batchSteps
-	var fins []int
+	w := &singleWrite{batch: batch}
+	var born map[string]bool // runs this statement inserts
 	for i, op := range batch {
-		bs.add(i, op)
-		if op.fin != nil {
-			fins = append(fins, i)
+		if op.newRun != nil {
+			w.news = append(w.news, i)
+			if born == nil {
+				born = map[string]bool{}
+			}
+			born[op.runID] = true
 		}
 	}
-	okSteps, okFins, err := c.e.store.stepsAndFinish(ctx, c.e.db, now, bs.steps, bs.owners, batch, fins)
+	for i, op := range batch {
+		if born[op.runID] {
+			// Fenced by the insert: the runs table does not show the
+			// statement's own new rows.
+			w.newSteps.add(i, op)
+			continue
+		}
+		w.steps.add(i, op)
+		if op.fin != nil {
+			w.fins = append(w.fins, i)
+		}
+	}
+	okSteps, okFins, okRuns, err := c.e.store.stepsAndFinish(ctx, c.e.db, now, c.e.cfg.LeaseTTL, w)
 	if err != nil {
 		return nil, err
 	}
-	bs.check(okSteps, errs)
+	w.steps.check(okSteps, errs)
+	w.newSteps.check(okSteps, errs)
 	for i, op := range batch {
 		if op.fin != nil && !okFins[op.runID] {
 			errs[i] = errLeaseLost
+		}
+		if op.newRun != nil && !okRuns[op.newRun.row.RunID] {
+			errs[i] = ErrAlreadyStarted
 		}
 	}
 	return errs, nil

@@ -106,6 +106,17 @@ type runState struct {
 	// closing: the run's end (or unload) is submitted; a write after it (an
 	// activity the workflow did not wait for) goes out at once.
 	closing bool
+	// birth, for a run started eagerly on this worker, is the run's insert
+	// until it is submitted. It rides in the run's first commit, with the
+	// start of its first activity: a workflow that begins with an activity
+	// pays one commit less, and nothing live happens before the insert is
+	// durable (the ordering rule). The starter waits for its outcome and
+	// may withdraw it while it is queued; the run state then stops. Taken
+	// under flushMu, so nothing of the run reaches the committer before it.
+	birth   *writeOp
+	birthMu sync.Mutex // guards birth (taken under flushMu, or by abandon)
+	// born, for such a run, is closed once the insert's outcome is known.
+	born chan struct{}
 	// flushMu makes taking the pending records and submitting them one move,
 	// so the run's ops reach the committer in the order they were written.
 	flushMu sync.Mutex
@@ -398,11 +409,101 @@ func (s *runState) flushWait(op *writeOp) error {
 // merged into op when it is not nil. With wait it returns the commit's
 // outcome; without, a refusal drops the run.
 func (s *runState) submitPending(op *writeOp, wait bool) error {
+	// ordered: op must be written after the run's insert has committed.
+	ordered := op != nil && (op.fin != nil || op.newRun != nil)
 	s.flushMu.Lock()
+	if b := s.takeBirth(); b != nil {
+		starter := b.done
+		b.done = func(err error) {
+			if err != nil {
+				s.abandon() // not started: nothing of it may run
+			}
+			if errors.Is(err, errLeaseLost) {
+				// Dropped unwritten (the run state was abandoned while it
+				// was queued): the starter starts the run for any worker.
+				err = errNotLaunched
+			}
+			starter(err)
+			close(s.born)
+		}
+		if ordered {
+			s.submitLocked(b, false)
+		} else {
+			op = b.absorb(op)
+		}
+	}
+	if ordered && s.born != nil {
+		// A batch writes run transitions and child starts before inserts:
+		// the run's own insert must have committed first.
+		select {
+		case <-s.born:
+		default:
+			s.flushMu.Unlock()
+			select {
+			case <-s.born:
+			case <-s.abandoned:
+			}
+			if s.isAbandoned() {
+				return errLeaseLost
+			}
+			s.flushMu.Lock()
+		}
+	}
+	ch := s.submitLocked(op, wait)
+	s.flushMu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	return s.await(ch)
+}
+
+// takeBirth takes the run's unsubmitted insert, if any.
+func (s *runState) takeBirth() *writeOp {
+	s.birthMu.Lock()
+	defer s.birthMu.Unlock()
+	b := s.birth
+	s.birth = nil
+	return b
+}
+
+// unborn reports whether the run's eager insert has not committed yet: the
+// run is not in the database, so a renewal would find it lost.
+func (s *runState) unborn() bool {
+	if s.born == nil {
+		return false
+	}
+	select {
+	case <-s.born:
+		return false
+	default:
+		return true
+	}
+}
+
+// absorb adds op's records to b (a run's insert) so that both commit as one.
+func (b *writeOp) absorb(op *writeOp) *writeOp {
+	if op == nil {
+		return b
+	}
+	b.steps = append(b.steps, op.steps...)
+	b.events = append(b.events, op.events...)
+	if d := op.done; d != nil {
+		prev := b.done
+		b.done = func(err error) {
+			prev(err)
+			d(err)
+		}
+	}
+	return b
+}
+
+// submitLocked submits op with the pending records (s.flushMu is held).
+// With wait it returns the channel that will carry the outcome; without,
+// nil. A run insert its starter withdrew is not submitted: the run stops.
+func (s *runState) submitLocked(op *writeOp, wait bool) chan error {
 	s.mu.Lock()
 	if op == nil && len(s.pending) == 0 {
 		s.mu.Unlock()
-		s.flushMu.Unlock()
 		return nil
 	}
 	if op == nil {
@@ -436,12 +537,37 @@ func (s *runState) submitPending(op *writeOp, wait bool) error {
 			}
 		}
 	}
-	s.e.commit.submit(op)
-	s.flushMu.Unlock()
-	if !wait {
-		return nil
+	if op.newRun != nil && op.newRun.row.RunID == s.row.RunID && op.state.Load() == opWithdrawn {
+		s.abandon()
+		if ch != nil {
+			ch <- errLeaseLost
+		}
+		return ch
 	}
-	return <-ch
+	s.e.commit.submit(op)
+	if op.newRun != nil && op.newRun.row.RunID == s.row.RunID {
+		if h := s.e.commit.queued.Load(); h != nil {
+			(*h)() // the starter waits for this write
+		}
+	}
+	return ch
+}
+
+// await waits for a submitted op's outcome. A run state abandoned meanwhile
+// stops waiting: its insert may have been withdrawn, and nothing it does
+// from now on is the run's.
+func (s *runState) await(ch chan error) error {
+	select {
+	case err := <-ch:
+		return err
+	case <-s.abandoned:
+		select {
+		case err := <-ch:
+			return err
+		default:
+			return errLeaseLost
+		}
+	}
 }
 
 // dropAfter drops the run after a write of it failed with err. A refused
@@ -499,6 +625,12 @@ func (s *runState) abandonFirst() (first bool) {
 		first = true
 		close(s.abandoned)
 		s.dropRun()
+		if b := s.takeBirth(); b != nil {
+			// Never submitted: the run does not exist, and its starter
+			// starts it for any worker instead.
+			b.done(errNotLaunched)
+			close(s.born)
+		}
 	})
 	return first
 }
@@ -647,7 +779,7 @@ func (s *runState) unpark(seq int) bool {
 // store.finishRuns).
 func (s *runState) unload(wakeAt time.Time, known int64) {
 	err := s.flushWait(&writeOp{
-		fin:    &finishSpec{status: StatusWaiting, wakeAt: wakeAt, knownEventSeq: known},
+		fin:    &finishSpec{status: StatusWaiting, wakeAt: wakeAt, knownEventSeq: known, workflowID: s.info.WorkflowID},
 		events: []*CheckpointEvent{s.event(CheckpointWorkflowWaiting, StatusWaiting)},
 	})
 	if err != nil && !errors.Is(err, errLeaseLost) {
@@ -839,7 +971,7 @@ func (s *runState) executeWorkflow(c Context, in *ExecuteWorkflowInput) (any, er
 func (s *runState) finish(out any, runErr error) {
 	s.ending = true
 	s.nextSeq() // a record beyond this point would be non-deterministic; end replay
-	fin := &finishSpec{}
+	fin := &finishSpec{workflowID: s.info.WorkflowID}
 	var newRun *newRunSpec
 	var can *continueAsNewError
 	switch {

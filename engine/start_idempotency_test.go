@@ -236,3 +236,39 @@ func TestResultTwiceOnLocalHandle(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 42, out)
 }
+
+// An eager start's run executes up to its first activity before its insert
+// commits, and the insert rides in the commit of that activity's start. A
+// start refused because the ID is taken must then run nothing: the
+// activity of the refused copy never runs, and the open run is untouched.
+func TestRefusedEagerStartRunsNoActivity(t *testing.T) {
+	t.Parallel()
+	var calls rbAttempts
+	release := make(chan struct{})
+	act := engine.NewActivity("idem.first", func(ctx context.Context, in string) (string, error) {
+		calls.add(in)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return in, nil
+	})
+	wf := engine.NewWorkflow("idem.first.wf", func(ctx engine.Context, in string) (string, error) {
+		return act.Run(ctx, in)
+	})
+	_, c := rbEnv(t, nil, act, wf)
+	ctx := testenv.Ctx(t, 30*time.Second)
+	first, err := wf.Start(ctx, c, "first", &engine.StartOptions{ID: "taken"})
+	require.NoError(t, err)
+	testenv.Eventually(t, 10*time.Second, func() bool { return calls.count("first") == 1 }, "the first run's activity never ran")
+	for i := 0; i < 5; i++ {
+		_, err = wf.Start(ctx, c, "second", &engine.StartOptions{ID: "taken"})
+		require.ErrorIs(t, err, engine.ErrAlreadyStarted)
+	}
+	close(release)
+	out, err := first.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "first", out)
+	require.Equal(t, 0, calls.count("second"), "a refused start ran its activity")
+	require.Equal(t, 1, calls.count("first"))
+}

@@ -25,6 +25,7 @@ type store struct {
 	signals string
 	beats   string
 	channel map[string]string
+	sql     storeSQL
 
 	// signalsLoaded, set by tests, learns how many signals each load read.
 	signalsLoaded atomic.Pointer[func(n int)]
@@ -46,6 +47,7 @@ func newStore(db *sqlx.DB, schema string) *store {
 	for _, c := range []string{chanWork, chanDone, chanWake} {
 		s.channel[c] = fmt.Sprintf("graft_%x_%s", h.Sum64(), c)
 	}
+	s.buildSQL()
 	return s
 }
 
@@ -100,37 +102,69 @@ func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []
 	return ok, err
 }
 
-// stepsAndFinish writes step records and run transitions in one statement:
+// storeSQL holds the statements of the hot path, built once per store.
+type storeSQL struct {
+	stepsAndFinish, stepsFinishAndStarts string
+}
+
+func (s *store) buildSQL() {
+	// Parameters: the steps, the transitions (finishSQL takes 10), then
+	// for starts the runs (runsSQL takes 16), their steps and the channel.
+	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(stepParams)
+	sel := `SELECT 's', run_id, seq, NULL::text FROM ins UNION ALL SELECT 'f', run_id, 0, NULL FROM fin`
+	s.sql.stepsAndFinish = q + ` ` + sel
+	runsAt := stepParams + 10
+	s.sql.stepsFinishAndStarts = q + `, ` + s.runsSQL(runsAt) + `, ` + s.newRunStepsSQL(runsAt+16) + ` ` + sel +
+		fmt.Sprintf(` UNION ALL SELECT 'r', run_id, 0, CASE WHEN lease_owner IS NULL THEN pg_notify($%d, queue)::text END FROM nr
+		UNION ALL SELECT 's', run_id, seq, NULL FROM nins`, runsAt+16+stepParams+1)
+}
+
+// stepsAndFinish writes step records, run transitions and plain run
+// inserts (with the first step records of eager starts) in one statement:
 // the common batch, committed without BEGIN/COMMIT round trips. The steps'
 // lease check reads the runs as they were before the transitions, which
-// keep the lease owner, so a run's last steps and its end commit together.
-func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, steps []*stepRow, owners []fence, batch []*writeOp, fins []int) (map[stepKey]bool, map[string]bool, error) {
-	okSteps, okFins := map[stepKey]bool{}, map[string]bool{}
-	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(stepParams) + `
-		SELECT 's', run_id, seq FROM ins UNION ALL SELECT 'f', run_id, 0 FROM fin`
-	args := append(stepArgs(steps, owners), finishArgs(batch, fins)...)
-	rows, err := tx.QueryContext(ctx, q, append(args, now, s.channel[chanDone])...)
+// keep the lease owner, so a run's last steps and its end commit together;
+// the steps of a new run are fenced by its insert in the same statement.
+// The caller keeps a run's end and a start of the same workflow ID out of
+// one such statement (both would judge the ID by the same snapshot).
+func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl time.Duration, w *singleWrite) (map[stepKey]bool, map[string]bool, map[string]bool, error) {
+	okSteps, okFins, okRuns := map[stepKey]bool{}, map[string]bool{}, map[string]bool{}
+	args := append(stepArgs(w.steps.steps, w.steps.owners), finishArgs(w.batch, w.fins)...)
+	args = append(args, now, s.channel[chanDone])
+	q := s.sql.stepsAndFinish
+	if len(w.news) > 0 {
+		q = s.sql.stepsFinishAndStarts
+		args = append(args, runArgs(w.batch, w.news)...)
+		args = append(args, ttlInterval(ttl))
+		args = append(args, stepArgs(w.newSteps.steps, w.newSteps.owners)...)
+		args = append(args, s.channel[chanWork])
+	}
+	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var kind, id string
 		var seq int
-		if err := rows.Scan(&kind, &id, &seq); err != nil {
-			return nil, nil, err
+		var notified sql.RawBytes
+		if err := rows.Scan(&kind, &id, &seq, &notified); err != nil {
+			return nil, nil, nil, err
 		}
-		if kind == "s" {
+		switch kind {
+		case "s":
 			okSteps[stepKey{id, seq}] = true
-		} else {
+		case "f":
 			okFins[id] = true
+		default:
+			okRuns[id] = true
 		}
 	}
-	return okSteps, okFins, rows.Err()
+	return okSteps, okFins, okRuns, rows.Err()
 }
 
-func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batch []*writeOp, idx []int) (map[string]bool, error) {
-	ok := map[string]bool{}
+// runArgs renders the run inserts of batch[idx] as column arrays.
+func runArgs(batch []*writeOp, idx []int) []any {
 	cols, args := columns(15)
 	for _, i := range idx {
 		nr := batch[i].newRun
@@ -155,24 +189,41 @@ func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batc
 		cols[13].str(r.StartReason)
 		cols[14].str(string(nr.reuse))
 	}
-	q := `INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
+	return args()
+}
+
+// runsSQL inserts runs under their ID reuse policy; a run whose workflow ID
+// has an open run is skipped. It uses $p+1..$p+16 (the last is the lease
+// TTL of eager starts) and yields (run_id, queue, lease_owner) as CTE "nr".
+func (s *store) runsSQL(p int) string {
+	ph := make([]any, 16)
+	for i := range ph {
+		ph[i] = fmt.Sprintf("$%d", p+i+1)
+	}
+	return fmt.Sprintf(`nr AS (INSERT INTO `+s.runs+` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
 			lease_owner, lease_expires_at, loads, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason)
 		SELECT v.run_id, v.workflow_id, v.workflow_type, v.queue, v.status, v.input, COALESCE(v.headers, '{}'), v.wake_at,
-			v.lease_owner, CASE WHEN v.lease_owner IS NOT NULL THEN now() + $16::interval END,
+			v.lease_owner, CASE WHEN v.lease_owner IS NOT NULL THEN now() + %[16]s::interval END,
 			CASE WHEN v.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
 			v.parent_run_id, v.parent_seq, v.parent_close_policy, v.previous_run_id, v.start_reason
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::jsonb[], $8::timestamptz[],
-			$9::text[], $10::text[], $11::int[], $12::text[], $13::text[], $14::text[], $15::text[])
+		FROM unnest(%[1]s::text[], %[2]s::text[], %[3]s::text[], %[4]s::text[], %[5]s::text[], %[6]s::bytea[], %[7]s::jsonb[], %[8]s::timestamptz[],
+			%[9]s::text[], %[10]s::text[], %[11]s::int[], %[12]s::text[], %[13]s::text[], %[14]s::text[], %[15]s::text[])
 			AS v(run_id, workflow_id, workflow_type, queue, status, input, headers,
 			wake_at, lease_owner, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reuse)
-		WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id))
-		  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed'))
+		WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM `+s.runs+` x WHERE x.workflow_id = v.workflow_id))
+		  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM `+s.runs+` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed'))
 		ON CONFLICT (workflow_id) WHERE status IN ('pending', 'running', 'waiting') DO NOTHING
-		RETURNING run_id, queue, lease_owner`
+		RETURNING run_id, queue, lease_owner)`, ph...)
+}
+
+func ttlInterval(ttl time.Duration) string { return fmt.Sprintf("%d milliseconds", ttl.Milliseconds()) }
+
+func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batch []*writeOp, idx []int) (map[string]bool, error) {
+	ok := map[string]bool{}
 	// Runs no local worker took are announced to the queue's workers;
 	// PostgreSQL folds identical notifications of one transaction into one.
-	q = `WITH ins AS (` + q + `) SELECT run_id, CASE WHEN lease_owner IS NULL THEN pg_notify($17, queue) END FROM ins`
-	err := collectIDs(ctx, tx, q, append(args(), fmt.Sprintf("%d milliseconds", ttl.Milliseconds()), s.channel[chanWork]), func(id string) { ok[id] = true })
+	q := `WITH ` + s.runsSQL(0) + ` SELECT run_id, CASE WHEN lease_owner IS NULL THEN pg_notify($17, queue) END FROM nr`
+	err := collectIDs(ctx, tx, q, append(runArgs(batch, idx), ttlInterval(ttl), s.channel[chanWork]), func(id string) { ok[id] = true })
 	return ok, err
 }
 
@@ -222,11 +273,23 @@ func stepArgs(steps []*stepRow, owners []fence) []any {
 // not done. It uses $p+1..$p+stepParams and yields (run_id, seq) as CTE
 // "ins".
 func (s *store) stepsSQL(p int) string {
+	return s.stepsIntoSQL(p, "ins", `JOIN `+s.runs+` r ON r.run_id = v.run_id AND (v.owner = '' OR (r.lease_owner = v.owner AND r.loads = v.token))`)
+}
+
+// newRunStepsSQL writes the first step records of runs inserted by CTE "nr"
+// of the same statement (an eager start's first commit): their fence is
+// that insert. It uses $p+1..$p+stepParams and yields (run_id, seq) as CTE
+// "nins".
+func (s *store) newRunStepsSQL(p int) string {
+	return s.stepsIntoSQL(p, "nins", `JOIN nr ON nr.run_id = v.run_id`)
+}
+
+func (s *store) stepsIntoSQL(p int, name, fenceJoin string) string {
 	ph := make([]any, stepParams)
 	for i := range ph {
 		ph[i] = fmt.Sprintf("$%d", p+i+1)
 	}
-	return `ins AS (INSERT INTO ` + s.steps + ` AS t (` + stepColumns + `, attempt_log)
+	return name + ` AS (INSERT INTO ` + s.steps + ` AS t (` + stepColumns + `, attempt_log)
 		SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
 			v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id, v.attempt_started_at, v.next_attempt_at, v.attempt_log
 		FROM unnest(` + fmt.Sprintf(`%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::jsonb[], %s::int[],
@@ -235,7 +298,7 @@ func (s *store) stepsSQL(p int) string {
 			AS v(run_id, seq, kind, name, status, input, output, error, attempts,
 			started_at, completed_at, fire_at, signal_id, child_workflow_id, owner, token,
 			attempt_started_at, next_attempt_at, attempt_log)
-		JOIN ` + s.runs + ` r ON r.run_id = v.run_id AND (v.owner = '' OR (r.lease_owner = v.owner AND r.loads = v.token))
+		` + fenceJoin + `
 		ON CONFLICT (run_id, seq) DO UPDATE SET status = EXCLUDED.status, input = COALESCE(EXCLUDED.input, t.input),
 			output = EXCLUDED.output, error = EXCLUDED.error, attempts = EXCLUDED.attempts, completed_at = EXCLUDED.completed_at,
 			attempt_started_at = EXCLUDED.attempt_started_at, next_attempt_at = EXCLUDED.next_attempt_at,

@@ -378,19 +378,32 @@ func (w *Worker) releaseAll(rows []*runRow) {
 
 // launch starts a claimed run's goroutine; the caller holds a slot for it.
 func (w *Worker) launch(r *runRow, steps []*stepRow, sigs []*signalRow) {
+	w.launchRun(r, steps, sigs, nil)
+}
+
+// launchRun is launch; birth, when set, is the run's insert (an eager start
+// not yet written), which the run submits with its first records. It
+// returns nil when the worker is stopping and the run was not launched
+// (its slot is then given back; an unwritten birth is the caller's).
+func (w *Worker) launchRun(r *runRow, steps []*stepRow, sigs []*signalRow, birth *writeOp) *runState {
 	def := w.e.reg.workflows[r.WorkflowType]
 	w.mu.Lock()
 	if w.stopped {
 		delete(w.arriving, r.RunID)
 		w.mu.Unlock()
-		if err := w.e.store.unclaimNew(context.Background(), w.id, r.RunID); err != nil {
-			_ = w.e.store.releaseRun(context.Background(), fence{w.id, r.Loads}, r.RunID, w.e.cfg.Clock.Now())
+		if birth == nil {
+			if err := w.e.store.unclaimNew(context.Background(), w.id, r.RunID); err != nil {
+				_ = w.e.store.releaseRun(context.Background(), fence{w.id, r.Loads}, r.RunID, w.e.cfg.Clock.Now())
+			}
+			w.e.releaseLocalWaiters([]string{r.RunID})
 		}
-		w.e.releaseLocalWaiters([]string{r.RunID})
 		<-w.slots
-		return
+		return nil
 	}
 	s := newRunState(w.e, w, modeLive, r, def, &w.chains, steps, sigs)
+	if birth != nil {
+		s.birth, s.born = birth, make(chan struct{})
+	}
 	if old := w.runs[r.RunID]; old != nil {
 		// An earlier copy given back (its write was refused) may still be
 		// on its way out; it must not write under this claim.
@@ -428,6 +441,7 @@ func (w *Worker) launch(r *runRow, steps []*stepRow, sigs []*signalRow) {
 		}()
 		s.main()
 	}()
+	return s
 }
 
 // tryReserve takes a workflow slot for an eager start, if one is free.
@@ -522,7 +536,9 @@ func (w *Worker) renewOnce() error {
 	w.mu.Lock()
 	states := make([]*runState, 0, len(w.runs))
 	for _, s := range w.runs {
-		states = append(states, s)
+		if !s.unborn() { // an eager start not yet written holds no lease
+			states = append(states, s)
+		}
 	}
 	w.mu.Unlock()
 	if len(states) == 0 {

@@ -42,6 +42,9 @@ type benchOpts struct {
 	// idle, when set, measures the CPU the process uses while its worker has
 	// nothing to do, for this long after the workflows finish.
 	idle time.Duration
+	// noWorker: the benchmark's process runs no worker (-workers runs them
+	// in worker processes).
+	noWorker bool
 }
 
 func runBench(args []string) error {
@@ -55,7 +58,7 @@ func runBench(args []string) error {
 	fs.BoolVar(&o.keep, "keep", false, "keep the benchmark schema afterwards")
 	fs.IntVar(&o.limitConc, "limit-concurrency", 50, "provider, chaos: calls in flight allowed (chaos default 16)")
 	fs.Float64Var(&o.limitRate, "limit-rate", 500, "provider, chaos: calls per second allowed (chaos default 300)")
-	fs.IntVar(&o.workers, "workers", 3, "chaos: worker processes")
+	fs.IntVar(&o.workers, "workers", 3, "chaos: worker processes (default 3); basic: run the workers in this many processes instead of in the benchmark's (default 0: in-process)")
 	fs.BoolVar(&o.faults, "faults", true, "chaos: inject faults (kills, restarts, terminated backends); false runs the same load without")
 	fs.IntVar(&o.shards, "shards", 0, "group-commit writers (0: engine default)")
 	fs.BoolVar(&o.stats, "stats", false, "basic: also print round trips, commits, WAL bytes, rows and allocations per workflow (WAL needs pg_walinspect in the database)")
@@ -63,6 +66,13 @@ func runBench(args []string) error {
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
 	memprofile := fs.String("memprofile", "", "write an allocation profile here at the end")
 	_ = fs.Parse(args)
+	if o.scenario == "basic" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["workers"] {
+			o.workers = 0
+		}
+	}
 	if o.scenario == "chaos" {
 		// Limits that bind under the chaos load, unless given.
 		set := map[string]bool{}
@@ -123,6 +133,9 @@ func runBench(args []string) error {
 		return benchAPI(o)
 	case "chaos":
 		return benchChaos(o)
+	case "basic-worker":
+		// A worker process of the basic scenario with -workers, started by it.
+		return benchBasicWorker()
 	case "chaos-worker":
 		// A worker process of the chaos scenario, started by it.
 		return benchChaosWorker()
@@ -165,17 +178,21 @@ func newBenchEnv(o benchOpts, cfg engine.Config, wcfg engine.WorkerConfig, defs 
 	if err := e.Register(defs...); err != nil {
 		return nil, err
 	}
-	w, err := e.NewWorker(wcfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := w.Start(context.Background()); err != nil {
-		return nil, err
+	var w *engine.Worker
+	if !o.noWorker {
+		if w, err = e.NewWorker(wcfg); err != nil {
+			return nil, err
+		}
+		if err := w.Start(context.Background()); err != nil {
+			return nil, err
+		}
 	}
 	closeEnv := sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = w.Stop(ctx)
+		if w != nil {
+			_ = w.Stop(ctx)
+		}
 		_ = e.Close()
 		db.Close()
 	})
@@ -192,7 +209,9 @@ func newBenchEnv(o benchOpts, cfg engine.Config, wcfg engine.WorkerConfig, defs 
 
 type noop struct{ N int }
 
-func benchBasic(o benchOpts) error {
+// basicDefs are the basic scenario's definitions: a workflow of three no-op
+// activities in a row.
+func basicDefs() (*engine.Activity[noop, noop], *engine.Workflow[noop, noop]) {
 	act := engine.NewActivity("bench.noop", func(ctx context.Context, in noop) (noop, error) { return noop{N: in.N + 1}, nil })
 	wf := engine.NewWorkflow("bench.three", func(ctx engine.Context, in noop) (noop, error) {
 		v := in
@@ -204,6 +223,17 @@ func benchBasic(o benchOpts) error {
 		}
 		return v, nil
 	})
+	return act, wf
+}
+
+func benchBasic(o benchOpts) error {
+	act, wf := basicDefs()
+	if o.workers > 0 {
+		if len(o.with) > 0 {
+			return fmt.Errorf("bench: -workers runs the basic scenario without -with")
+		}
+		o.noWorker = true
+	}
 	cfg := engine.Config{}
 	extras, err := setupExtras(o, &cfg)
 	if err != nil {
@@ -218,6 +248,13 @@ func benchBasic(o benchOpts) error {
 		return err
 	}
 	c := env.e.Client()
+	var procs *workerProcs
+	if o.workers > 0 {
+		if procs, err = startWorkerProcs(o); err != nil {
+			return err
+		}
+		defer procs.stop()
+	}
 	var st *benchStats
 	if o.stats {
 		st = &benchStats{c: o.counters, schema: o.schema}
@@ -244,9 +281,17 @@ func benchBasic(o benchOpts) error {
 	if failed > 0 {
 		return fmt.Errorf("bench: %d workflows failed; first: %v", failed, firstErr)
 	}
+	if procs != nil {
+		// The worker processes' CPU counts once they have exited.
+		procs.stop()
+		cpu += childrenCPU() - procs.cpu0
+	}
 	tail, err := extras.verify(context.Background(), env, o.n)
 	if err != nil {
 		return err
+	}
+	if procs != nil {
+		tail += fmt.Sprintf(" workers=%d", o.workers)
 	}
 	p50, p99 := percentiles(lat)
 	fmt.Printf("workflows=%d concurrency=%d elapsed_s=%.2f throughput_wf_s=%.0f p50_ms=%.2f p99_ms=%.2f go_cpu_us_per_wf=%.0f%s\n",

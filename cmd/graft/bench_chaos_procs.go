@@ -91,11 +91,18 @@ type chaosWorkerProc struct {
 }
 
 func spawnChaosWorker(env []string, stderr io.Writer) (*chaosWorkerProc, error) {
+	return spawnWorker("chaos-worker", env, stderr)
+}
+
+// spawnWorker re-runs this binary as `graft bench -scenario <scenario>`, a
+// worker process that prints "ready" once it claims work and stops when its
+// stdin closes.
+func spawnWorker(scenario string, env []string, stderr io.Writer) (*chaosWorkerProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "bench", "-scenario", "chaos-worker")
+	cmd := exec.Command(exe, "bench", "-scenario", scenario)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
