@@ -227,7 +227,18 @@ func benchChaosWorker() error {
 	if err := mr.Start(ctx, e.Client()); err != nil {
 		return err
 	}
-	w, err := e.NewWorker(engine.WorkerConfig{ID: os.Getenv(chaosEnvWorkerID)})
+	if err := serveWorker(ctx, e, engine.WorkerConfig{ID: os.Getenv(chaosEnvWorkerID)}); err != nil {
+		return err
+	}
+	mr.Close()
+	return e.Close()
+}
+
+// serveWorker runs a worker of e until this process's stdin closes (the
+// driver is done; a kill needs no cleanup), then stops it. It prints
+// "ready" once the worker claims work.
+func serveWorker(ctx context.Context, e *engine.Engine, cfg engine.WorkerConfig) error {
+	w, err := e.NewWorker(cfg)
 	if err != nil {
 		return err
 	}
@@ -235,11 +246,9 @@ func benchChaosWorker() error {
 		return err
 	}
 	fmt.Println("ready")
-	// The driver closes stdin when it is done; a kill needs no cleanup.
 	_, _ = io.Copy(io.Discard, bufio.NewReader(os.Stdin))
 	sctx, cancelStop := context.WithTimeout(ctx, 5*time.Second)
 	defer cancelStop()
 	_ = w.Stop(sctx)
-	mr.Close()
-	return e.Close()
+	return nil
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -104,17 +102,8 @@ func benchBasicWorker() error {
 	if err := e.Register(act, wf); err != nil {
 		return err
 	}
-	w, err := e.NewWorker(engine.WorkerConfig{MaxWorkflows: maxWF, MaxActivities: maxWF})
-	if err != nil {
+	if err := serveWorker(ctx, e, engine.WorkerConfig{MaxWorkflows: maxWF, MaxActivities: maxWF}); err != nil {
 		return err
 	}
-	if err := w.Start(ctx); err != nil {
-		return err
-	}
-	fmt.Println("ready")
-	_, _ = io.Copy(io.Discard, bufio.NewReader(os.Stdin))
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	_ = w.Stop(sctx)
 	return e.Close()
 }
