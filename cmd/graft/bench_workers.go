@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/graftdev/graft/engine"
@@ -67,16 +66,6 @@ func (p *workerProcs) stop() {
 			w.stop(30 * time.Second)
 		}
 	})
-}
-
-// childrenCPU is the CPU time of this process's children that have exited
-// and been waited for.
-func childrenCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchBasicWorker is one worker process of the basic scenario: it runs the
