@@ -42,7 +42,7 @@ Environment:
 	root.PersistentFlags().StringVar(&cli.server, "server", envOr("GRAFT_SERVER", "http://127.0.0.1:8080"), "operations server URL (GRAFT_SERVER)")
 	root.PersistentFlags().StringVar(&cli.token, "token", os.Getenv("GRAFT_TOKEN"), "bearer token (GRAFT_TOKEN)")
 	root.PersistentFlags().StringVarP(&cli.output, "output", "o", "table", "output: table (for people) or json (for scripts)")
-	root.AddCommand(newBenchCmd(), newMigrateCmd(), newServerCmd(), newOpsCmd(cli), newTokensCmd(cli), newFlagsCmd(cli), newBulkCmd(cli))
+	root.AddCommand(newBenchCmd(), newMigrateCmd(), newRecordsCmd(), newServerCmd(), newOpsCmd(cli), newTokensCmd(cli), newFlagsCmd(cli), newBulkCmd(cli))
 	return root
 }
 

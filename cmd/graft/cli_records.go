@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/graftdev/graft/engine"
+)
+
+// newRecordsCmd exports run records for a replay test: the CLI cannot
+// replay them itself, as it does not hold the user's workflow code; the
+// user's test does (grafttest.ReplayFile).
+func newRecordsCmd() *cobra.Command {
+	var schema, out, workflowType string
+	var statuses, runIDs []string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "records --out FILE [--schema S] [--type T] [--status S]... [--limit N] [--run ID]...",
+		Short: "export runs' records to a JSON file, for a test that replays them with new code (grafttest.ReplayFile) before a deploy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return fmt.Errorf("graft records: --out is required (a file, or - for standard output)")
+			}
+			ctx := cmd.Context()
+			c, err := engine.NewClient(engine.ClientConfig{DatabaseURL: databaseURL(), Schema: schema})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var runs []*engine.RecordedRun
+			if len(runIDs) > 0 {
+				for _, id := range runIDs {
+					r, err := c.Record(ctx, id)
+					if err != nil {
+						return fmt.Errorf("graft records: run %s: %w", id, err)
+					}
+					runs = append(runs, r)
+				}
+			} else {
+				f := engine.ListFilter{WorkflowType: workflowType, Limit: limit}
+				for _, s := range statuses {
+					f.Statuses = append(f.Statuses, engine.Status(s))
+				}
+				if runs, err = c.Records(ctx, f); err != nil {
+					return err
+				}
+			}
+			b, err := engine.WriteRecords(runs)
+			if err != nil {
+				return err
+			}
+			if out == "-" {
+				_, err = cmd.OutOrStdout().Write(append(b, '\n'))
+				return err
+			}
+			if err := os.WriteFile(out, b, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%d runs written to %s\n", len(runs), out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&schema, "schema", engine.DefaultSchema, "graft's schema")
+	cmd.Flags().StringVar(&out, "out", "", "the file to write (- for standard output)")
+	cmd.Flags().StringVar(&workflowType, "type", "", "only runs of this workflow type")
+	cmd.Flags().StringSliceVar(&statuses, "status", nil, "only runs in these statuses (pending, running, waiting: the runs a deploy resumes)")
+	cmd.Flags().IntVar(&limit, "limit", engine.DefaultListLimit, fmt.Sprintf("at most this many runs, newest first (at most %d)", engine.MaxListLimit))
+	cmd.Flags().StringSliceVar(&runIDs, "run", nil, "these runs only, by run ID")
+	return cmd
+}
