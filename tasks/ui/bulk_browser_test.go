@@ -133,7 +133,15 @@ func TestBulkWalk(t *testing.T) {
 	require.Contains(t, text(t, bctx, ".flash"), "Pause asked")
 	eventuallyText(t, bctx, slow+"?live=0", "#bulk-state", "paused")
 	shot(t, bctx, "bulk-job-paused")
-	run(t, bctx, chromedp.Click(chromedp.CSS("#bulk-resume")), chromedp.WaitVisible(chromedp.CSS("#bulk-stop")))
+	// The stop button was already there: wait for the page the resume leads to.
+	run(t, bctx, chromedp.Click(chromedp.CSS("#bulk-resume")))
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(bctx, 5*time.Second)
+		defer cancel()
+		loc, err := chromedp.Run(ctx, chromedp.Location())
+		return err == nil && strings.Contains(loc, "done=resume")
+	}, "the resumed job's page")
+	require.Contains(t, text(t, bctx, ".flash"), "Resumed")
 	run(t, bctx, chromedp.Navigate(slow+"?live=0"), chromedp.WaitVisible(chromedp.CSS("#bulk-stop")),
 		chromedp.SetValue(chromedp.CSS(`#bulk-controls input[name="reason"]`), "enough"),
 		chromedp.Click(chromedp.CSS("#bulk-stop")), chromedp.WaitVisible(chromedp.CSS(".flash")))
