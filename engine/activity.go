@@ -491,6 +491,9 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 			args, _ = def.decodeInput(input)
 		}
 		ev.Input = args
+		st.refused = func(cerr error) (*stepRow, []*CheckpointEvent) {
+			return refusedOutcome(st, ev, cerr, policy, attStart, scheduleDeadline, clock.Now())
+		}
 	}
 	s.write(st, []*CheckpointEvent{ev})
 	s.mu.Lock()
@@ -498,6 +501,38 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 	s.inflight--
 	s.mu.Unlock()
 	s.poke()
+}
+
+// refusedOutcome is what is recorded instead of an activity's outcome st
+// (with its event ev) when a checkpoint interceptor refused the write that
+// carried it with err: the attempt failed with the interceptor's error, and
+// the retry policy decides. Another attempt waits in the record for its
+// backoff (status retrying); without one, the step fails with that error,
+// and the failure's event goes to the interceptors in turn.
+func refusedOutcome(st *stepRow, ev *CheckpointEvent, err error, policy RetryPolicy, attStart, scheduleDeadline, now time.Time) (*stepRow, []*CheckpointEvent) {
+	var app *ApplicationError
+	if !errors.As(err, &app) {
+		app = NewApplicationError(ErrorTypeCheckpointRefused, err.Error(), nil)
+	}
+	if attStart.IsZero() {
+		attStart = st.StartedAt.Time
+	}
+	entry := attemptEntry{Attempt: st.Attempts, StartedAt: attStart, EndedAt: now, Error: encodeError(app)}
+	row := &stepRow{RunID: st.RunID, Seq: st.Seq, Kind: st.Kind, Name: st.Name, Attempts: st.Attempts,
+		StartedAt: st.StartedAt, Input: st.Input, AttemptStartedAt: st.AttemptStartedAt}
+	delay := policy.Delay(st.Attempts)
+	if retryable(app, policy, st.Attempts) && (scheduleDeadline.IsZero() || now.Add(delay).Before(scheduleDeadline)) {
+		next := dueAt(now, delay)
+		entry.Next = &next
+		row.Status, row.NextAttemptAt = stepRetrying, nullTime(next)
+		row.logAppend = joinLogs(st.logAppend, mustJSON([]attemptEntry{entry}))
+		return row, nil
+	}
+	row.Status, row.Error, row.CompletedAt = stepFailed, encodeError(app), nullTime(now)
+	row.logAppend = st.logAppend
+	fail := *ev
+	fail.Kind, fail.Err, fail.Result, fail.At = CheckpointActivityFailed, decodeError(row.Error), nil, now
+	return row, []*CheckpointEvent{&fail}
 }
 
 // dueAt is when an attempt waiting d after t is due, to the microsecond

@@ -282,6 +282,7 @@ func (c *committer) run(batch []*writeOp) {
 			return
 		}
 		if op := batch[0]; op.state.CompareAndSwap(opQueued, opWriting) && op.done != nil {
+			c.recordRefusal(op, err)
 			op.done(err)
 		}
 		return
@@ -561,6 +562,33 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 		c.e.dispatchWake(woken)
 	}
 	return errs, nil
+}
+
+// recordRefusal writes, when a checkpoint interceptor refused op on its
+// own, what the activity outcomes in it become (stepRow.refused): failed
+// attempts, each waiting for the next one as its retry policy says, or
+// failed steps. The run is then dropped as for any refused write, and its
+// next load goes on from that record. Nothing else of op is written.
+func (c *committer) recordRefusal(op *writeOp, err error) {
+	var ce *checkpointError
+	if !errors.As(err, &ce) {
+		return
+	}
+	var steps []*stepRow
+	var evs []*CheckpointEvent
+	for _, st := range op.steps {
+		if st.refused == nil {
+			continue
+		}
+		row, more := st.refused(ce.err)
+		steps, evs = append(steps, row), append(evs, more...)
+	}
+	if len(steps) == 0 {
+		return
+	}
+	c.e.cfg.Logger.Warn("engine: a checkpoint interceptor refused an activity's outcome; the attempt counts as failed",
+		"run_id", op.runID, "err", ce.err)
+	c.run([]*writeOp{{runID: op.runID, owner: op.owner, token: op.token, steps: steps, events: evs}})
 }
 
 // checkpointError is a checkpoint interceptor's refusal of a batch.

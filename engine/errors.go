@@ -56,6 +56,10 @@ const (
 	// ErrorTypeHistoryLimitExceeded fails a run whose record outgrew
 	// Config.HistoryCountLimit or Config.HistorySizeLimit.
 	ErrorTypeHistoryLimitExceeded = "HistoryLimitExceeded"
+	// ErrorTypeCheckpointRefused is the type of an activity attempt's
+	// error when a checkpoint interceptor refused the record of its
+	// outcome; its Message is the interceptor's error.
+	ErrorTypeCheckpointRefused = "CheckpointRefused"
 	// ErrorTypeUndecodable is the type of an error whose record could not
 	// be decoded; its Message holds the record.
 	ErrorTypeUndecodable = "undecodable"

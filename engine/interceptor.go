@@ -297,13 +297,19 @@ type CheckpointTx interface {
 // CheckpointInterceptor writes in the transaction that records checkpoints.
 // Events arrive in batches (group commit); events of one run are in order.
 // Returning an error (or panicking) rolls the batch back; the engine then
-// retries each run's write alone. A run whose write still fails is not
-// recorded: the worker lets it go and it is resumed from its record, after
-// a pause that doubles with each such load (100 ms up to a minute), so the
-// step whose record failed runs again (an activity is at-least-once). The
-// error is logged with the run's ID. Interceptors that must not hold a run
-// back (the legacy mirror) catch their own failures instead, for example
-// with a savepoint.
+// retries each run's write alone. When that write still fails, an activity
+// outcome it carried fails its attempt with the interceptor's error (an
+// *ApplicationError as returned, else one of type
+// ErrorTypeCheckpointRefused), recorded without the interceptors: the
+// activity's retry policy decides, so the next attempt waits its backoff in
+// the record, and when the policy gives up the step fails with that error
+// (its activity_failed event goes to the interceptors like any other). The
+// rest of the write is not recorded: the worker lets the run go and it is
+// resumed from its record, after a pause that doubles with each such load
+// (100 ms up to a minute). The error is logged with the run's ID.
+// Interceptors that must not hold a run back or make an activity run again
+// (the legacy mirror) catch their own failures instead, for example with a
+// savepoint.
 type CheckpointInterceptor interface {
 	Interceptor
 	Checkpoint(ctx context.Context, tx CheckpointTx, events []*CheckpointEvent) error

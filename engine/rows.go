@@ -135,6 +135,10 @@ type stepRow struct {
 	// logAppend holds attempt records (a JSON array) that this write adds
 	// to the step's attempt_log; it is never read back for replay.
 	logAppend []byte
+	// refused, set on an activity's outcome, gives the record to write
+	// instead when a checkpoint interceptor refuses the write carrying the
+	// outcome (err): the attempt failed with the interceptor's error.
+	refused func(err error) (*stepRow, []*CheckpointEvent)
 }
 
 const stepColumns = `run_id, seq, kind, name, status, input, output, error, attempts,

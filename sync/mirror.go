@@ -286,9 +286,9 @@ func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events
 // transaction. If the legacy table refuses the write (a trigger, a
 // constraint, a lock timeout), the changes go to the outbox instead, in the
 // same transaction, and the relay delivers them with retries: failing the
-// checkpoint would make the engine drop the run and run its last activity
-// again, over and over. A row with changes waiting in the outbox has its
-// later changes queued behind them, in order.
+// checkpoint would fail the activity's attempt and run it again (a charge,
+// say) for as long as the legacy table refuses. A row with changes waiting
+// in the outbox has its later changes queued behind them, in order.
 func (mr *Mirror) writeSame(ctx context.Context, tx engine.CheckpointTx, cs []*change) error {
 	// One round trip: the savepoint the fallback needs, and planOff.
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT graftsync_mirror; `+planOff); err != nil {
