@@ -38,14 +38,16 @@
 // # Operators' overrides and introspection
 //
 // An Inspector, which needs only the Redis client and the prefix, lists the
-// keys the limiters sharing a prefix use, with their leases in flight (read
+// keys the limiters sharing a prefix use (as they report them: no scan of
+// the keyspace), with their leases in flight (read
 // from the state), recent rate and throttled waiters (reported by the
 // limiters), and sets or clears an operator's Override of a key's
 // Concurrency, Rate and Burst ("{Prefix}:overrides", a hash). Each
 // RedisLimiter reads the overrides and writes its report (a hash
 // "{Prefix}:report:<instance>" that expires after 2 minutes, whose waiters
-// count for 10 s, and per-second grant counters
-// "{Prefix:key}:grants:<second>") once per RedisConfig.RefreshInterval, in one pipelined round trip made by the first
+// count for 10 s, listed in the sorted set "{Prefix}:reporters", and
+// per-second grant counters "{Prefix:key}:grants:<second>") once per
+// RedisConfig.RefreshInterval, in one pipelined round trip made by the first
 // call that finds the last refresh due, so an override reaches every active
 // limiter within about that interval, and the hot path still answers from
 // memory. An override applies only to keys the Limits source gives limits

@@ -7,8 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
-	"sync"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,34 +59,12 @@ type KeyInfo struct {
 // ones; nil if neither is known.
 func (k KeyInfo) Effective() *Override { return cmp.Or(k.Override, k.Configured) }
 
-// escapeGlob quotes the glob metacharacters of s for SCAN MATCH.
-func escapeGlob(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// Keys lists the keys that have state, an override or a report under the
-// prefix, sorted. It SCANs (on a Cluster, every primary) for state keys,
-// so it costs a pass over the keyspace: it is for operators' pages, not for
-// a hot path.
+// Keys lists the keys under the prefix that a limiter reported in the last
+// two minutes (a limiter reports every key it used in the last minute, and
+// every key it holds a lease of, since it renews them) or that have an
+// override, sorted. It reads a few hashes, never scans the keyspace.
 func (in *Inspector) Keys(ctx context.Context) ([]string, error) {
 	seen := map[string]bool{}
-	head := "{" + in.prefix + ":"
-	const tail = "}:state"
-	err := in.scan(ctx, escapeGlob(head)+"*"+tail, func(k string) {
-		if strings.HasPrefix(k, head) && strings.HasSuffix(k, tail) {
-			seen[k[len(head):len(k)-len(tail)]] = true
-		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ratelimit: list keys: %w", err)
-	}
 	ov, err := in.client.HKeys(ctx, overridesKey(in.prefix)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: list keys: %w", err)
@@ -110,39 +87,17 @@ func (in *Inspector) Keys(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// scan calls fn with each Redis key matching pattern: on a Cluster, on
-// every primary, one at a time.
-func (in *Inspector) scan(ctx context.Context, pattern string, fn func(string)) error {
-	one := func(ctx context.Context, c redis.Cmdable) error {
-		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
-		for iter.Next(ctx) {
-			fn(iter.Val())
-		}
-		return iter.Err()
-	}
-	cc, ok := in.client.(*redis.ClusterClient)
-	if !ok {
-		return one(ctx, in.client)
-	}
-	var mu sync.Mutex
-	return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		mu.Lock()
-		defer mu.Unlock()
-		return one(ctx, c)
-	})
-}
-
 // reports merges the limiters' live reports per key: the latest limits,
 // the waiters summed over limiters.
 func (in *Inspector) reports(ctx context.Context) (map[string]*reportedKey, error) {
 	out := map[string]*reportedKey{}
-	pattern := escapeGlob("{"+in.prefix+"}:report:") + "*"
-	var names []string
-	if err := in.scan(ctx, pattern, func(k string) { names = append(names, k) }); err != nil {
+	instances, err := in.client.ZRangeByScore(ctx, reportersKey(in.prefix), &redis.ZRangeBy{
+		Min: strconv.FormatInt(time.Now().UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
 		return nil, fmt.Errorf("ratelimit: read reports: %w", err)
 	}
-	for _, name := range names {
-		m, err := in.client.HGetAll(ctx, name).Result()
+	for _, instance := range instances {
+		m, err := in.client.HGetAll(ctx, reportKey(in.prefix, instance)).Result()
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit: read reports: %w", err)
 		}

@@ -113,7 +113,3 @@ func TestInspectorSeesWhatLimitersDo(t *testing.T) {
 	require.ErrorContains(t, in.SetOverride(ctx, "registry", Override{Concurrency: -1}), "Concurrency")
 	require.ErrorContains(t, in.SetOverride(ctx, "", Override{}), "empty key")
 }
-
-func TestEscapeGlob(t *testing.T) {
-	require.Equal(t, `a\*b\?c\[d\]e\\f`, escapeGlob(`a*b?c[d]e\f`))
-}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,11 @@ func overridesKey(prefix string) string { return "{" + prefix + "}:overrides" }
 func reportKey(prefix, instance string) string {
 	return "{" + prefix + "}:report:" + instance
 }
+
+// reportersKey is a sorted set of the limiters reporting under a prefix,
+// each scored by when its report expires (unix milliseconds), so readers
+// find the reports without scanning the keyspace.
+func reportersKey(prefix string) string { return "{" + prefix + "}:reporters" }
 func grantsKey(prefix, key string, sec int64) string {
 	return "{" + prefix + ":" + key + "}:grants:" + strconv.FormatInt(sec, 10)
 }
@@ -102,8 +108,10 @@ func (r *reporter) limits(ctx context.Context, key string, lim Limits) Limits {
 		return lim
 	}
 	a := r.activity(key)
-	configured := lim
-	a.limits.Store(&configured)
+	if cur := a.limits.Load(); cur == nil || *cur != lim {
+		configured := lim
+		a.limits.Store(&configured)
+	}
 	r.maybeRefresh(ctx)
 	if o, ok := (*r.overrides.Load())[key]; ok {
 		return o.apply(lim).withDefaults()
@@ -191,6 +199,10 @@ func (r *reporter) refresh(ctx context.Context, now time.Time) error {
 	if len(report) > 0 {
 		pipe.HSet(ctx, rep, report)
 		pipe.PExpire(ctx, rep, reportTTL)
+		rs := reportersKey(r.prefix)
+		pipe.ZAdd(ctx, rs, redis.Z{Score: float64(now.Add(reportTTL).UnixMilli()), Member: r.instance})
+		pipe.ZRemRangeByScore(ctx, rs, "-inf", fmt.Sprintf("(%d", now.UnixMilli()))
+		pipe.PExpire(ctx, rs, reportTTL)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 		for _, g := range grants {
