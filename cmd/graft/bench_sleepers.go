@@ -126,7 +126,8 @@ func benchSleepers(o benchOpts) error {
 	if growth < 0 {
 		growth = 0
 	}
-	fmt.Printf("sleepers=%d rss_growth_mb=%.1f resumed=%d\n", o.n, growth, resumed)
+	fmt.Printf("sleepers=%d rss_growth_mb=%.1f resumed=%d start_per_s=%.0f wake_per_s=%.0f\n", o.n, growth, resumed,
+		float64(o.n)/startElapsed.Seconds(), float64(resumed)/wakeSpan.Seconds())
 	if resumed < o.n {
 		return fmt.Errorf("bench: only %d of %d sleepers resumed before the deadline", resumed, o.n)
 	}
