@@ -161,3 +161,15 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// NewClient returns a client on schema for a test that only looks at runs
+// (or starts and signals them) while other code, such as the program under
+// test, runs the workers: engine.NewClient on the shared pool, closed when
+// the test ends.
+func NewClient(t testing.TB, schema string) *engine.Client {
+	t.Helper()
+	c, err := engine.NewClient(engine.ClientConfig{DatabaseURL: DatabaseURL(), DB: DB(t), Schema: schema})
+	require.NoError(t, err, "grafttest: engine.NewClient")
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}

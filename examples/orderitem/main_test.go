@@ -28,7 +28,7 @@ order-3 kettle: WarehouseUnavailable after 5 attempts: the warehouse did not ans
 
 	// The waits between the outage's attempts follow the policy: 1+2+4+8 s
 	// at least (a lower bound: a loaded machine only makes them longer).
-	c := lookClient(t, schema)
+	c := grafttest.NewClient(t, schema)
 	h, err := c.History(ctx, "order-3")
 	require.NoError(t, err)
 	var fulfil *engine.StepInfo
@@ -40,14 +40,4 @@ order-3 kettle: WarehouseUnavailable after 5 attempts: the warehouse did not ans
 	require.NotNil(t, fulfil)
 	require.Equal(t, "failed", fulfil.Status, "a step status, not a run status")
 	require.GreaterOrEqual(t, fulfil.CompletedAt.Sub(fulfil.StartedAt), 15*time.Second)
-}
-
-// lookClient is a client on the example's schema for a test that only
-// looks at runs: no engine, no worker, no registration.
-func lookClient(t *testing.T, schema string) *engine.Client {
-	t.Helper()
-	c, err := engine.NewClient(engine.ClientConfig{DatabaseURL: grafttest.DatabaseURL(), DB: grafttest.DB(t), Schema: schema})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
 }

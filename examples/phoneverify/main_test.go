@@ -126,7 +126,7 @@ func TestPhoneVerifyCodeExpires(t *testing.T) {
 	schema := grafttest.Schema(t)
 	a := startServer(t, options{Schema: schema, Clock: clock})
 	id := a.create("+33612345679")
-	c := lookClient(t, schema)
+	c := grafttest.NewClient(t, schema)
 	testenv.Eventually(t, 20*time.Second, func() bool {
 		info, err := c.Describe(context.Background(), id)
 		return err == nil && info.WakeAt.Equal(t0.Add(2*time.Minute))
@@ -168,7 +168,7 @@ func TestPhoneVerifySurvivesSIGKILL(t *testing.T) {
 	// A long UnloadAfter keeps the run loaded and leased by the first
 	// server, so the kill hits a live run, not one already put away.
 	first, a := spawn(time.Hour)
-	c := lookClient(t, schema)
+	c := grafttest.NewClient(t, schema)
 	id := a.create("+33612345670")
 	a.verify(id, "0000", http.StatusUnprocessableEntity, StatusWrongCode, 2)
 	a.verify(id, "1111", http.StatusUnprocessableEntity, StatusWrongCode, 1)
@@ -225,14 +225,4 @@ func TestPhoneServerProcess(t *testing.T) {
 	// Block until SIGKILL; should the parent die first, stdin closes.
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	os.Exit(1)
-}
-
-// lookClient is a client on the example's schema for a test that only
-// looks at runs: no engine, no worker, no registration.
-func lookClient(t *testing.T, schema string) *engine.Client {
-	t.Helper()
-	c, err := engine.NewClient(engine.ClientConfig{DatabaseURL: grafttest.DatabaseURL(), DB: grafttest.DB(t), Schema: schema})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
 }
