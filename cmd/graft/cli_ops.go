@@ -30,7 +30,7 @@ type filterFlags struct {
 
 func (f *filterFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringSliceVar(&f.status, "status", nil, "statuses (pending, running, waiting, completed, failed, cancelled, waiting_signal, needs_operator)")
+	fl.StringSliceVar(&f.status, "status", nil, "statuses (pending, running, waiting, completed, failed, cancelled, waiting_signal, needs_operator, retrying, throttled)")
 	fl.StringVar(&f.kind, "kind", "", "the operation's kind (workflow type)")
 	fl.StringVar(&f.key, "key", "", "the routing key")
 	fl.StringVar(&f.customer, "customer", "", "the customer")
@@ -190,9 +190,17 @@ func newOpsShowCmd(cli *cliOpts) *cobra.Command {
 					}
 					row("Current step", step)
 				}
-				row("Waiting for", str(now.WaitingFor))
+				waiting := str(now.WaitingFor)
+				if now.ThrottleReason != nil {
+					waiting += " (" + *now.ThrottleReason + ")"
+				}
+				row("Waiting for", waiting)
 				row("Next wake-up", ts(now.NextWakeup))
-				row("Last error", errText(o.LastError))
+				lastErr := o.LastError
+				if now.LastError != nil {
+					lastErr = now.LastError // a failed attempt of the step in flight, say
+				}
+				row("Last error", errText(lastErr))
 				if o.CancelRequested != nil && *o.CancelRequested {
 					row("Cancel requested", str(o.CancelReason))
 				}
