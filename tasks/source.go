@@ -121,7 +121,8 @@ type Source struct {
 	// be started (its input does not decode, say); the row stays pending.
 	Error string `json:"error,omitempty" yaml:"error,omitempty"`
 	// CreatedAt, when set, is a timestamp column used for the intake lag
-	// (the age of the oldest pending row).
+	// (the age of the oldest pending row), read with a query each time
+	// the metrics are read (an index on the status column keeps it cheap).
 	CreatedAt string `json:"created_at,omitempty" yaml:"created_at,omitempty"`
 	// Input maps workflow input fields to columns: the input is the JSON
 	// object {field: column value}. Set Input or InputFn.
