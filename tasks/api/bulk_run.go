@@ -124,7 +124,7 @@ func (s *Server) bulkJob(ctx engine.Context, d *bulkDefs, in bulkRunIn) (string,
 		_, err = d.state.Run(ctx, bulkStateIn{JobID: in.JobID, State: "running"})
 		return false, err
 	}
-	for range bulkRunsPerWorkflow {
+	for range s.bulkBatchesPerRun {
 		out, err := d.batch.Run(ctx, in)
 		if err != nil {
 			return "", err

@@ -408,3 +408,35 @@ func TestBulkBadInput(t *testing.T) {
 	require.NoError(t, ev.e.DB().Get(&n, `SELECT (SELECT count(*) FROM `+ev.e.Schema()+`.bulk_jobs) + (SELECT count(*) FROM `+ev.e.Schema()+`.api_audit)`))
 	require.Zero(t, n)
 }
+
+// TestBulkContinuesAsNew: a job longer than a run's share of batches goes
+// on in a new run of its workflow (its history stays bounded), where
+// pause and resume still work, and finishes every item once.
+func TestBulkContinuesAsNew(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	api.SetBulkBatchesPerRun(ev.srv, 2)
+	failed := ev.startFailed(t, "n", "acme", 10)
+	ev.failCharge.Store(false)
+	var j api.BulkJob
+	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "long", "rate": 2, "filter": map[string]any{"ids": failed}}, 201, &j)
+	// Batches of 4 at 2/s: the third batch runs in the job's second run.
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		var runs int
+		require.NoError(t, ev.e.DB().Get(&runs, `SELECT count(*) FROM `+ev.e.Schema()+`.runs WHERE workflow_id = $1`, j.Id))
+		return runs >= 2
+	}, "the job to continue as new")
+	code, body := ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/pause", "")
+	if code == 200 {
+		ev.waitJob(t, j.Id, api.BulkStatePaused)
+		code, body = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/resume", "")
+		require.Equal(t, 200, code, body)
+	} else {
+		require.Equal(t, 409, code, "only a finished job refuses a pause: %s", body)
+	}
+	done := ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	require.Equal(t, 10, done.Done)
+	for _, id := range failed {
+		_, resets := ev.runsOf(t, id)
+		require.Equal(t, 1, resets, id)
+	}
+}

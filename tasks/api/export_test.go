@@ -12,3 +12,6 @@ func ListQueriesForTest(s *Server, f ListOperationsParams) (list, waitingCounts 
 	list, err = s.listSQL(q, f, defaultPageSize)
 	return list, waitingCounts, q.args, err
 }
+
+// SetBulkBatchesPerRun makes s's bulk jobs continue as new after n batches.
+func SetBulkBatchesPerRun(s *Server, n int) { s.bulkBatchesPerRun = n }

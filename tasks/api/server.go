@@ -100,6 +100,9 @@ type Server struct {
 	tokens              *Tokens
 	client              *engine.Client
 	metrics             *requestMetrics // nil without Config.MeterProvider
+	// bulkBatchesPerRun is how many batches a bulk job's run takes before
+	// it continues as new (bulkRunsPerWorkflow; tests lower it).
+	bulkBatchesPerRun int
 }
 
 var _ StrictServerInterface = (*Server)(nil)
@@ -134,7 +137,7 @@ func New(cfg Config) (*Server, error) {
 	db := cfg.Engine.DB()
 	s := &Server{cfg: cfg, metrics: m, db: db, schema: pq.QuoteIdentifier(cfg.Engine.Schema()),
 		customerKey: pq.QuoteLiteral(cfg.CustomerHeader), keyKey: pq.QuoteLiteral(cfg.KeyHeader),
-		tokens: NewTokens(db, cfg.Engine.Schema()), client: cfg.Engine.Client()}
+		tokens: NewTokens(db, cfg.Engine.Schema()), client: cfg.Engine.Client(), bulkBatchesPerRun: bulkRunsPerWorkflow}
 	if err := s.registerBulk(); err != nil {
 		return nil, fmt.Errorf("api: bulk jobs: %w", err)
 	}
