@@ -185,3 +185,40 @@ func TestSnoozeRecordedAndUnloads(t *testing.T) {
 	require.False(t, st.AttemptRecords[1].Snoozed)
 	require.NoError(t, st.AttemptRecords[1].Error)
 }
+
+// Snoozes too short to unload the run for are not written on their own:
+// the run stays loaded, and the record of a limiter's snoozes before an
+// attempt starts (one for a streak of snoozes for one reason) goes with
+// that attempt's start.
+func TestShortSnoozesRideWithTheAttempt(t *testing.T) {
+	t.Parallel()
+	var tries rbAttempts
+	limiter := engine.ActivityInterceptorFunc(func(ctx context.Context, in *engine.ActivityInput, next engine.ActivityNext) (any, error) {
+		if tries.add("try") <= 3 {
+			return nil, engine.Snooze(time.Millisecond, "provider acme: concurrency")
+		}
+		return next(ctx, in)
+	})
+	limited := engine.NewActivity("snooze.short", func(ctx context.Context, _ struct{}) (int, error) {
+		return engine.ActivityInfoOf(ctx).Attempt, nil
+	})
+	wf := engine.NewWorkflow("snooze.shortwf", func(ctx engine.Context, _ struct{}) (int, error) {
+		return limited.Run(ctx, struct{}{})
+	})
+	_, c := rbEnv(t, &engine.Config{Interceptors: []engine.Interceptor{limiter}}, limited, wf)
+	ctx := testenv.Ctx(t, 30*time.Second)
+	run, err := wf.Start(ctx, c, struct{}{}, &engine.StartOptions{ID: "short"})
+	require.NoError(t, err)
+	got, err := run.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, got, "snoozes count no attempt")
+	h, err := c.History(ctx, "short")
+	require.NoError(t, err)
+	recs := h[0].Steps[0].AttemptRecords
+	require.Len(t, recs, 2)
+	require.True(t, recs[0].Snoozed)
+	require.Equal(t, 3, recs[0].Snoozes, "a streak of snoozes is one record")
+	require.Equal(t, "provider acme: concurrency", recs[0].Reason)
+	require.Equal(t, 1, recs[1].Attempt)
+	require.False(t, recs[1].Snoozed)
+}
