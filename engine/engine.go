@@ -179,7 +179,7 @@ func (e *Engine) listen() {
 				e.dispatchWake(strings.Split(n.Extra, ","))
 			}
 		case <-time.After(time.Minute):
-			go e.listener.Ping()
+			go func() { _ = e.listener.Ping() }() // a dead connection is the listener's to reconnect
 		}
 	}
 }

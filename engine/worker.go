@@ -351,7 +351,8 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 			ids = append(ids, r.RunID)
 		}
 	}
-	hist, sigs := map[string][]*stepRow{}, map[string][]*signalRow{}
+	hist := map[string][]*stepRow{}
+	var sigs map[string][]*signalRow
 	if len(ids) > 0 {
 		if hist, err = w.e.store.loadHistories(ctx, ids); err != nil {
 			w.releaseAll(rows)

@@ -124,7 +124,7 @@ func (w signalWaiter) readyLocked(time.Time) bool { return w.s.hasSignalLocked(w
 
 func (w signalWaiter) deadline() time.Time { return time.Time{} }
 
-func (c SignalChannel[T]) waiterOf() waiter { return signalWaiter{s: c.s, name: c.name} }
+func (c SignalChannel[T]) waiterOf() waiter { return signalWaiter(c) }
 
 // Receive blocks until a signal arrives and returns its payload.
 func (c SignalChannel[T]) Receive(ctx Context) (T, error) {

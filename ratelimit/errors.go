@@ -17,11 +17,11 @@ var ErrLeaseLost = errors.New("ratelimit: lease lost: it expired and its slot wa
 type Reason string
 
 const (
-	// ReasonConcurrency: every slot is taken.
+	// ReasonConcurrency means every slot is taken.
 	ReasonConcurrency Reason = "concurrency"
-	// ReasonRate: the key has used its rate and burst.
+	// ReasonRate means the key has used its rate and burst.
 	ReasonRate Reason = "rate"
-	// ReasonRecovering: the limiter found the key's state missing (Redis
+	// ReasonRecovering means the limiter found the key's state missing (Redis
 	// restarted empty or was flushed) and is waiting for the holders of live
 	// leases to renew them before it counts new ones. See the package doc.
 	ReasonRecovering Reason = "recovering"

@@ -26,7 +26,7 @@ func metricPoints(t *testing.T, reader *sdkmetric.ManualReader) map[string]map[s
 			if kv.Key == tasks.AttrSource {
 				continue
 			}
-			k += kv.Value.Emit() + "/"
+			k += kv.Value.String() + "/"
 		}
 		return k
 	}

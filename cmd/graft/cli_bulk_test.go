@@ -130,7 +130,7 @@ func TestCLIBulk(t *testing.T) {
 	require.Regexp(t, `bulk job bulk-[0-9a-f]+ is (pausing|paused)`, out)
 	_, _, err = runErr(t, "bulk", "pause", job.Id)
 	require.ErrorContains(t, err, "409")
-	out, _, err = runErr(t, "bulk", "resume", job.Id)
+	_, _, err = runErr(t, "bulk", "resume", job.Id)
 	require.NoError(t, err)
 	out, _, err = runErr(t, "bulk", "stop", job.Id, "--reason", "enough")
 	require.NoError(t, err)

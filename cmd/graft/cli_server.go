@@ -89,7 +89,7 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer prom.Provider.Shutdown(context.Background())
+	defer func() { _ = prom.Provider.Shutdown(context.Background()) }()
 	ics, err := interceptors.All(interceptors.Config{MeterProvider: prom.Provider})
 	if err != nil {
 		return err
@@ -139,7 +139,12 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 		ictx, stopIntake := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- in.Run(ictx) }()
-		defer func() { stopIntake(); <-done }()
+		defer func() {
+			stopIntake()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				fmt.Fprintf(out, "graft server: intake stopped: %v\n", err)
+			}
+		}()
 		fmt.Fprintf(out, "graft server: intake of %s running\n", file.Source.Table)
 	}
 	srv, err := api.New(cfg)

@@ -202,7 +202,7 @@ func (rn *runner) renew(ctx context.Context, id, domain string) error {
 	if err != nil {
 		return err
 	}
-	defer held.Release(context.Background())
+	defer func() { _ = held.Release(context.Background()) }() // the lease expires on its own
 	req, err := http.NewRequestWithContext(held.Context(), http.MethodPost, rn.reg+"/v1/domains/"+domain+"/renew", nil)
 	if err != nil {
 		return err

@@ -135,7 +135,7 @@ func run(ctx context.Context, o options, out io.Writer) (last string, err error)
 	rc := redis.NewClient(ropts)
 	defer rc.Close()
 	if err := rc.Ping(ctx).Err(); err != nil {
-		return "", fmt.Errorf("Redis at %s does not answer (%w); start one with scripts/services.sh", o.RedisURL, err)
+		return "", fmt.Errorf("redis at %s does not answer (%w); start one with scripts/services.sh", o.RedisURL, err)
 	}
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
@@ -248,7 +248,7 @@ func run(ctx context.Context, o options, out io.Writer) (last string, err error)
 	if err := w.Start(ctx); err != nil {
 		return "", err
 	}
-	defer w.Stop(context.Background())
+	defer func() { _ = w.Stop(context.Background()) }() // at exit; a run it could not hand back resumes elsewhere
 
 	// ---- graft: intake behind flags
 	if err := tasks.Migrate(ctx, db, o.Schema); err != nil {
@@ -485,8 +485,8 @@ func summarize(ctx context.Context, c *engine.Client, leg *legacy, hc *http.Clie
 		}
 		s.ops++
 		tld := r.Domain[strings.LastIndexByte(r.Domain, '.')+1:]
-		switch {
-		case info == nil:
+		switch info {
+		case nil:
 			s.legacy++
 			s.legacyBy[tld]++
 			if r.Runner == nil || op.Status != "done" {

@@ -136,7 +136,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
-	defer w.Stop(context.Background())
+	defer func() { _ = w.Stop(context.Background()) }() // at exit; a run it could not hand back resumes elsewhere
 
 	before, err := b.balances(ctx)
 	if err != nil {

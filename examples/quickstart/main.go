@@ -60,7 +60,7 @@ func main() {
 	if err := w.Start(ctx); err != nil {
 		log.Fatal(err)
 	}
-	defer w.Stop(ctx)
+	defer func() { _ = w.Stop(ctx) }() // at exit; a run it could not hand back resumes elsewhere
 
 	// The ID makes the start idempotent: starting it again is refused.
 	run, err := renewal.Start(ctx, e.Client(), Renewal{Domain: "example.com", Years: 1},

@@ -94,7 +94,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
-	defer w.Stop(context.Background())
+	defer func() { _ = w.Stop(context.Background()) }() // at exit; a run it could not hand back resumes elsewhere
 
 	c := e.Client()
 	sub := Subscription{Customer: "acme", Email: "billing@acme.example", Price: 9_99, Every: o.Every, Period: 1, Date: o.Clock.Now()}

@@ -166,6 +166,7 @@ func (r *tokenRow) token() Token {
 	return t
 }
 
+//nolint:gosec // G101: column names (secret_hash among them), not a credential
 const tokenColumns = `id, name, role, customer, secret_hash, created_at, expires_at, last_used_at, revoked_at`
 
 // lastUseGranularity bounds how often a token's last use is written: once a

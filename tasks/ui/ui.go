@@ -231,12 +231,16 @@ func (u *UI) toSignIn(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/ui/signin", http.StatusSeeOther)
 }
 
+// The session cookie is HttpOnly and SameSite=Strict, and Secure whenever the
+// request came over TLS: the UI also serves plain HTTP on loopback.
 func setSession(w http.ResponseWriter, r *http.Request, token string) {
+	//nolint:gosec // G124: Secure follows the request's TLS, see above
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: token, Path: Prefix,
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: int((12 * time.Hour).Seconds())})
 }
 
 func clearSession(w http.ResponseWriter, r *http.Request) {
+	//nolint:gosec // G124: as setSession
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: Prefix,
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 }
