@@ -289,6 +289,7 @@ func (s *store) stepsIntoSQL(p int, name, fenceJoin string) string {
 	for i := range ph {
 		ph[i] = fmt.Sprintf("$%d", p+i+1)
 	}
+	//nolint:staticcheck // SA5009: ph holds one placeholder per %s; staticcheck cannot count a spread slice
 	return name + ` AS (INSERT INTO ` + s.steps + ` AS t (` + stepColumns + `, attempt_log)
 		SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
 			v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id, v.attempt_started_at, v.next_attempt_at, v.attempt_log
