@@ -56,7 +56,8 @@ func newRecordsCmd() *cobra.Command {
 				_, err = cmd.OutOrStdout().Write(append(b, '\n'))
 				return err
 			}
-			if err := os.WriteFile(out, b, 0o644); err != nil {
+			// Records hold inputs and results: customer data, readable by the owner only.
+			if err := os.WriteFile(out, b, 0o600); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "%d runs written to %s\n", len(runs), out)
