@@ -21,6 +21,7 @@ import (
 	"github.com/graftdev/graft/ratelimit"
 	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
+	"github.com/graftdev/graft/tasks/ui"
 )
 
 // serverOpts are graft server's flags.
@@ -32,6 +33,8 @@ type serverOpts struct {
 	noRedis           bool
 	ratelimitPrefix   string
 	config            string
+	ui                bool
+	uiSecret          string
 }
 
 func newServerCmd() *cobra.Command {
@@ -54,6 +57,12 @@ server also runs the intake: it claims the source's pending rows that the
 flags route to graft and starts their workflows (which run on your workers),
 and GET /v1/operations/{id} shows each operation's legacy row.
 
+The operator web UI is served under /ui/ (/ redirects to its sign-in page;
+sign in with an API token) unless --ui=false. --ui-secret (GRAFT_UI_SECRET)
+keys its forms' CSRF tokens; give every server behind one address the same
+secret, or forms open across a restart or a switch of server must be
+reloaded.
+
 Create the first admin token with: graft tokens create --direct --name NAME --role admin`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -69,10 +78,15 @@ Create the first admin token with: graft tokens create --direct --name NAME --ro
 	cmd.Flags().BoolVar(&o.noRedis, "no-redis", false, "do not use Redis (no /readyz check, no /v1/providers)")
 	cmd.Flags().StringVar(&o.ratelimitPrefix, "ratelimit-prefix", ratelimit.DefaultPrefix, "the workers' rate-limit key prefix, for /v1/providers")
 	cmd.Flags().StringVar(&o.config, "config", "", "configuration file (YAML or JSON): a legacy source runs the intake")
+	cmd.Flags().BoolVar(&o.ui, "ui", true, "serve the operator web UI under /ui/")
+	cmd.Flags().StringVar(&o.uiSecret, "ui-secret", os.Getenv("GRAFT_UI_SECRET"), "key of the web UI's CSRF tokens, at least 32 characters (GRAFT_UI_SECRET; default random per process)")
 	return cmd
 }
 
 func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
+	if o.ui && o.uiSecret != "" && len(o.uiSecret) < minUISecret {
+		return fmt.Errorf("graft server: --ui-secret (GRAFT_UI_SECRET) has %d characters; it needs at least %d", len(o.uiSecret), minUISecret)
+	}
 	var file *serverFile
 	if o.config != "" {
 		var err error
@@ -160,7 +174,41 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 		defer cancel()
 		_ = bw.Stop(sctx)
 	}()
-	return serve(ctx, o.addr, srv.Handler(), out)
+	h := srv.Handler()
+	if o.ui {
+		if h, err = withUI(h, flags, o.uiSecret); err != nil {
+			return err
+		}
+	}
+	return serve(ctx, o.addr, h, out)
+}
+
+// minUISecret is the shortest --ui-secret accepted.
+const minUISecret = 32
+
+// withUI mounts the operator web UI over the API handler apiH at ui.Prefix,
+// and sends / to its sign-in page. The UI reaches the providers inspector
+// and the intakes' flag previews through the API, so it needs only the
+// flags for its flags page. Its session cookie is Secure whenever the
+// request came over TLS.
+func withUI(apiH http.Handler, flags *tasks.Flags, secret string) (http.Handler, error) {
+	cfg := ui.Config{API: apiH, Flags: flags}
+	if secret != "" {
+		cfg.Secret = []byte(secret)
+	} else {
+		slog.Warn("graft server: no --ui-secret (GRAFT_UI_SECRET): the web UI's CSRF key is random per process, so forms open at a restart must be reloaded (sessions survive: the cookie is the API token)")
+	}
+	u, err := ui.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", apiH)
+	mux.Handle(ui.Prefix, u.Handler())
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ui.Prefix+"signin", http.StatusSeeOther)
+	})
+	return mux, nil
 }
 
 // serve serves h on addr until ctx ends, then drains requests for up to

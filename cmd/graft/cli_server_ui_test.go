@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+	"github.com/graftdev/graft/tasks/api"
+)
+
+// startServer runs graft server with args (after --addr and --schema) until
+// the test ends, and returns the base URL it prints.
+func startServer(t *testing.T, schema string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	root := newRootCmd()
+	pr, pw := io.Pipe()
+	root.SetOut(pw)
+	root.SetArgs(append([]string{"server", "--addr", "127.0.0.1:0", "--schema", schema}, args...))
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Go(func() { runErr = root.ExecuteContext(ctx); pw.Close() })
+	t.Cleanup(func() { cancel(); wg.Wait(); require.NoError(t, runErr) })
+	lines := bufio.NewScanner(pr)
+	var base string
+	for base == "" && lines.Scan() {
+		base, _ = strings.CutPrefix(lines.Text(), "graft server listening on ")
+	}
+	require.NotEmpty(t, base, "the server did not start")
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	return base
+}
+
+// TestServerServesTheUI signs in to graft server's web UI with a real
+// token, through the form, and sees an operation listed; a form posted with
+// the page's CSRF token acts, one without it does not.
+func TestServerServesTheUI(t *testing.T) {
+	schema := testenv.Schema(t)
+	e := testenv.Engine(t, &engine.Config{Schema: schema})
+	wf := engine.NewWorkflow("renewal", func(engine.Context, string) (string, error) { return "", nil })
+	require.NoError(t, e.Register(wf))
+	ctx := testenv.Ctx(t, time.Minute)
+	_, err := wf.Start(ctx, e.Client(), "a.com", &engine.StartOptions{ID: "op-ui-1"})
+	require.NoError(t, err)
+
+	base := startServer(t, schema, "--no-redis", "--ui-secret", strings.Repeat("s", 32))
+	out, err := run(t, "tokens", "create", "--direct", "--schema", schema, "--name", "ops-lead", "--role", "operator", "-o", "json")
+	require.NoError(t, err, out)
+	var tok api.CreatedToken
+	require.NoError(t, json.Unmarshal([]byte(out), &tok), out)
+
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	c := &http.Client{Jar: jar}
+	get := func(res *http.Response, err error) (*http.Response, string) {
+		t.Helper()
+		require.NoError(t, err)
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		return res, string(b)
+	}
+
+	res, body := get(c.Get(base + "/"))
+	require.Equal(t, 200, res.StatusCode)
+	require.Equal(t, "/ui/signin", res.Request.URL.Path, "/ leads to the sign-in page")
+	require.Contains(t, body, `action="/ui/signin"`)
+
+	res, body = get(c.PostForm(base+"/ui/signin", url.Values{"token": {tok.Secret}}))
+	require.Equal(t, 200, res.StatusCode, body)
+	require.Equal(t, "/ui/operations", res.Request.URL.Path)
+	require.Contains(t, body, "op-ui-1")
+	require.Contains(t, body, "ops-lead")
+	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(body)
+	require.NotNil(t, csrf, "the page carries a CSRF token")
+
+	res, _ = get(c.PostForm(base+"/ui/signout", url.Values{"csrf": {"forged"}}))
+	require.Equal(t, http.StatusForbidden, res.StatusCode, "a form without the session's CSRF token is refused")
+	res, _ = get(c.PostForm(base+"/ui/signout", url.Values{"csrf": {csrf[1]}}))
+	require.Equal(t, "/ui/signin", res.Request.URL.Path)
+	res, _ = get(c.Get(base + "/ui/operations"))
+	require.Equal(t, "/ui/signin", res.Request.URL.Path, "signed out")
+
+	// The API is still served beside the UI.
+	res, _ = get(c.Get(base + "/healthz"))
+	require.Equal(t, 200, res.StatusCode)
+}
+
+// TestServerWithoutUI: with --ui=false nothing is served under /ui/.
+func TestServerWithoutUI(t *testing.T) {
+	base := startServer(t, testenv.Schema(t), "--no-redis", "--ui=false")
+	for _, path := range []string{"/ui/signin", "/ui/operations", "/"} {
+		res, err := http.Get(base + path)
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, http.StatusNotFound, res.StatusCode, path)
+	}
+}
+
+// TestServerUISecretTooShort: a short --ui-secret is refused at start-up.
+func TestServerUISecretTooShort(t *testing.T) {
+	_, err := run(t, "server", "--addr", "127.0.0.1:0", "--schema", testenv.Schema(t), "--no-redis", "--ui-secret", "short")
+	require.ErrorContains(t, err, "graft server: --ui-secret (GRAFT_UI_SECRET) has 5 characters; it needs at least 32")
+}
