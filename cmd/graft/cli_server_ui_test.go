@@ -37,7 +37,9 @@ func startServer(t *testing.T, schema string, args ...string) string {
 	lines := bufio.NewScanner(pr)
 	var base string
 	for base == "" && lines.Scan() {
-		base, _ = strings.CutPrefix(lines.Text(), "graft server listening on ")
+		if u, ok := strings.CutPrefix(lines.Text(), "graft server listening on "); ok {
+			base = u
+		}
 	}
 	require.NotEmpty(t, base, "the server did not start")
 	go func() { _, _ = io.Copy(io.Discard, pr) }()

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -149,19 +147,7 @@ func TestCLIAgainstAServer(t *testing.T) {
 // it prints, checks /healthz and /readyz, and stops it.
 func TestServerCommand(t *testing.T) {
 	schema := testenv.Schema(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	root := newRootCmd()
-	pr, pw := io.Pipe()
-	root.SetOut(pw)
-	root.SetArgs([]string{"server", "--addr", "127.0.0.1:0", "--schema", schema})
-	var wg sync.WaitGroup
-	var runErr error
-	wg.Go(func() { runErr = root.ExecuteContext(ctx); pw.Close() })
-	line := make([]byte, 200)
-	n, err := pr.Read(line)
-	require.NoError(t, err)
-	url := strings.TrimSpace(strings.TrimPrefix(string(line[:n]), "graft server listening on "))
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	url := startServer(t, schema)
 	for _, path := range []string{"/healthz", "/readyz", "/openapi.yaml", "/metrics"} {
 		res, err := http.Get(url + path)
 		require.NoError(t, err)
@@ -193,9 +179,6 @@ func TestServerCommand(t *testing.T) {
 	out, err = flags("audit")
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)\*\s+2\s+root\s+incident`, out)
-	cancel()
-	wg.Wait()
-	require.NoError(t, runErr)
 }
 
 // TestBenchCommandKeepsItsFlags: graft bench hands its arguments to the

@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,24 +42,8 @@ intake:
   poll_interval: 50ms
 `, legacy)), 0o600))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	root := newRootCmd()
-	pr, pw := io.Pipe()
-	root.SetOut(pw)
-	root.SetArgs([]string{"server", "--addr", "127.0.0.1:0", "--schema", schema, "--no-redis", "--config", cfg})
-	var wg sync.WaitGroup
-	var runErr error
-	wg.Go(func() { runErr = root.ExecuteContext(ctx); pw.Close() })
-	defer func() { cancel(); wg.Wait(); require.NoError(t, runErr) }()
-	lines := bufio.NewScanner(pr)
-	var url string
-	for url == "" && lines.Scan() {
-		if u, ok := strings.CutPrefix(lines.Text(), "graft server listening on "); ok {
-			url = u
-		}
-	}
-	require.NotEmpty(t, url, "the server did not start")
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	url := startServer(t, schema, "--no-redis", "--config", cfg)
+	ctx := testenv.Ctx(t, time.Minute)
 
 	flags, err := tasks.NewFlags(tasks.FlagsConfig{DB: db, DatabaseURL: testenv.DatabaseURL(), Schema: schema})
 	require.NoError(t, err)
