@@ -219,12 +219,20 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 	return &RunHandle{WorkflowID: o.ID, RunID: row.RunID, c: c, local: lo}, nil
 }
 
+// eagerStartGrace is how long an eager start's insert waits for the run's
+// first records (its first activity's start) to ride in one commit with
+// them. Past it the insert goes alone: that activity may wait long for a
+// worker's activity slot or an interceptor (a rate limiter), and the
+// Start must not wait with it.
+const eagerStartGrace = 20 * time.Millisecond
+
 // errNotLaunched: the eager worker was stopping and did not take the run.
 var errNotLaunched = errors.New("graft: the worker is stopping")
 
 // startEager launches the run on w at once, before its insert is written:
 // the insert (op) commits with the run's first records, typically the
-// start of its first activity, which runs only after that commit. It
+// start of its first activity, which runs only after that commit; if
+// nothing has taken it within eagerStartGrace, it is submitted alone. It
 // returns the insert's outcome. When ctx ends first, a still queued insert
 // is withdrawn (the run state stops, the run never exists) and ctx's error
 // returned; one being written is waited for, so a run that was written is
@@ -237,15 +245,25 @@ func (c *Client) startEager(ctx context.Context, w *Worker, row runRow, op *writ
 	if s == nil {
 		return errNotLaunched
 	}
-	select {
-	case err := <-outcome:
-		return err
-	case <-ctx.Done():
-		if op.state.CompareAndSwap(opQueued, opWithdrawn) {
-			s.abandon()
-			return ctx.Err()
+	grace := time.NewTimer(eagerStartGrace)
+	defer grace.Stop()
+	for {
+		select {
+		case err := <-outcome:
+			return err
+		case <-grace.C:
+			// The first activity has not started (no activity slot free,
+			// an interceptor holding it back, a long workflow task): the
+			// insert goes without it, so a Start never waits on a worker's
+			// capacity or a rate limiter.
+			s.submitBirth()
+		case <-ctx.Done():
+			if op.state.CompareAndSwap(opQueued, opWithdrawn) {
+				s.abandon()
+				return ctx.Err()
+			}
+			return <-outcome
 		}
-		return <-outcome
 	}
 }
 

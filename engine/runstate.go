@@ -110,9 +110,11 @@ type runState struct {
 	// until it is submitted. It rides in the run's first commit, with the
 	// start of its first activity: a workflow that begins with an activity
 	// pays one commit less, and nothing live happens before the insert is
-	// durable (the ordering rule). The starter waits for its outcome and
-	// may withdraw it while it is queued; the run state then stops. Taken
-	// under flushMu, so nothing of the run reaches the committer before it.
+	// durable (the ordering rule). An activity that does not start soon
+	// (eagerStartGrace) leaves it to go alone. The starter waits for its
+	// outcome and may withdraw it while it is queued; the run state then
+	// stops. Taken under flushMu, so nothing of the run reaches the
+	// committer before it.
 	birth   *writeOp
 	birthMu sync.Mutex // guards birth (taken under flushMu, or by abandon)
 	// born, for such a run, is closed once the insert's outcome is known.
@@ -455,6 +457,17 @@ func (s *runState) submitPending(op *writeOp, wait bool) error {
 		return nil
 	}
 	return s.await(ch)
+}
+
+// submitBirth submits the run's insert, if it is still waiting for the
+// run's first records, with those written so far.
+func (s *runState) submitBirth() {
+	s.birthMu.Lock()
+	waiting := s.birth != nil
+	s.birthMu.Unlock()
+	if waiting {
+		s.flush()
+	}
 }
 
 // takeBirth takes the run's unsubmitted insert, if any.
