@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -126,7 +127,11 @@ func newOpsListCmd(cli *cliOpts) *cobra.Command {
 				sort.Strings(keys)
 				var counts []string
 				for _, k := range keys {
-					counts = append(counts, fmt.Sprintf("%s=%d", k, page.Counts[k]))
+					c := fmt.Sprintf("%s=%d", k, page.Counts[k])
+					if page.CountsAtLeast != nil && slices.Contains(*page.CountsAtLeast, k) {
+						c += "+" // the server's count stopped at its cap
+					}
+					counts = append(counts, c)
 				}
 				fmt.Fprintf(w, "\nmatching: %s\n", strings.Join(counts, " "))
 				if page.NextCursor != nil {

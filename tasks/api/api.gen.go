@@ -662,9 +662,20 @@ type Operation struct {
 
 // OperationPage defines model for OperationPage.
 type OperationPage struct {
-	// Counts Operations matching the filter (status aside) per status and condition.
-	Counts map[string]int64   `json:"counts"`
-	Items  []OperationSummary `json:"items"`
+	// CountCap Where a count stops.
+	CountCap *int64 `json:"count_cap,omitempty"`
+
+	// Counts Operations matching the filter (status aside) per status and
+	// condition. A count stops at count_cap: a status listed in
+	// counts_at_least has at least that many (the page stays fast with a
+	// million operations).
+	Counts map[string]int64 `json:"counts"`
+
+	// CountsAtLeast The statuses and conditions whose count is a lower bound: a status
+	// whose count reached count_cap (and stopped there), and the
+	// conditions counted among those first count_cap operations.
+	CountsAtLeast *[]string          `json:"counts_at_least,omitempty"`
+	Items         []OperationSummary `json:"items"`
 
 	// NextCursor Absent on the last page.
 	NextCursor *string `json:"next_cursor,omitempty"`

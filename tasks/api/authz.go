@@ -107,8 +107,8 @@ func (s *Server) visible(ctx context.Context, p Principal, id string) (bool, err
 	if p.Role != RoleCustomer {
 		return true, nil
 	}
-	var n int
-	err := s.db.GetContext(ctx, &n, `SELECT count(*) FROM `+s.schema+`.runs
-		WHERE workflow_id = $1 AND headers->>`+s.customerKey+` = $2`, id, p.Customer)
-	return n > 0, err
+	var ok bool
+	err := s.db.GetContext(ctx, &ok, `SELECT EXISTS (SELECT 1 FROM `+s.schema+`.runs
+		WHERE workflow_id = $1 AND headers->>`+s.customerKey+` = $2)`, id, p.Customer)
+	return ok, err
 }

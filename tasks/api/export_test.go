@@ -15,3 +15,13 @@ func ListQueriesForTest(s *Server, f ListOperationsParams) (list, waitingCounts 
 
 // SetBulkBatchesPerRun makes s's bulk jobs continue as new after n batches.
 func SetBulkBatchesPerRun(s *Server, n int) { s.bulkBatchesPerRun = n }
+
+// StatusCountsQueryForTest returns the per-status counts query of
+// ListOperations for f as an operator, with its arguments, to EXPLAIN.
+func StatusCountsQueryForTest(s *Server, f ListOperationsParams) (string, []any, error) {
+	q, err := s.filter(Principal{Role: RoleOperator}, f)
+	if err != nil {
+		return "", nil, err
+	}
+	return s.statusCountsSQL(q), q.args, nil
+}

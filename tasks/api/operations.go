@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -242,7 +243,7 @@ func (s *Server) ListOperations(ctx context.Context, req ListOperationsRequestOb
 	if err != nil {
 		return nil, err
 	}
-	counts, err := s.counts(ctx, q)
+	counts, atLeast, err := s.counts(ctx, q)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +255,10 @@ func (s *Server) ListOperations(ctx context.Context, req ListOperationsRequestOb
 	if err := s.db.SelectContext(ctx, &rows, sqlText, q.args...); err != nil {
 		return nil, fmt.Errorf("api: list operations: %w", err)
 	}
-	page := ListOperations200JSONResponse{Items: make([]OperationSummary, 0, len(rows)), Counts: counts}
+	page := ListOperations200JSONResponse{Items: make([]OperationSummary, 0, len(rows)), Counts: counts, CountCap: ptr(int64(CountCap))}
+	if len(atLeast) > 0 {
+		page.CountsAtLeast = &atLeast
+	}
 	if len(rows) > limit {
 		rows = rows[:limit]
 		last := rows[limit-1]
@@ -295,46 +299,89 @@ func (s *Server) waitingCountsSQL(q *query) string {
 		GROUP BY w.status`
 }
 
-// counts returns the operations matching q per status and condition.
-func (s *Server) counts(ctx context.Context, q *query) (map[string]int64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT r.status, count(*), count(*) FILTER (WHERE `+waitingSignalExpr+`),
-		count(*) FILTER (WHERE `+needsOperatorExpr+`)`+s.opFrom()+q.sql()+` GROUP BY r.status`, q.args...)
+// CountCap is where a per-status count of the operations list stops: each
+// status's count reads at most CountCap+1 runs (through the runs_by_status
+// index), so a page load costs the same with a million operations as with
+// ten thousand, and a status at the cap is reported as "at least".
+const CountCap = 10000
+
+// countedStatuses are the run statuses the list counts, each on its own.
+var countedStatuses = []engine.Status{engine.StatusPending, engine.StatusRunning, engine.StatusWaiting,
+	engine.StatusCompleted, engine.StatusFailed, engine.StatusCancelled}
+
+// statusCountsSQL counts the operations matching q in each status, each
+// count over at most CountCap+1 runs of that status (the status equality
+// lets the runs_by_status index serve each branch, and the LIMIT stops
+// it), with the conditions found among them.
+func (s *Server) statusCountsSQL(q *query) string {
+	parts := make([]string, len(countedStatuses))
+	for i, st := range countedStatuses {
+		parts[i] = `SELECT ` + pq.QuoteLiteral(string(st)) + ` AS status, count(*), count(*) FILTER (WHERE ws), count(*) FILTER (WHERE no)
+		FROM (SELECT ` + waitingSignalExpr + ` AS ws, ` + needsOperatorExpr + ` AS no` + s.opFrom() +
+			` AND r.status = ` + pq.QuoteLiteral(string(st)) + q.sql() + ` LIMIT ` + strconv.Itoa(CountCap+1) + `) c`
+	}
+	return strings.Join(parts, "\nUNION ALL\n")
+}
+
+// counts returns the operations matching q per status and condition, and
+// the ones whose count is a lower bound: a status that reached CountCap (its
+// count is CountCap) and the conditions counted among its first CountCap.
+func (s *Server) counts(ctx context.Context, q *query) (map[string]int64, []string, error) {
+	rows, err := s.db.QueryContext(ctx, s.statusCountsSQL(q), q.args...)
 	if err != nil {
-		return nil, fmt.Errorf("api: count operations: %w", err)
+		return nil, nil, fmt.Errorf("api: count operations: %w", err)
 	}
 	defer rows.Close()
 	out := map[string]int64{}
+	capped := map[string]bool{}
+	add := func(k string, n int64, atLeast bool) {
+		if n == 0 {
+			return
+		}
+		sum := out[k] + n
+		out[k] = min(sum, CountCap)
+		capped[k] = capped[k] || atLeast || sum > CountCap
+	}
 	for rows.Next() {
 		var st string
 		var n, ws, no int64
 		if err := rows.Scan(&st, &n, &ws, &no); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		out[st] += n
-		if ws > 0 {
-			out[CondWaitingSignal] += ws
-		}
-		if no > 0 {
-			out[CondNeedsOperator] += no
-		}
+		// A status past the cap was read only in part: its conditions'
+		// counts are lower bounds too.
+		atLeast := n > CountCap
+		add(st, n, atLeast)
+		add(CondWaitingSignal, ws, atLeast)
+		add(CondNeedsOperator, no, atLeast)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	wrows, err := s.db.QueryContext(ctx, s.waitingCountsSQL(q), q.args...)
 	if err != nil {
-		return nil, fmt.Errorf("api: count waiting operations: %w", err)
+		return nil, nil, fmt.Errorf("api: count waiting operations: %w", err)
 	}
 	defer wrows.Close()
 	for wrows.Next() {
 		var st string
 		var n int64
 		if err := wrows.Scan(&st, &n); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		out[st] += n
+		add(st, n, n > CountCap)
 	}
-	return out, wrows.Err()
+	if err := wrows.Err(); err != nil {
+		return nil, nil, err
+	}
+	var atLeast []string
+	for k, c := range capped {
+		if c {
+			atLeast = append(atLeast, k)
+		}
+	}
+	slices.Sort(atLeast)
+	return out, atLeast, nil
 }
 
 func (r *opRow) conditions() *[]string {

@@ -137,8 +137,23 @@ func parseWhen(s string) (time.Time, error) {
 type statusCount struct {
 	Status string
 	Count  int64
-	Href   string
-	Active bool
+	// AtLeast: the API's count stopped at its cap (shown "10,000+").
+	AtLeast bool
+	Href    string
+	Active  bool
+}
+
+// Shown is the count as the page writes it: with thousands separators, and
+// a "+" when it is a lower bound.
+func (c statusCount) Shown() string {
+	d := strconv.FormatInt(c.Count, 10)
+	for i := len(d) - 3; i > 0; i -= 3 {
+		d = d[:i] + "," + d[i:]
+	}
+	if c.AtLeast {
+		d += "+"
+	}
+	return d
 }
 
 func (u *UI) operationsPage(w http.ResponseWriter, r *http.Request) {
@@ -163,12 +178,16 @@ func (u *UI) operationsPage(w http.ResponseWriter, r *http.Request) {
 	page := res.JSON200
 	data["Items"] = page.Items
 	var counts []statusCount
+	var atLeast []string
+	if page.CountsAtLeast != nil {
+		atLeast = *page.CountsAtLeast
+	}
 	for _, st := range statusOrder {
 		n, ok := page.Counts[st]
 		if !ok {
 			continue
 		}
-		counts = append(counts, statusCount{Status: st, Count: n, Href: withQuery(q, "status", st, "cursor", ""), Active: q.Get("status") == st})
+		counts = append(counts, statusCount{Status: st, Count: n, AtLeast: slices.Contains(atLeast, st), Href: withQuery(q, "status", st, "cursor", ""), Active: q.Get("status") == st})
 	}
 	data["Counts"] = counts
 	data["AllHref"] = withQuery(q, "status", "", "cursor", "")
