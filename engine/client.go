@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -245,7 +246,7 @@ func (c *Client) startEager(ctx context.Context, w *Worker, row runRow, op *writ
 	if s == nil {
 		return errNotLaunched
 	}
-	grace := time.NewTimer(eagerStartGrace)
+	grace := time.NewTimer(cmp.Or(time.Duration(c.e.hooks.eagerGrace.Load()), eagerStartGrace))
 	defer grace.Stop()
 	for {
 		select {

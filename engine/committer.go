@@ -64,6 +64,10 @@ type newRunSpec struct {
 	reuse IDReusePolicy
 	// leaseOwner, when set, starts the run already leased (eager start).
 	leaseOwner string
+	// asleep: an eager start whose run unloaded before its insert went
+	// out is inserted waiting (due at row.WakeAt) instead of running, with
+	// leaseOwner as its last owner, as its unload would have left it.
+	asleep bool
 	// childStep, when set, is the parent's step recording this child start;
 	// it is written only when the child insert succeeds, and otherwise as a
 	// failed step.

@@ -60,6 +60,8 @@ type testHooks struct {
 	// on purgeNow makes the loop take it at once.
 	purgeEvery atomic.Int64
 	purgeNow   chan struct{}
+	// eagerGrace, when set, replaces eagerStartGrace.
+	eagerGrace atomic.Int64
 }
 
 // resultWaiter is a Result call waiting for a run to close. A local waiter's run

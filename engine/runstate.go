@@ -413,6 +413,7 @@ func (s *runState) flushWait(op *writeOp) error {
 func (s *runState) submitPending(op *writeOp, wait bool) error {
 	// ordered: op must be written after the run's insert has committed.
 	ordered := op != nil && (op.fin != nil || op.newRun != nil)
+	asleep := false
 	s.flushMu.Lock()
 	if b := s.takeBirth(); b != nil {
 		starter := b.done
@@ -428,9 +429,22 @@ func (s *runState) submitPending(op *writeOp, wait bool) error {
 			starter(err)
 			close(s.born)
 		}
-		if ordered {
+		switch {
+		case ordered && op.newRun == nil && op.fin.status == StatusWaiting && b.newRun.signal == nil:
+			// The run unloads before its insert went out (it sleeps or
+			// waits first): it is inserted waiting, due at the unload's
+			// wake time, in one write instead of an insert and, once that
+			// committed, an update of every index entry of the row.
+			b.newRun.asleep, b.newRun.row.WakeAt = true, nullTime(op.fin.wakeAt)
+			op.fin = nil
+			op = b.absorb(op)
+			ordered, asleep = false, true
+			s.mu.Lock()
+			s.closing = true
+			s.mu.Unlock()
+		case ordered:
 			s.submitLocked(b, false)
-		} else {
+		default:
 			op = b.absorb(op)
 		}
 	}
@@ -456,7 +470,13 @@ func (s *runState) submitPending(op *writeOp, wait bool) error {
 	if ch == nil {
 		return nil
 	}
-	return s.await(ch)
+	err := s.await(ch)
+	if asleep && err != nil {
+		// The run was not started (its starter hears why): there is no
+		// run to unload.
+		return errLeaseLost
+	}
+	return err
 }
 
 // submitBirth submits the run's insert, if it is still waiting for the

@@ -170,7 +170,10 @@ func runArgs(batch []*writeOp, idx []int) []any {
 		nr := batch[i].newRun
 		r := nr.row
 		status := StatusPending
-		if nr.leaseOwner != "" {
+		switch {
+		case nr.asleep:
+			status = StatusWaiting
+		case nr.leaseOwner != "":
 			status = StatusRunning
 		}
 		cols[0].str(r.RunID)
@@ -203,7 +206,7 @@ func (s *store) runsSQL(p int) string {
 	return fmt.Sprintf(`nr AS (INSERT INTO `+s.runs+` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
 			lease_owner, lease_expires_at, loads, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason)
 		SELECT v.run_id, v.workflow_id, v.workflow_type, v.queue, v.status, v.input, COALESCE(v.headers, '{}'), v.wake_at,
-			v.lease_owner, CASE WHEN v.lease_owner IS NOT NULL THEN now() + %[16]s::interval END,
+			v.lease_owner, CASE WHEN v.status = 'running' THEN now() + %[16]s::interval END,
 			CASE WHEN v.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
 			v.parent_run_id, v.parent_seq, v.parent_close_policy, v.previous_run_id, v.start_reason
 		FROM unnest(%[1]s::text[], %[2]s::text[], %[3]s::text[], %[4]s::text[], %[5]s::text[], %[6]s::bytea[], %[7]s::jsonb[], %[8]s::timestamptz[],
@@ -524,17 +527,22 @@ func collectIDs(ctx context.Context, q queryer, query string, args []any, f func
 // same behind a million due runs as behind none; the rows taken from a
 // queue beyond the first n overall are only locked for the statement.
 func (s *store) claimDue(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration) ([]*runRow, error) {
-	if len(queues) == 1 { // the usual case, with the cheaper plan
-		return s.claim(ctx, `SELECT run_id FROM `+s.runs+`
+	return s.claim(ctx, s.claimDueSQL(len(queues)), owner, queues, types, n, now, ttl)
+}
+
+// claimDueSQL is claimDue's selection of due runs for nq queues.
+func (s *store) claimDueSQL(nq int) string {
+	if nq == 1 { // the usual case, with the cheaper plan
+		return `SELECT run_id FROM ` + s.runs + `
 			WHERE queue = ($2::text[])[1] AND status IN ('pending','waiting') AND wake_at <= $5 AND workflow_type = ANY($3)
-			ORDER BY wake_at LIMIT $4 FOR UPDATE SKIP LOCKED`, owner, queues, types, n, now, ttl)
+			ORDER BY wake_at LIMIT $4 FOR UPDATE SKIP LOCKED`
 	}
-	return s.claim(ctx, `SELECT d.run_id FROM (SELECT DISTINCT unnest($2::text[]) AS name) q
+	return `SELECT d.run_id FROM (SELECT DISTINCT unnest($2::text[]) AS name) q
 		CROSS JOIN LATERAL (
-			SELECT run_id, wake_at FROM `+s.runs+`
+			SELECT run_id, wake_at FROM ` + s.runs + `
 			WHERE queue = q.name AND status IN ('pending','waiting') AND wake_at <= $5 AND workflow_type = ANY($3)
 			ORDER BY wake_at LIMIT $4 FOR UPDATE SKIP LOCKED) d
-		ORDER BY d.wake_at LIMIT $4`, owner, queues, types, n, now, ttl)
+		ORDER BY d.wake_at LIMIT $4`
 }
 
 // claimExpired leases up to n running runs whose owner stopped renewing.
@@ -542,10 +550,16 @@ func (s *store) claimDue(ctx context.Context, owner string, queues, types []stri
 // still runs here (its renewal is late) is not claimed a second time; the
 // renewal stops it if another worker takes the run.
 func (s *store) claimExpired(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, held []string) ([]*runRow, error) {
-	return s.claim(ctx, `SELECT run_id FROM `+s.runs+`
+	return s.claim(ctx, s.claimExpiredSQL(), owner, queues, types, n, now, ttl, pq.Array(held))
+}
+
+// claimExpiredSQL is claimExpired's selection, read from the runs_leased
+// index (running runs by lease expiry).
+func (s *store) claimExpiredSQL() string {
+	return `SELECT run_id FROM ` + s.runs + `
 		WHERE status = 'running' AND lease_expires_at < now() AND queue = ANY($2) AND workflow_type = ANY($3)
 		AND $5::timestamptz IS NOT NULL AND NOT (run_id = ANY($7))
-		LIMIT $4 FOR UPDATE SKIP LOCKED`, owner, queues, types, n, now, ttl, pq.Array(held))
+		LIMIT $4 FOR UPDATE SKIP LOCKED`
 }
 
 // expireLeases ends the leases held under owner's name now, so that the
@@ -559,14 +573,21 @@ func (s *store) expireLeases(ctx context.Context, owner string) error {
 // claim leases the runs that the query due selects (and locks) to owner.
 func (s *store) claim(ctx context.Context, due, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, extra ...any) ([]*runRow, error) {
 	var out []*runRow
-	q := `WITH due AS (` + due + `)
+	err := sqlx.SelectContext(ctx, s.db, &out, s.claimSQL(due), claimArgs(owner, queues, types, n, now, ttl, extra...)...)
+	return out, err
+}
+
+// claimSQL leases the runs that due selects and returns them.
+func (s *store) claimSQL(due string) string {
+	return `WITH due AS (` + due + `)
 		UPDATE ` + s.runs + ` r SET status = 'running', lease_owner = $1,
 			lease_expires_at = now() + $6::interval, loads = r.loads + 1, updated_at = now()
 		FROM due WHERE r.run_id = due.run_id
 		RETURNING ` + prefixCols("r.", runColumns)
-	args := append([]any{owner, pq.Array(queues), pq.Array(types), n, now, fmt.Sprintf("%d milliseconds", ttl.Milliseconds())}, extra...)
-	err := sqlx.SelectContext(ctx, s.db, &out, q, args...)
-	return out, err
+}
+
+func claimArgs(owner string, queues, types []string, n int, now time.Time, ttl time.Duration, extra ...any) []any {
+	return append([]any{owner, pq.Array(queues), pq.Array(types), n, now, fmt.Sprintf("%d milliseconds", ttl.Milliseconds())}, extra...)
 }
 
 func prefixCols(p, cols string) string {
@@ -580,18 +601,22 @@ func prefixCols(p, cols string) string {
 // nextWake returns the earliest wake time of unloaded runs in the queues,
 // from the head of each queue's (queue, wake_at) index.
 func (s *store) nextWake(ctx context.Context, queues, types []string) (time.Time, bool, error) {
-	q := `SELECT min(d.wake_at) FROM (SELECT DISTINCT unnest($1::text[]) AS name) q
+	var t sql.NullTime
+	err := s.db.QueryRowContext(ctx, s.nextWakeSQL(len(queues)), pq.Array(queues), pq.Array(types)).Scan(&t)
+	return t.Time, t.Valid, err
+}
+
+// nextWakeSQL is nextWake's query for nq queues.
+func (s *store) nextWakeSQL(nq int) string {
+	if nq == 1 { // the usual case, with the cheaper plan
+		return `SELECT min(wake_at) FROM ` + s.runs + `
+			WHERE queue = ($1::text[])[1] AND status IN ('pending','waiting') AND workflow_type = ANY($2)`
+	}
+	return `SELECT min(d.wake_at) FROM (SELECT DISTINCT unnest($1::text[]) AS name) q
 		CROSS JOIN LATERAL (
 			SELECT wake_at FROM ` + s.runs + `
 			WHERE queue = q.name AND status IN ('pending','waiting') AND workflow_type = ANY($2)
 			ORDER BY wake_at LIMIT 1) d`
-	if len(queues) == 1 { // the usual case, with the cheaper plan
-		q = `SELECT min(wake_at) FROM ` + s.runs + `
-			WHERE queue = ($1::text[])[1] AND status IN ('pending','waiting') AND workflow_type = ANY($2)`
-	}
-	var t sql.NullTime
-	err := s.db.QueryRowContext(ctx, q, pq.Array(queues), pq.Array(types)).Scan(&t)
-	return t.Time, t.Valid, err
 }
 
 // loadHistories reads the steps of several runs at once.

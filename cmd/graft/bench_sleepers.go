@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"runtime"
@@ -23,15 +24,22 @@ type sleepIn struct{ D time.Duration }
 // resident memory while they all wait (unloaded, they should cost rows, not
 // RAM), then waits until every one has woken and completed.
 //
-// Starting n runs takes a while, so each sleeper's duration is chosen to end
-// o.sleep after the projected end of the start phase (projected from the
-// start rate so far, with a margin): all of them are asleep together when
-// the memory is measured.
+// All of them sleep until one moment, wakeAll, so that the wake phase
+// measures how fast due runs are woken rather than how their wake times
+// are spread. Starting n runs takes a while, so that moment is set once the
+// start rate is known (after the first pilot starts): o.sleep after 1.5
+// times the projected start phase. The pilot's runs sleep o.sleep only
+// (they wake while the others start), as do runs started after wakeAll.
+// wake_per_s counts the runs that completed after wakeAll (or after the
+// start phase, if it overran) over the time from then to the last one's
+// end, read from the runs' closed_at.
 func benchSleepers(o benchOpts) error {
+	var woke atomic.Int64 // sleepers whose sleep ended (in this process)
 	wf := engine.NewWorkflow("bench.sleeper", func(ctx engine.Context, in sleepIn) (int, error) {
 		if err := engine.Sleep(ctx, in.D); err != nil {
 			return 0, err
 		}
+		woke.Add(1)
 		return 1, nil
 	})
 	// Any sleep longer than UnloadAfter unloads at once.
@@ -44,32 +52,24 @@ func benchSleepers(o benchOpts) error {
 	c := env.e.Client()
 	runs := pq.QuoteIdentifier(o.schema) + ".runs"
 	db := env.e.DB()
-	count := func(status engine.Status) (int, error) {
-		var n int
-		err := db.QueryRow(`SELECT count(*) FROM `+runs+` WHERE status = $1`, status).Scan(&n)
-		return n, err
-	}
 
 	rssBefore := settledRSS()
 
 	var started atomic.Int64
+	var wakeAll atomic.Int64 // unix nanoseconds; 0 until the rate is known
+	pilot := int64(min(max(o.n/50, 1000), 5000))
 	t0 := time.Now()
-	// projectedEnd estimates when the last start will be done.
-	projectedEnd := func() time.Time {
-		s := started.Load()
-		el := time.Since(t0)
-		if s < 1000 {
-			// Until the rate is known, assume 1000 starts a second.
-			return t0.Add(time.Duration(o.n) * time.Millisecond)
-		}
-		total := time.Duration(float64(el) * float64(o.n) / float64(s) * 1.5)
-		return t0.Add(total)
-	}
 	failed, firstErr := fanOut(o.n, o.c, func(ctx context.Context, i int) error {
 		defer started.Add(1)
-		wake := projectedEnd().Add(o.sleep)
-		if min := time.Now().Add(o.sleep); wake.Before(min) {
-			wake = min
+		wake := time.Now().Add(o.sleep)
+		if w := wakeAll.Load(); w != 0 {
+			if at := time.Unix(0, w); at.After(wake) {
+				wake = at
+			}
+		} else if s := started.Load(); s >= pilot {
+			el := time.Since(t0)
+			at := t0.Add(time.Duration(float64(el)*float64(o.n)/float64(s)*1.5) + o.sleep)
+			wakeAll.CompareAndSwap(0, at.UnixNano())
 		}
 		_, err := wf.Start(ctx, c, sleepIn{D: time.Until(wake)}, &engine.StartOptions{ID: fmt.Sprintf("sleeper-%d", i)})
 		return err
@@ -79,55 +79,62 @@ func benchSleepers(o benchOpts) error {
 		return fmt.Errorf("bench: %d starts failed; first: %v", failed, firstErr)
 	}
 
-	// Wait until every started run has reached its sleep and been unloaded.
+	// Wait until every started run has reached its sleep and been
+	// unloaded: none is pending or running (the pilot's have ended).
 	for {
-		waiting, err := count(engine.StatusWaiting)
-		if err != nil {
+		var busy int
+		if err := db.QueryRow(`SELECT count(*) FROM ` + runs + ` WHERE status IN ('pending', 'running')`).Scan(&busy); err != nil {
 			return err
 		}
-		done, err := count(engine.StatusCompleted)
-		if err != nil {
-			return err
-		}
-		if waiting+done >= o.n {
-			fmt.Printf("start phase: %d runs in %.1fs (%.0f/s); %d asleep, %d already woke\n",
-				o.n, startElapsed.Seconds(), float64(o.n)/startElapsed.Seconds(), waiting, done)
+		if busy == 0 {
 			break
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
+	asleepAt := time.Now()
+	fmt.Printf("start phase: %d runs in %.1fs (%.0f/s); %d already woke\n",
+		o.n, startElapsed.Seconds(), float64(o.n)/startElapsed.Seconds(), woke.Load())
 	rssAsleep := settledRSS()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Printf("rss_before_mb=%.1f rss_asleep_mb=%.1f heap_inuse_mb=%.1f goroutines=%d\n",
 		mb(rssBefore), mb(rssAsleep), mb(int64(ms.HeapInuse)), runtime.NumGoroutine())
 
-	// Let them wake and finish.
-	tWake := time.Now()
-	deadline := time.Now().Add(o.sleep + startElapsed + 10*time.Minute)
-	resumed := 0
-	var firstWake time.Time
-	for time.Now().Before(deadline) {
-		if resumed, err = count(engine.StatusCompleted); err != nil {
-			return err
-		}
-		if resumed > 0 && firstWake.IsZero() {
-			firstWake = time.Now()
-		}
-		if resumed >= o.n {
-			break
-		}
+	// The wake phase begins when the runs are due (or now, if the start
+	// phase overran that moment).
+	from := asleepAt
+	if w := wakeAll.Load(); w != 0 && time.Unix(0, w).After(from) {
+		from = time.Unix(0, w)
+	}
+	time.Sleep(time.Until(from))
+	var before int
+	if err := db.QueryRow(`SELECT count(*) FROM `+runs+` WHERE status = 'completed' AND closed_at < $1`, from).Scan(&before); err != nil {
+		return err
+	}
+	deadline := from.Add(max(10*time.Minute, 2*startElapsed))
+	for woke.Load() < int64(o.n) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	wakeSpan := time.Since(firstWake)
-	fmt.Printf("wake phase: first completion %.1fs after the start phase; %d completed within %.1fs of it (%.0f/s); total %.1fs\n",
-		firstWake.Sub(tWake).Seconds(), resumed, wakeSpan.Seconds(), float64(resumed)/wakeSpan.Seconds(), time.Since(t0).Seconds())
+	// The runs' own end times say when the last one completed.
+	var resumed, after int
+	var last sql.NullTime
+	if err := db.QueryRow(`SELECT count(*), count(*) FILTER (WHERE closed_at >= $1), max(closed_at) FROM `+runs+`
+		WHERE status = 'completed'`, from).Scan(&resumed, &after, &last); err != nil {
+		return err
+	}
+	wakeSpan := last.Time.Sub(from)
+	wakeRate := 0.0
+	if after > 0 && wakeSpan > 0 {
+		wakeRate = float64(after) / wakeSpan.Seconds()
+	}
+	fmt.Printf("wake phase: due %.1fs after the start; %d completed before, %d in the %.1fs after (%.0f/s); total %.1fs\n",
+		from.Sub(t0).Seconds(), before, after, wakeSpan.Seconds(), wakeRate, last.Time.Sub(t0).Seconds())
 	growth := mb(rssAsleep - rssBefore)
 	if growth < 0 {
 		growth = 0
 	}
 	fmt.Printf("sleepers=%d rss_growth_mb=%.1f resumed=%d start_per_s=%.0f wake_per_s=%.0f\n", o.n, growth, resumed,
-		float64(o.n)/startElapsed.Seconds(), float64(resumed)/wakeSpan.Seconds())
+		float64(o.n)/startElapsed.Seconds(), wakeRate)
 	if resumed < o.n {
 		return fmt.Errorf("bench: only %d of %d sleepers resumed before the deadline", resumed, o.n)
 	}

@@ -1,0 +1,58 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// SetEagerGraceForTest makes an eager start's insert wait up to d for the
+// run's first records (eagerStartGrace), so a test's run surely reaches its
+// first wait before the insert goes out, however loaded the machine.
+func SetEagerGraceForTest(e *Engine, d time.Duration) { e.hooks.eagerGrace.Store(int64(d)) }
+
+// ClaimPlansForTest returns the plans (EXPLAIN) of the worker's queries
+// that find work, by name: the claim of due runs from one queue and from
+// several (queues[:1] and queues), the claim of expired leases, and the
+// next wake time of one queue and of several.
+func ClaimPlansForTest(ctx context.Context, e *Engine, queues, types []string) (map[string]string, error) {
+	s := e.store
+	now, ttl := e.cfg.Clock.Now(), e.cfg.LeaseTTL
+	plans := map[string]string{}
+	explain := func(name, q string, args ...any) error {
+		rows, err := s.db.QueryContext(ctx, "EXPLAIN "+q, args...)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		defer rows.Close()
+		var b strings.Builder
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				return err
+			}
+			b.WriteString(line + "\n")
+		}
+		plans[name] = b.String()
+		return rows.Err()
+	}
+	for _, c := range []struct {
+		name string
+		q    string
+		args []any
+	}{
+		{"claim", s.claimSQL(s.claimDueSQL(1)), claimArgs("w", queues[:1], types, 100, now, ttl)},
+		{"claim-queues", s.claimSQL(s.claimDueSQL(len(queues))), claimArgs("w", queues, types, 100, now, ttl)},
+		{"claim-expired", s.claimSQL(s.claimExpiredSQL()), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}))},
+		{"next-wake", s.nextWakeSQL(1), []any{pq.Array(queues[:1]), pq.Array(types)}},
+		{"next-wake-queues", s.nextWakeSQL(len(queues)), []any{pq.Array(queues), pq.Array(types)}},
+	} {
+		if err := explain(c.name, c.q, c.args...); err != nil {
+			return nil, err
+		}
+	}
+	return plans, nil
+}

@@ -1,0 +1,93 @@
+package engine_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+)
+
+// A run started eagerly that waits before anything else (a sleep first) is
+// inserted waiting, in the transaction that writes its timer: one write,
+// not an insert and then its unload. It then wakes and ends as any other,
+// and a second start of its ID is refused as before.
+func TestSleepFirstStartWritesOnce(t *testing.T) {
+	t.Parallel()
+	clock := engine.NewFakeClock(ftT0)
+	wf := engine.NewWorkflow("sleepers.first", func(ctx engine.Context, n int) (int, error) {
+		if err := engine.Sleep(ctx, time.Hour); err != nil {
+			return 0, err
+		}
+		return n + 1, nil
+	})
+	e, c := ftEnv(t, &engine.Config{Clock: clock}, wf)
+	// The insert waits for the unload, however slow the machine.
+	engine.SetEagerGraceForTest(e, time.Minute)
+	ctx := testenv.Ctx(t, 30*time.Second)
+
+	run, err := wf.Start(ctx, c, 41, &engine.StartOptions{ID: "sleeper"})
+	require.NoError(t, err)
+	info := ftWaitUnloaded(t, c, "sleeper", 1)
+	require.Equal(t, 1, info.Loads)
+
+	var sameTx, leased bool
+	var wakeAt time.Time
+	require.NoError(t, e.DB().QueryRowContext(ctx, `SELECT r.xmin::text = s.xmin::text, r.lease_expires_at IS NOT NULL, r.wake_at
+		FROM `+pq.QuoteIdentifier(e.Schema())+`.runs r JOIN `+pq.QuoteIdentifier(e.Schema())+`.steps s ON s.run_id = r.run_id
+		WHERE r.run_id = $1 AND s.kind = 'timer'`, run.RunID).Scan(&sameTx, &leased, &wakeAt))
+	require.True(t, sameTx, "the run's row was written again after its insert")
+	require.False(t, leased, "a waiting run holds no lease")
+	require.True(t, wakeAt.Equal(ftT0.Add(time.Hour)), "wake_at %v", wakeAt)
+
+	_, err = wf.Start(ctx, c, 1, &engine.StartOptions{ID: "sleeper"})
+	require.ErrorIs(t, err, engine.ErrAlreadyStarted)
+
+	clock.Advance(time.Hour)
+	out, err := run.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 42, out)
+	require.Equal(t, 2, ftDescribe(t, c, "sleeper").Loads)
+}
+
+// The queries that find work read their index in order, whatever the
+// number of due runs: the claim of due runs (one queue and several) and
+// nextWake the (queue, wake_at) index, the claim of expired leases the
+// lease index; none reads the whole table or sorts every due run.
+func TestClaimPlansUseIndexes(t *testing.T) {
+	t.Parallel()
+	wf := engine.NewWorkflow("plans.wf", func(ctx engine.Context, _ int) (int, error) { return 0, nil })
+	e := testenv.Engine(t, nil)
+	require.NoError(t, e.Register(wf))
+	ctx := testenv.Ctx(t, 60*time.Second)
+	runs := pq.QuoteIdentifier(e.Schema()) + ".runs"
+	// 40,000 due runs in two queues, 2,000 running with expired leases.
+	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+` (run_id, workflow_id, workflow_type, queue, status, wake_at, lease_owner, lease_expires_at, loads)
+		SELECT 'r' || i, 'w' || i, 'plans.wf', CASE WHEN i % 2 = 0 THEN 'q1' ELSE 'q2' END,
+			CASE WHEN i % 21 = 0 THEN 'running' ELSE 'waiting' END, now() - i * interval '1 ms',
+			CASE WHEN i % 21 = 0 THEN 'gone' END, CASE WHEN i % 21 = 0 THEN now() - interval '1 minute' END, 1
+		FROM generate_series(1, 42000) i`)
+	require.NoError(t, err)
+	_, err = e.DB().ExecContext(ctx, `ANALYZE `+runs)
+	require.NoError(t, err)
+
+	plans, err := engine.ClaimPlansForTest(ctx, e, []string{"q1", "q2"}, []string{"plans.wf"})
+	require.NoError(t, err)
+	for name, index := range map[string]string{
+		"claim": "runs_claimable", "claim-queues": "runs_claimable", "claim-expired": "runs_leased",
+		"next-wake": "runs_claimable", "next-wake-queues": "runs_claimable",
+	} {
+		plan := plans[name]
+		require.Contains(t, plan, "using "+index+" on runs", "%s:\n%s", name, plan)
+		require.NotContains(t, plan, "Seq Scan", "%s:\n%s", name, plan)
+		require.NotContains(t, plan, "Bitmap", "%s:\n%s", name, plan)
+	}
+	for name, plan := range plans {
+		t.Logf("%s:\n%s", name, plan)
+	}
+	// One queue's claim takes its order from the index: no sort at all.
+	require.NotContains(t, plans["claim"], "Sort", "claim:\n%s", plans["claim"])
+}
