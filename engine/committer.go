@@ -470,21 +470,20 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 	// 3b. A run that continues as new hands the signals it never read, and a
 	// cancellation it never observed, to the new run (after step 3, so steps
 	// of this batch count as read).
-	var canFrom, canTo []string
+	var continued []*writeOp
 	for i, op := range batch {
 		if errs[i] == nil && op.fin != nil && op.fin.status == StatusContinued && op.newRun != nil {
-			canFrom = append(canFrom, op.runID)
-			canTo = append(canTo, op.newRun.row.RunID)
+			continued = append(continued, op)
 		}
 	}
-	if len(canFrom) > 0 {
-		if err := s.moveUnreadSignals(ctx, tx, canFrom, canTo); err != nil {
+	if len(continued) > 0 {
+		if err := s.moveUnreadSignals(ctx, tx, continued); err != nil {
 			return nil, fmt.Errorf("carry signals: %w", err)
 		}
-		if err := s.carryCancel(ctx, tx, canFrom, canTo); err != nil {
+		if err := s.carryCancel(ctx, tx, continued); err != nil {
 			return nil, fmt.Errorf("carry cancellation: %w", err)
 		}
-		if err := s.carryParent(ctx, tx, canFrom, canTo); err != nil {
+		if err := s.carryParent(ctx, tx, continued); err != nil {
 			return nil, fmt.Errorf("carry parent: %w", err)
 		}
 	}

@@ -97,16 +97,3 @@ func (a *pgArray) String() string {
 	}
 	return a.b.String() + "}"
 }
-
-// columns makes k arrays and returns them with a function rendering them
-// as query arguments.
-func columns(k int) ([]pgArray, func() []any) {
-	cols := make([]pgArray, k)
-	return cols, func() []any {
-		out := make([]any, k)
-		for i := range cols {
-			out[i] = cols[i].String()
-		}
-		return out
-	}
-}

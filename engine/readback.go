@@ -19,18 +19,15 @@ import (
 func (c *committer) readBack(batch []*writeOp) (bool, []error) {
 	var q writtenQuery
 	for _, op := range batch {
-		for _, st := range op.steps {
-			q.step(st)
-		}
+		q.steps = append(q.steps, op.steps...)
 		if nr := op.newRun; nr != nil {
 			q.runIDs = append(q.runIDs, nr.row.RunID)
 			if nr.childStep != nil {
-				q.step(nr.childStep)
+				q.steps = append(q.steps, nr.childStep)
 			}
 		}
 		if op.fin != nil {
-			q.finRuns = append(q.finRuns, op.runID)
-			q.finStatuses = append(q.finStatuses, string(op.fin.status))
+			q.fins = append(q.fins, op)
 		}
 	}
 	var found written
@@ -83,20 +80,9 @@ func stepsFound(steps []*stepRow, found written) bool {
 // and attempt number too: an activity's row exists from its start on, and
 // only its outcome (or a later attempt's start) tells this write apart.
 type writtenQuery struct {
-	stepRuns     []string
-	stepSeqs     []int64
-	stepStatuses []string
-	stepAttempts []int64
-	runIDs       []string
-	finRuns      []string
-	finStatuses  []string
-}
-
-func (q *writtenQuery) step(st *stepRow) {
-	q.stepRuns = append(q.stepRuns, st.RunID)
-	q.stepSeqs = append(q.stepSeqs, int64(st.Seq))
-	q.stepStatuses = append(q.stepStatuses, st.Status)
-	q.stepAttempts = append(q.stepAttempts, int64(st.Attempts))
+	steps  []*stepRow
+	runIDs []string
+	fins   []*writeOp // ops with a transition
 }
 
 // written is what of a writtenQuery the database holds.

@@ -62,61 +62,81 @@ type stepKey struct {
 	seq int
 }
 
-// finishArgs renders the run transitions of batch[idx] as column arrays.
-func finishArgs(batch []*writeOp, idx []int) []any {
-	cols, args := columns(8)
+// finishCols are the columns of run transitions, one row an op.
+var finishCols = newUnnest(
+	textCol("run_id", func(op *writeOp) string { return op.runID }),
+	textCol("owner", func(op *writeOp) string { return op.owner }),
+	textCol("status", func(op *writeOp) string { return string(op.fin.status) }),
+	byteaCol("output", func(op *writeOp) []byte { return op.fin.output }),
+	jsonbCol("error", func(op *writeOp) []byte { return op.fin.errJSON }),
+	timeCol("wake_at", func(op *writeOp) sql.NullTime { return nullTime(op.fin.wakeAt) }),
+	bigintCol("known", func(op *writeOp) int64 { return op.fin.knownEventSeq }),
+	intCol("token", func(op *writeOp) int { return op.token }),
+)
+
+// finishParams is the number of parameters finishSQL takes: the columns,
+// the time and the channel.
+var finishParams = len(finishCols) + 2
+
+// finishArgs appends the run transitions of batch[idx] to args.
+func finishArgs(args []any, batch []*writeOp, idx []int) []any {
+	b := finishCols.batch()
 	for _, i := range idx {
-		op := batch[i]
-		cols[0].str(op.runID)
-		cols[1].str(op.owner)
-		cols[2].str(string(op.fin.status))
-		cols[3].bytes(op.fin.output)
-		cols[4].jsonText(op.fin.errJSON)
-		cols[5].time(nullTime(op.fin.wakeAt))
-		cols[6].int(op.fin.knownEventSeq)
-		cols[7].int(int64(op.token))
+		b.add(batch[i])
 	}
-	return args()
+	return b.args(args)
 }
 
 // finishSQL moves running runs to waiting or closed, fenced by the lease,
 // and announces closed ones in the same statement. It uses parameters
-// $p+1..$p+10 and yields (run_id, status) as the CTE named "fin".
+// $p+1..$p+finishParams and yields (run_id, status) as the CTE named "fin".
 func (s *store) finishSQL(p int) string {
-	n := func(i int) string { return fmt.Sprintf("$%d", p+i) }
+	now := fmt.Sprintf("$%d", p+len(finishCols)+1)
+	channel := fmt.Sprintf("$%d", p+len(finishCols)+2)
 	return `fin AS (UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
-			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN ` + n(9) + `::timestamptz END,
-			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN ` + n(9) + ` ELSE v.wake_at END,
+			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN ` + now + `::timestamptz END,
+			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN ` + now + ` ELSE v.wake_at END,
 			lease_expires_at = CASE WHEN v.status = 'running' THEN r.lease_expires_at END
-		FROM unnest(` + n(1) + `::text[], ` + n(2) + `::text[], ` + n(3) + `::text[], ` + n(4) + `::bytea[], ` + n(5) + `::jsonb[],
-			` + n(6) + `::timestamptz[], ` + n(7) + `::bigint[], ` + n(8) + `::int[]) AS v(run_id, owner, status, output, error, wake_at, known, token)
+		FROM ` + finishCols.sql(p, "v") + `
 		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.loads = v.token AND r.status = 'running'
-		RETURNING r.run_id, r.closed_at, CASE WHEN r.status <> 'waiting' THEN pg_notify(` + n(10) + `, r.run_id) END AS notified),
+		RETURNING r.run_id, r.closed_at, CASE WHEN r.status <> 'waiting' THEN pg_notify(` + channel + `, r.run_id) END AS notified),
 		` + s.abandonTimersSQL()
 }
 
 func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
 	ok := map[string]bool{}
-	q := `WITH ` + s.finishSQL(0) + ` SELECT run_id FROM fin`
-	err := collectIDs(ctx, tx, q, append(finishArgs(batch, idx), now, s.channel[chanDone]), func(id string) { ok[id] = true })
+	args := finishArgs(make([]any, 0, finishParams), batch, idx)
+	err := collectIDs(ctx, tx, s.sql.finishRuns, append(args, now, s.channel[chanDone]), func(id string) { ok[id] = true })
 	return ok, err
 }
 
 // storeSQL holds the statements of the hot path, built once per store.
 type storeSQL struct {
+	finishRuns, insertRuns, insertSteps  string
 	stepsAndFinish, stepsFinishAndStarts string
 }
 
+// Parameters of the single statements: the steps and the transitions,
+// then for starts the runs, their steps and the channel.
+var (
+	stepsAndFinishParams       = stepParams + finishParams
+	stepsFinishAndStartsParams = stepsAndFinishParams + runParams + stepParams + 1
+)
+
 func (s *store) buildSQL() {
-	// Parameters: the steps, the transitions (finishSQL takes 10), then
-	// for starts the runs (runsSQL takes 16), their steps and the channel.
+	s.sql.finishRuns = `WITH ` + s.finishSQL(0) + ` SELECT run_id FROM fin`
+	// Runs no local worker took are announced to the queue's workers;
+	// PostgreSQL folds identical notifications of one transaction into one.
+	s.sql.insertRuns = `WITH ` + s.runsSQL(0) + fmt.Sprintf(` SELECT run_id, CASE WHEN lease_owner IS NULL THEN pg_notify($%d, queue) END FROM nr`, runParams+1)
+	s.sql.insertSteps = `WITH ` + s.stepsSQL(0) + ` SELECT run_id, seq FROM ins`
+
 	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(stepParams)
 	sel := `SELECT 's', run_id, seq, NULL::text FROM ins UNION ALL SELECT 'f', run_id, 0, NULL FROM fin`
 	s.sql.stepsAndFinish = q + ` ` + sel
-	runsAt := stepParams + 10
-	s.sql.stepsFinishAndStarts = q + `, ` + s.runsSQL(runsAt) + `, ` + s.newRunStepsSQL(runsAt+16) + ` ` + sel +
+	runsAt := stepsAndFinishParams
+	s.sql.stepsFinishAndStarts = q + `, ` + s.runsSQL(runsAt) + `, ` + s.newRunStepsSQL(runsAt+runParams) + ` ` + sel +
 		fmt.Sprintf(` UNION ALL SELECT 'r', run_id, 0, CASE WHEN lease_owner IS NULL THEN pg_notify($%d, queue)::text END FROM nr
-		UNION ALL SELECT 's', run_id, seq, NULL FROM nins`, runsAt+16+stepParams+1)
+		UNION ALL SELECT 's', run_id, seq, NULL FROM nins`, stepsFinishAndStartsParams)
 }
 
 // stepsAndFinish writes step records, run transitions and plain run
@@ -129,14 +149,17 @@ func (s *store) buildSQL() {
 // one such statement (both would judge the ID by the same snapshot).
 func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl time.Duration, w *singleWrite) (map[stepKey]bool, map[string]bool, map[string]bool, error) {
 	okSteps, okFins, okRuns := map[stepKey]bool{}, map[string]bool{}, map[string]bool{}
-	args := append(stepArgs(w.steps.steps, w.steps.owners), finishArgs(w.batch, w.fins)...)
-	args = append(args, now, s.channel[chanDone])
-	q := s.sql.stepsAndFinish
+	q, n := s.sql.stepsAndFinish, stepsAndFinishParams
 	if len(w.news) > 0 {
-		q = s.sql.stepsFinishAndStarts
-		args = append(args, runArgs(w.batch, w.news)...)
+		q, n = s.sql.stepsFinishAndStarts, stepsFinishAndStartsParams
+	}
+	args := stepArgs(make([]any, 0, n), w.steps.steps, w.steps.owners)
+	args = finishArgs(args, w.batch, w.fins)
+	args = append(args, now, s.channel[chanDone])
+	if len(w.news) > 0 {
+		args = runArgs(args, w.batch, w.news)
 		args = append(args, ttlInterval(ttl))
-		args = append(args, stepArgs(w.newSteps.steps, w.newSteps.owners)...)
+		args = stepArgs(args, w.newSteps.steps, w.newSteps.owners)
 		args = append(args, s.channel[chanWork])
 	}
 	rows, err := tx.QueryContext(ctx, q, args...)
@@ -163,70 +186,70 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 	return okSteps, okFins, okRuns, rows.Err()
 }
 
-// runArgs renders the run inserts of batch[idx] as column arrays.
-func runArgs(batch []*writeOp, idx []int) []any {
-	cols, args := columns(15)
-	for _, i := range idx {
-		nr := batch[i].newRun
-		r := nr.row
-		status := StatusPending
+// runCols are the columns of run inserts, one row an op with a new run.
+var runCols = newUnnest(
+	textCol("run_id", func(op *writeOp) string { return op.newRun.row.RunID }),
+	textCol("workflow_id", func(op *writeOp) string { return op.newRun.row.WorkflowID }),
+	textCol("workflow_type", func(op *writeOp) string { return op.newRun.row.WorkflowType }),
+	textCol("queue", func(op *writeOp) string { return op.newRun.row.Queue }),
+	textCol("status", func(op *writeOp) string {
 		switch {
-		case nr.asleep:
-			status = StatusWaiting
-		case nr.leaseOwner != "":
-			status = StatusRunning
+		case op.newRun.asleep:
+			return string(StatusWaiting)
+		case op.newRun.leaseOwner != "":
+			return string(StatusRunning)
 		}
-		cols[0].str(r.RunID)
-		cols[1].str(r.WorkflowID)
-		cols[2].str(r.WorkflowType)
-		cols[3].str(r.Queue)
-		cols[4].str(string(status))
-		cols[5].bytes(r.Input)
-		cols[6].jsonText(r.Headers)
-		cols[7].time(r.WakeAt)
-		cols[8].optStr(nr.leaseOwner)
-		cols[9].nullStr(r.ParentRunID)
-		cols[10].nullInt(r.ParentSeq)
-		cols[11].nullStr(r.ParentClosePolicy)
-		cols[12].nullStr(r.PreviousRunID)
-		cols[13].str(r.StartReason)
-		cols[14].str(string(nr.reuse))
+		return string(StatusPending)
+	}),
+	byteaCol("input", func(op *writeOp) []byte { return op.newRun.row.Input }),
+	jsonbCol("headers", func(op *writeOp) []byte { return op.newRun.row.Headers }),
+	timeCol("wake_at", func(op *writeOp) sql.NullTime { return op.newRun.row.WakeAt }),
+	optTextCol("lease_owner", func(op *writeOp) string { return op.newRun.leaseOwner }),
+	nullTextCol("parent_run_id", func(op *writeOp) sql.NullString { return op.newRun.row.ParentRunID }),
+	nullIntCol("parent_seq", func(op *writeOp) sql.NullInt64 { return op.newRun.row.ParentSeq }),
+	nullTextCol("parent_close_policy", func(op *writeOp) sql.NullString { return op.newRun.row.ParentClosePolicy }),
+	nullTextCol("previous_run_id", func(op *writeOp) sql.NullString { return op.newRun.row.PreviousRunID }),
+	textCol("start_reason", func(op *writeOp) string { return op.newRun.row.StartReason }),
+	textCol("reuse", func(op *writeOp) string { return string(op.newRun.reuse) }),
+)
+
+// runParams is the number of parameters runsSQL takes: the columns and the
+// lease TTL of eager starts.
+var runParams = len(runCols) + 1
+
+// runArgs appends the run inserts of batch[idx] to args.
+func runArgs(args []any, batch []*writeOp, idx []int) []any {
+	b := runCols.batch()
+	for _, i := range idx {
+		b.add(batch[i])
 	}
-	return args()
+	return b.args(args)
 }
 
 // runsSQL inserts runs under their ID reuse policy; a run whose workflow ID
-// has an open run is skipped. It uses $p+1..$p+16 (the last is the lease
-// TTL of eager starts) and yields (run_id, queue, lease_owner) as CTE "nr".
+// has an open run is skipped. It uses $p+1..$p+runParams and yields
+// (run_id, queue, lease_owner) as CTE "nr".
 func (s *store) runsSQL(p int) string {
-	ph := make([]any, 16)
-	for i := range ph {
-		ph[i] = fmt.Sprintf("$%d", p+i+1)
-	}
-	return fmt.Sprintf(`nr AS (INSERT INTO `+s.runs+` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
+	ttl := fmt.Sprintf("$%d", p+len(runCols)+1)
+	return `nr AS (INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
 			lease_owner, lease_expires_at, loads, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason)
 		SELECT v.run_id, v.workflow_id, v.workflow_type, v.queue, v.status, v.input, COALESCE(v.headers, '{}'), v.wake_at,
-			v.lease_owner, CASE WHEN v.status = 'running' THEN now() + %[16]s::interval END,
+			v.lease_owner, CASE WHEN v.status = 'running' THEN now() + ` + ttl + `::interval END,
 			CASE WHEN v.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
 			v.parent_run_id, v.parent_seq, v.parent_close_policy, v.previous_run_id, v.start_reason
-		FROM unnest(%[1]s::text[], %[2]s::text[], %[3]s::text[], %[4]s::text[], %[5]s::text[], %[6]s::bytea[], %[7]s::jsonb[], %[8]s::timestamptz[],
-			%[9]s::text[], %[10]s::text[], %[11]s::int[], %[12]s::text[], %[13]s::text[], %[14]s::text[], %[15]s::text[])
-			AS v(run_id, workflow_id, workflow_type, queue, status, input, headers,
-			wake_at, lease_owner, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reuse)
-		WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM `+s.runs+` x WHERE x.workflow_id = v.workflow_id))
-		  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM `+s.runs+` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed'))
+		FROM ` + runCols.sql(p, "v") + `
+		WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id))
+		  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed'))
 		ON CONFLICT (workflow_id) WHERE status IN ('pending', 'running', 'waiting') DO NOTHING
-		RETURNING run_id, queue, lease_owner)`, ph...)
+		RETURNING run_id, queue, lease_owner)`
 }
 
 func ttlInterval(ttl time.Duration) string { return fmt.Sprintf("%d milliseconds", ttl.Milliseconds()) }
 
 func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batch []*writeOp, idx []int) (map[string]bool, error) {
 	ok := map[string]bool{}
-	// Runs no local worker took are announced to the queue's workers;
-	// PostgreSQL folds identical notifications of one transaction into one.
-	q := `WITH ` + s.runsSQL(0) + ` SELECT run_id, CASE WHEN lease_owner IS NULL THEN pg_notify($17, queue) END FROM nr`
-	err := collectIDs(ctx, tx, q, append(runArgs(batch, idx), ttlInterval(ttl), s.channel[chanWork]), func(id string) { ok[id] = true })
+	args := runArgs(make([]any, 0, runParams+1), batch, idx)
+	err := collectIDs(ctx, tx, s.sql.insertRuns, append(args, ttlInterval(ttl), s.channel[chanWork]), func(id string) { ok[id] = true })
 	return ok, err
 }
 
@@ -237,33 +260,45 @@ type fence struct {
 	token int
 }
 
-// stepParams is the number of parameters stepsSQL takes.
-const stepParams = 19
+// stepIn is a step record with the fence of its write.
+type stepIn struct {
+	st *stepRow
+	f  fence
+}
 
-func stepArgs(steps []*stepRow, owners []fence) []any {
-	cols, args := columns(stepParams)
+// stepCols are the columns of step records.
+var stepCols = newUnnest(
+	textCol("run_id", func(r stepIn) string { return r.st.RunID }),
+	intCol("seq", func(r stepIn) int { return r.st.Seq }),
+	textCol("kind", func(r stepIn) string { return r.st.Kind }),
+	textCol("name", func(r stepIn) string { return r.st.Name }),
+	textCol("status", func(r stepIn) string { return r.st.Status }),
+	byteaCol("input", func(r stepIn) []byte { return r.st.Input }),
+	byteaCol("output", func(r stepIn) []byte { return r.st.Output }),
+	jsonbCol("error", func(r stepIn) []byte { return r.st.Error }),
+	intCol("attempts", func(r stepIn) int { return r.st.Attempts }),
+	timeCol("started_at", func(r stepIn) sql.NullTime { return r.st.StartedAt }),
+	timeCol("completed_at", func(r stepIn) sql.NullTime { return r.st.CompletedAt }),
+	timeCol("fire_at", func(r stepIn) sql.NullTime { return r.st.FireAt }),
+	nullBigintCol("signal_id", func(r stepIn) sql.NullInt64 { return r.st.SignalID }),
+	nullTextCol("child_workflow_id", func(r stepIn) sql.NullString { return r.st.ChildWorkflowID }),
+	textCol("owner", func(r stepIn) string { return r.f.owner }),
+	intCol("token", func(r stepIn) int { return r.f.token }),
+	timeCol("attempt_started_at", func(r stepIn) sql.NullTime { return r.st.AttemptStartedAt }),
+	timeCol("next_attempt_at", func(r stepIn) sql.NullTime { return r.st.NextAttemptAt }),
+	jsonbCol("attempt_log", func(r stepIn) []byte { return r.st.logAppend }),
+)
+
+// stepParams is the number of parameters stepsSQL takes.
+var stepParams = len(stepCols)
+
+// stepArgs appends steps, each written under owners[k], to args.
+func stepArgs(args []any, steps []*stepRow, owners []fence) []any {
+	b := stepCols.batch()
 	for k, st := range steps {
-		cols[0].str(st.RunID)
-		cols[1].int(int64(st.Seq))
-		cols[2].str(st.Kind)
-		cols[3].str(st.Name)
-		cols[4].str(st.Status)
-		cols[5].bytes(st.Input)
-		cols[6].bytes(st.Output)
-		cols[7].jsonText(st.Error)
-		cols[8].int(int64(st.Attempts))
-		cols[9].time(st.StartedAt)
-		cols[10].time(st.CompletedAt)
-		cols[11].time(st.FireAt)
-		cols[12].nullInt(st.SignalID)
-		cols[13].nullStr(st.ChildWorkflowID)
-		cols[14].str(owners[k].owner)
-		cols[15].int(int64(owners[k].token))
-		cols[16].time(st.AttemptStartedAt)
-		cols[17].time(st.NextAttemptAt)
-		cols[18].jsonText(st.logAppend)
+		b.add(stepIn{st, owners[k]})
 	}
-	return args()
+	return b.args(args)
 }
 
 // stepsSQL writes step records fenced by the lease (an empty owner skips
@@ -288,20 +323,10 @@ func (s *store) newRunStepsSQL(p int) string {
 }
 
 func (s *store) stepsIntoSQL(p int, name, fenceJoin string) string {
-	ph := make([]any, stepParams)
-	for i := range ph {
-		ph[i] = fmt.Sprintf("$%d", p+i+1)
-	}
-	//nolint:staticcheck // SA5009: ph holds one placeholder per %s; staticcheck cannot count a spread slice
 	return name + ` AS (INSERT INTO ` + s.steps + ` AS t (` + stepColumns + `, attempt_log)
 		SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
 			v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id, v.attempt_started_at, v.next_attempt_at, v.attempt_log
-		FROM unnest(` + fmt.Sprintf(`%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::jsonb[], %s::int[],
-			%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::text[], %s::text[], %s::int[],
-			%s::timestamptz[], %s::timestamptz[], %s::jsonb[]`, ph...) + `)
-			AS v(run_id, seq, kind, name, status, input, output, error, attempts,
-			started_at, completed_at, fire_at, signal_id, child_workflow_id, owner, token,
-			attempt_started_at, next_attempt_at, attempt_log)
+		FROM ` + stepCols.sql(p, "v") + `
 		` + fenceJoin + `
 		ON CONFLICT (run_id, seq) DO UPDATE SET status = EXCLUDED.status, input = COALESCE(EXCLUDED.input, t.input),
 			output = EXCLUDED.output, error = EXCLUDED.error, attempts = EXCLUDED.attempts, completed_at = EXCLUDED.completed_at,
@@ -314,7 +339,7 @@ func (s *store) stepsIntoSQL(p int, name, fenceJoin string) string {
 
 func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owners []fence) (map[stepKey]bool, error) {
 	ok := map[stepKey]bool{}
-	rows, err := tx.QueryContext(ctx, `WITH `+s.stepsSQL(0)+` SELECT run_id, seq FROM ins`, stepArgs(steps, owners)...)
+	rows, err := tx.QueryContext(ctx, s.sql.insertSteps, stepArgs(make([]any, 0, stepParams), steps, owners)...)
 	if err != nil {
 		return nil, err
 	}
@@ -329,21 +354,26 @@ func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owne
 	return ok, rows.Err()
 }
 
+// leaseCols are the lease fences of ops.
+var leaseCols = newUnnest(
+	textCol("run_id", func(op *writeOp) string { return op.runID }),
+	textCol("owner", func(op *writeOp) string { return op.owner }),
+	intCol("token", func(op *writeOp) int { return op.token }),
+)
+
 // lockLeases locks, for the rest of the transaction, the runs of
 // batch[idx] that their ops' fence still holds, and returns them. Rows are
 // locked in run ID order, so two transactions cannot deadlock on them.
 func (s *store) lockLeases(ctx context.Context, tx dbtx, batch []*writeOp, idx []int) (map[string]bool, error) {
-	cols, args := columns(3)
+	b := leaseCols.batch()
 	for _, i := range idx {
-		cols[0].str(batch[i].runID)
-		cols[1].str(batch[i].owner)
-		cols[2].int(int64(batch[i].token))
+		b.add(batch[i])
 	}
 	held := map[string]bool{}
 	err := collectIDs(ctx, tx, `SELECT r.run_id FROM `+s.runs+` r
-		JOIN unnest($1::text[], $2::text[], $3::int[]) AS v(run_id, owner, token) ON r.run_id = v.run_id
+		JOIN `+leaseCols.sql(0, "v")+` ON r.run_id = v.run_id
 		WHERE r.lease_owner = v.owner AND r.loads = v.token AND r.status = 'running'
-		ORDER BY r.run_id FOR SHARE OF r`, args(), func(id string) { held[id] = true })
+		ORDER BY r.run_id FOR SHARE OF r`, b.args(nil), func(id string) { held[id] = true })
 	return held, err
 }
 
@@ -406,40 +436,57 @@ func (s *store) insertSignal(ctx context.Context, tx dbtx, runID, name string, p
 	return err
 }
 
-// moveUnreadSignals gives the signals of each from[i] that no step of it
-// consumed to to[i] (continue-as-new), keeping their order.
-func (s *store) moveUnreadSignals(ctx context.Context, tx dbtx, from, to []string) error {
+// continuedCols pair an op's run, which continues as new, with the new
+// run: from_id and to_id.
+var continuedCols = newUnnest(
+	textCol("from_id", func(op *writeOp) string { return op.runID }),
+	textCol("to_id", func(op *writeOp) string { return op.newRun.row.RunID }),
+)
+
+// continuedArgs renders ops that continue as new as continuedCols.
+func continuedArgs(ops []*writeOp) []any {
+	b := continuedCols.batch()
+	for _, op := range ops {
+		b.add(op)
+	}
+	return b.args(nil)
+}
+
+// moveUnreadSignals gives the signals of each op's run that no step of it
+// consumed to the new run it continues as, keeping their order.
+func (s *store) moveUnreadSignals(ctx context.Context, tx dbtx, ops []*writeOp) error {
 	_, err := tx.ExecContext(ctx, `UPDATE `+s.signals+` g SET run_id = v.to_id
-		FROM unnest($1::text[], $2::text[]) AS v(from_id, to_id)
+		FROM `+continuedCols.sql(0, "v")+`
 		WHERE g.run_id = v.from_id
 		  AND NOT EXISTS (SELECT 1 FROM `+s.steps+` st WHERE st.run_id = v.from_id AND st.signal_id = g.id)`,
-		pq.Array(from), pq.Array(to))
+		continuedArgs(ops)...)
 	return err
 }
 
-// carryCancel copies a cancellation requested of each from[i], which the
-// run never observed (no cancel step), to to[i]: a cancel that raced with
-// continue-as-new still stops the loop.
-func (s *store) carryCancel(ctx context.Context, tx dbtx, from, to []string) error {
+// carryCancel copies a cancellation requested of each op's run, which the
+// run never observed (no cancel step), to the new run it continues as: a
+// cancel that raced with continue-as-new still stops the loop.
+func (s *store) carryCancel(ctx context.Context, tx dbtx, ops []*writeOp) error {
 	_, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` n SET cancel_requested_at = o.cancel_requested_at,
 			cancel_reason = o.cancel_reason, event_seq = n.event_seq + 1
-		FROM unnest($1::text[], $2::text[]) AS v(from_id, to_id)
+		FROM `+continuedCols.sql(0, "v")+`
 		JOIN `+s.runs+` o ON o.run_id = v.from_id
 		WHERE n.run_id = v.to_id AND o.cancel_requested_at IS NOT NULL AND n.cancel_requested_at IS NULL
 		  AND NOT EXISTS (SELECT 1 FROM `+s.steps+` st WHERE st.run_id = v.from_id AND st.kind = 'cancel')`,
-		pq.Array(from), pq.Array(to))
+		continuedArgs(ops)...)
 	return err
 }
 
-// carryParent gives each to[i] the parent that from[i] has now (a reset
-// may have moved it since from[i] was loaded): a child that continues as
-// new still reports to the run that waits for it.
-func (s *store) carryParent(ctx context.Context, tx dbtx, from, to []string) error {
+// carryParent gives the new run each op's run continues as the parent
+// that the op's run has now (a reset may have moved it since the run was
+// loaded): a child that continues as new still reports to the run that
+// waits for it.
+func (s *store) carryParent(ctx context.Context, tx dbtx, ops []*writeOp) error {
 	_, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` n SET parent_run_id = o.parent_run_id, parent_seq = o.parent_seq
-		FROM unnest($1::text[], $2::text[]) AS v(from_id, to_id)
+		FROM `+continuedCols.sql(0, "v")+`
 		JOIN `+s.runs+` o ON o.run_id = v.from_id
 		WHERE n.run_id = v.to_id AND o.parent_run_id IS NOT NULL AND n.parent_run_id IS DISTINCT FROM o.parent_run_id`,
-		pq.Array(from), pq.Array(to))
+		continuedArgs(ops)...)
 	return err
 }
 
@@ -686,22 +733,38 @@ type renewal struct {
 	eventSeq int64
 }
 
+// fencedRun is a loaded run and the claim it is held under.
+type fencedRun struct {
+	runID string
+	token int
+}
+
+// renewCols are the runs a renewal extends.
+var renewCols = newUnnest(
+	textCol("run_id", func(r fencedRun) string { return r.runID }),
+	intCol("token", func(r fencedRun) int { return r.token }),
+)
+
 // renewLeases extends the leases of the runs a worker has loaded, each
-// under its claim (tokens[i] for runIDs[i]), and reports for each run
-// whether the claim still holds it and its event counter, so the worker
+// under its claim, and reports for each run whether the claim still holds
+// it and its event counter, so the worker
 // stops the runs it lost and refreshes those that had an event it may not
 // have been told about. Only loaded runs are renewed, so a run this worker
 // dropped cannot stay leased. It never waits on a row lock (a row locked
 // by a transition or a signal is renewed next time), so it takes no part
 // in a deadlock and is not held up behind long transactions.
-func (s *store) renewLeases(ctx context.Context, owner string, runIDs []string, tokens []int, ttl time.Duration) (map[string]renewal, error) {
-	out := make(map[string]renewal, len(runIDs))
-	if len(runIDs) == 0 {
+func (s *store) renewLeases(ctx context.Context, owner string, runs []fencedRun, ttl time.Duration) (map[string]renewal, error) {
+	out := make(map[string]renewal, len(runs))
+	if len(runs) == 0 {
 		return out, nil
+	}
+	b := renewCols.batch()
+	for _, r := range runs {
+		b.add(r)
 	}
 	rows, err := s.db.QueryContext(ctx, `WITH held AS (
 			SELECT r.run_id, r.event_seq FROM `+s.runs+` r
-			JOIN unnest($2::text[], $3::int[]) AS v(run_id, token) ON r.run_id = v.run_id
+			JOIN `+renewCols.sql(1, "v")+` ON r.run_id = v.run_id
 			WHERE r.lease_owner = $1 AND r.loads = v.token AND r.status = 'running'),
 		locked AS (
 			SELECT r.run_id FROM `+s.runs+` r JOIN held h ON r.run_id = h.run_id
@@ -710,7 +773,7 @@ func (s *store) renewLeases(ctx context.Context, owner string, runIDs []string, 
 		renewed AS (
 			UPDATE `+s.runs+` r SET lease_expires_at = now() + $4::interval FROM locked WHERE r.run_id = locked.run_id)
 		SELECT run_id, event_seq FROM held`,
-		owner, pq.Array(runIDs), pq.Array(tokens), fmt.Sprintf("%d milliseconds", ttl.Milliseconds()))
+		append(b.args([]any{owner}), ttlInterval(ttl))...)
 	if err != nil {
 		return nil, err
 	}
@@ -738,37 +801,64 @@ func (s *store) releaseRun(ctx context.Context, f fence, runID string, wakeAt ti
 	return err
 }
 
+// releaseCols are the runs a worker gives back.
+var releaseCols = newUnnest(
+	textCol("run_id", func(r *release) string { return r.runID }),
+	textCol("owner", func(r *release) string { return r.fence.owner }),
+	intCol("token", func(r *release) int { return r.fence.token }),
+	timeCol("wake_at", func(r *release) sql.NullTime { return nullTime(r.wakeAt) }),
+)
+
 // releaseRuns is releaseRun for many runs in one statement, in run ID
 // order so that it locks rows in the order other batch writers do.
 func (s *store) releaseRuns(ctx context.Context, rs []release) error {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].runID < rs[j].runID })
-	cols, args := columns(4)
-	for _, r := range rs {
-		cols[0].str(r.runID)
-		cols[1].str(r.fence.owner)
-		cols[2].int(int64(r.fence.token))
-		cols[3].time(nullTime(r.wakeAt))
+	b := releaseCols.batch()
+	for i := range rs {
+		b.add(&rs[i])
 	}
 	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` x SET status = 'waiting', lease_owner = NULL,
 			lease_expires_at = NULL, wake_at = v.wake_at, updated_at = now()
-		FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[]) AS v(run_id, owner, token, wake_at)
+		FROM `+releaseCols.sql(0, "v")+`
 		WHERE x.run_id = v.run_id AND x.lease_owner = v.owner AND x.loads = v.token AND x.status = 'running' RETURNING x.queue)
-		SELECT pg_notify($5, queue) FROM r`, append(args(), s.channel[chanWork])...)
+		SELECT pg_notify($`+fmt.Sprint(len(releaseCols)+1)+`, queue) FROM r`, append(b.args(nil), s.channel[chanWork])...)
 	return err
 }
+
+// writtenStepCols identify the step records a batch wrote, writtenFinCols
+// the transitions it made.
+var (
+	writtenStepCols = newUnnest(
+		textCol("run_id", func(st *stepRow) string { return st.RunID }),
+		intCol("seq", func(st *stepRow) int { return st.Seq }),
+		textCol("status", func(st *stepRow) string { return st.Status }),
+		intCol("attempts", func(st *stepRow) int { return st.Attempts }),
+	)
+	writtenFinCols = newUnnest(
+		textCol("run_id", func(op *writeOp) string { return op.runID }),
+		textCol("status", func(op *writeOp) string { return string(op.fin.status) }),
+	)
+)
 
 // written reads back which parts of a batch the database holds (see
 // committer.readBack).
 func (s *store) written(ctx context.Context, q *writtenQuery) (written, error) {
 	w := written{steps: map[stepKey]bool{}, runs: map[string]bool{}, fins: map[string]bool{}}
+	steps, fins := writtenStepCols.batch(), writtenFinCols.batch()
+	for _, st := range q.steps {
+		steps.add(st)
+	}
+	for _, op := range q.fins {
+		fins.add(op)
+	}
+	args := fins.args(steps.args(nil))
 	rows, err := s.db.QueryContext(ctx, `SELECT 's', st.run_id, st.seq FROM `+s.steps+` st
-			JOIN unnest($1::text[], $2::int[], $6::text[], $7::int[]) AS v(run_id, seq, status, attempts)
+			JOIN `+writtenStepCols.sql(0, "v")+`
 			ON st.run_id = v.run_id AND st.seq = v.seq AND st.status = v.status AND st.attempts = v.attempts
-		UNION ALL SELECT 'r', run_id, 0 FROM `+s.runs+` WHERE run_id = ANY($3::text[])
 		UNION ALL SELECT 'f', r.run_id, 0 FROM `+s.runs+` r
-			JOIN unnest($4::text[], $5::text[]) AS v(run_id, status) ON r.run_id = v.run_id AND r.status = v.status`,
-		pq.Array(q.stepRuns), pq.Array(q.stepSeqs), pq.Array(q.runIDs), pq.Array(q.finRuns), pq.Array(q.finStatuses),
-		pq.Array(q.stepStatuses), pq.Array(q.stepAttempts))
+			JOIN `+writtenFinCols.sql(len(writtenStepCols), "v")+` ON r.run_id = v.run_id AND r.status = v.status
+		UNION ALL SELECT 'r', run_id, 0 FROM `+s.runs+fmt.Sprintf(` WHERE run_id = ANY($%d::text[])`, len(args)+1),
+		append(args, pq.Array(q.runIDs))...)
 	if err != nil {
 		return w, err
 	}

@@ -545,13 +545,13 @@ func (w *Worker) renewOnce() error {
 	if len(states) == 0 {
 		return nil
 	}
-	ids, tokens := make([]string, len(states)), make([]int, len(states))
+	runs := make([]fencedRun, len(states))
 	for i, s := range states {
-		ids[i], tokens[i] = s.row.RunID, s.row.Loads
+		runs[i] = fencedRun{s.row.RunID, s.row.Loads}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
 	defer cancel()
-	got, err := w.e.store.renewLeases(ctx, w.id, ids, tokens, ttl)
+	got, err := w.e.store.renewLeases(ctx, w.id, runs, ttl)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// A batch of rows travels to PostgreSQL as one array parameter per column,
+// unnested back into rows by the statement (see pgArray). The columns of
+// such a statement are declared once, as an unnestCols list: the unnest
+// clause (its placeholders, their casts and the row alias's column names)
+// and the arguments that fill it are both made from that list, so a column
+// cannot be sent in one position and read in another.
+
+// unnestCol is one column of a batch: its name in the statement's row
+// alias, its element type, and how one row's value is written into the
+// column's array. The constructors below pair each SQL type with the
+// writer that renders it, so a cast cannot disagree with what is sent.
+type unnestCol[R any] struct {
+	name, typ string
+	put       func(a *pgArray, r R)
+}
+
+func textCol[R any](name string, get func(R) string) unnestCol[R] {
+	return unnestCol[R]{name, "text", func(a *pgArray, r R) { a.str(get(r)) }}
+}
+
+// optTextCol sends the empty string as NULL.
+func optTextCol[R any](name string, get func(R) string) unnestCol[R] {
+	return unnestCol[R]{name, "text", func(a *pgArray, r R) { a.optStr(get(r)) }}
+}
+
+func nullTextCol[R any](name string, get func(R) sql.NullString) unnestCol[R] {
+	return unnestCol[R]{name, "text", func(a *pgArray, r R) { a.nullStr(get(r)) }}
+}
+
+func intCol[R any](name string, get func(R) int) unnestCol[R] {
+	return unnestCol[R]{name, "int", func(a *pgArray, r R) { a.int(int64(get(r))) }}
+}
+
+func bigintCol[R any](name string, get func(R) int64) unnestCol[R] {
+	return unnestCol[R]{name, "bigint", func(a *pgArray, r R) { a.int(get(r)) }}
+}
+
+func nullIntCol[R any](name string, get func(R) sql.NullInt64) unnestCol[R] {
+	return unnestCol[R]{name, "int", func(a *pgArray, r R) { a.nullInt(get(r)) }}
+}
+
+func nullBigintCol[R any](name string, get func(R) sql.NullInt64) unnestCol[R] {
+	return unnestCol[R]{name, "bigint", func(a *pgArray, r R) { a.nullInt(get(r)) }}
+}
+
+func byteaCol[R any](name string, get func(R) []byte) unnestCol[R] {
+	return unnestCol[R]{name, "bytea", func(a *pgArray, r R) { a.bytes(get(r)) }}
+}
+
+// jsonbCol sends JSON held in bytes (nil is NULL).
+func jsonbCol[R any](name string, get func(R) []byte) unnestCol[R] {
+	return unnestCol[R]{name, "jsonb", func(a *pgArray, r R) { a.jsonText(get(r)) }}
+}
+
+func timeCol[R any](name string, get func(R) sql.NullTime) unnestCol[R] {
+	return unnestCol[R]{name, "timestamptz", func(a *pgArray, r R) { a.time(get(r)) }}
+}
+
+// unnestCols is the declared column list of one kind of batch, R being
+// what one row is made from.
+type unnestCols[R any] []unnestCol[R]
+
+func newUnnest[R any](cols ...unnestCol[R]) unnestCols[R] { return cols }
+
+// sql renders the unnest clause "unnest($p+1::t1[], ...) AS alias(c1, ...)":
+// the columns take parameters $p+1..$p+len(u), in the list's order.
+func (u unnestCols[R]) sql(p int, alias string) string {
+	var b strings.Builder
+	b.WriteString("unnest(")
+	for i, c := range u {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d::%s[]", p+i+1, c.typ)
+	}
+	b.WriteString(") AS " + alias + "(")
+	for i, c := range u {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c.name)
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// batch starts an empty batch of these columns.
+func (u unnestCols[R]) batch() unnestBatch[R] {
+	return unnestBatch[R]{cols: u, arrs: make([]pgArray, len(u))}
+}
+
+// unnestBatch collects rows into one array per column.
+type unnestBatch[R any] struct {
+	cols unnestCols[R]
+	arrs []pgArray
+}
+
+// add writes a row's values into the column arrays.
+func (b unnestBatch[R]) add(r R) {
+	for i := range b.cols {
+		b.cols[i].put(&b.arrs[i], r)
+	}
+}
+
+// args appends the column arrays to args, in the columns' order, as the
+// statement's arguments for the parameters sql numbered.
+func (b unnestBatch[R]) args(args []any) []any {
+	for i := range b.arrs {
+		args = append(args, b.arrs[i].String())
+	}
+	return args
+}
