@@ -616,16 +616,14 @@ func callCheckpoint(ctx context.Context, h CheckpointInterceptor, tx CheckpointT
 }
 
 // stepsAndFinishOnly reports whether the batch is step records, plain run
-// transitions and plain starts only (the usual case), with no checkpoint
-// interceptor to call: one statement writes it. A start of a workflow ID
+// transitions and plain starts only (the usual case): one statement writes
+// it (in a transaction with the checkpoint interceptors, when they have
+// events to see). A start of a workflow ID
 // whose run ends in the same batch is not plain: the end must commit
 // before the start is judged against it.
 func (c *committer) stepsAndFinishOnly(batch []*writeOp) bool {
 	var ending, born map[string]bool
 	for _, op := range batch {
-		if len(op.events) > 0 && len(c.e.chains.checkpoint) > 0 {
-			return false
-		}
 		if nr := op.newRun; nr != nil {
 			if nr.childStep != nil || nr.signal != nil || op.fin != nil {
 				return false
@@ -669,9 +667,30 @@ type singleWrite struct {
 	fins, news      []int
 }
 
-// execStepsAndFinish commits such a batch in a single statement.
-func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch []*writeOp) ([]error, error) {
+// execStepsAndFinish commits such a batch in a single statement. With
+// checkpoint interceptors and events for them, the statement runs in a
+// transaction that then calls the interceptors with the events of the ops it
+// wrote, and commits: three round trips and the interceptors' own, where
+// writing the batch statement by statement took six or more.
+func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch []*writeOp) (_ []error, err error) {
 	errs := make([]error, len(batch))
+	var tx dbtx = c.e.db
+	var realTx *sql.Tx
+	committing := false
+	if len(c.e.chains.checkpoint) > 0 && hasEvents(batch) {
+		t, err := c.e.db.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, &notCommitted{err}
+		}
+		defer t.Rollback()
+		tx, realTx = t, t
+		// Until COMMIT is sent, a failure means nothing was written.
+		defer func() {
+			if err != nil && !committing {
+				err = &notCommitted{err}
+			}
+		}()
+	}
 	w := &singleWrite{batch: batch}
 	var born map[string]bool // runs this statement inserts
 	for i, op := range batch {
@@ -695,7 +714,7 @@ func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch
 			w.fins = append(w.fins, i)
 		}
 	}
-	okSteps, okFins, okRuns, err := c.e.store.stepsAndFinish(ctx, c.e.db, now, c.e.cfg.LeaseTTL, w)
+	okSteps, okFins, okRuns, err := c.e.store.stepsAndFinish(ctx, tx, now, c.e.cfg.LeaseTTL, w)
 	if err != nil {
 		return nil, err
 	}
@@ -709,7 +728,38 @@ func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch
 			errs[i] = ErrAlreadyStarted
 		}
 	}
+	if realTx == nil {
+		return errs, nil
+	}
+	// The interceptors see the events of the ops the statement wrote.
+	var evs []*CheckpointEvent
+	for i, op := range batch {
+		if errs[i] == nil {
+			evs = append(evs, op.events...)
+		}
+	}
+	if len(evs) > 0 {
+		for _, h := range c.e.chains.checkpoint {
+			if err := callCheckpoint(ctx, h, realTx, evs); err != nil {
+				return nil, err
+			}
+		}
+	}
+	committing = true
+	if err := realTx.Commit(); err != nil {
+		return nil, err
+	}
 	return errs, nil
+}
+
+// hasEvents reports whether an op of batch carries checkpoint events.
+func hasEvents(batch []*writeOp) bool {
+	for _, op := range batch {
+		if len(op.events) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // batchSteps gathers the step records of a batch's ops for one statement.
