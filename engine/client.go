@@ -375,8 +375,8 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 	}
 	for {
 		ch := e.waitChan(runID, false)
-		r, err := e.store.getRun(ctx, e.db, runID)
-		if err != nil || !isOpen(r.Status) {
+		r, err := e.outcomes.read(ctx, runID)
+		if err != nil || !isOpen(r.status) {
 			// Registered before the read so no announcement is missed;
 			// not needed once the run is seen closed.
 			e.dropWaiter(runID, ch)
@@ -384,28 +384,20 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !isOpen(r.Status) {
+		if !isOpen(r.status) && r.next != "" {
 			// A closed run may have been continued as new or reset (a
 			// failed run is reset after its cause is fixed): the result is
 			// that of the run that finally closes.
-			var next string
-			err := e.db.QueryRowContext(ctx, `SELECT run_id FROM `+e.store.runs+` WHERE workflow_id = $1 AND previous_run_id = $2
-				ORDER BY created_at DESC LIMIT 1`, r.WorkflowID, runID).Scan(&next)
-			switch {
-			case err == nil:
-				runID = next
-				continue
-			case !errors.Is(err, sql.ErrNoRows):
-				return nil, fmt.Errorf("engine: follow run %s: %w", runID, err)
-			}
+			runID = r.next
+			continue
 		}
-		switch r.Status {
+		switch r.status {
 		case StatusCompleted:
-			return r.Output, nil
+			return r.output, nil
 		case StatusFailed, StatusCancelled:
-			return nil, decodeError(r.Error)
+			return nil, decodeError(r.errJSON)
 		case StatusContinued, StatusReset:
-			return nil, fmt.Errorf("engine: follow run %s: its %s successor is missing", runID, r.Status)
+			return nil, fmt.Errorf("engine: follow run %s: its %s successor is missing", runID, r.status)
 		}
 		t := time.NewTimer(time.Duration(e.resultPoll.Load()))
 		select {

@@ -270,6 +270,7 @@ func (c *committer) run(batch []*writeOp) {
 				}
 			}
 			c.e.afterCommit(batch, errs)
+			c.e.notes.committed(batch, errs, nil)
 			return
 		}
 		c.giveBack(batch)
@@ -415,7 +416,7 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 		}
 	}
 	if len(news) > 0 {
-		ok, err := s.insertRuns(ctx, tx, c.e.cfg.LeaseTTL, batch, news)
+		ok, err := s.insertRuns(ctx, tx, c.e.cfg.LeaseTTL, batch, news, false)
 		if err != nil {
 			return nil, fmt.Errorf("insert runs: %w", err)
 		}
@@ -550,11 +551,8 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 		}
 	}
 
-	// 6. Wake-ups go out when the transaction commits (work and done notices
-	// were sent by the statements themselves).
-	if err := s.notifyIDs(ctx, tx, chanWake, woken); err != nil {
-		return nil, err
-	}
+	// 6. Wake-ups go out once the transaction has committed, by the notifier
+	// with the batch's other notices.
 	if realTx != nil {
 		committing = true
 		if err := realTx.Commit(); err != nil {
@@ -562,6 +560,7 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 		}
 	}
 	if len(woken) > 0 {
+		c.e.notes.committed(nil, nil, woken)
 		c.e.dispatchWake(woken)
 	}
 	return errs, nil

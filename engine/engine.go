@@ -23,6 +23,9 @@ type Engine struct {
 	reg    *registry
 	chains chains
 	commit *committer
+	notes  *notifier
+	// outcomes reads the runs Result calls wait on, many per query.
+	outcomes *outcomeReader
 
 	listener *pq.Listener
 	closed   chan struct{}
@@ -87,6 +90,8 @@ func New(cfg Config) (*Engine, error) {
 		cfg: c, db: c.DB, store: newStore(c.DB, c.Schema), reg: newRegistry(),
 		chains: ch, closed: make(chan struct{}), waiters: map[string][]resultWaiter{},
 	}
+	e.notes = newNotifier(e.store, c.Logger.Warn)
+	e.outcomes = newOutcomeReader(e.db, e.store.runs)
 	e.commit = newCommitter(e)
 	e.resultPoll.Store(int64(resultSafetyPoll))
 	e.hooks.purgeNow = make(chan struct{}, 1)
@@ -105,6 +110,8 @@ func New(cfg Config) (*Engine, error) {
 		if err := e.listener.Listen(ch); err != nil {
 			e.listener.Close()
 			e.commit.close()
+			e.notes.close()
+			e.outcomes.close()
 			return nil, fmt.Errorf("engine: listen %s: %w", ch, err)
 		}
 	}
@@ -134,6 +141,8 @@ func (e *Engine) Close() error {
 	e.once.Do(func() {
 		close(e.closed)
 		e.commit.close()
+		e.notes.close()
+		e.outcomes.close()
 		e.listener.Close()
 	})
 	return nil

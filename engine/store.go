@@ -74,9 +74,9 @@ var finishCols = newUnnest(
 	intCol("token", func(op *writeOp) int { return op.token }),
 )
 
-// finishParams is the number of parameters finishSQL takes: the columns,
-// the time and the channel.
-var finishParams = len(finishCols) + 2
+// finishParams is the number of parameters finishSQL takes: the columns
+// and the time.
+var finishParams = len(finishCols) + 1
 
 // finishArgs appends the run transitions of batch[idx] to args.
 func finishArgs(args []any, batch []*writeOp, idx []int) []any {
@@ -87,56 +87,56 @@ func finishArgs(args []any, batch []*writeOp, idx []int) []any {
 	return b.args(args)
 }
 
-// finishSQL moves running runs to waiting or closed, fenced by the lease,
-// and announces closed ones in the same statement. It uses parameters
-// $p+1..$p+finishParams and yields (run_id, status) as the CTE named "fin".
+// finishSQL moves running runs to waiting or closed, fenced by the lease
+// (the committer's notifier announces the closed ones after the commit). It
+// uses parameters $p+1..$p+finishParams and yields run_id as the CTE named
+// "fin".
 func (s *store) finishSQL(p int) string {
 	now := fmt.Sprintf("$%d", p+len(finishCols)+1)
-	channel := fmt.Sprintf("$%d", p+len(finishCols)+2)
 	return `fin AS (UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
 			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN ` + now + `::timestamptz END,
 			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN ` + now + ` ELSE v.wake_at END,
 			lease_expires_at = CASE WHEN v.status = 'running' THEN r.lease_expires_at END
 		FROM ` + finishCols.sql(p, "v") + `
 		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.loads = v.token AND r.status = 'running'
-		RETURNING r.run_id, r.closed_at, CASE WHEN r.status <> 'waiting' THEN pg_notify(` + channel + `, r.run_id) END AS notified),
+		RETURNING r.run_id, r.closed_at),
 		` + s.abandonTimersSQL()
 }
 
 func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
 	ok := map[string]bool{}
 	args := finishArgs(make([]any, 0, finishParams), batch, idx)
-	err := collectIDs(ctx, tx, s.sql.finishRuns, append(args, now, s.channel[chanDone]), func(id string) { ok[id] = true })
+	err := collectIDs(ctx, tx, s.sql.finishRuns, append(args, now), func(id string) { ok[id] = true })
 	return ok, err
 }
 
 // storeSQL holds the statements of the hot path, built once per store.
 type storeSQL struct {
-	finishRuns, insertRuns, insertSteps  string
+	finishRuns, insertSteps              string
+	insertRuns, insertAnnouncedRuns      string
 	stepsAndFinish, stepsFinishAndStarts string
 }
 
 // Parameters of the single statements: the steps and the transitions,
-// then for starts the runs, their steps and the channel.
+// then for starts the runs and their steps.
 var (
 	stepsAndFinishParams       = stepParams + finishParams
-	stepsFinishAndStartsParams = stepsAndFinishParams + runParams + stepParams + 1
+	stepsFinishAndStartsParams = stepsAndFinishParams + runParams + stepParams
 )
 
 func (s *store) buildSQL() {
 	s.sql.finishRuns = `WITH ` + s.finishSQL(0) + ` SELECT run_id FROM fin`
-	// Runs no local worker took are announced to the queue's workers;
+	s.sql.insertRuns = `WITH ` + s.runsSQL(0) + ` SELECT run_id FROM nr`
 	// PostgreSQL folds identical notifications of one transaction into one.
-	s.sql.insertRuns = `WITH ` + s.runsSQL(0) + fmt.Sprintf(` SELECT run_id, CASE WHEN lease_owner IS NULL THEN pg_notify($%d, queue) END FROM nr`, runParams+1)
+	s.sql.insertAnnouncedRuns = `WITH ` + s.runsSQL(0) + fmt.Sprintf(` SELECT run_id, CASE WHEN lease_owner IS NULL THEN pg_notify($%d, queue) END FROM nr`, runParams+1)
 	s.sql.insertSteps = `WITH ` + s.stepsSQL(0) + ` SELECT run_id, seq FROM ins`
 
 	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(stepParams)
-	sel := `SELECT 's', run_id, seq, NULL::text FROM ins UNION ALL SELECT 'f', run_id, 0, NULL FROM fin`
+	sel := `SELECT 's', run_id, seq FROM ins UNION ALL SELECT 'f', run_id, 0 FROM fin`
 	s.sql.stepsAndFinish = q + ` ` + sel
 	runsAt := stepsAndFinishParams
 	s.sql.stepsFinishAndStarts = q + `, ` + s.runsSQL(runsAt) + `, ` + s.newRunStepsSQL(runsAt+runParams) + ` ` + sel +
-		fmt.Sprintf(` UNION ALL SELECT 'r', run_id, 0, CASE WHEN lease_owner IS NULL THEN pg_notify($%d, queue)::text END FROM nr
-		UNION ALL SELECT 's', run_id, seq, NULL FROM nins`, stepsFinishAndStartsParams)
+		` UNION ALL SELECT 'r', run_id, 0 FROM nr UNION ALL SELECT 's', run_id, seq FROM nins`
 }
 
 // stepsAndFinish writes step records, run transitions and plain run
@@ -155,12 +155,11 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 	}
 	args := stepArgs(make([]any, 0, n), w.steps.steps, w.steps.owners)
 	args = finishArgs(args, w.batch, w.fins)
-	args = append(args, now, s.channel[chanDone])
+	args = append(args, now)
 	if len(w.news) > 0 {
 		args = runArgs(args, w.batch, w.news)
 		args = append(args, ttlInterval(ttl))
 		args = stepArgs(args, w.newSteps.steps, w.newSteps.owners)
-		args = append(args, s.channel[chanWork])
 	}
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -170,8 +169,7 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 	for rows.Next() {
 		var kind, id string
 		var seq int
-		var notified sql.RawBytes
-		if err := rows.Scan(&kind, &id, &seq, &notified); err != nil {
+		if err := rows.Scan(&kind, &id, &seq); err != nil {
 			return nil, nil, nil, err
 		}
 		switch kind {
@@ -246,10 +244,20 @@ func (s *store) runsSQL(p int) string {
 
 func ttlInterval(ttl time.Duration) string { return fmt.Sprintf("%d milliseconds", ttl.Milliseconds()) }
 
-func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batch []*writeOp, idx []int) (map[string]bool, error) {
+// insertRuns inserts the runs of batch[idx]. With announce, the runs no
+// local worker took are announced to the queue's workers by the
+// transaction (a caller's own, whose commit the engine does not see); the
+// committer's notifier announces those of its batches after the commit.
+func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batch []*writeOp, idx []int, announce bool) (map[string]bool, error) {
 	ok := map[string]bool{}
 	args := runArgs(make([]any, 0, runParams+1), batch, idx)
-	err := collectIDs(ctx, tx, s.sql.insertRuns, append(args, ttlInterval(ttl), s.channel[chanWork]), func(id string) { ok[id] = true })
+	q := s.sql.insertRuns
+	if announce {
+		q, args = s.sql.insertAnnouncedRuns, append(args, ttlInterval(ttl), s.channel[chanWork])
+	} else {
+		args = append(args, ttlInterval(ttl))
+	}
+	err := collectIDs(ctx, tx, q, args, func(id string) { ok[id] = true })
 	return ok, err
 }
 

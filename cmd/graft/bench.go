@@ -45,6 +45,9 @@ type benchOpts struct {
 	// noWorker: the benchmark's process runs no worker (-workers runs them
 	// in worker processes).
 	noWorker bool
+	// cpuprofile is -cpuprofile's file; -workers' processes write theirs
+	// beside it.
+	cpuprofile string
 }
 
 func runBench(args []string) error {
@@ -63,7 +66,8 @@ func runBench(args []string) error {
 	fs.IntVar(&o.shards, "shards", 0, "group-commit writers (0: engine default)")
 	fs.BoolVar(&o.stats, "stats", false, "basic: also print round trips, commits, WAL bytes, rows and allocations per workflow (WAL needs pg_walinspect in the database)")
 	fs.DurationVar(&o.idle, "idle", 0, "basic: afterwards, measure the process's CPU use while idle for this long (idle_cpu_pct)")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile here (basic with -workers: each worker process writes its own to this name plus .workerN)")
+	cpuprofile := &o.cpuprofile
 	memprofile := fs.String("memprofile", "", "write an allocation profile here at the end")
 	_ = fs.Parse(args)
 	if o.scenario == "basic" {

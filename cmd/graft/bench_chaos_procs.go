@@ -97,12 +97,12 @@ func spawnChaosWorker(env []string, stderr io.Writer) (*chaosWorkerProc, error) 
 // spawnWorker re-runs this binary as `graft bench -scenario <scenario>`, a
 // worker process that prints "ready" once it claims work and stops when its
 // stdin closes.
-func spawnWorker(scenario string, env []string, stderr io.Writer) (*chaosWorkerProc, error) {
+func spawnWorker(scenario string, env []string, stderr io.Writer, args ...string) (*chaosWorkerProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "bench", "-scenario", scenario)
+	cmd := exec.Command(exe, append([]string{"bench", "-scenario", scenario}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()

@@ -34,8 +34,13 @@ type workerProcs struct {
 func startWorkerProcs(o benchOpts) (*workerProcs, error) {
 	p := &workerProcs{cpu0: childrenCPU()}
 	env := []string{basicEnvSchema + "=" + o.schema, basicEnvMaxWorkflows + "=" + strconv.Itoa(max(1000, 2*o.c))}
-	for range o.workers {
-		w, err := spawnWorker("basic-worker", env, os.Stderr)
+	for i := range o.workers {
+		var args []string
+		if o.cpuprofile != "" {
+			// Each worker process profiles itself beside the benchmark's.
+			args = []string{"-cpuprofile", fmt.Sprintf("%s.worker%d", o.cpuprofile, i+1)}
+		}
+		w, err := spawnWorker("basic-worker", env, os.Stderr, args...)
 		if err != nil {
 			p.stop()
 			return nil, err

@@ -1,0 +1,170 @@
+package engine
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// notifier sends the notices of the group committer's transactions (a run
+// closed, a run is due for any worker, a run has an event) after they
+// commit, in a statement of its own, instead of inside them.
+//
+// PostgreSQL serializes every transaction that sends a NOTIFY on one lock,
+// cluster-wide, held from just before its commit until after it: a
+// notifying transaction that wrote rows holds it through its WAL flush. With
+// the notices in the checkpoint transactions, the commits of every group
+// committer of every worker process queue behind each other one flush at a
+// time, and PostgreSQL's own group commit of concurrent flushes is lost; it
+// was where -workers spent its time (wait event Lock:object). A transaction
+// that sends notices and writes nothing commits without waiting for a flush,
+// so it holds the lock only briefly, and the checkpoints commit in parallel.
+//
+// Notices wait here while a send is in flight, so under load one statement
+// carries those of many commits, and a closed run's IDs share notifications
+// (comma-joined) so that each listening process reads a few notifications
+// per commit rather than one per run. A notice is sent after its commit is
+// acknowledged: a process that dies between the two loses it. Nothing
+// depends on a notice arriving: workers look for due work every
+// PollInterval, a lease renewal refreshes a run whose event counter moved,
+// and a Result call waiting on another process's run reads it again after
+// resultSafetyPoll.
+type notifier struct {
+	s   *store
+	log func(msg string, args ...any)
+
+	mu      sync.Mutex
+	work    map[string]bool // queues with new due runs
+	done    []string        // closed runs
+	wake    []string        // runs with an event
+	kick    chan struct{}
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+func newNotifier(s *store, log func(msg string, args ...any)) *notifier {
+	n := &notifier{s: s, log: log, work: map[string]bool{}, kick: make(chan struct{}, 1),
+		stop: make(chan struct{}), stopped: make(chan struct{})}
+	go n.loop()
+	return n
+}
+
+// committed queues the notices of a committed batch: its closed runs, the
+// queues of its new runs that no worker took, and the runs it woke.
+func (n *notifier) committed(batch []*writeOp, errs []error, woken []string) {
+	n.mu.Lock()
+	added := len(woken) > 0
+	n.wake = append(n.wake, woken...)
+	for i, op := range batch {
+		if errs != nil && errs[i] != nil {
+			continue
+		}
+		if op.fin != nil && op.fin.status != StatusWaiting {
+			n.done = append(n.done, op.runID)
+			added = true
+		}
+		if op.newRun != nil && op.newRun.leaseOwner == "" {
+			n.work[op.newRun.row.Queue] = true
+			added = true
+		}
+	}
+	n.mu.Unlock()
+	if added {
+		select {
+		case n.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// close sends what is queued and stops.
+func (n *notifier) close() {
+	close(n.stop)
+	<-n.stopped
+}
+
+func (n *notifier) loop() {
+	defer close(n.stopped)
+	for {
+		select {
+		case <-n.kick:
+			n.flush()
+		case <-n.stop:
+			n.flush()
+			return
+		}
+	}
+}
+
+// notifyAttempts bounds the tries of one send; past them the notices are
+// dropped (see notifier for what stands behind a lost one).
+const notifyAttempts = 3
+
+// flush sends the queued notices in one statement.
+func (n *notifier) flush() {
+	n.mu.Lock()
+	work, done, wake := n.work, n.done, n.wake
+	if len(work) == 0 && len(done) == 0 && len(wake) == 0 {
+		n.mu.Unlock()
+		return
+	}
+	n.work, n.done, n.wake = map[string]bool{}, nil, nil
+	n.mu.Unlock()
+	var chans, payloads []string
+	for q := range work {
+		chans, payloads = append(chans, n.s.channel[chanWork]), append(payloads, q)
+	}
+	for _, p := range joinIDs(done) {
+		chans, payloads = append(chans, n.s.channel[chanDone]), append(payloads, p)
+	}
+	for _, p := range joinIDs(wake) {
+		chans, payloads = append(chans, n.s.channel[chanWake]), append(payloads, p)
+	}
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := n.s.db.ExecContext(ctx, `SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS v(c, p)`,
+			pq.Array(chans), pq.Array(payloads))
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt == notifyAttempts {
+			n.log("engine: sending notifications failed; waiters fall back to polling", "notifications", len(chans), "err", err)
+			return
+		}
+		t := time.NewTimer(retryPause(attempt))
+		select {
+		case <-t.C:
+		case <-n.stop:
+		}
+		t.Stop()
+	}
+}
+
+// notifyPayloadMax keeps a notification's payload under PostgreSQL's limit
+// (8000 bytes).
+const notifyPayloadMax = 7000
+
+// joinIDs joins IDs with commas into payloads of at most notifyPayloadMax
+// bytes.
+func joinIDs(ids []string) []string {
+	var out []string
+	var b strings.Builder
+	for _, id := range ids {
+		if b.Len() > 0 && b.Len()+1+len(id) > notifyPayloadMax {
+			out = append(out, b.String())
+			b.Reset()
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(id)
+	}
+	if b.Len() > 0 {
+		out = append(out, b.String())
+	}
+	return out
+}
