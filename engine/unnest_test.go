@@ -40,7 +40,8 @@ func TestHotStatementsNumberTheirParameters(t *testing.T) {
 		n int
 	}{
 		"finishRuns":           {s.sql.finishRuns, finishParams},
-		"insertRuns":           {s.sql.insertRuns, runParams + 1},
+		"insertRuns":           {s.sql.insertRuns, runParams},
+		"insertAnnouncedRuns":  {s.sql.insertAnnouncedRuns, runParams + 1},
 		"insertSteps":          {s.sql.insertSteps, stepParams},
 		"stepsAndFinish":       {s.sql.stepsAndFinish, stepsAndFinishParams},
 		"stepsFinishAndStarts": {s.sql.stepsFinishAndStarts, stepsFinishAndStartsParams},
