@@ -19,7 +19,22 @@ const (
 	renewRetryMax      = time.Second
 )
 
-// Held is a lease that Hold keeps renewed until Release.
+// closer is implemented by this package's limiters: the channel is closed
+// when the limiter is, and a Held renewing through it stops then.
+type closer interface{ closing() <-chan struct{} }
+
+// closeSignal is a limiter's closing channel, closed once.
+type closeSignal struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func newCloseSignal() closeSignal { return closeSignal{ch: make(chan struct{})} }
+
+func (c *closeSignal) close() { c.once.Do(func() { close(c.ch) }) }
+
+// Held is a lease that Hold keeps renewed until Release, or until its
+// limiter is closed.
 type Held struct {
 	l      Limiter
 	stop   chan struct{}
@@ -36,7 +51,9 @@ type Held struct {
 // Hold waits for a lease like Wait, then renews it in the background until
 // Release, so a call may run longer than the lease TTL while a crashed
 // process still gives its slot back within one TTL. It returns the same
-// errors as Wait.
+// errors as Wait. Every Held must be released; closing one of this
+// package's limiters also ends the renewals of the Helds taken through it
+// (they are lost), so that none outlives its limiter.
 //
 // Run the call under Held.Context: it is cancelled, with a cause wrapping
 // ErrLeaseLost, when the lease is lost. That happens when a renewal is
@@ -44,7 +61,8 @@ type Held struct {
 // caller), or when no renewal succeeded for a whole TTL (Redis unreachable
 // from here while others may reach it): either way the slot may now be
 // someone else's, and a call that went on would put the key over its
-// Concurrency. A lost lease is not renewed again.
+// Concurrency. It also happens when the limiter is closed: nothing renews
+// the lease after that. A lost lease is not renewed again.
 //
 // This is the whole of what an activity interceptor needs: Hold before the
 // call, Release after it, and on an *engine.SnoozeError give the activity
@@ -112,9 +130,17 @@ func (h *Held) renewLoop(ctx context.Context, deadline time.Time) {
 	every := renewEvery(lease)
 	timer := time.NewTimer(every)
 	defer timer.Stop()
+	var closing <-chan struct{} // nil (never ready) for a limiter from elsewhere
+	if c, ok := h.l.(closer); ok {
+		closing = c.closing()
+	}
 	for {
 		select {
 		case <-h.stop:
+			return
+		case <-closing:
+			h.lose(fmt.Errorf("ratelimit: key %q, lease %q: the limiter was closed, so nothing renews the lease: %w",
+				lease.Key, lease.ID, ErrLeaseLost))
 			return
 		case <-timer.C:
 		}

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -72,6 +73,36 @@ func TestHoldCancelsTheCallWhenItsSlotIsGivenAway(t *testing.T) {
 
 			require.NoError(t, h.Release(ctx))
 			require.NoError(t, l.Release(ctx, b))
+		})
+	}
+}
+
+// TestHoldEndsWithItsLimiter: a Held never released (a caller's bug, or a
+// call abandoned at shutdown) does not outlive its limiter: closing the
+// limiter stops its renewals (their goroutine ends) and cancels its call,
+// since nothing renews the lease any more. Release afterwards is harmless.
+func TestHoldEndsWithItsLimiter(t *testing.T) {
+	t.Parallel()
+	for name, newLimiter := range limiterKinds() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			// A long TTL: no renewal is due while the test runs, so only the
+			// close can end the renewals.
+			l := newLimiter(t, StaticLimits(Limits{Concurrency: 1, LeaseTTL: time.Hour}), nil)
+			ctx := context.Background()
+			h, err := Hold(ctx, l, "registry", "a", 0)
+			require.NoError(t, err)
+
+			require.NoError(t, l.(io.Closer).Close())
+			select {
+			case <-h.done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the Held kept renewing after its limiter was closed: its goroutine leaks")
+			}
+			requireLost(t, h.Context())
+			require.ErrorIs(t, h.Lost(), ErrLeaseLost)
+			require.ErrorContains(t, h.Lost(), "limiter was closed")
+			require.NoError(t, h.Release(ctx))
 		})
 	}
 }

@@ -34,13 +34,14 @@ type callTracker struct {
 	calls      map[string]int
 	maxAttempt int
 	byAttempt  map[int]int // calls by attempt number
-	// gate, when set for a key, blocks that key's calls until it is closed.
-	gates map[string]chan struct{}
+	// gate, when set for a key, blocks that key's calls until it is closed;
+	// runGates does the same for one workflow's calls, before its key's gate.
+	gates, runGates map[string]chan struct{}
 }
 
 func newCallTracker() *callTracker {
 	return &callTracker{inFlight: map[string]int{}, max: map[string]int{}, calls: map[string]int{}, byAttempt: map[int]int{},
-		gates: map[string]chan struct{}{}}
+		gates: map[string]chan struct{}{}, runGates: map[string]chan struct{}{}}
 }
 
 func (c *callTracker) gate(key string) chan struct{} {
@@ -48,6 +49,15 @@ func (c *callTracker) gate(key string) chan struct{} {
 	defer c.mu.Unlock()
 	g := make(chan struct{})
 	c.gates[key] = g
+	return g
+}
+
+// gateRun blocks the calls of the workflow id until the channel is closed.
+func (c *callTracker) gateRun(id string) chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := make(chan struct{})
+	c.runGates[id] = g
 	return g
 }
 
@@ -60,6 +70,9 @@ func (c *callTracker) call(ctx context.Context, key string, work time.Duration) 
 	c.maxAttempt = max(c.maxAttempt, info.Attempt)
 	c.byAttempt[info.Attempt]++
 	g := c.gates[key]
+	if rg := c.runGates[info.Workflow.WorkflowID]; rg != nil {
+		g = rg
+	}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -104,9 +117,18 @@ func (c *callTracker) callsOf(key string) int {
 // providerWork is what the test workflows send their activity.
 type providerWork struct{ Work time.Duration }
 
+// icptActivityTimeout is the test activity's StartToCloseTimeout. It also
+// bounds the interceptor's waits, to half of it.
+const icptActivityTimeout = time.Minute
+
 // icptDefs are the test's activity and workflow: one call to the provider
 // named by the run's provider header.
 func icptDefs(calls func(ctx context.Context, key string, work time.Duration) error) (*engine.Activity[providerWork, string], *engine.Workflow[providerWork, string]) {
+	return icptDefsTimeout(calls, icptActivityTimeout)
+}
+
+// icptDefsTimeout is icptDefs with the activity's StartToCloseTimeout.
+func icptDefsTimeout(calls func(ctx context.Context, key string, work time.Duration) error, timeout time.Duration) (*engine.Activity[providerWork, string], *engine.Workflow[providerWork, string]) {
 	act := engine.NewActivity("ratelimit.test.call", func(ctx context.Context, in providerWork) (string, error) {
 		key := engine.ActivityHeadersOf(ctx)[providerHeader]
 		if err := calls(ctx, key, in.Work); err != nil {
@@ -114,7 +136,7 @@ func icptDefs(calls func(ctx context.Context, key string, work time.Duration) er
 		}
 		return key + "-ok", nil
 	}).WithOptions(engine.ActivityOptions{
-		StartToCloseTimeout: time.Minute,
+		StartToCloseTimeout: timeout,
 		// A spent attempt would show in the record and in the tracker.
 		RetryPolicy: &engine.RetryPolicy{InitialInterval: 10 * time.Millisecond},
 	})
@@ -124,13 +146,26 @@ func icptDefs(calls func(ctx context.Context, key string, work time.Duration) er
 	return act, wf
 }
 
-// snoozeLog counts the interceptor's snoozes by cause.
+// snoozeLog counts the interceptor's snoozes by cause, and keeps the
+// workflows whose attempts were turned away without waiting (MaxWaiters).
 type snoozeLog struct {
-	total, unavailable, denied atomic.Int64
+	total, unavailable, denied, overflow atomic.Int64
+
+	mu         sync.Mutex
+	turnedAway map[string]bool
 }
 
-func (s *snoozeLog) record(_ context.Context, _ *engine.ActivityInput, err *engine.SnoozeError) {
+func (s *snoozeLog) record(_ context.Context, in *engine.ActivityInput, err *engine.SnoozeError) {
 	s.total.Add(1)
+	if errors.Is(err, errTooManyWaiters) {
+		s.overflow.Add(1)
+		s.mu.Lock()
+		if s.turnedAway == nil {
+			s.turnedAway = map[string]bool{}
+		}
+		s.turnedAway[in.Info.Workflow.WorkflowID] = true
+		s.mu.Unlock()
+	}
 	var unavailable *UnavailableError
 	var denied *DeniedError
 	switch {
@@ -150,12 +185,24 @@ type icptEnv struct {
 	icpt   *ActivityInterceptor
 }
 
+func (s *snoozeLog) wasTurnedAway(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.turnedAway[id]
+}
+
 // newIcptEnv sets up an engine whose worker runs the interceptor over l.
 // tweak, if given, adjusts the interceptor's and the worker's configuration.
 func newIcptEnv(t *testing.T, l Limiter, tweak func(*InterceptorConfig, *engine.WorkerConfig)) *icptEnv {
 	t.Helper()
+	return newIcptEnvTimeout(t, l, icptActivityTimeout, tweak)
+}
+
+// newIcptEnvTimeout is newIcptEnv with the activity's StartToCloseTimeout.
+func newIcptEnvTimeout(t *testing.T, l Limiter, timeout time.Duration, tweak func(*InterceptorConfig, *engine.WorkerConfig)) *icptEnv {
+	t.Helper()
 	env := &icptEnv{calls: newCallTracker(), snooze: &snoozeLog{}}
-	act, wf := icptDefs(env.calls.call)
+	act, wf := icptDefsTimeout(env.calls.call, timeout)
 	env.wf = wf
 	env.e = testenv.Engine(t, &engine.Config{PollInterval: 50 * time.Millisecond})
 	require.NoError(t, env.e.Register(act, wf))
@@ -293,8 +340,13 @@ func TestInterceptorRedisOutage(t *testing.T) {
 // One provider saturated with a deep backlog, another idle: the idle one's
 // work completes while the backlog waits, because the backlog holds at most
 // MaxWaiters of the worker's activity slots besides its call in flight. The
-// worker has four: without the bound, the call and three waiters would hold
-// them all for MaxWait, and the other provider could not finish before.
+// worker has four: the slow provider's call in flight and its two waiters
+// hold three, and the attempts beyond are turned away at once. Without the
+// bound a third waiter would take the last slot, and since no wait ends
+// before the test does (MaxWait outlasts it), the fast provider's workflows
+// would never run: the test proves the property by order of events, not by
+// how long anything took. The slow provider's call is held on a gate until
+// the fast workflows are done.
 func TestInterceptorSaturatedProviderDoesNotStarveAnother(t *testing.T) {
 	t.Parallel()
 	rc := newRedisClient(t)
@@ -302,39 +354,77 @@ func TestInterceptorSaturatedProviderDoesNotStarveAnother(t *testing.T) {
 	limits.Set("slow", Limits{Concurrency: 1})
 	limits.Set("fast", Limits{Concurrency: 10})
 	l := newTestRedisLimiter(t, rc, RedisConfig{Limits: &limits, RecoveryWindow: -1})
-	const maxWaiters, maxWait = 2, 5 * time.Second
-	env := newIcptEnv(t, l, func(c *InterceptorConfig, w *engine.WorkerConfig) {
+	// Waits are cut to half the attempt's timeout: both outlast ctx, so a
+	// waiter holds its slot until the slow provider's gate opens.
+	const maxWaiters, maxWait, activityTimeout = 2, time.Hour, 3 * time.Hour
+	env := newIcptEnvTimeout(t, l, activityTimeout, func(c *InterceptorConfig, w *engine.WorkerConfig) {
 		c.MaxWait = maxWait
 		c.MaxWaiters = maxWaiters
 		w.MaxActivities = 4
 	})
-	ctx := testenv.Ctx(t, 60*time.Second)
+	ctx := testenv.Ctx(t, 2*time.Minute)
 	gate := env.calls.gate("slow")
+	first := env.calls.gateRun("slow-first")
 
-	var slow []*engine.Run[string]
-	for n := range 30 {
+	// The interceptor learns the slow provider's grant rate from one grant
+	// while others wait, so that it sends the attempts it turns away for a
+	// few seconds at most (with no rate to go by it would send them for one
+	// to two MaxWait, and they could not finish after the gate opens).
+	slow := []*engine.Run[string]{env.start(t, ctx, "slow-first", "slow", 0)}
+	testenv.Eventually(t, 20*time.Second, func() bool { return env.calls.inFlightOf("slow") == 1 },
+		"the slow provider's first call did not start")
+	for n := range maxWaiters {
 		slow = append(slow, env.start(t, ctx, "slow-"+strconv.Itoa(n), "slow", 0))
 	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return env.icpt.backlog.waitingFor("slow") == maxWaiters },
+		"the slow provider's attempts are not waiting")
+	close(first)
 	testenv.Eventually(t, 20*time.Second, func() bool {
-		return env.calls.inFlightOf("slow") == 1 && env.icpt.backlog.waitingFor("slow") >= maxWaiters
-	}, "the slow provider's backlog is not waiting")
+		return env.calls.callsOf("slow") == 2 && env.calls.inFlightOf("slow") == 1 && env.icpt.backlog.rateFor("slow") > 0
+	}, "the next slow call did not start, or the interceptor knows no grant rate")
 
-	began := time.Now()
+	// A full backlog: one call in flight (held by the gate), MaxWaiters
+	// waiting, the rest turned away each time they come back.
+	for n := maxWaiters; n < 30; n++ {
+		slow = append(slow, env.start(t, ctx, "slow-"+strconv.Itoa(n), "slow", 0))
+	}
+	// One of the newcomers takes the free waiting slot; every other one is
+	// turned away.
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		away := 0
+		for _, run := range slow[maxWaiters+1:] {
+			if env.snooze.wasTurnedAway(run.WorkflowID) {
+				away++
+			}
+		}
+		return away == len(slow)-maxWaiters-2 && env.icpt.backlog.waitingFor("slow") == maxWaiters
+	}, "the slow provider's backlog did not settle at %d waiting attempts, the others turned away", maxWaiters)
+
 	var fast []*engine.Run[string]
 	for n := range 10 {
 		fast = append(fast, env.start(t, ctx, "fast-"+strconv.Itoa(n), "fast", 0))
 	}
-	fctx, cancel := context.WithTimeout(ctx, maxWait-500*time.Millisecond)
-	defer cancel()
-	env.requireDone(t, fctx, "fast", fast)
-	t.Logf("the other provider's 10 workflows took %s beside a backlog of 29", time.Since(began))
-	require.Equal(t, 1, env.calls.inFlightOf("slow"), "the backlog was still waiting")
-	require.Equal(t, 1, env.calls.callsOf("slow"))
+	env.requireDone(t, ctx, "fast", fast)
+	require.Equal(t, 1, env.calls.inFlightOf("slow"), "the slow call was still in flight")
+	require.Equal(t, 2, env.calls.callsOf("slow"))
+	require.Equal(t, maxWaiters, env.icpt.backlog.waitingFor("slow"), "the slow waiters still held their slots")
+	require.Equal(t, env.snooze.overflow.Load(), env.snooze.total.Load(),
+		"a wait ended before the fast workflows did (only turned-away attempts were snoozed)")
 
 	close(gate)
 	env.requireDone(t, ctx, "slow", slow)
 	require.Equal(t, 1, env.calls.maxOf("slow"))
 	env.requireOneAttemptEach(t)
+}
+
+// rateFor reports the grant rate the backlog knows for key (for tests).
+func (b *backlog) rateFor(key string) float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if k := b.keys[key]; k != nil {
+		return k.rateAt(time.Now())
+	}
+	return 0
 }
 
 // The killed-worker test runs a worker in a subprocess: this test binary run

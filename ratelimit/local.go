@@ -48,6 +48,7 @@ type LocalLimiter struct {
 	cfg     LocalConfig
 	metrics *metrics
 	waits   waitQueues
+	closed  closeSignal
 	base    time.Time // monotonic reference when cfg.Clock is nil
 
 	mu   sync.Mutex
@@ -74,11 +75,19 @@ func NewLocalLimiter(cfg LocalConfig) (*LocalLimiter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &LocalLimiter{cfg: cfg, metrics: m, base: time.Now(), keys: make(map[string]*localKey)}, nil
+	return &LocalLimiter{cfg: cfg, metrics: m, closed: newCloseSignal(), base: time.Now(), keys: make(map[string]*localKey)}, nil
 }
 
-// Close unregisters the limiter's metrics callback.
-func (l *LocalLimiter) Close() error { return l.metrics.close() }
+// Close unregisters the limiter's metrics callback and stops renewing the
+// leases Hold keeps through it: each such Held is lost (its Context is
+// cancelled with a cause wrapping ErrLeaseLost), since nothing renews it
+// any more.
+func (l *LocalLimiter) Close() error {
+	l.closed.close()
+	return l.metrics.close()
+}
+
+func (l *LocalLimiter) closing() <-chan struct{} { return l.closed.ch }
 
 // Acquire implements Limiter.
 func (l *LocalLimiter) Acquire(ctx context.Context, key, leaseID string) (Lease, error) {

@@ -100,6 +100,7 @@ type RedisLimiter struct {
 	metrics *metrics
 	waits   waitQueues
 	rep     *reporter
+	closed  closeSignal
 }
 
 var _ Limiter = (*RedisLimiter)(nil)
@@ -124,14 +125,21 @@ func NewRedisLimiter(client redis.UniversalClient, cfg RedisConfig) (*RedisLimit
 	case *redis.ClusterClient, *redis.Ring:
 		sharded = true
 	}
-	r := &RedisLimiter{client: client, sharded: sharded, cfg: cfg.withDefaults(), scripts: newScripts(), metrics: m}
+	r := &RedisLimiter{client: client, sharded: sharded, cfg: cfg.withDefaults(), scripts: newScripts(), metrics: m, closed: newCloseSignal()}
 	r.rep = newReporter(client, r.cfg.Prefix, r.cfg.RefreshInterval, &r.waits)
 	return r, nil
 }
 
-// Close unregisters the limiter's metrics callback. It does not close the
-// Redis client, which the caller owns.
-func (r *RedisLimiter) Close() error { return r.metrics.close() }
+// Close unregisters the limiter's metrics callback and stops renewing the
+// leases Hold keeps through it: each such Held is lost (its Context is
+// cancelled with a cause wrapping ErrLeaseLost), since nothing renews it
+// any more. It does not close the Redis client, which the caller owns.
+func (r *RedisLimiter) Close() error {
+	r.closed.close()
+	return r.metrics.close()
+}
+
+func (r *RedisLimiter) closing() <-chan struct{} { return r.closed.ch }
 
 // Acquire implements Limiter.
 func (r *RedisLimiter) Acquire(ctx context.Context, key, leaseID string) (Lease, error) {

@@ -197,9 +197,10 @@ func TestHoldKeepsTheLeaseUntilRelease(t *testing.T) {
 func TestHoldReturnsWaitErrors(t *testing.T) {
 	t.Parallel()
 	l := newTestLocalLimiter(t, LocalConfig{Limits: StaticLimits(Limits{Concurrency: 1})})
-	_, err := Hold(context.Background(), l, "registry", "a", time.Second)
+	a, err := Hold(context.Background(), l, "registry", "a", time.Second)
 	require.NoError(t, err)
 	_, err = Hold(context.Background(), l, "registry", "b", 0)
 	var snooze *engine.SnoozeError
 	require.True(t, errors.As(err, &snooze))
+	require.NoError(t, a.Release(context.Background()))
 }
