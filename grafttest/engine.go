@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -60,6 +61,22 @@ func DB(t testing.TB) *sqlx.DB {
 	})
 	require.NoError(t, p.err, "grafttest: PostgreSQL at %s (set GRAFT_DATABASE_URL)", url)
 	return p.db
+}
+
+// CloseDB closes the pools DB has opened, for a TestMain to call after
+// m.Run: a pool's goroutines would otherwise outlive the tests and show as
+// leaks to a goroutine-leak check such as go.uber.org/goleak. A later DB
+// opens a fresh pool.
+func CloseDB() error {
+	var errs []error
+	pools.Range(func(url, v any) bool {
+		pools.Delete(url)
+		if p := v.(*pool); p.db != nil {
+			errs = append(errs, p.db.Close())
+		}
+		return true
+	})
+	return errors.Join(errs...)
 }
 
 // SchemaName returns a fresh schema name derived from the test's name.

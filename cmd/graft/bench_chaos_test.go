@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/internal/testenv"
 )
 
 // TestMain lets the chaos scenario re-run this test binary as its worker
@@ -15,7 +17,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	testenv.Main(m)
 }
 
 // TestChaosHarness runs the chaos scenario small and without faults: the

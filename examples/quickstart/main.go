@@ -24,6 +24,7 @@ func main() {
 	ctx := context.Background()
 	url := os.Getenv("GRAFT_DATABASE_URL") // make exports postgres://postgres@127.0.0.1:5432/...
 	db := sqlx.MustOpen("postgres", url)
+	defer db.Close()
 	e, err := engine.New(engine.Config{DB: db, DatabaseURL: url, Schema: "graft_quickstart"})
 	if err != nil {
 		log.Fatal(err)
