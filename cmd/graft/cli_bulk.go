@@ -96,18 +96,18 @@ at the end; Ctrl-C stops watching, not the job (graft bulk pause|stop ID).`,
 				}
 				req.Signal = &sig
 			}
-			res, err := c.CreateBulkJobWithResponse(cmd.Context(), req)
+			want := 201
+			if dryRun {
+				want = 200
+			}
+			res, err := call(cmd.Context(), c, want, func(ctx context.Context, c *api.ClientWithResponses) (*api.CreateBulkJobResponse, error) {
+				return c.CreateBulkJobWithResponse(ctx, req)
+			})
 			if err != nil {
 				return err
 			}
 			if dryRun {
-				if err := check(res.StatusCode(), res.Body, 200); err != nil {
-					return err
-				}
 				return cli.emit(res.Body, func(w io.Writer) { printPreview(w, res.JSON200) })
-			}
-			if err := check(res.StatusCode(), res.Body, 201); err != nil {
-				return err
 			}
 			job := res.JSON201
 			if follow.detach {
@@ -199,6 +199,13 @@ func progressBar(j *api.BulkJob) string {
 		doneN, j.Total, j.Done, j.Failed, j.Skipped, rate, j.State)
 }
 
+// getJob reads bulk job id.
+func getJob(id string) func(context.Context, *api.ClientWithResponses) (*api.GetBulkJobResponse, error) {
+	return func(ctx context.Context, c *api.ClientWithResponses) (*api.GetBulkJobResponse, error) {
+		return c.GetBulkJobWithResponse(ctx, id)
+	}
+}
+
 // followJob shows job id's progress until it finishes (on stderr when it is
 // a terminal, and always for tables), then prints its report.
 func followJob(cmd *cobra.Command, cli *cliOpts, c *api.ClientWithResponses, id string, poll time.Duration) error {
@@ -207,14 +214,11 @@ func followJob(cmd *cobra.Command, cli *cliOpts, c *api.ClientWithResponses, id 
 	show := tty || cli.output == "table"
 	last := ""
 	for {
-		res, err := c.GetBulkJobWithResponse(cmd.Context(), id)
+		res, err := call(cmd.Context(), c, 200, getJob(id))
 		if err != nil {
 			if cmd.Context().Err() != nil {
 				return fmt.Errorf("stopped watching; bulk job %s goes on (graft bulk status|pause|stop %s)", id, id)
 			}
-			return err
-		}
-		if err := check(res.StatusCode(), res.Body, 200); err != nil {
 			return err
 		}
 		j := res.JSON200
@@ -243,14 +247,18 @@ func followJob(cmd *cobra.Command, cli *cliOpts, c *api.ClientWithResponses, id 
 	}
 }
 
+// getReport reads bulk job id's report, in format (nil: JSON).
+func getReport(id string, format *api.GetBulkReportParamsFormat) func(context.Context, *api.ClientWithResponses) (*api.GetBulkReportResponse, error) {
+	return func(ctx context.Context, c *api.ClientWithResponses) (*api.GetBulkReportResponse, error) {
+		return c.GetBulkReportWithResponse(ctx, id, &api.GetBulkReportParams{Format: format})
+	}
+}
+
 // printReport prints a job's report: with -o json the whole report, else
 // its summary and the operations not done (all of them with all).
 func printReport(ctx context.Context, cli *cliOpts, c *api.ClientWithResponses, id string, all bool) error {
-	res, err := c.GetBulkReportWithResponse(ctx, id, &api.GetBulkReportParams{})
+	res, err := call(ctx, c, 200, getReport(id, nil))
 	if err != nil {
-		return err
-	}
-	if err := check(res.StatusCode(), res.Body, 200); err != nil {
 		return err
 	}
 	rep := res.JSON200
@@ -283,18 +291,9 @@ func newBulkListCmd(cli *cliOpts) *cobra.Command {
 		Short: "bulk jobs, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.ListBulkJobsWithResponse(cmd.Context(), &api.ListBulkJobsParams{Limit: &limit})
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			return cli.emit(res.Body, func(w io.Writer) {
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.ListBulkJobsResponse, error) {
+				return c.ListBulkJobsWithResponse(ctx, &api.ListBulkJobsParams{Limit: &limit})
+			}, func(w io.Writer, res *api.ListBulkJobsResponse) {
 				fmt.Fprintln(w, "JOB\tACTION\tSTATE\tTOTAL\tDONE\tFAILED\tSKIPPED\tCREATED\tBY\tREASON")
 				for _, j := range res.JSON200.Items {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", j.Id, j.Action, j.State, j.Total, j.Done, j.Failed, j.Skipped,
@@ -313,18 +312,7 @@ func newBulkStatusCmd(cli *cliOpts) *cobra.Command {
 		Short: "a bulk job's state and progress",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.GetBulkJobWithResponse(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			return cli.emit(res.Body, func(w io.Writer) { printJob(w, res.JSON200) })
+			return show(cmd, cli, 200, getJob(args[0]), func(w io.Writer, res *api.GetBulkJobResponse) { printJob(w, res.JSON200) })
 		},
 	}
 }
@@ -345,11 +333,8 @@ func newBulkReportCmd(cli *cliOpts) *cobra.Command {
 				return printReport(cmd.Context(), cli, c, args[0], true)
 			case "csv":
 				f := api.ReportCSV
-				res, err := c.GetBulkReportWithResponse(cmd.Context(), args[0], &api.GetBulkReportParams{Format: &f})
+				res, err := call(cmd.Context(), c, 200, getReport(args[0], &f))
 				if err != nil {
-					return err
-				}
-				if err := check(res.StatusCode(), res.Body, 200); err != nil {
 					return err
 				}
 				_, err = cli.stdout().Write(res.Body)
@@ -371,38 +356,21 @@ func newBulkControlCmd(cli *cliOpts, what string) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
 			body := api.BulkControl{Reason: opt(reason)}
-			var status int
-			var raw []byte
-			var job *api.BulkJob
+			state := func(w io.Writer, job *api.BulkJob) { fmt.Fprintf(w, "bulk job %s is %s\n", job.Id, job.State) }
 			switch what {
 			case "pause":
-				res, err := c.PauseBulkJobWithResponse(cmd.Context(), args[0], body)
-				if err != nil {
-					return err
-				}
-				status, raw, job = res.StatusCode(), res.Body, res.JSON200
+				return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.PauseBulkJobResponse, error) {
+					return c.PauseBulkJobWithResponse(ctx, args[0], body)
+				}, func(w io.Writer, res *api.PauseBulkJobResponse) { state(w, res.JSON200) })
 			case "resume":
-				res, err := c.ResumeBulkJobWithResponse(cmd.Context(), args[0], body)
-				if err != nil {
-					return err
-				}
-				status, raw, job = res.StatusCode(), res.Body, res.JSON200
-			default:
-				res, err := c.StopBulkJobWithResponse(cmd.Context(), args[0], body)
-				if err != nil {
-					return err
-				}
-				status, raw, job = res.StatusCode(), res.Body, res.JSON200
+				return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.ResumeBulkJobResponse, error) {
+					return c.ResumeBulkJobWithResponse(ctx, args[0], body)
+				}, func(w io.Writer, res *api.ResumeBulkJobResponse) { state(w, res.JSON200) })
 			}
-			if err := check(status, raw, 200); err != nil {
-				return err
-			}
-			return cli.emit(raw, func(w io.Writer) { fmt.Fprintf(w, "bulk job %s is %s\n", job.Id, job.State) })
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.StopBulkJobResponse, error) {
+				return c.StopBulkJobWithResponse(ctx, args[0], body)
+			}, func(w io.Writer, res *api.StopBulkJobResponse) { state(w, res.JSON200) })
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
@@ -426,11 +394,10 @@ func newBulkRetryCmd(cli *cliOpts) *cobra.Command {
 			if cmd.Flags().Changed("rate") {
 				body.Rate = &rate
 			}
-			res, err := c.RetryFailedBulkJobWithResponse(cmd.Context(), args[0], body)
+			res, err := call(cmd.Context(), c, 201, func(ctx context.Context, c *api.ClientWithResponses) (*api.RetryFailedBulkJobResponse, error) {
+				return c.RetryFailedBulkJobWithResponse(ctx, args[0], body)
+			})
 			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 201); err != nil {
 				return err
 			}
 			job := res.JSON201

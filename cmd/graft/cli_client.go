@@ -8,9 +8,12 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/graftdev/graft/tasks/api"
 )
@@ -44,6 +47,48 @@ func (c *cliOpts) client() (*api.ClientWithResponses, error) {
 			r.Header.Set("Authorization", "Bearer "+tok)
 			return nil
 		}))
+}
+
+// response is a generated client response (api.XxxResponse): its status,
+// its raw Body (read by bodyOf) and the typed value of each answer
+// (JSON200, JSON201 ...).
+type response interface{ StatusCode() int }
+
+// bodyOf returns a generated response's raw body. Every generated response
+// has a Body field of bytes (TestGeneratedResponsesHaveABody), but no
+// method to read it, hence reflection.
+func bodyOf(res response) []byte {
+	return reflect.ValueOf(res).Elem().FieldByName("Body").Bytes()
+}
+
+// call makes one request with the generated client c and returns its
+// response when the server answered want; any other answer is an error
+// saying what the server's problem document says.
+func call[R response](ctx context.Context, c *api.ClientWithResponses, want int, send func(context.Context, *api.ClientWithResponses) (R, error)) (R, error) {
+	res, err := send(ctx, c)
+	if err != nil {
+		return res, err
+	}
+	if err := check(res.StatusCode(), bodyOf(res), want); err != nil {
+		var zero R
+		return zero, err
+	}
+	return res, nil
+}
+
+// show is a command's whole life when it makes one request and prints the
+// answer: the client for --server, the call, and its JSON body with
+// -o json, else what table writes of the response.
+func show[R response](cmd *cobra.Command, cli *cliOpts, want int, send func(context.Context, *api.ClientWithResponses) (R, error), table func(io.Writer, R)) error {
+	c, err := cli.client()
+	if err != nil {
+		return err
+	}
+	res, err := call(cmd.Context(), c, want, send)
+	if err != nil {
+		return err
+	}
+	return cli.emit(bodyOf(res), func(w io.Writer) { table(w, res) })
 }
 
 // check turns a response other than want into an error that says what the

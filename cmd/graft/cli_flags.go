@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -31,19 +32,10 @@ func newFlagsGetCmd(cli *cliOpts) *cobra.Command {
 		Short: "show every flag and the global kill switch",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.GetFlagsWithResponse(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			set := res.JSON200
-			return cli.emit(res.Body, func(w io.Writer) {
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.GetFlagsResponse, error) {
+				return c.GetFlagsWithResponse(ctx)
+			}, func(w io.Writer, res *api.GetFlagsResponse) {
+				set := res.JSON200
 				fmt.Fprintf(w, "flag set version %d, global kill switch: %v\n\n", set.Version, set.Killed)
 				fmt.Fprintln(w, "KIND\tVERSION\tKILLED\tDEFAULT\tKEY RULES")
 				for _, f := range set.Flags {
@@ -65,32 +57,23 @@ func newFlagsSetCmd(cli *cliOpts) *cobra.Command {
 		Short: `change a kind's flag against the version you read (KIND "*": the global kill switch)`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			ch := api.FlagChange{Version: version, Reason: reason, Killed: &killed}
-			if args[0] != "*" {
-				kr := []api.KeyRule{}
-				for _, r := range rules {
-					keys, p, ok := strings.Cut(r, "=")
-					f, perr := strconv.ParseFloat(strings.TrimSuffix(p, "%"), 64)
-					if !ok || perr != nil || keys == "" {
-						return fmt.Errorf("--key-rule %q: use KEY[,KEY...]=PERCENT, e.g. com,net=100", r)
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.SetFlagResponse, error) {
+				ch := api.FlagChange{Version: version, Reason: reason, Killed: &killed}
+				if args[0] != "*" {
+					kr := []api.KeyRule{}
+					for _, r := range rules {
+						keys, p, ok := strings.Cut(r, "=")
+						f, perr := strconv.ParseFloat(strings.TrimSuffix(p, "%"), 64)
+						if !ok || perr != nil || keys == "" {
+							return nil, fmt.Errorf("--key-rule %q: use KEY[,KEY...]=PERCENT, e.g. com,net=100", r)
+						}
+						kr = append(kr, api.KeyRule{Keys: strings.Split(keys, ","), Percent: f})
 					}
-					kr = append(kr, api.KeyRule{Keys: strings.Split(keys, ","), Percent: f})
+					ch.DefaultPercent, ch.KeyRules = &pct, &kr
 				}
-				ch.DefaultPercent, ch.KeyRules = &pct, &kr
-			}
-			res, err := c.SetFlagWithResponse(cmd.Context(), args[0], ch)
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			f := res.JSON200
-			return cli.emit(res.Body, func(w io.Writer) {
+				return c.SetFlagWithResponse(ctx, args[0], ch)
+			}, func(w io.Writer, res *api.SetFlagResponse) {
+				f := res.JSON200
 				fmt.Fprintf(w, "%s is at version %d: killed=%v default=%g%% %s\n", f.Kind, f.Version, f.Killed, f.DefaultPercent, rulesText(f.KeyRules))
 			})
 		},
@@ -112,18 +95,9 @@ func newFlagsAuditCmd(cli *cliOpts) *cobra.Command {
 		Short: "show changes to the flags, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.GetFlagAuditWithResponse(cmd.Context(), &api.GetFlagAuditParams{Kind: opt(kind), Limit: &limit})
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			return cli.emit(res.Body, func(w io.Writer) {
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.GetFlagAuditResponse, error) {
+				return c.GetFlagAuditWithResponse(ctx, &api.GetFlagAuditParams{Kind: opt(kind), Limit: &limit})
+			}, func(w io.Writer, res *api.GetFlagAuditResponse) {
 				fmt.Fprintln(w, "TIME\tKIND\tVERSION\tBY\tREASON\tNEW VALUE")
 				for _, a := range res.JSON200.Items {
 					nv := ""

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -93,24 +94,15 @@ func newOpsListCmd(cli *cliOpts) *cobra.Command {
 		Short: "list operations, newest first, with counts per status",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			p, err := f.params()
-			if err != nil {
-				return err
-			}
-			p.Limit, p.Cursor = &limit, opt(cursor)
-			res, err := c.ListOperationsWithResponse(cmd.Context(), &p)
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			page := res.JSON200
-			return cli.emit(res.Body, func(w io.Writer) {
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.ListOperationsResponse, error) {
+				p, err := f.params()
+				if err != nil {
+					return nil, err
+				}
+				p.Limit, p.Cursor = &limit, opt(cursor)
+				return c.ListOperationsWithResponse(ctx, &p)
+			}, func(w io.Writer, res *api.ListOperationsResponse) {
+				page := res.JSON200
 				fmt.Fprintln(w, "ID\tKIND\tSTATUS\tCUSTOMER\tKEY\tCREATED\tLAST ERROR")
 				for _, o := range page.Items {
 					status := string(o.Status)
@@ -152,19 +144,10 @@ func newOpsShowCmd(cli *cliOpts) *cobra.Command {
 		Short: "show one operation: its state, where it is now, its legacy row",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.GetOperationWithResponse(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			o := res.JSON200
-			return cli.emit(res.Body, func(w io.Writer) {
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.GetOperationResponse, error) {
+				return c.GetOperationWithResponse(ctx, args[0])
+			}, func(w io.Writer, res *api.GetOperationResponse) {
+				o := res.JSON200
 				row := func(k, v string) {
 					if v != "" {
 						fmt.Fprintf(w, "%s:\t%s\n", k, v)
@@ -237,18 +220,9 @@ func newOpsHistoryCmd(cli *cliOpts) *cobra.Command {
 		Short: "show an operation's timeline: runs, steps, attempts, signals and operator actions",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.GetOperationHistoryWithResponse(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			return cli.emit(res.Body, func(w io.Writer) {
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.GetOperationHistoryResponse, error) {
+				return c.GetOperationHistoryWithResponse(ctx, args[0])
+			}, func(w io.Writer, res *api.GetOperationHistoryResponse) {
 				fmt.Fprintln(w, "TIME\tEVENT\tNAME\tSTATUS\tATTEMPT\tBY\tREASON\tERROR")
 				for _, e := range res.JSON200.Events {
 					name := str(e.Name)
@@ -275,19 +249,10 @@ func newOpsCancelCmd(cli *cliOpts) *cobra.Command {
 		Short: "cancel an open operation; prints the refund plan",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.CancelOperationWithResponse(cmd.Context(), args[0], api.CancelRequest{Reason: reason, DryRun: &dry})
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			r := res.JSON200
-			return cli.emit(res.Body, func(w io.Writer) {
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.CancelOperationResponse, error) {
+				return c.CancelOperationWithResponse(ctx, args[0], api.CancelRequest{Reason: reason, DryRun: &dry})
+			}, func(w io.Writer, res *api.CancelOperationResponse) {
+				r := res.JSON200
 				if dry {
 					fmt.Fprintf(w, "dry run: cancelling %s (status %s) would run this refund plan\n", r.Id, r.Status)
 				} else {
@@ -320,19 +285,10 @@ func newOpsRelaunchCmd(cli *cliOpts) *cobra.Command {
 		Short: "relaunch a closed operation from before its last failure (or a named step)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.RelaunchOperationWithResponse(cmd.Context(), args[0], api.RelaunchRequest{Reason: reason, FromStep: opt(from), DryRun: &dry})
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			r := res.JSON200
-			return cli.emit(res.Body, func(w io.Writer) {
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.RelaunchOperationResponse, error) {
+				return c.RelaunchOperationWithResponse(ctx, args[0], api.RelaunchRequest{Reason: reason, FromStep: opt(from), DryRun: &dry})
+			}, func(w io.Writer, res *api.RelaunchOperationResponse) {
+				r := res.JSON200
 				if r.DryRun {
 					fmt.Fprintf(w, "dry run: relaunching %s would\n", r.Id)
 				} else {
@@ -361,26 +317,19 @@ func newOpsSignalCmd(cli *cliOpts) *cobra.Command {
 		Short: "send a declared signal; its payload is checked against the declared type",
 		Args:  cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			req := api.SignalRequest{Name: args[1], Reason: reason}
-			if len(args) == 3 {
-				if !json.Valid([]byte(args[2])) {
-					return fmt.Errorf("the payload is not valid JSON: %s", args[2])
+			return show(cmd, cli, 202, func(ctx context.Context, c *api.ClientWithResponses) (*api.SignalOperationResponse, error) {
+				req := api.SignalRequest{Name: args[1], Reason: reason}
+				if len(args) == 3 {
+					if !json.Valid([]byte(args[2])) {
+						return nil, fmt.Errorf("the payload is not valid JSON: %s", args[2])
+					}
+					raw := json.RawMessage(args[2])
+					req.Payload = &raw
 				}
-				raw := json.RawMessage(args[2])
-				req.Payload = &raw
-			}
-			res, err := c.SignalOperationWithResponse(cmd.Context(), args[0], req)
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 202); err != nil {
-				return err
-			}
-			return cli.emit(res.Body, func(w io.Writer) { fmt.Fprintf(w, "signal %s sent to %s\n", args[1], args[0]) })
+				return c.SignalOperationWithResponse(ctx, args[0], req)
+			}, func(w io.Writer, _ *api.SignalOperationResponse) {
+				fmt.Fprintf(w, "signal %s sent to %s\n", args[1], args[0])
+			})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log; required)")

@@ -48,12 +48,11 @@ straight in the database (GRAFT_DATABASE_URL): the way to make the first admin t
 				if err != nil {
 					return err
 				}
-				res, err := c.CreateTokenWithResponse(cmd.Context(), api.TokenRequest{Name: name, Role: api.Role(role),
-					Customer: opt(customer), ExpiresInHours: &hours})
+				res, err := call(cmd.Context(), c, 201, func(ctx context.Context, c *api.ClientWithResponses) (*api.CreateTokenResponse, error) {
+					return c.CreateTokenWithResponse(ctx, api.TokenRequest{Name: name, Role: api.Role(role),
+						Customer: opt(customer), ExpiresInHours: &hours})
+				})
 				if err != nil {
-					return err
-				}
-				if err := check(res.StatusCode(), res.Body, 201); err != nil {
 					return err
 				}
 				tok = *res.JSON201
@@ -103,18 +102,9 @@ func newTokensListCmd(cli *cliOpts) *cobra.Command {
 		Short: "list tokens (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cli.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.ListTokensWithResponse(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 200); err != nil {
-				return err
-			}
-			return cli.emit(res.Body, func(w io.Writer) {
+			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.ListTokensResponse, error) {
+				return c.ListTokensWithResponse(ctx)
+			}, func(w io.Writer, res *api.ListTokensResponse) {
 				fmt.Fprintln(w, "ID\tNAME\tROLE\tCUSTOMER\tCREATED\tEXPIRES\tLAST USED\tREVOKED")
 				for _, t := range res.JSON200.Items {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Id, t.Name, t.Role, str(t.Customer), ts(&t.CreatedAt),
@@ -135,11 +125,9 @@ func newTokensRevokeCmd(cli *cliOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := c.RevokeTokenWithResponse(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if err := check(res.StatusCode(), res.Body, 204); err != nil {
+			if _, err := call(cmd.Context(), c, 204, func(ctx context.Context, c *api.ClientWithResponses) (*api.RevokeTokenResponse, error) {
+				return c.RevokeTokenWithResponse(ctx, args[0])
+			}); err != nil {
 				return err
 			}
 			return cli.emit([]byte(`{"revoked":"`+args[0]+`"}`), func(w io.Writer) { fmt.Fprintf(w, "token %s revoked\n", args[0]) })
