@@ -78,7 +78,13 @@
 // changes go to the outbox instead, in the same transaction, and the relay
 // (Start) delivers them with retries; later changes of those rows queue
 // behind them. Failing the checkpoint instead would make the engine drop the
-// run and run its last activity again and again.
+// run and run its last activity again and again. The write is therefore
+// undone on its own: after a savepoint, or, with a Version column, inside a
+// PL/pgSQL function whose EXCEPTION block does the same in the one round
+// trip that writes the batch. New creates that function in graft's schema,
+// named graftsync_write_ and a hash of its text (a changed mapping gets a
+// new one; dropping an unused one is safe, a Mirror re-creates its own when
+// it starts).
 //
 // # Separate-database mode
 //

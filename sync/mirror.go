@@ -221,11 +221,19 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 		return nil, fmt.Errorf("graftsync: metrics: %w", err)
 	}
 	mr.buildSQL()
+	if mr.sql.writeFn != "" {
+		if err := ensureFunction(ctx, legacy, mr.stateSchema, mr.sql.writeFn, mr.sql.fnSig); err != nil {
+			_ = mr.met.close()
+			return nil, fmt.Errorf("graftsync: %w", err)
+		}
+	}
 	texts := []string{mr.sql.rowsRelay}
 	if !mr.versioned {
 		texts = append(texts, mr.sql.guardRelay)
 	}
-	if c.LegacyDB == nil {
+	if mr.sql.callFn != "" {
+		texts = append(texts, mr.sql.callFn)
+	} else if c.LegacyDB == nil {
 		texts = append(texts, mr.sql.rowsSame)
 		if !mr.versioned {
 			texts = append(texts, mr.sql.guardSame)
@@ -290,6 +298,9 @@ func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events
 // say) for as long as the legacy table refuses. A row with changes waiting
 // in the outbox has its later changes queued behind them, in order.
 func (mr *Mirror) writeSame(ctx context.Context, tx engine.CheckpointTx, cs []*change) error {
+	if mr.sql.callFn != "" {
+		return mr.writeSameFn(ctx, tx, cs)
+	}
 	// One round trip: the savepoint the fallback needs, and planOff.
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT graftsync_mirror; `+planOff); err != nil {
 		return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, err)
@@ -303,6 +314,56 @@ func (mr *Mirror) writeSame(ctx context.Context, tx engine.CheckpointTx, cs []*c
 		mr.met.queued(ctx, int64(len(cs)))
 		return mr.writeOutbox(ctx, tx, cs)
 	}
+	return mr.queueDeferred(ctx, tx, cs)
+}
+
+// writeSameFn is writeSame through the write function (writeFnSQL): one
+// round trip, in which the function's block is the savepoint.
+func (mr *Mirror) writeSameFn(ctx context.Context, tx engine.CheckpointTx, cs []*change) error {
+	byKey := make(map[string]*change, len(cs))
+	for _, c := range cs {
+		c.out, c.now = outPassed, c.State
+		byKey[c.Key] = c
+	}
+	args := mr.rowsArgs(true, cs)
+	args = args[:len(args)-len(mr.planDefaults)] // the function's SET clauses are planOff
+	rows, err := mr.prep.query(ctx, mr.legacyDB().DB, tx, mr.sql.callFn, args...)
+	if err != nil {
+		return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, err)
+	}
+	var refused string
+	for rows.Next() {
+		var kind string
+		var key sql.NullString
+		if err := rows.Scan(&kind, &key); err != nil {
+			rows.Close()
+			return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, err)
+		}
+		if kind == "x" {
+			refused = key.String
+			continue
+		}
+		if c := byKey[key.String]; c != nil {
+			c.record(kind)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("graftsync: mirror into %s: %w", mr.table, err)
+	}
+	if refused != "" {
+		// The function's block rolled the write back.
+		mr.log.Error("graftsync: mirror write refused; changes queued for the relay", "table", mr.table.String(),
+			"rows", len(cs), "err", refused)
+		mr.met.queued(ctx, int64(len(cs)))
+		return mr.writeOutbox(ctx, tx, cs)
+	}
+	return mr.queueDeferred(ctx, tx, cs)
+}
+
+// queueDeferred writes the changes queued behind changes waiting in the
+// outbox (outDeferred) to the outbox, and settles the others.
+func (mr *Mirror) queueDeferred(ctx context.Context, tx engine.CheckpointTx, cs []*change) error {
 	var later []*change
 	for _, c := range cs {
 		if c.out&outDeferred != 0 {
@@ -378,22 +439,25 @@ func (mr *Mirror) apply(ctx context.Context, q queryer, same bool, cs []*change)
 		if err := rows.Scan(&kind, &key); err != nil {
 			return err
 		}
-		c := byKey[key.String]
-		if c == nil {
-			continue
-		}
-		switch kind {
-		case "u":
-			c.out |= outUpdated | outExists
-		case "e":
-			c.out |= outExists
-		case "i":
-			c.out |= outInserted
-		case "d":
-			c.out = outDeferred
+		if c := byKey[key.String]; c != nil {
+			c.record(kind)
 		}
 	}
 	return rows.Err()
+}
+
+// record notes on c one row of the rows statement (see rowsSQL).
+func (c *change) record(kind string) {
+	switch kind {
+	case "u":
+		c.out |= outUpdated | outExists
+	case "e":
+		c.out |= outExists
+	case "i":
+		c.out |= outInserted
+	case "d":
+		c.out = outDeferred
+	}
 }
 
 // settle accounts for a write: stale changes, missing rows and the policy.

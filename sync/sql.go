@@ -31,6 +31,11 @@ type stmts struct {
 	mappingArg            bool   // the same-database rows statement takes the mapping (after the arrays)
 
 	claim, oldest, deliver, retry string // relay, graft side
+
+	// writeFn creates the function that writes a batch in same-database
+	// mode with a version column, fnSig is its signature and callFn calls
+	// it (see writeFnSQL); empty otherwise.
+	writeFn, fnSig, callFn string
 }
 
 func (mr *Mirror) buildSQL() {
@@ -39,6 +44,9 @@ func (mr *Mirror) buildSQL() {
 	mr.outboxTable = qi(mr.cfg.Schema) + ".mirror_outbox" // in graft's database, which is the legacy one in same-database mode
 	s.guardSame, s.rowsSame = mr.guardSQL(true), mr.rowsSQL(true)
 	s.guardRelay, s.rowsRelay = mr.guardSQL(false), mr.rowsSQL(false)
+	if mr.versioned && mr.cfg.LegacyDB == nil {
+		s.writeFn, s.fnSig, s.callFn = mr.writeFnSQL()
+	}
 	key := mr.cols["Key.Column"]
 	t := mr.table.Quoted()
 	s.readState = `SELECT row_key, ord FROM ` + mr.stateTable + ` WHERE mapping = $1 AND row_key = ANY($2::text[]) FOR UPDATE`
@@ -103,7 +111,8 @@ func (mr *Mirror) buildSQL() {
 // mirror's cost would go. So both statements run after planOff, which turns
 // sequential and bitmap scans off and asks for the generic plan of prepared
 // statements (see stmtCache), and the rows statement puts the settings back
-// as it executes. It returns (kind, key) rows: 'u' updated, 'e' exists but
+// as it executes (with a Version column in same-database mode, the rows
+// statement runs inside a function whose SET clauses do both: writeFnSQL). It returns (kind, key) rows: 'u' updated, 'e' exists but
 // left as it was (the change altered nothing, or the version column is
 // ahead), 'i' created, and one 'r' row.
 
@@ -191,6 +200,46 @@ func (mr *Mirror) guardArgs(cs []*change) []any {
 // rowsArrays is the number of per-change arrays of the rows statement
 // before the extras.
 const rowsArrays = 11
+
+// writeFnSQL builds, for same-database mode with a version column, a
+// function that runs the rows statement in a block that catches its
+// failure, and the statement that calls it. A batch then costs one round
+// trip: the function is the savepoint (a PL/pgSQL block with an EXCEPTION
+// clause runs in a subtransaction, which a failure rolls back), and its SET
+// clauses are planOff, undone by PostgreSQL when it returns. A refusal
+// comes back as one row ('x', the error) after whatever the statement had
+// returned before failing. The function lives in graft's schema, named
+// after a hash of its text, so a changed mapping gets a new one and a
+// process never replaces the function another one is calling.
+func (mr *Mirror) writeFnSQL() (create, sig, call string) {
+	body := mr.rowsSQL(true)
+	body = body[:strings.LastIndex(body, ` UNION ALL SELECT 'r', set_config(`)]
+	n := rowsArrays + len(mr.extras) + btoi(mr.sql.mappingArg) + btoi(mr.sql.reqArg) + btoi(mr.sql.needOpArg)
+	params, args := make([]string, n), make([]string, n)
+	for i := range params {
+		params[i], args[i] = "text", "$"+strconv.Itoa(i+1)
+	}
+	const quote = "$graftsync$"
+	if strings.Contains(body, quote) {
+		return "", "", "" // cannot be quoted so: the batch takes the savepoint path
+	}
+	text := `(` + strings.Join(params, ", ") + `)
+	RETURNS TABLE (graftsync_kind text, graftsync_key text) LANGUAGE plpgsql
+	SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan
+	AS ` + quote + `
+#variable_conflict use_column
+BEGIN
+	RETURN QUERY ` + body + `;
+EXCEPTION WHEN OTHERS OR query_canceled THEN
+	RETURN QUERY SELECT 'x'::text, SQLSTATE || ': ' || SQLERRM;
+END
+` + quote
+	h := fnv.New64a()
+	h.Write([]byte(text))
+	fn := qi(mr.stateSchema) + "." + qi(fmt.Sprintf("graftsync_write_%016x", h.Sum64()))
+	return `CREATE FUNCTION ` + fn + text, fn + `(` + strings.Join(params, ",") + `)`,
+		`SELECT graftsync_kind, graftsync_key FROM ` + fn + `(` + strings.Join(args, ", ") + `)`
+}
 
 // rowsSQL builds the rows statement; same: positions come from the
 // transaction ID.
@@ -541,6 +590,31 @@ func ensureTables(ctx context.Context, db *sqlx.DB, schema string, state, outbox
 	for _, s := range stmts {
 		if _, err := tx.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("create mirror tables in %s: %w", schema, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// ensureFunction creates the function of create (writeFnSQL) unless it
+// exists (sig is its signature). Safe to run from many processes at once.
+func ensureFunction(ctx context.Context, db *sqlx.DB, schema, create, sig string) error {
+	h := fnv.New64a()
+	h.Write([]byte("graftsync-migrate:" + schema))
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, int64(h.Sum64()))); err != nil {
+		return err
+	}
+	var exists bool
+	if err := tx.QueryRowContext(ctx, `SELECT to_regprocedure($1) IS NOT NULL`, sig).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		if _, err := tx.ExecContext(ctx, create); err != nil {
+			return fmt.Errorf("create the mirror's write function %s: %w", sig, err)
 		}
 	}
 	return tx.Commit()
