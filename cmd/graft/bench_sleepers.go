@@ -27,7 +27,7 @@ type sleepIn struct{ D time.Duration }
 // All of them sleep until one moment, wakeAll, so that the wake phase
 // measures how fast due runs are woken rather than how their wake times
 // are spread. Starting n runs takes a while, so that moment is set once the
-// start rate is known (after the first pilot starts): o.sleep after 1.5
+// start rate is known (after the first pilot starts): o.sleep after 1.25
 // times the projected start phase. The pilot's runs sleep o.sleep only
 // (they wake while the others start), as do runs started after wakeAll.
 // wake_per_s counts the runs that completed after wakeAll (or after the
@@ -68,7 +68,7 @@ func benchSleepers(o benchOpts) error {
 			}
 		} else if s := started.Load(); s >= pilot {
 			el := time.Since(t0)
-			at := t0.Add(time.Duration(float64(el)*float64(o.n)/float64(s)*1.5) + o.sleep)
+			at := t0.Add(time.Duration(float64(el)*float64(o.n)/float64(s)*1.25) + o.sleep)
 			wakeAll.CompareAndSwap(0, at.UnixNano())
 		}
 		_, err := wf.Start(ctx, c, sleepIn{D: time.Until(wake)}, &engine.StartOptions{ID: fmt.Sprintf("sleeper-%d", i)})
@@ -113,6 +113,17 @@ func benchSleepers(o benchOpts) error {
 	}
 	deadline := from.Add(max(10*time.Minute, 2*startElapsed))
 	for woke.Load() < int64(o.n) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The last ends are on their way to the database.
+	for time.Now().Before(deadline) {
+		var open bool
+		if err := db.QueryRow(`SELECT EXISTS (SELECT 1 FROM ` + runs + ` WHERE status IN ('pending', 'running', 'waiting'))`).Scan(&open); err != nil {
+			return err
+		}
+		if !open {
+			break
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	// The runs' own end times say when the last one completed.
