@@ -46,7 +46,8 @@ func ClaimPlansForTest(ctx context.Context, e *Engine, queues, types []string) (
 	}{
 		{"claim", s.claimSQL(s.claimDueSQL(1)), claimArgs("w", queues[:1], types, 100, now, ttl)},
 		{"claim-queues", s.claimSQL(s.claimDueSQL(len(queues))), claimArgs("w", queues, types, 100, now, ttl)},
-		{"claim-expired", s.claimSQL(s.claimExpiredSQL()), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}))},
+		{"claim-expired", s.claimSQL(s.claimExpiredSQL()), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}), expiredWindow(0))},
+		{"claim-expired-within", s.claimSQL(s.claimExpiredSQL()), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}), expiredWindow(10*time.Second))},
 		{"next-wake", s.nextWakeSQL(1), []any{pq.Array(queues[:1]), pq.Array(types)}},
 		{"next-wake-queues", s.nextWakeSQL(len(queues)), []any{pq.Array(queues), pq.Array(types)}},
 	} {
@@ -55,4 +56,15 @@ func ClaimPlansForTest(ctx context.Context, e *Engine, queues, types []string) (
 		}
 	}
 	return plans, nil
+}
+
+// ClaimExpiredForTest claims, as owner, up to n runs of queue whose leases
+// expired within that long before now (0: whenever), and returns their IDs.
+func ClaimExpiredForTest(ctx context.Context, e *Engine, owner, queue string, types []string, n int, within time.Duration) ([]string, error) {
+	rows, err := e.store.claimExpired(ctx, owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, []string{}, within)
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.RunID
+	}
+	return ids, err
 }

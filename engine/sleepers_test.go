@@ -77,7 +77,7 @@ func TestClaimPlansUseIndexes(t *testing.T) {
 	plans, err := engine.ClaimPlansForTest(ctx, e, []string{"q1", "q2"}, []string{"plans.wf"})
 	require.NoError(t, err)
 	for name, index := range map[string]string{
-		"claim": "runs_claimable", "claim-queues": "runs_claimable", "claim-expired": "runs_leased",
+		"claim": "runs_claimable", "claim-queues": "runs_claimable", "claim-expired": "runs_leased", "claim-expired-within": "runs_leased",
 		"next-wake": "runs_claimable", "next-wake-queues": "runs_claimable",
 	} {
 		plan := plans[name]
@@ -88,6 +88,33 @@ func TestClaimPlansUseIndexes(t *testing.T) {
 	for name, plan := range plans {
 		t.Logf("%s:\n%s", name, plan)
 	}
+	// A look at the leases that expired lately reads only their part of
+	// the index.
+	require.Regexp(t, `Index Cond: \(\(lease_expires_at < now\(\)\) AND \(lease_expires_at >= `, plans["claim-expired-within"])
 	// One queue's claim takes its order from the index: no sort at all.
 	require.NotContains(t, plans["claim"], "Sort", "claim:\n%s", plans["claim"])
+}
+
+// A look at the leases that expired lately does not take one that expired
+// before it (an earlier look saw that one); a look at all of them does.
+func TestClaimExpiredWithin(t *testing.T) {
+	t.Parallel()
+	wf := engine.NewWorkflow("expired.wf", func(ctx engine.Context, _ int) (int, error) { return 0, nil })
+	e := testenv.Engine(t, nil)
+	require.NoError(t, e.Register(wf))
+	ctx := testenv.Ctx(t, 30*time.Second)
+	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+pq.QuoteIdentifier(e.Schema())+`.runs
+		(run_id, workflow_id, workflow_type, queue, status, lease_owner, lease_expires_at, loads) VALUES
+		('old', 'old', 'expired.wf', 'default', 'running', 'gone', now() - interval '1 hour', 1),
+		('new', 'new', 'expired.wf', 'default', 'running', 'gone', now() - interval '1 second', 1),
+		('live', 'live', 'expired.wf', 'default', 'running', 'here', now() + interval '1 hour', 1)`)
+	require.NoError(t, err)
+	types := []string{"expired.wf"}
+
+	ids, err := engine.ClaimExpiredForTest(ctx, e, "w1", "default", types, 10, 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, []string{"new"}, ids)
+	ids, err = engine.ClaimExpiredForTest(ctx, e, "w2", "default", types, 10, 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{"old"}, ids, "the lease that expired an hour ago, not the live one nor the one w1 took")
 }

@@ -603,16 +603,33 @@ func (s *store) claimDueSQL(nq int) string {
 // claimExpired leases up to n running runs whose owner stopped renewing.
 // held are the runs the claiming worker has loaded: a copy of a run that
 // still runs here (its renewal is late) is not claimed a second time; the
-// renewal stops it if another worker takes the run.
-func (s *store) claimExpired(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, held []string) ([]*runRow, error) {
-	return s.claim(ctx, s.claimExpiredSQL(), owner, queues, types, n, now, ttl, pq.Array(held))
+// renewal stops it if another worker takes the run. within, when not zero,
+// looks only at leases that expired within that long before now: the runs
+// whose leases expired earlier were seen by the caller's previous look. The
+// lease index keeps an entry of every run that was claimed, until VACUUM
+// removes the dead ones (a long transaction anywhere holds that back), so
+// a look at every expired lease reads the entries of every run claimed
+// and closed since: after a million sleepers woke, 2.8 s (EXPLAIN ANALYZE,
+// 958,735 entries) instead of a few milliseconds.
+func (s *store) claimExpired(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, held []string, within time.Duration) ([]*runRow, error) {
+	return s.claim(ctx, s.claimExpiredSQL(), owner, queues, types, n, now, ttl, pq.Array(held), expiredWindow(within))
+}
+
+// expiredWindow renders claimExpired's within as an interval: none (zero)
+// is a century.
+func expiredWindow(within time.Duration) string {
+	if within <= 0 {
+		return "100 years"
+	}
+	return fmt.Sprintf("%d milliseconds", within.Milliseconds())
 }
 
 // claimExpiredSQL is claimExpired's selection, read from the runs_leased
-// index (running runs by lease expiry).
+// index (running runs by lease expiry), from now less $8 to now.
 func (s *store) claimExpiredSQL() string {
 	return `SELECT run_id FROM ` + s.runs + `
-		WHERE status = 'running' AND lease_expires_at < now() AND queue = ANY($2) AND workflow_type = ANY($3)
+		WHERE status = 'running' AND lease_expires_at < now() AND lease_expires_at >= now() - $8::interval
+		AND queue = ANY($2) AND workflow_type = ANY($3)
 		AND $5::timestamptz IS NOT NULL AND NOT (run_id = ANY($7))
 		LIMIT $4 FOR UPDATE SKIP LOCKED`
 }

@@ -58,6 +58,16 @@ type WorkerConfig struct {
 	Interceptors []Interceptor
 }
 
+// A worker's look for expired leases reads those that expired since its
+// previous look, widened by expiredLookMargin (the database's clock against
+// the worker's, a commit's delay). Every expiredFullEvery looks (about 16
+// lease periods) it reads them all: a run skipped because it was locked at
+// the look that should have taken it is taken then.
+const (
+	expiredLookMargin = 2 * time.Second
+	expiredFullEvery  = 64
+)
+
 // Worker claims due runs from its queues and executes them. Any number of
 // workers, in any number of processes, share one database.
 type Worker struct {
@@ -89,6 +99,12 @@ type Worker struct {
 	stopped bool
 
 	lastExpiredScan time.Time // only touched by the claim loop
+	// expiredLooks counts the looks for expired leases; expiredAll asks
+	// the next one to read every expired lease, not only those that
+	// expired since the previous look (which failed, or filled its batch
+	// and may have left some). Only touched by the claim loop.
+	expiredLooks int
+	expiredAll   bool
 	// starved is set while the claim loop waits with every workflow slot
 	// taken: due work may be left unclaimed, so a run that gives its slot
 	// back wakes the loop. Otherwise the slot of a run that closed here has
@@ -322,9 +338,18 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 	// even behind a backlog of due runs that fills every claim.
 	var rows []*runRow
 	var err error
-	if time.Since(w.lastExpiredScan) > ttl/4 {
+	if since := time.Since(w.lastExpiredScan); since > ttl/4 {
+		// Each look reads the leases that expired since the previous one
+		// (see store.claimExpired); now and then, or when the previous
+		// look may have left some behind, it reads them all.
+		within := since + expiredLookMargin
+		if w.lastExpiredScan.IsZero() || w.expiredAll || w.expiredLooks%expiredFullEvery == 0 {
+			within = 0
+		}
 		w.lastExpiredScan = time.Now()
-		rows, err = w.e.store.claimExpired(ctx, w.id, w.cfg.Queues, w.types, reserved, now, ttl, w.loadedIDs())
+		w.expiredLooks++
+		rows, err = w.e.store.claimExpired(ctx, w.id, w.cfg.Queues, w.types, reserved, now, ttl, w.loadedIDs(), within)
+		w.expiredAll = err != nil || len(rows) == reserved
 	}
 	if err == nil && len(rows) < reserved {
 		var more []*runRow
