@@ -143,6 +143,7 @@ func (e *Engine) Close() error {
 		e.commit.close()
 		e.notes.close()
 		e.outcomes.close()
+		e.store.closeHot()
 		e.listener.Close()
 	})
 	return nil

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"database/sql"
-	"encoding/hex"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +13,8 @@ import (
 type pgArray struct {
 	b strings.Builder
 	n int
+	// closed: String wrote the closing brace.
+	closed bool
 }
 
 func (a *pgArray) sep() {
@@ -29,12 +30,27 @@ func (a *pgArray) null() { a.sep(); a.b.WriteString("NULL") }
 
 func (a *pgArray) str(s string) {
 	a.sep()
+	a.b.Grow(len(s) + 2)
 	a.b.WriteByte('"')
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c == '"' || c == '\\' {
 			a.b.WriteByte('\\')
 		}
 		a.b.WriteByte(s[i])
+	}
+	a.b.WriteByte('"')
+}
+
+// strBytes is str of string(s), without making that string.
+func (a *pgArray) strBytes(s []byte) {
+	a.sep()
+	a.b.Grow(len(s) + 2)
+	a.b.WriteByte('"')
+	for _, c := range s {
+		if c == '"' || c == '\\' {
+			a.b.WriteByte('\\')
+		}
+		a.b.WriteByte(c)
 	}
 	a.b.WriteByte('"')
 }
@@ -56,8 +72,13 @@ func (a *pgArray) bytes(b []byte) {
 		return
 	}
 	a.sep()
+	a.b.Grow(2*len(b) + 5)
 	a.b.WriteString(`"\\x`)
-	a.b.WriteString(hex.EncodeToString(b))
+	const digits = "0123456789abcdef"
+	for _, c := range b {
+		a.b.WriteByte(digits[c>>4])
+		a.b.WriteByte(digits[c&0xf])
+	}
 	a.b.WriteByte('"')
 }
 
@@ -67,7 +88,7 @@ func (a *pgArray) jsonText(b []byte) {
 		a.null()
 		return
 	}
-	a.str(string(b))
+	a.strBytes(b)
 }
 
 func (a *pgArray) int(v int64) { a.sep(); a.b.WriteString(strconv.FormatInt(v, 10)) }
@@ -86,8 +107,9 @@ func (a *pgArray) time(t sql.NullTime) {
 		return
 	}
 	a.sep()
+	var buf [48]byte
 	a.b.WriteByte('"')
-	a.b.WriteString(t.Time.UTC().Format(time.RFC3339Nano))
+	a.b.Write(t.Time.UTC().AppendFormat(buf[:0], time.RFC3339Nano))
 	a.b.WriteByte('"')
 }
 
@@ -95,5 +117,9 @@ func (a *pgArray) String() string {
 	if a.n == 0 {
 		return "{}"
 	}
-	return a.b.String() + "}"
+	if !a.closed {
+		a.closed = true
+		a.b.WriteByte('}')
+	}
+	return a.b.String()
 }

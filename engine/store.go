@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,9 @@ type store struct {
 	beats   string
 	channel map[string]string
 	sql     storeSQL
+	// hot holds the commit path's statements, prepared: query text to
+	// *hotStmt (see hotQuery).
+	hot sync.Map
 
 	// signalsLoaded, set by tests, learns how many signals each load read.
 	signalsLoaded atomic.Pointer[func(n int)]
@@ -161,7 +165,7 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 		args = append(args, ttlInterval(ttl))
 		args = stepArgs(args, w.newSteps.steps, w.newSteps.owners)
 	}
-	rows, err := tx.QueryContext(ctx, q, args...)
+	rows, err := s.hotQuery(ctx, tx, q, args...)
 	if err != nil {
 		return nil, nil, nil, err
 	}
