@@ -104,7 +104,7 @@ type finishSpec struct {
 
 type committer struct {
 	e      *Engine
-	shards []chan *writeOp
+	shards []*commitShard
 	wg     sync.WaitGroup
 	stop   chan struct{}
 	// releases are runs given back after a failed write, released in
@@ -123,20 +123,47 @@ type committer struct {
 	queued atomic.Pointer[func()]
 }
 
+// commitShard is one group-commit writer: a queue of ops written in batches,
+// one batch at a time and in queue order, so the ops of one run (which all
+// go to the same shard) commit in the order they were submitted.
+//
+// A batch is written by the shard's loop goroutine, or, when the shard is
+// idle (nothing queued, nothing being written), by the submitter that waits
+// for its op: it takes the writer's role and writes its op in place. At low
+// load that is most commits, and each then costs no hand-off to the loop
+// and back; under load the shard is busy and ops queue and batch as before.
+type commitShard struct {
+	mu    sync.Mutex
+	queue []*writeOp
+	// writing: a batch of the shard is being written, by the loop or in
+	// place by a submitter; idle is signalled when it ends.
+	writing bool
+	idle    *sync.Cond
+	// closed: the committer is stopping and the loop writes what is left;
+	// nothing is written in place any more.
+	closed bool
+	// ready wakes the loop: the queue may have ops it can take.
+	ready chan struct{}
+	// space bounds the queue (one token per queued op): a run's writes are
+	// the worker's backpressure.
+	space chan struct{}
+}
+
 func newCommitter(e *Engine) *committer {
 	c := &committer{e: e, stop: make(chan struct{}), releases: make(chan release, 4*e.cfg.MaxBatch),
 		relStop: make(chan struct{}), relDone: make(chan struct{})}
 	go c.releaseLoop()
 	for i := 0; i < e.cfg.CommitShards; i++ {
-		ch := make(chan *writeOp, 4*e.cfg.MaxBatch)
-		c.shards = append(c.shards, ch)
+		sh := &commitShard{ready: make(chan struct{}, 1), space: make(chan struct{}, 4*e.cfg.MaxBatch)}
+		sh.idle = sync.NewCond(&sh.mu)
+		c.shards = append(c.shards, sh)
 		c.wg.Add(1)
-		go c.loop(ch)
+		go c.loop(sh)
 	}
 	return c
 }
 
-func (c *committer) shard(op *writeOp) chan *writeOp {
+func (c *committer) shard(op *writeOp) *commitShard {
 	h := fnv.New32a()
 	h.Write([]byte(op.runID))
 	op.started = time.Now()
@@ -146,7 +173,26 @@ func (c *committer) shard(op *writeOp) chan *writeOp {
 // submit queues op, waiting for room in its shard: a run's writes are the
 // worker's backpressure.
 func (c *committer) submit(op *writeOp) {
-	c.shard(op) <- op
+	_ = c.shard(op).enqueue(context.Background(), op)
+}
+
+// claimOrQueue hands op to its shard. When the shard is idle, it is not
+// queued: the shard is held for the caller, who must write it with
+// writeClaimed (after releasing any lock that orders its submissions: the
+// shard's later ops wait behind it meanwhile) and gets the shard back.
+func (c *committer) claimOrQueue(op *writeOp) *commitShard {
+	sh := c.shard(op)
+	if sh.claim() {
+		return sh
+	}
+	_ = sh.enqueue(context.Background(), op)
+	return nil
+}
+
+// writeClaimed writes op, for which claimOrQueue returned sh, in place.
+func (c *committer) writeClaimed(sh *commitShard, op *writeOp) {
+	c.run([]*writeOp{op})
+	sh.release()
 }
 
 // submitWait submits op and waits for its outcome. When ctx ends first, the
@@ -162,10 +208,13 @@ func (c *committer) submitWait(ctx context.Context, op *writeOp) error {
 		}
 		ch <- err
 	}
-	select {
-	case c.shard(op) <- op:
-	case <-ctx.Done():
-		return ctx.Err()
+	sh := c.shard(op)
+	if sh.claim() {
+		c.writeClaimed(sh, op)
+		return <-ch
+	}
+	if err := sh.enqueue(ctx, op); err != nil {
+		return err
 	}
 	if h := c.queued.Load(); h != nil {
 		(*h)()
@@ -179,6 +228,103 @@ func (c *committer) submitWait(ctx context.Context, op *writeOp) error {
 		}
 		return <-ch
 	}
+}
+
+// claim makes the caller the shard's writer if the shard is idle.
+func (sh *commitShard) claim() bool {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.writing || sh.closed || len(sh.queue) > 0 {
+		return false
+	}
+	sh.writing = true
+	return true
+}
+
+// release ends a write in place, waking the loop for what was queued
+// meanwhile.
+func (sh *commitShard) release() {
+	sh.mu.Lock()
+	sh.writing = false
+	more := len(sh.queue) > 0
+	sh.idle.Broadcast()
+	sh.mu.Unlock()
+	if more {
+		sh.wake()
+	}
+}
+
+func (sh *commitShard) wake() {
+	select {
+	case sh.ready <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue queues op once there is room, or gives up (op not queued) when
+// ctx ends first.
+func (sh *commitShard) enqueue(ctx context.Context, op *writeOp) error {
+	select {
+	case sh.space <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	sh.mu.Lock()
+	sh.queue = append(sh.queue, op)
+	busy := sh.writing
+	sh.mu.Unlock()
+	if !busy {
+		sh.wake() // otherwise the writer looks at the queue when it is done
+	}
+	return nil
+}
+
+// take takes up to max queued ops for the loop to write, unless the shard
+// is being written.
+func (sh *commitShard) take(max int) []*writeOp {
+	sh.mu.Lock()
+	if sh.writing || len(sh.queue) == 0 {
+		sh.mu.Unlock()
+		return nil
+	}
+	n := min(len(sh.queue), max)
+	batch := sh.queue[:n:n]
+	if n == len(sh.queue) {
+		sh.queue = nil
+	} else {
+		sh.queue = sh.queue[n:]
+	}
+	sh.writing = true
+	sh.mu.Unlock()
+	for range n {
+		<-sh.space
+	}
+	return batch
+}
+
+// doneWriting ends the loop's write of a batch.
+func (sh *commitShard) doneWriting() {
+	sh.mu.Lock()
+	sh.writing = false
+	sh.idle.Broadcast()
+	sh.mu.Unlock()
+}
+
+// closeAndTake closes the shard to writes in place, waits for one under
+// way, and takes what is queued.
+func (sh *commitShard) closeAndTake() []*writeOp {
+	sh.mu.Lock()
+	sh.closed = true
+	for sh.writing {
+		sh.idle.Wait()
+	}
+	batch := sh.queue
+	sh.queue = nil
+	sh.mu.Unlock()
+	for range batch {
+		<-sh.space
+	}
+	return batch
 }
 
 func (c *committer) close() {
@@ -209,34 +355,26 @@ func (c *committer) pause(n int) {
 	}
 }
 
-func (c *committer) loop(ch chan *writeOp) {
+func (c *committer) loop(sh *commitShard) {
 	defer c.wg.Done()
 	for {
-		var first *writeOp
 		select {
-		case first = <-ch:
+		case <-sh.ready:
 		case <-c.stop:
-			// Drain what is queued, then stop.
-			for {
-				select {
-				case op := <-ch:
-					c.run([]*writeOp{op})
-				default:
-					return
-				}
+			// Write what is queued, then stop.
+			for _, op := range sh.closeAndTake() {
+				c.run([]*writeOp{op})
 			}
+			return
 		}
-		batch := []*writeOp{first}
-	drain:
-		for len(batch) < c.e.cfg.MaxBatch {
-			select {
-			case op := <-ch:
-				batch = append(batch, op)
-			default:
-				break drain
+		for {
+			batch := sh.take(c.e.cfg.MaxBatch)
+			if batch == nil {
+				break
 			}
+			c.run(batch)
+			sh.doneWriting()
 		}
-		c.run(batch)
 	}
 }
 

@@ -443,7 +443,7 @@ func (s *runState) submitPending(op *writeOp, wait bool) error {
 			s.closing = true
 			s.mu.Unlock()
 		case ordered:
-			s.submitLocked(b, false)
+			_, _, _ = s.submitLocked(b, false)
 		default:
 			op = b.absorb(op)
 		}
@@ -465,10 +465,15 @@ func (s *runState) submitPending(op *writeOp, wait bool) error {
 			s.flushMu.Lock()
 		}
 	}
-	ch := s.submitLocked(op, wait)
+	ch, sh, claimed := s.submitLocked(op, wait)
 	s.flushMu.Unlock()
 	if ch == nil {
 		return nil
+	}
+	if sh != nil {
+		// The shard was idle: write in place, the run's later writes
+		// queued behind.
+		s.e.commit.writeClaimed(sh, claimed)
 	}
 	err := s.await(ch)
 	if asleep && err != nil {
@@ -533,11 +538,14 @@ func (b *writeOp) absorb(op *writeOp) *writeOp {
 // submitLocked submits op with the pending records (s.flushMu is held).
 // With wait it returns the channel that will carry the outcome; without,
 // nil. A run insert its starter withdrew is not submitted: the run stops.
-func (s *runState) submitLocked(op *writeOp, wait bool) chan error {
+// With wait, when the op's shard is idle, the op is not queued: the shard
+// is returned, held for the caller, with the op, which the caller writes in
+// place once s.flushMu is released (see committer.claimOrQueue).
+func (s *runState) submitLocked(op *writeOp, wait bool) (chan error, *commitShard, *writeOp) {
 	s.mu.Lock()
 	if op == nil && len(s.pending) == 0 {
 		s.mu.Unlock()
-		return nil
+		return nil, nil, nil
 	}
 	if op == nil {
 		op = &writeOp{}
@@ -575,15 +583,21 @@ func (s *runState) submitLocked(op *writeOp, wait bool) chan error {
 		if ch != nil {
 			ch <- errLeaseLost
 		}
-		return ch
+		return ch, nil, nil
 	}
-	s.e.commit.submit(op)
+	if wait {
+		if sh := s.e.commit.claimOrQueue(op); sh != nil {
+			return ch, sh, op
+		}
+	} else {
+		s.e.commit.submit(op)
+	}
 	if op.newRun != nil && op.newRun.row.RunID == s.row.RunID {
 		if h := s.e.commit.queued.Load(); h != nil {
 			(*h)() // the starter waits for this write
 		}
 	}
-	return ch
+	return ch, nil, nil
 }
 
 // await waits for a submitted op's outcome. A run state abandoned meanwhile
