@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -24,6 +26,8 @@ import (
 type dbCounters struct {
 	roundTrips atomic.Int64 // statements, BEGIN and COMMIT/ROLLBACK
 	commits    atomic.Int64 // COMMITs, and statements outside a transaction that write
+	mu         sync.Mutex
+	pids       []int // the connections' backends (see backendCPU)
 }
 
 // countingConnector opens PostgreSQL connections that count into c.
@@ -37,6 +41,7 @@ func (k *countingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	k.c.notePID(ctx, cn)
 	return &countingConn{Conn: cn, c: k.c}, nil
 }
 
@@ -75,9 +80,32 @@ func (cn *countingConn) ExecContext(ctx context.Context, q string, args []driver
 	return cn.Conn.(driver.ExecerContext).ExecContext(ctx, q, args)
 }
 
+// PrepareContext counts the preparation as a round trip (it writes
+// nothing), and each execution of the statement as count does.
 func (cn *countingConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	cn.count(q)
-	return cn.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
+	cn.c.roundTrips.Add(1)
+	st, err := cn.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return &countingStmt{Stmt: st, cn: cn, q: q}, nil
+}
+
+// countingStmt is a prepared statement of a countingConn.
+type countingStmt struct {
+	driver.Stmt
+	cn *countingConn
+	q  string
+}
+
+func (st *countingStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	st.cn.count(st.q)
+	return st.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+}
+
+func (st *countingStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	st.cn.count(st.q)
+	return st.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
 }
 
 func (cn *countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
@@ -142,12 +170,14 @@ type benchStats struct {
 	mem0     runtime.MemStats
 	lsn0     string
 	rt0, cm0 int64
+	pgCPU0   time.Duration
 }
 
 // begin marks the start of the measured phase.
 func (st *benchStats) begin(ctx context.Context, db *sqlx.DB) error {
 	runtime.ReadMemStats(&st.mem0)
 	st.rt0, st.cm0 = st.c.roundTrips.Load(), st.c.commits.Load()
+	st.pgCPU0, _ = st.c.backendCPU()
 	return db.QueryRowContext(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&st.lsn0)
 }
 
@@ -156,13 +186,18 @@ func (st *benchStats) begin(ctx context.Context, db *sqlx.DB) error {
 type statsAtEnd struct {
 	mallocs, allocBytes uint64
 	roundTrips, commits int64
+	// pgCPU is the CPU time of the pool's backends (pgCPUOK: it could be
+	// read).
+	pgCPU   time.Duration
+	pgCPUOK bool
 }
 
 func (st *benchStats) end() statsAtEnd {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
+	pg, ok := st.c.backendCPU()
 	return statsAtEnd{mallocs: m.Mallocs - st.mem0.Mallocs, allocBytes: m.TotalAlloc - st.mem0.TotalAlloc,
-		roundTrips: st.c.roundTrips.Load() - st.rt0, commits: st.c.commits.Load() - st.cm0}
+		roundTrips: st.c.roundTrips.Load() - st.rt0, commits: st.c.commits.Load() - st.cm0, pgCPU: pg - st.pgCPU0, pgCPUOK: ok}
 }
 
 // report reads the database's side, once the engine and its pool are closed
@@ -178,6 +213,9 @@ func (st *benchStats) report(ctx context.Context, e statsAtEnd, n int) (string, 
 	var b strings.Builder
 	fmt.Fprintf(&b, "stats workflows=%d round_trips_per_wf=%.2f commits_per_wf=%.2f allocs_per_wf=%.0f alloc_kb_per_wf=%.1f",
 		n, f(float64(e.roundTrips)), f(float64(e.commits)), f(float64(e.mallocs)), f(float64(e.allocBytes))/1024)
+	if e.pgCPUOK {
+		fmt.Fprintf(&b, " pg_backend_cpu_us_per_wf=%.0f", f(float64(e.pgCPU.Microseconds())))
+	}
 
 	var ins, upd, hot, del int64
 	if err := db.QueryRowContext(ctx, `SELECT coalesce(sum(n_tup_ins),0), coalesce(sum(n_tup_upd),0), coalesce(sum(n_tup_hot_upd),0),
