@@ -64,3 +64,44 @@ func TestResultElsewhereWokenByCloseNotification(t *testing.T) {
 	require.NoError(t, <-done)
 	require.Zero(t, engine.WaiterCountForTest(waiter))
 }
+
+// Runs started by a process without a worker reach the worker, and the
+// Result calls waiting on them in that process learn of their ends, through
+// the notices the committers send after their commits (many runs to a
+// notification, many runs to an outcome read). The worker's poll for due
+// work and the waiter's safety-net poll are an hour, so only the notices
+// can move the runs along within the test.
+func TestManyResultsElsewhereWokenByNotices(t *testing.T) {
+	t.Parallel()
+	wf := engine.NewWorkflow("wake.many", func(ctx engine.Context, n int) (int, error) { return n + 1, nil })
+	runner := testenv.Engine(t, &engine.Config{PollInterval: time.Hour})
+	require.NoError(t, runner.Register(wf))
+	waiter := testenv.Engine(t, &engine.Config{Schema: runner.Schema(), PollInterval: time.Hour})
+	require.NoError(t, waiter.Register(wf))
+	engine.SetResultPollForTest(waiter, time.Hour)
+	// The worker starts first and waits on its first (empty) claim.
+	testenv.Worker(t, runner, engine.WorkerConfig{})
+	wc := waiter.Client()
+	ctx := testenv.Ctx(t, 60*time.Second)
+
+	const n = 200
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			run, err := wf.Start(ctx, wc, i, &engine.StartOptions{ID: fmt.Sprintf("many-%d", i)})
+			if err != nil {
+				errs <- err
+				return
+			}
+			out, err := run.Result(ctx)
+			if err == nil && out != i+1 {
+				err = fmt.Errorf("run %d returned %d", i, out)
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	require.Zero(t, engine.WaiterCountForTest(waiter))
+}
