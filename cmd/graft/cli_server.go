@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +37,8 @@ type serverOpts struct {
 	config            string
 	ui                bool
 	uiSecret          string
+	tlsCert, tlsKey   string
+	behindTLSProxy    bool
 }
 
 func newServerCmd() *cobra.Command {
@@ -63,6 +67,12 @@ keys its forms' CSRF tokens; give every server behind one address the same
 secret, or forms open across a restart or a switch of server must be
 reloaded.
 
+With --tls-cert and --tls-key (PEM files) the server serves HTTPS only, and
+the web UI's session cookie is Secure. Behind a proxy that ends TLS and
+talks plain HTTP to the server, set --behind-tls-proxy so the cookie is
+Secure all the same. The configuration file can say the same (tls.cert,
+tls.key, behind_tls_proxy); the flags win.
+
 Create the first admin token with: graft tokens create --direct --name NAME --role admin`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -80,6 +90,9 @@ Create the first admin token with: graft tokens create --direct --name NAME --ro
 	cmd.Flags().StringVar(&o.config, "config", "", "configuration file (YAML or JSON): a legacy source runs the intake")
 	cmd.Flags().BoolVar(&o.ui, "ui", true, "serve the operator web UI under /ui/")
 	cmd.Flags().StringVar(&o.uiSecret, "ui-secret", os.Getenv("GRAFT_UI_SECRET"), "key of the web UI's CSRF tokens, at least 32 characters (GRAFT_UI_SECRET; default random per process)")
+	cmd.Flags().StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with its chain); needs --tls-key")
+	cmd.Flags().StringVar(&o.tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
+	cmd.Flags().BoolVar(&o.behindTLSProxy, "behind-tls-proxy", false, "a proxy in front ends TLS: mark the web UI's session cookie Secure on plain HTTP too")
 	return cmd
 }
 
@@ -93,6 +106,12 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 		if file, err = loadServerFile(o.config); err != nil {
 			return err
 		}
+		o.tlsCert, o.tlsKey = cmp.Or(o.tlsCert, file.TLS.Cert), cmp.Or(o.tlsKey, file.TLS.Key)
+		o.behindTLSProxy = o.behindTLSProxy || file.BehindTLSProxy
+	}
+	tlsCfg, err := o.tlsConfig()
+	if err != nil {
+		return err
 	}
 	db, err := openDB(20)
 	if err != nil {
@@ -176,23 +195,39 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 	}()
 	h := srv.Handler()
 	if o.ui {
-		if h, err = withUI(h, flags, o.uiSecret); err != nil {
+		if h, err = withUI(h, ui.Config{Flags: flags, BehindTLSProxy: o.behindTLSProxy}, o.uiSecret); err != nil {
 			return err
 		}
 	}
-	return serve(ctx, o.addr, h, out)
+	return serve(ctx, o.addr, h, tlsCfg, out)
+}
+
+// tlsConfig loads --tls-cert and --tls-key, or returns nil to serve plain
+// HTTP when neither is given.
+func (o *serverOpts) tlsConfig() (*tls.Config, error) {
+	if o.tlsCert == "" && o.tlsKey == "" {
+		return nil, nil
+	}
+	if o.tlsCert == "" || o.tlsKey == "" {
+		return nil, errors.New("graft server: --tls-cert and --tls-key (tls.cert and tls.key in --config) go together; give both or neither")
+	}
+	pair, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("graft server: --tls-cert %s / --tls-key %s: %w", o.tlsCert, o.tlsKey, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // minUISecret is the shortest --ui-secret accepted.
 const minUISecret = 32
 
-// withUI mounts the operator web UI over the API handler apiH at ui.Prefix,
-// and sends / to its sign-in page. The UI reaches the providers inspector
-// and the intakes' flag previews through the API, so it needs only the
-// flags for its flags page. Its session cookie is Secure whenever the
-// request came over TLS.
-func withUI(apiH http.Handler, flags *tasks.Flags, secret string) (http.Handler, error) {
-	cfg := ui.Config{API: apiH, Flags: flags}
+// withUI mounts the operator web UI configured by cfg over the API handler
+// apiH at ui.Prefix, and sends / to its sign-in page. The UI reaches the
+// providers inspector and the intakes' flag previews through the API, so it
+// needs only the flags for its flags page. Its session cookie is Secure
+// whenever the request came over TLS, or always with cfg.BehindTLSProxy.
+func withUI(apiH http.Handler, cfg ui.Config, secret string) (http.Handler, error) {
+	cfg.API = apiH
 	if secret != "" {
 		cfg.Secret = []byte(secret)
 	} else {
@@ -211,17 +246,22 @@ func withUI(apiH http.Handler, flags *tasks.Flags, secret string) (http.Handler,
 	return mux, nil
 }
 
-// serve serves h on addr until ctx ends, then drains requests for up to
-// ten seconds. It prints the address it listens on.
-func serve(ctx context.Context, addr string, h http.Handler, out io.Writer) error {
+// serve serves h on addr, over TLS with tlsCfg if it is not nil, until ctx
+// ends, then drains requests for up to ten seconds. It prints the URL it
+// listens on.
+func serve(ctx context.Context, addr string, h http.Handler, tlsCfg *tls.Config, out io.Writer) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(out, "graft server listening on http://%s\n", ln.Addr())
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+	scheme, run := "http", func() error { return hs.Serve(ln) }
+	if tlsCfg != nil {
+		scheme, run = "https", func() error { return hs.ServeTLS(ln, "", "") }
+	}
+	fmt.Fprintf(out, "graft server listening on %s://%s\n", scheme, ln.Addr())
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- run() }()
 	select {
 	case err := <-errc:
 		return err

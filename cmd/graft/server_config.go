@@ -28,6 +28,10 @@ import (
 //	intake:              # optional
 //	  batch_size: 500
 //	  poll_interval: 1s
+//	tls:                 # optional: serve HTTPS (--tls-cert, --tls-key)
+//	  cert: /etc/graft/server.crt
+//	  key: /etc/graft/server.key
+//	behind_tls_proxy: false  # optional: --behind-tls-proxy
 type serverFile struct {
 	// Source, when set, is the legacy table the server's intake takes
 	// operations from, and the legacy row GET /v1/operations/{id} shows.
@@ -39,6 +43,14 @@ type serverFile struct {
 		// PollInterval: tasks.IntakeConfig.PollInterval, as "1s", "500ms".
 		PollInterval string `json:"poll_interval,omitempty" yaml:"poll_interval,omitempty"`
 	} `json:"intake,omitempty" yaml:"intake,omitempty"`
+	// TLS, when set, serves HTTPS with this certificate and key (PEM
+	// files); --tls-cert and --tls-key win over it.
+	TLS struct {
+		Cert string `json:"cert,omitempty" yaml:"cert,omitempty"`
+		Key  string `json:"key,omitempty" yaml:"key,omitempty"`
+	} `json:"tls,omitempty" yaml:"tls,omitempty"`
+	// BehindTLSProxy: --behind-tls-proxy.
+	BehindTLSProxy bool `json:"behind_tls_proxy,omitempty" yaml:"behind_tls_proxy,omitempty"`
 }
 
 // loadServerFile reads and checks a configuration file; errors name the

@@ -7,7 +7,7 @@
 // operations) and its validation, and every action is audited by the API.
 //
 // Sign-in takes an API token; the session cookie is HttpOnly, SameSite=Strict
-// and Secure when served over TLS. Every form that changes something carries
+// and Secure when served over TLS (or always, with Config.BehindTLSProxy). Every form that changes something carries
 // a CSRF token bound to the session. The Content-Security-Policy allows
 // scripts and styles from the UI's origin only (no inline script, no eval).
 // The one script is htmx (vendored, static/htmx.min.js), used for live

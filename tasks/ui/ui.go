@@ -59,6 +59,10 @@ type Config struct {
 	Flags *tasks.Flags
 	// Logger receives unexpected errors. Default slog.Default().
 	Logger *slog.Logger
+	// BehindTLSProxy marks the session cookie Secure on every request, not
+	// only on those that came over TLS: set it when a proxy in front ends
+	// TLS and talks plain HTTP to the UI.
+	BehindTLSProxy bool
 }
 
 // UI is the operator web UI: server-rendered pages over the operations API.
@@ -191,7 +195,7 @@ func (u *UI) session(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		if who.JSON200 == nil {
-			clearSession(w, r)
+			u.setSession(w, r, "")
 			u.toSignIn(w, r)
 			return
 		}
@@ -231,18 +235,18 @@ func (u *UI) toSignIn(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/ui/signin", http.StatusSeeOther)
 }
 
-// The session cookie is HttpOnly and SameSite=Strict, and Secure whenever the
-// request came over TLS: the UI also serves plain HTTP on loopback.
-func setSession(w http.ResponseWriter, r *http.Request, token string) {
+// setSession sets the session cookie; an empty token clears it. The cookie
+// is HttpOnly and SameSite=Strict, and Secure whenever the request came over
+// TLS or a TLS proxy serves the UI (Config.BehindTLSProxy): the UI also
+// serves plain HTTP on loopback.
+func (u *UI) setSession(w http.ResponseWriter, r *http.Request, token string) {
+	maxAge := int((12 * time.Hour).Seconds())
+	if token == "" {
+		maxAge = -1
+	}
 	//nolint:gosec // G124: Secure follows the request's TLS, see above
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: token, Path: Prefix,
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: int((12 * time.Hour).Seconds())})
-}
-
-func clearSession(w http.ResponseWriter, r *http.Request) {
-	//nolint:gosec // G124: as setSession
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: Prefix,
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+		HttpOnly: true, Secure: r.TLS != nil || u.cfg.BehindTLSProxy, SameSite: http.SameSiteStrictMode, MaxAge: maxAge})
 }
 
 func (u *UI) signInPage(w http.ResponseWriter, r *http.Request) {
@@ -267,12 +271,12 @@ func (u *UI) signIn(w http.ResponseWriter, r *http.Request) {
 		u.render(w, r, "signin", http.StatusUnauthorized, map[string]any{"Error": "token: unknown, expired or revoked"})
 		return
 	}
-	setSession(w, r, tok)
+	u.setSession(w, r, tok)
 	http.Redirect(w, r, "/ui/operations", http.StatusSeeOther)
 }
 
 func (u *UI) signOut(w http.ResponseWriter, r *http.Request) {
-	clearSession(w, r)
+	u.setSession(w, r, "")
 	http.Redirect(w, r, "/ui/signin", http.StatusSeeOther)
 }
 
