@@ -54,10 +54,7 @@ func benchAPI(o benchOpts) error {
 		return err
 	}
 	defer e.Close()
-	if err := e.Migrate(ctx); err != nil {
-		return err
-	}
-	if err := api.Migrate(ctx, db, o.schema); err != nil {
+	if err := migrateAPI(ctx, e); err != nil {
 		return err
 	}
 	seedStart := time.Now()
@@ -70,15 +67,11 @@ func benchAPI(o benchOpts) error {
 	if err != nil {
 		return err
 	}
-	bw, err := srv.StartBulkWorker(ctx)
+	stopBulk, err := startBulkWorker(ctx, srv)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = bw.Stop(sctx)
-	}()
+	defer stopBulk()
 	_, token, err := srv.Tokens().Create(ctx, api.NewToken{Name: "bench", Role: api.RoleOperator})
 	if err != nil {
 		return err

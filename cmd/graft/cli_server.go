@@ -132,10 +132,7 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 		return err
 	}
 	defer e.Close()
-	if err := e.Migrate(ctx); err != nil {
-		return err
-	}
-	if err := api.Migrate(ctx, db, o.schema); err != nil {
+	if err := migrateAPI(ctx, e); err != nil {
 		return err
 	}
 	if err := tasks.Migrate(ctx, db, o.schema); err != nil {
@@ -184,15 +181,11 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	bw, err := srv.StartBulkWorker(ctx)
+	stopBulk, err := startBulkWorker(ctx, srv)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = bw.Stop(sctx)
-	}()
+	defer stopBulk()
 	h := srv.Handler()
 	if o.ui {
 		if h, err = withUI(h, ui.Config{Flags: flags, BehindTLSProxy: o.behindTLSProxy}, o.uiSecret); err != nil {

@@ -87,10 +87,7 @@ func createTokenDirect(ctx context.Context, schema string, n api.NewToken) (api.
 		return api.Token{}, "", err
 	}
 	defer e.Close()
-	if err := e.Migrate(ctx); err != nil {
-		return api.Token{}, "", err
-	}
-	if err := api.Migrate(ctx, db, schema); err != nil {
+	if err := migrateAPI(ctx, e); err != nil {
 		return api.Token{}, "", err
 	}
 	return api.NewTokens(db, schema).Create(ctx, n)

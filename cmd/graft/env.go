@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
@@ -29,6 +30,29 @@ func openDB(maxConns int) (*sqlx.DB, error) {
 	return db, nil
 }
 
+// migrateAPI creates or upgrades the engine's and the API's tables in e's
+// schema.
+func migrateAPI(ctx context.Context, e *engine.Engine) error {
+	if err := e.Migrate(ctx); err != nil {
+		return err
+	}
+	return api.Migrate(ctx, e.DB(), e.Schema())
+}
+
+// startBulkWorker starts srv's bulk worker and returns what stops it,
+// waiting up to ten seconds for the items in hand.
+func startBulkWorker(ctx context.Context, srv *api.Server) (func(), error) {
+	bw, err := srv.StartBulkWorker(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = bw.Stop(sctx)
+	}, nil
+}
+
 func runMigrate(ctx context.Context, schema string) error {
 	db, err := openDB(2)
 	if err != nil {
@@ -40,10 +64,7 @@ func runMigrate(ctx context.Context, schema string) error {
 		return err
 	}
 	defer e.Close()
-	if err := e.Migrate(ctx); err != nil {
-		return err
-	}
-	if err := api.Migrate(ctx, db, schema); err != nil {
+	if err := migrateAPI(ctx, e); err != nil {
 		return err
 	}
 	fmt.Printf("schema %s is up to date\n", schema)
