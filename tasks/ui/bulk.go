@@ -130,52 +130,35 @@ func (f bulkForm) Describe() string {
 	return "everything matching " + strings.Join(parts, ", ")
 }
 
-// bulkPreview shows what a bulk action would do (the API's dry run), with
-// a form that confirms it.
-func (u *UI) bulkPreview(w http.ResponseWriter, r *http.Request) {
-	f := parseBulkForm(r)
-	data := map[string]any{"Form": f}
-	req, err := f.request(true)
-	if err != nil {
-		data["Error"] = err.Error()
-		u.render(w, r, "bulkpreview", http.StatusBadRequest, data)
-		return
+// bulkSubmit runs the bulk form: as a dry run (the API's) it shows what
+// the action would do, with a form that confirms it; confirmed, it starts
+// the bulk job and shows it.
+func (u *UI) bulkSubmit(dryRun bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		f := parseBulkForm(r)
+		data := map[string]any{"Form": f}
+		req, err := f.request(dryRun)
+		if err != nil {
+			data["Error"] = err.Error()
+			u.render(w, r, "bulkpreview", http.StatusBadRequest, data)
+			return
+		}
+		res, err := u.client.CreateBulkJobWithResponse(r.Context(), req)
+		if err != nil {
+			u.fail(w, r, err)
+			return
+		}
+		switch {
+		case dryRun && res.JSON200 != nil:
+			data["Preview"] = res.JSON200
+			u.render(w, r, "bulkpreview", http.StatusOK, data)
+		case !dryRun && res.JSON201 != nil:
+			http.Redirect(w, r, "/ui/bulk/"+url.PathEscape(res.JSON201.Id)+"?done=started", http.StatusSeeOther)
+		default:
+			data["Error"] = problemText(res.ApplicationproblemJSONDefault, res.Body)
+			u.render(w, r, "bulkpreview", res.StatusCode(), data)
+		}
 	}
-	res, err := u.client.CreateBulkJobWithResponse(r.Context(), req)
-	if err != nil {
-		u.fail(w, r, err)
-		return
-	}
-	if res.JSON200 == nil {
-		data["Error"] = problemText(res.ApplicationproblemJSONDefault, res.Body)
-		u.render(w, r, "bulkpreview", res.StatusCode(), data)
-		return
-	}
-	data["Preview"] = res.JSON200
-	u.render(w, r, "bulkpreview", http.StatusOK, data)
-}
-
-// bulkCreate starts the bulk job the confirm form carries and shows it.
-func (u *UI) bulkCreate(w http.ResponseWriter, r *http.Request) {
-	f := parseBulkForm(r)
-	data := map[string]any{"Form": f}
-	req, err := f.request(false)
-	if err != nil {
-		data["Error"] = err.Error()
-		u.render(w, r, "bulkpreview", http.StatusBadRequest, data)
-		return
-	}
-	res, err := u.client.CreateBulkJobWithResponse(r.Context(), req)
-	if err != nil {
-		u.fail(w, r, err)
-		return
-	}
-	if res.JSON201 == nil {
-		data["Error"] = problemText(res.ApplicationproblemJSONDefault, res.Body)
-		u.render(w, r, "bulkpreview", res.StatusCode(), data)
-		return
-	}
-	http.Redirect(w, r, "/ui/bulk/"+url.PathEscape(res.JSON201.Id)+"?done=started", http.StatusSeeOther)
 }
 
 // liveData fills the live-update controls of a page at self.

@@ -1,7 +1,6 @@
 package ui
 
 import (
-	"fmt"
 	"net/http"
 )
 
@@ -15,12 +14,12 @@ func staffOnly(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// livePage fills what a polled page needs: whether it is live, the poll
-// interval, and the links that pause and resume it.
+// livePage returns the data of a polled page at path with its live-update
+// controls (liveData) filled.
 func (u *UI) livePage(r *http.Request, path string) map[string]any {
-	live := r.URL.Query().Get("live") != "0"
-	return map[string]any{"Live": live, "Poll": fmt.Sprintf("every %ds", int(u.cfg.PollInterval.Seconds())),
-		"Self": path, "PauseHref": path + "?live=0", "ResumeHref": path}
+	data := map[string]any{}
+	u.liveData(r, path, data)
+	return data
 }
 
 // overviewPage shows the last hour: operations per status, closed per
