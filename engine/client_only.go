@@ -50,7 +50,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	db := cfg.DB
 	if db == nil {
 		var err error
-		if db, err = sqlx.Open("postgres", cfg.DatabaseURL); err != nil {
+		if db, err = OpenDB(cfg.DatabaseURL); err != nil {
 			return nil, fmt.Errorf("engine: open %s: %w", "ClientConfig.DatabaseURL", err)
 		}
 		own.db = db

@@ -35,7 +35,11 @@ const (
 // Config configures an Engine. Zero values take the documented defaults.
 type Config struct {
 	// DB is the database graft stores its state in. It may be the same *sqlx.DB
-	// the legacy application uses. Required.
+	// the legacy application uses. Required. Open it with OpenDB (or on
+	// NewConnector): lib/pq alone leaves a statement whose context ended
+	// waiting for a server that stopped answering until the operating
+	// system gives up on the connection, so CommitTimeout could not end a
+	// commit to a stalled database.
 	DB *sqlx.DB
 	// DatabaseURL is used to open the LISTEN connection that wakes workers.
 	// Required: lib/pq listeners need a DSN, not a pool.
@@ -68,7 +72,10 @@ type Config struct {
 	MaxBatch int
 	// CommitTimeout bounds each group commit (and the read-back of one whose
 	// outcome was lost), so a database that stops answering cannot hold a
-	// writer for ever: the commit is cancelled and retried. Default
+	// writer for ever: the commit is cancelled and retried, on another
+	// connection. On a pool from OpenDB, a server that does not answer the
+	// cancellation within 2 s more has that connection closed and its
+	// backend terminated, so nothing sent to it runs late. Default
 	// DefaultCommitTimeout (10s).
 	CommitTimeout time.Duration
 	// Retention is how long closed runs are kept before removal. Default

@@ -14,16 +14,17 @@ A complete program: one activity, one workflow, a worker and a start.
 		"log"
 		"os"
 
-		"github.com/jmoiron/sqlx"
-		_ "github.com/lib/pq"
-
 		"github.com/graftdev/graft/engine"
 	)
 
 	func main() {
 		ctx := context.Background()
 		url := os.Getenv("GRAFT_DATABASE_URL")
-		e, err := engine.New(engine.Config{DB: sqlx.MustOpen("postgres", url), DatabaseURL: url})
+		db, err := engine.OpenDB(url)
+		if err != nil {
+			log.Fatal(err)
+		}
+		e, err := engine.New(engine.Config{DB: db, DatabaseURL: url})
 		if err != nil {
 			log.Fatal(err)
 		}

@@ -11,6 +11,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/graftdev/graft/internal/pgconn"
 )
 
 // Engine is graft's durable execution engine: the registry of workflows and
@@ -95,7 +97,7 @@ func New(cfg Config) (*Engine, error) {
 	e.commit = newCommitter(e)
 	e.resultPoll.Store(int64(resultSafetyPoll))
 	e.hooks.purgeNow = make(chan struct{}, 1)
-	e.listener = pq.NewListener(c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
+	e.listener = pq.NewDialListener(pgconn.Dialer{}, c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if ev == pq.ListenerEventReconnected {
 			// Notices may have been missed while disconnected: look again,
 			// for due work, closed runs and the events of loaded runs.

@@ -298,7 +298,10 @@ func (w *Worker) loop() {
 		}
 		wait := w.e.cfg.PollInterval
 		if claimed == 0 && free > 0 {
-			if t, ok, err := w.e.store.nextWake(context.Background(), w.cfg.Queues, w.types); err == nil && ok {
+			ctx, cancel := context.WithTimeout(context.Background(), w.e.cfg.CommitTimeout)
+			t, ok, err := w.e.store.nextWake(ctx, w.cfg.Queues, w.types)
+			cancel()
+			if err == nil && ok {
 				if d := t.Sub(w.e.cfg.Clock.Now()); d < wait {
 					wait = max(d, time.Millisecond)
 				}
@@ -320,7 +323,11 @@ func (w *Worker) loop() {
 // claimAndStart claims up to n runs, loads their records in two queries and
 // starts them. It returns how many it claimed.
 func (w *Worker) claimAndStart(n int) (int, error) {
-	ctx := context.Background()
+	// Bounded, so that a database that stops answering cannot hold the
+	// worker's claims for ever (see NewConnector); a claim whose answer is
+	// lost leaves its runs to expire.
+	ctx, cancel := context.WithTimeout(context.Background(), w.e.cfg.LeaseTTL)
+	defer cancel()
 	// Reserve slots first so a claimed run always has one.
 	reserved := 0
 	for reserved < n {

@@ -50,7 +50,7 @@ func DB(t testing.TB) *sqlx.DB {
 	v, _ := pools.LoadOrStore(url, &pool{})
 	p := v.(*pool)
 	p.once.Do(func() {
-		p.db, p.err = sqlx.Open("postgres", url)
+		p.db, p.err = engine.OpenDB(url)
 		if p.err == nil {
 			p.db.SetMaxOpenConns(20)
 			p.db.SetMaxIdleConns(20)

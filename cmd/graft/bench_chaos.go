@@ -133,7 +133,7 @@ func runChaos(o benchOpts) (sum chaosSummary, err error) {
 	}
 	// The driver's connections are named, so that backend terminations
 	// spare it: it plays the legacy application and the operators.
-	db, err := sqlx.Open("postgres", pg.URL+"&application_name=chaos-driver")
+	db, err := engine.OpenDB(pg.URL + "&application_name=chaos-driver")
 	if err != nil {
 		return sum, err
 	}

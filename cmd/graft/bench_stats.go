@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
+
+	"github.com/graftdev/graft/engine"
 )
 
 // -stats: figures per workflow that do not depend on how busy the machine
@@ -150,7 +151,7 @@ func (t *countingTx) Rollback() error {
 
 // openCountingDB is openDB with counters on the pool's connections.
 func openCountingDB(maxConns int, c *dbCounters) (*sqlx.DB, error) {
-	base, err := pq.NewConnector(databaseURL())
+	base, err := engine.NewConnector(databaseURL())
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ func databaseURL() string { return devenv.DatabaseURL() }
 func redisURL() string { return devenv.RedisURL() }
 
 func openDB(maxConns int) (*sqlx.DB, error) {
-	db, err := sqlx.Open("postgres", databaseURL())
+	db, err := engine.OpenDB(databaseURL())
 	if err != nil {
 		return nil, err
 	}

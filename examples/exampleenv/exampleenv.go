@@ -19,6 +19,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
+	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/internal/devenv"
 )
 
@@ -37,7 +38,7 @@ func RedisURL() string { return devenv.RedisURL() }
 // Open opens the database at url and checks that it answers within ten
 // seconds. The error says how to start one when it does not.
 func Open(ctx context.Context, url string) (*sqlx.DB, error) {
-	db, err := sqlx.Open("postgres", url)
+	db, err := engine.OpenDB(url)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", url, err)
 	}

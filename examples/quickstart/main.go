@@ -8,9 +8,6 @@ import (
 	"log"
 	"os"
 
-	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq"
-
 	"github.com/graftdev/graft/engine"
 )
 
@@ -23,7 +20,11 @@ type Renewal struct {
 func main() {
 	ctx := context.Background()
 	url := os.Getenv("GRAFT_DATABASE_URL") // make exports postgres://postgres@127.0.0.1:5432/...
-	db := sqlx.MustOpen("postgres", url)
+	// A lib/pq pool whose connections a stalled database cannot hold.
+	db, err := engine.OpenDB(url)
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer db.Close()
 	e, err := engine.New(engine.Config{DB: db, DatabaseURL: url, Schema: "graft_quickstart"})
 	if err != nil {
