@@ -425,8 +425,7 @@ func (c *committer) run(batch []*writeOp) {
 			return
 		}
 		if op := batch[0]; op.state.CompareAndSwap(opQueued, opWriting) && op.done != nil {
-			c.recordRefusal(op, err)
-			op.done(err)
+			op.done(c.recordRefusal(op, err))
 		}
 		return
 	}
@@ -704,31 +703,58 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 	return errs, nil
 }
 
-// recordRefusal writes, when a checkpoint interceptor refused op on its
-// own, what the activity outcomes in it become (stepRow.refused): failed
-// attempts, each waiting for the next one as its retry policy says, or
-// failed steps. The run is then dropped as for any refused write, and its
-// next load goes on from that record. Nothing else of op is written.
-func (c *committer) recordRefusal(op *writeOp, err error) {
+// recordRefusal handles a checkpoint interceptor's refusal (err) of op on
+// its own, and returns the error op's submitter is told. When the
+// interceptor refused op's activity outcomes, what they become is written
+// (stepRow.refused): failed attempts, each waiting for the next one as its
+// retry policy says, or failed steps; the run is then dropped as for any
+// refused write, and its next load goes on from that record. When op holds
+// more than activity outcomes (a run's end, a timer's record), the outcomes
+// are first offered alone: if the interceptor takes them, the refusal was
+// of the rest, which is reported as a writeRefused (see refusal.go), and
+// no activity runs again for it.
+func (c *committer) recordRefusal(op *writeOp, err error) error {
 	var ce *checkpointError
 	if !errors.As(err, &ce) {
-		return
+		return err
+	}
+	var outcomes []*stepRow
+	for _, st := range op.steps {
+		if st.refused != nil {
+			outcomes = append(outcomes, st)
+		}
+	}
+	if len(outcomes) == 0 {
+		return &writeRefused{err}
+	}
+	if len(outcomes) < len(op.steps) || op.fin != nil || op.newRun != nil {
+		var evs []*CheckpointEvent
+		for _, ev := range op.events {
+			for _, st := range outcomes {
+				if ev.Seq == st.Seq && (ev.Kind == CheckpointActivityCompleted || ev.Kind == CheckpointActivityFailed) {
+					evs = append(evs, ev)
+				}
+			}
+		}
+		var alone error
+		c.run([]*writeOp{{runID: op.runID, owner: op.owner, token: op.token, steps: outcomes, events: evs,
+			done: func(err error) { alone = err }}})
+		if alone == nil {
+			return &writeRefused{err}
+		}
+		// Refused alone too: the run below recorded what they become.
+		return err
 	}
 	var steps []*stepRow
 	var evs []*CheckpointEvent
-	for _, st := range op.steps {
-		if st.refused == nil {
-			continue
-		}
+	for _, st := range outcomes {
 		row, more := st.refused(ce.err)
 		steps, evs = append(steps, row), append(evs, more...)
-	}
-	if len(steps) == 0 {
-		return
 	}
 	c.e.cfg.Logger.Warn("engine: a checkpoint interceptor refused an activity's outcome; the attempt counts as failed",
 		"run_id", op.runID, "err", ce.err)
 	c.run([]*writeOp{{runID: op.runID, owner: op.owner, token: op.token, steps: steps, events: evs}})
+	return err
 }
 
 // checkpointError is a checkpoint interceptor's refusal of a batch.

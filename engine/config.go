@@ -28,6 +28,9 @@ const (
 	DefaultMaxBatch = 1000
 	// DefaultCommitTimeout bounds each group commit.
 	DefaultCommitTimeout = 10 * time.Second
+	// DefaultCheckpointRefusalLimit is how many refusals in a row of a
+	// run's write by a checkpoint interceptor fail the run.
+	DefaultCheckpointRefusalLimit = 20
 	// DefaultRetention is how long closed runs are kept.
 	DefaultRetention = 7 * 24 * time.Hour
 )
@@ -78,6 +81,17 @@ type Config struct {
 	// backend terminated, so nothing sent to it runs late. Default
 	// DefaultCommitTimeout (10s).
 	CommitTimeout time.Duration
+	// CheckpointRefusalLimit is how many times in a row a checkpoint
+	// interceptor may refuse a write of a run that is not an activity's
+	// outcome (its end, a timer, a signal, a child start) before the run
+	// fails with an ErrorTypeNeedsOperator error holding the last refusal,
+	// for an operator to reset once its cause is fixed. Until then the run
+	// is resumed from its record after a pause that doubles with each
+	// refusal (100 ms up to a minute), with the refusal as its error. (A
+	// refused activity outcome fails its attempt instead, with
+	// ErrorTypeCheckpointRefused, and the retry policy decides.) Default
+	// DefaultCheckpointRefusalLimit (20, about 12 minutes of refusals).
+	CheckpointRefusalLimit int
 	// Retention is how long closed runs are kept before removal. Default
 	// DefaultRetention (7 days); negative keeps them forever.
 	Retention time.Duration
@@ -133,6 +147,7 @@ func (c *Config) withDefaults() Config {
 	out.HistorySizeLimit = cmp.Or(out.HistorySizeLimit, DefaultHistorySizeLimit)
 	out.CommitTimeout = cmp.Or(out.CommitTimeout, DefaultCommitTimeout)
 	out.Retention = cmp.Or(out.Retention, DefaultRetention)
+	out.CheckpointRefusalLimit = cmp.Or(out.CheckpointRefusalLimit, DefaultCheckpointRefusalLimit)
 	return out
 }
 
@@ -164,6 +179,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("engine: Config.HistorySizeLimit must be positive")
 	case c.HistorySizeWarn < 0 || c.HistorySizeWarn > c.HistorySizeLimit:
 		return fmt.Errorf("engine: Config.HistorySizeWarn %d must be positive and at most HistorySizeLimit %d", c.HistorySizeWarn, c.HistorySizeLimit)
+	case c.CheckpointRefusalLimit < 1:
+		return fmt.Errorf("engine: Config.CheckpointRefusalLimit %d must be positive", c.CheckpointRefusalLimit)
 	case c.CommitTimeout < 100*time.Millisecond:
 		return fmt.Errorf("engine: Config.CommitTimeout %v is below 100ms", c.CommitTimeout)
 	}

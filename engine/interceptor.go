@@ -297,16 +297,24 @@ type CheckpointTx interface {
 // CheckpointInterceptor writes in the transaction that records checkpoints.
 // Events arrive in batches (group commit); events of one run are in order.
 // Returning an error (or panicking) rolls the batch back; the engine then
-// retries each run's write alone. When that write still fails, an activity
+// retries each run's write alone. When that write still fails, and its
+// activity outcomes are refused on their own too, an activity
 // outcome it carried fails its attempt with the interceptor's error (an
 // *ApplicationError as returned, else one of type
 // ErrorTypeCheckpointRefused), recorded without the interceptors: the
 // activity's retry policy decides, so the next attempt waits its backoff in
 // the record, and when the policy gives up the step fails with that error
-// (its activity_failed event goes to the interceptors like any other). The
-// rest of the write is not recorded: the worker lets the run go and it is
-// resumed from its record, after a pause that doubles with each such load
-// (100 ms up to a minute). The error is logged with the run's ID.
+// (its activity_failed event goes to the interceptors like any other).
+// Activity outcomes the interceptor takes on their own are recorded, so a
+// refused run end or timer never makes an activity run again. The rest of
+// the write is not recorded: the worker lets the run go and it is resumed
+// from its record, after a pause that doubles with each refusal in a row
+// (100 ms up to a minute), with the refusal as its error (type
+// ErrorTypeCheckpointRefused, shown by Describe). After
+// Config.CheckpointRefusalLimit refusals in a row (default 20) the run
+// fails with an ErrorTypeNeedsOperator error holding the last refusal,
+// recorded without the interceptors, for an operator to reset once the
+// cause is fixed. The error is logged with the run's ID.
 // Interceptors that must not hold a run back or make an activity run again
 // (the legacy mirror) catch their own failures instead, for example with a
 // savepoint.

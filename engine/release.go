@@ -11,15 +11,18 @@ type release struct {
 	fence  fence
 	runID  string
 	wakeAt time.Time
+	// errJSON, when set, is kept on the run (a refusal and its count);
+	// nil leaves the run's error as it is.
+	errJSON []byte
 }
 
 // releaseLater queues a release. It is called where a write failed, often
 // on a shard's goroutine, which must not wait for a statement per run: the
 // release loop gives back in one statement what queued meanwhile. After the
 // engine closed, the run is left to its lease's expiry.
-func (c *committer) releaseLater(f fence, runID string, wakeAt time.Time) {
+func (c *committer) releaseLater(f fence, runID string, wakeAt time.Time, errJSON []byte) {
 	select {
-	case c.releases <- release{fence: f, runID: runID, wakeAt: wakeAt}:
+	case c.releases <- release{fence: f, runID: runID, wakeAt: wakeAt, errJSON: errJSON}:
 	case <-c.relStop:
 	}
 }

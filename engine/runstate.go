@@ -23,14 +23,19 @@ const (
 // runState is one loaded run: the record read from the database and the
 // goroutine executing the workflow function against it.
 type runState struct {
-	e       *Engine
-	w       *Worker // nil in query mode
-	mode    runMode
-	row     *runRow
-	def     workflowDef
-	info    WorkflowInfo
-	headers Headers
-	ch      *chains
+	// refusals is the count of checkpoint refusals in a row the run was
+	// loaded with (see refusal.go); parkedErr, when set, closes the run as
+	// failed with this error without asking the checkpoint interceptors.
+	refusals  int
+	parkedErr error
+	e         *Engine
+	w         *Worker // nil in query mode
+	mode      runMode
+	row       *runRow
+	def       workflowDef
+	info      WorkflowInfo
+	headers   Headers
+	ch        *chains
 
 	// Owned by the workflow goroutine.
 	history      map[int]*stepRow
@@ -150,6 +155,7 @@ func newRunState(e *Engine, w *Worker, mode runMode, row *runRow, def workflowDe
 		abandoned: make(chan struct{}),
 		exited:    make(chan struct{}),
 	}
+	s.refusals = refusalsOf(row.Error)
 	if row.CancelRequestedAt.Valid {
 		s.cancelReq = true
 		s.cancelReason = row.CancelReason.String
@@ -632,12 +638,17 @@ func (s *runState) dropAfter(err error) {
 		s.drop()
 		return
 	}
+	var wr *writeRefused
+	if errors.As(err, &wr) {
+		s.dropRefused(err)
+		return
+	}
 	pause := time.Minute
 	if n := s.row.Loads; n < 10 {
 		pause = min(pause, (100*time.Millisecond)<<max(n-1, 0))
 	}
 	if s.abandonFirst() {
-		s.e.commit.releaseLater(s.fence(), s.row.RunID, s.e.cfg.Clock.Now().Add(pause))
+		s.e.commit.releaseLater(s.fence(), s.row.RunID, s.e.cfg.Clock.Now().Add(pause), nil)
 	}
 }
 
@@ -645,7 +656,7 @@ func (s *runState) dropAfter(err error) {
 // from its record at once.
 func (s *runState) drop() {
 	if s.abandonFirst() {
-		s.e.commit.releaseLater(s.fence(), s.row.RunID, s.e.cfg.Clock.Now())
+		s.e.commit.releaseLater(s.fence(), s.row.RunID, s.e.cfg.Clock.Now(), nil)
 	}
 }
 
@@ -977,6 +988,11 @@ func (s *runState) main() {
 				finished = true
 			}
 		}()
+		if s.mode == modeLive && s.refusals >= s.e.cfg.CheckpointRefusalLimit {
+			s.parkedErr = s.parkError()
+			runErr, finished = s.parkedErr, true
+			return
+		}
 		args, err := s.def.decodeInput(s.row.Input)
 		if err != nil {
 			runErr, finished = NewNonRetryableError(ErrorTypeBadInput, err.Error(), nil), true
@@ -1053,7 +1069,11 @@ func (s *runState) finish(out any, runErr error) {
 	s.abandonPendingTimers(s.e.cfg.Clock.Now())
 	ev := s.event(CheckpointWorkflowClosed, fin.status)
 	ev.Result, ev.Err = out, runErr
-	err := s.flushWait(&writeOp{fin: fin, newRun: newRun, events: []*CheckpointEvent{ev}})
+	evs := []*CheckpointEvent{ev}
+	if s.parkedErr != nil {
+		evs = nil
+	}
+	err := s.flushWait(&writeOp{fin: fin, newRun: newRun, events: evs})
 	if err == nil {
 		s.closed.Store(true)
 	}

@@ -836,6 +836,7 @@ var releaseCols = newUnnest(
 	textCol("owner", func(r *release) string { return r.fence.owner }),
 	intCol("token", func(r *release) int { return r.fence.token }),
 	timeCol("wake_at", func(r *release) sql.NullTime { return nullTime(r.wakeAt) }),
+	jsonbCol("error", func(r *release) []byte { return r.errJSON }),
 )
 
 // releaseRuns is releaseRun for many runs in one statement, in run ID
@@ -847,7 +848,7 @@ func (s *store) releaseRuns(ctx context.Context, rs []release) error {
 		b.add(&rs[i])
 	}
 	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` x SET status = 'waiting', lease_owner = NULL,
-			lease_expires_at = NULL, wake_at = v.wake_at, updated_at = now()
+			lease_expires_at = NULL, wake_at = v.wake_at, error = COALESCE(v.error, x.error), updated_at = now()
 		FROM `+releaseCols.sql(0, "v")+`
 		WHERE x.run_id = v.run_id AND x.lease_owner = v.owner AND x.loads = v.token AND x.status = 'running' RETURNING x.queue)
 		SELECT pg_notify($`+fmt.Sprint(len(releaseCols)+1)+`, queue) FROM r`, append(b.args(nil), s.channel[chanWork])...)
