@@ -21,12 +21,14 @@ const (
 	// DefaultConnectTimeout bounds opening a connection when the DSN sets
 	// no connect_timeout.
 	DefaultConnectTimeout = 10 * time.Second
-	// KeepAliveIdle, KeepAliveInterval and KeepAliveCount are the TCP
-	// keep-alive probes of every connection: a silent peer is declared
-	// gone after about Idle + Count*Interval.
-	KeepAliveIdle     = 15 * time.Second
+	// KeepAliveIdle is how long a connection is silent before TCP
+	// keep-alive probes start: a silent peer is declared gone after about
+	// KeepAliveIdle + KeepAliveCount*KeepAliveInterval.
+	KeepAliveIdle = 15 * time.Second
+	// KeepAliveInterval is the time between keep-alive probes.
 	KeepAliveInterval = 5 * time.Second
-	KeepAliveCount    = 3
+	// KeepAliveCount is how many unanswered probes end the connection.
+	KeepAliveCount = 3
 	// UserTimeout bounds (on Linux) how long sent data may stay
 	// unacknowledged before the kernel drops the connection.
 	UserTimeout = 30 * time.Second
