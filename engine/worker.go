@@ -59,12 +59,15 @@ type WorkerConfig struct {
 }
 
 // A worker's look for expired leases reads those that expired since its
-// previous look, widened by expiredLookMargin (the database's clock against
-// the worker's, a commit's delay). Every expiredFullEvery looks (about 16
-// lease periods) it reads them all: a run skipped because it was locked at
-// the look that should have taken it is taken then.
+// previous look, widened by expiredLookMargin: the window is measured on
+// the worker's clock from when it sent the previous look, and each look's
+// now() is taken when the database begins it, which a wait for a
+// connection delays. Every expiredFullEvery looks (about 16 lease periods)
+// it reads them all: a run skipped because it was locked at the look that
+// should have taken it, or missed by a look delayed past the margin, is
+// taken then.
 const (
-	expiredLookMargin = 2 * time.Second
+	expiredLookMargin = 5 * time.Second
 	expiredFullEvery  = 64
 )
 
