@@ -228,7 +228,7 @@ func (c *Client) insertStart(ctx context.Context, name string, args any, raw []b
 const eagerStartGrace = 20 * time.Millisecond
 
 // errNotLaunched: the eager worker was stopping and did not take the run.
-var errNotLaunched = errors.New("graft: the worker is stopping")
+var errNotLaunched = errors.New("engine: the worker is stopping")
 
 // startEager launches the run on w at once, before its insert is written:
 // the insert (op) commits with the run's first records, typically the

@@ -124,9 +124,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BulkConcurrency < 0 {
 		return nil, fmt.Errorf("api: Config.BulkConcurrency %d is negative", cfg.BulkConcurrency)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	var m *requestMetrics
 	if cfg.MeterProvider != nil {
 		var err error

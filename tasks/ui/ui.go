@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -83,18 +84,14 @@ func New(cfg Config) (*UI, error) {
 	if cfg.PollInterval < 0 {
 		return nil, fmt.Errorf("ui: Config.PollInterval %v is negative", cfg.PollInterval)
 	}
-	if cfg.PollInterval == 0 {
-		cfg.PollInterval = DefaultPollInterval
-	}
+	cfg.PollInterval = cmp.Or(cfg.PollInterval, DefaultPollInterval)
 	if len(cfg.Secret) == 0 {
 		cfg.Secret = make([]byte, 32)
 		if _, err := rand.Read(cfg.Secret); err != nil {
 			return nil, fmt.Errorf("ui: secret: %w", err)
 		}
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	client, err := api.NewClientWithResponses("http://graft.ui",
 		api.WithHTTPClient(&http.Client{Transport: handlerTransport{cfg.API}}),
 		api.WithRequestEditorFn(func(ctx context.Context, r *http.Request) error {
