@@ -869,69 +869,71 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 	return h, nil
 }
 
-// resetIn makes the reset's new run in tx; the caller commits.
+// resetIn makes the reset's new run in tx; the caller commits. It takes
+// two statements (three when the old run is open): bulk relaunches call it
+// thousands of times.
 func (c *Client) resetIn(ctx context.Context, tx *sqlx.Tx, workflowID string, opts ResetOptions) (*RunHandle, error) {
 	s := c.e.store
-	old, err := s.latestRun(ctx, tx, workflowID)
-	if err != nil {
-		return nil, err
+	// The latest run, locked, with the reset point.
+	var old struct {
+		RunID  string        `db:"run_id"`
+		Status Status        `db:"status"`
+		Queue  string        `db:"queue"`
+		Cut    sql.NullInt64 `db:"cut"`
 	}
-	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM `+s.runs+` WHERE run_id = $1 FOR UPDATE`, old.RunID); err != nil {
-		return nil, err
-	}
-	var cut sql.NullInt64
+	var cut string
+	args := []any{workflowID}
 	switch {
 	case opts.BeforeLastFailedActivity:
-		err = tx.QueryRowContext(ctx, `SELECT max(seq) FROM `+s.steps+` WHERE run_id = $1 AND kind = 'activity' AND status = 'failed'`, old.RunID).Scan(&cut)
+		cut = `(SELECT max(seq) FROM ` + s.steps + ` st WHERE st.run_id = r.run_id AND st.kind = 'activity' AND st.status = 'failed')`
 	case opts.BeforeStep != "":
-		err = tx.QueryRowContext(ctx, `SELECT min(seq) FROM `+s.steps+` WHERE run_id = $1 AND name = $2`, old.RunID, opts.BeforeStep).Scan(&cut)
+		cut = `(SELECT min(seq) FROM ` + s.steps + ` st WHERE st.run_id = r.run_id AND st.name = $2)`
+		args = append(args, opts.BeforeStep)
 	default:
-		cut = sql.NullInt64{Int64: int64(opts.BeforeSeq), Valid: true}
+		cut = `$2::bigint`
+		args = append(args, opts.BeforeSeq)
+	}
+	err := tx.GetContext(ctx, &old, `SELECT r.run_id, r.status, r.queue, `+cut+` AS cut FROM `+s.runs+` r WHERE r.workflow_id = $1
+		ORDER BY (r.status IN ('pending','running','waiting')) DESC, r.created_at DESC, r.run_id DESC LIMIT 1 FOR UPDATE`, args...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, workflowID)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if !cut.Valid {
+	if !old.Cut.Valid {
 		return nil, fmt.Errorf("%w: run %s of %q has no step matching the reset point", ErrNotFound, old.RunID, workflowID)
 	}
 	now := c.e.cfg.Clock.Now()
 	if isOpen(old.Status) {
-		if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET status = 'reset', closed_at = $2, updated_at = now(),
-			lease_owner = NULL WHERE run_id = $1`, old.RunID, now); err != nil {
-			return nil, err
-		}
+		// Closed before the new run is inserted: one open run per ID.
 		// Result calls waiting on the old run move on to the new one.
-		if err := s.notify(ctx, tx.Tx, chanDone, old.RunID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET status = 'reset', closed_at = $2, updated_at = now(),
+			lease_owner = NULL WHERE run_id = $1 RETURNING pg_notify($3, run_id)`, old.RunID, now, s.channel[chanDone]); err != nil {
 			return nil, err
 		}
 	}
 	newID := newRunID()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.runs+` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
+	// The new run with the old one's record up to the cut, the signals it
+	// has not read, and the children the old run still waits on: they now
+	// report to the new run (one started after the cut is taken on again
+	// when the new run starts it with the same ID at the same step, see the
+	// committer). The old run is superseded.
+	if _, err := tx.ExecContext(ctx, `WITH nr AS (INSERT INTO `+s.runs+` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
 			parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reset_reason)
 		SELECT $2, workflow_id, workflow_type, queue, 'pending', input, headers, $3, parent_run_id, parent_seq, parent_close_policy, run_id, 'reset', $4
-		FROM `+s.runs+` WHERE run_id = $1`, old.RunID, newID, now, nullString(opts.Reason)); err != nil {
+		FROM `+s.runs+` WHERE run_id = $1 RETURNING queue),
+	sup AS (UPDATE `+s.runs+` SET superseded = true WHERE run_id = $1),
+	st AS (INSERT INTO `+s.steps+` (`+stepColumns+`, attempt_log)
+		SELECT $2, seq, kind, name, status, input, output, error, attempts, started_at, completed_at, fire_at, signal_id, child_workflow_id,
+			attempt_started_at, next_attempt_at, attempt_log
+		FROM `+s.steps+` WHERE run_id = $1 AND seq < $5),
+	sg AS (UPDATE `+s.signals+` SET run_id = $2 WHERE run_id = $1),
+	ch AS (UPDATE `+s.runs+` SET parent_run_id = $2 WHERE parent_run_id = $1 AND status IN ('pending','running','waiting'))
+	SELECT pg_notify($6, queue) FROM nr`, old.RunID, newID, now, nullString(opts.Reason), old.Cut.Int64, s.channel[chanWork]); err != nil {
 		if pe, ok := err.(*pq.Error); ok && pe.Code == "23505" {
 			return nil, fmt.Errorf("%w: %q has another open run", ErrAlreadyStarted, workflowID)
 		}
-		return nil, err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.steps+` (`+stepColumns+`, attempt_log)
-		SELECT $2, seq, kind, name, status, input, output, error, attempts, started_at, completed_at, fire_at, signal_id, child_workflow_id,
-			attempt_started_at, next_attempt_at, attempt_log
-		FROM `+s.steps+` WHERE run_id = $1 AND seq < $3`, old.RunID, newID, cut.Int64); err != nil {
-		return nil, err
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE `+s.signals+` SET run_id = $2 WHERE run_id = $1`, old.RunID, newID); err != nil {
-		return nil, err
-	}
-	// Children the old run still waits on now report to the new run; one
-	// started after the cut is taken on again when the new run starts it
-	// with the same ID at the same step (committer).
-	if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET parent_run_id = $2 WHERE parent_run_id = $1
-		AND status IN ('pending','running','waiting')`, old.RunID, newID); err != nil {
-		return nil, err
-	}
-	if err := s.notify(ctx, tx.Tx, chanWork, old.Queue); err != nil {
 		return nil, err
 	}
 	return &RunHandle{WorkflowID: workflowID, RunID: newID, c: c}, nil

@@ -229,8 +229,10 @@ func runArgs(args []any, batch []*writeOp, idx []int) []any {
 }
 
 // runsSQL inserts runs under their ID reuse policy; a run whose workflow ID
-// has an open run is skipped. It uses $p+1..$p+runParams and yields
-// (run_id, queue, lease_owner) as CTE "nr".
+// has an open run is skipped. The earlier runs of an inserted run's
+// workflow ID are marked superseded (CTE "nrsup"). It uses
+// $p+1..$p+runParams and yields (run_id, workflow_id, queue, lease_owner)
+// as CTE "nr".
 func (s *store) runsSQL(p int) string {
 	ttl := fmt.Sprintf("$%d", p+len(runCols)+1)
 	return `nr AS (INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
@@ -243,7 +245,9 @@ func (s *store) runsSQL(p int) string {
 		WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id))
 		  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed'))
 		ON CONFLICT (workflow_id) WHERE status IN ('pending', 'running', 'waiting') DO NOTHING
-		RETURNING run_id, queue, lease_owner)`
+		RETURNING run_id, workflow_id, queue, lease_owner),
+		nrsup AS (UPDATE ` + s.runs + ` x SET superseded = true FROM nr
+		WHERE x.workflow_id = nr.workflow_id AND x.run_id <> nr.run_id AND NOT x.superseded)`
 }
 
 func ttlInterval(ttl time.Duration) string { return fmt.Sprintf("%d milliseconds", ttl.Milliseconds()) }

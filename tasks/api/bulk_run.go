@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"net/http"
 	"sync"
@@ -239,31 +238,34 @@ func (s *Server) runBatch(ctx context.Context, in bulkRunIn) (bulkBatchOut, erro
 			return false
 		}
 	}
-	work := make(chan string)
+	// Items go a chunk at a time (bulkChunk), chunk k at the slot of its
+	// first item.
+	chunk := bulkChunkSize(j.Rate)
+	work := make(chan []string)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
 	var acted atomic.Int64
-	for range min(s.cfg.BulkConcurrency, max(len(ids), 1)) {
+	for range min(s.cfg.BulkConcurrency, max((len(ids)+chunk-1)/chunk, 1)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for id := range work {
-				if err := s.bulkItem(ctx, j, spec, id); err != nil {
+			for c := range work {
+				n, err := s.bulkChunk(ctx, j, spec, c)
+				acted.Add(int64(n))
+				if err != nil {
 					mu.Lock()
 					firstErr = cmpErr(firstErr, err)
 					mu.Unlock()
-					continue
 				}
-				acted.Add(1)
 			}
 		}()
 	}
-	for i, id := range ids {
+	for i := 0; i < len(ids); i += chunk {
 		if !wait(slot(i)) {
 			break
 		}
-		work <- id
+		work <- ids[i:min(i+chunk, len(ids))]
 	}
 	close(work)
 	wg.Wait()
@@ -352,9 +354,7 @@ func (s *Server) bulkItem(ctx context.Context, j *bulkJobRow, spec *bulkSpec, op
 // relaunchLock serialises relaunches of one operation (the API's and bulk
 // jobs') for the rest of tx.
 func relaunchLock(ctx context.Context, tx *sqlx.Tx, id string) error {
-	h := fnv.New64a()
-	h.Write([]byte("graft-api-relaunch:" + id))
-	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(h.Sum64())) //nolint:gosec // G115: the hash's bits as a lock key; wrapping is wanted
+	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, relaunchKey(id))
 	return err
 }
 
@@ -372,47 +372,65 @@ func (s *Server) bulkAct(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, spec *
 	r, err := s.loadOperationIn(ctx, tx, p, id)
 	if err != nil {
 		if pe := (*problemError)(nil); errors.As(err, &pe) && pe.status == http.StatusNotFound {
-			return "skipped", "not found", "", nil
+			r, err = nil, nil
+		} else {
+			return "", "", "", err
 		}
+	}
+	o, err := s.bulkActOn(ctx, tx, j, spec, id, runID, r)
+	if err != nil {
 		return "", "", "", err
 	}
+	if o.audit != nil {
+		if err := s.audit(ctx, tx, p, string(spec.Action), id, j.Reason, o.audit); err != nil {
+			return "", "", "", err
+		}
+	}
+	return o.state, o.detail, o.newRun, nil
+}
+
+// bulkActOn acts on operation id, whose latest run p may see is r (nil:
+// none), in tx, holding its relaunch lock for a relaunch. It returns the
+// item's outcome, with what to audit when it acted, or the action's error.
+func (s *Server) bulkActOn(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, spec *bulkSpec, id, runID string, r *opRow) (bulkOutcome, error) {
+	skip := func(why string) (bulkOutcome, error) { return bulkOutcome{id: id, state: "skipped", detail: why}, nil }
+	if r == nil {
+		return skip("not found")
+	}
 	if r.RunID != runID {
-		return "skipped", "relaunched since the job started (run " + r.RunID + ")", "", nil
+		return skip("relaunched since the job started (run " + r.RunID + ")")
 	}
 	open := isOpen(Status(r.Status))
-	audit := map[string]any{"bulk_job": j.ID, "run_id": r.RunID}
+	o := bulkOutcome{id: id, state: "done", audit: map[string]any{"bulk_job": j.ID, "run_id": r.RunID}}
 	switch spec.Action {
 	case BulkActionRelaunch:
 		if open {
-			return "skipped", "open since the job started (" + string(r.Status) + ")", "", nil
+			return skip("open since the job started (" + string(r.Status) + ")")
 		}
 		h, err := s.client.ResetTx(ctx, tx.Tx, id, engine.ResetOptions{BeforeLastFailedActivity: true, Reason: j.Reason})
 		if err != nil {
-			return "", "", "", err
+			return o, err
 		}
-		newRun = h.RunID
-		audit["new_run_id"] = newRun
+		o.newRun = h.RunID
+		o.audit["new_run_id"] = o.newRun
 	case BulkActionCancel:
 		if !open {
-			return "skipped", "closed since the job started (" + string(r.Status) + ")", "", nil
+			return skip("closed since the job started (" + string(r.Status) + ")")
 		}
 		if err := s.client.CancelTx(ctx, tx.Tx, id, j.Reason); err != nil {
-			return "", "", "", err
+			return o, err
 		}
 	case BulkActionSignal:
 		if !open {
-			return "skipped", "closed since the job started (" + string(r.Status) + ")", "", nil
+			return skip("closed since the job started (" + string(r.Status) + ")")
 		}
 		if why := s.signalIneligible(r.WorkflowType, spec.Signal); why != "" {
-			return "skipped", why, "", nil
+			return skip(why)
 		}
 		if err := s.client.SignalTx(ctx, tx.Tx, id, spec.Signal.Name, *spec.Signal.Payload); err != nil {
-			return "", "", "", err
+			return o, err
 		}
-		audit["name"], audit["payload"] = spec.Signal.Name, spec.Signal.Payload
+		o.audit["name"], o.audit["payload"] = spec.Signal.Name, spec.Signal.Payload
 	}
-	if err := s.audit(ctx, tx, p, string(spec.Action), id, j.Reason, audit); err != nil {
-		return "", "", "", err
-	}
-	return "done", "", newRun, nil
+	return o, nil
 }

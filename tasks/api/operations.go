@@ -65,24 +65,57 @@ type opRow struct {
 	Throttled    bool           `db:"throttled"`
 }
 
-// opFrom is the FROM clause every operation query shares: runs that are the
-// latest of their workflow ID and are top-level user workflows, with the
-// laterals the derived columns need.
-func (s *Server) opFrom() string {
-	return ` FROM ` + s.schema + `.runs r
+// latestRuns is the condition that run r is an operation: the latest run
+// of its workflow ID (the engine marks the earlier ones superseded), a
+// top-level user workflow. The engine's runs_latest_by_status index holds
+// the runs of its first two terms, with the columns the list counts on.
+const latestRuns = `r.parent_run_id IS NULL AND NOT r.superseded AND r.workflow_type NOT LIKE 'graft.%' AND r.status NOT IN ('continued', 'reset')`
+
+// failedStepJoin joins fs, the run's latest failed step.
+func (s *Server) failedStepJoin() string {
+	return `
 	LEFT JOIN LATERAL (SELECT st.name, st.seq, st.error, st.completed_at FROM ` + s.schema + `.steps st
-		WHERE st.run_id = r.run_id AND st.status = 'failed' ORDER BY st.seq DESC LIMIT 1) fs ON true
+		WHERE st.run_id = r.run_id AND st.status = 'failed' ORDER BY st.seq DESC LIMIT 1) fs ON true`
+}
+
+// reportJoin joins rp, the run's latest compensation report.
+func (s *Server) reportJoin() string {
+	return `
 	LEFT JOIN LATERAL (SELECT st.status FROM ` + s.schema + `.steps st
-		WHERE st.run_id = r.run_id AND st.name = ` + pq.QuoteLiteral(cancel.ReportActivity) + ` ORDER BY st.seq DESC LIMIT 1) rp ON true
-	WHERE r.parent_run_id IS NULL AND r.workflow_type NOT LIKE 'graft.%' AND r.status NOT IN ('continued', 'reset')
-	  AND NOT EXISTS (SELECT 1 FROM ` + s.schema + `.runs n WHERE n.workflow_id = r.workflow_id
-		AND (n.created_at, n.run_id) > (r.created_at, r.run_id))`
+		WHERE st.run_id = r.run_id AND st.name = ` + pq.QuoteLiteral(cancel.ReportActivity) + ` ORDER BY st.seq DESC LIMIT 1) rp ON true`
+}
+
+// opFrom is the FROM clause of the queries that read operations: the
+// latest runs of top-level user workflows, with the laterals the derived
+// columns need.
+func (s *Server) opFrom() string {
+	return ` FROM ` + s.schema + `.runs r` + s.failedStepJoin() + s.reportJoin() + `
+	WHERE ` + latestRuns
+}
+
+// countFrom is opFrom for a count under q's filter: fs only when the filter
+// reads it, so that a count without one reads the runs_latest_by_status
+// index alone.
+func (s *Server) countFrom(q *query) string {
+	from := ` FROM ` + s.schema + `.runs r`
+	if q.failedStep {
+		from += s.failedStepJoin()
+	}
+	return from + `
+	WHERE ` + latestRuns
 }
 
 const (
 	waitingSignalExpr = `(r.status = 'waiting' AND r.wake_at IS NULL)`
 	needsOperatorExpr = `(r.status IN ('pending','running','waiting') AND rp.status IS NOT DISTINCT FROM 'failed')`
 )
+
+// failedReportsSQL selects the run IDs with a failed compensation report
+// (through the steps_failed_by_name index: the failure path's steps only).
+func (s *Server) failedReportsSQL() string {
+	return `SELECT f.run_id FROM ` + s.schema + `.steps f
+		WHERE f.name = ` + pq.QuoteLiteral(cancel.ReportActivity) + ` AND f.error IS NOT NULL AND f.status = 'failed'`
+}
 
 // waitingStepExpr is the condition that an open run has an activity step
 // waiting for its next attempt in the given step status (retrying or
@@ -95,8 +128,11 @@ func (s *Server) waitingStepExpr(status string) string {
 }
 
 // opColumns selects an opRow.
-func (s *Server) opColumns() string {
-	return `SELECT r.run_id, r.workflow_id, r.workflow_type, r.status, r.error,
+func (s *Server) opColumns() string { return `SELECT ` + s.opColumnList() }
+
+// opColumnList is the columns of an opRow.
+func (s *Server) opColumnList() string {
+	return `r.run_id, r.workflow_id, r.workflow_type, r.status, r.error,
 	r.headers->>` + s.customerKey + ` AS customer, r.headers->>` + s.keyKey + ` AS key, r.created_at, r.updated_at, r.closed_at, r.wake_at,
 	fs.name AS failed_step, fs.seq AS failed_seq, fs.error AS failed_error, fs.completed_at AS failed_at,
 	` + waitingSignalExpr + ` AS waiting_signal, ` + needsOperatorExpr + ` AS needs_operator,
@@ -114,6 +150,8 @@ func (s *Server) hasWaitingStep(status string) string {
 type query struct {
 	where []string
 	args  []any
+	// failedStep: the conditions read fs (failedStepJoin).
+	failedStep bool
 }
 
 func (q *query) arg(v any) string {
@@ -157,9 +195,11 @@ func (s *Server) filter(p Principal, f ListOperationsParams) (*query, error) {
 		}
 	}
 	if f.FailingStep != nil {
+		q.failedStep = true
 		q.and(`fs.name = ` + q.arg(*f.FailingStep))
 	}
 	if f.ErrorType != nil {
+		q.failedStep = true
 		a := q.arg(*f.ErrorType)
 		q.and(`(r.error->>'type' = ` + a + ` OR (r.error IS NULL AND fs.error->>'type' = ` + a + `))`)
 	}
@@ -180,7 +220,9 @@ func (s *Server) statusCond(v StatusFilter) (string, error) {
 	case StatusFilterWaitingSignal:
 		return waitingSignalExpr, nil
 	case StatusFilterNeedsOperator:
-		return needsOperatorExpr, nil
+		// The runs with a failed report are few: the planner starts
+		// from them.
+		return `(r.run_id IN (` + s.failedReportsSQL() + `) AND ` + needsOperatorExpr + `)`, nil
 	case StatusFilterRetrying, StatusFilterThrottled:
 		return s.waitingStepExpr(string(v)), nil
 	}
@@ -230,6 +272,7 @@ func parseCursor(s string) (cursor, error) {
 
 // ListOperations lists operations newest first, a keyset page at a time,
 // with counts per status and condition for the filter (statuses aside).
+// The counts and the page are read in one snapshot.
 func (s *Server) ListOperations(ctx context.Context, req ListOperationsRequestObject) (ListOperationsResponseObject, error) {
 	f := req.Params
 	limit := defaultPageSize
@@ -243,16 +286,33 @@ func (s *Server) ListOperations(ctx context.Context, req ListOperationsRequestOb
 	if err != nil {
 		return nil, err
 	}
-	counts, atLeast, err := s.counts(ctx, q)
-	if err != nil {
-		return nil, err
-	}
+	countsSQL := s.countsSQL(q)
+	countArgs := slices.Clone(q.args)
 	sqlText, err := s.listSQL(q, f, limit)
 	if err != nil {
 		return nil, err
 	}
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("api: list operations: %w", err)
+	}
+	defer tx.Rollback()
+	// These queries read at most a few thousand index entries each, but a
+	// filter the indexes do not cover can make the planner's estimate
+	// large enough to compile them (JIT), which costs more than running
+	// them.
+	if _, err := tx.ExecContext(ctx, `SET LOCAL jit = off`); err != nil {
+		return nil, fmt.Errorf("api: list operations: %w", err)
+	}
+	counts, atLeast, err := s.counts(ctx, tx, countsSQL, countArgs)
+	if err != nil {
+		return nil, err
+	}
 	var rows []opRow
-	if err := s.db.SelectContext(ctx, &rows, sqlText, q.args...); err != nil {
+	if err := tx.SelectContext(ctx, &rows, sqlText, q.args...); err != nil {
+		return nil, fmt.Errorf("api: list operations: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("api: list operations: %w", err)
 	}
 	page := ListOperations200JSONResponse{Items: make([]OperationSummary, 0, len(rows)), Counts: counts, CountCap: ptr(int64(CountCap))}
@@ -287,47 +347,64 @@ func (s *Server) listSQL(q *query, f ListOperationsParams, limit int) (string, e
 	return s.opColumns() + s.opFrom() + q.sql() + ` ORDER BY r.created_at DESC, r.run_id DESC LIMIT ` + strconv.Itoa(limit+1), nil
 }
 
-// waitingCountsSQL counts the operations matching q whose activity waits
-// for its next attempt, per step status (retrying, throttled). It starts
-// from the waiting steps (the steps_waiting index) and looks up each one's
-// run, so its cost follows the waiting operations, not all of them. An
-// operation with two waiting activities counts once per status.
-func (s *Server) waitingCountsSQL(q *query) string {
-	return `SELECT w.status, count(DISTINCT w.run_id) FROM ` + s.schema + `.steps w
-		WHERE w.next_attempt_at IS NOT NULL AND w.status IN ('retrying','throttled')
-		  AND EXISTS (SELECT 1` + s.opFrom() + ` AND r.run_id = w.run_id AND r.status IN ('running','waiting')` + q.sql() + `)
-		GROUP BY w.status`
-}
-
 // CountCap is where a per-status count of the operations list stops: each
-// status's count reads at most CountCap+1 runs (through the runs_by_status
-// index), so a page load costs the same with a million operations as with
-// ten thousand, and a status at the cap is reported as "at least".
+// status's count reads at most CountCap+1 entries of the
+// runs_latest_by_status index (and nothing else when the filter is on
+// kind and time only), so a page load costs the same with a million
+// operations as with ten thousand, and a status at the cap is reported as
+// "at least".
 const CountCap = 10000
 
 // countedStatuses are the run statuses the list counts, each on its own.
 var countedStatuses = []engine.Status{engine.StatusPending, engine.StatusRunning, engine.StatusWaiting,
 	engine.StatusCompleted, engine.StatusFailed, engine.StatusCancelled}
 
-// statusCountsSQL counts the operations matching q in each status, each
-// count over at most CountCap+1 runs of that status (the status equality
-// lets the runs_by_status index serve each branch, and the LIMIT stops
-// it), with the conditions found among them.
-func (s *Server) statusCountsSQL(q *query) string {
-	parts := make([]string, len(countedStatuses))
-	for i, st := range countedStatuses {
-		parts[i] = `SELECT ` + pq.QuoteLiteral(string(st)) + ` AS status, count(*), count(*) FILTER (WHERE ws), count(*) FILTER (WHERE no)
-		FROM (SELECT ` + waitingSignalExpr + ` AS ws, ` + needsOperatorExpr + ` AS no` + s.opFrom() +
-			` AND r.status = ` + pq.QuoteLiteral(string(st)) + q.sql() + ` LIMIT ` + strconv.Itoa(CountCap+1) + `) c`
+// countsSQL counts the operations matching q, one row (name, count,
+// waiting for a signal) per status and condition:
+//   - each status over at most CountCap+1 runs of that status, the newest
+//     (the status equality and the order let the runs_latest_by_status
+//     index serve each branch, and the LIMIT stops it; without the order,
+//     the planner may prefer a scan of the table for a status most runs
+//     are in), with those waiting for a signal among them;
+//   - needs_operator from the runs whose compensation report failed (the
+//     steps_failed_by_name index), whose latest report it is, up to the cap;
+//   - retrying and throttled from the steps waiting for their next attempt
+//     (the steps_waiting index): an operation with two waiting activities
+//     counts once per status.
+//
+// Each reads the runs its own index names, so its cost follows what it
+// counts (up to the cap), not the number of operations.
+func (s *Server) countsSQL(q *query) string {
+	limit := ` LIMIT ` + strconv.Itoa(CountCap+1)
+	parts := make([]string, 0, len(countedStatuses)+2)
+	for _, st := range countedStatuses {
+		parts = append(parts, `SELECT `+pq.QuoteLiteral(string(st))+` AS name, count(*) AS n, count(*) FILTER (WHERE ws) AS ws
+		FROM (SELECT `+waitingSignalExpr+` AS ws`+s.countFrom(q)+` AND r.status = `+pq.QuoteLiteral(string(st))+q.sql()+
+			` ORDER BY r.created_at DESC`+limit+`) c`)
 	}
+	report := pq.QuoteLiteral(cancel.ReportActivity)
+	from := ` FROM ` + s.schema + `.steps f JOIN ` + s.schema + `.runs r ON r.run_id = f.run_id`
+	if q.failedStep {
+		from += s.failedStepJoin()
+	}
+	parts = append(parts, `SELECT `+pq.QuoteLiteral(CondNeedsOperator)+`, count(*), 0 FROM (SELECT 1`+from+`
+		WHERE f.name = `+report+` AND f.error IS NOT NULL AND f.status = 'failed'
+		  AND NOT EXISTS (SELECT 1 FROM `+s.schema+`.steps l WHERE l.run_id = f.run_id AND l.name = `+report+` AND l.seq > f.seq)
+		  AND r.status IN ('pending','running','waiting') AND `+latestRuns+q.sql()+limit+`) c`)
+	parts = append(parts, `SELECT w.status, count(DISTINCT w.run_id), 0 FROM `+s.schema+`.steps w
+		WHERE w.next_attempt_at IS NOT NULL AND w.status IN ('retrying','throttled')
+		  AND EXISTS (SELECT 1`+s.countFrom(q)+` AND r.run_id = w.run_id AND r.status IN ('running','waiting')`+q.sql()+`)
+		GROUP BY w.status`)
 	return strings.Join(parts, "\nUNION ALL\n")
 }
 
-// counts returns the operations matching q per status and condition, and
-// the ones whose count is a lower bound: a status that reached CountCap (its
-// count is CountCap) and the conditions counted among its first CountCap.
-func (s *Server) counts(ctx context.Context, q *query) (map[string]int64, []string, error) {
-	rows, err := s.db.QueryContext(ctx, s.statusCountsSQL(q), q.args...)
+// counts runs countsSQL and returns the operations per status and
+// condition, and the ones whose count is a lower bound: a status or
+// condition that reached CountCap (its count is CountCap), and the
+// operations waiting for a signal counted among the first CountCap
+// waiting ones.
+func (s *Server) counts(ctx context.Context, db sqlx.QueryerContext, text string, args []any) (map[string]int64, []string, error) {
+	rows, err := db.QueryContext(ctx, text, args...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("api: count operations: %w", err)
 	}
@@ -343,35 +420,18 @@ func (s *Server) counts(ctx context.Context, q *query) (map[string]int64, []stri
 		capped[k] = capped[k] || atLeast || sum > CountCap
 	}
 	for rows.Next() {
-		var st string
-		var n, ws, no int64
-		if err := rows.Scan(&st, &n, &ws, &no); err != nil {
+		var name string
+		var n, ws int64
+		if err := rows.Scan(&name, &n, &ws); err != nil {
 			return nil, nil, err
 		}
-		// A status past the cap was read only in part: its conditions'
-		// counts are lower bounds too.
+		// A status past the cap was read only in part: the count of those
+		// waiting for a signal among it is a lower bound too.
 		atLeast := n > CountCap
-		add(st, n, atLeast)
+		add(name, n, atLeast)
 		add(CondWaitingSignal, ws, atLeast)
-		add(CondNeedsOperator, no, atLeast)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, err
-	}
-	wrows, err := s.db.QueryContext(ctx, s.waitingCountsSQL(q), q.args...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("api: count waiting operations: %w", err)
-	}
-	defer wrows.Close()
-	for wrows.Next() {
-		var st string
-		var n int64
-		if err := wrows.Scan(&st, &n); err != nil {
-			return nil, nil, err
-		}
-		add(st, n, n > CountCap)
-	}
-	if err := wrows.Err(); err != nil {
 		return nil, nil, err
 	}
 	var atLeast []string

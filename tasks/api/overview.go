@@ -44,7 +44,7 @@ func (s *Server) GetOverview(ctx context.Context, req GetOverviewRequestObject) 
 var overviewSQL = struct{ statuses, closed, failures string }{
 	statuses: `SELECT r.status, count(*) FROM {{schema}}.runs r
 		WHERE r.created_at >= $1 AND ` + userRuns + `
-		  AND NOT EXISTS (SELECT 1 FROM {{schema}}.runs n WHERE n.workflow_id = r.workflow_id AND n.created_at > r.created_at)
+		  AND NOT r.superseded
 		GROUP BY r.status`,
 	closed: `SELECT date_trunc('minute', r.closed_at) AS m, r.status, count(*) FROM {{schema}}.runs r
 		WHERE r.closed_at >= $1 AND ` + userRuns + `
