@@ -73,7 +73,11 @@ func TestStatusCountsAreCapped(t *testing.T) {
 		require.NoError(t, err)
 		text := explain(list, args)
 		require.NotContains(t, text, "Seq Scan", "%s", text)
-		require.NotContains(t, text, "Sort Method: external", "%s", text)
+		if f.Status != nil && (*f.Status)[0] == api.StatusFilterFailed {
+			// A page of one status: its keys from the index alone, however
+			// many newer runs are in other statuses.
+			require.Contains(t, text, "Index Only Scan Backward using runs_latest_by_status", "%s", text)
+		}
 	}
 
 	page := ev.list(t, "viewer", api.ListOperationsParams{Limit: ptr(1)})

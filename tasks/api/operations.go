@@ -93,13 +93,17 @@ func (s *Server) opFrom() string {
 	WHERE ` + latestRuns
 }
 
-// countFrom is opFrom for a count under q's filter: fs only when the filter
-// reads it, so that a count without one reads the runs_latest_by_status
-// index alone.
-func (s *Server) countFrom(q *query) string {
+// keysFrom is opFrom for the runs matching q, for their keys or a count:
+// with fs and rp only when the conditions read them, so that a count or a
+// page's keys under a filter on kind, time and status reads the
+// runs_latest_by_status index alone.
+func (s *Server) keysFrom(q *query) string {
 	from := ` FROM ` + s.schema + `.runs r`
 	if q.failedStep {
 		from += s.failedStepJoin()
+	}
+	if q.report {
+		from += s.reportJoin()
 	}
 	return from + `
 	WHERE ` + latestRuns
@@ -150,8 +154,9 @@ func (s *Server) hasWaitingStep(status string) string {
 type query struct {
 	where []string
 	args  []any
-	// failedStep: the conditions read fs (failedStepJoin).
-	failedStep bool
+	// failedStep and report: the conditions read fs (failedStepJoin), rp
+	// (reportJoin).
+	failedStep, report bool
 }
 
 func (q *query) arg(v any) string {
@@ -237,6 +242,7 @@ func (s *Server) andStatuses(q *query, statuses *[]StatusFilter) error {
 	}
 	var ors []string
 	for _, st := range *statuses {
+		q.report = q.report || st == StatusFilterNeedsOperator
 		c, err := s.statusCond(st)
 		if err != nil {
 			return err
@@ -344,7 +350,15 @@ func (s *Server) listSQL(q *query, f ListOperationsParams, limit int) (string, e
 		}
 		q.and(`(r.created_at, r.run_id) < (` + q.arg(c.createdAt) + `, ` + q.arg(c.runID) + `)`)
 	}
-	return s.opColumns() + s.opFrom() + q.sql() + ` ORDER BY r.created_at DESC, r.run_id DESC LIMIT ` + strconv.Itoa(limit+1), nil
+	// The page's keys first, then its rows: for a status filter the keys
+	// come from runs_latest_by_status alone (an index-only scan of that
+	// status, newest first), which the planner prefers to reading the
+	// newest runs of every status through runs_by_created, and which stays
+	// cheap when the newest runs are all in other statuses.
+	order := ` ORDER BY r.created_at DESC, r.run_id DESC`
+	keys := `SELECT r.run_id` + s.keysFrom(q) + q.sql() + order + ` LIMIT ` + strconv.Itoa(limit+1)
+	return s.opColumns() + ` FROM ` + s.schema + `.runs r` + s.failedStepJoin() + s.reportJoin() + `
+	WHERE r.run_id IN (` + keys + `)` + order, nil
 }
 
 // CountCap is where a per-status count of the operations list stops: each
@@ -379,7 +393,7 @@ func (s *Server) countsSQL(q *query) string {
 	parts := make([]string, 0, len(countedStatuses)+2)
 	for _, st := range countedStatuses {
 		parts = append(parts, `SELECT `+pq.QuoteLiteral(string(st))+` AS name, count(*) AS n, count(*) FILTER (WHERE ws) AS ws
-		FROM (SELECT `+waitingSignalExpr+` AS ws`+s.countFrom(q)+` AND r.status = `+pq.QuoteLiteral(string(st))+q.sql()+
+		FROM (SELECT `+waitingSignalExpr+` AS ws`+s.keysFrom(q)+` AND r.status = `+pq.QuoteLiteral(string(st))+q.sql()+
 			` ORDER BY r.created_at DESC`+limit+`) c`)
 	}
 	report := pq.QuoteLiteral(cancel.ReportActivity)
@@ -393,7 +407,7 @@ func (s *Server) countsSQL(q *query) string {
 		  AND r.status IN ('pending','running','waiting') AND `+latestRuns+q.sql()+limit+`) c`)
 	parts = append(parts, `SELECT w.status, count(DISTINCT w.run_id), 0 FROM `+s.schema+`.steps w
 		WHERE w.next_attempt_at IS NOT NULL AND w.status IN ('retrying','throttled')
-		  AND EXISTS (SELECT 1`+s.countFrom(q)+` AND r.run_id = w.run_id AND r.status IN ('running','waiting')`+q.sql()+`)
+		  AND EXISTS (SELECT 1`+s.keysFrom(q)+` AND r.run_id = w.run_id AND r.status IN ('running','waiting')`+q.sql()+`)
 		GROUP BY w.status`)
 	return strings.Join(parts, "\nUNION ALL\n")
 }
