@@ -869,74 +869,96 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 	return h, nil
 }
 
-// resetIn makes the reset's new run in tx; the caller commits. It takes
-// two statements (three when the old run is open): bulk relaunches call it
-// thousands of times.
+// resetIn makes the reset's new run in tx; the caller commits. A closed
+// latest run (the common case: relaunching a failed operation, which bulk
+// relaunches do thousands of times) is reset in one statement; an open one
+// in three.
 func (c *Client) resetIn(ctx context.Context, tx *sqlx.Tx, workflowID string, opts ResetOptions) (*RunHandle, error) {
 	s := c.e.store
-	// The latest run, locked, with the reset point.
-	var old struct {
-		RunID  string        `db:"run_id"`
-		Status Status        `db:"status"`
-		Queue  string        `db:"queue"`
-		Cut    sql.NullInt64 `db:"cut"`
-	}
+	// $1 the workflow ID, $2 the new run's ID, $3 now, $4 the reason, $5
+	// the work channel, $6 the reset point's argument.
 	var cut string
-	args := []any{workflowID}
+	newID, now := newRunID(), c.e.cfg.Clock.Now()
+	args := []any{workflowID, newID, now, nullString(opts.Reason), s.channel[chanWork]}
 	switch {
 	case opts.BeforeLastFailedActivity:
 		cut = `(SELECT max(seq) FROM ` + s.steps + ` st WHERE st.run_id = r.run_id AND st.kind = 'activity' AND st.status = 'failed')`
 	case opts.BeforeStep != "":
-		cut = `(SELECT min(seq) FROM ` + s.steps + ` st WHERE st.run_id = r.run_id AND st.name = $2)`
+		cut = `(SELECT min(seq) FROM ` + s.steps + ` st WHERE st.run_id = r.run_id AND st.name = $6)`
 		args = append(args, opts.BeforeStep)
 	default:
-		cut = `$2::bigint`
+		cut = `$6::bigint`
 		args = append(args, opts.BeforeSeq)
 	}
-	err := tx.GetContext(ctx, &old, `SELECT r.run_id, r.status, r.queue, `+cut+` AS cut FROM `+s.runs+` r WHERE r.workflow_id = $1
-		ORDER BY (r.status IN ('pending','running','waiting')) DESC, r.created_at DESC, r.run_id DESC LIMIT 1 FOR UPDATE`, args...)
+	// The latest run, locked, with the reset point; when it is closed and
+	// has that point, the new run is made from it in the same statement.
+	var old struct {
+		RunID  string        `db:"run_id"`
+		Status Status        `db:"status"`
+		Cut    sql.NullInt64 `db:"cut"`
+		Made   bool          `db:"made"`
+	}
+	err := tx.GetContext(ctx, &old, `WITH old AS (SELECT r.run_id, r.status, `+cut+` AS cut FROM `+s.runs+` r WHERE r.workflow_id = $1
+			ORDER BY (r.status IN ('pending','running','waiting')) DESC, r.created_at DESC, r.run_id DESC LIMIT 1 FOR UPDATE),
+		ok AS (SELECT run_id, cut FROM old WHERE cut IS NOT NULL AND status NOT IN ('pending','running','waiting')),
+		`+c.resetCopySQL()+`
+		SELECT old.run_id, old.status, old.cut, EXISTS (SELECT 1 FROM made) AS made FROM old`, args...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, workflowID)
 	}
 	if err != nil {
-		return nil, err
+		return nil, c.resetErr(err, workflowID)
 	}
 	if !old.Cut.Valid {
 		return nil, fmt.Errorf("%w: run %s of %q has no step matching the reset point", ErrNotFound, old.RunID, workflowID)
 	}
-	now := c.e.cfg.Clock.Now()
-	if isOpen(old.Status) {
-		// Closed before the new run is inserted: one open run per ID.
-		// Result calls waiting on the old run move on to the new one.
+	if !old.Made {
+		// The latest run is open: closed before the new run is inserted
+		// (one open run per ID). Result calls waiting on the old run move
+		// on to the new one.
 		if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET status = 'reset', closed_at = $2, updated_at = now(),
 			lease_owner = NULL WHERE run_id = $1 RETURNING pg_notify($3, run_id)`, old.RunID, now, s.channel[chanDone]); err != nil {
 			return nil, err
 		}
-	}
-	newID := newRunID()
-	// The new run with the old one's record up to the cut, the signals it
-	// has not read, and the children the old run still waits on: they now
-	// report to the new run (one started after the cut is taken on again
-	// when the new run starts it with the same ID at the same step, see the
-	// committer). The old run is superseded.
-	if _, err := tx.ExecContext(ctx, `WITH nr AS (INSERT INTO `+s.runs+` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
-			parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reset_reason)
-		SELECT $2, workflow_id, workflow_type, queue, 'pending', input, headers, $3, parent_run_id, parent_seq, parent_close_policy, run_id, 'reset', $4
-		FROM `+s.runs+` WHERE run_id = $1 RETURNING queue),
-	sup AS (UPDATE `+s.runs+` SET superseded = true WHERE run_id = $1),
-	st AS (INSERT INTO `+s.steps+` (`+stepColumns+`, attempt_log)
-		SELECT $2, seq, kind, name, status, input, output, error, attempts, started_at, completed_at, fire_at, signal_id, child_workflow_id,
-			attempt_started_at, next_attempt_at, attempt_log
-		FROM `+s.steps+` WHERE run_id = $1 AND seq < $5),
-	sg AS (UPDATE `+s.signals+` SET run_id = $2 WHERE run_id = $1),
-	ch AS (UPDATE `+s.runs+` SET parent_run_id = $2 WHERE parent_run_id = $1 AND status IN ('pending','running','waiting'))
-	SELECT pg_notify($6, queue) FROM nr`, old.RunID, newID, now, nullString(opts.Reason), old.Cut.Int64, s.channel[chanWork]); err != nil {
-		if pe, ok := err.(*pq.Error); ok && pe.Code == "23505" {
-			return nil, fmt.Errorf("%w: %q has another open run", ErrAlreadyStarted, workflowID)
+		if _, err := tx.ExecContext(ctx, `WITH ok AS (SELECT $6::text AS run_id, $7::bigint AS cut WHERE $1::text IS NOT NULL),
+			`+c.resetCopySQL()+` SELECT 1`, workflowID, newID, now, nullString(opts.Reason), s.channel[chanWork], old.RunID, old.Cut.Int64); err != nil {
+			return nil, c.resetErr(err, workflowID)
 		}
-		return nil, err
 	}
 	return &RunHandle{WorkflowID: workflowID, RunID: newID, c: c}, nil
+}
+
+// resetCopySQL makes the new run $2 (created at $3, reason $4) of the run
+// in CTE "ok" (run_id, cut): its record up to the cut, the signals the old
+// run has not read, and the children the old run still waits on, which
+// now report to the new run (one started after the cut is taken on again
+// when the new run starts it with the same ID at the same step, see the
+// committer). The old run is superseded, and the queue's workers are
+// notified on channel $5. It yields CTE "made" (a row when it made the run).
+func (c *Client) resetCopySQL() string {
+	s := c.e.store
+	return `nr AS (INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
+			parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reset_reason)
+		SELECT $2, r.workflow_id, r.workflow_type, r.queue, 'pending', r.input, r.headers, $3, r.parent_run_id, r.parent_seq,
+			r.parent_close_policy, r.run_id, 'reset', $4
+		FROM ` + s.runs + ` r JOIN ok ON r.run_id = ok.run_id RETURNING queue),
+	sup AS (UPDATE ` + s.runs + ` x SET superseded = true FROM ok WHERE x.run_id = ok.run_id),
+	st AS (INSERT INTO ` + s.steps + ` (` + stepColumns + `, attempt_log)
+		SELECT $2, t.seq, t.kind, t.name, t.status, t.input, t.output, t.error, t.attempts, t.started_at, t.completed_at, t.fire_at,
+			t.signal_id, t.child_workflow_id, t.attempt_started_at, t.next_attempt_at, t.attempt_log
+		FROM ` + s.steps + ` t JOIN ok ON t.run_id = ok.run_id WHERE t.seq < ok.cut),
+	sg AS (UPDATE ` + s.signals + ` g SET run_id = $2 FROM ok WHERE g.run_id = ok.run_id),
+	ch AS (UPDATE ` + s.runs + ` k SET parent_run_id = $2 FROM ok WHERE k.parent_run_id = ok.run_id
+		AND k.status IN ('pending','running','waiting')),
+	made AS (SELECT pg_notify($5, queue) FROM nr)`
+}
+
+// resetErr translates a reset's insert conflict.
+func (c *Client) resetErr(err error, workflowID string) error {
+	if pe, ok := err.(*pq.Error); ok && pe.Code == "23505" {
+		return fmt.Errorf("%w: %q has another open run", ErrAlreadyStarted, workflowID)
+	}
+	return err
 }
 
 // Query answers a query by replaying the latest run's record in this
