@@ -250,9 +250,34 @@ func shot(t *testing.T, bctx context.Context, name string) {
 	require.NoError(t, os.WriteFile(filepath.Join(screenshotDir(t), name+".png"), png, 0o644))
 }
 
+// text returns the text content of the first element matching sel,
+// waiting until there is one.
 func text(t *testing.T, bctx context.Context, sel string) string {
 	t.Helper()
-	return value(t, bctx, chromedp.TextContent(chromedp.CSS(sel)))
+	return value(t, bctx, textOf(sel))
+}
+
+// textOf reads the text content of the first element matching sel, waiting
+// (polling in the page) until there is one. It finds the element and reads
+// it in one JavaScript call, which the page's scripts cannot interleave
+// with. chromedp.TextContent instead queries a node ID and then resolves
+// it in a second round trip; a live page's htmx poll swaps its section
+// (hx-swap="outerHTML") every PollInterval, and on a loaded machine the
+// swap can land between the two, failing the read with "No node with given
+// id found".
+func textOf(sel string) chromedp.Action[string] {
+	type found struct {
+		Text string `json:"text"`
+	}
+	poll := chromedp.PollFunction[found](`(sel) => { const e = document.querySelector(sel); return e && {text: e.textContent}; }`,
+		chromedp.WithPollingArgs(sel), chromedp.WithPollingInterval(10*time.Millisecond))
+	return func(ctx context.Context, tgt *chromedp.Target) (string, error) {
+		f, err := poll(ctx, tgt)
+		if err != nil {
+			return "", fmt.Errorf("reading the text of %s: %w", sel, err)
+		}
+		return f.Text, nil
+	}
 }
 
 func signIn(t *testing.T, bctx context.Context, base, token string) {
@@ -271,7 +296,7 @@ func eventuallyText(t *testing.T, bctx context.Context, url, sel, want string) {
 		if chromedp.Do(ctx, chromedp.Navigate(url)) != nil {
 			return false
 		}
-		s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
+		s, err := chromedp.Run(ctx, textOf(sel))
 		return err == nil && strings.Contains(s, want)
 	}, "%s on %s to contain %q", sel, url, want)
 }

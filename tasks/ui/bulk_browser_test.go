@@ -24,7 +24,7 @@ func waitText(t *testing.T, bctx context.Context, sel, want string) {
 	testenv.Eventually(t, 60*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(bctx, 5*time.Second)
 		defer cancel()
-		s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
+		s, err := chromedp.Run(ctx, textOf(sel))
 		return err == nil && strings.Contains(s, want)
 	}, "%s to contain %q", sel, want)
 }
