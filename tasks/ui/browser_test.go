@@ -226,7 +226,11 @@ func newBrowser(t *testing.T) context.Context {
 	return bctx
 }
 
-// run runs browser actions with a deadline.
+// run runs browser actions with a deadline. An action on a node (Click,
+// SetValue, Submit) finds its node ID and then acts on it in another round
+// trip, so the walks never aim one at a node inside a section that a live
+// page's htmx poll swaps: they act on such nodes on the paused page
+// (?live=0), and read live sections with text, which does not keep a node.
 func run(t *testing.T, bctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
