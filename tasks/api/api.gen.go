@@ -625,7 +625,7 @@ type Operation struct {
 	CancelRequested *bool      `json:"cancel_requested,omitempty"`
 	ClosedAt        *time.Time `json:"closed_at,omitempty"`
 
-	// Conditions Conditions of an open operation (waiting_signal, needs_operator, retrying, throttled).
+	// Conditions Conditions of the operation (waiting_signal, needs_operator, retrying, throttled; all but needs_operator only while it is open).
 	Conditions *[]string  `json:"conditions,omitempty"`
 	CreatedAt  time.Time  `json:"created_at"`
 	Customer   *string    `json:"customer,omitempty"`
@@ -685,7 +685,7 @@ type OperationPage struct {
 type OperationSummary struct {
 	ClosedAt *time.Time `json:"closed_at,omitempty"`
 
-	// Conditions Conditions of an open operation (waiting_signal, needs_operator, retrying, throttled).
+	// Conditions Conditions of the operation (waiting_signal, needs_operator, retrying, throttled; all but needs_operator only while it is open).
 	Conditions *[]string  `json:"conditions,omitempty"`
 	CreatedAt  time.Time  `json:"created_at"`
 	Customer   *string    `json:"customer,omitempty"`
@@ -846,9 +846,11 @@ type StartRequest struct {
 // Status The engine status of the operation's latest run.
 type Status string
 
-// StatusFilter An engine status, or a condition of an open operation:
+// StatusFilter An engine status, or a condition of an operation:
 // waiting_signal (unloaded, waiting for an event with no timer),
-// needs_operator (a compensation failed and waits for an operator),
+// needs_operator (an open operation whose compensation failed and
+// waits for an operator, or one the engine parked for an operator:
+// failed with a NeedsOperator error, resumed by a reset),
 // retrying (an activity waits for its next attempt after a failure),
 // throttled (an activity was snoozed by a provider limit and waits
 // for its next try; snoozes shorter than the engine's UnloadAfter

@@ -39,6 +39,11 @@ func TestStatusCountsAreCapped(t *testing.T) {
 			CASE WHEN s = 2 OR i % 1000 = 0 THEN '{"kind":"application","message":"no"}'::jsonb END, 1
 		FROM generate_series(1, $1) i, generate_series(1, 2) s WHERE s = 1 OR i % 10000 = 100`, "{s}", s), n, cancel.ReportActivity)
 	require.NoError(t, err)
+	// Every 50,000th failed run the engine parked for an operator (4): it
+	// needs one too.
+	_, err = db.ExecContext(ctx, strings.ReplaceAll(`UPDATE {s}.runs SET error = '{"kind":"application","type":"NeedsOperator","message":"parked"}'
+		WHERE status = 'failed' AND substr(run_id, 2)::int % 50000 = 0`, "{s}", s))
+	require.NoError(t, err)
 	// As autovacuum leaves a table: analysed, its pages all-visible.
 	_, err = db.ExecContext(ctx, `VACUUM ANALYZE `+s+`.runs`)
 	require.NoError(t, err)
@@ -64,6 +69,7 @@ func TestStatusCountsAreCapped(t *testing.T) {
 		require.NotContains(t, text, "Seq Scan", "%s", text)
 		require.NotContains(t, text, "runs_by_workflow", "%s", text)
 		require.Contains(t, text, "steps_failed_by_name", "needs_operator from the failed reports:\n%s", text)
+		require.Contains(t, text, "runs_parked_for_operator", "needs_operator from the parked runs:\n%s", text)
 		t.Logf("counts plan for %+v:\n%s", f, text)
 	}
 	failed := []api.StatusFilter{api.StatusFilterFailed}
@@ -78,13 +84,16 @@ func TestStatusCountsAreCapped(t *testing.T) {
 			// many newer runs are in other statuses.
 			require.Contains(t, text, "Index Only Scan Backward using runs_latest_by_status", "%s", text)
 		}
+		if f.Status != nil && (*f.Status)[0] == api.StatusFilterNeedsOperator {
+			require.Contains(t, text, "runs_parked_for_operator", "%s", text)
+		}
 	}
 
 	page := ev.list(t, "viewer", api.ListOperationsParams{Limit: ptr(1)})
 	require.EqualValues(t, n/1000, page.Counts["failed"])
 	require.EqualValues(t, n/100-n/1000, page.Counts["waiting"])
 	require.EqualValues(t, n/100-n/1000, page.Counts[api.CondWaitingSignal])
-	require.EqualValues(t, n/10000, page.Counts[api.CondNeedsOperator])
+	require.EqualValues(t, n/10000+n/50000, page.Counts[api.CondNeedsOperator])
 	require.EqualValues(t, api.CountCap, page.Counts["completed"])
 	require.NotNil(t, page.CountsAtLeast)
 	require.Equal(t, []string{"completed"}, *page.CountsAtLeast)

@@ -25,7 +25,9 @@ const (
 	// end, a cancellation) with no timer due.
 	CondWaitingSignal = "waiting_signal"
 	// CondNeedsOperator: a compensation exhausted its retries and the run
-	// waits for an operator's retry or resolve (package cancel).
+	// waits for an operator's retry or resolve (package cancel), or the
+	// engine parked the run for an operator (it failed with an
+	// engine.ErrorTypeNeedsOperator error; a reset resumes it).
 	CondNeedsOperator = "needs_operator"
 	// CondRetrying: an activity of the run waits for its next attempt
 	// after a failure (its step's status is retrying).
@@ -111,7 +113,15 @@ func (s *Server) keysFrom(q *query) string {
 
 const (
 	waitingSignalExpr = `(r.status = 'waiting' AND r.wake_at IS NULL)`
-	needsOperatorExpr = `(r.status IN ('pending','running','waiting') AND rp.status IS NOT DISTINCT FROM 'failed')`
+	// reportFailedExpr: an open run whose latest compensation report
+	// failed (rp: reportJoin).
+	reportFailedExpr = `(r.status IN ('pending','running','waiting') AND rp.status IS NOT DISTINCT FROM 'failed')`
+	// parkedExpr: a run the engine parked for an operator, failed with an
+	// engine.ErrorTypeNeedsOperator error (the runs_parked_for_operator
+	// index holds them).
+	parkedExpr = `(r.status = 'failed' AND (r.error->>'type') = '` + engine.ErrorTypeNeedsOperator + `')`
+	// needsOperatorExpr: an operation that waits for a person, either way.
+	needsOperatorExpr = `(` + reportFailedExpr + ` OR ` + parkedExpr + `)`
 )
 
 // failedReportsSQL selects the run IDs with a failed compensation report
@@ -225,9 +235,9 @@ func (s *Server) statusCond(v StatusFilter) (string, error) {
 	case StatusFilterWaitingSignal:
 		return waitingSignalExpr, nil
 	case StatusFilterNeedsOperator:
-		// The runs with a failed report are few: the planner starts
-		// from them.
-		return `(r.run_id IN (` + s.failedReportsSQL() + `) AND ` + needsOperatorExpr + `)`, nil
+		// The runs with a failed report, and the parked runs, are few:
+		// the planner starts from them.
+		return `((r.run_id IN (` + s.failedReportsSQL() + `) AND ` + reportFailedExpr + `) OR ` + parkedExpr + `)`, nil
 	case StatusFilterRetrying, StatusFilterThrottled:
 		return s.waitingStepExpr(string(v)), nil
 	}
@@ -381,7 +391,9 @@ var countedStatuses = []engine.Status{engine.StatusPending, engine.StatusRunning
 //     the planner may prefer a scan of the table for a status most runs
 //     are in), with those waiting for a signal among them;
 //   - needs_operator from the runs whose compensation report failed (the
-//     steps_failed_by_name index), whose latest report it is, up to the cap;
+//     steps_failed_by_name index), whose latest report it is, and the runs
+//     the engine parked for an operator (the runs_parked_for_operator
+//     index), up to the cap in all;
 //   - retrying and throttled from the steps waiting for their next attempt
 //     (the steps_waiting index): an operation with two waiting activities
 //     counts once per status.
@@ -401,10 +413,18 @@ func (s *Server) countsSQL(q *query) string {
 	if q.failedStep {
 		from += s.failedStepJoin()
 	}
-	parts = append(parts, `SELECT `+pq.QuoteLiteral(CondNeedsOperator)+`, count(*), 0 FROM (SELECT 1`+from+`
+	parked := ` FROM ` + s.schema + `.runs r`
+	if q.failedStep {
+		parked += s.failedStepJoin()
+	}
+	parts = append(parts, `SELECT `+pq.QuoteLiteral(CondNeedsOperator)+`, count(*), 0 FROM (SELECT 1 FROM (
+		(SELECT 1`+from+`
 		WHERE f.name = `+report+` AND f.error IS NOT NULL AND f.status = 'failed'
 		  AND NOT EXISTS (SELECT 1 FROM `+s.schema+`.steps l WHERE l.run_id = f.run_id AND l.name = `+report+` AND l.seq > f.seq)
-		  AND r.status IN ('pending','running','waiting') AND `+latestRuns+q.sql()+limit+`) c`)
+		  AND r.status IN ('pending','running','waiting') AND `+latestRuns+q.sql()+`)
+		UNION ALL
+		(SELECT 1`+parked+`
+		WHERE `+parkedExpr+` AND `+latestRuns+q.sql()+`)) n`+limit+`) c`)
 	parts = append(parts, `SELECT w.status, count(DISTINCT w.run_id), 0 FROM `+s.schema+`.steps w
 		WHERE w.next_attempt_at IS NOT NULL AND w.status IN ('retrying','throttled')
 		  AND EXISTS (SELECT 1`+s.keysFrom(q)+` AND r.run_id = w.run_id AND r.status IN ('running','waiting')`+q.sql()+`)
