@@ -237,7 +237,9 @@ func (s *Server) statusCond(v StatusFilter) (string, error) {
 	case StatusFilterNeedsOperator:
 		// The runs with a failed report, and the parked runs, are few:
 		// the planner starts from them.
-		return `((r.run_id IN (` + s.failedReportsSQL() + `) AND ` + reportFailedExpr + `) OR ` + parkedExpr + `)`, nil
+		return `(r.run_id IN (` + s.failedReportsSQL() + `
+		UNION ALL SELECT p.run_id FROM ` + s.schema + `.runs p WHERE p.status = 'failed' AND (p.error->>'type') = '` +
+			engine.ErrorTypeNeedsOperator + `' AND p.parent_run_id IS NULL AND NOT p.superseded) AND ` + needsOperatorExpr + `)`, nil
 	case StatusFilterRetrying, StatusFilterThrottled:
 		return s.waitingStepExpr(string(v)), nil
 	}
