@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"github.com/lib/pq"
 	"sync"
 	"testing"
 	"time"
@@ -75,7 +76,7 @@ func TestStartConflictPolicies(t *testing.T) {
 func TestStartIDReusePolicies(t *testing.T) {
 	t.Parallel()
 	wf := rbGateWorkflow("idem.reuse")
-	_, c := rbEnv(t, nil, wf)
+	e, c := rbEnv(t, nil, wf)
 	ctx := testenv.Ctx(t, 30*time.Second)
 	start := func(id, in string, p engine.IDReusePolicy) (*engine.Run[string], error) {
 		return wf.Start(ctx, c, in, &engine.StartOptions{ID: id, IDReusePolicy: p})
@@ -98,6 +99,12 @@ func TestStartIDReusePolicies(t *testing.T) {
 	second, err := start("done", "y", engine.ReuseAllowDuplicate)
 	require.NoError(t, err)
 	require.Equal(t, 2, countRuns("done"))
+	// The first run is superseded by the second in the start's own write
+	// (the operations list reads "latest run" from that column).
+	var superseded []bool
+	require.NoError(t, testenv.DB(t).SelectContext(ctx, &superseded, `SELECT superseded FROM `+
+		pq.QuoteIdentifier(e.Schema())+`.runs WHERE workflow_id = 'done' ORDER BY created_at, run_id`))
+	require.Equal(t, []bool{true, false}, superseded)
 	rbFinish(t, c, "done", engine.StatusCompleted)
 	out, err := second.Result(ctx)
 	require.NoError(t, err)

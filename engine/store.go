@@ -247,7 +247,8 @@ func (s *store) runsSQL(p int) string {
 		ON CONFLICT (workflow_id) WHERE status IN ('pending', 'running', 'waiting') DO NOTHING
 		RETURNING run_id, workflow_id, queue, lease_owner),
 		nrsup AS (UPDATE ` + s.runs + ` x SET superseded = true FROM nr
-		WHERE x.workflow_id = nr.workflow_id AND x.run_id <> nr.run_id AND NOT x.superseded)`
+		WHERE x.workflow_id = ANY(` + runCols.param(p, "workflow_id") + `::text[])
+		  AND x.workflow_id = nr.workflow_id AND x.run_id <> nr.run_id AND NOT x.superseded)`
 }
 
 func ttlInterval(ttl time.Duration) string { return fmt.Sprintf("%d milliseconds", ttl.Milliseconds()) }

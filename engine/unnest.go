@@ -70,6 +70,18 @@ type unnestCols[R any] []unnestCol[R]
 
 func newUnnest[R any](cols ...unnestCol[R]) unnestCols[R] { return cols }
 
+// param is the parameter ("$n") column name takes in a clause rendered by
+// sql(p, ...); it panics on a name the list does not have (a programming
+// error, met when the statements are built at start-up).
+func (u unnestCols[R]) param(p int, name string) string {
+	for i, c := range u {
+		if c.name == name {
+			return fmt.Sprintf("$%d", p+i+1)
+		}
+	}
+	panic("engine: no unnest column " + name)
+}
+
 // sql renders the unnest clause "unnest($p+1::t1[], ...) AS alias(c1, ...)":
 // the columns take parameters $p+1..$p+len(u), in the list's order.
 func (u unnestCols[R]) sql(p int, alias string) string {
