@@ -296,10 +296,15 @@ func (sh *commitShard) take(max int) []*writeOp {
 	}
 	sh.writing = true
 	sh.mu.Unlock()
+	sh.freeSpace(n)
+	return batch
+}
+
+// freeSpace gives back the queue room of n ops taken off the queue.
+func (sh *commitShard) freeSpace(n int) {
 	for range n {
 		<-sh.space
 	}
-	return batch
 }
 
 // doneWriting ends the loop's write of a batch.
@@ -321,9 +326,7 @@ func (sh *commitShard) closeAndTake() []*writeOp {
 	batch := sh.queue
 	sh.queue = nil
 	sh.mu.Unlock()
-	for range batch {
-		<-sh.space
-	}
+	sh.freeSpace(len(batch))
 	return batch
 }
 
