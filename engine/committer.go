@@ -831,6 +831,10 @@ type singleWrite struct {
 	// statement inserts (news), fenced by that insert.
 	steps, newSteps batchSteps
 	fins, news      []int
+	// folds join the statement (see CheckpointFolder); foldRows receives
+	// their rows, by fold.
+	folds    []*CheckpointFold
+	foldRows [][]CheckpointFoldRow
 }
 
 // execStepsAndFinish commits such a batch in a single statement. With
@@ -838,12 +842,35 @@ type singleWrite struct {
 // transaction that then calls the interceptors with the events of the ops it
 // wrote, and commits: three round trips and the interceptors' own, where
 // writing the batch statement by statement took six or more.
-func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch []*writeOp) (_ []error, err error) {
+//
+// When every checkpoint interceptor folds its write into the statement
+// (CheckpointFolder), the batch stays one statement: one round trip. A
+// folded statement that fails for a reason other than a fault is written
+// again the usual way, so the interceptors' Checkpoint decides.
+func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch []*writeOp) ([]error, error) {
+	if len(c.e.chains.checkpoint) == 0 || !hasEvents(batch) {
+		return c.execSingle(ctx, now, batch, false, nil)
+	}
+	folds, ok := c.foldCheckpoints(ctx, batch)
+	if !ok {
+		return c.execSingle(ctx, now, batch, true, nil)
+	}
+	errs, err := c.execSingle(ctx, now, batch, false, folds)
+	if err != nil && len(folds) > 0 && classify(err) == faultNone {
+		c.e.cfg.Logger.Warn("engine: a checkpoint fold failed; writing the batch with the interceptors' Checkpoint", "err", err)
+		return c.execSingle(ctx, now, batch, true, nil)
+	}
+	return errs, err
+}
+
+// execSingle is execStepsAndFinish with the interceptors' Checkpoint in a
+// transaction (inTx), or with folds (possibly none) in one statement.
+func (c *committer) execSingle(ctx context.Context, now time.Time, batch []*writeOp, inTx bool, folds []*CheckpointFold) (_ []error, err error) {
 	errs := make([]error, len(batch))
 	var tx dbtx = c.e.db
 	var realTx *sql.Tx
 	committing := false
-	if len(c.e.chains.checkpoint) > 0 && hasEvents(batch) {
+	if inTx {
 		t, err := c.e.db.BeginTx(ctx, nil)
 		if err != nil {
 			return nil, &notCommitted{err}
@@ -857,7 +884,7 @@ func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch
 			}
 		}()
 	}
-	w := &singleWrite{batch: batch}
+	w := &singleWrite{batch: batch, folds: folds}
 	var born map[string]bool // runs this statement inserts
 	for i, op := range batch {
 		if op.newRun != nil {
@@ -895,6 +922,7 @@ func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch
 		}
 	}
 	if realTx == nil {
+		c.foldDone(ctx, folds, w.foldRows)
 		return errs, nil
 	}
 	// The interceptors see the events of the ops the statement wrote.

@@ -30,6 +30,8 @@ type store struct {
 	// hot holds the commit path's statements, prepared: query text to
 	// *hotStmt (see hotQuery).
 	hot sync.Map
+	// folds holds the commit statements with checkpoint folds.
+	folds foldTexts
 
 	// signalsLoaded, set by tests, learns how many signals each load read.
 	signalsLoaded atomic.Pointer[func(n int)]
@@ -151,11 +153,22 @@ func (s *store) buildSQL() {
 // the steps of a new run are fenced by its insert in the same statement.
 // The caller keeps a run's end and a start of the same workflow ID out of
 // one such statement (both would judge the ID by the same snapshot).
+// With folds (see CheckpointFolder), their calls join the statement and
+// their rows go to w.foldRows.
 func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl time.Duration, w *singleWrite) (map[stepKey]bool, map[string]bool, map[string]bool, error) {
 	okSteps, okFins, okRuns := map[stepKey]bool{}, map[string]bool{}, map[string]bool{}
 	q, n := s.sql.stepsAndFinish, stepsAndFinishParams
+	written := []string{"ins", "fin"}
 	if len(w.news) > 0 {
 		q, n = s.sql.stepsFinishAndStarts, stepsFinishAndStartsParams
+		written = append(written, "nr", "nins")
+	}
+	if len(w.folds) > 0 {
+		q = s.folds.text(q, n, written, w.folds)
+		for _, f := range w.folds {
+			n += len(f.Args)
+		}
+		w.foldRows = make([][]CheckpointFoldRow, len(w.folds))
 	}
 	args := stepArgs(make([]any, 0, n), w.steps.steps, w.steps.owners)
 	args = finishArgs(args, w.batch, w.fins)
@@ -165,6 +178,7 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 		args = append(args, ttlInterval(ttl))
 		args = stepArgs(args, w.newSteps.steps, w.newSteps.owners)
 	}
+	args = foldArgs(args, w.folds)
 	rows, err := s.hotQuery(ctx, tx, q, args...)
 	if err != nil {
 		return nil, nil, nil, err
@@ -175,6 +189,9 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 		var seq int
 		if err := rows.Scan(&kind, &id, &seq); err != nil {
 			return nil, nil, nil, err
+		}
+		if foldRow(w.foldRows, kind, id) {
+			continue
 		}
 		switch kind {
 		case "s":

@@ -86,6 +86,16 @@
 // new one; dropping an unused one is safe, a Mirror re-creates its own when
 // it starts).
 //
+// With a Version column, and a MissingRow policy other than MissingFail
+// (which may refuse a checkpoint), the mirror goes further: it is an
+// engine.CheckpointFolder, and the engine calls a second function
+// (graftsync_fold_ and a hash) inside its own commit statement, so a batch
+// of checkpoints and its legacy rows are one statement and one round trip.
+// That function also writes to the outbox what the write above does from
+// Go (the changes of a refused write, and those queued behind waiting
+// ones), and leaves out the changes of runs whose records the statement did
+// not write (a lost lease, a refused start).
+//
 // # Separate-database mode
 //
 // When Config.LegacyDB is set, the checkpoint transaction writes each row's

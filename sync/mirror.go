@@ -221,8 +221,11 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 		return nil, fmt.Errorf("graftsync: metrics: %w", err)
 	}
 	mr.buildSQL()
-	if mr.sql.writeFn != "" {
-		if err := ensureFunction(ctx, legacy, mr.stateSchema, mr.sql.writeFn, mr.sql.fnSig); err != nil {
+	for _, f := range [][2]string{{mr.sql.writeFn, mr.sql.fnSig}, {mr.sql.foldCreate, mr.sql.foldSig}} {
+		if f[0] == "" {
+			continue
+		}
+		if err := ensureFunction(ctx, legacy, mr.stateSchema, f[0], f[1]); err != nil {
 			_ = mr.met.close()
 			return nil, fmt.Errorf("graftsync: %w", err)
 		}
@@ -265,8 +268,20 @@ func (mr *Mirror) mirrors(workflowType string) bool {
 // Checkpoint writes the batch's changes in the checkpoint transaction: into
 // the legacy table (same-database mode) or the outbox.
 func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events []*engine.CheckpointEvent) error {
+	cs, err := mr.changes(events)
+	if err != nil || len(cs) == 0 {
+		return err
+	}
+	if mr.cfg.LegacyDB != nil {
+		return mr.writeOutbox(ctx, tx, cs)
+	}
+	return mr.writeSame(ctx, tx, cs)
+}
+
+// changes folds the batch's events into one change per row, in order.
+func (mr *Mirror) changes(events []*engine.CheckpointEvent) ([]*change, error) {
 	if len(events) >= 1<<20 {
-		return fmt.Errorf("graftsync: a batch of %d checkpoints is more than a position can index (2^20)", len(events))
+		return nil, fmt.Errorf("graftsync: a batch of %d checkpoints is more than a position can index (2^20)", len(events))
 	}
 	var b batch
 	for i, ev := range events {
@@ -281,13 +296,7 @@ func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events
 		}
 		b.add(mr.toChange(ev, key, int64(i)))
 	}
-	if len(b.order) == 0 {
-		return nil
-	}
-	if mr.cfg.LegacyDB != nil {
-		return mr.writeOutbox(ctx, tx, b.order)
-	}
-	return mr.writeSame(ctx, tx, b.order)
+	return b.order, nil
 }
 
 // writeSame applies changes to the legacy table in the checkpoint

@@ -325,3 +325,35 @@ func TestUnchangedRowIsNotWritten(t *testing.T) {
 	r = ev.waitStatus("op-1", "done")
 	require.Greater(t, r.UpdatedAt.UTC().Year(), 2020)
 }
+
+// TestFoldsWhenItCannotRefuse: with a version column the mirror writes
+// inside the engine's commit statement (engine.CheckpointFolder), which
+// TestVersionColumn and TestRefusedRowIsRetriedAlone exercise; with
+// mirror_state (two statements), or under MissingFail (which may refuse a
+// checkpoint, and a folded write cannot), it declines and Checkpoint writes
+// in the transaction.
+func TestFoldsWhenItCannotRefuse(t *testing.T) {
+	t.Parallel()
+	evs := []*engine.CheckpointEvent{{Kind: engine.CheckpointWorkflowStarted, WorkflowID: "op-1", RunID: "run-1",
+		WorkflowType: "renewal", Status: engine.StatusRunning, Input: renewal{Domain: "a.com"}, At: time.Now()}}
+	for _, tc := range []struct {
+		name    string
+		mapping func(string) graftsync.Mapping
+		folds   bool
+	}{
+		{"version", guarded("version", nil), true},
+		{"mirror_state", guarded("mirror_state", nil), false},
+		{"version, MissingFail", guarded("version", withMissing(graftsync.MissingFail)), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ev := newEnv(t, envOpts{mapping: tc.mapping, noWorker: true})
+			fold, ok := ev.mr.FoldCheckpoint(context.Background(), evs)
+			require.Equal(t, tc.folds, ok)
+			if tc.folds {
+				require.NotNil(t, fold)
+				require.Contains(t, fold.Func, "graftsync_fold_")
+			}
+		})
+	}
+}

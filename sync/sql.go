@@ -36,16 +36,23 @@ type stmts struct {
 	// mode with a version column, fnSig is its signature and callFn calls
 	// it (see writeFnSQL); empty otherwise.
 	writeFn, fnSig, callFn string
+	// foldCreate creates the function the engine calls within its commit
+	// statement, foldSig is its signature and foldFn its name (see
+	// foldFnSQL); empty when the mirror does not fold.
+	foldCreate, foldSig, foldFn string
 }
 
 func (mr *Mirror) buildSQL() {
 	s := &mr.sql
 	mr.stateTable = qi(mr.stateSchema) + ".mirror_state"
 	mr.outboxTable = qi(mr.cfg.Schema) + ".mirror_outbox" // in graft's database, which is the legacy one in same-database mode
-	s.guardSame, s.rowsSame = mr.guardSQL(true), mr.rowsSQL(true)
-	s.guardRelay, s.rowsRelay = mr.guardSQL(false), mr.rowsSQL(false)
+	s.guardSame, s.rowsSame = mr.guardSQL(true), mr.rowsSQL(true, false)
+	s.guardRelay, s.rowsRelay = mr.guardSQL(false), mr.rowsSQL(false, false)
 	if mr.versioned && mr.cfg.LegacyDB == nil {
 		s.writeFn, s.fnSig, s.callFn = mr.writeFnSQL()
+		if mr.m.missingRow() != MissingFail {
+			s.foldCreate, s.foldSig, s.foldFn = mr.foldFnSQL()
+		}
 	}
 	key := mr.cols["Key.Column"]
 	t := mr.table.Quoted()
@@ -212,15 +219,37 @@ const rowsArrays = 11
 // after a hash of its text, so a changed mapping gets a new one and a
 // process never replaces the function another one is calling.
 func (mr *Mirror) writeFnSQL() (create, sig, call string) {
-	body := mr.rowsSQL(true)
+	body := mr.rowsSQL(true, false)
 	body = body[:strings.LastIndex(body, ` UNION ALL SELECT 'r', set_config(`)]
-	n := rowsArrays + len(mr.extras) + btoi(mr.sql.mappingArg) + btoi(mr.sql.reqArg) + btoi(mr.sql.needOpArg)
-	params, args := make([]string, n), make([]string, n)
+	params := make([]string, mr.rowsParams())
 	for i := range params {
-		params[i], args[i] = "text", "$"+strconv.Itoa(i+1)
+		params[i] = "text"
 	}
+	create, sig, fn := mr.fnSQL("graftsync_write_", params, body, `SELECT 'x'::text, SQLSTATE || ': ' || SQLERRM`)
+	if fn == "" {
+		return "", "", ""
+	}
+	args := make([]string, len(params))
+	for i := range args {
+		args[i] = "$" + strconv.Itoa(i+1)
+	}
+	return create, sig, `SELECT graftsync_kind, graftsync_key FROM ` + fn + `(` + strings.Join(args, ", ") + `)`
+}
+
+// rowsParams is the number of parameters of the rows statement before the
+// planner settings it puts back (set by rowsSQL).
+func (mr *Mirror) rowsParams() int {
+	return rowsArrays + len(mr.extras) + btoi(mr.sql.mappingArg) + btoi(mr.sql.reqArg) + btoi(mr.sql.needOpArg)
+}
+
+// fnSQL builds a write function of graft's schema named prefix and a hash
+// of its text, with params, running body in a block whose failure runs
+// onErr instead (both queries returning (kind, key) rows). It returns the
+// CREATE statement, the signature and the name; all empty when body cannot
+// be quoted.
+func (mr *Mirror) fnSQL(prefix string, params []string, body, onErr string) (create, sig, fn string) {
 	const quote = "$graftsync$"
-	if strings.Contains(body, quote) {
+	if strings.Contains(body, quote) || strings.Contains(onErr, quote) {
 		return "", "", "" // cannot be quoted so: the batch takes the savepoint path
 	}
 	text := `(` + strings.Join(params, ", ") + `)
@@ -231,19 +260,22 @@ func (mr *Mirror) writeFnSQL() (create, sig, call string) {
 BEGIN
 	RETURN QUERY ` + body + `;
 EXCEPTION WHEN OTHERS OR query_canceled THEN
-	RETURN QUERY SELECT 'x'::text, SQLSTATE || ': ' || SQLERRM;
+	RETURN QUERY ` + onErr + `;
 END
 ` + quote
 	h := fnv.New64a()
 	h.Write([]byte(text))
-	fn := qi(mr.stateSchema) + "." + qi(fmt.Sprintf("graftsync_write_%016x", h.Sum64()))
-	return `CREATE FUNCTION ` + fn + text, fn + `(` + strings.Join(params, ",") + `)`,
-		`SELECT graftsync_kind, graftsync_key FROM ` + fn + `(` + strings.Join(args, ", ") + `)`
+	fn = qi(mr.stateSchema) + "." + qi(fmt.Sprintf("%s%016x", prefix, h.Sum64()))
+	return `CREATE FUNCTION ` + fn + text, fn + `(` + strings.Join(params, ",") + `)`, fn
 }
 
 // rowsSQL builds the rows statement; same: positions come from the
-// transaction ID.
-func (mr *Mirror) rowsSQL(same bool) string {
+// transaction ID. fold (same-database mode with a version column only)
+// builds the body of the fold function (foldFnSQL): the changes carry their
+// run and their outbox payload, only those of written runs are applied
+// (the others come back as 'f'), and changes held back behind changes
+// waiting in the outbox are queued there by the statement itself.
+func (mr *Mirror) rowsSQL(same, fold bool) string {
 	first, last, withO, o := "v.first", "v.last", "", ""
 	if same && mr.cols["Version"] != nil {
 		first, last, withO = "(o.base + v.first)", "(o.base + v.last)", ", o"
@@ -265,16 +297,32 @@ func (mr *Mirror) rowsSQL(same bool) string {
 	if defer0 {
 		vName = "v0"
 	}
+	// The fold function's own parameters follow the rows statement's.
+	foldAt := n + 1 + btoi(defer0) + btoi(mr.statusIsRequest()) + btoi(mr.needOpByRow())
+	fold = fold && defer0
+	if fold {
+		vName = "v00"
+	}
 	w(`WITH `, vName, ` AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
 		$8::bool[], $9::text[], $10::text[], $11::bool[]`)
 	for i := range mr.extras {
 		w(", ", param(rowsArrays+1+i), "::text[]")
 	}
+	if fold {
+		w(", ", param(foldAt), "::text[], ", param(foldAt+1), "::text[]")
+	}
 	w(`) AS v(row_key, first, last, at, status, step, err, clear_err, attempts, progress, weak`)
 	for i := range mr.extras {
 		w(", x", strconv.Itoa(i))
 	}
+	if fold {
+		w(", run, payload")
+	}
 	w(`))`, o)
+	if fold {
+		w(`,
+	v0 AS (SELECT * FROM v00 WHERE v00.run = ANY(`, param(foldAt+2), `))`)
+	}
 	if defer0 {
 		w(`,
 	d AS (SELECT v0.row_key FROM v0
@@ -282,6 +330,13 @@ func (mr *Mirror) rowsSQL(same bool) string {
 		  AND EXISTS (SELECT 1 FROM `, mr.outboxTable, ` b WHERE b.mapping = `, param(n+1), ` AND b.row_key = v0.row_key)),
 	v AS (SELECT * FROM v0 WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.row_key = v0.row_key))`)
 		mr.sql.mappingArg = true
+	}
+	if fold {
+		w(`,
+	dq AS (INSERT INTO `, mr.outboxTable, ` (mapping, row_key, first_ord, last_ord, change)
+		SELECT `, param(n+1), `, v0.row_key, o.base + v0.first, o.base + v0.last, v0.payload::jsonb
+		FROM v0, o WHERE EXISTS (SELECT 1 FROM d WHERE d.row_key = v0.row_key)
+		RETURNING row_key)`)
 	}
 	next := n + 1 + btoi(defer0)
 	t := mr.table.Quoted()
@@ -311,14 +366,14 @@ func (mr *Mirror) rowsSQL(same bool) string {
 	if c := mr.cols["Status.Column"]; c != nil {
 		expr := "COALESCE(v.status::" + c.typ + ", t." + qi(c.name) + ")"
 		reqAt := 0
-		if mr.actionCol == c {
+		if mr.statusIsRequest() {
 			mr.sql.reqArg, reqAt = true, next
 			next++
 		}
 		// With a version column there is no mirror_state to say whether the
 		// workflow needs an operator: the row's status says it, and a wait
 		// leaves it so.
-		if _, ok := mr.m.Status.Values[StateNeedsOperator]; ok && mr.versioned {
+		if mr.needOpByRow() {
 			mr.sql.needOpArg = true
 			expr = "CASE WHEN v.weak AND t." + qi(c.name) + "::text = " + param(next) + " THEN t." + qi(c.name) + " ELSE " + expr + " END"
 			next++
@@ -398,7 +453,10 @@ func (mr *Mirror) rowsSQL(same bool) string {
 	}
 	w(`
 	SELECT 'u'::text, row_key FROM lu UNION ALL SELECT 'e', row_key FROM ex`)
-	if defer0 {
+	switch {
+	case fold:
+		w(` UNION ALL SELECT 'd', row_key FROM dq UNION ALL SELECT 'f', row_key FROM v00 WHERE NOT v00.run = ANY(`, param(foldAt+2), `)`)
+	case defer0:
 		w(` UNION ALL SELECT 'd', row_key FROM d`)
 	}
 	if create {
@@ -407,6 +465,24 @@ func (mr *Mirror) rowsSQL(same bool) string {
 	w(` UNION ALL SELECT 'r', set_config('enable_seqscan', `, param(next), `, true) || set_config('enable_bitmapscan', `, param(next+1), `, true)
 		|| set_config('plan_cache_mode', `, param(next+2), `, true)`)
 	return b.String()
+}
+
+// statusIsRequest: the status column is also the request column
+// (Mapping.Actions), and the rows statement takes the request values.
+func (mr *Mirror) statusIsRequest() bool {
+	c := mr.cols["Status.Column"]
+	return c != nil && mr.actionCol == c
+}
+
+// needOpByRow: with a version column there is no mirror_state, and the
+// rows statement takes the status value that says a workflow needs an
+// operator.
+func (mr *Mirror) needOpByRow() bool {
+	if mr.cols["Status.Column"] == nil || !mr.versioned {
+		return false
+	}
+	_, ok := mr.m.Status.Values[StateNeedsOperator]
+	return ok
 }
 
 // rowsArgs renders the changes that passed the guard, in the state the

@@ -78,6 +78,14 @@ func (x *mirrorExtra) Checkpoint(ctx context.Context, tx engine.CheckpointTx, ev
 	return nil
 }
 
+// FoldCheckpoint forwards to the mirror.
+func (x *mirrorExtra) FoldCheckpoint(ctx context.Context, events []*engine.CheckpointEvent) (*engine.CheckpointFold, bool) {
+	if mr := x.mr.Load(); mr != nil {
+		return mr.FoldCheckpoint(ctx, events)
+	}
+	return nil, true
+}
+
 func (x *mirrorExtra) table() string { return pq.QuoteIdentifier(x.o.schema) + ".operations" }
 
 // prepare creates the legacy table with the N rows the workflows will
