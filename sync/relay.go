@@ -31,8 +31,13 @@ func (mr *Mirror) relayLoop() {
 	}()
 	failures := 0
 	for {
-		mr.observeLag(ctx)
-		n, err := mr.relayOnce(ctx)
+		// An empty outbox (the usual case in same-database mode) costs
+		// this one query a round, not the relay's transaction.
+		var n int
+		var err error
+		if mr.observeLag(ctx) {
+			n, err = mr.relayOnce(ctx)
+		}
 		wait := mr.cfg.RelayInterval
 		switch {
 		case ctx.Err() != nil:
@@ -70,16 +75,19 @@ func (mr *Mirror) backoff(n int) time.Duration {
 
 // observeLag records the age of the oldest undelivered change. Every
 // process does it, elected relay or not, so the gauge is right everywhere.
-func (mr *Mirror) observeLag(ctx context.Context) {
+// It reports false when the outbox holds no change of the mapping.
+func (mr *Mirror) observeLag(ctx context.Context) bool {
 	var age float64
 	err := mr.cfg.DB.QueryRowContext(ctx, `SELECT EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8 FROM (`+
 		mr.sql.oldest+`) o`, mr.table.String()).Scan(&age)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		mr.met.setLag(0)
+		return false
 	case err == nil:
 		mr.met.setLag(age)
 	}
+	return true
 }
 
 // RelayOnce runs one relay round now and returns the number of changes it
