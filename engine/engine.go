@@ -186,7 +186,11 @@ func (e *Engine) listen() {
 			}
 			switch n.Channel {
 			case work:
-				e.pokeWorkers()
+				if strings.HasSuffix(n.Extra, workDueNow) {
+					e.pokeWorkersDue()
+				} else {
+					e.pokeWorkers()
+				}
 			case done:
 				e.dispatchDone(strings.Split(n.Extra, ","), nil)
 			case wake:
@@ -201,6 +205,14 @@ func (e *Engine) listen() {
 func (e *Engine) pokeWorkers() {
 	for _, w := range e.localWorkers() {
 		w.wakeUp()
+	}
+}
+
+// pokeWorkersDue wakes the local workers for runs that are due now (see
+// Worker.wakeDue).
+func (e *Engine) pokeWorkersDue() {
+	for _, w := range e.localWorkers() {
+		w.wakeDue()
 	}
 }
 

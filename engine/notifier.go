@@ -37,7 +37,7 @@ type notifier struct {
 	log func(msg string, args ...any)
 
 	mu      sync.Mutex
-	work    map[string]bool // queues with new due runs
+	work    map[string]bool // queues with new runs: true if all are due now
 	done    []string        // closed runs
 	wake    []string        // runs with an event
 	kick    chan struct{}
@@ -67,7 +67,9 @@ func (n *notifier) committed(batch []*writeOp, errs []error, woken []string) {
 			added = true
 		}
 		if op.newRun != nil && op.newRun.leaseOwner == "" {
-			n.work[op.newRun.row.Queue] = true
+			r := &op.newRun.row
+			due, seen := n.work[r.Queue]
+			n.work[r.Queue] = (due || !seen) && (!r.WakeAt.Valid || !r.WakeAt.Time.After(r.CreatedAt))
 			added = true
 		}
 	}
@@ -99,6 +101,15 @@ func (n *notifier) loop() {
 	}
 }
 
+// workDueNow ends the payload of a work notice (a queue's name) whose new
+// runs are all due now: a worker whose claim then finds them taken by
+// another need not read the next wake time again (Worker.wakeDue). A notice
+// without it (from elsewhere: a run given back, a reset, a delayed start,
+// an older version) may bring a later wake time. The unit separator does
+// not occur in a queue's name in practice; if it did, that worker would
+// only see a later wake time at its next poll.
+const workDueNow = "\x1fdue"
+
 // notifyAttempts bounds the tries of one send; past them the notices are
 // dropped (see notifier for what stands behind a lost one).
 const notifyAttempts = 3
@@ -114,7 +125,10 @@ func (n *notifier) flush() {
 	n.work, n.done, n.wake = map[string]bool{}, nil, nil
 	n.mu.Unlock()
 	var chans, payloads []string
-	for q := range work {
+	for q, due := range work {
+		if due {
+			q += workDueNow
+		}
 		chans, payloads = append(chans, n.s.channel[chanWork]), append(payloads, q)
 	}
 	for _, p := range joinIDs(done) {

@@ -63,8 +63,8 @@ func runBench(args []string) error {
 	fs.Float64Var(&o.limitRate, "limit-rate", 500, "provider, chaos: calls per second allowed (chaos default 300)")
 	fs.IntVar(&o.workers, "workers", 3, "chaos: worker processes (default 3); basic: run the workers in this many processes instead of in the benchmark's (default 0: in-process)")
 	fs.BoolVar(&o.faults, "faults", true, "chaos: inject faults (kills, restarts, terminated backends); false runs the same load without")
-	fs.IntVar(&o.shards, "shards", 0, "group-commit writers (0: engine default)")
-	fs.BoolVar(&o.stats, "stats", false, "basic: also print round trips, commits, WAL bytes, rows and allocations per workflow (WAL needs pg_walinspect in the database)")
+	fs.IntVar(&o.shards, "shards", 0, "group-commit writers per process (0: engine default; with -workers, of each worker process)")
+	fs.BoolVar(&o.stats, "stats", false, "basic: also print round trips, commits, WAL bytes, rows and allocations per workflow (WAL needs pg_walinspect in the database), and each statement's executions per workflow; with -workers, the worker processes' pools count in")
 	fs.DurationVar(&o.idle, "idle", 0, "basic: afterwards, measure the process's CPU use while idle for this long (idle_cpu_pct)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile here (basic with -workers: each worker process writes its own to this name plus .workerN)")
 	cpuprofile := &o.cpuprofile
@@ -285,10 +285,16 @@ func benchBasic(o benchOpts) error {
 	if failed > 0 {
 		return fmt.Errorf("bench: %d workflows failed; first: %v", failed, firstErr)
 	}
+	var procStats statsAtEnd
 	if procs != nil {
 		// The worker processes' CPU counts once they have exited.
 		procs.stop()
 		cpu += childrenCPU() - procs.cpu0
+		if st != nil {
+			if procStats, err = procs.stats(); err != nil {
+				return err
+			}
+		}
 	}
 	tail, err := extras.verify(context.Background(), env, o.n)
 	if err != nil {
@@ -307,12 +313,18 @@ func benchBasic(o benchOpts) error {
 	}
 	if st != nil {
 		end := st.end()
+		if procs != nil {
+			end.add(procStats)
+		}
 		env.close()
 		line, err := st.report(context.Background(), end, o.n)
 		if err != nil {
 			return err
 		}
 		fmt.Println(line)
+		for _, l := range end.statementsLines(o.n) {
+			fmt.Println(l)
+		}
 	}
 	return nil
 }

@@ -88,6 +88,9 @@ type chaosWorkerProc struct {
 	stdin io.WriteCloser
 	ready chan struct{}
 	done  chan struct{}
+	// reports are the lines the worker printed after "ready" (a basic
+	// worker's -stats counters, see workerStats); read them after done.
+	reports []string
 }
 
 func spawnChaosWorker(env []string, stderr io.Writer) (*chaosWorkerProc, error) {
@@ -123,6 +126,8 @@ func spawnWorker(scenario string, env []string, stderr io.Writer, args ...string
 		for s.Scan() {
 			if s.Text() == "ready" {
 				once.Do(func() { close(p.ready) })
+			} else {
+				p.reports = append(p.reports, s.Text())
 			}
 		}
 		_ = cmd.Wait()

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"maps"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +31,32 @@ type dbCounters struct {
 	commits    atomic.Int64 // COMMITs, and statements outside a transaction that write
 	mu         sync.Mutex
 	pids       []int // the connections' backends (see backendCPU)
+	// statements counts the executions of each statement, by its text's
+	// head (statementLabel): pg_stat_statements for the benchmark's own
+	// pool, which works where that extension is not loaded.
+	statements map[string]int64
+}
+
+// statementLabel is how a statement is counted: its text with the
+// whitespace folded, cut to a length that still tells the engine's
+// statements apart.
+func statementLabel(q string) string {
+	q = strings.Join(strings.Fields(q), " ")
+	if len(q) > 90 {
+		q = q[:90]
+	}
+	return q
+}
+
+// countStatement adds one execution of q.
+func (c *dbCounters) countStatement(q string) {
+	l := statementLabel(q)
+	c.mu.Lock()
+	if c.statements == nil {
+		c.statements = map[string]int64{}
+	}
+	c.statements[l]++
+	c.mu.Unlock()
 }
 
 // countingConnector opens PostgreSQL connections that count into c.
@@ -66,6 +94,7 @@ func writes(q string) bool {
 
 func (cn *countingConn) count(q string) {
 	cn.c.roundTrips.Add(1)
+	cn.c.countStatement(q)
 	if !cn.inTx && writes(q) {
 		cn.c.commits.Add(1)
 	}
@@ -172,6 +201,7 @@ type benchStats struct {
 	lsn0     string
 	rt0, cm0 int64
 	pgCPU0   time.Duration
+	stmts0   map[string]int64
 }
 
 // begin marks the start of the measured phase.
@@ -179,6 +209,9 @@ func (st *benchStats) begin(ctx context.Context, db *sqlx.DB) error {
 	runtime.ReadMemStats(&st.mem0)
 	st.rt0, st.cm0 = st.c.roundTrips.Load(), st.c.commits.Load()
 	st.pgCPU0, _ = st.c.backendCPU()
+	st.c.mu.Lock()
+	st.stmts0 = maps.Clone(st.c.statements)
+	st.c.mu.Unlock()
 	return db.QueryRowContext(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&st.lsn0)
 }
 
@@ -191,14 +224,60 @@ type statsAtEnd struct {
 	// read).
 	pgCPU   time.Duration
 	pgCPUOK bool
+	// statements are the executions of each statement (see
+	// dbCounters.statements).
+	statements map[string]int64
+}
+
+// add counts in what another process (a -workers worker) sent.
+func (e *statsAtEnd) add(o statsAtEnd) {
+	e.roundTrips += o.roundTrips
+	e.commits += o.commits
+	if o.pgCPUOK {
+		e.pgCPU, e.pgCPUOK = e.pgCPU+o.pgCPU, true
+	}
+	for l, n := range o.statements {
+		e.statements[l] += n
+	}
 }
 
 func (st *benchStats) end() statsAtEnd {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	pg, ok := st.c.backendCPU()
+	st.c.mu.Lock()
+	stmts := make(map[string]int64, len(st.c.statements))
+	for l, n := range st.c.statements {
+		stmts[l] = n - st.stmts0[l]
+	}
+	st.c.mu.Unlock()
 	return statsAtEnd{mallocs: m.Mallocs - st.mem0.Mallocs, allocBytes: m.TotalAlloc - st.mem0.TotalAlloc,
-		roundTrips: st.c.roundTrips.Load() - st.rt0, commits: st.c.commits.Load() - st.cm0, pgCPU: pg - st.pgCPU0, pgCPUOK: ok}
+		roundTrips: st.c.roundTrips.Load() - st.rt0, commits: st.c.commits.Load() - st.cm0, pgCPU: pg - st.pgCPU0, pgCPUOK: ok,
+		statements: stmts}
+}
+
+// statementsLines renders the statements that ran at least once per 100
+// workflows, most frequent first, one line each with its executions per
+// workflow.
+func (e statsAtEnd) statementsLines(n int) []string {
+	type stmt struct {
+		label string
+		calls int64
+	}
+	var all []stmt
+	for l, c := range e.statements {
+		if c*100 >= int64(n) {
+			all = append(all, stmt{l, c})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		return all[i].calls > all[j].calls || all[i].calls == all[j].calls && all[i].label < all[j].label
+	})
+	out := make([]string, len(all))
+	for i, s := range all {
+		out[i] = fmt.Sprintf("statement calls_per_wf=%.3f sql=%q", float64(s.calls)/float64(n), s.label)
+	}
+	return out
 }
 
 // report reads the database's side, once the engine and its pool are closed

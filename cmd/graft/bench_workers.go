@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/graftdev/graft/engine"
 )
@@ -19,6 +22,11 @@ import (
 const (
 	basicEnvSchema       = "GRAFT_BENCH_SCHEMA"
 	basicEnvMaxWorkflows = "GRAFT_BENCH_MAX_WORKFLOWS"
+	// basicEnvStats, when set, makes a worker process count what its
+	// pool sends (-stats) and print it when it stops (see workerStats).
+	basicEnvStats = "GRAFT_BENCH_STATS"
+	// basicEnvShards is -shards, for the worker processes' engines.
+	basicEnvShards = "GRAFT_BENCH_SHARDS"
 )
 
 // workerProcs are the running worker processes.
@@ -34,6 +42,12 @@ type workerProcs struct {
 func startWorkerProcs(o benchOpts) (*workerProcs, error) {
 	p := &workerProcs{cpu0: childrenCPU()}
 	env := []string{basicEnvSchema + "=" + o.schema, basicEnvMaxWorkflows + "=" + strconv.Itoa(max(1000, 2*o.c))}
+	if o.stats {
+		env = append(env, basicEnvStats+"=1")
+	}
+	if o.shards > 0 {
+		env = append(env, basicEnvShards+"="+strconv.Itoa(o.shards))
+	}
 	for i := range o.workers {
 		var args []string
 		if o.cpuprofile != "" {
@@ -82,12 +96,21 @@ func benchBasicWorker() error {
 		return fmt.Errorf("bench: basic-worker is started by the basic scenario with -workers (%s is not set)", basicEnvSchema)
 	}
 	maxWF, _ := strconv.Atoi(os.Getenv(basicEnvMaxWorkflows))
-	db, err := openDB(40)
+	shards, _ := strconv.Atoi(os.Getenv(basicEnvShards))
+	var counters *dbCounters
+	var db *sqlx.DB
+	var err error
+	if os.Getenv(basicEnvStats) != "" {
+		counters = &dbCounters{}
+		db, err = openCountingDB(40, counters)
+	} else {
+		db, err = openDB(40)
+	}
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	e, err := engine.New(engine.Config{DB: db, DatabaseURL: databaseURL(), Schema: schema,
+	e, err := engine.New(engine.Config{DB: db, DatabaseURL: databaseURL(), Schema: schema, CommitShards: shards,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err != nil {
 		return err
@@ -99,5 +122,67 @@ func benchBasicWorker() error {
 	if err := serveWorker(ctx, e, engine.WorkerConfig{MaxWorkflows: maxWF, MaxActivities: maxWF}); err != nil {
 		return err
 	}
-	return e.Close()
+	err = e.Close()
+	if counters != nil {
+		// Before the pool closes: its backends' CPU is read from /proc.
+		printWorkerStats(counters)
+	}
+	return err
+}
+
+// The lines a basic worker process prints when it stops, with -stats: its
+// pool's round trips, commits and backends' CPU, and its statements.
+const (
+	workerStatsPrefix     = "worker-stats "
+	workerStatementPrefix = "worker-statement "
+)
+
+// printWorkerStats prints what a worker process's pool counted, for the
+// benchmark's process to add to its own (workerStats).
+func printWorkerStats(c *dbCounters) {
+	pg, ok := c.backendCPU()
+	if !ok {
+		pg = -1
+	}
+	fmt.Printf("%s%d %d %d\n", workerStatsPrefix, c.roundTrips.Load(), c.commits.Load(), pg.Microseconds())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for l, n := range c.statements {
+		fmt.Printf("%s%d %s\n", workerStatementPrefix, n, strconv.Quote(l))
+	}
+}
+
+// workerStats reads the counters the stopped worker processes printed.
+func (p *workerProcs) stats() (statsAtEnd, error) {
+	out := statsAtEnd{statements: map[string]int64{}}
+	for _, w := range p.procs {
+		var got bool
+		for _, line := range w.reports {
+			switch {
+			case strings.HasPrefix(line, workerStatsPrefix):
+				var rt, cm, pg int64
+				if _, err := fmt.Sscanf(strings.TrimPrefix(line, workerStatsPrefix), "%d %d %d", &rt, &cm, &pg); err != nil {
+					return out, fmt.Errorf("bench: a worker's stats line %q: %w", line, err)
+				}
+				o := statsAtEnd{roundTrips: rt, commits: cm}
+				if pg >= 0 {
+					o.pgCPU, o.pgCPUOK = time.Duration(pg)*time.Microsecond, true
+				}
+				out.add(o)
+				got = true
+			case strings.HasPrefix(line, workerStatementPrefix):
+				n, q, ok := strings.Cut(strings.TrimPrefix(line, workerStatementPrefix), " ")
+				calls, err := strconv.ParseInt(n, 10, 64)
+				label, qerr := strconv.Unquote(q)
+				if !ok || err != nil || qerr != nil {
+					return out, fmt.Errorf("bench: a worker's statement line %q is malformed", line)
+				}
+				out.statements[label] += calls
+			}
+		}
+		if !got {
+			return out, fmt.Errorf("bench: a worker process printed no stats (it did not stop cleanly)")
+		}
+	}
+	return out, nil
 }
