@@ -62,15 +62,8 @@ func TestCheckpointInterceptorFailureResumesTheRun(t *testing.T) {
 	testenv.Worker(t, e, engine.WorkerConfig{})
 	ctx := testenv.Ctx(t, 60*time.Second)
 
-	flaky, err := wf.Start(ctx, e.Client(), 21, &engine.StartOptions{ID: "flaky"})
-	require.NoError(t, err)
-	healthy, err := wf.Start(ctx, e.Client(), 1, &engine.StartOptions{ID: "healthy"})
-	require.NoError(t, err)
-	out, err := healthy.Result(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 2, out)
-
-	out, err = flaky.Result(ctx)
+	flaky := startBesideAHealthyRun(ctx, t, e, wf, "flaky")
+	out, err := flaky.Result(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 42, out)
 
@@ -129,4 +122,19 @@ func TestCheckpointRefusalFailsTheAttempt(t *testing.T) {
 	st := hist[0].Steps[0]
 	require.Equal(t, "failed", st.Status)
 	require.Equal(t, 3, st.Attempts)
+}
+
+// startBesideAHealthyRun starts wf (which doubles its input) with 21 as run
+// id and, beside it, a run "healthy" with 1, which must complete whatever
+// becomes of id: one run's refused checkpoints hold no other run back.
+func startBesideAHealthyRun(ctx context.Context, t *testing.T, e *engine.Engine, wf *engine.Workflow[int, int], id string) *engine.Run[int] {
+	t.Helper()
+	run, err := wf.Start(ctx, e.Client(), 21, &engine.StartOptions{ID: id})
+	require.NoError(t, err)
+	healthy, err := wf.Start(ctx, e.Client(), 1, &engine.StartOptions{ID: "healthy"})
+	require.NoError(t, err)
+	out, err := healthy.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2, out)
+	return run
 }

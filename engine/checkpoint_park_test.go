@@ -59,19 +59,12 @@ func TestRefusedCloseParksTheRunForAnOperator(t *testing.T) {
 	testenv.Worker(t, e, engine.WorkerConfig{})
 	ctx := testenv.Ctx(t, 90*time.Second)
 
-	stubborn, err := wf.Start(ctx, e.Client(), 21, &engine.StartOptions{ID: "stubborn"})
-	require.NoError(t, err)
-	healthy, err := wf.Start(ctx, e.Client(), 1, &engine.StartOptions{ID: "healthy"})
-	require.NoError(t, err)
-	out, err := healthy.Result(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 2, out)
-
+	stubborn := startBesideAHealthyRun(ctx, t, e, wf, "stubborn")
 	testenv.Eventually(t, 60*time.Second, func() bool {
 		d, err := e.Client().Describe(ctx, "stubborn")
 		return err == nil && d.Status == engine.StatusFailed
 	}, "the refused run was never parked")
-	_, err = stubborn.Result(ctx)
+	_, err := stubborn.Result(ctx)
 	require.ErrorIs(t, err, engine.ErrNeedsOperator)
 	require.ErrorContains(t, err, "legacy row rejects status 'completed'")
 	d, err := e.Client().Describe(ctx, "stubborn")

@@ -7,17 +7,13 @@ import (
 
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
-
-	"github.com/graftdev/graft/internal/devenv"
 )
 
 // The array literals pgArray writes read back in PostgreSQL as the values
 // they were made from: quotes, backslashes, bytes, JSON text, NULLs, times.
 func TestPGArrayReadsBackInPostgreSQL(t *testing.T) {
 	t.Parallel()
-	db, err := sql.Open("postgres", devenv.DatabaseURL())
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
+	db := testDB(t)
 
 	texts := []string{"", `a"b`, `back\slash`, `{,}`, "NULL", "é 雪"}
 	var ta pgArray

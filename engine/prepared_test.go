@@ -4,10 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
-
-	"github.com/graftdev/graft/internal/devenv"
 )
 
 // A hot statement runs prepared on the pool and in a transaction, and is
@@ -15,9 +12,7 @@ import (
 // made while the tables were small do not stay for ever.
 func TestHotStatementIsPreparedAnewAsItIsUsed(t *testing.T) {
 	t.Parallel()
-	db, err := sqlx.Open("postgres", devenv.DatabaseURL())
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
+	db := testDB(t)
 	s := &store{db: db}
 	t.Cleanup(s.closeHot)
 	ctx := context.Background()

@@ -120,7 +120,7 @@ func (mr *Mirror) toChange(ev *engine.CheckpointEvent, key string, idx int64) *c
 			}
 			v, err := x.value(ev)
 			if err != nil {
-				mr.log.Warn("graftsync: extra column not written", "table", mr.table.String(), "column", x.col.name,
+				mr.log.Warn("graftsync: extra column not written", "table", mr.table.String(), "column", x.col.Name,
 					"workflow_id", ev.WorkflowID, "activity", ev.ActivityName, "err", err)
 				continue
 			}
@@ -139,9 +139,9 @@ func (mr *Mirror) toChange(ev *engine.CheckpointEvent, key string, idx int64) *c
 // fit truncates s to the column's length, so a long message cannot fail the
 // checkpoint.
 func (mr *Mirror) fit(field, s string) *string {
-	if c := mr.cols[field]; c != nil && c.maxLen > 0 && utf8.RuneCountInString(s) > c.maxLen {
+	if c := mr.cols[field]; c != nil && c.MaxLen > 0 && utf8.RuneCountInString(s) > c.MaxLen {
 		r := []rune(s)
-		s = string(r[:c.maxLen])
+		s = string(r[:c.MaxLen])
 	}
 	return &s
 }
@@ -182,7 +182,7 @@ func (x *extra) value(ev *engine.CheckpointEvent) (s *string, err error) {
 	}
 	text, err := render(x.col, v)
 	if err != nil {
-		return nil, fmt.Errorf("column %q (%s): %w", x.col.name, x.col.typ, err)
+		return nil, fmt.Errorf("column %q (%s): %w", x.col.Name, x.col.Type, err)
 	}
 	return &text, nil
 }
@@ -217,7 +217,7 @@ var (
 // type. It refuses what would not cast, so that a bad value is dropped (and
 // logged) instead of failing the checkpoint.
 func render(c *column, v any) (string, error) {
-	k := c.kind()
+	k := kindOf(c)
 	if k == kindJSON {
 		switch x := v.(type) {
 		case json.RawMessage:
@@ -319,7 +319,7 @@ func render(c *column, v any) (string, error) {
 			return "", fmt.Errorf("%q is not a time (want RFC 3339 or 2006-01-02)", s)
 		}
 	default:
-		if err := c.accepts(s); err != nil {
+		if err := c.Accepts(s); err != nil {
 			return "", err
 		}
 	}

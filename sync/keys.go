@@ -64,24 +64,24 @@ func normalizeKey(c *column, key string) (string, error) {
 	if key == "" {
 		return "", fmt.Errorf("empty key")
 	}
-	switch c.kind() {
+	switch kindOf(c) {
 	case kindInt:
 		n, err := strconv.ParseInt(strings.TrimSpace(key), 10, 64)
 		if err != nil {
-			return "", fmt.Errorf("key %q is not an integer (column %q is %s)", key, c.name, c.typ)
+			return "", fmt.Errorf("key %q is not an integer (column %q is %s)", key, c.Name, c.Type)
 		}
 		return strconv.FormatInt(n, 10), nil
 	case kindUUID:
 		if !uuidRe.MatchString(key) {
-			return "", fmt.Errorf("key %q is not a uuid (column %q is %s)", key, c.name, c.typ)
+			return "", fmt.Errorf("key %q is not a uuid (column %q is %s)", key, c.Name, c.Type)
 		}
 		h := strings.ToLower(strings.ReplaceAll(key, "-", ""))
 		return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
 	}
-	if c.maxLen > 0 && utf8.RuneCountInString(key) > c.maxLen {
-		return "", fmt.Errorf("key %q is longer than column %q's %d characters", key, c.name, c.maxLen)
+	if c.MaxLen > 0 && utf8.RuneCountInString(key) > c.MaxLen {
+		return "", fmt.Errorf("key %q is longer than column %q's %d characters", key, c.Name, c.MaxLen)
 	}
-	if c.base == oidBpchar {
+	if c.Base == oidBpchar {
 		key = strings.TrimRight(key, " ")
 	}
 	return key, nil

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/pgcatalog"
 	"github.com/graftdev/graft/internal/pgident"
 )
 
@@ -174,7 +175,7 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 		}
 	}
 	legacy := mr.legacyDB()
-	info, err := inspect(ctx, legacy, t)
+	info, err := pgcatalog.Inspect(ctx, legacy, t)
 	if err != nil {
 		return nil, fmt.Errorf("%s%w", fieldPrefix(m.Table), err)
 	}
@@ -195,15 +196,15 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 		mr.extras = append(mr.extras, e)
 	}
 	if m.Actions != nil {
-		mr.actionCol = info.cols[m.actionColumn()]
+		mr.actionCol = info.Columns[m.actionColumn()]
 		vals := make([]*string, 0, len(m.Actions.On))
 		for _, v := range sortedKeys(m.Actions.On) {
 			vals = append(vals, &v)
 		}
 		mr.requestValues = pgArray(vals)
-		if !info.indexed[mr.actionCol.attnum] {
+		if !info.Indexed[mr.actionCol.Attnum] {
 			mr.log.Warn("graftsync: the request column has no index; each poll for requests scans the table",
-				"table", t.String(), "column", mr.actionCol.name)
+				"table", t.String(), "column", mr.actionCol.Name)
 		}
 	}
 	if err := legacy.QueryRowContext(ctx, planSettings).Scan(&mr.planDefaults[0], &mr.planDefaults[1], &mr.planDefaults[2]); err != nil {

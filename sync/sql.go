@@ -61,33 +61,33 @@ func (mr *Mirror) buildSQL() {
 	// needing it, so that both variants take the same arguments.
 	if v := mr.cols["Version"]; v != nil {
 		// The legacy rows' versions, locked: the relay's write follows.
-		s.readState = `SELECT ` + qi(key.name) + `::text, ` + qi(v.name) + `::bigint FROM ` + t + `
-			WHERE $1::text IS NOT NULL AND ` + qi(key.name) + ` = ANY($2::text[]::` + key.typ + `[]) AND ` + qi(v.name) + ` IS NOT NULL FOR UPDATE`
+		s.readState = `SELECT ` + qi(key.Name) + `::text, ` + qi(v.Name) + `::bigint FROM ` + t + `
+			WHERE $1::text IS NOT NULL AND ` + qi(key.Name) + ` = ANY($2::text[]::` + key.Type + `[]) AND ` + qi(v.Name) + ` IS NOT NULL FOR UPDATE`
 	}
 	s.outbox = `INSERT INTO ` + mr.outboxTable + ` (mapping, row_key, first_ord, last_ord, change)
 		SELECT $1, v.row_key, o.base + v.first, o.base + v.last, v.change::jsonb
 		FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[]) AS v(row_key, first, last, change),
 			(SELECT pg_current_xact_id()::text::bigint << 20 AS base) o`
 	s.lockState = `SELECT state FROM ` + mr.stateTable + ` WHERE mapping = $1 AND row_key = $2 FOR UPDATE`
-	s.lockRow = `SELECT 1 FROM ` + t + ` WHERE ` + qi(key.name) + ` = $1::` + key.typ + ` FOR UPDATE`
-	s.exists = `SELECT EXISTS (SELECT 1 FROM ` + t + ` WHERE ` + qi(key.name) + ` = $1::` + key.typ + `)`
+	s.lockRow = `SELECT 1 FROM ` + t + ` WHERE ` + qi(key.Name) + ` = $1::` + key.Type + ` FOR UPDATE`
+	s.exists = `SELECT EXISTS (SELECT 1 FROM ` + t + ` WHERE ` + qi(key.Name) + ` = $1::` + key.Type + `)`
 	if ac := mr.actionCol; ac != nil && mr.versioned {
 		// No mirror_state: the rows graft mirrors are those with a version,
 		// and their key is the workflow ID (Mapping.Validate).
-		s.poll = `SELECT t.` + qi(key.name) + `::text, t.` + qi(ac.name) + `::text, t.` + qi(key.name) + `::text, ''
-			FROM ` + t + ` t WHERE $1::text IS NOT NULL AND t.` + qi(ac.name) + ` = ANY($2::text[]::` + ac.typ + `[])
-			  AND t.` + qi(mr.cols["Version"].name) + ` IS NOT NULL LIMIT $3`
-		s.ack = `UPDATE ` + t + ` t SET ` + qi(ac.name) + ` = COALESCE($4::` + ac.typ + `, t.` + qi(ac.name) + `)
-			WHERE $1::text IS NOT NULL AND t.` + qi(key.name) + ` = $2::` + key.typ + ` AND t.` + qi(ac.name) + ` = $3::` + ac.typ + `
+		s.poll = `SELECT t.` + qi(key.Name) + `::text, t.` + qi(ac.Name) + `::text, t.` + qi(key.Name) + `::text, ''
+			FROM ` + t + ` t WHERE $1::text IS NOT NULL AND t.` + qi(ac.Name) + ` = ANY($2::text[]::` + ac.Type + `[])
+			  AND t.` + qi(mr.cols["Version"].Name) + ` IS NOT NULL LIMIT $3`
+		s.ack = `UPDATE ` + t + ` t SET ` + qi(ac.Name) + ` = COALESCE($4::` + ac.Type + `, t.` + qi(ac.Name) + `)
+			WHERE $1::text IS NOT NULL AND t.` + qi(key.Name) + ` = $2::` + key.Type + ` AND t.` + qi(ac.Name) + ` = $3::` + ac.Type + `
 			  AND $5::text[] IS NOT NULL AND $6::text[] IS NOT NULL`
 	} else if ac != nil {
-		s.poll = `SELECT t.` + qi(key.name) + `::text, t.` + qi(ac.name) + `::text, m.workflow_id, m.state
-			FROM ` + t + ` t JOIN ` + mr.stateTable + ` m ON m.mapping = $1 AND m.row_key = t.` + qi(key.name) + `::text
-			WHERE t.` + qi(ac.name) + ` = ANY($2::text[]::` + ac.typ + `[]) LIMIT $3`
-		s.ack = `UPDATE ` + t + ` t SET ` + qi(ac.name) + ` = COALESCE($4::` + ac.typ + `,
-				(SELECT x.val FROM unnest($5::text[], $6::text[]) AS x(s, val) WHERE x.s = m.state)::` + ac.typ + `, t.` + qi(ac.name) + `)
+		s.poll = `SELECT t.` + qi(key.Name) + `::text, t.` + qi(ac.Name) + `::text, m.workflow_id, m.state
+			FROM ` + t + ` t JOIN ` + mr.stateTable + ` m ON m.mapping = $1 AND m.row_key = t.` + qi(key.Name) + `::text
+			WHERE t.` + qi(ac.Name) + ` = ANY($2::text[]::` + ac.Type + `[]) LIMIT $3`
+		s.ack = `UPDATE ` + t + ` t SET ` + qi(ac.Name) + ` = COALESCE($4::` + ac.Type + `,
+				(SELECT x.val FROM unnest($5::text[], $6::text[]) AS x(s, val) WHERE x.s = m.state)::` + ac.Type + `, t.` + qi(ac.Name) + `)
 			FROM ` + mr.stateTable + ` m
-			WHERE m.mapping = $1 AND m.row_key = $2 AND t.` + qi(key.name) + ` = $2::` + key.typ + ` AND t.` + qi(ac.name) + ` = $3::` + ac.typ
+			WHERE m.mapping = $1 AND m.row_key = $2 AND t.` + qi(key.Name) + ` = $2::` + key.Type + ` AND t.` + qi(ac.Name) + ` = $3::` + ac.Type
 	}
 	s.claim = `SELECT id, row_key, first_ord, last_ord, change::text, created_at FROM ` + mr.outboxTable + `
 		WHERE mapping = $1 AND row_key NOT IN (SELECT row_key FROM ` + mr.outboxTable + ` WHERE mapping = $1 AND next_attempt_at > now())
@@ -344,8 +344,8 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	// The = ANY condition, redundant with the join, is what lets the
 	// planner look the batch's rows up by index.
 	keyMatch := func(alias string) string {
-		c := alias + "." + qi(key.name)
-		return c + " = ANY($1::text[]::" + key.typ + "[]) AND " + c + " = v.row_key::" + key.typ
+		c := alias + "." + qi(key.Name)
+		return c + " = ANY($1::text[]::" + key.Type + "[]) AND " + c + " = v.row_key::" + key.Type
 	}
 	// cmp: the column counts when deciding whether a change alters the row.
 	type set struct {
@@ -354,17 +354,17 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	}
 	var sets []set
 	orDefault := func(c *column, expr string) string {
-		if c.defExpr == "" {
+		if c.DefExpr == "" {
 			return expr
 		}
-		return "COALESCE(" + expr + ", " + c.defExpr + ")"
+		return "COALESCE(" + expr + ", " + c.DefExpr + ")"
 	}
 	keep := func(c *column, v string) set {
-		e := v + "::" + c.typ
-		return set{c.name, "COALESCE(" + e + ", t." + qi(c.name) + ")", orDefault(c, e), true}
+		e := v + "::" + c.Type
+		return set{c.Name, "COALESCE(" + e + ", t." + qi(c.Name) + ")", orDefault(c, e), true}
 	}
 	if c := mr.cols["Status.Column"]; c != nil {
-		expr := "COALESCE(v.status::" + c.typ + ", t." + qi(c.name) + ")"
+		expr := "COALESCE(v.status::" + c.Type + ", t." + qi(c.Name) + ")"
 		reqAt := 0
 		if mr.statusIsRequest() {
 			mr.sql.reqArg, reqAt = true, next
@@ -375,27 +375,27 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		// leaves it so.
 		if mr.needOpByRow() {
 			mr.sql.needOpArg = true
-			expr = "CASE WHEN v.weak AND t." + qi(c.name) + "::text = " + param(next) + " THEN t." + qi(c.name) + " ELSE " + expr + " END"
+			expr = "CASE WHEN v.weak AND t." + qi(c.Name) + "::text = " + param(next) + " THEN t." + qi(c.Name) + " ELSE " + expr + " END"
 			next++
 		}
 		// A pending request value stays until the request is taken.
 		if reqAt > 0 {
-			expr = "CASE WHEN t." + qi(c.name) + "::text = ANY(" + param(reqAt) + "::text[]) THEN t." + qi(c.name) + " ELSE " + expr + " END"
+			expr = "CASE WHEN t." + qi(c.Name) + "::text = ANY(" + param(reqAt) + "::text[]) THEN t." + qi(c.Name) + " ELSE " + expr + " END"
 		}
-		sets = append(sets, set{c.name, expr, orDefault(c, "v.status::"+c.typ), true})
+		sets = append(sets, set{c.Name, expr, orDefault(c, "v.status::"+c.Type), true})
 	}
 	if c := mr.cols["Step.Column"]; c != nil {
 		sets = append(sets, keep(c, "v.step"))
 	}
 	if c := mr.cols["Error.Column"]; c != nil {
-		sets = append(sets, set{c.name, "CASE WHEN v.clear_err THEN NULL ELSE COALESCE(v.err::" + c.typ + ", t." + qi(c.name) + ") END",
-			"CASE WHEN v.clear_err THEN NULL ELSE " + orDefault(c, "v.err::"+c.typ) + " END", true})
+		sets = append(sets, set{c.Name, "CASE WHEN v.clear_err THEN NULL ELSE COALESCE(v.err::" + c.Type + ", t." + qi(c.Name) + ") END",
+			"CASE WHEN v.clear_err THEN NULL ELSE " + orDefault(c, "v.err::"+c.Type) + " END", true})
 	}
 	if c := mr.cols["Attempts"]; c != nil {
 		sets = append(sets, keep(c, "v.attempts"))
 	}
 	if c := mr.cols["UpdatedAt"]; c != nil {
-		sets = append(sets, set{c.name, "v.at::" + c.typ, "v.at::" + c.typ, false})
+		sets = append(sets, set{c.Name, "v.at::" + c.Type, "v.at::" + c.Type, false})
 	}
 	if c := mr.cols["Progress.Column"]; c != nil {
 		sets = append(sets, keep(c, "v.progress"))
@@ -405,8 +405,8 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	}
 	ver := ""
 	if c := mr.cols["Version"]; c != nil {
-		sets = append(sets, set{c.name, last + "::" + c.typ, last + "::" + c.typ, false})
-		ver = " AND (t." + qi(c.name) + " IS NULL OR t." + qi(c.name) + " < " + first + ")"
+		sets = append(sets, set{c.Name, last + "::" + c.Type, last + "::" + c.Type, false})
+		ver = " AND (t." + qi(c.Name) + " IS NULL OR t." + qi(c.Name) + " < " + first + ")"
 	}
 	w(`,
 	lu AS (UPDATE `, t, ` t SET `)
@@ -431,25 +431,25 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	}
 	w(`
 		FROM v`, withO, ` WHERE `, keyMatch("t"), ver, changed, `
-		RETURNING t.`, qi(key.name), `::text AS row_key),
+		RETURNING t.`, qi(key.Name), `::text AS row_key),
 	ex AS (SELECT v.row_key FROM v WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
 		AND EXISTS (SELECT 1 FROM `, t, ` t WHERE `, keyMatch("t"), `))`)
 	create := mr.m.missingRow() == MissingCreate
 	if create {
 		w(`,
-	li AS (INSERT INTO `, t, ` AS t (`, qi(key.name))
+	li AS (INSERT INTO `, t, ` AS t (`, qi(key.Name))
 		for _, s := range sets {
 			w(", ", qi(s.col))
 		}
 		w(`)
-		SELECT v.row_key::`, key.typ)
+		SELECT v.row_key::`, key.Type)
 		for _, s := range sets {
 			w(", ", s.ins)
 		}
 		w(` FROM v`, withO, `
 		WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
 		ON CONFLICT DO NOTHING
-		RETURNING t.`, qi(key.name), `::text AS row_key)`)
+		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
 	}
 	w(`
 	SELECT 'u'::text, row_key FROM lu UNION ALL SELECT 'e', row_key FROM ex`)

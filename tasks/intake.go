@@ -126,11 +126,11 @@ func NewIntake(ctx context.Context, cfg IntakeConfig) (*Intake, error) {
 	in := &Intake{cfg: cfg, src: src, client: cfg.Engine.Client(), db: cfg.Engine.DB(), schema: pgident.Quote(cfg.Engine.Schema()),
 		log: cfg.Logger.With("source", src.name()), kinds: src.kinds()}
 	in.table, _ = pgident.ParseTable(src.Table)
-	cols, err := src.check(ctx, in.db)
+	tbl, err := src.check(ctx, in.db)
 	if err != nil {
 		return nil, err
 	}
-	in.idType = cols[src.ID].typ
+	in.idType = tbl.Columns[src.ID].Type
 	for _, k := range in.kinds {
 		if _, err := in.db.ExecContext(ctx, `INSERT INTO `+in.schema+`.intake_kinds (source, kind, workflow) VALUES ($1, $2, $3)
 			ON CONFLICT (source, kind) DO UPDATE SET workflow = $3`, src.name(), k, src.Kinds[k].Workflow); err != nil {

@@ -10,8 +10,8 @@ import (
 	"strings"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
+	"github.com/graftdev/graft/internal/pgcatalog"
 	"github.com/graftdev/graft/internal/pgident"
 	"github.com/graftdev/graft/internal/strictdecode"
 )
@@ -224,53 +224,19 @@ func (s *Source) kinds() []string {
 	return out
 }
 
-// catalogColumn is what the catalog says about one legacy column.
-type catalogColumn struct {
-	typ      string // format_type, for casts
-	category string // pg_type.typcategory of the base type
-	enum     []string
-}
-
 // check validates the source against the table's columns; errors name the
-// field and the column.
-func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (map[string]catalogColumn, error) {
-	t, _ := pgident.ParseTable(s.Table)
-	rows, err := db.QueryxContext(ctx, `SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), bt.typcategory::text,
-			COALESCE((SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = bt.oid), '{}')
-		FROM pg_attribute a
-		JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		JOIN pg_type ty ON ty.oid = a.atttypid
-		JOIN pg_type bt ON bt.oid = CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END
-		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped`, t.Schema, t.Name)
-	if err != nil {
-		return nil, fmt.Errorf("%sinspect %s: %w", s.prefix(), t, err)
-	}
-	defer rows.Close()
-	cols := map[string]catalogColumn{}
-	for rows.Next() {
-		var name string
-		var c catalogColumn
-		var labels []string
-		if err := rows.Scan(&name, &c.typ, &c.category, pq.Array(&labels)); err != nil {
-			return nil, err
-		}
-		c.enum = labels
-		if !pgident.ValidType(c.typ) {
-			return nil, fmt.Errorf("%scolumn %q has a type name graft will not use in SQL: %q", s.prefix(), name, c.typ)
-		}
-		cols[name] = c
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if len(cols) == 0 {
-		return nil, fmt.Errorf("%stable %s does not exist", s.prefix(), t)
-	}
+// field and the column. It returns the table as the catalog describes it.
+func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (*pgcatalog.Table, error) {
 	p := s.prefix()
-	get := func(field, name string) (catalogColumn, error) {
-		c, ok := cols[name]
-		if !ok {
-			return c, fmt.Errorf("%s%s: column %q does not exist in %s", p, field, name, t)
+	t, _ := pgident.ParseTable(s.Table)
+	tbl, err := pgcatalog.Inspect(ctx, db, t)
+	if err != nil {
+		return nil, fmt.Errorf("%s%w", p, err)
+	}
+	get := func(field, name string) (*pgcatalog.Column, error) {
+		c, err := tbl.Column(field, name)
+		if err != nil {
+			return nil, fmt.Errorf("%s%w", p, err)
 		}
 		return c, nil
 	}
@@ -278,10 +244,12 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (map[string]
 	if err != nil {
 		return nil, err
 	}
-	if id.category != "S" && id.category != "N" && id.typ != "uuid" {
-		return nil, fmt.Errorf("%sID: column %q is %s; it needs a text, integer or uuid type", p, s.ID, id.typ)
+	if !id.IsString() && id.Category != "N" && id.Type != "uuid" {
+		return nil, fmt.Errorf("%s%w", p, id.Needs("ID", "a text, integer or uuid type"))
 	}
-	textual := func(field, name string, values ...string) error {
+	// The status and kind columns hold the values intake compares and
+	// writes; the error column receives text.
+	labels := func(field, name string, values map[string]string) error {
 		if name == "" {
 			return nil
 		}
@@ -289,24 +257,26 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (map[string]
 		if err != nil {
 			return err
 		}
-		if c.category != "S" && len(c.enum) == 0 {
-			return fmt.Errorf("%s%s: column %q is %s; it needs a text type or an enum", p, field, name, c.typ)
-		}
-		for _, v := range values {
-			if v != "" && len(c.enum) > 0 && !slices.Contains(c.enum, v) {
-				return fmt.Errorf("%s%s: %q is not a label of column %q's enum type %s", p, field, v, name, c.typ)
-			}
+		if err := c.TakesLabels(field, values); err != nil {
+			return fmt.Errorf("%s%w", p, err)
 		}
 		return nil
 	}
-	if err := textual("Status.Column", s.Status.Column, s.Status.Pending, s.Status.Graft, s.Status.Legacy); err != nil {
-		return nil, err
+	status := map[string]string{"Status.Pending": s.Status.Pending, "Status.Graft": s.Status.Graft}
+	if s.Status.Legacy != "" {
+		status["Status.Legacy"] = s.Status.Legacy
 	}
-	if err := textual("Kind", s.Kind, s.kinds()...); err != nil {
-		return nil, err
+	kinds := map[string]string{}
+	for _, k := range s.kinds() {
+		kinds[fmt.Sprintf("Kinds[%q]", k)] = k
 	}
-	if err := textual("Error", s.Error); err != nil {
-		return nil, err
+	for _, l := range []struct {
+		field, name string
+		values      map[string]string
+	}{{"Status.Column", s.Status.Column, status}, {"Kind", s.Kind, kinds}, {"Error", s.Error, nil}} {
+		if err := labels(l.field, l.name, l.values); err != nil {
+			return nil, err
+		}
 	}
 	for field, name := range map[string]string{"Key.Column": s.Key.Column, "Customer": s.Customer} {
 		if name != "" {
@@ -320,8 +290,8 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (map[string]
 		if err != nil {
 			return nil, err
 		}
-		if c.category != "D" {
-			return nil, fmt.Errorf("%sCreatedAt: column %q is %s; it needs a timestamp type", p, s.CreatedAt, c.typ)
+		if c.Category != "D" {
+			return nil, fmt.Errorf("%s%w", p, c.Needs("CreatedAt", "a timestamp type"))
 		}
 	}
 	for _, field := range sortedKeys(s.Input) {
@@ -329,7 +299,7 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (map[string]
 			return nil, err
 		}
 	}
-	return cols, nil
+	return tbl, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -189,16 +189,11 @@ func (u *UI) bulkJobsPage(w http.ResponseWriter, r *http.Request) {
 	data := map[string]any{}
 	u.liveData(r, "/ui/bulk", data)
 	res, err := u.client.ListBulkJobsWithResponse(r.Context(), &api.ListBulkJobsParams{})
-	if err != nil {
-		u.fail(w, r, err)
+	jobs := answered(u, w, r, "bulk", data, res, err)
+	if jobs == nil {
 		return
 	}
-	if res.JSON200 == nil {
-		data["Error"] = problemText(res.ApplicationproblemJSONDefault, res.Body)
-		u.render(w, r, "bulk", res.StatusCode(), data)
-		return
-	}
-	data["Jobs"] = res.JSON200.Items
+	data["Jobs"] = jobs.Items
 	u.render(w, r, "bulk", http.StatusOK, data)
 }
 
@@ -215,16 +210,10 @@ func (u *UI) bulkJobPage(w http.ResponseWriter, r *http.Request) {
 	u.liveData(r, "/ui/bulk/"+url.PathEscape(id), data)
 	data["Flash"] = bulkFlash[r.URL.Query().Get("done")]
 	res, err := u.client.GetBulkReportWithResponse(r.Context(), id, &api.GetBulkReportParams{})
-	if err != nil {
-		u.fail(w, r, err)
+	rep := answered(u, w, r, "bulkjob", data, res, err)
+	if rep == nil {
 		return
 	}
-	if res.JSON200 == nil {
-		data["Error"] = problemText(res.ApplicationproblemJSONDefault, res.Body)
-		u.render(w, r, "bulkjob", res.StatusCode(), data)
-		return
-	}
-	rep := res.JSON200
 	j := rep.Job
 	data["Job"] = &j
 	finished := j.State == api.BulkStateCompleted || j.State == api.BulkStateStopped
@@ -255,48 +244,33 @@ func (u *UI) bulkControl(w http.ResponseWriter, r *http.Request) {
 	if reason := strings.TrimSpace(r.PostFormValue("reason")); reason != "" {
 		body.Reason = &reason
 	}
-	var status int
-	var raw []byte
-	var p *api.Problem
+	var res apiReply
+	var err error
 	next := id
 	switch what {
 	case "pause":
-		res, err := u.client.PauseBulkJobWithResponse(r.Context(), id, body)
-		if err != nil {
-			u.fail(w, r, err)
-			return
-		}
-		status, raw, p = res.StatusCode(), res.Body, res.ApplicationproblemJSONDefault
+		res, err = u.client.PauseBulkJobWithResponse(r.Context(), id, body)
 	case "resume":
-		res, err := u.client.ResumeBulkJobWithResponse(r.Context(), id, body)
-		if err != nil {
-			u.fail(w, r, err)
-			return
-		}
-		status, raw, p = res.StatusCode(), res.Body, res.ApplicationproblemJSONDefault
+		res, err = u.client.ResumeBulkJobWithResponse(r.Context(), id, body)
 	case "stop":
-		res, err := u.client.StopBulkJobWithResponse(r.Context(), id, body)
-		if err != nil {
-			u.fail(w, r, err)
-			return
-		}
-		status, raw, p = res.StatusCode(), res.Body, res.ApplicationproblemJSONDefault
+		res, err = u.client.StopBulkJobWithResponse(r.Context(), id, body)
 	case "retry-failed":
-		res, err := u.client.RetryFailedBulkJobWithResponse(r.Context(), id, api.BulkRetry{Reason: body.Reason})
-		if err != nil {
-			u.fail(w, r, err)
-			return
+		var retry *api.RetryFailedBulkJobResponse
+		retry, err = u.client.RetryFailedBulkJobWithResponse(r.Context(), id, api.BulkRetry{Reason: body.Reason})
+		if err == nil && retry.JSON201 != nil {
+			next, what = retry.JSON201.Id, "started"
 		}
-		status, raw, p = res.StatusCode(), res.Body, res.ApplicationproblemJSONDefault
-		if res.JSON201 != nil {
-			next, what = res.JSON201.Id, "started"
-		}
+		res = retry
 	default:
 		http.NotFound(w, r)
 		return
 	}
-	if status >= 300 {
-		data := map[string]any{"ID": id, "Error": problemText(p, raw)}
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	if status := res.StatusCode(); status >= 300 {
+		data := map[string]any{"ID": id, "Error": problemText(res.GetApplicationproblemJSONDefault(), res.GetBody())}
 		u.liveData(r, "/ui/bulk/"+url.PathEscape(id), data)
 		data["Live"] = false
 		u.render(w, r, "bulkjob", status, data)

@@ -27,11 +27,7 @@ func TestBulkTemplatesRender(t *testing.T) {
 	form := bulkForm{Scope: "filter", Filter: url.Values{"status": {"failed"}}, Action: "relaunch", Rate: "50", Reason: "registry back"}
 	items := []api.BulkReportItem{{Id: "op-1", Outcome: "done", NewRunId: p("run-2"), At: p(t0)},
 		{Id: "op-2", Outcome: "failed", Detail: p("provider down")}, {Id: "op-3", Outcome: "skipped", Detail: p("completed")}}
-	cases := []struct {
-		page, name string
-		data       map[string]any
-		want       []string
-	}{
+	cases := []renderCase{
 		{"operations", "layout", map[string]any{"Filter": url.Values{"status": {"failed"}, "cursor": {"x"}}, "Live": false,
 			"Items": []api.OperationSummary{{Id: "op-1", Kind: "renewal", Status: api.StatusFailed, Route: api.RouteGraft}}},
 			[]string{`id="bulk-form"`, `name="f_status" value="failed"`, `form="bulk-form"`, `value="op-1"`, "everything matching the filter", `name="csrf" value="tok"`, "Bulk jobs"}},
@@ -53,17 +49,7 @@ func TestBulkTemplatesRender(t *testing.T) {
 			[]string{"completed", `id="bulk-retry"`, "Retry the 1 failed", "7 more in the download"}},
 		{"bulkjob", "layout", map[string]any{"ID": "bulk-x", "Error": "Not found"}, []string{"Not found"}},
 	}
-	for _, c := range cases {
-		t.Run(c.page+"/"+c.name, func(t *testing.T) {
-			c.data["Viewer"] = staff
-			c.data["Page"] = c.page
-			var b strings.Builder
-			require.NoError(t, pages[c.page].ExecuteTemplate(&b, c.name, c.data))
-			for _, w := range c.want {
-				require.Contains(t, b.String(), w)
-			}
-		})
-	}
+	checkRenders(t, pages, staff, cases)
 	// A viewer gets no bulk form and no job controls.
 	var b strings.Builder
 	require.NoError(t, pages["bulkjob"].ExecuteTemplate(&b, "layout", map[string]any{"ID": "bulk-1", "Job": job, "Viewer": viewer{Name: "vera", Role: "viewer"}, "Page": "bulkjob"}))

@@ -30,16 +30,10 @@ func (u *UI) overviewPage(w http.ResponseWriter, r *http.Request) {
 	}
 	data := u.livePage(r, "/ui/overview")
 	res, err := u.client.GetOverviewWithResponse(r.Context(), nil)
-	if err != nil {
-		u.fail(w, r, err)
+	ov := answered(u, w, r, "overview", data, res, err)
+	if ov == nil {
 		return
 	}
-	if res.JSON200 == nil {
-		data["Error"] = problemText(res.ApplicationproblemJSONDefault, res.Body)
-		u.render(w, r, "overview", res.StatusCode(), data)
-		return
-	}
-	ov := res.JSON200
 	var total, closed, failed int64
 	for _, n := range ov.Statuses {
 		total += n

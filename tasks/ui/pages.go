@@ -166,16 +166,10 @@ func (u *UI) operationsPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := u.client.ListOperationsWithResponse(r.Context(), &p)
-	if err != nil {
-		u.fail(w, r, err)
+	page := answered(u, w, r, "operations", data, res, err)
+	if page == nil {
 		return
 	}
-	if res.JSON200 == nil {
-		data["Error"] = problemText(res.ApplicationproblemJSONDefault, res.Body)
-		u.render(w, r, "operations", res.StatusCode(), data)
-		return
-	}
-	page := res.JSON200
 	data["Items"] = page.Items
 	var counts []statusCount
 	var atLeast []string

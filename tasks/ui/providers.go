@@ -25,16 +25,11 @@ func (u *UI) providersPage(w http.ResponseWriter, r *http.Request) {
 
 func (u *UI) renderProviders(w http.ResponseWriter, r *http.Request, status int, data map[string]any) {
 	res, err := u.client.ListProvidersWithResponse(r.Context())
-	if err != nil {
-		u.fail(w, r, err)
+	list := answered(u, w, r, "providers", data, res, err)
+	if list == nil {
 		return
 	}
-	if res.JSON200 == nil {
-		data["Error"] = problemText(res.ApplicationproblemJSONDefault, res.Body)
-		u.render(w, r, "providers", res.StatusCode(), data)
-		return
-	}
-	data["Providers"] = res.JSON200.Items
+	data["Providers"] = list.Items
 	data["Admin"] = viewerOf(r.Context()).Role == "admin"
 	u.render(w, r, "providers", status, data)
 }

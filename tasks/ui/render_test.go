@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"html/template"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +18,30 @@ import (
 )
 
 func p[T any](v T) *T { return &v }
+
+// renderCase is a page's template, or one of its fragments, rendered with
+// fixture data; the output must contain each of want.
+type renderCase struct {
+	page, name string
+	data       map[string]any
+	want       []string
+}
+
+// checkRenders renders each case for viewer v, one subtest a case.
+func checkRenders(t *testing.T, pages map[string]*template.Template, v viewer, cases []renderCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.page+"/"+c.name, func(t *testing.T) {
+			c.data["Viewer"] = v
+			c.data["Page"] = c.page
+			var b strings.Builder
+			require.NoError(t, pages[c.page].ExecuteTemplate(&b, c.name, c.data))
+			for _, w := range c.want {
+				require.Contains(t, b.String(), w)
+			}
+		})
+	}
+}
 
 // fixtureOperation is an operation with something in every field a page shows.
 func fixtureOperation() *api.Operation {
@@ -108,11 +133,7 @@ func TestEveryTemplateRenders(t *testing.T) {
 	ov := &api.Overview{Minutes: 3, Since: t0, Statuses: map[string]int64{"completed": 3, "failed": 2, "waiting": 2},
 		ClosedPerMinute: []api.MinuteCount{{At: t0, Completed: 1}, {At: t0.Add(time.Minute), Completed: 2, Failed: 1}, {At: t0.Add(2 * time.Minute), Failed: 1}},
 		Failures:        []api.ErrorTypeCount{{ErrorType: "CardDeclined", Count: 2}}}
-	cases := []struct {
-		page, name string
-		data       map[string]any
-		want       []string
-	}{
+	cases := []renderCase{
 		{"signin", "layout", map[string]any{"Error": "token: unknown"}, []string{"Sign in", "token: unknown"}},
 		{"operations", "layout", map[string]any{"Filter": q, "Live": true, "Poll": "every 5s", "Self": "/ui/operations?status=failed",
 			"Items": []api.OperationSummary{{Id: "op-1", Kind: "renewal", Status: api.StatusFailed, Route: api.RouteGraft,
@@ -174,17 +195,7 @@ func TestEveryTemplateRenders(t *testing.T) {
 		{"providers", "providers-live", map[string]any{"Live": false, "Providers": []api.Provider{}}, []string{"No rate-limit key", "Resume live updates"}},
 		{"providers", "layout", map[string]any{"Error": "no rate-limit inspector", "Admin": false}, []string{"no rate-limit inspector"}},
 	}
-	for _, c := range cases {
-		t.Run(c.page+"/"+c.name, func(t *testing.T) {
-			c.data["Viewer"] = staff
-			c.data["Page"] = c.page
-			var b strings.Builder
-			require.NoError(t, pages[c.page].ExecuteTemplate(&b, c.name, c.data))
-			for _, w := range c.want {
-				require.Contains(t, b.String(), w)
-			}
-		})
-	}
+	checkRenders(t, pages, staff, cases)
 }
 
 // TestUnsignedRequestsGoToSignIn: no cookie, no page; and every answer

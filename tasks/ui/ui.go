@@ -283,6 +283,38 @@ func (u *UI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	http.Error(w, "ui: internal error", http.StatusInternalServerError)
 }
 
+// apiReply is what every answer of the generated client has: its status
+// and, when the API refused the call, its problem.
+type apiReply interface {
+	StatusCode() int
+	GetBody() []byte
+	GetApplicationproblemJSONDefault() *api.Problem
+}
+
+// apiAnswer is the generated client's answer to a call that succeeds with
+// a 200 carrying a T.
+type apiAnswer[T any] interface {
+	apiReply
+	GetJSON200() *T
+}
+
+// answered returns what the API answered a page's call with, or nil when
+// it has answered the request itself: a call that failed as an internal
+// error, a call the API refused as page with data and the API's problem,
+// at the API's status.
+func answered[T any](u *UI, w http.ResponseWriter, r *http.Request, page string, data map[string]any, res apiAnswer[T], err error) *T {
+	if err != nil {
+		u.fail(w, r, err)
+		return nil
+	}
+	if v := res.GetJSON200(); v != nil {
+		return v
+	}
+	data["Error"] = problemText(res.GetApplicationproblemJSONDefault(), res.GetBody())
+	u.render(w, r, page, res.StatusCode(), data)
+	return nil
+}
+
 // render executes page (or, for an htmx request that names a fragment, only
 // that fragment) with data.
 func (u *UI) render(w http.ResponseWriter, r *http.Request, page string, status int, data map[string]any) {
