@@ -442,7 +442,7 @@ type RunInfo struct {
 }
 
 func toInfo(r *runRow) RunInfo {
-	return RunInfo{WorkflowID: r.WorkflowID, RunID: r.RunID, WorkflowType: r.WorkflowType, Queue: r.Queue, Status: r.Status,
+	return RunInfo{WorkflowID: r.WorkflowID, RunID: r.RunID, WorkflowType: r.WorkflowType, Queue: r.Queue, Status: r.status(),
 		Input: r.Input, Output: r.Output, Error: decodeError(r.Error), Headers: r.headers(), CreatedAt: r.CreatedAt,
 		UpdatedAt: r.UpdatedAt, ClosedAt: r.ClosedAt.Time, WakeAt: r.WakeAt.Time, CancelRequested: r.CancelRequestedAt.Valid,
 		Loads: r.Loads, PreviousRunID: r.PreviousRunID.String, StartReason: r.StartReason,
@@ -487,7 +487,7 @@ func (c *Client) List(ctx context.Context, f ListFilter) ([]RunInfo, error) {
 	}
 	var rows []*runRow
 	q := `SELECT ` + runColumns + ` FROM ` + c.e.store.runs + `
-		WHERE (COALESCE(cardinality($1::text[]), 0) = 0 OR status = ANY($1)) AND ($2 = '' OR workflow_type = $2)
+		WHERE (COALESCE(cardinality($1::text[]), 0) = 0 OR ` + reportedStatusSQL + ` = ANY($1)) AND ($2 = '' OR workflow_type = $2)
 		  AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::timestamptz IS NULL OR created_at < $4)
 		ORDER BY created_at DESC, run_id DESC LIMIT $5`
 	if err := c.e.db.SelectContext(ctx, &rows, q, pq.Array(f.Statuses), f.WorkflowType, nullTime(f.CreatedAfter), nullTime(f.CreatedBefore), f.Limit); err != nil {

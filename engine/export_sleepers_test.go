@@ -44,12 +44,12 @@ func ClaimPlansForTest(ctx context.Context, e *Engine, queues, types []string) (
 		q    string
 		args []any
 	}{
-		{"claim", s.claimSQL(s.claimDueSQL(1)), claimArgs("w", queues[:1], types, 100, now, ttl)},
-		{"claim-queues", s.claimSQL(s.claimDueSQL(len(queues))), claimArgs("w", queues, types, 100, now, ttl)},
+		{"claim", s.claimSQL(s.claimDueSQL(1)), claimArgs("w", queues[:1], types, 100, now, ttl, pq.Array([]string{}))},
+		{"claim-queues", s.claimSQL(s.claimDueSQL(len(queues))), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}))},
 		{"claim-expired", s.claimSQL(s.claimExpiredSQL()), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}), expiredWindow(0))},
 		{"claim-expired-within", s.claimSQL(s.claimExpiredSQL()), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}), expiredWindow(10*time.Second))},
-		{"next-wake", s.nextWakeSQL(1), []any{pq.Array(queues[:1]), pq.Array(types)}},
-		{"next-wake-queues", s.nextWakeSQL(len(queues)), []any{pq.Array(queues), pq.Array(types)}},
+		{"next-wake", s.nextWakeSQL(1), []any{pq.Array(queues[:1]), pq.Array(types), "w"}},
+		{"next-wake-queues", s.nextWakeSQL(len(queues)), []any{pq.Array(queues), pq.Array(types), "w"}},
 	} {
 		if err := explain(c.name, c.q, c.args...); err != nil {
 			return nil, err
@@ -67,4 +67,43 @@ func ClaimExpiredForTest(ctx context.Context, e *Engine, owner, queue string, ty
 		ids[i] = r.RunID
 	}
 	return ids, err
+}
+
+// ClaimDueForTest claims, as owner holding held, up to n due runs of
+// queue, and returns their IDs and the status each row has afterwards.
+func ClaimDueForTest(ctx context.Context, e *Engine, owner, queue string, types []string, n int, held []string) (map[string]Status, error) {
+	rows, err := e.store.claimDue(ctx, owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, held)
+	out := map[string]Status{}
+	for _, r := range rows {
+		out[r.RunID] = r.Status
+	}
+	return out, err
+}
+
+// ClaimDueUpdatesForTest claims up to n due runs of queue in a transaction
+// and returns how many rows of runs it updated, and how many of those
+// updates were heap-only (no new index entry), as PostgreSQL counted them.
+func ClaimDueUpdatesForTest(ctx context.Context, e *Engine, owner, queue string, types []string, n int) (updated, heapOnly int, err error) {
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	s := e.store
+	rows, err := tx.QueryContext(ctx, s.claimSQL(s.claimDueSQL(1)),
+		claimArgs(owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, pq.Array([]string{}))...)
+	if err != nil {
+		return 0, 0, err
+	}
+	rows.Close()
+	if err := tx.QueryRowContext(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables
+		WHERE schemaname = $1 AND relname = 'runs'`, e.cfg.Schema).Scan(&updated, &heapOnly); err != nil {
+		return 0, 0, err
+	}
+	return updated, heapOnly, tx.Commit()
+}
+
+// NextWakeForTest is the worker's look at the next wake time of queue.
+func NextWakeForTest(ctx context.Context, e *Engine, owner, queue string, types []string) (time.Time, bool, error) {
+	return e.store.nextWake(ctx, owner, []string{queue}, types)
 }

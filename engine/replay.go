@@ -116,7 +116,7 @@ func (c *Client) records(ctx context.Context, rows []*runRow) ([]*RecordedRun, e
 	out := make([]*RecordedRun, len(rows))
 	for i, r := range rows {
 		rr := &RecordedRun{WorkflowID: r.WorkflowID, RunID: r.RunID, WorkflowType: r.WorkflowType, Queue: r.Queue,
-			Status: r.Status, Headers: r.headers(), Input: r.Input, CreatedAt: r.CreatedAt,
+			Status: r.status(), Headers: r.headers(), Input: r.Input, CreatedAt: r.CreatedAt,
 			CancelRequested: r.CancelRequestedAt.Valid, CancelReason: r.CancelReason.String, Steps: []RecordedStep{}}
 		for _, st := range hist[r.RunID] {
 			rr.Steps = append(rr.Steps, RecordedStep{Seq: st.Seq, Kind: st.Kind, Name: st.Name, Status: st.Status,

@@ -80,6 +80,7 @@ type runRow struct {
 	WakeAt            sql.NullTime   `db:"wake_at"`
 	LeaseOwner        sql.NullString `db:"lease_owner"`
 	LeaseExpiresAt    sql.NullTime   `db:"lease_expires_at"`
+	ClaimedUntil      sql.NullTime   `db:"claimed_until"`
 	EventSeq          int64          `db:"event_seq"`
 	CancelRequestedAt sql.NullTime   `db:"cancel_requested_at"`
 	CancelReason      sql.NullString `db:"cancel_reason"`
@@ -93,9 +94,22 @@ type runRow struct {
 }
 
 const runColumns = `run_id, workflow_id, workflow_type, queue, status, input, output, error, headers,
-	created_at, updated_at, closed_at, wake_at, lease_owner, lease_expires_at, event_seq,
+	created_at, updated_at, closed_at, wake_at, lease_owner, lease_expires_at, claimed_until, event_seq,
 	cancel_requested_at, cancel_reason, parent_run_id, parent_seq, parent_close_policy,
 	previous_run_id, start_reason, reset_reason, loads`
+
+// status is the run's status as the engine reports it: a waiting run that
+// a worker claimed (woken) is running, though its row says waiting until
+// the worker first renews its lease (see store.claimSQL).
+func (r *runRow) status() Status {
+	if r.Status == StatusWaiting && r.ClaimedUntil.Valid {
+		return StatusRunning
+	}
+	return r.Status
+}
+
+// reportedStatusSQL is runRow.status in SQL, for filters on it.
+const reportedStatusSQL = `CASE WHEN status = 'waiting' AND claimed_until IS NOT NULL THEN 'running' ELSE status END`
 
 // headers decodes the run's headers. The result is the run's own: callers
 // that hand it to user code hand out a clone.

@@ -118,3 +118,81 @@ func TestClaimExpiredWithin(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"old"}, ids, "the lease that expired an hour ago, not the live one nor the one w1 took")
 }
+
+// A claim of woken runs changes only their leases: none of runs' indexed
+// columns (the status stays waiting), so every row's update is heap-only
+// and writes no index entry. Claimed, a run is reported running.
+func TestWakeClaimIsHeapOnly(t *testing.T) {
+	t.Parallel()
+	wf := engine.NewWorkflow("hot.wf", func(ctx engine.Context, _ int) (int, error) { return 0, nil })
+	e := testenv.Engine(t, nil)
+	require.NoError(t, e.Register(wf))
+	c := e.Client()
+	ctx := testenv.Ctx(t, 30*time.Second)
+	runs := pq.QuoteIdentifier(e.Schema()) + ".runs"
+	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+` (run_id, workflow_id, workflow_type, queue, status, wake_at, lease_owner, loads)
+		SELECT 'r' || i, 'w' || i, 'hot.wf', 'default', 'waiting', now() - i * interval '1 ms', 'gone', 1
+		FROM generate_series(1, 60) i`)
+	require.NoError(t, err)
+
+	updated, heapOnly, err := engine.ClaimDueUpdatesForTest(ctx, e, "w1", "default", []string{"hot.wf"}, 50)
+	require.NoError(t, err)
+	require.Equal(t, 50, updated)
+	require.Equal(t, 50, heapOnly, "a claim's update that is not heap-only writes an entry in every index of runs")
+
+	var status string
+	var leased bool
+	require.NoError(t, e.DB().QueryRowContext(ctx, `SELECT status, lease_owner = 'w1' AND claimed_until > now() AND lease_expires_at IS NULL FROM `+runs+`
+		WHERE run_id = 'r60'`).Scan(&status, &leased))
+	require.Equal(t, "waiting", status)
+	require.True(t, leased)
+	info, err := c.Describe(ctx, "w60")
+	require.NoError(t, err)
+	require.Equal(t, engine.StatusRunning, info.Status, "a claimed run is reported running")
+	listed, err := c.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusRunning}})
+	require.NoError(t, err)
+	require.Len(t, listed, 50)
+	listed, err = c.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusWaiting}})
+	require.NoError(t, err)
+	require.Len(t, listed, 10)
+}
+
+// The claim of due runs passes over the waiting runs a worker claimed
+// (their lease is live) and takes those whose worker is gone (lease
+// expired), but not the claiming worker's own runs whose renewal is late;
+// the next wake time does not count the claimed ones either.
+func TestClaimDuePassesOverLeasedRuns(t *testing.T) {
+	t.Parallel()
+	wf := engine.NewWorkflow("leased.wf", func(ctx engine.Context, _ int) (int, error) { return 0, nil })
+	e := testenv.Engine(t, nil)
+	require.NoError(t, e.Register(wf))
+	ctx := testenv.Ctx(t, 30*time.Second)
+	types := []string{"leased.wf"}
+	runs := pq.QuoteIdentifier(e.Schema()) + ".runs"
+	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+`
+		(run_id, workflow_id, workflow_type, queue, status, wake_at, lease_owner, claimed_until, loads) VALUES
+		('live', 'live', 'leased.wf', 'default', 'waiting', now() - interval '4 minutes', 'w1', now() + interval '1 hour', 2),
+		('mine', 'mine', 'leased.wf', 'default', 'waiting', now() - interval '3 minutes', 'w2', now() - interval '1 second', 2),
+		('gone', 'gone', 'leased.wf', 'default', 'waiting', now() - interval '2 minutes', 'w3', now() - interval '1 second', 2),
+		('free', 'free', 'leased.wf', 'default', 'waiting', now() - interval '1 minute', NULL, NULL, 1)`)
+	require.NoError(t, err)
+
+	_, ok, err := engine.NextWakeForTest(ctx, e, "w2", "default", types)
+	require.NoError(t, err)
+	require.True(t, ok)
+	got, err := engine.ClaimDueForTest(ctx, e, "w2", "default", types, 10, []string{"mine"})
+	require.NoError(t, err)
+	require.Equal(t, map[string]engine.Status{"gone": engine.StatusWaiting, "free": engine.StatusWaiting}, got)
+
+	// Left: the live lease and w2's own late one. Neither is due to w2.
+	_, ok, err = engine.NextWakeForTest(ctx, e, "w2", "default", types)
+	require.NoError(t, err)
+	require.False(t, ok, "a claimed run is no wake-up")
+	got, err = engine.ClaimDueForTest(ctx, e, "w2", "default", types, 10, []string{"mine"})
+	require.NoError(t, err)
+	require.Empty(t, got)
+	// Another worker takes w2's run whose lease expired.
+	got, err = engine.ClaimDueForTest(ctx, e, "w4", "default", types, 10, []string{})
+	require.NoError(t, err)
+	require.Equal(t, map[string]engine.Status{"mine": engine.StatusWaiting}, got)
+}

@@ -102,9 +102,9 @@ func (s *store) finishSQL(p int) string {
 	return `fin AS (UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
 			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN ` + now + `::timestamptz END,
 			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN ` + now + ` ELSE v.wake_at END,
-			lease_expires_at = CASE WHEN v.status = 'running' THEN r.lease_expires_at END
+			lease_expires_at = CASE WHEN v.status = 'running' THEN r.lease_expires_at END, claimed_until = NULL
 		FROM ` + finishCols.sql(p, "v") + `
-		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.loads = v.token AND r.status = 'running'
+		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.loads = v.token AND ` + leased("r") + `
 		RETURNING r.run_id, r.closed_at),
 		` + s.abandonTimersSQL()
 }
@@ -287,6 +287,15 @@ func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batc
 	return ok, err
 }
 
+// leased is the condition that the run aliased a is held by a worker: it is
+// running, or it is a waiting run a worker claimed (woken) and has not yet
+// marked running (see claimSQL). A lease that expired still holds until
+// another claim takes the run (and increments loads). Every transition
+// that ends a claim clears claimed_until.
+func leased(a string) string {
+	return `(` + a + `.status = 'running' OR (` + a + `.status = 'waiting' AND ` + a + `.claimed_until IS NOT NULL))`
+}
+
 // fence is the lease a write needs: the owner's name and the number of the
 // claim (the run's loads when it was claimed). An empty owner is unfenced.
 type fence struct {
@@ -406,7 +415,7 @@ func (s *store) lockLeases(ctx context.Context, tx dbtx, batch []*writeOp, idx [
 	held := map[string]bool{}
 	err := collectIDs(ctx, tx, `SELECT r.run_id FROM `+s.runs+` r
 		JOIN `+leaseCols.sql(0, "v")+` ON r.run_id = v.run_id
-		WHERE r.lease_owner = v.owner AND r.loads = v.token AND r.status = 'running'
+		WHERE r.lease_owner = v.owner AND r.loads = v.token AND `+leased("r")+`
 		ORDER BY r.run_id FOR SHARE OF r`, b.args(nil), func(id string) { held[id] = true })
 	return held, err
 }
@@ -448,7 +457,7 @@ func (s *store) openChildOf(ctx context.Context, tx dbtx, workflowID, parentRunI
 // the details of the attempt that replaced it.
 func (s *store) saveHeartbeat(ctx context.Context, f fence, runID string, seq int, details []byte) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO `+s.beats+` (run_id, seq, details)
-		SELECT $1, $2, $3 FROM `+s.runs+` r WHERE r.run_id = $1 AND r.lease_owner = $4 AND r.loads = $5 AND r.status = 'running'
+		SELECT $1, $2, $3 FROM `+s.runs+` r WHERE r.run_id = $1 AND r.lease_owner = $4 AND r.loads = $5 AND `+leased("r")+`
 		ON CONFLICT (run_id, seq) DO UPDATE SET details = EXCLUDED.details, updated_at = now()`, runID, seq, details, f.owner, f.token)
 	return err
 }
@@ -607,21 +616,33 @@ func collectIDs(ctx context.Context, q queryer, query string, args []any, f func
 // read in the order of its (queue, wake_at) index, so a claim costs the
 // same behind a million due runs as behind none; the rows taken from a
 // queue beyond the first n overall are only locked for the statement.
-func (s *store) claimDue(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration) ([]*runRow, error) {
-	return s.claim(ctx, s.claimDueSQL(len(queues)), owner, queues, types, n, now, ttl)
+//
+// A waiting run stays waiting when claimed (see claimSQL), so the index
+// still lists the waiting runs that workers hold, until their first lease
+// renewal or transition: the claim passes over those whose lease is live,
+// and takes those whose lease expired (their worker is gone), except the
+// runs in held, which still run here (a late renewal).
+func (s *store) claimDue(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, held []string) ([]*runRow, error) {
+	return s.claim(ctx, s.claimDueSQL(len(queues)), owner, queues, types, n, now, ttl, pq.Array(held))
 }
+
+// claimableLease is claimDue's condition on a due run's claim ($7: the
+// runs the claiming worker holds).
+const claimableLease = `(claimed_until IS NULL OR (claimed_until < now() AND NOT (run_id = ANY($7))))`
 
 // claimDueSQL is claimDue's selection of due runs for nq queues.
 func (s *store) claimDueSQL(nq int) string {
 	if nq == 1 { // the usual case, with the cheaper plan
 		return `SELECT run_id FROM ` + s.runs + `
 			WHERE queue = ($2::text[])[1] AND status IN ('pending','waiting') AND wake_at <= $5 AND workflow_type = ANY($3)
+			  AND ` + claimableLease + `
 			ORDER BY wake_at LIMIT $4 FOR UPDATE SKIP LOCKED`
 	}
 	return `SELECT d.run_id FROM (SELECT DISTINCT unnest($2::text[]) AS name) q
 		CROSS JOIN LATERAL (
 			SELECT run_id, wake_at FROM ` + s.runs + `
 			WHERE queue = q.name AND status IN ('pending','waiting') AND wake_at <= $5 AND workflow_type = ANY($3)
+			  AND ` + claimableLease + `
 			ORDER BY wake_at LIMIT $4 FOR UPDATE SKIP LOCKED) d
 		ORDER BY d.wake_at LIMIT $4`
 }
@@ -663,8 +684,10 @@ func (s *store) claimExpiredSQL() string {
 // expireLeases ends the leases held under owner's name now, so that the
 // runs are claimed at once (a restarted worker's predecessor's runs).
 func (s *store) expireLeases(ctx context.Context, owner string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` SET lease_expires_at = now() - interval '1 second'
-		WHERE lease_owner = $1 AND status = 'running' AND lease_expires_at > now()`, owner)
+	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` r SET
+			lease_expires_at = CASE WHEN r.status = 'running' THEN now() - interval '1 second' END,
+			claimed_until = CASE WHEN r.status = 'waiting' THEN now() - interval '1 second' END
+		WHERE r.lease_owner = $1 AND `+leased("r")+` AND COALESCE(r.lease_expires_at, r.claimed_until) > now()`, owner)
 	return err
 }
 
@@ -675,11 +698,23 @@ func (s *store) claim(ctx context.Context, due, owner string, queues, types []st
 	return out, err
 }
 
-// claimSQL leases the runs that due selects and returns them.
+// claimSQL leases the runs that due selects and returns them. A pending
+// run (or a running one whose lease expired) becomes running, leased until
+// lease_expires_at. A waiting run, woken, stays waiting, leased until
+// claimed_until: the claim then changes no indexed column (status and
+// lease_expires_at are indexed), and PostgreSQL writes it as a heap-only
+// update, without an entry in any of runs' indexes; a change of status
+// is one in every index, and the entries keyed by workflow ID land on
+// random pages. The run is marked running by its first lease renewal, or
+// left by its next transition (most woken runs end or wait again sooner);
+// until then claimed_until says that a worker holds it (see leased), and
+// the engine reports it as running (runRow.status).
 func (s *store) claimSQL(due string) string {
 	return `WITH due AS (` + due + `)
-		UPDATE ` + s.runs + ` r SET status = 'running', lease_owner = $1,
-			lease_expires_at = now() + $6::interval, loads = r.loads + 1, updated_at = now()
+		UPDATE ` + s.runs + ` r SET status = CASE WHEN r.status = 'waiting' THEN r.status ELSE 'running' END, lease_owner = $1,
+			lease_expires_at = CASE WHEN r.status = 'waiting' THEN NULL ELSE now() + $6::interval END,
+			claimed_until = CASE WHEN r.status = 'waiting' THEN now() + $6::interval END,
+			loads = r.loads + 1, updated_at = now()
 		FROM due WHERE r.run_id = due.run_id
 		RETURNING ` + prefixCols("r.", runColumns)
 }
@@ -697,23 +732,28 @@ func prefixCols(p, cols string) string {
 }
 
 // nextWake returns the earliest wake time of unloaded runs in the queues,
-// from the head of each queue's (queue, wake_at) index.
-func (s *store) nextWake(ctx context.Context, queues, types []string) (time.Time, bool, error) {
+// from the head of each queue's (queue, wake_at) index, passing over the
+// claimed waiting runs that are still there (see claimDue) unless their
+// lease expired under another owner than owner.
+func (s *store) nextWake(ctx context.Context, owner string, queues, types []string) (time.Time, bool, error) {
 	var t sql.NullTime
-	err := s.db.QueryRowContext(ctx, s.nextWakeSQL(len(queues)), pq.Array(queues), pq.Array(types)).Scan(&t)
+	err := s.db.QueryRowContext(ctx, s.nextWakeSQL(len(queues)), pq.Array(queues), pq.Array(types), owner).Scan(&t)
 	return t.Time, t.Valid, err
 }
+
+// wakeLease is nextWake's condition on a run's lease ($3: the owner).
+const wakeLease = `(claimed_until IS NULL OR (claimed_until < now() AND lease_owner IS DISTINCT FROM $3))`
 
 // nextWakeSQL is nextWake's query for nq queues.
 func (s *store) nextWakeSQL(nq int) string {
 	if nq == 1 { // the usual case, with the cheaper plan
 		return `SELECT min(wake_at) FROM ` + s.runs + `
-			WHERE queue = ($1::text[])[1] AND status IN ('pending','waiting') AND workflow_type = ANY($2)`
+			WHERE queue = ($1::text[])[1] AND status IN ('pending','waiting') AND workflow_type = ANY($2) AND ` + wakeLease
 	}
 	return `SELECT min(d.wake_at) FROM (SELECT DISTINCT unnest($1::text[]) AS name) q
 		CROSS JOIN LATERAL (
 			SELECT wake_at FROM ` + s.runs + `
-			WHERE queue = q.name AND status IN ('pending','waiting') AND workflow_type = ANY($2)
+			WHERE queue = q.name AND status IN ('pending','waiting') AND workflow_type = ANY($2) AND ` + wakeLease + `
 			ORDER BY wake_at LIMIT 1) d`
 }
 
@@ -816,13 +856,14 @@ func (s *store) renewLeases(ctx context.Context, owner string, runs []fencedRun,
 	rows, err := s.db.QueryContext(ctx, `WITH held AS (
 			SELECT r.run_id, r.event_seq FROM `+s.runs+` r
 			JOIN `+renewCols.sql(1, "v")+` ON r.run_id = v.run_id
-			WHERE r.lease_owner = $1 AND r.loads = v.token AND r.status = 'running'),
+			WHERE r.lease_owner = $1 AND r.loads = v.token AND `+leased("r")+`),
 		locked AS (
 			SELECT r.run_id FROM `+s.runs+` r JOIN held h ON r.run_id = h.run_id
-			WHERE r.lease_owner = $1 AND r.status = 'running'
+			WHERE r.lease_owner = $1 AND `+leased("r")+`
 			FOR NO KEY UPDATE OF r SKIP LOCKED),
 		renewed AS (
-			UPDATE `+s.runs+` r SET lease_expires_at = now() + $4::interval FROM locked WHERE r.run_id = locked.run_id)
+			UPDATE `+s.runs+` r SET lease_expires_at = now() + $4::interval, status = 'running', claimed_until = NULL
+			FROM locked WHERE r.run_id = locked.run_id)
 		SELECT run_id, event_seq FROM held`,
 		append(b.args([]any{owner}), ttlInterval(ttl))...)
 	if err != nil {
@@ -846,8 +887,8 @@ func (s *store) renewLeases(ctx context.Context, owner string, runs []fencedRun,
 // owner also fences out writes of this worker still in flight.
 func (s *store) releaseRun(ctx context.Context, f fence, runID string, wakeAt time.Time) error {
 	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` SET status = 'waiting', lease_owner = NULL,
-			lease_expires_at = NULL, wake_at = $3, updated_at = now()
-		WHERE run_id = $1 AND lease_owner = $2 AND loads = $5 AND status = 'running' RETURNING queue)
+			lease_expires_at = NULL, claimed_until = NULL, wake_at = $3, updated_at = now()
+		WHERE run_id = $1 AND lease_owner = $2 AND loads = $5 AND `+leased(s.runs)+` RETURNING queue)
 		SELECT pg_notify($4, queue) FROM r`, runID, f.owner, wakeAt, s.channel[chanWork], f.token)
 	return err
 }
@@ -870,9 +911,9 @@ func (s *store) releaseRuns(ctx context.Context, rs []release) error {
 		b.add(&rs[i])
 	}
 	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` x SET status = 'waiting', lease_owner = NULL,
-			lease_expires_at = NULL, wake_at = v.wake_at, error = COALESCE(v.error, x.error), updated_at = now()
+			lease_expires_at = NULL, claimed_until = NULL, wake_at = v.wake_at, error = COALESCE(v.error, x.error), updated_at = now()
 		FROM `+releaseCols.sql(0, "v")+`
-		WHERE x.run_id = v.run_id AND x.lease_owner = v.owner AND x.loads = v.token AND x.status = 'running' RETURNING x.queue)
+		WHERE x.run_id = v.run_id AND x.lease_owner = v.owner AND x.loads = v.token AND `+leased("x")+` RETURNING x.queue)
 		SELECT pg_notify($`+fmt.Sprint(len(releaseCols)+1)+`, queue) FROM r`, append(b.args(nil), s.channel[chanWork])...)
 	return err
 }

@@ -327,7 +327,7 @@ func (w *Worker) loop() {
 			// query per empty claim (bench -workers 4: 0.12 per workflow).
 			if w.lookAhead.Swap(false) || look {
 				ctx, cancel := context.WithTimeout(context.Background(), w.e.cfg.CommitTimeout)
-				t, ok, err := w.e.store.nextWake(ctx, w.cfg.Queues, w.types)
+				t, ok, err := w.e.store.nextWake(ctx, w.id, w.cfg.Queues, w.types)
 				cancel()
 				next, nextOK = t, ok && err == nil
 			}
@@ -378,6 +378,7 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 	// even behind a backlog of due runs that fills every claim.
 	var rows []*runRow
 	var err error
+	held := w.loadedIDs() // not claimed again when their renewal is late
 	if since := time.Since(w.lastExpiredScan); since > ttl/4 {
 		// Each look reads the leases that expired since the previous one
 		// (see store.claimExpired); now and then, or when the previous
@@ -388,12 +389,12 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 		}
 		w.lastExpiredScan = time.Now()
 		w.expiredLooks++
-		rows, err = w.e.store.claimExpired(ctx, w.id, w.cfg.Queues, w.types, reserved, now, ttl, w.loadedIDs(), within)
+		rows, err = w.e.store.claimExpired(ctx, w.id, w.cfg.Queues, w.types, reserved, now, ttl, held, within)
 		w.expiredAll = err != nil || len(rows) == reserved
 	}
 	if err == nil && len(rows) < reserved {
 		var more []*runRow
-		more, err = w.e.store.claimDue(ctx, w.id, w.cfg.Queues, w.types, reserved-len(rows), now, ttl)
+		more, err = w.e.store.claimDue(ctx, w.id, w.cfg.Queues, w.types, reserved-len(rows), now, ttl, held)
 		rows = append(rows, more...)
 	}
 	for i := len(rows); i < reserved; i++ {
