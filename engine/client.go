@@ -877,19 +877,8 @@ func (c *Client) resetIn(ctx context.Context, tx *sqlx.Tx, workflowID string, op
 	s := c.e.store
 	// $1 the workflow ID, $2 the new run's ID, $3 now, $4 the reason, $5
 	// the work channel, $6 the reset point's argument.
-	var cut string
 	newID, now := newRunID(), c.e.cfg.Clock.Now()
-	args := []any{workflowID, newID, now, nullString(opts.Reason), s.channel[chanWork]}
-	switch {
-	case opts.BeforeLastFailedActivity:
-		cut = `(SELECT max(seq) FROM ` + s.steps + ` st WHERE st.run_id = r.run_id AND st.kind = 'activity' AND st.status = 'failed')`
-	case opts.BeforeStep != "":
-		cut = `(SELECT min(seq) FROM ` + s.steps + ` st WHERE st.run_id = r.run_id AND st.name = $6)`
-		args = append(args, opts.BeforeStep)
-	default:
-		cut = `$6::bigint`
-		args = append(args, opts.BeforeSeq)
-	}
+	cut, args := opts.cutSQL(s, []any{workflowID, newID, now, nullString(opts.Reason), s.channel[chanWork]})
 	// The latest run, locked, with the reset point; when it is closed and
 	// has that point, the new run is made from it in the same statement.
 	var old struct {
@@ -900,7 +889,7 @@ func (c *Client) resetIn(ctx context.Context, tx *sqlx.Tx, workflowID string, op
 	}
 	err := tx.GetContext(ctx, &old, `WITH old AS (SELECT r.run_id, r.status, `+cut+` AS cut FROM `+s.runs+` r WHERE r.workflow_id = $1
 			ORDER BY (r.status IN ('pending','running','waiting')) DESC, r.created_at DESC, r.run_id DESC LIMIT 1 FOR UPDATE),
-		ok AS (SELECT run_id, cut FROM old WHERE cut IS NOT NULL AND status NOT IN ('pending','running','waiting')),
+		ok AS (SELECT run_id, cut, $2::text AS new_run_id FROM old WHERE cut IS NOT NULL AND status NOT IN ('pending','running','waiting')),
 		`+c.resetCopySQL()+`
 		SELECT old.run_id, old.status, old.cut, EXISTS (SELECT 1 FROM made) AS made FROM old`, args...)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -913,25 +902,34 @@ func (c *Client) resetIn(ctx context.Context, tx *sqlx.Tx, workflowID string, op
 		return nil, fmt.Errorf("%w: run %s of %q has no step matching the reset point", ErrNotFound, old.RunID, workflowID)
 	}
 	if !old.Made {
-		// The latest run is open: closed before the new run is inserted
-		// (one open run per ID). Result calls waiting on the old run move
-		// on to the new one.
-		if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET status = 'reset', closed_at = $2, updated_at = now(),
-			lease_owner = NULL WHERE run_id = $1 RETURNING pg_notify($3, run_id)`, old.RunID, now, s.channel[chanDone]); err != nil {
+		if err := c.resetOpen(ctx, tx, workflowID, newID, now, opts.Reason, old.RunID, old.Cut.Int64); err != nil {
 			return nil, err
-		}
-		if _, err := tx.ExecContext(ctx, `WITH ok AS (SELECT $6::text AS run_id, $7::bigint AS cut WHERE $1::text IS NOT NULL),
-			`+c.resetCopySQL()+` SELECT 1`, workflowID, newID, now, nullString(opts.Reason), s.channel[chanWork], old.RunID, old.Cut.Int64); err != nil {
-			return nil, c.resetErr(err, workflowID)
 		}
 	}
 	return &RunHandle{WorkflowID: workflowID, RunID: newID, c: c}, nil
 }
 
-// resetCopySQL makes the new run $2 (created at $3, reason $4) of the run
-// in CTE "ok" (run_id, cut): its record up to the cut, the signals the old
-// run has not read, and the children the old run still waits on, which
-// now report to the new run (one started after the cut is taken on again
+// resetOpen resets workflowID's open latest run oldRunID at step cut,
+// making run newID in tx. The old run is closed before the new run is
+// inserted (one open run per ID); Result calls waiting on it move on to
+// the new one.
+func (c *Client) resetOpen(ctx context.Context, tx *sqlx.Tx, workflowID, newID string, now time.Time, reason, oldRunID string, cut int64) error {
+	s := c.e.store
+	if _, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET status = 'reset', closed_at = $2, updated_at = now(),
+		lease_owner = NULL WHERE run_id = $1 RETURNING pg_notify($3, run_id)`, oldRunID, now, s.channel[chanDone]); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `WITH ok AS (SELECT $6::text AS run_id, $7::bigint AS cut, $2::text AS new_run_id WHERE $1::text IS NOT NULL),
+		`+c.resetCopySQL()+` SELECT 1`, workflowID, newID, now, nullString(reason), s.channel[chanWork], oldRunID, cut); err != nil {
+		return c.resetErr(err, workflowID)
+	}
+	return nil
+}
+
+// resetCopySQL makes the new run of each run in CTE "ok" (run_id, cut,
+// new_run_id), created at $3 with reason $4: its record up to the cut, the
+// signals the old run has not read, and the children the old run still
+// waits on, which now report to the new run (one started after the cut is taken on again
 // when the new run starts it with the same ID at the same step, see the
 // committer). The old run is superseded, and the queue's workers are
 // notified on channel $5. It yields CTE "made" (a row when it made the run).
@@ -939,16 +937,16 @@ func (c *Client) resetCopySQL() string {
 	s := c.e.store
 	return `nr AS (INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
 			parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reset_reason)
-		SELECT $2, r.workflow_id, r.workflow_type, r.queue, 'pending', r.input, r.headers, $3, r.parent_run_id, r.parent_seq,
+		SELECT ok.new_run_id, r.workflow_id, r.workflow_type, r.queue, 'pending', r.input, r.headers, $3, r.parent_run_id, r.parent_seq,
 			r.parent_close_policy, r.run_id, 'reset', $4
 		FROM ` + s.runs + ` r JOIN ok ON r.run_id = ok.run_id RETURNING queue),
 	sup AS (UPDATE ` + s.runs + ` x SET superseded = true FROM ok WHERE x.run_id = ok.run_id),
 	st AS (INSERT INTO ` + s.steps + ` (` + stepColumns + `, attempt_log)
-		SELECT $2, t.seq, t.kind, t.name, t.status, t.input, t.output, t.error, t.attempts, t.started_at, t.completed_at, t.fire_at,
+		SELECT ok.new_run_id, t.seq, t.kind, t.name, t.status, t.input, t.output, t.error, t.attempts, t.started_at, t.completed_at, t.fire_at,
 			t.signal_id, t.child_workflow_id, t.attempt_started_at, t.next_attempt_at, t.attempt_log
 		FROM ` + s.steps + ` t JOIN ok ON t.run_id = ok.run_id WHERE t.seq < ok.cut),
-	sg AS (UPDATE ` + s.signals + ` g SET run_id = $2 FROM ok WHERE g.run_id = ok.run_id),
-	ch AS (UPDATE ` + s.runs + ` k SET parent_run_id = $2 FROM ok WHERE k.parent_run_id = ok.run_id
+	sg AS (UPDATE ` + s.signals + ` g SET run_id = ok.new_run_id FROM ok WHERE g.run_id = ok.run_id),
+	ch AS (UPDATE ` + s.runs + ` k SET parent_run_id = ok.new_run_id FROM ok WHERE k.parent_run_id = ok.run_id
 		AND k.status IN ('pending','running','waiting')),
 	made AS (SELECT pg_notify($5, queue) FROM nr)`
 }

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
@@ -48,6 +47,8 @@ type benchOpts struct {
 	// cpuprofile is -cpuprofile's file; -workers' processes write theirs
 	// beside it.
 	cpuprofile string
+	// reuse is -reuse: the schema of an earlier -keep run to measure again.
+	reuse string
 }
 
 func runBench(args []string) error {
@@ -59,6 +60,7 @@ func runBench(args []string) error {
 	with := fs.String("with", "", "comma-separated extras: interceptors, mirror")
 	fs.DurationVar(&o.sleep, "sleep", 5*time.Second, "sleepers: how long each workflow sleeps")
 	fs.BoolVar(&o.keep, "keep", false, "keep the benchmark schema afterwards")
+	fs.StringVar(&o.reuse, "reuse", "", "api: measure again in this schema, kept (-keep) by an earlier run with the same -n, without seeding it again; it is kept again")
 	fs.IntVar(&o.limitConc, "limit-concurrency", 50, "provider, chaos: calls in flight allowed (chaos default 16)")
 	fs.Float64Var(&o.limitRate, "limit-rate", 500, "provider, chaos: calls per second allowed (chaos default 300)")
 	fs.IntVar(&o.workers, "workers", 3, "chaos: worker processes (default 3); basic: run the workers in this many processes instead of in the benchmark's (default 0: in-process)")
@@ -122,6 +124,12 @@ func runBench(args []string) error {
 	buf := make([]byte, 4)
 	_, _ = rand.Read(buf)
 	o.schema = "graft_bench_" + hex.EncodeToString(buf)
+	if o.reuse != "" {
+		if o.scenario != "api" {
+			return fmt.Errorf("bench: -reuse is for -scenario api")
+		}
+		o.schema, o.keep = o.reuse, true
+	}
 	switch o.scenario {
 	case "basic":
 		return benchBasic(o)
@@ -159,13 +167,7 @@ type benchEnv struct {
 }
 
 func newBenchEnv(o benchOpts, cfg engine.Config, wcfg engine.WorkerConfig, defs ...engine.Definition) (*benchEnv, error) {
-	var db *sqlx.DB
-	var err error
-	if o.counters != nil {
-		db, err = openCountingDB(40, o.counters)
-	} else {
-		db, err = openDB(40)
-	}
+	db, err := openBenchDB(o, 40)
 	if err != nil {
 		return nil, err
 	}

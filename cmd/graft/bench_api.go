@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
@@ -40,7 +41,7 @@ const (
 // first and last item).
 func benchAPI(o benchOpts) error {
 	ctx := context.Background()
-	db, err := openDB(40)
+	db, err := openBenchDB(o, 40)
 	if err != nil {
 		return err
 	}
@@ -59,11 +60,17 @@ func benchAPI(o benchOpts) error {
 	if err := migrateAPI(ctx, e); err != nil {
 		return err
 	}
-	seedStart := time.Now()
-	if err := seedOperations(ctx, db.DB, schema, o.n); err != nil {
-		return err
+	if o.reuse != "" {
+		if err := checkSeed(ctx, db, schema, o.n); err != nil {
+			return err
+		}
+	} else {
+		seedStart := time.Now()
+		if err := seedOperations(ctx, db.DB, schema, o.n); err != nil {
+			return err
+		}
+		fmt.Printf("seeded %d operations (runs, steps, legacy rows) in %v\n", o.n, time.Since(seedStart).Round(time.Millisecond))
 	}
-	fmt.Printf("seeded %d operations (runs, steps, legacy rows) in %v\n", o.n, time.Since(seedStart).Round(time.Millisecond))
 
 	srv, err := api.New(api.Config{Engine: e, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -160,11 +167,19 @@ func benchAPI(o benchOpts) error {
 	_, getP99 := percentiles(get)
 	_, histP99 := percentiles(hist)
 
-	// The bulk relaunch: the first failed operations, by ID.
+	// The bulk relaunch: the first failed operations not relaunched yet
+	// (by an earlier run in a reused schema), by ID.
 	var ids []string
-	if err := db.SelectContext(ctx, &ids, `SELECT workflow_id FROM `+schema+`.runs WHERE status = 'failed'
+	if err := db.SelectContext(ctx, &ids, `SELECT workflow_id FROM `+schema+`.runs WHERE status = 'failed' AND NOT superseded
 		ORDER BY created_at, run_id LIMIT $1`, benchAPIBulkItems); err != nil {
 		return err
+	}
+	if len(ids) < min(benchAPIBulkItems, o.n/5) {
+		return fmt.Errorf("bench: %d failed operations are left to relaunch in %s: seed anew", len(ids), o.schema)
+	}
+	var bulkStats *bulkPhaseStats
+	if o.counters != nil {
+		bulkStats = beginBulkPhase(o.counters)
 	}
 	var job api.BulkJob
 	if _, err := call("POST", "/v1/bulk", map[string]any{"action": "relaunch", "reason": "bench", "rate": benchAPIBulkRate,
@@ -184,6 +199,9 @@ func benchAPI(o benchOpts) error {
 	var rate float64
 	if job.ActualRate != nil {
 		rate = *job.ActualRate
+	}
+	if bulkStats != nil {
+		fmt.Println(bulkStats.line(job.Done + job.Failed))
 	}
 	fmt.Printf("list p50/p99 over first and deep pages; bulk job %s: %d done, %d failed, %d skipped\n", job.Id, job.Done, job.Failed, job.Skipped)
 	fmt.Printf("api ops=%d list_p99_ms=%.1f get_p99_ms=%.1f history_p99_ms=%.1f bulk_items=%d bulk_rate_s=%.0f bulk_failed=%d\n",
@@ -234,4 +252,49 @@ func seedOperations(ctx context.Context, db *sql.DB, schema string, n int) error
 		}
 	}
 	return nil
+}
+
+// checkSeed makes sure schema holds the n operations an earlier run seeded
+// and kept (-reuse), so that figures are not taken on another size.
+func checkSeed(ctx context.Context, db *sqlx.DB, schema string, n int) error {
+	var last, beyond bool
+	if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM `+schema+`.legacy_operations WHERE id = $1),
+		EXISTS (SELECT 1 FROM `+schema+`.legacy_operations WHERE id = $2)`,
+		fmt.Sprintf("op-%d", n-1), fmt.Sprintf("op-%d", n)).Scan(&last, &beyond); err != nil {
+		return fmt.Errorf("bench: -reuse: no seed in %s: %w", schema, err)
+	}
+	if !last || beyond {
+		return fmt.Errorf("bench: -reuse: %s was not seeded with -n %d", schema, n)
+	}
+	fmt.Printf("reusing the %d operations seeded in %s\n", n, schema)
+	return nil
+}
+
+// bulkPhaseStats measures the bulk relaunch with -stats: what it costs per
+// item in round trips to PostgreSQL, CPU of this process (the server and
+// its bulk worker) and CPU of the pool's backends, which a busy shared
+// machine moves far less than it moves the rate.
+type bulkPhaseStats struct {
+	c      *dbCounters
+	rt0    int64
+	cpu0   time.Duration
+	pgCPU0 time.Duration
+	t0     time.Time
+}
+
+func beginBulkPhase(c *dbCounters) *bulkPhaseStats {
+	st := &bulkPhaseStats{c: c, rt0: c.roundTrips.Load(), cpu0: processCPU(), t0: time.Now()}
+	st.pgCPU0, _ = c.backendCPU()
+	return st
+}
+
+// line renders the phase's figures per item acted on.
+func (st *bulkPhaseStats) line(items int) string {
+	n := float64(max(items, 1))
+	s := fmt.Sprintf("bulk_stats items=%d round_trips_per_item=%.2f go_cpu_us_per_item=%.0f", items,
+		float64(st.c.roundTrips.Load()-st.rt0)/n, float64((processCPU()-st.cpu0).Microseconds())/n)
+	if pg, ok := st.c.backendCPU(); ok {
+		s += fmt.Sprintf(" pg_backend_cpu_us_per_item=%.0f", float64((pg-st.pgCPU0).Microseconds())/n)
+	}
+	return s + fmt.Sprintf(" wall_s=%.2f", time.Since(st.t0).Seconds())
 }

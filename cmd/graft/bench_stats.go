@@ -178,6 +178,15 @@ func (t *countingTx) Rollback() error {
 	return t.Tx.Rollback()
 }
 
+// openBenchDB is openDB, with counters on its connections when -stats
+// asks for them (o.counters).
+func openBenchDB(o benchOpts, maxConns int) (*sqlx.DB, error) {
+	if o.counters != nil {
+		return openCountingDB(maxConns, o.counters)
+	}
+	return openDB(maxConns)
+}
+
 // openCountingDB is openDB with counters on the pool's connections.
 func openCountingDB(maxConns int, c *dbCounters) (*sqlx.DB, error) {
 	base, err := engine.NewConnector(databaseURL())

@@ -72,10 +72,7 @@ func (s *Server) tryBulkChunk(ctx context.Context, j *bulkJobRow, spec *bulkSpec
 	}
 	defer tx.Rollback()
 	// The items still pending, locked, in the job's order.
-	var items []struct {
-		ID    string `db:"operation_id"`
-		RunID string `db:"run_id"`
-	}
+	var items []bulkPending
 	if err := tx.SelectContext(ctx, &items, `SELECT operation_id, run_id FROM `+s.schema+`.bulk_items
 		WHERE job_id = $1 AND operation_id = ANY($2) AND state = 'pending' ORDER BY seq FOR UPDATE`, j.ID, pq.Array(ids)); err != nil {
 		return 0, fmt.Errorf("api: bulk items %s: %w", j.ID, err)
@@ -97,12 +94,18 @@ func (s *Server) tryBulkChunk(ctx context.Context, j *bulkJobRow, spec *bulkSpec
 		return 0, err
 	}
 	outs := make([]bulkOutcome, 0, len(items))
-	for _, it := range items {
-		o, err := s.bulkActOn(ctx, tx, j, spec, it.ID, it.RunID, ops[it.ID])
-		if err != nil {
+	if spec.Action == BulkActionRelaunch {
+		if outs, err = s.relaunchChunk(ctx, tx, j, spec, items, ops); err != nil {
 			return 0, err
 		}
-		outs = append(outs, o)
+	} else {
+		for _, it := range items {
+			o, err := s.bulkActOn(ctx, tx, j, spec, it.ID, it.RunID, ops[it.ID])
+			if err != nil {
+				return 0, err
+			}
+			outs = append(outs, o)
+		}
 	}
 	if err := s.auditBulk(ctx, tx, j, spec, outs); err != nil {
 		return 0, err
@@ -120,6 +123,44 @@ func (s *Server) tryBulkChunk(ctx context.Context, j *bulkJobRow, spec *bulkSpec
 		return 0, err
 	}
 	return len(items), tx.Commit()
+}
+
+// bulkPending is a pending item of a chunk: its operation, and the run the
+// job found when it was created.
+type bulkPending struct {
+	ID    string `db:"operation_id"`
+	RunID string `db:"run_id"`
+}
+
+// relaunchChunk relaunches the chunk's eligible items in tx together, in
+// one statement of the engine (ResetManyTx), and returns every item's
+// outcome in the chunk's order. Any item's reset error is the chunk's.
+func (s *Server) relaunchChunk(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, spec *bulkSpec, items []bulkPending,
+	ops map[string]*opRow) ([]bulkOutcome, error) {
+	outs := make([]bulkOutcome, len(items))
+	var ids []string
+	var at []int
+	for i, it := range items {
+		o, act := s.bulkEligible(j, spec, it.ID, it.RunID, ops[it.ID])
+		outs[i] = o
+		if act {
+			ids, at = append(ids, it.ID), append(at, i)
+		}
+	}
+	if len(ids) == 0 {
+		return outs, nil
+	}
+	res, err := s.client.ResetManyTx(ctx, tx.Tx, ids, bulkResetOptions(j))
+	if err != nil {
+		return nil, err
+	}
+	for k, r := range res {
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		outs[at[k]].relaunched(r.Run.RunID)
+	}
+	return outs, nil
 }
 
 // relaunchLocks is relaunchLock for several operations, taken in one
@@ -142,8 +183,11 @@ func relaunchKey(id string) int64 {
 	return int64(h.Sum64()) //nolint:gosec // G115: the hash's bits as a lock key; wrapping is wanted
 }
 
-// loadOperationsIn is loadOperationIn for several operations at once: the
-// ones p may see, by ID.
+// loadOperationsIn is loadOperationIn for several operations at once, as
+// far as a bulk job's choice needs (bulkEligible): the latest run p may
+// see of each, by ID, with its ID, type and status only. The columns the
+// API shows (the failed step, the report, the waits) are left out: they
+// cost a probe of the steps each, and a chunk reads tens of operations.
 func (s *Server) loadOperationsIn(ctx context.Context, db sqlx.QueryerContext, p Principal, ids []string) (map[string]*opRow, error) {
 	q := &query{}
 	q.and(`r.workflow_id = ANY(` + q.arg(pq.Array(ids)) + `::text[])`)
@@ -151,9 +195,8 @@ func (s *Server) loadOperationsIn(ctx context.Context, db sqlx.QueryerContext, p
 		q.and(`r.headers->>` + s.customerKey + ` = ` + q.arg(p.Customer))
 	}
 	var rows []opRow
-	if err := sqlx.SelectContext(ctx, db, &rows, `SELECT DISTINCT ON (r.workflow_id) `+s.opColumnList()+` FROM `+s.schema+`.runs r`+
-		s.failedStepJoin()+s.reportJoin()+`
-		WHERE true`+q.sql()+` ORDER BY r.workflow_id, r.created_at DESC, r.run_id DESC`, q.args...); err != nil {
+	if err := sqlx.SelectContext(ctx, db, &rows, `SELECT DISTINCT ON (r.workflow_id) r.run_id, r.workflow_id, r.workflow_type, r.status
+		FROM `+s.schema+`.runs r WHERE true`+q.sql()+` ORDER BY r.workflow_id, r.created_at DESC, r.run_id DESC`, q.args...); err != nil {
 		return nil, fmt.Errorf("api: load operations: %w", err)
 	}
 	out := make(map[string]*opRow, len(rows))

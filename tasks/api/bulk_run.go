@@ -220,8 +220,11 @@ func (s *Server) runBatch(ctx context.Context, in bulkRunIn) (bulkBatchOut, erro
 		go s.watchRequested(watchCtx, j.ID, &interrupted, stopped)
 	}
 	// Item i goes at start + i/rate, and the batch lasts len(ids)/rate, so
-	// that batches one after another keep the pace.
-	start := time.Now()
+	// that batches one after another keep the pace; start is where the
+	// previous batch's plan ended, when that is just past (bulkPace).
+	start := s.bulkPace.start(j.ID, time.Now())
+	planned := time.Time{} // the batch's planned end, once it ran through
+	defer func() { s.bulkPace.planned(j.ID, planned) }()
 	slot := func(i int) time.Duration { return time.Duration(float64(i) / j.Rate * float64(time.Second)) }
 	wait := func(d time.Duration) bool {
 		if d = time.Until(start.Add(d)); d <= 0 {
@@ -276,8 +279,8 @@ func (s *Server) runBatch(ctx context.Context, in bulkRunIn) (bulkBatchOut, erro
 		WHERE job_id = $1 AND state = 'pending'`, j.ID); err != nil {
 		return out, err
 	}
-	if out.Remaining > 0 && len(ids) > 0 {
-		wait(slot(len(ids))) // the batch's share of time, unless a pause or stop comes first
+	if out.Remaining > 0 && len(ids) > 0 && wait(slot(len(ids))) { // the batch's share of time, unless a pause or stop comes first
+		planned = start.Add(slot(len(ids)))
 	}
 	stopWatch()
 	out.Acted, out.Interrupted = int(acted.Load()), interrupted.Load()
@@ -393,7 +396,36 @@ func (s *Server) bulkAct(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, spec *
 // none), in tx, holding its relaunch lock for a relaunch. It returns the
 // item's outcome, with what to audit when it acted, or the action's error.
 func (s *Server) bulkActOn(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, spec *bulkSpec, id, runID string, r *opRow) (bulkOutcome, error) {
-	skip := func(why string) (bulkOutcome, error) { return bulkOutcome{id: id, state: "skipped", detail: why}, nil }
+	o, act := s.bulkEligible(j, spec, id, runID, r)
+	if !act {
+		return o, nil
+	}
+	switch spec.Action {
+	case BulkActionRelaunch:
+		h, err := s.client.ResetTx(ctx, tx.Tx, id, bulkResetOptions(j))
+		if err != nil {
+			return o, err
+		}
+		o.relaunched(h.RunID)
+	case BulkActionCancel:
+		if err := s.client.CancelTx(ctx, tx.Tx, id, j.Reason); err != nil {
+			return o, err
+		}
+	case BulkActionSignal:
+		if err := s.client.SignalTx(ctx, tx.Tx, id, spec.Signal.Name, *spec.Signal.Payload); err != nil {
+			return o, err
+		}
+		o.audit["name"], o.audit["payload"] = spec.Signal.Name, spec.Signal.Payload
+	}
+	return o, nil
+}
+
+// bulkEligible tells whether the job acts on operation id, whose latest run
+// p may see is r (nil: none), and found run runID when it was created. It
+// returns the item's outcome when it does not (skipped, and why), or the
+// outcome of the action, to complete once it is done.
+func (s *Server) bulkEligible(j *bulkJobRow, spec *bulkSpec, id, runID string, r *opRow) (bulkOutcome, bool) {
+	skip := func(why string) (bulkOutcome, bool) { return bulkOutcome{id: id, state: "skipped", detail: why}, false }
 	if r == nil {
 		return skip("not found")
 	}
@@ -401,36 +433,26 @@ func (s *Server) bulkActOn(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, spec
 		return skip("relaunched since the job started (run " + r.RunID + ")")
 	}
 	open := isOpen(Status(r.Status))
-	o := bulkOutcome{id: id, state: "done", audit: map[string]any{"bulk_job": j.ID, "run_id": r.RunID}}
-	switch spec.Action {
-	case BulkActionRelaunch:
-		if open {
-			return skip("open since the job started (" + string(r.Status) + ")")
-		}
-		h, err := s.client.ResetTx(ctx, tx.Tx, id, engine.ResetOptions{BeforeLastFailedActivity: true, Reason: j.Reason})
-		if err != nil {
-			return o, err
-		}
-		o.newRun = h.RunID
-		o.audit["new_run_id"] = o.newRun
-	case BulkActionCancel:
-		if !open {
-			return skip("closed since the job started (" + string(r.Status) + ")")
-		}
-		if err := s.client.CancelTx(ctx, tx.Tx, id, j.Reason); err != nil {
-			return o, err
-		}
-	case BulkActionSignal:
-		if !open {
-			return skip("closed since the job started (" + string(r.Status) + ")")
-		}
+	switch {
+	case spec.Action == BulkActionRelaunch && open:
+		return skip("open since the job started (" + string(r.Status) + ")")
+	case spec.Action != BulkActionRelaunch && !open:
+		return skip("closed since the job started (" + string(r.Status) + ")")
+	case spec.Action == BulkActionSignal:
 		if why := s.signalIneligible(r.WorkflowType, spec.Signal); why != "" {
 			return skip(why)
 		}
-		if err := s.client.SignalTx(ctx, tx.Tx, id, spec.Signal.Name, *spec.Signal.Payload); err != nil {
-			return o, err
-		}
-		o.audit["name"], o.audit["payload"] = spec.Signal.Name, spec.Signal.Payload
 	}
-	return o, nil
+	return bulkOutcome{id: id, state: "done", audit: map[string]any{"bulk_job": j.ID, "run_id": r.RunID}}, true
+}
+
+// bulkResetOptions are the options a relaunch of job j resets with.
+func bulkResetOptions(j *bulkJobRow) engine.ResetOptions {
+	return engine.ResetOptions{BeforeLastFailedActivity: true, Reason: j.Reason}
+}
+
+// relaunched records the new run of a relaunch in the outcome.
+func (o *bulkOutcome) relaunched(newRun string) {
+	o.newRun = newRun
+	o.audit["new_run_id"] = newRun
 }

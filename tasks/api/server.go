@@ -103,6 +103,8 @@ type Server struct {
 	// bulkBatchesPerRun is how many batches a bulk job's run takes before
 	// it continues as new (bulkRunsPerWorkflow; tests lower it).
 	bulkBatchesPerRun int
+	// bulkPace paces a job's batches from the previous one's plan.
+	bulkPace bulkPace
 }
 
 var _ StrictServerInterface = (*Server)(nil)
