@@ -233,7 +233,13 @@ var errAttemptNotStarted = errors.New("engine: the run was dropped before the ac
 // rec is the step's record when a replay found it not ended: an earlier
 // load of the run started an attempt whose outcome is unknown, or recorded
 // when the next attempt is due (a retry's backoff, a limiter's snooze).
-func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, opts ActivityOptions, headers Headers, rec *stepRow) {
+//
+// inline: the caller is the workflow's goroutine, which waits for the
+// result at once (Run). It runs the attempts itself until one has to wait
+// for its time (a retry's backoff, a snooze): the rest goes on in a
+// goroutine of its own, and the workflow blocks as it does for a started
+// activity, where it may unload the run while the step waits.
+func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, opts ActivityOptions, headers Headers, rec *stepRow, inline bool) {
 	w := s.w
 	clock := s.e.cfg.Clock
 	scheduled := time.Now()
@@ -325,7 +331,6 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		}
 		s.mu.Unlock()
 	}
-	defer setStarting(false)
 	began := false
 	begin := func(ctx context.Context) error {
 		began, attStart = true, clock.Now()
@@ -362,145 +367,165 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		s.write(st, nil)
 		s.flush()
 	}
-	for !finished {
-		ctx := base
-		if unknown {
-			ctx = s.runCtx
-		}
-		if !nextAt.IsZero() {
-			setStarting(false)
-			if werr := s.waitAttempt(ctx, f.seq, nextAt, recorded); werr != nil {
-				if errors.Is(werr, errRunUnloaded) || s.isAbandoned() {
-					// Unloaded (or given up): the record says when the
-					// attempt is due, and the next load runs it.
-					s.mu.Lock()
-					s.inflight--
-					s.mu.Unlock()
+	// attempts runs the attempts and records the outcome; on the workflow's
+	// goroutine (inline) it hands itself to a new goroutine at the first
+	// wait.
+	var attempts func(inline bool)
+	attempts = func(inline bool) {
+		handed := false
+		defer func() {
+			if !handed {
+				setStarting(false)
+			}
+		}()
+		for !finished {
+			ctx := base
+			if unknown {
+				ctx = s.runCtx
+			}
+			if !nextAt.IsZero() {
+				setStarting(false)
+				if inline {
+					handed = true
+					go attempts(false)
 					return
 				}
+				if werr := s.waitAttempt(ctx, f.seq, nextAt, recorded); werr != nil {
+					if errors.Is(werr, errRunUnloaded) || s.isAbandoned() {
+						// Unloaded (or given up): the record says when the
+						// attempt is due, and the next load runs it.
+						s.mu.Lock()
+						s.inflight--
+						s.mu.Unlock()
+						return
+					}
+					err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
+					break
+				}
+				nextAt, recorded = time.Time{}, false
+			}
+			info.Attempt = attempt
+			setStarting(true)
+			if err = w.acquireActivitySlot(ctx); err != nil {
+				break
+			}
+			tried := clock.Now()
+			began = false
+			var details json.RawMessage
+			args, out, details, err = s.attempt(ctx, def, input, opts, scheduleDeadline, info, headers, prevDetails, f.seq, begin)
+			w.releaseActivitySlot()
+			if starting {
+				// Stopped before its start (a snooze, an interceptor's error):
+				// the records it would have taken go out now.
+				setStarting(false)
+				s.flush()
+			}
+			if errors.Is(err, errAttemptNotStarted) {
+				s.mu.Lock()
+				s.inflight--
+				s.mu.Unlock()
+				return // the run is dropped; its next load runs the step
+			}
+			if details != nil {
+				prevDetails = details
+			}
+			ended := clock.Now()
+			if !began {
+				attStart = tried
+			}
+			var sn *SnoozeError
+			if errors.As(err, &sn) {
+				next := dueAt(ended, sn.After)
+				log.add(attemptEntry{Attempt: attempt, StartedAt: tried, EndedAt: ended, Snoozed: true, Reason: sn.Reason, Next: &next, Max: policy.MaximumAttempts})
+				separate = true
+				// A snooze long enough to unload the run for is recorded; a
+				// shorter one keeps it loaded, and its entry goes with the
+				// step's next write.
+				if sn.After > s.e.cfg.UnloadAfter {
+					recordWait(stepThrottled, next)
+					recorded = true
+				}
+				nextAt = next
+				continue
+			}
+			done = attempt
+			if err == nil {
+				break
+			}
+			if base.Err() != nil && !unknown && began && opts.unknownOnCancel && errors.Is(err, context.Canceled) &&
+				retryable(err, policy, attempt) {
+				// The run's cancellation cut the attempt short after it went
+				// live, and it may have done its work before it saw that: its
+				// outcome is unknown, so the next attempt runs under the same
+				// idempotency key where the cancellation cannot reach it.
+				log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err)})
+				separate = true
+				unknown = true
+				attempt++
+				continue
+			}
+			unknown = false
+			if base.Err() != nil {
 				err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
 				break
 			}
-			nextAt, recorded = time.Time{}, false
-		}
-		info.Attempt = attempt
-		setStarting(true)
-		if err = w.acquireActivitySlot(ctx); err != nil {
-			break
-		}
-		tried := clock.Now()
-		began = false
-		var details json.RawMessage
-		args, out, details, err = s.attempt(ctx, def, input, opts, scheduleDeadline, info, headers, prevDetails, f.seq, begin)
-		w.releaseActivitySlot()
-		if starting {
-			// Stopped before its start (a snooze, an interceptor's error):
-			// the records it would have taken go out now.
-			setStarting(false)
-			s.flush()
-		}
-		if errors.Is(err, errAttemptNotStarted) {
-			s.mu.Lock()
-			s.inflight--
-			s.mu.Unlock()
-			return // the run is dropped; its next load runs the step
-		}
-		if details != nil {
-			prevDetails = details
-		}
-		ended := clock.Now()
-		if !began {
-			attStart = tried
-		}
-		var sn *SnoozeError
-		if errors.As(err, &sn) {
-			next := dueAt(ended, sn.After)
-			log.add(attemptEntry{Attempt: attempt, StartedAt: tried, EndedAt: ended, Snoozed: true, Reason: sn.Reason, Next: &next, Max: policy.MaximumAttempts})
-			separate = true
-			// A snooze long enough to unload the run for is recorded; a
-			// shorter one keeps it loaded, and its entry goes with the
-			// step's next write.
-			if sn.After > s.e.cfg.UnloadAfter {
-				recordWait(stepThrottled, next)
-				recorded = true
+			if !retryable(err, policy, attempt) {
+				break
 			}
-			nextAt = next
-			continue
-		}
-		done = attempt
-		if err == nil {
-			break
-		}
-		if base.Err() != nil && !unknown && began && opts.unknownOnCancel && errors.Is(err, context.Canceled) &&
-			retryable(err, policy, attempt) {
-			// The run's cancellation cut the attempt short after it went
-			// live, and it may have done its work before it saw that: its
-			// outcome is unknown, so the next attempt runs under the same
-			// idempotency key where the cancellation cannot reach it.
-			log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err)})
-			separate = true
-			unknown = true
+			delay := policy.Delay(attempt)
+			if !scheduleDeadline.IsZero() && time.Now().Add(delay).After(scheduleDeadline) {
+				log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err), Max: policy.MaximumAttempts})
+				err = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: prevDetails}
+				break
+			}
+			next := dueAt(ended, delay)
+			log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err), Next: &next, Max: policy.MaximumAttempts})
+			recordWait(stepRetrying, next)
+			nextAt, recorded, separate = next, true, true
 			attempt++
-			continue
 		}
-		unknown = false
-		if base.Err() != nil {
-			err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
-			break
+		var output []byte
+		if err == nil {
+			if output, err = s.e.encodePayload("result of activity "+def.Name(), out); err != nil {
+				err = NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil)
+			}
 		}
-		if !retryable(err, policy, attempt) {
-			break
+		now := clock.Now()
+		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepCompleted,
+			Output: output, Attempts: done, StartedAt: nullTime(scheduled), CompletedAt: nullTime(now), logAppend: log.take()}
+		if separate && !attStart.IsZero() {
+			st.AttemptStartedAt = nullTime(attStart)
 		}
-		delay := policy.Delay(attempt)
-		if !scheduleDeadline.IsZero() && time.Now().Add(delay).After(scheduleDeadline) {
-			log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err), Max: policy.MaximumAttempts})
-			err = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: prevDetails}
-			break
+		if !inputWritten {
+			st.Input = input
 		}
-		next := dueAt(ended, delay)
-		log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err), Next: &next, Max: policy.MaximumAttempts})
-		recordWait(stepRetrying, next)
-		nextAt, recorded, separate = next, true, true
-		attempt++
-	}
-	var output []byte
-	if err == nil {
-		if output, err = s.e.encodePayload("result of activity "+def.Name(), out); err != nil {
-			err = NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil)
+		ev := &CheckpointEvent{Kind: CheckpointActivityCompleted, WorkflowID: s.info.WorkflowID, RunID: s.info.RunID,
+			WorkflowType: s.info.WorkflowType, Headers: headers, Status: StatusRunning, Seq: f.seq, ActivityName: def.Name(),
+			Attempt: max(done, 1), Result: out, At: now}
+		if err != nil {
+			st.Status, st.Error = stepFailed, encodeError(err)
+			ev.Kind, ev.Err, ev.Result = CheckpointActivityFailed, err, nil
+			err = decodeError(st.Error) // the workflow sees what a replay would see
 		}
-	}
-	now := clock.Now()
-	st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepCompleted,
-		Output: output, Attempts: done, StartedAt: nullTime(scheduled), CompletedAt: nullTime(now), logAppend: log.take()}
-	if separate && !attStart.IsZero() {
-		st.AttemptStartedAt = nullTime(attStart)
-	}
-	if !inputWritten {
-		st.Input = input
-	}
-	ev := &CheckpointEvent{Kind: CheckpointActivityCompleted, WorkflowID: s.info.WorkflowID, RunID: s.info.RunID,
-		WorkflowType: s.info.WorkflowType, Headers: headers, Status: StatusRunning, Seq: f.seq, ActivityName: def.Name(),
-		Attempt: max(done, 1), Result: out, At: now}
-	if err != nil {
-		st.Status, st.Error = stepFailed, encodeError(err)
-		ev.Kind, ev.Err, ev.Result = CheckpointActivityFailed, err, nil
-		err = decodeError(st.Error) // the workflow sees what a replay would see
-	}
-	if len(s.e.chains.checkpoint) > 0 {
-		if args == nil { // no attempt decoded it (cancelled before one began)
-			args, _ = def.decodeInput(input)
+		if len(s.e.chains.checkpoint) > 0 {
+			if args == nil { // no attempt decoded it (cancelled before one began)
+				args, _ = def.decodeInput(input)
+			}
+			ev.Input = args
+			st.refused = func(cerr error) (*stepRow, []*CheckpointEvent) {
+				return refusedOutcome(st, ev, cerr, policy, attStart, scheduleDeadline, clock.Now())
+			}
 		}
-		ev.Input = args
-		st.refused = func(cerr error) (*stepRow, []*CheckpointEvent) {
-			return refusedOutcome(st, ev, cerr, policy, attStart, scheduleDeadline, clock.Now())
+		s.write(st, []*CheckpointEvent{ev})
+		s.mu.Lock()
+		f.resolveLocked(output, err)
+		s.inflight--
+		s.mu.Unlock()
+		if !inline {
+			s.poke()
 		}
 	}
-	s.write(st, []*CheckpointEvent{ev})
-	s.mu.Lock()
-	f.resolveLocked(output, err)
-	s.inflight--
-	s.mu.Unlock()
-	s.poke()
+	attempts(inline)
 }
 
 // refusedOutcome is what is recorded instead of an activity's outcome st

@@ -469,7 +469,7 @@ func (c *committer) giveBack(batch []*writeOp) {
 // exec runs one transaction for the batch. It returns a per-op error (for ops
 // that were fenced or refused) or an error for the whole batch.
 func (c *committer) exec(batch []*writeOp) ([]error, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.CommitTimeout)
+	ctx, cancel := c.e.store.bounded(c.e.cfg.CommitTimeout)
 	defer cancel()
 	errs, err := c.execCtx(ctx, batch)
 	if err == nil {

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"strings"
 	"sync"
 	"time"
@@ -138,7 +137,7 @@ func (n *notifier) flush() {
 		chans, payloads = append(chans, n.s.channel[chanWake]), append(payloads, p)
 	}
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := n.s.bounded(10 * time.Second)
 		_, err := n.s.db.ExecContext(ctx, `SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS v(c, p)`,
 			pq.Array(chans), pq.Array(payloads))
 		cancel()

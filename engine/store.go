@@ -14,6 +14,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/graftdev/graft/internal/pgconn"
 )
 
 // store holds graft's SQL. Table names are built once from the validated,
@@ -35,6 +37,21 @@ type store struct {
 
 	// signalsLoaded, set by tests, learns how many signals each load read.
 	signalsLoaded atomic.Pointer[func(n int)]
+	// guarded: db's connections keep deadlines themselves (see bounded).
+	guarded bool
+}
+
+// bounded returns a context for statements that must end within d, with
+// no caller's context to end them sooner. On a pool of the engine's
+// connector the connections keep the deadline themselves
+// (pgconn.WithDeadline): a context that can end costs lib/pq and
+// database/sql a goroutine each per statement, and at one commit at a
+// time those hand-offs cost more CPU than the commit.
+func (s *store) bounded(d time.Duration) (context.Context, context.CancelFunc) {
+	if s.guarded {
+		return pgconn.WithDeadline(context.Background(), time.Now().Add(d)), func() {}
+	}
+	return context.WithTimeout(context.Background(), d)
 }
 
 const (
@@ -45,7 +62,8 @@ const (
 
 func newStore(db *sqlx.DB, schema string) *store {
 	q := pq.QuoteIdentifier(schema)
-	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", beats: q + ".heartbeats", channel: map[string]string{}}
+	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", beats: q + ".heartbeats", channel: map[string]string{},
+		guarded: pgconn.Guards(db.Driver())}
 	// Channel names are identifiers (at most 63 bytes): derive them from a
 	// hash of the schema so any valid schema name fits.
 	h := fnv.New64a()

@@ -18,24 +18,33 @@ func (a *Activity[In, Out]) Start(ctx Context, in In) Future[Out] {
 
 // StartWith is Start with per-call options; nil means the definition's.
 func (a *Activity[In, Out]) StartWith(ctx Context, opts *ActivityOptions, in In) Future[Out] {
+	return a.start(ctx, opts, in, false)
+}
+
+func (a *Activity[In, Out]) start(ctx Context, opts *ActivityOptions, in In, wait bool) Future[Out] {
 	o := a.opts
 	if opts != nil {
 		o = *opts
 	}
-	return Future[Out]{f: ctx.state().startActivity(ctx, a.name, in, o)}
+	return Future[Out]{f: ctx.state().startActivity(ctx, a.name, in, o, wait)}
 }
 
 // Run executes the activity and waits for its result.
 func (a *Activity[In, Out]) Run(ctx Context, in In) (Out, error) {
-	return a.Start(ctx, in).Get(ctx)
+	return a.RunWith(ctx, nil, in)
 }
 
 // RunWith is Run with per-call options.
 func (a *Activity[In, Out]) RunWith(ctx Context, opts *ActivityOptions, in In) (Out, error) {
-	return a.StartWith(ctx, opts, in).Get(ctx)
+	return a.start(ctx, opts, in, true).Get(ctx)
 }
 
-func (s *runState) startActivity(ctx Context, name string, in any, opts ActivityOptions) *future {
+// startActivity schedules activity name and returns its future. With wait,
+// the workflow waits for the result at once (Run): the attempt
+// runs on the workflow's goroutine, which has nothing else to do meanwhile,
+// and saves a goroutine and two hand-offs between goroutines per activity
+// (see runActivity's inline).
+func (s *runState) startActivity(ctx Context, name string, in any, opts ActivityOptions, wait bool) *future {
 	c := s.outbound(ctx, OutboundActivity, name, in)
 	if c.rec != nil && !c.f.done {
 		s.expect(c.seq, c.rec, stepActivity, name)
@@ -63,7 +72,11 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 	s.mu.Unlock()
 	o := mergeOptions(opts, def.defaults())
 	o.unknownOnCancel = outIn.OutcomeUnknownOnCancel
-	go s.runActivity(base, f, def, input, o, outIn.Headers, rec)
+	if wait {
+		s.runActivity(base, f, def, input, o, outIn.Headers, rec, true)
+		return f
+	}
+	go s.runActivity(base, f, def, input, o, outIn.Headers, rec, false)
 	return f
 }
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"sync"
@@ -71,6 +72,7 @@ func runBench(args []string) error {
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile here (basic with -workers: each worker process writes its own to this name plus .workerN)")
 	cpuprofile := &o.cpuprofile
 	memprofile := fs.String("memprofile", "", "write an allocation profile here at the end")
+	traceFile := fs.String("trace", "", "write an execution trace (runtime/trace) of the whole run here")
 	_ = fs.Parse(args)
 	if o.scenario == "basic" {
 		set := map[string]bool{}
@@ -108,6 +110,17 @@ func runBench(args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	o.with = map[string]bool{}
 	for _, w := range strings.Split(*with, ",") {

@@ -13,6 +13,11 @@
 // query that ends normally, to idle pooled connections, or to calls whose
 // context has no end.
 //
+// A statement can also be given a deadline that the connection keeps
+// itself (WithDeadline), with the same cancel request and the same grace,
+// instead of a context that lib/pq and database/sql would each watch with
+// a goroutine per statement: the engine's commits use it.
+//
 // Every connection (the pool's, a LISTEN connection's via Dialer, cancel
 // requests) also has TCP keep-alive probes and, on Linux, TCP_USER_TIMEOUT,
 // so a peer that vanished is noticed within about half a minute even with

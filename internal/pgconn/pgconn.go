@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,8 +81,12 @@ func NewConnector(dsn string) (*Connector, error) {
 	return &Connector{cfg: cfg}, nil
 }
 
+// Driver is lib/pq's driver, as a Connector's pool reports it: Guards
+// tells by it that the pool's connections keep WithDeadline deadlines.
+type Driver struct{ pq.Driver }
+
 // Driver implements driver.Connector.
-func (c *Connector) Driver() driver.Driver { return &pq.Driver{} }
+func (c *Connector) Driver() driver.Driver { return &Driver{} }
 
 // Connect implements driver.Connector. Each connection gets a dialer of
 // its own: lib/pq dials through a connection's dialer for the connection
@@ -94,7 +99,7 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 		return nil, err
 	}
 	pc.Dialer(d)
-	conn, err := pc.Connect(ctx)
+	pqc, err := pc.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -102,15 +107,17 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 	d.open = true
 	main := d.main
 	d.mu.Unlock()
-	pid, err := backendPID(ctx, conn)
+	pid, err := backendPID(ctx, pqc)
 	if err != nil {
-		_ = conn.Close()
+		_ = pqc.Close()
 		return nil, err
 	}
-	if main != nil {
-		main.pid.Store(pid)
+	if main == nil {
+		_ = pqc.Close()
+		return nil, errors.New("pgconn: lib/pq connected without dialling")
 	}
-	return conn, nil
+	main.pid.Store(pid)
+	return &conn{Conn: pqc, g: main}, nil
 }
 
 // backendPID asks the server for the process serving conn, for
@@ -187,6 +194,65 @@ type guardedConn struct {
 	pid     atomic.Int64
 	closed  atomic.Bool
 	watched atomic.Bool
+	// armed: a WithDeadline deadline is on the socket (see setDeadline).
+	armed atomic.Bool
+	// overdue: the deadline passed and a cancel request went out; the
+	// server has until the socket's new deadline to answer it. Used only
+	// by the goroutine running the statement.
+	overdue bool
+}
+
+// setDeadline puts a WithDeadline deadline on the socket (zero: none).
+func (g *guardedConn) setDeadline(at time.Time) {
+	g.overdue = false
+	g.armed.Store(!at.IsZero())
+	_ = g.SetDeadline(at)
+}
+
+// Read is the socket's, except when a WithDeadline deadline passes: the
+// server is asked to cancel the statement and has CancelGrace to answer,
+// after which the connection is given up as for a cancel request it does
+// not answer (see watch).
+func (g *guardedConn) Read(b []byte) (int, error) {
+	for {
+		n, err := g.Conn.Read(b)
+		if err == nil || !g.armed.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		if g.overdue {
+			g.expire()
+			return n, err
+		}
+		g.overdue = true
+		_ = g.SetDeadline(time.Now().Add(CancelGrace))
+		g.cancelStatement()
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+// Write is the socket's; a WithDeadline deadline that passes while the
+// server does not take what is sent gives the connection up.
+func (g *guardedConn) Write(b []byte) (int, error) {
+	n, err := g.Conn.Write(b)
+	if err != nil && g.armed.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+		g.expire()
+	}
+	return n, err
+}
+
+// cancelStatement asks the server, over a new connection, to cancel what
+// the backend of g runs (best effort: an answer that does not come in time
+// gives the connection up).
+func (g *guardedConn) cancelStatement() {
+	pid := g.pid.Load()
+	if pid == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), CancelGrace)
+	defer cancel()
+	_ = signalBackend(ctx, g.cfg, "pg_cancel_backend", pid)
 }
 
 func (g *guardedConn) Close() error {
@@ -211,14 +277,15 @@ func (g *guardedConn) expire() {
 	}
 	if pid := g.pid.Load(); pid != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), CancelGrace)
-		_ = terminate(ctx, g.cfg, pid)
+		_ = signalBackend(ctx, g.cfg, "pg_terminate_backend", pid)
 		cancel()
 	}
 	_ = g.Close()
 }
 
-// terminate asks the server to end backend pid, over a new connection.
-func terminate(ctx context.Context, cfg pq.Config, pid int64) error {
+// signalBackend calls fn (pg_terminate_backend or pg_cancel_backend) for
+// backend pid, over a new connection.
+func signalBackend(ctx context.Context, cfg pq.Config, fn string, pid int64) error {
 	cfg.ConnectTimeout = CancelGrace
 	pc, err := pq.NewConnectorConfig(cfg)
 	if err != nil {
@@ -234,7 +301,7 @@ func terminate(ctx context.Context, cfg pq.Config, pid int64) error {
 	if !ok {
 		return errors.New("pgconn: the pq connection cannot run a query")
 	}
-	rows, err := q.QueryContext(ctx, fmt.Sprintf("SELECT pg_terminate_backend(%d)", pid), nil)
+	rows, err := q.QueryContext(ctx, fmt.Sprintf("SELECT %s(%d)", fn, pid), nil)
 	if err != nil {
 		return err
 	}
