@@ -2,11 +2,14 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/lib/pq"
 )
 
 // CheckpointFolder is a CheckpointInterceptor that can also write a batch
@@ -22,9 +25,10 @@ import (
 // therefore have no effect of its own. A fold cannot refuse the batch
 // (its statement has committed when Done runs): an interceptor that may
 // refuse, or that needs to see the batch's outcome first, returns
-// ok=false. When the folded statement fails with an error that is not a
-// lost connection or contention (the fold's function raised, say), the
-// engine writes the batch again the usual way, and Checkpoint decides.
+// ok=false, or has its function raise: when PostgreSQL refuses the folded
+// statement (the fold's function raised, a lock timeout in it; not a lost
+// connection), the engine writes the batch again the usual way, and
+// Checkpoint decides.
 type CheckpointFolder interface {
 	CheckpointInterceptor
 	// FoldCheckpoint returns the write of events to fold into the
@@ -181,4 +185,14 @@ func foldRow(rows [][]CheckpointFoldRow, kind, id string) bool {
 	}
 	rows[n] = append(rows[n], CheckpointFoldRow{A: a, B: id})
 	return true
+}
+
+// foldRefused reports whether a folded statement failed in a way that
+// says it did not commit and that the usual way may go through: an error
+// PostgreSQL returned (a fold's function raised, a lock timeout in it),
+// not a lost connection or the commit's own timeout, whose outcome only a
+// read-back can tell.
+func foldRefused(ctx context.Context, err error) bool {
+	var pe *pq.Error
+	return err != nil && errors.As(err, &pe) && classify(err) != faultConnection && pe.Code != "57014" && ctx.Err() == nil
 }

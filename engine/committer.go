@@ -845,8 +845,8 @@ type singleWrite struct {
 //
 // When every checkpoint interceptor folds its write into the statement
 // (CheckpointFolder), the batch stays one statement: one round trip. A
-// folded statement that fails for a reason other than a fault is written
-// again the usual way, so the interceptors' Checkpoint decides.
+// folded statement that PostgreSQL refused is written again the usual way,
+// so the interceptors' Checkpoint decides (see foldRefused).
 func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch []*writeOp) ([]error, error) {
 	if len(c.e.chains.checkpoint) == 0 || !hasEvents(batch) {
 		return c.execSingle(ctx, now, batch, false, nil)
@@ -856,8 +856,8 @@ func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch
 		return c.execSingle(ctx, now, batch, true, nil)
 	}
 	errs, err := c.execSingle(ctx, now, batch, false, folds)
-	if err != nil && len(folds) > 0 && classify(err) == faultNone {
-		c.e.cfg.Logger.Warn("engine: a checkpoint fold failed; writing the batch with the interceptors' Checkpoint", "err", err)
+	if len(folds) > 0 && foldRefused(ctx, err) {
+		c.e.cfg.Logger.Debug("engine: a checkpoint fold failed; writing the batch with the interceptors' Checkpoint", "err", err)
 		return c.execSingle(ctx, now, batch, true, nil)
 	}
 	return errs, err

@@ -91,10 +91,12 @@
 // engine.CheckpointFolder, and the engine calls a second function
 // (graftsync_fold_ and a hash) inside its own commit statement, so a batch
 // of checkpoints and its legacy rows are one statement and one round trip.
-// That function also writes to the outbox what the write above does from
-// Go (the changes of a refused write, and those queued behind waiting
-// ones), and leaves out the changes of runs whose records the statement did
-// not write (a lost lease, a refused start).
+// It leaves out the changes of runs whose records the statement did not
+// write (a lost lease, a refused start). When the legacy table refuses the
+// write, or a row of the batch has changes waiting in the outbox, the
+// function fails the statement, and the engine writes the batch again in a
+// transaction with Checkpoint, as above: the rare case pays twice so that
+// the usual one carries no savepoint and no outbox payloads.
 //
 // # Separate-database mode
 //

@@ -225,7 +225,7 @@ func (mr *Mirror) writeFnSQL() (create, sig, call string) {
 	for i := range params {
 		params[i] = "text"
 	}
-	create, sig, fn := mr.fnSQL("graftsync_write_", params, body, `SELECT 'x'::text, SQLSTATE || ': ' || SQLERRM`)
+	create, sig, fn := mr.fnSQL("graftsync_write_", params, "RETURN QUERY "+body, `SELECT 'x'::text, SQLSTATE || ': ' || SQLERRM`)
 	if fn == "" {
 		return "", "", ""
 	}
@@ -243,8 +243,9 @@ func (mr *Mirror) rowsParams() int {
 }
 
 // fnSQL builds a write function of graft's schema named prefix and a hash
-// of its text, with params, running body in a block whose failure runs
-// onErr instead (both queries returning (kind, key) rows). It returns the
+// of its text, with params, running body (PL/pgSQL statements) in a block
+// whose failure runs the query onErr instead; without onErr, a failure
+// fails the call. The function returns (kind, key) rows. fnSQL returns the
 // CREATE statement, the signature and the name; all empty when body cannot
 // be quoted.
 func (mr *Mirror) fnSQL(prefix string, params []string, body, onErr string) (create, sig, fn string) {
@@ -252,16 +253,20 @@ func (mr *Mirror) fnSQL(prefix string, params []string, body, onErr string) (cre
 	if strings.Contains(body, quote) || strings.Contains(onErr, quote) {
 		return "", "", "" // cannot be quoted so: the batch takes the savepoint path
 	}
+	handler := ""
+	if onErr != "" {
+		handler = `EXCEPTION WHEN OTHERS OR query_canceled THEN
+	RETURN QUERY ` + onErr + `;
+`
+	}
 	text := `(` + strings.Join(params, ", ") + `)
 	RETURNS TABLE (graftsync_kind text, graftsync_key text) LANGUAGE plpgsql
 	SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan
 	AS ` + quote + `
 #variable_conflict use_column
 BEGIN
-	RETURN QUERY ` + body + `;
-EXCEPTION WHEN OTHERS OR query_canceled THEN
-	RETURN QUERY ` + onErr + `;
-END
+	` + body + `;
+` + handler + `END
 ` + quote
 	h := fnv.New64a()
 	h.Write([]byte(text))
@@ -272,9 +277,9 @@ END
 // rowsSQL builds the rows statement; same: positions come from the
 // transaction ID. fold (same-database mode with a version column only)
 // builds the body of the fold function (foldFnSQL): the changes carry their
-// run and their outbox payload, only those of written runs are applied
-// (the others come back as 'f'), and changes held back behind changes
-// waiting in the outbox are queued there by the statement itself.
+// run, only those of written runs are applied (the others come back as
+// 'f'), and the function has made sure beforehand that no change of the
+// batch's rows waits in the outbox.
 func (mr *Mirror) rowsSQL(same, fold bool) string {
 	first, last, withO, o := "v.first", "v.last", "", ""
 	if same && mr.cols["Version"] != nil {
@@ -309,34 +314,26 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		w(", ", param(rowsArrays+1+i), "::text[]")
 	}
 	if fold {
-		w(", ", param(foldAt), "::text[], ", param(foldAt+1), "::text[]")
+		w(", ", param(foldAt), "::text[]")
 	}
 	w(`) AS v(row_key, first, last, at, status, step, err, clear_err, attempts, progress, weak`)
 	for i := range mr.extras {
 		w(", x", strconv.Itoa(i))
 	}
 	if fold {
-		w(", run, payload")
+		w(", run")
 	}
 	w(`))`, o)
 	if fold {
 		w(`,
-	v0 AS (SELECT * FROM v00 WHERE v00.run = ANY(`, param(foldAt+2), `))`)
-	}
-	if defer0 {
+	v AS (SELECT * FROM v00 WHERE v00.run = ANY(`, param(foldAt+1), `))`)
+	} else if defer0 {
 		w(`,
 	d AS (SELECT v0.row_key FROM v0
 		WHERE (SELECT EXISTS (SELECT 1 FROM `, mr.outboxTable, ` WHERE mapping = `, param(n+1), `))
 		  AND EXISTS (SELECT 1 FROM `, mr.outboxTable, ` b WHERE b.mapping = `, param(n+1), ` AND b.row_key = v0.row_key)),
 	v AS (SELECT * FROM v0 WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.row_key = v0.row_key))`)
 		mr.sql.mappingArg = true
-	}
-	if fold {
-		w(`,
-	dq AS (INSERT INTO `, mr.outboxTable, ` (mapping, row_key, first_ord, last_ord, change)
-		SELECT `, param(n+1), `, v0.row_key, o.base + v0.first, o.base + v0.last, v0.payload::jsonb
-		FROM v0, o WHERE EXISTS (SELECT 1 FROM d WHERE d.row_key = v0.row_key)
-		RETURNING row_key)`)
 	}
 	next := n + 1 + btoi(defer0)
 	t := mr.table.Quoted()
@@ -455,7 +452,7 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	SELECT 'u'::text, row_key FROM lu UNION ALL SELECT 'e', row_key FROM ex`)
 	switch {
 	case fold:
-		w(` UNION ALL SELECT 'd', row_key FROM dq UNION ALL SELECT 'f', row_key FROM v00 WHERE NOT v00.run = ANY(`, param(foldAt+2), `)`)
+		w(` UNION ALL SELECT 'f', row_key FROM v00 WHERE NOT v00.run = ANY(`, param(foldAt+1), `)`)
 	case defer0:
 		w(` UNION ALL SELECT 'd', row_key FROM d`)
 	}
