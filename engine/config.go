@@ -42,7 +42,8 @@ type Config struct {
 	// NewConnector): lib/pq alone leaves a statement whose context ended
 	// waiting for a server that stopped answering until the operating
 	// system gives up on the connection, so CommitTimeout could not end a
-	// commit to a stalled database.
+	// commit to a stalled database. New logs a warning for a pool opened
+	// otherwise.
 	DB *sqlx.DB
 	// DatabaseURL is used to open the LISTEN connection that wakes workers.
 	// Required: lib/pq listeners need a DSN, not a pool.

@@ -280,3 +280,27 @@ func TestLostCommitAcknowledgementIsReadBack(t *testing.T) {
 	require.Len(t, h, 1)
 	require.Equal(t, 1, h[0].Run.Loads, "never dropped and resumed")
 }
+
+// An engine on a pool opened with plain sqlx.Open (whose connections a
+// stalled database can hold) says so when it is created; one on OpenDB's
+// pool does not.
+func TestUnprotectedPoolIsWarnedAbout(t *testing.T) {
+	t.Parallel()
+	const warning = "engine: Config.DB was not opened with engine.OpenDB"
+	plain, err := sqlx.Open("postgres", testenv.DatabaseURL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = plain.Close() })
+	protected, err := engine.OpenDB(testenv.DatabaseURL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = protected.Close() })
+	for _, c := range []struct {
+		db   *sqlx.DB
+		want int
+	}{{plain, 1}, {protected, 0}} {
+		logs := &dfLog{}
+		e, err := engine.New(engine.Config{DB: c.db, DatabaseURL: testenv.DatabaseURL(), Schema: testenv.Name(t), Logger: slog.New(logs)})
+		require.NoError(t, err)
+		require.NoError(t, e.Close())
+		require.Equal(t, c.want, logs.count(warning))
+	}
+}

@@ -3,8 +3,10 @@
 package engine_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -68,19 +70,7 @@ func TestStalledBackendsDoNotHoldCommits(t *testing.T) {
 	require.NoError(t, admin.SelectContext(ctx, &pids,
 		`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle'`, app))
 	require.NotEmpty(t, pids)
-	for _, pid := range pids {
-		require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			for _, pid := range pids {
-				_ = syscall.Kill(pid, syscall.SIGCONT)
-			}
-		}
-	}
-	t.Cleanup(resume)
+	resume := dfStopBackends(t, pids)
 
 	close(gate) // the outcomes are written to the stopped backends
 	for _, run := range runs {
@@ -119,4 +109,110 @@ func TestStalledBackendsDoNotHoldCommits(t *testing.T) {
 			require.Equal(t, "completed", st.Status, "run %s step %d", run.WorkflowID, st.Seq)
 		}
 	}
+}
+
+// A worker is stopped while its database's backends are stopped (SIGSTOP)
+// and its runs' activities never end: once Stop's context ends, the worker
+// gives its runs back, and those statements go to the stopped backends too.
+// They must not hold Stop: it returns soon after its context ends (each
+// statement is given up as a commit is), and the runs are resumed by
+// another worker once the database answers again.
+func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
+	t.Parallel()
+	pg := testenv.PrivatePostgres(t)
+	app := "stalledstop"
+	dsn := dfWithAppName(t, pg.URL, app)
+	db, err := engine.OpenDB(dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	db.SetMaxOpenConns(4)
+	admin, err := sqlx.Open("postgres", dfWithAppName(t, pg.URL, "admin"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close() })
+
+	logs := &dfLog{}
+	var calls ftCounter
+	gate := make(chan struct{})
+	act, wf := dfWorkflow("df.stallstop", 2, &calls, gate, 0)
+	cfg := &engine.Config{DB: db, DatabaseURL: dsn, Schema: "graft", Logger: slog.New(logs),
+		CommitTimeout: time.Second, LeaseTTL: time.Minute}
+	e := testenv.Engine(t, cfg)
+	require.NoError(t, e.Register(act, wf))
+	w, err := e.NewWorker(engine.WorkerConfig{})
+	require.NoError(t, err)
+	ctx := testenv.Ctx(t, 150*time.Second)
+	require.NoError(t, w.Start(ctx))
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs.dump(t)
+		}
+	})
+
+	const n = 3
+	var runs []*engine.Run[int]
+	for i := 0; i < n; i++ {
+		run, err := wf.Start(ctx, e.Client(), 0, &engine.StartOptions{ID: fmt.Sprintf("ss-%d", i)})
+		require.NoError(t, err)
+		runs = append(runs, run)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return calls.get("gated") == n }, "activities never reached the gate")
+
+	var pids []int
+	require.NoError(t, admin.SelectContext(ctx, &pids,
+		`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle'`, app))
+	require.NotEmpty(t, pids)
+	resume := dfStopBackends(t, pids)
+	t.Cleanup(func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	})
+
+	stopped := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		stopped <- w.Stop(sctx)
+	}()
+	var stopErr error
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		select {
+		case stopErr = <-stopped:
+			return true
+		default:
+			return false
+		}
+	}, "Stop never returned while the database's backends were stopped")
+	require.ErrorIs(t, stopErr, context.DeadlineExceeded)
+
+	// The database answers again; another worker finishes the runs.
+	resume()
+	close(gate)
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	for _, run := range runs {
+		out, err := run.Result(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 2, out)
+	}
+}
+
+// dfStopBackends stops the backends pids (SIGSTOP) and returns what resumes
+// them (SIGCONT), which also runs at the test's end.
+func dfStopBackends(t *testing.T, pids []int) (resume func()) {
+	t.Helper()
+	for _, pid := range pids {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	}
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGCONT)
+			}
+		})
+	}
+	t.Cleanup(resume)
+	return resume
 }

@@ -84,6 +84,10 @@ func New(cfg Config) (*Engine, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	if !pgconn.Guards(c.DB.Driver()) {
+		c.Logger.Warn("engine: Config.DB was not opened with engine.OpenDB (or NewConnector): " +
+			"a database that stops answering can hold its connections, and the engine's commits with them")
+	}
 	ch, err := buildChains([]string{"Config.Interceptors"}, c.Interceptors)
 	if err != nil {
 		return nil, err

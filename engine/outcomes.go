@@ -114,7 +114,9 @@ func (r *outcomeReader) loop() {
 					batch = append(batch, req)
 				default:
 					if len(batch) > 0 {
-						r.answer(context.Background(), batch)
+						ctx, cancel := context.WithTimeout(context.Background(), outcomeTimeout)
+						r.answer(ctx, batch)
+						cancel()
 					}
 					return
 				}

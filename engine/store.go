@@ -899,18 +899,6 @@ func (s *store) renewLeases(ctx context.Context, owner string, runs []fencedRun,
 	return out, rows.Err()
 }
 
-// releaseRun gives a run this worker holds under the claim f back: it
-// becomes waiting, due at wakeAt, and the queue's workers are told, so any
-// of them resumes it from its record as soon as it is due. Clearing the
-// owner also fences out writes of this worker still in flight.
-func (s *store) releaseRun(ctx context.Context, f fence, runID string, wakeAt time.Time) error {
-	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` SET status = 'waiting', lease_owner = NULL,
-			lease_expires_at = NULL, claimed_until = NULL, wake_at = $3, updated_at = now()
-		WHERE run_id = $1 AND lease_owner = $2 AND loads = $5 AND `+leased(s.runs)+` RETURNING queue)
-		SELECT pg_notify($4, queue) FROM r`, runID, f.owner, wakeAt, s.channel[chanWork], f.token)
-	return err
-}
-
 // releaseCols are the runs a worker gives back.
 var releaseCols = newUnnest(
 	textCol("run_id", func(r *release) string { return r.runID }),
@@ -920,8 +908,12 @@ var releaseCols = newUnnest(
 	jsonbCol("error", func(r *release) []byte { return r.errJSON }),
 )
 
-// releaseRuns is releaseRun for many runs in one statement, in run ID
-// order so that it locks rows in the order other batch writers do.
+// releaseRuns gives back runs this worker holds, each under its claim's
+// fence: they become waiting, due at their wakeAt, and the queue's workers
+// are told, so any of them resumes them from their record once due.
+// Clearing the owner also fences out writes of this worker still in
+// flight. Rows are updated in run ID order, the order other batch writers
+// lock them in.
 func (s *store) releaseRuns(ctx context.Context, rs []release) error {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].runID < rs[j].runID })
 	b := releaseCols.batch()

@@ -249,12 +249,14 @@ func (w *Worker) Stop(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = ctx.Err()
+		var rs []release
 		w.mu.Lock()
 		for id, s := range w.runs {
 			s.abandon()
-			_ = w.e.store.releaseRun(context.Background(), s.fence(), id, w.e.cfg.Clock.Now())
+			rs = append(rs, release{fence: s.fence(), runID: id, wakeAt: w.e.cfg.Clock.Now()})
 		}
 		w.mu.Unlock()
+		w.giveBack(rs)
 	}
 	w.e.removeWorker(w)
 	return err
@@ -436,10 +438,29 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 }
 
 func (w *Worker) releaseAll(rows []*runRow) {
-	for _, r := range rows {
+	rs := make([]release, len(rows))
+	for i, r := range rows {
 		w.unexpect(r.RunID)
-		_ = w.e.store.releaseRun(context.Background(), fence{w.id, r.Loads}, r.RunID, w.e.cfg.Clock.Now())
+		rs[i] = release{fence: fence{w.id, r.Loads}, runID: r.RunID, wakeAt: w.e.cfg.Clock.Now()}
+	}
+	w.giveBack(rs)
+	for range rows {
 		<-w.slots
+	}
+}
+
+// giveBack releases runs this worker claimed and no longer runs, in one
+// statement bounded by CommitTimeout: a database that stops answering
+// cannot hold a worker's Stop or its loop (see NewConnector). Runs it
+// fails to release are resumed when their leases expire.
+func (w *Worker) giveBack(rs []release) {
+	if len(rs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.e.cfg.CommitTimeout)
+	defer cancel()
+	if err := w.e.store.releaseRuns(ctx, rs); err != nil {
+		w.e.cfg.Logger.Warn("engine: runs not released; their leases will expire", "worker", w.id, "runs", len(rs), "err", err)
 	}
 }
 
@@ -459,9 +480,11 @@ func (w *Worker) launchRun(r *runRow, steps []*stepRow, sigs []*signalRow, birth
 		delete(w.arriving, r.RunID)
 		w.mu.Unlock()
 		if birth == nil {
-			if err := w.e.store.unclaimNew(context.Background(), w.id, r.RunID); err != nil {
-				_ = w.e.store.releaseRun(context.Background(), fence{w.id, r.Loads}, r.RunID, w.e.cfg.Clock.Now())
+			ctx, cancel := context.WithTimeout(context.Background(), w.e.cfg.CommitTimeout)
+			if err := w.e.store.unclaimNew(ctx, w.id, r.RunID); err != nil {
+				w.giveBack([]release{{fence: fence{w.id, r.Loads}, runID: r.RunID, wakeAt: w.e.cfg.Clock.Now()}})
 			}
+			cancel()
 			w.e.releaseLocalWaiters([]string{r.RunID})
 		}
 		<-w.slots

@@ -6,13 +6,17 @@ import (
 	"time"
 
 	"github.com/lib/pq"
+
+	"github.com/graftdev/graft/internal/pgconn"
 )
 
 // listen opens a LISTEN connection on the channels. After a reconnect the
 // listener delivers a nil notification: callers treat it as "something may
-// have changed".
+// have changed". Its connection has the engine's keep-alive probes and
+// TCP_USER_TIMEOUT (pgconn.Dialer), as the engine's own listener does, so
+// a server that vanished is noticed and the listener reconnects.
 func listen(dsn string, log *slog.Logger, channels ...string) (*pq.Listener, error) {
-	l := pq.NewListener(dsn, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
+	l := pq.NewDialListener(pgconn.Dialer{}, dsn, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if err != nil {
 			log.Warn("tasks: listener", "event", ev, "err", err)
 		}

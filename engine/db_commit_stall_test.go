@@ -1,0 +1,131 @@
+//go:build unix
+
+package engine_test
+
+import (
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+)
+
+// A COMMIT stalls mid-flight and then its connection dies: the server has
+// written the commit to its WAL but waits (for a synchronous standby that
+// never answers) before making it visible, and while it waits its backend
+// stops (SIGSTOP), as on a hung host, so it answers neither the
+// cancellation nor the termination that follow, and its connection is
+// given up. The read-back cannot see that commit yet and takes it for not
+// committed; the commit lands once the backend resumes. What keeps that
+// guess harmless is that the stalled transaction still holds the rows it
+// wrote: writing the batch again, giving its runs back and starting a new
+// attempt of their activities (which records the attempt first) all wait
+// for it or are refused, so no run is resumed from a record without it.
+// Every run completes, each activity ran once, every step is recorded.
+func TestCommitStalledMidFlightIsNotGuessed(t *testing.T) {
+	t.Parallel()
+	pg := testenv.PrivatePostgres(t)
+	app := "midcommit"
+	dsn := dfWithAppName(t, pg.URL, app)
+	db, err := engine.OpenDB(dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	db.SetMaxOpenConns(6)
+	admin, err := sqlx.Open("postgres", dfWithAppName(t, pg.URL, "admin"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close() })
+
+	logs := &dfLog{}
+	var calls ftCounter
+	gate := make(chan struct{})
+	act, wf := dfWorkflow("df.midcommit", 4, &calls, gate, 2)
+	e := testenv.Engine(t, &engine.Config{DB: db, DatabaseURL: dsn, Schema: "graft", Logger: slog.New(logs),
+		CommitTimeout: 2 * time.Second, LeaseTTL: 2 * time.Minute})
+	require.NoError(t, e.Register(act, wf))
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	ctx := testenv.Ctx(t, 180*time.Second)
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs.dump(t)
+		}
+	})
+
+	const n = 3
+	var runs []*engine.Run[int]
+	for i := 0; i < n; i++ {
+		run, err := wf.Start(ctx, e.Client(), 0, &engine.StartOptions{ID: fmt.Sprintf("m-%d", i)})
+		require.NoError(t, err)
+		runs = append(runs, run)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return calls.get("gated") == n }, "activities never reached the gate")
+
+	// From now on a commit waits, once in the WAL and before it is visible,
+	// for a synchronous standby that does not exist.
+	syncRep := func(on bool) {
+		stmts := []string{`ALTER SYSTEM RESET synchronous_standby_names`, `ALTER SYSTEM RESET synchronous_commit`}
+		if on {
+			stmts = []string{`ALTER SYSTEM SET synchronous_standby_names = 'ghost'`, `ALTER SYSTEM SET synchronous_commit = 'on'`}
+		}
+		for _, q := range append(stmts, `SELECT pg_reload_conf()`) {
+			_, err := admin.ExecContext(ctx, q)
+			require.NoError(t, err)
+		}
+	}
+	syncRep(true)
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		var v string
+		return admin.GetContext(ctx, &v, `SHOW synchronous_standby_names`) == nil && v == "ghost"
+	}, "the configuration was not reloaded")
+
+	close(gate) // the outcomes' commit stalls
+	var pids []int
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		pids = nil
+		err := admin.SelectContext(ctx, &pids, `SELECT pid FROM pg_stat_activity
+			WHERE application_name = $1 AND wait_event = 'SyncRep' AND backend_xid IS NOT NULL`, app)
+		return err == nil && len(pids) > 0
+	}, "no commit of the engine waited for the standby")
+	resume := dfStopBackends(t, pids)
+	// Other commits go through again; the stopped backends' stay pending.
+	syncRep(false)
+
+	// The stalled commit's connection is given up (it answers no
+	// cancellation), and its outcome stays unknown for a while: long enough
+	// for the engine to have retried the write and, were it guessing,
+	// resumed its runs from a record without it.
+	testenv.Eventually(t, 90*time.Second, func() bool {
+		calls.mu.Lock()
+		defer calls.mu.Unlock()
+		for k, v := range calls.n {
+			if k != "gated" && v > 1 {
+				return true // an activity ran again: fails below
+			}
+		}
+		return logs.count("engine: commit outcome unknown")+logs.count("engine: commit failed") >= 6
+	}, "the stalled commit was neither waited for nor retried")
+	resume()
+
+	for _, run := range runs {
+		out, err := run.Result(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 4, out)
+	}
+	t.Logf("%d backends stopped mid-commit; %d read-backs waited; %d commits retried", len(pids),
+		logs.count("engine: commit outcome unknown"), logs.count("engine: commit failed"))
+	dfRequireOnce(t, &calls, n*4)
+	for _, run := range runs {
+		h, err := e.Client().History(ctx, run.WorkflowID)
+		require.NoError(t, err)
+		require.Len(t, h, 1)
+		require.Equal(t, engine.StatusCompleted, h[0].Run.Status)
+		require.Len(t, h[0].Steps, 4)
+		for _, st := range h[0].Steps {
+			require.Equal(t, "completed", st.Status, "run %s step %d", run.WorkflowID, st.Seq)
+		}
+	}
+}
