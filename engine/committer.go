@@ -97,6 +97,10 @@ type finishSpec struct {
 	// hasChildren asks to cancel the run's open children with the "cancel"
 	// close policy; most runs have none, so the statement is skipped.
 	hasChildren bool
+	// hasTimers: the run recorded a timer, which may not have fired when
+	// the run closes (see abandonTimersSQL); most runs have none, and
+	// their steps are then not read.
+	hasTimers bool
 	// parent, when set, receives the result into its child step.
 	parentRunID string
 	parentSeq   int

@@ -86,8 +86,10 @@ type runState struct {
 	// runActivity's begin), which will take the pending records with them:
 	// a blocked workflow leaves those to them, so a finished activity's
 	// record and the next activity's start share one commit.
-	starting      int
-	hadChildren   bool
+	starting    int
+	hadChildren bool
+	// hadTimers: the run recorded a timer live (see finishSpec.hasTimers).
+	hadTimers     bool
 	replayingFlag bool
 	draining      bool
 	// refreshing is set while a refresh runs; refreshAgain asks it to read
@@ -1058,10 +1060,11 @@ func (s *runState) finish(out any, runErr error) {
 		fin.status, fin.errJSON = StatusFailed, encodeError(runErr)
 	}
 	s.mu.Lock()
-	fin.hasChildren = s.hadChildren
+	fin.hasChildren, fin.hasTimers = s.hadChildren, s.hadTimers
 	s.mu.Unlock()
 	for _, st := range s.history {
 		fin.hasChildren = fin.hasChildren || st.Kind == stepChild
+		fin.hasTimers = fin.hasTimers || st.Kind == stepTimer
 	}
 	if s.row.ParentRunID.Valid {
 		fin.parentRunID, fin.parentSeq = s.row.ParentRunID.String, int(s.row.ParentSeq.Int64)

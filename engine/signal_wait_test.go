@@ -87,3 +87,31 @@ func TestUnfiredTimerCancelledAtClose(t *testing.T) {
 	require.Equal(t, "cancelled", hist[0].Steps[0].Status)
 	require.False(t, hist[0].Steps[0].CompletedAt.IsZero())
 }
+
+// A timer recorded before the run unloaded, and never waited for, is
+// cancelled when the run closes after a reload: the close reads the
+// reloaded record to know the run has timers to look at.
+func TestUnfiredTimerCancelledAtCloseAfterReload(t *testing.T) {
+	t.Parallel()
+	wf := engine.NewWorkflow("sigwait.forget-reload", func(ctx engine.Context, _ struct{}) (string, error) {
+		engine.NewTimer(ctx, time.Hour)
+		return engine.GetSignalChannel[string](ctx, "go").Receive(ctx)
+	})
+	e := grafttest.NewEngine(t, engine.Config{UnloadAfter: 10 * time.Millisecond})
+	require.NoError(t, e.Register(wf))
+	grafttest.StartWorker(t, e)
+	c := e.Client()
+	ctx := grafttest.Context(t, time.Minute)
+	run, err := wf.Start(ctx, c, struct{}{}, &engine.StartOptions{ID: "forget-reload"})
+	require.NoError(t, err)
+	rbWaitStatus(t, c, "forget-reload", engine.StatusWaiting) // unloaded: the timer is in the record
+	require.NoError(t, c.Signal(ctx, "forget-reload", "go", "now"))
+	got, err := run.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "now", got)
+	hist, err := c.History(ctx, "forget-reload")
+	require.NoError(t, err)
+	require.Len(t, hist[0].Steps, 2)
+	require.Equal(t, "timer", hist[0].Steps[0].Kind)
+	require.Equal(t, "cancelled", hist[0].Steps[0].Status)
+}

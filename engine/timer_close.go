@@ -10,10 +10,12 @@ const stepAbandoned = "cancelled"
 // abandonTimersSQL is a statement of finishSQL's WITH list: the timers
 // that had not fired when their run closed (fin holds the runs closed by
 // the statement) are marked cancelled. Timers written in the same
-// statement are not visible to it; abandonPendingTimers marks those.
+// statement are not visible to it; abandonPendingTimers marks those. Only
+// the runs that recorded a timer (finishSpec.hasTimers) are looked at: the
+// others' steps are not read at all.
 func (s *store) abandonTimersSQL() string {
 	return `abandoned AS (UPDATE ` + s.steps + ` t SET status = '` + stepAbandoned + `', completed_at = fin.closed_at
-		FROM fin WHERE fin.closed_at IS NOT NULL AND t.run_id = fin.run_id AND t.kind = '` + stepTimer + `'
+		FROM fin WHERE fin.closed_at IS NOT NULL AND fin.timers AND t.run_id = fin.run_id AND t.kind = '` + stepTimer + `'
 		  AND t.status = '` + stepStarted + `' AND t.fire_at > fin.closed_at)`
 }
 

@@ -60,6 +60,16 @@ func jsonbCol[R any](name string, get func(R) []byte) unnestCol[R] {
 	return unnestCol[R]{name, "jsonb", func(a *pgArray, r R) { a.jsonText(get(r)) }}
 }
 
+func boolCol[R any](name string, get func(R) bool) unnestCol[R] {
+	return unnestCol[R]{name, "boolean", func(a *pgArray, r R) {
+		if get(r) {
+			a.str("t")
+		} else {
+			a.str("f")
+		}
+	}}
+}
+
 func timeCol[R any](name string, get func(R) sql.NullTime) unnestCol[R] {
 	return unnestCol[R]{name, "timestamptz", func(a *pgArray, r R) { a.time(get(r)) }}
 }

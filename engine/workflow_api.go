@@ -103,6 +103,9 @@ func NewTimer(ctx Context, d time.Duration) Future[struct{}] {
 	s.stopIfQuery()
 	now := s.e.cfg.Clock.Now()
 	f.fireAt = now.Add(d)
+	s.mu.Lock()
+	s.hadTimers = true
+	s.mu.Unlock()
 	s.write(&stepRow{RunID: s.row.RunID, Seq: seq, Kind: stepTimer, Name: "timer", Status: stepStarted,
 		StartedAt: nullTime(now), FireAt: nullTime(f.fireAt), Input: []byte(fmt.Sprintf("%d", d.Milliseconds()))}, nil)
 	return Future[struct{}]{f: f}

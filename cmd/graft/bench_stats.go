@@ -312,6 +312,16 @@ func (st *benchStats) report(ctx context.Context, e statsAtEnd, n int) (string, 
 		return "", err
 	}
 	fmt.Fprintf(&b, " rows_ins_per_wf=%.2f rows_upd_per_wf=%.2f hot_upd_per_wf=%.2f", f(float64(ins)), f(float64(upd)), f(float64(hot)))
+	// Buffer pages the statements touched in the schema's tables and
+	// indexes, and rows read by sequential scans: what a plan costs,
+	// counted, where CPU time moves with the machine's load.
+	var blks, seqRows int64
+	if err := db.QueryRowContext(ctx, `SELECT coalesce(sum(heap_blks_hit + heap_blks_read + coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0)), 0),
+			coalesce(sum(seq_tup_read), 0)
+		FROM pg_statio_user_tables io JOIN pg_stat_user_tables t USING (relid) WHERE t.schemaname = $1`, st.schema).Scan(&blks, &seqRows); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(&b, " pg_blks_per_wf=%.1f seq_rows_read_per_wf=%.1f", f(float64(blks)), f(float64(seqRows)))
 
 	var lsn1 string
 	var global int64

@@ -1,0 +1,57 @@
+package engine_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
+)
+
+// The commit path's statements run prepared, on generic plans. Against a
+// table of 20,000 runs (a few hundred running) and their steps, those
+// plans find each row by its key: no scan of a table, no read of every
+// running run through the lease index, no probe of runs_by_workflow per
+// pair of started runs, no hashed subplan that reads every completed run.
+func TestHotStatementsGenericPlansProbeByKey(t *testing.T) {
+	t.Parallel()
+	e := testenv.Engine(t, nil)
+	db, s := e.DB(), `"`+e.Schema()+`"`
+	ctx := testenv.Ctx(t, 2*time.Minute)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		_, err := db.ExecContext(ctx, strings.ReplaceAll(q, "{s}", s), args...)
+		require.NoError(t, err)
+	}
+	exec(`INSERT INTO {s}.runs (run_id, workflow_id, workflow_type, queue, status, closed_at, lease_owner, lease_expires_at, loads)
+		SELECT 'r' || i, 'w' || i, 'wf', 'default',
+			CASE WHEN i % 64 = 0 THEN 'running' ELSE 'completed' END,
+			CASE WHEN i % 64 <> 0 THEN now() END,
+			'worker', CASE WHEN i % 64 = 0 THEN now() + interval '30 seconds' END, 1
+		FROM generate_series(1, 20000) i`)
+	exec(`INSERT INTO {s}.steps (run_id, seq, kind, name, status)
+		SELECT 'r' || i, k, 'activity', 'a', 'completed' FROM generate_series(1, 20000) i, generate_series(1, 3) k`)
+	exec(`ANALYZE {s}.runs`)
+	exec(`ANALYZE {s}.steps`)
+
+	plans, err := engine.HotPlansForTest(ctx, e)
+	require.NoError(t, err)
+	require.Len(t, plans, 2)
+	for name, plan := range plans {
+		require.NotContains(t, plan, "Seq Scan", "%s:\n%s", name, plan)
+		require.NotContains(t, plan, "runs_leased", "%s:\n%s", name, plan)
+		require.NotContains(t, plan, "hashed SubPlan", "%s:\n%s", name, plan)
+	}
+	// The earlier runs of the started workflow IDs are found in one read of
+	// runs_by_workflow for the batch, not in a join to the inserted runs.
+	plan := plans["steps_finish_and_starts"]
+	i, j := strings.Index(plan, "CTE nrsup"), strings.Index(plan, "CTE nins")
+	require.True(t, i >= 0 && j > i, plan)
+	nrsup := plan[i:j]
+	require.Contains(t, nrsup, "InitPlan", plan)
+	require.NotContains(t, nrsup, "Join", plan)
+	require.NotContains(t, nrsup, "Nested Loop", plan)
+}
