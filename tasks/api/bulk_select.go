@@ -69,6 +69,8 @@ func (s *Server) checkBulkRequest(p Principal, b *BulkRequest) (*bulkSpec, error
 	}
 	if f := b.Filter.Ids; f != nil && len(*f) > maxBulkIDs {
 		return nil, badRequest("filter.ids", "names more than %d operations", maxBulkIDs)
+	} else if f != nil && len(*f) == 0 {
+		return nil, badRequest("filter.ids", "is empty: name at least one operation, or leave ids out to select by the other fields")
 	}
 	if f := b.Filter.Route; f != nil && !f.Valid() {
 		return nil, badRequest("filter.route", "%q is not graft or legacy", *f)
