@@ -164,7 +164,7 @@
 // writes never overwrite a pending request value.
 //
 // Why polling rather than a trigger with NOTIFY: a trigger would alter the
-// legacy table, which graft does only with the user's explicit opt-in, and
+// legacy table, which graft never does (DESIGN.md: the table stays the user's), and
 // the requests are people's actions, for which a second of latency is
 // nothing. Polling on the request values themselves, rather than on an
 // updated-at cursor, needs no cursor, misses no row whose transaction commits
