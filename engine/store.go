@@ -63,7 +63,7 @@ const (
 func newStore(db *sqlx.DB, schema string) *store {
 	q := pq.QuoteIdentifier(schema)
 	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", beats: q + ".heartbeats", channel: map[string]string{},
-		guarded: pgconn.Guards(db.Driver())}
+		guarded: db != nil && pgconn.Guards(db.Driver())}
 	// Channel names are identifiers (at most 63 bytes): derive them from a
 	// hash of the schema so any valid schema name fits.
 	h := fnv.New64a()
