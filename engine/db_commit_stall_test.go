@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
@@ -29,16 +28,8 @@ import (
 // Every run completes, each activity ran once, every step is recorded.
 func TestCommitStalledMidFlightIsNotGuessed(t *testing.T) {
 	t.Parallel()
-	pg := testenv.PrivatePostgres(t)
 	app := "midcommit"
-	dsn := dfWithAppName(t, pg.URL, app)
-	db, err := engine.OpenDB(dsn)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	db.SetMaxOpenConns(6)
-	admin, err := sqlx.Open("postgres", dfWithAppName(t, pg.URL, "admin"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = admin.Close() })
+	dsn, db, admin := dfStallPools(t, app, 6)
 
 	logs := &dfLog{}
 	var calls ftCounter

@@ -29,16 +29,8 @@ import (
 // sent to them runs late, nothing is written twice, no activity runs again.
 func TestStalledBackendsDoNotHoldCommits(t *testing.T) {
 	t.Parallel()
-	pg := testenv.PrivatePostgres(t)
 	app := "stalled"
-	dsn := dfWithAppName(t, pg.URL, app)
-	db, err := engine.OpenDB(dsn)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	db.SetMaxOpenConns(6)
-	admin, err := sqlx.Open("postgres", dfWithAppName(t, pg.URL, "admin"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = admin.Close() })
+	dsn, db, admin := dfStallPools(t, app, 6)
 
 	logs := &dfLog{}
 	var calls ftCounter
@@ -119,16 +111,8 @@ func TestStalledBackendsDoNotHoldCommits(t *testing.T) {
 // another worker once the database answers again.
 func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 	t.Parallel()
-	pg := testenv.PrivatePostgres(t)
 	app := "stalledstop"
-	dsn := dfWithAppName(t, pg.URL, app)
-	db, err := engine.OpenDB(dsn)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	db.SetMaxOpenConns(4)
-	admin, err := sqlx.Open("postgres", dfWithAppName(t, pg.URL, "admin"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = admin.Close() })
+	dsn, db, admin := dfStallPools(t, app, 4)
 
 	logs := &dfLog{}
 	var calls ftCounter
@@ -200,6 +184,23 @@ func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 
 // dfStopBackends stops the backends pids (SIGSTOP) and returns what resumes
 // them (SIGCONT), which also runs at the test's end.
+// dfStallPools starts a private PostgreSQL and opens on it the engine's
+// guarded pool (its connections named app, at most maxConns) and an admin
+// pool that finds and signals the engine's backends.
+func dfStallPools(t *testing.T, app string, maxConns int) (dsn string, db, admin *sqlx.DB) {
+	t.Helper()
+	pg := testenv.PrivatePostgres(t)
+	dsn = dfWithAppName(t, pg.URL, app)
+	db, err := engine.OpenDB(dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	db.SetMaxOpenConns(maxConns)
+	admin, err = sqlx.Open("postgres", dfWithAppName(t, pg.URL, "admin"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close() })
+	return dsn, db, admin
+}
+
 func dfStopBackends(t *testing.T, pids []int) (resume func()) {
 	t.Helper()
 	for _, pid := range pids {
