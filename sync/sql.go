@@ -405,14 +405,6 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		sets = append(sets, set{c.Name, last + "::" + c.Type, last + "::" + c.Type, false})
 		ver = " AND (t." + qi(c.Name) + " IS NULL OR t." + qi(c.Name) + " < " + first + ")"
 	}
-	w(`,
-	lu AS (UPDATE `, t, ` t SET `)
-	for i, s := range sets {
-		if i > 0 {
-			w(", ")
-		}
-		w(qi(s.col), " = ", s.expr)
-	}
 	// A change that leaves every mapped column as it is writes nothing, not
 	// even the updated-at time: the row did not change, and the legacy
 	// table's triggers and audit need not hear of it.
@@ -426,11 +418,28 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	if len(now) > 0 {
 		changed = " AND ROW(" + strings.Join(now, ", ") + ") IS DISTINCT FROM ROW(" + strings.Join(was, ", ") + ")"
 	}
+	// The batch's rows are read once, by index (cur): whether each exists,
+	// and whether the change would write it. Only the rows a change would
+	// write are looked up again, by the update, which checks the same
+	// conditions on the row's latest version (a row another transaction
+	// changed meanwhile is judged as it is now). A row the change leaves as
+	// it is costs one index lookup, not one in the update and a second to
+	// learn that it exists. Skipping it on the statement's snapshot is what
+	// writing it first and having the other transaction write it after
+	// would have left.
+	w(`,
+	cur AS (SELECT v.*, true`, ver, changed, ` AS chg FROM v`, withO, `, `, t, ` t WHERE `, keyMatch("t"), `),
+	lu AS (UPDATE `, t, ` t SET `)
+	for i, s := range sets {
+		if i > 0 {
+			w(", ")
+		}
+		w(qi(s.col), " = ", s.expr)
+	}
 	w(`
-		FROM v`, withO, ` WHERE `, keyMatch("t"), ver, changed, `
+		FROM cur v`, withO, ` WHERE v.chg AND t.`, qi(key.Name), ` = v.row_key::`, key.Type, ver, changed, `
 		RETURNING t.`, qi(key.Name), `::text AS row_key),
-	ex AS (SELECT v.row_key FROM v WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
-		AND EXISTS (SELECT 1 FROM `, t, ` t WHERE `, keyMatch("t"), `))`)
+	ex AS (SELECT DISTINCT cur.row_key FROM cur WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = cur.row_key))`)
 	create := mr.m.missingRow() == MissingCreate
 	if create {
 		w(`,
@@ -443,8 +452,11 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		for _, s := range sets {
 			w(", ", s.ins)
 		}
+		// Rows the snapshot shows and the change leaves as they are exist:
+		// no insert to try.
 		w(` FROM v`, withO, `
 		WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
+		  AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.row_key = v.row_key AND NOT cur.chg)
 		ON CONFLICT DO NOTHING
 		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
 	}
