@@ -60,7 +60,8 @@ const (
 
 // query runs the statement on tx: the store's pool (prepared on whichever
 // connection it takes, the first time on each) or a transaction of it
-// (prepared on its connection if need be).
+// (prepared on its connection if need be); a transaction of another pool,
+// or anything else, runs it unprepared.
 func (h *hotStmt) query(ctx context.Context, s *store, tx dbtx, args ...any) (*sql.Rows, error) {
 	t, inTx := tx.(*sql.Tx)
 	if !inTx && tx != dbtx(s.db) {
@@ -71,10 +72,21 @@ func (h *hotStmt) query(ctx context.Context, s *store, tx dbtx, args ...any) (*s
 		return nil, err
 	}
 	if inTx {
-		return t.StmtContext(ctx, st).QueryContext(ctx, args...)
+		rows, err := t.StmtContext(ctx, st).QueryContext(ctx, args...)
+		if err != nil && err.Error() == errStmtOtherDB {
+			// A caller's transaction (a Client Tx call) of a pool other
+			// than the engine's: the statement goes unprepared.
+			return t.QueryContext(ctx, h.q, args...)
+		}
+		return rows, err
 	}
 	return st.QueryContext(ctx, args...)
 }
+
+// errStmtOtherDB is database/sql's error for a statement prepared on one
+// pool and run in a transaction of another (Tx.StmtContext), which it
+// reports before sending anything.
+const errStmtOtherDB = "sql: Tx.Stmt: statement from different database used"
 
 func (h *hotStmt) prepare(ctx context.Context, db *sql.DB) (*sql.Stmt, error) {
 	if g := h.cur.Load(); g != nil && atomic.AddInt64(&g.uses, 1) <= g.renewAt {

@@ -127,8 +127,9 @@ func (c *Client) resetMany(ctx context.Context, tx *sql.Tx, rows []resetManyRow,
 	// $1 and $2 the unnested IDs and new run IDs, $3 now, $4 the reason,
 	// $5 the work channel, $6 the reset point's argument.
 	cut, args := opts.cutSQL(s, append(b.args(nil), now, nullString(opts.Reason), s.channel[chanWork]))
-	var found []resetManyOld
-	err := c.sqlxTx(tx).SelectContext(ctx, &found, `WITH req AS (SELECT * FROM `+resetManyCols.sql(0, "v")+`),
+	// Prepared (hotQuery): the statement's plan (a dozen CTEs) costs about
+	// as much as running it for a chunk of a bulk relaunch.
+	found, err := c.resetManyRows(ctx, tx, `WITH req AS (SELECT * FROM `+resetManyCols.sql(0, "v")+`),
 		old AS (SELECT req.workflow_id, req.new_run_id, o.run_id, o.status, o.cut FROM req CROSS JOIN LATERAL (
 			SELECT r.run_id, r.status, `+cut+` AS cut FROM `+s.runs+` r WHERE r.workflow_id = req.workflow_id
 			ORDER BY (r.status IN ('pending','running','waiting')) DESC, r.created_at DESC, r.run_id DESC LIMIT 1 FOR UPDATE) o),
@@ -148,6 +149,24 @@ func (c *Client) resetMany(ctx context.Context, tx *sql.Tx, rows []resetManyRow,
 		out[found[i].WorkflowID] = &found[i]
 	}
 	return out, nil
+}
+
+// resetManyRows runs q, resetMany's statement, prepared, and reads its rows.
+func (c *Client) resetManyRows(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]resetManyOld, error) {
+	rows, err := c.e.store.hotQuery(ctx, tx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var found []resetManyOld
+	for rows.Next() {
+		var o resetManyOld
+		if err := rows.Scan(&o.WorkflowID, &o.RunID, &o.Status, &o.Cut, &o.Made); err != nil {
+			return nil, err
+		}
+		found = append(found, o)
+	}
+	return found, rows.Err()
 }
 
 // cutSQL is the reset point of run r as an SQL expression, which takes

@@ -151,3 +151,30 @@ func TestResetManyTxRefusals(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, hist, 1)
 }
+
+// ResetManyTx in a transaction of the caller's own pool (not the engine's):
+// its statement, prepared on the engine's pool, runs unprepared there.
+func TestResetManyTxInAnotherPool(t *testing.T) {
+	t.Parallel()
+	r := newFTRenewal("rmany3")
+	_, c := ftEnv(t, nil, r.defs()...)
+	ctx := testenv.Ctx(t, 30*time.Second)
+	run, err := r.wf.Start(ctx, c, "other.org", &engine.StartOptions{ID: "other"})
+	require.NoError(t, err)
+	_, err = run.Result(ctx)
+	require.Equal(t, "CardDeclined", ftAppErr(t, err).Type)
+	r.fixed.Store(true)
+	pool, err := engine.OpenDB(testenv.DatabaseURL())
+	require.NoError(t, err)
+	defer pool.Close()
+	tx, err := pool.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer tx.Rollback()
+	res, err := c.ResetManyTx(ctx, tx, []string{"other"}, engine.ResetOptions{BeforeLastFailedActivity: true, Reason: "card fixed"})
+	require.NoError(t, err)
+	require.NoError(t, res[0].Err)
+	require.NoError(t, tx.Commit())
+	out, err := res[0].Run.Result(ctx)
+	require.NoError(t, err)
+	require.Contains(t, string(out), "charged other.org")
+}
