@@ -86,50 +86,13 @@ func (s *Server) loadJob(ctx context.Context, db sqlx.QueryerContext, p Principa
 	return &j, nil
 }
 
-// bulkCounts returns the job's items per state, and the pace of those
-// finished so far (0 with fewer than two).
-func (s *Server) bulkCounts(ctx context.Context, id string) (map[string]int, float64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT state, count(*), min(at), max(at) FROM `+s.schema+`.bulk_items
-		WHERE job_id = $1 GROUP BY state`, id)
-	if err != nil {
-		return nil, 0, fmt.Errorf("api: bulk job %s counts: %w", id, err)
-	}
-	defer rows.Close()
-	counts := map[string]int{}
-	var acted int
-	var first, last time.Time
-	for rows.Next() {
-		var st string
-		var n int
-		var lo, hi sql.NullTime
-		if err := rows.Scan(&st, &n, &lo, &hi); err != nil {
-			return nil, 0, err
-		}
-		counts[st] = n
-		if (st == "done" || st == "failed") && lo.Valid {
-			acted += n
-			if first.IsZero() || lo.Time.Before(first) {
-				first = lo.Time
-			}
-			if hi.Time.After(last) {
-				last = hi.Time
-			}
-		}
-	}
-	var pace float64
-	if d := last.Sub(first).Seconds(); acted > 1 && d > 0 {
-		pace = float64(acted-1) / d
-	}
-	return counts, pace, rows.Err()
-}
-
 // jobView is the API's view of a job with its progress.
 func (s *Server) jobView(ctx context.Context, j *bulkJobRow) (*BulkJob, error) {
 	sp, err := j.spec()
 	if err != nil {
 		return nil, err
 	}
-	counts, pace, err := s.bulkCounts(ctx, j.ID)
+	counts, pace, err := s.bulkCounts(ctx, j.ID, j.Total)
 	if err != nil {
 		return nil, err
 	}
@@ -231,6 +194,16 @@ func (s *Server) startJob(ctx context.Context, p Principal, spec *bulkSpec, retr
 			id, pq.Array(ops), pq.Array(seqs), pq.Array(runs), pq.Array(states), pq.Array(whys)); err != nil {
 			return nil, fmt.Errorf("api: bulk items: %w", err)
 		}
+	}
+	skipped := 0
+	for _, it := range sel.items {
+		if it.Why != "" {
+			skipped++
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.schema+`.bulk_progress (job_id, shard, skipped) VALUES ($1, 0, $2)`,
+		id, skipped); err != nil {
+		return nil, fmt.Errorf("api: bulk job progress: %w", err)
 	}
 	detail := map[string]any{"job": id, "action": spec.Action, "filter": spec.Filter, "total": len(sel.items), "eligible": sel.eligible, "rate": spec.Rate}
 	if retryOf != "" {

@@ -38,23 +38,24 @@ type bulkOutcome struct {
 	audit                     map[string]any // nil: nothing to audit
 }
 
-// bulkChunk acts on the pending items ids of job j in one transaction. When
+// bulkChunk acts on the items c of job j, pending when the batch read them,
+// in seq order, in one transaction, counting their progress in shard. When
 // one action fails, the transaction is rolled back (nothing of the chunk
 // happened) and the items are taken one at a time (bulkItem), which records
 // the failing item's error and acts on the others.
-func (s *Server) bulkChunk(ctx context.Context, j *bulkJobRow, spec *bulkSpec, ids []string) (acted int, err error) {
-	if len(ids) == 1 {
-		return 1, s.bulkItem(ctx, j, spec, ids[0])
+func (s *Server) bulkChunk(ctx context.Context, j *bulkJobRow, spec *bulkSpec, c []bulkPending, shard int) (acted int, err error) {
+	if len(c) == 1 {
+		return 1, s.bulkItem(ctx, j, spec, c[0].ID, shard)
 	}
-	done, cerr := s.tryBulkChunk(ctx, j, spec, ids)
+	done, cerr := s.tryBulkChunk(ctx, j, spec, c, shard)
 	if cerr == nil {
 		return done, nil
 	}
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
-	for _, id := range ids {
-		if e := s.bulkItem(ctx, j, spec, id); e != nil {
+	for _, it := range c {
+		if e := s.bulkItem(ctx, j, spec, it.ID, shard); e != nil {
 			err = cmpErr(err, e)
 			continue
 		}
@@ -65,16 +66,20 @@ func (s *Server) bulkChunk(ctx context.Context, j *bulkJobRow, spec *bulkSpec, i
 
 // tryBulkChunk is bulkChunk's transaction; an error means nothing of it
 // committed.
-func (s *Server) tryBulkChunk(ctx context.Context, j *bulkJobRow, spec *bulkSpec, ids []string) (int, error) {
+func (s *Server) tryBulkChunk(ctx context.Context, j *bulkJobRow, spec *bulkSpec, c []bulkPending, shard int) (int, error) {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback()
-	// The items still pending, locked, in the job's order.
+	// The items still pending, locked, in the job's order: those of the
+	// chunk's seq range (items only ever leave 'pending', so the range holds
+	// no other pending item), read from the pending items' index by range,
+	// not probed one by one.
 	var items []bulkPending
-	if err := tx.SelectContext(ctx, &items, `SELECT operation_id, run_id FROM `+s.schema+`.bulk_items
-		WHERE job_id = $1 AND operation_id = ANY($2) AND state = 'pending' ORDER BY seq FOR UPDATE`, j.ID, pq.Array(ids)); err != nil {
+	if err := tx.SelectContext(ctx, &items, `SELECT operation_id, seq, run_id FROM `+s.schema+`.bulk_items
+		WHERE job_id = $1 AND seq BETWEEN $2 AND $3 AND state = 'pending' ORDER BY seq FOR UPDATE`,
+		j.ID, c[0].Seq, c[len(c)-1].Seq); err != nil {
 		return 0, fmt.Errorf("api: bulk items %s: %w", j.ID, err)
 	}
 	if len(items) == 0 {
@@ -115,22 +120,28 @@ func (s *Server) tryBulkChunk(ctx context.Context, j *bulkJobRow, spec *bulkSpec
 		cols[0], cols[1] = append(cols[0], o.id), append(cols[1], o.state)
 		cols[2], cols[3] = append(cols[2], o.detail), append(cols[3], o.newRun)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE `+s.schema+`.bulk_items b SET state = v.state, detail = NULLIF(v.detail, ''),
+	if _, err := tx.ExecContext(ctx, s.withProgress(`UPDATE `+s.schema+`.bulk_items b SET state = v.state, detail = NULLIF(v.detail, ''),
 			new_run_id = NULLIF(v.new_run, ''), at = now()
 		FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS v(id, state, detail, new_run)
-		WHERE b.job_id = $1 AND b.operation_id = v.id`,
-		j.ID, pq.Array(cols[0]), pq.Array(cols[1]), pq.Array(cols[2]), pq.Array(cols[3])); err != nil {
+		WHERE b.job_id = $1 AND b.operation_id = v.id RETURNING b.state, b.at`, 1, 6),
+		j.ID, pq.Array(cols[0]), pq.Array(cols[1]), pq.Array(cols[2]), pq.Array(cols[3]), shard); err != nil {
 		return 0, err
 	}
 	return len(items), tx.Commit()
 }
 
-// bulkPending is a pending item of a chunk: its operation, and the run the
-// job found when it was created.
+// bulkPending is a pending item of a chunk: its operation, its place in
+// the job, and the run the job found when it was created (read when the
+// item is locked).
 type bulkPending struct {
 	ID    string `db:"operation_id"`
+	Seq   int64  `db:"seq"`
 	RunID string `db:"run_id"`
 }
+
+// bulkShard is the progress shard of a batch's worker w (shard 0 is the
+// job's creation and end).
+func bulkShard(w int) int { return w + 1 }
 
 // relaunchChunk relaunches the chunk's eligible items in tx together, in
 // one statement of the engine (ResetManyTx), and returns every item's

@@ -92,12 +92,14 @@ func TestBulkSurvivesSIGKILL(t *testing.T) {
 	testenv.Eventually(t, 60*time.Second, func() bool { return items("done") >= 15 }, "a quarter of the job done")
 	helper.Kill(t)
 	require.Positive(t, items("pending"), "killed mid-job")
+	ev.checkProgress(t, job.Id) // counted in the items' transactions, not lost with the process
 
 	helper = testenv.Spawn(t, "TestBulkServerHelper", env...)
 	helper.WaitLine(t, "ready", 30*time.Second)
 	done := ev.waitJob(t, job.Id, api.BulkStateCompleted)
 	require.Equal(t, n, done.Done)
 	require.Zero(t, done.Failed+done.Skipped+done.Pending)
+	ev.checkProgress(t, job.Id)
 	for _, id := range failed {
 		runs, resets := ev.runsOf(t, id)
 		require.Equal(t, 2, runs, "%s: one relaunch", id)

@@ -177,8 +177,8 @@ func (s *Server) finishJob(ctx context.Context, in bulkStateIn) (struct{}, error
 	}
 	defer tx.Rollback()
 	if in.State == "stopped" {
-		if _, err := tx.ExecContext(ctx, `UPDATE `+s.schema+`.bulk_items SET state = 'skipped', detail = 'the job was stopped', at = now()
-			WHERE job_id = $1 AND state = 'pending'`, in.JobID); err != nil {
+		if _, err := tx.ExecContext(ctx, s.withProgress(`UPDATE `+s.schema+`.bulk_items SET state = 'skipped', detail = 'the job was stopped', at = now()
+			WHERE job_id = $1 AND state = 'pending' RETURNING state, at`, 1, 2), in.JobID, 0); err != nil {
 			return struct{}{}, err
 		}
 	}
@@ -202,9 +202,9 @@ func (s *Server) runBatch(ctx context.Context, in bulkRunIn) (bulkBatchOut, erro
 		return out, err
 	}
 	n := int(math.Min(math.Max(math.Ceil(j.Rate*bulkWindow.Seconds()), 1), maxBulkBatch))
-	var ids []string
+	var ids []bulkPending
 	if !j.Requested.Valid {
-		if err := s.db.SelectContext(ctx, &ids, `SELECT operation_id FROM `+s.schema+`.bulk_items
+		if err := s.db.SelectContext(ctx, &ids, `SELECT operation_id, seq FROM `+s.schema+`.bulk_items
 			WHERE job_id = $1 AND state = 'pending' ORDER BY seq LIMIT $2`, j.ID, n); err != nil {
 			return out, fmt.Errorf("api: bulk job %s items: %w", j.ID, err)
 		}
@@ -244,17 +244,17 @@ func (s *Server) runBatch(ctx context.Context, in bulkRunIn) (bulkBatchOut, erro
 	// Items go a chunk at a time (bulkChunk), chunk k at the slot of its
 	// first item.
 	chunk := bulkChunkSize(j.Rate)
-	work := make(chan []string)
+	work := make(chan []bulkPending)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
 	var acted atomic.Int64
-	for range min(s.cfg.BulkConcurrency, max((len(ids)+chunk-1)/chunk, 1)) {
+	for w := range min(s.cfg.BulkConcurrency, max((len(ids)+chunk-1)/chunk, 1)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for c := range work {
-				n, err := s.bulkChunk(ctx, j, spec, c)
+				n, err := s.bulkChunk(ctx, j, spec, c, bulkShard(w))
 				acted.Add(int64(n))
 				if err != nil {
 					mu.Lock()
@@ -317,7 +317,7 @@ func cmpErr(a, b error) error {
 // bulkItem acts on one operation of a job. The action and the item's
 // outcome commit together, so an item is acted on at most once however
 // often its batch runs again; an item no longer pending is left alone.
-func (s *Server) bulkItem(ctx context.Context, j *bulkJobRow, spec *bulkSpec, opID string) error {
+func (s *Server) bulkItem(ctx context.Context, j *bulkJobRow, spec *bulkSpec, opID string, shard int) error {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err
@@ -343,12 +343,12 @@ func (s *Server) bulkItem(ctx context.Context, j *bulkJobRow, spec *bulkSpec, op
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		_, err := s.db.ExecContext(ctx, `UPDATE `+s.schema+`.bulk_items SET state = 'failed', detail = $3, at = now()
-			WHERE job_id = $1 AND operation_id = $2 AND state = 'pending'`, j.ID, opID, actErr.Error())
+		_, err := s.db.ExecContext(ctx, s.withProgress(`UPDATE `+s.schema+`.bulk_items SET state = 'failed', detail = $3, at = now()
+			WHERE job_id = $1 AND operation_id = $2 AND state = 'pending' RETURNING state, at`, 1, 4), j.ID, opID, actErr.Error(), shard)
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE `+s.schema+`.bulk_items SET state = $3, detail = NULLIF($4, ''), new_run_id = NULLIF($5, ''), at = now()
-		WHERE job_id = $1 AND operation_id = $2`, j.ID, opID, outcome, detail, newRun); err != nil {
+	if _, err := tx.ExecContext(ctx, s.withProgress(`UPDATE `+s.schema+`.bulk_items SET state = $3, detail = NULLIF($4, ''), new_run_id = NULLIF($5, ''), at = now()
+		WHERE job_id = $1 AND operation_id = $2 RETURNING state, at`, 1, 6), j.ID, opID, outcome, detail, newRun, shard); err != nil {
 		return err
 	}
 	return tx.Commit()

@@ -51,6 +51,25 @@ func (ev *env) waitJob(t *testing.T, id string, state api.BulkState) api.BulkJob
 	return j
 }
 
+// checkProgress checks that job id's counts, as the API reads them (from
+// the job's progress counters), are its items' states.
+func (ev *env) checkProgress(t *testing.T, id string) {
+	t.Helper()
+	j := ev.job(t, "viewer", id)
+	rows, err := ev.e.DB().Query(`SELECT state, count(*) FROM `+ev.e.Schema()+`.bulk_items WHERE job_id = $1 GROUP BY state`, id)
+	require.NoError(t, err)
+	defer rows.Close()
+	items := map[string]int{"done": 0, "failed": 0, "skipped": 0, "pending": 0}
+	for rows.Next() {
+		var st string
+		var n int
+		require.NoError(t, rows.Scan(&st, &n))
+		items[st] = n
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, items, map[string]int{"done": j.Done, "failed": j.Failed, "skipped": j.Skipped, "pending": j.Pending}, "job %s", id)
+}
+
 // runsOf counts id's runs and those a reset started.
 func (ev *env) runsOf(t *testing.T, id string) (runs, resets int) {
 	t.Helper()
@@ -244,22 +263,34 @@ func TestBulkSignal(t *testing.T) {
 // and finishes; another stops for good, its untouched operations reported
 // skipped.
 func TestBulkPauseResumeStop(t *testing.T) {
-	ev := newEnv(t, api.Config{})
+	// The job's relaunches wait at a gate the test opens, once it has asked
+	// for the pause (or stop): a job never runs through its items before
+	// the request, however slow the machine (the test flaked under load
+	// when the job finished before the pause came).
+	var gate resetGate
+	e := testenv.Engine(t, &engine.Config{Interceptors: []engine.Interceptor{gate.interceptor()}})
+	// One item in hand at a time: at most the held item and the one handed
+	// over next are done after the request.
+	ev := newEnvOn(t, e, api.Config{BulkConcurrency: 1})
 	failed := ev.startFailed(t, "p", "acme", 12)
 	ev.failCharge.Store(false)
+	gate.hold(1)
 	var j api.BulkJob
 	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "slowly", "rate": 4,
 		"filter": map[string]any{"ids": failed[:6]}}, 201, &j)
-	testenv.Eventually(t, 30*time.Second, func() bool { return ev.job(t, "viewer", j.Id).Done >= 1 }, "a first item done")
+	testenv.Eventually(t, 30*time.Second, func() bool { return ev.job(t, "viewer", j.Id).Done >= 1 && gate.waiting() },
+		"a first item done and the next one held")
 	code, body := ev.do(t, "viewer", "POST", "/v1/bulk/"+j.Id+"/pause", "")
 	require.Equal(t, 403, code, body)
 	code, body = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/pause", `{"reason":"looking"}`)
 	require.Equal(t, 200, code, body)
-	require.Contains(t, []string{"pausing", "paused"}, gjson(t, body, "state"))
+	require.Equal(t, "pausing", gjson(t, body, "state"))
 	code, body = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/pause", "")
 	require.Equal(t, 409, code, "already pausing: %s", body)
+	gate.open()
 	paused := ev.waitJob(t, j.Id, api.BulkStatePaused)
 	require.Positive(t, paused.Pending)
+	ev.checkProgress(t, j.Id)
 	require.Equal(t, paused.Done, ev.job(t, "viewer", j.Id).Done)
 
 	code, body = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/resume", `{}`)
@@ -269,13 +300,16 @@ func TestBulkPauseResumeStop(t *testing.T) {
 	code, _ = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/stop", "")
 	require.Equal(t, 409, code, "a finished job cannot be stopped")
 
+	gate.hold(0)
 	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "to stop", "rate": 1,
 		"filter": map[string]any{"ids": failed[6:]}}, 201, &j)
 	code, body = ev.do(t, "operator", "POST", "/v1/bulk/"+j.Id+"/stop", `{"reason":"wrong filter"}`)
 	require.Equal(t, 200, code, body)
+	gate.open()
 	stopped := ev.waitJob(t, j.Id, api.BulkStateStopped)
 	require.Equal(t, 6, stopped.Done+stopped.Skipped)
 	require.Less(t, stopped.Done, 6)
+	ev.checkProgress(t, j.Id)
 	code, body = ev.do(t, "viewer", "GET", "/v1/bulk/"+j.Id+"/report", "")
 	require.Equal(t, 200, code)
 	require.Contains(t, body, "the job was stopped")
@@ -283,6 +317,61 @@ func TestBulkPauseResumeStop(t *testing.T) {
 	require.NoError(t, ev.e.DB().Select(&actions, `SELECT action || ':' || coalesce(reason, '') FROM `+ev.e.Schema()+`.api_audit
 		WHERE action LIKE 'bulk_%' AND action <> 'bulk_create' ORDER BY id`))
 	require.Equal(t, []string{"bulk_pause:looking", "bulk_resume:", "bulk_stop:wrong filter"}, actions)
+}
+
+// resetGate holds a client's resets, after the first few it lets through,
+// until it is opened.
+type resetGate struct {
+	mu   sync.Mutex
+	free int           // resets let through before the gate holds them
+	ch   chan struct{} // closed when the gate opens
+	held int           // resets waiting at the gate
+}
+
+// hold lets free more resets through and holds the next ones until open.
+func (g *resetGate) hold(free int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.free, g.ch, g.held = free, make(chan struct{}), 0
+}
+
+// open lets every reset held, and the next ones, through.
+func (g *resetGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	close(g.ch)
+	g.ch = nil
+}
+
+// waiting tells whether a reset waits at the gate.
+func (g *resetGate) waiting() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.held > 0
+}
+
+func (g *resetGate) interceptor() engine.Interceptor {
+	return engine.ClientInterceptorFunc(func(ctx context.Context, in *engine.ClientCallInput, next engine.ClientNext) (any, error) {
+		if in.Kind == engine.ClientReset {
+			g.mu.Lock()
+			ch := g.ch
+			if ch != nil && g.free > 0 {
+				g.free, ch = g.free-1, nil
+			}
+			if ch != nil {
+				g.held++
+			}
+			g.mu.Unlock()
+			if ch != nil {
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+		}
+		return next(ctx, in)
+	})
 }
 
 func gjson(t *testing.T, body, field string) string {
@@ -313,6 +402,7 @@ func TestBulkRetryFailed(t *testing.T) {
 	j = ev.waitJob(t, j.Id, api.BulkStateCompleted)
 	require.Equal(t, 2, j.Done)
 	require.Equal(t, 2, j.Failed)
+	ev.checkProgress(t, j.Id)
 	_, body := ev.do(t, "viewer", "GET", "/v1/bulk/"+j.Id+"/report", "")
 	require.Contains(t, body, "provider down for "+failed[1])
 
