@@ -401,7 +401,17 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 		}
 		t := time.NewTimer(time.Duration(e.resultPoll.Load()))
 		select {
-		case <-ch:
+		case cr := <-ch:
+			// The close's own commit, or its notice, may say how the run
+			// ended (see doneNote); this wait began after the read above
+			// saw the run open, so it is the run's latest state.
+			if cr != nil && carriesOutcome(cr.status) {
+				t.Stop()
+				if cr.status == StatusCompleted {
+					return cr.output, nil
+				}
+				return nil, decodeError(cr.errJSON)
+			}
 		case <-t.C:
 			e.dropWaiter(runID, ch)
 		case <-ctx.Done():

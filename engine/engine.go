@@ -70,8 +70,8 @@ type testHooks struct {
 }
 
 // resultWaiter is a Result call waiting for a run to close. A local waiter's run
-// executes in this process, which hands over the outcome itself, so the
-// LISTEN notice (which carries no outcome) does not wake it.
+// executes in this process, which hands over the outcome itself, so a
+// LISTEN notice that carries no outcome does not wake it.
 type resultWaiter struct {
 	ch    chan *closedRun
 	local bool
@@ -196,7 +196,7 @@ func (e *Engine) listen() {
 					e.pokeWorkers()
 				}
 			case done:
-				e.dispatchDone(strings.Split(n.Extra, ","), nil)
+				e.dispatchDoneNotice(n.Extra)
 			case wake:
 				e.dispatchWake(strings.Split(n.Extra, ","))
 			}
@@ -248,19 +248,26 @@ func (e *Engine) dispatchDone(ids []string, res []*closedRun) {
 		if res != nil {
 			r = res[i]
 		}
-		var kept []resultWaiter
-		for _, w := range e.waiters[id] {
-			if w.local && r == nil {
-				kept = append(kept, w)
-				continue
-			}
-			w.ch <- r
+		e.wakeWaitersLocked(id, r)
+	}
+}
+
+// wakeWaitersLocked hands r (nil: read the record) to the waiters of the
+// closed run id; a local waiter waits on for the outcome itself. e.mu is
+// held.
+func (e *Engine) wakeWaitersLocked(id string, r *closedRun) {
+	var kept []resultWaiter
+	for _, w := range e.waiters[id] {
+		if w.local && r == nil {
+			kept = append(kept, w)
+			continue
 		}
-		if len(kept) > 0 {
-			e.waiters[id] = kept
-		} else {
-			delete(e.waiters, id)
-		}
+		w.ch <- r
+	}
+	if len(kept) > 0 {
+		e.waiters[id] = kept
+	} else {
+		delete(e.waiters, id)
 	}
 }
 

@@ -63,3 +63,8 @@ func SetPurgeHookForTest(e *Engine, d time.Duration, fn func(n int, err error)) 
 // SetSignalLoadHookForTest makes fn learn how many signals each read of a
 // run's buffered signals returned.
 func SetSignalLoadHookForTest(e *Engine, fn func(n int)) { e.store.signalsLoaded.Store(&fn) }
+
+// OutcomeReadsForTest returns how many runs the engine's Result calls have
+// read from the database (their outcome reads), so a test can tell an
+// outcome taken from a notice from one read back.
+func OutcomeReadsForTest(e *Engine) int64 { return e.outcomes.runsRead.Load() }

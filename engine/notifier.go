@@ -37,7 +37,7 @@ type notifier struct {
 
 	mu      sync.Mutex
 	work    map[string]bool // queues with new runs: true if all are due now
-	done    []string        // closed runs
+	done    []doneNote      // closed runs
 	wake    []string        // runs with an event
 	kick    chan struct{}
 	stop    chan struct{}
@@ -62,7 +62,7 @@ func (n *notifier) committed(batch []*writeOp, errs []error, woken []string) {
 			continue
 		}
 		if op.fin != nil && op.fin.status != StatusWaiting {
-			n.done = append(n.done, op.runID)
+			n.done = append(n.done, doneNote{runID: op.runID, fin: op.fin})
 			added = true
 		}
 		if op.newRun != nil && op.newRun.leaseOwner == "" {
@@ -130,7 +130,7 @@ func (n *notifier) flush() {
 		}
 		chans, payloads = append(chans, n.s.channel[chanWork]), append(payloads, q)
 	}
-	for _, p := range joinIDs(done) {
+	for _, p := range joinDone(done) {
 		chans, payloads = append(chans, n.s.channel[chanDone]), append(payloads, p)
 	}
 	for _, p := range joinIDs(wake) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -26,6 +27,8 @@ type outcomeReader struct {
 	mu     sync.RWMutex
 	closed bool
 	stop   chan struct{}
+	// runsRead counts the runs read (tests).
+	runsRead atomic.Int64
 }
 
 // runOutcome is what Result needs of a run.
@@ -157,6 +160,7 @@ func (r *outcomeReader) answer(ctx context.Context, batch []*outcomeReq) {
 }
 
 func (r *outcomeReader) query(ctx context.Context, ids []string) (map[string]*runOutcome, error) {
+	r.runsRead.Add(int64(len(ids)))
 	rows, err := r.db.QueryContext(ctx, `SELECT x.run_id, x.workflow_id, x.status, x.output, x.error,
 			CASE WHEN x.status NOT IN ('pending','running','waiting') THEN (
 				SELECT n.run_id FROM `+r.runs+` n WHERE n.workflow_id = x.workflow_id AND n.previous_run_id = x.run_id

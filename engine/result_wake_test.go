@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,13 +21,7 @@ func TestResultElsewhereWokenByCloseNotification(t *testing.T) {
 	wf := engine.NewWorkflow("wake.result", func(ctx engine.Context, _ struct{}) (string, error) {
 		return engine.GetSignalChannel[string](ctx, "go").Receive(ctx)
 	})
-	runner := testenv.Engine(t, nil)
-	require.NoError(t, runner.Register(wf))
-	testenv.Worker(t, runner, engine.WorkerConfig{})
-	waiter := testenv.Engine(t, &engine.Config{Schema: runner.Schema()})
-	require.NoError(t, waiter.Register(wf))
-	engine.SetResultPollForTest(waiter, time.Hour)
-	rc, wc := runner.Client(), waiter.Client()
+	waiter, rc, wc := runnerAndWaiter(t, wf)
 	ctx := testenv.Ctx(t, 60*time.Second)
 
 	// wait calls Result in the background and returns once it is waiting.
@@ -104,4 +99,81 @@ func TestManyResultsElsewhereWokenByNotices(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 	require.Zero(t, engine.WaiterCountForTest(waiter))
+}
+
+// A close notice carries a small outcome, so a Result call in a process
+// that does not run the workflow returns it without reading the run again:
+// one read when the wait begins, none after the notice. A failure keeps its
+// type across the notice; an outcome too large for a notice is read back.
+func TestResultElsewhereTakesTheOutcomeFromTheNotice(t *testing.T) {
+	t.Parallel()
+	wf := engine.NewWorkflow("wake.outcome", func(ctx engine.Context, in string) (string, error) {
+		if _, err := engine.GetSignalChannel[string](ctx, "go").Receive(ctx); err != nil {
+			return "", err
+		}
+		switch in {
+		case "fail":
+			return "", engine.NewApplicationError("Refused", "refused, with commas, and: colons", map[string]int{"code": 7})
+		case "big":
+			return strings.Repeat("x", 4096), nil
+		}
+		return "out:" + in + ",", nil
+	})
+	waiter, rc, wc := runnerAndWaiter(t, wf)
+	ctx := testenv.Ctx(t, 60*time.Second)
+
+	// result starts id, waits until its Result call waits, lets it close
+	// and returns what Result returned and how many runs it read.
+	result := func(id string) (string, int64, error) {
+		run, err := wf.Start(ctx, wc, id, &engine.StartOptions{ID: id})
+		require.NoError(t, err)
+		before := engine.OutcomeReadsForTest(waiter)
+		type res struct {
+			out string
+			err error
+		}
+		done := make(chan res, 1)
+		go func() {
+			out, err := run.Result(ctx)
+			done <- res{out, err}
+		}()
+		testenv.Eventually(t, 20*time.Second, func() bool { return engine.WaiterCountForTest(waiter) == 1 },
+			"Result never waited")
+		require.NoError(t, rc.Signal(ctx, id, "go", "now"))
+		r := <-done
+		return r.out, engine.OutcomeReadsForTest(waiter) - before, r.err
+	}
+
+	out, reads, err := result("small")
+	require.NoError(t, err)
+	require.Equal(t, "out:small,", out)
+	require.EqualValues(t, 1, reads, "the outcome was read back instead of taken from the notice")
+
+	_, reads, err = result("fail")
+	var appErr *engine.ApplicationError
+	require.ErrorAs(t, err, &appErr)
+	require.Equal(t, "Refused", appErr.Type)
+	require.Equal(t, "refused, with commas, and: colons", appErr.Message)
+	require.EqualValues(t, 1, reads, "the failure was read back instead of taken from the notice")
+
+	out, reads, err = result("big")
+	require.NoError(t, err)
+	require.Len(t, out, 4096)
+	require.EqualValues(t, 2, reads, "an outcome too large for a notice is read back")
+	require.Zero(t, engine.WaiterCountForTest(waiter))
+}
+
+// runnerAndWaiter sets up two engines on one schema: a runner with a
+// worker, and a waiter without one whose Result calls, waiting on the
+// runner's runs, read them again only after an hour unless woken. It
+// returns the waiter and both engines' clients.
+func runnerAndWaiter(t *testing.T, wf engine.Definition) (*engine.Engine, *engine.Client, *engine.Client) {
+	t.Helper()
+	runner := testenv.Engine(t, nil)
+	require.NoError(t, runner.Register(wf))
+	testenv.Worker(t, runner, engine.WorkerConfig{})
+	waiter := testenv.Engine(t, &engine.Config{Schema: runner.Schema()})
+	require.NoError(t, waiter.Register(wf))
+	engine.SetResultPollForTest(waiter, time.Hour)
+	return waiter, runner.Client(), waiter.Client()
 }
