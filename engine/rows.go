@@ -98,18 +98,19 @@ const runColumns = `run_id, workflow_id, workflow_type, queue, status, input, ou
 	cancel_requested_at, cancel_reason, parent_run_id, parent_seq, parent_close_policy,
 	previous_run_id, start_reason, reset_reason, loads`
 
-// status is the run's status as the engine reports it: a waiting run that
-// a worker claimed (woken) is running, though its row says waiting until
-// the worker first renews its lease (see store.claimSQL).
+// status is the run's status as the engine reports it: a pending or
+// waiting run that a worker claimed is running, though its row says
+// pending or waiting until the worker first renews its lease (see
+// store.claimSQL).
 func (r *runRow) status() Status {
-	if r.Status == StatusWaiting && r.ClaimedUntil.Valid {
+	if (r.Status == StatusWaiting || r.Status == StatusPending) && r.ClaimedUntil.Valid {
 		return StatusRunning
 	}
 	return r.Status
 }
 
 // reportedStatusSQL is runRow.status in SQL, for filters on it.
-const reportedStatusSQL = `CASE WHEN status = 'waiting' AND claimed_until IS NOT NULL THEN 'running' ELSE status END`
+const reportedStatusSQL = `CASE WHEN status IN ('pending','waiting') AND claimed_until IS NOT NULL THEN 'running' ELSE status END`
 
 // headers decodes the run's headers. The result is the run's own: callers
 // that hand it to user code hand out a clone.

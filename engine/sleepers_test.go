@@ -119,42 +119,49 @@ func TestClaimExpiredWithin(t *testing.T) {
 	require.Equal(t, []string{"old"}, ids, "the lease that expired an hour ago, not the live one nor the one w1 took")
 }
 
-// A claim of woken runs changes only their leases: none of runs' indexed
-// columns (the status stays waiting), so every row's update is heap-only
-// and writes no index entry. Claimed, a run is reported running.
+// A claim of woken runs, or of new ones, changes only their leases: none of
+// runs' indexed columns (the status stays waiting or pending), so every
+// row's update is heap-only and writes no index entry. Claimed, a run is
+// reported running.
 func TestWakeClaimIsHeapOnly(t *testing.T) {
 	t.Parallel()
-	wf := engine.NewWorkflow("hot.wf", func(ctx engine.Context, _ int) (int, error) { return 0, nil })
-	e := testenv.Engine(t, nil)
-	require.NoError(t, e.Register(wf))
-	c := e.Client()
-	ctx := testenv.Ctx(t, 30*time.Second)
-	runs := pq.QuoteIdentifier(e.Schema()) + ".runs"
-	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+` (run_id, workflow_id, workflow_type, queue, status, wake_at, lease_owner, loads)
-		SELECT 'r' || i, 'w' || i, 'hot.wf', 'default', 'waiting', now() - i * interval '1 ms', 'gone', 1
-		FROM generate_series(1, 60) i`)
-	require.NoError(t, err)
+	for _, status := range []engine.Status{engine.StatusWaiting, engine.StatusPending} {
+		t.Run(string(status), func(t *testing.T) {
+			t.Parallel()
+			wf := engine.NewWorkflow("hot.wf", func(ctx engine.Context, _ int) (int, error) { return 0, nil })
+			e := testenv.Engine(t, nil)
+			require.NoError(t, e.Register(wf))
+			c := e.Client()
+			ctx := testenv.Ctx(t, 30*time.Second)
+			runs := pq.QuoteIdentifier(e.Schema()) + ".runs"
+			_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+` (run_id, workflow_id, workflow_type, queue, status, wake_at, lease_owner, loads)
+				SELECT 'r' || i, 'w' || i, 'hot.wf', 'default', $1, now() - i * interval '1 ms',
+					CASE WHEN $1 = 'waiting' THEN 'gone' END, CASE WHEN $1 = 'waiting' THEN 1 ELSE 0 END
+				FROM generate_series(1, 60) i`, status)
+			require.NoError(t, err)
 
-	updated, heapOnly, err := engine.ClaimDueUpdatesForTest(ctx, e, "w1", "default", []string{"hot.wf"}, 50)
-	require.NoError(t, err)
-	require.Equal(t, 50, updated)
-	require.Equal(t, 50, heapOnly, "a claim's update that is not heap-only writes an entry in every index of runs")
+			updated, heapOnly, err := engine.ClaimDueUpdatesForTest(ctx, e, "w1", "default", []string{"hot.wf"}, 50)
+			require.NoError(t, err)
+			require.Equal(t, 50, updated)
+			require.Equal(t, 50, heapOnly, "a claim's update that is not heap-only writes an entry in every index of runs")
 
-	var status string
-	var leased bool
-	require.NoError(t, e.DB().QueryRowContext(ctx, `SELECT status, lease_owner = 'w1' AND claimed_until > now() AND lease_expires_at IS NULL FROM `+runs+`
-		WHERE run_id = 'r60'`).Scan(&status, &leased))
-	require.Equal(t, "waiting", status)
-	require.True(t, leased)
-	info, err := c.Describe(ctx, "w60")
-	require.NoError(t, err)
-	require.Equal(t, engine.StatusRunning, info.Status, "a claimed run is reported running")
-	listed, err := c.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusRunning}})
-	require.NoError(t, err)
-	require.Len(t, listed, 50)
-	listed, err = c.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusWaiting}})
-	require.NoError(t, err)
-	require.Len(t, listed, 10)
+			var got string
+			var leased bool
+			require.NoError(t, e.DB().QueryRowContext(ctx, `SELECT status, lease_owner = 'w1' AND claimed_until > now() AND lease_expires_at IS NULL FROM `+runs+`
+				WHERE run_id = 'r60'`).Scan(&got, &leased))
+			require.Equal(t, string(status), got)
+			require.True(t, leased)
+			info, err := c.Describe(ctx, "w60")
+			require.NoError(t, err)
+			require.Equal(t, engine.StatusRunning, info.Status, "a claimed run is reported running")
+			listed, err := c.List(ctx, engine.ListFilter{Statuses: []engine.Status{engine.StatusRunning}})
+			require.NoError(t, err)
+			require.Len(t, listed, 50)
+			listed, err = c.List(ctx, engine.ListFilter{Statuses: []engine.Status{status}})
+			require.NoError(t, err)
+			require.Len(t, listed, 10)
+		})
+	}
 }
 
 // The claim of due runs passes over the waiting runs a worker claimed

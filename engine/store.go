@@ -330,7 +330,7 @@ func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batc
 // another claim takes the run (and increments loads). Every transition
 // that ends a claim clears claimed_until.
 func leased(a string) string {
-	return `(` + a + `.status = 'running' OR (` + a + `.status = 'waiting' AND ` + a + `.claimed_until IS NOT NULL))`
+	return `(` + a + `.status = 'running' OR (` + a + `.status IN ('pending','waiting') AND ` + a + `.claimed_until IS NOT NULL))`
 }
 
 // fence is the lease a write needs: the owner's name and the number of the
@@ -723,7 +723,7 @@ func (s *store) claimExpiredSQL() string {
 func (s *store) expireLeases(ctx context.Context, owner string) error {
 	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` r SET
 			lease_expires_at = CASE WHEN r.status = 'running' THEN now() - interval '1 second' END,
-			claimed_until = CASE WHEN r.status = 'waiting' THEN now() - interval '1 second' END
+			claimed_until = CASE WHEN r.status IN ('pending','waiting') THEN now() - interval '1 second' END
 		WHERE r.lease_owner = $1 AND `+leased("r")+` AND COALESCE(r.lease_expires_at, r.claimed_until) > now()`, owner)
 	return err
 }
@@ -735,22 +735,24 @@ func (s *store) claim(ctx context.Context, due, owner string, queues, types []st
 	return out, err
 }
 
-// claimSQL leases the runs that due selects and returns them. A pending
-// run (or a running one whose lease expired) becomes running, leased until
-// lease_expires_at. A waiting run, woken, stays waiting, leased until
+// claimSQL leases the runs that due selects and returns them. A running
+// run whose lease expired stays running, leased until lease_expires_at. A
+// pending run (new) or a waiting one (woken) keeps its status, leased until
 // claimed_until: the claim then changes no indexed column (status and
 // lease_expires_at are indexed), and PostgreSQL writes it as a heap-only
 // update, without an entry in any of runs' indexes; a change of status
 // is one in every index, and the entries keyed by workflow ID land on
-// random pages. The run is marked running by its first lease renewal, or
-// left by its next transition (most woken runs end or wait again sooner);
-// until then claimed_until says that a worker holds it (see leased), and
-// the engine reports it as running (runRow.status).
+// random pages (a claim of 200 of 300,000 pending runs, 1M runs in all:
+// 10.2 ms and 5,440 buffers as a change of status). The run is marked
+// running by its first lease renewal, or left by its next transition
+// (most runs end or wait sooner); until then claimed_until says that a
+// worker holds it (see leased), and the engine reports it as running
+// (runRow.status).
 func (s *store) claimSQL(due string) string {
 	return `WITH due AS (` + due + `)
-		UPDATE ` + s.runs + ` r SET status = CASE WHEN r.status = 'waiting' THEN r.status ELSE 'running' END, lease_owner = $1,
-			lease_expires_at = CASE WHEN r.status = 'waiting' THEN NULL ELSE now() + $6::interval END,
-			claimed_until = CASE WHEN r.status = 'waiting' THEN now() + $6::interval END,
+		UPDATE ` + s.runs + ` r SET lease_owner = $1,
+			lease_expires_at = CASE WHEN r.status = 'running' THEN now() + $6::interval END,
+			claimed_until = CASE WHEN r.status <> 'running' THEN now() + $6::interval END,
 			loads = r.loads + 1, updated_at = now()
 		FROM due WHERE r.run_id = due.run_id
 		RETURNING ` + prefixCols("r.", runColumns)

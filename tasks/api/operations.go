@@ -131,22 +131,31 @@ func (s *Server) failedReportsSQL() string {
 		WHERE f.name = ` + pq.QuoteLiteral(cancel.ReportActivity) + ` AND f.error IS NOT NULL AND f.status = 'failed'`
 }
 
-// waitingStepExpr is the condition that an open run has an activity step
+// waitingStepExpr is the condition that an open run (a pending one too: a
+// worker's claim leaves a new run's status pending until its first lease
+// renewal, see engine's store.claimSQL) has an activity step
 // waiting for its next attempt in the given step status (retrying or
 // throttled). Such steps are few, and the steps_waiting index (partial,
 // on next_attempt_at) holds only them: a filter on it reads them, not
 // every run.
 func (s *Server) waitingStepExpr(status string) string {
-	return `(r.status IN ('running','waiting') AND r.run_id IN (SELECT w.run_id FROM ` + s.schema + `.steps w
+	return `(r.status IN ('pending','running','waiting') AND r.run_id IN (SELECT w.run_id FROM ` + s.schema + `.steps w
 		WHERE w.next_attempt_at IS NOT NULL AND w.status = ` + pq.QuoteLiteral(status) + `))`
 }
+
+// reportedStatus is an operation's status as the engine reports it: a
+// worker's claim leaves a new or woken run's row pending or waiting, and
+// leases it until claimed_until, until its first lease renewal marks it
+// running (a heap-only update, see engine's store.claimSQL); such a run is
+// running. Filters on the status read the row's, through its index.
+const reportedStatus = `CASE WHEN r.status IN ('pending','waiting') AND r.claimed_until IS NOT NULL THEN 'running' ELSE r.status END`
 
 // opColumns selects an opRow.
 func (s *Server) opColumns() string { return `SELECT ` + s.opColumnList() }
 
 // opColumnList is the columns of an opRow.
 func (s *Server) opColumnList() string {
-	return `r.run_id, r.workflow_id, r.workflow_type, r.status, r.error,
+	return `r.run_id, r.workflow_id, r.workflow_type, ` + reportedStatus + ` AS status, r.error,
 	r.headers->>` + s.customerKey + ` AS customer, r.headers->>` + s.keyKey + ` AS key, r.created_at, r.updated_at, r.closed_at, r.wake_at,
 	fs.name AS failed_step, fs.seq AS failed_seq, fs.error AS failed_error, fs.completed_at AS failed_at,
 	` + waitingSignalExpr + ` AS waiting_signal, ` + needsOperatorExpr + ` AS needs_operator,
@@ -156,7 +165,7 @@ func (s *Server) opColumnList() string {
 // hasWaitingStep is waitingStepExpr for one row: a probe of the
 // steps_waiting index by run.
 func (s *Server) hasWaitingStep(status string) string {
-	return `(r.status IN ('running','waiting') AND EXISTS (SELECT 1 FROM ` + s.schema + `.steps w
+	return `(r.status IN ('pending','running','waiting') AND EXISTS (SELECT 1 FROM ` + s.schema + `.steps w
 		WHERE w.run_id = r.run_id AND w.next_attempt_at IS NOT NULL AND w.status = ` + pq.QuoteLiteral(status) + `))`
 }
 
@@ -429,7 +438,7 @@ func (s *Server) countsSQL(q *query) string {
 		WHERE `+parkedExpr+` AND `+latestRuns+q.sql()+`)) n`+limit+`) c`)
 	parts = append(parts, `SELECT w.status, count(DISTINCT w.run_id), 0 FROM `+s.schema+`.steps w
 		WHERE w.next_attempt_at IS NOT NULL AND w.status IN ('retrying','throttled')
-		  AND EXISTS (SELECT 1`+s.keysFrom(q)+` AND r.run_id = w.run_id AND r.status IN ('running','waiting')`+q.sql()+`)
+		  AND EXISTS (SELECT 1`+s.keysFrom(q)+` AND r.run_id = w.run_id AND r.status IN ('pending','running','waiting')`+q.sql()+`)
 		GROUP BY w.status`)
 	return strings.Join(parts, "\nUNION ALL\n")
 }

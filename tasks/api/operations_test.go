@@ -201,3 +201,20 @@ func stepNames(refs []api.StepRef) []string {
 	}
 	return out
 }
+
+// A run a worker claimed is running, though its row keeps the status it
+// was claimed in (pending or waiting) until the worker's first lease
+// renewal: the claim is a heap-only update that leases it until
+// claimed_until (engine's store.claimSQL). The operation says running.
+func TestClaimedRunIsReportedRunning(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	ev.start(t, "w1", "globex", orderIn{Item: "4", Wait: true})
+	ev.waitFor(t, "w1", engine.StatusWaiting)
+	for _, status := range []string{"waiting", "pending"} {
+		// As a worker elsewhere leaves it when it claims it.
+		_, err := ev.e.DB().Exec(`UPDATE `+ev.e.Schema()+`.runs SET status = $1, lease_owner = 'elsewhere',
+			claimed_until = now() + interval '1 hour', loads = loads + 1 WHERE workflow_id = 'w1'`, status)
+		require.NoError(t, err)
+		require.Equal(t, api.StatusRunning, ev.get(t, "w1").Status, "claimed in status %s", status)
+	}
+}
