@@ -373,6 +373,14 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 			}
 		}
 	}
+	// Closes elsewhere are announced only while a process waits on them:
+	// register before the first read. A read before unannounced closes
+	// that missed the registration have all committed is done again then.
+	recheckAt, err := e.listeners.hold(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer e.listeners.release()
 	for {
 		ch := e.waitChan(runID, false)
 		r, err := e.outcomes.read(ctx, runID)
@@ -399,7 +407,11 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 		case StatusContinued, StatusReset:
 			return nil, fmt.Errorf("engine: follow run %s: its %s successor is missing", runID, r.status)
 		}
-		t := time.NewTimer(time.Duration(e.resultPoll.Load()))
+		poll := time.Duration(e.resultPoll.Load())
+		if d := time.Until(recheckAt); d > 0 && d < poll {
+			poll = d
+		}
+		t := time.NewTimer(poll)
 		select {
 		case cr := <-ch:
 			// The close's own commit, or its notice, may say how the run

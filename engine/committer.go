@@ -104,6 +104,11 @@ type finishSpec struct {
 	// parent, when set, receives the result into its child step.
 	parentRunID string
 	parentSeq   int
+	// quiet: the commit that closed the run saw no process waiting on
+	// closes elsewhere, and was quick enough that none that registered
+	// meanwhile can miss it (see listeners.go): its close is not
+	// announced. Set by each write of the op that allows it.
+	quiet bool
 }
 
 type committer struct {
@@ -125,6 +130,10 @@ type committer struct {
 	beforeExec atomic.Pointer[func()]
 	// queued, when set (tests), runs when submitWait has queued its op.
 	queued atomic.Pointer[func()]
+	// missListeners, when set (tests), makes the commit statements report
+	// no process waiting on closes elsewhere, as a statement whose
+	// snapshot came before the registration does.
+	missListeners atomic.Bool
 }
 
 // commitShard is one group-commit writer: a queue of ops written in batches,
@@ -397,6 +406,11 @@ func (c *committer) run(batch []*writeOp) {
 		if h := c.beforeExec.Load(); h != nil {
 			(*h)()
 		}
+		for _, op := range batch {
+			if op.fin != nil {
+				op.fin.quiet = false // announced unless this write says otherwise
+			}
+		}
 		errs, err := c.exec(batch)
 		fault := classify(err)
 		if fault != faultNone {
@@ -475,10 +489,21 @@ func (c *committer) giveBack(batch []*writeOp) {
 func (c *committer) exec(batch []*writeOp) ([]error, error) {
 	ctx, cancel := c.e.store.bounded(c.e.cfg.CommitTimeout)
 	defer cancel()
+	sent := time.Now()
 	errs, err := c.execCtx(ctx, batch)
 	if err == nil {
 		if h := c.lostAck.Load(); h != nil && (*h)() {
-			return nil, driver.ErrBadConn
+			errs, err = nil, driver.ErrBadConn
+		}
+	}
+	if err != nil || time.Since(sent) >= quietCloseBound {
+		// A waiter that registered after the statement's snapshot may
+		// have read its runs open too long ago, and a batch whose commit
+		// is read back is announced as before: announce them.
+		for _, op := range batch {
+			if op.fin != nil {
+				op.fin.quiet = false
+			}
 		}
 	}
 	return errs, err
@@ -839,6 +864,9 @@ type singleWrite struct {
 	// their rows, by fold.
 	folds    []*CheckpointFold
 	foldRows [][]CheckpointFoldRow
+	// listeners: the statement closed runs and a process waits on closes
+	// elsewhere (see listeners.go).
+	listeners bool
 }
 
 // execStepsAndFinish commits such a batch in a single statement. With
@@ -917,7 +945,11 @@ func (c *committer) execSingle(ctx context.Context, now time.Time, batch []*writ
 	}
 	w.steps.check(okSteps, errs)
 	w.newSteps.check(okSteps, errs)
+	quiet := !w.listeners || c.missListeners.Load()
 	for i, op := range batch {
+		if op.fin != nil {
+			op.fin.quiet = quiet
+		}
 		if op.fin != nil && !okFins[op.runID] {
 			errs[i] = errLeaseLost
 		}

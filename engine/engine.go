@@ -28,6 +28,9 @@ type Engine struct {
 	notes  *notifier
 	// outcomes reads the runs Result calls wait on, many per query.
 	outcomes *outcomeReader
+	// listeners registers the process while Result calls wait on the
+	// database, so that closes elsewhere are announced (listeners.go).
+	listeners *resultListeners
 
 	listener *pq.Listener
 	closed   chan struct{}
@@ -98,6 +101,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.notes = newNotifier(e.store, c.Logger.Warn)
 	e.outcomes = newOutcomeReader(e.db, e.store.runs)
+	e.listeners = newResultListeners(e)
 	e.commit = newCommitter(e)
 	e.resultPoll.Store(int64(resultSafetyPoll))
 	e.hooks.purgeNow = make(chan struct{}, 1)
@@ -149,6 +153,7 @@ func (e *Engine) Close() error {
 		e.commit.close()
 		e.notes.close()
 		e.outcomes.close()
+		e.listeners.close()
 		e.store.closeHot()
 		e.listener.Close()
 	})

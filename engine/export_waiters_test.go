@@ -68,3 +68,18 @@ func SetSignalLoadHookForTest(e *Engine, fn func(n int)) { e.store.signalsLoaded
 // read from the database (their outcome reads), so a test can tell an
 // outcome taken from a notice from one read back.
 func OutcomeReadsForTest(e *Engine) int64 { return e.outcomes.runsRead.Load() }
+
+// SetCloseNoticeHookForTest makes fn learn of each run the engine's
+// committer closes and whether the close is announced to other processes.
+func SetCloseNoticeHookForTest(e *Engine, fn func(runID string, announced bool)) {
+	e.notes.closed.Store(&fn)
+}
+
+// SetMissListenersForTest makes the engine's commits report no process
+// waiting on closes elsewhere, as a commit whose statement took its
+// snapshot before a waiter registered does; window replaces how long after
+// its registration a waiter reads its run again for such closes.
+func SetMissListenersForTest(runner, waiter *Engine, window time.Duration) {
+	runner.commit.missListeners.Store(true)
+	waiter.listeners.window = window
+}

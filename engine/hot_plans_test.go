@@ -41,6 +41,9 @@ func TestHotStatementsGenericPlansProbeByKey(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, plans, 2)
 	for name, plan := range plans {
+		// result_listeners holds a row per process waiting on closes
+		// elsewhere: reading it whole is its plan.
+		plan := strings.ReplaceAll(plan, "Seq Scan on result_listeners", "")
 		require.NotContains(t, plan, "Seq Scan", "%s:\n%s", name, plan)
 		require.NotContains(t, plan, "runs_leased", "%s:\n%s", name, plan)
 		require.NotContains(t, plan, "hashed SubPlan", "%s:\n%s", name, plan)

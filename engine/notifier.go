@@ -3,6 +3,7 @@ package engine
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -42,6 +43,9 @@ type notifier struct {
 	kick    chan struct{}
 	stop    chan struct{}
 	stopped chan struct{}
+	// closed, when set (tests), learns of each closed run the committer
+	// reports and whether its close is announced.
+	closed atomic.Pointer[func(runID string, announced bool)]
 }
 
 func newNotifier(s *store, log func(msg string, args ...any)) *notifier {
@@ -62,8 +66,13 @@ func (n *notifier) committed(batch []*writeOp, errs []error, woken []string) {
 			continue
 		}
 		if op.fin != nil && op.fin.status != StatusWaiting {
-			n.done = append(n.done, doneNote{runID: op.runID, fin: op.fin})
-			added = true
+			if h := n.closed.Load(); h != nil {
+				(*h)(op.runID, !op.fin.quiet)
+			}
+			if !op.fin.quiet {
+				n.done = append(n.done, doneNote{runID: op.runID, fin: op.fin})
+				added = true
+			}
 		}
 		if op.newRun != nil && op.newRun.leaseOwner == "" {
 			r := &op.newRun.row

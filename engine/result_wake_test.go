@@ -169,11 +169,18 @@ func TestResultElsewhereTakesTheOutcomeFromTheNotice(t *testing.T) {
 // returns the waiter and both engines' clients.
 func runnerAndWaiter(t *testing.T, wf engine.Definition) (*engine.Engine, *engine.Client, *engine.Client) {
 	t.Helper()
-	runner := testenv.Engine(t, nil)
+	runner, waiter := runnerAndWaiterEngines(t, wf)
+	return waiter, runner.Client(), waiter.Client()
+}
+
+// runnerAndWaiterEngines is runnerAndWaiter's two engines.
+func runnerAndWaiterEngines(t *testing.T, wf engine.Definition) (runner, waiter *engine.Engine) {
+	t.Helper()
+	runner = testenv.Engine(t, nil)
 	require.NoError(t, runner.Register(wf))
 	testenv.Worker(t, runner, engine.WorkerConfig{})
-	waiter := testenv.Engine(t, &engine.Config{Schema: runner.Schema()})
+	waiter = testenv.Engine(t, &engine.Config{Schema: runner.Schema()})
 	require.NoError(t, waiter.Register(wf))
 	engine.SetResultPollForTest(waiter, time.Hour)
-	return waiter, runner.Client(), waiter.Client()
+	return runner, waiter
 }

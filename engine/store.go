@@ -27,7 +27,9 @@ type store struct {
 	steps   string
 	signals string
 	beats   string
-	channel map[string]string
+	// listeners is the result_listeners table (see listeners.go).
+	listeners string
+	channel   map[string]string
 	sql     storeSQL
 	// hot holds the commit path's statements, prepared: query text to
 	// *hotStmt (see hotQuery).
@@ -62,7 +64,7 @@ const (
 
 func newStore(db *sqlx.DB, schema string) *store {
 	q := pq.QuoteIdentifier(schema)
-	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", beats: q + ".heartbeats", channel: map[string]string{},
+	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", beats: q + ".heartbeats", listeners: q + ".result_listeners", channel: map[string]string{},
 		guarded: db != nil && pgconn.Guards(db.Driver())}
 	// Channel names are identifiers (at most 63 bytes): derive them from a
 	// hash of the schema so any valid schema name fits.
@@ -165,7 +167,12 @@ func (s *store) buildSQL() {
 	s.sql.insertSteps = `WITH ` + s.stepsSQL(0) + ` SELECT run_id, seq FROM ins`
 
 	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(stepParams)
-	sel := `SELECT 's', run_id, seq FROM ins UNION ALL SELECT 'f', run_id, 0 FROM fin`
+	// A statement that closes runs also says whether a process waits on
+	// closes elsewhere (row 'l'): only then are they announced (see
+	// listeners.go).
+	sel := `SELECT 's', run_id, seq FROM ins UNION ALL SELECT 'f', run_id, 0 FROM fin
+		UNION ALL SELECT 'l', '', 0 WHERE EXISTS (SELECT 1 FROM fin WHERE closed_at IS NOT NULL)
+			AND EXISTS (SELECT 1 FROM ` + s.listeners + ` WHERE expires_at > now())`
 	s.sql.stepsAndFinish = q + ` ` + sel
 	runsAt := stepsAndFinishParams
 	s.sql.stepsFinishAndStarts = q + `, ` + s.runsSQL(runsAt) + `, ` + s.newRunStepsSQL(runsAt+runParams) + ` ` + sel +
@@ -225,6 +232,8 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 			okSteps[stepKey{id, seq}] = true
 		case "f":
 			okFins[id] = true
+		case "l":
+			w.listeners = true
 		default:
 			okRuns[id] = true
 		}
