@@ -16,6 +16,21 @@ const (
 	lostAfter = time.Minute
 	// sweepEvery bounds how often the snoozed attempts are swept for lost ones.
 	sweepEvery = 10 * time.Second
+	// stoppedAfter is how long a key with a backlog may grant this process
+	// nothing before it counts as stopped (a Redis outage or recovery
+	// window, a limit lowered to zero, slots held by a killed worker), its
+	// last grant rate no guide to when the backlog is served.
+	stoppedAfter = 5 * time.Second
+	// saturatedAfter and saturatedGrants are how long attempts must have
+	// waited for a key without a break (the grant rate's window), and how
+	// many leases it must have granted meanwhile, before its grant rate is
+	// taken for its speed: while the waiters run out now and then, the key
+	// grants what it is asked for, and the rate measures the demand, not
+	// the key; and a grant or two measure nothing. Short, because a
+	// process that just started (a worker restarted after a crash) sends
+	// its whole backlog away every few seconds until its key is saturated.
+	saturatedAfter  = grantRateWindow
+	saturatedGrants = 10
 )
 
 // backlog is what one process knows of its own demand on each key: the
@@ -36,6 +51,25 @@ type keyBacklog struct {
 	rate        float64
 	first, last time.Time
 	nextSweep   time.Time
+	// busySince is when waiting last rose from zero; busyGrants counts
+	// the grants since.
+	busySince  time.Time
+	busyGrants int
+}
+
+// pace is what an attempt turned away is told of the key: the attempts of
+// this process ahead of it and how fast the key grants them leases.
+type pace struct {
+	ahead int
+	// rate is the key's grants per second to this process while it
+	// grants (as of its last grant); 0 before its first.
+	rate float64
+	// stopped: the key has granted nothing for stoppedAfter.
+	stopped bool
+	// saturated: attempts have waited for the key without a break for
+	// saturatedAfter and saturatedGrants grants, so rate is the key's
+	// speed, not the demand's.
+	saturated bool
 }
 
 func newBacklog() *backlog { return &backlog{keys: make(map[string]*keyBacklog)} }
@@ -43,7 +77,7 @@ func newBacklog() *backlog { return &backlog{keys: make(map[string]*keyBacklog)}
 // arrive records an attempt for key, back from a snooze or new. It may wait
 // (ok) unless maxWaiters (> 0) attempts already do; if not, it is told how
 // many attempts are ahead of it and how fast the key has been granting.
-func (b *backlog) arrive(key, id string, maxWaiters int, now time.Time) (ok bool, ahead int, rate float64) {
+func (b *backlog) arrive(key, id string, maxWaiters int, now time.Time) (ok bool, p pace) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	k := b.keys[key]
@@ -54,10 +88,36 @@ func (b *backlog) arrive(key, id string, maxWaiters int, now time.Time) (ok bool
 	delete(k.snoozed, id)
 	k.sweep(now)
 	if maxWaiters > 0 && k.waiting >= maxWaiters {
-		return false, k.waiting + len(k.snoozed), k.rateAt(now)
+		p = pace{ahead: k.waiting + len(k.snoozed)}
+		p.rate, p.stopped = k.grantRate(now)
+		p.saturated = k.waiting > 0 && now.Sub(k.busySince) >= saturatedAfter && k.busyGrants >= saturatedGrants
+		return false, p
+	}
+	if k.waiting == 0 {
+		k.busySince, k.busyGrants = now, 0
 	}
 	k.waiting++
-	return true, 0, 0
+	return true, pace{}
+}
+
+// grantRate is how fast the key grants this process leases while it
+// grants: its rate as of its last grant (as rateAt corrects it for the time
+// it has been measuring). A key that has granted nothing for stoppedAfter
+// is stopped; one that never granted has rate 0. Its rate now, which
+// decays between grants, would take a pause of a second or two for a key a
+// hundred times slower.
+func (k *keyBacklog) grantRate(now time.Time) (rate float64, stopped bool) {
+	if k.last.IsZero() {
+		return 0, false
+	}
+	if now.Sub(k.last) > stoppedAfter {
+		return 0, true
+	}
+	measured := 1 - math.Exp(-now.Sub(k.first).Seconds()/grantRateWindow.Seconds())
+	if measured < 0.01 {
+		return 0, false // a few milliseconds: too soon to tell
+	}
+	return k.rate / measured, false
 }
 
 // left records the end of a wait, granted or not.
@@ -75,6 +135,7 @@ func (b *backlog) left(key string, granted bool, now time.Time) {
 		}
 		k.rate = k.decayed(now) + 1/grantRateWindow.Seconds()
 		k.last = now
+		k.busyGrants++
 	}
 	b.forgetIdle(key, k)
 }

@@ -36,8 +36,20 @@ const (
 	// because too many others wait.
 	minOverflowSnooze = 20 * time.Millisecond
 	// maxOverflowSnooze is the longest: a backlog that would take longer to
-	// serve is looked at again this often, in case the key speeds up.
-	maxOverflowSnooze = 5 * time.Second
+	// serve is looked at again this often, in case the key speeds up. Each
+	// snooze of a run costs the engine an unload and a load (two commits
+	// and a replay), so a backlog looked at every few seconds costs that
+	// much per attempt every few seconds: at 5s, the chaos bench's 20,000
+	// renewals behind a 16-slot key were loaded 120 times per renewal
+	// closed, and the commits they queued held the key's slots for seconds
+	// each (8 grants/s of 300 allowed).
+	maxOverflowSnooze = time.Minute
+	// unsureOverflowSnooze is the longest snooze when the grant rate says
+	// little of the key's speed: the key grants nothing (see stoppedAfter),
+	// or it has not been saturated for long (see saturatedAfter), so that
+	// it granted what it was asked for. Longer snoozes would ask it for
+	// less still.
+	unsureOverflowSnooze = 5 * time.Second
 )
 
 // errTooManyWaiters is the cause of a snooze that never waited: MaxWaiters
@@ -114,9 +126,10 @@ type InterceptorConfig struct {
 	// the key can serve within MaxWait would hold a slot only to be snoozed
 	// anyway. An attempt sent away comes back when about as many attempts as
 	// are ahead of it (waiting or snoozed, in this process) have been
-	// granted, judging by the key's recent grant rate, up to 5s later; so a
-	// deep backlog costs about one snooze per grant, not one per attempt per
-	// MaxWait. Default DefaultMaxWaiters; negative: no bound.
+	// granted, judging by the key's recent grant rate, up to a minute later
+	// (5s unless the key has been saturated for a while); so a deep backlog
+	// costs about one snooze per grant, not one per attempt per MaxWait.
+	// Default DefaultMaxWaiters; negative: no bound.
 	MaxWaiters int
 	// LeaseID names an attempt's lease. Default: the activity's
 	// IdempotencyKey, which is the same for every attempt of a step, on any
@@ -230,9 +243,9 @@ func (i *ActivityInterceptor) ExecuteActivity(ctx context.Context, in *engine.Ac
 		return next(ctx, in)
 	}
 	id := i.cfg.LeaseID(in)
-	mayWait, ahead, rate := i.backlog.arrive(key, id, i.cfg.MaxWaiters, time.Now())
+	mayWait, p := i.backlog.arrive(key, id, i.cfg.MaxWaiters, time.Now())
 	if !mayWait {
-		sn := newSnooze(key, i.overflowSnooze(ahead, rate), errTooManyWaiters)
+		sn := newSnooze(key, i.overflowSnooze(p), errTooManyWaiters)
 		if i.hooks != nil {
 			i.hooks.observeWait(context.WithoutCancel(ctx), key, 0, "snoozed")
 		}
@@ -273,23 +286,31 @@ func (i *ActivityInterceptor) maxWait(ctx context.Context) time.Duration {
 }
 
 // overflowSnooze is the snooze of an attempt turned away without waiting,
-// with ahead attempts of this process before it and the key granting rate
-// leases a second to this process. It comes back at a random moment in the
-// second half of the time those take: a little early costs one more snooze,
-// late would leave the key idle. Before the key has granted anything to go
-// by it comes back after one or two MaxWait; if the backlog would take more
-// than maxOverflowSnooze (or the key stopped granting), after half to all of
-// maxOverflowSnooze.
-func (i *ActivityInterceptor) overflowSnooze(ahead int, rate float64) time.Duration {
+// with p.ahead attempts of this process before it and the key granting
+// p.rate leases a second to this process. It comes back at a random moment
+// in the second half of the time those take: a little early costs one more
+// snooze, late would leave the key idle. Before the key has granted
+// anything to go by it comes back after one or two MaxWait. If the backlog
+// would take longer than a limit, or the key stopped granting, after half
+// to all of the limit: maxOverflowSnooze while the key is saturated,
+// unsureOverflowSnooze while its rate is no measure of its speed.
+func (i *ActivityInterceptor) overflowSnooze(p pace) time.Duration {
 	base := max(i.cfg.MaxWait, minOverflowSnooze)
-	if rate <= 0 {
+	limit := maxOverflowSnooze
+	if p.stopped || !p.saturated {
+		limit = unsureOverflowSnooze
+	}
+	if p.stopped {
+		return limit/2 + rand.N(limit/2)
+	}
+	if p.rate <= 0 {
 		return base + rand.N(base)
 	}
-	est := time.Duration(float64(ahead+1) / rate * float64(time.Second))
-	if est <= 0 || est > maxOverflowSnooze {
+	est := time.Duration(float64(p.ahead+1) / p.rate * float64(time.Second))
+	if est <= 0 || est > limit {
 		// Too long to trust (or to hold a caller's work back without a
 		// look); the grant rate may change.
-		return maxOverflowSnooze/2 + rand.N(maxOverflowSnooze/2)
+		return limit/2 + rand.N(limit/2)
 	}
 	return max(est/2+rand.N(est/2+1), minOverflowSnooze)
 }
