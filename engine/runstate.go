@@ -99,6 +99,12 @@ type runState struct {
 	refreshAgain bool
 	// closed is set once the run's end committed from this copy.
 	closed atomic.Bool
+	// launched is when the worker launched the run; promoted is set once
+	// a lease renewal held it, marking its row running (see
+	// Worker.promoteOnce; a row a commit held locked then is marked at the
+	// next renewal).
+	launched time.Time
+	promoted atomic.Bool
 	// histBytes sums the inputs, results and errors of the run's steps,
 	// recorded or submitted (activity goroutines add theirs).
 	histBytes atomic.Int64

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -202,4 +203,40 @@ func TestClaimDuePassesOverLeasedRuns(t *testing.T) {
 	got, err = engine.ClaimDueForTest(ctx, e, "w4", "default", types, 10, []string{})
 	require.NoError(t, err)
 	require.Equal(t, map[string]engine.Status{"mine": engine.StatusWaiting}, got)
+}
+
+// A run claimed in its pending status (a heap-only claim) that stays open
+// is marked running within about a second, not at its worker's next
+// renewal (a third of LeaseTTL, here 20 minutes): until then a claim of
+// due runs passes over it at the head of the (queue, wake_at) index.
+func TestLongClaimedRunIsMarkedRunning(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	act := engine.NewActivity("promote.block", func(ctx context.Context, _ int) (int, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return 0, nil
+	})
+	wf := engine.NewWorkflow("promote.wf", func(ctx engine.Context, _ int) (int, error) {
+		return act.Run(ctx, 0)
+	})
+	e := testenv.Engine(t, &engine.Config{LeaseTTL: time.Hour})
+	require.NoError(t, e.Register(wf, act))
+	starter := testenv.Engine(t, &engine.Config{Schema: e.Schema(), LeaseTTL: time.Hour})
+	require.NoError(t, starter.Register(wf, act))
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	ctx := testenv.Ctx(t, 60*time.Second)
+	// Started where no worker runs: inserted pending, claimed by e's worker.
+	_, err := wf.Start(ctx, starter.Client(), 0, &engine.StartOptions{ID: "long"})
+	require.NoError(t, err)
+	runs := pq.QuoteIdentifier(e.Schema()) + ".runs"
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		var status string
+		var claimed bool
+		err := e.DB().QueryRowContext(ctx, `SELECT status, claimed_until IS NOT NULL FROM `+runs+` WHERE workflow_id = 'long'`).Scan(&status, &claimed)
+		return err == nil && status == "running" && !claimed
+	}, "the claimed run was not marked running")
+	close(release)
 }
