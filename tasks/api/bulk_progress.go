@@ -13,6 +13,11 @@ import (
 // it costs a few rows (migration 004). Each worker of a batch adds to a
 // shard of its own (bulkShard); the job's creation and its end add to
 // shard 0.
+//
+// The pace runs from the start of the first transaction that did or failed
+// an item (first_at, its items' at) to the end of the last one (last_at,
+// the time its statement recorded them), so that a chunk's items, which
+// share their transaction's start, do not count as done before they were.
 
 // withProgress turns update, an UPDATE of one job's bulk_items that takes
 // items out of 'pending' and ends in "RETURNING <item>.state, <item>.at",
@@ -23,7 +28,8 @@ func (s *Server) withProgress(update string, job, shard int) string {
 	INSERT INTO ` + s.schema + `.bulk_progress AS p (job_id, shard, done, failed, skipped, first_at, last_at)
 	SELECT $` + strconv.Itoa(job) + `, $` + strconv.Itoa(shard) + `::int, count(*) FILTER (WHERE state = 'done'),
 		count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'skipped'),
-		min(at) FILTER (WHERE state IN ('done', 'failed')), max(at) FILTER (WHERE state IN ('done', 'failed'))
+		min(at) FILTER (WHERE state IN ('done', 'failed')),
+		CASE WHEN count(*) FILTER (WHERE state IN ('done', 'failed')) > 0 THEN clock_timestamp() END
 	FROM u
 	ON CONFLICT (job_id, shard) DO UPDATE SET done = p.done + excluded.done, failed = p.failed + excluded.failed,
 		skipped = p.skipped + excluded.skipped, first_at = LEAST(p.first_at, excluded.first_at),

@@ -3,8 +3,9 @@
 -- fraction of a second) reads a few rows, not every item of the job. Each
 -- of a job's concurrent transactions adds to a shard of its own, so they
 -- never wait for each other on one row. first_at and last_at bound when
--- items were done or failed (their transactions' start, as bulk_items.at),
--- for the job's pace.
+-- items were done or failed, for the job's pace: the start of the first
+-- transaction that did (bulk_items.at) and the time the last one recorded
+-- its items.
 CREATE TABLE IF NOT EXISTS {{schema}}.bulk_progress (
     job_id   text NOT NULL REFERENCES {{schema}}.bulk_jobs (id) ON DELETE CASCADE,
     shard    int NOT NULL,
