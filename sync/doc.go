@@ -72,7 +72,10 @@
 // both look rows up by index: they are planned with sequential scans off,
 // since a table that was never analyzed looks tiny to the planner, which
 // would then read all of it for every batch. A change that alters no mapped
-// column writes nothing.
+// column writes nothing: the statement reads each of the batch's rows once,
+// and looks up again, to update it, only a row that a change alters (with
+// the legacy table's own indexes, an update of an indexed column such as a
+// status is never a HOT update, which is most of what a mirror costs).
 //
 // If the legacy table refuses a write (a trigger, a constraint), the batch's
 // changes go to the outbox instead, in the same transaction, and the relay
