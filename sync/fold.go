@@ -74,34 +74,49 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 	}}, true
 }
 
-// foldDone accounts for a folded write once it has committed.
+// foldDone accounts for a folded write once it has committed. The fold's
+// rows (see rowsSQL) name only the exceptions: the changes of runs the
+// statement did not write ('f'), the missing rows ('m'); and the number of
+// rows written ('w'). Every other change found its row.
 func (mr *Mirror) foldDone(ctx context.Context, cs []*change, rows []engine.CheckpointFoldRow) {
-	byKey := make(map[string]*change, len(cs))
-	for _, c := range cs {
-		byKey[c.Key] = c
-	}
-	var skipped map[string]bool
+	var written int64
+	var skipped, missing map[string]bool
 	for _, r := range rows {
-		if r.A == "f" {
+		switch r.A {
+		case "w":
+			written, _ = strconv.ParseInt(r.B, 10, 64)
+		case "f":
 			// Its run's records were not written (a lost lease): nor was it.
 			if skipped == nil {
 				skipped = map[string]bool{}
 			}
 			skipped[r.B] = true
-			continue
-		}
-		if c := byKey[r.B]; c != nil {
-			c.record(r.A)
-		}
-	}
-	if skipped != nil {
-		kept := cs[:0:0]
-		for _, c := range cs {
-			if !skipped[c.Key] {
-				kept = append(kept, c)
+		case "m":
+			if missing == nil {
+				missing = map[string]bool{}
 			}
+			missing[r.B] = true
 		}
-		cs = kept
 	}
-	_ = mr.settle(ctx, cs, false) // MissingFail does not fold: nothing to refuse
+	kept := cs
+	if skipped != nil || missing != nil {
+		kept = cs[:0:0]
+		for _, c := range cs {
+			if skipped[c.Key] {
+				continue
+			}
+			if !missing[c.Key] {
+				c.out |= outExists
+			}
+			kept = append(kept, c)
+		}
+	} else {
+		for _, c := range cs {
+			c.out |= outExists
+		}
+	}
+	// settle counts the missing rows and warns of them (MissingFail does
+	// not fold: nothing to refuse); the rows written are counted here.
+	_ = mr.settle(ctx, kept, false)
+	mr.met.wrote(ctx, written, 0, 0)
 }

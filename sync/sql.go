@@ -438,8 +438,11 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	}
 	w(`
 		FROM cur v`, withO, ` WHERE v.chg AND t.`, qi(key.Name), ` = v.row_key::`, key.Type, ver, changed, `
-		RETURNING t.`, qi(key.Name), `::text AS row_key),
+		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
+	if !fold {
+		w(`,
 	ex AS (SELECT DISTINCT cur.row_key FROM cur WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = cur.row_key))`)
+	}
 	create := mr.m.missingRow() == MissingCreate
 	if create {
 		w(`,
@@ -460,16 +463,30 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		ON CONFLICT DO NOTHING
 		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
 	}
-	w(`
+	if fold {
+		// The fold reports what the mirror accounts for, and no more: the
+		// number of rows written ('w', when not zero), the missing rows
+		// ('m') and the changes of runs the statement did not write ('f').
+		// The rows a change left as they are, most of them, cost no result
+		// row to send and read back.
+		wrote, notMissing := `SELECT row_key FROM lu`, ``
+		if create {
+			wrote += ` UNION SELECT row_key FROM li`
+			notMissing = ` AND NOT EXISTS (SELECT 1 FROM li WHERE li.row_key = v.row_key)`
+		}
+		w(`
+	SELECT 'w'::text, n::text FROM (SELECT count(DISTINCT row_key) AS n FROM (`, wrote, `) x) w WHERE n > 0
+	UNION ALL SELECT 'm', v.row_key FROM v WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.row_key = v.row_key)`, notMissing, `
+	UNION ALL SELECT 'f', row_key FROM v00 WHERE NOT v00.run = ANY(`, param(foldAt+1), `)`)
+	} else {
+		w(`
 	SELECT 'u'::text, row_key FROM lu UNION ALL SELECT 'e', row_key FROM ex`)
-	switch {
-	case fold:
-		w(` UNION ALL SELECT 'f', row_key FROM v00 WHERE NOT v00.run = ANY(`, param(foldAt+1), `)`)
-	case defer0:
-		w(` UNION ALL SELECT 'd', row_key FROM d`)
-	}
-	if create {
-		w(` UNION ALL SELECT 'i', row_key FROM li`)
+		if defer0 {
+			w(` UNION ALL SELECT 'd', row_key FROM d`)
+		}
+		if create {
+			w(` UNION ALL SELECT 'i', row_key FROM li`)
+		}
 	}
 	w(` UNION ALL SELECT 'r', set_config('enable_seqscan', `, param(next), `, true) || set_config('enable_bitmapscan', `, param(next+1), `, true)
 		|| set_config('plan_cache_mode', `, param(next+2), `, true)`)
