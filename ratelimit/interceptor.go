@@ -197,8 +197,9 @@ func defaultLeaseID(in *engine.ActivityInput) string {
 //
 // It fails closed: while the limiter cannot reach Redis no slot is granted,
 // attempts are snoozed (those that waited, with a backoff of up to a second;
-// those turned away, for up to a few seconds) and they run by themselves
-// when Redis returns. Any other limiter error (no limits for the
+// those turned away, for about as long as the backlog ahead of them takes,
+// up to a minute, and for a few seconds at most once the key has granted
+// nothing for stoppedAfter) and they run by themselves when Redis returns. Any other limiter error (no limits for the
 // key in a LimitsTable, invalid limits) fails the attempt, which the engine
 // retries under the activity's retry policy, so a misconfiguration is seen.
 //
