@@ -33,3 +33,9 @@ func LoadedRunsForTest(w *Worker) int {
 func SaveHeartbeatForTest(ctx context.Context, e *Engine, owner string, token int, runID string, seq int, details []byte) error {
 	return e.store.saveHeartbeat(ctx, fence{owner: owner, token: token}, runID, seq, details)
 }
+
+// ExpireLeasesForTest ends the leases held under owner's name, as a worker
+// started with that ID does when it takes over its predecessor's runs.
+func ExpireLeasesForTest(ctx context.Context, e *Engine, owner string) error {
+	return e.store.expireLeases(ctx, owner)
+}

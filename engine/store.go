@@ -30,7 +30,7 @@ type store struct {
 	// listeners is the result_listeners table (see listeners.go).
 	listeners string
 	channel   map[string]string
-	sql     storeSQL
+	sql       storeSQL
 	// hot holds the commit path's statements, prepared: query text to
 	// *hotStmt (see hotQuery).
 	hot sync.Map
@@ -728,12 +728,21 @@ func (s *store) claimExpiredSQL() string {
 }
 
 // expireLeases ends the leases held under owner's name now, so that the
-// runs are claimed at once (a restarted worker's predecessor's runs).
+// runs are claimed at once (a restarted worker's predecessor's runs). It
+// locks the runs in run ID order, the order the commit statement and
+// releases lock them in: an UPDATE alone locks them in the order it finds
+// them (table order), and a writer holding one run while it waited for
+// another the update held made a deadlock (40P01; seven in one chaos run,
+// whose runs then waited out their leases).
 func (s *store) expireLeases(ctx context.Context, owner string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE `+s.runs+` r SET
+	_, err := s.db.ExecContext(ctx, `WITH held AS (
+			SELECT run_id FROM `+s.runs+` r
+			WHERE r.lease_owner = $1 AND `+leased("r")+` AND COALESCE(r.lease_expires_at, r.claimed_until) > now()
+			ORDER BY run_id FOR NO KEY UPDATE)
+		UPDATE `+s.runs+` r SET
 			lease_expires_at = CASE WHEN r.status = 'running' THEN now() - interval '1 second' END,
 			claimed_until = CASE WHEN r.status IN ('pending','waiting') THEN now() - interval '1 second' END
-		WHERE r.lease_owner = $1 AND `+leased("r")+` AND COALESCE(r.lease_expires_at, r.claimed_until) > now()`, owner)
+		FROM held WHERE r.run_id = held.run_id AND r.lease_owner = $1 AND `+leased("r"), owner)
 	return err
 }
 
