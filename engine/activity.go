@@ -239,7 +239,10 @@ var errAttemptNotStarted = errors.New("engine: the run was dropped before the ac
 // for its time (a retry's backoff, a snooze): the rest goes on in a
 // goroutine of its own, and the workflow blocks as it does for a started
 // activity, where it may unload the run while the step waits.
-func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, opts ActivityOptions, headers Headers, rec *stepRow, inline bool) {
+//
+// live is the input value input encodes, when the workflow passed it now
+// (nil on a resumed run): see liveValue.
+func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, live any, opts ActivityOptions, headers Headers, rec *stepRow, inline bool) {
 	w := s.w
 	clock := s.e.cfg.Clock
 	scheduled := time.Now()
@@ -412,7 +415,7 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 			tried := clock.Now()
 			began = false
 			var details json.RawMessage
-			args, out, details, err = s.attempt(ctx, def, input, opts, scheduleDeadline, info, headers, prevDetails, f.seq, begin)
+			args, out, details, err = s.attempt(ctx, def, input, live, opts, scheduleDeadline, info, headers, prevDetails, f.seq, begin)
 			w.releaseActivitySlot()
 			if starting {
 				// Stopped before its start (a snooze, an interceptor's error):
@@ -518,7 +521,11 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		}
 		s.write(st, []*CheckpointEvent{ev})
 		s.mu.Lock()
-		f.resolveLocked(output, err)
+		if err == nil {
+			f.resolveLiveLocked(output, out, nil)
+		} else {
+			f.resolveLocked(output, err)
+		}
 		s.inflight--
 		s.mu.Unlock()
 		if !inline {
@@ -639,7 +646,7 @@ func retryable(err error, p RetryPolicy, attempt int) bool {
 // attempt runs one attempt with its timeouts and heartbeat watch. It returns
 // the input as decoded for the attempt, the result, the last heartbeat
 // details and the error.
-func (s *runState) attempt(base context.Context, def activityDef, input []byte, opts ActivityOptions, scheduleDeadline time.Time,
+func (s *runState) attempt(base context.Context, def activityDef, input []byte, live any, opts ActivityOptions, scheduleDeadline time.Time,
 	info ActivityInfo, headers Headers, prev json.RawMessage, seq int, begin func(context.Context) error) (args, out any, details json.RawMessage, err error) {
 	ctx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
@@ -679,7 +686,7 @@ func (s *runState) attempt(base context.Context, def activityDef, input []byte, 
 			}
 		}()
 	}
-	args, err = def.decodeInput(input)
+	args, err = def.inputOf(input, live)
 	if err != nil {
 		return nil, nil, nil, NewNonRetryableError(ErrorTypeBadInput, err.Error(), nil)
 	}

@@ -82,6 +82,16 @@ func (a *Activity[In, Out]) decodeInput(b []byte) (any, error) {
 	return decodeInto[In]("input of activity "+a.name, b, false)
 }
 
+// inputOf is the activity's input for an attempt: live, the value the
+// workflow passed, when decoding its encoding b would give it back
+// (liveValue), and b decoded otherwise.
+func (a *Activity[In, Out]) inputOf(b []byte, live any) (any, error) {
+	if v, ok := liveValue[In](live); ok {
+		return v, nil
+	}
+	return a.decodeInput(b)
+}
+
 func (a *Activity[In, Out]) execute(ctx context.Context, in any) (any, error) {
 	v, _ := in.(In)
 	return a.fn(ctx, v)
@@ -92,6 +102,7 @@ func (a *Activity[In, Out]) defaults() ActivityOptions { return a.opts }
 type activityDef interface {
 	Name() string
 	decodeInput([]byte) (any, error)
+	inputOf(b []byte, live any) (any, error)
 	execute(context.Context, any) (any, error)
 	defaults() ActivityOptions
 }

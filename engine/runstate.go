@@ -1102,19 +1102,25 @@ func (s *runState) cancelRequested() bool {
 // future is the untyped core of Future, resolved by an activity goroutine, a
 // child's completion, or from the record.
 type future struct {
-	s      *runState
-	seq    int
-	done   bool
-	value  []byte
+	s     *runState
+	seq   int
+	done  bool
+	value []byte
+	// live, when set, is the value value encodes, as it was produced (an
+	// activity's result): see liveValue.
+	live   any
 	err    error
 	fireAt time.Time // timers: ready once the clock reaches it
 }
 
-func (f *future) resolveLocked(v []byte, err error) {
+func (f *future) resolveLocked(v []byte, err error) { f.resolveLiveLocked(v, nil, err) }
+
+// resolveLiveLocked resolves f with v, the encoding of live.
+func (f *future) resolveLiveLocked(v []byte, live any, err error) {
 	if f.done {
 		return
 	}
-	f.done, f.value, f.err = true, v, err
+	f.done, f.value, f.live, f.err = true, v, live, err
 }
 
 func (f *future) readyLocked(now time.Time) bool {
@@ -1146,6 +1152,9 @@ func (f Future[T]) Get(ctx Context) (T, error) {
 	}
 	if len(f.f.value) == 0 {
 		return zero, nil
+	}
+	if v, ok := liveValue[T](f.f.live); ok {
+		return v, nil
 	}
 	var v T
 	if err := json.Unmarshal(f.f.value, &v); err != nil {

@@ -73,10 +73,10 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 	o := mergeOptions(opts, def.defaults())
 	o.unknownOnCancel = outIn.OutcomeUnknownOnCancel
 	if wait {
-		s.runActivity(base, f, def, input, o, outIn.Headers, rec, true)
+		s.runActivity(base, f, def, input, in, o, outIn.Headers, rec, true)
 		return f
 	}
-	go s.runActivity(base, f, def, input, o, outIn.Headers, rec, false)
+	go s.runActivity(base, f, def, input, in, o, outIn.Headers, rec, false)
 	return f
 }
 
