@@ -879,6 +879,10 @@ func (s *store) loadSignals(ctx context.Context, runIDs []string, afterID int64)
 type renewal struct {
 	held     bool
 	eventSeq int64
+	// ended: the run's row is no longer leased, but still under this
+	// claim: the copy's own end or unload committed, and the copy, not yet
+	// told, is ending by itself. The lease was not lost.
+	ended bool
 }
 
 // fencedRun is a loaded run and the claim it is held under.
@@ -897,7 +901,10 @@ var renewCols = newUnnest(
 // under its claim, and reports for each run whether the claim still holds
 // it and its event counter, so the worker
 // stops the runs it lost and refreshes those that had an event it may not
-// have been told about. Only loaded runs are renewed, so a run this worker
+// have been told about. A run whose row is still under the claim but no
+// longer leased is reported ended, not lost: its copy's end or unload
+// committed after the worker listed its runs, and the copy has not been
+// told yet. Only loaded runs are renewed, so a run this worker
 // dropped cannot stay leased. It never waits on a row lock (a row locked
 // by a transition or a signal is renewed next time), so it takes no part
 // in a deadlock and is not held up behind long transactions.
@@ -910,18 +917,18 @@ func (s *store) renewLeases(ctx context.Context, owner string, runs []fencedRun,
 	for _, r := range runs {
 		b.add(r)
 	}
-	rows, err := s.db.QueryContext(ctx, `WITH held AS (
-			SELECT r.run_id, r.event_seq FROM `+s.runs+` r
+	rows, err := s.db.QueryContext(ctx, `WITH mine AS (
+			SELECT r.run_id, r.event_seq, `+leased("r")+` AS leased FROM `+s.runs+` r
 			JOIN `+renewCols.sql(1, "v")+` ON r.run_id = v.run_id
-			WHERE r.lease_owner = $1 AND r.loads = v.token AND `+leased("r")+`),
+			WHERE r.lease_owner = $1 AND r.loads = v.token),
 		locked AS (
-			SELECT r.run_id FROM `+s.runs+` r JOIN held h ON r.run_id = h.run_id
+			SELECT r.run_id FROM `+s.runs+` r JOIN mine h ON r.run_id = h.run_id AND h.leased
 			WHERE r.lease_owner = $1 AND `+leased("r")+`
 			FOR NO KEY UPDATE OF r SKIP LOCKED),
 		renewed AS (
 			UPDATE `+s.runs+` r SET lease_expires_at = now() + $4::interval, status = 'running', claimed_until = NULL
 			FROM locked WHERE r.run_id = locked.run_id)
-		SELECT run_id, event_seq FROM held`,
+		SELECT run_id, event_seq, leased FROM mine`,
 		append(b.args([]any{owner}), ttlInterval(ttl))...)
 	if err != nil {
 		return nil, err
@@ -930,10 +937,11 @@ func (s *store) renewLeases(ctx context.Context, owner string, runs []fencedRun,
 	for rows.Next() {
 		var id string
 		var seq int64
-		if err := rows.Scan(&id, &seq); err != nil {
+		var held bool
+		if err := rows.Scan(&id, &seq, &held); err != nil {
 			return nil, err
 		}
-		out[id] = renewal{held: true, eventSeq: seq}
+		out[id] = renewal{held: held, eventSeq: seq, ended: !held}
 	}
 	return out, rows.Err()
 }

@@ -681,6 +681,9 @@ func (w *Worker) renewSome(pick func(*runState) bool) error {
 	for _, s := range states {
 		r := got[s.row.RunID]
 		switch {
+		case r.ended:
+			// The copy's own end or unload committed under this claim
+			// since the runs were listed: it is on its way out.
 		case !r.held:
 			if s.live() {
 				w.e.cfg.Logger.Warn("engine: lease lost; stopping the run here", "worker", w.id, "run_id", s.row.RunID)
