@@ -39,3 +39,13 @@ func SaveHeartbeatForTest(ctx context.Context, e *Engine, owner string, token in
 func ExpireLeasesForTest(ctx context.Context, e *Engine, owner string) error {
 	return e.store.expireLeases(ctx, owner)
 }
+
+// ReleaseForTest gives back runIDs, held by owner under claim token, as a
+// worker releases runs (one statement for the batch).
+func ReleaseForTest(ctx context.Context, e *Engine, owner string, token int, runIDs []string) error {
+	rs := make([]release, len(runIDs))
+	for i, id := range runIDs {
+		rs[i] = release{fence: fence{owner: owner, token: token}, runID: id, wakeAt: e.cfg.Clock.Now()}
+	}
+	return e.store.releaseRuns(ctx, rs)
+}

@@ -959,18 +959,24 @@ var releaseCols = newUnnest(
 // fence: they become waiting, due at their wakeAt, and the queue's workers
 // are told, so any of them resumes them from their record once due.
 // Clearing the owner also fences out writes of this worker still in
-// flight. Rows are updated in run ID order, the order other batch writers
-// lock them in.
+// flight. Rows are locked in run ID order, the order other batch writers
+// lock them in: the update alone locks them in the order its plan reads
+// them (table order when it scans runs), which deadlocked with a writer
+// holding one run and waiting for another (TestReleaseNeverDeadlocks).
 func (s *store) releaseRuns(ctx context.Context, rs []release) error {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].runID < rs[j].runID })
 	b := releaseCols.batch()
 	for i := range rs {
 		b.add(&rs[i])
 	}
-	_, err := s.db.ExecContext(ctx, `WITH r AS (UPDATE `+s.runs+` x SET status = 'waiting', lease_owner = NULL,
+	_, err := s.db.ExecContext(ctx, `WITH v AS (SELECT * FROM `+releaseCols.sql(0, "v")+`),
+		lk AS (SELECT x.run_id FROM `+s.runs+` x JOIN v ON x.run_id = v.run_id
+			WHERE x.lease_owner = v.owner AND x.loads = v.token AND `+leased("x")+`
+			ORDER BY x.run_id FOR NO KEY UPDATE OF x),
+		r AS (UPDATE `+s.runs+` x SET status = 'waiting', lease_owner = NULL,
 			lease_expires_at = NULL, claimed_until = NULL, wake_at = v.wake_at, error = COALESCE(v.error, x.error), updated_at = now()
-		FROM `+releaseCols.sql(0, "v")+`
-		WHERE x.run_id = v.run_id AND x.lease_owner = v.owner AND x.loads = v.token AND `+leased("x")+` RETURNING x.queue)
+		FROM lk JOIN v ON lk.run_id = v.run_id
+		WHERE x.run_id = lk.run_id AND x.lease_owner = v.owner AND x.loads = v.token AND `+leased("x")+` RETURNING x.queue)
 		SELECT pg_notify($`+fmt.Sprint(len(releaseCols)+1)+`, queue) FROM r`, append(b.args(nil), s.channel[chanWork])...)
 	return err
 }
