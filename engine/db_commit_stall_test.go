@@ -3,7 +3,6 @@
 package engine_test
 
 import (
-	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -40,20 +39,10 @@ func TestCommitStalledMidFlightIsNotGuessed(t *testing.T) {
 	require.NoError(t, e.Register(act, wf))
 	testenv.Worker(t, e, engine.WorkerConfig{})
 	ctx := testenv.Ctx(t, 180*time.Second)
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs.dump(t)
-		}
-	})
+	logs.dumpIfFailed(t)
 
 	const n = 3
-	var runs []*engine.Run[int]
-	for i := 0; i < n; i++ {
-		run, err := wf.Start(ctx, e.Client(), 0, &engine.StartOptions{ID: fmt.Sprintf("m-%d", i)})
-		require.NoError(t, err)
-		runs = append(runs, run)
-	}
-	testenv.Eventually(t, 30*time.Second, func() bool { return calls.get("gated") == n }, "activities never reached the gate")
+	runs := dfStartGated(ctx, t, e, wf, &calls, "m", n)
 
 	// From now on a commit waits, once in the WAL and before it is visible,
 	// for a synchronous standby that does not exist.

@@ -214,13 +214,7 @@ func TestDatabaseRestartLosesNoWrite(t *testing.T) {
 	ctx := testenv.Ctx(t, 90*time.Second)
 
 	const n = 20
-	var runs []*engine.Run[int]
-	for i := 0; i < n; i++ {
-		run, err := wf.Start(ctx, e.Client(), 0, &engine.StartOptions{ID: fmt.Sprintf("r-%d", i)})
-		require.NoError(t, err)
-		runs = append(runs, run)
-	}
-	testenv.Eventually(t, 30*time.Second, func() bool { return calls.get("gated") == n }, "activities never started")
+	runs := dfStartGated(ctx, t, e, wf, &calls, "r", n)
 	pg.Stop(t)
 	close(gate) // the results are written while the database is down
 	testenv.Eventually(t, 30*time.Second, func() bool { return logs.count("engine: ") > 0 },
@@ -232,6 +226,29 @@ func TestDatabaseRestartLosesNoWrite(t *testing.T) {
 		require.Equal(t, 3, out)
 	}
 	dfRequireOnce(t, &calls, n*3)
+}
+
+// dfStartGated starts n runs of wf (IDs prefix-0, prefix-1, ...) and waits
+// until each has reached the gate dfWorkflow holds its activity at.
+func dfStartGated(ctx context.Context, t *testing.T, e *engine.Engine, wf *engine.Workflow[int, int], calls *ftCounter, prefix string, n int) []*engine.Run[int] {
+	t.Helper()
+	var runs []*engine.Run[int]
+	for i := 0; i < n; i++ {
+		run, err := wf.Start(ctx, e.Client(), 0, &engine.StartOptions{ID: fmt.Sprintf("%s-%d", prefix, i)})
+		require.NoError(t, err)
+		runs = append(runs, run)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return calls.get("gated") == n }, "activities never reached the gate")
+	return runs
+}
+
+// dumpIfFailed logs every message at the test's end if it failed.
+func (l *dfLog) dumpIfFailed(t *testing.T) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			l.dump(t)
+		}
+	})
 }
 
 func (l *dfLog) dump(t *testing.T) {

@@ -4,7 +4,6 @@ package engine_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"syscall"
@@ -41,28 +40,12 @@ func TestStalledBackendsDoNotHoldCommits(t *testing.T) {
 	require.NoError(t, e.Register(act, wf))
 	testenv.Worker(t, e, engine.WorkerConfig{})
 	ctx := testenv.Ctx(t, 120*time.Second)
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs.dump(t)
-		}
-	})
+	logs.dumpIfFailed(t)
 
 	const n = 10
-	var runs []*engine.Run[int]
-	for i := 0; i < n; i++ {
-		run, err := wf.Start(ctx, e.Client(), 0, &engine.StartOptions{ID: fmt.Sprintf("s-%d", i)})
-		require.NoError(t, err)
-		runs = append(runs, run)
-	}
-	testenv.Eventually(t, 30*time.Second, func() bool { return calls.get("gated") == n }, "activities never reached the gate")
+	runs := dfStartGated(ctx, t, e, wf, &calls, "s", n)
 
-	// Stop every idle backend of the engine (its pool and its LISTEN
-	// connection); what it sends them next is queued, unread.
-	var pids []int
-	require.NoError(t, admin.SelectContext(ctx, &pids,
-		`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle'`, app))
-	require.NotEmpty(t, pids)
-	resume := dfStopBackends(t, pids)
+	pids, resume := dfStopIdleBackends(ctx, t, admin, app)
 
 	close(gate) // the outcomes are written to the stopped backends
 	for _, run := range runs {
@@ -126,26 +109,12 @@ func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 	require.NoError(t, err)
 	ctx := testenv.Ctx(t, 150*time.Second)
 	require.NoError(t, w.Start(ctx))
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs.dump(t)
-		}
-	})
+	logs.dumpIfFailed(t)
 
 	const n = 3
-	var runs []*engine.Run[int]
-	for i := 0; i < n; i++ {
-		run, err := wf.Start(ctx, e.Client(), 0, &engine.StartOptions{ID: fmt.Sprintf("ss-%d", i)})
-		require.NoError(t, err)
-		runs = append(runs, run)
-	}
-	testenv.Eventually(t, 30*time.Second, func() bool { return calls.get("gated") == n }, "activities never reached the gate")
+	runs := dfStartGated(ctx, t, e, wf, &calls, "ss", n)
 
-	var pids []int
-	require.NoError(t, admin.SelectContext(ctx, &pids,
-		`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle'`, app))
-	require.NotEmpty(t, pids)
-	resume := dfStopBackends(t, pids)
+	_, resume := dfStopIdleBackends(ctx, t, admin, app)
 	t.Cleanup(func() {
 		select {
 		case <-gate:
@@ -182,8 +151,6 @@ func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 	}
 }
 
-// dfStopBackends stops the backends pids (SIGSTOP) and returns what resumes
-// them (SIGCONT), which also runs at the test's end.
 // dfStallPools starts a private PostgreSQL and opens on it the engine's
 // guarded pool (its connections named app, at most maxConns) and an admin
 // pool that finds and signals the engine's backends.
@@ -201,6 +168,20 @@ func dfStallPools(t *testing.T, app string, maxConns int) (dsn string, db, admin
 	return dsn, db, admin
 }
 
+// dfStopIdleBackends stops (SIGSTOP) every idle backend of the connections
+// named app (the engine's pool and its LISTEN connection): what the engine
+// sends them next is queued, unread. It returns their pids and what
+// resumes them.
+func dfStopIdleBackends(ctx context.Context, t *testing.T, admin *sqlx.DB, app string) (pids []int, resume func()) {
+	t.Helper()
+	require.NoError(t, admin.SelectContext(ctx, &pids,
+		`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle'`, app))
+	require.NotEmpty(t, pids)
+	return pids, dfStopBackends(t, pids)
+}
+
+// dfStopBackends stops the backends pids (SIGSTOP) and returns what resumes
+// them (SIGCONT), which also runs at the test's end.
 func dfStopBackends(t *testing.T, pids []int) (resume func()) {
 	t.Helper()
 	for _, pid := range pids {
