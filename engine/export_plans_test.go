@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/lib/pq"
 )
 
 // HotPlansForTest returns the generic plans (EXPLAIN of the prepared
@@ -55,4 +57,46 @@ func HotPlansForTest(ctx context.Context, e *Engine) (map[string]string, error) 
 		plans[name] = b.String()
 	}
 	return plans, nil
+}
+
+// ClaimExpiredPlanForTest runs the claim of up to n runs of queue whose
+// leases expired on its generic plan (as a connection's plan cache keeps
+// it), under EXPLAIN (ANALYZE, BUFFERS), in a transaction it rolls back,
+// and returns the plan.
+func ClaimExpiredPlanForTest(ctx context.Context, e *Engine, queue string, types []string, n int) (string, error) {
+	s := e.store
+	cn, err := s.db.Conn(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer cn.Close()
+	tx, err := cn.BeginTx(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, `PREPARE graft_claim_plan AS `+s.claimSQL(s.claimExpiredSQL())); err != nil {
+		return "", err
+	}
+	// A prepared statement outlives the transaction: it goes with it.
+	defer cn.ExecContext(context.Background(), `DEALLOCATE graft_claim_plan`) //nolint:errcheck // the connection is closed next
+	args := []string{pq.QuoteLiteral("w"), pq.QuoteLiteral("{" + queue + "}"), pq.QuoteLiteral("{" + strings.Join(types, ",") + "}"),
+		fmt.Sprint(n), "now()", pq.QuoteLiteral(ttlInterval(e.cfg.LeaseTTL)), "'{}'", pq.QuoteLiteral(expiredWindow(0))}
+	rows, err := tx.QueryContext(ctx, `EXPLAIN (ANALYZE, BUFFERS) EXECUTE graft_claim_plan(`+strings.Join(args, ", ")+`)`)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return "", err
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String(), rows.Err()
 }

@@ -80,18 +80,22 @@ func ClaimDueForTest(ctx context.Context, e *Engine, owner, queue string, types 
 	return out, err
 }
 
-// ClaimDueUpdatesForTest claims up to n due runs of queue in a transaction
-// and returns how many rows of runs it updated, and how many of those
-// updates were heap-only (no new index entry), as PostgreSQL counted them.
-func ClaimDueUpdatesForTest(ctx context.Context, e *Engine, owner, queue string, types []string, n int) (updated, heapOnly int, err error) {
+// ClaimUpdatesForTest claims up to n runs of queue in a transaction, due
+// runs or (expired) runs whose leases expired, and returns how many rows
+// of runs it updated, and how many of those updates were heap-only (no new
+// index entry), as PostgreSQL counted them.
+func ClaimUpdatesForTest(ctx context.Context, e *Engine, owner, queue string, types []string, n int, expired bool) (updated, heapOnly int, err error) {
 	tx, err := e.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer func() { _ = tx.Rollback() }()
 	s := e.store
-	rows, err := tx.QueryContext(ctx, s.claimSQL(s.claimDueSQL(1)),
-		claimArgs(owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, pq.Array([]string{}))...)
+	q, args := s.claimSQL(s.claimDueSQL(1)), claimArgs(owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, pq.Array([]string{}))
+	if expired {
+		q, args = s.claimSQL(s.claimExpiredSQL()), append(args, expiredWindow(0))
+	}
+	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -69,7 +69,7 @@ func lsWaitExpired(t *testing.T, e *engine.Engine, runID string) {
 	t.Helper()
 	testenv.Eventually(t, 20*time.Second, func() bool {
 		var expired bool
-		err := e.DB().QueryRow(`SELECT lease_expires_at < now() FROM `+fmt.Sprintf("%q", e.Schema())+`.runs WHERE run_id = $1`, runID).Scan(&expired)
+		err := e.DB().QueryRow(`SELECT GREATEST(lease_expires_at, claimed_until) < now() FROM `+fmt.Sprintf("%q", e.Schema())+`.runs WHERE run_id = $1`, runID).Scan(&expired)
 		return err == nil && expired
 	}, "the lease of %s never expired", runID)
 }

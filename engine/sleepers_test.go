@@ -12,6 +12,16 @@ import (
 	"github.com/graftdev/graft/internal/testenv"
 )
 
+// slClaimEnv returns an engine on a schema of its own with a workflow
+// named typ registered (the claims' tests write its runs' rows directly),
+// and the quoted name of its runs table.
+func slClaimEnv(t *testing.T, typ string) (*engine.Engine, string) {
+	t.Helper()
+	e := testenv.Engine(t, nil)
+	require.NoError(t, e.Register(engine.NewWorkflow(typ, func(ctx engine.Context, _ int) (int, error) { return 0, nil })))
+	return e, pq.QuoteIdentifier(e.Schema()) + ".runs"
+}
+
 // A run started eagerly that waits before anything else (a sleep first) is
 // inserted waiting, in the transaction that writes its timer: one write,
 // not an insert and then its unload. It then wakes and ends as any other,
@@ -60,11 +70,8 @@ func TestSleepFirstStartWritesOnce(t *testing.T) {
 // lease index; none reads the whole table or sorts every due run.
 func TestClaimPlansUseIndexes(t *testing.T) {
 	t.Parallel()
-	wf := engine.NewWorkflow("plans.wf", func(ctx engine.Context, _ int) (int, error) { return 0, nil })
-	e := testenv.Engine(t, nil)
-	require.NoError(t, e.Register(wf))
+	e, runs := slClaimEnv(t, "plans.wf")
 	ctx := testenv.Ctx(t, 60*time.Second)
-	runs := pq.QuoteIdentifier(e.Schema()) + ".runs"
 	// 40,000 due runs in two queues, 2,000 running with expired leases.
 	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+` (run_id, workflow_id, workflow_type, queue, status, wake_at, lease_owner, lease_expires_at, loads)
 		SELECT 'r' || i, 'w' || i, 'plans.wf', CASE WHEN i % 2 = 0 THEN 'q1' ELSE 'q2' END,
@@ -100,11 +107,9 @@ func TestClaimPlansUseIndexes(t *testing.T) {
 // before it (an earlier look saw that one); a look at all of them does.
 func TestClaimExpiredWithin(t *testing.T) {
 	t.Parallel()
-	wf := engine.NewWorkflow("expired.wf", func(ctx engine.Context, _ int) (int, error) { return 0, nil })
-	e := testenv.Engine(t, nil)
-	require.NoError(t, e.Register(wf))
+	e, runs := slClaimEnv(t, "expired.wf")
 	ctx := testenv.Ctx(t, 30*time.Second)
-	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+pq.QuoteIdentifier(e.Schema())+`.runs
+	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+`
 		(run_id, workflow_id, workflow_type, queue, status, lease_owner, lease_expires_at, loads) VALUES
 		('old', 'old', 'expired.wf', 'default', 'running', 'gone', now() - interval '1 hour', 1),
 		('new', 'new', 'expired.wf', 'default', 'running', 'gone', now() - interval '1 second', 1),
@@ -129,19 +134,16 @@ func TestWakeClaimIsHeapOnly(t *testing.T) {
 	for _, status := range []engine.Status{engine.StatusWaiting, engine.StatusPending} {
 		t.Run(string(status), func(t *testing.T) {
 			t.Parallel()
-			wf := engine.NewWorkflow("hot.wf", func(ctx engine.Context, _ int) (int, error) { return 0, nil })
-			e := testenv.Engine(t, nil)
-			require.NoError(t, e.Register(wf))
+			e, runs := slClaimEnv(t, "hot.wf")
 			c := e.Client()
 			ctx := testenv.Ctx(t, 30*time.Second)
-			runs := pq.QuoteIdentifier(e.Schema()) + ".runs"
 			_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+` (run_id, workflow_id, workflow_type, queue, status, wake_at, lease_owner, loads)
 				SELECT 'r' || i, 'w' || i, 'hot.wf', 'default', $1, now() - i * interval '1 ms',
 					CASE WHEN $1 = 'waiting' THEN 'gone' END, CASE WHEN $1 = 'waiting' THEN 1 ELSE 0 END
 				FROM generate_series(1, 60) i`, status)
 			require.NoError(t, err)
 
-			updated, heapOnly, err := engine.ClaimDueUpdatesForTest(ctx, e, "w1", "default", []string{"hot.wf"}, 50)
+			updated, heapOnly, err := engine.ClaimUpdatesForTest(ctx, e, "w1", "default", []string{"hot.wf"}, 50, false)
 			require.NoError(t, err)
 			require.Equal(t, 50, updated)
 			require.Equal(t, 50, heapOnly, "a claim's update that is not heap-only writes an entry in every index of runs")
@@ -171,12 +173,9 @@ func TestWakeClaimIsHeapOnly(t *testing.T) {
 // the next wake time does not count the claimed ones either.
 func TestClaimDuePassesOverLeasedRuns(t *testing.T) {
 	t.Parallel()
-	wf := engine.NewWorkflow("leased.wf", func(ctx engine.Context, _ int) (int, error) { return 0, nil })
-	e := testenv.Engine(t, nil)
-	require.NoError(t, e.Register(wf))
+	e, runs := slClaimEnv(t, "leased.wf")
 	ctx := testenv.Ctx(t, 30*time.Second)
 	types := []string{"leased.wf"}
-	runs := pq.QuoteIdentifier(e.Schema()) + ".runs"
 	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+`
 		(run_id, workflow_id, workflow_type, queue, status, wake_at, lease_owner, claimed_until, loads) VALUES
 		('live', 'live', 'leased.wf', 'default', 'waiting', now() - interval '4 minutes', 'w1', now() + interval '1 hour', 2),
@@ -239,4 +238,43 @@ func TestLongClaimedRunIsMarkedRunning(t *testing.T) {
 		return err == nil && status == "running" && !claimed
 	}, "the claimed run was not marked running")
 	close(release)
+}
+
+// A claim of runs whose leases expired (their worker died) changes only
+// their leases, as a wake claim does: the run stays running, leased until
+// claimed_until, so every row's update is heap-only. Another worker's look
+// for expired leases does not take them again while that lease holds; a
+// successor with the claimer's ID hands them on at once.
+func TestExpiredClaimIsHeapOnly(t *testing.T) {
+	t.Parallel()
+	e, runs := slClaimEnv(t, "hotexp.wf")
+	ctx := testenv.Ctx(t, 30*time.Second)
+	types := []string{"hotexp.wf"}
+	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+` (run_id, workflow_id, workflow_type, queue, status, lease_owner, lease_expires_at, loads)
+		SELECT 'r' || i, 'w' || i, 'hotexp.wf', 'default', 'running', 'gone', now() - i * interval '1 ms', 1
+		FROM generate_series(1, 60) i`)
+	require.NoError(t, err)
+
+	updated, heapOnly, err := engine.ClaimUpdatesForTest(ctx, e, "w1", "default", types, 50, true)
+	require.NoError(t, err)
+	require.Equal(t, 50, updated)
+	require.Equal(t, 50, heapOnly, "a claim's update that is not heap-only writes an entry in every index of runs")
+
+	ids, err := engine.ClaimExpiredForTest(ctx, e, "w1", "default", types, 100, 0)
+	require.NoError(t, err)
+	require.Len(t, ids, 10, "the ten left")
+	var leased int
+	require.NoError(t, e.DB().QueryRowContext(ctx, `SELECT count(*) FROM `+runs+`
+		WHERE status = 'running' AND lease_owner = 'w1' AND claimed_until > now() AND loads = 2`).Scan(&leased))
+	require.Equal(t, 60, leased)
+	ids, err = engine.ClaimExpiredForTest(ctx, e, "w2", "default", types, 100, 0)
+	require.NoError(t, err)
+	require.Empty(t, ids, "runs w1 holds were claimed again")
+
+	// A successor of w1 with its ID gives them up at once, where a look
+	// at the leases that expired lately finds them.
+	require.NoError(t, engine.ExpireLeasesForTest(ctx, e, "w1"))
+	ids, err = engine.ClaimExpiredForTest(ctx, e, "w2", "default", types, 100, 10*time.Second)
+	require.NoError(t, err)
+	require.Len(t, ids, 60)
 }

@@ -96,6 +96,6 @@ func lockOrderCase(t *testing.T, name string, writer func(ctx context.Context, e
 	require.NoError(t, tx.Commit())
 	require.NoError(t, lsRecv(t, ctx, expired), "the %s", name)
 	var left int
-	require.NoError(t, e.DB().QueryRow(`SELECT count(*) FROM `+q+`.runs WHERE lease_owner = $1 AND lease_expires_at > now()`, owner).Scan(&left))
+	require.NoError(t, e.DB().QueryRow(`SELECT count(*) FROM `+q+`.runs WHERE lease_owner = $1 AND GREATEST(lease_expires_at, claimed_until) > now()`, owner).Scan(&left))
 	require.Zero(t, left, "leases left")
 }

@@ -627,15 +627,18 @@ func (w *Worker) renewLoop() {
 	}
 }
 
-// promoteAfter is how long a run may stay claimed in its row's pending or
-// waiting status (see store.claimSQL) before the worker marks it running.
-// A claim of due runs reads the (queue, wake_at) index from its head and
-// passes over the runs claimed there and still open, one heap fetch each;
-// a run that lives longer than this is marked running (and leaves that
-// index) within about promoteAfter instead of at the next renewal, a third
-// of LeaseTTL: 15,000 claimed runs at the head of a million made a claim
-// take 120-140 ms and a look at the next wake time 63 ms. Most runs end or
-// wait again sooner, so their claims stay heap-only updates.
+// promoteAfter is how long a run may stay leased until claimed_until, in
+// its row's pending or waiting status or with the expired lease it was
+// claimed from (see store.claimSQL), before the worker marks it running
+// with its lease in lease_expires_at. A claim of due runs reads the
+// (queue, wake_at) index from its head and passes over the runs claimed
+// there and still open, one heap fetch each (a look for expired leases
+// likewise passes over the runs it took); a run that lives longer than
+// this is marked running (and leaves that part of the index) within about
+// promoteAfter instead of at the next renewal, a third of LeaseTTL: 15,000
+// claimed runs at the head of a million made a claim take 120-140 ms and
+// a look at the next wake time 63 ms. Most runs end or wait again sooner,
+// so their claims stay heap-only updates.
 const promoteAfter = time.Second
 
 // renewOnce renews the leases of the loaded runs, stops the runs whose
@@ -644,8 +647,8 @@ func (w *Worker) renewOnce() error {
 	return w.renewSome(func(*runState) bool { return true })
 }
 
-// promoteOnce renews, and so marks running, the runs claimed in their
-// pending or waiting status at least promoteAfter ago that no renewal has
+// promoteOnce renews, and so marks running, the runs leased until
+// claimed_until by a claim at least promoteAfter ago that no renewal has
 // marked yet.
 func (w *Worker) promoteOnce() error {
 	return w.renewSome(func(s *runState) bool {
