@@ -794,18 +794,21 @@ func (c *Client) requestCancel(ctx context.Context, tx *sqlx.Tx, workflowID, rea
 	var ids []string
 	var err error
 	for attempt := 0; len(ids) == 0; attempt++ {
-		// The status is checked again on the updated row itself: a run that
+		// The tree is locked in run ID order (see Lock order in store.go).
+		// The status is checked again when a run's lock is taken: a run that
 		// closed (continued as new, reset) while this waited for its lock is
 		// skipped, and the next statement sees the run that replaced it.
 		err = collectIDs(ctx, tx, `WITH RECURSIVE tree AS (
 				SELECT run_id FROM `+s.runs+` WHERE workflow_id = $1 AND status IN ('pending','running','waiting')
 				UNION
 				SELECT c.run_id FROM `+s.runs+` c JOIN tree t ON c.parent_run_id = t.run_id
-				WHERE c.parent_close_policy = 'cancel' AND c.status IN ('pending','running','waiting'))
+				WHERE c.parent_close_policy = 'cancel' AND c.status IN ('pending','running','waiting')),
+			lk AS (SELECT r.run_id FROM `+s.runs+` r JOIN tree ON r.run_id = tree.run_id
+				WHERE r.status IN ('pending','running','waiting') ORDER BY r.run_id FOR NO KEY UPDATE OF r)
 			UPDATE `+s.runs+` r SET cancel_requested_at = COALESCE(r.cancel_requested_at, now()),
 				cancel_reason = COALESCE(r.cancel_reason, $2), event_seq = r.event_seq + 1,
 				wake_at = CASE WHEN r.status IN ('waiting','pending') THEN $3 ELSE r.wake_at END
-			FROM tree WHERE r.run_id = tree.run_id AND r.status IN ('pending','running','waiting')
+			FROM lk WHERE r.run_id = lk.run_id
 			RETURNING r.run_id`, []any{workflowID, reason, c.e.cfg.Clock.Now()},
 			func(id string) { ids = append(ids, id) })
 		if err != nil {
@@ -953,7 +956,8 @@ func (c *Client) resetOpen(ctx context.Context, tx *sqlx.Tx, workflowID, newID s
 // signals the old run has not read, and the children the old run still
 // waits on, which now report to the new run (one started after the cut is taken on again
 // when the new run starts it with the same ID at the same step, see the
-// committer). The old run is superseded, and the queue's workers are
+// committer); they are locked in run ID order (see Lock order in
+// store.go). The old run is superseded, and the queue's workers are
 // notified on channel $5. It yields CTE "made" (a row when it made the run).
 func (c *Client) resetCopySQL() string {
 	s := c.e.store
@@ -968,8 +972,9 @@ func (c *Client) resetCopySQL() string {
 			t.signal_id, t.child_workflow_id, t.attempt_started_at, t.next_attempt_at, t.attempt_log
 		FROM ` + s.steps + ` t JOIN ok ON t.run_id = ok.run_id WHERE t.seq < ok.cut),
 	sg AS (UPDATE ` + s.signals + ` g SET run_id = ok.new_run_id FROM ok WHERE g.run_id = ok.run_id),
-	ch AS (UPDATE ` + s.runs + ` k SET parent_run_id = ok.new_run_id FROM ok WHERE k.parent_run_id = ok.run_id
-		AND k.status IN ('pending','running','waiting')),
+	chl AS (SELECT k.run_id, ok.new_run_id FROM ` + s.runs + ` k JOIN ok ON k.parent_run_id = ok.run_id
+		WHERE k.status IN ('pending','running','waiting') ORDER BY k.run_id FOR NO KEY UPDATE OF k),
+	ch AS (UPDATE ` + s.runs + ` k SET parent_run_id = chl.new_run_id FROM chl WHERE k.run_id = chl.run_id),
 	made AS (SELECT pg_notify($5, queue) FROM nr)`
 }
 

@@ -49,3 +49,16 @@ func ReleaseForTest(ctx context.Context, e *Engine, owner string, token int, run
 	}
 	return e.store.releaseRuns(ctx, rs)
 }
+
+// BumpEventsForTest records an event for each of runIDs in one statement,
+// as a commit does for the parents its children's results wake.
+func BumpEventsForTest(ctx context.Context, e *Engine, runIDs []string) error {
+	return e.store.bumpEvents(ctx, e.db, e.cfg.Clock.Now(), runIDs)
+}
+
+// CancelChildrenOfForTest requests cancellation of the children of
+// parentRunIDs in one statement, as a commit that closes the parents does,
+// and returns the runs it marked.
+func CancelChildrenOfForTest(ctx context.Context, e *Engine, parentRunIDs []string) ([]string, error) {
+	return e.store.cancelChildrenOf(ctx, e.db, e.cfg.Clock.Now(), parentRunIDs, "parent closed")
+}

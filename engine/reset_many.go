@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/lib/pq"
@@ -35,8 +33,9 @@ var resetManyCols = newUnnest(
 // case: failed) are reset together by one statement, so a batch costs one
 // round trip and one plan instead of one per workflow; a workflow whose
 // latest run is open is reset as ResetTx does. The latest runs are locked in
-// the order of their workflow IDs, so two calls sharing some IDs do not
-// deadlock.
+// run ID order, the order the engine's other writers of several runs lock
+// them in, so neither two calls sharing some workflows nor a call and a
+// worker's commit deadlock.
 //
 // Client interceptors see each reset as usual, but their last step only
 // prepares the new run, made with the others afterwards. A reset refused
@@ -81,7 +80,6 @@ func (c *Client) ResetManyTx(ctx context.Context, tx *sql.Tx, workflowIDs []stri
 	for id, i := range byID {
 		rows = append(rows, resetManyRow{workflowID: id, newRunID: res[i].Run.RunID})
 	}
-	slices.SortFunc(rows, func(a, b resetManyRow) int { return strings.Compare(a.workflowID, b.workflowID) })
 	now := c.e.cfg.Clock.Now()
 	found, err := c.resetMany(ctx, tx, rows, now, opts)
 	if err != nil {
@@ -115,8 +113,9 @@ type resetManyOld struct {
 	Made       bool          `db:"made"`
 }
 
-// resetMany runs the statement of ResetManyTx: it locks the latest run of
-// each workflow in rows and makes the new runs of those that are closed and
+// resetMany runs the statement of ResetManyTx: it finds the latest run of
+// each workflow in rows, locks them in run ID order (see Lock order in
+// store.go), and makes the new runs of those that are closed and
 // have the reset point, in tx. It returns what it found, by workflow ID.
 func (c *Client) resetMany(ctx context.Context, tx *sql.Tx, rows []resetManyRow, now time.Time, opts ResetOptions) (map[string]*resetManyOld, error) {
 	s := c.e.store
@@ -130,9 +129,11 @@ func (c *Client) resetMany(ctx context.Context, tx *sql.Tx, rows []resetManyRow,
 	// Prepared (hotQuery): the statement's plan (a dozen CTEs) costs about
 	// as much as running it for a chunk of a bulk relaunch.
 	found, err := c.resetManyRows(ctx, tx, `WITH req AS (SELECT * FROM `+resetManyCols.sql(0, "v")+`),
-		old AS (SELECT req.workflow_id, req.new_run_id, o.run_id, o.status, o.cut FROM req CROSS JOIN LATERAL (
-			SELECT r.run_id, r.status, `+cut+` AS cut FROM `+s.runs+` r WHERE r.workflow_id = req.workflow_id
-			ORDER BY (r.status IN ('pending','running','waiting')) DESC, r.created_at DESC, r.run_id DESC LIMIT 1 FOR UPDATE) o),
+		latest AS (SELECT req.workflow_id, req.new_run_id, o.run_id FROM req CROSS JOIN LATERAL (
+			SELECT r.run_id FROM `+s.runs+` r WHERE r.workflow_id = req.workflow_id
+			ORDER BY (r.status IN ('pending','running','waiting')) DESC, r.created_at DESC, r.run_id DESC LIMIT 1) o),
+		old AS (SELECT l.workflow_id, l.new_run_id, r.run_id, r.status, `+cut+` AS cut FROM `+s.runs+` r
+			JOIN latest l ON r.run_id = l.run_id ORDER BY r.run_id FOR UPDATE OF r),
 		ok AS (SELECT run_id, cut, new_run_id FROM old WHERE cut IS NOT NULL AND status NOT IN ('pending','running','waiting')),
 		`+c.resetCopySQL()+`,
 		notified AS (SELECT count(*) FROM made)

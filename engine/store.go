@@ -445,6 +445,18 @@ func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owne
 	return ok, rows.Err()
 }
 
+// Lock order. A statement that locks several runs locks them in run ID
+// order, the order the commit statement locks its batch in (its batch is
+// sorted, and each run is found by its key), so of two such statements one
+// waits for the other, and neither deadlocks (40P01). An UPDATE alone
+// locks rows in the order its plan reads them (table order in a scan,
+// index order in an index scan), so such a statement first locks its runs
+// in a CTE (SELECT ... ORDER BY run_id FOR [NO KEY] UPDATE) and updates
+// them from it. A run that changed while the CTE waited for it is checked
+// again against the CTE's conditions when its lock is taken. Different
+// sets of runs of one transaction (a commit's batch, then the parents its
+// children wake) are each in order, not all in one.
+
 // leaseCols are the lease fences of ops.
 var leaseCols = newUnnest(
 	textCol("run_id", func(op *writeOp) string { return op.runID }),
@@ -582,22 +594,29 @@ func (s *store) carryParent(ctx context.Context, tx dbtx, ops []*writeOp) error 
 }
 
 // bumpEvents records that something happened to each run (a signal, a
-// cancellation, a child's result) and makes unloaded ones due now.
+// cancellation, a child's result) and makes unloaded ones due now. The
+// runs are locked in run ID order first (see Lock order, above lockLeases).
 func (s *store) bumpEvents(ctx context.Context, tx dbtx, now time.Time, runIDs []string) error {
-	_, err := tx.ExecContext(ctx, `UPDATE `+s.runs+` SET event_seq = event_seq + 1,
-		wake_at = CASE WHEN status = 'waiting' THEN $2 ELSE wake_at END WHERE run_id = ANY($1)`, pq.Array(runIDs), now)
+	_, err := tx.ExecContext(ctx, `WITH lk AS (SELECT run_id FROM `+s.runs+` WHERE run_id = ANY($1) ORDER BY run_id FOR NO KEY UPDATE)
+		UPDATE `+s.runs+` r SET event_seq = r.event_seq + 1,
+		wake_at = CASE WHEN r.status = 'waiting' THEN $2 ELSE r.wake_at END FROM lk WHERE r.run_id = lk.run_id`, pq.Array(runIDs), now)
 	return err
 }
 
 // cancelChildrenOf requests cancellation of the open children of the given
-// runs whose parent close policy is "cancel".
+// runs whose parent close policy is "cancel". The children are locked in
+// run ID order first (see Lock order, above lockLeases); one that closed or was cancelled
+// meanwhile drops out when its lock is taken.
 func (s *store) cancelChildrenOf(ctx context.Context, tx dbtx, now time.Time, parents []string, reason string) ([]string, error) {
 	var ids []string
-	err := collectIDs(ctx, tx, `UPDATE `+s.runs+` SET cancel_requested_at = now(), cancel_reason = $2,
-		event_seq = event_seq + 1, wake_at = CASE WHEN status IN ('waiting','pending') THEN $3 ELSE wake_at END
-		WHERE parent_run_id = ANY($1) AND parent_close_policy = 'cancel'
-		  AND status IN ('pending','running','waiting') AND cancel_requested_at IS NULL
-		RETURNING run_id`, []any{pq.Array(parents), reason, now}, func(id string) { ids = append(ids, id) })
+	err := collectIDs(ctx, tx, `WITH lk AS (SELECT run_id FROM `+s.runs+`
+			WHERE parent_run_id = ANY($1) AND parent_close_policy = 'cancel'
+			  AND status IN ('pending','running','waiting') AND cancel_requested_at IS NULL
+			ORDER BY run_id FOR NO KEY UPDATE)
+		UPDATE `+s.runs+` r SET cancel_requested_at = now(), cancel_reason = $2,
+		event_seq = r.event_seq + 1, wake_at = CASE WHEN r.status IN ('waiting','pending') THEN $3 ELSE r.wake_at END
+		FROM lk WHERE r.run_id = lk.run_id
+		RETURNING r.run_id`, []any{pq.Array(parents), reason, now}, func(id string) { ids = append(ids, id) })
 	return ids, err
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
@@ -23,8 +24,11 @@ import (
 // "deadlock detected" (40P01) and its runs waited out their leases.
 func TestTakeOverNeverDeadlocks(t *testing.T) {
 	t.Parallel()
-	lockOrderCase(t, "takeover", func(ctx context.Context, e *engine.Engine, owner string, _ []string) error {
-		return engine.ExpireLeasesForTest(ctx, e, owner)
+	lockOrderCase(t, "takeover", lockOrder{
+		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
+			return engine.ExpireLeasesForTest(ctx, e, r.owner)
+		},
+		check: noLeasesLeft,
 	})
 }
 
@@ -33,55 +37,212 @@ func TestTakeOverNeverDeadlocks(t *testing.T) {
 // runs in whatever order its plan reads them.
 func TestReleaseNeverDeadlocks(t *testing.T) {
 	t.Parallel()
-	lockOrderCase(t, "release", func(ctx context.Context, e *engine.Engine, owner string, ids []string) error {
-		return engine.ReleaseForTest(ctx, e, owner, 1, ids)
+	lockOrderCase(t, "release", lockOrder{
+		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
+			return engine.ReleaseForTest(ctx, e, r.owner, 1, r.ids)
+		},
+		check: noLeasesLeft,
 	})
 }
 
+// A commit whose children's results wake their parents records an event
+// for each parent in one statement (bumpEvents), which locks them in run
+// ID order.
+func TestBumpEventsNeverDeadlocks(t *testing.T) {
+	t.Parallel()
+	lockOrderCase(t, "bump", lockOrder{
+		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
+			return engine.BumpEventsForTest(ctx, e, r.ids)
+		},
+		check: func(t *testing.T, e *engine.Engine, r lockRuns) {
+			require.Equal(t, len(r.ids), countRuns(t, e, r, `run_id = ANY($1) AND event_seq > 0`, pq.Array(r.ids)), "runs with the event recorded")
+		},
+	})
+}
+
+// A commit that closes a parent requests cancellation of its children in
+// one statement (cancelChildrenOf), which locks them in run ID order.
+func TestCancelChildrenNeverDeadlocks(t *testing.T) {
+	t.Parallel()
+	lockOrderCase(t, "cancelchildren", lockOrder{
+		children: true,
+		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
+			ids, err := engine.CancelChildrenOfForTest(ctx, e, []string{r.parentRun})
+			if err == nil && len(ids) != len(r.ids) {
+				err = fmt.Errorf("%d of %d children marked cancelled", len(ids), len(r.ids))
+			}
+			return err
+		},
+	})
+}
+
+// A client's cancel marks the run and its children in one statement,
+// which locks the tree in run ID order.
+func TestCancelTreeNeverDeadlocks(t *testing.T) {
+	t.Parallel()
+	lockOrderCase(t, "canceltree", lockOrder{
+		children: true,
+		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
+			return e.Client().Cancel(ctx, r.parent, "test")
+		},
+		check: func(t *testing.T, e *engine.Engine, r lockRuns) {
+			require.Equal(t, len(r.ids)+1, countRuns(t, e, r, `cancel_requested_at IS NOT NULL`), "runs marked cancelled")
+		},
+	})
+}
+
+// ResetManyTx finds the latest runs by workflow ID and locks them in run
+// ID order, not in the order of their workflow IDs.
+func TestResetManyNeverDeadlocks(t *testing.T) {
+	t.Parallel()
+	lockOrderCase(t, "resetmany", lockOrder{
+		reversed: true,
+		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
+			tx, err := e.DB().BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback()
+			res, err := e.Client().ResetManyTx(ctx, tx, r.workflowIDs, engine.ResetOptions{BeforeSeq: 1})
+			if err != nil {
+				return err
+			}
+			for i, x := range res {
+				if x.Err != nil {
+					return fmt.Errorf("reset of %s: %w", r.workflowIDs[i], x.Err)
+				}
+			}
+			return tx.Commit()
+		},
+		check: func(t *testing.T, e *engine.Engine, r lockRuns) {
+			require.Equal(t, len(r.ids), countRuns(t, e, r, `run_id = ANY($1) AND status = 'reset'`, pq.Array(r.ids)), "runs reset")
+		},
+	})
+}
+
+// A reset hands the open children of the run it replaces to the new run
+// in one statement, which locks them in run ID order.
+func TestResetChildrenNeverDeadlocks(t *testing.T) {
+	t.Parallel()
+	lockOrderCase(t, "resetchildren", lockOrder{
+		children: true,
+		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
+			_, err := e.Client().Reset(ctx, r.parent, engine.ResetOptions{BeforeSeq: 1})
+			return err
+		},
+		check: func(t *testing.T, e *engine.Engine, r lockRuns) {
+			require.Equal(t, len(r.ids), countRuns(t, e, r, `run_id = ANY($1) AND parent_run_id <> $2`, pq.Array(r.ids), r.parentRun),
+				"children handed to the new run")
+		},
+	})
+}
+
+// lockOrder is one case of lockOrderCase: the runs it loads and the
+// statement under test.
+type lockOrder struct {
+	// children: the runs are the children of one parent run (cancelled
+	// when it closes), which is loaded too; otherwise they are top-level.
+	children bool
+	// reversed: the runs' workflow IDs sort in the reverse order of their
+	// run IDs, so that a statement locking in workflow ID order does not
+	// lock in run ID order by chance.
+	reversed bool
+	// writer runs the statement under test; it must wait for the lowest
+	// run, which the test holds.
+	writer func(ctx context.Context, e *engine.Engine, r lockRuns) error
+	// check, if set, looks at what the writer did once it returned.
+	check func(t *testing.T, e *engine.Engine, r lockRuns)
+}
+
+// lockRuns are the runs of a lockOrderCase.
+type lockRuns struct {
+	owner  string // the worker that holds them
+	schema string // quoted
+	// ids are the run IDs the writer locks (the parent's children in a
+	// children case), in run ID order; workflowIDs are their workflow IDs,
+	// in the same order.
+	ids, workflowIDs []string
+	// parent is the parent's workflow ID and parentRun its run ID, in a
+	// children case.
+	parent, parentRun string
+}
+
 // lockOrderCase loads runs leased to a worker, holds the lowest run's row
-// in a transaction, runs writer (which must wait for it), then takes the
+// in a transaction, runs c.writer (which must wait for it), then takes the
 // other rows in run ID order in that transaction: neither may fail with
 // "deadlock detected".
-func lockOrderCase(t *testing.T, name string, writer func(ctx context.Context, e *engine.Engine, owner string, ids []string) error) {
+func lockOrderCase(t *testing.T, name string, c lockOrder) {
 	schema := testenv.Schema(t)
 	wf := engine.NewWorkflow(name+"lock.wf", func(ctx engine.Context, _ int) (string, error) {
 		return engine.GetSignalChannel[string](ctx, "go").Receive(ctx)
 	})
+	const n = 6
+	parent := engine.NewWorkflow(name+"lock.parent", func(ctx engine.Context, _ int) (string, error) {
+		for i := 0; i < n; i++ {
+			wf.StartChild(ctx, 0, &engine.ChildOptions{ID: lockWorkflowID(name+"-child", i, n, c.reversed)})
+		}
+		return engine.GetSignalChannel[string](ctx, "go").Receive(ctx)
+	})
 	e := testenv.Engine(t, &engine.Config{Schema: schema, LeaseTTL: time.Minute, UnloadAfter: time.Hour})
 	require.NoError(t, e.Register(wf))
-	owner := name + "-owner"
-	w := lsWorker(t, e, engine.WorkerConfig{ID: owner}, nil)
+	require.NoError(t, e.Register(parent))
+	r := lockRuns{owner: name + "-owner", schema: fmt.Sprintf("%q", schema)}
+	q := r.schema
+	w := lsWorker(t, e, engine.WorkerConfig{ID: r.owner}, nil)
 	ctx := testenv.Ctx(t, 60*time.Second)
-	const n = 6
-	var ids []string
-	for i := 0; i < n; i++ {
-		run, err := wf.Start(ctx, e.Client(), 0, &engine.StartOptions{ID: fmt.Sprintf("%slock-%d", name, i)})
+	total := n
+	if c.children {
+		total++
+		r.parent = name + "-parent"
+		run, err := parent.Start(ctx, e.Client(), 0, &engine.StartOptions{ID: r.parent})
 		require.NoError(t, err)
-		ids = append(ids, run.RunID)
+		r.parentRun = run.RunID
+	} else {
+		for i := 0; i < n; i++ {
+			_, err := wf.Start(ctx, e.Client(), 0, &engine.StartOptions{ID: lockWorkflowID(name, i, n, c.reversed)})
+			require.NoError(t, err)
+		}
 	}
-	sort.Strings(ids)
-	testenv.Eventually(t, 20*time.Second, func() bool { return engine.LoadedRunsForTest(w) == n }, "runs loaded")
-	q := fmt.Sprintf("%q", schema)
+	testenv.Eventually(t, 20*time.Second, func() bool { return engine.LoadedRunsForTest(w) == total }, "runs loaded")
 	// Each run is marked running a second after its claim; wait for that,
 	// so that nothing but this test writes the rows from here on.
 	testenv.Eventually(t, 20*time.Second, func() bool {
 		var c int
-		err := e.DB().QueryRow(`SELECT count(*) FROM `+q+`.runs WHERE status = 'running' AND lease_owner = $1`, owner).Scan(&c)
-		return err == nil && c == n
+		err := e.DB().QueryRow(`SELECT count(*) FROM `+q+`.runs WHERE status = 'running' AND lease_owner = $1`, r.owner).Scan(&c)
+		return err == nil && c == total
 	}, "runs marked running")
-	// A new version of the lowest run's row lands after the others in the
-	// table, so a scan in table order reaches it last.
-	_, err := e.DB().Exec(`UPDATE `+q+`.runs SET updated_at = now() WHERE run_id = $1`, ids[0])
+	rows, err := e.DB().Query(`SELECT run_id, workflow_id FROM `+q+`.runs WHERE run_id <> $1 ORDER BY run_id`, r.parentRun)
 	require.NoError(t, err)
+	for rows.Next() {
+		var id, wid string
+		require.NoError(t, rows.Scan(&id, &wid))
+		r.ids, r.workflowIDs = append(r.ids, id), append(r.workflowIDs, wid)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, r.ids, n)
+	if c.reversed {
+		require.True(t, sort.IsSorted(sort.Reverse(sort.StringSlice(r.workflowIDs))), "workflow IDs in reverse run ID order: %v", r.workflowIDs)
+	}
+	// A new version of the lowest run's row is written until it lies after
+	// the others in the table (an update fills a line pointer a page prune
+	// freed before it appends one), so a scan in table order reaches it
+	// last. It changes an indexed column (not a heap-only update), so its
+	// index entries are new too, after the others of the same key, and an
+	// index scan of runs' indexes also reaches it last.
+	for last := false; !last; {
+		require.NoError(t, e.DB().QueryRow(`WITH u AS (UPDATE `+q+`.runs SET lease_expires_at = lease_expires_at + interval '1 millisecond'
+			WHERE run_id = $1 RETURNING ctid)
+			SELECT u.ctid > ALL (SELECT ctid FROM `+q+`.runs WHERE run_id <> $1) FROM u`, r.ids[0]).Scan(&last))
+	}
 
 	tx, err := e.DB().BeginTx(ctx, nil)
 	require.NoError(t, err)
 	defer tx.Rollback()
-	_, err = tx.Exec(`SELECT 1 FROM `+q+`.runs WHERE run_id = $1 FOR NO KEY UPDATE`, ids[0])
+	_, err = tx.Exec(`SELECT 1 FROM `+q+`.runs WHERE run_id = $1 FOR NO KEY UPDATE`, r.ids[0])
 	require.NoError(t, err)
 
-	expired := make(chan error, 1)
-	go func() { expired <- writer(ctx, e, owner, ids) }()
+	done := make(chan error, 1)
+	go func() { done <- c.writer(ctx, e, r) }()
 	testenv.Eventually(t, 20*time.Second, func() bool {
 		var waiting int
 		err := e.DB().QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
@@ -89,13 +250,34 @@ func lockOrderCase(t *testing.T, name string, writer func(ctx context.Context, e
 		return err == nil && waiting > 0
 	}, "the %s never waited on the locked row", name)
 	// The writer takes the other rows in run ID order.
-	for _, id := range ids[1:] {
+	for _, id := range r.ids[1:] {
 		_, err = tx.Exec(`SELECT 1 FROM `+q+`.runs WHERE run_id = $1 FOR NO KEY UPDATE`, id)
 		require.NoError(t, err, "the writer locking in run ID order")
 	}
 	require.NoError(t, tx.Commit())
-	require.NoError(t, lsRecv(t, ctx, expired), "the %s", name)
-	var left int
-	require.NoError(t, e.DB().QueryRow(`SELECT count(*) FROM `+q+`.runs WHERE lease_owner = $1 AND GREATEST(lease_expires_at, claimed_until) > now()`, owner).Scan(&left))
-	require.Zero(t, left, "leases left")
+	require.NoError(t, lsRecv(t, ctx, done), "the %s", name)
+	if c.check != nil {
+		c.check(t, e, r)
+	}
+}
+
+// lockWorkflowID is the workflow ID of the i-th of n runs started: in
+// start order (run ID order), or in the reverse order.
+func lockWorkflowID(name string, i, n int, reversed bool) string {
+	if reversed {
+		i = n - 1 - i
+	}
+	return fmt.Sprintf("%slock-%d", name, i)
+}
+
+// noLeasesLeft checks that the writer ended the owner's leases.
+func noLeasesLeft(t *testing.T, e *engine.Engine, r lockRuns) {
+	require.Zero(t, countRuns(t, e, r, `lease_owner = $1 AND GREATEST(lease_expires_at, claimed_until) > now()`, r.owner), "leases left")
+}
+
+// countRuns counts the runs of r's schema for which cond holds.
+func countRuns(t *testing.T, e *engine.Engine, r lockRuns, cond string, args ...any) int {
+	var n int
+	require.NoError(t, e.DB().QueryRow(`SELECT count(*) FROM `+r.schema+`.runs WHERE `+cond, args...).Scan(&n))
+	return n
 }
