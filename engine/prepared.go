@@ -32,12 +32,14 @@ func (s *store) closeHot() {
 // executions), and a commit stays one Bind/Execute round trip.
 //
 // A generic plan is made for the tables as they are when it is made, and
-// kept until they are analysed again. Tables that start empty and grow
-// fast (a new deployment, a benchmark) would keep plans made for a few
-// rows, scanning whole tables, until autovacuum analyses them; so the
-// statement is prepared anew after 64 executions, then after 8 times as
-// many each time (512, 4,096, ...): its plans follow the tables' growth in
-// a few generations. Earlier generations are closed with the engine.
+// kept until they are analysed again. Its probes by key (see
+// unnestCols.sql) hold for a table never analysed, but a table analysed
+// while it held a few pages gets plans that scan it (reading a few pages
+// costs less, in PostgreSQL's model, than one probe), which it would keep
+// as it grows until autovacuum analyses it again; so the statement is
+// prepared anew after 64 executions, then after 8 times as many each time
+// (512, 4,096, ...): its plans follow the tables' growth in a few
+// generations. Earlier generations are closed with the engine.
 type hotStmt struct {
 	q   string
 	cur atomic.Pointer[stmtGen]

@@ -288,15 +288,20 @@ func runArgs(args []any, batch []*writeOp, idx []int) []any {
 // as CTE "nr".
 //
 // The shapes are chosen for the prepared statement's generic plan:
-//   - nrsup reads runs_by_workflow once for the batch, with the inserted
-//     runs' IDs as one array (an InitPlan). Joined to nr, with the batch's
-//     IDs as an extra index condition, the plan probed the index once per
-//     ID per inserted run: k² descents for k starts (238,332 index scans
-//     for 20,000 starts at bench -c 256). The new rows are not visible to
-//     the statement's snapshot, so only earlier runs are marked.
-//   - failed_only's look for a completed run is kept from being turned
-//     into a hashed subplan (OFFSET 0), which reads every completed run
-//     once per statement instead of probing runs_by_workflow.
+//   - nrsup joins nr on the workflow ID alone: one probe of
+//     runs_by_workflow per inserted run (nr is guessed at one row, see
+//     unnestCols.sql). With the batch's IDs as an extra index condition
+//     the plan probed the index once per ID per inserted run: k² descents
+//     for k starts (238,332 index scans for 20,000 starts at bench
+//     -c 256). With the IDs as one array (ANY of an InitPlan), which
+//     PostgreSQL guesses at 10 IDs, it scanned the whole runs table at
+//     every start until the table was large and analysed. The new rows
+//     are not visible to the statement's snapshot, so only earlier runs
+//     are marked.
+//   - the reject and failed_only policies' looks for an earlier run are
+//     kept from being turned into a hashed subplan (OFFSET 0), which reads
+//     every run (every completed run) once per statement instead of
+//     probing runs_by_workflow.
 func (s *store) runsSQL(p int) string {
 	ttl := fmt.Sprintf("$%d", p+len(runCols)+1)
 	return `nr AS (INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
@@ -306,12 +311,12 @@ func (s *store) runsSQL(p int) string {
 			CASE WHEN v.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
 			v.parent_run_id, v.parent_seq, v.parent_close_policy, v.previous_run_id, v.start_reason
 		FROM ` + runCols.sql(p, "v") + `
-		WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id))
+		WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id OFFSET 0))
 		  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed' OFFSET 0))
 		ON CONFLICT (workflow_id) WHERE status IN ('pending', 'running', 'waiting') DO NOTHING
 		RETURNING run_id, workflow_id, queue, lease_owner),
-		nrsup AS (UPDATE ` + s.runs + ` x SET superseded = true
-		WHERE x.workflow_id = ANY(ARRAY(SELECT workflow_id FROM nr)) AND NOT x.superseded)`
+		nrsup AS (UPDATE ` + s.runs + ` x SET superseded = true FROM nr
+		WHERE x.workflow_id = nr.workflow_id AND NOT x.superseded)`
 }
 
 func ttlInterval(ttl time.Duration) string { return fmt.Sprintf("%d milliseconds", ttl.Milliseconds()) }

@@ -92,11 +92,27 @@ func (u unnestCols[R]) param(p int, name string) string {
 	panic("engine: no unnest column " + name)
 }
 
-// sql renders the unnest clause "unnest($p+1::t1[], ...) AS alias(c1, ...)":
-// the columns take parameters $p+1..$p+len(u), in the list's order.
+// sql renders the batch's rows as the subquery "(SELECT * FROM
+// unnest($p+1::t1[], ...) AS alias(c1, ...) LIMIT cardinality($p+1::t1[]))
+// AS alias": the columns take parameters $p+1..$p+len(u), in the list's
+// order.
+//
+// The LIMIT keeps every row (all the arrays have the batch's length); it is
+// there for the generic plan of a prepared statement (see hotStmt), which
+// cannot see the arrays. PostgreSQL guesses an unnested array parameter at
+// 10 rows, and 10 index probes cost more in its model than one sequential
+// scan and hash of a table of under about 60 pages: a fresh or small
+// deployment's runs table (300 runs at bench -c 1 are 30 pages). So the
+// plans of the commit path read the whole runs table at each commit, and
+// kept doing so as it grew, until an ANALYZE or the statement's next
+// preparation. A LIMIT it cannot evaluate at planning time it guesses at
+// 10% of its input: one row, which the plan finds by its key (an index
+// probe) in a table of any size that was never analysed (PostgreSQL then
+// assumes at least 10 pages) or that has more than a few pages. A custom
+// plan sees the arrays and the exact count either way.
 func (u unnestCols[R]) sql(p int, alias string) string {
 	var b strings.Builder
-	b.WriteString("unnest(")
+	b.WriteString("(SELECT * FROM unnest(")
 	for i, c := range u {
 		if i > 0 {
 			b.WriteString(", ")
@@ -110,7 +126,7 @@ func (u unnestCols[R]) sql(p int, alias string) string {
 		}
 		b.WriteString(c.name)
 	}
-	b.WriteString(")")
+	fmt.Fprintf(&b, ") LIMIT cardinality($%d::%s[])) AS %s", p+1, u[0].typ, alias)
 	return b.String()
 }
 

@@ -10,13 +10,13 @@ import (
 
 // TestUnnestClauseFollowsItsColumns pins the unnest clause a column list
 // renders: each column's placeholder, cast and alias name in the list's
-// order, numbered from the offset.
+// order, numbered from the offset, limited to the first column's length.
 func TestUnnestClauseFollowsItsColumns(t *testing.T) {
 	cols := newUnnest(
 		textCol("id", func(r fencedRun) string { return r.runID }),
 		intCol("token", func(r fencedRun) int { return r.token }),
 	)
-	require.Equal(t, `unnest($3::text[], $4::int[]) AS v(id, token)`, cols.sql(2, "v"))
+	require.Equal(t, `(SELECT * FROM unnest($3::text[], $4::int[]) AS v(id, token) LIMIT cardinality($3::text[])) AS v`, cols.sql(2, "v"))
 	b := cols.batch()
 	b.add(fencedRun{`a"b`, 1})
 	b.add(fencedRun{"c", 2})
