@@ -195,7 +195,9 @@ func (e *Engine) listen() {
 			}
 			switch n.Channel {
 			case work:
-				if strings.HasSuffix(n.Extra, workDueNow) {
+				if _, to, named := strings.Cut(n.Extra, workTo); named {
+					e.pokeNamed(to)
+				} else if strings.HasSuffix(n.Extra, workDueNow) {
 					e.pokeWorkersDue()
 				} else {
 					e.pokeWorkers()

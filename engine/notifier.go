@@ -36,20 +36,37 @@ type notifier struct {
 	s   *store
 	log func(msg string, args ...any)
 
+	// roster names the worker each queue's notice goes to (roster.go).
+	roster roster
+
 	mu      sync.Mutex
-	work    map[string]bool // queues with new runs: true if all are due now
-	done    []doneNote      // closed runs
-	wake    []string        // runs with an event
+	work    map[string]*workNote // queues with new runs
+	done    []doneNote           // closed runs
+	wake    []string             // runs with an event
 	kick    chan struct{}
 	stop    chan struct{}
 	stopped chan struct{}
 	// closed, when set (tests), learns of each closed run the committer
 	// reports and whether its close is announced.
 	closed atomic.Pointer[func(runID string, announced bool)]
+	// named, when set (tests), learns of each work notice sent and the
+	// worker it names ("" for every worker).
+	named atomic.Pointer[func(queue, worker string)]
+}
+
+// workNote is what a queue's next work notice says.
+type workNote struct {
+	// due: every new run is due now (workDueNow).
+	due bool
+	// types are the new runs' workflow types: a named worker runs them all.
+	types map[string]bool
+	// anyone: a named worker could not take them (handOn); every worker
+	// claims.
+	anyone bool
 }
 
 func newNotifier(s *store, log func(msg string, args ...any)) *notifier {
-	n := &notifier{s: s, log: log, work: map[string]bool{}, kick: make(chan struct{}, 1),
+	n := &notifier{s: s, log: log, roster: roster{s: s}, work: map[string]*workNote{}, kick: make(chan struct{}, 1),
 		stop: make(chan struct{}), stopped: make(chan struct{})}
 	go n.loop()
 	return n
@@ -76,8 +93,13 @@ func (n *notifier) committed(batch []*writeOp, errs []error, woken []string) {
 		}
 		if op.newRun != nil && op.newRun.leaseOwner == "" {
 			r := &op.newRun.row
-			due, seen := n.work[r.Queue]
-			n.work[r.Queue] = (due || !seen) && (!r.WakeAt.Valid || !r.WakeAt.Time.After(r.CreatedAt))
+			w := n.work[r.Queue]
+			if w == nil {
+				w = &workNote{due: true, types: map[string]bool{}}
+				n.work[r.Queue] = w
+			}
+			w.due = w.due && (!r.WakeAt.Valid || !r.WakeAt.Time.After(r.CreatedAt))
+			w.types[r.WorkflowType] = true
 			added = true
 		}
 	}
@@ -87,6 +109,24 @@ func (n *notifier) committed(batch []*writeOp, errs []error, woken []string) {
 		case n.kick <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// handOn announces due runs of the queues to every worker: the worker a
+// notice named has no slot free for them.
+func (n *notifier) handOn(queues []string) {
+	n.mu.Lock()
+	for _, q := range queues {
+		if w := n.work[q]; w != nil {
+			w.anyone = true
+			continue
+		}
+		n.work[q] = &workNote{due: true, anyone: true}
+	}
+	n.mu.Unlock()
+	select {
+	case n.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -130,14 +170,26 @@ func (n *notifier) flush() {
 		n.mu.Unlock()
 		return
 	}
-	n.work, n.done, n.wake = map[string]bool{}, nil, nil
+	n.work, n.done, n.wake = map[string]*workNote{}, nil, nil
 	n.mu.Unlock()
 	var chans, payloads []string
-	for q, due := range work {
-		if due {
-			q += workDueNow
+	for q, w := range work {
+		p, to := q, ""
+		if w.due {
+			p += workDueNow
+			// Runs due later are left to every worker: each reads the
+			// next wake time again.
+			if !w.anyone {
+				to = n.roster.pick(q, w.types)
+			}
 		}
-		chans, payloads = append(chans, n.s.channel[chanWork]), append(payloads, q)
+		if to != "" {
+			p += workTo + to
+		}
+		if h := n.named.Load(); h != nil {
+			(*h)(q, to)
+		}
+		chans, payloads = append(chans, n.s.channel[chanWork]), append(payloads, p)
 	}
 	for _, p := range joinDone(done) {
 		chans, payloads = append(chans, n.s.channel[chanDone]), append(payloads, p)

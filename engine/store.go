@@ -29,8 +29,10 @@ type store struct {
 	beats   string
 	// listeners is the result_listeners table (see listeners.go).
 	listeners string
-	channel   map[string]string
-	sql       storeSQL
+	// workers is the roster of live workers (see roster.go).
+	workers string
+	channel map[string]string
+	sql     storeSQL
 	// hot holds the commit path's statements, prepared: query text to
 	// *hotStmt (see hotQuery).
 	hot sync.Map
@@ -64,7 +66,7 @@ const (
 
 func newStore(db *sqlx.DB, schema string) *store {
 	q := pq.QuoteIdentifier(schema)
-	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", beats: q + ".heartbeats", listeners: q + ".result_listeners", channel: map[string]string{},
+	s := &store{db: db, schema: schema, runs: q + ".runs", steps: q + ".steps", signals: q + ".signals", beats: q + ".heartbeats", listeners: q + ".result_listeners", workers: q + ".workers", channel: map[string]string{},
 		guarded: db != nil && pgconn.Guards(db.Driver())}
 	// Channel names are identifiers (at most 63 bytes): derive them from a
 	// hash of the schema so any valid schema name fits.

@@ -117,6 +117,10 @@ type Worker struct {
 	// lookAhead asks the claim loop to read the next wake time again
 	// after its next claim (see wakeUp and wakeDue).
 	lookAhead atomic.Bool
+	// named is set by a work notice that names this worker (roster.go)
+	// until a claim takes every due run it can: a worker that fills its
+	// slots first hands the notice on to every worker.
+	named atomic.Bool
 
 	// renewHook, when set (tests), is called before each background renewal.
 	renewHook func()
@@ -125,7 +129,9 @@ type Worker struct {
 	stopping chan struct{}
 	stopOnce sync.Once
 	loopDone chan struct{}
-	wg       sync.WaitGroup
+	// rosterDone is closed when rosterLoop has ended.
+	rosterDone chan struct{}
+	wg         sync.WaitGroup
 }
 
 // NewWorker creates a worker for the engine's registered workflows.
@@ -179,6 +185,8 @@ func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
 		poke:     make(chan struct{}, 1),
 		stopping: make(chan struct{}),
 		loopDone: make(chan struct{}),
+
+		rosterDone: make(chan struct{}),
 	}
 	if cfg.ActivitiesPerSecond > 0 {
 		burst := int(cfg.ActivitiesPerSecond)
@@ -213,9 +221,18 @@ func (w *Worker) Start(ctx context.Context) error {
 				"worker", w.id, "err", err)
 		}
 	}
+	// Enrolled before it returns, so the notices of starts that follow
+	// may name it; until it is, they wake every worker.
+	rctx, cancel := context.WithTimeout(ctx, w.e.cfg.CommitTimeout)
+	if err := w.e.store.enrol(rctx, w.id, w.cfg.Queues, w.types); err != nil {
+		w.e.cfg.Logger.Warn("engine: enrolling the worker in the roster failed; notices of new runs wake every worker until it is",
+			"worker", w.id, "err", err)
+	}
+	cancel()
 	w.e.addWorker(w)
 	go w.loop()
 	go w.renewLoop()
+	go w.rosterLoop()
 	return nil
 }
 
@@ -232,6 +249,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 		return nil
 	}
 	w.mu.Unlock()
+	w.leaveRoster()
 	<-w.loopDone
 	w.mu.Lock()
 	w.stopped = true
@@ -298,6 +316,7 @@ func (w *Worker) loop() {
 			return
 		default:
 		}
+		named := w.named.Swap(false)
 		free := cap(w.slots) - len(w.slots)
 		if free == 0 {
 			// A slot freed after this store sees starved set and wakes
@@ -309,6 +328,11 @@ func (w *Worker) loop() {
 		} else {
 			w.starved.Store(false)
 		}
+		if free == 0 && named {
+			// The runs a notice sent here may still be due: another
+			// worker takes them now rather than at its next poll.
+			w.e.notes.handOn(w.cfg.Queues)
+		}
 		claimed := 0
 		if free > 0 {
 			n := min(free, w.cfg.ClaimBatch)
@@ -318,6 +342,9 @@ func (w *Worker) loop() {
 			}
 			claimed = got
 			if got == n {
+				if named {
+					w.named.Store(true) // the next pass claims again or hands on
+				}
 				continue
 			}
 		}
