@@ -123,3 +123,17 @@ func (a *pgArray) String() string {
 	}
 	return a.b.String()
 }
+
+// endColumn closes the array being written and returns the length of
+// everything written so far; the next element starts another array after
+// it in the same buffer. A batch's columns are written one after the other
+// this way (see unnestBatch.args), so they cost one allocation instead of
+// a few each.
+func (a *pgArray) endColumn() int {
+	if a.n == 0 {
+		a.b.WriteByte('{')
+	}
+	a.b.WriteByte('}')
+	a.n = 0
+	return a.b.Len()
+}

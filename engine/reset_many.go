@@ -119,7 +119,7 @@ type resetManyOld struct {
 // have the reset point, in tx. It returns what it found, by workflow ID.
 func (c *Client) resetMany(ctx context.Context, tx *sql.Tx, rows []resetManyRow, now time.Time, opts ResetOptions) (map[string]*resetManyOld, error) {
 	s := c.e.store
-	b := resetManyCols.batch()
+	b := resetManyCols.batch(len(rows))
 	for _, r := range rows {
 		b.add(r)
 	}

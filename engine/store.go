@@ -109,7 +109,7 @@ var finishParams = len(finishCols) + 1
 
 // finishArgs appends the run transitions of batch[idx] to args.
 func finishArgs(args []any, batch []*writeOp, idx []int) []any {
-	b := finishCols.batch()
+	b := finishCols.batch(len(idx))
 	for _, i := range idx {
 		b.add(batch[i])
 	}
@@ -276,7 +276,7 @@ var runParams = len(runCols) + 1
 
 // runArgs appends the run inserts of batch[idx] to args.
 func runArgs(args []any, batch []*writeOp, idx []int) []any {
-	b := runCols.batch()
+	b := runCols.batch(len(idx))
 	for _, i := range idx {
 		b.add(batch[i])
 	}
@@ -392,7 +392,7 @@ var stepParams = len(stepCols)
 
 // stepArgs appends steps, each written under owners[k], to args.
 func stepArgs(args []any, steps []*stepRow, owners []fence) []any {
-	b := stepCols.batch()
+	b := stepCols.batch(len(steps))
 	for k, st := range steps {
 		b.add(stepIn{st, owners[k]})
 	}
@@ -475,7 +475,7 @@ var leaseCols = newUnnest(
 // batch[idx] that their ops' fence still holds, and returns them. Rows are
 // locked in run ID order, so two transactions cannot deadlock on them.
 func (s *store) lockLeases(ctx context.Context, tx dbtx, batch []*writeOp, idx []int) (map[string]bool, error) {
-	b := leaseCols.batch()
+	b := leaseCols.batch(len(idx))
 	for _, i := range idx {
 		b.add(batch[i])
 	}
@@ -555,7 +555,7 @@ var continuedCols = newUnnest(
 
 // continuedArgs renders ops that continue as new as continuedCols.
 func continuedArgs(ops []*writeOp) []any {
-	b := continuedCols.batch()
+	b := continuedCols.batch(len(ops))
 	for _, op := range ops {
 		b.add(op)
 	}
@@ -954,7 +954,7 @@ func (s *store) renewLeases(ctx context.Context, owner string, runs []fencedRun,
 	if len(runs) == 0 {
 		return out, nil
 	}
-	b := renewCols.batch()
+	b := renewCols.batch(len(runs))
 	for _, r := range runs {
 		b.add(r)
 	}
@@ -1006,7 +1006,7 @@ var releaseCols = newUnnest(
 // holding one run and waiting for another (TestReleaseNeverDeadlocks).
 func (s *store) releaseRuns(ctx context.Context, rs []release) error {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].runID < rs[j].runID })
-	b := releaseCols.batch()
+	b := releaseCols.batch(len(rs))
 	for i := range rs {
 		b.add(&rs[i])
 	}
@@ -1041,7 +1041,7 @@ var (
 // committer.readBack).
 func (s *store) written(ctx context.Context, q *writtenQuery) (written, error) {
 	w := written{steps: map[stepKey]bool{}, runs: map[string]bool{}, fins: map[string]bool{}}
-	steps, fins := writtenStepCols.batch(), writtenFinCols.batch()
+	steps, fins := writtenStepCols.batch(len(q.steps)), writtenFinCols.batch(len(q.fins))
 	for _, st := range q.steps {
 		steps.add(st)
 	}

@@ -130,29 +130,58 @@ func (u unnestCols[R]) sql(p int, alias string) string {
 	return b.String()
 }
 
-// batch starts an empty batch of these columns.
-func (u unnestCols[R]) batch() unnestBatch[R] {
-	return unnestBatch[R]{cols: u, arrs: make([]pgArray, len(u))}
+// batch starts an empty batch of these columns, with room for n rows.
+func (u unnestCols[R]) batch(n int) unnestBatch[R] {
+	return unnestBatch[R]{cols: u, rows: make([]R, 0, n)}
 }
 
-// unnestBatch collects rows into one array per column.
+// unnestBatch collects rows; args renders them into one array per column.
 type unnestBatch[R any] struct {
 	cols unnestCols[R]
-	arrs []pgArray
+	rows []R
 }
 
-// add writes a row's values into the column arrays.
-func (b unnestBatch[R]) add(r R) {
-	for i := range b.cols {
-		b.cols[i].put(&b.arrs[i], r)
-	}
+// add adds a row to the batch.
+func (b *unnestBatch[R]) add(r R) {
+	b.rows = append(b.rows, r)
 }
+
+// emptyArray is the argument of a column of a batch without rows, boxed
+// once: most commits send an empty column list or two (a batch of step
+// records has no run transitions).
+var emptyArray any = "{}"
+
+// unnestCellBytes is a guess at the bytes one cell takes in an array
+// literal, which sizes the buffer the columns are written into.
+const unnestCellBytes = 24
 
 // args appends the column arrays to args, in the columns' order, as the
-// statement's arguments for the parameters sql numbered.
-func (b unnestBatch[R]) args(args []any) []any {
-	for i := range b.arrs {
-		args = append(args, b.arrs[i].String())
+// statement's arguments for the parameters sql numbered. The columns are
+// written column after column into one buffer, and each argument is a
+// slice of the one string it becomes: a commit's statement takes dozens of
+// these arguments, and a buffer per column was most of the engine's
+// allocations per step.
+func (b *unnestBatch[R]) args(args []any) []any {
+	if len(b.rows) == 0 {
+		for range b.cols {
+			args = append(args, emptyArray)
+		}
+		return args
+	}
+	var a pgArray
+	a.b.Grow(unnestCellBytes * len(b.cols) * len(b.rows))
+	var ends [32]int
+	end := ends[:0]
+	for i := range b.cols {
+		for _, r := range b.rows {
+			b.cols[i].put(&a, r)
+		}
+		end = append(end, a.endColumn())
+	}
+	s, start := a.b.String(), 0
+	for _, e := range end {
+		args = append(args, s[start:e])
+		start = e
 	}
 	return args
 }

@@ -17,7 +17,7 @@ func TestUnnestClauseFollowsItsColumns(t *testing.T) {
 		intCol("token", func(r fencedRun) int { return r.token }),
 	)
 	require.Equal(t, `(SELECT * FROM unnest($3::text[], $4::int[]) AS v(id, token) LIMIT cardinality($3::text[])) AS v`, cols.sql(2, "v"))
-	b := cols.batch()
+	b := cols.batch(2)
 	b.add(fencedRun{`a"b`, 1})
 	b.add(fencedRun{"c", 2})
 	require.Equal(t, []any{"x", `{"a\"b","c"}`, "{1,2}"}, b.args([]any{"x"}))
