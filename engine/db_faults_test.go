@@ -199,11 +199,7 @@ func TestTerminatedBackendsLoseNoWrite(t *testing.T) {
 // activities' results are committed once it is back, none is run again.
 func TestDatabaseRestartLosesNoWrite(t *testing.T) {
 	t.Parallel()
-	pg := testenv.PrivatePostgres(t)
-	db, err := sqlx.Open("postgres", pg.URL)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	db.SetMaxOpenConns(10)
+	pg, db := dfPrivatePool(t)
 	logs := &dfLog{}
 	var calls ftCounter
 	gate := make(chan struct{})
@@ -226,6 +222,18 @@ func TestDatabaseRestartLosesNoWrite(t *testing.T) {
 		require.Equal(t, 3, out)
 	}
 	dfRequireOnce(t, &calls, n*3)
+}
+
+// dfPrivatePool starts a private PostgreSQL (the test may stop it) and
+// opens a pool of up to ten connections to it.
+func dfPrivatePool(t *testing.T) (*testenv.Postgres, *sqlx.DB) {
+	t.Helper()
+	pg := testenv.PrivatePostgres(t)
+	db, err := sqlx.Open("postgres", pg.URL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	db.SetMaxOpenConns(10)
+	return pg, db
 }
 
 // dfStartGated starts n runs of wf (IDs prefix-0, prefix-1, ...) and waits

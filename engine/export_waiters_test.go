@@ -83,3 +83,33 @@ func SetMissListenersForTest(runner, waiter *Engine, window time.Duration) {
 	runner.commit.missListeners.Store(true)
 	waiter.listeners.window = window
 }
+
+// QueuedWriteForTest is a write queued in a commit shard: its run, the
+// statuses of its step records, and the status its transition puts the
+// run in ("" for none).
+type QueuedWriteForTest struct {
+	RunID string
+	Steps []string
+	Fin   Status
+}
+
+// QueuedWritesForTest returns the writes queued in e's commit shards, not
+// yet taken for writing.
+func QueuedWritesForTest(e *Engine) []QueuedWriteForTest {
+	var out []QueuedWriteForTest
+	for _, sh := range e.commit.shards {
+		sh.mu.Lock()
+		for _, op := range sh.queue {
+			q := QueuedWriteForTest{RunID: op.runID}
+			for _, st := range op.steps {
+				q.Steps = append(q.Steps, st.Status)
+			}
+			if op.fin != nil {
+				q.Fin = op.fin.status
+			}
+			out = append(out, q)
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}

@@ -11,7 +11,9 @@ import (
 // had been lost. So the committer reads back what the batch would have
 // written. A batch commits whole or not at all, so one part found means all
 // of it committed (and a part missing was refused by its fence); nothing
-// found means nothing committed, and the batch is written again.
+// found means nothing committed, and the batch is written again. That holds
+// only if each part is found by what its own write leaves, never by a state
+// the database may have held before (see store.written).
 
 // readBack reports whether batch committed and, if so, each op's outcome.
 // It retries while the database does not answer; when the engine stops

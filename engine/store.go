@@ -1023,22 +1023,35 @@ func (s *store) releaseRuns(ctx context.Context, rs []release) error {
 }
 
 // writtenStepCols identify the step records a batch wrote, writtenFinCols
-// the transitions it made.
+// the transitions it made, each by what only that write leaves (see
+// written).
 var (
 	writtenStepCols = newUnnest(
 		textCol("run_id", func(st *stepRow) string { return st.RunID }),
 		intCol("seq", func(st *stepRow) int { return st.Seq }),
 		textCol("status", func(st *stepRow) string { return st.Status }),
 		intCol("attempts", func(st *stepRow) int { return st.Attempts }),
+		timeCol("next_attempt_at", func(st *stepRow) sql.NullTime { return st.NextAttemptAt }),
 	)
 	writtenFinCols = newUnnest(
 		textCol("run_id", func(op *writeOp) string { return op.runID }),
 		textCol("status", func(op *writeOp) string { return string(op.fin.status) }),
+		textCol("owner", func(op *writeOp) string { return op.owner }),
+		intCol("token", func(op *writeOp) int { return op.token }),
 	)
 )
 
 // written reads back which parts of a batch the database holds (see
-// committer.readBack).
+// committer.readBack). A part is matched by what its write alone leaves,
+// not by a state the row may already have been in: a step record by its
+// status, attempt count and next attempt's time (a limiter's second
+// snooze of a step leaves the status and the count of the first: a
+// snooze is no attempt), a transition by its status under the writer's
+// claim with the claim's lease ended (a woken run's row stays waiting
+// while its worker holds it, and an unload leaves it waiting). Matched by
+// status alone, a batch that never committed was taken for committed when
+// it held such a record, and its other writes for fenced out: a live
+// run's activity start was refused as if its lease were lost.
 func (s *store) written(ctx context.Context, q *writtenQuery) (written, error) {
 	w := written{steps: map[stepKey]bool{}, runs: map[string]bool{}, fins: map[string]bool{}}
 	steps, fins := writtenStepCols.batch(len(q.steps)), writtenFinCols.batch(len(q.fins))
@@ -1052,8 +1065,10 @@ func (s *store) written(ctx context.Context, q *writtenQuery) (written, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT 's', st.run_id, st.seq FROM `+s.steps+` st
 			JOIN `+writtenStepCols.sql(0, "v")+`
 			ON st.run_id = v.run_id AND st.seq = v.seq AND st.status = v.status AND st.attempts = v.attempts
+				AND st.next_attempt_at IS NOT DISTINCT FROM v.next_attempt_at
 		UNION ALL SELECT 'f', r.run_id, 0 FROM `+s.runs+` r
 			JOIN `+writtenFinCols.sql(len(writtenStepCols), "v")+` ON r.run_id = v.run_id AND r.status = v.status
+				AND r.lease_owner = v.owner AND r.loads = v.token AND r.claimed_until IS NULL
 		UNION ALL SELECT 'r', run_id, 0 FROM `+s.runs+fmt.Sprintf(` WHERE run_id = ANY($%d::text[])`, len(args)+1),
 		append(args, pq.Array(q.runIDs))...)
 	if err != nil {
