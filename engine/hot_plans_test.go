@@ -31,15 +31,17 @@ func TestHotStatementsGenericPlansProbeByKey(t *testing.T) {
 	plans, err := engine.HotPlansForTest(ctx, e)
 	require.NoError(t, err)
 	requireProbesByKey(t, plans)
-	// The earlier runs of the started workflow IDs are found by one probe
-	// of runs_by_workflow per started run, not by a join that probes it
-	// once per pair of started runs.
+	// The earlier runs of the started workflow IDs are found (and locked)
+	// by one probe of runs_by_workflow per started run, not by a join that
+	// probes it once per pair of started runs; the update then finds each
+	// by its key.
 	plan := plans["steps_finish_and_starts"]
-	i, j := strings.Index(plan, "CTE nrsup"), strings.Index(plan, "CTE nins")
-	require.True(t, i >= 0 && j > i, plan)
-	nrsup := plan[i:j]
-	require.Contains(t, nrsup, "Index Cond: (workflow_id = nr", plan)
-	require.NotContains(t, nrsup, "ANY", plan)
+	i, j, k := strings.Index(plan, "CTE nrlk"), strings.Index(plan, "CTE nrsup"), strings.Index(plan, "CTE nins")
+	require.True(t, i >= 0 && j > i && k > j, plan)
+	nrlk := plan[i:j]
+	require.Contains(t, nrlk, "Index Cond: (workflow_id = nr", plan)
+	require.NotContains(t, nrlk, "ANY", plan)
+	require.Contains(t, plan[j:k], "runs_pkey", plan)
 }
 
 // A new deployment's tables (and a benchmark's) start empty and are not

@@ -285,12 +285,13 @@ func runArgs(args []any, batch []*writeOp, idx []int) []any {
 
 // runsSQL inserts runs under their ID reuse policy; a run whose workflow ID
 // has an open run is skipped. The earlier runs of an inserted run's
-// workflow ID are marked superseded (CTE "nrsup"). It uses
-// $p+1..$p+runParams and yields (run_id, workflow_id, queue, lease_owner)
-// as CTE "nr".
+// workflow ID are marked superseded (CTE "nrsup"), locked in run ID order
+// first (CTE "nrlk", see Lock order, above lockLeases: the join reads them
+// in the batch's order). It uses $p+1..$p+runParams and yields (run_id,
+// workflow_id, queue, lease_owner) as CTE "nr".
 //
 // The shapes are chosen for the prepared statement's generic plan:
-//   - nrsup joins nr on the workflow ID alone: one probe of
+//   - nrlk joins nr on the workflow ID alone: one probe of
 //     runs_by_workflow per inserted run (nr is guessed at one row, see
 //     unnestCols.sql). With the batch's IDs as an extra index condition
 //     the plan probed the index once per ID per inserted run: k² descents
@@ -317,8 +318,9 @@ func (s *store) runsSQL(p int) string {
 		  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed' OFFSET 0))
 		ON CONFLICT (workflow_id) WHERE status IN ('pending', 'running', 'waiting') DO NOTHING
 		RETURNING run_id, workflow_id, queue, lease_owner),
-		nrsup AS (UPDATE ` + s.runs + ` x SET superseded = true FROM nr
-		WHERE x.workflow_id = nr.workflow_id AND NOT x.superseded)`
+		nrlk AS (SELECT x.run_id FROM ` + s.runs + ` x JOIN nr ON x.workflow_id = nr.workflow_id
+		WHERE NOT x.superseded ORDER BY x.run_id FOR NO KEY UPDATE OF x),
+		nrsup AS (UPDATE ` + s.runs + ` x SET superseded = true FROM nrlk WHERE x.run_id = nrlk.run_id AND NOT x.superseded)`
 }
 
 func ttlInterval(ttl time.Duration) string { return fmt.Sprintf("%d milliseconds", ttl.Milliseconds()) }

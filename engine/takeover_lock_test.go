@@ -2,6 +2,9 @@ package engine_test
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"testing"
@@ -98,21 +101,14 @@ func TestResetManyNeverDeadlocks(t *testing.T) {
 	lockOrderCase(t, "resetmany", lockOrder{
 		reversed: true,
 		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
-			tx, err := e.DB().BeginTx(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer tx.Rollback()
-			res, err := e.Client().ResetManyTx(ctx, tx, r.workflowIDs, engine.ResetOptions{BeforeSeq: 1})
-			if err != nil {
-				return err
-			}
-			for i, x := range res {
-				if x.Err != nil {
-					return fmt.Errorf("reset of %s: %w", r.workflowIDs[i], x.Err)
+			return inTx(ctx, e, func(tx *sql.Tx) ([]error, error) {
+				res, err := e.Client().ResetManyTx(ctx, tx, r.workflowIDs, engine.ResetOptions{BeforeSeq: 1})
+				errs := make([]error, len(res))
+				for i, x := range res {
+					errs[i] = x.Err
 				}
-			}
-			return tx.Commit()
+				return errs, err
+			})
 		},
 		check: func(t *testing.T, e *engine.Engine, r lockRuns) {
 			require.Equal(t, len(r.ids), countRuns(t, e, r, `run_id = ANY($1) AND status = 'reset'`, pq.Array(r.ids)), "runs reset")
@@ -137,6 +133,34 @@ func TestResetChildrenNeverDeadlocks(t *testing.T) {
 	})
 }
 
+// A start of workflows whose earlier runs are closed marks those runs
+// superseded in its statement, which locks them in run ID order, not in
+// the order of their workflow IDs.
+func TestSupersedeNeverDeadlocks(t *testing.T) {
+	t.Parallel()
+	lockOrderCase(t, "supersede", lockOrder{
+		reversed: true,
+		closed:   true,
+		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
+			starts := make([]engine.StartManyParams, len(r.workflowIDs))
+			for i, id := range r.workflowIDs {
+				starts[i] = engine.StartManyParams{Workflow: "supersedelock.wf", Input: json.RawMessage("0"), Options: &engine.StartOptions{ID: id}}
+			}
+			return inTx(ctx, e, func(tx *sql.Tx) ([]error, error) {
+				res, err := e.Client().StartManyTx(ctx, tx, starts)
+				errs := make([]error, len(res))
+				for i, x := range res {
+					errs[i] = x.Err
+				}
+				return errs, err
+			})
+		},
+		check: func(t *testing.T, e *engine.Engine, r lockRuns) {
+			require.Equal(t, len(r.ids), countRuns(t, e, r, `run_id = ANY($1) AND superseded`, pq.Array(r.ids)), "runs superseded")
+		},
+	})
+}
+
 // lockOrder is one case of lockOrderCase: the runs it loads and the
 // statement under test.
 type lockOrder struct {
@@ -147,6 +171,9 @@ type lockOrder struct {
 	// run IDs, so that a statement locking in workflow ID order does not
 	// lock in run ID order by chance.
 	reversed bool
+	// closed: the runs are completed (by their "go" signal) before the
+	// writer runs.
+	closed bool
 	// writer runs the statement under test; it must wait for the lowest
 	// run, which the test holds.
 	writer func(ctx context.Context, e *engine.Engine, r lockRuns) error
@@ -207,10 +234,16 @@ func lockOrderCase(t *testing.T, name string, c lockOrder) {
 	// Each run is marked running a second after its claim; wait for that,
 	// so that nothing but this test writes the rows from here on.
 	testenv.Eventually(t, 20*time.Second, func() bool {
-		var c int
-		err := e.DB().QueryRow(`SELECT count(*) FROM `+q+`.runs WHERE status = 'running' AND lease_owner = $1`, r.owner).Scan(&c)
-		return err == nil && c == total
+		return countRuns(t, e, r, `status = 'running' AND lease_owner = $1`, r.owner) == total
 	}, "runs marked running")
+	if c.closed {
+		for i := 0; i < n; i++ {
+			require.NoError(t, e.Client().Signal(ctx, lockWorkflowID(name, i, n, c.reversed), "go", "done"))
+		}
+		testenv.Eventually(t, 20*time.Second, func() bool {
+			return countRuns(t, e, r, `status = 'completed'`) == n && engine.LoadedRunsForTest(w) == 0
+		}, "runs completed")
+	}
 	rows, err := e.DB().Query(`SELECT run_id, workflow_id FROM `+q+`.runs WHERE run_id <> $1 ORDER BY run_id`, r.parentRun)
 	require.NoError(t, err)
 	for rows.Next() {
@@ -226,11 +259,13 @@ func lockOrderCase(t *testing.T, name string, c lockOrder) {
 	// A new version of the lowest run's row is written until it lies after
 	// the others in the table (an update fills a line pointer a page prune
 	// freed before it appends one), so a scan in table order reaches it
-	// last. It changes an indexed column (not a heap-only update), so its
+	// last. It changes an indexed column (the lease's expiry, or a closed
+	// run's close time: not a heap-only update), so its
 	// index entries are new too, after the others of the same key, and an
 	// index scan of runs' indexes also reaches it last.
 	for last := false; !last; {
-		require.NoError(t, e.DB().QueryRow(`WITH u AS (UPDATE `+q+`.runs SET lease_expires_at = lease_expires_at + interval '1 millisecond'
+		require.NoError(t, e.DB().QueryRow(`WITH u AS (UPDATE `+q+`.runs SET lease_expires_at = lease_expires_at + interval '1 millisecond',
+				closed_at = closed_at + interval '1 microsecond'
 			WHERE run_id = $1 RETURNING ctid)
 			SELECT u.ctid > ALL (SELECT ctid FROM `+q+`.runs WHERE run_id <> $1) FROM u`, r.ids[0]).Scan(&last))
 	}
@@ -273,6 +308,21 @@ func lockWorkflowID(name string, i, n int, reversed bool) string {
 // noLeasesLeft checks that the writer ended the owner's leases.
 func noLeasesLeft(t *testing.T, e *engine.Engine, r lockRuns) {
 	require.Zero(t, countRuns(t, e, r, `lease_owner = $1 AND GREATEST(lease_expires_at, claimed_until) > now()`, r.owner), "leases left")
+}
+
+// inTx runs f, a call of many workflows, in a transaction and commits it
+// if neither the call nor any of its workflows failed.
+func inTx(ctx context.Context, e *engine.Engine, f func(tx *sql.Tx) ([]error, error)) error {
+	tx, err := e.DB().BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	errs, err := f(tx)
+	if err = errors.Join(append(errs, err)...); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // countRuns counts the runs of r's schema for which cond holds.
