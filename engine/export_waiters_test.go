@@ -113,3 +113,6 @@ func QueuedWritesForTest(e *Engine) []QueuedWriteForTest {
 	}
 	return out
 }
+
+// IdleRunnersForTest returns how many goroutines of w wait for a next run.
+func IdleRunnersForTest(w *Worker) int { return int(w.idleRunners.Load()) }

@@ -125,6 +125,12 @@ type Worker struct {
 	// renewHook, when set (tests), is called before each background renewal.
 	renewHook func()
 
+	// runners hands a run's body to a goroutine that ended its previous
+	// run and waits for another (see goRun); idleRunners counts those
+	// waiting.
+	runners     chan func()
+	idleRunners atomic.Int32
+
 	poke     chan struct{}
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -184,6 +190,7 @@ func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
 		arriving: map[string]bool{},
 		poke:     make(chan struct{}, 1),
 		stopping: make(chan struct{}),
+		runners:  make(chan func()),
 		loopDone: make(chan struct{}),
 
 		rosterDone: make(chan struct{}),
@@ -535,7 +542,7 @@ func (w *Worker) launchRun(r *runRow, steps []*stepRow, sigs []*signalRow, birth
 	if missed {
 		s.requestRefresh()
 	}
-	go func() {
+	w.goRun(func() {
 		defer func() {
 			s.abandon()
 			w.mu.Lock()
@@ -558,8 +565,47 @@ func (w *Worker) launchRun(r *runRow, steps []*stepRow, sigs []*signalRow, birth
 			}
 		}()
 		s.main()
-	}()
+	})
 	return s
+}
+
+// maxIdleRunners bounds the goroutines kept waiting for a next run.
+const maxIdleRunners = 8
+
+// goRun runs f, a run's body, on a goroutine that ended its previous run
+// and waits for another, if there is one, or else on a new goroutine. A
+// run's goroutine grows its stack to tens of kilobytes (the commit path,
+// JSON decoding); a new one starts small and copies its stack as it grows,
+// which at one workflow at a time was a twentieth of the engine's CPU. A
+// kept one has grown already, and handing it a run costs what starting a
+// goroutine does.
+func (w *Worker) goRun(f func()) {
+	select {
+	case w.runners <- f:
+	default:
+		go w.runner(f)
+	}
+}
+
+// runner runs f, then each run goRun hands it while it waits, as long as
+// no more than maxIdleRunners wait; it ends when the worker stops. A run
+// that ends its goroutine (runtime.Goexit, when it unloads) ends the
+// runner with it.
+func (w *Worker) runner(f func()) {
+	for {
+		f()
+		if w.idleRunners.Add(1) > maxIdleRunners {
+			w.idleRunners.Add(-1)
+			return
+		}
+		select {
+		case f = <-w.runners:
+			w.idleRunners.Add(-1)
+		case <-w.stopping:
+			w.idleRunners.Add(-1)
+			return
+		}
+	}
 }
 
 // tryReserve takes a workflow slot for an eager start, if one is free.
