@@ -17,8 +17,12 @@ import (
 // from many runs share one transaction; an op's done callback runs after that
 // transaction commits or fails.
 type writeOp struct {
-	// runID picks the shard, so one run's ops commit in submission order.
+	// runID picks the shard, so one run's ops commit in submission order,
+	// unless the run state that writes it pinned one (sh).
 	runID string
+	// sh, when set, is the shard of the loaded run that writes the op
+	// (committer.pin).
+	sh *commitShard
 	// owner is the lease owner that must still hold runID ("" = unfenced,
 	// for client writes), under the claim numbered token (the run's loads
 	// counter when it was claimed): a copy of the run that outlived its
@@ -160,6 +164,8 @@ type commitShard struct {
 	// space bounds the queue (one token per queued op): a run's writes are
 	// the worker's backpressure.
 	space chan struct{}
+	// runs counts the loaded runs pinned here (committer.pin).
+	runs atomic.Int64
 }
 
 func newCommitter(e *Engine) *committer {
@@ -176,10 +182,46 @@ func newCommitter(e *Engine) *committer {
 	return c
 }
 
+// shardRuns is how many loaded runs a shard takes before a run loaded
+// next is pinned to the shard after it (committer.pin).
+const shardRuns = 256
+
+// pin picks the shard a loaded run writes through, for as long as it is
+// loaded (its ops then commit in submission order): the first whose pinned
+// runs are fewer than shardRuns, else the one with the fewest. A process
+// with few runs in flight so uses one shard: its batches are each shard's
+// share of its runs' writes, and spread over two shards they were half as
+// large, twice as many commits for the same work. bench -workers 4 (about
+// 128 runs per worker process at -c 512) made 0.22 group commits per
+// workflow with two shards each against 0.10 with one worker process, and
+// -shards 1 halved them at equal throughput; one process with 512 runs
+// lost a third of its throughput with one shard, so past shardRuns a
+// second commits beside the first.
+func (c *committer) pin() *commitShard {
+	best := c.shards[0]
+	for _, sh := range c.shards {
+		if sh.runs.Load() < shardRuns {
+			best = sh
+			break
+		}
+		if sh.runs.Load() < best.runs.Load() {
+			best = sh
+		}
+	}
+	best.runs.Add(1)
+	return best
+}
+
+// unpin ends a run's pin on sh.
+func (c *committer) unpin(sh *commitShard) { sh.runs.Add(-1) }
+
 func (c *committer) shard(op *writeOp) *commitShard {
+	op.started = time.Now()
+	if op.sh != nil {
+		return op.sh
+	}
 	h := fnv.New32a()
 	h.Write([]byte(op.runID))
-	op.started = time.Now()
 	return c.shards[int(h.Sum32())%len(c.shards)]
 }
 

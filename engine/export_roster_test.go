@@ -5,3 +5,13 @@ package engine
 func SetWorkNoticeHookForTest(c *Client, fn func(queue, worker string)) {
 	c.e.notes.named.Store(&fn)
 }
+
+// PinnedRunsForTest returns how many loaded runs each commit shard of the
+// engine serves.
+func PinnedRunsForTest(e *Engine) []int64 {
+	out := make([]int64, len(e.commit.shards))
+	for i, sh := range e.commit.shards {
+		out[i] = sh.runs.Load()
+	}
+	return out
+}

@@ -51,6 +51,44 @@ func rosterClient(t *testing.T, e *engine.Engine, defs ...engine.Definition) (*e
 	return c, names
 }
 
+// rosterHold is a workflow whose activity holds its run (and its worker
+// slot) until release is closed.
+type rosterHold struct {
+	hold    *engine.Activity[struct{}, struct{}]
+	block   *engine.Workflow[struct{}, struct{}]
+	held    chan struct{}
+	release chan struct{}
+}
+
+// newRosterHold defines prefix.hold and prefix.block, for up to n runs.
+func newRosterHold(prefix string, n int) *rosterHold {
+	h := &rosterHold{held: make(chan struct{}, n), release: make(chan struct{})}
+	h.hold = engine.NewActivity(prefix+".hold", func(ctx context.Context, _ struct{}) (struct{}, error) {
+		h.held <- struct{}{}
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+		}
+		return struct{}{}, nil
+	})
+	h.block = engine.NewWorkflow(prefix+".block", func(ctx engine.Context, _ struct{}) (struct{}, error) {
+		return h.hold.Run(ctx, struct{}{})
+	})
+	return h
+}
+
+// started waits until n runs hold.
+func (h *rosterHold) started(ctx context.Context, t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-h.held:
+		case <-ctx.Done():
+			t.Fatal("the holding workflows did not all start")
+		}
+	}
+}
+
 // A worker process killed with SIGKILL keeps its roster row until it
 // expires, and the notices of new runs go on naming it in turn with the
 // live worker. The runs they announce are still run, by the live worker at
@@ -87,33 +125,18 @@ func TestRunsAnnouncedToAKilledWorkerRunElsewhere(t *testing.T) {
 // another worker takes their runs before its own poll (a minute here).
 func TestRunsAnnouncedToAFullWorkerRunElsewhere(t *testing.T) {
 	t.Parallel()
-	release, held := make(chan struct{}), make(chan struct{}, 1)
-	defer close(release) // before the workers stop
-	hold := engine.NewActivity("roster.hold", func(ctx context.Context, _ struct{}) (struct{}, error) {
-		held <- struct{}{}
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return struct{}{}, nil
-	})
-	block := engine.NewWorkflow("roster.block", func(ctx engine.Context, _ struct{}) (struct{}, error) {
-		return hold.Run(ctx, struct{}{})
-	})
+	h := newRosterHold("roster", 1)
+	defer close(h.release) // before the workers stop
 	echo := engine.NewWorkflow("roster.echo", func(ctx engine.Context, in int) (int, error) { return in, nil })
 	e := testenv.Engine(t, &engine.Config{PollInterval: time.Minute})
-	require.NoError(t, e.Register(hold, block, echo))
+	require.NoError(t, e.Register(h.hold, h.block, echo))
 	c, names := rosterClient(t, e)
 	ctx := testenv.Ctx(t, 30*time.Second) // within the poll
 
 	full := testenv.Worker(t, e, engine.WorkerConfig{MaxWorkflows: 1})
-	_, err := block.Start(ctx, c, struct{}{}, nil)
+	_, err := h.block.Start(ctx, c, struct{}{}, nil)
 	require.NoError(t, err)
-	select {
-	case <-held: // its one slot is taken
-	case <-ctx.Done():
-		t.Fatal("the blocking workflow did not start")
-	}
+	h.started(ctx, t, 1) // its one slot is taken
 	testenv.Worker(t, e, engine.WorkerConfig{})
 
 	for i := range 4 {
@@ -124,4 +147,34 @@ func TestRunsAnnouncedToAFullWorkerRunElsewhere(t *testing.T) {
 		require.Equal(t, i, got)
 	}
 	require.Positive(t, names.named(full.ID()), "no start was announced to the full worker: %q", names.names)
+}
+
+// A worker with fewer runs loaded than one commit shard takes writes them
+// all through the first shard: with two shards each, four worker processes
+// of a quarter of the load made twice the commits of one, each half as
+// large. Its runs leave their pins when they end.
+func TestFewLoadedRunsShareOneCommitShard(t *testing.T) {
+	t.Parallel()
+	h := newRosterHold("pin", 20)
+	e := testenv.Engine(t, &engine.Config{CommitShards: 2})
+	require.NoError(t, e.Register(h.hold, h.block))
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	ctx := testenv.Ctx(t, 60*time.Second)
+	var runs []*engine.Run[struct{}]
+	for range 20 {
+		run, err := h.block.Start(ctx, e.Client(), struct{}{}, nil)
+		require.NoError(t, err)
+		runs = append(runs, run)
+	}
+	h.started(ctx, t, 20)
+	require.Equal(t, []int64{20, 0}, engine.PinnedRunsForTest(e))
+	close(h.release)
+	for _, run := range runs {
+		_, err := run.Result(ctx)
+		require.NoError(t, err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		p := engine.PinnedRunsForTest(e)
+		return p[0] == 0 && p[1] == 0
+	}, "pins left after the runs ended: %v", engine.PinnedRunsForTest(e))
 }

@@ -36,6 +36,9 @@ type runState struct {
 	info      WorkflowInfo
 	headers   Headers
 	ch        *chains
+	// shard is the commit shard the run writes through while loaded
+	// (committer.pin); nil (query mode) hashes the run ID.
+	shard *commitShard
 
 	// Owned by the workflow goroutine.
 	history      map[int]*stepRow
@@ -573,7 +576,7 @@ func (s *runState) submitLocked(op *writeOp, wait bool) (chan error, *commitShar
 		s.closing = true
 	}
 	s.mu.Unlock()
-	op.runID, op.owner, op.token, op.abandoned = s.row.RunID, s.w.id, s.row.Loads, s.abandoned
+	op.runID, op.owner, op.token, op.abandoned, op.sh = s.row.RunID, s.w.id, s.row.Loads, s.abandoned, s.shard
 	var ch chan error
 	if wait {
 		ch = make(chan error, 1)

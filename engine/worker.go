@@ -526,6 +526,7 @@ func (w *Worker) launchRun(r *runRow, steps []*stepRow, sigs []*signalRow, birth
 	}
 	s := newRunState(w.e, w, modeLive, r, def, &w.chains, steps, sigs)
 	s.launched = time.Now()
+	s.shard = w.e.commit.pin()
 	if birth != nil {
 		s.birth, s.born = birth, make(chan struct{})
 	}
@@ -544,6 +545,7 @@ func (w *Worker) launchRun(r *runRow, steps []*stepRow, sigs []*signalRow, birth
 	}
 	w.goRun(func() {
 		defer func() {
+			w.e.commit.unpin(s.shard)
 			s.abandon()
 			w.mu.Lock()
 			if w.runs[r.RunID] == s {
