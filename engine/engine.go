@@ -70,6 +70,8 @@ type testHooks struct {
 	purgeNow   chan struct{}
 	// eagerGrace, when set, replaces eagerStartGrace.
 	eagerGrace atomic.Int64
+	// doneNotice learns of each done notification the listener reads.
+	doneNotice atomic.Pointer[func()]
 }
 
 // resultWaiter is a Result call waiting for a run to close. A local waiter's run
@@ -116,7 +118,9 @@ func New(cfg Config) (*Engine, error) {
 			}
 		}
 	})
-	for _, ch := range e.store.channel {
+	// The done channel is listened to once a Result call waits on the
+	// database (resultListeners.listen).
+	for _, ch := range []string{e.store.channel[chanWork], e.store.channel[chanWake]} {
 		if err := e.listener.Listen(ch); err != nil {
 			e.listener.Close()
 			e.commit.close()
@@ -203,6 +207,9 @@ func (e *Engine) listen() {
 					e.pokeWorkers()
 				}
 			case done:
+				if h := e.hooks.doneNotice.Load(); h != nil {
+					(*h)()
+				}
 				e.dispatchDoneNotice(n.Extra)
 			case wake:
 				e.dispatchWake(strings.Split(n.Extra, ","))

@@ -15,3 +15,12 @@ func PinnedRunsForTest(e *Engine) []int64 {
 	}
 	return out
 }
+
+// SetDoneNoticeHookForTest makes fn learn of each done notification the
+// engine's listener reads.
+func SetDoneNoticeHookForTest(e *Engine, fn func()) {
+	e.hooks.doneNotice.Store(&fn)
+}
+
+// ClientEngineForTest returns the engine a NewClient client runs on.
+func ClientEngineForTest(c *Client) *Engine { return c.e }

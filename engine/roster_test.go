@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,4 +178,29 @@ func TestFewLoadedRunsShareOneCommitShard(t *testing.T) {
 		p := engine.PinnedRunsForTest(e)
 		return p[0] == 0 && p[1] == 0
 	}, "pins left after the runs ended: %v", engine.PinnedRunsForTest(e))
+}
+
+// A process whose Result calls never wait on the database (a worker's)
+// does not read the closes announced for a client's waiters elsewhere; the
+// client does.
+func TestWorkerProcessReadsNoCloseNotices(t *testing.T) {
+	t.Parallel()
+	echo := engine.NewWorkflow("quiet.echo", func(ctx engine.Context, in int) (int, error) { return in, nil })
+	e := testenv.Engine(t, nil)
+	require.NoError(t, e.Register(echo))
+	var workerRead, clientRead atomic.Int64
+	engine.SetDoneNoticeHookForTest(e, func() { workerRead.Add(1) })
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	c, _ := rosterClient(t, e)
+	engine.SetDoneNoticeHookForTest(engine.ClientEngineForTest(c), func() { clientRead.Add(1) })
+	ctx := testenv.Ctx(t, 60*time.Second)
+	for i := range 5 {
+		run, err := echo.Start(ctx, c, i, nil)
+		require.NoError(t, err)
+		got, err := run.Result(ctx)
+		require.NoError(t, err)
+		require.Equal(t, i, got)
+	}
+	require.Positive(t, clientRead.Load(), "the client read no close notice")
+	require.Zero(t, workerRead.Load(), "the worker's process read close notices")
 }
