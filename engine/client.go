@@ -770,6 +770,26 @@ func (c *Client) Cancel(ctx context.Context, workflowID, reason string) error {
 }
 
 func (c *Client) cancel(ctx context.Context, workflowID, reason string) error {
+	return againOnConflict(ctx, func() error { return c.cancelOnce(ctx, workflowID, reason) })
+}
+
+// againOnConflict runs f, a transaction of the client's own, again when
+// it is rolled back by a deadlock or a serialization failure, up to
+// contentionRetries times in all. Each statement locks its runs in run ID
+// order (see Lock order in store.go), but a transaction that locks a
+// parent and then its children (a cancel, a reset) can still deadlock
+// with a commit that holds a child it closes and then wakes the parent.
+// A Tx call's transaction is its caller's, who runs it again.
+func againOnConflict(ctx context.Context, f func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || attempt == contentionRetries || !conflicted(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func (c *Client) cancelOnce(ctx context.Context, workflowID, reason string) error {
 	tx, err := c.e.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err
@@ -874,10 +894,18 @@ func (o ResetOptions) check() error {
 	return nil
 }
 
-func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions) (*RunHandle, error) {
+func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions) (h *RunHandle, err error) {
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
+	err = againOnConflict(ctx, func() error {
+		h, err = c.resetOnce(ctx, workflowID, opts)
+		return err
+	})
+	return h, err
+}
+
+func (c *Client) resetOnce(ctx context.Context, workflowID string, opts ResetOptions) (*RunHandle, error) {
 	tx, err := c.e.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, err

@@ -66,6 +66,14 @@ func classify(err error) dbFault {
 	return faultNone
 }
 
+// conflicted reports whether err is a deadlock (40P01) or a serialization
+// failure (40001): the transaction met another one at a bad moment and was
+// rolled back; run again, it goes through.
+func conflicted(err error) bool {
+	var pe *pq.Error
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
 // notCommitted marks an error raised before the write could have committed
 // (inside a transaction, before COMMIT): no read-back is needed to know the
 // write did not happen.

@@ -83,15 +83,21 @@ func TestCancelChildrenNeverDeadlocks(t *testing.T) {
 // which locks the tree in run ID order.
 func TestCancelTreeNeverDeadlocks(t *testing.T) {
 	t.Parallel()
-	lockOrderCase(t, "canceltree", lockOrder{
+	lockOrderCase(t, "canceltree", cancelTreeCase(false))
+}
+
+// cancelTreeCase is a client's cancel of the parent of the case's runs.
+func cancelTreeCase(crossed bool) lockOrder {
+	return lockOrder{
 		children: true,
+		crossed:  crossed,
 		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
 			return e.Client().Cancel(ctx, r.parent, "test")
 		},
 		check: func(t *testing.T, e *engine.Engine, r lockRuns) {
 			require.Equal(t, len(r.ids)+1, countRuns(t, e, r, `cancel_requested_at IS NOT NULL`), "runs marked cancelled")
 		},
-	})
+	}
 }
 
 // ResetManyTx finds the latest runs by workflow ID and locks them in run
@@ -120,8 +126,14 @@ func TestResetManyNeverDeadlocks(t *testing.T) {
 // in one statement, which locks them in run ID order.
 func TestResetChildrenNeverDeadlocks(t *testing.T) {
 	t.Parallel()
-	lockOrderCase(t, "resetchildren", lockOrder{
+	lockOrderCase(t, "resetchildren", resetChildrenCase(false))
+}
+
+// resetChildrenCase is a client's reset of the parent of the case's runs.
+func resetChildrenCase(crossed bool) lockOrder {
+	return lockOrder{
 		children: true,
+		crossed:  crossed,
 		writer: func(ctx context.Context, e *engine.Engine, r lockRuns) error {
 			_, err := e.Client().Reset(ctx, r.parent, engine.ResetOptions{BeforeSeq: 1})
 			return err
@@ -130,7 +142,7 @@ func TestResetChildrenNeverDeadlocks(t *testing.T) {
 			require.Equal(t, len(r.ids), countRuns(t, e, r, `run_id = ANY($1) AND parent_run_id <> $2`, pq.Array(r.ids), r.parentRun),
 				"children handed to the new run")
 		},
-	})
+	}
 }
 
 // A start of workflows whose earlier runs are closed marks those runs
@@ -161,6 +173,24 @@ func TestSupersedeNeverDeadlocks(t *testing.T) {
 	})
 }
 
+// A client's cancel of a run tree locks the parent before its children;
+// a commit that closes a child and then wakes the parent locks them the
+// other way round (each statement in run ID order, the two sets one after
+// the other). When the two deadlock and PostgreSQL cancels the cancel, the
+// client runs it again instead of failing the call.
+func TestCancelRetriesADeadlock(t *testing.T) {
+	t.Parallel()
+	lockOrderCase(t, "cancelretry", cancelTreeCase(true))
+}
+
+// A client's reset of a parent locks it before the children it hands to
+// the new run: like a cancel, it runs again when it deadlocks with a
+// commit that holds a child and wakes the parent.
+func TestResetRetriesADeadlock(t *testing.T) {
+	t.Parallel()
+	lockOrderCase(t, "resetretry", resetChildrenCase(true))
+}
+
 // lockOrder is one case of lockOrderCase: the runs it loads and the
 // statement under test.
 type lockOrder struct {
@@ -174,6 +204,12 @@ type lockOrder struct {
 	// closed: the runs are completed (by their "go" signal) before the
 	// writer runs.
 	closed bool
+	// crossed: the test's transaction, holding the lowest child, then
+	// takes the parent, as a commit that closes a child and then wakes its
+	// parent does; it waits longer than the writer before it looks for a
+	// deadlock, so that the writer, which locks the parent first, is the
+	// one PostgreSQL cancels (40P01) and must run again.
+	crossed bool
 	// writer runs the statement under test; it must wait for the lowest
 	// run, which the test holds.
 	writer func(ctx context.Context, e *engine.Engine, r lockRuns) error
@@ -273,6 +309,10 @@ func lockOrderCase(t *testing.T, name string, c lockOrder) {
 	tx, err := e.DB().BeginTx(ctx, nil)
 	require.NoError(t, err)
 	defer tx.Rollback()
+	if c.crossed {
+		_, err = tx.Exec(`SET LOCAL deadlock_timeout = '30s'`)
+		require.NoError(t, err)
+	}
 	_, err = tx.Exec(`SELECT 1 FROM `+q+`.runs WHERE run_id = $1 FOR NO KEY UPDATE`, r.ids[0])
 	require.NoError(t, err)
 
@@ -284,10 +324,15 @@ func lockOrderCase(t *testing.T, name string, c lockOrder) {
 			AND query LIKE '%`+q+`.runs%' AND query LIKE '%'||$1||'%'`, schema).Scan(&waiting)
 		return err == nil && waiting > 0
 	}, "the %s never waited on the locked row", name)
-	// The writer takes the other rows in run ID order.
-	for _, id := range r.ids[1:] {
+	// The test's writer takes the other rows in run ID order, or the
+	// parent.
+	then := r.ids[1:]
+	if c.crossed {
+		then = []string{r.parentRun}
+	}
+	for _, id := range then {
 		_, err = tx.Exec(`SELECT 1 FROM `+q+`.runs WHERE run_id = $1 FOR NO KEY UPDATE`, id)
-		require.NoError(t, err, "the writer locking in run ID order")
+		require.NoError(t, err, "the test's writer")
 	}
 	require.NoError(t, tx.Commit())
 	require.NoError(t, lsRecv(t, ctx, done), "the %s", name)
@@ -305,9 +350,11 @@ func lockWorkflowID(name string, i, n int, reversed bool) string {
 	return fmt.Sprintf("%slock-%d", name, i)
 }
 
-// noLeasesLeft checks that the writer ended the owner's leases.
+// noLeasesLeft checks that the writer ended the owner's leases of the
+// runs' first load (loads = 1). The worker, still running, may have
+// claimed a run again since: that is another lease (loads 2).
 func noLeasesLeft(t *testing.T, e *engine.Engine, r lockRuns) {
-	require.Zero(t, countRuns(t, e, r, `lease_owner = $1 AND GREATEST(lease_expires_at, claimed_until) > now()`, r.owner), "leases left")
+	require.Zero(t, countRuns(t, e, r, `lease_owner = $1 AND loads = 1 AND GREATEST(lease_expires_at, claimed_until) > now()`, r.owner), "leases left")
 }
 
 // inTx runs f, a call of many workflows, in a transaction and commits it
