@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
 )
@@ -343,6 +344,13 @@ func (s *Server) bulkItem(ctx context.Context, j *bulkJobRow, spec *bulkSpec, op
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if conflicted(actErr) {
+			// Nor is a deadlock or a serialization failure: the action met
+			// another transaction at a bad moment (a commit that holds a
+			// child of the run and wakes the run, say). The item stays
+			// pending and the batch runs again.
+			return fmt.Errorf("api: bulk item %s/%s: %w", j.ID, opID, actErr)
+		}
 		_, err := s.db.ExecContext(ctx, s.withProgress(`UPDATE `+s.schema+`.bulk_items SET state = 'failed', detail = $3, at = now()
 			WHERE job_id = $1 AND operation_id = $2 AND state = 'pending' RETURNING state, at`, 1, 4), j.ID, opID, actErr.Error(), shard)
 		return err
@@ -352,6 +360,13 @@ func (s *Server) bulkItem(ctx context.Context, j *bulkJobRow, spec *bulkSpec, op
 		return err
 	}
 	return tx.Commit()
+}
+
+// conflicted reports whether err is a deadlock (40P01) or a serialization
+// failure (40001), which roll a transaction back for no fault of its own.
+func conflicted(err error) bool {
+	var pe *pq.Error
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
 }
 
 // relaunchLock serialises relaunches of one operation (the API's and bulk

@@ -531,3 +531,41 @@ func TestBulkContinuesAsNew(t *testing.T) {
 		require.Equal(t, 1, resets, id)
 	}
 }
+
+// TestBulkItemDeadlockIsNoFailure: an item whose action is rolled back by
+// a deadlock (40P01) is not reported failed: the deadlock says nothing of
+// the operation, the item stays pending and the job's batch runs again.
+// Here the cancel waits for the operation's run, which a transaction holds
+// that then takes the item's row; PostgreSQL cancels the cancel.
+func TestBulkItemDeadlockIsNoFailure(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	a := ev.start(t, "dl-1", "acme", orderIn{Item: "dl", Wait: true})
+	ev.waitFor(t, a, engine.StatusWaiting)
+	ctx := testenv.Ctx(t, time.Minute)
+	db, s := ev.e.DB(), ev.e.Schema()
+	tx, err := db.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	defer tx.Rollback()
+	var pid int
+	require.NoError(t, tx.QueryRow(`SELECT pg_backend_pid()`).Scan(&pid))
+	_, err = tx.Exec(`SET LOCAL deadlock_timeout = '30s'`)
+	require.NoError(t, err)
+	_, err = tx.Exec(`SELECT 1 FROM `+s+`.runs WHERE workflow_id = $1 AND status IN ('pending','running','waiting') FOR NO KEY UPDATE`, a)
+	require.NoError(t, err)
+
+	var j api.BulkJob
+	ev.bulk(t, "operator", map[string]any{"action": "cancel", "reason": "r", "rate": 100, "filter": map[string]any{"ids": []string{a}}}, 201, &j)
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		var waiting int
+		err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid).Scan(&waiting)
+		return err == nil && waiting > 0
+	}, "the bulk cancel never waited for the run")
+	_, err = tx.Exec(`SELECT 1 FROM `+s+`.bulk_items WHERE job_id = $1 AND operation_id = $2 FOR UPDATE`, j.Id, a)
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit())
+
+	j = ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	require.Equal(t, 1, j.Done, "%+v", j)
+	require.Zero(t, j.Failed, "%+v", j)
+	ev.waitFor(t, a, engine.StatusCancelled)
+}
