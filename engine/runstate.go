@@ -897,6 +897,14 @@ func (s *runState) requestRefresh() {
 	}()
 }
 
+// handingOn reports whether the run's end or unload is submitted (see
+// closing): a write that hands the run on.
+func (s *runState) handingOn() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
 // live reports whether this copy of the run still runs here.
 func (s *runState) live() bool {
 	select {

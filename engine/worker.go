@@ -762,6 +762,12 @@ func (w *Worker) renewSome(pick func(*runState) bool) error {
 		case r.ended:
 			// The copy's own end or unload committed under this claim
 			// since the runs were listed: it is on its way out.
+		case !r.held && s.handingOn():
+			// The copy's end or unload is submitted: once it committed,
+			// the run was due to any worker, and one has taken it (a
+			// signal or a cancellation woke it); or the write is refused,
+			// which tells the copy. Either way it writes nothing more.
+			w.e.cfg.Logger.Debug("engine: run taken on elsewhere after its end or unload here", "worker", w.id, "run_id", s.row.RunID)
 		case !r.held:
 			if s.live() {
 				w.e.cfg.Logger.Warn("engine: lease lost; stopping the run here", "worker", w.id, "run_id", s.row.RunID)
