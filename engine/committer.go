@@ -182,31 +182,32 @@ func newCommitter(e *Engine) *committer {
 	return c
 }
 
-// shardRuns is how many loaded runs a shard takes before a run loaded
-// next is pinned to the shard after it (committer.pin).
+// shardRuns is how many loaded runs a process writes through one shard
+// before it spreads them over all (committer.pin).
 const shardRuns = 256
 
 // pin picks the shard a loaded run writes through, for as long as it is
-// loaded (its ops then commit in submission order): the first whose pinned
-// runs are fewer than shardRuns, else the one with the fewest. A process
-// with few runs in flight so uses one shard: its batches are each shard's
-// share of its runs' writes, and spread over two shards they were half as
-// large, twice as many commits for the same work. bench -workers 4 (about
-// 128 runs per worker process at -c 512) made 0.22 group commits per
-// workflow with two shards each against 0.10 with one worker process, and
-// -shards 1 halved them at equal throughput; one process with 512 runs
-// lost a third of its throughput with one shard, so past shardRuns a
-// second commits beside the first.
+// loaded (its ops then commit in submission order): the first while the
+// process has fewer than shardRuns runs pinned, else the one with the
+// fewest. A process with few runs in flight so uses one shard: its batches
+// are each shard's share of its runs' writes, and spread over two shards
+// they were half as large, twice as many commits for the same work. bench
+// -workers 4 (about 128 runs per worker process at -c 512) made 0.22 group
+// commits per workflow with two shards each against 0.10 with one worker
+// process, and -shards 1 halved them at equal throughput; one process with
+// 512 runs lost a third of its throughput with one shard, so past
+// shardRuns the runs are spread evenly, as the hash of their IDs did.
 func (c *committer) pin() *commitShard {
-	best := c.shards[0]
+	best, total := c.shards[0], int64(0)
 	for _, sh := range c.shards {
-		if sh.runs.Load() < shardRuns {
-			best = sh
-			break
-		}
-		if sh.runs.Load() < best.runs.Load() {
+		n := sh.runs.Load()
+		total += n
+		if n < best.runs.Load() {
 			best = sh
 		}
+	}
+	if total < shardRuns {
+		best = c.shards[0]
 	}
 	best.runs.Add(1)
 	return best
