@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -76,12 +75,14 @@ type resultListeners struct {
 	stop     chan struct{}
 	// window is quietWindow, unless a test set it.
 	window time.Duration
-	// listening: the process listens on the done channel (listen).
-	listening atomic.Bool
+	// listenOnce starts the LISTEN on the done channel; listened is
+	// closed once it is in place (listen).
+	listenOnce sync.Once
+	listened   chan struct{}
 }
 
 func newResultListeners(e *Engine) *resultListeners {
-	return &resultListeners{e: e, id: newRunID(), stop: make(chan struct{}), window: quietWindow}
+	return &resultListeners{e: e, id: newRunID(), stop: make(chan struct{}), window: quietWindow, listened: make(chan struct{})}
 }
 
 // hold registers a Result call that waits on the database, registering the
@@ -139,26 +140,41 @@ func (l *resultListeners) register(ctx context.Context) error {
 // processes' waiters, each of which every listening process used to read
 // and parse (bench -workers 4: 4-6% of each worker process's CPU in its
 // listener's goroutines). It returns once the LISTEN is in place, before
-// the caller's first read of its run, or when ctx ends.
+// the caller's first read of its run, or after CommitTimeout, or when ctx
+// ends: a LISTEN connection that does not answer (its server stopped)
+// must not hold a Result that can read its run, and it would not deliver
+// the notice either; the waiter's reads then find the close, as with any
+// notice lost (resultSafetyPoll). Only the first LISTEN waits for an
+// answer; pq's Listen has no context, so it runs on a goroutine of its
+// own, retried until it is in place or the engine closes.
 func (l *resultListeners) listen(ctx context.Context) error {
-	if l.listening.Load() {
-		return nil
-	}
-	// pq's Listen has no context: it waits for a connection that is down.
-	errc := make(chan error, 1)
-	go func() { errc <- l.e.listener.Listen(l.e.store.channel[chanDone]) }()
+	l.listenOnce.Do(func() {
+		go func() {
+			for attempt := 1; ; attempt++ {
+				err := l.e.listener.Listen(l.e.store.channel[chanDone])
+				if err == nil || errors.Is(err, pq.ErrChannelAlreadyOpen) {
+					close(l.listened)
+					return
+				}
+				t := time.NewTimer(retryPause(attempt))
+				select {
+				case <-t.C:
+				case <-l.e.closed:
+					t.Stop()
+					return
+				}
+			}
+		}()
+	})
+	t := time.NewTimer(l.e.cfg.CommitTimeout)
+	defer t.Stop()
 	select {
-	case err := <-errc:
-		if err != nil && !errors.Is(err, pq.ErrChannelAlreadyOpen) {
-			return err
-		}
-		l.listening.Store(true)
-		return nil
+	case <-l.listened:
+	case <-t.C:
 	case <-ctx.Done():
-		// The LISTEN is still in place when the connection comes back;
-		// the next registration finds it open.
 		return ctx.Err()
 	}
+	return nil
 }
 
 // write upserts the row, and removes rows that expired long ago (processes
