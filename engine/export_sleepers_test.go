@@ -111,3 +111,10 @@ func ClaimUpdatesForTest(ctx context.Context, e *Engine, owner, queue string, ty
 func NextWakeForTest(ctx context.Context, e *Engine, owner, queue string, types []string) (time.Time, bool, error) {
 	return e.store.nextWake(ctx, owner, []string{queue}, types)
 }
+
+// ExpiredLookWindowForTest is the window of a worker's look for expired
+// leases that follows its previous look by the least time it waits
+// between two (a quarter of LeaseTTL): the narrowest window it reads.
+func ExpiredLookWindowForTest(e *Engine) time.Duration {
+	return e.cfg.LeaseTTL/4 + expiredLookMargin
+}

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -277,4 +278,41 @@ func TestExpiredClaimIsHeapOnly(t *testing.T) {
 	ids, err = engine.ClaimExpiredForTest(ctx, e, "w2", "default", types, 100, 10*time.Second)
 	require.NoError(t, err)
 	require.Len(t, ids, 60)
+}
+
+// A run whose worker died, taken by another worker's look for expired
+// leases, keeps its expired lease_expires_at (the claim is heap-only) and
+// is leased until claimed_until. If that worker dies too, before its
+// promotion pass moves the lease, the run is due to the windowed look that
+// follows the end of claimed_until, the narrowest a worker makes, not only
+// to a look at every expired lease (every expiredFullEvery looks, minutes
+// at the default LeaseTTL). Time passing is the rows' timestamps moved
+// back by the claim's lease period, so no look depends on the clock.
+func TestExpiredClaimOrphanedAgainIsInNextWindow(t *testing.T) {
+	t.Parallel()
+	e, runs := slClaimEnv(t, "orphan2.wf")
+	ctx := testenv.Ctx(t, 30*time.Second)
+	types := []string{"orphan2.wf"}
+	window := engine.ExpiredLookWindowForTest(e)
+	// 'edge' expired as early as w1's look reached (a second inside its
+	// window), 'late' just now.
+	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+` (run_id, workflow_id, workflow_type, queue, status, lease_owner, lease_expires_at, loads) VALUES
+		('edge', 'edge', 'orphan2.wf', 'default', 'running', 'gone', now() - $1::interval + interval '1 second', 1),
+		('late', 'late', 'orphan2.wf', 'default', 'running', 'gone', now() - interval '10 ms', 1)`,
+		fmt.Sprintf("%d milliseconds", window.Milliseconds()))
+	require.NoError(t, err)
+	ids, err := engine.ClaimExpiredForTest(ctx, e, "w1", "default", types, 10, window)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"edge", "late"}, ids)
+
+	// w1 dies before its promotion pass: a lease period later its claim
+	// ran out a second ago.
+	_, err = e.DB().ExecContext(ctx, `UPDATE `+runs+` SET
+		lease_expires_at = lease_expires_at - (claimed_until - now()) - interval '1 second',
+		claimed_until = now() - interval '1 second'`)
+	require.NoError(t, err)
+
+	ids, err = engine.ClaimExpiredForTest(ctx, e, "w2", "default", types, 10, window)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"edge", "late"}, ids, "runs whose claimer died too were left to a look at every expired lease")
 }

@@ -747,18 +747,32 @@ func expiredWindow(within time.Duration) string {
 	return fmt.Sprintf("%d milliseconds", within.Milliseconds())
 }
 
-// claimExpiredSQL is claimExpired's selection, read from the runs_leased
-// index (running runs by lease expiry), from now less $8 to now. A run a
-// claim took from there keeps its expired lease_expires_at (and its entry
-// in the index) and is leased until claimed_until (see claimSQL): the
-// look passes over it until its worker's promotion pass moves its lease,
-// about a second later. A run whose claimer died before that pass is
-// outside the next looks' windows (its lease_expires_at is older than
-// the claim) and is taken by the next look at every expired lease, or at
-// once by a successor worker with the same ID (expireLeases).
+// claimExpiredSQL is claimExpired's selection: the running runs whose
+// lease, GREATEST(lease_expires_at, claimed_until), expired from now less
+// $8 to now, read from the runs_leased index (running runs by
+// lease_expires_at). A run a claim took from there keeps its expired
+// lease_expires_at (and its entry in the index) and is leased until
+// claimed_until (see claimSQL): the look passes over it until its
+// worker's promotion pass moves its lease, about a second later. If that
+// worker died before the pass, its claim runs out a lease period ($6)
+// after it was made, and the run's lease_expires_at is older than the
+// claim by at most the window of the look that made it. So the index is
+// read from now less $8, $6 and the larger of $8 and $6 (a claimer's
+// window wider than both is one that followed a stall, or a look at every
+// expired lease, whose runs that next look takes), and the lease expiry
+// is filtered on the window: such a run is taken by the first look after
+// its claim ran out, as a run whose lease_expires_at expired then is. The
+// wider range reads more index entries, most of them dead (lease renewals
+// move lease_expires_at, an update that is not heap-only, and leave the
+// old entry), but a lease period or two of them, not every one since the
+// last VACUUM as a look at every expired lease does. The run is also
+// taken at once by a successor worker with its claimer's ID
+// (expireLeases).
 func (s *store) claimExpiredSQL() string {
 	return `SELECT run_id FROM ` + s.runs + `
-		WHERE status = 'running' AND lease_expires_at < now() AND lease_expires_at >= now() - $8::interval
+		WHERE status = 'running' AND lease_expires_at < now()
+		AND lease_expires_at >= now() - $8::interval - $6::interval - GREATEST($8::interval, $6::interval)
+		AND GREATEST(lease_expires_at, claimed_until) >= now() - $8::interval
 		AND (claimed_until IS NULL OR claimed_until < now())
 		AND queue = ANY($2) AND workflow_type = ANY($3)
 		AND $5::timestamptz IS NOT NULL AND NOT (run_id = ANY($7))
