@@ -184,7 +184,7 @@ func newCommitter(e *Engine) *committer {
 
 // shardRuns is how many loaded runs a process writes through one shard
 // before it spreads them over all (committer.pin).
-const shardRuns = 256
+const shardRuns = 64
 
 // pin picks the shard a loaded run writes through, for as long as it is
 // loaded (its ops then commit in submission order): the first while the
@@ -195,8 +195,9 @@ const shardRuns = 256
 // -workers 4 (about 128 runs per worker process at -c 512) made 0.22 group
 // commits per workflow with two shards each against 0.10 with one worker
 // process, and -shards 1 halved them at equal throughput; one process with
-// 512 runs lost a third of its throughput with one shard, so past
-// shardRuns the runs are spread evenly, as the hash of their IDs did.
+// 512 runs lost a third of its throughput with one shard, and one with 256
+// (bench -c 256 -with mirror, in-process) 12% against two; past shardRuns
+// the runs are spread evenly, as the hash of their IDs did.
 func (c *committer) pin() *commitShard {
 	best, total := c.shards[0], int64(0)
 	for _, sh := range c.shards {
