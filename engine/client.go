@@ -783,7 +783,7 @@ func (c *Client) cancel(ctx context.Context, workflowID, reason string) error {
 func againOnConflict(ctx context.Context, f func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := f()
-		if err == nil || attempt == contentionRetries || !conflicted(err) || ctx.Err() != nil {
+		if err == nil || attempt == contentionRetries || !IsConflict(err) || ctx.Err() != nil {
 			return err
 		}
 	}

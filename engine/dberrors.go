@@ -66,10 +66,11 @@ func classify(err error) dbFault {
 	return faultNone
 }
 
-// conflicted reports whether err is a deadlock (40P01) or a serialization
+// IsConflict reports whether err is a deadlock (40P01) or a serialization
 // failure (40001): the transaction met another one at a bad moment and was
-// rolled back; run again, it goes through.
-func conflicted(err error) bool {
+// rolled back for no fault of its own; run again, it goes through. Callers
+// of the ...Tx calls, which own their transaction, use it to decide so.
+func IsConflict(err error) bool {
 	var pe *pq.Error
 	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
 }

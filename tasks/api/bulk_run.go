@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
 )
@@ -344,7 +343,7 @@ func (s *Server) bulkItem(ctx context.Context, j *bulkJobRow, spec *bulkSpec, op
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if conflicted(actErr) {
+		if engine.IsConflict(actErr) {
 			// Nor is a deadlock or a serialization failure: the action met
 			// another transaction at a bad moment (a commit that holds a
 			// child of the run and wakes the run, say). The item stays
@@ -360,13 +359,6 @@ func (s *Server) bulkItem(ctx context.Context, j *bulkJobRow, spec *bulkSpec, op
 		return err
 	}
 	return tx.Commit()
-}
-
-// conflicted reports whether err is a deadlock (40P01) or a serialization
-// failure (40001), which roll a transaction back for no fault of its own.
-func conflicted(err error) bool {
-	var pe *pq.Error
-	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
 }
 
 // relaunchLock serialises relaunches of one operation (the API's and bulk
