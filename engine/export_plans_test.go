@@ -78,7 +78,7 @@ func ClaimExpiredPlanForTest(ctx context.Context, e *Engine, queue string, types
 	if _, err := tx.ExecContext(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
 		return "", err
 	}
-	if _, err := tx.ExecContext(ctx, `PREPARE graft_claim_plan AS `+s.claimSQL(s.claimExpiredSQL())); err != nil {
+	if _, err := tx.ExecContext(ctx, `PREPARE graft_claim_plan AS `+s.claimSQL(s.claimExpiredSQL(), claimExpiredLease)); err != nil {
 		return "", err
 	}
 	// A prepared statement outlives the transaction: it goes with it.

@@ -44,10 +44,10 @@ func ClaimPlansForTest(ctx context.Context, e *Engine, queues, types []string) (
 		q    string
 		args []any
 	}{
-		{"claim", s.claimSQL(s.claimDueSQL(1)), claimArgs("w", queues[:1], types, 100, now, ttl, pq.Array([]string{}))},
-		{"claim-queues", s.claimSQL(s.claimDueSQL(len(queues))), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}))},
-		{"claim-expired", s.claimSQL(s.claimExpiredSQL()), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}), expiredWindow(0))},
-		{"claim-expired-within", s.claimSQL(s.claimExpiredSQL()), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}), expiredWindow(10*time.Second))},
+		{"claim", s.claimSQL(s.claimDueSQL(1), ""), claimArgs("w", queues[:1], types, 100, now, ttl, pq.Array([]string{}))},
+		{"claim-queues", s.claimSQL(s.claimDueSQL(len(queues)), ""), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}))},
+		{"claim-expired", s.claimSQL(s.claimExpiredSQL(), claimExpiredLease), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}), expiredWindow(0))},
+		{"claim-expired-within", s.claimSQL(s.claimExpiredSQL(), claimExpiredLease), claimArgs("w", queues, types, 100, now, ttl, pq.Array([]string{}), expiredWindow(10*time.Second))},
 		{"next-wake", s.nextWakeSQL(1), []any{pq.Array(queues[:1]), pq.Array(types), "w"}},
 		{"next-wake-queues", s.nextWakeSQL(len(queues)), []any{pq.Array(queues), pq.Array(types), "w"}},
 	} {
@@ -91,9 +91,9 @@ func ClaimUpdatesForTest(ctx context.Context, e *Engine, owner, queue string, ty
 	}
 	defer func() { _ = tx.Rollback() }()
 	s := e.store
-	q, args := s.claimSQL(s.claimDueSQL(1)), claimArgs(owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, pq.Array([]string{}))
+	q, args := s.claimSQL(s.claimDueSQL(1), ""), claimArgs(owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, pq.Array([]string{}))
 	if expired {
-		q, args = s.claimSQL(s.claimExpiredSQL()), append(args, expiredWindow(0))
+		q, args = s.claimSQL(s.claimExpiredSQL(), claimExpiredLease), append(args, expiredWindow(0))
 	}
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -316,3 +316,62 @@ func TestExpiredClaimOrphanedAgainIsInNextWindow(t *testing.T) {
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"edge", "late"}, ids, "runs whose claimer died too were left to a look at every expired lease")
 }
+
+// A look that reads further back than a worker's narrowest window (its
+// look at every expired lease, or its first look after a stall) takes runs
+// whose lease_expires_at is older than that window reaches. If the
+// claimer dies before its promotion pass, the run must still be due to the
+// first windowed look after the claim ran out: before, its old
+// lease_expires_at kept it outside every windowed look, and it waited for
+// some worker's next look at every expired lease (every expiredFullEvery
+// looks, about 4 minutes at the default LeaseTTL). The same holds for a
+// third claimer, which took the run from the wider range a windowed look
+// reads (see store.claimExpiredSQL). Time passing is the rows' timestamps
+// moved back, so no look depends on the clock.
+func TestExpiredClaimOfAnOldLeaseOrphanedAgainIsInNextWindow(t *testing.T) {
+	t.Parallel()
+	e, runs := slClaimEnv(t, "orphan3.wf")
+	ctx := testenv.Ctx(t, 30*time.Second)
+	types := []string{"orphan3.wf"}
+	window := engine.ExpiredLookWindowForTest(e)
+	ms := func(d time.Duration) string { return fmt.Sprintf("%d milliseconds", d.Milliseconds()) }
+	for _, c := range []struct {
+		name string
+		age  time.Duration // of the lease when w1 looks
+		w1   time.Duration // w1's window (0: every expired lease)
+	}{
+		{"look at every expired lease", 200 * time.Second, 0},
+		{"first look after a stall", 80 * time.Second, 90 * time.Second},
+		{"windowed looks only", window - time.Second, window},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := e.DB().ExecContext(ctx, `DELETE FROM `+runs)
+			require.NoError(t, err)
+			_, err = e.DB().ExecContext(ctx, `INSERT INTO `+runs+` (run_id, workflow_id, workflow_type, queue, status, lease_owner, lease_expires_at, loads)
+				VALUES ('old', 'old', 'orphan3.wf', 'default', 'running', 'gone', now() - $1::interval, 1)`, ms(c.age))
+			require.NoError(t, err)
+			// orphan: the claimers so far died before their promotion pass,
+			// and a lease period has passed since the last claim: its
+			// claim ran out a second ago.
+			orphan := func() {
+				_, err := e.DB().ExecContext(ctx, `UPDATE `+runs+` SET
+					lease_expires_at = lease_expires_at - (claimed_until - now()) - interval '1 second',
+					claimed_until = now() - interval '1 second'`)
+				require.NoError(t, err)
+			}
+			ids, err := engine.ClaimExpiredForTest(ctx, e, "w1", "default", types, 10, c.w1)
+			require.NoError(t, err)
+			require.Equal(t, []string{"old"}, ids)
+			orphan()
+
+			ids, err = engine.ClaimExpiredForTest(ctx, e, "w2", "default", types, 10, window)
+			require.NoError(t, err)
+			require.Equal(t, []string{"old"}, ids, "a run whose claimer died too was left to a look at every expired lease")
+			orphan()
+
+			ids, err = engine.ClaimExpiredForTest(ctx, e, "w3", "default", types, 10, window)
+			require.NoError(t, err)
+			require.Equal(t, []string{"old"}, ids, "a run orphaned a third time was left to a look at every expired lease")
+		})
+	}
+}

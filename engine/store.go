@@ -699,7 +699,7 @@ func collectIDs(ctx context.Context, q queryer, query string, args []any, f func
 // and takes those whose lease expired (their worker is gone), except the
 // runs in held, which still run here (a late renewal).
 func (s *store) claimDue(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, held []string) ([]*runRow, error) {
-	return s.claim(ctx, s.claimDueSQL(len(queues)), owner, queues, types, n, now, ttl, pq.Array(held))
+	return s.claim(ctx, s.claimSQL(s.claimDueSQL(len(queues)), ""), owner, queues, types, n, now, ttl, pq.Array(held))
 }
 
 // claimableLease is claimDue's condition on a due run's claim ($7: the
@@ -735,7 +735,7 @@ func (s *store) claimDueSQL(nq int) string {
 // and closed since: after a million sleepers woke, 2.8 s (EXPLAIN ANALYZE,
 // 958,735 entries) instead of a few milliseconds.
 func (s *store) claimExpired(ctx context.Context, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, held []string, within time.Duration) ([]*runRow, error) {
-	return s.claim(ctx, s.claimExpiredSQL(), owner, queues, types, n, now, ttl, pq.Array(held), expiredWindow(within))
+	return s.claim(ctx, s.claimSQL(s.claimExpiredSQL(), claimExpiredLease), owner, queues, types, n, now, ttl, pq.Array(held), expiredWindow(within))
 }
 
 // expiredWindow renders claimExpired's within as an interval: none (zero)
@@ -751,33 +751,45 @@ func expiredWindow(within time.Duration) string {
 // lease, GREATEST(lease_expires_at, claimed_until), expired from now less
 // $8 to now, read from the runs_leased index (running runs by
 // lease_expires_at). A run a claim took from there keeps its expired
-// lease_expires_at (and its entry in the index) and is leased until
+// lease_expires_at (and its entry in the index), or one a lease period
+// old if it was older (claimExpiredLease), and is leased until
 // claimed_until (see claimSQL): the look passes over it until its
 // worker's promotion pass moves its lease, about a second later. If that
 // worker died before the pass, its claim runs out a lease period ($6)
 // after it was made, and the run's lease_expires_at is older than the
-// claim by at most the window of the look that made it. So the index is
-// read from now less $8, $6 and the larger of $8 and $6 (a claimer's
-// window wider than both is one that followed a stall, or a look at every
-// expired lease, whose runs that next look takes), and the lease expiry
-// is filtered on the window: such a run is taken by the first look after
-// its claim ran out, as a run whose lease_expires_at expired then is. The
-// wider range reads more index entries, most of them dead (lease renewals
-// move lease_expires_at, an update that is not heap-only, and leave the
-// old entry), but a lease period or two of them, not every one since the
-// last VACUUM as a look at every expired lease does. The run is also
-// taken at once by a successor worker with its claimer's ID
-// (expireLeases).
+// claim by at most a lease period. So the index is read from now less $8
+// and two lease periods, and the lease expiry is filtered on the window:
+// such a run is taken by the first look after its claim ran out, as a run
+// whose lease_expires_at expired then is, however old its lease was when
+// it was claimed (by a look at every expired lease, one after a stall, or
+// one that took it from this wider range). The wider range reads more
+// index entries, most of them dead (lease renewals move lease_expires_at,
+// an update that is not heap-only, and leave the old entry), but two lease
+// periods of them, not every one since the last VACUUM as a look at every
+// expired lease does. The run is also taken at once by a successor worker
+// with its claimer's ID (expireLeases).
 func (s *store) claimExpiredSQL() string {
 	return `SELECT run_id FROM ` + s.runs + `
 		WHERE status = 'running' AND lease_expires_at < now()
-		AND lease_expires_at >= now() - $8::interval - $6::interval - GREATEST($8::interval, $6::interval)
+		AND lease_expires_at >= now() - $8::interval - 2 * $6::interval
 		AND GREATEST(lease_expires_at, claimed_until) >= now() - $8::interval
 		AND (claimed_until IS NULL OR claimed_until < now())
 		AND queue = ANY($2) AND workflow_type = ANY($3)
 		AND $5::timestamptz IS NOT NULL AND NOT (run_id = ANY($7))
 		LIMIT $4 FOR UPDATE SKIP LOCKED`
 }
+
+// claimExpiredLease is what a claim of expired leases sets beside
+// claimSQL's columns: a lease_expires_at older than a lease period ($6)
+// moves to a lease period ago, still expired, so that the run stays within
+// reach of the windowed looks should its claimer die (claimExpiredSQL). A
+// lease that expired within a lease period, which every look of a worker
+// that looks at its usual pace takes, is left as it is, and its claim
+// stays heap-only; a moved one is an entry in each of runs' indexes, paid
+// only by the runs left expired longer than a lease period (all workers
+// down, a stall), which their promotion pass would move a second later
+// anyway.
+const claimExpiredLease = `, lease_expires_at = GREATEST(r.lease_expires_at, now() - $6::interval)`
 
 // expireLeases ends the leases held under owner's name now, so that the
 // runs are claimed at once (a restarted worker's predecessor's runs): a
@@ -801,18 +813,20 @@ func (s *store) expireLeases(ctx context.Context, owner string) error {
 	return err
 }
 
-// claim leases the runs that the query due selects (and locks) to owner.
-func (s *store) claim(ctx context.Context, due, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, extra ...any) ([]*runRow, error) {
+// claim runs query, a claimSQL, for owner.
+func (s *store) claim(ctx context.Context, query, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, extra ...any) ([]*runRow, error) {
 	var out []*runRow
-	err := sqlx.SelectContext(ctx, s.db, &out, s.claimSQL(due), claimArgs(owner, queues, types, n, now, ttl, extra...)...)
+	err := sqlx.SelectContext(ctx, s.db, &out, query, claimArgs(owner, queues, types, n, now, ttl, extra...)...)
 	return out, err
 }
 
-// claimSQL leases the runs that due selects and returns them. A run keeps
+// claimSQL leases the runs that due selects, setting also what set
+// assigns (claimExpiredLease, or nothing), and returns them. A run keeps
 // its status and lease_expires_at, and is leased until claimed_until: a
 // pending run (new) or a waiting one (woken) stays pending or waiting, and
 // a running run whose lease expired (its worker died) stays running with
-// its expired lease_expires_at. The claim then changes no indexed column
+// its expired lease_expires_at (one older than a lease period moves, see
+// claimExpiredLease). The claim then changes no indexed column
 // (status and lease_expires_at are indexed), and PostgreSQL writes it as a
 // heap-only update, without an entry in any of runs' indexes; a change of
 // status or of lease_expires_at is one in every index whose predicate the
@@ -825,10 +839,10 @@ func (s *store) claim(ctx context.Context, due, owner string, queues, types []st
 // transition (most runs end or wait sooner); until then claimed_until says
 // that a worker holds it (see leased), and the engine reports it as
 // running (runRow.status).
-func (s *store) claimSQL(due string) string {
+func (s *store) claimSQL(due, set string) string {
 	return `WITH due AS (` + due + `)
 		UPDATE ` + s.runs + ` r SET lease_owner = $1, claimed_until = now() + $6::interval,
-			loads = r.loads + 1, updated_at = now()
+			loads = r.loads + 1, updated_at = now()` + set + `
 		FROM due WHERE r.run_id = due.run_id
 		RETURNING ` + prefixCols("r.", runColumns)
 }
