@@ -41,7 +41,13 @@ type Logging struct {
 	// position would name this file, not the workflow's).
 	h       slog.Handler
 	headers []string
+	// headerKeys are the attribute keys of headers ("header.<name>").
+	headerKeys []string
 }
+
+// recordAttrs is room for the attributes of most records, on the caller's
+// stack: identity, trace and span IDs, duration, error and stack.
+type recordAttrs [12]slog.Attr
 
 // NewLogging returns a logging interceptor.
 func NewLogging(cfg LoggingConfig) *Logging {
@@ -49,7 +55,11 @@ func NewLogging(cfg LoggingConfig) *Logging {
 	if l == nil {
 		l = slog.Default()
 	}
-	return &Logging{h: l.Handler(), headers: cfg.Headers}
+	keys := make([]string, len(cfg.Headers))
+	for i, k := range cfg.Headers {
+		keys[i] = "header." + k
+	}
+	return &Logging{h: l.Handler(), headers: cfg.Headers, headerKeys: keys}
 }
 
 func (l *Logging) enabled(ctx context.Context, level slog.Level) bool { return l.h.Enabled(ctx, level) }
@@ -60,8 +70,9 @@ func (l *Logging) emit(ctx context.Context, level slog.Level, msg string, attrs 
 	_ = l.h.Handle(ctx, r)
 }
 
-func (l *Logging) workflowAttrs(ctx engine.Context, info engine.WorkflowInfo, h engine.Headers, extra ...slog.Attr) []slog.Attr {
-	attrs := make([]slog.Attr, 0, 7+len(l.headers)+len(extra)) // 5, headers, trace and span IDs, extra
+// workflowAttrs appends a workflow record's attributes to attrs; seg is the
+// segment's span state (nil without Tracing).
+func (l *Logging) workflowAttrs(attrs []slog.Attr, seg *segment, info engine.WorkflowInfo, h engine.Headers) []slog.Attr {
 	attrs = append(attrs,
 		slog.String("workflow_id", info.WorkflowID),
 		slog.String("run_id", info.RunID),
@@ -69,16 +80,18 @@ func (l *Logging) workflowAttrs(ctx engine.Context, info engine.WorkflowInfo, h 
 		slog.String("queue", info.Queue),
 		slog.Int("load", info.Loads))
 	attrs = l.headerAttrs(attrs, h)
-	if seg, ok := ctx.Value(segmentKey{}).(*segment); ok && seg.span != nil {
-		attrs = traceAttrs(attrs, seg.span.SpanContext())
+	if seg != nil && seg.span != nil {
+		if traceID, spanID := seg.ids(); traceID != "" {
+			attrs = append(attrs, slog.String("trace_id", traceID), slog.String("span_id", spanID))
+		}
 	}
-	return append(attrs, extra...)
+	return attrs
 }
 
 func (l *Logging) headerAttrs(attrs []slog.Attr, h engine.Headers) []slog.Attr {
-	for _, k := range l.headers {
+	for i, k := range l.headers {
 		if v, ok := h[k]; ok {
-			attrs = append(attrs, slog.String("header."+k, v))
+			attrs = append(attrs, slog.String(l.headerKeys[i], v))
 		}
 	}
 	return attrs
@@ -96,7 +109,8 @@ func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 	next engine.WorkflowNext) (any, error) {
 	bg := context.Background()
 	if !in.Replaying && l.enabled(bg, slog.LevelInfo) {
-		l.emit(bg, slog.LevelInfo, "workflow started", l.workflowAttrs(ctx, in.Info, in.Headers))
+		var buf recordAttrs
+		l.emit(bg, slog.LevelInfo, "workflow started", l.workflowAttrs(buf[:0], segmentOf(ctx), in.Info, in.Headers))
 	}
 	out, err := next(ctx, in)
 	if engine.IsReplaying(ctx) {
@@ -112,14 +126,15 @@ func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 		level, msg = slog.LevelError, "workflow failed"
 	}
 	if l.enabled(bg, level) {
-		extra := []slog.Attr{}
+		var buf recordAttrs
+		attrs := l.workflowAttrs(buf[:0], segmentOf(ctx), in.Info, in.Headers)
 		if !in.Info.StartTime.IsZero() {
-			extra = append(extra, slog.Duration("duration", time.Since(in.Info.StartTime)))
+			attrs = append(attrs, slog.Duration("duration", time.Since(in.Info.StartTime)))
 		}
 		if err != nil && msg != "workflow continued as new" {
-			extra = errAttrs(extra, err)
+			attrs = errAttrs(attrs, err)
 		}
-		l.emit(bg, level, msg, l.workflowAttrs(ctx, in.Info, in.Headers, extra...))
+		l.emit(bg, level, msg, attrs)
 	}
 	return out, err
 }
@@ -136,15 +151,16 @@ func (l *Logging) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 		level, msg = slog.LevelWarn, "signal refused"
 	}
 	if bg := context.Background(); l.enabled(bg, level) {
-		extra := []slog.Attr{slog.String("signal", in.Name)}
-		if err != nil {
-			extra = append(extra, slog.Any("err", err))
-		}
 		var h engine.Headers
 		if len(l.headers) > 0 {
 			h = engine.WorkflowHeadersOf(ctx)
 		}
-		l.emit(bg, level, msg, l.workflowAttrs(ctx, in.Info, h, extra...))
+		var buf recordAttrs
+		attrs := append(l.workflowAttrs(buf[:0], segmentOf(ctx), in.Info, h), slog.String("signal", in.Name))
+		if err != nil {
+			attrs = append(attrs, slog.Any("err", err))
+		}
+		l.emit(bg, level, msg, attrs)
 	}
 	return err
 }
@@ -172,9 +188,9 @@ func (l *Logging) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 	return out, err
 }
 
-func (l *Logging) activityAttrs(ctx context.Context, in *engine.ActivityInput, extra ...slog.Attr) []slog.Attr {
+// activityAttrs appends an activity record's attributes to attrs.
+func (l *Logging) activityAttrs(attrs []slog.Attr, ctx context.Context, in *engine.ActivityInput) []slog.Attr {
 	info := in.Info
-	attrs := make([]slog.Attr, 0, 8+len(l.headers)+len(extra)) // 6, headers, trace and span IDs, extra
 	attrs = append(attrs,
 		slog.String("workflow_id", info.Workflow.WorkflowID),
 		slog.String("run_id", info.Workflow.RunID),
@@ -183,15 +199,15 @@ func (l *Logging) activityAttrs(ctx context.Context, in *engine.ActivityInput, e
 		slog.String("activity_id", info.ActivityID),
 		slog.Int("attempt", info.Attempt))
 	attrs = l.headerAttrs(attrs, in.Headers)
-	attrs = traceAttrs(attrs, trace.SpanContextFromContext(ctx))
-	return append(attrs, extra...)
+	return traceAttrs(attrs, trace.SpanContextFromContext(ctx))
 }
 
 // ExecuteActivity logs each attempt's start (Debug) and end.
 func (l *Logging) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next engine.ActivityNext) (any, error) {
 	if l.enabled(ctx, slog.LevelDebug) {
-		l.emit(ctx, slog.LevelDebug, "activity started", l.activityAttrs(ctx, in))
+		var buf recordAttrs
+		l.emit(ctx, slog.LevelDebug, "activity started", l.activityAttrs(buf[:0], ctx, in))
 	}
 	start := time.Now()
 	out, err := next(ctx, in)
@@ -205,11 +221,12 @@ func (l *Logging) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 		level, msg = slog.LevelWarn, "activity failed"
 	}
 	if l.enabled(ctx, level) {
-		extra := []slog.Attr{slog.Duration("duration", time.Since(start))}
+		var buf recordAttrs
+		attrs := append(l.activityAttrs(buf[:0], ctx, in), slog.Duration("duration", time.Since(start)))
 		if err != nil {
-			extra = errAttrs(extra, err)
+			attrs = errAttrs(attrs, err)
 		}
-		l.emit(ctx, level, msg, l.activityAttrs(ctx, in, extra...))
+		l.emit(ctx, level, msg, attrs)
 	}
 	return out, err
 }

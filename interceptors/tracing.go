@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -79,6 +80,9 @@ type Tracing struct {
 	engine.InterceptorBase
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
+
+	// Span names of starts, workflow segments and activities, by type.
+	startNames, workflowNames, activityNames spanNames
 }
 
 // NewTracing returns a tracing interceptor.
@@ -91,8 +95,48 @@ func NewTracing(cfg TracingConfig) *Tracing {
 	if prop == nil {
 		prop = propagation.TraceContext{}
 	}
-	return &Tracing{tracer: tp.Tracer("github.com/graftdev/graft/interceptors"), prop: prop}
+	return &Tracing{tracer: tp.Tracer("github.com/graftdev/graft/interceptors"), prop: prop,
+		startNames: spanNames{prefix: "start "}, workflowNames: spanNames{prefix: "workflow "},
+		activityNames: spanNames{prefix: "activity "}}
 }
+
+// spanNames caches the names of spans of one kind (prefix) by workflow or
+// activity type, so a span start does not build its name. Types are
+// registered names, few; past maxSpanNames types the rest are built each
+// time.
+type spanNames struct {
+	prefix string
+	m      sync.Map // type -> name
+	n      atomic.Int32
+}
+
+const maxSpanNames = 4096
+
+func (c *spanNames) get(typ string) string {
+	if v, ok := c.m.Load(typ); ok {
+		return v.(string)
+	}
+	name := c.prefix + typ
+	if c.n.Load() < maxSpanNames {
+		if _, loaded := c.m.LoadOrStore(typ, name); !loaded {
+			c.n.Add(1)
+		}
+	}
+	return name
+}
+
+// Span start options and attribute lists that do not depend on the call,
+// made once: passing them on allocates nothing.
+var (
+	consumerSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+	outcomeAttrs = func() map[string][]attribute.KeyValue {
+		m := map[string][]attribute.KeyValue{}
+		for _, o := range []string{OutcomeCompleted, OutcomeFailed, OutcomeCanceled, OutcomeContinued, OutcomeSnoozed, OutcomeSuspended} {
+			m[o] = []attribute.KeyValue{attribute.String(AttrOutcome, o)}
+		}
+		return m
+	}()
+)
 
 // ClientCall starts a span for the call, a child of the caller's, and for a
 // start writes its context into the run's headers so the workflow's spans
@@ -106,19 +150,23 @@ func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
 		return next(ctx, in)
 	}
 	name, kind := string(in.Kind), trace.SpanKindClient
-	attrs := []attribute.KeyValue{attribute.String(AttrWorkflowID, in.WorkflowID)}
+	attrs := attrPool.Get().(*[]attribute.KeyValue)
+	*attrs = append((*attrs)[:0], attribute.String(AttrWorkflowID, in.WorkflowID))
 	switch in.Kind {
 	case engine.ClientStart:
-		name, kind = "start "+in.WorkflowType, trace.SpanKindProducer
-		attrs = append(attrs, attribute.String(AttrWorkflowType, in.WorkflowType))
+		name, kind = t.startNames.get(in.WorkflowType), trace.SpanKindProducer
+		*attrs = append(*attrs, attribute.String(AttrWorkflowType, in.WorkflowType))
 	case engine.ClientSignal:
 		name, kind = "signal "+in.Name, trace.SpanKindProducer
-		attrs = append(attrs, attribute.String(AttrSignal, in.Name))
+		*attrs = append(*attrs, attribute.String(AttrSignal, in.Name))
 	case engine.ClientQuery:
 		name = "query " + in.Name
-		attrs = append(attrs, attribute.String(AttrQuery, in.Name))
+		*attrs = append(*attrs, attribute.String(AttrQuery, in.Name))
 	}
-	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+	// Passed as a start option, so a sampler sees the workflow type; the
+	// span start copies them.
+	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(*attrs...))
+	attrPool.Put(attrs)
 	defer span.End()
 	if in.Kind == engine.ClientStart || in.Kind == engine.ClientSignal {
 		if in.Headers == nil {
@@ -135,23 +183,43 @@ func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
 }
 
 // attrPool recycles the attribute lists of span starts: the span copies
-// them, so a list is free again once SetAttributes returns. Attributes are
+// them, so a list is free again once SetAttributes (or Start) returns. Attributes are
 // set on the started span rather than passed as a start option, which would
 // copy them twice (a sampler then does not see them; the SDK's samplers
 // do not read attributes).
 var attrPool = sync.Pool{New: func() any { return new([]attribute.KeyValue) }}
 
+// outcomeAttr is the attribute list of an outcome.
+func outcomeAttr(outcome string) []attribute.KeyValue {
+	if kv, ok := outcomeAttrs[outcome]; ok {
+		return kv
+	}
+	return []attribute.KeyValue{attribute.String(AttrOutcome, outcome)}
+}
+
 // segmentKey keys the current segment's span state in the workflow context.
 type segmentKey struct{}
+
+// segmentOf returns the current segment's span state, or nil.
+func segmentOf(ctx engine.Context) *segment {
+	seg, _ := ctx.Value(segmentKey{}).(*segment)
+	return seg
+}
 
 // segment is the span state of one workflow execution segment. It is only
 // touched from the workflow's goroutine.
 type segment struct {
 	t       *Tracing
 	in      *engine.ExecuteWorkflowInput
-	begin   time.Time
+	begin   time.Time // of a resumed segment; zero for one that began live
 	span    trace.Span
 	spanCtx context.Context
+	// headers is what the propagator writes for spanCtx, made once for the
+	// segment's activity and child calls.
+	headers engine.Headers
+	// traceID and spanID are the span's IDs as Logging writes them, made
+	// once for the segment's records.
+	traceID, spanID string
 }
 
 // live starts the segment's span the first time the segment does live work.
@@ -168,20 +236,42 @@ func (s *segment) live() {
 		attribute.String(AttrRunID, info.RunID),
 		attribute.String(AttrQueue, info.Queue),
 		attribute.Int(AttrLoad, info.Loads))
+	opts := consumerSpan
 	if s.in.Replaying {
 		*attrs = append(*attrs, attribute.Bool(AttrResumed, true))
+		opts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(s.begin)}
 	}
-	s.spanCtx, s.span = s.t.tracer.Start(parent, "workflow "+info.WorkflowType,
-		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(s.begin))
+	s.spanCtx, s.span = s.t.tracer.Start(parent, s.t.workflowNames.get(info.WorkflowType), opts...)
 	s.span.SetAttributes(*attrs...)
 	attrPool.Put(attrs)
+}
+
+// propagate writes the segment span's context into h.
+func (s *segment) propagate(h engine.Headers) {
+	if s.headers == nil {
+		s.headers = engine.Headers{}
+		s.t.prop.Inject(s.spanCtx, HeaderCarrier(s.headers))
+	}
+	for k, v := range s.headers {
+		h[k] = v
+	}
+}
+
+// ids returns the span's trace and span IDs, or "" when it has none.
+func (s *segment) ids() (traceID, spanID string) {
+	if s.traceID == "" {
+		if sc := s.span.SpanContext(); sc.IsValid() {
+			s.traceID, s.spanID = sc.TraceID().String(), sc.SpanID().String()
+		}
+	}
+	return s.traceID, s.spanID
 }
 
 func (s *segment) end(outcome string, err error) {
 	if s.span == nil {
 		return
 	}
-	s.span.SetAttributes(attribute.String(AttrOutcome, outcome))
+	s.span.SetAttributes(outcomeAttr(outcome)...)
 	if outcome == OutcomeFailed || outcome == OutcomeCanceled {
 		s.span.RecordError(err)
 		s.span.SetStatus(codes.Error, err.Error())
@@ -193,8 +283,10 @@ func (s *segment) end(outcome string, err error) {
 // (a query, or a resume that unloads again before doing anything) has no span.
 func (t *Tracing) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
 	next engine.WorkflowNext) (any, error) {
-	seg := &segment{t: t, in: in, begin: time.Now()}
-	if !in.Replaying {
+	seg := &segment{t: t, in: in}
+	if in.Replaying {
+		seg.begin = time.Now()
+	} else {
 		seg.live()
 	}
 	returned := false
@@ -218,12 +310,12 @@ func (t *Tracing) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 func (t *Tracing) WorkflowOutbound(ctx engine.Context, in *engine.OutboundInput,
 	next engine.OutboundNext) error {
 	if !in.Replaying && (in.Kind == engine.OutboundActivity || in.Kind == engine.OutboundChild) {
-		if seg, ok := ctx.Value(segmentKey{}).(*segment); ok {
+		if seg := segmentOf(ctx); seg != nil {
 			seg.live()
 			if in.Headers == nil {
 				in.Headers = engine.Headers{}
 			}
-			t.prop.Inject(seg.spanCtx, HeaderCarrier(in.Headers))
+			seg.propagate(in.Headers)
 		}
 	}
 	return next(ctx, in)
@@ -234,8 +326,8 @@ func (t *Tracing) WorkflowOutbound(ctx engine.Context, in *engine.OutboundInput,
 // (linked to the receiving segment), else of the receiving segment.
 func (t *Tracing) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 	next engine.SignalNext) error {
-	seg, ok := ctx.Value(segmentKey{}).(*segment)
-	if in.Replaying || !ok {
+	seg := segmentOf(ctx)
+	if in.Replaying || seg == nil {
 		return next(ctx, in)
 	}
 	seg.live()
@@ -281,7 +373,7 @@ func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 		attribute.Int(AttrAttempt, info.Attempt),
 		attribute.String(AttrWorkflowID, info.Workflow.WorkflowID),
 		attribute.String(AttrRunID, info.Workflow.RunID))
-	ctx, span := t.tracer.Start(parent, "activity "+info.ActivityName, trace.WithSpanKind(trace.SpanKindConsumer))
+	ctx, span := t.tracer.Start(parent, t.activityNames.get(info.ActivityName), consumerSpan...)
 	span.SetAttributes(*attrs...)
 	attrPool.Put(attrs)
 	out, err := next(ctx, in)
@@ -289,10 +381,10 @@ func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	case OutcomeCompleted:
 		span.End()
 	case OutcomeSnoozed: // not a failure: the attempt is made again later
-		span.SetAttributes(attribute.String(AttrOutcome, outcome))
+		span.SetAttributes(outcomeAttr(outcome)...)
 		span.End()
 	default:
-		span.SetAttributes(attribute.String(AttrOutcome, outcome))
+		span.SetAttributes(outcomeAttr(outcome)...)
 		endSpan(span, err)
 	}
 	return out, err

@@ -1,0 +1,5 @@
+//go:build !race
+
+package interceptors
+
+const raceEnabled = false
