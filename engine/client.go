@@ -408,6 +408,10 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 			return nil, fmt.Errorf("engine: follow run %s: its %s successor is missing", runID, r.status)
 		}
 		poll := time.Duration(e.resultPoll.Load())
+		if !e.listeners.up() {
+			// No notice would reach this process (resultListeners.listen).
+			poll = min(poll, e.cfg.PollInterval)
+		}
 		if d := time.Until(recheckAt); d > 0 && d < poll {
 			poll = d
 		}

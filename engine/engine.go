@@ -33,8 +33,11 @@ type Engine struct {
 	listeners *resultListeners
 
 	listener *pq.Listener
-	closed   chan struct{}
-	once     sync.Once
+	// listenerDown is set while the LISTEN connection is lost, from pq's
+	// disconnection event to its reconnection.
+	listenerDown atomic.Bool
+	closed       chan struct{}
+	once         sync.Once
 
 	mu      sync.Mutex
 	workers []*Worker
@@ -108,7 +111,13 @@ func New(cfg Config) (*Engine, error) {
 	e.resultPoll.Store(int64(resultSafetyPoll))
 	e.hooks.purgeNow = make(chan struct{}, 1)
 	e.listener = pq.NewDialListener(pgconn.Dialer{}, c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
-		if ev == pq.ListenerEventReconnected {
+		switch ev {
+		case pq.ListenerEventDisconnected, pq.ListenerEventConnectionAttemptFailed:
+			e.listenerDown.Store(true)
+		case pq.ListenerEventConnected:
+			e.listenerDown.Store(false)
+		case pq.ListenerEventReconnected:
+			e.listenerDown.Store(false)
 			// Notices may have been missed while disconnected: look again,
 			// for due work, closed runs and the events of loaded runs.
 			e.pokeWorkers()

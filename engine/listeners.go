@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -76,9 +77,11 @@ type resultListeners struct {
 	// window is quietWindow, unless a test set it.
 	window time.Duration
 	// listenOnce starts the LISTEN on the done channel; listened is
-	// closed once it is in place (listen).
+	// closed once it is in place (listen). late is set when a caller
+	// stopped waiting for it before then.
 	listenOnce sync.Once
 	listened   chan struct{}
+	late       atomic.Bool
 }
 
 func newResultListeners(e *Engine) *resultListeners {
@@ -143,10 +146,12 @@ func (l *resultListeners) register(ctx context.Context) error {
 // the caller's first read of its run, or after CommitTimeout, or when ctx
 // ends: a LISTEN connection that does not answer (its server stopped)
 // must not hold a Result that can read its run, and it would not deliver
-// the notice either; the waiter's reads then find the close, as with any
-// notice lost (resultSafetyPoll). Only the first LISTEN waits for an
-// answer; pq's Listen has no context, so it runs on a goroutine of its
-// own, retried until it is in place or the engine closes.
+// the notice of a close committed before it is in place either. So until
+// it is in place the waiters read their runs at the PollInterval pace
+// (up), and once it is, a LISTEN that came late has every waiter read its
+// run again, which finds a close committed before it. Only the first
+// LISTEN waits for an answer; pq's Listen has no context, so it runs on a
+// goroutine of its own, retried until it is in place or the engine closes.
 func (l *resultListeners) listen(ctx context.Context) error {
 	l.listenOnce.Do(func() {
 		go func() {
@@ -154,6 +159,9 @@ func (l *resultListeners) listen(ctx context.Context) error {
 				err := l.e.listener.Listen(l.e.store.channel[chanDone])
 				if err == nil || errors.Is(err, pq.ErrChannelAlreadyOpen) {
 					close(l.listened)
+					if l.late.Load() {
+						l.e.pokeWaiters()
+					}
 					return
 				}
 				t := time.NewTimer(retryPause(attempt))
@@ -170,11 +178,27 @@ func (l *resultListeners) listen(ctx context.Context) error {
 	defer t.Stop()
 	select {
 	case <-l.listened:
+		return nil
 	case <-t.C:
 	case <-ctx.Done():
-		return ctx.Err()
 	}
-	return nil
+	// Stored before the caller reads its run: if the LISTEN is in place
+	// after that read began, its goroutine sees late.
+	l.late.Store(true)
+	return ctx.Err()
+}
+
+// up reports whether the done channel's notices reach this process: the
+// LISTEN is in place and its connection is not lost (a lost one is
+// reconnected by pq, and every waiter then reads its run again). While it
+// is not, a waiter does not count on a notice.
+func (l *resultListeners) up() bool {
+	select {
+	case <-l.listened:
+		return !l.e.listenerDown.Load()
+	default:
+		return false
+	}
 }
 
 // write upserts the row, and removes rows that expired long ago (processes
