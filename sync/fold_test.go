@@ -61,6 +61,7 @@ func TestFoldedWriteAccounts(t *testing.T) {
 	r, _ := ev.row("op-alter")
 	require.Equal(t, "doing", r.Status)
 	require.Equal(t, "checking", r.Step.String)
+	require.True(t, r.UpdatedAt.Equal(now.Round(time.Microsecond)), "updated_at %v is the event's time %v", r.UpdatedAt, now)
 	r, _ = ev.row("op-lost")
 	require.Equal(t, "todo", r.Status, "its run was not written")
 	var version *int64
