@@ -3,6 +3,7 @@ package interceptors
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -214,9 +215,10 @@ type segment struct {
 	begin   time.Time // of a resumed segment; zero for one that began live
 	span    trace.Span
 	spanCtx context.Context
+	resumed bool
 	// headers is what the propagator writes for spanCtx, made once for the
 	// segment's activity and child calls.
-	headers engine.Headers
+	headers headerList
 	// traceID and spanID are the span's IDs as Logging writes them, made
 	// once for the segment's records.
 	traceID, spanID string
@@ -228,33 +230,53 @@ func (s *segment) live() {
 	if s.span != nil {
 		return
 	}
-	info := s.in.Info
 	parent := s.t.prop.Extract(context.Background(), HeaderCarrier(s.in.Headers))
-	attrs := attrPool.Get().(*[]attribute.KeyValue)
-	*attrs = append((*attrs)[:0],
-		attribute.String(AttrWorkflowID, info.WorkflowID),
-		attribute.String(AttrRunID, info.RunID),
-		attribute.String(AttrQueue, info.Queue),
-		attribute.Int(AttrLoad, info.Loads))
 	opts := consumerSpan
-	if s.in.Replaying {
-		*attrs = append(*attrs, attribute.Bool(AttrResumed, true))
+	if s.resumed = s.in.Replaying; s.resumed {
 		opts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(s.begin)}
 	}
-	s.spanCtx, s.span = s.t.tracer.Start(parent, s.t.workflowNames.get(info.WorkflowType), opts...)
-	s.span.SetAttributes(*attrs...)
-	attrPool.Put(attrs)
+	s.spanCtx, s.span = s.t.tracer.Start(parent, s.t.workflowNames.get(s.in.Info.WorkflowType), opts...)
 }
 
 // propagate writes the segment span's context into h.
 func (s *segment) propagate(h engine.Headers) {
 	if s.headers == nil {
-		s.headers = engine.Headers{}
-		s.t.prop.Inject(s.spanCtx, HeaderCarrier(s.headers))
+		s.headers = headerList{}
+		s.t.prop.Inject(s.spanCtx, &s.headers)
 	}
-	for k, v := range s.headers {
-		h[k] = v
+	for i := 0; i < len(s.headers); i += 2 {
+		h[s.headers[i]] = s.headers[i+1]
 	}
+}
+
+// headerList is a carrier that keeps what a propagator writes, as keys and
+// values in turn, in order; written into a map in that order it leaves what
+// the propagator would have left there.
+type headerList []string
+
+// Get returns the value last set under key, or "".
+func (l *headerList) Get(key string) string {
+	v := ""
+	for i := 0; i < len(*l); i += 2 {
+		if (*l)[i] == key {
+			v = (*l)[i+1]
+		}
+	}
+	return v
+}
+
+// Set adds key and value.
+func (l *headerList) Set(key, value string) { *l = append(*l, key, value) }
+
+// Keys lists the keys set, each once.
+func (l *headerList) Keys() []string {
+	var keys []string
+	for i := 0; i < len(*l); i += 2 {
+		if !slices.Contains(keys, (*l)[i]) {
+			keys = append(keys, (*l)[i])
+		}
+	}
+	return keys
 }
 
 // ids returns the span's trace and span IDs, or "" when it has none.
@@ -267,11 +289,25 @@ func (s *segment) ids() (traceID, spanID string) {
 	return s.traceID, s.spanID
 }
 
+// end sets the span's attributes, all at once (the span is the segment's
+// own: no other code sees it before it ends), and ends it.
 func (s *segment) end(outcome string, err error) {
 	if s.span == nil {
 		return
 	}
-	s.span.SetAttributes(outcomeAttr(outcome)...)
+	info := s.in.Info
+	attrs := attrPool.Get().(*[]attribute.KeyValue)
+	*attrs = append((*attrs)[:0],
+		attribute.String(AttrWorkflowID, info.WorkflowID),
+		attribute.String(AttrRunID, info.RunID),
+		attribute.String(AttrQueue, info.Queue),
+		attribute.Int(AttrLoad, info.Loads))
+	if s.resumed {
+		*attrs = append(*attrs, attribute.Bool(AttrResumed, true))
+	}
+	*attrs = append(*attrs, attribute.String(AttrOutcome, outcome))
+	s.span.SetAttributes(*attrs...)
+	attrPool.Put(attrs)
 	if outcome == OutcomeFailed || outcome == OutcomeCanceled {
 		s.span.RecordError(err)
 		s.span.SetStatus(codes.Error, err.Error())
