@@ -9,6 +9,7 @@ import (
 	"math"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -257,8 +258,9 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 	if opts.ScheduleToCloseTimeout > 0 {
 		scheduleDeadline = scheduled.Add(opts.ScheduleToCloseTimeout)
 	}
-	info := ActivityInfo{Workflow: s.info, ActivityName: def.Name(), ActivityID: fmt.Sprintf("%d", f.seq), ScheduledAt: scheduled,
-		IdempotencyKey: fmt.Sprintf("%s/%s/%d", s.info.WorkflowID, s.info.RunID, f.seq)}
+	id := strconv.Itoa(f.seq)
+	info := ActivityInfo{Workflow: s.info, ActivityName: def.Name(), ActivityID: id, ScheduledAt: scheduled,
+		IdempotencyKey: s.info.WorkflowID + "/" + s.info.RunID + "/" + id}
 	var args, out any // args: the input as decoded for the last attempt
 	var err error
 	var prevDetails json.RawMessage
@@ -648,8 +650,19 @@ func retryable(err error, p RetryPolicy, attempt int) bool {
 // details and the error.
 func (s *runState) attempt(base context.Context, def activityDef, input []byte, live any, opts ActivityOptions, scheduleDeadline time.Time,
 	info ActivityInfo, headers Headers, prev json.RawMessage, seq int, begin func(context.Context) error) (args, out any, details json.RawMessage, err error) {
-	ctx, cancel := context.WithCancelCause(base)
-	defer cancel(nil)
+	// The attempt's context ends with the attempt. Only a heartbeat watch
+	// cancels it with a cause of its own; without one, the timeouts'
+	// contexts end it (mergeOptions sets at least one), and a layer less
+	// is two allocations and a registration with the run's context less
+	// per attempt.
+	ctx := base
+	cancel := func(error) {}
+	if opts.HeartbeatTimeout > 0 || (opts.StartToCloseTimeout <= 0 && scheduleDeadline.IsZero()) {
+		var c context.CancelCauseFunc
+		ctx, c = context.WithCancelCause(base)
+		defer c(nil)
+		cancel = c
+	}
 	if opts.StartToCloseTimeout > 0 {
 		var c context.CancelFunc
 		ctx, c = context.WithTimeoutCause(ctx, opts.StartToCloseTimeout, &TimeoutError{Kind: TimeoutStartToClose})

@@ -192,14 +192,19 @@ func (s *store) buildSQL() {
 // With folds (see CheckpointFolder), their calls join the statement and
 // their rows go to w.foldRows.
 func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl time.Duration, w *singleWrite) (map[stepKey]bool, map[string]bool, map[string]bool, error) {
-	okSteps, okFins, okRuns := map[stepKey]bool{}, map[string]bool{}, map[string]bool{}
+	// The sets are made as their first row comes: most commits write
+	// steps only, or steps and one kind more.
+	var okSteps map[stepKey]bool
+	var okFins, okRuns map[string]bool
 	q, n := s.sql.stepsAndFinish, stepsAndFinishParams
-	written := []string{"ins", "fin"}
 	if len(w.news) > 0 {
 		q, n = s.sql.stepsFinishAndStarts, stepsFinishAndStartsParams
-		written = append(written, "nr", "nins")
 	}
 	if len(w.folds) > 0 {
+		written := []string{"ins", "fin"}
+		if len(w.news) > 0 {
+			written = append(written, "nr", "nins")
+		}
 		q = s.folds.text(q, n, written, w.folds)
 		for _, f := range w.folds {
 			n += len(f.Args)
@@ -231,12 +236,21 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 		}
 		switch kind {
 		case "s":
+			if okSteps == nil {
+				okSteps = make(map[stepKey]bool, len(w.steps.steps)+len(w.newSteps.steps))
+			}
 			okSteps[stepKey{id, seq}] = true
 		case "f":
+			if okFins == nil {
+				okFins = make(map[string]bool, len(w.fins))
+			}
 			okFins[id] = true
 		case "l":
 			w.listeners = true
 		default:
+			if okRuns == nil {
+				okRuns = make(map[string]bool, len(w.news))
+			}
 			okRuns[id] = true
 		}
 	}

@@ -28,11 +28,21 @@ type deadlineCtx struct {
 
 func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.at, true }
 
+// Value gives the context itself for deadlineKey (see deadlineOf): a
+// pointer is boxed without an allocation, a time.Time is not.
 func (c *deadlineCtx) Value(key any) any {
 	if key == (deadlineKey{}) {
-		return c.at
+		return c
 	}
 	return c.Context.Value(key)
+}
+
+// deadlineOf is ctx's WithDeadline deadline (zero: none).
+func deadlineOf(ctx context.Context) time.Time {
+	if c, ok := ctx.Value(deadlineKey{}).(*deadlineCtx); ok {
+		return c.at
+	}
+	return time.Time{}
 }
 
 // WithDeadline returns a context whose statements on a Connector's
@@ -43,7 +53,10 @@ func (c *deadlineCtx) Value(key any) any {
 // done (Done is nil, and parent's end is not passed on): only use it on
 // pools opened with a Connector (see Guards). The values of parent stay.
 func WithDeadline(parent context.Context, t time.Time) context.Context {
-	return &deadlineCtx{Context: context.WithoutCancel(parent), at: t}
+	if parent != context.Background() {
+		parent = context.WithoutCancel(parent)
+	}
+	return &deadlineCtx{Context: parent, at: t}
 }
 
 // Guards reports whether d, a pool's driver (sql.DB.Driver), is a
@@ -64,8 +77,7 @@ type conn struct {
 
 // arm sets the socket's deadline for a call with ctx.
 func (c *conn) arm(ctx context.Context) {
-	at, _ := ctx.Value(deadlineKey{}).(time.Time)
-	c.set(at)
+	c.set(deadlineOf(ctx))
 }
 
 // set puts deadline at (zero: none) on the socket, unless it has none and
@@ -106,8 +118,7 @@ func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, e
 	if err != nil {
 		return nil, err
 	}
-	at, _ := ctx.Value(deadlineKey{}).(time.Time)
-	return &tx{Tx: t, c: c, at: at}, nil
+	return &tx{Tx: t, c: c, at: deadlineOf(ctx)}, nil
 }
 
 func (c *conn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {

@@ -1,0 +1,26 @@
+package pgconn
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestDeadlineOfAllocatesNothing pins that reading a WithDeadline deadline,
+// which every statement does, allocates nothing (a time.Time given as a
+// context value is boxed at each read), and that a context without one
+// has none.
+func TestDeadlineOfAllocatesNothing(t *testing.T) {
+	at := time.Now().Add(time.Minute)
+	ctx := WithDeadline(context.Background(), at)
+	var got time.Time
+	allocs := testing.AllocsPerRun(100, func() { got = deadlineOf(ctx) })
+	require.True(t, got.Equal(at))
+	require.Zero(t, allocs)
+	require.True(t, deadlineOf(context.Background()).IsZero())
+	type key struct{}
+	parent := context.WithValue(context.Background(), key{}, "v")
+	require.Equal(t, "v", WithDeadline(parent, at).Value(key{}), "the parent's values stay")
+}
