@@ -64,7 +64,7 @@ func runBench(args []string) error {
 	fs.StringVar(&o.reuse, "reuse", "", "api: measure again in this schema, kept (-keep) by an earlier run with the same -n, without seeding it again; it is kept again")
 	fs.IntVar(&o.limitConc, "limit-concurrency", 50, "provider, chaos: calls in flight allowed (chaos default 16)")
 	fs.Float64Var(&o.limitRate, "limit-rate", 500, "provider, chaos: calls per second allowed (chaos default 300)")
-	fs.IntVar(&o.workers, "workers", 3, "chaos: worker processes (default 3); basic: run the workers in this many processes instead of in the benchmark's (default 0: in-process)")
+	fs.IntVar(&o.workers, "workers", 3, "chaos: worker processes (default 3); basic: run the workers in this many processes instead of in the benchmark's, each with GOMAXPROCS cores/N unless it is set (default 0: in-process)")
 	fs.BoolVar(&o.faults, "faults", true, "chaos: inject faults (kills, restarts, terminated backends); false runs the same load without")
 	fs.IntVar(&o.shards, "shards", 0, "group-commit writers per process (0: engine default; with -workers, of each worker process)")
 	fs.BoolVar(&o.stats, "stats", false, "basic: also print round trips, commits, WAL bytes, rows and allocations per workflow (WAL needs pg_walinspect in the database), and each statement's executions per workflow; with -workers, the worker processes' pools count in")

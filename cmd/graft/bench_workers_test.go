@@ -47,3 +47,37 @@ func TestBenchWorkersStatsCountEveryProcess(t *testing.T) {
 	}
 	require.True(t, claims, "no claim among the statements: the worker processes' counts are missing\n%s", out)
 }
+
+// Worker processes share the machine's cores: four on two cores run one
+// thread for Go code each instead of two, one runs as many as there are
+// cores, and a GOMAXPROCS set for the benchmark is left to its processes.
+// Not parallel: it sets the environment.
+func TestBenchWorkerProcessesShareTheCores(t *testing.T) {
+	for _, tc := range []struct {
+		cpus, workers int
+		set, want     string
+	}{
+		{cpus: 2, workers: 4, want: "GOMAXPROCS=1"},
+		{cpus: 2, workers: 1, want: "GOMAXPROCS=2"},
+		{cpus: 8, workers: 3, want: "GOMAXPROCS=2"},
+		{cpus: 2, workers: 4, set: "2", want: ""},
+	} {
+		if tc.set != "" {
+			t.Setenv("GOMAXPROCS", tc.set)
+		} else {
+			t.Setenv("GOMAXPROCS", "")
+			require.NoError(t, os.Unsetenv("GOMAXPROCS"))
+		}
+		var got []string
+		for _, kv := range workerEnv(benchOpts{workers: tc.workers, schema: "s", c: 512}, tc.cpus) {
+			if strings.HasPrefix(kv, "GOMAXPROCS=") {
+				got = append(got, kv)
+			}
+		}
+		if tc.want == "" {
+			require.Empty(t, got, "%+v", tc)
+		} else {
+			require.Equal(t, []string{tc.want}, got, "%+v", tc)
+		}
+	}
+}
