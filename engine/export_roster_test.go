@@ -1,5 +1,7 @@
 package engine
 
+import "time"
+
 // SetWorkNoticeHookForTest makes fn learn of each work notice the client's
 // process sends: its queue and the worker it names ("" for every worker).
 func SetWorkNoticeHookForTest(c *Client, fn func(queue, worker string)) {
@@ -24,3 +26,8 @@ func SetDoneNoticeHookForTest(e *Engine, fn func()) {
 
 // ClientEngineForTest returns the engine a NewClient client runs on.
 func ClientEngineForTest(c *Client) *Engine { return c.e }
+
+// RosterTimesForTest returns how long a worker's roster row lives
+// unrenewed, how often a worker renews it, and how old a process's copy
+// of the roster may grow.
+func RosterTimesForTest() (ttl, beat, read time.Duration) { return rosterTTL, rosterBeat, rosterRead }

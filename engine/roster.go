@@ -25,18 +25,30 @@ import (
 // every worker claims at least every PollInterval whether or not a notice
 // came. A run announced to a worker that died without removing its row (a
 // SIGKILL) therefore waits at most about PollInterval for another (notices
-// keep naming the dead worker until its row expires, rosterTTL, and each
-// process has read the roster again, rosterRead), and a worker named while
-// every one of its slots is taken hands the notice on to every worker
-// (Worker.loop). A notice without a name (no worker enrolled, the roster
+// keep naming the dead worker until its row expires, rosterTTL, a renewal
+// interval and rosterSlack after its last renewal, and each process has
+// read the roster again, rosterRead), and a worker named while every one
+// of its slots is taken hands the notice on to every worker (Worker.loop).
+// A live worker whose renewal comes later than that is not named until it
+// does (its runs come from its polls and the notices naming nobody or
+// another worker): the row's expiry only decides whom notices name. A notice without a name (no worker enrolled, the roster
 // unreadable, runs due later, runs given back, older versions) wakes every
 // worker as before.
 
 const (
-	// rosterTTL is how long a worker's row lives unrenewed.
-	rosterTTL = 15 * time.Second
 	// rosterBeat is how often a worker renews its row.
-	rosterBeat = rosterTTL / 3
+	rosterBeat = 5 * time.Second
+	// rosterSlack is how late a renewal may come (its statement's wait
+	// for a connection and its answer, a pause of the process) before the
+	// row expires.
+	rosterSlack = 2 * time.Second
+	// rosterTTL is how long a worker's row lives unrenewed: one renewal
+	// interval and the slack, so a killed worker is named for that long
+	// after its last renewal, and rosterRead more (it was three intervals,
+	// 15 s: the new runs whose notices named it, one in every live
+	// worker's turn, waited about PollInterval for another worker over up
+	// to 17 s, 9 s now).
+	rosterTTL = rosterBeat + rosterSlack
 	// rosterRead is how old a process's copy of the roster may grow
 	// before it reads the table again to name a worker.
 	rosterRead = 2 * time.Second

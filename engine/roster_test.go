@@ -2,7 +2,9 @@ package engine_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,6 +40,19 @@ func (r *rosterNames) named(worker string) int {
 		}
 	}
 	return n
+}
+
+func (r *rosterNames) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.names)
+}
+
+// since returns the names from the i-th on.
+func (r *rosterNames) since(i int) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.names[min(i, len(r.names)):])
 }
 
 // rosterClient is a client in a process of its own (no worker here to take
@@ -90,6 +105,25 @@ func (h *rosterHold) started(ctx context.Context, t *testing.T, n int) {
 	}
 }
 
+// rosterDoomed is an engine with the process-test definitions and no
+// worker, polling every poll, and a worker subprocess (leases of 15 s) on
+// its schema, ready to be killed, and the subprocess's worker ID.
+func rosterDoomed(t *testing.T, poll time.Duration) (*engine.Engine, *testenv.Proc, string) {
+	t.Helper()
+	e := testenv.Engine(t, &engine.Config{PollInterval: poll})
+	schema, db := e.Schema(), e.DB()
+	rbTables(t, db, schema)
+	require.NoError(t, e.Register(rbDefs(e)...))
+	dead := rbSpawn(t, schema, engine.DefaultLeaseTTL, time.Hour)
+	dead.WaitLine(t, rbHelperReady, rbReadyWithin)
+	var deadID string
+	require.NoError(t, db.QueryRow(`SELECT worker_id FROM `+pq.QuoteIdentifier(schema)+`.workers`).Scan(&deadID))
+	return e, dead, deadID
+}
+
+// rbDefs is rbProcessDefs on e's database and schema.
+func rbDefs(e *engine.Engine) []engine.Definition { return rbProcessDefs(e.DB(), e.Schema()) }
+
 // A worker process killed with SIGKILL keeps its roster row until it
 // expires, and the notices of new runs go on naming it in turn with the
 // live worker. The runs they announce are still run, by the live worker at
@@ -98,18 +132,10 @@ func (h *rosterHold) started(ctx context.Context, t *testing.T, n int) {
 // to the dead one and could take it along.
 func TestRunsAnnouncedToAKilledWorkerRunElsewhere(t *testing.T) {
 	t.Parallel()
-	e := testenv.Engine(t, &engine.Config{PollInterval: 100 * time.Millisecond})
-	schema, db := e.Schema(), e.DB()
-	rbTables(t, db, schema)
-	defs := rbProcessDefs(db, schema)
-	require.NoError(t, e.Register(defs...))
-	dead := rbSpawn(t, schema, 15*time.Second, time.Hour)
-	dead.WaitLine(t, rbHelperReady, rbReadyWithin)
-	var deadID string
-	require.NoError(t, db.QueryRow(`SELECT worker_id FROM `+pq.QuoteIdentifier(schema)+`.workers`).Scan(&deadID))
+	e, dead, deadID := rosterDoomed(t, 100*time.Millisecond)
 	dead.Kill(t)
 	testenv.Worker(t, e, engine.WorkerConfig{})
-	c, names := rosterClient(t, e, defs...)
+	c, names := rosterClient(t, e, rbDefs(e)...)
 
 	ctx := testenv.Ctx(t, 60*time.Second)
 	for i := range 4 {
@@ -120,6 +146,43 @@ func TestRunsAnnouncedToAKilledWorkerRunElsewhere(t *testing.T) {
 		require.JSONEq(t, fmt.Sprintf(`"%d:first-done,final-done"`, i), string(out))
 	}
 	require.Positive(t, names.named(deadID), "no start was announced to the killed worker %s: %q", deadID, names.names)
+}
+
+// A worker process killed with SIGKILL is no longer named in the notices
+// of new runs once its roster row has gone unrenewed for more than one
+// renewal interval and some slack (and the client's copy of the roster was
+// read again since), though the row's expiry may be further off: its runs
+// would wait for another worker's poll (PollInterval) instead of being
+// claimed at once. The time passing is the database's, from the row's last
+// renewal (its expiry less the roster's TTL).
+func TestKilledWorkerIsNotNamedPastItsRenewal(t *testing.T) {
+	t.Parallel()
+	e, dead, deadID := rosterDoomed(t, 100*time.Millisecond)
+	dead.Kill(t)
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	c, names := rosterClient(t, e, rbDefs(e)...)
+	ctx := testenv.Ctx(t, 60*time.Second)
+
+	// A row renewed more than a renewal interval and the slack ago
+	// (roster.go's rosterSlack) is not named, once every copy of the
+	// roster was read again (rosterRead; with a margin).
+	const slack = 2 * time.Second
+	ttl, beat, read := engine.RosterTimesForTest()
+	past := fmt.Sprintf("%d milliseconds", (beat + slack + read + 500*time.Millisecond - ttl).Milliseconds())
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		var aged bool
+		err := e.DB().QueryRow(`SELECT expires_at + $2::interval < now() FROM `+pq.QuoteIdentifier(e.Schema())+`.workers WHERE worker_id = $1`,
+			deadID, past).Scan(&aged)
+		return err == sql.ErrNoRows || (err == nil && aged)
+	}, "the killed worker's roster row never aged")
+	from := names.count()
+	for i := range 4 {
+		run, err := c.StartByName(ctx, "proc.fleet", []byte(fmt.Sprint(i)), &engine.StartOptions{ID: fmt.Sprintf("roster-aged-%d", i)})
+		require.NoError(t, err)
+		_, err = run.Result(ctx)
+		require.NoError(t, err)
+	}
+	require.NotContains(t, names.since(from), deadID, "a notice named the killed worker after its renewals stopped")
 }
 
 // A worker whose every slot is taken hands on the notices that name it, so
@@ -203,4 +266,88 @@ func TestWorkerProcessReadsNoCloseNotices(t *testing.T) {
 	}
 	require.Positive(t, clientRead.Load(), "the client read no close notice")
 	require.Zero(t, workerRead.Load(), "the worker's process read close notices")
+}
+
+// Measures, and logs, what a worker process killed with SIGKILL costs the
+// runs it held and the runs started after it died, with the default lease
+// (15 s) and poll (1 s): the time from the kill to each held run's end in
+// the surviving worker, and each new run's time from start to end (one at
+// a time, until the held runs have all ended), marked when its notice named
+// the killed worker. Nothing is asserted on the times. The surviving
+// worker is in this process, the client in a process of its own.
+func TestKilledWorkerRecoveryTimes(t *testing.T) {
+	t.Parallel()
+	e, dead, deadID := rosterDoomed(t, engine.DefaultPollInterval)
+	schema, db := e.Schema(), e.DB()
+	c, names := rosterClient(t, e, rbDefs(e)...)
+	ctx := testenv.Ctx(t, 120*time.Second)
+
+	const held = 5
+	var runs []*engine.RunHandle
+	for i := range held {
+		id := fmt.Sprintf("held-%d", i)
+		run, err := c.StartByName(ctx, "proc.crash", []byte(`"`+id+`"`), &engine.StartOptions{ID: id})
+		require.NoError(t, err)
+		runs = append(runs, run)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		for i := range held {
+			if rbExecCounts(t, db, schema, fmt.Sprintf("held-%d", i))["two"] != 1 {
+				return false
+			}
+		}
+		return true
+	}, "the killed worker's runs never reached their second step")
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	dead.Kill(t)
+	killed := time.Now()
+	for i := range held {
+		rbRelease(t, db, schema, fmt.Sprintf("held-%d", i))
+	}
+	ended := make(chan time.Duration, held)
+	for _, run := range runs {
+		go func() {
+			_, err := run.Result(ctx)
+			if err != nil {
+				t.Errorf("held run %s: %v", run.RunID, err)
+			}
+			ended <- time.Since(killed)
+		}()
+	}
+	var heldEnds []time.Duration
+	var toDead, toLive []time.Duration
+	for i := 0; len(heldEnds) < held; i++ {
+		before := names.count()
+		start := time.Now()
+		run, err := c.StartByName(ctx, "proc.fleet", []byte(fmt.Sprint(i)), &engine.StartOptions{ID: fmt.Sprintf("after-%d", i)})
+		require.NoError(t, err)
+		_, err = run.Result(ctx)
+		require.NoError(t, err)
+		if took := time.Since(start); slices.Index(names.since(before), deadID) == 0 { // the start's notice
+			toDead = append(toDead, took)
+		} else {
+			toLive = append(toLive, took)
+		}
+		for len(ended) > 0 {
+			heldEnds = append(heldEnds, <-ended)
+		}
+	}
+	slices.Sort(heldEnds)
+	t.Logf("held runs ended elsewhere %v to %v after the SIGKILL (lease %v)", heldEnds[0].Round(time.Millisecond),
+		heldEnds[held-1].Round(time.Millisecond), engine.DefaultLeaseTTL)
+	t.Logf("%d runs started after it: %d named the killed worker (start to end: %s), %d named a live one or none (%s)",
+		len(toDead)+len(toLive), len(toDead), spread(toDead), len(toLive), spread(toLive))
+}
+
+// spread renders durations' mean and maximum.
+func spread(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	var sum, maxD time.Duration
+	for _, d := range ds {
+		sum += d
+		maxD = max(maxD, d)
+	}
+	return fmt.Sprintf("mean %v, max %v", (sum / time.Duration(len(ds))).Round(time.Millisecond), maxD.Round(time.Millisecond))
 }
