@@ -1044,9 +1044,20 @@ func hasEvents(batch []*writeOp) bool {
 type batchSteps struct {
 	steps  []*stepRow
 	owners []fence
-	ops    [][]int // for each step, the ops that wrote it
-	at     map[stepKey]int
+	// op is, for each step, the op that wrote it first; more, the ops that
+	// wrote it again (rare: a start and an outcome of one attempt in one
+	// batch).
+	op   []int
+	more map[int][]int
+	// at finds a step's index by its key once the batch has more than
+	// batchStepsScan steps; below, a scan of steps does.
+	at map[stepKey]int
 }
+
+// batchStepsScan is how many steps a batch looks through before it keeps
+// an index of them: at one workflow at a time a commit has one or two, and
+// the map and a slice per step were a fifth of a commit's allocations.
+const batchStepsScan = 8
 
 func (b *batchSteps) add(i int, op *writeOp) {
 	for _, st := range op.steps {
@@ -1054,32 +1065,57 @@ func (b *batchSteps) add(i int, op *writeOp) {
 	}
 }
 
+// find returns the index of the step recorded under k, or -1.
+func (b *batchSteps) find(k stepKey) int {
+	if b.at != nil {
+		if n, ok := b.at[k]; ok {
+			return n
+		}
+		return -1
+	}
+	for n, st := range b.steps {
+		if st.Seq == k.seq && st.RunID == k.run {
+			return n
+		}
+	}
+	return -1
+}
+
 func (b *batchSteps) addStep(i int, owner fence, st *stepRow) {
 	k := stepKey{st.RunID, st.Seq}
-	if n, ok := b.at[k]; ok {
+	if n := b.find(k); n >= 0 {
 		if prev := b.steps[n].logAppend; len(prev) > 0 {
 			merged := *st
 			merged.logAppend = joinLogs(prev, st.logAppend)
 			st = &merged
 		}
 		b.steps[n], b.owners[n] = st, owner
-		b.ops[n] = append(b.ops[n], i)
+		if b.more == nil {
+			b.more = map[int][]int{}
+		}
+		b.more[n] = append(b.more[n], i)
 		return
 	}
-	if b.at == nil {
-		b.at = map[stepKey]int{}
+	if b.at == nil && len(b.steps) == batchStepsScan {
+		b.at = make(map[stepKey]int, 2*batchStepsScan)
+		for n, s := range b.steps {
+			b.at[stepKey{s.RunID, s.Seq}] = n
+		}
 	}
-	b.at[k] = len(b.steps)
+	if b.at != nil {
+		b.at[k] = len(b.steps)
+	}
 	b.steps = append(b.steps, st)
 	b.owners = append(b.owners, owner)
-	b.ops = append(b.ops, []int{i})
+	b.op = append(b.op, i)
 }
 
 // check fails the ops whose step records were not written (fenced out).
 func (b *batchSteps) check(ok map[stepKey]bool, errs []error) {
 	for n, st := range b.steps {
 		if !ok[stepKey{st.RunID, st.Seq}] {
-			for _, i := range b.ops[n] {
+			errs[b.op[n]] = errLeaseLost
+			for _, i := range b.more[n] {
 				errs[i] = errLeaseLost
 			}
 		}
