@@ -183,21 +183,29 @@ func newCommitter(e *Engine) *committer {
 }
 
 // shardRuns is how many loaded runs a process writes through one shard
-// before it spreads them over all (committer.pin).
+// before it spreads them over all (committer.pin), per live worker.
 const shardRuns = 64
 
 // pin picks the shard a loaded run writes through, for as long as it is
 // loaded (its ops then commit in submission order): the first while the
-// process has fewer than shardRuns runs pinned, else the one with the
-// fewest. A process with few runs in flight so uses one shard: its batches
-// are each shard's share of its runs' writes, and spread over two shards
-// they were half as large, twice as many commits for the same work. bench
-// -workers 4 (about 128 runs per worker process at -c 512) made 0.22 group
-// commits per workflow with two shards each against 0.10 with one worker
-// process, and -shards 1 halved them at equal throughput; one process with
-// 512 runs lost a third of its throughput with one shard, and one with 256
-// (bench -c 256 -with mirror, in-process) 12% against two; past shardRuns
-// the runs are spread evenly, as the hash of their IDs did.
+// process has fewer than shardRuns runs pinned for each live worker of the
+// roster, else the one with the fewest. A process with few runs in flight
+// so uses one shard: its batches are each shard's share of its runs'
+// writes, and spread over two shards they were half as large, twice as
+// many commits for the same work. bench -workers 4 (about 128 runs per
+// worker process at -c 512) made 0.22 group commits per workflow with two
+// shards each against 0.10 with one worker process, and -shards 1 halved
+// them at equal throughput; one process with 512 runs lost a third of its
+// throughput with one shard, and one with 256 (bench -c 256 -with mirror,
+// in-process) 12% against two. The threshold grows with the live workers
+// of the roster: each process's share of the load, and of the commits
+// PostgreSQL takes in parallel, shrinks with their number. At 64 whatever
+// their number, bench -workers 4 -c 512 spread each process's 128 runs over
+// both shards: eight writers, 0.21 group commits per workflow against 0.10
+// for one worker process; at 64 per live worker, four writers, 0.15, and
+// PostgreSQL's and the processes' CPU per workflow fell (three alternated
+// rounds: 321-341 against 358-419 µs and 268-281 against 292-310 µs). Past
+// the threshold the runs are spread evenly.
 func (c *committer) pin() *commitShard {
 	best, total := c.shards[0], int64(0)
 	for _, sh := range c.shards {
@@ -207,7 +215,7 @@ func (c *committer) pin() *commitShard {
 			best = sh
 		}
 	}
-	if total < shardRuns {
+	if total < shardRuns*max(1, c.e.liveWorkers.Load()) {
 		best = c.shards[0]
 	}
 	best.runs.Add(1)

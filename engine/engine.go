@@ -43,6 +43,11 @@ type Engine struct {
 	workers []*Worker
 	waiters map[string][]resultWaiter
 
+	// liveWorkers is how many workers the roster held live when one of
+	// this process's workers last renewed its row (0 before any enrolled):
+	// the process takes that share of the commit shards' work (pin).
+	liveWorkers atomic.Int64
+
 	// resultPoll is how long a Result call waiting on a run in another
 	// process waits for the close notification before it reads the run
 	// again anyway: only a safety net behind a lost notification.

@@ -31,3 +31,7 @@ func ClientEngineForTest(c *Client) *Engine { return c.e }
 // unrenewed, how often a worker renews it, and how old a process's copy
 // of the roster may grow.
 func RosterTimesForTest() (ttl, beat, read time.Duration) { return rosterTTL, rosterBeat, rosterRead }
+
+// LiveWorkersForTest returns how many live workers the engine's workers
+// last read in the roster.
+func LiveWorkersForTest(e *Engine) int64 { return e.liveWorkers.Load() }

@@ -58,14 +58,17 @@ const (
 // the worker it names.
 const workTo = "\x1fto="
 
-// enrol writes or renews the worker's row, and removes rows that expired
-// long ago (workers that died).
-func (s *store) enrol(ctx context.Context, id string, queues, types []string) error {
-	_, err := s.db.ExecContext(ctx, `WITH gone AS (DELETE FROM `+s.workers+` WHERE expires_at < now() - interval '1 hour' AND worker_id <> $1)
-		INSERT INTO `+s.workers+` (worker_id, queues, types, expires_at) VALUES ($1, $2, $3, now() + $4::interval)
-		ON CONFLICT (worker_id) DO UPDATE SET queues = EXCLUDED.queues, types = EXCLUDED.types, expires_at = EXCLUDED.expires_at`,
-		id, pq.Array(queues), pq.Array(types), ttlInterval(rosterTTL))
-	return err
+// enrol writes or renews the worker's row, removes rows that expired long
+// ago (workers that died), and returns how many workers are live, this one
+// included (committer.pin sizes the process's share of commits by it).
+func (s *store) enrol(ctx context.Context, id string, queues, types []string) (int, error) {
+	var live int
+	err := s.db.QueryRowContext(ctx, `WITH gone AS (DELETE FROM `+s.workers+` WHERE expires_at < now() - interval '1 hour' AND worker_id <> $1),
+		up AS (INSERT INTO `+s.workers+` (worker_id, queues, types, expires_at) VALUES ($1, $2, $3, now() + $4::interval)
+		ON CONFLICT (worker_id) DO UPDATE SET queues = EXCLUDED.queues, types = EXCLUDED.types, expires_at = EXCLUDED.expires_at)
+		SELECT count(*) + 1 FROM `+s.workers+` WHERE expires_at > now() AND worker_id <> $1`,
+		id, pq.Array(queues), pq.Array(types), ttlInterval(rosterTTL)).Scan(&live)
+	return live, err
 }
 
 // leave removes the worker's row.
@@ -152,9 +155,13 @@ func (r *roster) pick(queue string, types map[string]bool) string {
 
 // rosterLoop keeps the worker's row live until it stops (Stop removes the
 // row once the loop has ended, so that a renewal cannot write it again).
+//
+// The first renewal comes rosterRead after the worker enrolled, so the
+// count of live workers it reads (committer.pin) soon counts the workers
+// that started with it, then every rosterBeat.
 func (w *Worker) rosterLoop() {
 	defer close(w.rosterDone)
-	t := time.NewTicker(rosterBeat)
+	t := time.NewTimer(rosterRead)
 	defer t.Stop()
 	for {
 		select {
@@ -164,10 +171,13 @@ func (w *Worker) rosterLoop() {
 			return
 		case <-t.C:
 		}
+		t.Reset(rosterBeat)
 		ctx, cancel := w.e.store.bounded(w.e.cfg.CommitTimeout)
-		err := w.e.store.enrol(ctx, w.id, w.cfg.Queues, w.types)
+		live, err := w.e.store.enrol(ctx, w.id, w.cfg.Queues, w.types)
 		cancel()
-		if err != nil {
+		if err == nil {
+			w.e.liveWorkers.Store(int64(live))
+		} else {
 			// Notices naming it stop when the row expires; its claims
 			// (polls and notices naming nobody) go on.
 			w.e.cfg.Logger.Warn("engine: renewing the worker's roster row failed", "worker", w.id, "err", err)

@@ -233,7 +233,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	// Enrolled before it returns, so the notices of starts that follow
 	// may name it; until it is, they wake every worker.
 	rctx, cancel := context.WithTimeout(ctx, w.e.cfg.CommitTimeout)
-	if err := w.e.store.enrol(rctx, w.id, w.cfg.Queues, w.types); err != nil {
+	if live, err := w.e.store.enrol(rctx, w.id, w.cfg.Queues, w.types); err == nil {
+		w.e.liveWorkers.Store(int64(live))
+	} else {
 		w.e.cfg.Logger.Warn("engine: enrolling the worker in the roster failed; notices of new runs wake every worker until it is",
 			"worker", w.id, "err", err)
 	}
