@@ -33,3 +33,42 @@ func TestArrayLiteral(t *testing.T) {
 	require.Equal(t, "<null>", *out[len(vals)])
 	require.Equal(t, "{}", pgArray(nil))
 }
+
+// TestArraysLeaveOutTrailingNulls: the rows statement's arrays are written
+// into one buffer and leave out their trailing NULLs (and false as NULL),
+// which unnest pads back against the full-length first array.
+func TestArraysLeaveOutTrailingNulls(t *testing.T) {
+	t.Parallel()
+	x := "x"
+	var a arrayBuilder
+	for _, k := range []string{"a", "b", "c"} {
+		a.add(k)
+	}
+	a.next(false)
+	for _, v := range []*string{&x, nil, nil} {
+		a.addPtr(v)
+	}
+	a.next(true)
+	for range 3 {
+		a.addPtr(nil)
+	}
+	a.next(true)
+	for _, v := range []bool{false, true, false} {
+		a.addTrue(v)
+	}
+	a.next(true)
+	got := a.all()
+	require.Equal(t, []string{`{"a","b","c"}`, `{"x"}`, `{}`, `{NULL,t}`}, got)
+	rows, err := grafttest.DB(t).Query(`SELECT k, COALESCE(v, '<null>'), COALESCE(n, '<null>'), COALESCE(b::text, '<null>')
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) AS u(k, v, n, b)`, got[0], got[1], got[2], got[3])
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var k, v, n, b string
+		require.NoError(t, rows.Scan(&k, &v, &n, &b))
+		out = append(out, k+"="+v+","+n+","+b)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{"a=x,<null>,<null>", "b=<null>,<null>,true", "c=<null>,<null>,<null>"}, out)
+}

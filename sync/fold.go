@@ -62,7 +62,7 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 	if len(cs) == 0 {
 		return nil, true
 	}
-	var runs arrayBuilder
+	runs := arrayBuilder{b: make([]byte, 0, len(cs)*(len(cs[0].RunID)+3)+2)}
 	for _, c := range cs {
 		runs.add(c.RunID)
 		c.out, c.now = outPassed, c.State

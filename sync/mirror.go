@@ -284,7 +284,7 @@ func (mr *Mirror) changes(events []*engine.CheckpointEvent) ([]*change, error) {
 	if len(events) >= 1<<20 {
 		return nil, fmt.Errorf("graftsync: a batch of %d checkpoints is more than a position can index (2^20)", len(events))
 	}
-	var b batch
+	b := batch{byKey: make(map[string]*change, len(events)), order: make([]*change, 0, len(events))}
 	for i, ev := range events {
 		if !mr.mirrors(ev.WorkflowType) {
 			continue

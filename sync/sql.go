@@ -524,43 +524,65 @@ func (mr *Mirror) needOpByRow() bool {
 
 // rowsArgs renders the changes that passed the guard, in the state the
 // guard left each row in (change.now), as the rows statement's arguments.
+// The arrays are written one after the other into one buffer, a column at a
+// time, and leave out their trailing NULLs: unnest pads the arrays shorter
+// than the keys' with NULLs, and most batches have columns no change fills
+// (an error, a progress). A false bool is written as NULL, which the
+// statement reads the same way (see rowsSQL: clear_err and weak are only
+// ever tested by CASE WHEN and AND).
 func (mr *Mirror) rowsArgs(same bool, cs []*change) []any {
-	cols := make([]arrayBuilder, rowsArrays+len(mr.extras))
-	var buf [64]byte
+	n := rowsArrays + len(mr.extras)
+	size := 0
 	for _, c := range cs {
-		cols[0].add(c.Key)
-		cols[1].addRaw(strconv.AppendInt(buf[:0], c.First, 10))
-		cols[2].addRaw(strconv.AppendInt(buf[:0], c.Last, 10))
-		cols[3].addRaw(strconv.AppendInt(buf[:0], atMicros(c.At), 10))
+		size += len(c.Key) + 64
+	}
+	a := arrayBuilder{b: make([]byte, 0, size+8*n)}
+	var buf [24]byte
+	num := func(v int64) { a.addRaw(strconv.AppendInt(buf[:0], v, 10)) }
+	column := func(trim bool, add func(c *change)) {
+		for _, c := range cs {
+			add(c)
+		}
+		a.next(trim)
+	}
+	column(false, func(c *change) { a.add(c.Key) })
+	column(true, func(c *change) { num(c.First) })
+	column(true, func(c *change) { num(c.Last) })
+	column(true, func(c *change) { num(atMicros(c.At)) })
+	column(true, func(c *change) {
 		// A wait leaves a workflow that needs an operator showing so.
-		status := (*string)(nil)
 		if mr.m.Status != nil && !(c.Weak && c.now == StateNeedsOperator) {
 			if v, ok := mr.m.Status.Values[c.now]; ok {
-				status = &v
+				a.add(v)
+				return
 			}
 		}
-		cols[4].addPtr(status)
-		cols[5].addPtr(c.Step)
-		cols[6].addPtr(c.Err)
-		cols[7].addBool(c.ClearErr)
+		a.addPtr(nil)
+	})
+	column(true, func(c *change) { a.addPtr(c.Step) })
+	column(true, func(c *change) { a.addPtr(c.Err) })
+	column(true, func(c *change) { a.addTrue(c.ClearErr) })
+	column(true, func(c *change) {
 		if c.Attempts != nil {
-			cols[8].addRaw(strconv.AppendInt(buf[:0], *c.Attempts, 10))
+			num(*c.Attempts)
 		} else {
-			cols[8].addPtr(nil)
+			a.addPtr(nil)
 		}
-		cols[9].addPtr(c.Progress)
-		cols[10].addBool(c.Weak)
-		for j := range mr.extras {
+	})
+	column(true, func(c *change) { a.addPtr(c.Progress) })
+	column(true, func(c *change) { a.addTrue(c.Weak) })
+	for j := range mr.extras {
+		column(true, func(c *change) {
 			var x *string
 			if j < len(c.Extras) {
 				x = c.Extras[j]
 			}
-			cols[rowsArrays+j].addPtr(x)
-		}
+			a.addPtr(x)
+		})
 	}
-	args := make([]any, 0, len(cols)+6)
-	for i := range cols {
-		args = append(args, cols[i].String())
+	args := make([]any, 0, n+6)
+	for _, s := range a.all() {
+		args = append(args, s)
 	}
 	if same && mr.sql.mappingArg {
 		args = append(args, mr.table.String())
@@ -580,13 +602,19 @@ func atMicros(t time.Time) int64 {
 	return t.Round(time.Microsecond).UnixMicro()
 }
 
-// arrayBuilder renders a PostgreSQL text array literal, element by element.
+// arrayBuilder renders PostgreSQL text array literals, element by element:
+// one (String), or several one after the other in one buffer (next closes
+// each, all returns them).
 type arrayBuilder struct {
 	b []byte
+	// start is where the open array begins in b, kept the end of its last
+	// element that is not NULL.
+	start, kept int
+	ends        []int
 }
 
 func (a *arrayBuilder) sep() {
-	if len(a.b) == 0 {
+	if len(a.b) == a.start {
 		a.b = append(a.b, '{')
 	} else {
 		a.b = append(a.b, ',')
@@ -604,6 +632,7 @@ func (a *arrayBuilder) add(s string) {
 		a.b = append(a.b, s[i])
 	}
 	a.b = append(a.b, '"')
+	a.kept = len(a.b)
 }
 
 // addRaw appends an element that needs no quoting (digits, a time).
@@ -612,6 +641,7 @@ func (a *arrayBuilder) addRaw(s []byte) {
 	a.b = append(a.b, '"')
 	a.b = append(a.b, s...)
 	a.b = append(a.b, '"')
+	a.kept = len(a.b)
 }
 
 func (a *arrayBuilder) addBool(v bool) {
@@ -620,6 +650,16 @@ func (a *arrayBuilder) addBool(v bool) {
 		a.b = append(a.b, 't')
 	} else {
 		a.b = append(a.b, 'f')
+	}
+	a.kept = len(a.b)
+}
+
+// addTrue appends true, or NULL for false.
+func (a *arrayBuilder) addTrue(v bool) {
+	if v {
+		a.addBool(true)
+	} else {
+		a.addPtr(nil)
 	}
 }
 
@@ -638,6 +678,31 @@ func (a *arrayBuilder) String() string {
 		return "{}"
 	}
 	return string(append(a.b, '}'))
+}
+
+// next closes the open array, without its trailing NULLs when trim is set,
+// and opens the next one.
+func (a *arrayBuilder) next(trim bool) {
+	if trim {
+		a.b = a.b[:max(a.kept, a.start)]
+	}
+	if len(a.b) == a.start {
+		a.b = append(a.b, '{')
+	}
+	a.b = append(a.b, '}')
+	a.ends = append(a.ends, len(a.b))
+	a.start, a.kept = len(a.b), len(a.b)
+}
+
+// all returns the closed arrays, sharing one string.
+func (a *arrayBuilder) all() []string {
+	s := string(a.b)
+	out := make([]string, len(a.ends))
+	from := 0
+	for i, end := range a.ends {
+		out[i], from = s[from:end], end
+	}
+	return out
 }
 
 func btoi(b bool) int {
