@@ -375,3 +375,35 @@ func TestExpiredClaimOfAnOldLeaseOrphanedAgainIsInNextWindow(t *testing.T) {
 		})
 	}
 }
+
+// A run whose lease expired while its row was locked (a client's signal or
+// cancel, say) is skipped by the windowed look that reached it (SKIP
+// LOCKED). The looks after it must still take it while its expiry is
+// within the range they read (their window and two lease periods), not
+// leave it to a look at every expired lease, minutes later.
+func TestExpiredLeaseSkippedWhileLockedIsInNextWindow(t *testing.T) {
+	t.Parallel()
+	e, runs := slClaimEnv(t, "skipped.wf")
+	ctx := testenv.Ctx(t, 30*time.Second)
+	types := []string{"skipped.wf"}
+	window := engine.ExpiredLookWindowForTest(e)
+	_, err := e.DB().ExecContext(ctx, `INSERT INTO `+runs+` (run_id, workflow_id, workflow_type, queue, status, lease_owner, lease_expires_at, loads)
+		VALUES ('locked', 'locked', 'skipped.wf', 'default', 'running', 'gone', now() - interval '10 ms', 1)`)
+	require.NoError(t, err)
+	tx, err := e.DB().BeginTx(ctx, nil)
+	require.NoError(t, err)
+	_, err = tx.ExecContext(ctx, `SELECT 1 FROM `+runs+` WHERE run_id = 'locked' FOR UPDATE`)
+	require.NoError(t, err)
+	ids, err := engine.ClaimExpiredForTest(ctx, e, "w1", "default", types, 10, window)
+	require.NoError(t, err)
+	require.Empty(t, ids, "a locked row was claimed")
+	require.NoError(t, tx.Rollback())
+
+	// The next look comes a window later.
+	_, err = e.DB().ExecContext(ctx, `UPDATE `+runs+` SET lease_expires_at = lease_expires_at - $1::interval`,
+		fmt.Sprintf("%d milliseconds", window.Milliseconds()))
+	require.NoError(t, err)
+	ids, err = engine.ClaimExpiredForTest(ctx, e, "w1", "default", types, 10, window)
+	require.NoError(t, err)
+	require.Equal(t, []string{"locked"}, ids, "a run skipped while locked was left to a look at every expired lease")
+}

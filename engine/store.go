@@ -741,8 +741,9 @@ func (s *store) claimDueSQL(nq int) string {
 // held are the runs the claiming worker has loaded: a copy of a run that
 // still runs here (its renewal is late) is not claimed a second time; the
 // renewal stops it if another worker takes the run. within, when not zero,
-// looks only at leases that expired within that long before now: the runs
-// whose leases expired earlier were seen by the caller's previous look. The
+// looks only at leases that expired within that long, and two lease
+// periods, before now (see claimExpiredSQL): the runs whose leases expired
+// earlier were seen by the caller's previous looks. The
 // lease index keeps an entry of every run that was claimed, until VACUUM
 // removes the dead ones (a long transaction anywhere holds that back), so
 // a look at every expired lease reads the entries of every run claimed
@@ -762,31 +763,31 @@ func expiredWindow(within time.Duration) string {
 }
 
 // claimExpiredSQL is claimExpired's selection: the running runs whose
-// lease, GREATEST(lease_expires_at, claimed_until), expired from now less
-// $8 to now, read from the runs_leased index (running runs by
-// lease_expires_at). A run a claim took from there keeps its expired
-// lease_expires_at (and its entry in the index), or one a lease period
-// old if it was older (claimExpiredLease), and is leased until
-// claimed_until (see claimSQL): the look passes over it until its
-// worker's promotion pass moves its lease, about a second later. If that
-// worker died before the pass, its claim runs out a lease period ($6)
-// after it was made, and the run's lease_expires_at is older than the
-// claim by at most a lease period. So the index is read from now less $8
-// and two lease periods, and the lease expiry is filtered on the window:
-// such a run is taken by the first look after its claim ran out, as a run
-// whose lease_expires_at expired then is, however old its lease was when
-// it was claimed (by a look at every expired lease, one after a stall, or
-// one that took it from this wider range). The wider range reads more
-// index entries, most of them dead (lease renewals move lease_expires_at,
-// an update that is not heap-only, and leave the old entry), but two lease
-// periods of them, not every one since the last VACUUM as a look at every
-// expired lease does. The run is also taken at once by a successor worker
-// with its claimer's ID (expireLeases).
+// lease expired, lease_expires_at read from the runs_leased index (running
+// runs by lease_expires_at) from now less $8 and two lease periods ($6).
+// A run a claim took from there keeps its expired lease_expires_at (and
+// its entry in the index), or one a lease period old if it was older
+// (claimExpiredLease), and is leased until claimed_until (see claimSQL):
+// the look passes over it until its worker's promotion pass moves its
+// lease, about a second later. If that worker died before the pass, its
+// claim runs out a lease period after it was made, and the run's
+// lease_expires_at is older than the claim by at most a lease period: the
+// first look after its claim ran out, whose window reaches back to its
+// previous look, reads it in the two lease periods beyond, however old its
+// lease was when it was claimed (by a look at every expired lease, one
+// after a stall, or one that took it from this range). A run the look
+// that should have taken it passed over because its row was locked (SKIP
+// LOCKED) is in the range of the looks that follow for two lease periods
+// more. The range reads more index entries than the window alone, most of
+// them dead (lease renewals move lease_expires_at, an update that is not
+// heap-only, and leave the old entry), but two lease periods of them, not
+// every one since the last VACUUM as a look at every expired lease does.
+// The run is also taken at once by a successor worker with its claimer's
+// ID (expireLeases).
 func (s *store) claimExpiredSQL() string {
 	return `SELECT run_id FROM ` + s.runs + `
 		WHERE status = 'running' AND lease_expires_at < now()
 		AND lease_expires_at >= now() - $8::interval - 2 * $6::interval
-		AND GREATEST(lease_expires_at, claimed_until) >= now() - $8::interval
 		AND (claimed_until IS NULL OR claimed_until < now())
 		AND queue = ANY($2) AND workflow_type = ANY($3)
 		AND $5::timestamptz IS NOT NULL AND NOT (run_id = ANY($7))

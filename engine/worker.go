@@ -59,15 +59,16 @@ type WorkerConfig struct {
 }
 
 // A worker's look for expired leases reads those that expired since its
-// previous look, widened by expiredLookMargin: the window is measured on
+// previous look, widened by expiredLookMargin (the window is measured on
 // the worker's clock from when it sent the previous look, and each look's
 // now() is taken when the database begins it, which a wait for a
-// connection delays. Those leases include the claims (claimed_until) of
-// runs taken from an expired lease by a worker that then died before its
-// promotion pass (see store.claimExpiredSQL). Every expiredFullEvery looks (about 16
-// lease periods) it reads them all: a run skipped because it was locked at
-// the look that should have taken it, or missed by a look delayed past the
-// margin, is taken then.
+// connection delays) and by two lease periods: those hold the runs taken
+// from an expired lease by a worker that then died before its promotion
+// pass, and the runs a look passed over while their rows were locked (see
+// store.claimExpiredSQL). Every expiredFullEvery looks (about 16 lease
+// periods) it reads them all: a run left behind longer than that range
+// (locked at every look, or missed by a look delayed past the margin) is
+// taken then.
 const (
 	expiredLookMargin = 5 * time.Second
 	expiredFullEvery  = 64
