@@ -104,18 +104,36 @@ func traceAttrs(attrs []slog.Attr, sc trace.SpanContext) []slog.Attr {
 	return append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
 }
 
+// The methods around next keep small frames. A workflow's activities run
+// on its goroutine inside them, with the engine's commit path below, so
+// what they hold on the stack while next runs decides whether that
+// goroutine outgrows its first stack and has it copied (microseconds per
+// run). Records are built in the functions they call before and after
+// next, marked noinline so their attribute arrays stay out of these frames.
+
 // ExecuteWorkflow logs a live start and a live end.
 func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
 	next engine.WorkflowNext) (any, error) {
-	bg := context.Background()
-	if !in.Replaying && l.enabled(bg, slog.LevelInfo) {
+	if !in.Replaying {
+		l.workflowStarted(ctx, in)
+	}
+	out, err := next(ctx, in)
+	if !engine.IsReplaying(ctx) {
+		l.workflowEnded(ctx, in, err)
+	}
+	return out, err
+}
+
+//go:noinline
+func (l *Logging) workflowStarted(ctx engine.Context, in *engine.ExecuteWorkflowInput) {
+	if bg := context.Background(); l.enabled(bg, slog.LevelInfo) {
 		var buf recordAttrs
 		l.emit(bg, slog.LevelInfo, "workflow started", l.workflowAttrs(buf[:0], segmentOf(ctx), in.Info, in.Headers))
 	}
-	out, err := next(ctx, in)
-	if engine.IsReplaying(ctx) {
-		return out, err
-	}
+}
+
+//go:noinline
+func (l *Logging) workflowEnded(ctx engine.Context, in *engine.ExecuteWorkflowInput, err error) {
 	level, msg := slog.LevelInfo, "workflow completed"
 	switch workflowOutcome(err) {
 	case OutcomeContinued:
@@ -125,44 +143,51 @@ func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 	case OutcomeFailed:
 		level, msg = slog.LevelError, "workflow failed"
 	}
-	if l.enabled(bg, level) {
-		var buf recordAttrs
-		attrs := l.workflowAttrs(buf[:0], segmentOf(ctx), in.Info, in.Headers)
-		if !in.Info.StartTime.IsZero() {
-			attrs = append(attrs, slog.Duration("duration", time.Since(in.Info.StartTime)))
-		}
-		if err != nil && msg != "workflow continued as new" {
-			attrs = errAttrs(attrs, err)
-		}
-		l.emit(bg, level, msg, attrs)
+	bg := context.Background()
+	if !l.enabled(bg, level) {
+		return
 	}
-	return out, err
+	var buf recordAttrs
+	attrs := l.workflowAttrs(buf[:0], segmentOf(ctx), in.Info, in.Headers)
+	if !in.Info.StartTime.IsZero() {
+		attrs = append(attrs, slog.Duration("duration", time.Since(in.Info.StartTime)))
+	}
+	if err != nil && msg != "workflow continued as new" {
+		attrs = errAttrs(attrs, err)
+	}
+	l.emit(bg, level, msg, attrs)
 }
 
 // HandleSignal logs a signal the workflow receives live.
 func (l *Logging) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 	next engine.SignalNext) error {
 	err := next(ctx, in)
-	if in.Replaying {
-		return err
+	if !in.Replaying {
+		l.signalHandled(ctx, in, err)
 	}
+	return err
+}
+
+//go:noinline
+func (l *Logging) signalHandled(ctx engine.Context, in *engine.HandleSignalInput, err error) {
 	level, msg := slog.LevelInfo, "signal received"
 	if err != nil {
 		level, msg = slog.LevelWarn, "signal refused"
 	}
-	if bg := context.Background(); l.enabled(bg, level) {
-		var h engine.Headers
-		if len(l.headers) > 0 {
-			h = engine.WorkflowHeadersOf(ctx)
-		}
-		var buf recordAttrs
-		attrs := append(l.workflowAttrs(buf[:0], segmentOf(ctx), in.Info, h), slog.String("signal", in.Name))
-		if err != nil {
-			attrs = append(attrs, slog.Any("err", err))
-		}
-		l.emit(bg, level, msg, attrs)
+	bg := context.Background()
+	if !l.enabled(bg, level) {
+		return
 	}
-	return err
+	var h engine.Headers
+	if len(l.headers) > 0 {
+		h = engine.WorkflowHeadersOf(ctx)
+	}
+	var buf recordAttrs
+	attrs := append(l.workflowAttrs(buf[:0], segmentOf(ctx), in.Info, h), slog.String("signal", in.Name))
+	if err != nil {
+		attrs = append(attrs, slog.Any("err", err))
+	}
+	l.emit(bg, level, msg, attrs)
 }
 
 // HandleQuery logs a query answered (Debug) or failed (Warn).
@@ -205,12 +230,23 @@ func (l *Logging) activityAttrs(attrs []slog.Attr, ctx context.Context, in *engi
 // ExecuteActivity logs each attempt's start (Debug) and end.
 func (l *Logging) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next engine.ActivityNext) (any, error) {
+	l.activityStarted(ctx, in)
+	start := time.Now()
+	out, err := next(ctx, in)
+	l.activityEnded(ctx, in, start, err)
+	return out, err
+}
+
+//go:noinline
+func (l *Logging) activityStarted(ctx context.Context, in *engine.ActivityInput) {
 	if l.enabled(ctx, slog.LevelDebug) {
 		var buf recordAttrs
 		l.emit(ctx, slog.LevelDebug, "activity started", l.activityAttrs(buf[:0], ctx, in))
 	}
-	start := time.Now()
-	out, err := next(ctx, in)
+}
+
+//go:noinline
+func (l *Logging) activityEnded(ctx context.Context, in *engine.ActivityInput, start time.Time, err error) {
 	level, msg := slog.LevelDebug, "activity completed"
 	switch activityOutcome(err) {
 	case OutcomeSnoozed:
@@ -220,15 +256,15 @@ func (l *Logging) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	case OutcomeFailed:
 		level, msg = slog.LevelWarn, "activity failed"
 	}
-	if l.enabled(ctx, level) {
-		var buf recordAttrs
-		attrs := append(l.activityAttrs(buf[:0], ctx, in), slog.Duration("duration", time.Since(start)))
-		if err != nil {
-			attrs = errAttrs(attrs, err)
-		}
-		l.emit(ctx, level, msg, attrs)
+	if !l.enabled(ctx, level) {
+		return
 	}
-	return out, err
+	var buf recordAttrs
+	attrs := append(l.activityAttrs(buf[:0], ctx, in), slog.Duration("duration", time.Since(start)))
+	if err != nil {
+		attrs = errAttrs(attrs, err)
+	}
+	l.emit(ctx, level, msg, attrs)
 }
 
 // errAttrs adds err and, for a recovered panic, the stack it carries.

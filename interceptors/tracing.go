@@ -150,6 +150,18 @@ func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
 	if in.Kind != engine.ClientStart && !trace.SpanContextFromContext(ctx).IsValid() {
 		return next(ctx, in)
 	}
+	ctx, span := t.startClientSpan(ctx, in)
+	out, err := next(ctx, in)
+	endSpan(span, err)
+	return out, err
+}
+
+// startClientSpan starts a client call's span and, for a start or a
+// signal, writes its context into the call's headers. It is apart from
+// ClientCall so that the call runs below a small frame.
+//
+//go:noinline
+func (t *Tracing) startClientSpan(ctx context.Context, in *engine.ClientCallInput) (context.Context, trace.Span) {
 	name, kind := string(in.Kind), trace.SpanKindClient
 	attrs := attrPool.Get().(*[]attribute.KeyValue)
 	*attrs = append((*attrs)[:0], attribute.String(AttrWorkflowID, in.WorkflowID))
@@ -168,19 +180,13 @@ func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
 	// span start copies them.
 	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(*attrs...))
 	attrPool.Put(attrs)
-	defer span.End()
 	if in.Kind == engine.ClientStart || in.Kind == engine.ClientSignal {
 		if in.Headers == nil {
 			in.Headers = engine.Headers{}
 		}
 		t.prop.Inject(ctx, HeaderCarrier(in.Headers))
 	}
-	out, err := next(ctx, in)
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
-	return out, err
+	return ctx, span
 }
 
 // attrPool recycles the attribute lists of span starts: the span copies
@@ -398,10 +404,20 @@ func (t *Tracing) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 }
 
 // ExecuteActivity traces one activity attempt as a child of the workflow
-// segment that scheduled it. The activity's context carries the span.
+// segment that scheduled it. The activity's context carries the span. Like
+// Logging's, this frame stays small while next runs: the span is started
+// and ended in functions of their own.
 func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next engine.ActivityNext) (any, error) {
-	info := in.Info
+	ctx, span := t.startActivity(ctx, in)
+	out, err := next(ctx, in)
+	endActivity(span, err)
+	return out, err
+}
+
+//go:noinline
+func (t *Tracing) startActivity(ctx context.Context, in *engine.ActivityInput) (context.Context, trace.Span) {
+	info := &in.Info
 	parent := t.prop.Extract(ctx, HeaderCarrier(in.Headers))
 	attrs := attrPool.Get().(*[]attribute.KeyValue)
 	*attrs = append((*attrs)[:0],
@@ -412,7 +428,11 @@ func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	ctx, span := t.tracer.Start(parent, t.activityNames.get(info.ActivityName), consumerSpan...)
 	span.SetAttributes(*attrs...)
 	attrPool.Put(attrs)
-	out, err := next(ctx, in)
+	return ctx, span
+}
+
+//go:noinline
+func endActivity(span trace.Span, err error) {
 	switch outcome := activityOutcome(err); outcome {
 	case OutcomeCompleted:
 		span.End()
@@ -423,7 +443,6 @@ func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 		span.SetAttributes(outcomeAttr(outcome)...)
 		endSpan(span, err)
 	}
-	return out, err
 }
 
 func endSpan(span trace.Span, err error) {

@@ -1,0 +1,5 @@
+package interceptors
+
+// RaceEnabled tells the package's external tests that the race detector is
+// on: frames are larger and sync.Pool drops items, so sizes are not pinned.
+const RaceEnabled = raceEnabled
