@@ -80,13 +80,12 @@ func (mr *Mirror) toChange(ev *engine.CheckpointEvent, key string, idx int64) *c
 		if s := mr.m.Step; s != nil {
 			if len(s.Labels) == 0 {
 				c.Step = mr.fit("Step.Column", ev.ActivityName)
-			} else if l, ok := s.Labels[ev.ActivityName]; ok {
-				c.Step = &l
+			} else if l, ok := mr.labels[ev.ActivityName]; ok {
+				c.Step = l
 			}
 		}
 		if mr.m.Attempts != "" {
-			a := int64(ev.Attempt)
-			c.Attempts = &a
+			c.Attempts = attemptsOf(int64(ev.Attempt))
 		}
 	}
 	if mr.m.Error != nil {
@@ -134,6 +133,23 @@ func (mr *Mirror) toChange(ev *engine.CheckpointEvent, key string, idx int64) *c
 		}
 	}
 	return c
+}
+
+// attempts are the usual attempt counts, which changes share (a change's
+// values are never written through their pointers).
+var attempts = func() (a [16]int64) {
+	for i := range a {
+		a[i] = int64(i)
+	}
+	return a
+}()
+
+// attemptsOf points to n, shared when it is a usual count.
+func attemptsOf(n int64) *int64 {
+	if n >= 0 && n < int64(len(attempts)) {
+		return &attempts[n]
+	}
+	return &n
 }
 
 // fit truncates s to the column's length, so a long message cannot fail the

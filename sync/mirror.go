@@ -132,7 +132,10 @@ type Mirror struct {
 	requestValues string // text[] literal of the request values
 	extras        []*extra
 	types         map[string]bool // Mapping.Workflows; nil: every type
-	keys          runKeys
+	// labels are Step.Labels, shared by the changes (never written
+	// through).
+	labels map[string]*string
+	keys   runKeys
 	// stateSchema holds mirror_state: graft's schema, in the legacy database.
 	stateSchema string
 	stateTable  string
@@ -168,6 +171,12 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 	}
 	t, _ := parseTable(m.Table)
 	mr := &Mirror{cfg: c, m: m, log: c.Logger, table: t, stateSchema: c.Schema, keys: runKeys{max: 100000}, versioned: m.Version != ""}
+	if m.Step != nil {
+		mr.labels = make(map[string]*string, len(m.Step.Labels))
+		for a, l := range m.Step.Labels {
+			mr.labels[a] = &l
+		}
+	}
 	if len(m.Workflows) > 0 {
 		mr.types = map[string]bool{}
 		for _, w := range m.Workflows {
