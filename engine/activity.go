@@ -244,6 +244,43 @@ var errAttemptNotStarted = errors.New("engine: the run was dropped before the ac
 // live is the input value input encodes, when the workflow passed it now
 // (nil on a resumed run): see liveValue.
 func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, live any, opts ActivityOptions, headers Headers, rec *stepRow, inline bool) {
+	// v is the step's state, shared with the closures below: one
+	// allocation, where each variable the closures shared was one of its
+	// own (seventeen an activity).
+	var v struct {
+		info ActivityInfo
+		// args: the input as decoded for the last attempt.
+		args, out   any
+		err         error
+		prevDetails json.RawMessage
+		// done counts the attempts that ran (a snooze is none); attempt is
+		// the number of the one to run next.
+		done, attempt int
+		// log gathers the attempts (and snoozes) that ended, for the
+		// step's next write; attStart is when attempt done started. A
+		// step's first attempt, when nothing came before it, starts with
+		// the step (attempt_started_at stays NULL): the hot path writes
+		// nothing extra.
+		log      attemptLog
+		attStart time.Time
+		separate bool
+		// nextAt: the next attempt waits until then; recorded: the step's
+		// record says so, and the run may unload meanwhile.
+		nextAt   time.Time
+		recorded bool
+		// unknown: the last attempt may have done its work in a process
+		// that stopped. Until an attempt gives an outcome, the attempts
+		// run on the run's context, which a cancellation does not cancel:
+		// a re-execution with the same idempotency key tells what happened
+		// (a charge that went through is found, and can then be
+		// compensated), where a cancelled one would say nothing had.
+		unknown, finished bool
+		// inputWritten: a record of the step holds its input.
+		inputWritten bool
+		// starting: this attempt counts in s.starting, on its way to begin
+		// (startActivity counted the first one).
+		starting, began bool
+	}
 	w := s.w
 	clock := s.e.cfg.Clock
 	scheduled := time.Now()
@@ -259,92 +296,65 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 		scheduleDeadline = scheduled.Add(opts.ScheduleToCloseTimeout)
 	}
 	id := strconv.Itoa(f.seq)
-	info := ActivityInfo{Workflow: s.info, ActivityName: def.Name(), ActivityID: id, ScheduledAt: scheduled,
+	v.info = ActivityInfo{Workflow: s.info, ActivityName: def.Name(), ActivityID: id, ScheduledAt: scheduled,
 		IdempotencyKey: s.info.WorkflowID + "/" + s.info.RunID + "/" + id}
-	var args, out any // args: the input as decoded for the last attempt
-	var err error
-	var prevDetails json.RawMessage
 	if s.row.Loads > 1 {
 		// A resumed run: an attempt of this step may have heartbeated in a
 		// process that died.
-		prevDetails, _ = s.e.store.loadHeartbeat(base, s.row.RunID, f.seq)
+		v.prevDetails, _ = s.e.store.loadHeartbeat(base, s.row.RunID, f.seq)
 	}
-	// done counts the attempts that ran (a snooze is none); attempt is the
-	// number of the one to run next.
-	done, attempt := 0, 1
-	// log gathers the attempts (and snoozes) that ended, for the step's
-	// next write; attStart is when attempt done started. A step's first
-	// attempt, when nothing came before it, starts with the step
-	// (attempt_started_at stays NULL): the hot path writes nothing extra.
-	var log attemptLog
-	var attStart time.Time
-	separate := false
-	// nextAt: the next attempt waits until then; recorded: the step's
-	// record says so, and the run may unload meanwhile.
-	var nextAt time.Time
-	recorded := false
-	// unknown: the last attempt may have done its work in a process that
-	// stopped. Until an attempt gives an outcome, the attempts run on the
-	// run's context, which a cancellation does not cancel: a re-execution
-	// with the same idempotency key tells what happened (a charge that went
-	// through is found, and can then be compensated), where a cancelled one
-	// would say nothing had.
-	unknown := false
-	finished := false
+	v.attempt = 1
 	if rec != nil {
 		switch {
 		case rec.NextAttemptAt.Valid:
-			done, nextAt, recorded, separate = rec.Attempts, rec.NextAttemptAt.Time, true, true
-			attempt = done + 1
+			v.done, v.nextAt, v.recorded, v.separate = rec.Attempts, rec.NextAttemptAt.Time, true, true
+			v.attempt = v.done + 1
 		case rec.Attempts > 0:
-			unknown, separate = true, true
-			done = rec.Attempts
-			attStart = rec.StartedAt.Time
+			v.unknown, v.separate = true, true
+			v.done = rec.Attempts
+			v.attStart = rec.StartedAt.Time
 			if rec.AttemptStartedAt.Valid {
-				attStart = rec.AttemptStartedAt.Time
+				v.attStart = rec.AttemptStartedAt.Time
 			}
 			lost := NewApplicationError(ActivityLostType, fmt.Sprintf("attempt %d of activity %q was in flight when its worker stopped; its outcome is unknown",
 				rec.Attempts, def.Name()), nil)
-			log.add(attemptEntry{Attempt: done, StartedAt: attStart, EndedAt: clock.Now(), Error: encodeError(lost), Lost: true, Max: policy.MaximumAttempts})
+			v.log.add(attemptEntry{Attempt: v.done, StartedAt: v.attStart, EndedAt: clock.Now(), Error: encodeError(lost), Lost: true, Max: policy.MaximumAttempts})
 			switch {
-			case !retryable(lost, policy, done):
-				err, finished = lost, true
+			case !retryable(lost, policy, v.done):
+				v.err, v.finished = lost, true
 			case !scheduleDeadline.IsZero() && !time.Now().Before(scheduleDeadline):
-				err, finished = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: prevDetails}, true
+				v.err, v.finished = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: v.prevDetails}, true
 			default:
-				attempt = done + 1
+				v.attempt = v.done + 1
 			}
 		}
 	}
 	// begin makes the current attempt's start durable, with every earlier
 	// step of the run (the ordering rule), just before the activity runs,
 	// then takes the worker's rate token.
-	inputWritten := rec != nil
-	// starting: this attempt counts in s.starting, on its way to begin
-	// (startActivity counted the first one).
-	starting := true
-	setStarting := func(v bool) {
-		if starting == v {
+	v.inputWritten = rec != nil
+	v.starting = true
+	setStarting := func(on bool) {
+		if v.starting == on {
 			return
 		}
-		starting = v
+		v.starting = on
 		s.mu.Lock()
-		if v {
+		if on {
 			s.starting++
 		} else {
 			s.starting--
 		}
 		s.mu.Unlock()
 	}
-	began := false
 	begin := func(ctx context.Context) error {
-		began, attStart = true, clock.Now()
+		v.began, v.attStart = true, clock.Now()
 		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepStarted,
-			Attempts: attempt, StartedAt: nullTime(scheduled), logAppend: log.take()}
-		if separate {
-			st.AttemptStartedAt = nullTime(attStart)
+			Attempts: v.attempt, StartedAt: nullTime(scheduled), logAppend: v.log.take()}
+		if v.separate {
+			st.AttemptStartedAt = nullTime(v.attStart)
 		}
-		if !inputWritten {
+		if !v.inputWritten {
 			st.Input = input
 		}
 		s.histBytes.Add(st.size())
@@ -357,17 +367,17 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 			}
 			return errAttemptNotStarted
 		}
-		inputWritten = true
+		v.inputWritten = true
 		return w.waitRate(ctx)
 	}
 	// recordWait records that the step waits until next for its next
 	// attempt (status retrying or throttled), with the attempts that ended.
 	recordWait := func(status string, next time.Time) {
 		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: status,
-			Attempts: done, StartedAt: nullTime(scheduled), NextAttemptAt: nullTime(next), logAppend: log.take()}
-		if !inputWritten {
+			Attempts: v.done, StartedAt: nullTime(scheduled), NextAttemptAt: nullTime(next), logAppend: v.log.take()}
+		if !v.inputWritten {
 			st.Input = input
-			inputWritten = true
+			v.inputWritten = true
 		}
 		s.write(st, nil)
 		s.flush()
@@ -383,19 +393,19 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 				setStarting(false)
 			}
 		}()
-		for !finished {
+		for !v.finished {
 			ctx := base
-			if unknown {
+			if v.unknown {
 				ctx = s.runCtx
 			}
-			if !nextAt.IsZero() {
+			if !v.nextAt.IsZero() {
 				setStarting(false)
 				if inline {
 					handed = true
 					go attempts(false)
 					return
 				}
-				if werr := s.waitAttempt(ctx, f.seq, nextAt, recorded); werr != nil {
+				if werr := s.waitAttempt(ctx, f.seq, v.nextAt, v.recorded); werr != nil {
 					if errors.Is(werr, errRunUnloaded) || s.isAbandoned() {
 						// Unloaded (or given up): the record says when the
 						// attempt is due, and the next load runs it.
@@ -404,129 +414,129 @@ func (s *runState) runActivity(base context.Context, f *future, def activityDef,
 						s.mu.Unlock()
 						return
 					}
-					err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
+					v.err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
 					break
 				}
-				nextAt, recorded = time.Time{}, false
+				v.nextAt, v.recorded = time.Time{}, false
 			}
-			info.Attempt = attempt
+			v.info.Attempt = v.attempt
 			setStarting(true)
-			if err = w.acquireActivitySlot(ctx); err != nil {
+			if v.err = w.acquireActivitySlot(ctx); v.err != nil {
 				break
 			}
 			tried := clock.Now()
-			began = false
+			v.began = false
 			var details json.RawMessage
-			args, out, details, err = s.attempt(ctx, def, input, live, opts, scheduleDeadline, info, headers, prevDetails, f.seq, begin)
+			v.args, v.out, details, v.err = s.attempt(ctx, def, input, live, opts, scheduleDeadline, v.info, headers, v.prevDetails, f.seq, begin)
 			w.releaseActivitySlot()
-			if starting {
+			if v.starting {
 				// Stopped before its start (a snooze, an interceptor's error):
 				// the records it would have taken go out now.
 				setStarting(false)
 				s.flush()
 			}
-			if errors.Is(err, errAttemptNotStarted) {
+			if errors.Is(v.err, errAttemptNotStarted) {
 				s.mu.Lock()
 				s.inflight--
 				s.mu.Unlock()
 				return // the run is dropped; its next load runs the step
 			}
 			if details != nil {
-				prevDetails = details
+				v.prevDetails = details
 			}
 			ended := clock.Now()
-			if !began {
-				attStart = tried
+			if !v.began {
+				v.attStart = tried
 			}
 			var sn *SnoozeError
-			if errors.As(err, &sn) {
+			if errors.As(v.err, &sn) {
 				next := dueAt(ended, sn.After)
-				log.add(attemptEntry{Attempt: attempt, StartedAt: tried, EndedAt: ended, Snoozed: true, Reason: sn.Reason, Next: &next, Max: policy.MaximumAttempts})
-				separate = true
+				v.log.add(attemptEntry{Attempt: v.attempt, StartedAt: tried, EndedAt: ended, Snoozed: true, Reason: sn.Reason, Next: &next, Max: policy.MaximumAttempts})
+				v.separate = true
 				// A snooze long enough to unload the run for is recorded; a
 				// shorter one keeps it loaded, and its entry goes with the
 				// step's next write.
 				if sn.After > s.e.cfg.UnloadAfter {
 					recordWait(stepThrottled, next)
-					recorded = true
+					v.recorded = true
 				}
-				nextAt = next
+				v.nextAt = next
 				continue
 			}
-			done = attempt
-			if err == nil {
+			v.done = v.attempt
+			if v.err == nil {
 				break
 			}
-			if base.Err() != nil && !unknown && began && opts.unknownOnCancel && errors.Is(err, context.Canceled) &&
-				retryable(err, policy, attempt) {
+			if base.Err() != nil && !v.unknown && v.began && opts.unknownOnCancel && errors.Is(v.err, context.Canceled) &&
+				retryable(v.err, policy, v.attempt) {
 				// The run's cancellation cut the attempt short after it went
 				// live, and it may have done its work before it saw that: its
 				// outcome is unknown, so the next attempt runs under the same
 				// idempotency key where the cancellation cannot reach it.
-				log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err)})
-				separate = true
-				unknown = true
-				attempt++
+				v.log.add(attemptEntry{Attempt: v.attempt, StartedAt: v.attStart, EndedAt: ended, Error: encodeError(v.err)})
+				v.separate = true
+				v.unknown = true
+				v.attempt++
 				continue
 			}
-			unknown = false
+			v.unknown = false
 			if base.Err() != nil {
-				err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
+				v.err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
 				break
 			}
-			if !retryable(err, policy, attempt) {
+			if !retryable(v.err, policy, v.attempt) {
 				break
 			}
-			delay := policy.Delay(attempt)
+			delay := policy.Delay(v.attempt)
 			if !scheduleDeadline.IsZero() && time.Now().Add(delay).After(scheduleDeadline) {
-				log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err), Max: policy.MaximumAttempts})
-				err = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: prevDetails}
+				v.log.add(attemptEntry{Attempt: v.attempt, StartedAt: v.attStart, EndedAt: ended, Error: encodeError(v.err), Max: policy.MaximumAttempts})
+				v.err = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: v.prevDetails}
 				break
 			}
 			next := dueAt(ended, delay)
-			log.add(attemptEntry{Attempt: attempt, StartedAt: attStart, EndedAt: ended, Error: encodeError(err), Next: &next, Max: policy.MaximumAttempts})
+			v.log.add(attemptEntry{Attempt: v.attempt, StartedAt: v.attStart, EndedAt: ended, Error: encodeError(v.err), Next: &next, Max: policy.MaximumAttempts})
 			recordWait(stepRetrying, next)
-			nextAt, recorded, separate = next, true, true
-			attempt++
+			v.nextAt, v.recorded, v.separate = next, true, true
+			v.attempt++
 		}
 		var output []byte
-		if err == nil {
-			if output, err = s.e.encodePayload("result of activity "+def.Name(), out); err != nil {
-				err = NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil)
+		if v.err == nil {
+			if output, v.err = s.e.encodePayload("result of activity "+def.Name(), v.out); v.err != nil {
+				v.err = NewNonRetryableError(ErrorTypePayloadTooLarge, v.err.Error(), nil)
 			}
 		}
 		now := clock.Now()
 		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepCompleted,
-			Output: output, Attempts: done, StartedAt: nullTime(scheduled), CompletedAt: nullTime(now), logAppend: log.take()}
-		if separate && !attStart.IsZero() {
-			st.AttemptStartedAt = nullTime(attStart)
+			Output: output, Attempts: v.done, StartedAt: nullTime(scheduled), CompletedAt: nullTime(now), logAppend: v.log.take()}
+		if v.separate && !v.attStart.IsZero() {
+			st.AttemptStartedAt = nullTime(v.attStart)
 		}
-		if !inputWritten {
+		if !v.inputWritten {
 			st.Input = input
 		}
 		ev := &CheckpointEvent{Kind: CheckpointActivityCompleted, WorkflowID: s.info.WorkflowID, RunID: s.info.RunID,
 			WorkflowType: s.info.WorkflowType, Headers: headers, Status: StatusRunning, Seq: f.seq, ActivityName: def.Name(),
-			Attempt: max(done, 1), Result: out, At: now}
-		if err != nil {
-			st.Status, st.Error = stepFailed, encodeError(err)
-			ev.Kind, ev.Err, ev.Result = CheckpointActivityFailed, err, nil
-			err = decodeError(st.Error) // the workflow sees what a replay would see
+			Attempt: max(v.done, 1), Result: v.out, At: now}
+		if v.err != nil {
+			st.Status, st.Error = stepFailed, encodeError(v.err)
+			ev.Kind, ev.Err, ev.Result = CheckpointActivityFailed, v.err, nil
+			v.err = decodeError(st.Error) // the workflow sees what a replay would see
 		}
 		if len(s.e.chains.checkpoint) > 0 {
-			if args == nil { // no attempt decoded it (cancelled before one began)
-				args, _ = def.decodeInput(input)
+			if v.args == nil { // no attempt decoded it (cancelled before one began)
+				v.args, _ = def.decodeInput(input)
 			}
-			ev.Input = args
+			ev.Input = v.args
 			st.refused = func(cerr error) (*stepRow, []*CheckpointEvent) {
-				return refusedOutcome(st, ev, cerr, policy, attStart, scheduleDeadline, clock.Now())
+				return refusedOutcome(st, ev, cerr, policy, v.attStart, scheduleDeadline, clock.Now())
 			}
 		}
 		s.write(st, []*CheckpointEvent{ev})
 		s.mu.Lock()
-		if err == nil {
-			f.resolveLiveLocked(output, out, nil)
+		if v.err == nil {
+			f.resolveLiveLocked(output, v.out, nil)
 		} else {
-			f.resolveLocked(output, err)
+			f.resolveLocked(output, v.err)
 		}
 		s.inflight--
 		s.mu.Unlock()

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"testing"
 	"time"
@@ -49,15 +50,25 @@ func TestOneWorkflowAtATimeAllocations(t *testing.T) {
 	for i := range 20 { // prepared statements, pools, the runs' goroutines
 		one(i)
 	}
-	const runs = 100
-	var m0, m1 runtime.MemStats
-	runtime.ReadMemStats(&m0)
-	for i := range runs {
-		one(20 + i)
+	// The least of a few rounds: the engine's background work (lease and
+	// roster renewals, polls) allocates by the clock, more a workflow the
+	// slower the machine runs them.
+	const rounds, runs = 5, 30
+	best, bestKB := math.MaxFloat64, 0.0
+	for r := range rounds {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		for i := range runs {
+			one(20 + r*runs + i)
+		}
+		runtime.ReadMemStats(&m1)
+		if a := float64(m1.Mallocs-m0.Mallocs) / runs; a < best {
+			best, bestKB = a, float64(m1.TotalAlloc-m0.TotalAlloc)/runs/1024
+		}
 	}
-	runtime.ReadMemStats(&m1)
-	allocs := float64(m1.Mallocs-m0.Mallocs) / runs
-	kb := float64(m1.TotalAlloc-m0.TotalAlloc) / runs / 1024
-	t.Logf("allocs per workflow %.0f, %.1f KB", allocs, kb)
-	require.LessOrEqual(t, allocs, 700.0, "allocations per workflow")
+	t.Logf("allocs per workflow %.0f, %.1f KB", best, bestKB)
+	if raceEnabled {
+		t.Skip("the race detector changes what is allocated")
+	}
+	require.LessOrEqual(t, best, 680.0, "allocations per workflow")
 }
