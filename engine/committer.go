@@ -186,6 +186,13 @@ func newCommitter(e *Engine) *committer {
 // before it spreads them over all (committer.pin), per live worker.
 const shardRuns = 64
 
+// shardWorkersMax bounds the live workers pin counts: the roster holds
+// idle workers and those of other queues too, and a process that carries
+// most of the load among many such must still spread its runs (one with
+// 512 on one shard lost a third of its throughput). Four times shardRuns
+// is where one process with 256 runs lost 12% against two shards.
+const shardWorkersMax = 4
+
 // pin picks the shard a loaded run writes through, for as long as it is
 // loaded (its ops then commit in submission order): the first while the
 // process has fewer than shardRuns runs pinned for each live worker of the
@@ -215,7 +222,7 @@ func (c *committer) pin() *commitShard {
 			best = sh
 		}
 	}
-	if total < shardRuns*max(1, c.e.liveWorkers.Load()) {
+	if total < shardRuns*min(max(1, c.e.liveWorkers.Load()), shardWorkersMax) {
 		best = c.shards[0]
 	}
 	best.runs.Add(1)
