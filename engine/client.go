@@ -293,7 +293,7 @@ func (c *Client) newStartSpec(name string, args any, raw []byte, o *StartOptions
 }
 
 func (c *Client) call(ctx context.Context, in *ClientCallInput, last ClientNext) (any, error) {
-	return chainResult(c.e.chains.client, ClientInterceptor.ClientCall, last)(ctx, in)
+	return compose(c.e.chains.client, wrapClient, last)(ctx, in)
 }
 
 // Handle returns a handle to the latest run of a workflow ID.
@@ -1077,7 +1077,7 @@ func (c *Client) query(ctx context.Context, workflowID, name string, args any) (
 	if h == nil {
 		return nil, fmt.Errorf("%w: %q on workflow %q", ErrUnknownQuery, name, workflowID)
 	}
-	out, err := chainResult(ch.query, QueryInterceptor.HandleQuery, func(_ context.Context, in *HandleQueryInput) (any, error) { return h(in.Args) })(ctx,
+	out, err := compose(ch.query, wrapQuery, QueryNext(func(_ context.Context, in *HandleQueryInput) (any, error) { return h(in.Args) }))(ctx,
 		&HandleQueryInput{Info: s.info, Name: name, Args: argBytes})
 	if err != nil {
 		return nil, err

@@ -421,11 +421,11 @@ func buildChains(fields []string, lists ...[]Interceptor) (chains, error) {
 			}
 		}
 	}
-	c.runWorkflow = chainResult(c.workflow, WorkflowInterceptor.ExecuteWorkflow, func(ctx Context, in *ExecuteWorkflowInput) (any, error) {
+	c.runWorkflow = compose(c.workflow, wrapWorkflow, func(ctx Context, in *ExecuteWorkflowInput) (any, error) {
 		return ctx.state().executeWorkflow(ctx, in)
 	})
-	c.callOutbound = chain(c.outbound, WorkflowOutboundInterceptor.WorkflowOutbound, func(Context, *OutboundInput) error { return nil })
-	c.runActivity = chainResult(c.activity, ActivityInterceptor.ExecuteActivity, func(ctx context.Context, in *ActivityInput) (any, error) {
+	c.callOutbound = compose(c.outbound, wrapOutbound, func(Context, *OutboundInput) error { return nil })
+	c.runActivity = compose(c.activity, wrapActivity, func(ctx context.Context, in *ActivityInput) (any, error) {
 		if in.def == nil {
 			return nil, NewNonRetryableError(ErrorTypeBadInput, "an interceptor passed on an ActivityInput it built itself: pass on the one it received, or a copy", nil)
 		}
@@ -439,23 +439,41 @@ func buildChains(fields []string, lists ...[]Interceptor) (chains, error) {
 	return c, nil
 }
 
-// chain composes the interceptors of list around last so that list[0] is
-// the outermost; call is the interceptor method for the call kind.
-func chain[I, C, In any, N ~func(C, In) error](list []I, call func(I, C, In, N) error, last N) N {
+// compose wraps last in the interceptors of list so that list[0] is the
+// outermost: wrap returns the next function of one interceptor around
+// another's. Each wrap calls its interceptor's method directly, not
+// through a method value, so a call through the chain takes one small
+// frame per interceptor (a workflow's activities run on its goroutine,
+// inside two chains, and stack held there can make the goroutine copy its
+// stack as it grows).
+func compose[I, N any](list []I, wrap func(I, N) N, last N) N {
 	next := last
 	for i := len(list) - 1; i >= 0; i-- {
-		ic, n := list[i], next
-		next = func(ctx C, in In) error { return call(ic, ctx, in, n) }
+		next = wrap(list[i], next)
 	}
 	return next
 }
 
-// chainResult is chain for calls that return a value.
-func chainResult[I, C, In any, N ~func(C, In) (any, error)](list []I, call func(I, C, In, N) (any, error), last N) N {
-	next := last
-	for i := len(list) - 1; i >= 0; i-- {
-		ic, n := list[i], next
-		next = func(ctx C, in In) (any, error) { return call(ic, ctx, in, n) }
-	}
-	return next
+func wrapWorkflow(ic WorkflowInterceptor, next WorkflowNext) WorkflowNext {
+	return func(ctx Context, in *ExecuteWorkflowInput) (any, error) { return ic.ExecuteWorkflow(ctx, in, next) }
+}
+
+func wrapSignal(ic SignalInterceptor, next SignalNext) SignalNext {
+	return func(ctx Context, in *HandleSignalInput) error { return ic.HandleSignal(ctx, in, next) }
+}
+
+func wrapQuery(ic QueryInterceptor, next QueryNext) QueryNext {
+	return func(ctx context.Context, in *HandleQueryInput) (any, error) { return ic.HandleQuery(ctx, in, next) }
+}
+
+func wrapOutbound(ic WorkflowOutboundInterceptor, next OutboundNext) OutboundNext {
+	return func(ctx Context, in *OutboundInput) error { return ic.WorkflowOutbound(ctx, in, next) }
+}
+
+func wrapActivity(ic ActivityInterceptor, next ActivityNext) ActivityNext {
+	return func(ctx context.Context, in *ActivityInput) (any, error) { return ic.ExecuteActivity(ctx, in, next) }
+}
+
+func wrapClient(ic ClientInterceptor, next ClientNext) ClientNext {
+	return func(ctx context.Context, in *ClientCallInput) (any, error) { return ic.ClientCall(ctx, in, next) }
 }

@@ -205,12 +205,12 @@ func (c SignalChannel[T]) receive(ctx Context, wait bool) (T, bool, error) {
 func (c SignalChannel[T]) deliver(ctx Context, payload []byte, headers Headers, replaying bool) (T, error) {
 	var v T
 	in := &HandleSignalInput{Info: c.s.info, Name: c.name, Payload: payload, Headers: headers, Replaying: replaying}
-	err := chain(c.s.ch.signal, SignalInterceptor.HandleSignal, func(_ Context, in *HandleSignalInput) error {
+	err := compose(c.s.ch.signal, wrapSignal, SignalNext(func(_ Context, in *HandleSignalInput) error {
 		if len(in.Payload) == 0 {
 			return nil
 		}
 		return json.Unmarshal(in.Payload, &v)
-	})(ctx, in)
+	}))(ctx, in)
 	return v, err
 }
 

@@ -126,19 +126,31 @@ func (m *Metrics) attrs(activity bool, name, outcome string) *measureOpts {
 	return o.(*measureOpts)
 }
 
-// ExecuteWorkflow counts a live start and a live end.
+// ExecuteWorkflow counts a live start and a live end. Like Logging's, the
+// methods around next keep small frames: the measurements are made in
+// functions of their own.
 func (m *Metrics) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
 	next engine.WorkflowNext) (any, error) {
-	bg, typ := context.Background(), in.Info.WorkflowType
 	if !in.Replaying {
-		m.wfStarted.Add(bg, 1, m.attrs(false, typ, "").add...)
+		m.workflowStarted(in)
 	}
 	out, err := next(ctx, in)
-	if engine.IsReplaying(ctx) {
-		return out, err
+	if !engine.IsReplaying(ctx) {
+		m.workflowEnded(in, err)
 	}
+	return out, err
+}
+
+//go:noinline
+func (m *Metrics) workflowStarted(in *engine.ExecuteWorkflowInput) {
+	m.wfStarted.Add(context.Background(), 1, m.attrs(false, in.Info.WorkflowType, "").add...)
+}
+
+//go:noinline
+func (m *Metrics) workflowEnded(in *engine.ExecuteWorkflowInput, err error) {
+	bg := context.Background()
 	outcome := workflowOutcome(err)
-	opt := m.attrs(false, typ, outcome)
+	opt := m.attrs(false, in.Info.WorkflowType, outcome)
 	if outcome == OutcomeCompleted || outcome == OutcomeContinued {
 		m.wfCompleted.Add(bg, 1, opt.add...)
 	} else {
@@ -147,24 +159,33 @@ func (m *Metrics) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 	if !in.Info.StartTime.IsZero() {
 		m.wfDuration.Record(bg, time.Since(in.Info.StartTime).Seconds(), opt.record...)
 	}
-	return out, err
 }
 
 // ExecuteActivity counts the attempt and records its duration.
 func (m *Metrics) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next engine.ActivityNext) (any, error) {
-	typ := in.Info.ActivityName
-	opt := m.attrs(true, typ, "")
-	m.actStarted.Add(ctx, 1, opt.add...)
-	start := time.Now()
+	start := m.activityStarted(ctx, in)
 	out, err := next(ctx, in)
+	m.activityEnded(ctx, in, start, err)
+	return out, err
+}
+
+//go:noinline
+func (m *Metrics) activityStarted(ctx context.Context, in *engine.ActivityInput) time.Time {
+	m.actStarted.Add(ctx, 1, m.attrs(true, in.Info.ActivityName, "").add...)
+	return time.Now()
+}
+
+//go:noinline
+func (m *Metrics) activityEnded(ctx context.Context, in *engine.ActivityInput, start time.Time, err error) {
+	typ := in.Info.ActivityName
 	outcome := activityOutcome(err)
 	if outcome == OutcomeSnoozed {
-		m.actSnoozed.Add(ctx, 1, opt.add...)
-		return out, err // not an attempt: the same attempt is made again later
+		m.actSnoozed.Add(ctx, 1, m.attrs(true, typ, "").add...)
+		return // not an attempt: the same attempt is made again later
 	}
 	if in.Info.Attempt > 1 {
-		m.actRetried.Add(ctx, 1, opt.add...)
+		m.actRetried.Add(ctx, 1, m.attrs(true, typ, "").add...)
 	}
 	withOutcome := m.attrs(true, typ, outcome)
 	if outcome == OutcomeCompleted {
@@ -173,5 +194,4 @@ func (m *Metrics) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 		m.actFailed.Add(ctx, 1, withOutcome.add...)
 	}
 	m.actDuration.Record(ctx, time.Since(start).Seconds(), withOutcome.record...)
-	return out, err
 }

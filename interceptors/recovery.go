@@ -46,40 +46,49 @@ func panicError(r any) error {
 	return &engine.PanicError{Value: fmt.Sprint(r), Stack: string(debug.Stack())}
 }
 
-// recovered calls call and returns a panic of it as its error (and the zero
-// value), so each method below is one line around next.
-func recovered[T any](call func() (T, error)) (out T, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			var zero T
-			out, err = zero, panicError(r)
-		}
-	}()
-	return call()
+// recoverResult, deferred by a method around next, turns a panic of next
+// into the method's error (and a nil result). It is the deferred function
+// itself, so recover stops the panic; deferred directly, without a closure
+// around next, it keeps the method's frame small (a workflow's activities
+// run inside it, see Logging).
+func recoverResult(out *any, err *error) {
+	if r := recover(); r != nil {
+		*out, *err = nil, panicError(r)
+	}
+}
+
+// recoverError is recoverResult for a method that returns only an error.
+func recoverError(err *error) {
+	if r := recover(); r != nil {
+		*err = panicError(r)
+	}
 }
 
 // ExecuteWorkflow fails the workflow with the panic of its code.
 func (Recovery) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
-	next engine.WorkflowNext) (any, error) {
-	return recovered(func() (any, error) { return next(ctx, in) })
+	next engine.WorkflowNext) (out any, err error) {
+	defer recoverResult(&out, &err)
+	return next(ctx, in)
 }
 
 // HandleSignal returns the panic of a signal's delivery as the error of the
 // Receive that delivered it.
 func (Recovery) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
-	next engine.SignalNext) error {
-	_, err := recovered(func() (struct{}, error) { return struct{}{}, next(ctx, in) })
-	return err
+	next engine.SignalNext) (err error) {
+	defer recoverError(&err)
+	return next(ctx, in)
 }
 
 // HandleQuery returns the panic of a query handler as the query's error.
 func (Recovery) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
-	next engine.QueryNext) (any, error) {
-	return recovered(func() (any, error) { return next(ctx, in) })
+	next engine.QueryNext) (out any, err error) {
+	defer recoverResult(&out, &err)
+	return next(ctx, in)
 }
 
 // ExecuteActivity fails the attempt with the activity's panic.
 func (Recovery) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
-	next engine.ActivityNext) (any, error) {
-	return recovered(func() (any, error) { return next(ctx, in) })
+	next engine.ActivityNext) (out any, err error) {
+	defer recoverResult(&out, &err)
+	return next(ctx, in)
 }

@@ -69,7 +69,10 @@ func (p *stackProbe) min() uintptr {
 // -with interceptors in graft bench (runtime.copystack, absent from the
 // bare profile). Measured: 4,270 bytes for the two chains at 5258e5e, 6,198
 // with the records' attribute arrays in Logging's frames (f630cb3), 3,022
-// with records and spans built in functions of their own.
+// with records and spans built in functions of their own, 2,094 with
+// Metrics' measurements too, Recovery's deferred recover without a closure
+// and the engine's chains calling each interceptor's method directly (the
+// probe's own share is smaller then too).
 func TestAllHoldsLittleStack(t *testing.T) {
 	t.Parallel()
 	if interceptors.RaceEnabled {
@@ -117,7 +120,7 @@ func TestAllHoldsLittleStack(t *testing.T) {
 	require.NotEmpty(t, wf.used, "no workflow measurement without a stack copy")
 	require.NotEmpty(t, act.used, "no activity measurement without a stack copy")
 	t.Logf("stack held by All: workflow chain %d bytes, activity chain %d bytes", wf.min(), act.min())
-	require.LessOrEqual(t, wf.min()+act.min(), uintptr(3200), "stack All holds around a workflow's activity")
+	require.LessOrEqual(t, wf.min()+act.min(), uintptr(2300), "stack All holds around a workflow's activity")
 }
 
 func testCtx(t *testing.T) context.Context {

@@ -415,20 +415,27 @@ func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	return out, err
 }
 
+// startActivity starts an attempt's span. Its frame stays small too, as
+// the SDK's span start runs below it: the attributes are made apart.
+//
 //go:noinline
 func (t *Tracing) startActivity(ctx context.Context, in *engine.ActivityInput) (context.Context, trace.Span) {
-	info := &in.Info
 	parent := t.prop.Extract(ctx, HeaderCarrier(in.Headers))
+	ctx, span := t.tracer.Start(parent, t.activityNames.get(in.Info.ActivityName), consumerSpan...)
+	setActivityAttrs(span, &in.Info)
+	return ctx, span
+}
+
+//go:noinline
+func setActivityAttrs(span trace.Span, info *engine.ActivityInfo) {
 	attrs := attrPool.Get().(*[]attribute.KeyValue)
 	*attrs = append((*attrs)[:0],
 		attribute.String(AttrActivityID, info.ActivityID),
 		attribute.Int(AttrAttempt, info.Attempt),
 		attribute.String(AttrWorkflowID, info.Workflow.WorkflowID),
 		attribute.String(AttrRunID, info.Workflow.RunID))
-	ctx, span := t.tracer.Start(parent, t.activityNames.get(info.ActivityName), consumerSpan...)
 	span.SetAttributes(*attrs...)
 	attrPool.Put(attrs)
-	return ctx, span
 }
 
 //go:noinline
