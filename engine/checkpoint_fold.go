@@ -124,16 +124,27 @@ const foldKind = "c"
 // fold's call appended, by base, functions and argument counts.
 type foldTexts struct{ m sync.Map }
 
+// foldKey keys foldTexts without copying base: one fold (the usual case) by
+// its function and argument count, more by their joined signatures.
+type foldKey struct {
+	base, funcs string
+	args        int
+}
+
 // text returns base with the folds' calls appended to its result, as
 // further rows (kind, id, 0); base's parameters are $1..$n and its CTEs
 // named in written return the run IDs it writes.
 func (t *foldTexts) text(base string, n int, written []string, folds []*CheckpointFold) string {
-	var k strings.Builder
-	k.WriteString(base)
-	for _, f := range folds {
-		k.WriteString("\x00" + f.Func + "\x00" + strconv.Itoa(len(f.Args)))
+	key := foldKey{base: base, args: -1}
+	if len(folds) == 1 {
+		key.funcs, key.args = folds[0].Func, len(folds[0].Args)
+	} else {
+		var k strings.Builder
+		for _, f := range folds {
+			k.WriteString("\x00" + f.Func + "\x00" + strconv.Itoa(len(f.Args)))
+		}
+		key.funcs = k.String()
 	}
-	key := k.String()
 	if q, ok := t.m.Load(key); ok {
 		return q.(string)
 	}
