@@ -61,7 +61,7 @@ func ClaimPlansForTest(ctx context.Context, e *Engine, queues, types []string) (
 // ClaimExpiredForTest claims, as owner, up to n runs of queue whose leases
 // expired within that long before now (0: whenever), and returns their IDs.
 func ClaimExpiredForTest(ctx context.Context, e *Engine, owner, queue string, types []string, n int, within time.Duration) ([]string, error) {
-	rows, err := e.store.claimExpired(ctx, owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, []string{}, within)
+	rows, _, _, err := e.store.claimExpired(ctx, owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, []string{}, within)
 	ids := make([]string, len(rows))
 	for i, r := range rows {
 		ids[i] = r.RunID
@@ -72,7 +72,7 @@ func ClaimExpiredForTest(ctx context.Context, e *Engine, owner, queue string, ty
 // ClaimDueForTest claims, as owner holding held, up to n due runs of
 // queue, and returns their IDs and the status each row has afterwards.
 func ClaimDueForTest(ctx context.Context, e *Engine, owner, queue string, types []string, n int, held []string) (map[string]Status, error) {
-	rows, err := e.store.claimDue(ctx, owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, held)
+	rows, _, _, err := e.store.claimDue(ctx, owner, []string{queue}, types, n, e.cfg.Clock.Now(), e.cfg.LeaseTTL, held)
 	out := map[string]Status{}
 	for _, r := range rows {
 		out[r.RunID] = r.Status

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -97,7 +98,14 @@ type Worker struct {
 	// handed to it by launch, so a signal, cancellation or child result
 	// committed while the run was loading is not missed.
 	arriving map[string]bool
-	running  bool
+	// claiming counts the claims in flight; while one is, a wake-up for a
+	// run that is neither loaded nor arriving is noted in claimWakes: the
+	// claim reads its runs' signals in its own snapshot (store.claimSQL),
+	// and a signal committed after that is announced before the claim
+	// returns and its runs are marked arriving.
+	claiming   int
+	claimWakes map[string]bool
+	running    bool
 	// stopped is set by Stop, under mu, when it marks the loaded runs
 	// draining; an eager start that reserved a slot before Stop then gives
 	// its new run back instead of launching it, so none runs on a stopped
@@ -394,8 +402,8 @@ func (w *Worker) loop() {
 	}
 }
 
-// claimAndStart claims up to n runs, loads their records in two queries and
-// starts them. It returns how many it claimed.
+// claimAndStart claims up to n runs with their buffered signals, loads the
+// histories of those that have one and starts them. It returns how many it claimed.
 func (w *Worker) claimAndStart(n int) (int, error) {
 	// Bounded, so that a database that stops answering cannot hold the
 	// worker's claims for ever (see NewConnector); a claim whose answer is
@@ -418,8 +426,12 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 	// and first, so that a crashed worker's runs are taken within a bound
 	// even behind a backlog of due runs that fills every claim.
 	var rows []*runRow
+	sigs, raced := map[string][]*signalRow{}, map[string]bool{}
 	var err error
 	held := w.loadedIDs() // not claimed again when their renewal is late
+	w.mu.Lock()
+	w.claiming++
+	w.mu.Unlock()
 	if since := time.Since(w.lastExpiredScan); since > ttl/4 {
 		// Each look reads the leases that expired since the previous one
 		// (see store.claimExpired); now and then, or when the previous
@@ -430,14 +442,34 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 		}
 		w.lastExpiredScan = time.Now()
 		w.expiredLooks++
-		rows, err = w.e.store.claimExpired(ctx, w.id, w.cfg.Queues, w.types, reserved, now, ttl, held, within)
+		var expSigs map[string][]*signalRow
+		var expRaced map[string]bool
+		rows, expSigs, expRaced, err = w.e.store.claimExpired(ctx, w.id, w.cfg.Queues, w.types, reserved, now, ttl, held, within)
 		w.expiredAll = err != nil || len(rows) == reserved
+		maps.Copy(sigs, expSigs)
+		maps.Copy(raced, expRaced)
 	}
 	if err == nil && len(rows) < reserved {
 		var more []*runRow
-		more, err = w.e.store.claimDue(ctx, w.id, w.cfg.Queues, w.types, reserved-len(rows), now, ttl, held)
+		var moreSigs map[string][]*signalRow
+		var moreRaced map[string]bool
+		more, moreSigs, moreRaced, err = w.e.store.claimDue(ctx, w.id, w.cfg.Queues, w.types, reserved-len(rows), now, ttl, held)
 		rows = append(rows, more...)
+		maps.Copy(sigs, moreSigs)
+		maps.Copy(raced, moreRaced)
 	}
+	// From here a wake-up for the claimed runs is kept for them (arriving):
+	// one for a signal the claim did not read came after the claim began,
+	// and was noted in claimWakes if it came before this; a run whose row
+	// says it had such a signal (raced) is refreshed in any case.
+	w.mu.Lock()
+	for _, r := range rows {
+		w.arriving[r.RunID] = w.claimWakes[r.RunID] || raced[r.RunID]
+	}
+	if w.claiming--; w.claiming == 0 {
+		w.claimWakes = nil
+	}
+	w.mu.Unlock()
 	for i := len(rows); i < reserved; i++ {
 		<-w.slots
 	}
@@ -445,13 +477,6 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 		return 0, err
 	}
 	claimErr := err // rows claimed before a later claim query failed still run
-	all := make([]string, len(rows))
-	for i, r := range rows {
-		all[i] = r.RunID
-	}
-	// From here a wake-up for these runs is kept for them: their signals
-	// are read below, and one committed after that read is announced after.
-	w.expect(all...)
 	ids := make([]string, 0, len(rows))
 	for _, r := range rows {
 		if r.Loads > 1 || r.StartReason != "start" {
@@ -459,16 +484,11 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 		}
 	}
 	hist := map[string][]*stepRow{}
-	var sigs map[string][]*signalRow
 	if len(ids) > 0 {
 		if hist, err = w.e.store.loadHistories(ctx, ids); err != nil {
 			w.releaseAll(rows)
 			return 0, err
 		}
-	}
-	if sigs, err = w.e.store.loadSignals(ctx, all, 0); err != nil {
-		w.releaseAll(rows)
-		return 0, err
 	}
 	for _, r := range rows {
 		w.launch(r, hist[r.RunID], sigs[r.RunID])
@@ -828,6 +848,11 @@ func (w *Worker) wakeLocal(runID string) {
 	if s == nil {
 		if _, ok := w.arriving[runID]; ok {
 			w.arriving[runID] = true
+		} else if w.claiming > 0 {
+			if w.claimWakes == nil {
+				w.claimWakes = map[string]bool{}
+			}
+			w.claimWakes[runID] = true
 		}
 	}
 	w.mu.Unlock()
