@@ -230,321 +230,399 @@ const ActivityLostType = "ActivityLost"
 // durable, so the attempt did not run.
 var errAttemptNotStarted = errors.New("engine: the run was dropped before the activity attempt started")
 
-// runActivity runs the attempts of one activity step and records the outcome.
+// runActivity runs the attempts of one activity step and records the outcome,
+// on a goroutine of its own (see newActivityStep and attempts).
+func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, live any, opts ActivityOptions, headers Headers, rec *stepRow) {
+	s.newActivityStep(base, f, def, input, live, &opts, headers, rec).attempts(false)
+}
+
+// activityStep is one activity step's state, shared by its attempts: one
+// allocation, where each variable closures shared was one of its own
+// (seventeen an activity). Its methods take it by pointer, so the frames
+// below an attempt on the workflow's goroutine stay small: a workflow's
+// activities run on it, inside both interceptor chains, and stack held
+// there can make the goroutine copy its stack as it grows (the attempts
+// closure this replaces held 1,432 bytes of frame, 368 of them the
+// arguments to attempt, and runActivity below it 720 more).
+type activityStep struct {
+	s       *runState
+	f       *future
+	def     activityDef
+	input   []byte
+	live    any
+	opts    ActivityOptions
+	headers Headers
+	base    context.Context
+	policy  RetryPolicy
+	// scheduled: when the step began; scheduleDeadline: when its
+	// ScheduleToCloseTimeout ends (zero without one).
+	scheduled, scheduleDeadline time.Time
+	// beginFn is begin as a value, made once for the step's attempts.
+	beginFn func(context.Context) error
+
+	info ActivityInfo
+	// args: the input as decoded for the last attempt.
+	args, out   any
+	err         error
+	prevDetails json.RawMessage
+	// done counts the attempts that ran (a snooze is none); attempt is
+	// the number of the one to run next.
+	done, attempt int
+	// log gathers the attempts (and snoozes) that ended, for the
+	// step's next write; attStart is when attempt done started. A
+	// step's first attempt, when nothing came before it, starts with
+	// the step (attempt_started_at stays NULL): the hot path writes
+	// nothing extra.
+	log      attemptLog
+	attStart time.Time
+	separate bool
+	// nextAt: the next attempt waits until then; recorded: the step's
+	// record says so, and the run may unload meanwhile.
+	nextAt   time.Time
+	recorded bool
+	// unknown: the last attempt may have done its work in a process
+	// that stopped. Until an attempt gives an outcome, the attempts
+	// run on the run's context, which a cancellation does not cancel:
+	// a re-execution with the same idempotency key tells what happened
+	// (a charge that went through is found, and can then be
+	// compensated), where a cancelled one would say nothing had.
+	unknown, finished bool
+	// inputWritten: a record of the step holds its input.
+	inputWritten bool
+	// starting: this attempt counts in s.starting, on its way to begin
+	// (startActivity counted the first one).
+	starting, began bool
+}
+
+// newActivityStep prepares the attempts of one activity step.
 // rec is the step's record when a replay found it not ended: an earlier
 // load of the run started an attempt whose outcome is unknown, or recorded
 // when the next attempt is due (a retry's backoff, a limiter's snooze).
 //
-// inline: the caller is the workflow's goroutine, which waits for the
-// result at once (Run). It runs the attempts itself until one has to wait
-// for its time (a retry's backoff, a snooze): the rest goes on in a
-// goroutine of its own, and the workflow blocks as it does for a started
-// activity, where it may unload the run while the step waits.
-//
 // live is the input value input encodes, when the workflow passed it now
 // (nil on a resumed run): see liveValue.
-func (s *runState) runActivity(base context.Context, f *future, def activityDef, input []byte, live any, opts ActivityOptions, headers Headers, rec *stepRow, inline bool) {
-	// v is the step's state, shared with the closures below: one
-	// allocation, where each variable the closures shared was one of its
-	// own (seventeen an activity).
-	var v struct {
-		info ActivityInfo
-		// args: the input as decoded for the last attempt.
-		args, out   any
-		err         error
-		prevDetails json.RawMessage
-		// done counts the attempts that ran (a snooze is none); attempt is
-		// the number of the one to run next.
-		done, attempt int
-		// log gathers the attempts (and snoozes) that ended, for the
-		// step's next write; attStart is when attempt done started. A
-		// step's first attempt, when nothing came before it, starts with
-		// the step (attempt_started_at stays NULL): the hot path writes
-		// nothing extra.
-		log      attemptLog
-		attStart time.Time
-		separate bool
-		// nextAt: the next attempt waits until then; recorded: the step's
-		// record says so, and the run may unload meanwhile.
-		nextAt   time.Time
-		recorded bool
-		// unknown: the last attempt may have done its work in a process
-		// that stopped. Until an attempt gives an outcome, the attempts
-		// run on the run's context, which a cancellation does not cancel:
-		// a re-execution with the same idempotency key tells what happened
-		// (a charge that went through is found, and can then be
-		// compensated), where a cancelled one would say nothing had.
-		unknown, finished bool
-		// inputWritten: a record of the step holds its input.
-		inputWritten bool
-		// starting: this attempt counts in s.starting, on its way to begin
-		// (startActivity counted the first one).
-		starting, began bool
-	}
-	w := s.w
-	clock := s.e.cfg.Clock
-	scheduled := time.Now()
+func (s *runState) newActivityStep(base context.Context, f *future, def activityDef, input []byte, live any, opts *ActivityOptions, headers Headers, rec *stepRow) *activityStep {
+	a := &activityStep{s: s, f: f, def: def, input: input, live: live, opts: *opts, headers: headers, base: base}
+	a.beginFn = a.begin
+	a.scheduled = time.Now()
 	if rec != nil && rec.StartedAt.Valid {
-		scheduled = rec.StartedAt.Time
+		a.scheduled = rec.StartedAt.Time
 	}
-	policy := RetryPolicy{}
 	if opts.RetryPolicy != nil {
-		policy = *opts.RetryPolicy
+		a.policy = *opts.RetryPolicy
 	}
-	var scheduleDeadline time.Time
 	if opts.ScheduleToCloseTimeout > 0 {
-		scheduleDeadline = scheduled.Add(opts.ScheduleToCloseTimeout)
+		a.scheduleDeadline = a.scheduled.Add(opts.ScheduleToCloseTimeout)
 	}
 	id := strconv.Itoa(f.seq)
-	v.info = ActivityInfo{Workflow: s.info, ActivityName: def.Name(), ActivityID: id, ScheduledAt: scheduled,
+	a.info = ActivityInfo{Workflow: s.info, ActivityName: def.Name(), ActivityID: id, ScheduledAt: a.scheduled,
 		IdempotencyKey: s.info.WorkflowID + "/" + s.info.RunID + "/" + id}
 	if s.row.Loads > 1 {
 		// A resumed run: an attempt of this step may have heartbeated in a
 		// process that died.
-		v.prevDetails, _ = s.e.store.loadHeartbeat(base, s.row.RunID, f.seq)
+		a.prevDetails, _ = s.e.store.loadHeartbeat(base, s.row.RunID, f.seq)
 	}
-	v.attempt = 1
+	a.attempt = 1
 	if rec != nil {
 		switch {
 		case rec.NextAttemptAt.Valid:
-			v.done, v.nextAt, v.recorded, v.separate = rec.Attempts, rec.NextAttemptAt.Time, true, true
-			v.attempt = v.done + 1
+			a.done, a.nextAt, a.recorded, a.separate = rec.Attempts, rec.NextAttemptAt.Time, true, true
+			a.attempt = a.done + 1
 		case rec.Attempts > 0:
-			v.unknown, v.separate = true, true
-			v.done = rec.Attempts
-			v.attStart = rec.StartedAt.Time
+			a.unknown, a.separate = true, true
+			a.done = rec.Attempts
+			a.attStart = rec.StartedAt.Time
 			if rec.AttemptStartedAt.Valid {
-				v.attStart = rec.AttemptStartedAt.Time
+				a.attStart = rec.AttemptStartedAt.Time
 			}
 			lost := NewApplicationError(ActivityLostType, fmt.Sprintf("attempt %d of activity %q was in flight when its worker stopped; its outcome is unknown",
 				rec.Attempts, def.Name()), nil)
-			v.log.add(attemptEntry{Attempt: v.done, StartedAt: v.attStart, EndedAt: clock.Now(), Error: encodeError(lost), Lost: true, Max: policy.MaximumAttempts})
+			a.log.add(attemptEntry{Attempt: a.done, StartedAt: a.attStart, EndedAt: s.e.cfg.Clock.Now(), Error: encodeError(lost), Lost: true, Max: a.policy.MaximumAttempts})
 			switch {
-			case !retryable(lost, policy, v.done):
-				v.err, v.finished = lost, true
-			case !scheduleDeadline.IsZero() && !time.Now().Before(scheduleDeadline):
-				v.err, v.finished = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: v.prevDetails}, true
+			case !retryable(lost, a.policy, a.done):
+				a.err, a.finished = lost, true
+			case !a.scheduleDeadline.IsZero() && !time.Now().Before(a.scheduleDeadline):
+				a.err, a.finished = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: a.prevDetails}, true
 			default:
-				v.attempt = v.done + 1
+				a.attempt = a.done + 1
 			}
 		}
 	}
-	// begin makes the current attempt's start durable, with every earlier
-	// step of the run (the ordering rule), just before the activity runs,
-	// then takes the worker's rate token.
-	v.inputWritten = rec != nil
-	v.starting = true
-	setStarting := func(on bool) {
-		if v.starting == on {
-			return
-		}
-		v.starting = on
-		s.mu.Lock()
-		if on {
-			s.starting++
-		} else {
-			s.starting--
-		}
-		s.mu.Unlock()
+	a.inputWritten = rec != nil
+	a.starting = true
+	return a
+}
+
+// setStarting counts the current attempt in s.starting (on) or not.
+func (a *activityStep) setStarting(on bool) {
+	if a.starting == on {
+		return
 	}
-	begin := func(ctx context.Context) error {
-		v.began, v.attStart = true, clock.Now()
-		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepStarted,
-			Attempts: v.attempt, StartedAt: nullTime(scheduled), logAppend: v.log.take()}
-		if v.separate {
-			st.AttemptStartedAt = nullTime(v.attStart)
-		}
-		if !v.inputWritten {
-			st.Input = input
-		}
-		s.histBytes.Add(st.size())
-		err := s.flushWait(&writeOp{steps: []*stepRow{st}})
-		setStarting(false)
-		if err != nil {
-			if !s.isAbandoned() {
-				s.e.cfg.Logger.Warn("engine: activity start refused; dropping run", "run_id", s.row.RunID, "seq", f.seq, "err", err)
-				s.dropAfter(err)
-			}
-			return errAttemptNotStarted
-		}
-		v.inputWritten = true
-		return w.waitRate(ctx)
+	a.starting = on
+	s := a.s
+	s.mu.Lock()
+	if on {
+		s.starting++
+	} else {
+		s.starting--
 	}
-	// recordWait records that the step waits until next for its next
-	// attempt (status retrying or throttled), with the attempts that ended.
-	recordWait := func(status string, next time.Time) {
-		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: status,
-			Attempts: v.done, StartedAt: nullTime(scheduled), NextAttemptAt: nullTime(next), logAppend: v.log.take()}
-		if !v.inputWritten {
-			st.Input = input
-			v.inputWritten = true
-		}
-		s.write(st, nil)
-		s.flush()
+	s.mu.Unlock()
+}
+
+// begin makes the current attempt's start durable, with every earlier
+// step of the run (the ordering rule), just before the activity runs,
+// then takes the worker's rate token.
+func (a *activityStep) begin(ctx context.Context) error {
+	s := a.s
+	a.began, a.attStart = true, s.e.cfg.Clock.Now()
+	st := &stepRow{RunID: s.row.RunID, Seq: a.f.seq, Kind: stepActivity, Name: a.def.Name(), Status: stepStarted,
+		Attempts: a.attempt, StartedAt: nullTime(a.scheduled), logAppend: a.log.take()}
+	if a.separate {
+		st.AttemptStartedAt = nullTime(a.attStart)
 	}
-	// attempts runs the attempts and records the outcome; on the workflow's
-	// goroutine (inline) it hands itself to a new goroutine at the first
-	// wait.
-	var attempts func(inline bool)
-	attempts = func(inline bool) {
-		handed := false
-		defer func() {
-			if !handed {
-				setStarting(false)
+	if !a.inputWritten {
+		st.Input = a.input
+	}
+	s.histBytes.Add(st.size())
+	err := s.flushWait(&writeOp{steps: []*stepRow{st}})
+	a.setStarting(false)
+	if err != nil {
+		if !s.isAbandoned() {
+			s.e.cfg.Logger.Warn("engine: activity start refused; dropping run", "run_id", s.row.RunID, "seq", a.f.seq, "err", err)
+			s.dropAfter(err)
+		}
+		return errAttemptNotStarted
+	}
+	a.inputWritten = true
+	return s.w.waitRate(ctx)
+}
+
+// recordWait records that the step waits until next for its next
+// attempt (status retrying or throttled), with the attempts that ended.
+func (a *activityStep) recordWait(status string, next time.Time) {
+	s := a.s
+	st := &stepRow{RunID: s.row.RunID, Seq: a.f.seq, Kind: stepActivity, Name: a.def.Name(), Status: status,
+		Attempts: a.done, StartedAt: nullTime(a.scheduled), NextAttemptAt: nullTime(next), logAppend: a.log.take()}
+	if !a.inputWritten {
+		st.Input = a.input
+		a.inputWritten = true
+	}
+	s.write(st, nil)
+	s.flush()
+}
+
+// attempts runs the attempts and records the outcome; on the workflow's
+// goroutine (inline: the workflow waits for the result at once, Run) it
+// runs them itself until one has to wait for its time (a retry's backoff,
+// a snooze), and hands the rest to a goroutine of its own, and the workflow
+// blocks as it does for a started activity, where it may unload the run
+// while the step waits. What is not on the way to an attempt is in
+// functions of its own (not inlined), out of the frame an attempt runs on.
+func (a *activityStep) attempts(inline bool) {
+	handed := false
+	defer a.stopStarting(&handed)
+	s, w, clock := a.s, a.s.w, a.s.e.cfg.Clock
+	for !a.finished {
+		ctx := a.base
+		if a.unknown {
+			ctx = s.runCtx
+		}
+		if !a.nextAt.IsZero() {
+			a.setStarting(false)
+			if inline {
+				handed = true
+				go a.attempts(false)
+				return
 			}
-		}()
-		for !v.finished {
-			ctx := base
-			if v.unknown {
-				ctx = s.runCtx
+			gone, werr := a.waitNext(ctx)
+			if gone {
+				return
 			}
-			if !v.nextAt.IsZero() {
-				setStarting(false)
-				if inline {
-					handed = true
-					go attempts(false)
-					return
-				}
-				if werr := s.waitAttempt(ctx, f.seq, v.nextAt, v.recorded); werr != nil {
-					if errors.Is(werr, errRunUnloaded) || s.isAbandoned() {
-						// Unloaded (or given up): the record says when the
-						// attempt is due, and the next load runs it.
-						s.mu.Lock()
-						s.inflight--
-						s.mu.Unlock()
-						return
-					}
-					v.err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
-					break
-				}
-				v.nextAt, v.recorded = time.Time{}, false
-			}
-			v.info.Attempt = v.attempt
-			setStarting(true)
-			if v.err = w.acquireActivitySlot(ctx); v.err != nil {
+			if werr != nil {
+				a.err = werr
 				break
 			}
-			tried := clock.Now()
-			v.began = false
-			var details json.RawMessage
-			v.args, v.out, details, v.err = s.attempt(ctx, def, input, live, opts, scheduleDeadline, v.info, headers, v.prevDetails, f.seq, begin)
-			w.releaseActivitySlot()
-			if v.starting {
-				// Stopped before its start (a snooze, an interceptor's error):
-				// the records it would have taken go out now.
-				setStarting(false)
-				s.flush()
-			}
-			if errors.Is(v.err, errAttemptNotStarted) {
-				s.mu.Lock()
-				s.inflight--
-				s.mu.Unlock()
-				return // the run is dropped; its next load runs the step
-			}
-			if details != nil {
-				v.prevDetails = details
-			}
-			ended := clock.Now()
-			if !v.began {
-				v.attStart = tried
-			}
-			var sn *SnoozeError
-			if errors.As(v.err, &sn) {
-				next := dueAt(ended, sn.After)
-				v.log.add(attemptEntry{Attempt: v.attempt, StartedAt: tried, EndedAt: ended, Snoozed: true, Reason: sn.Reason, Next: &next, Max: policy.MaximumAttempts})
-				v.separate = true
-				// A snooze long enough to unload the run for is recorded; a
-				// shorter one keeps it loaded, and its entry goes with the
-				// step's next write.
-				if sn.After > s.e.cfg.UnloadAfter {
-					recordWait(stepThrottled, next)
-					v.recorded = true
-				}
-				v.nextAt = next
-				continue
-			}
-			v.done = v.attempt
-			if v.err == nil {
-				break
-			}
-			if base.Err() != nil && !v.unknown && v.began && opts.unknownOnCancel && errors.Is(v.err, context.Canceled) &&
-				retryable(v.err, policy, v.attempt) {
-				// The run's cancellation cut the attempt short after it went
-				// live, and it may have done its work before it saw that: its
-				// outcome is unknown, so the next attempt runs under the same
-				// idempotency key where the cancellation cannot reach it.
-				v.log.add(attemptEntry{Attempt: v.attempt, StartedAt: v.attStart, EndedAt: ended, Error: encodeError(v.err)})
-				v.separate = true
-				v.unknown = true
-				v.attempt++
-				continue
-			}
-			v.unknown = false
-			if base.Err() != nil {
-				v.err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
-				break
-			}
-			if !retryable(v.err, policy, v.attempt) {
-				break
-			}
-			delay := policy.Delay(v.attempt)
-			if !scheduleDeadline.IsZero() && time.Now().Add(delay).After(scheduleDeadline) {
-				v.log.add(attemptEntry{Attempt: v.attempt, StartedAt: v.attStart, EndedAt: ended, Error: encodeError(v.err), Max: policy.MaximumAttempts})
-				v.err = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: v.prevDetails}
-				break
-			}
-			next := dueAt(ended, delay)
-			v.log.add(attemptEntry{Attempt: v.attempt, StartedAt: v.attStart, EndedAt: ended, Error: encodeError(v.err), Next: &next, Max: policy.MaximumAttempts})
-			recordWait(stepRetrying, next)
-			v.nextAt, v.recorded, v.separate = next, true, true
-			v.attempt++
 		}
-		var output []byte
-		if v.err == nil {
-			if output, v.err = s.e.encodePayload("result of activity "+def.Name(), v.out); v.err != nil {
-				v.err = NewNonRetryableError(ErrorTypePayloadTooLarge, v.err.Error(), nil)
-			}
+		a.info.Attempt = a.attempt
+		a.setStarting(true)
+		if a.err = w.acquireActivitySlot(ctx); a.err != nil {
+			break
 		}
-		now := clock.Now()
-		st := &stepRow{RunID: s.row.RunID, Seq: f.seq, Kind: stepActivity, Name: def.Name(), Status: stepCompleted,
-			Output: output, Attempts: v.done, StartedAt: nullTime(scheduled), CompletedAt: nullTime(now), logAppend: v.log.take()}
-		if v.separate && !v.attStart.IsZero() {
-			st.AttemptStartedAt = nullTime(v.attStart)
+		tried := clock.Now()
+		a.began = false
+		var details json.RawMessage
+		a.args, a.out, details, a.err = a.run(ctx)
+		w.releaseActivitySlot()
+		if a.starting {
+			// Stopped before its start (a snooze, an interceptor's error):
+			// the records it would have taken go out now.
+			a.setStarting(false)
+			s.flush()
 		}
-		if !v.inputWritten {
-			st.Input = input
+		if errors.Is(a.err, errAttemptNotStarted) {
+			s.inflightDone()
+			return // the run is dropped; its next load runs the step
 		}
-		ev := &CheckpointEvent{Kind: CheckpointActivityCompleted, WorkflowID: s.info.WorkflowID, RunID: s.info.RunID,
-			WorkflowType: s.info.WorkflowType, Headers: headers, Status: StatusRunning, Seq: f.seq, ActivityName: def.Name(),
-			Attempt: max(v.done, 1), Result: v.out, At: now}
-		if v.err != nil {
-			st.Status, st.Error = stepFailed, encodeError(v.err)
-			ev.Kind, ev.Err, ev.Result = CheckpointActivityFailed, v.err, nil
-			v.err = decodeError(st.Error) // the workflow sees what a replay would see
+		if details != nil {
+			a.prevDetails = details
 		}
-		if len(s.e.chains.checkpoint) > 0 {
-			if v.args == nil { // no attempt decoded it (cancelled before one began)
-				v.args, _ = def.decodeInput(input)
-			}
-			ev.Input = v.args
-			st.refused = func(cerr error) (*stepRow, []*CheckpointEvent) {
-				return refusedOutcome(st, ev, cerr, policy, v.attStart, scheduleDeadline, clock.Now())
-			}
+		ended := clock.Now()
+		if !a.began {
+			a.attStart = tried
 		}
-		s.write(st, []*CheckpointEvent{ev})
-		s.mu.Lock()
-		if v.err == nil {
-			f.resolveLiveLocked(output, v.out, nil)
-		} else {
-			f.resolveLocked(output, v.err)
+		if a.err == nil {
+			a.done = a.attempt
+			break
 		}
-		s.inflight--
-		s.mu.Unlock()
-		if !inline {
-			s.poke()
+		if !a.failed(tried, ended) {
+			break
 		}
 	}
-	attempts(inline)
+	a.finish(inline)
+}
+
+// stopStarting takes the attempt out of s.starting unless it was handed to
+// another goroutine.
+func (a *activityStep) stopStarting(handed *bool) {
+	if !*handed {
+		a.setStarting(false)
+	}
+}
+
+// inflightDone counts an activity step that ended, or left the run, out of
+// s.inflight.
+func (s *runState) inflightDone() {
+	s.mu.Lock()
+	s.inflight--
+	s.mu.Unlock()
+}
+
+// waitNext waits for the next attempt's time. It returns gone when the
+// run was unloaded or given up meanwhile (the record says when the attempt
+// is due, and the next load runs it), and the step's error when the wait
+// was cancelled.
+//
+//go:noinline
+func (a *activityStep) waitNext(ctx context.Context) (gone bool, err error) {
+	s := a.s
+	if werr := s.waitAttempt(ctx, a.f.seq, a.nextAt, a.recorded); werr != nil {
+		if errors.Is(werr, errRunUnloaded) || s.isAbandoned() {
+			s.inflightDone()
+			return true, nil
+		}
+		return false, &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
+	}
+	a.nextAt, a.recorded = time.Time{}, false
+	return false, nil
+}
+
+// failed takes in the attempt that started at tried and ended with a.err
+// at ended: a snooze, an outcome made unknown by a cancellation, or a
+// failure the retry policy may retry. It returns whether another attempt
+// follows.
+//
+//go:noinline
+func (a *activityStep) failed(tried, ended time.Time) bool {
+	s, policy := a.s, &a.policy
+	var sn *SnoozeError
+	if errors.As(a.err, &sn) {
+		next := dueAt(ended, sn.After)
+		a.log.add(attemptEntry{Attempt: a.attempt, StartedAt: tried, EndedAt: ended, Snoozed: true, Reason: sn.Reason, Next: &next, Max: policy.MaximumAttempts})
+		a.separate = true
+		// A snooze long enough to unload the run for is recorded; a
+		// shorter one keeps it loaded, and its entry goes with the
+		// step's next write.
+		if sn.After > s.e.cfg.UnloadAfter {
+			a.recordWait(stepThrottled, next)
+			a.recorded = true
+		}
+		a.nextAt = next
+		return true
+	}
+	a.done = a.attempt
+	if a.base.Err() != nil && !a.unknown && a.began && a.opts.unknownOnCancel && errors.Is(a.err, context.Canceled) &&
+		retryable(a.err, *policy, a.attempt) {
+		// The run's cancellation cut the attempt short after it went
+		// live, and it may have done its work before it saw that: its
+		// outcome is unknown, so the next attempt runs under the same
+		// idempotency key where the cancellation cannot reach it.
+		a.log.add(attemptEntry{Attempt: a.attempt, StartedAt: a.attStart, EndedAt: ended, Error: encodeError(a.err)})
+		a.separate = true
+		a.unknown = true
+		a.attempt++
+		return true
+	}
+	a.unknown = false
+	if a.base.Err() != nil {
+		a.err = &CanceledError{Reason: s.cancelReasonOr("activity cancelled")}
+		return false
+	}
+	if !retryable(a.err, *policy, a.attempt) {
+		return false
+	}
+	delay := policy.Delay(a.attempt)
+	if !a.scheduleDeadline.IsZero() && time.Now().Add(delay).After(a.scheduleDeadline) {
+		a.log.add(attemptEntry{Attempt: a.attempt, StartedAt: a.attStart, EndedAt: ended, Error: encodeError(a.err), Max: policy.MaximumAttempts})
+		a.err = &TimeoutError{Kind: TimeoutScheduleToClose, HeartbeatDetails: a.prevDetails}
+		return false
+	}
+	next := dueAt(ended, delay)
+	a.log.add(attemptEntry{Attempt: a.attempt, StartedAt: a.attStart, EndedAt: ended, Error: encodeError(a.err), Next: &next, Max: policy.MaximumAttempts})
+	a.recordWait(stepRetrying, next)
+	a.nextAt, a.recorded, a.separate = next, true, true
+	a.attempt++
+	return true
+}
+
+// finish records the step's outcome and resolves its future.
+//
+//go:noinline
+func (a *activityStep) finish(inline bool) {
+	s, def, clock := a.s, a.def, a.s.e.cfg.Clock
+	var output []byte
+	if a.err == nil {
+		if output, a.err = s.e.encodePayload("result of activity "+def.Name(), a.out); a.err != nil {
+			a.err = NewNonRetryableError(ErrorTypePayloadTooLarge, a.err.Error(), nil)
+		}
+	}
+	now := clock.Now()
+	st := &stepRow{RunID: s.row.RunID, Seq: a.f.seq, Kind: stepActivity, Name: def.Name(), Status: stepCompleted,
+		Output: output, Attempts: a.done, StartedAt: nullTime(a.scheduled), CompletedAt: nullTime(now), logAppend: a.log.take()}
+	if a.separate && !a.attStart.IsZero() {
+		st.AttemptStartedAt = nullTime(a.attStart)
+	}
+	if !a.inputWritten {
+		st.Input = a.input
+	}
+	ev := &CheckpointEvent{Kind: CheckpointActivityCompleted, WorkflowID: s.info.WorkflowID, RunID: s.info.RunID,
+		WorkflowType: s.info.WorkflowType, Headers: a.headers, Status: StatusRunning, Seq: a.f.seq, ActivityName: def.Name(),
+		Attempt: max(a.done, 1), Result: a.out, At: now}
+	if a.err != nil {
+		st.Status, st.Error = stepFailed, encodeError(a.err)
+		ev.Kind, ev.Err, ev.Result = CheckpointActivityFailed, a.err, nil
+		a.err = decodeError(st.Error) // the workflow sees what a replay would see
+	}
+	if len(s.e.chains.checkpoint) > 0 {
+		if a.args == nil { // no attempt decoded it (cancelled before one began)
+			a.args, _ = def.decodeInput(a.input)
+		}
+		ev.Input = a.args
+		st.refused = func(cerr error) (*stepRow, []*CheckpointEvent) {
+			return refusedOutcome(st, ev, cerr, a.policy, a.attStart, a.scheduleDeadline, clock.Now())
+		}
+	}
+	s.write(st, []*CheckpointEvent{ev})
+	s.mu.Lock()
+	if a.err == nil {
+		a.f.resolveLiveLocked(output, a.out, nil)
+	} else {
+		a.f.resolveLocked(output, a.err)
+	}
+	s.inflight--
+	s.mu.Unlock()
+	if !inline {
+		s.poke()
+	}
 }
 
 // refusedOutcome is what is recorded instead of an activity's outcome st
@@ -655,84 +733,101 @@ func retryable(err error, p RetryPolicy, attempt int) bool {
 	return !isCanceled(err)
 }
 
-// attempt runs one attempt with its timeouts and heartbeat watch. It returns
+// run runs one attempt with its timeouts and heartbeat watch. It returns
 // the input as decoded for the attempt, the result, the last heartbeat
 // details and the error.
-func (s *runState) attempt(base context.Context, def activityDef, input []byte, live any, opts ActivityOptions, scheduleDeadline time.Time,
-	info ActivityInfo, headers Headers, prev json.RawMessage, seq int, begin func(context.Context) error) (args, out any, details json.RawMessage, err error) {
+func (a *activityStep) run(base context.Context) (args, out any, details json.RawMessage, err error) {
 	// The attempt's context ends with the attempt. Only a heartbeat watch
 	// cancels it with a cause of its own; without one, the timeouts'
 	// contexts end it (mergeOptions sets at least one), and a layer less
 	// is two allocations and a registration with the run's context less
 	// per attempt.
+	opts := &a.opts
 	ctx := base
-	cancel := func(error) {}
-	if opts.HeartbeatTimeout > 0 || (opts.StartToCloseTimeout <= 0 && scheduleDeadline.IsZero()) {
-		var c context.CancelCauseFunc
-		ctx, c = context.WithCancelCause(base)
-		defer c(nil)
-		cancel = c
+	var cancel context.CancelCauseFunc
+	if opts.HeartbeatTimeout > 0 || (opts.StartToCloseTimeout <= 0 && a.scheduleDeadline.IsZero()) {
+		ctx, cancel = context.WithCancelCause(base)
+		defer cancel(nil)
 	}
 	if opts.StartToCloseTimeout > 0 {
 		var c context.CancelFunc
 		ctx, c = context.WithTimeoutCause(ctx, opts.StartToCloseTimeout, &TimeoutError{Kind: TimeoutStartToClose})
 		defer c()
 	}
-	if !scheduleDeadline.IsZero() {
+	if !a.scheduleDeadline.IsZero() {
 		var c context.CancelFunc
-		ctx, c = context.WithDeadlineCause(ctx, scheduleDeadline, &TimeoutError{Kind: TimeoutScheduleToClose})
+		ctx, c = context.WithDeadlineCause(ctx, a.scheduleDeadline, &TimeoutError{Kind: TimeoutScheduleToClose})
 		defer c()
 	}
-	st := &activityState{info: info, headers: headers, lastHB: time.Now(), prev: prev,
-		run: s, seq: seq, done: ctx.Done()}
+	st := &activityState{info: a.info, headers: a.headers, lastHB: time.Now(), prev: a.prevDetails,
+		run: a.s, seq: a.f.seq, done: ctx.Done()}
 	ctx = context.WithValue(ctx, activityCtxKey{}, st)
 	if opts.HeartbeatTimeout > 0 {
 		stop := make(chan struct{})
 		defer close(stop)
-		go func() {
-			t := time.NewTicker(opts.HeartbeatTimeout / 4)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					st.mu.Lock()
-					late := time.Since(st.lastHB) > opts.HeartbeatTimeout
-					d := st.details
-					st.mu.Unlock()
-					if late {
-						cancel(&TimeoutError{Kind: TimeoutHeartbeat, HeartbeatDetails: d})
-						return
-					}
-				}
-			}
-		}()
+		go st.watchHeartbeat(opts.HeartbeatTimeout, cancel, stop)
 	}
-	args, err = def.inputOf(input, live)
+	args, err = a.def.inputOf(a.input, a.live)
 	if err != nil {
 		return nil, nil, nil, NewNonRetryableError(ErrorTypeBadInput, err.Error(), nil)
 	}
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				err = &PanicError{Value: fmt.Sprint(r), Stack: string(debug.Stack())}
-			}
-		}()
-		out, err = s.ch.runActivity(ctx, &ActivityInput{Info: info, Headers: headers, Args: args, def: def, begin: begin})
-	}()
+	out, err = a.s.callActivity(ctx, &ActivityInput{Info: a.info, Headers: a.headers, Args: args, def: a.def, begin: a.beginFn})
 	st.mu.Lock()
 	details = st.details
 	st.mu.Unlock()
 	if err != nil {
-		var to *TimeoutError
-		if cause := context.Cause(ctx); errors.As(cause, &to) {
-			t := *to
-			if t.HeartbeatDetails == nil {
-				t.HeartbeatDetails = details
-			}
-			err = &t
-		}
+		err = timeoutOf(ctx, err, details)
 	}
 	return args, out, details, err
+}
+
+// callActivity runs the activity chain, a panic made a *PanicError.
+func (s *runState) callActivity(ctx context.Context, in *ActivityInput) (out any, err error) {
+	defer recoverActivity(&err)
+	return s.ch.runActivity(ctx, in)
+}
+
+func recoverActivity(err *error) {
+	if r := recover(); r != nil {
+		*err = &PanicError{Value: fmt.Sprint(r), Stack: string(debug.Stack())}
+	}
+}
+
+// timeoutOf returns the *TimeoutError that ended the attempt's context ctx,
+// with the attempt's last heartbeat details, in place of err; err when no
+// timeout did.
+//
+//go:noinline
+func timeoutOf(ctx context.Context, err error, details json.RawMessage) error {
+	var to *TimeoutError
+	if cause := context.Cause(ctx); errors.As(cause, &to) {
+		t := *to
+		if t.HeartbeatDetails == nil {
+			t.HeartbeatDetails = details
+		}
+		return &t
+	}
+	return err
+}
+
+// watchHeartbeat cancels the attempt with a heartbeat timeout when it has
+// not heartbeated for timeout, until stop closes.
+func (st *activityState) watchHeartbeat(timeout time.Duration, cancel context.CancelCauseFunc, stop <-chan struct{}) {
+	t := time.NewTicker(timeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			st.mu.Lock()
+			late := time.Since(st.lastHB) > timeout
+			d := st.details
+			st.mu.Unlock()
+			if late {
+				cancel(&TimeoutError{Kind: TimeoutHeartbeat, HeartbeatDetails: d})
+				return
+			}
+		}
+	}
 }

@@ -43,7 +43,7 @@ func (a *Activity[In, Out]) RunWith(ctx Context, opts *ActivityOptions, in In) (
 // the workflow waits for the result at once (Run): the attempt
 // runs on the workflow's goroutine, which has nothing else to do meanwhile,
 // and saves a goroutine and two hand-offs between goroutines per activity
-// (see runActivity's inline).
+// (see activityStep's attempts).
 func (s *runState) startActivity(ctx Context, name string, in any, opts ActivityOptions, wait bool) *future {
 	c := s.outbound(ctx, OutboundActivity, name, in)
 	if c.rec != nil && !c.f.done {
@@ -73,10 +73,10 @@ func (s *runState) startActivity(ctx Context, name string, in any, opts Activity
 	o := mergeOptions(opts, def.defaults())
 	o.unknownOnCancel = outIn.OutcomeUnknownOnCancel
 	if wait {
-		s.runActivity(base, f, def, input, in, o, outIn.Headers, rec, true)
+		s.newActivityStep(base, f, def, input, in, &o, outIn.Headers, rec).attempts(true)
 		return f
 	}
-	go s.runActivity(base, f, def, input, in, o, outIn.Headers, rec, false)
+	go s.runActivity(base, f, def, input, in, o, outIn.Headers, rec)
 	return f
 }
 
