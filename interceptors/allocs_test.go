@@ -55,7 +55,9 @@ func TestActivityAllocatesOnlyTheSpan(t *testing.T) {
 	call := func(context.Context, *engine.ActivityInput) (any, error) { return nil, nil }
 	for i := len(list) - 1; i >= 0; i-- {
 		ic, next := list[i].(engine.ActivityInterceptor), call
-		call = func(ctx context.Context, in *engine.ActivityInput) (any, error) { return ic.ExecuteActivity(ctx, in, next) }
+		call = func(ctx context.Context, in *engine.ActivityInput) (any, error) {
+			return ic.ExecuteActivity(ctx, in, next)
+		}
 	}
 	in := &engine.ActivityInput{Info: engine.ActivityInfo{ActivityName: "allocs.noop", ActivityID: "1", Attempt: 1,
 		Workflow: engine.WorkflowInfo{WorkflowID: "wf", RunID: "run", WorkflowType: "allocs.wf"}},
