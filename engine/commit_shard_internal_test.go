@@ -1,0 +1,44 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func newTestShard() *commitShard {
+	sh := &commitShard{ready: make(chan struct{}, 1), space: make(chan struct{}, 16)}
+	sh.idle = sync.NewCond(&sh.mu)
+	return sh
+}
+
+// writeBatchOf queues n ops on sh and takes them as the loop does.
+func writeBatchOf(t *testing.T, sh *commitShard, n int) {
+	t.Helper()
+	for range n {
+		require.NoError(t, sh.enqueue(context.Background(), &writeOp{}))
+	}
+	require.Len(t, sh.take(100), n)
+	sh.doneWriting()
+}
+
+// After a batch of several ops, the runs it carried submit their next ops
+// as they wake: the first must queue with the others rather than find the
+// shard idle and commit its op alone. A shard writes in place again once a
+// batch of one shows the load has gone.
+func TestShardQueuesAfterBatchOfSeveral(t *testing.T) {
+	sh := newTestShard()
+	require.True(t, sh.claim(), "an idle shard that has written nothing is written in place")
+	sh.release()
+	require.True(t, sh.claim(), "after a write in place, the next is in place too")
+	sh.release()
+
+	writeBatchOf(t, sh, 3)
+	require.False(t, sh.claim(), "after a batch of three the next op queues")
+
+	writeBatchOf(t, sh, 1)
+	require.True(t, sh.claim(), "after a batch of one the shard is written in place again")
+	sh.release()
+}
