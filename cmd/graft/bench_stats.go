@@ -220,6 +220,31 @@ type benchStats struct {
 	rt0, cm0 int64
 	pgCPU0   time.Duration
 	stmts0   map[string]int64
+	// tables0 are the schema's table counters when the phase began: what
+	// an extra's set-up wrote (-with mirror's legacy rows, one insert a
+	// workflow, and their ANALYZE) is not the phase's.
+	tables0 tableCounters
+}
+
+// tableCounters are the schema's tables' counters, summed: rows from
+// pg_stat_user_tables, buffer pages from pg_statio_user_tables.
+type tableCounters struct{ ins, upd, hot, del, blks, seqRows int64 }
+
+// readTableCounters reads the schema's tableCounters.
+func readTableCounters(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}, schema string) (tableCounters, error) {
+	var c tableCounters
+	// Buffer pages the statements touched in the schema's tables and
+	// indexes, and rows read by sequential scans: what a plan costs,
+	// counted, where CPU time moves with the machine's load.
+	err := q.QueryRowContext(ctx, `SELECT coalesce(sum(n_tup_ins),0), coalesce(sum(n_tup_upd),0), coalesce(sum(n_tup_hot_upd),0),
+			coalesce(sum(n_tup_del),0),
+			coalesce(sum(heap_blks_hit + heap_blks_read + coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0)), 0),
+			coalesce(sum(seq_tup_read), 0)
+		FROM pg_statio_user_tables io JOIN pg_stat_user_tables t USING (relid) WHERE t.schemaname = $1`, schema).Scan(
+		&c.ins, &c.upd, &c.hot, &c.del, &c.blks, &c.seqRows)
+	return c, err
 }
 
 // begin marks the start of the measured phase.
@@ -230,6 +255,10 @@ func (st *benchStats) begin(ctx context.Context, db *sqlx.DB) error {
 	st.c.mu.Lock()
 	st.stmts0 = maps.Clone(st.c.statements)
 	st.c.mu.Unlock()
+	var err error
+	if st.tables0, err = readTableCounters(ctx, db, st.schema); err != nil {
+		return err
+	}
 	return db.QueryRowContext(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&st.lsn0)
 }
 
@@ -315,21 +344,13 @@ func (st *benchStats) report(ctx context.Context, e statsAtEnd, n int) (string, 
 		fmt.Fprintf(&b, " pg_backend_cpu_us_per_wf=%.0f", f(float64(e.pgCPU.Microseconds())))
 	}
 
-	var ins, upd, hot, del int64
-	if err := db.QueryRowContext(ctx, `SELECT coalesce(sum(n_tup_ins),0), coalesce(sum(n_tup_upd),0), coalesce(sum(n_tup_hot_upd),0),
-			coalesce(sum(n_tup_del),0) FROM pg_stat_user_tables WHERE schemaname = $1`, st.schema).Scan(&ins, &upd, &hot, &del); err != nil {
+	t, err := readTableCounters(ctx, db, st.schema)
+	if err != nil {
 		return "", err
 	}
+	ins, upd, hot := t.ins-st.tables0.ins, t.upd-st.tables0.upd, t.hot-st.tables0.hot
+	blks, seqRows := t.blks-st.tables0.blks, t.seqRows-st.tables0.seqRows
 	fmt.Fprintf(&b, " rows_ins_per_wf=%.2f rows_upd_per_wf=%.2f hot_upd_per_wf=%.2f", f(float64(ins)), f(float64(upd)), f(float64(hot)))
-	// Buffer pages the statements touched in the schema's tables and
-	// indexes, and rows read by sequential scans: what a plan costs,
-	// counted, where CPU time moves with the machine's load.
-	var blks, seqRows int64
-	if err := db.QueryRowContext(ctx, `SELECT coalesce(sum(heap_blks_hit + heap_blks_read + coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0)), 0),
-			coalesce(sum(seq_tup_read), 0)
-		FROM pg_statio_user_tables io JOIN pg_stat_user_tables t USING (relid) WHERE t.schemaname = $1`, st.schema).Scan(&blks, &seqRows); err != nil {
-		return "", err
-	}
 	fmt.Fprintf(&b, " pg_blks_per_wf=%.1f seq_rows_read_per_wf=%.1f", f(float64(blks)), f(float64(seqRows)))
 
 	var lsn1 string
