@@ -3,6 +3,7 @@ package interceptors
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -61,69 +62,139 @@ type MetricsConfig struct {
 // when it returns live, so replays add nothing; a run resumed after a crash
 // that happened between its return and the record of its end can be
 // counted twice (at-least-once, like the activity that was in flight).
+//
+// The counters are observable (asynchronous) instruments: a call adds one
+// to a count of its own, and a collection reports each count's total. A
+// synchronous counter's Add costs hundreds of nanoseconds in the SDK
+// (resolving the attribute set, then a lookup of the data point under a
+// lock), eight per workflow of three activities; the data exported is the
+// same, monotonic sums under the same names and attributes, except that
+// the counters carry no exemplars (the duration histograms do).
 type Metrics struct {
 	engine.InterceptorBase
-	wfStarted, wfCompleted, wfFailed                            metric.Int64Counter
-	actStarted, actCompleted, actFailed, actRetried, actSnoozed metric.Int64Counter
+	wfStarted, wfCompleted, wfFailed                            metric.Int64ObservableCounter
+	actStarted, actCompleted, actFailed, actRetried, actSnoozed metric.Int64ObservableCounter
 	wfDuration, actDuration                                     metric.Float64Histogram
 
-	// opts caches the options of each (kind, type, outcome) as
-	// *measureOpts, so a measurement neither builds and sorts attributes nor
-	// allocates.
-	opts sync.Map
+	// workflows and activities hold the *typeCounts of each workflow type
+	// and activity type.
+	workflows, activities sync.Map
 }
 
 // NewMetrics creates the instruments on cfg.MeterProvider.
 func NewMetrics(cfg MetricsConfig) (*Metrics, error) {
 	meter := otelinst.New(cfg.MeterProvider, "github.com/graftdev/graft/interceptors")
 	m := &Metrics{
-		wfStarted:    meter.Counter(MetricWorkflowStarted, "Workflow runs that began executing.", "{run}"),
-		wfCompleted:  meter.Counter(MetricWorkflowCompleted, "Workflow runs that completed or continued as new.", "{run}"),
-		wfFailed:     meter.Counter(MetricWorkflowFailed, "Workflow runs that failed or were cancelled.", "{run}"),
-		actStarted:   meter.Counter(MetricActivityStarted, "Activity calls (attempts and snoozed calls).", "{call}"),
-		actCompleted: meter.Counter(MetricActivityCompleted, "Activity attempts that completed.", "{attempt}"),
-		actFailed:    meter.Counter(MetricActivityFailed, "Activity attempts that failed.", "{attempt}"),
-		actRetried:   meter.Counter(MetricActivityRetried, "Activity attempts after the first.", "{attempt}"),
-		actSnoozed:   meter.Counter(MetricActivitySnoozed, "Activity calls snoozed (run again later, not an attempt).", "{call}"),
+		wfStarted:    meter.ObservableCounter(MetricWorkflowStarted, "Workflow runs that began executing.", "{run}"),
+		wfCompleted:  meter.ObservableCounter(MetricWorkflowCompleted, "Workflow runs that completed or continued as new.", "{run}"),
+		wfFailed:     meter.ObservableCounter(MetricWorkflowFailed, "Workflow runs that failed or were cancelled.", "{run}"),
+		actStarted:   meter.ObservableCounter(MetricActivityStarted, "Activity calls (attempts and snoozed calls).", "{call}"),
+		actCompleted: meter.ObservableCounter(MetricActivityCompleted, "Activity attempts that completed.", "{attempt}"),
+		actFailed:    meter.ObservableCounter(MetricActivityFailed, "Activity attempts that failed.", "{attempt}"),
+		actRetried:   meter.ObservableCounter(MetricActivityRetried, "Activity attempts after the first.", "{attempt}"),
+		actSnoozed:   meter.ObservableCounter(MetricActivitySnoozed, "Activity calls snoozed (run again later, not an attempt).", "{call}"),
 		wfDuration:   meter.Histogram(MetricWorkflowDuration, "Time from a workflow run's creation to its end.", "s", durationBuckets...),
 		actDuration:  meter.Histogram(MetricActivityDuration, "Duration of one activity attempt.", "s", durationBuckets...),
 	}
+	meter.Callback(m.observe, m.wfStarted, m.wfCompleted, m.wfFailed,
+		m.actStarted, m.actCompleted, m.actFailed, m.actRetried, m.actSnoozed)
 	if err := meter.Err(); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-type attrKey struct {
-	activity      bool
-	name, outcome string
+// Outcomes a workflow or an activity attempt ends with, as indexes into
+// typeCounts' arrays. A snooze is counted apart: it is not an attempt.
+const (
+	endCompleted = iota
+	endContinued
+	endFailed
+	endCanceled
+	numEnds
+)
+
+var endOutcomes = [numEnds]string{OutcomeCompleted, OutcomeContinued, OutcomeFailed, OutcomeCanceled}
+
+// endIndex returns outcome's index in endOutcomes.
+func endIndex(outcome string) int {
+	switch outcome {
+	case OutcomeCompleted:
+		return endCompleted
+	case OutcomeContinued:
+		return endContinued
+	case OutcomeCanceled:
+		return endCanceled
+	}
+	return endFailed
 }
 
-// measureOpts are the options of measurements with one attribute set, as
-// ready-made slices: passing them on allocates nothing.
-type measureOpts struct {
-	add    []metric.AddOption
-	record []metric.RecordOption
+// typeCounts are the counts of one workflow or activity type, and its
+// attribute sets, made once: the type alone, and the type with each
+// outcome (with the histogram's record options for them).
+type typeCounts struct {
+	started, retried, snoozed atomic.Int64
+	ended                     [numEnds]atomic.Int64
+
+	plain    metric.MeasurementOption
+	outcomes [numEnds]metric.MeasurementOption
+	record   [numEnds][]metric.RecordOption
 }
 
-// attrs returns the options for a workflow or activity type and an outcome
-// ("" for none).
-func (m *Metrics) attrs(activity bool, name, outcome string) *measureOpts {
-	k := attrKey{activity, name, outcome}
-	if o, ok := m.opts.Load(k); ok {
-		return o.(*measureOpts)
+func newTypeCounts(typeKey, name string) *typeCounts {
+	c := &typeCounts{plain: metric.WithAttributeSet(attribute.NewSet(attribute.String(typeKey, name)))}
+	for i, o := range endOutcomes {
+		c.outcomes[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String(typeKey, name), attribute.String(AttrOutcome, o)))
+		c.record[i] = []metric.RecordOption{c.outcomes[i]}
 	}
-	typeKey := AttrWorkflowType
-	if activity {
-		typeKey = AttrActivityType
+	return c
+}
+
+// countsOf returns the counts of type name in types (m.workflows or
+// m.activities), made on first use.
+func countsOf(types *sync.Map, typeKey, name string) *typeCounts {
+	if c, ok := types.Load(name); ok {
+		return c.(*typeCounts)
 	}
-	kvs := []attribute.KeyValue{attribute.String(typeKey, name)}
-	if outcome != "" {
-		kvs = append(kvs, attribute.String(AttrOutcome, outcome))
+	c, _ := types.LoadOrStore(name, newTypeCounts(typeKey, name))
+	return c.(*typeCounts)
+}
+
+// observe reports every count's total. A count still at zero is left out,
+// as a synchronous counter never added to has no data point.
+func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
+	put := func(inst metric.Int64Observable, n int64, opt metric.MeasurementOption) {
+		if n > 0 {
+			o.ObserveInt64(inst, n, opt)
+		}
 	}
-	set := metric.WithAttributeSet(attribute.NewSet(kvs...))
-	o, _ := m.opts.LoadOrStore(k, &measureOpts{add: []metric.AddOption{set}, record: []metric.RecordOption{set}})
-	return o.(*measureOpts)
+	m.workflows.Range(func(_, v any) bool {
+		c := v.(*typeCounts)
+		put(m.wfStarted, c.started.Load(), c.plain)
+		for i := range numEnds {
+			inst := m.wfFailed
+			if i == endCompleted || i == endContinued {
+				inst = m.wfCompleted
+			}
+			put(inst, c.ended[i].Load(), c.outcomes[i])
+		}
+		return true
+	})
+	m.activities.Range(func(_, v any) bool {
+		c := v.(*typeCounts)
+		put(m.actStarted, c.started.Load(), c.plain)
+		put(m.actRetried, c.retried.Load(), c.plain)
+		put(m.actSnoozed, c.snoozed.Load(), c.plain)
+		for i := range numEnds {
+			inst := m.actFailed
+			if i == endCompleted {
+				inst = m.actCompleted
+			}
+			put(inst, c.ended[i].Load(), c.outcomes[i])
+		}
+		return true
+	})
+	return nil
 }
 
 // ExecuteWorkflow counts a live start and a live end. Like Logging's, the
@@ -143,55 +214,46 @@ func (m *Metrics) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 
 //go:noinline
 func (m *Metrics) workflowStarted(in *engine.ExecuteWorkflowInput) {
-	m.wfStarted.Add(context.Background(), 1, m.attrs(false, in.Info.WorkflowType, "").add...)
+	countsOf(&m.workflows, AttrWorkflowType, in.Info.WorkflowType).started.Add(1)
 }
 
 //go:noinline
 func (m *Metrics) workflowEnded(in *engine.ExecuteWorkflowInput, err error) {
-	bg := context.Background()
-	outcome := workflowOutcome(err)
-	opt := m.attrs(false, in.Info.WorkflowType, outcome)
-	if outcome == OutcomeCompleted || outcome == OutcomeContinued {
-		m.wfCompleted.Add(bg, 1, opt.add...)
-	} else {
-		m.wfFailed.Add(bg, 1, opt.add...)
-	}
+	c := countsOf(&m.workflows, AttrWorkflowType, in.Info.WorkflowType)
+	i := endIndex(workflowOutcome(err))
+	c.ended[i].Add(1)
 	if !in.Info.StartTime.IsZero() {
-		m.wfDuration.Record(bg, time.Since(in.Info.StartTime).Seconds(), opt.record...)
+		m.wfDuration.Record(context.Background(), time.Since(in.Info.StartTime).Seconds(), c.record[i]...)
 	}
 }
 
 // ExecuteActivity counts the attempt and records its duration.
 func (m *Metrics) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next engine.ActivityNext) (any, error) {
-	start := m.activityStarted(ctx, in)
+	c, start := m.activityStarted(in)
 	out, err := next(ctx, in)
-	m.activityEnded(ctx, in, start, err)
+	m.activityEnded(ctx, c, in, start, err)
 	return out, err
 }
 
 //go:noinline
-func (m *Metrics) activityStarted(ctx context.Context, in *engine.ActivityInput) time.Time {
-	m.actStarted.Add(ctx, 1, m.attrs(true, in.Info.ActivityName, "").add...)
-	return time.Now()
+func (m *Metrics) activityStarted(in *engine.ActivityInput) (*typeCounts, time.Time) {
+	c := countsOf(&m.activities, AttrActivityType, in.Info.ActivityName)
+	c.started.Add(1)
+	return c, time.Now()
 }
 
 //go:noinline
-func (m *Metrics) activityEnded(ctx context.Context, in *engine.ActivityInput, start time.Time, err error) {
-	typ := in.Info.ActivityName
+func (m *Metrics) activityEnded(ctx context.Context, c *typeCounts, in *engine.ActivityInput, start time.Time, err error) {
 	outcome := activityOutcome(err)
 	if outcome == OutcomeSnoozed {
-		m.actSnoozed.Add(ctx, 1, m.attrs(true, typ, "").add...)
+		c.snoozed.Add(1)
 		return // not an attempt: the same attempt is made again later
 	}
 	if in.Info.Attempt > 1 {
-		m.actRetried.Add(ctx, 1, m.attrs(true, typ, "").add...)
+		c.retried.Add(1)
 	}
-	withOutcome := m.attrs(true, typ, outcome)
-	if outcome == OutcomeCompleted {
-		m.actCompleted.Add(ctx, 1, withOutcome.add...)
-	} else {
-		m.actFailed.Add(ctx, 1, withOutcome.add...)
-	}
-	m.actDuration.Record(ctx, time.Since(start).Seconds(), withOutcome.record...)
+	i := endIndex(outcome)
+	c.ended[i].Add(1)
+	m.actDuration.Record(ctx, time.Since(start).Seconds(), c.record[i]...)
 }

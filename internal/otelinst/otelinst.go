@@ -61,6 +61,14 @@ func (b *Meter) Histogram(name, desc, unit string, bounds ...float64) metric.Flo
 	})
 }
 
+// ObservableCounter is an Int64ObservableCounter (observe its running total
+// in a Callback).
+func (b *Meter) ObservableCounter(name, desc, unit string) metric.Int64ObservableCounter {
+	return keep(b, func() (metric.Int64ObservableCounter, error) {
+		return b.m.Int64ObservableCounter(name, metric.WithDescription(desc), metric.WithUnit(unit))
+	})
+}
+
 // IntGauge is an Int64ObservableGauge (observe it in a Callback).
 func (b *Meter) IntGauge(name, desc, unit string) metric.Int64ObservableGauge {
 	return keep(b, func() (metric.Int64ObservableGauge, error) {
