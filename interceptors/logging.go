@@ -43,6 +43,7 @@ type Logging struct {
 	headers []string
 	// headerKeys are the attribute keys of headers ("header.<name>").
 	headerKeys []string
+	clock      stopwatch
 }
 
 // recordAttrs is room for the attributes of most records, on the caller's
@@ -59,7 +60,7 @@ func NewLogging(cfg LoggingConfig) *Logging {
 	for i, k := range cfg.Headers {
 		keys[i] = "header." + k
 	}
-	return &Logging{h: l.Handler(), headers: cfg.Headers, headerKeys: keys}
+	return &Logging{h: l.Handler(), headers: cfg.Headers, headerKeys: keys, clock: newStopwatch()}
 }
 
 func (l *Logging) enabled(ctx context.Context, level slog.Level) bool { return l.h.Enabled(ctx, level) }
@@ -231,7 +232,7 @@ func (l *Logging) activityAttrs(attrs []slog.Attr, ctx context.Context, in *engi
 func (l *Logging) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next engine.ActivityNext) (any, error) {
 	l.activityStarted(ctx, in)
-	start := time.Now()
+	start := l.clock.now()
 	out, err := next(ctx, in)
 	l.activityEnded(ctx, in, start, err)
 	return out, err
@@ -246,7 +247,7 @@ func (l *Logging) activityStarted(ctx context.Context, in *engine.ActivityInput)
 }
 
 //go:noinline
-func (l *Logging) activityEnded(ctx context.Context, in *engine.ActivityInput, start time.Time, err error) {
+func (l *Logging) activityEnded(ctx context.Context, in *engine.ActivityInput, start time.Duration, err error) {
 	level, msg := slog.LevelDebug, "activity completed"
 	switch activityOutcome(err) {
 	case OutcomeSnoozed:
@@ -260,7 +261,7 @@ func (l *Logging) activityEnded(ctx context.Context, in *engine.ActivityInput, s
 		return
 	}
 	var buf recordAttrs
-	attrs := append(l.activityAttrs(buf[:0], ctx, in), slog.Duration("duration", time.Since(start)))
+	attrs := append(l.activityAttrs(buf[:0], ctx, in), slog.Duration("duration", l.clock.now()-start))
 	if err != nil {
 		attrs = errAttrs(attrs, err)
 	}

@@ -75,6 +75,7 @@ type Metrics struct {
 	wfStarted, wfCompleted, wfFailed                            metric.Int64ObservableCounter
 	actStarted, actCompleted, actFailed, actRetried, actSnoozed metric.Int64ObservableCounter
 	wfDuration, actDuration                                     metric.Float64Histogram
+	clock                                                       stopwatch
 
 	// workflows and activities hold the *typeCounts of each workflow type
 	// and activity type.
@@ -95,6 +96,7 @@ func NewMetrics(cfg MetricsConfig) (*Metrics, error) {
 		actSnoozed:   meter.ObservableCounter(MetricActivitySnoozed, "Activity calls snoozed (run again later, not an attempt).", "{call}"),
 		wfDuration:   meter.Histogram(MetricWorkflowDuration, "Time from a workflow run's creation to its end.", "s", durationBuckets...),
 		actDuration:  meter.Histogram(MetricActivityDuration, "Duration of one activity attempt.", "s", durationBuckets...),
+		clock:        newStopwatch(),
 	}
 	meter.Callback(m.observe, m.wfStarted, m.wfCompleted, m.wfFailed,
 		m.actStarted, m.actCompleted, m.actFailed, m.actRetried, m.actSnoozed)
@@ -237,14 +239,14 @@ func (m *Metrics) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 }
 
 //go:noinline
-func (m *Metrics) activityStarted(in *engine.ActivityInput) (*typeCounts, time.Time) {
+func (m *Metrics) activityStarted(in *engine.ActivityInput) (*typeCounts, time.Duration) {
 	c := countsOf(&m.activities, AttrActivityType, in.Info.ActivityName)
 	c.started.Add(1)
-	return c, time.Now()
+	return c, m.clock.now()
 }
 
 //go:noinline
-func (m *Metrics) activityEnded(ctx context.Context, c *typeCounts, in *engine.ActivityInput, start time.Time, err error) {
+func (m *Metrics) activityEnded(ctx context.Context, c *typeCounts, in *engine.ActivityInput, start time.Duration, err error) {
 	outcome := activityOutcome(err)
 	if outcome == OutcomeSnoozed {
 		c.snoozed.Add(1)
@@ -255,5 +257,5 @@ func (m *Metrics) activityEnded(ctx context.Context, c *typeCounts, in *engine.A
 	}
 	i := endIndex(outcome)
 	c.ended[i].Add(1)
-	m.actDuration.Record(ctx, time.Since(start).Seconds(), c.record[i]...)
+	m.actDuration.Record(ctx, (m.clock.now() - start).Seconds(), c.record[i]...)
 }
