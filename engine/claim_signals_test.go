@@ -1,9 +1,7 @@
 package engine_test
 
 import (
-	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/sqlobserve"
 	"github.com/graftdev/graft/internal/testenv"
 )
 
@@ -30,7 +29,7 @@ func TestClaimReadsSignalsInOneStatement(t *testing.T) {
 	base, err := engine.NewConnector(testenv.DatabaseURL())
 	require.NoError(t, err)
 	st := &stmtLog{}
-	db := sqlx.NewDb(sql.OpenDB(&logConnector{base: base, log: st}), "postgres")
+	db := sqlx.NewDb(sql.OpenDB(sqlobserve.NewConnector[string](base, st)), "postgres")
 	t.Cleanup(func() { _ = db.Close() })
 	e := testenv.Engine(t, &engine.Config{DB: db})
 	require.NoError(t, e.Register(wf))
@@ -56,13 +55,16 @@ func TestClaimReadsSignalsInOneStatement(t *testing.T) {
 }
 
 // stmtLog counts the claim statements sent and the other statements that
-// read the signals table.
+// read the signals table (a prepared statement at each execution).
 type stmtLog struct {
+	sqlobserve.Base[string]
 	mu            sync.Mutex
 	claims, reads int
 }
 
-func (l *stmtLog) note(q string) {
+func (l *stmtLog) Key(q string) string { return q }
+
+func (l *stmtLog) Statement(q string, _ bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
@@ -83,51 +85,6 @@ func (l *stmtLog) counts() (claims, reads int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.claims, l.reads
-}
-
-type logConnector struct {
-	base driver.Connector
-	log  *stmtLog
-}
-
-func (k *logConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	cn, err := k.base.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &logConn{Conn: cn, log: k.log}, nil
-}
-
-func (k *logConnector) Driver() driver.Driver { return k.base.Driver() }
-
-// logConn passes the driver connection's interfaces through, noting each
-// statement's text.
-type logConn struct {
-	driver.Conn
-	log *stmtLog
-}
-
-func (cn *logConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	cn.log.note(q)
-	return cn.Conn.(driver.QueryerContext).QueryContext(ctx, q, args)
-}
-
-func (cn *logConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
-	cn.log.note(q)
-	return cn.Conn.(driver.ExecerContext).ExecContext(ctx, q, args)
-}
-
-func (cn *logConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	cn.log.note(q)
-	return cn.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
-}
-
-func (cn *logConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	return cn.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
-}
-
-func (cn *logConn) CheckNamedValue(nv *driver.NamedValue) error {
-	return cn.Conn.(driver.NamedValueChecker).CheckNamedValue(nv)
 }
 
 // Signals buffered before the claim travel inside the claim's row (JSON,

@@ -16,8 +16,8 @@ import (
 // than it moves throughput or latency. It needs PostgreSQL on this machine
 // and Linux; elsewhere the figure is left out.
 
-// notePID records the backend of a new connection of the pool.
-func (c *dbCounters) notePID(ctx context.Context, cn driver.Conn) {
+// Connected records the backend of a new connection of the pool.
+func (c *dbCounters) Connected(ctx context.Context, cn driver.Conn) {
 	q, ok := cn.(driver.QueryerContext)
 	if !ok {
 		return

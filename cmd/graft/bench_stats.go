@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"maps"
 	"runtime"
@@ -16,6 +15,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/sqlobserve"
 )
 
 // -stats: figures per workflow that do not depend on how busy the machine
@@ -59,30 +59,18 @@ func (c *dbCounters) countStatement(l string) {
 	c.mu.Unlock()
 }
 
-// countingConnector opens PostgreSQL connections that count into c.
-type countingConnector struct {
-	base driver.Connector
-	c    *dbCounters
+// statementKey is what dbCounters keeps of a statement's text: worked
+// out once for a prepared statement, not at each execution, since both
+// read the whole text, several kilobytes for a commit's statement (at each
+// execution they were most of what -stats' allocs_per_wf and
+// alloc_kb_per_wf counted at -c 1: 60 of its 110 KB a workflow).
+type statementKey struct {
+	label  string // statementLabel
+	writes bool   // see writes
 }
 
-func (k *countingConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	cn, err := k.base.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	k.c.notePID(ctx, cn)
-	return &countingConn{Conn: cn, c: k.c}, nil
-}
-
-func (k *countingConnector) Driver() driver.Driver { return k.base.Driver() }
-
-// countingConn passes every interface of the driver's connection through,
-// so database/sql talks to the server exactly as it would without it.
-type countingConn struct {
-	driver.Conn
-	c    *dbCounters
-	inTx bool
-}
+// dbCounters is the sqlobserve.Observer of the benchmark's pool.
+var _ sqlobserve.Observer[statementKey] = (*dbCounters)(nil)
 
 // writes reports whether a statement writes: it then needs a commit of its
 // own when it runs outside a transaction.
@@ -92,99 +80,33 @@ func writes(q string) bool {
 		strings.Contains(u, "PG_NOTIFY(") || strings.Contains(u, "FOR UPDATE")
 }
 
-// count counts an execution of q.
-func (cn *countingConn) count(q string) { cn.countLabelled(statementLabel(q), writes(q)) }
+// Key is what is counted of the statement q.
+func (c *dbCounters) Key(q string) statementKey {
+	return statementKey{label: statementLabel(q), writes: writes(q)}
+}
 
-// countLabelled counts an execution of a statement labelled l that writes
-// or not: a prepared statement's are worked out once, at its preparation,
-// since both read the whole text, several kilobytes for a commit's
-// statement (at each execution they were most of what -stats' allocs_per_wf
-// and alloc_kb_per_wf counted at -c 1: 60 of its 110 KB a workflow).
-func (cn *countingConn) countLabelled(l string, w bool) {
-	cn.c.roundTrips.Add(1)
-	cn.c.countStatement(l)
-	if !cn.inTx && w {
-		cn.c.commits.Add(1)
+// Statement counts an execution of the statement k: a round trip, and a
+// commit of its own when it writes outside a transaction.
+func (c *dbCounters) Statement(k statementKey, inTx bool) {
+	c.roundTrips.Add(1)
+	c.countStatement(k.label)
+	if !inTx && k.writes {
+		c.commits.Add(1)
 	}
 }
 
-func (cn *countingConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	cn.count(q)
-	return cn.Conn.(driver.QueryerContext).QueryContext(ctx, q, args)
-}
+// Prepare counts a preparation as a round trip (it writes nothing).
+func (c *dbCounters) Prepare(statementKey) { c.roundTrips.Add(1) }
 
-func (cn *countingConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
-	cn.count(q)
-	return cn.Conn.(driver.ExecerContext).ExecContext(ctx, q, args)
-}
+// Begin counts BEGIN as a round trip.
+func (c *dbCounters) Begin() { c.roundTrips.Add(1) }
 
-// PrepareContext counts the preparation as a round trip (it writes
-// nothing), and each execution of the statement as count does.
-func (cn *countingConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	cn.c.roundTrips.Add(1)
-	st, err := cn.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
-	if err != nil {
-		return nil, err
+// End counts COMMIT or ROLLBACK as a round trip, and COMMIT as a commit.
+func (c *dbCounters) End(commit bool) {
+	c.roundTrips.Add(1)
+	if commit {
+		c.commits.Add(1)
 	}
-	return &countingStmt{Stmt: st, cn: cn, label: statementLabel(q), writes: writes(q)}, nil
-}
-
-// countingStmt is a prepared statement of a countingConn.
-type countingStmt struct {
-	driver.Stmt
-	cn     *countingConn
-	label  string
-	writes bool
-}
-
-func (st *countingStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	st.cn.countLabelled(st.label, st.writes)
-	return st.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
-}
-
-func (st *countingStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	st.cn.countLabelled(st.label, st.writes)
-	return st.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
-}
-
-func (cn *countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	cn.c.roundTrips.Add(1)
-	tx, err := cn.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	cn.inTx = true
-	return &countingTx{Tx: tx, cn: cn}, nil
-}
-
-func (cn *countingConn) Ping(ctx context.Context) error { return cn.Conn.(driver.Pinger).Ping(ctx) }
-
-func (cn *countingConn) ResetSession(ctx context.Context) error {
-	return cn.Conn.(driver.SessionResetter).ResetSession(ctx)
-}
-
-func (cn *countingConn) IsValid() bool { return cn.Conn.(driver.Validator).IsValid() }
-
-func (cn *countingConn) CheckNamedValue(nv *driver.NamedValue) error {
-	return cn.Conn.(driver.NamedValueChecker).CheckNamedValue(nv)
-}
-
-type countingTx struct {
-	driver.Tx
-	cn *countingConn
-}
-
-func (t *countingTx) Commit() error {
-	t.cn.c.roundTrips.Add(1)
-	t.cn.c.commits.Add(1)
-	t.cn.inTx = false
-	return t.Tx.Commit()
-}
-
-func (t *countingTx) Rollback() error {
-	t.cn.c.roundTrips.Add(1)
-	t.cn.inTx = false
-	return t.Tx.Rollback()
 }
 
 // openBenchDB is openDB, with counters on its connections when -stats
@@ -202,7 +124,7 @@ func openCountingDB(maxConns int, c *dbCounters) (*sqlx.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := sqlx.NewDb(sql.OpenDB(&countingConnector{base: base, c: c}), "postgres")
+	db := sqlx.NewDb(sql.OpenDB(sqlobserve.NewConnector[statementKey](base, c)), "postgres")
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
 	if err := db.Ping(); err != nil {
