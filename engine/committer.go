@@ -612,11 +612,11 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, err error) {
 	s := c.e.store
 	now := c.e.cfg.Clock.Now()
-	errs := make([]error, len(batch))
-	committing := false
 	if c.stepsAndFinishOnly(batch) {
 		return c.execStepsAndFinish(ctx, now, batch)
 	}
+	errs := make([]error, len(batch))
+	committing := false
 
 	// A batch that needs one statement runs without BEGIN/COMMIT round trips.
 	var tx dbtx = c.e.db
@@ -734,7 +734,10 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 		if err != nil {
 			return nil, fmt.Errorf("insert steps: %w", err)
 		}
-		bs.check(ok, errs)
+		for k := range ok {
+			bs.mark(k)
+		}
+		bs.check(errs)
 	}
 
 	// 3b. A run that continues as new hands the signals it never read, and a
@@ -1039,12 +1042,12 @@ func (c *committer) execSingle(ctx context.Context, now time.Time, batch []*writ
 			w.fins = append(w.fins, i)
 		}
 	}
-	okSteps, okFins, okRuns, err := c.e.store.stepsAndFinish(ctx, tx, now, c.e.cfg.LeaseTTL, w)
+	okFins, okRuns, err := c.e.store.stepsAndFinish(ctx, tx, now, c.e.cfg.LeaseTTL, w)
 	if err != nil {
 		return nil, err
 	}
-	w.steps.check(okSteps, errs)
-	w.newSteps.check(okSteps, errs)
+	w.steps.check(errs)
+	w.newSteps.check(errs)
 	quiet := !w.listeners || c.missListeners.Load()
 	for i, op := range batch {
 		if op.fin != nil {
@@ -1108,7 +1111,20 @@ type batchSteps struct {
 	// at finds a step's index by its key once the batch has more than
 	// batchStepsScan steps; below, a scan of steps does.
 	at map[stepKey]int
+	// written marks the steps the statement wrote (see mark); the others
+	// were fenced out.
+	written []bool
+	// The first batchStepsInline steps are kept in these: at one workflow
+	// at a time a commit has one or two, and the slices grown for them
+	// were four allocations a commit.
+	stepsIn   [batchStepsInline]*stepRow
+	ownersIn  [batchStepsInline]fence
+	opIn      [batchStepsInline]int
+	writtenIn [batchStepsInline]bool
 }
+
+// batchStepsInline is how many steps a batchSteps holds without allocating.
+const batchStepsInline = 2
 
 // batchStepsScan is how many steps a batch looks through before it keeps
 // an index of them: at one workflow at a time a commit has one or two, and
@@ -1161,15 +1177,37 @@ func (b *batchSteps) addStep(i int, owner fence, st *stepRow) {
 	if b.at != nil {
 		b.at[k] = len(b.steps)
 	}
+	if b.steps == nil {
+		b.steps, b.owners, b.op = b.stepsIn[:0], b.ownersIn[:0], b.opIn[:0]
+	}
 	b.steps = append(b.steps, st)
 	b.owners = append(b.owners, owner)
 	b.op = append(b.op, i)
 }
 
-// check fails the ops whose step records were not written (fenced out).
-func (b *batchSteps) check(ok map[stepKey]bool, errs []error) {
-	for n, st := range b.steps {
-		if !ok[stepKey{st.RunID, st.Seq}] {
+// mark records that the statement wrote the step under k; it reports
+// whether the batch has that step.
+func (b *batchSteps) mark(k stepKey) bool {
+	n := b.find(k)
+	if n < 0 {
+		return false
+	}
+	if b.written == nil {
+		if len(b.steps) <= batchStepsInline {
+			b.written = b.writtenIn[:len(b.steps)]
+		} else {
+			b.written = make([]bool, len(b.steps))
+		}
+	}
+	b.written[n] = true
+	return true
+}
+
+// check fails the ops whose step records were not marked written (fenced
+// out).
+func (b *batchSteps) check(errs []error) {
+	for n := range b.steps {
+		if b.written == nil || !b.written[n] {
 			errs[b.op[n]] = errLeaseLost
 			for _, i := range b.more[n] {
 				errs[i] = errLeaseLost

@@ -193,10 +193,10 @@ func (s *store) buildSQL() {
 // one such statement (both would judge the ID by the same snapshot).
 // With folds (see CheckpointFolder), their calls join the statement and
 // their rows go to w.foldRows.
-func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl time.Duration, w *singleWrite) (map[stepKey]bool, map[string]bool, map[string]bool, error) {
+func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl time.Duration, w *singleWrite) (map[string]bool, map[string]bool, error) {
 	// The sets are made as their first row comes: most commits write
-	// steps only, or steps and one kind more.
-	var okSteps map[stepKey]bool
+	// steps only, or steps and one kind more. Written steps are marked in
+	// w's batches.
 	var okFins, okRuns map[string]bool
 	q, n := s.sql.stepsAndFinish, stepsAndFinishParams
 	if len(w.news) > 0 {
@@ -224,24 +224,28 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 	args = foldArgs(args, w.folds)
 	rows, err := s.hotQuery(ctx, tx, q, args...)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	defer rows.Close()
+	// One row's columns, scanned into one variable: each a variable of
+	// its own escaped to the heap for every row.
+	var r struct {
+		kind, id string
+		seq      int
+	}
 	for rows.Next() {
-		var kind, id string
-		var seq int
-		if err := rows.Scan(&kind, &id, &seq); err != nil {
-			return nil, nil, nil, err
+		if err := rows.Scan(&r.kind, &r.id, &r.seq); err != nil {
+			return nil, nil, err
 		}
+		kind, id := r.kind, r.id
 		if foldRow(w.foldRows, kind, id) {
 			continue
 		}
 		switch kind {
 		case "s":
-			if okSteps == nil {
-				okSteps = make(map[stepKey]bool, len(w.steps.steps)+len(w.newSteps.steps))
+			if k := (stepKey{id, r.seq}); !w.steps.mark(k) {
+				w.newSteps.mark(k)
 			}
-			okSteps[stepKey{id, seq}] = true
 		case "f":
 			if okFins == nil {
 				okFins = make(map[string]bool, len(w.fins))
@@ -256,7 +260,7 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 			okRuns[id] = true
 		}
 	}
-	return okSteps, okFins, okRuns, rows.Err()
+	return okFins, okRuns, rows.Err()
 }
 
 // runCols are the columns of run inserts, one row an op with a new run.
