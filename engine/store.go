@@ -93,7 +93,7 @@ type stepKey struct {
 }
 
 // finishCols are the columns of run transitions, one row an op.
-var finishCols = newPackedUnnest(
+var finishCols = newUnnest(
 	textCol("run_id", func(op *writeOp) string { return op.runID }),
 	textCol("owner", func(op *writeOp) string { return op.owner }),
 	textCol("status", func(op *writeOp) string { return string(op.fin.status) }),
@@ -107,7 +107,7 @@ var finishCols = newPackedUnnest(
 
 // finishParams is the number of parameters finishSQL takes: the columns
 // and the time.
-var finishParams = finishCols.params() + 1
+var finishParams = len(finishCols) + 1
 
 // finishArgs appends the run transitions of batch[idx] to args.
 func finishArgs(args []any, batch []*writeOp, idx []int) []any {
@@ -130,7 +130,7 @@ func finishArgs(args []any, batch []*writeOp, idx []int) []any {
 // ran since the last vacuum: 3,084 entries a statement at bench -c 256)
 // and hash-joined it to the batch, instead of probing a few keys.
 func (s *store) finishSQL(p int) string {
-	now := fmt.Sprintf("$%d", p+finishCols.params()+1)
+	now := fmt.Sprintf("$%d", p+len(finishCols)+1)
 	return `fin AS (UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
 			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN ` + now + `::timestamptz END,
 			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN ` + now + ` ELSE v.wake_at END,
@@ -264,7 +264,7 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 }
 
 // runCols are the columns of run inserts, one row an op with a new run.
-var runCols = newPackedUnnest(
+var runCols = newUnnest(
 	textCol("run_id", func(op *writeOp) string { return op.newRun.row.RunID }),
 	textCol("workflow_id", func(op *writeOp) string { return op.newRun.row.WorkflowID }),
 	textCol("workflow_type", func(op *writeOp) string { return op.newRun.row.WorkflowType }),
@@ -292,7 +292,7 @@ var runCols = newPackedUnnest(
 
 // runParams is the number of parameters runsSQL takes: the columns and the
 // lease TTL of eager starts.
-var runParams = runCols.params() + 1
+var runParams = len(runCols) + 1
 
 // runArgs appends the run inserts of batch[idx] to args.
 func runArgs(args []any, batch []*writeOp, idx []int) []any {
@@ -326,7 +326,7 @@ func runArgs(args []any, batch []*writeOp, idx []int) []any {
 //     every run (every completed run) once per statement instead of
 //     probing runs_by_workflow.
 func (s *store) runsSQL(p int) string {
-	ttl := fmt.Sprintf("$%d", p+runCols.params()+1)
+	ttl := fmt.Sprintf("$%d", p+len(runCols)+1)
 	return `nr AS (INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
 			lease_owner, lease_expires_at, loads, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason)
 		SELECT v.run_id, v.workflow_id, v.workflow_type, v.queue, v.status, v.input, COALESCE(v.headers, '{}'), v.wake_at,
@@ -387,7 +387,7 @@ type stepIn struct {
 }
 
 // stepCols are the columns of step records.
-var stepCols = newPackedUnnest(
+var stepCols = newUnnest(
 	textCol("run_id", func(r stepIn) string { return r.st.RunID }),
 	intCol("seq", func(r stepIn) int { return r.st.Seq }),
 	textCol("kind", func(r stepIn) string { return r.st.Kind }),
@@ -410,7 +410,7 @@ var stepCols = newPackedUnnest(
 )
 
 // stepParams is the number of parameters stepsSQL takes.
-var stepParams = stepCols.params()
+var stepParams = len(stepCols)
 
 // stepArgs appends steps, each written under owners[k], to args.
 func stepArgs(args []any, steps []*stepRow, owners []fence) []any {
@@ -1148,7 +1148,7 @@ func (s *store) releaseRuns(ctx context.Context, rs []release) error {
 			lease_expires_at = NULL, claimed_until = NULL, wake_at = v.wake_at, error = COALESCE(v.error, x.error), updated_at = now()
 		FROM lk JOIN v ON lk.run_id = v.run_id
 		WHERE x.run_id = lk.run_id AND x.lease_owner = v.owner AND x.loads = v.token AND `+leased("x")+` RETURNING x.queue)
-		SELECT pg_notify($`+fmt.Sprint(releaseCols.params()+1)+`, queue) FROM r`, append(b.args(nil), s.channel[chanWork])...)
+		SELECT pg_notify($`+fmt.Sprint(len(releaseCols)+1)+`, queue) FROM r`, append(b.args(nil), s.channel[chanWork])...)
 	return err
 }
 
@@ -1197,7 +1197,7 @@ func (s *store) written(ctx context.Context, q *writtenQuery) (written, error) {
 			ON st.run_id = v.run_id AND st.seq = v.seq AND st.status = v.status AND st.attempts = v.attempts
 				AND st.next_attempt_at IS NOT DISTINCT FROM v.next_attempt_at
 		UNION ALL SELECT 'f', r.run_id, 0 FROM `+s.runs+` r
-			JOIN `+writtenFinCols.sql(writtenStepCols.params(), "v")+` ON r.run_id = v.run_id AND r.status = v.status
+			JOIN `+writtenFinCols.sql(len(writtenStepCols), "v")+` ON r.run_id = v.run_id AND r.status = v.status
 				AND r.lease_owner = v.owner AND r.loads = v.token AND r.claimed_until IS NULL
 		UNION ALL SELECT 'r', run_id, 0 FROM `+s.runs+fmt.Sprintf(` WHERE run_id = ANY($%d::text[])`, len(args)+1),
 		append(args, pq.Array(q.runIDs))...)

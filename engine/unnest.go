@@ -76,45 +76,29 @@ func timeCol[R any](name string, get func(R) sql.NullTime) unnestCol[R] {
 
 // unnestCols is the declared column list of one kind of batch, R being
 // what one row is made from.
-type unnestCols[R any] struct {
-	cols []unnestCol[R]
-	// packed: the batch is one parameter, not one per column (see
-	// newPackedUnnest).
-	packed bool
-}
+type unnestCols[R any] []unnestCol[R]
 
-func newUnnest[R any](cols ...unnestCol[R]) unnestCols[R] { return unnestCols[R]{cols: cols} }
+func newUnnest[R any](cols ...unnestCol[R]) unnestCols[R] { return cols }
 
-// newPackedUnnest declares a column list whose batch travels as one
-// parameter: a two-dimensional text array holding a row per column, each
-// sliced out and cast to its column's type by the statement. The commit
-// path's lists are packed: each argument costs the engine two allocations
-// (its boxing into the argument list, and lib/pq's copy of it) and passes
-// database/sql's and lib/pq's checks and conversions, which at one workflow
-// at a time were a third of the engine's allocations (about 25 arguments a
-// commit). PostgreSQL then parses the batch as one array and converts each
-// cell from text to its column's type.
-func newPackedUnnest[R any](cols ...unnestCol[R]) unnestCols[R] {
-	return unnestCols[R]{cols: cols, packed: true}
-}
-
-// params is the number of parameters a batch takes.
-func (u unnestCols[R]) params() int {
-	if u.packed {
-		return 1
+// param is the parameter ("$n") column name takes in a clause rendered by
+// sql(p, ...); it panics on a name the list does not have (a programming
+// error, met when the statements are built at start-up).
+func (u unnestCols[R]) param(p int, name string) string {
+	for i, c := range u {
+		if c.name == name {
+			return fmt.Sprintf("$%d", p+i+1)
+		}
 	}
-	return len(u.cols)
+	panic("engine: no unnest column " + name)
 }
 
 // sql renders the batch's rows as the subquery "(SELECT * FROM
 // unnest($p+1::t1[], ...) AS alias(c1, ...) LIMIT cardinality($p+1::t1[]))
 // AS alias": the columns take parameters $p+1..$p+len(u), in the list's
-// order. A packed list's batch takes $p+1 alone, each column a slice of it:
-// "unnest(($p+1::text[])[1:1]::t1[], ...)".
+// order.
 //
-// The LIMIT keeps every row (all the arrays have the batch's length; a
-// packed batch's cardinality counts every cell); it is there for the generic
-// plan of a prepared statement (see hotStmt), which
+// The LIMIT keeps every row (all the arrays have the batch's length); it is
+// there for the generic plan of a prepared statement (see hotStmt), which
 // cannot see the arrays. PostgreSQL guesses an unnested array parameter at
 // 10 rows, and 10 index probes cost more in its model than one sequential
 // scan and hash of a table of under about 60 pages: a fresh or small
@@ -129,28 +113,20 @@ func (u unnestCols[R]) params() int {
 func (u unnestCols[R]) sql(p int, alias string) string {
 	var b strings.Builder
 	b.WriteString("(SELECT * FROM unnest(")
-	for i, c := range u.cols {
+	for i, c := range u {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		if u.packed {
-			fmt.Fprintf(&b, "($%d::text[])[%d:%d]::%s[]", p+1, i+1, i+1, c.typ)
-		} else {
-			fmt.Fprintf(&b, "$%d::%s[]", p+i+1, c.typ)
-		}
+		fmt.Fprintf(&b, "$%d::%s[]", p+i+1, c.typ)
 	}
 	b.WriteString(") AS " + alias + "(")
-	for i, c := range u.cols {
+	for i, c := range u {
 		if i > 0 {
 			b.WriteString(", ")
 		}
 		b.WriteString(c.name)
 	}
-	typ := u.cols[0].typ
-	if u.packed {
-		typ = "text"
-	}
-	fmt.Fprintf(&b, ") LIMIT cardinality($%d::%s[])) AS %s", p+1, typ, alias)
+	fmt.Fprintf(&b, ") LIMIT cardinality($%d::%s[])) AS %s", p+1, u[0].typ, alias)
 	return b.String()
 }
 
@@ -189,35 +165,19 @@ const unnestCellBytes = 24
 // these arguments, and a buffer per column was most of the engine's
 // allocations per step.
 func (b *unnestBatch[R]) args(args []any) []any {
-	cols := b.cols.cols
 	if len(b.rows) == 0 {
-		for range b.cols.params() {
+		for range b.cols {
 			args = append(args, nil)
 		}
 		return args
 	}
 	var a pgArray
-	a.b.Grow(unnestCellBytes*len(cols)*len(b.rows) + len(cols) + 2)
-	if b.cols.packed {
-		// One array of the columns' arrays: {{c1 of each row},{c2...}}.
-		a.b.WriteByte('{')
-		for i := range cols {
-			if i > 0 {
-				a.b.WriteByte(',')
-			}
-			for _, r := range b.rows {
-				cols[i].put(&a, r)
-			}
-			a.endColumn()
-		}
-		a.b.WriteByte('}')
-		return append(args, a.b.String())
-	}
+	a.b.Grow(unnestCellBytes * len(b.cols) * len(b.rows))
 	var ends [32]int
 	end := ends[:0]
-	for i := range cols {
+	for i := range b.cols {
 		for _, r := range b.rows {
-			cols[i].put(&a, r)
+			b.cols[i].put(&a, r)
 		}
 		end = append(end, a.endColumn())
 	}

@@ -21,17 +21,6 @@ func TestUnnestClauseFollowsItsColumns(t *testing.T) {
 	b.add(fencedRun{`a"b`, 1})
 	b.add(fencedRun{"c", 2})
 	require.Equal(t, []any{"x", `{"a\"b","c"}`, "{1,2}"}, b.args([]any{"x"}))
-
-	// Packed, the batch is one parameter holding a row of cells per column.
-	packed := newPackedUnnest(cols.cols...)
-	require.Equal(t, 1, packed.params())
-	require.Equal(t, `(SELECT * FROM unnest(($3::text[])[1:1]::text[], ($3::text[])[2:2]::int[]) AS v(id, token) LIMIT cardinality($3::text[])) AS v`, packed.sql(2, "v"))
-	pb := packed.batch(2)
-	pb.add(fencedRun{`a"b`, 1})
-	pb.add(fencedRun{"c", 2})
-	require.Equal(t, []any{"x", `{{"a\"b","c"},{1,2}}`}, pb.args([]any{"x"}))
-	empty := packed.batch(0)
-	require.Equal(t, []any{"x", nil}, empty.args([]any{"x"}))
 }
 
 // TestHotStatementsNumberTheirParameters checks that the statements built
