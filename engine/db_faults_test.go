@@ -35,6 +35,17 @@ func dfWithAppName(t *testing.T, dsn, name string) string {
 	return u.String()
 }
 
+// dfOpenNamed opens a guarded pool (engine.OpenDB) on url whose connections
+// are named app, closed at cleanup, and returns its DSN with it.
+func dfOpenNamed(t *testing.T, url, app string) (string, *sqlx.DB) {
+	t.Helper()
+	dsn := dfWithAppName(t, url, app)
+	db, err := engine.OpenDB(dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	return dsn, db
+}
+
 // dfLog is a slog handler that keeps the messages it is given.
 type dfLog struct {
 	mu   sync.Mutex

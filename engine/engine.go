@@ -80,6 +80,8 @@ type testHooks struct {
 	eagerGrace atomic.Int64
 	// doneNotice learns of each done notification the listener reads.
 	doneNotice atomic.Pointer[func()]
+	// notice learns of each notification the listener reads.
+	notice atomic.Pointer[func(channel, payload string)]
 }
 
 // resultWaiter is a Result call waiting for a run to close. A local waiter's run
@@ -210,6 +212,9 @@ func (e *Engine) listen() {
 		case n := <-e.listener.Notify:
 			if n == nil {
 				continue
+			}
+			if h := e.hooks.notice.Load(); h != nil {
+				(*h)(n.Channel, n.Extra)
 			}
 			switch n.Channel {
 			case work:

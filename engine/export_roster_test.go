@@ -24,6 +24,12 @@ func SetDoneNoticeHookForTest(e *Engine, fn func()) {
 	e.hooks.doneNotice.Store(&fn)
 }
 
+// SetNoticeHookForTest makes fn learn of each notification the engine's
+// listener reads: its channel and payload.
+func SetNoticeHookForTest(e *Engine, fn func(channel, payload string)) {
+	e.hooks.notice.Store(&fn)
+}
+
 // ClientEngineForTest returns the engine a NewClient client runs on.
 func ClientEngineForTest(c *Client) *Engine { return c.e }
 

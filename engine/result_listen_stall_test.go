@@ -69,13 +69,7 @@ func TestResultLearnsOfACloseWhileItsFirstListenIsStalled(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			app := fmt.Sprintf("rlstall%v", c.resume)
-			open := func(name string) (string, *sqlx.DB) {
-				dsn := dfWithAppName(t, pg.URL, name)
-				db, err := engine.OpenDB(dsn)
-				require.NoError(t, err)
-				t.Cleanup(func() { _ = db.Close() })
-				return dsn, db
-			}
+			open := func(name string) (string, *sqlx.DB) { return dfOpenNamed(t, pg.URL, name) }
 			schema := fmt.Sprintf("rl_%v", c.resume)
 			gate := make(chan struct{})
 			var calls ftCounter
