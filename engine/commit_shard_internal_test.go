@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -41,4 +42,20 @@ func TestShardQueuesAfterBatchOfSeveral(t *testing.T) {
 	writeBatchOf(t, sh, 1)
 	require.True(t, sh.claim(), "after a batch of one the shard is written in place again")
 	sh.release()
+}
+
+// The loop gathers the ops of the runs its last batch woke before it takes
+// the next: on one core, they have not run yet when it wakes.
+func TestShardGathersWokenSubmitters(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	sh := newTestShard()
+	writeBatchOf(t, sh, 3)
+	require.NoError(t, sh.enqueue(context.Background(), &writeOp{}))
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { _ = sh.enqueue(context.Background(), &writeOp{}) })
+	}
+	sh.gather()
+	require.Len(t, sh.take(100), 3, "the woken runs' ops are taken together")
+	wg.Wait()
 }

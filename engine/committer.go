@@ -324,21 +324,25 @@ func (sh *commitShard) claim() bool {
 }
 
 // gatherYields bounds the yields of one gather.
-const gatherYields = 4
+const gatherYields = 8
 
 // gather lets the runs that the shard's last batch woke submit their next
 // ops before the loop takes a batch, while the queue holds fewer ops than
 // that batch: it yields the processor, and goes on yielding while the
-// queue grows. With one core per process (GOMAXPROCS=1) a yield runs every
-// goroutine waiting for it, and the first submitter's wake-up of the loop
-// otherwise ran the loop before the others had submitted: a batch of one,
-// then one of the rest.
+// queue grows (it stops at the second yield in a row that brought no op: a
+// yield may come straight back, when the scheduler serves its global queue
+// first). With one core per process (bench -workers 4: GOMAXPROCS=1, one
+// shard each) a yield runs every goroutine waiting for it; without it the
+// loop took what was queued the moment it woke (often one op, from the
+// first run woken) or the moment a batch ended (the runs that batch woke
+// not yet run), and the runs of one batch were spread over two or more.
 func (sh *commitShard) gather() {
 	sh.mu.Lock()
 	n, want := len(sh.queue), sh.last
 	sh.mu.Unlock()
+	idle := 0
 	for range gatherYields {
-		if n >= want {
+		if n >= want || idle == 2 {
 			return
 		}
 		runtime.Gosched()
@@ -346,7 +350,9 @@ func (sh *commitShard) gather() {
 		m := len(sh.queue)
 		sh.mu.Unlock()
 		if m == n {
-			return
+			idle++
+		} else {
+			idle = 0
 		}
 		n = m
 	}
@@ -490,6 +496,7 @@ func (c *committer) loop(sh *commitShard) {
 			}
 			c.run(batch)
 			sh.doneWriting()
+			sh.gather()
 		}
 	}
 }
