@@ -123,12 +123,14 @@ func (s *runState) outbound(ctx Context, kind OutboundKind, name string, args an
 	}
 	c.seq, c.rec = s.nextSeq()
 	c.f.seq = c.seq
-	c.in = &OutboundInput{Info: s.info, Kind: kind, Name: name, Seq: c.seq, Args: args, Headers: s.headers.Clone(),
+	n := len(s.ch.outbound)
+	c.in = &OutboundInput{Info: s.info, Kind: kind, Name: name, Seq: c.seq, Args: args, Headers: s.callHeaders.lend(s.headers, n),
 		Replaying: c.rec != nil || s.mode == modeQuery}
 	if kind == OutboundActivity {
 		c.in.Result = Future[json.RawMessage]{f: c.f}
 	}
 	c.refused = s.ch.callOutbound(ctx, c.in)
+	c.in.Headers = s.callHeaders.settle(s.headers, c.in.Headers, n)
 	return c
 }
 

@@ -134,7 +134,10 @@ const (
 
 // OutboundInput describes a call a workflow makes: an activity, a timer, a
 // child workflow or a side effect. Headers may be changed by an interceptor
-// for activities and children; the change travels with the call.
+// for activities and children, in place or by putting another map there;
+// the change travels with the call and no other. The map is the
+// interceptor's during the call only: the engine lends the same one to the
+// next call when it was not changed.
 type OutboundInput struct {
 	Info      WorkflowInfo
 	Kind      OutboundKind
@@ -189,7 +192,9 @@ type ActivityInfo struct {
 }
 
 // ActivityInput is one attempt of an activity. An interceptor that changes
-// it passes on the same value or a copy of it.
+// it passes on the same value or a copy of it. Headers may be shared with
+// the run's other activities: to change them, put a changed copy there
+// (Clone), never write into them.
 type ActivityInput struct {
 	Info    ActivityInfo
 	Headers Headers

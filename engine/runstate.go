@@ -35,7 +35,9 @@ type runState struct {
 	def       workflowDef
 	info      WorkflowInfo
 	headers   Headers
-	ch        *chains
+	// callHeaders lends the headers of outbound calls (see callHeaders).
+	callHeaders callHeaders
+	ch          *chains
 	// shard is the commit shard the run writes through while loaded
 	// (committer.pin); nil (query mode) hashes the run ID.
 	shard *commitShard
@@ -1017,7 +1019,11 @@ func (s *runState) main() {
 			runErr, finished = NewNonRetryableError(ErrorTypeBadInput, err.Error(), nil), true
 			return
 		}
-		in := &ExecuteWorkflowInput{Info: s.info, Headers: s.headers.Clone(), Args: args, Replaying: s.replaying()}
+		h := s.headers
+		if len(s.ch.workflow) > 0 { // an interceptor may write into its input's headers
+			h = h.Clone()
+		}
+		in := &ExecuteWorkflowInput{Info: s.info, Headers: h, Args: args, Replaying: s.replaying()}
 		out, runErr = s.ch.runWorkflow(ctx, in)
 		finished = true
 	}()

@@ -93,8 +93,10 @@ func NewTimer(ctx Context, d time.Duration) Future[struct{}] {
 	}
 	seq, rec := s.nextSeq()
 	f.seq = seq
-	outIn := &OutboundInput{Info: s.info, Kind: OutboundTimer, Name: "timer", Seq: seq, Duration: d, Headers: s.headers, Replaying: rec != nil || s.mode == modeQuery}
+	n := len(s.ch.outbound)
+	outIn := &OutboundInput{Info: s.info, Kind: OutboundTimer, Name: "timer", Seq: seq, Duration: d, Headers: s.callHeaders.lend(s.headers, n), Replaying: rec != nil || s.mode == modeQuery}
 	_ = s.ch.callOutbound(ctx, outIn)
+	s.callHeaders.settle(s.headers, outIn.Headers, n)
 	if rec != nil {
 		s.expect(seq, rec, stepTimer, "")
 		f.fireAt = rec.FireAt.Time
@@ -238,8 +240,10 @@ func SideEffect[T any](ctx Context, name string, fn func() (T, error)) (T, error
 		return v, nil
 	}
 	s.stopIfQuery()
-	outIn := &OutboundInput{Info: s.info, Kind: OutboundSideEffect, Name: name, Seq: seq, Headers: s.headers}
+	n := len(s.ch.outbound)
+	outIn := &OutboundInput{Info: s.info, Kind: OutboundSideEffect, Name: name, Seq: seq, Headers: s.callHeaders.lend(s.headers, n)}
 	_ = s.ch.callOutbound(ctx, outIn)
+	s.callHeaders.settle(s.headers, outIn.Headers, n)
 	s.inSideEffect = name
 	v, err := func() (T, error) {
 		defer func() { s.inSideEffect = "" }()
