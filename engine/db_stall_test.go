@@ -5,7 +5,10 @@ package engine_test
 import (
 	"context"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -123,21 +126,7 @@ func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 		}
 	})
 
-	stopped := make(chan error, 1)
-	go func() {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		stopped <- w.Stop(sctx)
-	}()
-	var stopErr error
-	testenv.Eventually(t, 60*time.Second, func() bool {
-		select {
-		case stopErr = <-stopped:
-			return true
-		default:
-			return false
-		}
-	}, "Stop never returned while the database's backends were stopped")
+	stopErr := dfStopStalled(t, w, "Stop never returned while the database's backends were stopped")
 	require.ErrorIs(t, stopErr, context.DeadlineExceeded)
 
 	// The database answers again; another worker finishes the runs.
@@ -148,6 +137,99 @@ func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 		out, err := run.Result(ctx)
 		require.NoError(t, err)
 		require.Equal(t, 2, out)
+	}
+}
+
+// A worker is stopped while its claim loop's claim is in flight to a
+// stopped backend (SIGSTOP): the claim, bounded by LeaseTTL, must not hold
+// Stop past its context. Once Stop's context ends, the claim is given up
+// (a claim whose answer is lost leaves its runs to expire) and Stop
+// returns; a worker started with the same ID then takes the runs over.
+func TestStalledClaimDoesNotHoldWorkerStop(t *testing.T) {
+	t.Parallel()
+	app := "stalledclaim"
+	dsn, db, admin := dfStallPools(t, app, 4)
+
+	logs := &dfLog{}
+	var calls ftCounter
+	gate := make(chan struct{})
+	act, wf := dfWorkflow("df.stallclaim", 2, &calls, gate, 0)
+	// Ten minutes: a Stop held by the claim would be held well past the
+	// wait below.
+	cfg := &engine.Config{DB: db, DatabaseURL: dsn, Schema: "graft", Logger: slog.New(logs),
+		CommitTimeout: time.Second, LeaseTTL: 10 * time.Minute}
+	e := testenv.Engine(t, cfg)
+	require.NoError(t, e.Register(act, wf))
+	w, err := e.NewWorker(engine.WorkerConfig{})
+	require.NoError(t, err)
+	var armed atomic.Bool
+	inClaim, stalled := make(chan struct{}), make(chan struct{})
+	engine.SetClaimHookForTest(w, func() {
+		if armed.CompareAndSwap(true, false) {
+			close(inClaim)
+			<-stalled
+		}
+	})
+	ctx := testenv.Ctx(t, 150*time.Second)
+	require.NoError(t, w.Start(ctx))
+	logs.dumpIfFailed(t)
+	t.Cleanup(func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	})
+
+	const n = 3
+	runs := dfStartGated(ctx, t, e, wf, &calls, "sc", n)
+
+	// The loop's next claim (a poll) waits while the backends are
+	// stopped, then sends its queries to one of them.
+	armed.Store(true)
+	select {
+	case <-inClaim:
+	case <-ctx.Done():
+		t.Fatal("the worker never claimed again")
+	}
+	_, resume := dfStopIdleBackends(ctx, t, admin, app)
+	close(stalled)
+
+	stopErr := dfStopStalled(t, w, "Stop never returned while its claim waited for a stopped backend")
+	require.ErrorIs(t, stopErr, context.DeadlineExceeded)
+
+	// The database answers again; a worker with the stopped one's ID takes
+	// its runs over (their leases are still held) and finishes them.
+	resume()
+	close(gate)
+	testenv.Worker(t, e, engine.WorkerConfig{ID: w.ID()})
+	for _, run := range runs {
+		out, err := run.Result(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 2, out)
+	}
+}
+
+// dfStopStalled stops w with a context of a second and returns Stop's
+// error. If Stop has not returned within a minute, the test fails with
+// every goroutine's stack on stderr: what holds Stop is the question then.
+func dfStopStalled(t *testing.T, w *engine.Worker, msg string) error {
+	t.Helper()
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		stopped <- w.Stop(ctx)
+	}()
+	timer := time.NewTimer(60 * time.Second)
+	defer timer.Stop()
+	select {
+	case err := <-stopped:
+		return err
+	case <-timer.C:
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+		t.Fatal(msg)
+		return nil
 	}
 }
 

@@ -7,6 +7,11 @@ import "context"
 // live worker. Set it before Start.
 func SetRenewHookForTest(w *Worker, f func()) { w.renewHook = f }
 
+// SetClaimHookForTest makes w call f before each claim's queries, so a
+// test can stall the database while a claim is in flight. Set it before
+// Start.
+func SetClaimHookForTest(w *Worker, f func()) { w.claimHook = f }
+
 // RenewForTest runs one lease renewal of w's loaded runs now.
 func RenewForTest(w *Worker) error { return w.renewOnce() }
 

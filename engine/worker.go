@@ -135,6 +135,8 @@ type Worker struct {
 
 	// renewHook, when set (tests), is called before each background renewal.
 	renewHook func()
+	// claimHook, when set (tests), is called before each claim's queries.
+	claimHook func()
 
 	// runners hands a run's body to a goroutine that ended its previous
 	// run and waits for another (see goRun); idleRunners counts those
@@ -145,6 +147,11 @@ type Worker struct {
 	poke     chan struct{}
 	stopping chan struct{}
 	stopOnce sync.Once
+	// loopCtx is the parent of the claim loop's queries; Stop ends it
+	// (endLoop) when its own context ends while a claim, bounded only by
+	// LeaseTTL, is in flight, so a stalled database cannot hold Stop.
+	loopCtx  context.Context
+	endLoop  context.CancelFunc
 	loopDone chan struct{}
 	// rosterDone is closed when rosterLoop has ended.
 	rosterDone chan struct{}
@@ -206,6 +213,7 @@ func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
 
 		rosterDone: make(chan struct{}),
 	}
+	w.loopCtx, w.endLoop = context.WithCancel(context.Background())
 	if cfg.ActivitiesPerSecond > 0 {
 		burst := int(cfg.ActivitiesPerSecond)
 		if burst < 1 {
@@ -262,6 +270,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // other workers resume them at once).
 func (w *Worker) Stop(ctx context.Context) error {
 	w.stopOnce.Do(func() { close(w.stopping) })
+	defer w.endLoop()
 	w.mu.Lock()
 	if !w.running { // never started: no loop to wait for
 		w.stopped = true
@@ -270,7 +279,18 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 	w.leaveRoster()
-	<-w.loopDone
+	var err error
+	select {
+	case <-w.loopDone:
+	case <-ctx.Done():
+		// The loop's claim in flight waits up to LeaseTTL (a database
+		// that stopped answering): it is given up now, and the runs it
+		// may have claimed are left to expire. A cancelled statement
+		// ends within two seconds on a pool from OpenDB (see NewConnector).
+		err = ctx.Err()
+		w.endLoop()
+		<-w.loopDone
+	}
 	w.mu.Lock()
 	w.stopped = true
 	for _, s := range w.runs {
@@ -282,11 +302,14 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.mu.Unlock()
 	done := make(chan struct{})
 	go func() { w.wg.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
+	if err == nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err != nil {
 		var rs []release
 		w.mu.Lock()
 		for id, s := range w.runs {
@@ -375,7 +398,7 @@ func (w *Worker) loop() {
 			// then, and reading it again on every such wake-up cost one
 			// query per empty claim (bench -workers 4: 0.12 per workflow).
 			if w.lookAhead.Swap(false) || look {
-				ctx, cancel := context.WithTimeout(context.Background(), w.e.cfg.CommitTimeout)
+				ctx, cancel := context.WithTimeout(w.loopCtx, w.e.cfg.CommitTimeout)
 				t, ok, err := w.e.store.nextWake(ctx, w.id, w.cfg.Queues, w.types)
 				cancel()
 				next, nextOK = t, ok && err == nil
@@ -406,9 +429,10 @@ func (w *Worker) loop() {
 // histories of those that have one and starts them. It returns how many it claimed.
 func (w *Worker) claimAndStart(n int) (int, error) {
 	// Bounded, so that a database that stops answering cannot hold the
-	// worker's claims for ever (see NewConnector); a claim whose answer is
-	// lost leaves its runs to expire.
-	ctx, cancel := context.WithTimeout(context.Background(), w.e.cfg.LeaseTTL)
+	// worker's claims for ever (see NewConnector), and ended by Stop once
+	// its context ends; a claim whose answer is lost leaves its runs to
+	// expire.
+	ctx, cancel := context.WithTimeout(w.loopCtx, w.e.cfg.LeaseTTL)
 	defer cancel()
 	// Reserve slots first so a claimed run always has one.
 	reserved := 0
@@ -432,6 +456,9 @@ func (w *Worker) claimAndStart(n int) (int, error) {
 	w.mu.Lock()
 	w.claiming++
 	w.mu.Unlock()
+	if w.claimHook != nil {
+		w.claimHook()
+	}
 	if since := time.Since(w.lastExpiredScan); since > ttl/4 {
 		// Each look reads the leases that expired since the previous one
 		// (see store.claimExpired); now and then, or when the previous
