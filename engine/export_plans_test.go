@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 
@@ -62,30 +63,84 @@ func HotPlansForTest(ctx context.Context, e *Engine) (map[string]string, error) 
 // ClaimExpiredPlanForTest runs the claim of up to n runs of queue whose
 // leases expired on its generic plan (as a connection's plan cache keeps
 // it), under EXPLAIN (ANALYZE, BUFFERS), in a transaction it rolls back,
-// and returns the plan.
-func ClaimExpiredPlanForTest(ctx context.Context, e *Engine, queue string, types []string, n int) (string, error) {
+// and returns the plan and the buffers the claim fetched of each of the
+// engine's own tables and indexes (by name, those it fetched any of).
+// The plan's own buffer counts can also hold system catalog pages the
+// backend reads while it runs the statement (a relation cache entry to
+// rebuild), which the counts by relation leave out.
+func ClaimExpiredPlanForTest(ctx context.Context, e *Engine, queue string, types []string, n int) (string, map[string]int64, error) {
 	s := e.store
 	cn, err := s.db.Conn(ctx)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer cn.Close()
 	tx, err := cn.BeginTx(ctx, nil)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer func() { _ = tx.Rollback() }()
 	if _, err := tx.ExecContext(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if _, err := tx.ExecContext(ctx, `PREPARE graft_claim_plan AS `+s.claimSQL(s.claimExpiredSQL(), claimExpiredLease)); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	// A prepared statement outlives the transaction: it goes with it.
 	defer cn.ExecContext(context.Background(), `DEALLOCATE graft_claim_plan`) //nolint:errcheck // the connection is closed next
+	// A backend's counts of the buffers it fetched of each relation are
+	// not flushed to the shared statistics inside a transaction, so the
+	// difference across the statement is the statement's own.
+	before, err := relationFetches(ctx, tx, e.Schema())
+	if err != nil {
+		return "", nil, err
+	}
 	args := []string{pq.QuoteLiteral("w"), pq.QuoteLiteral("{" + queue + "}"), pq.QuoteLiteral("{" + strings.Join(types, ",") + "}"),
 		fmt.Sprint(n), "now()", pq.QuoteLiteral(ttlInterval(e.cfg.LeaseTTL)), "'{}'", pq.QuoteLiteral(expiredWindow(0))}
-	rows, err := tx.QueryContext(ctx, `EXPLAIN (ANALYZE, BUFFERS) EXECUTE graft_claim_plan(`+strings.Join(args, ", ")+`)`)
+	plan, err := queryLines(ctx, tx, `EXPLAIN (ANALYZE, BUFFERS) EXECUTE graft_claim_plan(`+strings.Join(args, ", ")+`)`)
+	if err != nil {
+		return "", nil, err
+	}
+	after, err := relationFetches(ctx, tx, e.Schema())
+	if err != nil {
+		return "", nil, err
+	}
+	for name, k := range after {
+		if k -= before[name]; k > 0 {
+			after[name] = k
+		} else {
+			delete(after, name)
+		}
+	}
+	return plan, after, nil
+}
+
+// relationFetches returns the buffers this backend fetched so far, not yet
+// flushed to the shared statistics, of each table and index in schema.
+func relationFetches(ctx context.Context, tx *sql.Tx, schema string) (map[string]int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT c.relname, pg_stat_get_xact_blocks_fetched(c.oid)
+		FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+		WHERE ns.nspname = $1 AND c.relkind IN ('r', 'i')`, schema)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var k int64
+		if err := rows.Scan(&name, &k); err != nil {
+			return nil, err
+		}
+		out[name] = k
+	}
+	return out, rows.Err()
+}
+
+// queryLines runs q, whose rows are one text column, and returns them one
+// a line.
+func queryLines(ctx context.Context, tx *sql.Tx, q string) (string, error) {
+	rows, err := tx.QueryContext(ctx, q)
 	if err != nil {
 		return "", err
 	}

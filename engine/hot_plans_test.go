@@ -2,8 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +22,7 @@ func TestHotStatementsGenericPlansProbeByKey(t *testing.T) {
 	e := testenv.Engine(t, nil)
 	ctx := testenv.Ctx(t, 2*time.Minute)
 	exec := hotPlanExec(ctx, t, e)
+	noAutovacuum(exec, "runs", "steps")
 	seedHotPlanRuns(t, exec, 20000)
 	exec(`ANALYZE {s}.runs`)
 	exec(`ANALYZE {s}.steps`)
@@ -56,6 +55,8 @@ func TestHotStatementsGenericPlansProbeByKeyInFreshTables(t *testing.T) {
 	e := testenv.Engine(t, nil)
 	ctx := testenv.Ctx(t, 2*time.Minute)
 	exec := hotPlanExec(ctx, t, e)
+	// An autovacuum's ANALYZE of the 300 runs would make them analysed.
+	noAutovacuum(exec, "runs", "steps")
 	for _, n := range []int{0, 300} {
 		if n > 0 {
 			seedHotPlanRuns(t, exec, n)
@@ -74,6 +75,15 @@ func hotPlanExec(ctx context.Context, t *testing.T, e *engine.Engine) func(q str
 		t.Helper()
 		_, err := db.ExecContext(ctx, strings.ReplaceAll(q, "{s}", s), args...)
 		require.NoError(t, err)
+	}
+}
+
+// noAutovacuum turns autovacuum off for the tables of a test's schema, so
+// that their statistics, visibility map and free space are those the test
+// made, whenever autovacuum would get to them on a busy server.
+func noAutovacuum(exec func(q string, args ...any), tables ...string) {
+	for _, table := range tables {
+		exec(`ALTER TABLE {s}.` + table + ` SET (autovacuum_enabled = off)`)
 	}
 }
 
@@ -109,29 +119,50 @@ func requireProbesByKey(t *testing.T, plans map[string]string) {
 // The claim of expired leases (the runs of a worker that died), on its
 // generic plan, reads the lease index over the expired part only and
 // touches a few buffers per run it takes: the index entry, the row it
-// locks and updates in place, and its primary key probe. Among 20,000
+// locks and updates in place, and its primary key probes. Among 20,000
 // runs with 2,000 leases live and 500 expired, a claim of 200 that moved
 // the lease's expiry (an indexed column) wrote an entry per run in each
-// of runs' indexes whose predicate the row meets: about 29 buffers a run.
+// of runs' indexes whose predicate the row meets: about 28 buffers a run.
 // That is what a claim of leases that expired more than a lease period ago
 // still pays (store.claimExpiredLease: all workers were down, or a stall),
-// and no more.
+// and no more; a claim of leases that expired within a lease period
+// writes no index entry at all.
+//
+// The buffers counted are those of the schema's own tables and indexes,
+// not the plan's totals, which can also hold system catalog pages the
+// backend reads meanwhile (its planning read 132 to 159). runs is vacuumed (hint bits set, no dead
+// rows to prune) and autovacuum is off for it, so nothing changes it
+// between the vacuum and the claim. What still varies is whether
+// that vacuum could mark the pages all-visible: it cannot while any
+// session on the server holds an older snapshot, and when it could, the
+// lock and the update each read the visibility map's page, 2 buffers a
+// run more (2,417 or 2,817 buffers for 200 runs within a lease period,
+// 5,508 or 5,908 older, and nothing else between them in 30 runs of each
+// at load 20 on 2 cores). The lease period of the first case is 10 minutes,
+// so that its leases, 1 to 13 seconds expired when inserted, are still
+// within a lease period when a slow machine gets to the claim: at the
+// default 15 seconds a claim 3 to 5 seconds after the insert moved the
+// oldest of them (between 76 and 152 of the 200 runs wrote index
+// entries: 2,552 buffers in the update against its bound of 2,400).
 func TestExpiredClaimGenericPlanReadsWhatItTakes(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
-		name   string
-		age    string // of the expired leases, in seconds, from i
-		perRun int
+		name     string
+		ttl      time.Duration // the lease period
+		age      string        // of the expired leases, in seconds, from i
+		perRun   int
+		heapOnly bool
 	}{
-		{"within a lease period", "i % 13 + 1", 12},
-		{"older", "i % 300 + 16", 30},
+		{"within a lease period", 10 * time.Minute, "i % 13 + 1", 15, true},
+		{"older", engine.DefaultLeaseTTL, "i % 300 + 16", 31, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			e := testenv.Engine(t, nil)
-			db, s := e.DB(), `"`+e.Schema()+`"`
+			e := testenv.Engine(t, &engine.Config{LeaseTTL: c.ttl})
 			ctx := testenv.Ctx(t, 2*time.Minute)
-			_, err := db.ExecContext(ctx, strings.NewReplacer("{s}", s, "{age}", c.age).Replace(`INSERT INTO {s}.runs
+			exec := hotPlanExec(ctx, t, e)
+			noAutovacuum(exec, "runs", "signals")
+			exec(strings.ReplaceAll(`INSERT INTO {s}.runs
 				(run_id, workflow_id, workflow_type, queue, status, closed_at, lease_owner, lease_expires_at, loads)
 				SELECT 'r' || lpad(i::text, 6, '0'), md5(i::text), 'wf', 'default',
 					CASE WHEN i % 40 = 0 OR i % 10 = 1 THEN 'running' ELSE 'completed' END,
@@ -139,12 +170,10 @@ func TestExpiredClaimGenericPlanReadsWhatItTakes(t *testing.T) {
 					CASE WHEN i % 40 = 0 THEN 'gone' WHEN i % 10 = 1 THEN 'live' END,
 					CASE WHEN i % 40 = 0 THEN now() - ({age}) * interval '1 second'
 						WHEN i % 10 = 1 THEN now() + interval '1 hour' END, 1
-				FROM generate_series(1, 20000) i`))
-			require.NoError(t, err)
-			_, err = db.ExecContext(ctx, `VACUUM ANALYZE `+s+`.runs`)
-			require.NoError(t, err)
+				FROM generate_series(1, 20000) i`, "{age}", c.age))
+			exec(`VACUUM ANALYZE {s}.runs`)
 
-			plan, err := engine.ClaimExpiredPlanForTest(ctx, e, "default", []string{"wf"}, 200)
+			plan, fetched, err := engine.ClaimExpiredPlanForTest(ctx, e, "default", []string{"wf"}, 200)
 			require.NoError(t, err)
 			require.Contains(t, plan, "Index Scan using runs_leased on runs", plan)
 			require.Regexp(t, `Index Cond: \(\(lease_expires_at < now\(\)\) AND \(lease_expires_at >= `, plan)
@@ -155,19 +184,18 @@ func TestExpiredClaimGenericPlanReadsWhatItTakes(t *testing.T) {
 			for _, shape := range []string{"Seq Scan", "Bitmap", "Sort"} {
 				require.NotContains(t, claim, shape, plan)
 			}
-			m := regexp.MustCompile(`(?m)^(?:\s*->\s+)?Update on runs r .*rows=(\d+) loops=1\)\n\s+Buffers: shared hit=(\d+)(?: read=(\d+))?`).FindStringSubmatch(plan)
-			require.NotNil(t, m, plan)
-			buffers := 0
-			for _, n := range m[2:] {
-				if n != "" {
-					k, err := strconv.Atoi(n)
-					require.NoError(t, err)
-					buffers += k
+			// The update finds each run it takes by its primary key.
+			require.Regexp(t, `Update on runs r .*rows=200 loops=1\)\n.*\n\s+->  Nested Loop .*\n(?:.*\n)*?\s+->  Index Scan using runs_pkey on runs r .*rows=1 loops=200\)`, claim)
+			buffers := int64(0)
+			for name, k := range fetched {
+				buffers += k
+				if c.heapOnly && name != "runs" && name != "runs_pkey" && name != "runs_leased" && name != "signals_by_run" {
+					// The planner's look at the index, not an entry a run.
+					require.LessOrEqual(t, k, int64(4), "%s: an index entry written by a heap-only claim\n%v\n%s", name, fetched, plan)
 				}
 			}
-			require.Equal(t, "200", m[1], plan)
-			require.LessOrEqual(t, buffers, c.perRun*200, "more than %d buffers a claimed run:\n%s", c.perRun, plan)
-			t.Log(plan)
+			t.Logf("%d buffers of %v\n%s", buffers, fetched, plan)
+			require.LessOrEqual(t, buffers, int64(c.perRun*200), "more than %d buffers a claimed run:\n%v\n%s", c.perRun, fetched, plan)
 		})
 	}
 }
