@@ -381,8 +381,12 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 		return nil, err
 	}
 	defer e.listeners.release()
+	why := "first" // why the read below is made (tests log it)
 	for {
 		ch := e.waitChan(runID, false)
+		if f := e.hooks.resultRead.Load(); f != nil {
+			(*f)(runID, why)
+		}
 		r, err := e.outcomes.read(ctx, runID)
 		if err != nil || !isOpen(r.status) {
 			// Registered before the read so no announcement is missed;
@@ -397,6 +401,7 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 			// failed run is reset after its cause is fixed): the result is
 			// that of the run that finally closes.
 			runID = r.next
+			why = "first of the successor"
 			continue
 		}
 		switch r.status {
@@ -408,12 +413,15 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 			return nil, fmt.Errorf("engine: follow run %s: its %s successor is missing", runID, r.status)
 		}
 		poll := time.Duration(e.resultPoll.Load())
+		why = "safety poll"
 		if !e.listeners.up() {
 			// No notice would reach this process (resultListeners.listen).
 			poll = min(poll, e.cfg.PollInterval)
+			why = "poll while no notice reaches this process"
 		}
 		if d := time.Until(recheckAt); d > 0 && d < poll {
 			poll = d
+			why = "recheck at the end of the registration's quiet window"
 		}
 		t := time.NewTimer(poll)
 		select {
@@ -428,6 +436,7 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 				}
 				return nil, decodeError(cr.errJSON)
 			}
+			why = "woken without the outcome"
 		case <-t.C:
 			e.dropWaiter(runID, ch)
 		case <-ctx.Done():

@@ -80,6 +80,9 @@ type testHooks struct {
 	eagerGrace atomic.Int64
 	// doneNotice learns of each done notification the listener reads.
 	doneNotice atomic.Pointer[func()]
+	// resultRead learns of each read of its run a Result call waiting on
+	// the database makes, and why it makes it.
+	resultRead atomic.Pointer[func(runID, why string)]
 	// notice learns of each notification the listener reads.
 	notice atomic.Pointer[func(channel, payload string)]
 }

@@ -116,3 +116,12 @@ func QueuedWritesForTest(e *Engine) []QueuedWriteForTest {
 
 // IdleRunnersForTest returns how many goroutines of w wait for a next run.
 func IdleRunnersForTest(w *Worker) int { return int(w.idleRunners.Load()) }
+
+// SetResultReadHookForTest makes fn learn of each read of its run a Result
+// call waiting on the database makes, and why it makes it.
+func SetResultReadHookForTest(e *Engine, fn func(runID, why string)) { e.hooks.resultRead.Store(&fn) }
+
+// SetQuietWindowForTest replaces how long after its registration a Result
+// call waiting on the database reads its run again for closes that did not
+// see the registration (quietWindow). Set it before the first Result call.
+func SetQuietWindowForTest(e *Engine, d time.Duration) { e.listeners.window = d }
