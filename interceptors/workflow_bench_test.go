@@ -87,7 +87,9 @@ func benchWorkflow(b *testing.B, tr *Tracing, m *Metrics, l *Logging) {
 	act := func(context.Context, *engine.ActivityInput) (any, error) { return nil, nil }
 	for _, ic := range []engine.ActivityInterceptor{NewRecovery(), l, m, tr} {
 		next := act
-		act = func(ctx context.Context, in *engine.ActivityInput) (any, error) { return ic.ExecuteActivity(ctx, in, next) }
+		act = func(ctx context.Context, in *engine.ActivityInput) (any, error) {
+			return ic.ExecuteActivity(ctx, in, next)
+		}
 	}
 	started := func(context.Context, *engine.ClientCallInput) (any, error) { return nil, nil }
 	bg := context.Background()
