@@ -10,12 +10,14 @@ import (
 )
 
 // TestArrayLiteral: values travel to PostgreSQL in text array literals that
-// this package writes itself; quotes, backslashes, separators and the word
-// NULL must come back exactly, and nil as NULL.
+// this package writes itself, quoting an element only when it must; quotes,
+// backslashes, separators, whitespace and the word NULL in any case must
+// come back exactly, and nil as NULL.
 func TestArrayLiteral(t *testing.T) {
 	t.Parallel()
-	vals := []string{`plain`, `with "quotes"`, `back\slash\`, `a,b`, `{braces}`, `NULL`, ``, "new\nline", `ünïcode ✓`}
-	in := make([]*string, 0, len(vals)+1)
+	vals := []string{`plain`, `with "quotes"`, `back\slash\`, `a,b`, `{braces}`, `NULL`, `null`, `nUlL`, `NULLs`, ``, " lead", "trail\t",
+		"new\nline", `ünïcode ✓`, `42`, `-1.5e3`, `[1:1]={x}`, `"`, `\`}
+	in := []*string{nil, nil} // NULLs before a value, and one at the end
 	for i := range vals {
 		in = append(in, &vals[i])
 	}
@@ -27,10 +29,12 @@ func TestArrayLiteral(t *testing.T) {
 		out = append(out, &got[i])
 	}
 	require.Len(t, out, len(in))
+	require.Equal(t, "<null>", *out[0])
+	require.Equal(t, "<null>", *out[1])
 	for i, v := range vals {
-		require.Equal(t, v, *out[i])
+		require.Equal(t, v, *out[i+2])
 	}
-	require.Equal(t, "<null>", *out[len(vals)])
+	require.Equal(t, "<null>", *out[len(vals)+2])
 	require.Equal(t, "{}", pgArray(nil))
 }
 
@@ -58,7 +62,7 @@ func TestArraysLeaveOutTrailingNulls(t *testing.T) {
 	}
 	a.next(true)
 	got := a.all()
-	require.Equal(t, []string{`{"a","b","c"}`, `{"x"}`, `{}`, `{NULL,t}`}, got)
+	require.Equal(t, []string{`{a,b,c}`, `{x}`, `{}`, `{NULL,t}`}, got)
 	rows, err := grafttest.DB(t).Query(`SELECT k, COALESCE(v, '<null>'), COALESCE(n, '<null>'), COALESCE(b::text, '<null>')
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) AS u(k, v, n, b)`, got[0], got[1], got[2], got[3])
 	require.NoError(t, err)

@@ -63,10 +63,10 @@ func (mr *Mirror) needsOperator(err error) bool {
 	return errors.Is(err, engine.ErrNeedsOperator)
 }
 
-// toChange turns one event into a change for row key; idx is its index in
-// the batch.
-func (mr *Mirror) toChange(ev *engine.CheckpointEvent, key string, idx int64) *change {
-	c := &change{Key: key, WorkflowID: ev.WorkflowID, RunID: ev.RunID, First: idx, Last: idx, State: mr.stateOf(ev), At: ev.At}
+// toChange turns one event into a change for row key, in c; idx is its
+// index in the batch.
+func (mr *Mirror) toChange(c *change, ev *engine.CheckpointEvent, key string, idx int64) *change {
+	*c = change{Key: key, WorkflowID: ev.WorkflowID, RunID: ev.RunID, First: idx, Last: idx, State: mr.stateOf(ev), At: ev.At}
 	if c.At.IsZero() {
 		c.At = time.Now()
 	}

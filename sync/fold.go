@@ -62,13 +62,10 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 	if len(cs) == 0 {
 		return nil, true
 	}
-	runs := arrayBuilder{b: make([]byte, 0, len(cs)*(len(cs[0].RunID)+3)+2)}
 	for _, c := range cs {
-		runs.add(c.RunID)
 		c.out, c.now = outPassed, c.State
 	}
-	args := mr.rowsArgs(true, cs)
-	args = append(args[:len(args)-len(mr.planDefaults)], runs.String())
+	args := mr.rowsArgs(true, cs, true)
 	return &engine.CheckpointFold{Func: mr.sql.foldFn, Args: args, Done: func(ctx context.Context, rows []engine.CheckpointFoldRow) {
 		mr.foldDone(ctx, cs, rows)
 	}}, true

@@ -294,6 +294,9 @@ func (mr *Mirror) changes(events []*engine.CheckpointEvent) ([]*change, error) {
 		return nil, fmt.Errorf("graftsync: a batch of %d checkpoints is more than a position can index (2^20)", len(events))
 	}
 	b := batch{byKey: make(map[string]*change, len(events)), order: make([]*change, 0, len(events))}
+	// The batch's changes in one allocation (a merged one's place goes
+	// unused).
+	all := make([]change, len(events))
 	for i, ev := range events {
 		if !mr.mirrors(ev.WorkflowType) {
 			continue
@@ -304,7 +307,7 @@ func (mr *Mirror) changes(events []*engine.CheckpointEvent) ([]*change, error) {
 				"workflow_id", ev.WorkflowID, "run_id", ev.RunID, "kind", ev.Kind, "err", err)
 			continue
 		}
-		b.add(mr.toChange(ev, key, int64(i)))
+		b.add(mr.toChange(&all[i], ev, key, int64(i)))
 	}
 	return b.order, nil
 }
@@ -344,7 +347,7 @@ func (mr *Mirror) writeSameFn(ctx context.Context, tx engine.CheckpointTx, cs []
 		c.out, c.now = outPassed, c.State
 		byKey[c.Key] = c
 	}
-	args := mr.rowsArgs(true, cs)
+	args := mr.rowsArgs(true, cs, false)
 	args = args[:len(args)-len(mr.planDefaults)] // the function's SET clauses are planOff
 	rows, err := mr.prep.query(ctx, mr.legacyDB().DB, tx, mr.sql.callFn, args...)
 	if err != nil {
@@ -447,7 +450,7 @@ func (mr *Mirror) apply(ctx context.Context, q queryer, same bool, cs []*change)
 		}
 	}
 	// Run even when nothing passed: the statement puts the settings back.
-	rows, err := mr.prep.query(ctx, db, q, stmt, mr.rowsArgs(same, passed)...)
+	rows, err := mr.prep.query(ctx, db, q, stmt, mr.rowsArgs(same, passed, false)...)
 	if err != nil {
 		return err
 	}

@@ -529,14 +529,20 @@ func (mr *Mirror) needOpByRow() bool {
 // than the keys' with NULLs, and most batches have columns no change fills
 // (an error, a progress). A false bool is written as NULL, which the
 // statement reads the same way (see rowsSQL: clear_err and weak are only
-// ever tested by CASE WHEN and AND).
-func (mr *Mirror) rowsArgs(same bool, cs []*change) []any {
+// ever tested by CASE WHEN and AND). With runs (the fold function), the
+// changes' runs follow, in the same buffer, in place of the planner
+// settings (the function's SET clauses are planOff).
+func (mr *Mirror) rowsArgs(same bool, cs []*change, runs bool) []any {
 	n := rowsArrays + len(mr.extras)
 	size := 0
 	for _, c := range cs {
-		size += len(c.Key) + 64
+		size += len(c.Key) + 56
+		if runs {
+			size += len(c.RunID) + 1
+		}
 	}
-	a := arrayBuilder{b: make([]byte, 0, size+8*n)}
+	var a arrayBuilder
+	a.b.Grow(size + 8*n)
 	var buf [24]byte
 	num := func(v int64) { a.addRaw(strconv.AppendInt(buf[:0], v, 10)) }
 	column := func(trim bool, add func(c *change)) {
@@ -580,8 +586,12 @@ func (mr *Mirror) rowsArgs(same bool, cs []*change) []any {
 			a.addPtr(x)
 		})
 	}
+	if runs {
+		column(false, func(c *change) { a.add(c.RunID) })
+	}
+	arrays := a.all()
 	args := make([]any, 0, n+6)
-	for _, s := range a.all() {
+	for _, s := range arrays[:n] {
 		args = append(args, s)
 	}
 	if same && mr.sql.mappingArg {
@@ -592,6 +602,9 @@ func (mr *Mirror) rowsArgs(same bool, cs []*change) []any {
 	}
 	if mr.sql.needOpArg {
 		args = append(args, mr.m.Status.Values[StateNeedsOperator])
+	}
+	if runs {
+		return append(args, arrays[n])
 	}
 	return append(args, mr.planDefaults[0], mr.planDefaults[1], mr.planDefaults[2])
 }
@@ -604,54 +617,87 @@ func atMicros(t time.Time) int64 {
 
 // arrayBuilder renders PostgreSQL text array literals, element by element:
 // one (String), or several one after the other in one buffer (next closes
-// each, all returns them).
+// each, all returns them). Elements are quoted only when PostgreSQL needs
+// it, and the text is built once, without a copy at the end: the arrays
+// are a good part of what a batch sends, and the driver copies them again.
 type arrayBuilder struct {
-	b []byte
-	// start is where the open array begins in b, kept the end of its last
-	// element that is not NULL.
-	start, kept int
-	ends        []int
+	b strings.Builder
+	// n counts the elements written into the open array; nulls are NULLs
+	// added after them and not yet written, which next leaves out when it
+	// trims the array.
+	n, nulls int
+	ends     []int
 }
 
+// sep writes the NULLs held back and the start of an element.
 func (a *arrayBuilder) sep() {
-	if len(a.b) == a.start {
-		a.b = append(a.b, '{')
-	} else {
-		a.b = append(a.b, ',')
+	a.flushNulls()
+	a.sep1()
+}
+
+func (a *arrayBuilder) flushNulls() {
+	for ; a.nulls > 0; a.nulls-- {
+		a.sep1()
+		a.b.WriteString("NULL")
 	}
 }
 
-// add appends a quoted element.
+func (a *arrayBuilder) sep1() {
+	if a.n == 0 {
+		a.b.WriteByte('{')
+	} else {
+		a.b.WriteByte(',')
+	}
+	a.n++
+}
+
+// add appends an element, quoted when it must be.
 func (a *arrayBuilder) add(s string) {
 	a.sep()
-	a.b = append(a.b, '"')
+	if !mustQuote(s) {
+		a.b.WriteString(s)
+		return
+	}
+	a.b.WriteByte('"')
 	for i := 0; i < len(s); i++ {
 		if s[i] == '"' || s[i] == '\\' {
-			a.b = append(a.b, '\\')
+			a.b.WriteByte('\\')
 		}
-		a.b = append(a.b, s[i])
+		a.b.WriteByte(s[i])
 	}
-	a.b = append(a.b, '"')
-	a.kept = len(a.b)
+	a.b.WriteByte('"')
 }
 
-// addRaw appends an element that needs no quoting (digits, a time).
+// mustQuote: s, as an element of an array literal, would not read back as
+// itself unquoted: it is empty, it reads as NULL, or it holds a character
+// the literal's syntax gives a meaning (or whitespace, which PostgreSQL
+// trims around an unquoted element).
+func mustQuote(s string) bool {
+	if s == "" || strings.EqualFold(s, "NULL") {
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"', '\\', '{', '}', ',', ' ', '\t', '\n', '\r', '\v', '\f':
+			return true
+		}
+	}
+	return false
+}
+
+// addRaw appends an element that needs no quoting (digits).
 func (a *arrayBuilder) addRaw(s []byte) {
 	a.sep()
-	a.b = append(a.b, '"')
-	a.b = append(a.b, s...)
-	a.b = append(a.b, '"')
-	a.kept = len(a.b)
+	a.b.Write(s)
 }
 
 func (a *arrayBuilder) addBool(v bool) {
 	a.sep()
 	if v {
-		a.b = append(a.b, 't')
+		a.b.WriteByte('t')
 	} else {
-		a.b = append(a.b, 'f')
+		a.b.WriteByte('f')
 	}
-	a.kept = len(a.b)
 }
 
 // addTrue appends true, or NULL for false.
@@ -666,37 +712,37 @@ func (a *arrayBuilder) addTrue(v bool) {
 // addPtr appends *s, or NULL for nil.
 func (a *arrayBuilder) addPtr(s *string) {
 	if s == nil {
-		a.sep()
-		a.b = append(a.b, "NULL"...)
+		a.nulls++
 		return
 	}
 	a.add(*s)
 }
 
+// String returns the one array built.
 func (a *arrayBuilder) String() string {
-	if len(a.b) == 0 {
-		return "{}"
-	}
-	return string(append(a.b, '}'))
+	a.next(false)
+	return a.b.String()
 }
 
 // next closes the open array, without its trailing NULLs when trim is set,
 // and opens the next one.
 func (a *arrayBuilder) next(trim bool) {
 	if trim {
-		a.b = a.b[:max(a.kept, a.start)]
+		a.nulls = 0
+	} else {
+		a.flushNulls()
 	}
-	if len(a.b) == a.start {
-		a.b = append(a.b, '{')
+	if a.n == 0 {
+		a.b.WriteByte('{')
 	}
-	a.b = append(a.b, '}')
-	a.ends = append(a.ends, len(a.b))
-	a.start, a.kept = len(a.b), len(a.b)
+	a.b.WriteByte('}')
+	a.ends = append(a.ends, a.b.Len())
+	a.n = 0
 }
 
 // all returns the closed arrays, sharing one string.
 func (a *arrayBuilder) all() []string {
-	s := string(a.b)
+	s := a.b.String()
 	out := make([]string, len(a.ends))
 	from := 0
 	for i, end := range a.ends {
