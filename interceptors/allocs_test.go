@@ -78,6 +78,35 @@ func TestActivityAllocatesOnlyTheSpan(t *testing.T) {
 	require.LessOrEqual(t, chain, sdk, "an activity attempt through All allocates more than its span in the SDK")
 }
 
+// TestStartAllocatesOnlyTheSpan pins a start's span work: starting the
+// span, attributing it and writing its context into the run's headers
+// allocate what the SDK does to start, attribute (once) and end the span
+// and to write its context (before: its kind and its attributes passed as
+// start options, four allocations more).
+func TestStartAllocatesOnlyTheSpan(t *testing.T) {
+	skipUnderRace(t)
+	tp := allocsTracer(t)
+	tr := NewTracing(TracingConfig{TracerProvider: tp})
+	next := func(context.Context, *engine.ClientCallInput) (any, error) { return nil, nil }
+	ctx := context.Background()
+	in := &engine.ClientCallInput{Kind: engine.ClientStart, WorkflowID: "wf", WorkflowType: "allocs.wf", Headers: engine.Headers{}}
+	ours := testing.AllocsPerRun(200, func() { _, _ = tr.ClientCall(ctx, in, next) })
+	require.Len(t, in.Headers["traceparent"], len(parentHeader))
+
+	tracer, prop := tp.Tracer("sdk"), propagation.TraceContext{}
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+	kvs := []attribute.KeyValue{attribute.String(AttrWorkflowID, "wf"), attribute.String(AttrWorkflowType, "allocs.wf")}
+	h := engine.Headers{}
+	sdk := testing.AllocsPerRun(200, func() {
+		spanCtx, span := tracer.Start(ctx, "start allocs.wf", opts...)
+		span.SetAttributes(kvs...)
+		prop.Inject(spanCtx, HeaderCarrier(h))
+		span.End()
+	})
+	t.Logf("allocations: start %v, SDK %v", ours, sdk)
+	require.LessOrEqual(t, ours, sdk, "a start's span work allocates more than the SDK's")
+}
+
 // TestWorkflowSegmentAllocatesOnlyTheSpan pins a live segment's span work:
 // starting it, writing its context into three activities' headers,
 // giving its IDs to two log records and ending it allocate what the SDK

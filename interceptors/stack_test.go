@@ -72,7 +72,10 @@ func (p *stackProbe) min() uintptr {
 // with records and spans built in functions of their own, 2,094 with
 // Metrics' measurements too, Recovery's deferred recover without a closure
 // and the engine's chains calling each interceptor's method directly (the
-// probe's own share is smaller then too).
+// probe's own share is smaller then too), 1,950 with Recovery's methods on
+// a pointer receiver (All holds a *Recovery: value methods were called
+// through the compiler's wrapper, one frame more a chain, which the
+// collector walks in every parked workflow goroutine at every cycle).
 func TestAllHoldsLittleStack(t *testing.T) {
 	t.Parallel()
 	if interceptors.RaceEnabled {
@@ -120,7 +123,7 @@ func TestAllHoldsLittleStack(t *testing.T) {
 	require.NotEmpty(t, wf.used, "no workflow measurement without a stack copy")
 	require.NotEmpty(t, act.used, "no activity measurement without a stack copy")
 	t.Logf("stack held by All: workflow chain %d bytes, activity chain %d bytes", wf.min(), act.min())
-	require.LessOrEqual(t, wf.min()+act.min(), uintptr(2300), "stack All holds around a workflow's activity")
+	require.LessOrEqual(t, wf.min()+act.min(), uintptr(2000), "stack All holds around a workflow's activity")
 }
 
 func testCtx(t *testing.T) context.Context {

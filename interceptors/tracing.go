@@ -82,8 +82,10 @@ type Tracing struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
 
-	// Span names of starts, workflow segments and activities, by type.
-	startNames, workflowNames, activityNames spanNames
+	// Span names of starts, workflow segments and activities, by type, and
+	// of signals and queries, sent and handled, by name.
+	startNames, workflowNames, activityNames                     spanNames
+	signalNames, queryNames, handleSignalNames, handleQueryNames spanNames
 }
 
 // NewTracing returns a tracing interceptor.
@@ -98,13 +100,16 @@ func NewTracing(cfg TracingConfig) *Tracing {
 	}
 	return &Tracing{tracer: tp.Tracer("github.com/graftdev/graft/interceptors"), prop: prop,
 		startNames: spanNames{prefix: "start "}, workflowNames: spanNames{prefix: "workflow "},
-		activityNames: spanNames{prefix: "activity "}}
+		activityNames: spanNames{prefix: "activity "}, signalNames: spanNames{prefix: "signal "},
+		queryNames: spanNames{prefix: "query "}, handleSignalNames: spanNames{prefix: "handle signal "},
+		handleQueryNames: spanNames{prefix: "handle query "}}
 }
 
 // spanNames caches the names of spans of one kind (prefix) by workflow or
-// activity type, so a span start does not build its name. Types are
-// registered names, few; past maxSpanNames types the rest are built each
-// time.
+// activity type, signal or query name, so a span start does not build its
+// name. Types are registered names, few, and so are the names of signals
+// and queries a workflow handles; past maxSpanNames the rest are built
+// each time.
 type spanNames struct {
 	prefix string
 	m      sync.Map // type -> name
@@ -130,6 +135,8 @@ func (c *spanNames) get(typ string) string {
 // made once: passing them on allocates nothing.
 var (
 	consumerSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+	producerSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+	clientSpan   = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 	outcomeAttrs = func() map[string][]attribute.KeyValue {
 		m := map[string][]attribute.KeyValue{}
 		for _, o := range []string{OutcomeCompleted, OutcomeFailed, OutcomeCanceled, OutcomeContinued, OutcomeSnoozed, OutcomeSuspended} {
@@ -162,24 +169,22 @@ func (t *Tracing) ClientCall(ctx context.Context, in *engine.ClientCallInput,
 //
 //go:noinline
 func (t *Tracing) startClientSpan(ctx context.Context, in *engine.ClientCallInput) (context.Context, trace.Span) {
-	name, kind := string(in.Kind), trace.SpanKindClient
+	name, opts := string(in.Kind), clientSpan
 	attrs := attrPool.Get().(*[]attribute.KeyValue)
 	*attrs = append((*attrs)[:0], attribute.String(AttrWorkflowID, in.WorkflowID))
 	switch in.Kind {
 	case engine.ClientStart:
-		name, kind = t.startNames.get(in.WorkflowType), trace.SpanKindProducer
+		name, opts = t.startNames.get(in.WorkflowType), producerSpan
 		*attrs = append(*attrs, attribute.String(AttrWorkflowType, in.WorkflowType))
 	case engine.ClientSignal:
-		name, kind = "signal "+in.Name, trace.SpanKindProducer
+		name, opts = t.signalNames.get(in.Name), producerSpan
 		*attrs = append(*attrs, attribute.String(AttrSignal, in.Name))
 	case engine.ClientQuery:
-		name = "query " + in.Name
+		name = t.queryNames.get(in.Name)
 		*attrs = append(*attrs, attribute.String(AttrQuery, in.Name))
 	}
-	// Passed as a start option, so a sampler sees the workflow type; the
-	// span start copies them.
-	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(*attrs...))
-	attrPool.Put(attrs)
+	ctx, span := t.tracer.Start(ctx, name, opts...)
+	setAttrs(span, attrs)
 	if in.Kind == engine.ClientStart || in.Kind == engine.ClientSignal {
 		if in.Headers == nil {
 			in.Headers = engine.Headers{}
@@ -189,12 +194,25 @@ func (t *Tracing) startClientSpan(ctx context.Context, in *engine.ClientCallInpu
 	return ctx, span
 }
 
-// attrPool recycles the attribute lists of span starts: the span copies
-// them, so a list is free again once SetAttributes (or Start) returns. Attributes are
-// set on the started span rather than passed as a start option, which would
-// copy them twice (a sampler then does not see them; the SDK's samplers
-// do not read attributes).
+// attrPool recycles the attribute lists of spans: the span copies them, so
+// a list is free again once SetAttributes returns.
+//
+// Every span gets its attributes once, set on the started span, none as a
+// start option (trace.WithAttributes): an option's attributes are copied
+// into the start's configuration, then again into the span, and the
+// option, its list and the options' list are each allocated (with the
+// SDK, a start span with its two attributes as an option cost four
+// allocations more and about a quarter more CPU). A sampler therefore sees
+// no graft attribute at the start; it sees the span's name, which holds
+// the workflow or activity type, the signal or the query, and its kind.
 var attrPool = sync.Pool{New: func() any { return new([]attribute.KeyValue) }}
+
+// setAttrs sets the pooled attribute list attrs on span and returns the
+// list to the pool.
+func setAttrs(span trace.Span, attrs *[]attribute.KeyValue) {
+	span.SetAttributes(*attrs...)
+	attrPool.Put(attrs)
+}
 
 // outcomeAttr is the attribute list of an outcome.
 func outcomeAttr(outcome string) []attribute.KeyValue {
@@ -312,8 +330,7 @@ func (s *segment) end(outcome string, err error) {
 		*attrs = append(*attrs, attribute.Bool(AttrResumed, true))
 	}
 	*attrs = append(*attrs, attribute.String(AttrOutcome, outcome))
-	s.span.SetAttributes(*attrs...)
-	attrPool.Put(attrs)
+	setAttrs(s.span, attrs)
 	if outcome == OutcomeFailed || outcome == OutcomeCanceled {
 		s.span.RecordError(err)
 		s.span.SetStatus(codes.Error, err.Error())
@@ -373,19 +390,28 @@ func (t *Tracing) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 		return next(ctx, in)
 	}
 	seg.live()
-	parent, opts := seg.spanCtx, []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attribute.String(AttrSignal, in.Name), attribute.String(AttrWorkflowID, in.Info.WorkflowID),
-			attribute.String(AttrRunID, in.Info.RunID))}
+	parent, opts := seg.spanCtx, consumerSpan
 	if len(in.Headers) > 0 {
 		if sender := t.prop.Extract(context.Background(), HeaderCarrier(in.Headers)); trace.SpanContextFromContext(sender).IsValid() {
 			parent = sender
-			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: seg.span.SpanContext()}))
+			opts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
+				trace.WithLinks(trace.Link{SpanContext: seg.span.SpanContext()})}
 		}
 	}
-	_, span := t.tracer.Start(parent, "handle signal "+in.Name, opts...)
+	_, span := t.tracer.Start(parent, t.handleSignalNames.get(in.Name), opts...)
+	setIDAttrs(span, AttrSignal, in.Name, &in.Info)
 	err := next(ctx, in)
 	endSpan(span, err)
 	return err
+}
+
+// setIDAttrs sets a handler span's attributes: its signal or query name
+// (under key) and the run's IDs.
+func setIDAttrs(span trace.Span, key, name string, info *engine.WorkflowInfo) {
+	attrs := attrPool.Get().(*[]attribute.KeyValue)
+	*attrs = append((*attrs)[:0], attribute.String(key, name), attribute.String(AttrWorkflowID, info.WorkflowID),
+		attribute.String(AttrRunID, info.RunID))
+	setAttrs(span, attrs)
 }
 
 // HandleQuery traces the query handler as a child of the client's query
@@ -395,9 +421,8 @@ func (t *Tracing) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return next(ctx, in)
 	}
-	ctx, span := t.tracer.Start(ctx, "handle query "+in.Name,
-		trace.WithAttributes(attribute.String(AttrQuery, in.Name), attribute.String(AttrWorkflowID, in.Info.WorkflowID),
-			attribute.String(AttrRunID, in.Info.RunID)))
+	ctx, span := t.tracer.Start(ctx, t.handleQueryNames.get(in.Name))
+	setIDAttrs(span, AttrQuery, in.Name, &in.Info)
 	out, err := next(ctx, in)
 	endSpan(span, err)
 	return out, err
@@ -434,8 +459,7 @@ func setActivityAttrs(span trace.Span, info *engine.ActivityInfo) {
 		attribute.Int(AttrAttempt, info.Attempt),
 		attribute.String(AttrWorkflowID, info.Workflow.WorkflowID),
 		attribute.String(AttrRunID, info.Workflow.RunID))
-	span.SetAttributes(*attrs...)
-	attrPool.Put(attrs)
+	setAttrs(span, attrs)
 }
 
 //go:noinline

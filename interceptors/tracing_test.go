@@ -122,6 +122,8 @@ func TestTracingSpanTree(t *testing.T) {
 	start := all.one(t, "start tr.parent")
 	requireChild(t, start, root)
 	require.Equal(t, trace.SpanKindProducer, start.SpanKind)
+	require.Equal(t, "tr-1", attr(start, interceptors.AttrWorkflowID).AsString())
+	require.Equal(t, "tr.parent", attr(start, interceptors.AttrWorkflowType).AsString())
 
 	// Execution segments: the first run up to the signal wait, the resume
 	// that receives the signal and starts the child and, if the run unloaded
@@ -175,6 +177,13 @@ func TestTracingSpanTree(t *testing.T) {
 	requireChild(t, handledSig, sent)
 	require.Len(t, handledSig.Links, 1)
 	require.Equal(t, second.SpanContext.SpanID(), handledSig.Links[0].SpanContext.SpanID())
+	for _, sp := range []tracetest.SpanStub{sent, handledSig} {
+		require.Equal(t, "go", attr(sp, interceptors.AttrSignal).AsString(), sp.Name)
+		require.Equal(t, "tr-1", attr(sp, interceptors.AttrWorkflowID).AsString(), sp.Name)
+	}
+	require.Equal(t, trace.SpanKindProducer, sent.SpanKind)
+	require.Equal(t, trace.SpanKindConsumer, handledSig.SpanKind)
+	require.Equal(t, run.RunID, attr(handledSig, interceptors.AttrRunID).AsString())
 
 	// The child workflow's segment is a child of the parent's segment; its
 	// activity of the child's segment.
@@ -189,6 +198,14 @@ func TestTracingSpanTree(t *testing.T) {
 	require.Len(t, handled, 2)
 	for _, h := range handled {
 		require.Contains(t, []trace.SpanID{queries[0].SpanContext.SpanID(), queries[1].SpanContext.SpanID()}, h.Parent.SpanID())
+		require.Equal(t, "state", attr(h, interceptors.AttrQuery).AsString())
+		require.Equal(t, "tr-1", attr(h, interceptors.AttrWorkflowID).AsString())
+		require.Equal(t, run.RunID, attr(h, interceptors.AttrRunID).AsString())
+	}
+	for _, q := range queries {
+		require.Equal(t, trace.SpanKindClient, q.SpanKind)
+		require.Equal(t, "state", attr(q, interceptors.AttrQuery).AsString())
+		require.Equal(t, "tr-1", attr(q, interceptors.AttrWorkflowID).AsString())
 	}
 }
 
