@@ -979,6 +979,35 @@ type singleWrite struct {
 	listeners bool
 }
 
+// newSingleWrite sorts batch's writes into the parts of the commit
+// statement.
+func newSingleWrite(batch []*writeOp, folds []*CheckpointFold) *singleWrite {
+	w := &singleWrite{batch: batch, folds: folds}
+	var born map[string]bool // runs this statement inserts
+	for i, op := range batch {
+		if op.newRun != nil {
+			w.news = append(w.news, i)
+			if born == nil {
+				born = map[string]bool{}
+			}
+			born[op.runID] = true
+		}
+	}
+	for i, op := range batch {
+		if born[op.runID] {
+			// Fenced by the insert: the runs table does not show the
+			// statement's own new rows.
+			w.newSteps.add(i, op)
+			continue
+		}
+		w.steps.add(i, op)
+		if op.fin != nil {
+			w.fins = append(w.fins, i)
+		}
+	}
+	return w
+}
+
 // execStepsAndFinish commits such a batch in a single statement. With
 // checkpoint interceptors and events for them, the statement runs in a
 // transaction that then calls the interceptors with the events of the ops it
@@ -1026,29 +1055,7 @@ func (c *committer) execSingle(ctx context.Context, now time.Time, batch []*writ
 			}
 		}()
 	}
-	w := &singleWrite{batch: batch, folds: folds}
-	var born map[string]bool // runs this statement inserts
-	for i, op := range batch {
-		if op.newRun != nil {
-			w.news = append(w.news, i)
-			if born == nil {
-				born = map[string]bool{}
-			}
-			born[op.runID] = true
-		}
-	}
-	for i, op := range batch {
-		if born[op.runID] {
-			// Fenced by the insert: the runs table does not show the
-			// statement's own new rows.
-			w.newSteps.add(i, op)
-			continue
-		}
-		w.steps.add(i, op)
-		if op.fin != nil {
-			w.fins = append(w.fins, i)
-		}
-	}
+	w := newSingleWrite(batch, folds)
 	okFins, okRuns, err := c.e.store.stepsAndFinish(ctx, tx, now, c.e.cfg.LeaseTTL, w)
 	if err != nil {
 		return nil, err

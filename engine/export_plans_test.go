@@ -11,8 +11,8 @@ import (
 
 // HotPlansForTest returns the generic plans (EXPLAIN of the prepared
 // statement, as a connection's plan cache keeps it after its first
-// executions) of the commit path's single statements, by name:
-// "steps_and_finish" and "steps_finish_and_starts".
+// executions) of the commit statement of every shape, by the shape's name
+// (see CommitShapesForTest).
 func HotPlansForTest(ctx context.Context, e *Engine) (map[string]string, error) {
 	s := e.store
 	cn, err := s.db.Conn(ctx)
@@ -25,14 +25,9 @@ func HotPlansForTest(ctx context.Context, e *Engine) (map[string]string, error) 
 	}
 	defer cn.ExecContext(context.Background(), `RESET plan_cache_mode`) //nolint:errcheck // the connection goes back to the pool either way
 	plans := map[string]string{}
-	for name, q := range map[string]struct {
-		sql    string
-		params int
-	}{
-		"steps_and_finish":        {s.sql.stepsAndFinish, stepsAndFinishParams},
-		"steps_finish_and_starts": {s.sql.stepsFinishAndStarts, stepsFinishAndStartsParams},
-	} {
-		if _, err := cn.ExecContext(ctx, `PREPARE graft_hot_plan AS `+q.sql); err != nil {
+	for name, sh := range commitShapes() {
+		q := s.sql.commit[sh]
+		if _, err := cn.ExecContext(ctx, `PREPARE graft_hot_plan AS `+q.q); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		rows, err := cn.QueryContext(ctx, `EXPLAIN EXECUTE graft_hot_plan(`+strings.TrimSuffix(strings.Repeat("NULL,", q.params), ",")+`)`)
@@ -58,6 +53,29 @@ func HotPlansForTest(ctx context.Context, e *Engine) (map[string]string, error) 
 		plans[name] = b.String()
 	}
 	return plans, nil
+}
+
+// commitShapes returns the shapes a commit statement can have, by name:
+// its parts joined by "+" (steps, fin, timers, news, new_steps).
+func commitShapes() map[string]commitShape {
+	parts := []struct {
+		sh   commitShape
+		name string
+	}{{shapeSteps, "steps"}, {shapeFin, "fin"}, {shapeTimers, "timers"}, {shapeNews, "news"}, {shapeNewSteps, "new_steps"}}
+	m := map[string]commitShape{}
+	for sh := commitShape(1); sh <= shapeAll; sh++ {
+		if sh&shapeTimers != 0 && sh&shapeFin == 0 || sh&shapeNewSteps != 0 && sh&shapeNews == 0 {
+			continue // never used: their parts need fin, news
+		}
+		var name []string
+		for _, p := range parts {
+			if sh&p.sh != 0 {
+				name = append(name, p.name)
+			}
+		}
+		m[strings.Join(name, "+")] = sh
+	}
+	return m
 }
 
 // ClaimExpiredPlanForTest runs the claim of up to n runs of queue whose

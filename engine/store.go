@@ -119,9 +119,17 @@ func finishArgs(args []any, batch []*writeOp, idx []int) []any {
 }
 
 // finishSQL moves running runs to waiting or closed, fenced by the lease
-// (the committer's notifier announces the closed ones after the commit). It
-// uses parameters $p+1..$p+finishParams and yields run_id as the CTE named
-// "fin".
+// (the committer's notifier announces the closed ones after the commit),
+// and marks the abandoned timers of the runs it closes (see
+// abandonTimersSQL). It uses parameters $p+1..$p+finishParams and yields
+// (run_id, closed_at, timers) as the CTE named "fin".
+func (s *store) finishSQL(p int) string {
+	return s.transitionsSQL(p) + `,
+		` + s.abandonTimersSQL()
+}
+
+// transitionsSQL is finishSQL without the abandoned timers: a commit
+// statement leaves that arm out when none of its runs recorded a timer.
 //
 // Each run is found by its primary key. Its status check is written so the
 // planner cannot prove runs_leased's predicate (status = 'running') from
@@ -129,7 +137,7 @@ func finishArgs(args []any, batch []*writeOp, idx []int) []any {
 // lease index (every running run, and the dead entries of every run that
 // ran since the last vacuum: 3,084 entries a statement at bench -c 256)
 // and hash-joined it to the batch, instead of probing a few keys.
-func (s *store) finishSQL(p int) string {
+func (s *store) transitionsSQL(p int) string {
 	now := fmt.Sprintf("$%d", p+len(finishCols)+1)
 	return `fin AS (UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
 			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN ` + now + `::timestamptz END,
@@ -138,8 +146,7 @@ func (s *store) finishSQL(p int) string {
 		FROM ` + finishCols.sql(p, "v") + `
 		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.loads = v.token
 		  AND CASE WHEN ` + leased("r") + ` THEN true END
-		RETURNING r.run_id, r.closed_at, v.timers),
-		` + s.abandonTimersSQL()
+		RETURNING r.run_id, r.closed_at, v.timers)`
 }
 
 func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
@@ -151,17 +158,46 @@ func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []
 
 // storeSQL holds the statements of the hot path, built once per store.
 type storeSQL struct {
-	finishRuns, insertSteps              string
-	insertRuns, insertAnnouncedRuns      string
-	stepsAndFinish, stepsFinishAndStarts string
+	finishRuns, insertSteps         string
+	insertRuns, insertAnnouncedRuns string
+	// commit holds the commit statement of each shape (see commitShape).
+	commit [shapeAll + 1]commitSQL
 }
 
-// Parameters of the single statements: the steps and the transitions,
-// then for starts the runs and their steps.
-var (
-	stepsAndFinishParams       = stepParams + finishParams
-	stepsFinishAndStartsParams = stepsAndFinishParams + runParams + stepParams
+// commitShape names the parts a commit statement writes. Each part is an
+// arm of the statement (CTEs and their rows in its result) and is left out
+// when the batch has nothing for it: PostgreSQL initialises and locks
+// every relation and index of a plan at each execution, however empty its
+// arrays, and at bench -c 1 (a workflow of three activities: its start,
+// two commits of steps only and its close) the unused arms of the single
+// statement were about a third of a steps-only commit's backend CPU.
+type commitShape uint8
+
+const (
+	// shapeSteps: step records of existing runs ("ins").
+	shapeSteps commitShape = 1 << iota
+	// shapeFin: run transitions ("fin"), and whether a closing run
+	// waits on closes elsewhere (row 'l').
+	shapeFin
+	// shapeTimers: abandoned timers of the runs fin closes ("abandoned");
+	// only with shapeFin, when a run of the batch recorded a timer.
+	shapeTimers
+	// shapeNews: run inserts ("nr", "nrlk", "nrsup").
+	shapeNews
+	// shapeNewSteps: the first step records of the inserted runs
+	// ("nins"); only with shapeNews.
+	shapeNewSteps
+
+	shapeAll = shapeSteps | shapeFin | shapeTimers | shapeNews | shapeNewSteps
 )
+
+// commitSQL is a commit statement: its text, the number of parameters it
+// takes and the CTEs that yield the runs it writes (for folds).
+type commitSQL struct {
+	q       string
+	params  int
+	written []string
+}
 
 func (s *store) buildSQL() {
 	s.sql.finishRuns = `WITH ` + s.finishSQL(0) + ` SELECT run_id FROM fin`
@@ -169,18 +205,79 @@ func (s *store) buildSQL() {
 	// PostgreSQL folds identical notifications of one transaction into one.
 	s.sql.insertAnnouncedRuns = `WITH ` + s.runsSQL(0) + fmt.Sprintf(` SELECT run_id, CASE WHEN lease_owner IS NULL THEN pg_notify($%d, queue) END FROM nr`, runParams+1)
 	s.sql.insertSteps = `WITH ` + s.stepsSQL(0) + ` SELECT run_id, seq FROM ins`
+	for sh := range s.sql.commit {
+		s.sql.commit[sh] = s.commitSQL(commitShape(sh))
+	}
+}
 
-	q := `WITH ` + s.stepsSQL(0) + `, ` + s.finishSQL(stepParams)
-	// A statement that closes runs also says whether a process waits on
-	// closes elsewhere (row 'l'): only then are they announced (see
-	// listeners.go).
-	sel := `SELECT 's', run_id, seq FROM ins UNION ALL SELECT 'f', run_id, 0 FROM fin
-		UNION ALL SELECT 'l', '', 0 WHERE EXISTS (SELECT 1 FROM fin WHERE closed_at IS NOT NULL)
-			AND EXISTS (SELECT 1 FROM ` + s.listeners + ` WHERE expires_at > now())`
-	s.sql.stepsAndFinish = q + ` ` + sel
-	runsAt := stepsAndFinishParams
-	s.sql.stepsFinishAndStarts = q + `, ` + s.runsSQL(runsAt) + `, ` + s.newRunStepsSQL(runsAt+runParams) + ` ` + sel +
-		` UNION ALL SELECT 'r', run_id, 0 FROM nr UNION ALL SELECT 's', run_id, seq FROM nins`
+// commitSQL builds the commit statement of shape sh. Its parameters are,
+// in order, those of the parts sh has: the steps, the transitions and the
+// time, the run inserts and the lease TTL, the new runs' steps. Its rows
+// are (kind, run_id, seq): 's' a step written, 'f' a transition, 'l' a
+// process waits on closes elsewhere, 'r' a run inserted.
+func (s *store) commitSQL(sh commitShape) commitSQL {
+	var c commitSQL
+	var ctes, sel []string
+	if sh&shapeSteps != 0 {
+		ctes = append(ctes, s.stepsSQL(c.params))
+		sel = append(sel, `SELECT 's', run_id, seq FROM ins`)
+		c.params += stepParams
+		c.written = append(c.written, "ins")
+	}
+	if sh&shapeFin != 0 {
+		ctes = append(ctes, s.transitionsSQL(c.params))
+		if sh&shapeTimers != 0 {
+			ctes = append(ctes, s.abandonTimersSQL())
+		}
+		// A statement that closes runs also says whether a process
+		// waits on closes elsewhere (row 'l'): only then are they
+		// announced (see listeners.go).
+		sel = append(sel, `SELECT 'f', run_id, 0 FROM fin`, `SELECT 'l', '', 0 WHERE EXISTS (SELECT 1 FROM fin WHERE closed_at IS NOT NULL)
+			AND EXISTS (SELECT 1 FROM `+s.listeners+` WHERE expires_at > now())`)
+		c.params += finishParams
+		c.written = append(c.written, "fin")
+	}
+	if sh&shapeNews != 0 {
+		ctes = append(ctes, s.runsSQL(c.params))
+		sel = append(sel, `SELECT 'r', run_id, 0 FROM nr`)
+		c.params += runParams
+		c.written = append(c.written, "nr")
+		if sh&shapeNewSteps != 0 {
+			ctes = append(ctes, s.newRunStepsSQL(c.params))
+			sel = append(sel, `SELECT 's', run_id, seq FROM nins`)
+			c.params += stepParams
+			c.written = append(c.written, "nins")
+		}
+	}
+	if len(ctes) == 0 {
+		return commitSQL{}
+	}
+	c.q = `WITH ` + strings.Join(ctes, `, `) + ` ` + strings.Join(sel, ` UNION ALL `)
+	return c
+}
+
+// shape is the commit statement's shape for w.
+func (w *singleWrite) shape() commitShape {
+	var sh commitShape
+	if len(w.steps.steps) > 0 {
+		sh |= shapeSteps
+	}
+	if len(w.fins) > 0 {
+		sh |= shapeFin
+		for _, i := range w.fins {
+			if w.batch[i].fin.hasTimers {
+				sh |= shapeTimers
+				break
+			}
+		}
+	}
+	if len(w.news) > 0 {
+		sh |= shapeNews
+		if len(w.newSteps.steps) > 0 {
+			sh |= shapeNewSteps
+		}
+	}
+	return sh
 }
 
 // stepsAndFinish writes step records, run transitions and plain run
@@ -191,6 +288,7 @@ func (s *store) buildSQL() {
 // the steps of a new run are fenced by its insert in the same statement.
 // The caller keeps a run's end and a start of the same workflow ID out of
 // one such statement (both would judge the ID by the same snapshot).
+// The statement has only the parts the batch needs (see commitShape).
 // With folds (see CheckpointFolder), their calls join the statement and
 // their rows go to w.foldRows.
 func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl time.Duration, w *singleWrite) (map[string]bool, map[string]bool, error) {
@@ -198,28 +296,35 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 	// steps only, or steps and one kind more. Written steps are marked in
 	// w's batches.
 	var okFins, okRuns map[string]bool
-	q, n := s.sql.stepsAndFinish, stepsAndFinishParams
-	if len(w.news) > 0 {
-		q, n = s.sql.stepsFinishAndStarts, stepsFinishAndStartsParams
+	sh := w.shape()
+	if sh == 0 {
+		// Nothing but folds' calls (ops with events only): the
+		// statement of steps, with none.
+		sh = shapeSteps
 	}
+	c := s.sql.commit[sh]
+	q, n := c.q, c.params
 	if len(w.folds) > 0 {
-		written := []string{"ins", "fin"}
-		if len(w.news) > 0 {
-			written = append(written, "nr", "nins")
-		}
-		q = s.folds.text(q, n, written, w.folds)
+		q = s.folds.text(q, n, c.written, w.folds)
 		for _, f := range w.folds {
 			n += len(f.Args)
 		}
 		w.foldRows = make([][]CheckpointFoldRow, len(w.folds))
 	}
-	args := stepArgs(make([]any, 0, n), w.steps.steps, w.steps.owners)
-	args = finishArgs(args, w.batch, w.fins)
-	args = append(args, now)
-	if len(w.news) > 0 {
+	args := make([]any, 0, n)
+	if sh&shapeSteps != 0 {
+		args = stepArgs(args, w.steps.steps, w.steps.owners)
+	}
+	if sh&shapeFin != 0 {
+		args = finishArgs(args, w.batch, w.fins)
+		args = append(args, now)
+	}
+	if sh&shapeNews != 0 {
 		args = runArgs(args, w.batch, w.news)
 		args = append(args, ttlInterval(ttl))
-		args = stepArgs(args, w.newSteps.steps, w.newSteps.owners)
+		if sh&shapeNewSteps != 0 {
+			args = stepArgs(args, w.newSteps.steps, w.newSteps.owners)
+		}
 	}
 	args = foldArgs(args, w.folds)
 	rows, err := s.hotQuery(ctx, tx, q, args...)

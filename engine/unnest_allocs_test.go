@@ -27,7 +27,7 @@ func TestCommitArgumentsAllocateLittle(t *testing.T) {
 	steps, owners, batch, idx := []*stepRow{done, next}, []fence{owner, owner}, []*writeOp{op}, []int{0}
 	var args []any
 	allocs := testing.AllocsPerRun(100, func() {
-		args = stepArgs(make([]any, 0, stepsAndFinishParams), steps, owners)
+		args = stepArgs(make([]any, 0, stepParams+finishParams), steps, owners)
 		args = finishArgs(args, batch, idx)
 	})
 	require.Len(t, args, len(stepCols)+len(finishCols))

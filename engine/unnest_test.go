@@ -39,13 +39,15 @@ func TestHotStatementsNumberTheirParameters(t *testing.T) {
 		q string
 		n int
 	}{
-		"finishRuns":           {s.sql.finishRuns, finishParams},
-		"insertRuns":           {s.sql.insertRuns, runParams},
-		"insertAnnouncedRuns":  {s.sql.insertAnnouncedRuns, runParams + 1},
-		"insertSteps":          {s.sql.insertSteps, stepParams},
-		"stepsAndFinish":       {s.sql.stepsAndFinish, stepsAndFinishParams},
-		"stepsFinishAndStarts": {s.sql.stepsFinishAndStarts, stepsFinishAndStartsParams},
+		"finishRuns":          {s.sql.finishRuns, finishParams},
+		"insertRuns":          {s.sql.insertRuns, runParams},
+		"insertAnnouncedRuns": {s.sql.insertAnnouncedRuns, runParams + 1},
+		"insertSteps":         {s.sql.insertSteps, stepParams},
 	} {
 		require.Equal(t, c.n, maxParam(c.q), name)
+	}
+	for name, sh := range commitShapes() {
+		c := s.sql.commit[sh]
+		require.Equal(t, c.params, maxParam(c.q), name)
 	}
 }
