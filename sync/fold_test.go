@@ -7,10 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/testenv"
 	graftsync "github.com/graftdev/graft/sync"
 )
 
@@ -41,21 +43,8 @@ func TestFoldedWriteAccounts(t *testing.T) {
 	require.NotNil(t, fold)
 
 	// The engine's statement wrote every run but op-lost's.
-	args := append(append([]any{}, fold.Args...), "{run-op-alter,run-op-same,run-op-missing}")
-	ph := make([]string, len(args))
-	for i := range ph {
-		ph[i] = "$" + strconv.Itoa(i+1)
-	}
-	rows, err := ev.db.Query(`SELECT * FROM `+fold.Func+`(`+strings.Join(ph, ", ")+`)`, args...)
+	got, err := callFold(context.Background(), ev.db, fold, "{run-op-alter,run-op-same,run-op-missing}")
 	require.NoError(t, err)
-	var got []engine.CheckpointFoldRow
-	for rows.Next() {
-		var r engine.CheckpointFoldRow
-		require.NoError(t, rows.Scan(&r.A, &r.B))
-		got = append(got, r)
-	}
-	require.NoError(t, rows.Err())
-	require.NoError(t, rows.Close())
 	fold.Done(context.Background(), got)
 
 	r, _ := ev.row("op-alter")
@@ -72,4 +61,77 @@ func TestFoldedWriteAccounts(t *testing.T) {
 	require.Equal(t, 1.0, m[graftsync.MetricRowsWritten], "written: op-alter")
 	require.Equal(t, 1.0, m[graftsync.MetricRowsMissing], "missing: op-missing")
 	require.Zero(t, m[graftsync.MetricStale])
+}
+
+// TestFoldWritesAfterAConcurrentLegacyWrite: a legacy transaction that
+// changes a row while the folded write is under way (after the statement's
+// snapshot, before its update) holds the row; the mirror's update waits
+// for it, then judges the row as the legacy transaction left it and writes
+// the workflow's state over it, in the same statement. Updating the row
+// found in the snapshot by its position (ctid) instead of its key would
+// skip it (PostgreSQL does not follow a concurrently updated row to a
+// position the statement did not ask for), and the row would show the
+// legacy write until the workflow's next change.
+func TestFoldWritesAfterAConcurrentLegacyWrite(t *testing.T) {
+	t.Parallel()
+	ev := newEnv(t, envOpts{mapping: guarded("version", nil), noWorker: true})
+	ev.insertRow("op-1")
+	ctx := testenv.Ctx(t, time.Minute)
+	legacy, err := ev.ldb.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	defer legacy.Rollback()
+	_, err = legacy.Exec(`UPDATE ` + ev.qtable() + ` SET status = 'legacy' WHERE id = 'op-1'`)
+	require.NoError(t, err)
+	var pid int
+	require.NoError(t, legacy.QueryRow(`SELECT pg_backend_pid()`).Scan(&pid))
+
+	evs := []*engine.CheckpointEvent{{Kind: engine.CheckpointActivityCompleted, WorkflowID: "op-1", RunID: "run-op-1",
+		WorkflowType: "renewal", Status: engine.StatusRunning, Seq: 1, ActivityName: "renew.check", Attempt: 1, At: time.Now()}}
+	fold, ok := ev.mr.FoldCheckpoint(ctx, evs)
+	require.True(t, ok)
+	type result struct {
+		rows []engine.CheckpointFoldRow
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rows, err := callFold(ctx, ev.db, fold, "{run-op-1}")
+		done <- result{rows, err}
+	}()
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		var waiting int
+		err := ev.ldb.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid).Scan(&waiting)
+		return err == nil && waiting > 0
+	}, "the folded write never waited for the legacy transaction")
+	require.NoError(t, legacy.Commit())
+	res := <-done
+	require.NoError(t, res.err)
+	require.Contains(t, res.rows, engine.CheckpointFoldRow{A: "w", B: "1"}, "one row written")
+	r, _ := ev.row("op-1")
+	require.Equal(t, "doing", r.Status, "the workflow's state, written after the legacy write")
+	require.Equal(t, "checking", r.Step.String)
+}
+
+// callFold runs a fold's function as the engine's statement does, with
+// written as the runs the statement wrote, and returns its rows.
+func callFold(ctx context.Context, db *sqlx.DB, fold *engine.CheckpointFold, written string) ([]engine.CheckpointFoldRow, error) {
+	args := append(append([]any{}, fold.Args...), written)
+	ph := make([]string, len(args))
+	for i := range ph {
+		ph[i] = "$" + strconv.Itoa(i+1)
+	}
+	rows, err := db.QueryContext(ctx, `SELECT * FROM `+fold.Func+`(`+strings.Join(ph, ", ")+`)`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var got []engine.CheckpointFoldRow
+	for rows.Next() {
+		var r engine.CheckpointFoldRow
+		if err := rows.Scan(&r.A, &r.B); err != nil {
+			return nil, err
+		}
+		got = append(got, r)
+	}
+	return got, rows.Err()
 }

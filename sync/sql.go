@@ -431,7 +431,10 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	// and whether the change would write it. Only the rows a change would
 	// write are looked up again, by the update, which checks the same
 	// conditions on the row's latest version (a row another transaction
-	// changed meanwhile is judged as it is now). A row the change leaves as
+	// changed meanwhile is judged as it is now). Again by key, not by the
+	// position (ctid) cur found, which would save the index descent but
+	// skip a row a concurrent legacy write moved
+	// (TestFoldWritesAfterAConcurrentLegacyWrite). A row the change leaves as
 	// it is costs one index lookup, not one in the update and a second to
 	// learn that it exists. Skipping it on the statement's snapshot is what
 	// writing it first and having the other transaction write it after
