@@ -12,7 +12,8 @@ import (
 // HotPlansForTest returns the generic plans (EXPLAIN of the prepared
 // statement, as a connection's plan cache keeps it after its first
 // executions) of the commit statement of every shape, by the shape's name
-// (see CommitShapesForTest).
+// (see CommitShapesForTest), and of the claim of due runs, "claim_due" (one
+// queue) and "claim_due_queues" (two).
 func HotPlansForTest(ctx context.Context, e *Engine) (map[string]string, error) {
 	s := e.store
 	cn, err := s.db.Conn(ctx)
@@ -25,8 +26,18 @@ func HotPlansForTest(ctx context.Context, e *Engine) (map[string]string, error) 
 	}
 	defer cn.ExecContext(context.Background(), `RESET plan_cache_mode`) //nolint:errcheck // the connection goes back to the pool either way
 	plans := map[string]string{}
+	type stmt struct {
+		q      string
+		params int
+	}
+	stmts := map[string]stmt{
+		"claim_due":        {s.claimSQL(s.claimDueSQL(1), ""), 7},
+		"claim_due_queues": {s.claimSQL(s.claimDueSQL(2), ""), 7},
+	}
 	for name, sh := range commitShapes() {
-		q := s.sql.commit[sh]
+		stmts[name] = stmt{s.sql.commit[sh].q, s.sql.commit[sh].params}
+	}
+	for name, q := range stmts {
 		if _, err := cn.ExecContext(ctx, `PREPARE graft_hot_plan AS `+q.q); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}

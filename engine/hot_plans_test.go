@@ -12,11 +12,12 @@ import (
 	"github.com/graftdev/graft/internal/testenv"
 )
 
-// The commit path's statements run prepared, on generic plans. Against a
-// table of 20,000 runs (a few hundred running) and their steps, those
-// plans find each row by its key: no scan of a table, no read of every
-// running run through the lease index, no probe of runs_by_workflow per
-// pair of started runs, no hashed subplan that reads every completed run.
+// The commit path's statements and the claim of due runs run prepared, on
+// generic plans. Against a table of 20,000 runs (a few hundred running)
+// and their steps, those plans find each row by its key: no scan of a
+// table, no read of every running run through the lease index, no probe of
+// runs_by_workflow per pair of started runs, no hashed subplan that reads
+// every completed run; the claim reads the (queue, wake_at) index.
 func TestHotStatementsGenericPlansProbeByKey(t *testing.T) {
 	t.Parallel()
 	e := testenv.Engine(t, nil)
@@ -107,7 +108,10 @@ func seedHotPlanRuns(t *testing.T, exec func(q string, args ...any), n int) {
 // index or hashes a subplan's whole result.
 func requireProbesByKey(t *testing.T, plans map[string]string) {
 	t.Helper()
-	require.Len(t, plans, 17, "the commit statement's shapes")
+	require.Len(t, plans, 17+2, "the commit statement's shapes and the claims")
+	for _, name := range []string{"claim_due", "claim_due_queues"} {
+		require.Contains(t, plans[name], "Index Scan using runs_claimable on runs", "%s:\n%s", name, plans[name])
+	}
 	for name, plan := range plans {
 		// result_listeners holds a row per process waiting on closes
 		// elsewhere: reading it whole is its plan.

@@ -943,9 +943,21 @@ func (s *store) expireLeases(ctx context.Context, owner string) error {
 // the first page of each one's buffered signals, read in the same
 // statement, and the runs that had an event (a signal) the claim's read did
 // not see (see claimSQL): such a run's EventSeq is the count the read saw.
+//
+// The statement runs prepared (hotQuery), on a generic plan once a
+// connection has run it a few times: parsed and planned at each claim (a
+// few CTEs, the run's columns returned, two subplans), its planning was
+// about a third of its CPU in PostgreSQL. bench -n 20000 -c 512 -workers 4
+// -stats (each process claims for its own notices, 0.036 claims a
+// workflow): the claim's backend CPU 2.7 ms a call unprepared, 1.8-2.4 ms
+// prepared.
 func (s *store) claim(ctx context.Context, query, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, extra ...any) ([]*runRow, map[string][]*signalRow, map[string]bool, error) {
 	var got []*claimedRow
-	if err := sqlx.SelectContext(ctx, s.db, &got, query, claimArgs(owner, queues, types, n, now, ttl, extra...)...); err != nil {
+	rows, err := s.hotQuery(ctx, s.db, query, claimArgs(owner, queues, types, n, now, ttl, extra...)...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := sqlx.StructScan(rows, &got); err != nil {
 		return nil, nil, nil, err
 	}
 	out := make([]*runRow, len(got))
