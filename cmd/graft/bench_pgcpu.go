@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/graftdev/graft/internal/sqlobserve"
 )
 
 // The CPU time of the benchmark's PostgreSQL backends (-stats), read from
@@ -34,6 +36,10 @@ func (c *dbCounters) Connected(ctx context.Context, cn driver.Conn) {
 	if pid, ok := v[0].(int64); ok {
 		c.mu.Lock()
 		c.pids = append(c.pids, int(pid))
+		if c.conns == nil {
+			c.conns = map[driver.Conn]*connCPU{}
+		}
+		c.conns[cn] = &connCPU{pid: int(pid)}
 		c.mu.Unlock()
 	}
 }
@@ -81,4 +87,65 @@ func processCPUOf(pid int) (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(ut+st) * 10 * time.Millisecond, true
+}
+
+// connCPU is what a connection of the pool sent last and its backend's
+// CPU time then (see Sending).
+type connCPU struct {
+	pid   int
+	last  int64  // the backend's CPU time in ns when label was sent
+	label string // statementLabel, or BEGIN, COMMIT, ROLLBACK
+}
+
+// schedNS reads a process's CPU time in nanoseconds (the first field of
+// /proc/<pid>/schedstat), or -1.
+func schedNS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/schedstat")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	n, _ := strconv.ParseInt(f[0], 10, 64)
+	return n
+}
+
+// Sending adds the CPU the connection's backend used since the
+// connection's previous send to what it sent then: a backend works for
+// its connection only, and between a statement's send and the next one it
+// runs that statement (a pooled connection's idle backend uses none). The
+// statements' lines of -stats report it (pg_us_per_call). Each send costs
+// a read of /proc, a few µs of this process's CPU.
+func (c *dbCounters) Sending(cn driver.Conn, k statementKey, what sqlobserve.Sent) {
+	c.mu.Lock()
+	st := c.conns[cn]
+	c.mu.Unlock()
+	if st == nil {
+		return
+	}
+	label := k.label
+	switch what {
+	case sqlobserve.SentBegin:
+		label = "BEGIN"
+	case sqlobserve.SentCommit:
+		label = "COMMIT"
+	case sqlobserve.SentRollback:
+		label = "ROLLBACK"
+	case sqlobserve.SentStatement:
+	}
+	ns := schedNS(st.pid)
+	if ns < 0 {
+		return
+	}
+	if st.label != "" {
+		c.mu.Lock()
+		if c.stmtCPU == nil {
+			c.stmtCPU = map[string]int64{}
+		}
+		c.stmtCPU[st.label] += ns - st.last
+		c.mu.Unlock()
+	}
+	st.last, st.label = ns, label
 }

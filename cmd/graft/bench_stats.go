@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"maps"
 	"runtime"
@@ -35,6 +36,11 @@ type dbCounters struct {
 	// head (statementLabel): pg_stat_statements for the benchmark's own
 	// pool, which works where that extension is not loaded.
 	statements map[string]int64
+	// conns are the connections' backends and what each sent last;
+	// stmtCPU is the backends' CPU time in ns by what they ran (see
+	// Sending).
+	conns   map[driver.Conn]*connCPU
+	stmtCPU map[string]int64
 }
 
 // statementLabel is how a statement is counted: its text with the
@@ -142,6 +148,7 @@ type benchStats struct {
 	rt0, cm0 int64
 	pgCPU0   time.Duration
 	stmts0   map[string]int64
+	cpu0     map[string]int64
 	// tables0 are the schema's table counters when the phase began: what
 	// an extra's set-up wrote (-with mirror's legacy rows, one insert a
 	// workflow, and their ANALYZE) is not the phase's.
@@ -176,6 +183,7 @@ func (st *benchStats) begin(ctx context.Context, db *sqlx.DB) error {
 	st.pgCPU0, _ = st.c.backendCPU()
 	st.c.mu.Lock()
 	st.stmts0 = maps.Clone(st.c.statements)
+	st.cpu0 = maps.Clone(st.c.stmtCPU)
 	st.c.mu.Unlock()
 	var err error
 	if st.tables0, err = readTableCounters(ctx, db, st.schema); err != nil {
@@ -196,6 +204,8 @@ type statsAtEnd struct {
 	// statements are the executions of each statement (see
 	// dbCounters.statements).
 	statements map[string]int64
+	// stmtCPU is the backends' CPU time in ns by statement (see Sending).
+	stmtCPU map[string]int64
 }
 
 // add counts in what another process (a -workers worker) sent.
@@ -208,6 +218,12 @@ func (e *statsAtEnd) add(o statsAtEnd) {
 	for l, n := range o.statements {
 		e.statements[l] += n
 	}
+	for l, n := range o.stmtCPU {
+		if e.stmtCPU == nil {
+			e.stmtCPU = map[string]int64{}
+		}
+		e.stmtCPU[l] += n
+	}
 }
 
 func (st *benchStats) end() statsAtEnd {
@@ -219,15 +235,22 @@ func (st *benchStats) end() statsAtEnd {
 	for l, n := range st.c.statements {
 		stmts[l] = n - st.stmts0[l]
 	}
+	cpu := map[string]int64{}
+	for l, n := range st.c.stmtCPU {
+		cpu[l] = n - st.cpu0[l]
+	}
 	st.c.mu.Unlock()
 	return statsAtEnd{mallocs: m.Mallocs - st.mem0.Mallocs, allocBytes: m.TotalAlloc - st.mem0.TotalAlloc,
 		roundTrips: st.c.roundTrips.Load() - st.rt0, commits: st.c.commits.Load() - st.cm0, pgCPU: pg - st.pgCPU0, pgCPUOK: ok,
-		statements: stmts}
+		statements: stmts, stmtCPU: cpu}
 }
 
 // statementsLines renders the statements that ran at least once per 100
-// workflows, most frequent first, one line each with its executions per
-// workflow.
+// workflows or cost their backends at least 1 µs a workflow, most frequent
+// first, one line each with its executions and its backends' CPU per
+// workflow and its CPU per execution. The worker processes' statements
+// (-workers) are apart from the benchmark process's, their labels begun
+// with workerLabel; BEGIN, COMMIT and ROLLBACK are counted by their CPU.
 func (e statsAtEnd) statementsLines(n int) []string {
 	type stmt struct {
 		label string
@@ -235,8 +258,13 @@ func (e statsAtEnd) statementsLines(n int) []string {
 	}
 	var all []stmt
 	for l, c := range e.statements {
-		if c*100 >= int64(n) {
+		if c*100 >= int64(n) || e.stmtCPU[l] >= 1000*int64(n) {
 			all = append(all, stmt{l, c})
+		}
+	}
+	for l, ns := range e.stmtCPU {
+		if _, counted := e.statements[l]; !counted && ns >= 1000*int64(n) {
+			all = append(all, stmt{l, 0}) // BEGIN, COMMIT, ROLLBACK
 		}
 	}
 	sort.Slice(all, func(i, j int) bool {
@@ -244,7 +272,8 @@ func (e statsAtEnd) statementsLines(n int) []string {
 	})
 	out := make([]string, len(all))
 	for i, s := range all {
-		out[i] = fmt.Sprintf("statement calls_per_wf=%.3f sql=%q", float64(s.calls)/float64(n), s.label)
+		out[i] = fmt.Sprintf("statement calls_per_wf=%.3f pg_us_per_wf=%.1f pg_us_per_call=%.0f sql=%q", float64(s.calls)/float64(n),
+			float64(e.stmtCPU[s.label])/1e3/float64(n), float64(e.stmtCPU[s.label])/1e3/float64(max(s.calls, 1)), s.label)
 	}
 	return out
 }

@@ -10,8 +10,9 @@ import (
 // -stats counts at the driver: a round trip for each statement, each
 // preparation, BEGIN, COMMIT and ROLLBACK; a commit for each COMMIT and for
 // each statement that writes outside a transaction; each execution of a
-// statement under its label, a prepared statement's at each execution; and
-// the backend of each connection.
+// statement under its label, a prepared statement's at each execution; the
+// backend of each connection; and the backend's CPU for what it ran, each
+// statement's counted when the connection sends the next.
 func TestCountingDBCountsWhatItSends(t *testing.T) {
 	t.Parallel()
 	c := &dbCounters{}
@@ -63,4 +64,7 @@ func TestCountingDBCountsWhatItSends(t *testing.T) {
 		`INSERT INTO counted VALUES (3)`:           1,
 		`SELECT v FROM counted LIMIT 1 FOR UPDATE`: 1,
 	}, c.statements)
+	for _, l := range []string{`CREATE TEMP TABLE counted (v int)`, `INSERT INTO counted VALUES ($1)`, "BEGIN", "COMMIT"} {
+		require.Positive(t, c.stmtCPU[l], "%s: %v", l, c.stmtCPU)
+	}
 }

@@ -154,10 +154,14 @@ func benchBasicWorker() error {
 const (
 	workerStatsPrefix     = "worker-stats "
 	workerStatementPrefix = "worker-statement "
+	// workerLabel begins the label of a worker process's statements in
+	// the benchmark's statement lines.
+	workerLabel = "worker: "
 )
 
 // printWorkerStats prints what a worker process's pool counted, for the
-// benchmark's process to add to its own (workerStats).
+// benchmark's process to add to its own (workerStats): a statement's
+// line holds its executions, its backends' CPU in ns and its label.
 func printWorkerStats(c *dbCounters) {
 	pg, ok := c.backendCPU()
 	if !ok {
@@ -167,13 +171,18 @@ func printWorkerStats(c *dbCounters) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for l, n := range c.statements {
-		fmt.Printf("%s%d %s\n", workerStatementPrefix, n, strconv.Quote(l))
+		fmt.Printf("%s%d %d %s\n", workerStatementPrefix, n, c.stmtCPU[l], strconv.Quote(l))
+	}
+	for _, l := range []string{"BEGIN", "COMMIT", "ROLLBACK"} { // CPU only
+		if c.stmtCPU[l] > 0 {
+			fmt.Printf("%s%d %d %s\n", workerStatementPrefix, 0, c.stmtCPU[l], strconv.Quote(l))
+		}
 	}
 }
 
 // workerStats reads the counters the stopped worker processes printed.
 func (p *workerProcs) stats() (statsAtEnd, error) {
-	out := statsAtEnd{statements: map[string]int64{}}
+	out := statsAtEnd{statements: map[string]int64{}, stmtCPU: map[string]int64{}}
 	for _, w := range p.procs {
 		var got bool
 		for _, line := range w.reports {
@@ -190,13 +199,17 @@ func (p *workerProcs) stats() (statsAtEnd, error) {
 				out.add(o)
 				got = true
 			case strings.HasPrefix(line, workerStatementPrefix):
-				n, q, ok := strings.Cut(strings.TrimPrefix(line, workerStatementPrefix), " ")
+				n, rest, ok := strings.Cut(strings.TrimPrefix(line, workerStatementPrefix), " ")
+				ns, q, ok2 := strings.Cut(rest, " ")
+				cpu, cerr := strconv.ParseInt(ns, 10, 64)
 				calls, err := strconv.ParseInt(n, 10, 64)
 				label, qerr := strconv.Unquote(q)
-				if !ok || err != nil || qerr != nil {
+				if !ok || !ok2 || err != nil || cerr != nil || qerr != nil {
 					return out, fmt.Errorf("bench: a worker's statement line %q is malformed", line)
 				}
+				label = workerLabel + label
 				out.statements[label] += calls
+				out.stmtCPU[label] += cpu
 			}
 		}
 		if !got {

@@ -30,6 +30,26 @@ type Observer[K any] interface {
 	Connected(ctx context.Context, conn driver.Conn)
 }
 
+// ConnObserver is what an Observer also implements to be told which
+// connection sends each statement, BEGIN, COMMIT and ROLLBACK, just
+// before the Observer's own method: the connection Connected was given.
+// An observer that reads what the connection's backend did between two of
+// its sends (its CPU) learns what each cost.
+type ConnObserver[K any] interface {
+	Sending(cn driver.Conn, k K, what Sent)
+}
+
+// Sent is what a connection sends (ConnObserver).
+type Sent int
+
+// What a connection sends; k is the zero K for all but SentStatement.
+const (
+	SentStatement Sent = iota
+	SentBegin
+	SentCommit
+	SentRollback
+)
+
 // Base does nothing for every method of an Observer but Key: embed it in
 // an observer to implement only the methods it cares about.
 type Base[K any] struct{}
@@ -80,13 +100,27 @@ type conn[K any] struct {
 	inTx bool
 }
 
+// sending tells a ConnObserver what the connection sends next.
+func (cn *conn[K]) sending(k K, what Sent) {
+	if s, ok := cn.o.(ConnObserver[K]); ok {
+		s.Sending(cn.Conn, k, what)
+	}
+}
+
+// statement tells the observer of an execution of the statement q.
+func (cn *conn[K]) statement(q string) {
+	k := cn.o.Key(q)
+	cn.sending(k, SentStatement)
+	cn.o.Statement(k, cn.inTx)
+}
+
 func (cn *conn[K]) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	cn.o.Statement(cn.o.Key(q), cn.inTx)
+	cn.statement(q)
 	return cn.Conn.(driver.QueryerContext).QueryContext(ctx, q, args)
 }
 
 func (cn *conn[K]) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
-	cn.o.Statement(cn.o.Key(q), cn.inTx)
+	cn.statement(q)
 	return cn.Conn.(driver.ExecerContext).ExecContext(ctx, q, args)
 }
 
@@ -101,6 +135,8 @@ func (cn *conn[K]) PrepareContext(ctx context.Context, q string) (driver.Stmt, e
 }
 
 func (cn *conn[K]) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	var zero K
+	cn.sending(zero, SentBegin)
 	cn.o.Begin()
 	t, err := cn.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
 	if err != nil {
@@ -131,11 +167,13 @@ type stmt[K any] struct {
 }
 
 func (st *stmt[K]) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	st.cn.sending(st.k, SentStatement)
 	st.cn.o.Statement(st.k, st.cn.inTx)
 	return st.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
 }
 
 func (st *stmt[K]) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	st.cn.sending(st.k, SentStatement)
 	st.cn.o.Statement(st.k, st.cn.inTx)
 	return st.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
 }
@@ -147,12 +185,16 @@ type tx[K any] struct {
 }
 
 func (t *tx[K]) Commit() error {
+	var zero K
+	t.cn.sending(zero, SentCommit)
 	t.cn.o.End(true)
 	t.cn.inTx = false
 	return t.Tx.Commit()
 }
 
 func (t *tx[K]) Rollback() error {
+	var zero K
+	t.cn.sending(zero, SentRollback)
 	t.cn.o.End(false)
 	t.cn.inTx = false
 	return t.Tx.Rollback()
