@@ -1,0 +1,31 @@
+package engine
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// A batch of a few ops takes the commit statement of exactly its parts; a
+// larger one the statement with every part (with run inserts or without),
+// so that load does not spread its commits over many statements.
+func TestBatchShape(t *testing.T) {
+	steps := func(run string) *writeOp {
+		return &writeOp{runID: run, owner: "w", token: 1, steps: []*stepRow{{RunID: run, Seq: 1}}}
+	}
+	closing := &writeOp{runID: "c", owner: "w", token: 1, fin: &finishSpec{status: StatusCompleted}}
+	start := &writeOp{runID: "n", newRun: &newRunSpec{row: runRow{RunID: "n"}}}
+	for _, c := range []struct {
+		batch []*writeOp
+		want  commitShape
+	}{
+		{[]*writeOp{steps("a")}, shapeSteps},
+		{[]*writeOp{closing}, shapeFin},
+		{[]*writeOp{steps("a"), closing}, shapeSteps | shapeFin},
+		{[]*writeOp{start}, shapeNews},
+		{[]*writeOp{steps("a"), steps("b"), steps("c"), steps("d"), steps("e")}, shapeSteps | shapeFin | shapeTimers},
+		{[]*writeOp{steps("a"), steps("b"), steps("c"), steps("d"), start}, shapeAll},
+	} {
+		require.Equal(t, c.want, newSingleWrite(c.batch, nil).shape(), "%d ops", len(c.batch))
+	}
+}
