@@ -132,9 +132,12 @@ type activityState struct {
 	// started by the first heartbeat with details saves the latest for step
 	// seq of run at most once a second (dirty says there are new ones) until
 	// the attempt ends (done).
-	run       *runState
-	seq       int
-	done      <-chan struct{}
+	run  *runState
+	seq  int
+	done <-chan struct{}
+	// attempt, when set, is the attempt's context, whose Done is done
+	// (made when the saver starts).
+	attempt   *attemptCtx
 	saverOnce sync.Once
 	dirty     chan struct{}
 }
@@ -197,6 +200,9 @@ func Heartbeat(ctx context.Context, details any) {
 	st.mu.Unlock()
 	if b != nil && st.run != nil {
 		st.saverOnce.Do(func() {
+			if st.attempt != nil {
+				st.done = st.attempt.Done()
+			}
 			st.dirty = make(chan struct{}, 1)
 			go st.saveLoop()
 		})
@@ -735,37 +741,19 @@ func retryable(err error, p RetryPolicy, attempt int) bool {
 
 // run runs one attempt with its timeouts and heartbeat watch. It returns
 // the input as decoded for the attempt, the result, the last heartbeat
-// details and the error.
+// details and the error. Its contexts are made in functions of their own,
+// out of the frame the activity runs on (see activityStep).
 func (a *activityStep) run(base context.Context) (args, out any, details json.RawMessage, err error) {
-	// The attempt's context ends with the attempt. Only a heartbeat watch
-	// cancels it with a cause of its own; without one, the timeouts'
-	// contexts end it (mergeOptions sets at least one), and a layer less
-	// is two allocations and a registration with the run's context less
-	// per attempt.
-	opts := &a.opts
-	ctx := base
-	var cancel context.CancelCauseFunc
-	if opts.HeartbeatTimeout > 0 || (opts.StartToCloseTimeout <= 0 && a.scheduleDeadline.IsZero()) {
-		ctx, cancel = context.WithCancelCause(base)
-		defer cancel(nil)
-	}
-	if opts.StartToCloseTimeout > 0 {
-		var c context.CancelFunc
-		ctx, c = context.WithTimeoutCause(ctx, opts.StartToCloseTimeout, &TimeoutError{Kind: TimeoutStartToClose})
-		defer c()
-	}
-	if !a.scheduleDeadline.IsZero() {
-		var c context.CancelFunc
-		ctx, c = context.WithDeadlineCause(ctx, a.scheduleDeadline, &TimeoutError{Kind: TimeoutScheduleToClose})
-		defer c()
-	}
-	st := &activityState{info: a.info, headers: a.headers, lastHB: time.Now(), prev: a.prevDetails,
-		run: a.s, seq: a.f.seq, done: ctx.Done()}
-	ctx = context.WithValue(ctx, activityCtxKey{}, st)
-	if opts.HeartbeatTimeout > 0 {
-		stop := make(chan struct{})
-		defer close(stop)
-		go st.watchHeartbeat(opts.HeartbeatTimeout, cancel, stop)
+	var ctx context.Context
+	var st *activityState
+	if a.opts.HeartbeatTimeout <= 0 {
+		ac := a.lazyContext(base)
+		defer ac.end()
+		ctx, st = ac, &ac.st
+	} else {
+		var stop func()
+		ctx, st, stop = a.watchedContext(base)
+		defer stop()
 	}
 	args, err = a.def.inputOf(a.input, a.live)
 	if err != nil {
@@ -779,6 +767,54 @@ func (a *activityStep) run(base context.Context) (args, out any, details json.Ra
 		err = timeoutOf(ctx, err, details)
 	}
 	return args, out, details, err
+}
+
+// lazyContext is the context of an attempt without a heartbeat timeout:
+// an attemptCtx, whose timeouts' timer and contexts are made only if
+// something looks at them.
+//
+//go:noinline
+func (a *activityStep) lazyContext(base context.Context) *attemptCtx {
+	opts := &a.opts
+	var deadline time.Time
+	var kind TimeoutKind
+	if opts.StartToCloseTimeout > 0 {
+		deadline, kind = time.Now().Add(opts.StartToCloseTimeout), TimeoutStartToClose
+	}
+	if !a.scheduleDeadline.IsZero() && (deadline.IsZero() || a.scheduleDeadline.Before(deadline)) {
+		deadline, kind = a.scheduleDeadline, TimeoutScheduleToClose
+	}
+	ctx := newAttemptCtx(base, deadline, kind)
+	st := &ctx.st
+	st.info, st.headers, st.lastHB, st.prev, st.run, st.seq, st.attempt = a.info, a.headers, time.Now(), a.prevDetails, a.s, a.f.seq, ctx
+	return ctx
+}
+
+// watchedContext is the context of an attempt with a heartbeat timeout,
+// which a watch cancels when the activity does not heartbeat in time, and
+// its state; stop ends both.
+//
+//go:noinline
+func (a *activityStep) watchedContext(base context.Context) (context.Context, *activityState, func()) {
+	opts := &a.opts
+	ctx, cancel := context.WithCancelCause(base)
+	var c1, c2 context.CancelFunc = func() {}, func() {}
+	if opts.StartToCloseTimeout > 0 {
+		ctx, c1 = context.WithTimeoutCause(ctx, opts.StartToCloseTimeout, &TimeoutError{Kind: TimeoutStartToClose})
+	}
+	if !a.scheduleDeadline.IsZero() {
+		ctx, c2 = context.WithDeadlineCause(ctx, a.scheduleDeadline, &TimeoutError{Kind: TimeoutScheduleToClose})
+	}
+	st := &activityState{info: a.info, headers: a.headers, lastHB: time.Now(), prev: a.prevDetails,
+		run: a.s, seq: a.f.seq, done: ctx.Done()}
+	stop := make(chan struct{})
+	go st.watchHeartbeat(opts.HeartbeatTimeout, cancel, stop)
+	return context.WithValue(ctx, activityCtxKey{}, st), st, func() {
+		close(stop)
+		c2()
+		c1()
+		cancel(nil)
+	}
 }
 
 // callActivity runs the activity chain, a panic made a *PanicError.

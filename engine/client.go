@@ -289,6 +289,9 @@ func (c *Client) newStartSpec(name string, args any, raw []byte, o *StartOptions
 	now := c.e.cfg.Clock.Now()
 	row := runRow{RunID: newRunID(), WorkflowID: o.ID, WorkflowType: name, Queue: o.Queue, Input: input, CreatedAt: now,
 		Headers: mustJSON(o.Headers), hdr: o.Headers, WakeAt: nullTime(now.Add(o.Delay)), StartReason: "start"}
+	if raw == nil {
+		row.liveInput = args
+	}
 	return &newRunSpec{row: row, reuse: o.IDReusePolicy, signal: o.signal}, nil
 }
 
@@ -309,9 +312,14 @@ func (c *Client) Handle(ctx context.Context, workflowID string) (*RunHandle, err
 // continue-as-new and reset to the run that finally closes.
 func (r *Run[Out]) Result(ctx context.Context) (Out, error) {
 	var zero Out
-	raw, err := r.RunHandle.Result(ctx)
+	raw, live, err := r.result(ctx)
 	if err != nil {
 		return zero, err
+	}
+	if v, ok := liveValue[Out](live); ok {
+		// The run ended in this process: its result as the workflow
+		// returned it, which decoding raw would give back (liveValue).
+		return v, nil
 	}
 	var v Out
 	if len(raw) > 0 {
@@ -359,17 +367,24 @@ func (l *localOutcome) wait(ctx context.Context, d time.Duration) (*closedRun, e
 // Result waits for the run to close and returns its JSON result, or the
 // workflow's error (typed: errors.As works).
 func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
+	raw, _, err := h.result(ctx)
+	return raw, err
+}
+
+// result is Result, with the value the result encodes when the run ended in
+// this process and handed its end to this handle (nil otherwise).
+func (h *RunHandle) result(ctx context.Context) (json.RawMessage, any, error) {
 	e := h.c.e
 	runID := h.RunID
 	if h.local != nil {
 		if r, err := h.local.wait(ctx, 5*e.cfg.PollInterval); err != nil {
-			return nil, err
+			return nil, nil, err
 		} else if r != nil {
 			switch r.status {
 			case StatusCompleted:
-				return r.output, nil
+				return r.output, r.live, nil
 			case StatusFailed, StatusCancelled:
-				return nil, decodeError(r.errJSON)
+				return nil, nil, decodeError(r.errJSON)
 			}
 		}
 	}
@@ -378,7 +393,7 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 	// that missed the registration have all committed is done again then.
 	recheckAt, err := e.listeners.hold(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer e.listeners.release()
 	why := "first" // why the read below is made (tests log it)
@@ -394,7 +409,7 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 			e.dropWaiter(runID, ch)
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if !isOpen(r.status) && r.next != "" {
 			// A closed run may have been continued as new or reset (a
@@ -406,11 +421,11 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 		}
 		switch r.status {
 		case StatusCompleted:
-			return r.output, nil
+			return r.output, nil, nil
 		case StatusFailed, StatusCancelled:
-			return nil, decodeError(r.errJSON)
+			return nil, nil, decodeError(r.errJSON)
 		case StatusContinued, StatusReset:
-			return nil, fmt.Errorf("engine: follow run %s: its %s successor is missing", runID, r.status)
+			return nil, nil, fmt.Errorf("engine: follow run %s: its %s successor is missing", runID, r.status)
 		}
 		poll := time.Duration(e.resultPoll.Load())
 		why = "safety poll"
@@ -432,9 +447,9 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 			if cr != nil && carriesOutcome(cr.status) {
 				t.Stop()
 				if cr.status == StatusCompleted {
-					return cr.output, nil
+					return cr.output, nil, nil
 				}
-				return nil, decodeError(cr.errJSON)
+				return nil, nil, decodeError(cr.errJSON)
 			}
 			why = "woken without the outcome"
 		case <-t.C:
@@ -442,7 +457,7 @@ func (h *RunHandle) Result(ctx context.Context) (json.RawMessage, error) {
 		case <-ctx.Done():
 			t.Stop()
 			e.dropWaiter(runID, ch)
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		t.Stop()
 	}

@@ -91,8 +91,10 @@ type startSignal struct {
 
 // finishSpec moves a running run to waiting or to a closed status.
 type finishSpec struct {
-	status        Status
-	output        []byte
+	status Status
+	output []byte
+	// live is the workflow's result that output encodes (completed runs).
+	live          any
 	errJSON       []byte
 	wakeAt        time.Time
 	knownEventSeq int64

@@ -40,6 +40,16 @@ func (w *Workflow[In, Out]) decodeInputStrict(b []byte) (any, error) {
 	return decodeInto[In]("input of workflow "+w.name, b, true)
 }
 
+// inputOf is the workflow's input: live, the value its starter passed in
+// this process, when decoding its encoding b would give it back
+// (liveValue), and b decoded otherwise.
+func (w *Workflow[In, Out]) inputOf(b []byte, live any) (any, error) {
+	if v, ok := liveValue[In](live); ok {
+		return v, nil
+	}
+	return w.decodeInput(b)
+}
+
 func (w *Workflow[In, Out]) execute(ctx Context, in any) (any, error) {
 	v, _ := in.(In)
 	return w.fn(ctx, v)
@@ -50,6 +60,7 @@ type workflowDef interface {
 	Name() string
 	decodeInput([]byte) (any, error)
 	decodeInputStrict([]byte) (any, error)
+	inputOf(b []byte, live any) (any, error)
 	execute(Context, any) (any, error)
 }
 

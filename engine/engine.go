@@ -272,6 +272,9 @@ type closedRun struct {
 	status  Status
 	output  []byte
 	errJSON []byte
+	// live is the value output encodes, when the run's end committed in
+	// this process (finishSpec.live): see Run.Result.
+	live any
 }
 
 // dispatchDone wakes waiters of closed runs; res, when given, is each run's
@@ -341,7 +344,7 @@ func (e *Engine) afterCommit(batch []*writeOp, errs []error) {
 			continue
 		}
 		done = append(done, op.runID)
-		res = append(res, &closedRun{status: op.fin.status, output: op.fin.output, errJSON: op.fin.errJSON})
+		res = append(res, &closedRun{status: op.fin.status, output: op.fin.output, errJSON: op.fin.errJSON, live: op.fin.live})
 	}
 	if len(done) > 0 {
 		e.dispatchDone(done, res)

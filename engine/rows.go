@@ -73,7 +73,11 @@ type runRow struct {
 	Headers      []byte `db:"headers"`
 	// hdr is Headers decoded, when the run was created in this process:
 	// an eagerly started run need not decode what its creator encoded.
-	hdr               Headers
+	hdr Headers
+	// liveInput is the value Input encodes, when the run was created in
+	// this process from it: an eagerly started run need not decode it
+	// either (Workflow.inputOf).
+	liveInput         any
 	CreatedAt         time.Time      `db:"created_at"`
 	UpdatedAt         time.Time      `db:"updated_at"`
 	ClosedAt          sql.NullTime   `db:"closed_at"`

@@ -1014,7 +1014,7 @@ func (s *runState) main() {
 			runErr, finished = s.parkedErr, true
 			return
 		}
-		args, err := s.def.decodeInput(s.row.Input)
+		args, err := s.def.inputOf(s.row.Input, s.row.liveInput)
 		if err != nil {
 			runErr, finished = NewNonRetryableError(ErrorTypeBadInput, err.Error(), nil), true
 			return
@@ -1068,7 +1068,7 @@ func (s *runState) finish(out any, runErr error) {
 		if err != nil {
 			fin.status, fin.errJSON = StatusFailed, encodeError(NewNonRetryableError(ErrorTypePayloadTooLarge, err.Error(), nil))
 		} else {
-			fin.status, fin.output = StatusCompleted, b
+			fin.status, fin.output, fin.live = StatusCompleted, b, out
 		}
 	case errors.As(runErr, &can):
 		fin.status = StatusContinued
