@@ -963,11 +963,11 @@ func (s *store) expireLeases(ctx context.Context, owner string) error {
 //
 // The statement runs prepared (hotQuery), on a generic plan once a
 // connection has run it a few times: parsed and planned at each claim (a
-// few CTEs, the run's columns returned, two subplans), its planning was
-// about a third of its CPU in PostgreSQL. bench -n 20000 -c 512 -workers 4
-// -stats (each process claims for its own notices, 0.036 claims a
-// workflow): the claim's backend CPU 2.7 ms a call unprepared, 1.8-2.4 ms
-// prepared.
+// few CTEs, the run's columns returned, two subplans), its planning was a
+// fifth to a third of its CPU in PostgreSQL. bench -n 50000 -c 512
+// -workers 4 -stats (each process claims for its own notices, 0.035-0.038
+// claims a workflow): the claim's backend CPU 2.7-3.1 ms a call
+// unprepared, 2.2-2.5 ms prepared.
 func (s *store) claim(ctx context.Context, query, owner string, queues, types []string, n int, now time.Time, ttl time.Duration, extra ...any) ([]*runRow, map[string][]*signalRow, map[string]bool, error) {
 	var got []*claimedRow
 	rows, err := s.hotQuery(ctx, s.db, query, claimArgs(owner, queues, types, n, now, ttl, extra...)...)
