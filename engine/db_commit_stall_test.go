@@ -3,10 +3,12 @@
 package engine_test
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
@@ -56,11 +58,10 @@ func TestCommitStalledMidFlightIsNotGuessed(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
+	_, err := admin.ExecContext(ctx, `CREATE TABLE standby_probe (x int)`)
+	require.NoError(t, err)
 	syncRep(true)
-	testenv.Eventually(t, 10*time.Second, func() bool {
-		var v string
-		return admin.GetContext(ctx, &v, `SHOW synchronous_standby_names`) == nil && v == "ghost"
-	}, "the configuration was not reloaded")
+	dfAwaitSyncRep(ctx, t, admin)
 
 	close(gate) // the outcomes' commit stalls
 	var pids []int
@@ -108,4 +109,43 @@ func TestCommitStalledMidFlightIsNotGuessed(t *testing.T) {
 			require.Equal(t, "completed", st.Status, "run %s step %d", run.WorkflowID, st.Seq)
 		}
 	}
+}
+
+// dfAwaitSyncRep waits until a commit waits for the synchronous standby.
+// The admin session's SHOW tells only that it has reloaded the
+// configuration: a commit waits once the checkpointer has reloaded it too
+// (it tells the other backends that a standby is named), which on a busy
+// machine comes later; a commit before that goes through. So a probe row
+// is written until its commit is seen waiting, and that commit is then
+// cancelled (PostgreSQL commits it locally).
+func dfAwaitSyncRep(ctx context.Context, t *testing.T, admin *sqlx.DB) {
+	t.Helper()
+	conn, err := admin.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	var pid int
+	require.NoError(t, conn.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	var done chan error
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		if done == nil {
+			done = make(chan error, 1)
+			go func() { _, err := conn.ExecContext(ctx, `INSERT INTO standby_probe VALUES (1)`); done <- err }()
+		}
+		var waiting bool
+		require.NoError(t, admin.GetContext(ctx, &waiting, `SELECT count(*) > 0 FROM pg_stat_activity
+			WHERE pid = $1 AND wait_event = 'SyncRep'`, pid))
+		if waiting {
+			return true
+		}
+		select {
+		case err := <-done: // committed without waiting: write again
+			require.NoError(t, err)
+			done = nil
+		default:
+		}
+		return false
+	}, "no commit waited for the standby")
+	_, err = admin.ExecContext(ctx, `SELECT pg_cancel_backend($1)`, pid)
+	require.NoError(t, err)
+	require.NoError(t, <-done)
 }
