@@ -140,6 +140,31 @@ func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 	}
 }
 
+// Stop's context also cuts the worker's leaving of the roster: with every
+// backend stopped, removing the worker's row waited its own CommitTimeout
+// (70 s here, past dfStopStalled's minute) after Stop's context had ended.
+// The worker has no runs, so nothing else of Stop writes.
+func TestStalledBackendsDoNotHoldRosterLeave(t *testing.T) {
+	t.Parallel()
+	app := "stalledleave"
+	dsn, db, admin := dfStallPools(t, app, 4)
+	logs := &dfLog{}
+	e := testenv.Engine(t, &engine.Config{DB: db, DatabaseURL: dsn, Schema: "graft", Logger: slog.New(logs),
+		CommitTimeout: 70 * time.Second})
+	var calls ftCounter
+	require.NoError(t, e.Register(dfWorkflow("df.stallleave", 1, &calls, nil, 0)))
+	w, err := e.NewWorker(engine.WorkerConfig{})
+	require.NoError(t, err)
+	ctx := testenv.Ctx(t, 150*time.Second)
+	require.NoError(t, w.Start(ctx))
+	logs.dumpIfFailed(t)
+	// The pool opens no backend that is not stopped.
+	db.SetMaxOpenConns(max(db.Stats().OpenConnections, 1))
+	_, resume := dfStopIdleBackends(ctx, t, admin, app)
+	defer resume()
+	require.ErrorIs(t, dfStopStalled(t, w, "Stop waited for the roster past its context"), context.DeadlineExceeded)
+}
+
 // A worker is stopped while its claim loop's claim is in flight to a
 // stopped backend (SIGSTOP): the claim, bounded by LeaseTTL, must not hold
 // Stop past its context. Once Stop's context ends, the claim is given up

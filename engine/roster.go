@@ -186,10 +186,20 @@ func (w *Worker) rosterLoop() {
 }
 
 // leaveRoster removes the worker's row once its renewals have ended, so
-// that other processes stop naming it within rosterRead.
-func (w *Worker) leaveRoster() {
-	<-w.rosterDone
-	ctx, cancel := w.e.store.bounded(w.e.cfg.CommitTimeout)
+// that other processes stop naming it within rosterRead. It gives up when
+// stop (Stop's context) ends, at the latest by its deadline: the row
+// expires by itself.
+func (w *Worker) leaveRoster(stop context.Context) {
+	select {
+	case <-w.rosterDone:
+	case <-stop.Done():
+		return
+	}
+	d := w.e.cfg.CommitTimeout
+	if at, ok := stop.Deadline(); ok {
+		d = min(d, time.Until(at))
+	}
+	ctx, cancel := w.e.store.bounded(d)
 	defer cancel()
 	if err := w.e.store.leave(ctx, w.id); err != nil {
 		w.e.cfg.Logger.Warn("engine: removing the worker from the roster failed; it expires", "worker", w.id, "err", err)

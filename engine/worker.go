@@ -278,7 +278,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 		return nil
 	}
 	w.mu.Unlock()
-	w.leaveRoster()
+	w.leaveRoster(ctx)
 	var err error
 	select {
 	case <-w.loopDone:
