@@ -4,7 +4,6 @@ package engine_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -30,14 +29,12 @@ import (
 func TestCommitStalledMidFlightIsNotGuessed(t *testing.T) {
 	t.Parallel()
 	app := "midcommit"
-	dsn, db, admin := dfStallPools(t, app, 6)
+	st := dfStallEngine(t, app, 6, 2*time.Second, 2*time.Minute)
+	admin, logs, e := st.admin, st.logs, st.e
 
-	logs := &dfLog{}
 	var calls ftCounter
 	gate := make(chan struct{})
 	act, wf := dfWorkflow("df.midcommit", 4, &calls, gate, 2)
-	e := testenv.Engine(t, &engine.Config{DB: db, DatabaseURL: dsn, Schema: "graft", Logger: slog.New(logs),
-		CommitTimeout: 2 * time.Second, LeaseTTL: 2 * time.Minute})
 	require.NoError(t, e.Register(act, wf))
 	testenv.Worker(t, e, engine.WorkerConfig{})
 	ctx := testenv.Ctx(t, 180*time.Second)

@@ -32,14 +32,12 @@ import (
 func TestStalledBackendsDoNotHoldCommits(t *testing.T) {
 	t.Parallel()
 	app := "stalled"
-	dsn, db, admin := dfStallPools(t, app, 6)
+	st := dfStallEngine(t, app, 6, time.Second, time.Minute)
+	admin, logs, e := st.admin, st.logs, st.e
 
-	logs := &dfLog{}
 	var calls ftCounter
 	gate := make(chan struct{})
 	act, wf := dfWorkflow("df.stall", 4, &calls, gate, 2)
-	e := testenv.Engine(t, &engine.Config{DB: db, DatabaseURL: dsn, Schema: "graft", Logger: slog.New(logs),
-		CommitTimeout: time.Second, LeaseTTL: time.Minute})
 	require.NoError(t, e.Register(act, wf))
 	testenv.Worker(t, e, engine.WorkerConfig{})
 	ctx := testenv.Ctx(t, 120*time.Second)
@@ -98,15 +96,12 @@ func TestStalledBackendsDoNotHoldCommits(t *testing.T) {
 func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 	t.Parallel()
 	app := "stalledstop"
-	dsn, db, admin := dfStallPools(t, app, 4)
+	st := dfStallEngine(t, app, 4, time.Second, time.Minute)
+	admin, logs, e := st.admin, st.logs, st.e
 
-	logs := &dfLog{}
 	var calls ftCounter
 	gate := make(chan struct{})
 	act, wf := dfWorkflow("df.stallstop", 2, &calls, gate, 0)
-	cfg := &engine.Config{DB: db, DatabaseURL: dsn, Schema: "graft", Logger: slog.New(logs),
-		CommitTimeout: time.Second, LeaseTTL: time.Minute}
-	e := testenv.Engine(t, cfg)
 	require.NoError(t, e.Register(act, wf))
 	w, err := e.NewWorker(engine.WorkerConfig{})
 	require.NoError(t, err)
@@ -147,10 +142,8 @@ func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 func TestStalledBackendsDoNotHoldRosterLeave(t *testing.T) {
 	t.Parallel()
 	app := "stalledleave"
-	dsn, db, admin := dfStallPools(t, app, 4)
-	logs := &dfLog{}
-	e := testenv.Engine(t, &engine.Config{DB: db, DatabaseURL: dsn, Schema: "graft", Logger: slog.New(logs),
-		CommitTimeout: 70 * time.Second})
+	st := dfStallEngine(t, app, 4, 70*time.Second, 0)
+	db, admin, logs, e := st.db, st.admin, st.logs, st.e
 	var calls ftCounter
 	require.NoError(t, e.Register(dfWorkflow("df.stallleave", 1, &calls, nil, 0)))
 	w, err := e.NewWorker(engine.WorkerConfig{})
@@ -173,17 +166,14 @@ func TestStalledBackendsDoNotHoldRosterLeave(t *testing.T) {
 func TestStalledClaimDoesNotHoldWorkerStop(t *testing.T) {
 	t.Parallel()
 	app := "stalledclaim"
-	dsn, db, admin := dfStallPools(t, app, 4)
+	// Ten minutes: a Stop held by the claim would be held well past the
+	// wait below.
+	st := dfStallEngine(t, app, 4, time.Second, 10*time.Minute)
+	admin, logs, e := st.admin, st.logs, st.e
 
-	logs := &dfLog{}
 	var calls ftCounter
 	gate := make(chan struct{})
 	act, wf := dfWorkflow("df.stallclaim", 2, &calls, gate, 0)
-	// Ten minutes: a Stop held by the claim would be held well past the
-	// wait below.
-	cfg := &engine.Config{DB: db, DatabaseURL: dsn, Schema: "graft", Logger: slog.New(logs),
-		CommitTimeout: time.Second, LeaseTTL: 10 * time.Minute}
-	e := testenv.Engine(t, cfg)
 	require.NoError(t, e.Register(act, wf))
 	w, err := e.NewWorker(engine.WorkerConfig{})
 	require.NoError(t, err)
@@ -273,6 +263,25 @@ func dfStallPools(t *testing.T, app string, maxConns int) (dsn string, db, admin
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = admin.Close() })
 	return dsn, db, admin
+}
+
+// dfStall is dfStallPools' private PostgreSQL and pools, with an engine
+// (schema graft) on the guarded pool that logs to logs.
+type dfStall struct {
+	db, admin *sqlx.DB
+	logs      *dfLog
+	e         *engine.Engine
+}
+
+// dfStallEngine opens dfStallPools' pools and an engine on them with
+// commitTimeout and leaseTTL (zero: the engine's default).
+func dfStallEngine(t *testing.T, app string, maxConns int, commitTimeout, leaseTTL time.Duration) *dfStall {
+	t.Helper()
+	dsn, db, admin := dfStallPools(t, app, maxConns)
+	st := &dfStall{db: db, admin: admin, logs: &dfLog{}}
+	st.e = testenv.Engine(t, &engine.Config{DB: db, DatabaseURL: dsn, Schema: "graft", Logger: slog.New(st.logs),
+		CommitTimeout: commitTimeout, LeaseTTL: leaseTTL})
+	return st
 }
 
 // dfStopIdleBackends stops (SIGSTOP) every idle backend of the connections
