@@ -30,6 +30,11 @@ type Server struct {
 	dir  string
 	bin  string
 	cred *credential // the postgres user's, when run as root
+
+	// guard stops the server and removes its files once this process
+	// ends (startGuard); guardW is the pipe end only this process holds.
+	guard  *exec.Cmd
+	guardW *os.File
 }
 
 // Config tunes a Server. The zero value is fine.
@@ -41,23 +46,15 @@ type Config struct {
 // Start initialises and starts a server. The binaries are taken from
 // GRAFT_PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH. Run as
 // root, the server runs as the postgres user (initdb refuses root). Close
-// stops it and removes its files.
+// stops it and removes its files; so does the end of this process, however
+// it ends (see orphans.go). Start first stops and removes the servers
+// whose owner process is dead.
 func Start(cfg Config) (s *Server, err error) {
-	bin, err := binDir()
-	if err != nil {
+	if s, err = newServer(); err != nil {
 		return nil, err
 	}
-	s = &Server{bin: bin}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("pgproc: running as root, a private PostgreSQL needs the postgres user: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		s.cred = &credential{uid: uid, gid: gid}
-	}
-	if s.dir, err = os.MkdirTemp("", "graft-pg-"); err != nil {
+	reapOrphans(s.bin, s.cred)
+	if s.dir, err = os.MkdirTemp("", dirPrefix); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -65,13 +62,21 @@ func Start(cfg Config) (s *Server, err error) {
 			s.Close()
 		}
 	}()
+	// err, not a new one: the deferred Close must see these fail.
+	if err = writeOwner(s.dir); err != nil {
+		return nil, err
+	}
 	if s.cred != nil {
-		if err := os.Chown(s.dir, s.cred.uid, s.cred.gid); err != nil {
+		if err = os.Chown(s.dir, s.cred.uid, s.cred.gid); err != nil {
 			return nil, err
 		}
 	}
+	if err = s.startGuard(); err != nil {
+		return nil, err
+	}
 	data := filepath.Join(s.dir, "data")
-	if out, err := s.command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8").CombinedOutput(); err != nil {
+	out, err := s.command(filepath.Join(s.bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8").CombinedOutput()
+	if err != nil {
 		return nil, fmt.Errorf("pgproc: initdb: %w: %s", err, out)
 	}
 	if s.Port, err = FreePort(); err != nil {
@@ -97,6 +102,26 @@ shared_buffers = 32MB
 	}
 	s.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&binary_parameters=yes", s.Port)
 	return s, s.Start()
+}
+
+// newServer is a Server with no directory yet: the binaries to run and the
+// user to run them as.
+func newServer() (*Server, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{bin: bin}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("pgproc: running as root, a private PostgreSQL needs the postgres user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		s.cred = &credential{uid: uid, gid: gid}
+	}
+	return s, nil
 }
 
 // Start starts the server (again) and waits until it accepts connections.
@@ -125,7 +150,14 @@ func (s *Server) Restart() error {
 
 // Close stops the server at once and removes its files.
 func (s *Server) Close() {
+	if s.dir == "" {
+		return
+	}
 	_ = s.pgCtl("stop", "-m", "immediate", "-w")
+	if s.guard != nil {
+		_ = s.guardW.Close()
+		_ = s.guard.Wait()
+	}
 	_ = os.RemoveAll(s.dir)
 }
 

@@ -1,0 +1,19 @@
+package pgproc
+
+// KillGuardForTest kills s's guard, as a signal to its whole session would.
+func KillGuardForTest(s *Server) error {
+	if err := s.guard.Process.Kill(); err != nil {
+		return err
+	}
+	_, _ = s.guard.Process.Wait()
+	return nil
+}
+
+// CloseDirForTest stops the server whose directory is dir, at once, and
+// removes its files, as Close does for its own.
+func CloseDirForTest(dir string) {
+	if s, err := newServer(); err == nil {
+		s.dir = dir
+		s.Close()
+	}
+}
