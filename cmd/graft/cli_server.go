@@ -89,7 +89,7 @@ Create the first admin token with: graft tokens create --direct --name NAME --ro
 	cmd.Flags().StringVar(&o.ratelimitPrefix, "ratelimit-prefix", ratelimit.DefaultPrefix, "the workers' rate-limit key prefix, for /v1/providers")
 	cmd.Flags().StringVar(&o.config, "config", "", "configuration file (YAML or JSON): a legacy source runs the intake")
 	cmd.Flags().BoolVar(&o.ui, "ui", true, "serve the operator web UI under /ui/")
-	cmd.Flags().StringVar(&o.uiSecret, "ui-secret", os.Getenv("GRAFT_UI_SECRET"), "key of the web UI's CSRF tokens, at least 32 characters (GRAFT_UI_SECRET; default random per process)")
+	secretFlag(cmd.Flags(), &o.uiSecret, "ui-secret", "GRAFT_UI_SECRET", "key of the web UI's CSRF tokens, at least 32 characters (GRAFT_UI_SECRET; default random per process)")
 	cmd.Flags().StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with its chain); needs --tls-key")
 	cmd.Flags().StringVar(&o.tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
 	cmd.Flags().BoolVar(&o.behindTLSProxy, "behind-tls-proxy", false, "a proxy in front ends TLS: mark the web UI's session cookie Secure on plain HTTP too")

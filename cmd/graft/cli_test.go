@@ -137,6 +137,20 @@ func TestCLIAgainstAServer(t *testing.T) {
 	_, err = cli("tokens", "revoke", id)
 	require.NoError(t, err)
 
+	// GRAFT_TOKEN stands in for --token, and --help does not print it.
+	t.Setenv("GRAFT_TOKEN", tok.Secret)
+	out, err = run(t, "ops", "list", "--server", hs.URL)
+	require.NoError(t, err)
+	require.Contains(t, out, "op-fail")
+	for _, args := range [][]string{{"--help"}, {"ops", "list", "--help"}, {"server", "--help"}} {
+		t.Setenv("GRAFT_UI_SECRET", "a-ui-secret-of-at-least-thirty-two-characters")
+		out, err = run(t, args...)
+		require.NoError(t, err)
+		require.Contains(t, out, "bearer token (GRAFT_TOKEN)", args)
+		require.NotContains(t, out, tok.Secret, "graft %v prints the token", args)
+		require.NotContains(t, out, "a-ui-secret-of", "graft %v prints the UI secret", args)
+	}
+	t.Setenv("GRAFT_TOKEN", "")
 	_, err = run(t, "ops", "list", "--server", hs.URL)
 	require.ErrorContains(t, err, "no token")
 	_, err = run(t, "ops", "list", "--server", hs.URL, "--token", "graft_nope")

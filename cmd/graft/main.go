@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/graftdev/graft/internal/devenv"
 )
@@ -40,7 +41,7 @@ Environment:
 		},
 	}
 	root.PersistentFlags().StringVar(&cli.server, "server", envOr("GRAFT_SERVER", "http://127.0.0.1:8080"), "operations server URL (GRAFT_SERVER)")
-	root.PersistentFlags().StringVar(&cli.token, "token", os.Getenv("GRAFT_TOKEN"), "bearer token (GRAFT_TOKEN)")
+	secretFlag(root.PersistentFlags(), &cli.token, "token", "GRAFT_TOKEN", "bearer token (GRAFT_TOKEN)")
 	root.PersistentFlags().StringVarP(&cli.output, "output", "o", "table", "output: table (for people) or json (for scripts)")
 	root.AddCommand(newBenchCmd(), newMigrateCmd(), newRecordsCmd(), newServerCmd(), newOpsCmd(cli), newTokensCmd(cli), newFlagsCmd(cli), newBulkCmd(cli))
 	return root
@@ -71,6 +72,14 @@ func newMigrateCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&schema, "schema", "graft", "graft's schema")
 	return cmd
+}
+
+// secretFlag registers a string flag that defaults to the environment
+// variable env without --help printing that default: a token or a key
+// shown there ends up in a terminal's scrollback or a pasted bug report.
+func secretFlag(fs *pflag.FlagSet, p *string, name, env, usage string) {
+	fs.StringVar(p, name, os.Getenv(env), usage)
+	fs.Lookup(name).DefValue = ""
 }
 
 func envOr(name, def string) string {
