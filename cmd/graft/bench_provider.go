@@ -350,7 +350,7 @@ func openRedis(ctx context.Context) (*redis.Client, error) {
 	defer cancel()
 	if err := rc.Ping(pctx).Err(); err != nil {
 		rc.Close()
-		return nil, errors.Join(fmt.Errorf("connect to Redis at %s", redisURL()), err)
+		return nil, errors.Join(fmt.Errorf("connect to Redis at %s", redactURL(redisURL())), err)
 	}
 	return rc, nil
 }

@@ -134,7 +134,8 @@ func openCountingDB(maxConns int, c *dbCounters) (*sqlx.DB, error) {
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
 	if err := db.Ping(); err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", databaseURL(), err)
+		_ = db.Close()
+		return nil, fmt.Errorf("connect to GRAFT_DATABASE_URL %s: %w", redactURL(databaseURL()), err)
 	}
 	return db, nil
 }

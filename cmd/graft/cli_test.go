@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,6 +157,30 @@ func TestCLIAgainstAServer(t *testing.T) {
 	require.ErrorContains(t, err, "no token")
 	_, err = run(t, "ops", "list", "--server", hs.URL, "--token", "graft_nope")
 	require.ErrorContains(t, err, "401 Unauthenticated")
+}
+
+// TestDatabaseURLErrors: a GRAFT_DATABASE_URL that cannot be used is named in
+// the error, with its password left out.
+func TestDatabaseURLErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String() // nothing answers there once ln is closed
+	require.NoError(t, ln.Close())
+	for _, c := range []struct{ url, want string }{
+		{"postgres://postgres:s3cret@" + closed + "/postgres?sslmode=disable",
+			"connect to GRAFT_DATABASE_URL postgres://postgres:xxxxx@" + closed + "/postgres?sslmode=disable: dial tcp"},
+		{"postgres://postgres@" + closed + "/postgres?sslmode=disable&password=s3cret",
+			"connect to GRAFT_DATABASE_URL postgres://postgres@" + closed + "/postgres?password=xxxxx&sslmode=disable: dial tcp"},
+		{"host=127.0.0.1 port=" + strings.Split(closed, ":")[1] + " user=postgres password='s3 cret' sslmode=disable",
+			"connect to GRAFT_DATABASE_URL host=127.0.0.1 port=" + strings.Split(closed, ":")[1] + " user=postgres password=xxxxx sslmode=disable: dial tcp"},
+		{"mysql://root:s3cret@127.0.0.1/ops",
+			"GRAFT_DATABASE_URL mysql://root:xxxxx@127.0.0.1/ops is not a PostgreSQL URL: it starts mysql:// where postgres:// is needed"},
+	} {
+		t.Setenv("GRAFT_DATABASE_URL", c.url)
+		_, err := run(t, "migrate", "--schema", "graft_never_made")
+		require.ErrorContains(t, err, c.want)
+		require.NotContains(t, err.Error(), "s3", "the password stays out of the error")
+	}
 }
 
 // TestServerCommand starts graft server on a free port, reads the address
