@@ -66,6 +66,11 @@ func TestDemoServe(t *testing.T) {
 	t.Cleanup(func() { _, _ = grafttest.DB(t).Exec(`DROP SCHEMA IF EXISTS ` + schema + `_legacy CASCADE`) })
 	var listed, signin, providers int
 	var body, providersBody string
+	type getResult struct {
+		status int
+		body   string
+	}
+	var flagsGot, opGot, root getResult
 	o := options{DatabaseURL: grafttest.DatabaseURL(), RedisURL: testenv.RedisURL(), Schema: schema,
 		N: 12, LegacyDelay: 50 * time.Millisecond, LegacyWorkers: 4, Serve: "127.0.0.1:0",
 		onServe: func(base, token string) {
@@ -90,6 +95,23 @@ func TestDemoServe(t *testing.T) {
 				providers = res.StatusCode
 				providersBody = string(b)
 			}
+			// graft flags and graft ops show work on the demo as the README
+			// has them: the flags, and an operation's legacy row.
+			for path, got := range map[string]*getResult{"/v1/flags": &flagsGot, "/v1/operations/" + premiumIDs()[1]: &opGot} {
+				req, _ = http.NewRequestWithContext(ctx, "GET", base+path, nil)
+				req.Header.Set("Authorization", "Bearer "+token)
+				if res, err := http.DefaultClient.Do(req); err == nil {
+					b, _ := io.ReadAll(res.Body)
+					res.Body.Close()
+					*got = getResult{res.StatusCode, string(b)}
+				}
+			}
+			// The address alone leads to the UI's sign-in page.
+			noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			if res, err := noRedirect.Get(base + "/"); err == nil {
+				res.Body.Close()
+				root = getResult{res.StatusCode, res.Header.Get("Location")}
+			}
 		}}
 	var out strings.Builder
 	last, err := run(ctx, o, &out)
@@ -101,6 +123,12 @@ func TestDemoServe(t *testing.T) {
 	require.Equal(t, http.StatusOK, providers, providersBody)
 	require.Contains(t, providersBody, `"key":"registry"`)
 	require.Contains(t, providersBody, `"concurrency":50`)
+	require.Equal(t, http.StatusOK, flagsGot.status, flagsGot.body)
+	require.Contains(t, flagsGot.body, `"kind":"renew"`)
+	require.Equal(t, http.StatusOK, opGot.status, opGot.body)
+	require.Contains(t, opGot.body, `"legacy":{`)
+	require.Contains(t, opGot.body, `"status":"cancelled"`)
+	require.Equal(t, getResult{http.StatusSeeOther, "/ui/signin"}, root)
 	require.Contains(t, out.String(), "operator token: graft_")
 	require.True(t, strings.HasPrefix(last, "demo ops=12 "), last)
 }

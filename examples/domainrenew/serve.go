@@ -26,13 +26,14 @@ func serve(ctx context.Context, addr string, e *engine.Engine, flags *tasks.Flag
 	if err := api.Migrate(ctx, e.DB(), e.Schema()); err != nil {
 		return err
 	}
-	// The providers page reads the demo's registry limiter, and the flags
-	// page previews changes over the legacy table's pending rows.
+	// The providers page reads the demo's registry limiter, the flags
+	// (page and graft flags) preview changes over the legacy table's
+	// pending rows, and each operation shows its legacy row.
 	inspector, err := ratelimit.NewInspector(rc, prefix)
 	if err != nil {
 		return err
 	}
-	srv, err := api.New(api.Config{Engine: e, Redis: rc, Providers: inspector, Intakes: []*tasks.Intake{intake}})
+	srv, err := api.New(api.Config{Engine: e, Redis: rc, Providers: inspector, Flags: flags, Legacy: intake, Intakes: []*tasks.Intake{intake}})
 	if err != nil {
 		return err
 	}
@@ -64,6 +65,9 @@ func serve(ctx context.Context, addr string, e *engine.Engine, flags *tasks.Flag
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(ui.Prefix, u.Handler())
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ui.Prefix+"signin", http.StatusSeeOther) // as graft server does
+	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
