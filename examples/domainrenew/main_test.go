@@ -128,6 +128,7 @@ func TestDemoServe(t *testing.T) {
 	require.Equal(t, http.StatusOK, opGot.status, opGot.body)
 	require.Contains(t, opGot.body, `"legacy":{`)
 	require.Contains(t, opGot.body, `"status":"cancelled"`)
+	require.Contains(t, opGot.body, `"name":"confirm"`, "the renewal declares its confirm signal")
 	require.Equal(t, getResult{http.StatusSeeOther, "/ui/signin"}, root)
 	require.Contains(t, out.String(), "operator token: graft_")
 	require.True(t, strings.HasPrefix(last, "demo ops=12 "), last)

@@ -115,7 +115,7 @@ func (r *renewals) definitions() (*engine.Workflow[Renewal, Receipt], []cancel.C
 			return Receipt{}, err
 		}
 		return Receipt{ChargeID: chargeID, Expires: expires}, nil
-	})
+	}).WithSignals(engine.DeclareSignal[bool]("confirm", "the customer's answer to a premium price: true renews, false cancels with a refund"))
 	undo := []cancel.Compensation{cancel.Undo(charge, refund, func(_ Charge, chargeID string) string { return chargeID })}
 	return wf, undo, []engine.Definition{check, premium, renew, charge, refund, notify, wf}
 }
