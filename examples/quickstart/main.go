@@ -20,6 +20,9 @@ type Renewal struct {
 func main() {
 	ctx := context.Background()
 	url := os.Getenv("GRAFT_DATABASE_URL") // make exports postgres://postgres@127.0.0.1:5432/...
+	if url == "" {
+		log.Fatal("set GRAFT_DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	}
 	// A lib/pq pool whose connections a stalled database cannot hold.
 	db, err := engine.OpenDB(url)
 	if err != nil {
@@ -64,7 +67,8 @@ func main() {
 	}
 	defer func() { _ = w.Stop(ctx) }() // at exit; a run it could not hand back resumes elsewhere
 
-	// The ID makes the start idempotent: starting it again is refused.
+	// The ID makes the start idempotent: while the run is open, starting
+	// it again is refused (once it has closed, a new run may take the ID).
 	run, err := renewal.Start(ctx, e.Client(), Renewal{Domain: "example.com", Years: 1},
 		&engine.StartOptions{ID: "renew-example.com"})
 	if err != nil {

@@ -3,8 +3,10 @@ package main
 import (
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -34,4 +36,20 @@ func TestQuickstart(t *testing.T) {
 	out, err := io.ReadAll(r)
 	require.NoError(t, err)
 	require.Equal(t, "2028-01-01 <nil>", strings.TrimSpace(string(out)))
+}
+
+// Without GRAFT_DATABASE_URL the program says so, instead of the engine's
+// "Config.DatabaseURL is required (for LISTEN/NOTIFY)". It runs in a
+// subprocess (this test binary again), since log.Fatal exits.
+func TestQuickstartWithoutDatabaseURL(t *testing.T) {
+	if os.Getenv("GRAFT_QUICKSTART_MAIN") == "1" {
+		main()
+		return
+	}
+	cmd := exec.CommandContext(grafttest.Context(t, time.Minute), os.Args[0], "-test.run=^TestQuickstartWithoutDatabaseURL$")
+	cmd.Env = append(os.Environ(), "GRAFT_QUICKSTART_MAIN=1", "GRAFT_DATABASE_URL=")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, string(out))
+	require.Contains(t, string(out), "set GRAFT_DATABASE_URL, e.g. postgres://")
 }
