@@ -124,6 +124,7 @@ at the end; Ctrl-C stops watching, not the job (graft bulk pause|stop ID).`,
 	fl.StringSliceVar(&exclude, "exclude", nil, "leave these operations out")
 	fl.Float64Var(&rate, "rate", api.DefaultBulkRate, "operations per second")
 	fl.StringVar(&reason, "reason", "", "why (recorded in the audit log for each operation; required)")
+	_ = cmd.MarkFlagRequired("reason")
 	fl.BoolVar(&dryRun, "dry-run", false, "show what the job would do and change nothing")
 	return cmd
 }

@@ -152,7 +152,7 @@ func TestCLIBulk(t *testing.T) {
 	_, _, err = runErr(t, "bulk", "relaunch", "--reason", "r", "--rate", "0")
 	require.ErrorContains(t, err, "400 Invalid request: rate")
 	_, _, err = runErr(t, "bulk", "relaunch")
-	require.ErrorContains(t, err, "400 Invalid request: reason")
+	require.EqualError(t, err, `required flag(s) "reason" not set`)
 	_, _, err = runErr(t, "bulk", "status", "bulk-nope")
 	require.ErrorContains(t, err, "404")
 }

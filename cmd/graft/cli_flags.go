@@ -84,6 +84,7 @@ func newFlagsSetCmd(cli *cliOpts) *cobra.Command {
 	fl.Float64Var(&pct, "default-percent", 0, "percent of other keys routed to graft")
 	fl.StringArrayVar(&rules, "key-rule", nil, "KEYS=PERCENT, repeatable (the whole rule list is replaced)")
 	fl.StringVar(&reason, "reason", "", "why (audited; required)")
+	_ = cmd.MarkFlagRequired("reason")
 	return cmd
 }
 

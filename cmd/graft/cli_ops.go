@@ -273,6 +273,7 @@ func newOpsCancelCmd(cli *cliOpts) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log; required)")
+	_ = cmd.MarkFlagRequired("reason")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the refund plan a cancellation would run, change nothing")
 	return cmd
 }
@@ -305,6 +306,7 @@ func newOpsRelaunchCmd(cli *cliOpts) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log; required)")
+	_ = cmd.MarkFlagRequired("reason")
 	cmd.Flags().StringVar(&from, "from-step", "", "run again from the first step of this name")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show which steps would be reused and run again, change nothing")
 	return cmd
@@ -333,5 +335,6 @@ func newOpsSignalCmd(cli *cliOpts) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log; required)")
+	_ = cmd.MarkFlagRequired("reason")
 	return cmd
 }

@@ -105,8 +105,20 @@ func TestCLIAgainstAServer(t *testing.T) {
 	require.Contains(t, out, "dry run")
 	require.Regexp(t, `(?m)charge\s+failed\s+run again`, out)
 
-	_, err = cli("ops", "relaunch", "op-fail")
-	require.ErrorContains(t, err, "400 Invalid request: reason: is required")
+	// A missing flag the server would refuse is named as a flag, before any
+	// request.
+	for _, args := range [][]string{
+		{"ops", "relaunch", "op-fail"}, {"ops", "cancel", "op-wait", "--dry-run"}, {"ops", "signal", "op-wait", "approve", `{"ok":true}`},
+		{"bulk", "relaunch", "--status", "failed", "--dry-run"}, {"bulk", "cancel", "--status", "running"},
+		{"bulk", "signal", "approve", `{"ok":true}`, "--id", "op-wait"}, {"flags", "set", "renewal", "--default-percent", "10"},
+	} {
+		_, err = cli(args...)
+		require.EqualError(t, err, `required flag(s) "reason" not set`, args)
+	}
+	_, err = cli("tokens", "create", "--role", "viewer")
+	require.EqualError(t, err, `required flag(s) "name" not set`)
+	_, err = run(t, "tokens", "create", "--direct", "--schema", e.Schema(), "--name", "x")
+	require.EqualError(t, err, `required flag(s) "role" not set`)
 
 	_, err = cli("ops", "signal", "op-wait", "approve", `{"ok":"yes"}`, "--reason", "r")
 	require.ErrorContains(t, err, "400 Invalid request: payload")

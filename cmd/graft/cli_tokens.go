@@ -67,6 +67,8 @@ straight in the database (GRAFT_DATABASE_URL): the way to make the first admin t
 	fl := cmd.Flags()
 	fl.StringVar(&name, "name", "", "who or what the token is for (required)")
 	fl.StringVar(&role, "role", "", "admin, operator, viewer or customer (required)")
+	_ = cmd.MarkFlagRequired("name")
+	_ = cmd.MarkFlagRequired("role")
 	fl.StringVar(&customer, "customer", "", "the customer, for the customer role")
 	fl.DurationVar(&expires, "expires-in", api.DefaultTokenLifetime, "lifetime")
 	fl.BoolVar(&direct, "direct", false, "write to the database instead of calling the server")
