@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/http"
 
 	"github.com/graftdev/graft/ratelimit"
@@ -15,6 +17,21 @@ func (s *Server) providersInspector() (*ratelimit.Inspector, error) {
 			detail: "this server has no rate-limit inspector (Config.Providers; graft server needs a Redis URL)"}
 	}
 	return s.cfg.Providers, nil
+}
+
+// redisProblem answers a provider request that could not reach Redis, where
+// the limiters keep every key's limits and counts, as a 503 that says so
+// instead of a 500 that says only "the server failed". The cause (an
+// address, a dial error) goes to the log, not to the caller. Other errors
+// are returned as they are.
+func (s *Server) redisProblem(r string, err error) error {
+	var ne net.Error
+	if !errors.As(err, &ne) {
+		return err
+	}
+	s.cfg.Logger.Warn("api: providers: Redis does not answer", "request", r, "err", err)
+	return &problemError{status: http.StatusServiceUnavailable, kind: "redis-unavailable", title: "Redis unavailable",
+		detail: "Redis, where the rate limiters keep their limits and counts, does not answer; the server's log has the error, /readyz the state"}
 }
 
 func limitsOf(o *ratelimit.Override) *ProviderLimits {
@@ -42,7 +59,7 @@ func (s *Server) ListProviders(ctx context.Context, _ ListProvidersRequestObject
 	}
 	keys, err := in.Inspect(ctx)
 	if err != nil {
-		return nil, err
+		return nil, s.redisProblem("list", err)
 	}
 	out := ListProviders200JSONResponse{Items: []Provider{}}
 	for _, k := range keys {
@@ -69,7 +86,7 @@ func (s *Server) SetProviderLimits(ctx context.Context, req SetProviderLimitsReq
 	}
 	cur, err := in.Key(ctx, req.Key)
 	if err != nil {
-		return nil, err
+		return nil, s.redisProblem("set "+req.Key, err)
 	}
 	clear := b.Clear != nil && *b.Clear
 	var o ratelimit.Override

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -84,4 +85,29 @@ func TestProvidersThroughTheAPI(t *testing.T) {
 	require.Equal(t, 200, clr.StatusCode(), string(clr.Body))
 	require.Nil(t, clr.JSON200.Override)
 	require.NoError(t, l.Release(ctx, lease))
+}
+
+// TestProvidersWithoutRedis: when Redis does not answer, the providers list
+// and a change of limits answer 503 naming Redis, not a bare 500.
+func TestProvidersWithoutRedis(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String() // nothing answers there once ln is closed
+	require.NoError(t, ln.Close())
+	rc := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	t.Cleanup(func() { _ = rc.Close() })
+	in, err := ratelimit.NewInspector(rc, "graft:test")
+	require.NoError(t, err)
+	ev := newEnv(t, api.Config{Providers: in})
+	ctx := testenv.Ctx(t, 60*time.Second)
+
+	list, err := ev.client(t, "viewer").ListProvidersWithResponse(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 503, list.StatusCode(), string(list.Body))
+	require.Contains(t, string(list.Body), `"title":"Redis unavailable"`)
+	require.NotContains(t, string(list.Body), addr, "the address stays in the log")
+	set, err := ev.client(t, "admin").SetProviderLimitsWithResponse(ctx, "registry", api.ProviderLimitsChange{Concurrency: ptr(1), Reason: "r"})
+	require.NoError(t, err)
+	require.Equal(t, 503, set.StatusCode(), string(set.Body))
+	require.Contains(t, string(set.Body), "does not answer")
 }
