@@ -125,7 +125,16 @@ func newOpsListCmd(cli *cliOpts) *cobra.Command {
 					}
 					counts = append(counts, c)
 				}
-				fmt.Fprintf(w, "\nmatching: %s\n", strings.Join(counts, " "))
+				// The counts leave the status filter out (they say how the
+				// rest splits), so with --status they are not what matched.
+				label := "matching"
+				if len(f.status) > 0 {
+					label = "matching the other filters, per status"
+				}
+				if len(counts) == 0 {
+					counts = append(counts, "none")
+				}
+				fmt.Fprintf(w, "\n%s: %s\n", label, strings.Join(counts, " "))
 				if page.NextCursor != nil {
 					fmt.Fprintf(w, "more: --cursor %s\n", *page.NextCursor)
 				}
