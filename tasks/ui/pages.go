@@ -55,6 +55,27 @@ func parseTemplates() (map[string]*template.Template, error) {
 			b, _ := json.MarshalIndent(v, "", "  ")
 			return string(b)
 		},
+		// cell shows a legacy row's value as the table holds it: a whole
+		// number in full (the row comes as JSON, whose numbers decode to
+		// float64, which {{.}} prints as 6.18003431433e+11), null as
+		// nothing, an array or object as JSON.
+		"cell": func(v any) string {
+			switch x := v.(type) {
+			case nil:
+				return ""
+			case string:
+				return x
+			case float64:
+				return strconv.FormatFloat(x, 'f', -1, 64)
+			case bool:
+				return strconv.FormatBool(x)
+			}
+			b, err := json.Marshal(v)
+			if err != nil {
+				return fmt.Sprint(v)
+			}
+			return string(b)
+		},
 		"list": func(l *[]string) []string {
 			if l == nil {
 				return nil

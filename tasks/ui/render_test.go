@@ -48,7 +48,8 @@ func fixtureOperation() *api.Operation {
 	in := json.RawMessage(`{"domain":"example.info"}`)
 	return &api.Operation{Id: "op-1", Kind: "renewal", Status: api.StatusFailed, Route: api.RouteGraft, RunId: "run-1", Runs: 1,
 		CreatedAt: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), Customer: p("acme"), Key: p("info"), Input: &in,
-		Legacy: &map[string]any{"status": "failed", "domain": "example.info"},
+		Legacy: &map[string]any{"status": "failed", "domain": "example.info",
+			"version": float64(618003431433), "attempts": float64(2), "ratio": 0.5, "runner": nil, "tags": []any{"a"}},
 		Now: api.NowSummary{CurrentStep: p("charge"), Attempt: p(3), MaxAttempts: p(5), NextWakeup: p(time.Now()),
 			LastError: &api.ErrorInfo{Message: "card declined", Type: p("CardDeclined"), Step: p("charge")}},
 		Signals: &[]api.SignalDecl{{Name: "confirm", Description: p("the customer confirms")}}}
@@ -146,7 +147,9 @@ func TestEveryTemplateRenders(t *testing.T) {
 		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Timeline": buildTimeline(ev, time.Now()), "Open": false,
 			"RelaunchPreview": &api.RelaunchResult{Reused: []api.StepRef{{Name: "check"}}, Rerun: []api.StepRef{{Name: "charge"}}},
 			"CancelResult":    &api.CancelResult{RefundPlan: &[]api.Compensation{{Step: "s2", Activity: p("charge"), Undo: "refund", Status: "pending"}}}},
-			[]string{"<svg", "bar failed", "mark action", "card declined", "Legacy row", "refund undoes charge", "Relaunch", "runs again 1"}},
+			[]string{"<svg", "bar failed", "mark action", "card declined", "Legacy row", "refund undoes charge", "Relaunch", "runs again 1",
+				"<th>version</th><td>618003431433</td>", "<th>attempts</th><td>2</td>", "<th>ratio</th><td>0.5</td>", "<th>runner</th><td></td>",
+				"<th>tags</th><td>[&#34;a&#34;]</td>"}},
 		{"operation", "layout", map[string]any{"Op": retrying, "ID": retrying.Id, "Events": fixtureAttempts(), "Timeline": buildTimeline(fixtureAttempts(), time.Now()), "Open": true},
 			[]string{`rect class="bar failed" data-step="check"`, `rect class="bar ok" data-step="check"`, `rect class="bar lost"`, `rect class="bar snoozed"`,
 				"check (attempt 2)", "charge (attempt 1, lost)", "renew (snoozed)", "provider acme: rate limit",
