@@ -1,13 +1,23 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
+	"github.com/lib/pq"
 	"github.com/spf13/cobra"
 
 	"github.com/graftdev/graft/engine"
 )
+
+// runStatuses are the statuses a run's record may be listed by.
+func runStatuses() []string {
+	return []string{string(engine.StatusPending), string(engine.StatusRunning), string(engine.StatusWaiting), string(engine.StatusCompleted),
+		string(engine.StatusFailed), string(engine.StatusCancelled), string(engine.StatusContinued), string(engine.StatusReset)}
+}
 
 // newRecordsCmd exports run records for a replay test: the CLI cannot
 // replay them itself, as it does not hold the user's workflow code; the
@@ -24,6 +34,13 @@ func newRecordsCmd() *cobra.Command {
 			if out == "" {
 				return fmt.Errorf("graft records: --out is required (a file, or - for standard output)")
 			}
+			f := engine.ListFilter{WorkflowType: workflowType, Limit: limit}
+			for _, s := range statuses {
+				if !slices.Contains(runStatuses(), s) {
+					return fmt.Errorf("graft records: --status %q is not a run status (%s)", s, strings.Join(runStatuses(), ", "))
+				}
+				f.Statuses = append(f.Statuses, engine.Status(s))
+			}
 			ctx := cmd.Context()
 			c, err := engine.NewClient(engine.ClientConfig{DatabaseURL: databaseURL(), Schema: schema})
 			if err != nil {
@@ -39,14 +56,11 @@ func newRecordsCmd() *cobra.Command {
 					}
 					runs = append(runs, r)
 				}
-			} else {
-				f := engine.ListFilter{WorkflowType: workflowType, Limit: limit}
-				for _, s := range statuses {
-					f.Statuses = append(f.Statuses, engine.Status(s))
+			} else if runs, err = c.Records(ctx, f); err != nil {
+				if pe := (*pq.Error)(nil); errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
+					return fmt.Errorf("graft records: schema %q holds no graft runs table (--schema names the schema your engine uses; graft migrate --schema creates one): %w", schema, err)
 				}
-				if runs, err = c.Records(ctx, f); err != nil {
-					return err
-				}
+				return err
 			}
 			b, err := engine.WriteRecords(runs)
 			if err != nil {

@@ -44,4 +44,10 @@ func TestRecordsCommand(t *testing.T) {
 	require.ErrorContains(t, err, "--out is required")
 	_, err = run(t, "records", "--schema", e.Schema(), "--run", "nope", "--out", "-")
 	require.ErrorIs(t, err, engine.ErrNotFound)
+	// A wrong status or schema is named, not answered with "0 runs written"
+	// or PostgreSQL's "relation ... does not exist".
+	_, err = run(t, "records", "--schema", e.Schema(), "--status", "done", "--out", path)
+	require.ErrorContains(t, err, `--status "done" is not a run status (pending, running, waiting, completed, failed, cancelled, continued, reset)`)
+	_, err = run(t, "records", "--schema", e.Schema()+"_nope", "--out", path)
+	require.ErrorContains(t, err, `schema "`+e.Schema()+`_nope" holds no graft runs table`)
 }
