@@ -153,6 +153,15 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 		rdb := redis.NewClient(opt)
 		defer rdb.Close()
 		cfg.Redis = rdb
+		// A Redis that does not answer does not stop the server (the API
+		// needs it only for the providers), but it is said at once rather
+		// than left for /readyz to find.
+		pctx, cancelPing := context.WithTimeout(ctx, 2*time.Second)
+		if err := rdb.Ping(pctx).Err(); err != nil {
+			fmt.Fprintf(out, "graft server: Redis at GRAFT_REDIS_URL %s does not answer (%v): /readyz says unavailable and /v1/providers answers 503 until it does; --no-redis serves without it\n",
+				redactURL(redisURL()), err)
+		}
+		cancelPing()
 		if cfg.Providers, err = ratelimit.NewInspector(rdb, o.ratelimitPrefix); err != nil {
 			return err
 		}

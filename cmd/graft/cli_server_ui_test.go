@@ -25,6 +25,14 @@ import (
 // the test ends, and returns the base URL it prints.
 func startServer(t *testing.T, schema string, args ...string) string {
 	t.Helper()
+	base, _ := startServerSaying(t, schema, args...)
+	return base
+}
+
+// startServerSaying is startServer, and returns what the server printed
+// before it listened too.
+func startServerSaying(t *testing.T, schema string, args ...string) (string, []string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	root := newRootCmd()
 	pr, pw := io.Pipe()
@@ -36,14 +44,17 @@ func startServer(t *testing.T, schema string, args ...string) string {
 	t.Cleanup(func() { cancel(); wg.Wait(); require.NoError(t, runErr) })
 	lines := bufio.NewScanner(pr)
 	var base string
+	var said []string
 	for base == "" && lines.Scan() {
 		if u, ok := strings.CutPrefix(lines.Text(), "graft server listening on "); ok {
 			base = u
+		} else {
+			said = append(said, lines.Text())
 		}
 	}
-	require.NotEmpty(t, base, "the server did not start")
+	require.NotEmpty(t, base, "the server did not start: %s", said)
 	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	return base
+	return base, said
 }
 
 // TestServerServesTheUI signs in to graft server's web UI with a real

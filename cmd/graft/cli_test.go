@@ -201,6 +201,25 @@ func TestDatabaseURLErrors(t *testing.T) {
 	}
 }
 
+// TestServerSaysRedisDoesNotAnswer: graft server starts without the Redis
+// it was given, and says so at start-up (password left out), instead of
+// leaving it for /readyz to find.
+func TestServerSaysRedisDoesNotAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	t.Setenv("GRAFT_REDIS_URL", "redis://:s3cret@"+closed+"/0")
+	url, said := startServerSaying(t, testenv.Schema(t))
+	require.Len(t, said, 1, "%q", said)
+	require.Contains(t, said[0], "graft server: Redis at GRAFT_REDIS_URL redis://:xxxxx@"+closed+"/0 does not answer")
+	require.Contains(t, said[0], "--no-redis serves without it")
+	res, err := http.Get(url + "/readyz")
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+}
+
 // TestServerCommand starts graft server on a free port, reads the address
 // it prints, checks /healthz and /readyz, and stops it.
 func TestServerCommand(t *testing.T) {
