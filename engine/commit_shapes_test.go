@@ -15,7 +15,8 @@ import (
 // transitions, abandoned timers, run inserts, their first steps). Each
 // shape still fences the writes of an existing run by its lease owner and
 // claim number, closes only the runs it holds, marks their unfired timers
-// cancelled, and inserts the runs it starts with their first steps.
+// cancelled, and inserts the runs it starts with their first steps, with
+// its rows as a VALUES list (a batch of a few ops) and as arrays.
 func TestCommitShapesFenceAndWrite(t *testing.T) {
 	t.Parallel()
 	e := testenv.Engine(t, nil)
@@ -30,7 +31,7 @@ func TestCommitShapesFenceAndWrite(t *testing.T) {
 	for _, shape := range engine.CommitShapesForTest() {
 		t.Run(shape, func(t *testing.T) {
 			parts := map[string]bool{}
-			for _, p := range strings.Split(shape, "+") {
+			for _, p := range strings.Split(strings.TrimSuffix(shape, "/arrays"), "+") {
 				parts[p] = true
 			}
 			run, fenced := "run-"+shape, parts["steps"] || parts["fin"]

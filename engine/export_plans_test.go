@@ -12,8 +12,9 @@ import (
 // HotPlansForTest returns the generic plans (EXPLAIN of the prepared
 // statement, as a connection's plan cache keeps it after its first
 // executions) of the commit statement of every shape, by the shape's name
-// (see CommitShapesForTest), and of the claim of due runs, "claim_due" (one
-// queue) and "claim_due_queues" (two).
+// (see CommitShapesForTest; "<shape>/values1" and "/values2" with each
+// arm's rows as a VALUES list of one and of two rows), and of the claim
+// of due runs, "claim_due" (one queue) and "claim_due_queues" (two).
 func HotPlansForTest(ctx context.Context, e *Engine) (map[string]string, error) {
 	s := e.store
 	cn, err := s.db.Conn(ctx)
@@ -36,6 +37,12 @@ func HotPlansForTest(ctx context.Context, e *Engine) (map[string]string, error) 
 	}
 	for name, sh := range commitShapes() {
 		stmts[name] = stmt{s.sql.commit[sh].q, s.sql.commit[sh].params}
+		// The same shape with each arm's rows as a VALUES list (a batch
+		// of a few ops), of one row and of the most.
+		for _, rows := range []uint8{1, valuesRows} {
+			c := s.commitFor(commitKey{sh: sh, steps: rows, fins: rows, news: rows, newSteps: rows})
+			stmts[fmt.Sprintf("%s/values%d", name, rows)] = stmt{c.q, c.params}
+		}
 	}
 	for name, q := range stmts {
 		if _, err := cn.ExecContext(ctx, `PREPARE graft_hot_plan AS `+q.q); err != nil {

@@ -4,15 +4,18 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
 // CommitShapesForTest returns the names of the commit statement's shapes
-// (see commitShapes).
+// (see commitShapes), each also as "<shape>/arrays": CommitShapeForTest
+// then writes its rows as arrays, as a batch of more ops or rows does,
+// where otherwise each part's one row goes as a VALUES list.
 func CommitShapesForTest() []string {
 	var names []string
 	for name := range commitShapes() {
-		names = append(names, name)
+		names = append(names, name, name+"/arrays")
 	}
 	slices.Sort(names)
 	return names
@@ -26,9 +29,14 @@ func CommitShapesForTest() []string {
 // the committer reports for the two ops (the first nil when the shape has
 // no steps or fin, the second when it has no news).
 func CommitShapeForTest(ctx context.Context, e *Engine, shape, runID, newID, owner string, token int) (old, started error, err error) {
+	shape, arrays := strings.CutSuffix(shape, "/arrays")
 	sh, ok := commitShapes()[shape]
 	if !ok {
 		return nil, nil, fmt.Errorf("no shape %q", shape)
+	}
+	if arrays {
+		e.store.arraysOnly.Store(true)
+		defer e.store.arraysOnly.Store(false)
 	}
 	now := time.Now()
 	step := func(run string, status string) *stepRow {

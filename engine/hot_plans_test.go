@@ -35,7 +35,7 @@ func TestHotStatementsGenericPlansProbeByKey(t *testing.T) {
 	// by one probe of runs_by_workflow per started run, not by a join that
 	// probes it once per pair of started runs; the update then finds each
 	// by its key.
-	for _, name := range []string{"steps+fin+timers+news+new_steps", "news+new_steps"} {
+	for _, name := range []string{"steps+fin+timers+news+new_steps", "news+new_steps", "news+new_steps/values1", "news+new_steps/values2"} {
 		plan := plans[name]
 		i, j, k := strings.Index(plan, "CTE nrlk"), strings.Index(plan, "CTE nrsup"), strings.Index(plan, "CTE nins")
 		require.True(t, i >= 0 && j > i && k > j, "%s:\n%s", name, plan)
@@ -108,7 +108,7 @@ func seedHotPlanRuns(t *testing.T, exec func(q string, args ...any), n int) {
 // index or hashes a subplan's whole result.
 func requireProbesByKey(t *testing.T, plans map[string]string) {
 	t.Helper()
-	require.Len(t, plans, 17+2, "the commit statement's shapes and the claims")
+	require.Len(t, plans, 3*17+2, "the commit statement's shapes (rows as arrays, as VALUES of one and of two) and the claims")
 	for _, name := range []string{"claim_due", "claim_due_queues"} {
 		require.Contains(t, plans[name], "Index Scan using runs_claimable on runs", "%s:\n%s", name, plans[name])
 	}

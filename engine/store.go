@@ -41,6 +41,10 @@ type store struct {
 	// folds holds the commit statements with checkpoint folds.
 	folds foldTexts
 
+	// arraysOnly, set by tests, sends every commit statement's rows as
+	// arrays (see singleWrite.key).
+	arraysOnly atomic.Bool
+
 	// signalsLoaded, set by tests, learns how many signals each load read.
 	signalsLoaded atomic.Pointer[func(n int)]
 	// guarded: db's connections keep deadlines themselves (see bounded).
@@ -109,13 +113,14 @@ var finishCols = newUnnest(
 // and the time.
 var finishParams = len(finishCols) + 1
 
-// finishArgs appends the run transitions of batch[idx] to args.
-func finishArgs(args []any, batch []*writeOp, idx []int) []any {
+// finishArgs appends the run transitions of batch[idx] to args, as the
+// arguments of transitionsSQL(p, rows).
+func finishArgs(args []any, batch []*writeOp, idx []int, rows int) []any {
 	b := finishCols.batch(len(idx))
 	for _, i := range idx {
 		b.add(batch[i])
 	}
-	return b.args(args)
+	return b.argsAs(args, rows)
 }
 
 // finishSQL moves running runs to waiting or closed, fenced by the lease
@@ -124,7 +129,7 @@ func finishArgs(args []any, batch []*writeOp, idx []int) []any {
 // abandonTimersSQL). It uses parameters $p+1..$p+finishParams and yields
 // (run_id, closed_at, timers) as the CTE named "fin".
 func (s *store) finishSQL(p int) string {
-	return s.transitionsSQL(p) + `,
+	return s.transitionsSQL(p, 0) + `,
 		` + s.abandonTimersSQL()
 }
 
@@ -137,13 +142,16 @@ func (s *store) finishSQL(p int) string {
 // lease index (every running run, and the dead entries of every run that
 // ran since the last vacuum: 3,084 entries a statement at bench -c 256)
 // and hash-joined it to the batch, instead of probing a few keys.
-func (s *store) transitionsSQL(p int) string {
-	now := fmt.Sprintf("$%d", p+len(finishCols)+1)
+//
+// rows is as for unnestCols.from: 0 takes the transitions as arrays, else
+// exactly that many as a VALUES list; the time follows them.
+func (s *store) transitionsSQL(p, rows int) string {
+	now := fmt.Sprintf("$%d", p+finishCols.params(rows)+1)
 	return `fin AS (UPDATE ` + s.runs + ` r SET status = v.status, output = v.output, error = v.error, updated_at = now(),
 			closed_at = CASE WHEN v.status IN ('completed','failed','cancelled','continued') THEN ` + now + `::timestamptz END,
 			wake_at = CASE WHEN v.status = 'waiting' AND r.event_seq > v.known THEN ` + now + ` ELSE v.wake_at END,
 			lease_expires_at = CASE WHEN v.status = 'running' THEN r.lease_expires_at END, claimed_until = NULL
-		FROM ` + finishCols.sql(p, "v") + `
+		FROM ` + finishCols.from(p, "v", rows) + `
 		WHERE r.run_id = v.run_id AND r.lease_owner = v.owner AND r.loads = v.token
 		  AND CASE WHEN ` + leased("r") + ` THEN true END
 		RETURNING r.run_id, r.closed_at, v.timers)`
@@ -151,7 +159,7 @@ func (s *store) transitionsSQL(p int) string {
 
 func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
 	ok := map[string]bool{}
-	args := finishArgs(make([]any, 0, finishParams), batch, idx)
+	args := finishArgs(make([]any, 0, finishParams), batch, idx, 0)
 	err := collectIDs(ctx, tx, s.sql.finishRuns, append(args, now), func(id string) { ok[id] = true })
 	return ok, err
 }
@@ -160,8 +168,11 @@ func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []
 type storeSQL struct {
 	finishRuns, insertSteps         string
 	insertRuns, insertAnnouncedRuns string
-	// commit holds the commit statement of each shape (see commitShape).
-	commit [shapeAll + 1]commitSQL
+	// commit holds the commit statement of each shape (see commitShape),
+	// with its rows as arrays; commitRows those with some arms' rows as
+	// VALUES lists, by commitKey, made as they are first used.
+	commit     [shapeAll + 1]commitSQL
+	commitRows sync.Map
 }
 
 // commitShape names the parts a commit statement writes. Each part is an
@@ -201,31 +212,51 @@ type commitSQL struct {
 
 func (s *store) buildSQL() {
 	s.sql.finishRuns = `WITH ` + s.finishSQL(0) + ` SELECT run_id FROM fin`
-	s.sql.insertRuns = `WITH ` + s.runsSQL(0) + ` SELECT run_id FROM nr`
+	s.sql.insertRuns = `WITH ` + s.runsSQL(0, 0) + ` SELECT run_id FROM nr`
 	// PostgreSQL folds identical notifications of one transaction into one.
-	s.sql.insertAnnouncedRuns = `WITH ` + s.runsSQL(0) + fmt.Sprintf(` SELECT run_id, CASE WHEN lease_owner IS NULL THEN pg_notify($%d, queue) END FROM nr`, runParams+1)
-	s.sql.insertSteps = `WITH ` + s.stepsSQL(0) + ` SELECT run_id, seq FROM ins`
+	s.sql.insertAnnouncedRuns = `WITH ` + s.runsSQL(0, 0) + fmt.Sprintf(` SELECT run_id, CASE WHEN lease_owner IS NULL THEN pg_notify($%d, queue) END FROM nr`, runParams+1)
+	s.sql.insertSteps = `WITH ` + s.stepsSQL(0, 0) + ` SELECT run_id, seq FROM ins`
 	for sh := range s.sql.commit {
-		s.sql.commit[sh] = s.commitSQL(commitShape(sh))
+		s.sql.commit[sh] = s.commitSQL(commitKey{sh: commitShape(sh)})
 	}
 }
 
-// commitSQL builds the commit statement of shape sh. Its parameters are,
-// in order, those of the parts sh has: the steps, the transitions and the
-// time, the run inserts and the lease TTL, the new runs' steps. Its rows
-// are (kind, run_id, seq): 's' a step written, 'f' a transition, 'l' a
-// process waits on closes elsewhere, 'r' a run inserted.
-func (s *store) commitSQL(sh commitShape) commitSQL {
+// commitKey names a commit statement: its shape, and for each of its arms
+// the rows it takes as a VALUES list (0: as arrays; see unnestCols.from).
+type commitKey struct {
+	sh                          commitShape
+	steps, fins, news, newSteps uint8
+}
+
+// commitFor returns the commit statement of k.
+func (s *store) commitFor(k commitKey) commitSQL {
+	if k.steps|k.fins|k.news|k.newSteps == 0 {
+		return s.sql.commit[k.sh]
+	}
+	if c, ok := s.sql.commitRows.Load(k); ok {
+		return c.(commitSQL)
+	}
+	c, _ := s.sql.commitRows.LoadOrStore(k, s.commitSQL(k))
+	return c.(commitSQL)
+}
+
+// commitSQL builds the commit statement of k. Its parameters are, in
+// order, those of the parts k's shape has: the steps, the transitions and
+// the time, the run inserts and the lease TTL, the new runs' steps. Its
+// rows are (kind, run_id, seq): 's' a step written, 'f' a transition, 'l'
+// a process waits on closes elsewhere, 'r' a run inserted.
+func (s *store) commitSQL(k commitKey) commitSQL {
+	sh := k.sh
 	var c commitSQL
 	var ctes, sel []string
 	if sh&shapeSteps != 0 {
-		ctes = append(ctes, s.stepsSQL(c.params))
+		ctes = append(ctes, s.stepsSQL(c.params, int(k.steps)))
 		sel = append(sel, `SELECT 's', run_id, seq FROM ins`)
-		c.params += stepParams
+		c.params += stepCols.params(int(k.steps))
 		c.written = append(c.written, "ins")
 	}
 	if sh&shapeFin != 0 {
-		ctes = append(ctes, s.transitionsSQL(c.params))
+		ctes = append(ctes, s.transitionsSQL(c.params, int(k.fins)))
 		if sh&shapeTimers != 0 {
 			ctes = append(ctes, s.abandonTimersSQL())
 		}
@@ -234,18 +265,18 @@ func (s *store) commitSQL(sh commitShape) commitSQL {
 		// announced (see listeners.go).
 		sel = append(sel, `SELECT 'f', run_id, 0 FROM fin`, `SELECT 'l', '', 0 WHERE EXISTS (SELECT 1 FROM fin WHERE closed_at IS NOT NULL)
 			AND EXISTS (SELECT 1 FROM `+s.listeners+` WHERE expires_at > now())`)
-		c.params += finishParams
+		c.params += finishCols.params(int(k.fins)) + 1
 		c.written = append(c.written, "fin")
 	}
 	if sh&shapeNews != 0 {
-		ctes = append(ctes, s.runsSQL(c.params))
+		ctes = append(ctes, s.runsSQL(c.params, int(k.news)))
 		sel = append(sel, `SELECT 'r', run_id, 0 FROM nr`)
-		c.params += runParams
+		c.params += runCols.params(int(k.news)) + 1
 		c.written = append(c.written, "nr")
 		if sh&shapeNewSteps != 0 {
-			ctes = append(ctes, s.newRunStepsSQL(c.params))
+			ctes = append(ctes, s.newRunStepsSQL(c.params, int(k.newSteps)))
 			sel = append(sel, `SELECT 's', run_id, seq FROM nins`)
-			c.params += stepParams
+			c.params += stepCols.params(int(k.newSteps))
 			c.written = append(c.written, "nins")
 		}
 	}
@@ -297,6 +328,36 @@ func (w *singleWrite) shape() commitShape {
 // exactly its parts.
 const shapeOps = 4
 
+// key is the commit statement for w of shape sh: a batch of at most
+// shapeOps ops sends each arm of up to valuesRows rows as a VALUES list
+// (see unnestCols.from). At bench -c 1 that is every commit: two step
+// records, a step and a run's end, a run's insert and its first step.
+func (w *singleWrite) key(sh commitShape) commitKey {
+	k := commitKey{sh: sh}
+	if len(w.batch) > shapeOps {
+		return k
+	}
+	rows := func(n int) uint8 {
+		if n > valuesRows {
+			return 0
+		}
+		return uint8(n)
+	}
+	if sh&shapeSteps != 0 {
+		k.steps = rows(len(w.steps.steps))
+	}
+	if sh&shapeFin != 0 {
+		k.fins = rows(len(w.fins))
+	}
+	if sh&shapeNews != 0 {
+		k.news = rows(len(w.news))
+	}
+	if sh&shapeNewSteps != 0 {
+		k.newSteps = rows(len(w.newSteps.steps))
+	}
+	return k
+}
+
 // stepsAndFinish writes step records, run transitions and plain run
 // inserts (with the first step records of eager starts) in one statement:
 // the common batch, committed without BEGIN/COMMIT round trips. The steps'
@@ -319,7 +380,11 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 		// statement of steps, with none.
 		sh = shapeSteps
 	}
-	c := s.sql.commit[sh]
+	k := w.key(sh)
+	if s.arraysOnly.Load() {
+		k = commitKey{sh: sh}
+	}
+	c := s.commitFor(k)
 	q, n := c.q, c.params
 	if len(w.folds) > 0 {
 		q = s.folds.text(q, n, c.written, w.folds)
@@ -330,17 +395,17 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 	}
 	args := make([]any, 0, n)
 	if sh&shapeSteps != 0 {
-		args = stepArgs(args, w.steps.steps, w.steps.owners)
+		args = stepArgs(args, w.steps.steps, w.steps.owners, int(k.steps))
 	}
 	if sh&shapeFin != 0 {
-		args = finishArgs(args, w.batch, w.fins)
+		args = finishArgs(args, w.batch, w.fins, int(k.fins))
 		args = append(args, now)
 	}
 	if sh&shapeNews != 0 {
-		args = runArgs(args, w.batch, w.news)
+		args = runArgs(args, w.batch, w.news, int(k.news))
 		args = append(args, ttlInterval(ttl))
 		if sh&shapeNewSteps != 0 {
-			args = stepArgs(args, w.newSteps.steps, w.newSteps.owners)
+			args = stepArgs(args, w.newSteps.steps, w.newSteps.owners, int(k.newSteps))
 		}
 	}
 	args = foldArgs(args, w.folds)
@@ -416,13 +481,14 @@ var runCols = newUnnest(
 // lease TTL of eager starts.
 var runParams = len(runCols) + 1
 
-// runArgs appends the run inserts of batch[idx] to args.
-func runArgs(args []any, batch []*writeOp, idx []int) []any {
+// runArgs appends the run inserts of batch[idx] to args, as the
+// arguments of runsSQL(p, rows).
+func runArgs(args []any, batch []*writeOp, idx []int, rows int) []any {
 	b := runCols.batch(len(idx))
 	for _, i := range idx {
 		b.add(batch[i])
 	}
-	return b.args(args)
+	return b.argsAs(args, rows)
 }
 
 // runsSQL inserts runs under their ID reuse policy; a run whose workflow ID
@@ -447,15 +513,17 @@ func runArgs(args []any, batch []*writeOp, idx []int) []any {
 //     kept from being turned into a hashed subplan (OFFSET 0), which reads
 //     every run (every completed run) once per statement instead of
 //     probing runs_by_workflow.
-func (s *store) runsSQL(p int) string {
-	ttl := fmt.Sprintf("$%d", p+len(runCols)+1)
+//
+// rows is as for unnestCols.from; the TTL follows the runs' parameters.
+func (s *store) runsSQL(p, rows int) string {
+	ttl := fmt.Sprintf("$%d", p+runCols.params(rows)+1)
 	return `nr AS (INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
 			lease_owner, lease_expires_at, loads, parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason)
 		SELECT v.run_id, v.workflow_id, v.workflow_type, v.queue, v.status, v.input, COALESCE(v.headers, '{}'), v.wake_at,
 			v.lease_owner, CASE WHEN v.status = 'running' THEN now() + ` + ttl + `::interval END,
 			CASE WHEN v.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
 			v.parent_run_id, v.parent_seq, v.parent_close_policy, v.previous_run_id, v.start_reason
-		FROM ` + runCols.sql(p, "v") + `
+		FROM ` + runCols.from(p, "v", rows) + `
 		WHERE NOT (v.reuse = 'reject' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id OFFSET 0))
 		  AND NOT (v.reuse = 'failed_only' AND EXISTS (SELECT 1 FROM ` + s.runs + ` x WHERE x.workflow_id = v.workflow_id AND x.status = 'completed' OFFSET 0))
 		ON CONFLICT (workflow_id) WHERE status IN ('pending', 'running', 'waiting') DO NOTHING
@@ -473,7 +541,7 @@ func ttlInterval(ttl time.Duration) string { return fmt.Sprintf("%d milliseconds
 // committer's notifier announces those of its batches after the commit.
 func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batch []*writeOp, idx []int, announce bool) (map[string]bool, error) {
 	ok := map[string]bool{}
-	args := runArgs(make([]any, 0, runParams+1), batch, idx)
+	args := runArgs(make([]any, 0, runParams+1), batch, idx, 0)
 	q := s.sql.insertRuns
 	if announce {
 		q, args = s.sql.insertAnnouncedRuns, append(args, ttlInterval(ttl), s.channel[chanWork])
@@ -534,13 +602,14 @@ var stepCols = newUnnest(
 // stepParams is the number of parameters stepsSQL takes.
 var stepParams = len(stepCols)
 
-// stepArgs appends steps, each written under owners[k], to args.
-func stepArgs(args []any, steps []*stepRow, owners []fence) []any {
+// stepArgs appends steps, each written under owners[k], to args, as the
+// arguments of stepsSQL(p, rows).
+func stepArgs(args []any, steps []*stepRow, owners []fence, rows int) []any {
 	b := stepCols.batch(len(steps))
 	for k, st := range steps {
 		b.add(stepIn{st, owners[k]})
 	}
-	return b.args(args)
+	return b.argsAs(args, rows)
 }
 
 // stepsSQL writes step records fenced by the lease (an empty owner skips
@@ -550,25 +619,25 @@ func stepArgs(args []any, steps []*stepRow, owners []fence) []any {
 // start or wait, or the outcome. A record's attempt log entries are
 // appended to the step's attempt_log (a write without any leaves it as it
 // is). Any other existing step is left alone, and its write reported as
-// not done. It uses $p+1..$p+stepParams and yields (run_id, seq) as CTE
-// "ins".
-func (s *store) stepsSQL(p int) string {
-	return s.stepsIntoSQL(p, "ins", `JOIN `+s.runs+` r ON r.run_id = v.run_id AND (v.owner = '' OR (r.lease_owner = v.owner AND r.loads = v.token))`)
+// not done. It uses $p+1..$p+stepCols.params(rows) (rows as for
+// unnestCols.from) and yields (run_id, seq) as CTE "ins".
+func (s *store) stepsSQL(p, rows int) string {
+	return s.stepsIntoSQL(p, rows, "ins", `JOIN `+s.runs+` r ON r.run_id = v.run_id AND (v.owner = '' OR (r.lease_owner = v.owner AND r.loads = v.token))`)
 }
 
 // newRunStepsSQL writes the first step records of runs inserted by CTE "nr"
 // of the same statement (an eager start's first commit): their fence is
-// that insert. It uses $p+1..$p+stepParams and yields (run_id, seq) as CTE
-// "nins".
-func (s *store) newRunStepsSQL(p int) string {
-	return s.stepsIntoSQL(p, "nins", `JOIN nr ON nr.run_id = v.run_id`)
+// that insert. It uses $p+1..$p+stepCols.params(rows) and yields (run_id,
+// seq) as CTE "nins".
+func (s *store) newRunStepsSQL(p, rows int) string {
+	return s.stepsIntoSQL(p, rows, "nins", `JOIN nr ON nr.run_id = v.run_id`)
 }
 
-func (s *store) stepsIntoSQL(p int, name, fenceJoin string) string {
+func (s *store) stepsIntoSQL(p, rows int, name, fenceJoin string) string {
 	return name + ` AS (INSERT INTO ` + s.steps + ` AS t (` + stepColumns + `, attempt_log)
 		SELECT v.run_id, v.seq, v.kind, v.name, v.status, v.input, v.output, v.error, v.attempts,
 			v.started_at, v.completed_at, v.fire_at, v.signal_id, v.child_workflow_id, v.attempt_started_at, v.next_attempt_at, v.attempt_log
-		FROM ` + stepCols.sql(p, "v") + `
+		FROM ` + stepCols.from(p, "v", rows) + `
 		` + fenceJoin + `
 		ON CONFLICT (run_id, seq) DO UPDATE SET status = EXCLUDED.status, input = COALESCE(EXCLUDED.input, t.input),
 			output = EXCLUDED.output, error = EXCLUDED.error, attempts = EXCLUDED.attempts, completed_at = EXCLUDED.completed_at,
@@ -581,7 +650,7 @@ func (s *store) stepsIntoSQL(p int, name, fenceJoin string) string {
 
 func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owners []fence) (map[stepKey]bool, error) {
 	ok := map[stepKey]bool{}
-	rows, err := tx.QueryContext(ctx, s.sql.insertSteps, stepArgs(make([]any, 0, stepParams), steps, owners)...)
+	rows, err := tx.QueryContext(ctx, s.sql.insertSteps, stepArgs(make([]any, 0, stepParams), steps, owners, 0)...)
 	if err != nil {
 		return nil, err
 	}

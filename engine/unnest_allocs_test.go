@@ -27,8 +27,8 @@ func TestCommitArgumentsAllocateLittle(t *testing.T) {
 	steps, owners, batch, idx := []*stepRow{done, next}, []fence{owner, owner}, []*writeOp{op}, []int{0}
 	var args []any
 	allocs := testing.AllocsPerRun(100, func() {
-		args = stepArgs(make([]any, 0, stepParams+finishParams), steps, owners)
-		args = finishArgs(args, batch, idx)
+		args = stepArgs(make([]any, 0, stepParams+finishParams), steps, owners, 0)
+		args = finishArgs(args, batch, idx, 0)
 	})
 	require.Len(t, args, len(stepCols)+len(finishCols))
 	require.Equal(t, `{"run-1","run-1"}`, args[0])
@@ -37,6 +37,17 @@ func TestCommitArgumentsAllocateLittle(t *testing.T) {
 	// One for the argument list, one boxing per column, and the rows, the
 	// writer and its buffer of each of the two batches.
 	require.LessOrEqual(t, allocs, float64(1+len(stepCols)+len(finishCols)+6), "allocations to build a commit's arguments")
+	// The same commit as VALUES lists (a parameter per cell, see
+	// unnestCols.from) boxes its non-NULL cells that are not small
+	// integers instead of its columns: no more.
+	allocs = testing.AllocsPerRun(100, func() {
+		args = stepArgs(make([]any, 0, 2*len(stepCols)+len(finishCols)), steps, owners, 2)
+		args = finishArgs(args, batch, idx, 1)
+	})
+	require.Len(t, args, 2*len(stepCols)+len(finishCols))
+	require.Equal(t, "run-1", args[0])
+	require.Equal(t, "completed", args[2*len(stepCols)+2])
+	require.LessOrEqual(t, allocs, float64(1+len(stepCols)+len(finishCols)+6), "allocations to build a commit's arguments as VALUES lists")
 }
 
 // TestEmptyColumnsGoAsNull pins that a batch without rows sends each column
@@ -47,7 +58,7 @@ func TestCommitArgumentsAllocateLittle(t *testing.T) {
 func TestEmptyColumnsGoAsNull(t *testing.T) {
 	args := make([]any, 0, len(finishCols))
 	allocs := testing.AllocsPerRun(100, func() {
-		args = finishArgs(args[:0], nil, nil)
+		args = finishArgs(args[:0], nil, nil, 0)
 	})
 	require.Len(t, args, len(finishCols))
 	for _, a := range args {

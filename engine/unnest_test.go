@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"database/sql"
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -21,6 +23,45 @@ func TestUnnestClauseFollowsItsColumns(t *testing.T) {
 	b.add(fencedRun{`a"b`, 1})
 	b.add(fencedRun{"c", 2})
 	require.Equal(t, []any{"x", `{"a\"b","c"}`, "{1,2}"}, b.args([]any{"x"}))
+	// As a VALUES list: a parameter per cell, row after row.
+	require.Equal(t, `(SELECT * FROM (VALUES ($3::text, $4::int), ($5::text, $6::int)) AS v(id, token) LIMIT (SELECT 2)) AS v`, cols.from(2, "v", 2))
+	require.Equal(t, cols.sql(2, "v"), cols.from(2, "v", 0))
+	require.Equal(t, 4, cols.params(2))
+	require.Equal(t, 2, cols.params(0))
+	require.Equal(t, []any{"x", `a"b`, int64(1), "c", int64(2)}, b.argsAs([]any{"x"}, 2))
+}
+
+// TestValuesCellsSendNull pins the parameters of a VALUES list's cells:
+// NULL (nil) where the array element would be NULL, the value otherwise.
+func TestValuesCellsSendNull(t *testing.T) {
+	now := time.Date(2026, 12, 6, 6, 0, 0, 0, time.UTC)
+	st := &stepRow{RunID: "r", Seq: 1, Kind: stepActivity, Name: "n", Status: stepStarted, Input: []byte(`{}`),
+		Attempts: 1, StartedAt: nullTime(now), SignalID: sql.NullInt64{Int64: 7, Valid: true}}
+	args := stepArgs(nil, []*stepRow{st}, []fence{{"w", 2}}, 1)
+	require.Len(t, args, len(stepCols))
+	cell := func(name string) any {
+		for i, c := range stepCols {
+			if c.name == name {
+				return args[i]
+			}
+		}
+		panic(name)
+	}
+	require.Equal(t, "r", cell("run_id"))
+	require.Equal(t, int64(1), cell("seq"))
+	require.Equal(t, []byte(`{}`), cell("input"))
+	require.Nil(t, cell("output"))
+	require.Nil(t, cell("error"))
+	require.Equal(t, now, cell("started_at"))
+	require.Nil(t, cell("completed_at"))
+	require.Equal(t, int64(7), cell("signal_id"))
+	require.Nil(t, cell("child_workflow_id"))
+	require.Equal(t, "w", cell("owner"))
+	require.Equal(t, int64(2), cell("token"))
+	require.Nil(t, cell("attempt_log"))
+	fin := &writeOp{runID: "r", owner: "w", token: 2, fin: &finishSpec{status: StatusWaiting, errJSON: []byte(`{"m":1}`)}}
+	fargs := finishArgs(nil, []*writeOp{fin}, []int{0}, 1)
+	require.Equal(t, []any{"r", "w", "waiting", nil, `{"m":1}`, nil, int64(0), int64(2), false}, fargs)
 }
 
 // TestHotStatementsNumberTheirParameters checks that the statements built
@@ -49,5 +90,9 @@ func TestHotStatementsNumberTheirParameters(t *testing.T) {
 	for name, sh := range commitShapes() {
 		c := s.sql.commit[sh]
 		require.Equal(t, c.params, maxParam(c.q), name)
+		for _, rows := range []uint8{1, valuesRows} {
+			c := s.commitFor(commitKey{sh: sh, steps: rows, fins: rows, news: rows, newSteps: rows})
+			require.Equal(t, c.params, maxParam(c.q), "%s, %d rows", name, rows)
+		}
 	}
 }
