@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/graftdev/graft/cancel"
@@ -218,7 +219,8 @@ func (s *Server) relaunch(ctx context.Context, p Principal, id, fromStep, reason
 		if fromStep != "" {
 			return nil, badRequest("from_step", "the operation's latest run has no step named %q", fromStep)
 		}
-		return nil, conflict("operation %q has no failed activity to relaunch before; name a step with from_step", id)
+		return nil, &problemError{status: http.StatusConflict, kind: noFailedStepKind, title: "Conflict",
+			detail: fmt.Sprintf("operation %q has no failed activity to relaunch before; name a step with from_step", id)}
 	}
 	res := &RelaunchResult{Id: id, DryRun: dryRun, Reused: []StepRef{}, Rerun: []StepRef{}}
 	for _, st := range steps {

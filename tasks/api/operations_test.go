@@ -134,6 +134,7 @@ func TestActionsEndToEnd(t *testing.T) {
 	again, err := op.RelaunchOperationWithResponse(ctx, "f1", api.RelaunchRequest{Reason: "twice"})
 	require.NoError(t, err)
 	require.Equal(t, 409, again.StatusCode(), "the latest run has no failed step: %s", again.Body)
+	require.Contains(t, string(again.Body), `"type":"`+api.ProblemNoFailedStep+`"`)
 
 	hist, err := ev.client(t, "customer").GetOperationHistoryWithResponse(ctx, "f1")
 	require.NoError(t, err)

@@ -13,6 +13,13 @@ import (
 // problemTypeBase prefixes every problem type URI; the suffix names the kind.
 const problemTypeBase = "https://graft.dev/problems/"
 
+// ProblemNoFailedStep is the type of the 409 a relaunch without a from_step
+// answers when the operation's latest run has no failed activity: there is
+// no default step to relaunch from, and the caller must name one.
+const ProblemNoFailedStep = problemTypeBase + noFailedStepKind
+
+const noFailedStepKind = "no-failed-step"
+
 // problemError is an error with the RFC 9457 problem it answers as.
 type problemError struct {
 	status int

@@ -406,6 +406,12 @@ func TestOperatorWalk(t *testing.T) {
 		return err == nil && info.PreviousRunID != ""
 	}, "the relaunch to start a new run")
 
+	// A completed operation has nothing failed to relaunch before: the form
+	// says to name a step, not "Conflict: ... from_step".
+	run(t, bctx, chromedp.Navigate(s.url+"/ui/operations/renew-globex-ok"), chromedp.WaitVisible(chromedp.CSS("#relaunch-form")))
+	require.Contains(t, text(t, bctx, "#relaunch-note"), "Nothing failed in its latest run")
+	require.NotContains(t, text(t, bctx, "#relaunch-form"), "Conflict")
+
 	// A viewer reads but has no actions.
 	run(t, bctx, chromedp.Navigate(s.url+"/ui/operations"), chromedp.Submit(chromedp.CSS(`header form.who button`)),
 		chromedp.WaitVisible(chromedp.CSS("#token")))

@@ -283,10 +283,15 @@ func (u *UI) operationData(r *http.Request, id string) (map[string]any, int, err
 		if err != nil {
 			return nil, 0, err
 		}
-		if pre.JSON200 != nil {
+		switch p := pre.ApplicationproblemJSONDefault; {
+		case pre.JSON200 != nil:
 			data["RelaunchPreview"] = pre.JSON200
-		} else {
-			data["RelaunchPreviewError"] = problemText(pre.ApplicationproblemJSONDefault, pre.Body)
+		case p != nil && p.Type == api.ProblemNoFailedStep:
+			// The usual case for a completed or cancelled operation, not an
+			// error: say what the form needs in its own words.
+			data["RelaunchPreviewNote"] = "Nothing failed in its latest run, so there is no default: name the step to run again from."
+		default:
+			data["RelaunchPreviewError"] = problemText(p, pre.Body)
 		}
 	}
 	return data, http.StatusOK, nil
