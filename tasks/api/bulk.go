@@ -159,6 +159,11 @@ func (s *Server) startJob(ctx context.Context, p Principal, spec *bulkSpec, retr
 	if err != nil {
 		return nil, err
 	}
+	// An ID asked for that matches nothing is reported skipped, as the dry
+	// run shows it, rather than left out of the job without a word.
+	for _, op := range sel.notFound {
+		sel.items = append(sel.items, bulkCandidate{ID: op, Why: "not found"})
+	}
 	id := newJobID()
 	filter, _ := json.Marshal(spec.Filter)
 	var exclude, signal sql.NullString

@@ -569,3 +569,33 @@ func TestBulkItemDeadlockIsNoFailure(t *testing.T) {
 	require.Zero(t, j.Failed, "%+v", j)
 	ev.waitFor(t, a, engine.StatusCancelled)
 }
+
+// TestBulkJobReportsIDsNotFound: a job asked for by ID reports an ID that
+// matches no operation as skipped, "not found", as its dry run does; it is
+// not left out of the job's total and report.
+func TestBulkJobReportsIDsNotFound(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	ev.start(t, "open", "acme", orderIn{Item: "open", Wait: true})
+	ev.waitFor(t, "open", engine.StatusWaiting)
+
+	var j api.BulkJob
+	ev.bulk(t, "operator", map[string]any{"action": "cancel", "reason": "account closed",
+		"filter": map[string]any{"ids": []string{"open", "nope", "nope"}}}, 201, &j)
+	require.Equal(t, 2, j.Total)
+	j = ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	require.Equal(t, 1, j.Done)
+	require.Equal(t, 1, j.Skipped)
+	code, body := ev.do(t, "viewer", "GET", "/v1/bulk/"+j.Id+"/report", "")
+	require.Equal(t, 200, code, body)
+	var rep api.BulkReport
+	require.NoError(t, json.Unmarshal([]byte(body), &rep))
+	got := map[string]string{}
+	for _, it := range rep.Items {
+		got[it.Id] = it.Outcome
+		if it.Detail != nil {
+			got[it.Id] += " " + *it.Detail
+		}
+	}
+	require.Equal(t, "skipped not found", got["nope"])
+	require.Equal(t, "done", got["open"])
+}
