@@ -113,7 +113,7 @@ at the end; Ctrl-C stops watching, not the job (graft bulk pause|stop ID).`,
 			if follow.detach {
 				return cli.emit(res.Body, func(w io.Writer) { printJob(w, job) })
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "bulk job %s: %s %d operations at %g/s\n", job.Id, job.Action, job.Total, job.Rate)
+			fmt.Fprintf(cmd.ErrOrStderr(), "bulk job %s: %s %s at %g/s\n", job.Id, job.Action, count(job.Total, "operation", "operations"), job.Rate)
 			return followJob(cmd, cli, c, job.Id, follow.poll)
 		},
 	}
@@ -405,7 +405,7 @@ func newBulkRetryCmd(cli *cliOpts) *cobra.Command {
 			if follow.detach {
 				return cli.emit(res.Body, func(w io.Writer) { printJob(w, job) })
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "bulk job %s retries %d operations of %s\n", job.Id, job.Total, args[0])
+			fmt.Fprintf(cmd.ErrOrStderr(), "bulk job %s retries %s of %s\n", job.Id, count(job.Total, "operation", "operations"), args[0])
 			return followJob(cmd, cli, c, job.Id, follow.poll)
 		},
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -158,4 +159,12 @@ func errText(e *api.ErrorInfo) string {
 		s = s[:77] + "..."
 	}
 	return s
+}
+
+// count is n with the noun in the number n takes: "1 run", "2 runs".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
 }

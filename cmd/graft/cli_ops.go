@@ -171,7 +171,7 @@ func newOpsShowCmd(cli *cliOpts) *cobra.Command {
 				row("Status", status)
 				row("Customer", str(o.Customer))
 				row("Key", str(o.Key))
-				row("Run", fmt.Sprintf("%s (%d runs, started by %s)", o.RunId, o.Runs, str(o.StartReason)))
+				row("Run", fmt.Sprintf("%s (%s, started by %s)", o.RunId, count(o.Runs, "run", "runs"), str(o.StartReason)))
 				row("Created", ts(&o.CreatedAt))
 				row("Updated", ts(&o.UpdatedAt))
 				row("Closed", ts(o.ClosedAt))

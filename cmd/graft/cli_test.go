@@ -101,6 +101,7 @@ func TestCLIAgainstAServer(t *testing.T) {
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^Status:\s+failed`, out)
 	require.Regexp(t, `(?m)^Signals:\s+approve`, out)
+	require.Regexp(t, `(?m)^Run:\s+\S+ \(1 run, started by start\)$`, out)
 
 	out, err = cli("ops", "history", "op-fail")
 	require.NoError(t, err)
