@@ -138,7 +138,12 @@ func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 // Stop's context also cuts the worker's leaving of the roster: with every
 // backend stopped, removing the worker's row waited its own CommitTimeout
 // (70 s here, past dfStopStalled's minute) after Stop's context had ended.
-// The worker has no runs, so nothing else of Stop writes.
+// The worker has no runs, so nothing else of Stop writes, and Stop may
+// return nil: the removal's deadline is the context's, and when the socket
+// deadline it sets fires first (seen once under load), the removal fails,
+// is logged, and by the time Stop looks the loop has ended and there is
+// nothing left to hand back. What the test holds is that Stop returns, and
+// that the removal was given up rather than done.
 func TestStalledBackendsDoNotHoldRosterLeave(t *testing.T) {
 	t.Parallel()
 	app := "stalledleave"
@@ -155,7 +160,10 @@ func TestStalledBackendsDoNotHoldRosterLeave(t *testing.T) {
 	db.SetMaxOpenConns(max(db.Stats().OpenConnections, 1))
 	_, resume := dfStopIdleBackends(ctx, t, admin, app)
 	defer resume()
-	require.ErrorIs(t, dfStopStalled(t, w, "Stop waited for the roster past its context"), context.DeadlineExceeded)
+	if err := dfStopStalled(t, w, "Stop waited for the roster past its context"); err != nil {
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	require.Equal(t, 1, logs.count("engine: removing the worker from the roster failed"))
 }
 
 // A worker is stopped while its claim loop's claim is in flight to a
