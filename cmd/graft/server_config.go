@@ -37,24 +37,32 @@ type serverFile struct {
 	// operations from, and the legacy row GET /v1/operations/{id} shows.
 	Source *tasks.Source `json:"source,omitempty" yaml:"source,omitempty"`
 	// Intake tunes the intake.
-	Intake struct {
-		// BatchSize: tasks.IntakeConfig.BatchSize.
-		BatchSize int `json:"batch_size,omitempty" yaml:"batch_size,omitempty"`
-		// PollInterval: tasks.IntakeConfig.PollInterval, as "1s", "500ms".
-		PollInterval string `json:"poll_interval,omitempty" yaml:"poll_interval,omitempty"`
-	} `json:"intake,omitempty" yaml:"intake,omitempty"`
+	Intake intakeSection `json:"intake,omitempty" yaml:"intake,omitempty"`
 	// TLS, when set, serves HTTPS with this certificate and key (PEM
 	// files); --tls-cert and --tls-key win over it.
-	TLS struct {
-		Cert string `json:"cert,omitempty" yaml:"cert,omitempty"`
-		Key  string `json:"key,omitempty" yaml:"key,omitempty"`
-	} `json:"tls,omitempty" yaml:"tls,omitempty"`
+	TLS tlsSection `json:"tls,omitempty" yaml:"tls,omitempty"`
 	// BehindTLSProxy: --behind-tls-proxy.
 	BehindTLSProxy bool `json:"behind_tls_proxy,omitempty" yaml:"behind_tls_proxy,omitempty"`
 }
 
 // loadServerFile reads and checks a configuration file; errors name the
 // file and the field.
+// intakeSection is the file's intake: section. Its sections are named types
+// so that a misspelt field is refused naming the section ("field batch_sise
+// not found in type main.intakeSection"), not a Go struct's whole literal.
+type intakeSection struct {
+	// BatchSize: tasks.IntakeConfig.BatchSize.
+	BatchSize int `json:"batch_size,omitempty" yaml:"batch_size,omitempty"`
+	// PollInterval: tasks.IntakeConfig.PollInterval, as "1s", "500ms".
+	PollInterval string `json:"poll_interval,omitempty" yaml:"poll_interval,omitempty"`
+}
+
+// tlsSection is the file's tls: section.
+type tlsSection struct {
+	Cert string `json:"cert,omitempty" yaml:"cert,omitempty"`
+	Key  string `json:"key,omitempty" yaml:"key,omitempty"`
+}
+
 func loadServerFile(path string) (*serverFile, error) {
 	b, isJSON, err := strictdecode.ReadFile(path)
 	if err != nil {

@@ -107,6 +107,8 @@ func TestServerConfigBadInput(t *testing.T) {
 		{"bad source", "source:\n  table: x.y\n  id: id\n", "Kind is required"},
 		{"go key func", "source: {table: x.y, id: id, kind: k, kinds: {a: {workflow: w}}, key: {func: tld}, status: {column: s, pending: p, graft: g}, input: {a: a}}\n", "source.key.func"},
 		{"bad poll interval", "intake: {poll_interval: soon}\n", "intake.poll_interval"},
+		{"unknown intake field", "intake: {batch_sise: 5}\n", "line 1: field batch_sise not found in type main.intakeSection"},
+		{"unknown tls field", "tls: {certificate: a.pem}\n", "line 1: field certificate not found in type main.tlsSection"},
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".yaml")
 		require.NoError(t, os.WriteFile(path, []byte(tc.body), 0o600))
