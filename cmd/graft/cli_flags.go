@@ -74,6 +74,10 @@ func newFlagsSetCmd(cli *cliOpts) *cobra.Command {
 				return c.SetFlagWithResponse(ctx, args[0], ch)
 			}, func(w io.Writer, res *api.SetFlagResponse) {
 				f := res.JSON200
+				if f.Kind == "*" { // the global kill switch has no percentages
+					fmt.Fprintf(w, "the global kill switch is at version %d: killed=%v\n", f.Version, f.Killed)
+					return
+				}
 				fmt.Fprintf(w, "%s is at version %d: killed=%v default=%g%% %s\n", f.Kind, f.Version, f.Killed, f.DefaultPercent, rulesText(f.KeyRules))
 			})
 		},

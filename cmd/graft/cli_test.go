@@ -253,7 +253,7 @@ func TestServerCommand(t *testing.T) {
 	require.ErrorContains(t, err, "400 Invalid request: kind")
 	out, err = flags("set", "*", "--version", "1", "--killed", "--reason", "incident")
 	require.NoError(t, err)
-	require.Contains(t, out, "* is at version 2: killed=true")
+	require.Equal(t, "the global kill switch is at version 2: killed=true\n", out)
 	out, err = flags("audit")
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)\*\s+2\s+root\s+incident`, out)
