@@ -70,6 +70,16 @@ func newFlagsSetCmd(cli *cliOpts) *cobra.Command {
 						kr = append(kr, api.KeyRule{Keys: strings.Split(keys, ","), Percent: f})
 					}
 					ch.DefaultPercent, ch.KeyRules = &pct, &kr
+					// The API replaces the whole flag; what the command was
+					// not given keeps the flag's value, as the UI's kill
+					// switch does, so that --killed alone does not also wipe
+					// the rules and the default.
+					fl := cmd.Flags()
+					if !fl.Changed("killed") || !fl.Changed("default-percent") || !fl.Changed("key-rule") {
+						if err := keepUnchanged(ctx, c, args[0], &ch, fl.Changed("killed"), fl.Changed("default-percent"), fl.Changed("key-rule")); err != nil {
+							return nil, err
+						}
+					}
 				}
 				return c.SetFlagWithResponse(ctx, args[0], ch)
 			}, func(w io.Writer, res *api.SetFlagResponse) {
@@ -84,12 +94,39 @@ func newFlagsSetCmd(cli *cliOpts) *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.Int64Var(&version, "version", 0, "the version the change is made against (0 creates the flag)")
-	fl.BoolVar(&killed, "killed", false, "the kill switch")
-	fl.Float64Var(&pct, "default-percent", 0, "percent of other keys routed to graft")
-	fl.StringArrayVar(&rules, "key-rule", nil, "KEYS=PERCENT, repeatable (the whole rule list is replaced)")
+	fl.BoolVar(&killed, "killed", false, "the kill switch (left out: as it is)")
+	fl.Float64Var(&pct, "default-percent", 0, "percent of other keys routed to graft (left out: as it is)")
+	fl.StringArrayVar(&rules, "key-rule", nil, "KEYS=PERCENT, repeatable (the whole rule list is replaced; left out: as it is)")
 	fl.StringVar(&reason, "reason", "", "why (audited; required)")
 	_ = cmd.MarkFlagRequired("reason")
 	return cmd
+}
+
+// keepUnchanged fills the fields of ch the command was not given from the
+// kind's flag as the server has it. A flag at another version than ch's is
+// left alone: the server refuses the change as stale anyway.
+func keepUnchanged(ctx context.Context, c *api.ClientWithResponses, kind string, ch *api.FlagChange, killed, pct, rules bool) error {
+	res, err := call(ctx, c, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.GetFlagsResponse, error) {
+		return c.GetFlagsWithResponse(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	for _, f := range res.JSON200.Flags {
+		if f.Kind != kind || f.Version != ch.Version {
+			continue
+		}
+		if !killed {
+			ch.Killed = &f.Killed
+		}
+		if !pct {
+			ch.DefaultPercent = &f.DefaultPercent
+		}
+		if !rules {
+			ch.KeyRules = &f.KeyRules
+		}
+	}
+	return nil
 }
 
 func newFlagsAuditCmd(cli *cliOpts) *cobra.Command {

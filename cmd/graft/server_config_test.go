@@ -97,6 +97,26 @@ intake:
 	require.EqualValues(t, 1, pv.Scanned, "row 2, the one pending")
 	require.Equal(t, api.RouteCounts{Graft: 0, Legacy: 1}, pv.Before)
 	require.Equal(t, api.RouteCounts{Graft: 1, Legacy: 0}, pv.After)
+
+	// graft flags set changes what it is given and keeps the rest: the kill
+	// switch alone keeps the rules, and lifting it finds them there.
+	cli := func(args ...string) (string, error) {
+		return run(t, append(args, "--server", url, "--token", tok.Secret)...)
+	}
+	out, err = cli("flags", "set", "renew", "--version", "1", "--default-percent", "5", "--reason", "a little .com")
+	require.NoError(t, err)
+	require.Equal(t, "renew is at version 2: killed=false default=5% info=100%\n", out)
+	out, err = cli("flags", "set", "renew", "--version", "2", "--killed", "--reason", "incident")
+	require.NoError(t, err)
+	require.Equal(t, "renew is at version 3: killed=true default=5% info=100%\n", out)
+	out, err = cli("flags", "set", "renew", "--version", "3", "--killed=false", "--reason", "over")
+	require.NoError(t, err)
+	require.Equal(t, "renew is at version 4: killed=false default=5% info=100%\n", out)
+	out, err = cli("flags", "set", "renew", "--version", "4", "--key-rule", "fr=50", "--reason", "fr instead")
+	require.NoError(t, err)
+	require.Equal(t, "renew is at version 5: killed=false default=5% fr=50%\n", out)
+	_, err = cli("flags", "set", "renew", "--version", "4", "--killed", "--reason", "stale")
+	require.ErrorContains(t, err, "409 Conflict")
 }
 
 // A configuration file with a mistake is refused at start-up, naming it.
