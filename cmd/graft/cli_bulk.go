@@ -47,7 +47,7 @@ func newBulkActionCmd(cli *cliOpts, action api.BulkAction) *cobra.Command {
 	case api.BulkActionCancel:
 		short = "cancel the matching open operations (their refunds run)"
 	case api.BulkActionSignal:
-		use, args, short = "signal NAME [PAYLOAD-JSON] [filter flags] --reason TEXT", cobra.RangeArgs(1, 2),
+		use, args, short = "signal NAME [PAYLOAD-JSON] [filter flags] --reason TEXT", withUsage(cobra.RangeArgs(1, 2)),
 			"send a declared signal to the matching open operations"
 	}
 	cmd := &cobra.Command{
@@ -311,7 +311,7 @@ func newBulkStatusCmd(cli *cliOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status ID",
 		Short: "a bulk job's state and progress",
-		Args:  cobra.ExactArgs(1),
+		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(cmd, cli, 200, getJob(args[0]), func(w io.Writer, res *api.GetBulkJobResponse) { printJob(w, res.JSON200) })
 		},
@@ -323,7 +323,7 @@ func newBulkReportCmd(cli *cliOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "report ID",
 		Short: "a bulk job's outcome per operation (--format csv for a spreadsheet)",
-		Args:  cobra.ExactArgs(1),
+		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cli.client()
 			if err != nil {
@@ -355,7 +355,7 @@ func newBulkControlCmd(cli *cliOpts, what string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   what + " ID",
 		Short: short,
-		Args:  cobra.ExactArgs(1),
+		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := api.BulkControl{Reason: opt(reason)}
 			state := func(w io.Writer, job *api.BulkJob) { fmt.Fprintf(w, "bulk job %s is %s\n", job.Id, job.State) }
@@ -385,7 +385,7 @@ func newBulkRetryCmd(cli *cliOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "retry-failed ID",
 		Short: "a new job with the same action over the operations a finished job failed on",
-		Args:  cobra.ExactArgs(1),
+		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cli.client()
 			if err != nil {

@@ -168,3 +168,15 @@ func count(n int, one, many string) string {
 	}
 	return strconv.Itoa(n) + " " + many
 }
+
+// withUsage makes an argument-count error say the command's usage line,
+// which cobra's "accepts 1 arg(s), received 0" leaves out (the CLI prints
+// no usage on errors).
+func withUsage(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return fmt.Errorf("%w; usage: %s", err, cmd.UseLine())
+		}
+		return nil
+	}
+}

@@ -55,7 +55,7 @@ func newFlagsSetCmd(cli *cliOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set KIND --version N --reason TEXT [--killed] [--default-percent P] [--key-rule KEYS=P]...",
 		Short: `change a kind's flag against the version you read (KIND "*": the global kill switch)`,
-		Args:  cobra.ExactArgs(1),
+		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.SetFlagResponse, error) {
 				ch := api.FlagChange{Version: version, Reason: reason, Killed: &killed}

@@ -151,7 +151,7 @@ func newOpsShowCmd(cli *cliOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "show ID",
 		Short: "show one operation: its state, where it is now, its legacy row",
-		Args:  cobra.ExactArgs(1),
+		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.GetOperationResponse, error) {
 				return c.GetOperationWithResponse(ctx, args[0])
@@ -227,7 +227,7 @@ func newOpsHistoryCmd(cli *cliOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "history ID",
 		Short: "show an operation's timeline: runs, steps, attempts, signals and operator actions",
-		Args:  cobra.ExactArgs(1),
+		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.GetOperationHistoryResponse, error) {
 				return c.GetOperationHistoryWithResponse(ctx, args[0])
@@ -256,7 +256,7 @@ func newOpsCancelCmd(cli *cliOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cancel ID --reason TEXT [--dry-run]",
 		Short: "cancel an open operation; prints the refund plan",
-		Args:  cobra.ExactArgs(1),
+		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.CancelOperationResponse, error) {
 				return c.CancelOperationWithResponse(ctx, args[0], api.CancelRequest{Reason: reason, DryRun: &dry})
@@ -293,7 +293,7 @@ func newOpsRelaunchCmd(cli *cliOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "relaunch ID --reason TEXT [--from-step NAME] [--dry-run]",
 		Short: "relaunch a closed operation from before its last failure (or a named step)",
-		Args:  cobra.ExactArgs(1),
+		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.RelaunchOperationResponse, error) {
 				return c.RelaunchOperationWithResponse(ctx, args[0], api.RelaunchRequest{Reason: reason, FromStep: opt(from), DryRun: &dry})
@@ -326,7 +326,7 @@ func newOpsSignalCmd(cli *cliOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "signal ID NAME [PAYLOAD-JSON] --reason TEXT",
 		Short: "send a declared signal; its payload is checked against the declared type",
-		Args:  cobra.RangeArgs(2, 3),
+		Args:  withUsage(cobra.RangeArgs(2, 3)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(cmd, cli, 202, func(ctx context.Context, c *api.ClientWithResponses) (*api.SignalOperationResponse, error) {
 				req := api.SignalRequest{Name: args[1], Reason: reason}

@@ -133,6 +133,10 @@ func TestCLIAgainstAServer(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out, "signal approve sent to op-wait")
 
+	_, err = cli("ops", "show")
+	require.EqualError(t, err, "accepts 1 arg(s), received 0; usage: graft ops show ID [flags]")
+	_, err = cli("ops", "signal", "op-wait", "--reason", "r")
+	require.EqualError(t, err, "accepts between 2 and 3 arg(s), received 1; usage: graft ops signal ID NAME [PAYLOAD-JSON] --reason TEXT [flags]")
 	_, err = cli("ops", "show", "nope")
 	require.ErrorContains(t, err, `404 Not found: operation "nope" does not exist`)
 

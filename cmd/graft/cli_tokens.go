@@ -118,7 +118,7 @@ func newTokensRevokeCmd(cli *cliOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke ID",
 		Short: "revoke a token at once",
-		Args:  cobra.ExactArgs(1),
+		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cli.client()
 			if err != nil {
