@@ -239,3 +239,19 @@ func TestParseRulesNamesWhatIsWrong(t *testing.T) {
 	_, err = parseRules("info=lots")
 	require.ErrorContains(t, err, `percent "lots"`)
 }
+
+// TestClosedOperationNowPanel: a closed operation's "now" panel shows when it
+// closed and none of the empty rows an open one fills (current step,
+// attempt, waiting for, next wake-up, last error).
+func TestClosedOperationNowPanel(t *testing.T) {
+	pages, err := parseTemplates()
+	require.NoError(t, err)
+	op := fixtureOperation()
+	op.Status, op.Now, op.ClosedAt = api.StatusCompleted, api.NowSummary{}, p(time.Date(2026, 12, 1, 0, 5, 0, 0, time.UTC))
+	var b strings.Builder
+	require.NoError(t, pages["operation"].ExecuteTemplate(&b, "now", map[string]any{"Op": op}))
+	require.Contains(t, b.String(), `<dt>Closed</dt><dd id="closed-at">2026-12-01 00:05:00</dd>`)
+	for _, row := range []string{"Current step", "Attempt", "Waiting for", "Next wake-up", "Last error"} {
+		require.NotContains(t, b.String(), "<dt>"+row+"</dt>")
+	}
+}
