@@ -33,6 +33,10 @@ type Engine struct {
 	listeners *resultListeners
 
 	listener *pq.Listener
+	// listenDial dials the listener's connections and can close the
+	// current one (listen_check.go); listenCheck is one check's state.
+	listenDial  *listenDialer
+	listenCheck listenCheck
 	// listenerDown is set while the LISTEN connection is lost, from pq's
 	// disconnection event to its reconnection.
 	listenerDown atomic.Bool
@@ -85,6 +89,14 @@ type testHooks struct {
 	resultRead atomic.Pointer[func(runID, why string)]
 	// notice learns of each notification the listener reads.
 	notice atomic.Pointer[func(channel, payload string)]
+	// listenCheckEvery, when set, replaces listenCheckInterval; a send on
+	// listenCheckSet makes the listener take it at once.
+	listenCheckEvery atomic.Int64
+	listenCheckSet   chan struct{}
+	// listenCheck learns of the checks of the LISTEN connection: "tick"
+	// at each interval without a notification, "start" and "end" around
+	// each check.
+	listenCheck atomic.Pointer[func(event string)]
 }
 
 // resultWaiter is a Result call waiting for a run to close. A local waiter's run
@@ -120,7 +132,9 @@ func New(cfg Config) (*Engine, error) {
 	e.commit = newCommitter(e)
 	e.resultPoll.Store(int64(resultSafetyPoll))
 	e.hooks.purgeNow = make(chan struct{}, 1)
-	e.listener = pq.NewDialListener(pgconn.Dialer{}, c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
+	e.hooks.listenCheckSet = make(chan struct{}, 1)
+	e.listenDial = &listenDialer{}
+	e.listener = pq.NewDialListener(e.listenDial, c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		switch ev {
 		case pq.ListenerEventDisconnected, pq.ListenerEventConnectionAttemptFailed:
 			e.listenerDown.Store(true)
@@ -178,7 +192,11 @@ func (e *Engine) Close() error {
 		e.outcomes.close()
 		e.listeners.close()
 		e.store.closeHot()
+		// A check waiting on a stalled connection holds the listener's
+		// lock, which Close takes: the connection goes first.
+		e.listenDial.drop()
 		e.listener.Close()
+		e.listenCheck.wg.Wait()
 	})
 	return nil
 }
@@ -236,8 +254,10 @@ func (e *Engine) listen() {
 			case wake:
 				e.dispatchWake(strings.Split(n.Extra, ","))
 			}
-		case <-time.After(time.Minute):
-			go func() { _ = e.listener.Ping() }() // a dead connection is the listener's to reconnect
+		case <-e.hooks.listenCheckSet:
+		case <-time.After(e.listenCheckInterval()):
+			e.listenCheckEvent("tick")
+			e.checkListen()
 		}
 	}
 }

@@ -41,3 +41,15 @@ func RosterTimesForTest() (ttl, beat, read time.Duration) { return rosterTTL, ro
 // LiveWorkersForTest returns how many live workers the engine's workers
 // last read in the roster.
 func LiveWorkersForTest(e *Engine) int64 { return e.liveWorkers.Load() }
+
+// SetListenCheckForTest makes e check its LISTEN connection every interval
+// without a notification, and fn learn of the checks: "tick" at each
+// interval, "start" and "end" around each check.
+func SetListenCheckForTest(e *Engine, interval time.Duration, fn func(event string)) {
+	e.hooks.listenCheck.Store(&fn)
+	e.hooks.listenCheckEvery.Store(int64(interval))
+	select {
+	case e.hooks.listenCheckSet <- struct{}{}:
+	default:
+	}
+}
