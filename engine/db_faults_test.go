@@ -35,6 +35,16 @@ func dfWithAppName(t *testing.T, dsn, name string) string {
 	return u.String()
 }
 
+// dfAdmin opens a pool on url whose connections are named admin, closed
+// at cleanup: the session a fault test watches and stops backends from.
+func dfAdmin(t *testing.T, url string) *sqlx.DB {
+	t.Helper()
+	admin, err := sqlx.Open("postgres", dfWithAppName(t, url, "admin"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close() })
+	return admin
+}
+
 // dfOpenNamed opens a guarded pool (engine.OpenDB) on url whose connections
 // are named app, closed at cleanup, and returns its DSN with it.
 func dfOpenNamed(t *testing.T, url, app string) (string, *sqlx.DB) {

@@ -267,10 +267,7 @@ func dfStallPools(t *testing.T, app string, maxConns int) (dsn string, db, admin
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	db.SetMaxOpenConns(maxConns)
-	admin, err = sqlx.Open("postgres", dfWithAppName(t, pg.URL, "admin"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = admin.Close() })
-	return dsn, db, admin
+	return dsn, db, dfAdmin(t, pg.URL)
 }
 
 // dfStall is dfStallPools' private PostgreSQL and pools, with an engine

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
@@ -25,9 +24,7 @@ import (
 func TestListenCheckOnAStalledConnection(t *testing.T) {
 	t.Parallel()
 	pg := testenv.PrivatePostgres(t)
-	admin, err := sqlx.Open("postgres", dfWithAppName(t, pg.URL, "admin"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = admin.Close() })
+	admin := dfAdmin(t, pg.URL)
 	const name = "lcstall"
 	dsn, db := dfOpenNamed(t, pg.URL, name)
 	e := testenv.Engine(t, &engine.Config{DB: db, DatabaseURL: dsn, Schema: name})

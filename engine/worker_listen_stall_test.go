@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
@@ -30,9 +29,7 @@ import (
 func TestWorkerCarriesOnWhileItsListenIsStalled(t *testing.T) {
 	t.Parallel()
 	pg := testenv.PrivatePostgres(t)
-	admin, err := sqlx.Open("postgres", dfWithAppName(t, pg.URL, "admin"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = admin.Close() })
+	admin := dfAdmin(t, pg.URL)
 	for _, c := range []struct {
 		name   string
 		unload time.Duration // the worker engine's UnloadAfter
