@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"sort"
 	"testing"
 	"time"
@@ -246,7 +247,26 @@ func lockOrderCase(t *testing.T, name string, c lockOrder) {
 		}
 		return engine.GetSignalChannel[string](ctx, "go").Receive(ctx)
 	})
-	e := testenv.Engine(t, &engine.Config{Schema: schema, LeaseTTL: time.Minute, UnloadAfter: time.Hour})
+	cfg := &engine.Config{Schema: schema, LeaseTTL: time.Minute, UnloadAfter: time.Hour}
+	if c.crossed {
+		// PostgreSQL looks for a deadlock once, deadlock_timeout after a
+		// wait begins. The writer's wait begins before the test's
+		// transaction closes the cycle; with the default 1s, a test slowed
+		// past it (a loaded machine) had its writer look too early and
+		// find none, and the test's own transaction was cancelled 30s
+		// later instead (seen by delaying the test's statement 2s). So the
+		// writer looks after 10s.
+		u, err := url.Parse(testenv.DatabaseURL())
+		require.NoError(t, err)
+		q := u.Query()
+		q.Set("options", "-c deadlock_timeout=10s")
+		u.RawQuery = q.Encode()
+		db, err := engine.OpenDB(u.String())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = db.Close() })
+		cfg.DB, cfg.DatabaseURL = db, u.String()
+	}
+	e := testenv.Engine(t, cfg)
 	require.NoError(t, e.Register(wf))
 	require.NoError(t, e.Register(parent))
 	r := lockRuns{owner: name + "-owner", schema: fmt.Sprintf("%q", schema)}
