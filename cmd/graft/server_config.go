@@ -45,8 +45,6 @@ type serverFile struct {
 	BehindTLSProxy bool `json:"behind_tls_proxy,omitempty" yaml:"behind_tls_proxy,omitempty"`
 }
 
-// loadServerFile reads and checks a configuration file; errors name the
-// file and the field.
 // intakeSection is the file's intake: section. Its sections are named types
 // so that a misspelt field is refused naming the section ("field batch_sise
 // not found in type main.intakeSection"), not a Go struct's whole literal.
@@ -63,6 +61,8 @@ type tlsSection struct {
 	Key  string `json:"key,omitempty" yaml:"key,omitempty"`
 }
 
+// loadServerFile reads and checks a configuration file; errors name the
+// file and the field.
 func loadServerFile(path string) (*serverFile, error) {
 	b, isJSON, err := strictdecode.ReadFile(path)
 	if err != nil {
