@@ -31,17 +31,23 @@ func TestMissingRowSkip(t *testing.T) {
 }
 
 // TestMissingRowCreate: the row is created at the first change, with the
-// legacy table's defaults in the columns the mapping does not name.
+// legacy table's defaults in the columns the mapping does not name; with a
+// version column, by the write folded into the engine's statement.
 func TestMissingRowCreate(t *testing.T) {
 	t.Parallel()
-	ev := newEnv(t, envOpts{mapping: withMissing(graftsync.MissingCreate)})
-	_, err := ev.result(ev.start("op-1", renewal{Domain: "a.com", Years: 1}, nil))
-	require.NoError(t, err)
-	r := ev.waitStatus("op-1", "done")
-	require.Equal(t, "registering", r.Step.String)
-	require.Equal(t, "renewal", r.Kind, "the table's default")
-	require.False(t, r.Customer.Valid)
-	require.Equal(t, "R-a.com", r.Ref.String)
+	for _, g := range []string{"mirror_state", "version"} {
+		t.Run(g, func(t *testing.T) {
+			t.Parallel()
+			ev := newEnv(t, envOpts{mapping: guarded(g, withMissing(graftsync.MissingCreate))})
+			_, err := ev.result(ev.start("op-1", renewal{Domain: "a.com", Years: 1}, nil))
+			require.NoError(t, err)
+			r := ev.waitStatus("op-1", "done")
+			require.Equal(t, "registering", r.Step.String)
+			require.Equal(t, "renewal", r.Kind, "the table's default")
+			require.False(t, r.Customer.Valid)
+			require.Equal(t, "R-a.com", r.Ref.String)
+		})
+	}
 }
 
 // TestMissingRowFail: a start without its row is refused with a clear

@@ -329,12 +329,14 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		w(", run")
 	}
 	w(`))`)
-	// The changes of written runs: a semi-join, which PostgreSQL hashes.
+	// Whether a change's run was written: a hashed subplan, built once.
 	// "run = ANY(written)" compared each change with every written run (a
-	// parameter array is searched element by element), a batch's square.
+	// parameter array is searched element by element), a batch's square;
+	// a semi-join for the written changes and an anti-join for the others
+	// ('f') hashed twice.
 	if fold {
 		w(`,
-	v AS (SELECT * FROM v00 WHERE v00.run IN (SELECT unnest(`, param(foldAt+1), `::text[])))`)
+	v AS (SELECT v00.*, v00.run IN (SELECT unnest(`, param(foldAt+1), `::text[])) AS written FROM v00)`)
 	} else if defer0 {
 		w(`,
 	d AS (SELECT v0.row_key FROM v0
@@ -429,28 +431,58 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	}
 	// The batch's rows are read once, by index (cur): whether each exists,
 	// and whether the change would write it. Only the rows a change would
-	// write are looked up again, by the update, which checks the same
-	// conditions on the row's latest version (a row another transaction
-	// changed meanwhile is judged as it is now). Again by key, not by the
-	// position (ctid) cur found, which would save the index descent but
-	// skip a row a concurrent legacy write moved
-	// (TestFoldWritesAfterAConcurrentLegacyWrite). A row the change leaves as
-	// it is costs one index lookup, not one in the update and a second to
-	// learn that it exists. Skipping it on the statement's snapshot is what
-	// writing it first and having the other transaction write it after
-	// would have left.
-	w(`,
+	// write are updated, and the update checks the same conditions on the
+	// row's latest version (a row another transaction changed meanwhile is
+	// judged as it is now). Outside the fold the update looks the row up
+	// again by key; the fold updates it at the position cur found (see
+	// below). A row the change leaves as it is costs one index lookup, not
+	// one in the update and a second to learn that it exists. Skipping it
+	// on the statement's snapshot is what writing it first and having the
+	// other transaction write it after would have left.
+	setList := func() {
+		for i, s := range sets {
+			if i > 0 {
+				w(", ")
+			}
+			w(qi(s.col), " = ", s.expr)
+		}
+	}
+	byKey := ` AND t.` + qi(key.Name) + ` = v.row_key::` + key.Type + ver + changed
+	if fold {
+		// The fold reads each row of the written changes once, by index,
+		// and keeps its position (tid; NULL: the row is missing), then
+		// updates the rows a change alters at that position, with no
+		// second index descent, checking the same conditions again on the
+		// version it updates. A row a concurrent legacy write moved after
+		// the snapshot is not at that position any more: PostgreSQL waits
+		// for the legacy transaction, then skips the row (its recheck of
+		// the position fails), and lu2 updates it by key as the statement
+		// did before, judging it as the legacy transaction left it
+		// (TestFoldWritesAfterAConcurrentLegacyWrite).
+		w(`,
+	cur AS (SELECT v.*, x.tid, x.chg FROM v LEFT JOIN LATERAL (SELECT t.ctid AS tid, true`, ver, changed, ` AS chg
+			FROM `, t, ` t WHERE t.`, qi(key.Name), ` = v.row_key::`, key.Type, ` LIMIT 1) x ON true WHERE v.written),
+	lu AS (UPDATE `, t, ` t SET `)
+		setList()
+		w(`
+		FROM cur v WHERE v.chg AND t.ctid = v.tid`, byKey, `
+		RETURNING t.`, qi(key.Name), `::text AS row_key),
+	lu2 AS (UPDATE `, t, ` t SET `)
+		setList()
+		w(`
+		FROM (SELECT * FROM cur v WHERE (SELECT count(*) FROM lu) < (SELECT count(*) FROM cur WHERE cur.chg)
+			AND v.chg AND NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key) OFFSET 0) v
+		WHERE true`, byKey, `
+		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
+	} else {
+		w(`,
 	cur AS (SELECT v.*, true`, ver, changed, ` AS chg FROM v, `, t, ` t WHERE `, keyMatch("t"), `),
 	lu AS (UPDATE `, t, ` t SET `)
-	for i, s := range sets {
-		if i > 0 {
-			w(", ")
-		}
-		w(qi(s.col), " = ", s.expr)
-	}
-	w(`
-		FROM cur v WHERE v.chg AND t.`, qi(key.Name), ` = v.row_key::`, key.Type, ver, changed, `
+		setList()
+		w(`
+		FROM cur v WHERE v.chg`, byKey, `
 		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
+	}
 	if !fold {
 		w(`,
 	ex AS (SELECT DISTINCT cur.row_key FROM cur WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = cur.row_key))`)
@@ -469,9 +501,16 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		}
 		// Rows the snapshot shows and the change leaves as they are exist:
 		// no insert to try.
-		w(` FROM v
+		if fold {
+			w(` FROM cur v
+		WHERE (v.tid IS NULL OR v.chg) AND NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
+		  AND NOT EXISTS (SELECT 1 FROM lu2 WHERE lu2.row_key = v.row_key)`)
+		} else {
+			w(` FROM v
 		WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
-		  AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.row_key = v.row_key AND NOT cur.chg)
+		  AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.row_key = v.row_key AND NOT cur.chg)`)
+		}
+		w(`
 		ON CONFLICT DO NOTHING
 		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
 	}
@@ -483,15 +522,15 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		// row to send and read back.
 		// An update writes a row once, and UNION drops duplicates: the
 		// rows counted are distinct.
-		wrote, notMissing := `SELECT row_key FROM lu`, ``
+		wrote, notMissing := `SELECT row_key FROM lu UNION ALL SELECT row_key FROM lu2`, ``
 		if create {
 			wrote += ` UNION SELECT row_key FROM li`
-			notMissing = ` AND NOT EXISTS (SELECT 1 FROM li WHERE li.row_key = v.row_key)`
+			notMissing = ` AND NOT EXISTS (SELECT 1 FROM li WHERE li.row_key = cur.row_key)`
 		}
 		w(`
 	SELECT 'w'::text, n::text FROM (SELECT count(*) AS n FROM (`, wrote, `) x) w WHERE n > 0
-	UNION ALL SELECT 'm', v.row_key FROM v WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.row_key = v.row_key)`, notMissing, `
-	UNION ALL SELECT 'f', row_key FROM v00 WHERE NOT EXISTS (SELECT 1 FROM v WHERE v.row_key = v00.row_key)`)
+	UNION ALL SELECT 'm', cur.row_key FROM cur WHERE cur.tid IS NULL`, notMissing, `
+	UNION ALL SELECT 'f', row_key FROM v WHERE NOT v.written`)
 	} else {
 		w(`
 	SELECT 'u'::text, row_key FROM lu UNION ALL SELECT 'e', row_key FROM ex`)
