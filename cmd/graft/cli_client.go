@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -93,23 +94,85 @@ func show[R response](cmd *cobra.Command, cli *cliOpts, want int, send func(cont
 }
 
 // check turns a response other than want into an error that says what the
-// server's problem document says.
+// server's problem document says (a *problemErr when there is one).
 func check(status int, body []byte, want int) error {
 	if status == want {
 		return nil
 	}
 	var p api.Problem
 	if json.Unmarshal(body, &p) == nil && p.Title != "" {
-		msg := fmt.Sprintf("%d %s", p.Status, p.Title)
-		if p.Field != nil {
-			msg += ": " + *p.Field
-		}
-		if p.Detail != nil {
-			msg += ": " + *p.Detail
-		}
-		return fmt.Errorf("%s", msg)
+		return &problemErr{p: p, field: str(p.Field)}
 	}
 	return fmt.Errorf("server answered %d: %s", status, strings.TrimSpace(string(body)))
+}
+
+// problemErr is the server's problem document as a command's error. field
+// is the field the problem names: the API's name of it (from_step) until
+// namedAsFlags renames it to what the command calls it (--from-step).
+type problemErr struct {
+	p     api.Problem
+	field string
+}
+
+func (e *problemErr) Error() string {
+	msg := fmt.Sprintf("%d %s", e.p.Status, e.p.Title)
+	if e.field != "" {
+		msg += ": " + e.field
+	}
+	if e.p.Detail != nil {
+		msg += ": " + *e.p.Detail
+	}
+	return msg
+}
+
+// apiFieldAliases are the API fields whose CLI name is not their own with
+// "-" for "_" (and a bulk filter's fields without "filter.").
+var apiFieldAliases = map[string]string{
+	"filter.ids": "id", "expires_in_hours": "expires-in", "key_rules": "key-rule",
+	"payload": "payload-json", "signal.payload": "payload-json", "signal.name": "name",
+}
+
+// cliName is what command cmd calls the API's field: its flag (--from-step
+// for from_step), else its argument in the usage line (NAME, KIND,
+// PAYLOAD-JSON), else the API's own name.
+func cliName(cmd *cobra.Command, field string) string {
+	name, ok := apiFieldAliases[field]
+	if !ok {
+		name = strings.ReplaceAll(strings.TrimPrefix(field, "filter."), "_", "-")
+	}
+	if name == "" {
+		return field
+	}
+	if cmd.Flags().Lookup(name) != nil {
+		return "--" + name
+	}
+	arg := strings.ToUpper(name)
+	for _, w := range strings.Fields(cmd.Use) {
+		if strings.Trim(w, "[].") == arg {
+			return arg
+		}
+	}
+	return field
+}
+
+// namedAsFlags makes every command under root name the field of a problem
+// the server answers with as the command does (cliName): one place for
+// every command, instead of each translating its own.
+func namedAsFlags(root *cobra.Command) {
+	for _, c := range root.Commands() {
+		namedAsFlags(c)
+	}
+	run := root.RunE
+	if run == nil {
+		return
+	}
+	root.RunE = func(cmd *cobra.Command, args []string) error {
+		err := run(cmd, args)
+		if pe := (*problemErr)(nil); errors.As(err, &pe) && pe.field != "" {
+			pe.field = cliName(cmd, pe.field)
+		}
+		return err
+	}
 }
 
 // emit prints a response: its JSON body with -o json, else what table

@@ -128,7 +128,17 @@ func TestCLIAgainstAServer(t *testing.T) {
 	require.EqualError(t, err, `required flag(s) "role" not set`)
 
 	_, err = cli("ops", "signal", "op-wait", "approve", `{"ok":"yes"}`, "--reason", "r")
-	require.ErrorContains(t, err, "400 Invalid request: payload")
+	require.ErrorContains(t, err, "400 Invalid request: PAYLOAD-JSON: ")
+	// The field a refusal names is named as the command calls it: its flag
+	// or its argument, not the API's JSON name.
+	_, err = cli("ops", "relaunch", "op-fail", "--from-step", "nope", "--reason", "r", "--dry-run")
+	require.ErrorContains(t, err, `400 Invalid request: --from-step: the operation's latest run has no step named "nope"`)
+	_, err = cli("ops", "list", "--limit", "1000")
+	require.ErrorContains(t, err, "400 Invalid request: --limit: ")
+	_, err = cli("bulk", "relaunch", "--status", "nosuch", "--reason", "r", "--dry-run")
+	require.ErrorContains(t, err, "400 Invalid request: --status: ")
+	_, err = cli("bulk", "signal", "", "--id", "op-wait", "--reason", "r", "--dry-run")
+	require.ErrorContains(t, err, "400 Invalid request: NAME: ")
 	out, err = cli("ops", "signal", "op-wait", "approve", `{"ok":true}`, "--reason", "customer called")
 	require.NoError(t, err)
 	require.Contains(t, out, "signal approve sent to op-wait")
@@ -254,7 +264,7 @@ func TestServerCommand(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out, "flag set version 1, global kill switch: false")
 	_, err = flags("set", "renewal", "--default-percent", "10", "--reason", "start")
-	require.ErrorContains(t, err, "400 Invalid request: kind")
+	require.ErrorContains(t, err, "400 Invalid request: KIND: ")
 	out, err = flags("set", "*", "--version", "1", "--killed", "--reason", "incident")
 	require.NoError(t, err)
 	require.Equal(t, "the global kill switch is at version 2: killed=true\n", out)

@@ -44,6 +44,7 @@ Environment:
 	secretFlag(root.PersistentFlags(), &cli.token, "token", "GRAFT_TOKEN", "bearer token (GRAFT_TOKEN)")
 	root.PersistentFlags().StringVarP(&cli.output, "output", "o", "table", "output: table (for people) or json (for scripts)")
 	root.AddCommand(newBenchCmd(), newMigrateCmd(), newRecordsCmd(), newServerCmd(), newOpsCmd(cli), newTokensCmd(cli), newFlagsCmd(cli), newBulkCmd(cli))
+	namedAsFlags(root)
 	return root
 }
 
