@@ -38,7 +38,7 @@ func newBulkActionCmd(cli *cliOpts, action api.BulkAction) *cobra.Command {
 	follow := &bulkFollow{}
 	var ids, exclude []string
 	var rate float64
-	var reason string
+	var reason, fromStep string
 	var dryRun bool
 	use, args, short := string(action)+" [filter flags] --reason TEXT", cobra.NoArgs, ""
 	switch action {
@@ -85,6 +85,9 @@ at the end; Ctrl-C stops watching, not the job (graft bulk pause|stop ID).`,
 			if len(exclude) > 0 {
 				req.Exclude = &exclude
 			}
+			if fromStep != "" {
+				req.FromStep = &fromStep
+			}
 			if action == api.BulkActionSignal {
 				sig := api.BulkSignal{Name: args[0]}
 				if len(args) == 2 {
@@ -126,6 +129,11 @@ at the end; Ctrl-C stops watching, not the job (graft bulk pause|stop ID).`,
 	fl.StringVar(&reason, "reason", "", "why (recorded in the audit log for each operation; required)")
 	_ = cmd.MarkFlagRequired("reason")
 	fl.BoolVar(&dryRun, "dry-run", false, "show what the job would do and change nothing")
+	if action == api.BulkActionRelaunch {
+		use += " [--from-step NAME]"
+		cmd.Use = use
+		fl.StringVar(&fromStep, "from-step", "", "run each operation again from the first step of this name (operations without one are skipped)")
+	}
 	return cmd
 }
 
@@ -154,6 +162,9 @@ func printJob(w io.Writer, j *api.BulkJob) {
 	fmt.Fprintf(w, "Action:\t%s\n", j.Action)
 	if j.Signal != nil {
 		fmt.Fprintf(w, "Signal:\t%s\n", j.Signal.Name)
+	}
+	if j.FromStep != nil {
+		fmt.Fprintf(w, "From step:\t%s\n", *j.FromStep)
 	}
 	fmt.Fprintf(w, "State:\t%s\n", j.State)
 	fmt.Fprintf(w, "Progress:\t%d of %d: %d done, %d failed, %d skipped, %d pending\n", j.Total-j.Pending, j.Total, j.Done, j.Failed, j.Skipped, j.Pending)

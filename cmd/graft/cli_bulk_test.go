@@ -105,6 +105,17 @@ func TestCLIBulk(t *testing.T) {
 		wait(fmt.Sprintf("f-%d", i), engine.StatusCompleted)
 	}
 
+	// --from-step: f-7 from its charge step; a step it does not have skips it.
+	out, _, err = runErr(t, "bulk", "relaunch", "--id", "f-7", "--from-step", "nope", "--reason", "r", "--dry-run")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^f-7\s+no step named "nope"$`, out)
+	out, _, err = runErr(t, "bulk", "relaunch", "--id", "f-7", "--from-step", "charge", "--reason", "from charge", "--detach")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^From step:\s+charge$`, out)
+	wait("f-7", engine.StatusCompleted)
+	_, _, err = runErr(t, "bulk", "cancel", "--id", "f-7", "--from-step", "charge", "--reason", "r")
+	require.EqualError(t, err, "unknown flag: --from-step")
+
 	// -o json: the report, for scripts; no progress on a non-terminal.
 	out, errOut, err = runErr(t, "bulk", "signal", "approve", `{"ok":true}`, "--id", "w-1", "--reason", "called", "-o", "json", "--poll", "20ms")
 	require.NoError(t, err, errOut)
@@ -150,7 +161,7 @@ func TestCLIBulk(t *testing.T) {
 	require.Contains(t, out, job.Id)
 
 	_, _, err = runErr(t, "bulk", "relaunch", "--reason", "r", "--rate", "0")
-	require.ErrorContains(t, err, "400 Invalid request: rate")
+	require.ErrorContains(t, err, "400 Invalid request: --rate: ")
 	_, _, err = runErr(t, "bulk", "relaunch")
 	require.EqualError(t, err, `required flag(s) "reason" not set`)
 	_, _, err = runErr(t, "bulk", "status", "bulk-nope")

@@ -280,8 +280,11 @@ type BulkJob struct {
 	// Filter The operations to act on, as GET /v1/operations filters them; ids picks operations by ID (with the other fields, both must hold). An empty filter matches every operation.
 	Filter     BulkFilter `json:"filter"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
-	Id         string     `json:"id"`
-	Pending    int        `json:"pending"`
+
+	// FromStep A relaunch's from_step, when the request named one.
+	FromStep *string `json:"from_step,omitempty"`
+	Id       string  `json:"id"`
+	Pending  int     `json:"pending"`
 
 	// Rate The asked rate, operations per second.
 	Rate   float64 `json:"rate"`
@@ -356,6 +359,11 @@ type BulkRequest struct {
 
 	// Filter Required; {} matches every operation.
 	Filter *BulkFilter `json:"filter,omitempty"`
+
+	// FromStep For relaunch only: re-execute each operation from the first step with this name
+	// (as RelaunchRequest's from_step); an operation whose latest run has no such step
+	// is skipped. Default: from before each operation's last failed activity.
+	FromStep *string `json:"from_step,omitempty"`
 
 	// Rate Operations per second, more than 0 and at most 10000; default 50.
 	Rate   *float64    `json:"rate,omitempty"`

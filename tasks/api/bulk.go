@@ -32,13 +32,14 @@ type bulkJobRow struct {
 	State      string         `db:"state"`
 	Requested  sql.NullString `db:"requested"`
 	RetryOf    sql.NullString `db:"retry_of"`
+	FromStep   sql.NullString `db:"from_step"`
 	Total      int            `db:"total"`
 	CreatedAt  time.Time      `db:"created_at"`
 	FinishedAt sql.NullTime   `db:"finished_at"`
 }
 
 const bulkJobColumns = `id, action, filter, exclude, signal, rate, reason, actor, token_id, role, customer, state, requested,
-	retry_of, total, created_at, finished_at`
+	retry_of, from_step, total, created_at, finished_at`
 
 // principal is who created the job; its items are acted on as them.
 func (j *bulkJobRow) principal() Principal {
@@ -46,7 +47,7 @@ func (j *bulkJobRow) principal() Principal {
 }
 
 func (j *bulkJobRow) spec() (*bulkSpec, error) {
-	sp := &bulkSpec{Action: BulkAction(j.Action), Rate: j.Rate, Reason: j.Reason}
+	sp := &bulkSpec{Action: BulkAction(j.Action), Rate: j.Rate, Reason: j.Reason, FromStep: j.FromStep.String}
 	if err := json.Unmarshal(j.Filter, &sp.Filter); err != nil {
 		return nil, fmt.Errorf("api: bulk job %s filter: %w", j.ID, err)
 	}
@@ -117,6 +118,9 @@ func (s *Server) jobView(ctx context.Context, j *bulkJobRow) (*BulkJob, error) {
 	if j.RetryOf.Valid {
 		v.RetryOf = ptr(j.RetryOf.String)
 	}
+	if j.FromStep.Valid {
+		v.FromStep = ptr(j.FromStep.String)
+	}
 	return v, nil
 }
 
@@ -176,10 +180,11 @@ func (s *Server) startJob(ctx context.Context, p Principal, spec *bulkSpec, retr
 		signal = sql.NullString{String: string(b), Valid: true}
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO `+s.schema+`.bulk_jobs (id, action, filter, exclude, signal, rate, reason,
-		actor, token_id, role, customer, retry_of, total)
-		VALUES ($1, $2, $3::jsonb, $4::jsonb, $5::jsonb, $6, $7, $8, NULLIF($9, ''), $10, NULLIF($11, ''), NULLIF($12, ''), $13)`,
+		actor, token_id, role, customer, retry_of, total, from_step)
+		VALUES ($1, $2, $3::jsonb, $4::jsonb, $5::jsonb, $6, $7, $8, NULLIF($9, ''), $10, NULLIF($11, ''), NULLIF($12, ''), $13,
+		NULLIF($14, ''))`,
 		id, string(spec.Action), string(filter), exclude, signal, spec.Rate, spec.Reason,
-		p.Name, p.TokenID, string(p.Role), p.Customer, retryOf, len(sel.items)); err != nil {
+		p.Name, p.TokenID, string(p.Role), p.Customer, retryOf, len(sel.items), spec.FromStep); err != nil {
 		return nil, fmt.Errorf("api: bulk job: %w", err)
 	}
 	const chunk = 5000
@@ -213,6 +218,9 @@ func (s *Server) startJob(ctx context.Context, p Principal, spec *bulkSpec, retr
 	detail := map[string]any{"job": id, "action": spec.Action, "filter": spec.Filter, "total": len(sel.items), "eligible": sel.eligible, "rate": spec.Rate}
 	if retryOf != "" {
 		detail["retry_of"] = retryOf
+	}
+	if spec.FromStep != "" {
+		detail["from_step"] = spec.FromStep
 	}
 	if err := s.audit(ctx, tx, p, "bulk_create", "", spec.Reason, detail); err != nil {
 		return nil, err

@@ -455,6 +455,9 @@ func (s *Server) bulkEligible(j *bulkJobRow, spec *bulkSpec, id, runID string, r
 
 // bulkResetOptions are the options a relaunch of job j resets with.
 func bulkResetOptions(j *bulkJobRow) engine.ResetOptions {
+	if j.FromStep.Valid {
+		return engine.ResetOptions{BeforeStep: j.FromStep.String, Reason: j.Reason}
+	}
 	return engine.ResetOptions{BeforeLastFailedActivity: true, Reason: j.Reason}
 }
 

@@ -33,6 +33,9 @@ type bulkSpec struct {
 	Signal  *BulkSignal `json:"signal,omitempty"`
 	Rate    float64     `json:"rate"`
 	Reason  string      `json:"reason"`
+	// FromStep: a relaunch re-executes from the first step of this name
+	// (empty: from before the last failed activity).
+	FromStep string `json:"from_step,omitempty"`
 }
 
 // checkBulkRequest validates a request for principal p and returns its spec.
@@ -81,6 +84,15 @@ func (s *Server) checkBulkRequest(p Principal, b *BulkRequest) (*bulkSpec, error
 				return nil, badRequest("filter.status", "%q is not a status", st)
 			}
 		}
+	}
+	if b.FromStep != nil {
+		if b.Action != BulkActionRelaunch {
+			return nil, badRequest("from_step", "is only for the relaunch action")
+		}
+		if err := required("from_step", *b.FromStep); err != nil {
+			return nil, err
+		}
+		spec.FromStep = *b.FromStep
 	}
 	switch {
 	case b.Action == BulkActionSignal && b.Signal == nil:
@@ -134,16 +146,22 @@ type bulkSelection struct {
 	notFound []string // IDs asked for that match nothing p may see
 }
 
-// ineligibleExpr is the SQL reason the action does not apply to the
-// operation r (NULL when it does).
-func (s *Server) ineligibleExpr(a BulkAction) string {
+// ineligibleExpr is the SQL reason spec's action does not apply to the
+// operation r (NULL when it does); its arguments go to q.
+func (s *Server) ineligibleExpr(spec *bulkSpec, q *query) string {
 	const open = `r.status IN ('pending','running','waiting')`
-	switch a {
+	switch spec.Action {
 	case BulkActionRelaunch:
+		point := `NOT EXISTS (SELECT 1 FROM ` + s.schema + `.steps st WHERE st.run_id = r.run_id AND st.kind = 'activity' AND st.status = 'failed')
+			THEN 'no failed activity to relaunch before'`
+		if spec.FromStep != "" {
+			name := q.arg(spec.FromStep)
+			point = `NOT EXISTS (SELECT 1 FROM ` + s.schema + `.steps st WHERE st.run_id = r.run_id AND st.name = ` + name + `)
+			THEN 'no step named "' || ` + name + `::text || '"'`
+		}
 		return `CASE WHEN ` + open + ` THEN 'open (' || r.status || '): relaunch a closed operation, cancel it first'
 			WHEN r.status = 'completed' THEN 'completed'
-			WHEN NOT EXISTS (SELECT 1 FROM ` + s.schema + `.steps st WHERE st.run_id = r.run_id AND st.kind = 'activity' AND st.status = 'failed')
-			THEN 'no failed activity to relaunch before' END`
+			WHEN ` + point + ` END`
 	default:
 		return `CASE WHEN NOT ` + open + ` THEN 'already ' || r.status END`
 	}
@@ -163,8 +181,9 @@ func (s *Server) selectBulk(ctx context.Context, db sqlx.QueryerContext, p Princ
 		q.and(`r.workflow_id = ANY(` + q.arg(pq.Array(*spec.Filter.Ids)) + `::text[])`)
 	}
 	var rows []bulkCandidate
+	why := s.ineligibleExpr(spec, q)
 	text := `SELECT r.workflow_id, r.run_id, r.workflow_type, r.status, r.headers->>` + s.customerKey + ` AS customer,
-		COALESCE(` + s.ineligibleExpr(spec.Action) + `, '') AS why` + s.opFrom() + q.sql() + ` ORDER BY r.created_at, r.run_id`
+		COALESCE(` + why + `, '') AS why` + s.opFrom() + q.sql() + ` ORDER BY r.created_at, r.run_id`
 	if err := sqlx.SelectContext(ctx, db, &rows, text, q.args...); err != nil {
 		return nil, fmt.Errorf("api: bulk selection: %w", err)
 	}

@@ -207,6 +207,45 @@ func TestBulkRelaunchEndToEnd(t *testing.T) {
 	require.Zero(t, pv.Count)
 }
 
+// TestBulkRelaunchFromStep: a bulk relaunch with from_step relaunches each
+// operation from the first step of that name (here its first step, which
+// runs again instead of being reused); an operation without such a step is
+// skipped and says so; the job and its retry keep the from_step.
+func TestBulkRelaunchFromStep(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	failed := ev.startFailed(t, "fs", "acme", 3)
+	ev.failCharge.Store(false)
+
+	var pv api.BulkPreview
+	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "r", "dry_run": true, "from_step": "nope",
+		"filter": map[string]any{"ids": failed}}, 200, &pv)
+	require.Zero(t, pv.Count)
+	require.Equal(t, api.BulkIneligible{Id: failed[0], Why: `no step named "nope"`}, pv.Ineligible[0])
+	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "r", "dry_run": true, "from_step": "reserve",
+		"filter": map[string]any{"ids": failed}}, 200, &pv)
+	require.Equal(t, 3, pv.Count)
+
+	var j api.BulkJob
+	ev.bulk(t, "operator", map[string]any{"action": "relaunch", "reason": "from the top", "from_step": "reserve",
+		"filter": map[string]any{"ids": failed}}, 201, &j)
+	require.Equal(t, "reserve", *j.FromStep)
+	j = ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	require.Equal(t, 3, j.Done)
+	require.Equal(t, "reserve", *j.FromStep)
+	for _, id := range failed {
+		ev.waitFor(t, id, engine.StatusCompleted)
+		var rerun bool
+		require.NoError(t, ev.e.DB().Get(&rerun, `SELECT st.started_at >= r.created_at FROM `+ev.e.Schema()+`.runs r
+			JOIN `+ev.e.Schema()+`.steps st ON st.run_id = r.run_id
+			WHERE r.workflow_id = $1 AND r.start_reason = 'reset' AND st.name = 'reserve'`, id))
+		require.True(t, rerun, "%s: reserve ran again in the relaunch, not reused", id)
+	}
+	var audited int
+	require.NoError(t, ev.e.DB().Get(&audited, `SELECT count(*) FROM `+ev.e.Schema()+`.api_audit
+		WHERE action = 'bulk_create' AND detail->>'from_step' = 'reserve'`))
+	require.Equal(t, 1, audited)
+}
+
 // TestBulkCancelWithRefunds cancels open orders in bulk: each one's
 // reservation is released (the refund), visible in its timeline.
 func TestBulkCancelWithRefunds(t *testing.T) {
@@ -480,6 +519,8 @@ func TestBulkBadInput(t *testing.T) {
 		{`{"action":"signal","reason":"r","filter":{}}`, "signal"},
 		{`{"action":"signal","reason":"r","filter":{},"signal":{"name":""}}`, "signal.name"},
 		{`{"action":"cancel","reason":"r","filter":{},"signal":{"name":"x"}}`, "signal"},
+		{`{"action":"cancel","reason":"r","filter":{},"from_step":"charge"}`, "from_step"},
+		{`{"action":"relaunch","reason":"r","filter":{},"from_step":" "}`, "from_step"},
 	} {
 		code, body := ev.do(t, "operator", "POST", "/v1/bulk", tc.body)
 		require.Equal(t, 400, code, tc.body)
