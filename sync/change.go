@@ -39,6 +39,9 @@ type change struct {
 	// guard left the row in.
 	out outcome
 	now State
+	// seqFirst and seqLast are the Seq of the first and last event folded
+	// in, of the change's run (see recentRows).
+	seqFirst, seqLast int
 }
 
 // outcome is what a write did with a change, as flags.
@@ -57,6 +60,10 @@ func (c *change) merge(s *change) {
 	if c.Closed && s.RunID == c.RunID {
 		return // nothing of a run comes after its end
 	}
+	if s.RunID != c.RunID {
+		c.seqFirst = s.seqFirst
+	}
+	c.seqLast = s.seqLast
 	c.WorkflowID, c.RunID, c.Last = s.WorkflowID, s.RunID, s.Last
 	if s.Weak {
 		if c.State != StateNeedsOperator {

@@ -102,6 +102,15 @@
 // transaction with Checkpoint, as above: the rare case pays twice so that
 // the usual one carries no savepoint and no outbox payloads.
 //
+// When rows are keyed by workflow ID, a folded change that would leave
+// every mapped column as the run's previous change left it (the same
+// status, step, attempts...) is not even looked up, provided this process
+// folded that previous change and saw it commit, and the run has written
+// nothing since (the change's first event follows it); the statement only
+// confirms that it wrote the run. A legacy write to the row in between
+// then shows until the run's next change that alters the row, which
+// judges the row as any change does.
+//
 // # Separate-database mode
 //
 // When Config.LegacyDB is set, the checkpoint transaction writes each row's

@@ -66,7 +66,8 @@ func (mr *Mirror) needsOperator(err error) bool {
 // toChange turns one event into a change for row key, in c; idx is its
 // index in the batch.
 func (mr *Mirror) toChange(c *change, ev *engine.CheckpointEvent, key string, idx int64) *change {
-	*c = change{Key: key, WorkflowID: ev.WorkflowID, RunID: ev.RunID, First: idx, Last: idx, State: mr.stateOf(ev), At: ev.At}
+	*c = change{Key: key, WorkflowID: ev.WorkflowID, RunID: ev.RunID, First: idx, Last: idx, State: mr.stateOf(ev), At: ev.At,
+		seqFirst: ev.Seq, seqLast: ev.Seq}
 	if c.At.IsZero() {
 		c.At = time.Now()
 	}

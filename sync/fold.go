@@ -2,6 +2,7 @@ package graftsync
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -62,20 +63,45 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 	if len(cs) == 0 {
 		return nil, true
 	}
-	for _, c := range cs {
-		c.out, c.now = outPassed, c.State
+	// The changes to look up, then those that would change nothing (see
+	// recentRows), of which the function only confirms the runs.
+	vals := make([]rowVals, len(cs))
+	order := cs
+	look := len(cs)
+	if mr.recent.max > 0 {
+		order = make([]*change, len(cs))
+		look = 0
+		same := len(cs)
+		for _, c := range cs {
+			c.out, c.now = outPassed, c.State
+			v := mr.valsOf(c)
+			if mr.recent.unchanged(c, &v) {
+				same--
+				order[same], vals[same] = c, v
+			} else {
+				order[look], vals[look] = c, v
+				look++
+			}
+		}
+		slices.Reverse(order[look:]) // in the batch's order
+		slices.Reverse(vals[look:])
+	} else {
+		for _, c := range cs {
+			c.out, c.now = outPassed, c.State
+		}
 	}
-	args := mr.rowsArgs(true, cs, true)
+	args := mr.rowsArgs(true, order, look, true)
 	return &engine.CheckpointFold{Func: mr.sql.foldFn, Args: args, Done: func(ctx context.Context, rows []engine.CheckpointFoldRow) {
-		mr.foldDone(ctx, cs, rows)
+		mr.foldDone(ctx, order, vals, look, rows)
 	}}, true
 }
 
-// foldDone accounts for a folded write once it has committed. The fold's
-// rows (see rowsSQL) name only the exceptions: the changes of runs the
-// statement did not write ('f'), the missing rows ('m'); and the number of
-// rows written ('w'). Every other change found its row.
-func (mr *Mirror) foldDone(ctx context.Context, cs []*change, rows []engine.CheckpointFoldRow) {
+// foldDone accounts for a folded write once it has committed: cs[:look]
+// were looked up, cs[look:] changed nothing; vals[i] are cs[i]'s values.
+// The fold's rows (see rowsSQL) name only the exceptions: the changes of
+// runs the statement did not write ('f'), the missing rows ('m'); and the
+// number of rows written ('w'). Every other change found its row.
+func (mr *Mirror) foldDone(ctx context.Context, cs []*change, vals []rowVals, look int, rows []engine.CheckpointFoldRow) {
 	var written int64
 	var skipped, missing map[string]bool
 	for _, r := range rows {
@@ -95,6 +121,16 @@ func (mr *Mirror) foldDone(ctx context.Context, cs []*change, rows []engine.Chec
 			missing[r.B] = true
 		}
 	}
+	if mr.recent.max > 0 {
+		for i, c := range cs {
+			if skipped[c.Key] {
+				mr.recent.forget(c.Key)
+			} else {
+				mr.recent.committed(c, &vals[i], i >= look, missing[c.Key])
+			}
+		}
+	}
+	cs = cs[:look]
 	kept := cs
 	if skipped != nil || missing != nil {
 		kept = cs[:0:0]

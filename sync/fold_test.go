@@ -136,3 +136,65 @@ func callFold(ctx context.Context, db *sqlx.DB, fold *engine.CheckpointFold, wri
 	}
 	return got, rows.Err()
 }
+
+// TestFoldSkipsAChangeThatAltersNothing: a run's change that would leave
+// the row as the run's previous change left it (the same step, attempts,
+// status), when this process folded that change and saw it commit, is not
+// looked up: a legacy write since then shows until the run's next change
+// that alters the row, which judges the row as usual. A skipped change
+// whose run the statement did not write (a lost lease) is forgotten: the
+// run's next change is looked up again.
+func TestFoldSkipsAChangeThatAltersNothing(t *testing.T) {
+	t.Parallel()
+	ev := newEnv(t, envOpts{mapping: guarded("version", nil), noWorker: true})
+	ev.insertRow("op-1")
+	ctx := testenv.Ctx(t, time.Minute)
+	act := func(seq int, name string) []*engine.CheckpointEvent {
+		return []*engine.CheckpointEvent{{Kind: engine.CheckpointActivityCompleted, WorkflowID: "op-1", RunID: "run-op-1",
+			WorkflowType: "renewal", Status: engine.StatusRunning, Seq: seq, ActivityName: name, Attempt: 1, At: time.Now()}}
+	}
+	fold := func(evs []*engine.CheckpointEvent, written string) []engine.CheckpointFoldRow {
+		t.Helper()
+		f, ok := ev.mr.FoldCheckpoint(ctx, evs)
+		require.True(t, ok)
+		rows, err := callFold(ctx, ev.db, f, written)
+		require.NoError(t, err)
+		f.Done(ctx, rows)
+		return rows
+	}
+	status := func() string {
+		t.Helper()
+		r, found := ev.row("op-1")
+		require.True(t, found)
+		return r.Status
+	}
+	fold(act(1, "renew.check"), "{run-op-1}")
+	require.Equal(t, "doing", status())
+
+	ev.exec(`UPDATE ` + ev.qtable() + ` SET status = 'legacy' WHERE id = 'op-1'`)
+	rows := fold(act(2, "renew.check"), "{run-op-1}")
+	require.Empty(t, rows, "nothing written, nothing missing")
+	require.Equal(t, "legacy", status(), "the same step again: not looked up")
+	fold(act(3, "renew.charge"), "{run-op-1}")
+	r, _ := ev.row("op-1")
+	require.Equal(t, "doing", r.Status, "the next change judges the row")
+	require.Equal(t, "charging", r.Step.String)
+
+	// Not skipped: the previous change's Seq is not just before.
+	ev.exec(`UPDATE ` + ev.qtable() + ` SET status = 'legacy' WHERE id = 'op-1'`)
+	fold(act(5, "renew.charge"), "{run-op-1}")
+	require.Equal(t, "doing", status(), "a gap in the run's events: looked up")
+
+	// Skipped, but the statement did not write the run: forgotten.
+	rows = fold(act(6, "renew.charge"), "{}")
+	require.Equal(t, []engine.CheckpointFoldRow{{A: "f", B: "op-1"}}, rows)
+	ev.exec(`UPDATE ` + ev.qtable() + ` SET status = 'legacy' WHERE id = 'op-1'`)
+	fold(act(7, "renew.charge"), "{run-op-1}")
+	require.Equal(t, "doing", status(), "after an unwritten run: looked up")
+
+	// A change written through Checkpoint (a fold refused) is forgotten.
+	require.NoError(t, ev.mr.Checkpoint(ctx, ev.db, act(8, "renew.charge")))
+	ev.exec(`UPDATE ` + ev.qtable() + ` SET status = 'legacy' WHERE id = 'op-1'`)
+	fold(act(9, "renew.charge"), "{run-op-1}")
+	require.Equal(t, "doing", status(), "after Checkpoint: looked up")
+}

@@ -136,6 +136,9 @@ type Mirror struct {
 	// through).
 	labels map[string]*string
 	keys   runKeys
+	// recent: what the rows show after the changes this process folded
+	// (see recentRows); max 0 when changes are never skipped.
+	recent recentRows
 	// stateSchema holds mirror_state: graft's schema, in the legacy database.
 	stateSchema string
 	stateTable  string
@@ -171,6 +174,10 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 	}
 	t, _ := parseTable(m.Table)
 	mr := &Mirror{cfg: c, m: m, log: c.Logger, table: t, stateSchema: c.Schema, keys: runKeys{max: 100000}, versioned: m.Version != ""}
+	if m.keyFrom() == FromWorkflowID {
+		// Only a workflow's runs write its row, one after the other.
+		mr.recent.max = 100000
+	}
 	if m.Step != nil {
 		mr.labels = make(map[string]*string, len(m.Step.Labels))
 		for a, l := range m.Step.Labels {
@@ -282,6 +289,9 @@ func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events
 	if err != nil || len(cs) == 0 {
 		return err
 	}
+	for _, c := range cs {
+		mr.recent.forget(c.Key)
+	}
 	if mr.cfg.LegacyDB != nil {
 		return mr.writeOutbox(ctx, tx, cs)
 	}
@@ -347,7 +357,7 @@ func (mr *Mirror) writeSameFn(ctx context.Context, tx engine.CheckpointTx, cs []
 		c.out, c.now = outPassed, c.State
 		byKey[c.Key] = c
 	}
-	args := mr.rowsArgs(true, cs, false)
+	args := mr.rowsArgs(true, cs, len(cs), false)
 	args = args[:len(args)-len(mr.planDefaults)] // the function's SET clauses are planOff
 	rows, err := mr.prep.query(ctx, mr.legacyDB().DB, tx, mr.sql.callFn, args...)
 	if err != nil {
@@ -450,7 +460,7 @@ func (mr *Mirror) apply(ctx context.Context, q queryer, same bool, cs []*change)
 		}
 	}
 	// Run even when nothing passed: the statement puts the settings back.
-	rows, err := mr.prep.query(ctx, db, q, stmt, mr.rowsArgs(same, passed, false)...)
+	rows, err := mr.prep.query(ctx, db, q, stmt, mr.rowsArgs(same, passed, len(passed), false)...)
 	if err != nil {
 		return err
 	}

@@ -461,7 +461,8 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		// (TestFoldWritesAfterAConcurrentLegacyWrite).
 		w(`,
 	cur AS (SELECT v.*, x.tid, x.chg FROM v LEFT JOIN LATERAL (SELECT t.ctid AS tid, true`, ver, changed, ` AS chg
-			FROM `, t, ` t WHERE t.`, qi(key.Name), ` = v.row_key::`, key.Type, ` LIMIT 1) x ON true WHERE v.written),
+			FROM `, t, ` t WHERE t.`, qi(key.Name), ` = v.row_key::`, key.Type, ` LIMIT 1) x ON true
+		WHERE v.written AND v.first IS NOT NULL),
 	lu AS (UPDATE `, t, ` t SET `)
 		setList()
 		w(`
@@ -574,7 +575,7 @@ func (mr *Mirror) needOpByRow() bool {
 // ever tested by CASE WHEN and AND). With runs (the fold function), the
 // changes' runs follow, in the same buffer, in place of the planner
 // settings (the function's SET clauses are planOff).
-func (mr *Mirror) rowsArgs(same bool, cs []*change, runs bool) []any {
+func (mr *Mirror) rowsArgs(same bool, cs []*change, look int, runs bool) []any {
 	n := rowsArrays + len(mr.extras)
 	size := 0
 	for _, c := range cs {
@@ -587,8 +588,14 @@ func (mr *Mirror) rowsArgs(same bool, cs []*change, runs bool) []any {
 	a.b.Grow(size + 8*n)
 	var buf [24]byte
 	num := func(v int64) { a.addRaw(strconv.AppendInt(buf[:0], v, 10)) }
+	// Past look, the changes are only their keys and runs (see
+	// FoldCheckpoint): NULLs, trimmed.
 	column := func(trim bool, add func(c *change)) {
-		for _, c := range cs {
+		for i, c := range cs {
+			if i >= look && trim {
+				a.addPtr(nil)
+				continue
+			}
 			add(c)
 		}
 		a.next(trim)
