@@ -121,6 +121,10 @@ type Config struct {
 	// the first is the outermost. Each may implement any of the interceptor
 	// interfaces (see Interceptor).
 	Interceptors []Interceptor
+
+	// listenCheckEvery, when set (by a test, before New), replaces
+	// listenCheckInterval.
+	listenCheckEvery time.Duration
 }
 
 // Defaults of the history bounds (Temporal's: a warning at 10,240 events or

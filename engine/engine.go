@@ -89,10 +89,6 @@ type testHooks struct {
 	resultRead atomic.Pointer[func(runID, why string)]
 	// notice learns of each notification the listener reads.
 	notice atomic.Pointer[func(channel, payload string)]
-	// listenCheckEvery, when set, replaces listenCheckInterval; a send on
-	// listenCheckSet makes the listener take it at once.
-	listenCheckEvery atomic.Int64
-	listenCheckSet   chan struct{}
 	// listenCheck learns of the checks of the LISTEN connection: "tick"
 	// at each interval without a notification, "start" and "end" around
 	// each check.
@@ -132,7 +128,6 @@ func New(cfg Config) (*Engine, error) {
 	e.commit = newCommitter(e)
 	e.resultPoll.Store(int64(resultSafetyPoll))
 	e.hooks.purgeNow = make(chan struct{}, 1)
-	e.hooks.listenCheckSet = make(chan struct{}, 1)
 	e.listenDial = &listenDialer{}
 	e.listener = pq.NewDialListener(e.listenDial, c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		switch ev {
@@ -254,7 +249,6 @@ func (e *Engine) listen() {
 			case wake:
 				e.dispatchWake(strings.Split(n.Extra, ","))
 			}
-		case <-e.hooks.listenCheckSet:
 		case <-time.After(e.listenCheckInterval()):
 			e.listenCheckEvent("tick")
 			e.checkListen()

@@ -42,14 +42,11 @@ func RosterTimesForTest() (ttl, beat, read time.Duration) { return rosterTTL, ro
 // last read in the roster.
 func LiveWorkersForTest(e *Engine) int64 { return e.liveWorkers.Load() }
 
-// SetListenCheckForTest makes e check its LISTEN connection every interval
-// without a notification, and fn learn of the checks: "tick" at each
-// interval, "start" and "end" around each check.
-func SetListenCheckForTest(e *Engine, interval time.Duration, fn func(event string)) {
-	e.hooks.listenCheck.Store(&fn)
-	e.hooks.listenCheckEvery.Store(int64(interval))
-	select {
-	case e.hooks.listenCheckSet <- struct{}{}:
-	default:
-	}
-}
+// SetListenCheckForTest makes the engine cfg configures check its LISTEN
+// connection every interval without a notification. Set it before New.
+func SetListenCheckForTest(cfg *Config, interval time.Duration) { cfg.listenCheckEvery = interval }
+
+// SetListenCheckHookForTest makes fn learn of e's checks of its LISTEN
+// connection: "tick" at each interval, "start" and "end" around each
+// check.
+func SetListenCheckHookForTest(e *Engine, fn func(event string)) { e.hooks.listenCheck.Store(&fn) }

@@ -57,8 +57,8 @@ func (e *Engine) checkListen() {
 }
 
 func (e *Engine) listenCheckInterval() time.Duration {
-	if d := e.hooks.listenCheckEvery.Load(); d > 0 {
-		return time.Duration(d)
+	if d := e.cfg.listenCheckEvery; d > 0 {
+		return d
 	}
 	return listenCheckInterval
 }

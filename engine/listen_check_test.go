@@ -27,12 +27,14 @@ func TestListenCheckOnAStalledConnection(t *testing.T) {
 	admin := dfAdmin(t, pg.URL)
 	const name = "lcstall"
 	dsn, db := dfOpenNamed(t, pg.URL, name)
-	e := testenv.Engine(t, &engine.Config{DB: db, DatabaseURL: dsn, Schema: name})
+	cfg := engine.Config{DB: db, DatabaseURL: dsn, Schema: name}
+	engine.SetListenCheckForTest(&cfg, 200*time.Millisecond)
+	e := testenv.Engine(t, &cfg)
 	ctx := testenv.Ctx(t, 3*time.Minute)
 
 	var mu sync.Mutex
 	var ticks, inFlight, most int
-	engine.SetListenCheckForTest(e, 200*time.Millisecond, func(ev string) {
+	engine.SetListenCheckHookForTest(e, func(ev string) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch ev {
