@@ -798,29 +798,37 @@ func (c *Client) Cancel(ctx context.Context, workflowID, reason string) error {
 }
 
 func (c *Client) cancel(ctx context.Context, workflowID, reason string) error {
-	return againOnConflict(ctx, func() error { return c.cancelOnce(ctx, workflowID, reason) })
+	return c.againOnConflict(ctx, func() error { return c.cancelOnce(ctx, workflowID, reason) })
 }
 
 // againOnConflict runs f, a transaction of the client's own, again when
 // it is rolled back by a deadlock or a serialization failure, up to
 // contentionRetries times in all. Each statement locks its runs in run ID
-// order (see Lock order in store.go), but a transaction that locks a
-// parent and then its children (a cancel, a reset) can still deadlock
-// with a commit that holds a child it closes and then wakes the parent.
+// order (see Lock order in store.go), and a cancel or a reset locks the
+// runs of a tree in one statement, as a commit that closes a child and
+// wakes its parent does (committer.lockTree): the client's transactions
+// do not deadlock with the engine's own. A transaction of someone else
+// that locks runs one set after another still can (TestCancelRetriesADeadlock
+// stands in for one), and a commit that wakes a parent a reset gave its
+// child to after the commit's lock was taken locks that parent late.
 // A Tx call's transaction is its caller's, who runs it again.
 //
 // It pauses before each new attempt (conflictPause): the transaction that
 // won the deadlock was waiting for this one's locks, and must be scheduled
 // to take them once they are released. Run again at once (a rollback, a
-// BEGIN and the statement: three round trips), this one locked the parent
-// again first on a loaded machine and deadlocked with the same commit each
-// time, and Cancel returned "deadlock detected" after its three attempts
-// (TestCancelRetriesADeadlock, 1 run in 10 at load 6). The pause makes that
-// unlikely, not impossible: the lock orders still cross.
-func againOnConflict(ctx context.Context, f func() error) error {
+// BEGIN and the statement: three round trips), a cancel that crossed a
+// commit locking a child and then its parent (as every commit did before
+// lockTree) locked the parent again first on a loaded machine and
+// deadlocked with the same commit each time (TestCancelRetriesADeadlock,
+// 1 run in 10 at load 6).
+func (c *Client) againOnConflict(ctx context.Context, f func() error) error {
+	attempts := contentionRetries
+	if n := c.e.clientConflictAttempts; n > 0 {
+		attempts = n
+	}
 	for attempt := 1; ; attempt++ {
 		err := f()
-		if err == nil || attempt == contentionRetries || !IsConflict(err) || ctx.Err() != nil {
+		if err == nil || attempt >= attempts || !IsConflict(err) || ctx.Err() != nil {
 			return err
 		}
 		t := time.NewTimer(conflictPause(attempt))
@@ -948,7 +956,7 @@ func (c *Client) reset(ctx context.Context, workflowID string, opts ResetOptions
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
-	err = againOnConflict(ctx, func() error {
+	err = c.againOnConflict(ctx, func() error {
 		h, err = c.resetOnce(ctx, workflowID, opts)
 		return err
 	})
@@ -984,14 +992,25 @@ func (c *Client) resetIn(ctx context.Context, tx *sqlx.Tx, workflowID string, op
 	cut, args := opts.cutSQL(s, []any{workflowID, newID, now, nullString(opts.Reason), s.channel[chanWork]})
 	// The latest run, locked, with the reset point; when it is closed and
 	// has that point, the new run is made from it in the same statement.
+	// It is locked with the open children the reset hands to the new run,
+	// in run ID order (see Lock order in store.go): a run that adopted
+	// children older than itself (made by a reset or a continue-as-new)
+	// locked before them crossed a commit that closes such a child and
+	// wakes it. The status is the one the lock found.
 	var old struct {
 		RunID  string        `db:"run_id"`
 		Status Status        `db:"status"`
 		Cut    sql.NullInt64 `db:"cut"`
 		Made   bool          `db:"made"`
 	}
-	err := tx.GetContext(ctx, &old, `WITH old AS (SELECT r.run_id, r.status, `+cut+` AS cut FROM `+s.runs+` r WHERE r.workflow_id = $1
-			ORDER BY (r.status IN ('pending','running','waiting')) DESC, r.created_at DESC, r.run_id DESC LIMIT 1 FOR UPDATE),
+	err := tx.GetContext(ctx, &old, `WITH latest AS (SELECT r.run_id FROM `+s.runs+` r WHERE r.workflow_id = $1
+			ORDER BY (r.status IN ('pending','running','waiting')) DESC, r.created_at DESC, r.run_id DESC LIMIT 1),
+		lk AS (SELECT x.run_id, x.status FROM `+s.runs+` x
+			WHERE x.run_id = (SELECT run_id FROM latest)
+			   OR (x.parent_run_id = (SELECT run_id FROM latest) AND x.status IN ('pending','running','waiting'))
+			ORDER BY x.run_id FOR UPDATE OF x),
+		old AS (SELECT r.run_id, lk.status, `+cut+` AS cut FROM `+s.runs+` r JOIN lk ON lk.run_id = r.run_id
+			WHERE r.run_id = (SELECT run_id FROM latest)),
 		ok AS (SELECT run_id, cut, $2::text AS new_run_id FROM old WHERE cut IS NOT NULL AND status NOT IN ('pending','running','waiting')),
 		`+c.resetCopySQL()+`
 		SELECT old.run_id, old.status, old.cut, EXISTS (SELECT 1 FROM made) AS made FROM old`, args...)

@@ -645,6 +645,17 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 		}()
 	}
 
+	// 0a. A batch whose closing runs wake their parents or cancel their
+	// children writes two sets of runs, each locked in run ID order by its
+	// statement: its own runs, then those parents or children. Locked in
+	// that order, a child before its parent, they crossed a client's
+	// cancel or reset of the tree, which locks the parent first, and both
+	// waited for the other (40P01). So all of them are locked first, in
+	// one statement, in run ID order (see Lock order in store.go).
+	if err := c.lockTree(ctx, tx, batch); err != nil {
+		return nil, fmt.Errorf("lock the runs of the batch and their parents and children: %w", err)
+	}
+
 	// 0. A child is started only by a parent that still holds its lease;
 	// the lease stays locked until the commit, so no other worker takes the
 	// parent meanwhile. (Before the transitions: a parent's end may be in
@@ -845,6 +856,36 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 		c.e.dispatchWake(woken)
 	}
 	return errs, nil
+}
+
+// lockTree locks, when batch's closing runs wake parents or cancel
+// children (step 4 of execCtx), the runs the transaction writes in one
+// statement, in run ID order: the runs of the batch that end or start a
+// child, the parents of the children that close, and the open children
+// (with the cancel policy) of the runs that close. Without such runs the
+// batch's runs are one set, each statement locks them in order, and no
+// statement is added.
+func (c *committer) lockTree(ctx context.Context, tx dbtx, batch []*writeOp) error {
+	var own, children, parents []string
+	for _, op := range batch {
+		if op.fin == nil && (op.newRun == nil || op.newRun.childStep == nil) {
+			continue
+		}
+		own = append(own, op.runID)
+		if op.fin == nil || op.fin.status == StatusWaiting {
+			continue
+		}
+		if op.fin.hasChildren {
+			parents = append(parents, op.runID)
+		}
+		if op.fin.parentRunID != "" && op.fin.status != StatusContinued {
+			children = append(children, op.runID)
+		}
+	}
+	if len(children) == 0 && len(parents) == 0 {
+		return nil
+	}
+	return c.e.store.lockTree(ctx, tx, own, children, parents)
 }
 
 // recordRefusal handles a checkpoint interceptor's refusal (err) of op on

@@ -41,7 +41,11 @@ type Engine struct {
 	// disconnection event to its reconnection.
 	listenerDown atomic.Bool
 	closed       chan struct{}
-	once         sync.Once
+	// clientConflictAttempts, when set (tests), replaces
+	// contentionRetries as the client's attempts of a Cancel or Reset
+	// transaction (see againOnConflict).
+	clientConflictAttempts int
+	once                   sync.Once
 
 	mu      sync.Mutex
 	workers []*Worker

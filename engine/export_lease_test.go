@@ -67,3 +67,8 @@ func BumpEventsForTest(ctx context.Context, e *Engine, runIDs []string) error {
 func CancelChildrenOfForTest(ctx context.Context, e *Engine, parentRunIDs []string) ([]string, error) {
 	return e.store.cancelChildrenOf(ctx, e.db, e.cfg.Clock.Now(), parentRunIDs, "parent closed")
 }
+
+// SetClientConflictAttemptsForTest makes e's client run a Cancel or Reset
+// transaction at most n times when it meets a deadlock or a serialization
+// failure (1: no second attempt). Set it before the client's calls.
+func SetClientConflictAttemptsForTest(e *Engine, n int) { e.clientConflictAttempts = n }

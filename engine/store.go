@@ -673,9 +673,11 @@ func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owne
 // index order in an index scan), so such a statement first locks its runs
 // in a CTE (SELECT ... ORDER BY run_id FOR [NO KEY] UPDATE) and updates
 // them from it. A run that changed while the CTE waited for it is checked
-// again against the CTE's conditions when its lock is taken. Different
-// sets of runs of one transaction (a commit's batch, then the parents its
-// children wake) are each in order, not all in one.
+// again against the CTE's conditions when its lock is taken. A commit
+// whose batch wakes parents or cancels children, which its statements
+// lock after the batch's runs, locks all of them first in one statement
+// (lockTree); a client's cancel or reset locks a run and its children in
+// one statement too.
 
 // leaseCols are the lease fences of ops.
 var leaseCols = newUnnest(
@@ -820,6 +822,23 @@ func (s *store) bumpEvents(ctx context.Context, tx dbtx, now time.Time, runIDs [
 	_, err := tx.ExecContext(ctx, `WITH lk AS (SELECT run_id FROM `+s.runs+` WHERE run_id = ANY($1) ORDER BY run_id FOR NO KEY UPDATE)
 		UPDATE `+s.runs+` r SET event_seq = r.event_seq + 1,
 		wake_at = CASE WHEN r.status = 'waiting' THEN $2 ELSE r.wake_at END FROM lk WHERE r.run_id = lk.run_id`, pq.Array(runIDs), now)
+	return err
+}
+
+// lockTree locks own, the parents of children (as their rows name them
+// now), and the open children with the cancel policy of parents, in one
+// statement, in run ID order (see Lock order, above lockLeases): the runs
+// a commit that wakes parents and cancels children writes, which are
+// otherwise locked as two sets, one after the other. A child's parent
+// changed by a reset that committed after the statement's snapshot is not
+// among them: the statement that wakes it locks it later.
+func (s *store) lockTree(ctx context.Context, tx dbtx, own, children, parents []string) error {
+	_, err := tx.ExecContext(ctx, `WITH k AS (SELECT unnest($1::text[]) AS run_id
+			UNION SELECT parent_run_id FROM `+s.runs+` WHERE run_id = ANY($2) AND parent_run_id IS NOT NULL
+			UNION SELECT run_id FROM `+s.runs+` WHERE parent_run_id = ANY($3) AND parent_close_policy = 'cancel'
+				AND status IN ('pending','running','waiting') AND cancel_requested_at IS NULL)
+		SELECT r.run_id FROM `+s.runs+` r JOIN k ON r.run_id = k.run_id ORDER BY r.run_id FOR NO KEY UPDATE OF r`,
+		pq.Array(own), pq.Array(children), pq.Array(parents))
 	return err
 }
 

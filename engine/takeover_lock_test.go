@@ -174,19 +174,22 @@ func TestSupersedeNeverDeadlocks(t *testing.T) {
 	})
 }
 
-// A client's cancel of a run tree locks the parent before its children;
-// a commit that closes a child and then wakes the parent locks them the
-// other way round (each statement in run ID order, the two sets one after
-// the other). When the two deadlock and PostgreSQL cancels the cancel, the
-// client runs it again instead of failing the call.
+// A client's cancel of a run tree locks the parent before its children
+// (run ID order); a transaction that holds a child and then takes the
+// parent locks them the other way round, as every commit that closed a
+// child and woke its parent did before it locked them in one statement
+// (see TestCancelAgreesWithAChildsCommit). When the two deadlock and
+// PostgreSQL cancels the cancel, the client runs it again instead of
+// failing the call.
 func TestCancelRetriesADeadlock(t *testing.T) {
 	t.Parallel()
 	lockOrderCase(t, "cancelretry", cancelTreeCase(true))
 }
 
 // A client's reset of a parent locks it before the children it hands to
-// the new run: like a cancel, it runs again when it deadlocks with a
-// commit that holds a child and wakes the parent.
+// the new run (run ID order): like a cancel, it runs again when it
+// deadlocks with a transaction that holds a child and then takes the
+// parent.
 func TestResetRetriesADeadlock(t *testing.T) {
 	t.Parallel()
 	lockOrderCase(t, "resetretry", resetChildrenCase(true))
@@ -206,8 +209,8 @@ type lockOrder struct {
 	// writer runs.
 	closed bool
 	// crossed: the test's transaction, holding the lowest child, then
-	// takes the parent, as a commit that closes a child and then wakes its
-	// parent does; it waits longer than the writer before it looks for a
+	// takes the parent, as a commit that closed a child and then woke its
+	// parent did; it waits longer than the writer before it looks for a
 	// deadlock, so that the writer, which locks the parent first, is the
 	// one PostgreSQL cancels (40P01) and must run again.
 	crossed bool
@@ -256,15 +259,7 @@ func lockOrderCase(t *testing.T, name string, c lockOrder) {
 		// find none, and the test's own transaction was cancelled 30s
 		// later instead (seen by delaying the test's statement 2s). So the
 		// writer looks after 10s.
-		u, err := url.Parse(testenv.DatabaseURL())
-		require.NoError(t, err)
-		q := u.Query()
-		q.Set("options", "-c deadlock_timeout=10s")
-		u.RawQuery = q.Encode()
-		db, err := engine.OpenDB(u.String())
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = db.Close() })
-		cfg.DB, cfg.DatabaseURL = db, u.String()
+		deadlockCheckAfter(t, cfg, "10s")
 	}
 	e := testenv.Engine(t, cfg)
 	require.NoError(t, e.Register(wf))
@@ -397,4 +392,21 @@ func countRuns(t *testing.T, e *engine.Engine, r lockRuns, cond string, args ...
 	var n int
 	require.NoError(t, e.DB().QueryRow(`SELECT count(*) FROM `+r.schema+`.runs WHERE `+cond, args...).Scan(&n))
 	return n
+}
+
+// deadlockCheckAfter gives cfg a pool whose sessions look for a deadlock
+// d after a wait begins (deadlock_timeout, "10s"), not 1s. Of two
+// transactions that close a cycle, PostgreSQL cancels (40P01) the one
+// that looks first: with 10s, the one that waited first, even on a loaded
+// machine.
+func deadlockCheckAfter(t *testing.T, cfg *engine.Config, d string) {
+	u, err := url.Parse(testenv.DatabaseURL())
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set("options", "-c deadlock_timeout="+d)
+	u.RawQuery = q.Encode()
+	db, err := engine.OpenDB(u.String())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	cfg.DB, cfg.DatabaseURL = db, u.String()
 }
