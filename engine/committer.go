@@ -169,7 +169,7 @@ type commitShard struct {
 	space chan struct{}
 	// runs counts the loaded runs pinned here (committer.pin).
 	runs atomic.Int64
-	// last is the size of the batch written last (see claim and gather).
+	// last is the size of the batch written last (see batchFull).
 	last int
 }
 
@@ -307,21 +307,35 @@ func (c *committer) submitWait(ctx context.Context, op *writeOp) error {
 	}
 }
 
+// batchFull is the shard's batching rule: n ops make a batch worth
+// writing now when they are as many as the shard's last batch held
+// (last). The runs a batch carried submit their next ops one after
+// another as they are woken, so the next batch is expected to be as
+// large; a batch of one says the load has gone. Two places apply it:
+//   - claim: an op is written alone in place only when one op is a full
+//     batch. After a batch of several, the first run woken found the
+//     shard idle and wrote its op alone, and the others queued behind it
+//     for the next batch: bench -workers 4 -c 512 (one shard and one core
+//     per worker process) made a third of its commits so, of one op each
+//     (one worker process: 4%). Queued instead, the op goes out with the
+//     others.
+//   - gather: the loop yields before it takes a batch while the queue is
+//     not a full batch (and still grows).
+func batchFull(n, last int) bool { return n >= last }
+
+// startWrite marks the shard as being written, by a batch of n ops
+// (sh.mu held).
+func (sh *commitShard) startWrite(n int) { sh.writing, sh.last = true, n }
+
 // claim makes the caller the shard's writer if the shard is idle and its
-// last batch held one op. After a batch of several, the runs it carried
-// submit their next ops one after another as they are woken: the first
-// found the shard idle and wrote its op alone, and the others queued
-// behind it for the next batch. bench -workers 4 -c 512 (one shard and one
-// core per worker process) made a third of its commits so, of one op each
-// (one worker process: 4%). Queued instead, the op goes out with the
-// others (see gather).
+// op alone is a full batch (batchFull).
 func (sh *commitShard) claim() bool {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.writing || sh.closed || len(sh.queue) > 0 || sh.last > 1 {
+	if sh.writing || sh.closed || len(sh.queue) > 0 || !batchFull(1, sh.last) {
 		return false
 	}
-	sh.writing, sh.last = true, 1
+	sh.startWrite(1)
 	return true
 }
 
@@ -329,8 +343,8 @@ func (sh *commitShard) claim() bool {
 const gatherYields = 8
 
 // gather lets the runs that the shard's last batch woke submit their next
-// ops before the loop takes a batch, while the queue holds fewer ops than
-// that batch: it yields the processor, and goes on yielding while the
+// ops before the loop takes a batch, while the queue is not a full batch
+// (batchFull): it yields the processor, and goes on yielding while the
 // queue grows (it stops at the second yield in a row that brought no op: a
 // yield may come straight back, when the scheduler serves its global queue
 // first). With one core per process (bench -workers 4: GOMAXPROCS=1, one
@@ -344,7 +358,7 @@ func (sh *commitShard) gather() {
 	sh.mu.Unlock()
 	idle := 0
 	for range gatherYields {
-		if n >= want || idle == 2 {
+		if batchFull(n, want) || idle == 2 {
 			return
 		}
 		runtime.Gosched()
@@ -407,14 +421,13 @@ func (sh *commitShard) take(max int) []*writeOp {
 		return nil
 	}
 	n := min(len(sh.queue), max)
-	sh.last = n
 	batch := sh.queue[:n:n]
 	if n == len(sh.queue) {
 		sh.queue = nil
 	} else {
 		sh.queue = sh.queue[n:]
 	}
-	sh.writing = true
+	sh.startWrite(n)
 	sh.mu.Unlock()
 	sh.freeSpace(n)
 	return batch
