@@ -17,3 +17,13 @@ func CloseDirForTest(dir string) {
 		s.Close()
 	}
 }
+
+// ReapOrphansForTest reaps as Start does before it makes its server.
+func ReapOrphansForTest() error {
+	s, err := newServer()
+	if err != nil {
+		return err
+	}
+	reapOrphans(s.bin, s.cred)
+	return nil
+}

@@ -132,3 +132,43 @@ func TestStartReapsServersOfDeadOwners(t *testing.T) {
 	_, err = os.Stat(mine.DataDir())
 	require.NoError(t, err, "Start removed the files of a live owner's server")
 }
+
+// A server directory made before owners were recorded has no owner file:
+// Start removes it once it is older than an hour and no postmaster runs
+// for it (no postmaster.pid, or one naming a dead process). A young one
+// may be a directory whose owner is being written, and one whose
+// postmaster lives may be serving someone: both are left.
+func TestStartReapsOldOwnerlessDirectories(t *testing.T) {
+	t.Parallel()
+	dead := exec.Command("true")
+	require.NoError(t, dead.Run())
+	old := time.Now().Add(-2 * time.Hour)
+	// ownerless makes a server directory without an owner, modified at
+	// modified, whose postmaster.pid names pid (none for 0).
+	ownerless := func(pid int, modified time.Time) string {
+		d, err := os.MkdirTemp("", "graft-pg-")
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = os.RemoveAll(d) })
+		require.NoError(t, os.Mkdir(filepath.Join(d, "data"), 0o700))
+		if pid != 0 {
+			require.NoError(t, os.WriteFile(filepath.Join(d, "data", "postmaster.pid"),
+				[]byte(fmt.Sprintf("%d\n%s\n", pid, filepath.Join(d, "data"))), 0o600))
+		}
+		require.NoError(t, os.Chtimes(d, modified, modified))
+		return d
+	}
+	deadPostmaster := ownerless(dead.Process.Pid, old)
+	noPostmaster := ownerless(0, old)
+	young := ownerless(dead.Process.Pid, time.Now())
+	livePostmaster := ownerless(os.Getpid(), old)
+
+	require.NoError(t, pgproc.ReapOrphansForTest())
+	for name, d := range map[string]string{"dead postmaster": deadPostmaster, "no postmaster.pid": noPostmaster} {
+		_, err := os.Stat(d)
+		require.True(t, os.IsNotExist(err), "an old ownerless directory with a %s was left", name)
+	}
+	for name, d := range map[string]string{"young": young, "live postmaster": livePostmaster} {
+		_, err := os.Stat(d)
+		require.NoError(t, err, "the %s ownerless directory was removed", name)
+	}
+}

@@ -1,10 +1,13 @@
 package pgproc
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // pg_ctl daemonises the postmaster, so a server outlives the process that
@@ -25,6 +28,10 @@ import (
 //     servers of its own. A directory without an owner yet (being
 //     created) is skipped, and so is one whose owner's pid was taken by
 //     another process since: it is left, never wrongly stopped.
+//   - a directory made before owners were recorded (4cee21d) has none,
+//     and would be skipped for good: it is removed once it is older than
+//     ownerlessAge and no postmaster runs for it (its postmaster.pid is
+//     gone, or names a dead process).
 
 // dirPrefix begins the name of every server's directory under
 // os.TempDir().
@@ -43,21 +50,54 @@ func writeOwner(dir string) error {
 	return os.Rename(tmp, filepath.Join(dir, ownerFile))
 }
 
-// reapOrphans stops and removes the servers whose owner is dead. bin and
-// cred are those pg_ctl runs with.
+// ownerlessAge is how old a server directory without an owner must be
+// before it is taken for one made before owners were recorded: Start
+// writes the owner right after it makes the directory.
+const ownerlessAge = time.Hour
+
+// reapOrphans stops and removes the servers whose owner is dead, and the
+// old ownerless directories no postmaster runs for. bin and cred are those
+// pg_ctl runs with.
 func reapOrphans(bin string, cred *credential) {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
 	for _, d := range dirs {
 		b, err := os.ReadFile(filepath.Join(d, ownerFile))
-		if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if !ownerlessDead(d) {
+				continue
+			}
+		case err != nil:
 			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 0 || alive(pid) {
-			continue
+		default:
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil || pid <= 0 || alive(pid) {
+				continue
+			}
 		}
 		(&Server{dir: d, bin: bin, cred: cred}).Close()
 	}
+}
+
+// ownerlessDead reports whether d, a server directory without an owner,
+// is older than ownerlessAge and no postmaster runs for it: its
+// postmaster.pid is absent or names a process that is not alive. Anything
+// it cannot read leaves d alone.
+func ownerlessDead(d string) bool {
+	fi, err := os.Stat(d)
+	if err != nil || time.Since(fi.ModTime()) < ownerlessAge {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(d, "data", "postmaster.pid"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	return err == nil && pid > 0 && !alive(pid)
 }
 
 // startGuard starts the server's guard (see above). Its pipe's write end
