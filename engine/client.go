@@ -807,10 +807,12 @@ func (c *Client) cancel(ctx context.Context, workflowID, reason string) error {
 // order (see Lock order in store.go), and a cancel or a reset locks the
 // runs of a tree in one statement, as a commit that closes a child and
 // wakes its parent does (committer.lockTree): the client's transactions
-// do not deadlock with the engine's own. A transaction of someone else
-// that locks runs one set after another still can (TestCancelRetriesADeadlock
-// stands in for one), and a commit that wakes a parent a reset gave its
-// child to after the commit's lock was taken locks that parent late.
+// do not deadlock with the engine's own. A transaction that locks runs
+// one set after another still can (TestCancelRetriesADeadlock stands in
+// for one; ResetManyTx locks its runs, then their children), and so can a
+// commit whose child a reset gave to a new run after the commit's
+// statement read the child's parent and before it locked the child: it
+// locks the new parent late.
 // A Tx call's transaction is its caller's, who runs it again.
 //
 // It pauses before each new attempt (conflictPause): the transaction that
