@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,13 @@ func TestHotStatementsGenericPlansProbeByKey(t *testing.T) {
 	// by its key.
 	for _, name := range []string{"steps+fin+timers+news+new_steps", "news+new_steps", "news+new_steps/values1", "news+new_steps/values2"} {
 		plan := plans[name]
-		i, j, k := strings.Index(plan, "CTE nrlk"), strings.Index(plan, "CTE nrsup"), strings.Index(plan, "CTE nins")
+		// The steps of new runs are nins, or with steps of existing runs
+		// in the same statement, ins (after nr: see allStepsSQL).
+		i, j := strings.Index(plan, "CTE nrlk"), strings.Index(plan, "CTE nrsup")
+		k := strings.Index(plan, "CTE nins")
+		if k < 0 {
+			k = strings.Index(plan, "CTE ins")
+		}
 		require.True(t, i >= 0 && j > i && k > j, "%s:\n%s", name, plan)
 		nrlk := plan[i:j]
 		require.Contains(t, nrlk, "Index Cond: (workflow_id = nr", "%s:\n%s", name, plan)
@@ -104,6 +111,9 @@ func seedHotPlanRuns(t *testing.T, exec func(q string, args ...any), n int) {
 		SELECT 'r' || i, k, 'activity', 'a', 'completed' FROM generate_series(1, $1::int) i, generate_series(1, 3) k`, n)
 }
 
+// nrSubPlan matches a subplan that reads the commit statement's CTE nr.
+var nrSubPlan = regexp.MustCompile(`SubPlan (\d+)\n\s*->  CTE Scan on nr `)
+
 // requireProbesByKey checks that no plan scans a table, reads the lease
 // index or hashes a subplan's whole result.
 func requireProbesByKey(t *testing.T, plans map[string]string) {
@@ -116,6 +126,12 @@ func requireProbesByKey(t *testing.T, plans map[string]string) {
 		// result_listeners holds a row per process waiting on closes
 		// elsewhere: reading it whole is its plan.
 		plan := strings.ReplaceAll(plan, "Seq Scan on result_listeners", "")
+		// The steps of new runs are written where their run is among
+		// the statement's inserted runs (CTE nr, the batch's own rows):
+		// a hash of those is not a read of a table.
+		for _, m := range nrSubPlan.FindAllStringSubmatch(plan, -1) {
+			plan = strings.ReplaceAll(plan, "hashed SubPlan "+m[1]+")", "SubPlan "+m[1]+" over nr)")
+		}
 		require.NotContains(t, plan, "Seq Scan", "%s:\n%s", name, plan)
 		require.NotContains(t, plan, "runs_leased", "%s:\n%s", name, plan)
 		require.NotContains(t, plan, "hashed SubPlan", "%s:\n%s", name, plan)

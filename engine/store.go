@@ -228,6 +228,13 @@ type commitKey struct {
 	steps, fins, news, newSteps uint8
 }
 
+// merged reports whether the statement of k writes the step records of
+// existing runs and those of the runs it inserts in one part (see
+// allStepsSQL): a statement with both, each as arrays.
+func (k commitKey) merged() bool {
+	return k.sh&(shapeSteps|shapeNewSteps) == shapeSteps|shapeNewSteps && k.steps == 0 && k.newSteps == 0
+}
+
 // commitFor returns the commit statement of k.
 func (s *store) commitFor(k commitKey) commitSQL {
 	if k.steps|k.fins|k.news|k.newSteps == 0 {
@@ -249,7 +256,8 @@ func (s *store) commitSQL(k commitKey) commitSQL {
 	sh := k.sh
 	var c commitSQL
 	var ctes, sel []string
-	if sh&shapeSteps != 0 {
+	merged := k.merged()
+	if sh&shapeSteps != 0 && !merged {
 		ctes = append(ctes, s.stepsSQL(c.params, int(k.steps)))
 		sel = append(sel, `SELECT 's', run_id, seq FROM ins`)
 		c.params += stepCols.params(int(k.steps))
@@ -273,7 +281,12 @@ func (s *store) commitSQL(k commitKey) commitSQL {
 		sel = append(sel, `SELECT 'r', run_id, 0 FROM nr`)
 		c.params += runCols.params(int(k.news)) + 1
 		c.written = append(c.written, "nr")
-		if sh&shapeNewSteps != 0 {
+		if merged {
+			ctes = append(ctes, s.allStepsSQL(c.params))
+			sel = append(sel, `SELECT 's', run_id, seq FROM ins`)
+			c.params += stepCols.params(0)
+			c.written = append(c.written, "ins")
+		} else if sh&shapeNewSteps != 0 {
 			ctes = append(ctes, s.newRunStepsSQL(c.params, int(k.newSteps)))
 			sel = append(sel, `SELECT 's', run_id, seq FROM nins`)
 			c.params += stepCols.params(int(k.newSteps))
@@ -289,18 +302,33 @@ func (s *store) commitSQL(k commitKey) commitSQL {
 
 // shape is the commit statement's shape for w. A batch of more than
 // shapeOps ops takes one of two shapes, with or without run inserts, each
-// with every other part: the unused parts' cost is then spread over its
-// ops, while each shape is a statement of its own that every connection
-// prepares, and runs on custom plans for its first five executions after
-// each preparation (see hotStmt); those scan runs when a batch has two
-// rows or more, and at bench -c 256 one shape per batch doubled the rows
-// read by scans (seq_rows_read_per_wf 15-19 to 27-36).
+// with every other part but the abandoned timers, which it has only when
+// a run it closes recorded a timer: the unused parts' cost is then spread
+// over its ops, while each shape is a statement of its own that every
+// connection prepares, and runs on custom plans for its first five
+// executions after each preparation (see hotStmt); those scan runs when a
+// batch has two rows or more, and at bench -c 256 one shape per batch
+// doubled the rows read by scans (seq_rows_read_per_wf 15-19 to 27-36).
+// The timers' part (an UPDATE of steps, set up at every execution) is
+// left out because most batches of most workloads close no run with a
+// timer: they keep to two shapes.
 func (w *singleWrite) shape() commitShape {
-	if len(w.batch) > shapeOps {
-		if len(w.news) > 0 {
-			return shapeAll
+	timers := false
+	for _, i := range w.fins {
+		if w.batch[i].fin.hasTimers {
+			timers = true
+			break
 		}
-		return shapeSteps | shapeFin | shapeTimers
+	}
+	if len(w.batch) > shapeOps {
+		sh := shapeSteps | shapeFin
+		if len(w.news) > 0 {
+			sh |= shapeNews | shapeNewSteps
+		}
+		if timers {
+			sh |= shapeTimers
+		}
+		return sh
 	}
 	var sh commitShape
 	if len(w.steps.steps) > 0 {
@@ -308,11 +336,8 @@ func (w *singleWrite) shape() commitShape {
 	}
 	if len(w.fins) > 0 {
 		sh |= shapeFin
-		for _, i := range w.fins {
-			if w.batch[i].fin.hasTimers {
-				sh |= shapeTimers
-				break
-			}
+		if timers {
+			sh |= shapeTimers
 		}
 	}
 	if len(w.news) > 0 {
@@ -394,7 +419,8 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 		w.foldRows = make([][]CheckpointFoldRow, len(w.folds))
 	}
 	args := make([]any, 0, n)
-	if sh&shapeSteps != 0 {
+	merged := k.merged()
+	if sh&shapeSteps != 0 && !merged {
 		args = stepArgs(args, w.steps.steps, w.steps.owners, int(k.steps))
 	}
 	if sh&shapeFin != 0 {
@@ -404,7 +430,9 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 	if sh&shapeNews != 0 {
 		args = runArgs(args, w.batch, w.news, int(k.news))
 		args = append(args, ttlInterval(ttl))
-		if sh&shapeNewSteps != 0 {
+		if merged {
+			args = stepArgs2(args, &w.steps, &w.newSteps)
+		} else if sh&shapeNewSteps != 0 {
 			args = stepArgs(args, w.newSteps.steps, w.newSteps.owners, int(k.newSteps))
 		}
 	}
@@ -612,6 +640,18 @@ func stepArgs(args []any, steps []*stepRow, owners []fence, rows int) []any {
 	return b.argsAs(args, rows)
 }
 
+// stepArgs2 appends the steps of a and then those of b, as the arguments
+// of allStepsSQL.
+func stepArgs2(args []any, a, b *batchSteps) []any {
+	u := stepCols.batch(len(a.steps) + len(b.steps))
+	for _, bs := range []*batchSteps{a, b} {
+		for k, st := range bs.steps {
+			u.add(stepIn{st, bs.owners[k]})
+		}
+	}
+	return u.argsAs(args, 0)
+}
+
 // stepsSQL writes step records fenced by the lease (an empty owner skips
 // the check). A record of an activity step that has not ended (its start,
 // made durable before the attempt ran, or its wait for the next attempt)
@@ -631,6 +671,18 @@ func (s *store) stepsSQL(p, rows int) string {
 // seq) as CTE "nins".
 func (s *store) newRunStepsSQL(p, rows int) string {
 	return s.stepsIntoSQL(p, rows, "nins", `JOIN nr ON nr.run_id = v.run_id`)
+}
+
+// allStepsSQL is stepsSQL and newRunStepsSQL in one part, for a statement
+// that has both: the step records of existing runs, fenced by the lease,
+// and those of the runs CTE "nr" inserts, fenced by that insert (the
+// runs table does not show the statement's own new rows). One part
+// instead of two saves PostgreSQL the second INSERT's executor set-up
+// at each execution (its ON CONFLICT clause, the unnest of 19 arrays, the
+// steps' indexes). It yields (run_id, seq) as CTE "ins".
+func (s *store) allStepsSQL(p int) string {
+	return s.stepsIntoSQL(p, 0, "ins", `LEFT JOIN `+s.runs+` r ON r.run_id = v.run_id AND (v.owner = '' OR (r.lease_owner = v.owner AND r.loads = v.token))
+		WHERE r.run_id IS NOT NULL OR v.run_id IN (SELECT nr.run_id FROM nr)`)
 }
 
 func (s *store) stepsIntoSQL(p, rows int, name, fenceJoin string) string {

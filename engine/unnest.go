@@ -132,10 +132,18 @@ func (u unnestCols[R]) param(p int, name string) string {
 	panic("engine: no unnest column " + name)
 }
 
-// sql renders the batch's rows as the subquery "(SELECT * FROM
-// unnest($p+1::t1[], ...) AS alias(c1, ...) LIMIT cardinality($p+1::t1[]))
-// AS alias": the columns take parameters $p+1..$p+len(u), in the list's
+// sql renders the batch's rows as the subquery "(SELECT unnest($p+1::t1[])
+// AS c1, unnest($p+2::t2[]) AS c2, ... LIMIT cardinality($p+1::t1[])) AS
+// alias": the columns take parameters $p+1..$p+len(u), in the list's
 // order.
+//
+// The unnests are in the select list, where PostgreSQL runs them in step
+// (a ProjectSet node: row i of every array, then row i+1), not in FROM:
+// there "unnest(a, b, ...)" is one function scan per array, each
+// materialised into a tuple store of its own before the first row is
+// read, and each set up at every execution. For a commit statement (about
+// 60 arrays) that was 7-13% of its backend CPU at every batch size (see
+// the README's Benchmarks section).
 //
 // The LIMIT keeps every row (all the arrays have the batch's length); it is
 // there for the generic plan of a prepared statement (see hotStmt), which
@@ -152,21 +160,14 @@ func (u unnestCols[R]) param(p int, name string) string {
 // plan sees the arrays and the exact count either way.
 func (u unnestCols[R]) sql(p int, alias string) string {
 	var b strings.Builder
-	b.WriteString("(SELECT * FROM unnest(")
+	b.WriteString("(SELECT ")
 	for i, c := range u {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "$%d::%s[]", p+i+1, c.typ)
+		fmt.Fprintf(&b, "unnest($%d::%s[]) AS %s", p+i+1, c.typ, c.name)
 	}
-	b.WriteString(") AS " + alias + "(")
-	for i, c := range u {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(c.name)
-	}
-	fmt.Fprintf(&b, ") LIMIT cardinality($%d::%s[])) AS %s", p+1, u[0].typ, alias)
+	fmt.Fprintf(&b, " LIMIT cardinality($%d::%s[])) AS %s", p+1, u[0].typ, alias)
 	return b.String()
 }
 
@@ -180,11 +181,12 @@ const valuesRows = 2
 // one parameter per cell, row after row: "(SELECT * FROM (VALUES
 // ($p+1::t1, ...), (...)) AS alias(c1, ...) LIMIT (SELECT rows)) AS
 // alias". For a row or two the list costs PostgreSQL less than the
-// arrays: each array is parsed at every execution and unnested into a
-// tuple store of its own. For two step records (19 columns, against 38
-// parameters of plain types) that was 15-25 µs of a backend's CPU a
-// statement, a sixth of its work before its commit; for a step and a
-// run's end, or a run's insert and its first step, 30-35 µs.
+// arrays, each parsed at every execution: for two step records (19
+// columns, against 38 parameters of plain types) that was 15-25 µs of a
+// backend's CPU a statement, a sixth of its work before its commit; for a
+// step and a run's end, or a run's insert and its first step, 30-35 µs
+// (measured while sql unnested the arrays in FROM, each into a tuple store
+// of its own).
 //
 // The LIMIT, which keeps every row, is sql's, for the same reason: a plan
 // that knows of two rows probes a table of a few pages (a new deployment's

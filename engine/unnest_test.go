@@ -12,13 +12,14 @@ import (
 
 // TestUnnestClauseFollowsItsColumns pins the unnest clause a column list
 // renders: each column's placeholder, cast and alias name in the list's
-// order, numbered from the offset, limited to the first column's length.
+// order, unnested in the select list (in step), numbered from the offset,
+// limited to the first column's length.
 func TestUnnestClauseFollowsItsColumns(t *testing.T) {
 	cols := newUnnest(
 		textCol("id", func(r fencedRun) string { return r.runID }),
 		intCol("token", func(r fencedRun) int { return r.token }),
 	)
-	require.Equal(t, `(SELECT * FROM unnest($3::text[], $4::int[]) AS v(id, token) LIMIT cardinality($3::text[])) AS v`, cols.sql(2, "v"))
+	require.Equal(t, `(SELECT unnest($3::text[]) AS id, unnest($4::int[]) AS token LIMIT cardinality($3::text[])) AS v`, cols.sql(2, "v"))
 	b := cols.batch(2)
 	b.add(fencedRun{`a"b`, 1})
 	b.add(fencedRun{"c", 2})
@@ -29,6 +30,46 @@ func TestUnnestClauseFollowsItsColumns(t *testing.T) {
 	require.Equal(t, 4, cols.params(2))
 	require.Equal(t, 2, cols.params(0))
 	require.Equal(t, []any{"x", `a"b`, int64(1), "c", int64(2)}, b.argsAs([]any{"x"}, 2))
+}
+
+// The unnest clause gives back a batch's rows in order, each row's cells
+// from the same position of every array (NULL cells too), and no rows for
+// a batch without any (its columns sent as NULL).
+func TestUnnestClauseReadsBackRows(t *testing.T) {
+	t.Parallel()
+	db := testDB(t)
+	type row struct {
+		fencedRun
+		owner string
+	}
+	cols := newUnnest(
+		textCol("id", func(r row) string { return r.runID }),
+		intCol("token", func(r row) int { return r.token }),
+		optTextCol("owner", func(r row) string { return r.owner }),
+	)
+	q := `SELECT v.id, v.token, v.owner FROM ` + cols.sql(0, "v")
+	read := func(args []any) []string {
+		rows, err := db.Query(q, args...)
+		require.NoError(t, err)
+		defer rows.Close()
+		var got []string
+		for rows.Next() {
+			var id string
+			var token int
+			var owner sql.NullString
+			require.NoError(t, rows.Scan(&id, &token, &owner))
+			got = append(got, id+"/"+strconv.Itoa(token)+"/"+owner.String+"/"+strconv.FormatBool(owner.Valid))
+		}
+		require.NoError(t, rows.Err())
+		return got
+	}
+	b := cols.batch(3)
+	b.add(row{fencedRun{"c", 3}, "w"})
+	b.add(row{fencedRun{"a", 1}, ""})
+	b.add(row{fencedRun{"b", 2}, "x"})
+	require.Equal(t, []string{"c/3/w/true", "a/1//false", "b/2/x/true"}, read(b.args(nil)))
+	none := cols.batch(0)
+	require.Empty(t, read(none.args(nil)))
 }
 
 // TestValuesCellsSendNull pins the parameters of a VALUES list's cells:
