@@ -329,14 +329,16 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		w(", run")
 	}
 	w(`))`)
-	// Whether a change's run was written: a hashed subplan, built once.
+	// Whether a change's run was written: a hashed subplan, built once
+	// (OFFSET 0: the expression is not copied into each use of written).
 	// "run = ANY(written)" compared each change with every written run (a
 	// parameter array is searched element by element), a batch's square;
 	// a semi-join for the written changes and an anti-join for the others
 	// ('f') hashed twice.
 	if fold {
 		w(`,
-	v AS (SELECT v00.*, v00.run IN (SELECT unnest(`, param(foldAt+1), `::text[])) AS written FROM v00)`)
+	v AS (SELECT v1.*, v1.written AND v1.first IS NOT NULL AS look
+		FROM (SELECT v00.*, v00.run IN (SELECT unnest(`, param(foldAt+1), `::text[])) AS written FROM v00 OFFSET 0) v1)`)
 	} else if defer0 {
 		w(`,
 	d AS (SELECT v0.row_key FROM v0
@@ -449,8 +451,10 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	}
 	byKey := ` AND t.` + qi(key.Name) + ` = v.row_key::` + key.Type + ver + changed
 	if fold {
-		// The fold reads each row of the written changes once, by index,
-		// and keeps its position (tid; NULL: the row is missing), then
+		// The fold reads each row of the written changes once, by index
+		// (look: not the changes that only confirm their run, see
+		// FoldCheckpoint), and keeps its position (tid; NULL: the row is
+		// missing), then
 		// updates the rows a change alters at that position, with no
 		// second index descent, checking the same conditions again on the
 		// version it updates. A row a concurrent legacy write moved after
@@ -461,8 +465,7 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		// (TestFoldWritesAfterAConcurrentLegacyWrite).
 		w(`,
 	cur AS (SELECT v.*, x.tid, x.chg FROM v LEFT JOIN LATERAL (SELECT t.ctid AS tid, true`, ver, changed, ` AS chg
-			FROM `, t, ` t WHERE t.`, qi(key.Name), ` = v.row_key::`, key.Type, ` LIMIT 1) x ON true
-		WHERE v.written AND v.first IS NOT NULL),
+			FROM `, t, ` t WHERE v.look AND t.`, qi(key.Name), ` = v.row_key::`, key.Type, ` LIMIT 1) x ON true),
 	lu AS (UPDATE `, t, ` t SET `)
 		setList()
 		w(`
@@ -504,7 +507,7 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		// no insert to try.
 		if fold {
 			w(` FROM cur v
-		WHERE (v.tid IS NULL OR v.chg) AND NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
+		WHERE v.look AND (v.tid IS NULL OR v.chg) AND NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
 		  AND NOT EXISTS (SELECT 1 FROM lu2 WHERE lu2.row_key = v.row_key)`)
 		} else {
 			w(` FROM v
@@ -530,8 +533,8 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		}
 		w(`
 	SELECT 'w'::text, n::text FROM (SELECT count(*) AS n FROM (`, wrote, `) x) w WHERE n > 0
-	UNION ALL SELECT 'm', cur.row_key FROM cur WHERE cur.tid IS NULL`, notMissing, `
-	UNION ALL SELECT 'f', row_key FROM v WHERE NOT v.written`)
+	UNION ALL SELECT 'm', cur.row_key FROM cur WHERE cur.look AND cur.tid IS NULL`, notMissing, `
+	UNION ALL SELECT 'f', row_key FROM cur WHERE NOT cur.written`)
 	} else {
 		w(`
 	SELECT 'u'::text, row_key FROM lu UNION ALL SELECT 'e', row_key FROM ex`)
