@@ -39,9 +39,9 @@ func (f *filterFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.route, "route", "", "graft or legacy")
 	fl.StringVar(&f.failingStep, "failing-step", "", "the name of the latest failed step")
 	fl.StringVar(&f.errorType, "error-type", "", "the type of the latest error")
-	fl.DurationVar(&f.since, "since", 0, "created within this long (e.g. 1h)")
-	fl.StringVar(&f.after, "created-after", "", "created at or after (RFC 3339)")
-	fl.StringVar(&f.before, "created-before", "", "created before (RFC 3339)")
+	fl.DurationVar(&f.since, "since", 0, "created or last relaunched within this long (e.g. 1h)")
+	fl.StringVar(&f.after, "created-after", "", "created or last relaunched at or after (RFC 3339)")
+	fl.StringVar(&f.before, "created-before", "", "created or last relaunched before (RFC 3339)")
 }
 
 func opt(s string) *string {
@@ -103,14 +103,14 @@ func newOpsListCmd(cli *cliOpts) *cobra.Command {
 				return c.ListOperationsWithResponse(ctx, &p)
 			}, func(w io.Writer, res *api.ListOperationsResponse) {
 				page := res.JSON200
-				fmt.Fprintln(w, "ID\tKIND\tSTATUS\tCUSTOMER\tKEY\tCREATED\tLAST ERROR")
+				fmt.Fprintln(w, "ID\tKIND\tSTATUS\tCUSTOMER\tKEY\tCREATED\tRELAUNCHED\tLAST ERROR")
 				for _, o := range page.Items {
 					status := string(o.Status)
 					if o.Conditions != nil {
 						status += " (" + strings.Join(*o.Conditions, ",") + ")"
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.Id, o.Kind, status, str(o.Customer), str(o.Key),
-						ts(&o.CreatedAt), errText(o.LastError))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.Id, o.Kind, status, str(o.Customer), str(o.Key),
+						ts(&o.CreatedAt), ts(o.RelaunchedAt), errText(o.LastError))
 				}
 				keys := make([]string, 0, len(page.Counts))
 				for k := range page.Counts {
@@ -173,6 +173,9 @@ func newOpsShowCmd(cli *cliOpts) *cobra.Command {
 				row("Key", str(o.Key))
 				row("Run", fmt.Sprintf("%s (%s, started by %s)", o.RunId, count(o.Runs, "run", "runs"), str(o.StartReason)))
 				row("Created", ts(&o.CreatedAt))
+				if o.RelaunchedAt != nil {
+					row("Relaunched", ts(o.RelaunchedAt)+" ("+count(o.Relaunches, "relaunch", "relaunches")+")")
+				}
 				row("Updated", ts(&o.UpdatedAt))
 				row("Closed", ts(o.ClosedAt))
 				now := o.Now

@@ -112,6 +112,28 @@ func TestCLIAgainstAServer(t *testing.T) {
 	require.Contains(t, out, "dry run")
 	require.Regexp(t, `(?m)charge\s+failed\s+run again`, out)
 
+	// A relaunch leaves Created at the operation's creation and shows apart.
+	out, err = cli("ops", "show", "op-fail")
+	require.NoError(t, err)
+	created := regexp.MustCompile(`(?m)^Created:.*$`).FindString(out)
+	require.NotEmpty(t, created, out)
+	require.NotContains(t, out, "Relaunched:")
+	_, err = cli("ops", "relaunch", "op-fail", "--reason", "retry")
+	require.NoError(t, err)
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		info, err := e.Client().Describe(ctx, "op-fail")
+		return err == nil && info.Status == engine.StatusFailed && info.PreviousRunID != ""
+	}, "op-fail relaunched, and failed again")
+	out, err = cli("ops", "show", "op-fail")
+	require.NoError(t, err)
+	require.Contains(t, out, created+"\n")
+	require.Regexp(t, `(?m)^Relaunched:\s+\S+ \S+ \(1 relaunch\)$`, out)
+	require.Regexp(t, `(?m)^Run:\s+\S+ \(2 runs, started by reset\)$`, out)
+	out, err = cli("ops", "list", "--kind", "order")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^ID\s+KIND\s+STATUS\s+CUSTOMER\s+KEY\s+CREATED\s+RELAUNCHED\s+LAST ERROR$`, out)
+	require.Regexp(t, `(?m)^op-fail\s+order\s+failed\s+(\S+ \S+)\s+\S+ \S+\s+\[charge\]`, out)
+
 	// A missing flag the server would refuse is named as a flag, before any
 	// request.
 	for _, args := range [][]string{

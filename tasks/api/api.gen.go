@@ -634,11 +634,13 @@ type Operation struct {
 	ClosedAt        *time.Time `json:"closed_at,omitempty"`
 
 	// Conditions Conditions of the operation (waiting_signal, needs_operator, retrying, throttled; all but needs_operator only while it is open).
-	Conditions *[]string  `json:"conditions,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	Customer   *string    `json:"customer,omitempty"`
-	Error      *ErrorInfo `json:"error,omitempty"`
-	Id         string     `json:"id"`
+	Conditions *[]string `json:"conditions,omitempty"`
+
+	// CreatedAt When the operation was first created (its first run); a relaunch leaves it as it is.
+	CreatedAt time.Time  `json:"created_at"`
+	Customer  *string    `json:"customer,omitempty"`
+	Error     *ErrorInfo `json:"error,omitempty"`
+	Id        string     `json:"id"`
 
 	// Input The workflow input as JSON.
 	Input     *json.RawMessage `json:"input,omitempty"`
@@ -653,8 +655,17 @@ type Operation struct {
 
 	// Output The result as JSON, once completed.
 	Output *json.RawMessage `json:"output,omitempty"`
-	Route  Route            `json:"route"`
-	RunId  string           `json:"run_id"`
+
+	// RelaunchedAt When the operation was last relaunched (its latest relaunch's run started);
+	// absent when it never was. The list is newest first by when each
+	// operation's latest run started (its last relaunch, if any, else its
+	// creation), and created_after and created_before filter on that time.
+	RelaunchedAt *time.Time `json:"relaunched_at,omitempty"`
+
+	// Relaunches How many times the operation was relaunched.
+	Relaunches int    `json:"relaunches"`
+	Route      Route  `json:"route"`
+	RunId      string `json:"run_id"`
 
 	// Runs Runs of this operation (relaunches and continue-as-new add runs).
 	Runs int `json:"runs"`
@@ -694,7 +705,9 @@ type OperationSummary struct {
 	ClosedAt *time.Time `json:"closed_at,omitempty"`
 
 	// Conditions Conditions of the operation (waiting_signal, needs_operator, retrying, throttled; all but needs_operator only while it is open).
-	Conditions *[]string  `json:"conditions,omitempty"`
+	Conditions *[]string `json:"conditions,omitempty"`
+
+	// CreatedAt When the operation was first created (its first run); a relaunch leaves it as it is.
 	CreatedAt  time.Time  `json:"created_at"`
 	Customer   *string    `json:"customer,omitempty"`
 	Id         string     `json:"id"`
@@ -702,8 +715,14 @@ type OperationSummary struct {
 	Kind       string     `json:"kind"`
 	LastError  *ErrorInfo `json:"last_error,omitempty"`
 	NextWakeup *time.Time `json:"next_wakeup,omitempty"`
-	Route      Route      `json:"route"`
-	RunId      string     `json:"run_id"`
+
+	// RelaunchedAt When the operation was last relaunched (its latest relaunch's run started);
+	// absent when it never was. The list is newest first by when each
+	// operation's latest run started (its last relaunch, if any, else its
+	// creation), and created_after and created_before filter on that time.
+	RelaunchedAt *time.Time `json:"relaunched_at,omitempty"`
+	Route        Route      `json:"route"`
+	RunId        string     `json:"run_id"`
 
 	// Status The engine status of the operation's latest run.
 	Status    Status    `json:"status"`
@@ -947,8 +966,12 @@ type ListOperationsParams struct {
 	FailingStep *string `form:"failing_step,omitempty" json:"failing_step,omitempty"`
 
 	// ErrorType Operations whose latest error has this type.
-	ErrorType     *string    `form:"error_type,omitempty" json:"error_type,omitempty"`
-	CreatedAfter  *time.Time `form:"created_after,omitempty" json:"created_after,omitempty"`
+	ErrorType *string `form:"error_type,omitempty" json:"error_type,omitempty"`
+
+	// CreatedAfter Operations whose latest run started at or after this time (created, or relaunched, then).
+	CreatedAfter *time.Time `form:"created_after,omitempty" json:"created_after,omitempty"`
+
+	// CreatedBefore Operations whose latest run started before this time.
 	CreatedBefore *time.Time `form:"created_before,omitempty" json:"created_before,omitempty"`
 
 	// Limit Page size, 1 to 500; default 50.

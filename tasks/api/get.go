@@ -32,17 +32,19 @@ func (s *Server) operation(ctx context.Context, p Principal, id string) (*Operat
 		CancelReason sql.NullString `db:"cancel_reason"`
 		StartReason  string         `db:"start_reason"`
 		Runs         int            `db:"runs"`
+		Relaunches   int            `db:"relaunches"`
 	}
 	if err := s.db.GetContext(ctx, &d, `SELECT input, output, cancel_requested_at, cancel_reason, start_reason,
-		(SELECT count(*) FROM `+s.schema+`.runs WHERE workflow_id = $2) AS runs
+		(SELECT count(*) FROM `+s.schema+`.runs WHERE workflow_id = $2) AS runs,
+		(SELECT count(*) FROM `+s.schema+`.runs WHERE workflow_id = $2 AND start_reason = 'reset') AS relaunches
 		FROM `+s.schema+`.runs WHERE run_id = $1`, r.RunID, r.WorkflowID); err != nil {
 		return nil, fmt.Errorf("api: load operation %s: %w", id, err)
 	}
 	sum := r.summary()
 	op := &Operation{Id: sum.Id, Kind: sum.Kind, Status: sum.Status, Conditions: sum.Conditions, Route: sum.Route,
-		Key: sum.Key, Customer: sum.Customer, RunId: sum.RunId, CreatedAt: sum.CreatedAt, UpdatedAt: sum.UpdatedAt,
+		Key: sum.Key, Customer: sum.Customer, RunId: sum.RunId, CreatedAt: sum.CreatedAt, RelaunchedAt: sum.RelaunchedAt, UpdatedAt: sum.UpdatedAt,
 		ClosedAt: sum.ClosedAt, NextWakeup: sum.NextWakeup, LastError: sum.LastError,
-		Input: rawJSON(d.Input), Output: rawJSON(d.Output), Runs: d.Runs, StartReason: ptr(d.StartReason)}
+		Input: rawJSON(d.Input), Output: rawJSON(d.Output), Runs: d.Runs, Relaunches: d.Relaunches, StartReason: ptr(d.StartReason)}
 	if len(r.Error) > 0 {
 		op.Error = errorInfo(r.Error)
 	}

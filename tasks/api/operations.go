@@ -53,18 +53,22 @@ type opRow struct {
 	Error        []byte         `db:"error"`
 	Customer     sql.NullString `db:"customer"`
 	Key          sql.NullString `db:"key"`
-	CreatedAt    time.Time      `db:"created_at"`
-	UpdatedAt    time.Time      `db:"updated_at"`
-	ClosedAt     sql.NullTime   `db:"closed_at"`
-	WakeAt       sql.NullTime   `db:"wake_at"`
-	FailedStep   sql.NullString `db:"failed_step"`
-	FailedSeq    sql.NullInt64  `db:"failed_seq"`
-	FailedError  []byte         `db:"failed_error"`
-	FailedAt     sql.NullTime   `db:"failed_at"`
-	WaitingSig   bool           `db:"waiting_signal"`
-	NeedsOp      bool           `db:"needs_operator"`
-	Retrying     bool           `db:"retrying"`
-	Throttled    bool           `db:"throttled"`
+	CreatedAt    time.Time      `db:"created_at"` // the latest run's: the list's order and cursor
+	// FirstCreatedAt is the operation's creation (its first run's start),
+	// RelaunchedAt its latest relaunch's (NULL: never relaunched).
+	FirstCreatedAt time.Time      `db:"first_created_at"`
+	RelaunchedAt   sql.NullTime   `db:"relaunched_at"`
+	UpdatedAt      time.Time      `db:"updated_at"`
+	ClosedAt       sql.NullTime   `db:"closed_at"`
+	WakeAt         sql.NullTime   `db:"wake_at"`
+	FailedStep     sql.NullString `db:"failed_step"`
+	FailedSeq      sql.NullInt64  `db:"failed_seq"`
+	FailedError    []byte         `db:"failed_error"`
+	FailedAt       sql.NullTime   `db:"failed_at"`
+	WaitingSig     bool           `db:"waiting_signal"`
+	NeedsOp        bool           `db:"needs_operator"`
+	Retrying       bool           `db:"retrying"`
+	Throttled      bool           `db:"throttled"`
 }
 
 // latestRuns is the condition that run r is an operation: the latest run
@@ -159,7 +163,9 @@ func (s *Server) opColumnList() string {
 	r.headers->>` + s.customerKey + ` AS customer, r.headers->>` + s.keyKey + ` AS key, r.created_at, r.updated_at, r.closed_at, r.wake_at,
 	fs.name AS failed_step, fs.seq AS failed_seq, fs.error AS failed_error, fs.completed_at AS failed_at,
 	` + waitingSignalExpr + ` AS waiting_signal, ` + needsOperatorExpr + ` AS needs_operator,
-	` + s.hasWaitingStep(CondRetrying) + ` AS retrying, ` + s.hasWaitingStep(CondThrottled) + ` AS throttled`
+	` + s.hasWaitingStep(CondRetrying) + ` AS retrying, ` + s.hasWaitingStep(CondThrottled) + ` AS throttled,
+	(SELECT min(h.created_at) FROM ` + s.schema + `.runs h WHERE h.workflow_id = r.workflow_id) AS first_created_at,
+	(SELECT max(h.created_at) FROM ` + s.schema + `.runs h WHERE h.workflow_id = r.workflow_id AND h.start_reason = 'reset') AS relaunched_at`
 }
 
 // hasWaitingStep is waitingStepExpr for one row: a probe of the
@@ -536,7 +542,10 @@ func (r *opRow) lastError() *ErrorInfo {
 
 func (r *opRow) summary() OperationSummary {
 	o := OperationSummary{Id: r.WorkflowID, Kind: r.WorkflowType, Status: Status(r.Status), Route: RouteGraft, RunId: r.RunID,
-		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Conditions: r.conditions(), LastError: r.lastError()}
+		CreatedAt: r.FirstCreatedAt, UpdatedAt: r.UpdatedAt, Conditions: r.conditions(), LastError: r.lastError()}
+	if r.RelaunchedAt.Valid {
+		o.RelaunchedAt = ptr(r.RelaunchedAt.Time)
+	}
 	if r.Customer.Valid {
 		o.Customer = ptr(r.Customer.String)
 	}

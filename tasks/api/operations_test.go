@@ -130,6 +130,22 @@ func TestActionsEndToEnd(t *testing.T) {
 	require.Equal(t, 200, rel.StatusCode(), string(rel.Body))
 	require.NotNil(t, rel.JSON200.RunId)
 	ev.waitFor(t, "f1", engine.StatusCompleted)
+	// The relaunch leaves created_at at the operation's creation and says
+	// when it was relaunched, in the operation and in the list.
+	created := got.JSON200.CreatedAt
+	require.Nil(t, got.JSON200.RelaunchedAt)
+	require.Zero(t, got.JSON200.Relaunches)
+	after, err := ev.client(t, "viewer").GetOperationWithResponse(ctx, "f1")
+	require.NoError(t, err)
+	require.True(t, after.JSON200.CreatedAt.Equal(created), "created %s, then %s", created, after.JSON200.CreatedAt)
+	require.NotNil(t, after.JSON200.RelaunchedAt)
+	require.True(t, after.JSON200.RelaunchedAt.After(created))
+	require.Equal(t, 1, after.JSON200.Relaunches)
+	require.Equal(t, 2, after.JSON200.Runs)
+	page := ev.list(t, "viewer", api.ListOperationsParams{})
+	require.Equal(t, "f1", page.Items[0].Id)
+	require.True(t, page.Items[0].CreatedAt.Equal(created))
+	require.True(t, page.Items[0].RelaunchedAt.Equal(*after.JSON200.RelaunchedAt))
 	require.EqualValues(t, 1, ev.charged.Load())
 	again, err := op.RelaunchOperationWithResponse(ctx, "f1", api.RelaunchRequest{Reason: "twice"})
 	require.NoError(t, err)

@@ -405,6 +405,14 @@ func TestOperatorWalk(t *testing.T) {
 		info, err := s.e.Client().Describe(context.Background(), "renew-acme-fail")
 		return err == nil && info.PreviousRunID != ""
 	}, "the relaunch to start a new run")
+	// Created stays the operation's creation; the relaunch is shown apart.
+	var first, latest time.Time
+	require.NoError(t, s.e.DB().QueryRow(`SELECT min(created_at), max(created_at) FROM `+s.e.Schema()+`.runs
+		WHERE workflow_id = 'renew-acme-fail'`).Scan(&first, &latest))
+	run(t, bctx, chromedp.Navigate(opURL+"?live=0"), chromedp.WaitVisible(chromedp.CSS("#relaunched-at")))
+	require.Equal(t, first.UTC().Format("2006-01-02 15:04:05"), text(t, bctx, "#created-at"))
+	require.Equal(t, latest.UTC().Format("2006-01-02 15:04:05")+" (1 relaunch)", text(t, bctx, "#relaunched-at"))
+	shot(t, bctx, "operation-relaunched")
 
 	// A completed operation has nothing failed to relaunch before: the form
 	// says to name a step, not "Conflict: ... from_step".
