@@ -51,14 +51,16 @@ intake:
 	_, err = flags.Set(ctx, tasks.Change{Flag: tasks.Flag{Kind: "renew", KeyRules: []tasks.KeyRule{{Keys: []string{"info"}, Percent: 100}}},
 		Actor: "test", Reason: "test"})
 	require.NoError(t, err, "the server's intake records the source's kinds")
-	_, err = db.Exec(`INSERT INTO ` + table + ` (id, kind, domain) VALUES (1, 'renew', 'a.info'), (2, 'renew', 'b.com')`)
+	_, err = db.Exec(`INSERT INTO ` + table + ` (id, kind, domain) VALUES (1, 'renew', 'a.info'), (2, 'renew', 'b.com'),
+		(9007199254740993, 'renew', 'c.info')`)
 	require.NoError(t, err)
 	status := func(id int) string {
 		var s string
 		require.NoError(t, db.Get(&s, `SELECT status FROM `+table+` WHERE id = $1`, id))
 		return s
 	}
-	testenv.Eventually(t, 30*time.Second, func() bool { return status(1) == "queued" }, "the server's intake did not take row 1")
+	testenv.Eventually(t, 30*time.Second, func() bool { return status(1) == "queued" && status(9007199254740993) == "queued" },
+		"the server's intake did not take rows 1 and 2^53+1")
 	require.Equal(t, "pending", status(2), "legacy's row is left alone")
 	var runs int
 	require.NoError(t, db.Get(&runs, `SELECT count(*) FROM `+pq.QuoteIdentifier(schema)+`.runs WHERE workflow_id = '1' AND workflow_type = 'renewal'`))
@@ -78,7 +80,7 @@ intake:
 	require.NoError(t, json.NewDecoder(res.Body).Decode(&op))
 	require.Equal(t, 200, res.StatusCode)
 	require.NotNil(t, op.Legacy)
-	require.Equal(t, map[string]any{"id": float64(1), "kind": "renew", "domain": "a.info", "status": "queued"}, *op.Legacy)
+	require.Equal(t, api.LegacyRow{"id": json.Number("1"), "kind": "renew", "domain": "a.info", "status": "queued"}, *op.Legacy)
 	require.Equal(t, "info", *op.Key)
 
 	// An admin previews a flag change over the source's pending rows.
@@ -103,6 +105,11 @@ intake:
 	cli := func(args ...string) (string, error) {
 		return run(t, append(args, "--server", url, "--token", tok.Secret)...)
 	}
+	// A bigint beyond 2^53 survives: the server writes it exactly, the CLI
+	// reads it exactly.
+	out, err = cli("ops", "show", "9007199254740993")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^Legacy row:\s+\{.*"id":9007199254740993[,}]`, out)
 	out, err = cli("flags", "set", "renew", "--version", "1", "--default-percent", "5", "--reason", "a little .com")
 	require.NoError(t, err)
 	require.Equal(t, "renew is at version 2: killed=false default=5% info=100%\n", out)

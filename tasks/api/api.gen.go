@@ -648,10 +648,15 @@ type Operation struct {
 	Kind      string           `json:"kind"`
 	LastError *ErrorInfo       `json:"last_error,omitempty"`
 
-	// Legacy The legacy row as the source's mapping sees it; absent when no source is configured.
-	Legacy     *map[string]interface{} `json:"legacy,omitempty"`
-	NextWakeup *time.Time              `json:"next_wakeup,omitempty"`
-	Now        NowSummary              `json:"now"`
+	// Legacy The legacy row as the source's mapping sees it (PostgreSQL's to_jsonb of
+	// the row); absent when no source is configured. Numbers are written
+	// exactly as the database holds them, a bigint beyond 2^53 included: a
+	// client whose JSON numbers are doubles (JavaScript's JSON.parse) must
+	// read them as big integers or decimals (graft's Go client decodes them
+	// as json.Number).
+	Legacy     *LegacyRow `json:"legacy,omitempty"`
+	NextWakeup *time.Time `json:"next_wakeup,omitempty"`
+	Now        NowSummary `json:"now"`
 
 	// Output The result as JSON, once completed.
 	Output *json.RawMessage `json:"output,omitempty"`

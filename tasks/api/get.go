@@ -66,7 +66,7 @@ func (s *Server) operation(ctx context.Context, p Principal, id string) (*Operat
 			return nil, fmt.Errorf("api: legacy row of %s: %w", id, err)
 		}
 		if ok {
-			op.Legacy = &row
+			op.Legacy = ptr(LegacyRow(row))
 		}
 	}
 	return op, nil

@@ -24,7 +24,7 @@ func intakeEnv(t *testing.T) (*env, *tasks.Intake, string) {
 	require.NoError(t, tasks.Migrate(ctx, e.DB(), e.Schema()))
 	table := pq.QuoteIdentifier(e.Schema()) + ".orders"
 	_, err := e.DB().Exec(`CREATE TABLE ` + table + ` (id text PRIMARY KEY, kind text NOT NULL, item text NOT NULL,
-		region text NOT NULL, customer text, qty int NOT NULL DEFAULT 1, placed_at timestamptz NOT NULL DEFAULT '2026-01-02T03:04:05Z',
+		region text NOT NULL, customer text, qty int NOT NULL DEFAULT 1, big bigint, placed_at timestamptz NOT NULL DEFAULT '2026-01-02T03:04:05Z',
 		extra jsonb, status text NOT NULL DEFAULT 'new')`)
 	require.NoError(t, err)
 	in, err := tasks.NewIntake(ctx, tasks.IntakeConfig{Engine: e, DatabaseURL: testenv.DatabaseURL(), Source: &tasks.Source{
@@ -87,8 +87,8 @@ func TestIntakeStartedOperationsAreScopedByCustomer(t *testing.T) {
 func TestOperationShowsLegacyRowAndFlagDecision(t *testing.T) {
 	t.Parallel()
 	ev, in, table := intakeEnv(t)
-	_, err := ev.e.DB().Exec(`INSERT INTO ` + table + ` (id, kind, item, region, customer, qty, extra) VALUES
-		('lg-1', 'order', 'lamp', 'eu', 'acme', 3, '{"gift": true}')`)
+	_, err := ev.e.DB().Exec(`INSERT INTO ` + table + ` (id, kind, item, region, customer, qty, big, extra) VALUES
+		('lg-1', 'order', 'lamp', 'eu', 'acme', 3, 9007199254740993, '{"gift": true, "ref": 9007199254740993}')`)
 	require.NoError(t, err)
 	res, err := in.ClaimBatch(context.Background())
 	require.NoError(t, err)
@@ -99,9 +99,14 @@ func TestOperationShowsLegacyRowAndFlagDecision(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, op.StatusCode(), string(op.Body))
 	require.NotNil(t, op.JSON200.Legacy, string(op.Body))
+	legacy := *op.JSON200.Legacy
+	require.Equal(t, json.Number("3"), legacy["qty"], "numbers decode exactly, as json.Number")
 	require.Equal(t, map[string]any{"id": "lg-1", "kind": "order", "item": "lamp", "region": "eu", "customer": "acme",
-		"qty": float64(3), "placed_at": "2026-01-02T03:04:05+00:00", "extra": map[string]any{"gift": true}, "status": "graft"},
-		*op.JSON200.Legacy)
+		"qty": json.Number("3"), "big": json.Number("9007199254740993"), "placed_at": "2026-01-02T03:04:05+00:00",
+		"extra": map[string]any{"gift": true, "ref": json.Number("9007199254740993")}, "status": "graft"},
+		map[string]any(legacy))
+	// An integer beyond 2^53 is sent exactly, as a JSON number.
+	require.Contains(t, string(op.Body), `"big":9007199254740993`)
 
 	// An operation without a legacy row (started through the API) has none.
 	ev.start(t, "api-1", "acme", orderIn{Item: "x"})

@@ -65,7 +65,7 @@ func legacySource(t *testing.T, e *engine.Engine) (*tasks.Flags, *tasks.Intake) 
 	ctx := context.Background()
 	require.NoError(t, tasks.Migrate(ctx, e.DB(), e.Schema()))
 	_, err := e.DB().Exec(`CREATE TABLE ` + pq.QuoteIdentifier(e.Schema()) + `.operations (
-		id text PRIMARY KEY, kind text NOT NULL, domain text, customer text, status text NOT NULL DEFAULT 'pending')`)
+		id text PRIMARY KEY, kind text NOT NULL, domain text, customer text, status text NOT NULL DEFAULT 'pending', ref bigint)`)
 	require.NoError(t, err)
 	in, err := tasks.NewIntake(ctx, tasks.IntakeConfig{Engine: e, DatabaseURL: testenv.DatabaseURL(), Source: &tasks.Source{
 		Table: e.Schema() + ".operations", ID: "id", Kind: "kind", Kinds: map[string]tasks.KindSpec{"renewal": {Workflow: "renewal"}},
@@ -131,7 +131,7 @@ func newSite(t *testing.T) *site {
 	s.redis, s.prefix = testenv.RedisPrefix(t)
 	inspector, err := ratelimit.NewInspector(s.redis, s.prefix)
 	require.NoError(t, err)
-	srv, err := api.New(api.Config{Engine: s.e, Intakes: []*tasks.Intake{intake}, Providers: inspector})
+	srv, err := api.New(api.Config{Engine: s.e, Intakes: []*tasks.Intake{intake}, Legacy: intake, Providers: inspector})
 	require.NoError(t, err)
 	bw, err := srv.StartBulkWorker(context.Background()) // bulk jobs run in the site
 	require.NoError(t, err)
@@ -320,6 +320,9 @@ func TestOperatorWalk(t *testing.T) {
 	s.waitStatus(t, "renew-acme-fail", "failed")
 	s.waitStatus(t, "renew-globex-ok", "completed")
 	s.waitStatus(t, "renew-globex-flaky", "completed")
+	_, err := s.e.DB().Exec(`INSERT INTO ` + pq.QuoteIdentifier(s.e.Schema()) + `.operations (id, kind, domain, customer, status, ref)
+		VALUES ('renew-globex-ok', 'renewal', 'globex.com', 'globex', 'graft', 9007199254740993)`)
+	require.NoError(t, err)
 
 	signIn(t, bctx, s.url, s.tokens["oscar"])
 	all := text(t, bctx, "table.ops")
@@ -419,6 +422,9 @@ func TestOperatorWalk(t *testing.T) {
 	run(t, bctx, chromedp.Navigate(s.url+"/ui/operations/renew-globex-ok"), chromedp.WaitVisible(chromedp.CSS("#relaunch-form")))
 	require.Contains(t, text(t, bctx, "#relaunch-note"), "Nothing failed in its latest run")
 	require.NotContains(t, text(t, bctx, "#relaunch-form"), "Conflict")
+	// Its legacy row's bigint beyond 2^53 is shown exactly, not rounded
+	// (9007199254740992) as a float64 would.
+	require.Contains(t, text(t, bctx, "#legacy"), "9007199254740993")
 
 	// A viewer reads but has no actions.
 	run(t, bctx, chromedp.Navigate(s.url+"/ui/operations"), chromedp.Submit(chromedp.CSS(`header form.who button`)),

@@ -65,6 +65,8 @@ func parseTemplates() (map[string]*template.Template, error) {
 				return ""
 			case string:
 				return x
+			case json.Number: // a legacy row's number, exactly as sent (api.LegacyRow)
+				return x.String()
 			case float64:
 				return strconv.FormatFloat(x, 'f', -1, 64)
 			case bool:

@@ -48,7 +48,7 @@ func fixtureOperation() *api.Operation {
 	in := json.RawMessage(`{"domain":"example.info"}`)
 	return &api.Operation{Id: "op-1", Kind: "renewal", Status: api.StatusFailed, Route: api.RouteGraft, RunId: "run-1", Runs: 1,
 		CreatedAt: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), Customer: p("acme"), Key: p("info"), Input: &in,
-		Legacy: &map[string]any{"status": "failed", "domain": "example.info",
+		Legacy: &api.LegacyRow{"status": "failed", "domain": "example.info",
 			"version": float64(618003431433), "attempts": float64(2), "ratio": 0.5, "runner": nil, "tags": []any{"a"}},
 		Now: api.NowSummary{CurrentStep: p("charge"), Attempt: p(3), MaxAttempts: p(5), NextWakeup: p(time.Now()),
 			LastError: &api.ErrorInfo{Message: "card declined", Type: p("CardDeclined"), Step: p("charge")}},
