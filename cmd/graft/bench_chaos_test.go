@@ -11,9 +11,10 @@ import (
 )
 
 // TestMain lets the chaos scenario re-run this test binary as its worker
-// processes (`<binary> bench -scenario chaos-worker`), as it re-runs graft.
+// processes (`<binary> bench -scenario chaos-worker`), as it re-runs graft,
+// and the server tests run it as `<binary> server ...`.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "bench" {
+	if len(os.Args) > 1 && (os.Args[1] == "bench" || os.Args[1] == "server") {
 		main()
 		os.Exit(0)
 	}

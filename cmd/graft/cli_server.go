@@ -20,6 +20,7 @@ import (
 
 	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/interceptors"
+	"github.com/graftdev/graft/internal/redislog"
 	"github.com/graftdev/graft/ratelimit"
 	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
@@ -153,14 +154,20 @@ func runServer(ctx context.Context, o *serverOpts, out io.Writer) error {
 		rdb := redis.NewClient(opt)
 		defer rdb.Close()
 		cfg.Redis = rdb
+		// go-redis would print a line for every failed dial while Redis
+		// is down; the server logs each outage and its end once instead.
+		redislog.Quiet(slog.Default())
+		watch := redislog.NewWatch(slog.Default(), redactURL(redisURL()))
 		// A Redis that does not answer does not stop the server (the API
 		// needs it only for the providers), but it is said at once rather
-		// than left for /readyz to find.
+		// than left for /readyz to find; the log then says when it answers.
 		pctx, cancelPing := context.WithTimeout(ctx, 2*time.Second)
 		if err := rdb.Ping(pctx).Err(); err != nil {
 			fmt.Fprintf(out, "graft server: Redis at GRAFT_REDIS_URL %s does not answer (%v): /readyz says unavailable and /v1/providers answers 503 until it does; --no-redis serves without it\n",
 				redactURL(redisURL()), err)
+			watch.Down()
 		}
+		watch.AddTo(rdb)
 		cancelPing()
 		if cfg.Providers, err = ratelimit.NewInspector(rdb, o.ratelimitPrefix); err != nil {
 			return err
