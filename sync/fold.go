@@ -65,7 +65,6 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 	}
 	// The changes to look up, then those that would change nothing (see
 	// recentRows), of which the function only confirms the runs.
-	vals := make([]rowVals, len(cs))
 	order := cs
 	look := len(cs)
 	if mr.recent.max > 0 {
@@ -77,14 +76,13 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 			v := mr.valsOf(c)
 			if mr.recent.unchanged(c, &v) {
 				same--
-				order[same], vals[same] = c, v
+				order[same] = c
 			} else {
-				order[look], vals[look] = c, v
+				order[look] = c
 				look++
 			}
 		}
 		slices.Reverse(order[look:]) // in the batch's order
-		slices.Reverse(vals[look:])
 	} else {
 		for _, c := range cs {
 			c.out, c.now = outPassed, c.State
@@ -92,16 +90,16 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 	}
 	args := mr.rowsArgs(true, order, look, true)
 	return &engine.CheckpointFold{Func: mr.sql.foldFn, Args: args, Done: func(ctx context.Context, rows []engine.CheckpointFoldRow) {
-		mr.foldDone(ctx, order, vals, look, rows)
+		mr.foldDone(ctx, order, look, rows)
 	}}, true
 }
 
 // foldDone accounts for a folded write once it has committed: cs[:look]
-// were looked up, cs[look:] changed nothing; vals[i] are cs[i]'s values.
+// were looked up, cs[look:] changed nothing.
 // The fold's rows (see rowsSQL) name only the exceptions: the changes of
 // runs the statement did not write ('f'), the missing rows ('m'); and the
 // number of rows written ('w'). Every other change found its row.
-func (mr *Mirror) foldDone(ctx context.Context, cs []*change, vals []rowVals, look int, rows []engine.CheckpointFoldRow) {
+func (mr *Mirror) foldDone(ctx context.Context, cs []*change, look int, rows []engine.CheckpointFoldRow) {
 	var written int64
 	var skipped, missing map[string]bool
 	for _, r := range rows {
@@ -126,7 +124,8 @@ func (mr *Mirror) foldDone(ctx context.Context, cs []*change, vals []rowVals, lo
 			if skipped[c.Key] {
 				mr.recent.forget(c.Key)
 			} else {
-				mr.recent.committed(c, &vals[i], i >= look, missing[c.Key])
+				v := mr.valsOf(c)
+				mr.recent.committed(c, &v, i >= look, missing[c.Key])
 			}
 		}
 	}
