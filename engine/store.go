@@ -311,7 +311,13 @@ func (s *store) commitSQL(k commitKey) commitSQL {
 // doubled the rows read by scans (seq_rows_read_per_wf 15-19 to 27-36).
 // The timers' part (an UPDATE of steps, set up at every execution) is
 // left out because most batches of most workloads close no run with a
-// timer: they keep to two shapes.
+// timer: they keep to two shapes. A batch of starts only (a process that
+// starts runs and does not run them, a client) takes the statement of
+// its parts, which its batches of three or four starts take too: no
+// steps, no transitions.
+//
+// A batch of at most shapeOps ops, or of starts only, takes the shape of
+// exactly its parts.
 func (w *singleWrite) shape() commitShape {
 	timers := false
 	for _, i := range w.fins {
@@ -320,7 +326,7 @@ func (w *singleWrite) shape() commitShape {
 			break
 		}
 	}
-	if len(w.batch) > shapeOps {
+	if len(w.batch) > shapeOps && (len(w.steps.steps) > 0 || len(w.fins) > 0) {
 		sh := shapeSteps | shapeFin
 		if len(w.news) > 0 {
 			sh |= shapeNews | shapeNewSteps
@@ -350,7 +356,7 @@ func (w *singleWrite) shape() commitShape {
 }
 
 // shapeOps is the most ops a batch has and still takes the shape of
-// exactly its parts.
+// exactly its parts (a batch of starts only takes it at any size).
 const shapeOps = 4
 
 // key is the commit statement for w of shape sh: a batch of at most
