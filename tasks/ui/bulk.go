@@ -28,13 +28,14 @@ type bulkForm struct {
 	Rate       string
 	Reason     string
 	Exclude    string
+	FromStep   string // for relaunch: from the first step of this name
 }
 
 func parseBulkForm(r *http.Request) bulkForm {
 	f := bulkForm{Scope: r.PostFormValue("scope"), IDs: r.PostForm["id"], Filter: url.Values{},
 		Action: r.PostFormValue("action"), SignalName: strings.TrimSpace(r.PostFormValue("signal_name")),
 		Payload: strings.TrimSpace(r.PostFormValue("payload")), Rate: strings.TrimSpace(r.PostFormValue("rate")),
-		Reason: r.PostFormValue("reason"), Exclude: r.PostFormValue("exclude")}
+		Reason: r.PostFormValue("reason"), Exclude: r.PostFormValue("exclude"), FromStep: strings.TrimSpace(r.PostFormValue("from_step"))}
 	for _, k := range filterFields {
 		if v := strings.TrimSpace(r.PostFormValue("f_" + k)); v != "" {
 			f.Filter.Set(k, v)
@@ -84,6 +85,9 @@ func (f bulkForm) request(dryRun bool) (api.BulkRequest, error) {
 	if ex := splitIDs(f.Exclude); len(ex) > 0 {
 		req.Exclude = &ex
 	}
+	if f.FromStep != "" {
+		req.FromStep = &f.FromStep
+	}
 	if f.Action == string(api.BulkActionSignal) {
 		sig := api.BulkSignal{Name: f.SignalName}
 		if f.Payload != "" {
@@ -101,7 +105,7 @@ func (f bulkForm) request(dryRun bool) (api.BulkRequest, error) {
 // Hidden lists the form's values as the confirm form's hidden inputs.
 func (f bulkForm) Hidden() [][2]string {
 	h := [][2]string{{"scope", f.Scope}, {"action", f.Action}, {"signal_name", f.SignalName}, {"payload", f.Payload},
-		{"rate", f.Rate}, {"reason", f.Reason}, {"exclude", f.Exclude}}
+		{"rate", f.Rate}, {"reason", f.Reason}, {"exclude", f.Exclude}, {"from_step", f.FromStep}}
 	for _, id := range f.IDs {
 		h = append(h, [2]string{"id", id})
 	}

@@ -29,6 +29,14 @@ func waitText(t *testing.T, bctx context.Context, sel, want string) {
 	}, "%s to contain %q", sel, want)
 }
 
+// previewBulk opens the operations page at list, fills its bulk form with
+// fill and asks for the preview.
+func previewBulk(t *testing.T, bctx context.Context, list string, fill ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	acts := append([]chromedp.Action[chromedp.Void]{chromedp.Navigate(list), chromedp.WaitVisible(chromedp.CSS("#bulk-form"))}, fill...)
+	run(t, bctx, append(acts, chromedp.Submit(chromedp.CSS(`#bulk-form button`)), chromedp.WaitVisible(chromedp.CSS("#bulk-preview")))...)
+}
+
 // TestBulkWalk: an operator ticks an operation and previews a bulk
 // relaunch of it, then previews one of everything matching the filter
 // (the completed operation is skipped, and says why), confirms, watches
@@ -49,19 +57,22 @@ func TestBulkWalk(t *testing.T) {
 	signIn(t, bctx, s.url, s.tokens["oscar"])
 	list := s.url + "/ui/operations?kind=renewal&live=0"
 	// The ticked operations only.
-	run(t, bctx, chromedp.Navigate(list), chromedp.WaitVisible(chromedp.CSS("#bulk-form")),
-		chromedp.Click(chromedp.CSS("#sel-renew-f-1")),
-		chromedp.SetValue(chromedp.CSS(`#bulk-form input[name="reason"]`), "registry back"),
-		chromedp.Submit(chromedp.CSS(`#bulk-form button`)), chromedp.WaitVisible(chromedp.CSS("#bulk-preview")))
+	previewBulk(t, bctx, list, chromedp.Click(chromedp.CSS("#sel-renew-f-1")),
+		chromedp.SetValue(chromedp.CSS(`#bulk-form input[name="reason"]`), "registry back"))
 	require.Contains(t, text(t, bctx, "#bulk-count"), "Would relaunch 1 of 1")
 	require.Contains(t, text(t, bctx, "#bulk-sample"), "renew-f-1")
 
+	// From a named step: an operation without one is skipped, and says so.
+	previewBulk(t, bctx, list, chromedp.Click(chromedp.CSS("#sel-renew-f-1")),
+		chromedp.SetValue(chromedp.CSS(`#bulk-form input[name="from_step"]`), "nope"),
+		chromedp.SetValue(chromedp.CSS(`#bulk-form input[name="reason"]`), "registry back"))
+	require.Contains(t, text(t, bctx, "#bulk-count"), "Would relaunch 0 of 1")
+	require.Contains(t, text(t, bctx, "#bulk-ineligible"), `no step named "nope"`)
+
 	// Everything matching the filter: a dry run first, nothing changed.
-	run(t, bctx, chromedp.Navigate(list), chromedp.WaitVisible(chromedp.CSS("#bulk-form")),
-		chromedp.Click(chromedp.CSS("#scope-filter")),
+	previewBulk(t, bctx, list, chromedp.Click(chromedp.CSS("#scope-filter")),
 		chromedp.SetValue(chromedp.CSS(`#bulk-form input[name="rate"]`), "20"),
-		chromedp.SetValue(chromedp.CSS(`#bulk-form input[name="reason"]`), "registry back"),
-		chromedp.Submit(chromedp.CSS(`#bulk-form button`)), chromedp.WaitVisible(chromedp.CSS("#bulk-preview")))
+		chromedp.SetValue(chromedp.CSS(`#bulk-form input[name="reason"]`), "registry back"))
 	require.Contains(t, text(t, bctx, "#bulk-count"), "Would relaunch 3 of 4")
 	skipped := text(t, bctx, "#bulk-ineligible")
 	require.Contains(t, skipped, "renew-ok")

@@ -24,7 +24,8 @@ func TestBulkTemplatesRender(t *testing.T) {
 		ActualRate: p(48.5), Total: 10, Done: 4, Failed: 1, Skipped: 1, Pending: 4, CreatedAt: t0, CreatedBy: "oscar"}
 	finished := *job
 	finished.State, finished.Pending, finished.Done, finished.FinishedAt = api.BulkStateCompleted, 0, 8, p(t0.Add(time.Minute))
-	form := bulkForm{Scope: "filter", Filter: url.Values{"status": {"failed"}}, Action: "relaunch", Rate: "50", Reason: "registry back"}
+	finished.FromStep = p("charge")
+	form := bulkForm{Scope: "filter", Filter: url.Values{"status": {"failed"}}, Action: "relaunch", Rate: "50", Reason: "registry back", FromStep: "charge"}
 	items := []api.BulkReportItem{{Id: "op-1", Outcome: "done", NewRunId: p("run-2"), At: p(t0)},
 		{Id: "op-2", Outcome: "failed", Detail: p("provider down")}, {Id: "op-3", Outcome: "skipped", Detail: p("completed")}}
 	cases := []renderCase{
@@ -35,7 +36,7 @@ func TestBulkTemplatesRender(t *testing.T) {
 			Sample:     []api.BulkItemRef{{Id: "op-1", Kind: "renewal", Status: api.StatusFailed}},
 			Ineligible: []api.BulkIneligible{{Id: "op-3", Why: "completed"}}, IneligibleCount: 1}},
 			[]string{`id="bulk-count"`, "<b>2</b> of 3", "op-3", "completed", `id="bulk-confirm"`, `name="f_status" value="failed"`, `name="reason" value="registry back"`,
-				"Start: relaunch 2 operations at 50/s", "everything matching status=failed"}},
+				"Start: relaunch 2 operations from step charge at 50/s", "everything matching status=failed", `name="from_step" value="charge"`}},
 		{"bulkpreview", "layout", map[string]any{"Form": bulkForm{Scope: "selected", IDs: []string{"a"}, Action: "cancel"}, "Error": "Invalid request: is required (field reason)"},
 			[]string{`id="bulk-error"`, "field reason", "the 1 selected operations"}},
 		{"bulkpreview", "layout", map[string]any{"Form": form, "Preview": &api.BulkPreview{Action: api.BulkActionCancel}}, []string{"Nothing to do"}},
@@ -46,7 +47,7 @@ func TestBulkTemplatesRender(t *testing.T) {
 			"ActualRate": "48.5", "Items": items, "Flash": "Bulk job started."},
 			[]string{`id="bulk-state"`, "running", `value="60"`, "48.5/s so far", `id="bulk-pause"`, `id="bulk-stop"`, `id="report-csv"`, "provider down", "run-2", "Bulk job started.", `hx-trigger="every 5s"`}},
 		{"bulkjob", "bulkjob-live", map[string]any{"ID": "bulk-1", "Job": &finished, "Finished": true, "Percent": 100, "Items": items, "More": 7},
-			[]string{"completed", `id="bulk-retry"`, "Retry the 1 failed", "7 more in the download"}},
+			[]string{"completed", `id="bulk-retry"`, "Retry the 1 failed", "7 more in the download", `<dd id="bulk-from-step">charge</dd>`}},
 		{"bulkjob", "layout", map[string]any{"ID": "bulk-x", "Error": "Not found"}, []string{"Not found"}},
 	}
 	checkRenders(t, pages, staff, cases)
