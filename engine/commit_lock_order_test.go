@@ -152,7 +152,40 @@ func childCommitCase(t *testing.T, name string, writer func(ctx context.Context,
 // then the reset comes, then the test lets the commit go on.
 func TestResetAgreesWithACommitOfAnAdoptedChild(t *testing.T) {
 	t.Parallel()
-	const name = "resetadopted"
+	adoptedChildCase(t, "resetadopted", func(ctx context.Context, ce *engine.Engine, workflowID string) error {
+		_, err := ce.Client().Reset(ctx, workflowID, engine.ResetOptions{BeforeSeq: 1})
+		return err
+	})
+}
+
+// ResetManyTx locks the latest runs and the children it hands to the new
+// runs in one statement, in run ID order, as Reset does: when it locked
+// the runs, then their children, it crossed a commit that closes an
+// adopted child and wakes its parent, and failed with "deadlock detected"
+// (40P01).
+func TestResetManyAgreesWithACommitOfAnAdoptedChild(t *testing.T) {
+	t.Parallel()
+	adoptedChildCase(t, "resetmanyadopted", func(ctx context.Context, ce *engine.Engine, workflowID string) error {
+		tx, err := ce.DB().BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback() }()
+		res, err := ce.Client().ResetManyTx(ctx, tx, []string{workflowID}, engine.ResetOptions{BeforeSeq: 1})
+		if err != nil {
+			return err
+		}
+		if res[0].Err != nil {
+			return res[0].Err
+		}
+		return tx.Commit()
+	})
+}
+
+// adoptedChildCase resets the parent of "<name>-parent", whose new run
+// adopts the child, and then, while the child's commit waits for the
+// child's row the test holds, resets it again with writer.
+func adoptedChildCase(t *testing.T, name string, writer func(ctx context.Context, ce *engine.Engine, workflowID string) error) {
 	finish := make(chan struct{})
 	block := engine.NewActivity(name+".block", func(ctx context.Context, _ int) (int, error) {
 		select {
@@ -182,10 +215,7 @@ func TestResetAgreesWithACommitOfAnAdoptedChild(t *testing.T) {
 	ce := testenv.Engine(t, ccfg)
 	engine.SetClientConflictAttemptsForTest(ce, 1)
 	release := c.hold(`SELECT 1 FROM `+c.schema+`.runs WHERE run_id = $1 FOR NO KEY UPDATE`, childRun)
-	err = c.cross(func() { close(finish) }, release, func() error {
-		_, err := ce.Client().Reset(c.ctx, name+"-parent", engine.ResetOptions{BeforeSeq: 1})
-		return err
-	})
+	err = c.cross(func() { close(finish) }, release, func() error { return writer(c.ctx, ce, name+"-parent") })
 	require.NoError(t, err, "the reset")
 	require.Equal(t, 1, c.count(`run_id = $1 AND status = 'reset'`, adopter.RunID), "the adopting run after the reset")
 }

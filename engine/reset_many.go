@@ -114,8 +114,8 @@ type resetManyOld struct {
 }
 
 // resetMany runs the statement of ResetManyTx: it finds the latest run of
-// each workflow in rows, locks them in run ID order (see Lock order in
-// store.go), and makes the new runs of those that are closed and
+// each workflow in rows, locks them and their open children in run ID
+// order, in one CTE (see Lock order in store.go), and makes the new runs of those that are closed and
 // have the reset point, in tx. It returns what it found, by workflow ID.
 func (c *Client) resetMany(ctx context.Context, tx *sql.Tx, rows []resetManyRow, now time.Time, opts ResetOptions) (map[string]*resetManyOld, error) {
 	s := c.e.store
@@ -126,14 +126,24 @@ func (c *Client) resetMany(ctx context.Context, tx *sql.Tx, rows []resetManyRow,
 	// $1 and $2 the unnested IDs and new run IDs, $3 now, $4 the reason,
 	// $5 the work channel, $6 the reset point's argument.
 	cut, args := opts.cutSQL(s, append(b.args(nil), now, nullString(opts.Reason), s.channel[chanWork]))
+	// The latest runs are locked with the open children the resets hand to
+	// the new runs, in one CTE (lk), in run ID order, as Reset does: locked
+	// one set after the other, a run made by a reset or a continue-as-new
+	// and then the older children it adopted, they crossed a commit that
+	// closes such a child and wakes its parent. The status is the one the
+	// lock found.
 	// Prepared (hotQuery): the statement's plan (a dozen CTEs) costs about
 	// as much as running it for a chunk of a bulk relaunch.
 	found, err := c.resetManyRows(ctx, tx, `WITH req AS (SELECT * FROM `+resetManyCols.sql(0, "v")+`),
 		latest AS (SELECT req.workflow_id, req.new_run_id, o.run_id FROM req CROSS JOIN LATERAL (
 			SELECT r.run_id FROM `+s.runs+` r WHERE r.workflow_id = req.workflow_id
 			ORDER BY (r.status IN ('pending','running','waiting')) DESC, r.created_at DESC, r.run_id DESC LIMIT 1) o),
-		old AS (SELECT l.workflow_id, l.new_run_id, r.run_id, r.status, `+cut+` AS cut FROM `+s.runs+` r
-			JOIN latest l ON r.run_id = l.run_id ORDER BY r.run_id FOR UPDATE OF r),
+		lk AS (SELECT x.run_id, x.status FROM `+s.runs+` x JOIN (SELECT run_id FROM latest
+				UNION SELECT k.run_id FROM `+s.runs+` k JOIN latest l ON k.parent_run_id = l.run_id
+				WHERE k.status IN ('pending','running','waiting')) w ON w.run_id = x.run_id
+			ORDER BY x.run_id FOR UPDATE OF x),
+		old AS (SELECT l.workflow_id, l.new_run_id, r.run_id, lk.status, `+cut+` AS cut FROM `+s.runs+` r
+			JOIN latest l ON r.run_id = l.run_id JOIN lk ON lk.run_id = r.run_id),
 		ok AS (SELECT run_id, cut, new_run_id FROM old WHERE cut IS NOT NULL AND status NOT IN ('pending','running','waiting')),
 		`+c.resetCopySQL()+`,
 		notified AS (SELECT count(*) FROM made)
