@@ -125,6 +125,9 @@ type Config struct {
 	// listenCheckEvery, when set (by a test, before New), replaces
 	// listenCheckInterval.
 	listenCheckEvery time.Duration
+	// purgeEvery, when set (by a test, before New), replaces
+	// purgeInterval.
+	purgeEvery time.Duration
 }
 
 // Defaults of the history bounds (Temporal's: a warning at 10,240 events or

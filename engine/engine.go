@@ -80,10 +80,6 @@ type testHooks struct {
 	blocked atomic.Pointer[func(runID string, unloading bool)]
 	// purged runs after each retention round with the runs it removed.
 	purged atomic.Pointer[func(n int, err error)]
-	// purgeEvery, when set, replaces the retention loop's interval; a send
-	// on purgeNow makes the loop take it at once.
-	purgeEvery atomic.Int64
-	purgeNow   chan struct{}
 	// eagerGrace, when set, replaces eagerStartGrace.
 	eagerGrace atomic.Int64
 	// doneNotice learns of each done notification the listener reads.
@@ -131,7 +127,6 @@ func New(cfg Config) (*Engine, error) {
 	e.listeners = newResultListeners(e)
 	e.commit = newCommitter(e)
 	e.resultPoll.Store(int64(resultSafetyPoll))
-	e.hooks.purgeNow = make(chan struct{}, 1)
 	e.listenDial = &listenDialer{}
 	e.listener = pq.NewDialListener(e.listenDial, c.DatabaseURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		switch ev {

@@ -48,17 +48,13 @@ func SetQueuedForTest(e *Engine, fn func()) {
 // the notification, not the poll, wakes the waiter.
 func SetResultPollForTest(e *Engine, d time.Duration) { e.resultPoll.Store(int64(d)) }
 
-// SetPurgeHookForTest makes the retention loop run every d and call fn
-// after each round with the runs it removed, so a test counts rounds
-// rather than time.
-func SetPurgeHookForTest(e *Engine, d time.Duration, fn func(n int, err error)) {
-	e.hooks.purged.Store(&fn)
-	e.hooks.purgeEvery.Store(int64(d))
-	select {
-	case e.hooks.purgeNow <- struct{}{}:
-	default:
-	}
-}
+// SetPurgeIntervalForTest makes the retention loop of the engine cfg
+// configures run every d. Set it before New.
+func SetPurgeIntervalForTest(cfg *Config, d time.Duration) { cfg.purgeEvery = d }
+
+// SetPurgeHookForTest makes fn learn of each round of e's retention loop
+// with the runs it removed, so a test counts rounds rather than time.
+func SetPurgeHookForTest(e *Engine, fn func(n int, err error)) { e.hooks.purged.Store(&fn) }
 
 // SetSignalLoadHookForTest makes fn learn how many signals each read of a
 // run's buffered signals returned.

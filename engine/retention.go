@@ -32,19 +32,17 @@ func (e *Engine) retentionLoop() {
 		<-e.closed
 		cancel()
 	}()
+	every := purgeInterval
+	if d := e.cfg.purgeEvery; d > 0 {
+		every = d
+	}
 	for {
-		every := purgeInterval
-		if d := e.hooks.purgeEvery.Load(); d > 0 {
-			every = time.Duration(d)
-		}
 		t := time.NewTimer(every)
 		select {
 		case <-e.closed:
 			t.Stop()
 			return
 		case <-t.C:
-		case <-e.hooks.purgeNow:
-			t.Stop()
 		}
 		n, err := e.purgeExpired(ctx, e.cfg.Clock.Now().Add(-e.cfg.Retention))
 		if err != nil && ctx.Err() == nil {
