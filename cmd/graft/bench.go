@@ -57,7 +57,7 @@ func runBench(args []string) error {
 	o := benchOpts{}
 	fs.IntVar(&o.n, "n", 2000, "workflows to run")
 	fs.IntVar(&o.c, "c", 64, "concurrent starters (each starts a workflow and waits for its result)")
-	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | sleepers | provider | redis-ops | chaos | intake | api")
+	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | children (a child workflow of 1 no-op activity) | sleepers | provider | redis-ops | chaos | intake | api")
 	with := fs.String("with", "", "comma-separated extras: interceptors, mirror")
 	fs.DurationVar(&o.sleep, "sleep", 5*time.Second, "sleepers: how long each workflow sleeps")
 	fs.BoolVar(&o.keep, "keep", false, "keep the benchmark schema afterwards")
@@ -67,14 +67,14 @@ func runBench(args []string) error {
 	fs.IntVar(&o.workers, "workers", 3, "chaos: worker processes (default 3); basic: run the workers in this many processes instead of in the benchmark's, each with GOMAXPROCS cores/N unless it is set (default 0: in-process)")
 	fs.BoolVar(&o.faults, "faults", true, "chaos: inject faults (kills, restarts, terminated backends); false runs the same load without")
 	fs.IntVar(&o.shards, "shards", 0, "group-commit writers per process (0: engine default; with -workers, of each worker process)")
-	fs.BoolVar(&o.stats, "stats", false, "basic: also print round trips, commits, WAL bytes, rows and allocations per workflow (WAL needs pg_walinspect in the database), and each statement's executions per workflow; with -workers, the worker processes' pools count in")
+	fs.BoolVar(&o.stats, "stats", false, "basic, children: also print round trips, commits, WAL bytes, rows and allocations per workflow (WAL needs pg_walinspect in the database), and each statement's executions per workflow; with -workers, the worker processes' pools count in")
 	fs.DurationVar(&o.idle, "idle", 0, "basic: afterwards, measure the process's CPU use while idle for this long (idle_cpu_pct)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile here (basic with -workers: each worker process writes its own to this name plus .workerN)")
 	cpuprofile := &o.cpuprofile
 	memprofile := fs.String("memprofile", "", "write an allocation profile here at the end")
 	traceFile := fs.String("trace", "", "write an execution trace (runtime/trace) of the whole run here")
 	_ = fs.Parse(args)
-	if o.scenario == "basic" {
+	if o.scenario == "basic" || o.scenario == "children" {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if !set["workers"] {
@@ -144,7 +144,7 @@ func runBench(args []string) error {
 		o.schema, o.keep = o.reuse, true
 	}
 	switch o.scenario {
-	case "basic":
+	case "basic", "children":
 		return benchBasic(o)
 	case "sleepers":
 		return benchSleepers(o)
@@ -245,8 +245,27 @@ func basicDefs() (*engine.Activity[noop, noop], *engine.Workflow[noop, noop]) {
 	return act, wf
 }
 
+// childrenDefs are the children scenario's definitions: a workflow that
+// starts one child workflow, which runs one no-op activity, and awaits it.
+// Each child's end wakes its parent, so the commits that close children
+// take committer.lockTree's statement.
+func childrenDefs() []engine.Definition {
+	act := engine.NewActivity("bench.noop", func(ctx context.Context, in noop) (noop, error) { return noop{N: in.N + 1}, nil })
+	child := engine.NewWorkflow("bench.child", func(ctx engine.Context, in noop) (noop, error) { return act.Run(ctx, in) })
+	parent := engine.NewWorkflow("bench.parent", func(ctx engine.Context, in noop) (noop, error) { return child.RunChild(ctx, in, nil) })
+	return []engine.Definition{act, child, parent}
+}
+
 func benchBasic(o benchOpts) error {
 	act, wf := basicDefs()
+	defs, want := []engine.Definition{act, wf}, 3
+	if o.scenario == "children" {
+		if o.workers > 0 {
+			return fmt.Errorf("bench: -workers runs the basic scenario only")
+		}
+		defs, want = childrenDefs(), 1
+		wf = defs[2].(*engine.Workflow[noop, noop])
+	}
 	if o.workers > 0 {
 		if len(o.with) > 0 {
 			return fmt.Errorf("bench: -workers runs the basic scenario without -with")
@@ -258,7 +277,7 @@ func benchBasic(o benchOpts) error {
 	if err != nil {
 		return err
 	}
-	env, err := newBenchEnv(o, cfg, engine.WorkerConfig{MaxWorkflows: max(1000, 2*o.c), MaxActivities: max(500, 2*o.c)}, act, wf)
+	env, err := newBenchEnv(o, cfg, engine.WorkerConfig{MaxWorkflows: max(1000, 2*o.c), MaxActivities: max(500, 2*o.c)}, defs...)
 	if err != nil {
 		return err
 	}
@@ -291,8 +310,8 @@ func benchBasic(o benchOpts) error {
 			return err
 		}
 		out, err := run.Result(ctx)
-		if err == nil && out.N != 3 {
-			err = fmt.Errorf("workflow %d returned %d, want 3", i, out.N)
+		if err == nil && out.N != want {
+			err = fmt.Errorf("workflow %d returned %d, want %d", i, out.N, want)
 		}
 		return err
 	})
