@@ -57,9 +57,11 @@ func Start(cfg Config) (s *Server, err error) {
 	if s.dir, err = os.MkdirTemp("", dirPrefix); err != nil {
 		return nil, err
 	}
+	// srv, not s: a failed return sets s to nil before this runs.
+	srv := s
 	defer func() {
 		if err != nil {
-			s.Close()
+			srv.Close()
 		}
 	}()
 	// err, not a new one: the deferred Close must see these fail.
