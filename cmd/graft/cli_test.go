@@ -154,16 +154,27 @@ func TestCLIAgainstAServer(t *testing.T) {
 	// The field a refusal names is named as the command calls it: its flag
 	// or its argument, not the API's JSON name.
 	_, err = cli("ops", "relaunch", "op-fail", "--from-step", "nope", "--reason", "r", "--dry-run")
-	require.ErrorContains(t, err, `400 Invalid request: --from-step: the operation's latest run has no step named "nope"`)
+	require.ErrorContains(t, err, `400 Invalid request: --from-step: the operation's latest run has no step named "nope" (its steps: charge)`)
 	_, err = cli("ops", "list", "--limit", "1000")
 	require.ErrorContains(t, err, "400 Invalid request: --limit: ")
 	_, err = cli("bulk", "relaunch", "--status", "nosuch", "--reason", "r", "--dry-run")
 	require.ErrorContains(t, err, "400 Invalid request: --status: ")
 	_, err = cli("bulk", "signal", "", "--id", "op-wait", "--reason", "r", "--dry-run")
 	require.ErrorContains(t, err, "400 Invalid request: NAME: ")
+	// A payload left out is refused when the signal carries one: null would
+	// reach the workflow as {"ok":false}.
+	_, err = cli("ops", "signal", "op-wait", "approve", "--reason", "forgot the payload")
+	require.EqualError(t, err, `400 Invalid request: PAYLOAD-JSON: engine: input does not decode into the declared type: signal "approve" carries a JSON object, and none was given`)
 	out, err = cli("ops", "signal", "op-wait", "approve", `{"ok":true}`, "--reason", "customer called")
 	require.NoError(t, err)
 	require.Contains(t, out, "signal approve sent to op-wait")
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		info, err := e.Client().Describe(ctx, "op-wait")
+		return err == nil && info.Status == engine.StatusCompleted
+	}, "op-wait completes")
+	// Nothing failed: the refusal names the flag to give, and the steps.
+	_, err = cli("ops", "relaunch", "op-wait", "--reason", "again", "--dry-run")
+	require.EqualError(t, err, `409 Conflict: --from-step: operation "op-wait" has no failed activity to relaunch before; name the step to relaunch from (its steps: approve)`)
 
 	_, err = cli("ops", "show")
 	require.EqualError(t, err, "accepts 1 arg(s), received 0; usage: graft ops show ID [flags]")

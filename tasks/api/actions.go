@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/graftdev/graft/cancel"
@@ -196,12 +197,7 @@ func (s *Server) relaunch(ctx context.Context, p Principal, id, fromStep, reason
 	if isOpen(Status(r.Status)) {
 		return nil, conflict("operation %q is %s; relaunch a closed operation (cancel it first)", id, r.Status)
 	}
-	var steps []struct {
-		Seq    int    `db:"seq"`
-		Kind   string `db:"kind"`
-		Name   string `db:"name"`
-		Status string `db:"status"`
-	}
+	var steps []stepRow
 	if err := s.db.SelectContext(ctx, &steps, `SELECT seq, kind, name, status FROM `+s.schema+`.steps WHERE run_id = $1 ORDER BY seq`, r.RunID); err != nil {
 		return nil, fmt.Errorf("api: steps of %s: %w", id, err)
 	}
@@ -217,10 +213,10 @@ func (s *Server) relaunch(ctx context.Context, p Principal, id, fromStep, reason
 	}
 	if cut < 0 {
 		if fromStep != "" {
-			return nil, badRequest("from_step", "the operation's latest run has no step named %q", fromStep)
+			return nil, badRequest("from_step", "the operation's latest run has no step named %q%s", fromStep, stepNames(steps))
 		}
-		return nil, &problemError{status: http.StatusConflict, kind: noFailedStepKind, title: "Conflict",
-			detail: fmt.Sprintf("operation %q has no failed activity to relaunch before; name a step with from_step", id)}
+		return nil, &problemError{status: http.StatusConflict, kind: noFailedStepKind, title: "Conflict", field: "from_step",
+			detail: fmt.Sprintf("operation %q has no failed activity to relaunch before; name the step to relaunch from%s", id, stepNames(steps))}
 	}
 	res := &RelaunchResult{Id: id, DryRun: dryRun, Reused: []StepRef{}, Rerun: []StepRef{}}
 	for _, st := range steps {
@@ -270,11 +266,7 @@ func (s *Server) signal(ctx context.Context, p Principal, id, name string, paylo
 	if err != nil {
 		return err
 	}
-	if name == cancel.OperatorSignal {
-		err = operatorSignal().Check(payload)
-	} else {
-		err = s.cfg.Engine.CheckSignal(r.WorkflowType, name, payload)
-	}
+	err = s.checkSignal(r.WorkflowType, name, payload)
 	switch {
 	case errors.Is(err, engine.ErrUnknownWorkflow):
 		return badRequest("name", "the kind %q is not registered in this server, so its signals cannot be checked", r.WorkflowType)
@@ -289,4 +281,27 @@ func (s *Server) signal(ctx context.Context, p Principal, id, name string, paylo
 		return err
 	}
 	return s.audit(ctx, s.db, p, "signal", id, reason, map[string]any{"name": name, "payload": payload})
+}
+
+// stepRow is one step of a run, as a relaunch reads it.
+type stepRow struct {
+	Seq    int    `db:"seq"`
+	Kind   string `db:"kind"`
+	Name   string `db:"name"`
+	Status string `db:"status"`
+}
+
+// stepNames lists a run's step names, each once, for an error that asks
+// for one: " (its steps: render, charge, approve)", or "" without steps.
+func stepNames(steps []stepRow) string {
+	var names []string
+	for _, st := range steps {
+		if !slices.Contains(names, st.Name) {
+			names = append(names, st.Name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return " (its steps: " + strings.Join(names, ", ") + ")"
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/engine"
 )
 
@@ -227,12 +226,7 @@ func (s *Server) selectBulk(ctx context.Context, db sqlx.QueryerContext, p Princ
 // signalIneligible says why signal sig cannot go to operations of kind
 // (empty when it can).
 func (s *Server) signalIneligible(kind string, sig *BulkSignal) string {
-	var err error
-	if sig.Name == cancel.OperatorSignal {
-		err = operatorSignal().Check(*sig.Payload)
-	} else {
-		err = s.cfg.Engine.CheckSignal(kind, sig.Name, *sig.Payload)
-	}
+	err := s.checkSignal(kind, sig.Name, *sig.Payload)
 	switch {
 	case err == nil:
 		return ""
