@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -208,39 +209,66 @@ type Change struct {
 	Reason string
 }
 
+// FlagValueError is a value Flag.Validate refuses: the field (Go's name of
+// it), the key rule's index when it is in KeyRules, the value and what is
+// wrong with it, for a caller that names the field its own way (the API,
+// the CLI's flags).
+type FlagValueError struct {
+	// Kind is the flag's kind.
+	Kind string
+	// Field is "DefaultPercent" or "KeyRules".
+	Field string
+	// Rule is the index of the key rule in KeyRules.
+	Rule int
+	// Value is the refused value as the field is written: "150" for a
+	// default percent, "com,net=150" for a key rule.
+	Value string
+	// Problem says what is wrong with it, without Go's field names: "150
+	// is outside 0-100", "the percent 150 is outside 0-100".
+	Problem string
+	msg     string // with Go's field names
+}
+
+func (e *FlagValueError) Error() string { return fmt.Sprintf("tasks: flag %q: %s", e.Kind, e.msg) }
+
 // Validate checks the flag's values: a kind, percentages from 0 to 100 with
-// at most two decimals, non-empty keys, no key in two rules.
+// at most two decimals, non-empty keys, no key in two rules. A refused value
+// is a *FlagValueError.
 func (fl *Flag) Validate() error {
 	if fl.Kind == "" {
 		return errors.New("tasks: Flag.Kind is required")
 	}
-	pct := func(field string, p float64) error {
+	pct := func(p float64) string {
 		if math.IsNaN(p) || p < 0 || p > 100 {
-			return fmt.Errorf("tasks: flag %q: %s %v is outside 0-100", fl.Kind, field, p)
+			return fmt.Sprintf("%v is outside 0-100", p)
 		}
 		if math.Abs(p*100-math.Round(p*100)) > 1e-6 {
-			return fmt.Errorf("tasks: flag %q: %s %v has more than two decimals", fl.Kind, field, p)
+			return fmt.Sprintf("%v has more than two decimals", p)
 		}
-		return nil
+		return ""
 	}
-	if err := pct("DefaultPercent", fl.DefaultPercent); err != nil {
-		return err
+	if why := pct(fl.DefaultPercent); why != "" {
+		return &FlagValueError{Kind: fl.Kind, Field: "DefaultPercent", Value: fmt.Sprint(fl.DefaultPercent), Problem: why,
+			msg: "DefaultPercent " + why}
 	}
 	seen := map[string]int{}
 	for i, r := range fl.KeyRules {
-		field := fmt.Sprintf("KeyRules[%d]", i)
-		if err := pct(field+".Percent", r.Percent); err != nil {
-			return err
+		bad := func(problem, msg string) error {
+			return &FlagValueError{Kind: fl.Kind, Field: "KeyRules", Rule: i, Value: fmt.Sprintf("%s=%v", strings.Join(r.Keys, ","), r.Percent),
+				Problem: problem, msg: msg}
+		}
+		if why := pct(r.Percent); why != "" {
+			return bad("the percent "+why, fmt.Sprintf("KeyRules[%d].Percent %s", i, why))
 		}
 		if len(r.Keys) == 0 {
-			return fmt.Errorf("tasks: flag %q: %s.Keys is empty", fl.Kind, field)
+			return bad("it has no key", fmt.Sprintf("KeyRules[%d].Keys is empty", i))
 		}
 		for _, k := range r.Keys {
 			if k == "" {
-				return fmt.Errorf("tasks: flag %q: %s.Keys has an empty key", fl.Kind, field)
+				return bad("it has an empty key", fmt.Sprintf("KeyRules[%d].Keys has an empty key", i))
 			}
 			if j, dup := seen[k]; dup {
-				return fmt.Errorf("tasks: flag %q: key %q is in KeyRules[%d] and %s", fl.Kind, k, j, field)
+				return bad(fmt.Sprintf("key %q is in rule %d too", k, j+1), fmt.Sprintf("key %q is in KeyRules[%d] and KeyRules[%d]", k, j, i))
 			}
 			seen[k] = i
 		}

@@ -124,6 +124,17 @@ intake:
 	require.Equal(t, "renew is at version 5: killed=false default=5% fr=50%\n", out)
 	_, err = cli("flags", "set", "renew", "--version", "4", "--killed", "--reason", "stale")
 	require.ErrorContains(t, err, "409 Conflict")
+	// A value out of range is named as the command's flag, not the Go
+	// field (DefaultPercent, KeyRules[0].Percent), and changes nothing.
+	_, err = cli("flags", "set", "renew", "--version", "5", "--default-percent", "150", "--reason", "typo")
+	require.EqualError(t, err, "400 Invalid request: --default-percent: 150 is outside 0-100")
+	_, err = cli("flags", "set", "renew", "--version", "5", "--key-rule", "com=5", "--key-rule", "fr,net=200", "--reason", "typo")
+	require.EqualError(t, err, "400 Invalid request: --key-rule: rule 2 (fr,net=200): the percent 200 is outside 0-100")
+	_, err = cli("flags", "set", "renew", "--version", "5", "--key-rule", "fr=5", "--key-rule", "fr=10", "--reason", "twice")
+	require.EqualError(t, err, `400 Invalid request: --key-rule: rule 2 (fr=10): key "fr" is in rule 1 too`)
+	out, err = cli("flags", "get")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^renew\s+5\s+false\s+5%\s+fr=50%$`, out)
 }
 
 // A configuration file with a mistake is refused at start-up, naming it.

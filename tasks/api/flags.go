@@ -138,6 +138,13 @@ func proposedFlag(kind string, killed *bool, defaultPercent *float64, rules *[]K
 		}
 	}
 	if err := nf.Validate(); err != nil {
+		var ve *tasks.FlagValueError
+		switch {
+		case errors.As(err, &ve) && ve.Field == "DefaultPercent":
+			return nf, badRequest("default_percent", "%s", ve.Problem)
+		case errors.As(err, &ve):
+			return nf, badRequest("key_rules", "rule %d (%s): %s", ve.Rule+1, ve.Value, ve.Problem)
+		}
 		return nf, badRequest("", "%v", err)
 	}
 	return nf, nil
