@@ -53,9 +53,11 @@ and runs bulk jobs (POST /v1/bulk); a job left by a server that died is
 taken up by the next one.
 
 This binary registers no workflows of yours: listing, history, cancel and
-relaunch work on any operation, while starting one and checking a signal's
-payload need the workflow registered, so serve the API from your own worker
-binary (api.New with your engine) to have those too.
+relaunch work on any operation, while starting one and sending it one of
+your workflow's signals need the workflow registered (a signal's payload is
+checked against its declared type, and refused when it cannot be), so serve
+the API from your own worker binary (api.New with your engine) to have those
+too.
 
 With --config FILE (YAML, or JSON by extension) naming a legacy source, the
 server also runs the intake: it claims the source's pending rows that the
