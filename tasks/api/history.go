@@ -32,6 +32,21 @@ func (s *Server) GetOperationHistory(ctx context.Context, req GetOperationHistor
 	if err != nil {
 		return nil, err
 	}
+	// A relaunch's run starts with the records it reuses, copied with
+	// their times: the earlier run already shows them, so they are not
+	// shown again (as if the step had run twice).
+	type stepAt struct {
+		seq int
+		at  time.Time
+	}
+	ran := map[stepAt]bool{} // the steps each run recorded itself
+	for _, rh := range runs {
+		for _, st := range rh.Steps {
+			if !st.CompletedAt.Before(rh.Run.CreatedAt) {
+				ran[stepAt{st.Seq, st.CompletedAt}] = true
+			}
+		}
+	}
 	for _, rh := range runs {
 		run := rh.Run
 		runID := ptr(run.RunID)
@@ -44,6 +59,9 @@ func (s *Server) GetOperationHistory(ctx context.Context, req GetOperationHistor
 		ev = append(ev, HistoryEvent{At: run.CreatedAt, Type: "run_started", RunId: runID, Name: ptr(run.WorkflowType),
 			Status: ptr(string(run.Status)), Detail: ptr(json.RawMessage(detail))})
 		for _, st := range rh.Steps {
+			if st.CompletedAt.Before(run.CreatedAt) && ran[stepAt{st.Seq, st.CompletedAt}] {
+				continue
+			}
 			at := st.StartedAt
 			if at.IsZero() {
 				at = st.CompletedAt

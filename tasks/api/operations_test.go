@@ -156,7 +156,7 @@ func TestActionsEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 200, hist.StatusCode(), string(hist.Body))
 	var runsStarted, actions int
-	var reserveSteps []string
+	var reserveSteps, reused []string
 	for _, e := range hist.JSON200.Events {
 		switch {
 		case e.Type == "run_started":
@@ -167,8 +167,13 @@ func TestActionsEndToEnd(t *testing.T) {
 			require.Equal(t, "card updated", *e.Reason)
 		case e.Type == "step" && *e.Name == "charge":
 			reserveSteps = append(reserveSteps, *e.Status)
+		case e.Type == "step" && *e.Name == "reserve":
+			reused = append(reused, *e.RunId)
 		}
 	}
+	// The second run reused reserve's record: it ran once, in the first
+	// run, and the timeline says so once.
+	require.Len(t, reused, 1, "reserve is shown once")
 	require.Equal(t, 2, runsStarted)
 	require.Equal(t, 1, actions)
 	require.Equal(t, []string{"failed", "completed"}, reserveSteps)
