@@ -312,7 +312,11 @@ func newOpsRelaunchCmd(cli *cliOpts) *cobra.Command {
 					fmt.Fprintf(w, "#%d\t%s\t%s\t%s\treused\n", s.Seq, s.Kind, s.Name, str(s.Status))
 				}
 				for _, s := range r.Rerun {
-					fmt.Fprintf(w, "#%d\t%s\t%s\t%s\trun again\n", s.Seq, s.Kind, s.Name, str(s.Status))
+					now := "run again"
+					if s.Kind == "signal" && str(s.Status) == "completed" {
+						now = "received again, same payload" // the engine delivers a reset run's consumed signals again
+					}
+					fmt.Fprintf(w, "#%d\t%s\t%s\t%s\t%s\n", s.Seq, s.Kind, s.Name, str(s.Status), now)
 				}
 			})
 		},

@@ -175,6 +175,11 @@ func TestCLIAgainstAServer(t *testing.T) {
 	// Nothing failed: the refusal names the flag to give, and the steps.
 	_, err = cli("ops", "relaunch", "op-wait", "--reason", "again", "--dry-run")
 	require.EqualError(t, err, `409 Conflict: --from-step: operation "op-wait" has no failed activity to relaunch before; name the step to relaunch from (its steps: approve)`)
+	// A relaunch before a signal it received delivers that signal again: it
+	// does not wait for a new one.
+	out, err = cli("ops", "relaunch", "op-wait", "--from-step", "approve", "--reason", "again", "--dry-run")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^#1\s+signal\s+approve\s+completed\s+received again, same payload$`, out)
 
 	_, err = cli("ops", "show")
 	require.EqualError(t, err, "accepts 1 arg(s), received 0; usage: graft ops show ID [flags]")
