@@ -135,6 +135,18 @@ intake:
 	out, err = cli("flags", "get")
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^renew\s+5\s+false\s+5%\s+fr=50%$`, out)
+	// --dry-run previews the change over the pending rows (row 2, b.com,
+	// bucket 6782: legacy at 5%, graft at 100%) and changes nothing.
+	out, err = cli("flags", "set", "renew", "--version", "5", "--default-percent", "100", "--reason", "all in", "--dry-run")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^dry run: of renew's 1 pending rows, graft would take 1 \(now 0\) and legacy 0 \(now 1\): 1 move to graft, 0 to legacy$`, out)
+	require.Regexp(t, `(?m)^com\s+1\s+0\s+1$`, out)
+	_, err = cli("flags", "set", "renew", "--version", "4", "--default-percent", "100", "--reason", "stale", "--dry-run")
+	require.EqualError(t, err, "--version: renew is at version 5, the change was made against version 4")
+	out, err = cli("flags", "get")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^renew\s+5\s+false\s+5%\s+fr=50%$`, out, "a dry run changes nothing")
+	require.Equal(t, "pending", status(2))
 }
 
 // A configuration file with a mistake is refused at start-up, naming it.
