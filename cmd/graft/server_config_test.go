@@ -147,6 +147,20 @@ intake:
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^renew\s+5\s+false\s+5%\s+fr=50%$`, out, "a dry run changes nothing")
 	require.Equal(t, "pending", status(2))
+	// An operation the flags left to legacy is not said to be missing.
+	_, err = cli("ops", "show", "2")
+	require.EqualError(t, err, `404 Not found: operation "2" has no graft run; the legacy table has its row (the flags left it to the legacy runner, or intake has not claimed it yet)`)
+	_, err = cli("ops", "history", "2")
+	require.ErrorContains(t, err, `has no graft run; the legacy table has its row`)
+	_, err = cli("ops", "show", "3")
+	require.EqualError(t, err, `404 Not found: operation "3" does not exist`)
+	// A customer is told nothing more than for another's operation.
+	out, err = run(t, "tokens", "create", "--direct", "--schema", schema, "--name", "portal", "--role", "customer", "--customer", "acme", "-o", "json")
+	require.NoError(t, err, out)
+	var ctok api.CreatedToken
+	require.NoError(t, json.Unmarshal([]byte(out), &ctok), out)
+	_, err = run(t, "ops", "show", "2", "--server", url, "--token", ctok.Secret)
+	require.EqualError(t, err, `404 Not found: operation "2" does not exist`)
 }
 
 // A configuration file with a mistake is refused at start-up, naming it.

@@ -611,12 +611,28 @@ func (s *Server) loadOperationIn(ctx context.Context, db sqlx.QueryerContext, p 
 		WHERE st.run_id = r.run_id AND st.name = `+pq.QuoteLiteral(cancel.ReportActivity)+` ORDER BY st.seq DESC LIMIT 1) rp ON true
 	WHERE true`+q.sql()+` ORDER BY r.created_at DESC, r.run_id DESC LIMIT 1`, q.args...)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, notFound("operation " + quote(id))
+		return nil, s.noOperation(ctx, p, id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("api: load operation %s: %w", id, err)
 	}
 	return &r, nil
+}
+
+// noOperation is the 404 for an operation without a run. Staff are told
+// when the legacy table has its row: an operation the flags left to the
+// legacy runner (or that intake has not claimed yet) is not missing. A
+// customer gets the plain 404, as for another customer's operation.
+func (s *Server) noOperation(ctx context.Context, p Principal, id string) error {
+	nf := notFound("operation " + quote(id))
+	if s.cfg.Legacy == nil || p.Role == RoleCustomer {
+		return nf
+	}
+	if _, ok, err := s.cfg.Legacy.Row(ctx, id); err != nil || !ok {
+		return nf
+	}
+	nf.detail = fmt.Sprintf("operation %q has no graft run; the legacy table has its row (the flags left it to the legacy runner, or intake has not claimed it yet)", id)
+	return nf
 }
 
 func quote(s string) string { return strconv.Quote(s) }
