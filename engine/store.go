@@ -894,13 +894,18 @@ func (s *store) bumpEvents(ctx context.Context, tx dbtx, now time.Time, runIDs [
 // Prepared (hotQuery), and the runs found by key (= ANY of the IDs, not a
 // join, which PostgreSQL planned as a hash join over a scan of all of
 // runs): sent unprepared with the join, it cost its backend about 620 µs a
-// call, most of it planning (bench -scenario children -stats).
+// call, most of it planning (bench -scenario children -stats). The open
+// children are found by their parents (runs_by_parent), their status
+// checked on the rows (the status with the empty string appended, which no
+// index matches): with status IN, the generic plan ANDed runs_by_parent's bitmap with
+// runs_one_open's, read whole (every open run's entry, and until a vacuum
+// the dead ones of every run once open).
 func (s *store) lockTree(ctx context.Context, tx dbtx, own, children, parents []string) error {
 	rows, err := s.hotQuery(ctx, tx, `SELECT r.run_id FROM `+s.runs+` r WHERE r.run_id = ANY (ARRAY(
 			SELECT unnest($1::text[])
 			UNION SELECT parent_run_id FROM `+s.runs+` WHERE run_id = ANY($2::text[]) AND parent_run_id IS NOT NULL
 			UNION SELECT run_id FROM `+s.runs+` WHERE parent_run_id = ANY($3::text[]) AND parent_close_policy = 'cancel'
-				AND status IN ('pending','running','waiting') AND cancel_requested_at IS NULL))
+				AND (status || '') IN ('pending','running','waiting') AND cancel_requested_at IS NULL))
 		ORDER BY r.run_id FOR NO KEY UPDATE OF r`,
 		pq.Array(own), pq.Array(children), pq.Array(parents))
 	if err != nil {
