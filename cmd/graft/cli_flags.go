@@ -57,6 +57,10 @@ func newFlagsSetCmd(cli *cliOpts) *cobra.Command {
 		Short: `change a kind's flag against the version you read (KIND "*": the global kill switch)`,
 		Args:  withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if fl := cmd.Flags(); !fl.Changed("killed") && !fl.Changed("default-percent") && !fl.Changed("key-rule") {
+				// The server would record a new version that changes nothing.
+				return fmt.Errorf("nothing to change: give --killed, --default-percent or --key-rule")
+			}
 			// change is the change the command was given; for a kind, what it
 			// was not given keeps the flag's value, as the UI's kill switch
 			// does, so that --killed alone does not also wipe the rules and

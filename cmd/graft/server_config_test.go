@@ -154,6 +154,17 @@ intake:
 	require.ErrorContains(t, err, `has no graft run; the legacy table has its row`)
 	_, err = cli("ops", "show", "3")
 	require.EqualError(t, err, `404 Not found: operation "3" does not exist`)
+	// The refund plan of a kind this server does not register is unknown,
+	// said in the API's words, not the engine's.
+	out, err = cli("ops", "cancel", "1", "--reason", "look", "--dry-run")
+	require.NoError(t, err)
+	require.Contains(t, out, `refund plan unknown: the kind "renewal" is not registered in this server, so its refund plan cannot be read (the cancellation itself is not affected)`)
+	// A change that changes nothing is refused before it makes a version.
+	_, err = cli("flags", "set", "renew", "--version", "5", "--reason", "nothing")
+	require.EqualError(t, err, "nothing to change: give --killed, --default-percent or --key-rule")
+	out, err = cli("flags", "get")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^renew\s+5\s`, out)
 	// A customer is told nothing more than for another's operation.
 	out, err = run(t, "tokens", "create", "--direct", "--schema", schema, "--name", "portal", "--role", "customer", "--customer", "acme", "-o", "json")
 	require.NoError(t, err, out)

@@ -128,6 +128,10 @@ func (s *Server) cancel(ctx context.Context, p Principal, id, reason string, dry
 // undone), running (possibly done: undone only if it succeeded), failed.
 func (s *Server) refundPlan(ctx context.Context, r *opRow, res *CancelResult) error {
 	plan, perr := cancel.Status(ctx, s.client, r.WorkflowID)
+	if errors.Is(perr, engine.ErrUnknownWorkflow) {
+		res.RefundPlanError = ptr(fmt.Sprintf("the kind %q is not registered in this server, so its refund plan cannot be read (the cancellation itself is not affected)", r.WorkflowType))
+		return nil
+	}
 	if perr != nil {
 		res.RefundPlanError = ptr(perr.Error())
 		return nil
