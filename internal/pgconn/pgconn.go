@@ -179,17 +179,18 @@ func (d *connDialer) DialContext(ctx context.Context, network, address string) (
 	if err != nil {
 		return nil, err
 	}
-	g := &guardedConn{Conn: c, cfg: d.cfg}
+	g := &guardedConn{Conn: c, cfg: d.cfg, raw: rawSocket(c)}
 	d.mu.Lock()
 	d.main = g // with several hosts, the last one dialled is the one kept
 	d.mu.Unlock()
 	return g, nil
 }
 
-// guardedConn is a connection's socket. Only Close is its own: reads and
-// writes go straight to the socket.
+// guardedConn is a connection's socket. Reads and writes go straight to the
+// socket, on Linux as raw system calls (rawio_linux.go).
 type guardedConn struct {
 	net.Conn
+	raw     *rawIO // the socket's raw reads and writes; nil: Conn's own
 	cfg     pq.Config
 	pid     atomic.Int64
 	closed  atomic.Bool
@@ -215,7 +216,7 @@ func (g *guardedConn) setDeadline(at time.Time) {
 // not answer (see watch).
 func (g *guardedConn) Read(b []byte) (int, error) {
 	for {
-		n, err := g.Conn.Read(b)
+		n, err := g.sockRead(b)
 		if err == nil || !g.armed.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
@@ -235,7 +236,7 @@ func (g *guardedConn) Read(b []byte) (int, error) {
 // Write is the socket's; a WithDeadline deadline that passes while the
 // server does not take what is sent gives the connection up.
 func (g *guardedConn) Write(b []byte) (int, error) {
-	n, err := g.Conn.Write(b)
+	n, err := g.sockWrite(b)
 	if err != nil && g.armed.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
 		g.expire()
 	}
