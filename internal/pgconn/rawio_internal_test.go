@@ -1,7 +1,6 @@
 package pgconn
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -22,24 +21,10 @@ func TestRawSocketIO(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("raw socket I/O is Linux's")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-		close(accepted)
-	}()
-	c, err := Dialer{}.DialContext(context.Background(), "tcp", ln.Addr().String())
-	require.NoError(t, err)
+	c, peer := tcpPair(t)
 	g := &guardedConn{Conn: c, raw: rawSocket(c)}
 	require.NotNil(t, g.raw)
 	defer g.Close()
-	peer := <-accepted
-	require.NotNil(t, peer)
 
 	// Large enough to fill the socket's buffers: the write waits on the
 	// poller (EAGAIN) while the peer reads.
