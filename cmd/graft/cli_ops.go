@@ -36,7 +36,7 @@ func (f *filterFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.kind, "kind", "", "the operation's kind (workflow type)")
 	fl.StringVar(&f.key, "key", "", "the routing key")
 	fl.StringVar(&f.customer, "customer", "", "the customer")
-	fl.StringVar(&f.route, "route", "", "graft or legacy")
+	fl.StringVar(&f.route, "route", "", "graft, the only route listed (legacy-routed operations are rows of the legacy table)")
 	fl.StringVar(&f.failingStep, "failing-step", "", "the name of the latest failed step")
 	fl.StringVar(&f.errorType, "error-type", "", "the type of the latest error")
 	fl.DurationVar(&f.since, "since", 0, "created or last relaunched within this long (e.g. 1h)")

@@ -155,6 +155,10 @@ func TestCLIAgainstAServer(t *testing.T) {
 	// or its argument, not the API's JSON name.
 	_, err = cli("ops", "relaunch", "op-fail", "--from-step", "nope", "--reason", "r", "--dry-run")
 	require.ErrorContains(t, err, `400 Invalid request: --from-step: the operation's latest run has no step named "nope" (its steps: charge)`)
+	// The API lists engine runs only: a legacy-routed operation is a row of
+	// the legacy table, and --route legacy says so instead of matching none.
+	_, err = cli("ops", "list", "--route", "legacy")
+	require.EqualError(t, err, "400 Invalid request: --route: legacy-routed operations are not listed here: they are rows of the legacy table, not engine runs (graft is the only route listed)")
 	_, err = cli("ops", "list", "--limit", "1000")
 	require.ErrorContains(t, err, "400 Invalid request: --limit: ")
 	_, err = cli("bulk", "relaunch", "--status", "nosuch", "--reason", "r", "--dry-run")

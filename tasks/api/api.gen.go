@@ -964,7 +964,7 @@ type ListOperationsParams struct {
 	// Customer The customer that owns the operation.
 	Customer *string `form:"customer,omitempty" json:"customer,omitempty"`
 
-	// Route Where the operation runs. Only graft-routed operations are engine runs.
+	// Route Where the operation runs. Only graft-routed operations are engine runs, and only they are listed; legacy is refused (400), since a legacy-routed operation is a row of the legacy table.
 	Route *ListOperationsParamsRoute `form:"route,omitempty" json:"route,omitempty"`
 
 	// FailingStep Operations whose latest failed step has this name.

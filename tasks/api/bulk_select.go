@@ -74,8 +74,10 @@ func (s *Server) checkBulkRequest(p Principal, b *BulkRequest) (*bulkSpec, error
 	} else if f != nil && len(*f) == 0 {
 		return nil, badRequest("filter.ids", "is empty: name at least one operation, or leave ids out to select by the other fields")
 	}
-	if f := b.Filter.Route; f != nil && !f.Valid() {
-		return nil, badRequest("filter.route", "%q is not graft or legacy", *f)
+	if f := b.Filter.Route; f != nil {
+		if err := checkRoute("filter.route", *f); err != nil {
+			return nil, err
+		}
 	}
 	if f := b.Filter.Status; f != nil {
 		for _, st := range *f {

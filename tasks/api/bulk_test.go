@@ -515,6 +515,7 @@ func TestBulkBadInput(t *testing.T) {
 		{`{"action":"relaunch","reason":"r","filter":{},"rate":1e9}`, "rate"},
 		{`{"action":"relaunch","reason":"r","filter":{"status":["lost"]}}`, "filter.status"},
 		{`{"action":"relaunch","reason":"r","filter":{"route":"moon"}}`, "filter.route"},
+		{`{"action":"relaunch","reason":"r","filter":{"route":"legacy"}}`, "filter.route"},
 		{`{"action":"relaunch","reason":"r","filter":{"ids":[]}}`, "filter.ids"},
 		{`{"action":"signal","reason":"r","filter":{}}`, "signal"},
 		{`{"action":"signal","reason":"r","filter":{},"signal":{"name":""}}`, "signal.name"},

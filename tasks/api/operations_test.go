@@ -71,7 +71,6 @@ func TestListFiltersAndPages(t *testing.T) {
 		{"error type", api.ListOperationsParams{ErrorType: ptr("CardDeclined")}, []string{"f2", "f1"}},
 		{"other error type", api.ListOperationsParams{ErrorType: ptr("Timeout")}, nil},
 		{"route graft", api.ListOperationsParams{Route: ptr(api.ListOperationsParamsRoute("graft"))}, []string{"w1", "ok1", "f2", "f1"}},
-		{"route legacy", api.ListOperationsParams{Route: ptr(api.ListOperationsParamsRoute("legacy"))}, nil},
 		{"created after", api.ListOperationsParams{CreatedAfter: ptr(all.Items[1].CreatedAt)}, []string{"w1", "ok1"}},
 		{"created before", api.ListOperationsParams{CreatedBefore: ptr(all.Items[1].CreatedAt)}, []string{"f2", "f1"}},
 	} {

@@ -54,6 +54,7 @@ func TestBadInputIsAProblemNamingTheField(t *testing.T) {
 		{"bad time", "GET", "/v1/operations?created_after=yesterday", ``, 400, "created_after", ""},
 		{"bad cursor", "GET", "/v1/operations?cursor=xyz", ``, 400, "cursor", "not a cursor"},
 		{"bad route", "GET", "/v1/operations?route=elsewhere", ``, 400, "route", "elsewhere"},
+		{"legacy route", "GET", "/v1/operations?route=legacy", ``, 400, "route", "legacy-routed operations are not listed here: they are rows of the legacy table"},
 		{"token for a customer without one", "POST", "/v1/tokens", `{"name":"c","role":"customer"}`, 400, "customer", "required"},
 		{"token with a bad role", "POST", "/v1/tokens", `{"name":"c","role":"root"}`, 400, "role", "root"},
 	}

@@ -255,3 +255,15 @@ func TestClosedOperationNowPanel(t *testing.T) {
 		require.NotContains(t, b.String(), "<dt>"+row+"</dt>")
 	}
 }
+
+// TestRouteFilterOffersOnlyGraft: the API lists graft-routed operations only
+// and refuses route=legacy, so the filter does not offer legacy.
+func TestRouteFilterOffersOnlyGraft(t *testing.T) {
+	pages, err := parseTemplates()
+	require.NoError(t, err)
+	var b strings.Builder
+	require.NoError(t, pages["operations"].ExecuteTemplate(&b, "layout", map[string]any{"Filter": url.Values{},
+		"Viewer": viewer{Name: "oscar", Role: "operator", CSRF: "tok"}, "Page": "operations", "Items": []api.OperationSummary{}}))
+	require.Contains(t, b.String(), `<option value="graft"`)
+	require.NotContains(t, b.String(), `<option value="legacy"`)
+}
