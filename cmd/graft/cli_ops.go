@@ -265,17 +265,22 @@ func newOpsCancelCmd(cli *cliOpts) *cobra.Command {
 				return c.CancelOperationWithResponse(ctx, args[0], api.CancelRequest{Reason: reason, DryRun: &dry})
 			}, func(w io.Writer, res *api.CancelOperationResponse) {
 				r := res.JSON200
+				// One line says what was done and what the plan is: unknown,
+				// nothing, or the table that follows.
+				head := fmt.Sprintf("cancellation of %s requested (status %s)", r.Id, r.Status)
 				if dry {
-					fmt.Fprintf(w, "dry run: cancelling %s (status %s) would run this refund plan\n", r.Id, r.Status)
-				} else {
-					fmt.Fprintf(w, "cancellation of %s requested (status %s)\n", r.Id, r.Status)
+					head = fmt.Sprintf("dry run: cancelling %s (status %s)", r.Id, r.Status)
 				}
 				switch {
 				case r.RefundPlanError != nil:
-					fmt.Fprintf(w, "refund plan unknown: %s\n", *r.RefundPlanError)
+					fmt.Fprintf(w, "%s: the refund plan is unknown: %s\n", head, *r.RefundPlanError)
 				case r.RefundPlan == nil || len(*r.RefundPlan) == 0:
-					fmt.Fprintln(w, "nothing to compensate")
+					fmt.Fprintf(w, "%s: nothing to compensate\n", head)
 				default:
+					if dry {
+						head += " would run this refund plan"
+					}
+					fmt.Fprintln(w, head)
 					fmt.Fprintln(w, "\nSTEP\tUNDOES\tWITH\tSTATUS\tSTEP STATUS")
 					for _, s := range *r.RefundPlan {
 						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.Step, str(s.Activity), s.Undo, s.Status, str(s.StepStatus))
