@@ -106,6 +106,8 @@ func TestCLIAgainstAServer(t *testing.T) {
 	out, err = cli("ops", "history", "op-fail")
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)step\s+#\d+ activity charge\s+failed`, out)
+	require.Regexp(t, `(?m)run_closed\s+failed`, out)
+	require.NotRegexp(t, `(?m)run_started\s+order\s+failed`, out, "the start row is not the run's end")
 
 	out, err = cli("ops", "relaunch", "op-fail", "--reason", "retry", "--dry-run")
 	require.NoError(t, err)

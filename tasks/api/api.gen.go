@@ -571,7 +571,7 @@ type HistoryEvent struct {
 	Seq    *int    `json:"seq,omitempty"`
 	Status *string `json:"status,omitempty"`
 
-	// Type run_started, run_closed, step (an activity, timer, signal, child,
+	// Type run_started (no status: run_closed has the run's end), run_closed, step (an activity, timer, signal, child,
 	// side effect ... with its status), attempt, compensation, action
 	// (an operator's), flag_decision. An activity step tried more than
 	// once (or lost with its worker, or snoozed) also has one attempt

@@ -56,8 +56,10 @@ func (s *Server) GetOperationHistory(ctx context.Context, req GetOperationHistor
 			}
 		}
 		detail, _ := json.Marshal(map[string]string{"start_reason": run.StartReason, "previous_run_id": run.PreviousRunID})
+		// No status: run.Status is the run's now (its end, once closed),
+		// not what it was when it started; run_closed carries the end's.
 		ev = append(ev, HistoryEvent{At: run.CreatedAt, Type: "run_started", RunId: runID, Name: ptr(run.WorkflowType),
-			Status: ptr(string(run.Status)), Detail: ptr(json.RawMessage(detail))})
+			Detail: ptr(json.RawMessage(detail))})
 		for _, st := range rh.Steps {
 			if st.CompletedAt.Before(run.CreatedAt) && ran[stepAt{st.Seq, st.CompletedAt}] {
 				continue

@@ -155,11 +155,16 @@ func TestActionsEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 200, hist.StatusCode(), string(hist.Body))
 	var runsStarted, actions int
-	var reserveSteps, reused []string
+	var reserveSteps, reused, closed []string
 	for _, e := range hist.JSON200.Events {
 		switch {
 		case e.Type == "run_started":
 			runsStarted++
+			// Not the run's final status (failed for the first): a
+			// start has no status of its own; run_closed has the end's.
+			require.Nil(t, e.Status, "run_started of %s", *e.RunId)
+		case e.Type == "run_closed":
+			closed = append(closed, *e.Status)
 		case e.Type == "action" && *e.Name == "relaunch":
 			actions++
 			require.Equal(t, "oscar", *e.Actor)
@@ -176,6 +181,7 @@ func TestActionsEndToEnd(t *testing.T) {
 	require.Equal(t, 2, runsStarted)
 	require.Equal(t, 1, actions)
 	require.Equal(t, []string{"failed", "completed"}, reserveSteps)
+	require.Equal(t, []string{"failed", "completed"}, closed)
 
 	// Signal.
 	ev.start(t, "w1", "acme", orderIn{Item: "w", Wait: true})

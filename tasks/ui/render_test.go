@@ -58,7 +58,7 @@ func fixtureOperation() *api.Operation {
 func fixtureEvents() []api.HistoryEvent {
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	return []api.HistoryEvent{
-		{At: t0, Type: "run_started", Name: p("renewal"), Status: p("running")},
+		{At: t0, Type: "run_started", Name: p("renewal")},
 		{At: t0.Add(time.Second), EndedAt: p(t0.Add(2 * time.Second)), Type: "step", Kind: p("activity"), Name: p("charge"), Status: p("failed"), Attempt: p(1),
 			Error: &api.ErrorInfo{Message: "timeout"}},
 		{At: t0.Add(3 * time.Second), EndedAt: p(t0.Add(4 * time.Second)), Type: "step", Kind: p("activity"), Name: p("charge"), Status: p("completed"), Attempt: p(2)},
@@ -90,7 +90,7 @@ func fixtureAttempts() []api.HistoryEvent {
 	snoozed := attempt(3, "renew", "snoozed", 1, 8, 8)
 	snoozed.Reason = p("provider acme: rate limit")
 	return []api.HistoryEvent{
-		{At: t0, Type: "run_started", RunId: p("run-1"), Name: p("renewal"), Status: p("running")},
+		{At: t0, Type: "run_started", RunId: p("run-1"), Name: p("renewal")},
 		step(1, "check", "completed", 1, 3), failed, attempt(1, "check", "completed", 2, 2, 3),
 		step(2, "charge", "completed", 4, 7), lost, attempt(2, "charge", "completed", 2, 6, 7),
 		step(3, "renew", "completed", 8, 10), snoozed, attempt(3, "renew", "completed", 1, 9, 10),
