@@ -354,8 +354,19 @@ func TestOperatorWalk(t *testing.T) {
 	require.NotContains(t, failed, "renew-globex-ok")
 	shot(t, bctx, "operations-filtered")
 
-	// A bad signal payload is refused with the field named; a good one is sent.
+	// The payload box starts empty (a placeholder shows the shape): sent
+	// as it is, the server refuses a signal that carries a payload, instead
+	// of a pre-filled {} delivering the zero value unsaid.
 	opURL := s.url + "/ui/operations/renew-globex-wait"
+	run(t, bctx, chromedp.Navigate(opURL+"?live=0"), chromedp.WaitVisible(chromedp.CSS("#signal-form")))
+	box := value(t, bctx, chromedp.Evaluate[[]string](`(t => [t.value, t.placeholder])(document.querySelector('#signal-form textarea[name="payload"]'))`))
+	require.Equal(t, "", box[0], "the payload box is empty")
+	require.NotEmpty(t, box[1], "the payload box has a placeholder")
+	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#signal-form input[name="reason"]`), "customer phoned"),
+		chromedp.Submit(chromedp.CSS(`#signal-form button`)), chromedp.WaitVisible(chromedp.CSS("#action-error")))
+	require.Contains(t, text(t, bctx, "#action-error"), "none was given")
+
+	// A bad signal payload is refused with the field named; a good one is sent.
 	run(t, bctx, chromedp.Navigate(opURL+"?live=0"), chromedp.WaitVisible(chromedp.CSS("#signal-form")),
 		chromedp.SetValue(chromedp.CSS(`#signal-form textarea[name="payload"]`), `{"approved":`),
 		chromedp.SetValue(chromedp.CSS(`#signal-form input[name="reason"]`), "customer phoned"),
