@@ -229,21 +229,42 @@ func TestVersionColumn(t *testing.T) {
 // run's last) move the row on.
 func TestResetMirrorsTheNewRun(t *testing.T) {
 	t.Parallel()
-	ev := newEnv(t, envOpts{})
-	ev.insertRow("op-reset")
-	id := ev.legacy + "-op-reset" // a workflow ID no other test uses
-	ev.exec(`UPDATE `+ev.qtable()+` SET id = $1 WHERE id = 'op-reset'`, id)
+	_, r := resetAfterFailure(t, newEnv(t, envOpts{}), "op-reset")
+	require.Equal(t, "registering", r.Step.String)
+	require.False(t, r.LastError.Valid)
+}
+
+// TestResetKeepsTheErrorWithoutClearOnSuccess: without clear_on_success
+// the error column keeps the failed run's error after a successful
+// relaunch (the README says so).
+func TestResetKeepsTheErrorWithoutClearOnSuccess(t *testing.T) {
+	t.Parallel()
+	failed, r := resetAfterFailure(t, newEnv(t, envOpts{mapping: func(table string) graftsync.Mapping {
+		m := fullMapping(table)
+		m.Error.ClearOnSuccess = false
+		return m
+	}}), "op-keep")
+	require.True(t, failed.LastError.Valid)
+	require.Equal(t, failed.LastError.String, r.LastError.String, "the old error stays")
+}
+
+// resetAfterFailure fails a renewal of a new row named name, resets it
+// once the cause is fixed, and returns its row when it failed and when the
+// new run is done.
+func resetAfterFailure(t *testing.T, ev *env, name string) (failed, done *opRow) {
+	t.Helper()
+	ev.insertRow(name)
+	id := ev.legacy + "-" + name // a workflow ID no other test uses
+	ev.exec(`UPDATE `+ev.qtable()+` SET id = $1 WHERE id = $2`, id, name)
 	_, err := ev.result(ev.start(id, renewal{Domain: "a.com", Fatal: true}, nil))
 	require.Error(t, err)
-	ev.waitStatus(id, "error")
+	failed = ev.waitStatus(id, "error")
 	healedIDs.Store(id, true)
 	h, err := ev.c.Reset(context.Background(), id, engine.ResetOptions{BeforeLastFailedActivity: true})
 	require.NoError(t, err)
 	_, err = h.Result(grafttest.Context(t, 20*time.Second))
 	require.NoError(t, err)
-	r := ev.waitStatus(id, "done")
-	require.Equal(t, "registering", r.Step.String)
-	require.False(t, r.LastError.Valid)
+	return failed, ev.waitStatus(id, "done")
 }
 
 // TestExtraFuncErrorDoesNotBlock: an extra column whose function fails is
