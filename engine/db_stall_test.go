@@ -156,6 +156,18 @@ func TestStalledBackendsDoNotHoldRosterLeave(t *testing.T) {
 	ctx := testenv.Ctx(t, 150*time.Second)
 	require.NoError(t, w.Start(ctx))
 	logs.dumpIfFailed(t)
+	// The worker's row is written and every backend of the pool is idle,
+	// so that the backends stopped next are all of them: a backend still
+	// busy with the worker's first roster write was left running (under two
+	// CPU burners), and the removal then went through on it.
+	require.Eventually(t, func() bool {
+		var enrolled, busy int
+		if admin.GetContext(ctx, &busy, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'`, app) != nil ||
+			db.GetContext(ctx, &enrolled, `SELECT count(*) FROM graft.workers`) != nil {
+			return false
+		}
+		return enrolled == 1 && busy == 0
+	}, 30*time.Second, 10*time.Millisecond)
 	// The pool opens no backend that is not stopped.
 	db.SetMaxOpenConns(max(db.Stats().OpenConnections, 1))
 	_, resume := dfStopIdleBackends(ctx, t, admin, app)
