@@ -879,12 +879,8 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 // batch's runs are one set, each statement locks them in order, and no
 // statement is added.
 func (c *committer) lockTree(ctx context.Context, tx dbtx, batch []*writeOp) error {
-	var own, children, parents []string
+	var children, parents []string
 	for _, op := range batch {
-		if op.fin == nil && (op.newRun == nil || op.newRun.childStep == nil) {
-			continue
-		}
-		own = append(own, op.runID)
 		if op.fin == nil || op.fin.status == StatusWaiting {
 			continue
 		}
@@ -896,7 +892,13 @@ func (c *committer) lockTree(ctx context.Context, tx dbtx, batch []*writeOp) err
 		}
 	}
 	if len(children) == 0 && len(parents) == 0 {
-		return nil
+		return nil // most batches: nothing collected, nothing locked
+	}
+	var own []string
+	for _, op := range batch {
+		if op.fin != nil || (op.newRun != nil && op.newRun.childStep != nil) {
+			own = append(own, op.runID)
+		}
 	}
 	return c.e.store.lockTree(ctx, tx, own, children, parents)
 }
