@@ -120,7 +120,7 @@ func NewIntake(ctx context.Context, cfg IntakeConfig) (*Intake, error) {
 	if src.Key.Fn == nil && src.Key.Func != "" {
 		src.Key.Fn = cfg.KeyFuncs[src.Key.Func]
 		if src.Key.Fn == nil {
-			return nil, fmt.Errorf("%sKey.Func %q is not in IntakeConfig.KeyFuncs", src.prefix(), src.Key.Func)
+			return nil, fmt.Errorf("%skey.func %q is not in IntakeConfig.KeyFuncs", src.prefix(), src.Key.Func)
 		}
 	}
 	in := &Intake{cfg: cfg, src: src, client: cfg.Engine.Client(), db: cfg.Engine.DB(), schema: pgident.Quote(cfg.Engine.Schema()),

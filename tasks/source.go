@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -151,10 +152,13 @@ func (s *Source) name() string { return cmp.Or(s.Name, s.Table) }
 func (s *Source) prefix() string { return "tasks: source " + s.name() + ": " }
 
 // Validate checks the source's shape without a database: required fields,
-// identifiers, kinds. NewIntake also checks it against the table.
+// identifiers, kinds. NewIntake also checks it against the table. Errors
+// name a field as a YAML or JSON declaration spells it (status.pending,
+// kinds.renew.workflow), which is also the Go field's path (Status.Pending,
+// Kinds["renew"].Workflow).
 func (s *Source) Validate() error {
 	if _, err := pgident.ParseTable(s.Table); err != nil {
-		return fmt.Errorf("tasks: Source.Table: %w", err)
+		return fmt.Errorf("tasks: source: table: %w", err)
 	}
 	p := s.prefix()
 	col := func(field, name string, required bool) error {
@@ -173,8 +177,8 @@ func (s *Source) Validate() error {
 		field, name string
 		required    bool
 	}{
-		{"ID", s.ID, true}, {"Kind", s.Kind, true}, {"Status.Column", s.Status.Column, true},
-		{"Key.Column", s.Key.Column, false}, {"Customer", s.Customer, false}, {"Error", s.Error, false}, {"CreatedAt", s.CreatedAt, false},
+		{"id", s.ID, true}, {"kind", s.Kind, true}, {"status.column", s.Status.Column, true},
+		{"key.column", s.Key.Column, false}, {"customer", s.Customer, false}, {"error", s.Error, false}, {"created_at", s.CreatedAt, false},
 	} {
 		if err := col(c.field, c.name, c.required); err != nil {
 			return err
@@ -182,32 +186,32 @@ func (s *Source) Validate() error {
 	}
 	switch {
 	case s.Status.Pending == "" || s.Status.Graft == "":
-		return fmt.Errorf("%sStatus.Pending and Status.Graft are required", p)
+		return fmt.Errorf("%sstatus.pending and status.graft are required", p)
 	case s.Status.Pending == s.Status.Graft || s.Status.Pending == s.Status.Legacy || (s.Status.Legacy != "" && s.Status.Graft == s.Status.Legacy):
-		return fmt.Errorf("%sStatus.Pending, Status.Graft and Status.Legacy must differ", p)
+		return fmt.Errorf("%sstatus.pending, status.graft and status.legacy must differ", p)
 	case len(s.Kinds) == 0:
-		return fmt.Errorf("%sKinds is required", p)
+		return fmt.Errorf("%skinds is required", p)
 	case (s.Key.Column == "") == (s.Key.Func == "" && s.Key.Fn == nil):
-		return fmt.Errorf("%sset exactly one of Key.Column and Key.Func", p)
+		return fmt.Errorf("%sset exactly one of key.column and key.func", p)
 	case s.Key.Column == "" && s.Key.Transform != "":
-		return fmt.Errorf("%sKey.Transform needs Key.Column", p)
+		return fmt.Errorf("%skey.transform needs key.column", p)
 	case !slices.Contains([]string{TransformNone, TransformLower, TransformTLD}, s.Key.Transform):
-		return fmt.Errorf("%sKey.Transform %q is unknown (want %q or %q)", p, s.Key.Transform, TransformLower, TransformTLD)
+		return fmt.Errorf("%skey.transform %q is unknown (want %q or %q)", p, s.Key.Transform, TransformLower, TransformTLD)
 	case len(s.Input) == 0 && s.InputFn == nil:
-		return fmt.Errorf("%sset Input (field: column) or InputFn", p)
+		return fmt.Errorf("%sset input (field: column), or InputFn in Go", p)
 	case s.Notify != "" && !pgident.Valid(s.Notify):
-		return fmt.Errorf("%sNotify %q is not a valid channel name", p, s.Notify)
+		return fmt.Errorf("%snotify %q is not a valid channel name", p, s.Notify)
 	}
 	for kind, k := range s.Kinds {
 		if kind == "" {
-			return fmt.Errorf("%sKinds has an empty kind", p)
+			return fmt.Errorf("%skinds has an empty kind", p)
 		}
 		if k.Workflow == "" {
-			return fmt.Errorf("%sKinds[%q].Workflow is required", p, kind)
+			return fmt.Errorf("%s%s.workflow is required", p, field("kinds", kind))
 		}
 	}
-	for field, c := range s.Input {
-		if err := col(fmt.Sprintf("Input[%q]", field), c, true); err != nil {
+	for f, c := range s.Input {
+		if err := col(field("input", f), c, true); err != nil {
 			return err
 		}
 	}
@@ -240,12 +244,12 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (*pgcatalog.
 		}
 		return c, nil
 	}
-	id, err := get("ID", s.ID)
+	id, err := get("id", s.ID)
 	if err != nil {
 		return nil, err
 	}
 	if !id.IsString() && id.Category != "N" && id.Type != "uuid" {
-		return nil, fmt.Errorf("%s%w", p, id.Needs("ID", "a text, integer or uuid type"))
+		return nil, fmt.Errorf("%s%w", p, id.Needs("id", "a text, integer or uuid type"))
 	}
 	// The status and kind columns hold the values intake compares and
 	// writes; the error column receives text.
@@ -262,23 +266,23 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (*pgcatalog.
 		}
 		return nil
 	}
-	status := map[string]string{"Status.Pending": s.Status.Pending, "Status.Graft": s.Status.Graft}
+	status := map[string]string{"status.pending": s.Status.Pending, "status.graft": s.Status.Graft}
 	if s.Status.Legacy != "" {
-		status["Status.Legacy"] = s.Status.Legacy
+		status["status.legacy"] = s.Status.Legacy
 	}
 	kinds := map[string]string{}
 	for _, k := range s.kinds() {
-		kinds[fmt.Sprintf("Kinds[%q]", k)] = k
+		kinds[field("kinds", k)] = k
 	}
 	for _, l := range []struct {
 		field, name string
 		values      map[string]string
-	}{{"Status.Column", s.Status.Column, status}, {"Kind", s.Kind, kinds}, {"Error", s.Error, nil}} {
+	}{{"status.column", s.Status.Column, status}, {"kind", s.Kind, kinds}, {"error", s.Error, nil}} {
 		if err := labels(l.field, l.name, l.values); err != nil {
 			return nil, err
 		}
 	}
-	for field, name := range map[string]string{"Key.Column": s.Key.Column, "Customer": s.Customer} {
+	for field, name := range map[string]string{"key.column": s.Key.Column, "customer": s.Customer} {
 		if name != "" {
 			if _, err := get(field, name); err != nil {
 				return nil, err
@@ -286,21 +290,32 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (*pgcatalog.
 		}
 	}
 	if s.CreatedAt != "" {
-		c, err := get("CreatedAt", s.CreatedAt)
+		c, err := get("created_at", s.CreatedAt)
 		if err != nil {
 			return nil, err
 		}
 		if c.Category != "D" {
-			return nil, fmt.Errorf("%s%w", p, c.Needs("CreatedAt", "a timestamp type"))
+			return nil, fmt.Errorf("%s%w", p, c.Needs("created_at", "a timestamp type"))
 		}
 	}
-	for _, field := range sortedKeys(s.Input) {
-		if _, err := get(fmt.Sprintf("Input[%q]", field), s.Input[field]); err != nil {
+	for _, f := range sortedKeys(s.Input) {
+		if _, err := get(field("input", f), s.Input[f]); err != nil {
 			return nil, err
 		}
 	}
 	return tbl, nil
 }
+
+// field names a map entry of the declaration: kinds.renew, or
+// input["a b"] for a key that is not a plain word.
+func field(m, key string) string {
+	if plainKey.MatchString(key) {
+		return m + "." + key
+	}
+	return fmt.Sprintf("%s[%q]", m, key)
+}
+
+var plainKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))

@@ -47,23 +47,23 @@ func TestSourceValidation(t *testing.T) {
 		mut  func(*tasks.Source)
 		want string
 	}{
-		{"bad table", func(s *tasks.Source) { s.Table = "a.b.c" }, "Source.Table"},
-		{"missing ID", func(s *tasks.Source) { s.ID = "" }, "ID is required"},
-		{"bad identifier", func(s *tasks.Source) { s.Kind = "kind; drop table" }, `Kind "kind; drop table" is not a valid column name`},
-		{"no kinds", func(s *tasks.Source) { s.Kinds = nil }, "Kinds is required"},
-		{"kind without workflow", func(s *tasks.Source) { s.Kinds = map[string]tasks.KindSpec{"renew": {}} }, `Kinds["renew"].Workflow is required`},
-		{"two keys", func(s *tasks.Source) { s.Key.Func = "tld" }, "exactly one of Key.Column and Key.Func"},
-		{"unknown transform", func(s *tasks.Source) { s.Key.Transform = "upper" }, `Key.Transform "upper" is unknown`},
+		{"bad table", func(s *tasks.Source) { s.Table = "a.b.c" }, "source: table"},
+		{"missing ID", func(s *tasks.Source) { s.ID = "" }, "id is required"},
+		{"bad identifier", func(s *tasks.Source) { s.Kind = "kind; drop table" }, `kind "kind; drop table" is not a valid column name`},
+		{"no kinds", func(s *tasks.Source) { s.Kinds = nil }, "kinds is required"},
+		{"kind without workflow", func(s *tasks.Source) { s.Kinds = map[string]tasks.KindSpec{"renew": {}} }, `kinds.renew.workflow is required`},
+		{"two keys", func(s *tasks.Source) { s.Key.Func = "tld" }, "exactly one of key.column and key.func"},
+		{"unknown transform", func(s *tasks.Source) { s.Key.Transform = "upper" }, `key.transform "upper" is unknown`},
 		{"same statuses", func(s *tasks.Source) { s.Status.Graft = "pending" }, "must differ"},
-		{"no input", func(s *tasks.Source) { s.Input = nil }, "set Input"},
+		{"no input", func(s *tasks.Source) { s.Input = nil }, "set input"},
 		{"missing table", func(s *tasks.Source) { s.Table = v.schema + ".nope" }, "does not exist"},
-		{"missing ID column", func(s *tasks.Source) { s.ID = "op_id" }, `ID: column "op_id" does not exist`},
-		{"missing status column", func(s *tasks.Source) { s.Status.Column = "state" }, `Status.Column: column "state" does not exist`},
-		{"status not text", func(s *tasks.Source) { s.Status.Column = "created_at" }, `Status.Column: column "created_at" is timestamp with time zone`},
-		{"missing key column", func(s *tasks.Source) { s.Key.Column = "fqdn" }, `Key.Column: column "fqdn" does not exist`},
-		{"missing input column", func(s *tasks.Source) { s.Input["term"] = "term_years" }, `Input["term"]: column "term_years" does not exist`},
-		{"created_at not a time", func(s *tasks.Source) { s.CreatedAt = "domain" }, `CreatedAt: column "domain" is text`},
-		{"unknown key func", func(s *tasks.Source) { s.Key = tasks.KeySpec{Func: "tld"} }, `Key.Func "tld" is not in IntakeConfig.KeyFuncs`},
+		{"missing ID column", func(s *tasks.Source) { s.ID = "op_id" }, `id: column "op_id" does not exist`},
+		{"missing status column", func(s *tasks.Source) { s.Status.Column = "state" }, `status.column: column "state" does not exist`},
+		{"status not text", func(s *tasks.Source) { s.Status.Column = "created_at" }, `status.column: column "created_at" is timestamp with time zone`},
+		{"missing key column", func(s *tasks.Source) { s.Key.Column = "fqdn" }, `key.column: column "fqdn" does not exist`},
+		{"missing input column", func(s *tasks.Source) { s.Input["term"] = "term_years" }, `input.term: column "term_years" does not exist`},
+		{"created_at not a time", func(s *tasks.Source) { s.CreatedAt = "domain" }, `created_at: column "domain" is text`},
+		{"unknown key func", func(s *tasks.Source) { s.Key = tasks.KeySpec{Func: "tld"} }, `key.func "tld" is not in IntakeConfig.KeyFuncs`},
 	} {
 		src := v.source()
 		tc.mut(src)

@@ -45,9 +45,9 @@ type serverFile struct {
 	BehindTLSProxy bool `json:"behind_tls_proxy,omitempty" yaml:"behind_tls_proxy,omitempty"`
 }
 
-// intakeSection is the file's intake: section. Its sections are named types
-// so that a misspelt field is refused naming the section ("field batch_sise
-// not found in type main.intakeSection"), not a Go struct's whole literal.
+// intakeSection is the file's intake: section. (A mistake in the file is
+// named by its path there, intake.batch_size, with its line and column:
+// internal/strictdecode.)
 type intakeSection struct {
 	// BatchSize: tasks.IntakeConfig.BatchSize.
 	BatchSize int `json:"batch_size,omitempty" yaml:"batch_size,omitempty"`

@@ -180,13 +180,28 @@ func TestServerConfigBadInput(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ name, body, want string }{
 		{"unknown field", "source:\n  tabel: x.y\n", "tabel"},
-		{"bad source", "source:\n  table: x.y\n  id: id\n", "Kind is required"},
+		{"bad source", "source:\n  table: x.y\n  id: id\n", "tasks: source x.y: kind is required"},
 		{"go key func", "source: {table: x.y, id: id, kind: k, kinds: {a: {workflow: w}}, key: {func: tld}, status: {column: s, pending: p, graft: g}, input: {a: a}}\n", "source.key.func"},
 		{"bad poll interval", "intake: {poll_interval: soon}\n", "intake.poll_interval"},
-		{"unknown intake field", "intake: {batch_sise: 5}\n", "line 1: field batch_sise not found in type main.intakeSection"},
-		{"unknown tls field", "tls: {certificate: a.pem}\n", "line 1: field certificate not found in type main.tlsSection"},
+		{"unknown intake field", "intake: {batch_sise: 5}\n", `intake.batch_sise (line 1, column 10): unknown field "batch_sise" (known here: batch_size, poll_interval)`},
+		{"unknown tls field", "tls: {certificate: a.pem}\n", `tls.certificate (line 1, column 7): unknown field "certificate" (known here: cert, key)`},
+		// The path the user wrote, not Go's struct fields (main.intakeSection,
+		// tasks.Source.Kinds).
+		{"wrong type", "intake:\n  batch_size: lots\n", `bad.yaml: intake.batch_size (line 2, column 15): want an integer, got "lots"`},
+		{"wrong type in a map", "source:\n  kinds:\n    renew: {workflow: [renewal]}\n", `bad.yaml: source.kinds.renew.workflow (line 3, column 23): want a string, got a list`},
+		{"json wrong type", `{"intake": {"batch_size": "5"}}`, `bad.json: intake.batch_size (line 1, column 27): want an integer, got "5"`},
+		{"json unknown field", "{\"source\": {\"table\": \"x.y\",\n  \"kinds\": {\"renew\": {\"workfow\": \"renewal\"}}}}", `bad.json: source.kinds.renew.workfow (line 2, column 23): unknown field "workfow" (known here: queue, workflow)`},
+		{"json syntax", "{\"intake\": {\n  \"batch_size\": 5,\n}}", `bad.json: line 3, column 1: invalid JSON: invalid character '}' looking for beginning of object key string`},
+		{"empty", "", "bad.yaml: no YAML document (the input is empty or only comments)"},
 	} {
-		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".yaml")
+		name := strings.ReplaceAll(tc.name, " ", "_") + ".yaml"
+		if strings.HasPrefix(tc.name, "json") {
+			name = strings.ReplaceAll(tc.name, " ", "_") + ".json"
+		}
+		if strings.HasPrefix(tc.want, "bad.") {
+			name = "bad" + filepath.Ext(name)
+		}
+		path := filepath.Join(dir, name)
 		require.NoError(t, os.WriteFile(path, []byte(tc.body), 0o600))
 		_, err := run(t, "server", "--addr", "127.0.0.1:0", "--no-redis", "--config", path)
 		require.ErrorContains(t, err, tc.want, tc.name)
