@@ -73,10 +73,11 @@
 // since a table that was never analyzed looks tiny to the planner, which
 // would then read all of it for every batch. A change that alters no mapped
 // column writes nothing: the statement reads each of the batch's rows once,
-// and updates only a row that a change alters (folded, at the position the
-// read found, without a second index lookup). With the legacy table's own
-// indexes, an update of an indexed column such as a status is never a HOT
-// update, which is most of what a mirror costs.
+// and updates only a row that a change alters (folded, the update finds
+// the row by its key and writes it when the change alters it; a row it
+// leaves as it is is looked up once more, to tell whether it exists). With
+// the legacy table's own indexes, an update of an indexed column such as a
+// status is never a HOT update, which is most of what a mirror costs.
 //
 // If the legacy table refuses a write (a trigger, a constraint), the batch's
 // changes go to the outbox instead, in the same transaction, and the relay

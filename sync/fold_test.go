@@ -67,12 +67,12 @@ func TestFoldedWriteAccounts(t *testing.T) {
 // changes a row while the folded write is under way (after the statement's
 // snapshot, before its update) holds the row; the mirror's update waits
 // for it, then judges the row as the legacy transaction left it and writes
-// the workflow's state over it, in the same statement. The fold updates
-// the row at the position (ctid) it read in the snapshot, where PostgreSQL
-// skips it once the legacy write has moved it (it does not follow a
-// concurrently updated row to a position the statement did not ask for):
-// the statement's second update (lu2) writes it by key. Without it the row
-// would show the legacy write until the workflow's next change.
+// the workflow's state over it, in the same statement. The fold must find
+// the row to update by its key: an update at the position (ctid) the
+// snapshot showed is skipped once the legacy write has moved the row
+// (PostgreSQL does not follow a concurrently updated row to a position the
+// statement did not ask for), and the row would show the legacy write
+// until the workflow's next change.
 func TestFoldWritesAfterAConcurrentLegacyWrite(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, envOpts{mapping: guarded("version", nil), noWorker: true})

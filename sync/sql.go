@@ -431,16 +431,15 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	if len(now) > 0 {
 		changed = " AND ROW(" + strings.Join(now, ", ") + ") IS DISTINCT FROM ROW(" + strings.Join(was, ", ") + ")"
 	}
-	// The batch's rows are read once, by index (cur): whether each exists,
-	// and whether the change would write it. Only the rows a change would
-	// write are updated, and the update checks the same conditions on the
-	// row's latest version (a row another transaction changed meanwhile is
-	// judged as it is now). Outside the fold the update looks the row up
-	// again by key; the fold updates it at the position cur found (see
-	// below). A row the change leaves as it is costs one index lookup, not
-	// one in the update and a second to learn that it exists. Skipping it
-	// on the statement's snapshot is what writing it first and having the
-	// other transaction write it after would have left.
+	// Outside the fold, the batch's rows are read once, by index (cur):
+	// whether each exists, and whether the change would write it. Only the
+	// rows a change would write are updated, and the update checks the same
+	// conditions on the row's latest version (a row another transaction
+	// changed meanwhile is judged as it is now). A row the change leaves as
+	// it is costs one index lookup, not one in the update and a second to
+	// learn that it exists. Skipping it on the statement's snapshot is what
+	// writing it first and having the other transaction write it after
+	// would have left.
 	setList := func() {
 		for i, s := range sets {
 			if i > 0 {
@@ -450,49 +449,10 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		}
 	}
 	byKey := ` AND t.` + qi(key.Name) + ` = v.row_key::` + key.Type + ver + changed
-	if fold {
-		// The fold reads each row of the written changes once, by index
-		// (look: not the changes that only confirm their run, see
-		// FoldCheckpoint), and keeps its position (tid; NULL: the row is
-		// missing), then
-		// updates the rows a change alters at that position, with no
-		// second index descent, checking the same conditions again on the
-		// version it updates. A row a concurrent legacy write moved after
-		// the snapshot is not at that position any more: PostgreSQL waits
-		// for the legacy transaction, then skips the row (its recheck of
-		// the position fails), and lu2 updates it by key as the statement
-		// did before, judging it as the legacy transaction left it
-		// (TestFoldWritesAfterAConcurrentLegacyWrite).
-		w(`,
-	cur AS (SELECT v.*, x.tid, x.chg FROM v LEFT JOIN LATERAL (SELECT t.ctid AS tid, true`, ver, changed, ` AS chg
-			FROM `, t, ` t WHERE v.look AND t.`, qi(key.Name), ` = v.row_key::`, key.Type, ` LIMIT 1) x ON true),
-	lu AS (UPDATE `, t, ` t SET `)
-		setList()
-		w(`
-		FROM cur v WHERE v.chg AND t.ctid = v.tid`, byKey, `
-		RETURNING t.`, qi(key.Name), `::text AS row_key),
-	lu2 AS (UPDATE `, t, ` t SET `)
-		setList()
-		w(`
-		FROM (SELECT * FROM cur v WHERE (SELECT count(*) FROM lu) < (SELECT count(*) FROM cur WHERE cur.chg)
-			AND v.chg AND NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key) OFFSET 0) v
-		WHERE true`, byKey, `
-		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
-	} else {
-		w(`,
-	cur AS (SELECT v.*, true`, ver, changed, ` AS chg FROM v, `, t, ` t WHERE `, keyMatch("t"), `),
-	lu AS (UPDATE `, t, ` t SET `)
-		setList()
-		w(`
-		FROM cur v WHERE v.chg`, byKey, `
-		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
-	}
-	if !fold {
-		w(`,
-	ex AS (SELECT DISTINCT cur.row_key FROM cur WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = cur.row_key))`)
-	}
 	create := mr.m.missingRow() == MissingCreate
-	if create {
+	// insert creates the missing rows (MissingCreate) of the changes that
+	// pass where, a condition on v.
+	insert := func(where string) {
 		w(`,
 	li AS (INSERT INTO `, t, ` AS t (`, qi(key.Name))
 		for _, s := range sets {
@@ -503,22 +463,30 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		for _, s := range sets {
 			w(", ", s.ins)
 		}
-		// Rows the snapshot shows and the change leaves as they are exist:
-		// no insert to try.
-		if fold {
-			w(` FROM cur v
-		WHERE v.look AND (v.tid IS NULL OR v.chg) AND NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
-		  AND NOT EXISTS (SELECT 1 FROM lu2 WHERE lu2.row_key = v.row_key)`)
-		} else {
-			w(` FROM v
-		WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
-		  AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.row_key = v.row_key AND NOT cur.chg)`)
-		}
-		w(`
+		w(` FROM v
+		WHERE `, where, `
 		ON CONFLICT DO NOTHING
 		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
 	}
 	if fold {
+		// The fold reports no row per change, only the exceptions (see
+		// below), so it updates the rows of the written changes (look: not
+		// those that only confirm their run, see FoldCheckpoint) by key
+		// directly, one index descent each, and looks up again only the
+		// rows it did not write, to tell the missing ones. A row a
+		// concurrent legacy write changed after the snapshot is waited for,
+		// then judged as the legacy transaction left it: PostgreSQL
+		// rechecks the update's conditions on the row's latest version
+		// (TestFoldWritesAfterAConcurrentLegacyWrite).
+		w(`,
+	lu AS (UPDATE `, t, ` t SET `)
+		setList()
+		w(`
+		FROM v WHERE v.look`, byKey, `
+		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
+		if create {
+			insert(`v.look AND NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)`)
+		}
 		// The fold reports what the mirror accounts for, and no more: the
 		// number of rows written ('w', when not zero), the missing rows
 		// ('m') and the changes of runs the statement did not write ('f').
@@ -526,16 +494,31 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		// row to send and read back.
 		// An update writes a row once, and UNION drops duplicates: the
 		// rows counted are distinct.
-		wrote, notMissing := `SELECT row_key FROM lu UNION ALL SELECT row_key FROM lu2`, ``
+		wrote, notWritten := `SELECT row_key FROM lu`, `NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)`
 		if create {
 			wrote += ` UNION SELECT row_key FROM li`
-			notMissing = ` AND NOT EXISTS (SELECT 1 FROM li WHERE li.row_key = cur.row_key)`
+			notWritten += ` AND NOT EXISTS (SELECT 1 FROM li WHERE li.row_key = v.row_key)`
 		}
 		w(`
 	SELECT 'w'::text, n::text FROM (SELECT count(*) AS n FROM (`, wrote, `) x) w WHERE n > 0
-	UNION ALL SELECT 'm', cur.row_key FROM cur WHERE cur.look AND cur.tid IS NULL`, notMissing, `
-	UNION ALL SELECT 'f', row_key FROM cur WHERE NOT cur.written`)
+	UNION ALL SELECT 'm', v.row_key FROM v WHERE v.look AND `, notWritten, `
+		AND NOT EXISTS (SELECT 1 FROM `, t, ` t WHERE t.`, qi(key.Name), ` = v.row_key::`, key.Type, `)
+	UNION ALL SELECT 'f', row_key FROM v WHERE NOT v.written`)
 	} else {
+		w(`,
+	cur AS (SELECT v.*, true`, ver, changed, ` AS chg FROM v, `, t, ` t WHERE `, keyMatch("t"), `),
+	lu AS (UPDATE `, t, ` t SET `)
+		setList()
+		w(`
+		FROM cur v WHERE v.chg`, byKey, `
+		RETURNING t.`, qi(key.Name), `::text AS row_key),
+	ex AS (SELECT DISTINCT cur.row_key FROM cur WHERE NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = cur.row_key))`)
+		if create {
+			// Rows the snapshot shows and the change leaves as they are
+			// exist: no insert to try.
+			insert(`NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)
+		  AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.row_key = v.row_key AND NOT cur.chg)`)
+		}
 		w(`
 	SELECT 'u'::text, row_key FROM lu UNION ALL SELECT 'e', row_key FROM ex`)
 		if defer0 {
