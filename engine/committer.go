@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/graftdev/graft/internal/pgconn"
 )
 
 // writeOp is one durable change submitted to the group committer. Many ops
@@ -613,6 +615,11 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 	defer cancel()
 	sent := time.Now()
 	errs, err := c.execCtx(ctx, batch)
+	if errors.Is(err, context.DeadlineExceeded) && pgconn.Unsent(ctx) {
+		// No statement reached a connection: the batch waited for one
+		// until its deadline (see store.bounded).
+		err = &notCommitted{&poolWait{err}}
+	}
 	if err == nil {
 		if h := c.lostAck.Load(); h != nil && (*h)() {
 			errs, err = nil, driver.ErrBadConn

@@ -43,6 +43,10 @@ func classify(err error) dbFault {
 	if err == nil {
 		return faultNone
 	}
+	var pw *poolWait
+	if errors.As(err, &pw) {
+		return faultConnection
+	}
 	var pe *pq.Error
 	if errors.As(err, &pe) {
 		switch {
@@ -82,6 +86,17 @@ type notCommitted struct{ err error }
 
 func (e *notCommitted) Error() string { return e.err.Error() }
 func (e *notCommitted) Unwrap() error { return e.err }
+
+// poolWait marks a write that gave up waiting for one of the pool's
+// connections (every one held, by statements to stalled backends for
+// instance): nothing was sent, and nothing was wrong with the write, so it
+// is retried as for a connection fault, for as long as that lasts.
+type poolWait struct{ err error }
+
+func (e *poolWait) Error() string {
+	return "wait for a database connection: " + e.err.Error()
+}
+func (e *poolWait) Unwrap() error { return e.err }
 
 // retryPause is the wait before attempt n+1 of a failed write: 10 ms
 // doubling up to a second.

@@ -71,25 +71,9 @@ func (s *store) enrol(ctx context.Context, id string, queues, types []string) (i
 	return live, err
 }
 
-// leave removes the worker's row, giving up after d. A bounded context
-// on a guarded pool bounds the statement on its socket but is never done,
-// so it would not end a wait for one of the pool's connections: with every
-// connection held by statements to stalled backends, the removal waited
-// past Stop's context (TestStalledBackendsDoNotHoldRosterLeave, once under
-// two CPU burners). The connection is taken under a context that ends
-// after d.
-func (s *store) leave(d time.Duration, id string) error {
-	at := time.Now().Add(d)
-	wait, cancel := context.WithDeadline(context.Background(), at)
-	defer cancel()
-	c, err := s.db.Conn(wait)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, done := s.bounded(time.Until(at))
-	defer done()
-	_, err = c.ExecContext(ctx, `DELETE FROM `+s.workers+` WHERE worker_id = $1`, id)
+// leave removes the worker's row.
+func (s *store) leave(ctx context.Context, id string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM `+s.workers+` WHERE worker_id = $1`, id)
 	return err
 }
 
@@ -215,7 +199,9 @@ func (w *Worker) leaveRoster(stop context.Context) {
 	if at, ok := stop.Deadline(); ok {
 		d = min(d, time.Until(at))
 	}
-	if err := w.e.store.leave(d, w.id); err != nil {
+	ctx, cancel := w.e.store.bounded(d)
+	defer cancel()
+	if err := w.e.store.leave(ctx, w.id); err != nil {
 		w.e.cfg.Logger.Warn("engine: removing the worker from the roster failed; it expires", "worker", w.id, "err", err)
 	}
 }

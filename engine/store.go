@@ -54,12 +54,15 @@ type store struct {
 // bounded returns a context for statements that must end within d, with
 // no caller's context to end them sooner. On a pool of the engine's
 // connector the connections keep the deadline themselves
-// (pgconn.WithDeadline): a context that can end costs lib/pq and
-// database/sql a goroutine each per statement, and at one commit at a
-// time those hand-offs cost more CPU than the commit.
+// (pgconn.WithDeadline): a context that lib/pq watches costs a goroutine
+// per statement, and at one commit at a time that hand-off costs more CPU
+// than the commit. The context still ends at d for database/sql, so a
+// statement waiting for one of the pool's connections gives up then: with
+// every connection held by statements to stalled backends, it waited for
+// as long as they did.
 func (s *store) bounded(d time.Duration) (context.Context, context.CancelFunc) {
 	if s.guarded {
-		return pgconn.WithDeadline(context.Background(), time.Now().Add(d)), func() {}
+		return pgconn.WithDeadline(context.Background(), time.Now().Add(d))
 	}
 	return context.WithTimeout(context.Background(), d)
 }

@@ -4,29 +4,32 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"sync/atomic"
 	"time"
 )
 
 // A statement whose context can end costs a goroutine in lib/pq (it waits
-// for the end to send a cancel request) and another in database/sql (to
-// close the rows), each started and woken for every statement: at one
-// statement at a time, those hand-offs cost more CPU than the statement.
-// A context from WithDeadline has no end that anyone must watch for: the
+// for the end to send a cancel request), started and woken for every
+// statement: at one statement at a time, that hand-off costs more CPU than
+// the statement. A WithDeadline context's end is not handed to lib/pq: the
 // connection keeps its deadline itself, as the socket's, and does at that
 // time what lib/pq does when a context ends (a cancel request; the backend
 // terminated and the connection closed if the server does not answer it
-// within CancelGrace).
+// within CancelGrace). The context still ends at its deadline, for
+// database/sql: a statement that waits for one of the pool's connections
+// (every one held by statements to a stalled server) stops waiting then.
 
 // deadlineKey is the context key of a WithDeadline deadline.
 type deadlineKey struct{}
 
-// deadlineCtx carries a deadline the connection keeps; it is never done.
+// deadlineCtx carries a deadline the connection keeps. Its Done, Err and
+// Deadline are the context.WithDeadline's it wraps.
 type deadlineCtx struct {
 	context.Context
 	at time.Time
+	// sent: a call under the context reached a connection (see Unsent).
+	sent atomic.Bool
 }
-
-func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.at, true }
 
 // Value gives the context itself for deadlineKey (see deadlineOf): a
 // pointer is boxed without an allocation, a time.Time is not.
@@ -37,26 +40,36 @@ func (c *deadlineCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// deadlineOf is ctx's WithDeadline deadline (zero: none).
-func deadlineOf(ctx context.Context) time.Time {
-	if c, ok := ctx.Value(deadlineKey{}).(*deadlineCtx); ok {
-		return c.at
-	}
-	return time.Time{}
+// deadlineOf is ctx's WithDeadline context (nil: none).
+func deadlineOf(ctx context.Context) *deadlineCtx {
+	c, _ := ctx.Value(deadlineKey{}).(*deadlineCtx)
+	return c
 }
 
-// WithDeadline returns a context whose statements on a Connector's
-// connections stop waiting at t, kept by the connection: at t a cancel
-// request goes to the server, and a server that has not answered it within
-// CancelGrace has its backend terminated and the connection closed (the
-// statement then fails with a connection error). The context is never
-// done (Done is nil, and parent's end is not passed on): only use it on
-// pools opened with a Connector (see Guards). The values of parent stay.
-func WithDeadline(parent context.Context, t time.Time) context.Context {
-	if parent != context.Background() {
-		parent = context.WithoutCancel(parent)
-	}
-	return &deadlineCtx{Context: parent, at: t}
+// Unsent reports whether ctx is a WithDeadline context under which no call
+// has reached a connection yet: a statement under it that failed, waiting
+// for one of the pool's connections for instance, sent nothing to the
+// server. For any other context it reports false (it cannot tell).
+func Unsent(ctx context.Context) bool {
+	c := deadlineOf(ctx)
+	return c != nil && !c.sent.Load()
+}
+
+// WithDeadline returns a context that ends at t (or when parent ends) and
+// whose statements on a Connector's connections are bounded by the
+// connection itself: at t a cancel request goes to the server, and a
+// server that has not answered it within CancelGrace has its backend
+// terminated and the connection closed (the statement then fails with a
+// connection error). lib/pq is not given the context's end to watch, so a
+// statement costs no goroutine of lib/pq's; database/sql does see it, so a
+// wait for one of the pool's connections ends at t with the context's
+// error, and Rows (outside a transaction, a goroutine each) and
+// transactions are closed when it ends. On a pool opened without a
+// Connector (see Guards), it is a context.WithDeadline.
+func WithDeadline(parent context.Context, t time.Time) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithDeadline(parent, t)
+	at, _ := ctx.Deadline() // parent's, when that comes first
+	return &deadlineCtx{Context: ctx, at: at}, cancel
 }
 
 // Guards reports whether d, a pool's driver (sql.DB.Driver), is a
@@ -75,9 +88,23 @@ type conn struct {
 	g           *guardedConn
 }
 
-// arm sets the socket's deadline for a call with ctx.
-func (c *conn) arm(ctx context.Context) {
-	c.set(deadlineOf(ctx))
+// arm sets the socket's deadline for a call with ctx and returns the
+// context to give lib/pq: for a WithDeadline context, one that never ends,
+// since the socket keeps its deadline (see WithDeadline); a context that
+// wraps one keeps its own end, which lib/pq watches as usual.
+func (c *conn) arm(ctx context.Context) context.Context {
+	if d, ok := ctx.(*deadlineCtx); ok {
+		d.sent.Store(true)
+		c.set(d.at)
+		return context.Background()
+	}
+	if d := deadlineOf(ctx); d != nil {
+		d.sent.Store(true)
+		c.set(d.at)
+		return ctx
+	}
+	c.set(time.Time{})
+	return ctx
 }
 
 // set puts deadline at (zero: none) on the socket, unless it has none and
@@ -94,8 +121,7 @@ func (c *conn) Prepare(q string) (driver.Stmt, error) {
 }
 
 func (c *conn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	c.arm(ctx)
-	st, err := c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
+	st, err := c.Conn.(driver.ConnPrepareContext).PrepareContext(c.arm(ctx), q)
 	if err != nil {
 		return nil, err
 	}
@@ -113,27 +139,27 @@ func (c *conn) Begin() (driver.Tx, error) {
 
 // BeginTx keeps ctx's deadline for the transaction's COMMIT or ROLLBACK.
 func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	c.arm(ctx)
-	t, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+	t, err := c.Conn.(driver.ConnBeginTx).BeginTx(c.arm(ctx), opts)
 	if err != nil {
 		return nil, err
 	}
-	return &tx{Tx: t, c: c, at: deadlineOf(ctx)}, nil
+	var at time.Time
+	if d := deadlineOf(ctx); d != nil {
+		at = d.at
+	}
+	return &tx{Tx: t, c: c, at: at}, nil
 }
 
 func (c *conn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	c.arm(ctx)
-	return c.Conn.(driver.QueryerContext).QueryContext(ctx, q, args)
+	return c.Conn.(driver.QueryerContext).QueryContext(c.arm(ctx), q, args)
 }
 
 func (c *conn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
-	c.arm(ctx)
-	return c.Conn.(driver.ExecerContext).ExecContext(ctx, q, args)
+	return c.Conn.(driver.ExecerContext).ExecContext(c.arm(ctx), q, args)
 }
 
 func (c *conn) Ping(ctx context.Context) error {
-	c.arm(ctx)
-	return c.Conn.(driver.Pinger).Ping(ctx)
+	return c.Conn.(driver.Pinger).Ping(c.arm(ctx))
 }
 
 func (c *conn) ResetSession(ctx context.Context) error {
@@ -203,8 +229,7 @@ func (st *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (dri
 		}
 		return st.Query(v)
 	}
-	st.c.arm(ctx)
-	return q.QueryContext(ctx, args)
+	return q.QueryContext(st.c.arm(ctx), args)
 }
 
 func (st *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
@@ -216,8 +241,7 @@ func (st *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driv
 		}
 		return st.Exec(v)
 	}
-	st.c.arm(ctx)
-	return e.ExecContext(ctx, args)
+	return e.ExecContext(st.c.arm(ctx), args)
 }
 
 // values is args without names, for a statement that takes no context.

@@ -28,8 +28,10 @@ func openOne(t *testing.T) *sql.DB {
 
 // A statement still running at its WithDeadline deadline is cancelled by
 // the server, as lib/pq cancels one whose context ends; the connection
-// stays in the pool, and the deadline does not follow it into the next
-// statements, prepared or not, inside a transaction or not.
+// stays in the pool (lib/pq was not given the context's end: a connection
+// it cancels a statement on is closed), and the deadline does not follow
+// it into the next statements, prepared or not, inside a transaction or
+// not.
 func TestWithDeadlineCancelsTheStatement(t *testing.T) {
 	t.Parallel()
 	db := openOne(t)
@@ -37,9 +39,11 @@ func TestWithDeadlineCancelsTheStatement(t *testing.T) {
 	require.NoError(t, db.QueryRow(`SELECT pg_backend_pid()`).Scan(&pid))
 
 	start := time.Now()
-	ctx := pgconn.WithDeadline(context.Background(), time.Now().Add(300*time.Millisecond))
-	require.Nil(t, ctx.Done(), "nothing needs to watch a WithDeadline context")
+	ctx, cancel := pgconn.WithDeadline(context.Background(), time.Now().Add(300*time.Millisecond))
+	defer cancel()
+	require.True(t, pgconn.Unsent(ctx))
 	_, err := db.ExecContext(ctx, `SELECT pg_sleep(30)`)
+	require.False(t, pgconn.Unsent(ctx))
 	var pe *pq.Error
 	require.True(t, errors.As(err, &pe), "want the server's cancellation, got %v", err)
 	require.EqualValues(t, "57014", pe.Code)
@@ -52,7 +56,8 @@ func TestWithDeadlineCancelsTheStatement(t *testing.T) {
 	require.NoError(t, err)
 	st, err := db.Prepare(`SELECT $1::int + 1`)
 	require.NoError(t, err)
-	ctx = pgconn.WithDeadline(context.Background(), time.Now().Add(200*time.Millisecond))
+	ctx, cancel = pgconn.WithDeadline(context.Background(), time.Now().Add(200*time.Millisecond))
+	defer cancel()
 	var v int
 	require.NoError(t, st.QueryRowContext(ctx, 1).Scan(&v))
 	require.Equal(t, 2, v)
@@ -62,16 +67,53 @@ func TestWithDeadlineCancelsTheStatement(t *testing.T) {
 	require.NoError(t, st.Close())
 
 	// A transaction keeps its deadline for its statements and its COMMIT.
-	ctx = pgconn.WithDeadline(context.Background(), time.Now().Add(5*time.Second))
+	ctx, cancel = pgconn.WithDeadline(context.Background(), time.Now().Add(5*time.Second))
+	defer cancel()
 	tx, err := db.BeginTx(ctx, nil)
 	require.NoError(t, err)
 	require.NoError(t, tx.QueryRowContext(ctx, `SELECT 1`).Scan(&v))
 	require.NoError(t, tx.Commit())
-	tx, err = db.BeginTx(pgconn.WithDeadline(context.Background(), time.Now().Add(300*time.Millisecond)), nil)
+	// A transaction still open at its deadline is rolled back by
+	// database/sql once the statement in flight returns; the ROLLBACK,
+	// past the deadline, still has CancelGrace.
+	ctx, cancel = pgconn.WithDeadline(context.Background(), time.Now().Add(300*time.Millisecond))
+	defer cancel()
+	tx, err = db.BeginTx(ctx, nil)
 	require.NoError(t, err)
 	_, err = tx.Exec(`SELECT pg_sleep(1)`) // no deadline of its own
 	require.NoError(t, err)
-	require.NoError(t, tx.Rollback(), "past the transaction's deadline, ROLLBACK still has CancelGrace")
+	require.ErrorIs(t, tx.Rollback(), sql.ErrTxDone)
 	require.NoError(t, db.QueryRow(`SELECT pg_backend_pid()`).Scan(&pid2))
 	require.Equal(t, pid, pid2)
+}
+
+// A statement under WithDeadline that waits for one of the pool's
+// connections, every one of them held, stops waiting at its deadline (the
+// context ends for database/sql, though lib/pq is not given its end), and
+// Unsent tells that it sent nothing.
+func TestWithDeadlineEndsTheWaitForAConnection(t *testing.T) {
+	t.Parallel()
+	db := openOne(t)
+	held, err := db.Conn(context.Background())
+	require.NoError(t, err)
+	ctx, cancel := pgconn.WithDeadline(context.Background(), time.Now().Add(200*time.Millisecond))
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() {
+		_, err := db.ExecContext(ctx, `SELECT 1`)
+		waited <- err
+	}()
+	select {
+	case err = <-waited:
+	case <-time.After(30 * time.Second):
+		require.NoError(t, held.Close())
+		t.Fatal("the statement waited for a connection past its deadline")
+	}
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.True(t, pgconn.Unsent(ctx), "nothing reached a connection")
+	require.NoError(t, held.Close())
+	ctx, cancel = pgconn.WithDeadline(context.Background(), time.Now().Add(5*time.Second))
+	defer cancel()
+	_, err = db.ExecContext(ctx, `SELECT 1`)
+	require.NoError(t, err)
 }

@@ -15,8 +15,10 @@
 //
 // A statement can also be given a deadline that the connection keeps
 // itself (WithDeadline), with the same cancel request and the same grace,
-// instead of a context that lib/pq and database/sql would each watch with
-// a goroutine per statement: the engine's commits use it.
+// instead of a context that lib/pq would watch with a goroutine per
+// statement: the engine's commits use it. The context still ends at the
+// deadline for database/sql, so a wait for one of the pool's connections
+// ends then too.
 //
 // Every connection (the pool's, a LISTEN connection's via Dialer, cancel
 // requests) also has TCP keep-alive probes and, on Linux, TCP_USER_TIMEOUT,

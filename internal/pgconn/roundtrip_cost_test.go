@@ -43,9 +43,10 @@ func TestRoundTripCost(t *testing.T) {
 	for range n {
 		s := time.Now()
 		for range 4 {
-			ctx := pgconn.WithDeadline(context.Background(), time.Now().Add(10*time.Second))
+			ctx, cancel := pgconn.WithDeadline(context.Background(), time.Now().Add(10*time.Second))
 			var id int64
 			require.NoError(t, st.QueryRowContext(ctx, "x").Scan(&id))
+			cancel()
 		}
 		lat = append(lat, time.Since(s))
 	}
