@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/interceptors"
@@ -86,4 +88,37 @@ func TestLoggingFailures(t *testing.T) {
 	wfFailed := h.find("workflow failed", "workflow_id", "log-fail")
 	require.Len(t, wfFailed, 1)
 	require.Equal(t, slog.LevelError, wfFailed[0].Level)
+}
+
+// TestLoggingCarriesTheSpanIDs checks that with Tracing outside Logging the
+// workflow's records carry its segment span's trace and span IDs, and an
+// activity attempt's records its span's, as TraceID.String and
+// SpanID.String write them.
+func TestLoggingCarriesTheSpanIDs(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Ctx(t, 30*time.Second)
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	h := newRecordHandler()
+	step := engine.NewActivity("logids.step", func(ctx context.Context, in string) (string, error) { return in, nil })
+	wf := engine.NewWorkflow("logids.wf", func(ctx engine.Context, in string) (string, error) { return step.Run(ctx, in) })
+	e := newEngine(t, []engine.Interceptor{interceptors.NewTracing(interceptors.TracingConfig{TracerProvider: tp}),
+		interceptors.NewLogging(interceptors.LoggingConfig{Logger: slog.New(h)})}, step, wf)
+	run, err := wf.Start(ctx, e.Client(), "x", &engine.StartOptions{ID: "logids-1"})
+	require.NoError(t, err)
+	_, err = run.Result(ctx)
+	require.NoError(t, err)
+
+	got := spans(exp.GetSpans())
+	for _, c := range []struct{ span, msg string }{
+		{"workflow logids.wf", "workflow started"}, {"workflow logids.wf", "workflow completed"},
+		{"activity logids.step", "activity started"}, {"activity logids.step", "activity completed"},
+	} {
+		sc := got.one(t, c.span).SpanContext
+		recs := h.find(c.msg, "workflow_id", "logids-1")
+		require.Len(t, recs, 1, c.msg)
+		require.Equal(t, sc.TraceID().String(), recs[0].Attrs["trace_id"], c.msg)
+		require.Equal(t, sc.SpanID().String(), recs[0].Attrs["span_id"], c.msg)
+	}
 }

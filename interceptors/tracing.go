@@ -2,6 +2,7 @@ package interceptors
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"slices"
 	"sync"
@@ -241,8 +242,10 @@ type segment struct {
 	spanCtx context.Context
 	resumed bool
 	// headers is what the propagator writes for spanCtx, made once for the
-	// segment's activity and child calls.
-	headers headerList
+	// segment's activity and child calls; headerRoom holds it unless the
+	// propagator writes more than traceparent and tracestate.
+	headers    headerList
+	headerRoom [4]string
 	// traceID and spanID are the span's IDs as Logging writes them, made
 	// once for the segment's records.
 	traceID, spanID string
@@ -265,7 +268,7 @@ func (s *segment) live() {
 // propagate writes the segment span's context into h.
 func (s *segment) propagate(h engine.Headers) {
 	if s.headers == nil {
-		s.headers = headerList{}
+		s.headers = s.headerRoom[:0]
 		s.t.prop.Inject(s.spanCtx, &s.headers)
 	}
 	for i := 0; i < len(s.headers); i += 2 {
@@ -303,11 +306,17 @@ func (l *headerList) Keys() []string {
 	return keys
 }
 
-// ids returns the span's trace and span IDs, or "" when it has none.
+// ids returns the span's trace and span IDs, or "" when it has none, as
+// TraceID.String and SpanID.String write them; both are cut from one string.
 func (s *segment) ids() (traceID, spanID string) {
 	if s.traceID == "" {
 		if sc := s.span.SpanContext(); sc.IsValid() {
-			s.traceID, s.spanID = sc.TraceID().String(), sc.SpanID().String()
+			tid, sid := sc.TraceID(), sc.SpanID()
+			var b [2*len(tid) + 2*len(sid)]byte
+			hex.Encode(b[:2*len(tid)], tid[:])
+			hex.Encode(b[2*len(tid):], sid[:])
+			ids := string(b[:])
+			s.traceID, s.spanID = ids[:2*len(tid)], ids[2*len(tid):]
 		}
 	}
 	return s.traceID, s.spanID

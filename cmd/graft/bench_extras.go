@@ -32,8 +32,11 @@ type benchExtras struct {
 // benchExtra is one -with layer.
 type benchExtra interface {
 	prepare(ctx context.Context, env *benchEnv) error
-	// headers adds the layer's headers for workflow i to h.
-	headers(i int, h engine.Headers)
+	// headers returns h with the layer's headers for workflow i added,
+	// making h when it is nil and the layer adds any; a layer that adds
+	// none returns h as it is, so a start then carries no map the
+	// benchmark made (none of the -with layers adds headers today).
+	headers(i int, h engine.Headers) engine.Headers
 	// verify checks the layer's work after n workflows and returns text for
 	// the result line (" key=value ...").
 	verify(ctx context.Context, env *benchEnv, n int) (string, error)
@@ -90,12 +93,9 @@ func (x *benchExtras) prepare(ctx context.Context, env *benchEnv) error {
 }
 
 func (x *benchExtras) headers(i int) engine.Headers {
-	if len(x.list) == 0 {
-		return nil
-	}
-	h := engine.Headers{}
+	var h engine.Headers
 	for _, e := range x.list {
-		e.headers(i, h)
+		h = e.headers(i, h)
 	}
 	return h
 }
@@ -169,7 +169,7 @@ func (x *observabilityExtra) interceptors(inner []engine.Interceptor) ([]engine.
 
 func (x *observabilityExtra) prepare(context.Context, *benchEnv) error { return nil }
 
-func (x *observabilityExtra) headers(int, engine.Headers) {}
+func (x *observabilityExtra) headers(_ int, h engine.Headers) engine.Headers { return h }
 
 // verify checks that every workflow left its spans (start, workflow
 // segment, three activity attempts) and its metrics.

@@ -127,7 +127,7 @@ func (x *mirrorExtra) prepare(ctx context.Context, env *benchEnv) error {
 	return nil
 }
 
-func (x *mirrorExtra) headers(int, engine.Headers) {}
+func (x *mirrorExtra) headers(_ int, h engine.Headers) engine.Headers { return h }
 
 // verify counts the rows that show the engine's final state: done, at the
 // last step, after one attempt, with no error.
