@@ -301,7 +301,12 @@ func newOpsRelaunchCmd(cli *cliOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "relaunch ID --reason TEXT [--from-step NAME] [--dry-run]",
 		Short: "relaunch a closed operation from before its last failure (or a named step)",
-		Args:  withUsage(cobra.ExactArgs(1)),
+		Long: `Relaunch a closed operation: a new run reuses the steps before the cut
+(before the last failed activity, or before the first step named by
+--from-step) and runs the rest again. A signal the earlier run received at or
+after the cut is not waited for again: the new run receives it again, with the
+same payload. --dry-run lists the steps and what becomes of each.`,
+		Args: withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(cmd, cli, 200, func(ctx context.Context, c *api.ClientWithResponses) (*api.RelaunchOperationResponse, error) {
 				return c.RelaunchOperationWithResponse(ctx, args[0], api.RelaunchRequest{Reason: reason, FromStep: opt(from), DryRun: &dry})
@@ -316,12 +321,16 @@ func newOpsRelaunchCmd(cli *cliOpts) *cobra.Command {
 				for _, s := range r.Reused {
 					fmt.Fprintf(w, "#%d\t%s\t%s\t%s\treused\n", s.Seq, s.Kind, s.Name, str(s.Status))
 				}
+				again := false
 				for _, s := range r.Rerun {
 					now := "run again"
-					if s.Kind == "signal" && str(s.Status) == "completed" {
-						now = "received again, same payload" // the engine delivers a reset run's consumed signals again
+					if s.Redelivered != nil && *s.Redelivered {
+						now, again = "received again, same payload", true
 					}
 					fmt.Fprintf(w, "#%d\t%s\t%s\t%s\t%s\n", s.Seq, s.Kind, s.Name, str(s.Status), now)
+				}
+				if again {
+					fmt.Fprintln(w, "\nA signal received again is not waited for: the new run gets the earlier run's signal, with its payload.")
 				}
 			})
 		},

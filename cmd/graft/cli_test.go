@@ -186,6 +186,7 @@ func TestCLIAgainstAServer(t *testing.T) {
 	out, err = cli("ops", "relaunch", "op-wait", "--from-step", "approve", "--reason", "again", "--dry-run")
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^#1\s+signal\s+approve\s+completed\s+received again, same payload$`, out)
+	require.Contains(t, out, "\nA signal received again is not waited for: the new run gets the earlier run's signal, with its payload.\n")
 
 	_, err = cli("ops", "show")
 	require.EqualError(t, err, "accepts 1 arg(s), received 0; usage: graft ops show ID [flags]")

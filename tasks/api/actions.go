@@ -228,6 +228,12 @@ func (s *Server) relaunch(ctx context.Context, p Principal, id, fromStep, reason
 		if st.Seq < cut {
 			res.Reused = append(res.Reused, ref)
 		} else {
+			// The engine's reset gives the new run every signal of the old
+			// one; a received one past the cut is received again, with its
+			// payload, rather than waited for.
+			if st.Kind == "signal" && st.Status == "completed" {
+				ref.Redelivered = ptr(true)
+			}
 			res.Rerun = append(res.Rerun, ref)
 		}
 	}

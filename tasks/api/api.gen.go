@@ -819,7 +819,10 @@ type RelaunchResult struct {
 	DryRun bool   `json:"dry_run"`
 	Id     string `json:"id"`
 
-	// Rerun Steps the new run executes again.
+	// Rerun Steps the new run executes again. A signal the earlier run received
+	// at or after the cut is not waited for again: the new run receives the
+	// same signal again, with the same payload, in the same order
+	// (redelivered: true), as soon as it reaches that step.
 	Rerun []StepRef `json:"rerun"`
 
 	// Reused Steps whose records the new run reuses.
@@ -891,10 +894,15 @@ type StatusFilter string
 
 // StepRef defines model for StepRef.
 type StepRef struct {
-	Kind   string  `json:"kind"`
-	Name   string  `json:"name"`
-	Seq    int     `json:"seq"`
-	Status *string `json:"status,omitempty"`
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+
+	// Redelivered In a relaunch's rerun: a signal the earlier run received, which the
+	// new run receives again with the same payload instead of waiting for
+	// a new one.
+	Redelivered *bool   `json:"redelivered,omitempty"`
+	Seq         int     `json:"seq"`
+	Status      *string `json:"status,omitempty"`
 }
 
 // Token defines model for Token.

@@ -245,3 +245,46 @@ func TestClaimedRunIsReportedRunning(t *testing.T) {
 		require.Equal(t, api.StatusRunning, ev.get(t, "w1").Status, "claimed in status %s", status)
 	}
 }
+
+// A relaunch from before a signal the earlier run received delivers that
+// signal again, with its payload: the dry run says so (redelivered), and
+// the new run goes on without a new signal. (The engine's Reset moves every
+// signal of the old run to the new one; those its kept record did not
+// consume are received again, as Temporal reapplies signals after a reset
+// point, so an operator's relaunch does not lose a customer's answer.)
+func TestRelaunchRedeliversReceivedSignals(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	op := ev.client(t, "operator")
+	ctx := testenv.Ctx(t, 60*time.Second)
+	ev.failCharge.Store(true)
+	ev.start(t, "s1", "acme", orderIn{Item: "1", Wait: true})
+	ev.waitFor(t, "s1", engine.StatusWaiting)
+	sig, err := op.SignalOperationWithResponse(ctx, "s1", api.SignalRequest{Name: "confirm", Payload: ptr(json.RawMessage(`{"approved":true}`)), Reason: "phoned"})
+	require.NoError(t, err)
+	require.Equal(t, 202, sig.StatusCode(), string(sig.Body))
+	ev.waitFor(t, "s1", engine.StatusFailed)
+
+	// From before the failure: the signal is kept, not received again.
+	dry, err := op.RelaunchOperationWithResponse(ctx, "s1", api.RelaunchRequest{Reason: "look", DryRun: ptr(true)})
+	require.NoError(t, err)
+	require.Equal(t, 200, dry.StatusCode(), string(dry.Body))
+	require.Equal(t, []string{"reserve", "confirm"}, stepNames(dry.JSON200.Reused))
+	require.Equal(t, []api.StepRef{{Seq: 3, Kind: "activity", Name: "charge", Status: ptr("failed")}}, dry.JSON200.Rerun)
+
+	// From the signal: it is received again.
+	dry, err = op.RelaunchOperationWithResponse(ctx, "s1", api.RelaunchRequest{Reason: "look", FromStep: ptr("confirm"), DryRun: ptr(true)})
+	require.NoError(t, err)
+	require.Equal(t, 200, dry.StatusCode(), string(dry.Body))
+	require.Equal(t, []api.StepRef{
+		{Seq: 2, Kind: "signal", Name: "confirm", Status: ptr("completed"), Redelivered: ptr(true)},
+		{Seq: 3, Kind: "activity", Name: "charge", Status: ptr("failed")},
+	}, dry.JSON200.Rerun)
+
+	// And so it is: the new run charges without a new signal.
+	ev.failCharge.Store(false)
+	rel, err := op.RelaunchOperationWithResponse(ctx, "s1", api.RelaunchRequest{Reason: "card updated", FromStep: ptr("confirm")})
+	require.NoError(t, err)
+	require.Equal(t, 200, rel.StatusCode(), string(rel.Body))
+	ev.waitFor(t, "s1", engine.StatusCompleted)
+	require.EqualValues(t, 1, ev.charged.Load())
+}

@@ -433,9 +433,33 @@ func TestOperatorWalk(t *testing.T) {
 	run(t, bctx, chromedp.Navigate(s.url+"/ui/operations/renew-globex-ok"), chromedp.WaitVisible(chromedp.CSS("#relaunch-form")))
 	require.Contains(t, text(t, bctx, "#relaunch-note"), "Nothing failed in its latest run")
 	require.NotContains(t, text(t, bctx, "#relaunch-form"), "Conflict")
+
 	// Its legacy row's bigint beyond 2^53 is shown exactly, not rounded
 	// (9007199254740992) as a float64 would.
 	require.Contains(t, text(t, bctx, "#legacy"), "9007199254740993")
+
+	// A relaunch from a named step is previewed too, and one from the signal
+	// the operation received says that signal is received again (same
+	// payload, not waited for), which the relaunch then does.
+	opURL = s.url + "/ui/operations/renew-globex-wait"
+	run(t, bctx, chromedp.Navigate(opURL+"?live=0"), chromedp.WaitVisible(chromedp.CSS("#relaunch-form")),
+		chromedp.SetValue(chromedp.CSS(`#relaunch-form input[name="from_step"]`), "confirm"),
+		chromedp.SetValue(chromedp.CSS(`#relaunch-form input[name="reason"]`), "renew again"),
+		chromedp.Click(chromedp.CSS(`#relaunch-preview-button`)), chromedp.WaitVisible(chromedp.CSS("#relaunch-preview")))
+	require.Equal(t, "From step confirm: reuses 2 step(s) check charge; runs again 1 renew; receives again 1 signal(s) confirm, "+
+		"with the payload the earlier run received: the new run does not wait for a new one.", text(t, bctx, "#relaunch-preview"))
+	kept := value(t, bctx, chromedp.Evaluate[[]string](`['from_step', 'reason'].map(n => document.querySelector('#relaunch-form input[name="' + n + '"]').value)`))
+	require.Equal(t, []string{"confirm", "renew again"}, kept, "the preview keeps what was typed")
+	info, err = s.e.Client().Describe(context.Background(), "renew-globex-wait")
+	require.NoError(t, err)
+	require.Empty(t, info.PreviousRunID, "a preview relaunches nothing")
+	shot(t, bctx, "operation-relaunch-preview")
+	run(t, bctx, chromedp.Click(chromedp.CSS(`#relaunch-button`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	require.Contains(t, text(t, bctx, ".flash"), "relaunched")
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		info, err := s.e.Client().Describe(context.Background(), "renew-globex-wait")
+		return err == nil && info.PreviousRunID != "" && info.Status == engine.StatusCompleted
+	}, "the relaunch to complete without a new signal")
 
 	// A viewer reads but has no actions.
 	run(t, bctx, chromedp.Navigate(s.url+"/ui/operations"), chromedp.Submit(chromedp.CSS(`header form.who button`)),

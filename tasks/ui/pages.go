@@ -287,7 +287,7 @@ func (u *UI) operationData(r *http.Request, id string) (map[string]any, int, err
 		}
 		switch p := pre.ApplicationproblemJSONDefault; {
 		case pre.JSON200 != nil:
-			data["RelaunchPreview"] = pre.JSON200
+			data["RelaunchPreview"] = newRelaunchPreview(pre.JSON200, "")
 		case p != nil && p.Type == api.ProblemNoFailedStep:
 			// The usual case for a completed or cancelled operation, not an
 			// error: say what the form needs in its own words.
@@ -368,15 +368,57 @@ func (u *UI) cancelAction(w http.ResponseWriter, r *http.Request) {
 	u.afterAction(w, r, id, res.StatusCode(), res.Body, res.ApplicationproblemJSONDefault, "cancellation requested", extra)
 }
 
+// relaunchPreview is a relaunch's dry run as the operation page says it.
+type relaunchPreview struct {
+	// FromStep is the step named to relaunch from; "" from before the last
+	// failure.
+	FromStep string
+	// Reused are the steps the new run reuses, Rerun those it runs again,
+	// Again the signals it receives again (with the earlier run's payload,
+	// not waited for).
+	Reused, Rerun, Again []string
+}
+
+func newRelaunchPreview(r *api.RelaunchResult, from string) *relaunchPreview {
+	p := &relaunchPreview{FromStep: from}
+	for _, s := range r.Reused {
+		p.Reused = append(p.Reused, s.Name)
+	}
+	for _, s := range r.Rerun {
+		if s.Redelivered != nil && *s.Redelivered {
+			p.Again = append(p.Again, s.Name)
+		} else {
+			p.Rerun = append(p.Rerun, s.Name)
+		}
+	}
+	return p
+}
+
+// relaunchAction previews a relaunch (preview=1: the API's dry run with the
+// form's step, shown above the form, which keeps what was typed) or makes
+// it.
 func (u *UI) relaunchAction(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	req := api.RelaunchRequest{Reason: r.PostFormValue("reason")}
-	if s := strings.TrimSpace(r.PostFormValue("from_step")); s != "" {
-		req.FromStep = &s
+	from := strings.TrimSpace(r.PostFormValue("from_step"))
+	if from != "" {
+		req.FromStep = &from
+	}
+	preview := r.PostFormValue("preview") == "1"
+	if preview {
+		req.DryRun = &preview
 	}
 	res, err := u.client.RelaunchOperationWithResponse(r.Context(), id, req)
 	if err != nil {
 		u.fail(w, r, err)
+		return
+	}
+	if preview {
+		extra := map[string]any{"RelaunchReason": req.Reason, "RelaunchFrom": from}
+		if res.JSON200 != nil {
+			extra["RelaunchPreview"] = newRelaunchPreview(res.JSON200, from)
+		}
+		u.afterAction(w, r, id, res.StatusCode(), res.Body, res.ApplicationproblemJSONDefault, "", extra)
 		return
 	}
 	u.afterAction(w, r, id, res.StatusCode(), res.Body, res.ApplicationproblemJSONDefault, "relaunched", nil)
