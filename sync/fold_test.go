@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
@@ -111,6 +112,43 @@ func TestFoldWritesAfterAConcurrentLegacyWrite(t *testing.T) {
 	r, _ := ev.row("op-1")
 	require.Equal(t, "doing", r.Status, "the workflow's state, written after the legacy write")
 	require.Equal(t, "checking", r.Step.String)
+}
+
+// TestFoldRefusesRowsWithQueuedChanges: a folded write of a row whose
+// earlier changes wait in the outbox fails the statement (SQLSTATE GS001),
+// writing nothing, so the engine writes the batch again through
+// Checkpoint, which queues the change behind them; a batch of other rows
+// goes through while they wait.
+func TestFoldRefusesRowsWithQueuedChanges(t *testing.T) {
+	t.Parallel()
+	ev := newEnv(t, envOpts{mapping: guarded("version", nil), noWorker: true})
+	ev.insertRow("op-queued")
+	ev.insertRow("op-free")
+	ev.exec(`INSERT INTO ` + pq.QuoteIdentifier(ev.graft) + `.mirror_outbox (mapping, row_key, first_ord, last_ord, change)
+		VALUES ('` + ev.table + `', 'op-queued', 1, 1, '{}')`)
+	ctx := testenv.Ctx(t, time.Minute)
+	act := func(wf string) *engine.CheckpointEvent {
+		return &engine.CheckpointEvent{Kind: engine.CheckpointActivityCompleted, WorkflowID: wf, RunID: "run-" + wf,
+			WorkflowType: "renewal", Status: engine.StatusRunning, Seq: 1, ActivityName: "renew.check", Attempt: 1, At: time.Now()}
+	}
+	fold, ok := ev.mr.FoldCheckpoint(ctx, []*engine.CheckpointEvent{act("op-free"), act("op-queued")})
+	require.True(t, ok)
+	_, err := callFold(ctx, ev.db, fold, "{run-op-free,run-op-queued}")
+	var pe *pq.Error
+	require.ErrorAs(t, err, &pe)
+	require.EqualValues(t, "GS001", pe.Code, "%v", err)
+	for _, id := range []string{"op-free", "op-queued"} {
+		r, _ := ev.row(id)
+		require.Equal(t, "todo", r.Status, "%s: nothing written", id)
+	}
+
+	fold, ok = ev.mr.FoldCheckpoint(ctx, []*engine.CheckpointEvent{act("op-free")})
+	require.True(t, ok)
+	rows, err := callFold(ctx, ev.db, fold, "{run-op-free}")
+	require.NoError(t, err)
+	require.Contains(t, rows, engine.CheckpointFoldRow{A: "w", B: "1"})
+	r, _ := ev.row("op-free")
+	require.Equal(t, "doing", r.Status)
 }
 
 // callFold runs a fold's function as the engine's statement does, with
