@@ -73,7 +73,7 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 	step := &stepRow{RunID: s.row.RunID, Seq: seq, Kind: stepChild, Name: name, Status: stepStarted, Input: input,
 		StartedAt: nullTime(now), ChildWorkflowID: nullString(id)}
 	row := runRow{RunID: newRunID(), WorkflowID: id, WorkflowType: name, Queue: queue, Input: input,
-		Headers: mustJSON(outIn.Headers), WakeAt: nullTime(now), ParentRunID: nullString(s.row.RunID),
+		Headers: marshalHeaders(outIn.Headers), WakeAt: nullTime(now), ParentRunID: nullString(s.row.RunID),
 		ParentSeq: nullInt(int64(seq)), ParentClosePolicy: nullString(policy), StartReason: "child"}
 	s.mu.Lock()
 	s.children[seq] = f

@@ -288,7 +288,7 @@ func (c *Client) newStartSpec(name string, args any, raw []byte, o *StartOptions
 	}
 	now := c.e.cfg.Clock.Now()
 	row := runRow{RunID: newRunID(), WorkflowID: o.ID, WorkflowType: name, Queue: o.Queue, Input: input, CreatedAt: now,
-		Headers: mustJSON(o.Headers), hdr: o.Headers, WakeAt: nullTime(now.Add(o.Delay)), StartReason: "start"}
+		Headers: marshalHeaders(o.Headers), hdr: o.Headers, WakeAt: nullTime(now.Add(o.Delay)), StartReason: "start"}
 	if raw == nil {
 		row.liveInput = args
 	}

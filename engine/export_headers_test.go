@@ -20,3 +20,7 @@ func OutboundCallsForTest(run Headers, ics []Interceptor, out []Headers) error {
 	}
 	return nil
 }
+
+// MarshalHeadersForTest is marshalHeaders, the encoding of the headers
+// column.
+func MarshalHeadersForTest(h Headers) []byte { return marshalHeaders(h) }

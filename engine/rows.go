@@ -178,7 +178,7 @@ func headersJSON(h Headers) []byte {
 	if len(h) == 0 {
 		return nil
 	}
-	return mustJSON(h)
+	return marshalHeaders(h)
 }
 
 // nullJSON is a JSON column parameter: NULL for none, else text (with
