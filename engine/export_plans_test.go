@@ -173,10 +173,10 @@ func relationFetches(ctx context.Context, tx *sql.Tx, schema string) (map[string
 	return out, rows.Err()
 }
 
-// queryLines runs q, whose rows are one text column, and returns them one
-// a line.
-func queryLines(ctx context.Context, tx *sql.Tx, q string) (string, error) {
-	rows, err := tx.QueryContext(ctx, q)
+// queryLines runs q with args, whose rows are one text column, and
+// returns them one a line.
+func queryLines(ctx context.Context, tx *sql.Tx, q string, args ...any) (string, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return "", err
 	}
@@ -190,4 +190,18 @@ func queryLines(ctx context.Context, tx *sql.Tx, q string) (string, error) {
 		b.WriteString(line + "\n")
 	}
 	return b.String(), rows.Err()
+}
+
+// CancelChildrenPlanForTest returns the plan (EXPLAIN ANALYZE, in a
+// transaction rolled back) of the statement that requests cancellation of
+// the open children of parentRunIDs, sent as a commit sends it: unprepared,
+// so planned for these IDs.
+func CancelChildrenPlanForTest(ctx context.Context, e *Engine, parentRunIDs []string) (string, error) {
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback() //nolint:errcheck // nothing of it is kept
+	return queryLines(ctx, tx, `EXPLAIN (ANALYZE, COSTS OFF) `+e.store.cancelChildrenSQL(),
+		pq.Array(parentRunIDs), "parent closed", e.cfg.Clock.Now())
 }
