@@ -215,7 +215,11 @@ func newOpsShowCmd(cli *cliOpts) *cobra.Command {
 					for _, s := range *o.Signals {
 						names = append(names, s.Name)
 					}
-					row("Signals", strings.Join(names, ", "))
+					list := strings.Join(names, ", ")
+					if o.KindRegistered != nil && !*o.KindRegistered {
+						list += " (this server does not register " + o.Kind + "; send its own signals from a server that does)"
+					}
+					row("Signals", list)
 				}
 				if o.Legacy != nil {
 					b, _ := json.Marshal(*o.Legacy)

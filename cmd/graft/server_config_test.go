@@ -82,6 +82,12 @@ intake:
 	require.NotNil(t, op.Legacy)
 	require.Equal(t, api.LegacyRow{"id": json.Number("1"), "kind": "renew", "domain": "a.info", "status": "queued"}, *op.Legacy)
 	require.Equal(t, "info", *op.Key)
+	// graft server registers none of the workflows: it says so, and offers
+	// only cancel's operator signal.
+	require.NotNil(t, op.KindRegistered)
+	require.False(t, *op.KindRegistered)
+	require.Len(t, *op.Signals, 1)
+	require.Equal(t, "graft.cancel.operator", (*op.Signals)[0].Name)
 
 	// An admin previews a flag change over the source's pending rows.
 	out, err = run(t, "tokens", "create", "--direct", "--schema", schema, "--name", "boss", "--role", "admin", "-o", "json")
@@ -109,6 +115,7 @@ intake:
 	// reads it exactly.
 	out, err = cli("ops", "show", "9007199254740993")
 	require.NoError(t, err)
+	require.Regexp(t, `(?m)^Signals:\s+graft.cancel.operator \(this server does not register renewal; send its own signals from a server that does\)$`, out)
 	require.Regexp(t, `(?m)^Legacy row:\s+\{.*"id":9007199254740993[,}]`, out)
 	out, err = cli("flags", "set", "renew", "--version", "1", "--default-percent", "5", "--reason", "a little .com")
 	require.NoError(t, err)

@@ -643,10 +643,17 @@ type Operation struct {
 	Id        string     `json:"id"`
 
 	// Input The workflow input as JSON.
-	Input     *json.RawMessage `json:"input,omitempty"`
-	Key       *string          `json:"key,omitempty"`
-	Kind      string           `json:"kind"`
-	LastError *ErrorInfo       `json:"last_error,omitempty"`
+	Input *json.RawMessage `json:"input,omitempty"`
+	Key   *string          `json:"key,omitempty"`
+	Kind  string           `json:"kind"`
+
+	// KindRegistered Whether this server registers the operation's workflow type. When
+	// it does not (graft server, which holds none of your workflow code),
+	// signals lists only cancel's operator signal: the kind's own signals
+	// cannot be checked here, and are sent from a server that registers
+	// the kind (your worker binary serving this API).
+	KindRegistered *bool      `json:"kind_registered,omitempty"`
+	LastError      *ErrorInfo `json:"last_error,omitempty"`
 
 	// Legacy The legacy row as the source's mapping sees it (PostgreSQL's to_jsonb of
 	// the row); absent when no source is configured. Numbers are written
@@ -675,7 +682,9 @@ type Operation struct {
 	// Runs Runs of this operation (relaunches and continue-as-new add runs).
 	Runs int `json:"runs"`
 
-	// Signals The signals the operation's kind declares.
+	// Signals The signals an operator may send it: those its kind declares, when
+	// this server registers the kind (see kind_registered), and cancel's
+	// operator signal (graft.cancel.operator).
 	Signals     *[]SignalDecl `json:"signals,omitempty"`
 	StartReason *string       `json:"start_reason,omitempty"`
 

@@ -60,6 +60,8 @@ func (s *Server) operation(ctx context.Context, p Principal, id string) (*Operat
 	if sigs := s.signalDecls(r.WorkflowType); len(sigs) > 0 {
 		op.Signals = &sigs
 	}
+	_, registered := s.cfg.Engine.WorkflowSignals(r.WorkflowType)
+	op.KindRegistered = &registered
 	if s.cfg.Legacy != nil {
 		row, ok, err := s.cfg.Legacy.Row(ctx, r.WorkflowID)
 		if err != nil {

@@ -113,6 +113,7 @@ func TestActionsEndToEnd(t *testing.T) {
 	require.JSONEq(t, `{"item":"1"}`, string(*got.JSON200.Input))
 	require.NotNil(t, got.JSON200.Signals)
 	require.Equal(t, "confirm", (*got.JSON200.Signals)[0].Name)
+	require.True(t, *got.JSON200.KindRegistered)
 	require.Equal(t, "boolean", (*(*got.JSON200.Signals)[0].Schema)["properties"].(map[string]any)["approved"].(map[string]any)["type"])
 
 	dry, err := op.RelaunchOperationWithResponse(ctx, "f1", api.RelaunchRequest{Reason: "card updated", DryRun: ptr(true)})

@@ -162,6 +162,10 @@ func TestEveryTemplateRenders(t *testing.T) {
 		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "Live": true, "Poll": "every 5s"},
 			[]string{"Preview cancellation", "Send signal", "confirm"}},
 		{"operation", "layout", map[string]any{"ID": "nope", "Error": "operation not found"}, []string{"operation not found"}},
+		// graft server registers none of the workflows: the signal box says
+		// why it offers only cancel's operator signal.
+		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "KindUnregistered": true},
+			[]string{`id="signal-note"`, "This server does not register the workflow <code>renewal</code>"}},
 		// A relaunch from a signal receives it again: the preview says so,
 		// and does not count it among the steps that run again.
 		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": false, "RelaunchFrom": "confirm", "RelaunchReason": "card updated",
