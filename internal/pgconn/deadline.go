@@ -18,17 +18,38 @@ import (
 // within CancelGrace). The context still ends at its deadline, for
 // database/sql: a statement that waits for one of the pool's connections
 // (every one held by statements to a stalled server) stops waiting then.
+// Once a call under it reached a connection, its Done is nil: the
+// connection keeps the deadline from then on, and database/sql would
+// otherwise start a goroutine to watch each query's Rows, as costly as
+// lib/pq's.
 
 // deadlineKey is the context key of a WithDeadline deadline.
 type deadlineKey struct{}
 
-// deadlineCtx carries a deadline the connection keeps. Its Done, Err and
-// Deadline are the context.WithDeadline's it wraps.
+// deadlineCtx carries a deadline the connection keeps. Its Err and
+// Deadline are the context.WithDeadline's it wraps; so is Done until a
+// call reached a connection (sent), nil after.
 type deadlineCtx struct {
 	context.Context
 	at time.Time
 	// sent: a call under the context reached a connection (see Unsent).
 	sent atomic.Bool
+}
+
+// Done is the deadline's channel while a call under the context may still
+// wait for one of the pool's connections, and nil once one reached a
+// connection: database/sql then starts no goroutine to watch the query's
+// Rows, nor ties a transaction begun under it to its end; the connection
+// ends the call at the deadline (see WithDeadline). database/sql reads
+// Done before it waits for a connection and again after the driver's
+// call, so a context's first call has its wait bounded; a later call
+// under the same context waits for a connection as under one without
+// an end.
+func (c *deadlineCtx) Done() <-chan struct{} {
+	if c.sent.Load() {
+		return nil
+	}
+	return c.Context.Done()
 }
 
 // Value gives the context itself for deadlineKey (see deadlineOf): a
@@ -63,8 +84,9 @@ func Unsent(ctx context.Context) bool {
 // connection error). lib/pq is not given the context's end to watch, so a
 // statement costs no goroutine of lib/pq's; database/sql does see it, so a
 // wait for one of the pool's connections ends at t with the context's
-// error, and Rows (outside a transaction, a goroutine each) and
-// transactions are closed when it ends. On a pool opened without a
+// error. After that, the connection alone ends what was sent (see Done):
+// database/sql neither watches the Rows of a query nor rolls back a
+// transaction begun under it when it ends. On a pool opened without a
 // Connector (see Guards), it is a context.WithDeadline.
 func WithDeadline(parent context.Context, t time.Time) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithDeadline(parent, t)

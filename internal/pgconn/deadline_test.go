@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,16 +75,16 @@ func TestWithDeadlineCancelsTheStatement(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, tx.QueryRowContext(ctx, `SELECT 1`).Scan(&v))
 	require.NoError(t, tx.Commit())
-	// A transaction still open at its deadline is rolled back by
-	// database/sql once the statement in flight returns; the ROLLBACK,
-	// past the deadline, still has CancelGrace.
+	// A transaction still open at its deadline is the connection's to end,
+	// not database/sql's (the context has no end to watch once BEGIN was
+	// sent); the ROLLBACK, past the deadline, still has CancelGrace.
 	ctx, cancel = pgconn.WithDeadline(context.Background(), time.Now().Add(300*time.Millisecond))
 	defer cancel()
 	tx, err = db.BeginTx(ctx, nil)
 	require.NoError(t, err)
 	_, err = tx.Exec(`SELECT pg_sleep(1)`) // no deadline of its own
 	require.NoError(t, err)
-	require.ErrorIs(t, tx.Rollback(), sql.ErrTxDone)
+	require.NoError(t, tx.Rollback(), "past the transaction's deadline, ROLLBACK still has CancelGrace")
 	require.NoError(t, db.QueryRow(`SELECT pg_backend_pid()`).Scan(&pid2))
 	require.Equal(t, pid, pid2)
 }
@@ -116,4 +118,38 @@ func TestWithDeadlineEndsTheWaitForAConnection(t *testing.T) {
 	defer cancel()
 	_, err = db.ExecContext(ctx, `SELECT 1`)
 	require.NoError(t, err)
+}
+
+// Rows under WithDeadline outside a transaction cost database/sql no
+// goroutine: once the query reached a connection, which keeps the
+// deadline, the context has no end left to watch (at one commit at a
+// time, that goroutine's start and wake cost more CPU than the rest of
+// the call). Not parallel: it counts the process's goroutines.
+func TestWithDeadlineRowsStartNoWatcher(t *testing.T) {
+	db := openOne(t)
+	st, err := db.Prepare(`SELECT $1::int + 1`)
+	require.NoError(t, err)
+	defer st.Close()
+	watchers := func() int {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "database/sql.(*Rows).awaitDone")
+	}
+	before := watchers()
+	ctx, cancel := pgconn.WithDeadline(context.Background(), time.Now().Add(5*time.Second))
+	defer cancel()
+	rows, err := st.QueryContext(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, before, watchers(), "a goroutine watches the Rows of a statement under WithDeadline")
+	require.True(t, rows.Next())
+	var v int
+	require.NoError(t, rows.Scan(&v))
+	require.Equal(t, 2, v)
+	require.NoError(t, rows.Close())
+
+	ctx2, cancel2 := pgconn.WithDeadline(context.Background(), time.Now().Add(5*time.Second))
+	defer cancel2()
+	rows, err = db.QueryContext(ctx2, `SELECT 1`)
+	require.NoError(t, err)
+	require.Equal(t, before, watchers(), "a goroutine watches the Rows of a query under WithDeadline")
+	require.NoError(t, rows.Close())
 }
