@@ -25,13 +25,5 @@
 // so a peer that vanished is noticed within about half a minute even with
 // no query in flight.
 //
-// On Linux a connection's socket is read and written with raw system calls,
-// and a write is kept until the connection next reads (or closes): lib/pq
-// writes a request and then reads its answer, and the request sent from
-// inside that read's wait saves the read that would find nothing yet, one
-// system call a round trip. A write while a read waits, or past 32 KiB
-// kept, is sent at once; a write's failure is then reported by the read
-// that sends it, as a failure after the request may have gone out.
-//
 // It imports nothing of graft's.
 package pgconn

@@ -258,7 +258,6 @@ func (g *guardedConn) cancelStatement() {
 
 func (g *guardedConn) Close() error {
 	g.closed.Store(true)
-	g.flushPending()
 	return g.Conn.Close()
 }
 

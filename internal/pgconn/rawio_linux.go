@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync"
 	"syscall"
 	"unsafe"
 
@@ -33,23 +32,7 @@ type rawIO struct {
 	rb, wb       []byte
 	rn, wn       int
 	rerrn, werrn syscall.Errno
-
-	// Deferred writes: a write is kept (pend) and sent by the next read,
-	// from inside the read's wait (see sockRead), or by Close.
-	mu      sync.Mutex
-	pend    []byte
-	reading bool // a read is under way
-	// flushing: the read under way sends pend first (mu held until it
-	// has); left: it sent part of it and the rest waits for the socket.
-	flushing, left bool
-	// direct: a write came while a read was under way (lib/pq's COPY reads
-	// and writes at once): writes go out at once from then on.
-	direct bool
 }
-
-// deferMax bounds the bytes a connection keeps unsent; a write past it
-// goes out at once.
-const deferMax = 32 << 10
 
 // rawSocket is the raw I/O of c when c is a plain socket, or nil.
 func rawSocket(c net.Conn) *rawIO {
@@ -68,20 +51,6 @@ func rawSocket(c net.Conn) *rawIO {
 }
 
 func (r *rawIO) read(fd uintptr) bool {
-	if r.flushing {
-		// The request goes out after the poller's readiness was reset
-		// for this read, so its answer, which can only come after it,
-		// wakes the wait: no read is tried before (it would find nothing).
-		r.flushing = false
-		r.wb, r.wn, r.werrn = r.pend, 0, 0
-		if !r.write(fd) || r.werrn != 0 {
-			r.left = true // the rest is written out of the read, mu held
-			return true
-		}
-		r.wb, r.pend = nil, r.pend[:0]
-		r.mu.Unlock()
-		return false
-	}
 	for {
 		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rb[0])), uintptr(len(r.rb)))
 		switch e {
@@ -116,45 +85,13 @@ func (r *rawIO) write(fd uintptr) bool {
 	return true
 }
 
-// sockRead reads into b, sending first what was written since the last
-// read. lib/pq writes a request and then reads its answer: the read that
-// follows a write at once finds nothing (EAGAIN) before it waits on the
-// poller. Sent from inside the read, after the poller's readiness was
-// reset, the request's answer is waited for without that read, one
-// system call less a round trip.
 func (g *guardedConn) sockRead(b []byte) (int, error) {
 	r := g.raw
 	if r == nil || len(b) == 0 {
 		return g.Conn.Read(b)
 	}
-	r.mu.Lock()
-	r.reading = true
-	r.flushing = len(r.pend) > 0
-	if !r.flushing {
-		r.mu.Unlock()
-	}
-	defer func() {
-		r.mu.Lock()
-		r.reading = false
-		r.mu.Unlock()
-	}()
 	r.rb, r.rn, r.rerrn = b, 0, 0
 	err := r.rc.Read(r.readFn)
-	if r.flushing || r.left {
-		// The read ended before the pending request was sent (the
-		// socket is closed), or sent part of it: what is left is sent
-		// as a write is, then the read starts again.
-		r.flushing = false
-		if r.left && err == nil {
-			err = r.finishSend(g)
-		}
-		r.left, r.wb, r.pend = false, nil, r.pend[:0]
-		r.mu.Unlock()
-		if err == nil {
-			r.rn, r.rerrn = 0, 0
-			err = r.rc.Read(r.readFn)
-		}
-	}
 	n, errn := r.rn, r.rerrn
 	r.rb = nil
 	switch {
@@ -168,47 +105,10 @@ func (g *guardedConn) sockRead(b []byte) (int, error) {
 	return n, nil
 }
 
-// finishSend sends the rest of r.wb (r.wn of it sent) as a write does.
-func (r *rawIO) finishSend(g *guardedConn) error {
-	if r.werrn == 0 {
-		if err := r.rc.Write(r.writeFn); err != nil {
-			return err
-		}
-	}
-	if r.werrn != 0 {
-		return g.opError("write", os.NewSyscallError("write", r.werrn))
-	}
-	return nil
-}
-
-// sockWrite keeps b for the next read to send (sockRead), unless a read
-// is under way, the connection is closed or too much is kept already:
-// then what is kept and b are sent at once.
 func (g *guardedConn) sockWrite(b []byte) (int, error) {
 	r := g.raw
 	if r == nil || len(b) == 0 {
 		return g.Conn.Write(b)
-	}
-	r.mu.Lock()
-	if r.reading {
-		r.direct = true
-	}
-	if !r.direct && len(r.pend)+len(b) <= deferMax && !g.closed.Load() {
-		r.pend = append(r.pend, b...)
-		r.mu.Unlock()
-		return len(b), nil
-	}
-	if len(r.pend) > 0 {
-		// No read is under way (it would have taken pend): send it first.
-		defer r.mu.Unlock()
-		r.wb, r.wn, r.werrn = r.pend, 0, 0
-		err := r.finishSend(g)
-		r.wb, r.pend = nil, r.pend[:0]
-		if err != nil {
-			return 0, err
-		}
-	} else {
-		r.mu.Unlock()
 	}
 	r.wb, r.wn, r.werrn = b, 0, 0
 	err := r.rc.Write(r.writeFn)
@@ -221,24 +121,6 @@ func (g *guardedConn) sockWrite(b []byte) (int, error) {
 		return n, g.opError("write", os.NewSyscallError("write", errn))
 	}
 	return n, nil
-}
-
-// flushPending sends what is kept unsent, before the socket is closed
-// (lib/pq's Terminate message), once and without waiting: a close must not
-// wait on the peer, nor on a read that is sending.
-func (g *guardedConn) flushPending() {
-	r := g.raw
-	if r == nil || !r.mu.TryLock() {
-		return
-	}
-	defer r.mu.Unlock()
-	if len(r.pend) == 0 {
-		return
-	}
-	_ = r.rc.Control(func(fd uintptr) {
-		_, _, _ = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&r.pend[0])), uintptr(len(r.pend)), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT, 0, 0)
-	})
-	r.pend = r.pend[:0]
 }
 
 // opError wraps err as net.Conn's own reads and writes do.

@@ -11,4 +11,3 @@ func rawSocket(net.Conn) *rawIO { return nil }
 
 func (g *guardedConn) sockRead(b []byte) (int, error)  { return g.Conn.Read(b) }
 func (g *guardedConn) sockWrite(b []byte) (int, error) { return g.Conn.Write(b) }
-func (g *guardedConn) flushPending()                   {}
