@@ -537,7 +537,7 @@ func (in *Intake) start(ctx context.Context, tx *sql.Tx, snap *Snapshot, rows []
 		return nil, nil, fmt.Errorf("tasks: record claims: %w", err)
 	}
 	if n, _ := res.RowsAffected(); int(n) != len(ids) {
-		return nil, nil, fmt.Errorf("%s%d of %d rows show Status.Pending %q again once their workflows started (does a sync mirror map StatePending to %q? give it another value); rolled back",
+		return nil, nil, fmt.Errorf("%s%d of %d rows show status.pending %q again once their workflows started (does a sync mirror map StatePending to %q? give it another value); rolled back",
 			in.src.prefix(), len(ids)-int(n), len(ids), in.src.Status.Pending, in.src.Status.Pending)
 	}
 	return started, failed, nil

@@ -90,7 +90,7 @@ func TestIntakeRefusesAMirrorThatWritesPendingBack(t *testing.T) {
 	v.insert(t, 5, "renew", "info")
 	v.setFlag(t, tasks.Flag{Kind: "renew", DefaultPercent: 100})
 	_, err = in.ClaimBatch(ctx)
-	require.ErrorContains(t, err, `show Status.Pending "pending" again`)
+	require.ErrorContains(t, err, `show status.pending "pending" again`)
 	require.ErrorContains(t, err, "StatePending")
 	s := pq.QuoteIdentifier(schema)
 	require.Zero(t, v.count(t, `SELECT count(*) FROM `+s+`.runs`))
