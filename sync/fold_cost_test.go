@@ -138,6 +138,7 @@ CREATE INDEX ON ` + schema + `.operations (status)`)
 	sort.Float64s(idle)
 	fmt.Printf("fold cost: an empty round %.0f us\n", idle[len(idle)/2])
 	var per []float64
+	var call *sql.Stmt
 	for r := range rounds + 4 {
 		evs, written := events(r)
 		fold, ok := mr.FoldCheckpoint(ctx, evs)
@@ -152,10 +153,17 @@ CREATE INDEX ON ` + schema + `.operations (status)`)
 				SET auto_explain.log_buffers = on; SET auto_explain.log_nested_statements = on; SET client_min_messages = log`)
 			require.NoError(t, err)
 		}
+		// Prepared once, as the engine's statements are: the round then
+		// costs no parse and plan of the call.
+		if call == nil {
+			call, err = cn.PrepareContext(ctx, `SELECT * FROM `+fold.Func+`(`+strings.Join(ph, ", ")+`)`)
+			require.NoError(t, err)
+			defer call.Close()
+		}
 		c0 := cpu()
 		tx, err := cn.BeginTx(ctx, nil)
 		require.NoError(t, err)
-		rows, err := tx.QueryContext(ctx, `SELECT * FROM `+fold.Func+`(`+strings.Join(ph, ", ")+`)`, args...)
+		rows, err := tx.StmtContext(ctx, call).QueryContext(ctx, args...)
 		require.NoError(t, err)
 		var got []engine.CheckpointFoldRow
 		for rows.Next() {
