@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // A batch of rows travels to PostgreSQL as one array parameter per column,
@@ -23,10 +24,17 @@ type unnestCol[R any] struct {
 	name, typ string
 	put       func(a *pgArray, r R)
 	val       func(r R) any
+	// time, set for a timestamptz column, is its value, which a VALUES
+	// list's parameter gets as text (see unnestBatch.argsAs).
+	time func(r R) sql.NullTime
+	// str, set for a text column, is its value (false: NULL), which a
+	// VALUES list's parameter gets as bytes (see unnestBatch.argsAs).
+	str func(r R) (string, bool)
 }
 
 func textCol[R any](name string, get func(R) string) unnestCol[R] {
-	return unnestCol[R]{name, "text", func(a *pgArray, r R) { a.str(get(r)) }, func(r R) any { return get(r) }}
+	return unnestCol[R]{name, "text", func(a *pgArray, r R) { a.str(get(r)) }, func(r R) any { return get(r) }, nil,
+		func(r R) (string, bool) { return get(r), true }}
 }
 
 // optTextCol sends the empty string as NULL.
@@ -36,6 +44,9 @@ func optTextCol[R any](name string, get func(R) string) unnestCol[R] {
 			return s
 		}
 		return nil
+	}, nil, func(r R) (string, bool) {
+		s := get(r)
+		return s, s != ""
 	}}
 }
 
@@ -45,23 +56,26 @@ func nullTextCol[R any](name string, get func(R) sql.NullString) unnestCol[R] {
 			return s.String
 		}
 		return nil
+	}, nil, func(r R) (string, bool) {
+		s := get(r)
+		return s.String, s.Valid
 	}}
 }
 
 func intCol[R any](name string, get func(R) int) unnestCol[R] {
-	return unnestCol[R]{name, "int", func(a *pgArray, r R) { a.int(int64(get(r))) }, func(r R) any { return int64(get(r)) }}
+	return unnestCol[R]{name, "int", func(a *pgArray, r R) { a.int(int64(get(r))) }, func(r R) any { return int64(get(r)) }, nil, nil}
 }
 
 func bigintCol[R any](name string, get func(R) int64) unnestCol[R] {
-	return unnestCol[R]{name, "bigint", func(a *pgArray, r R) { a.int(get(r)) }, func(r R) any { return get(r) }}
+	return unnestCol[R]{name, "bigint", func(a *pgArray, r R) { a.int(get(r)) }, func(r R) any { return get(r) }, nil, nil}
 }
 
 func nullIntCol[R any](name string, get func(R) sql.NullInt64) unnestCol[R] {
-	return unnestCol[R]{name, "int", func(a *pgArray, r R) { a.nullInt(get(r)) }, nullIntVal(get)}
+	return unnestCol[R]{name, "int", func(a *pgArray, r R) { a.nullInt(get(r)) }, nullIntVal(get), nil, nil}
 }
 
 func nullBigintCol[R any](name string, get func(R) sql.NullInt64) unnestCol[R] {
-	return unnestCol[R]{name, "bigint", func(a *pgArray, r R) { a.nullInt(get(r)) }, nullIntVal(get)}
+	return unnestCol[R]{name, "bigint", func(a *pgArray, r R) { a.nullInt(get(r)) }, nullIntVal(get), nil, nil}
 }
 
 func nullIntVal[R any](get func(R) sql.NullInt64) func(R) any {
@@ -81,7 +95,7 @@ func byteaCol[R any](name string, get func(R) []byte) unnestCol[R] {
 			return b
 		}
 		return nil
-	}}
+	}, nil, nil}
 }
 
 // jsonbCol sends JSON held in bytes (nil is NULL), as text: with
@@ -92,7 +106,7 @@ func jsonbCol[R any](name string, get func(R) []byte) unnestCol[R] {
 			return string(b)
 		}
 		return nil
-	}}
+	}, nil, nil}
 }
 
 func boolCol[R any](name string, get func(R) bool) unnestCol[R] {
@@ -102,7 +116,7 @@ func boolCol[R any](name string, get func(R) bool) unnestCol[R] {
 		} else {
 			a.str("f")
 		}
-	}, func(r R) any { return get(r) }}
+	}, func(r R) any { return get(r) }, nil, nil}
 }
 
 func timeCol[R any](name string, get func(R) sql.NullTime) unnestCol[R] {
@@ -111,7 +125,7 @@ func timeCol[R any](name string, get func(R) sql.NullTime) unnestCol[R] {
 			return t.Time
 		}
 		return nil
-	}}
+	}, get, nil}
 }
 
 // unnestCols is the declared column list of one kind of batch, R being
@@ -252,12 +266,76 @@ func (b *unnestBatch[R]) argsAs(args []any, rows int) []any {
 	if rows == 0 {
 		return b.args(args)
 	}
+	// A text cell goes as a slice of one buffer of the list's text cells
+	// (a non-empty one: an empty string costs nothing): lib/pq copies a
+	// string argument into bytes of its own before sending it, and sends
+	// bytes as they are; with binary_parameters, as the binary form of
+	// text, which is its text (text's receive function reads it as its
+	// input function does, with the same encoding check), and without it,
+	// as text. A time is sent as the text pgArray.time writes into an array
+	// (RFC 3339 in UTC, to the nanosecond), not as a time.Time: lib/pq
+	// formats those through time.Format's layout, with the zone's offset,
+	// and copies the result twice; PostgreSQL reads both as the same
+	// instant. The list's times are written into one buffer, each argument
+	// a slice of the one string it becomes. A year outside 1-9999, which
+	// RFC 3339 cannot write, goes to lib/pq as a time.Time (it writes BC
+	// years as PostgreSQL reads them).
+	var room [256]byte
+	times := room[:0]
+	type cell struct {
+		arg, start, end int
+		s               string
+	}
+	var cells [24]cell
+	timeCells, textCells := cells[:0:8], cells[8:8]
+	textLen := 0
 	for _, r := range b.rows {
 		for i := range b.cols {
-			args = append(args, b.cols[i].val(r))
+			c := &b.cols[i]
+			switch {
+			case c.str != nil:
+				if s, ok := c.str(r); ok && s != "" {
+					textCells = append(textCells, cell{arg: len(args), s: s})
+					textLen += len(s)
+					args = append(args, nil)
+					continue
+				}
+			case c.time != nil:
+				if t := c.time(r); t.Valid {
+					if u := t.Time.UTC(); rfc3339Year(u) {
+						start := len(times)
+						times = u.AppendFormat(times, time.RFC3339Nano)
+						timeCells = append(timeCells, cell{arg: len(args), start: start, end: len(times)})
+						args = append(args, nil)
+						continue
+					}
+				}
+			}
+			args = append(args, c.val(r))
+		}
+	}
+	if len(timeCells) > 0 {
+		s := string(times)
+		for _, c := range timeCells {
+			args[c.arg] = s[c.start:c.end]
+		}
+	}
+	if len(textCells) > 0 {
+		text := make([]byte, 0, textLen)
+		for _, c := range textCells {
+			start := len(text)
+			text = append(text, c.s...)
+			args[c.arg] = text[start:len(text):len(text)]
 		}
 	}
 	return args
+}
+
+// rfc3339Year reports whether RFC 3339 can write t's year (1-9999; year 0
+// is 1 BC to PostgreSQL).
+func rfc3339Year(t time.Time) bool {
+	y := t.Year()
+	return y >= 1 && y <= 9999
 }
 
 // A column of a batch without rows is sent as NULL, which unnest reads as

@@ -45,8 +45,8 @@ func TestCommitArgumentsAllocateLittle(t *testing.T) {
 		args = finishArgs(args, batch, idx, 1)
 	})
 	require.Len(t, args, 2*len(stepCols)+len(finishCols))
-	require.Equal(t, "run-1", args[0])
-	require.Equal(t, "completed", args[2*len(stepCols)+2])
+	require.Equal(t, []byte("run-1"), args[0])
+	require.Equal(t, []byte("completed"), args[2*len(stepCols)+2])
 	require.LessOrEqual(t, allocs, float64(1+len(stepCols)+len(finishCols)+6), "allocations to build a commit's arguments as VALUES lists")
 }
 

@@ -2,12 +2,15 @@ package engine
 
 import (
 	"database/sql"
+	"net/url"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/graftdev/graft/internal/devenv"
 )
 
 // TestUnnestClauseFollowsItsColumns pins the unnest clause a column list
@@ -29,7 +32,8 @@ func TestUnnestClauseFollowsItsColumns(t *testing.T) {
 	require.Equal(t, cols.sql(2, "v"), cols.from(2, "v", 0))
 	require.Equal(t, 4, cols.params(2))
 	require.Equal(t, 2, cols.params(0))
-	require.Equal(t, []any{"x", `a"b`, int64(1), "c", int64(2)}, b.argsAs([]any{"x"}, 2))
+	// Text cells as bytes (see argsAs).
+	require.Equal(t, []any{"x", []byte(`a"b`), int64(1), []byte("c"), int64(2)}, b.argsAs([]any{"x"}, 2))
 }
 
 // The unnest clause gives back a batch's rows in order, each row's cells
@@ -88,21 +92,125 @@ func TestValuesCellsSendNull(t *testing.T) {
 		}
 		panic(name)
 	}
-	require.Equal(t, "r", cell("run_id"))
+	require.Equal(t, []byte("r"), cell("run_id"))
 	require.Equal(t, int64(1), cell("seq"))
 	require.Equal(t, []byte(`{}`), cell("input"))
 	require.Nil(t, cell("output"))
 	require.Nil(t, cell("error"))
-	require.Equal(t, now, cell("started_at"))
+	require.Equal(t, "2026-12-06T06:00:00Z", cell("started_at")) // as text: TestValuesTimesAreTheInstant
 	require.Nil(t, cell("completed_at"))
 	require.Equal(t, int64(7), cell("signal_id"))
 	require.Nil(t, cell("child_workflow_id"))
-	require.Equal(t, "w", cell("owner"))
+	require.Equal(t, []byte("w"), cell("owner"))
 	require.Equal(t, int64(2), cell("token"))
 	require.Nil(t, cell("attempt_log"))
 	fin := &writeOp{runID: "r", owner: "w", token: 2, fin: &finishSpec{status: StatusWaiting, errJSON: []byte(`{"m":1}`)}}
 	fargs := finishArgs(nil, []*writeOp{fin}, []int{0}, 1)
-	require.Equal(t, []any{"r", "w", "waiting", nil, `{"m":1}`, nil, int64(0), int64(2), false}, fargs)
+	require.Equal(t, []any{[]byte("r"), []byte("w"), []byte("waiting"), nil, `{"m":1}`, nil, int64(0), int64(2), false}, fargs)
+}
+
+// TestValuesTimesAreTheInstant pins that a time sent in a VALUES list's
+// cell, as RFC 3339 text in UTC (or as a time.Time for a year RFC 3339
+// cannot write), is the instant PostgreSQL reads from the time.Time lib/pq
+// formats itself, rounded to the microsecond alike: in any zone (one with
+// an offset in seconds too), to the nanosecond, at the ends of the years
+// RFC 3339 writes and past them.
+func TestValuesTimesAreTheInstant(t *testing.T) {
+	t.Parallel()
+	db := testDB(t)
+	lmt := time.FixedZone("LMT", 7*3600+13*60+7)
+	west := time.FixedZone("W", -(9*3600 + 30*60))
+	times := []time.Time{
+		time.Date(2026, 12, 6, 6, 0, 0, 0, time.UTC),
+		time.Date(2026, 12, 6, 6, 0, 0, 123456789, time.UTC),
+		time.Date(2026, 12, 6, 6, 0, 0, 500, time.UTC),
+		time.Date(2026, 12, 6, 6, 0, 0, 1500, time.UTC),
+		time.Date(2026, 12, 6, 6, 0, 0, 999999500, time.UTC),
+		time.Date(1887, 3, 1, 0, 0, 0, 7, lmt),
+		time.Date(2026, 12, 31, 23, 59, 59, 999999999, west),
+		time.Now(),
+		time.Now().In(west),
+		time.Date(1, 1, 1, 0, 0, 0, 1000, time.UTC), // (the zero time is NULL)
+		time.Date(9999, 12, 31, 23, 59, 59, 999999, time.UTC),
+		time.Date(0, 6, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-44, 3, 15, 12, 0, 0, 0, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(1, 1, 1, 0, 0, 0, 0, lmt), // year 0 in UTC
+	}
+	for _, at := range times {
+		st := &stepRow{RunID: "r", Seq: 1, Kind: stepActivity, Name: "n", Status: stepStarted, StartedAt: nullTime(at)}
+		args := stepArgs(nil, []*stepRow{st}, []fence{{"w", 2}}, 1)
+		var cell any
+		for i, c := range stepCols {
+			if c.name == "started_at" {
+				cell = args[i]
+			}
+		}
+		if y := at.UTC().Year(); y >= 1 && y <= 9999 {
+			require.IsType(t, "", cell, "%v", at)
+		} else {
+			require.Equal(t, at, cell, "%v", at)
+		}
+		var same bool
+		var sent, want string
+		require.NoError(t, db.QueryRow(`SELECT $1::timestamptz = $2::timestamptz, $1::timestamptz::text, $2::timestamptz::text`, cell, at).Scan(&same, &sent, &want))
+		require.True(t, same, "%v: sent %s, lib/pq's %s", at, sent, want)
+	}
+}
+
+// TestValuesTextCellsReadBack pins that a VALUES list's text cells, sent as
+// bytes, read back as the strings they were, with and without lib/pq's
+// binary_parameters (bytes go as text's binary form with it, as text
+// without): quotes, backslashes, non-ASCII, an empty string, NULLs; and
+// that an invalid UTF-8 string is refused as it is when sent as a string.
+func TestValuesTextCellsReadBack(t *testing.T) {
+	t.Parallel()
+	type row struct{ a, b string }
+	cols := newUnnest(
+		textCol("a", func(r row) string { return r.a }),
+		optTextCol("b", func(r row) string { return r.b }),
+		nullTextCol("c", func(r row) sql.NullString { return sql.NullString{String: r.a + r.b, Valid: r.b != "x"} }),
+	)
+	q := `SELECT v.a, v.b, v.c FROM ` + cols.from(0, "v", 2)
+	u, err := url.Parse(devenv.DatabaseURL())
+	require.NoError(t, err)
+	vals := u.Query()
+	for _, binary := range []string{"yes", "no"} {
+		vals.Set("binary_parameters", binary)
+		u.RawQuery = vals.Encode()
+		db, err := sql.Open("postgres", u.String())
+		require.NoError(t, err)
+		defer db.Close()
+		read := func(rs ...row) ([]string, error) {
+			b := cols.batch(2)
+			for _, r := range rs {
+				b.add(r)
+			}
+			rows, err := db.Query(q, b.argsAs(nil, 2)...)
+			if err != nil {
+				return nil, err
+			}
+			defer rows.Close()
+			var got []string
+			for rows.Next() {
+				var a string
+				var b, c sql.NullString
+				require.NoError(t, rows.Scan(&a, &b, &c))
+				got = append(got, a+"|"+b.String+"|"+strconv.FormatBool(b.Valid)+"|"+c.String+"|"+strconv.FormatBool(c.Valid))
+			}
+			return got, rows.Err()
+		}
+		got, err := read(row{`a"b\c'd`, "é ☃ {x}"}, row{"", "x"})
+		require.NoError(t, err, binary)
+		require.Equal(t, []string{`a"b\c'd|é ☃ {x}|true|a"b\c'dé ☃ {x}|true`, "|x|true||false"}, got, binary)
+		got, err = read(row{"r", ""}, row{"s", ""})
+		require.NoError(t, err, binary)
+		require.Equal(t, []string{"r||false|r|true", "s||false|s|true"}, got, binary)
+		_, err = read(row{"ok", "\xff"}, row{"ok", "y"})
+		_, strErr := db.Exec(`SELECT $1::text`, "\xff")
+		require.Error(t, strErr, binary)
+		require.Error(t, err, binary)
+	}
 }
 
 // TestHotStatementsNumberTheirParameters checks that the statements built
