@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -27,13 +28,24 @@ import (
 type deadlineKey struct{}
 
 // deadlineCtx carries a deadline the connection keeps. Its Err and
-// Deadline are the context.WithDeadline's it wraps; so is Done until a
-// call reached a connection (sent), nil after.
+// Deadline are those of a context ending at the deadline; so is Done until
+// a call reached a connection (sent), nil after. Under a parent that never
+// ends (own), the context is its own: its Done channel is made only when
+// asked for, and the end of every such context still waiting for one of
+// the pool's connections is kept by one timer of the package (alarm), not
+// by one timer each; otherwise it wraps a context.WithDeadline.
 type deadlineCtx struct {
-	context.Context
-	at time.Time
+	context.Context // own: the parent; otherwise the context.WithDeadline
+	at              time.Time
 	// sent: a call under the context reached a connection (see Unsent).
 	sent atomic.Bool
+	own  bool
+	// mu guards done and err (own only).
+	mu   sync.Mutex
+	done chan struct{}
+	err  error
+	// waiting: in alarm.waiting (guarded by alarm.mu).
+	waiting bool
 }
 
 // Done is the deadline's channel while a call under the context may still
@@ -49,7 +61,136 @@ func (c *deadlineCtx) Done() <-chan struct{} {
 	if c.sent.Load() {
 		return nil
 	}
-	return c.Context.Done()
+	if !c.own {
+		return c.Context.Done()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.err != nil {
+			close(c.done)
+		} else {
+			alarm.add(c)
+		}
+	}
+	return c.done
+}
+
+func (c *deadlineCtx) Err() error {
+	if !c.own {
+		return c.Context.Err()
+	}
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
+	if err == nil && !time.Now().Before(c.at) {
+		// Past the deadline before the alarm ended it (or with no
+		// Done asked for, none will).
+		c.end(context.DeadlineExceeded)
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+func (c *deadlineCtx) Deadline() (time.Time, bool) {
+	if !c.own {
+		return c.Context.Deadline()
+	}
+	return c.at, true
+}
+
+// end ends an own context with err, unless it has ended.
+func (c *deadlineCtx) end(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+		if c.done != nil {
+			close(c.done)
+		}
+	}
+	c.mu.Unlock()
+	alarm.remove(c)
+}
+
+// markSent records that a call under the context reached a connection:
+// from then on Done is nil, and the alarm need not end it.
+func (c *deadlineCtx) markSent() {
+	c.sent.Store(true)
+	if c.own {
+		alarm.remove(c)
+	}
+}
+
+// alarm ends own deadline contexts whose Done was asked for while no call
+// under them had reached a connection, at their deadlines, with one timer.
+// At one commit at a time a context is added (database/sql asks for Done
+// before it takes a free connection) and removed at once (the call reaches
+// the connection); the timer, armed for the earliest deadline it was
+// given, is set again only when it fires or for an earlier deadline, about
+// once per deadline's length, instead of a timer made and stopped at every
+// statement.
+var alarm deadlineAlarm
+
+type deadlineAlarm struct {
+	mu      sync.Mutex
+	waiting map[*deadlineCtx]struct{}
+	timer   *time.Timer
+	at      time.Time // when timer fires; zero: not armed
+}
+
+func (a *deadlineAlarm) add(c *deadlineCtx) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.waiting == nil {
+		a.waiting = map[*deadlineCtx]struct{}{}
+	}
+	a.waiting[c], c.waiting = struct{}{}, true
+	a.armLocked(c.at)
+}
+
+func (a *deadlineAlarm) remove(c *deadlineCtx) {
+	a.mu.Lock()
+	if c.waiting {
+		delete(a.waiting, c)
+		c.waiting = false
+	}
+	a.mu.Unlock()
+}
+
+// armLocked makes the timer fire by at.
+func (a *deadlineAlarm) armLocked(at time.Time) {
+	if !a.at.IsZero() && !at.Before(a.at) {
+		return
+	}
+	a.at = at
+	if a.timer == nil {
+		a.timer = time.AfterFunc(time.Until(at), a.fire)
+	} else {
+		a.timer.Reset(time.Until(at))
+	}
+}
+
+// fire ends the waiting contexts whose deadline has come and sets the
+// timer for the next one.
+func (a *deadlineAlarm) fire() {
+	now := time.Now()
+	var due []*deadlineCtx
+	a.mu.Lock()
+	a.at = time.Time{}
+	for c := range a.waiting {
+		if now.Before(c.at) {
+			a.armLocked(c.at)
+			continue
+		}
+		delete(a.waiting, c)
+		c.waiting = false
+		due = append(due, c)
+	}
+	a.mu.Unlock()
+	for _, c := range due {
+		c.end(context.DeadlineExceeded)
+	}
 }
 
 // Value gives the context itself for deadlineKey (see deadlineOf): a
@@ -89,6 +230,12 @@ func Unsent(ctx context.Context) bool {
 // transaction begun under it when it ends. On a pool opened without a
 // Connector (see Guards), it is a context.WithDeadline.
 func WithDeadline(parent context.Context, t time.Time) (context.Context, context.CancelFunc) {
+	if parent.Done() == nil {
+		if pt, ok := parent.Deadline(); !ok || !pt.Before(t) {
+			c := &deadlineCtx{Context: parent, at: t, own: true}
+			return c, func() { c.end(context.Canceled) }
+		}
+	}
 	ctx, cancel := context.WithDeadline(parent, t)
 	at, _ := ctx.Deadline() // parent's, when that comes first
 	return &deadlineCtx{Context: ctx, at: at}, cancel
@@ -116,12 +263,12 @@ type conn struct {
 // wraps one keeps its own end, which lib/pq watches as usual.
 func (c *conn) arm(ctx context.Context) context.Context {
 	if d, ok := ctx.(*deadlineCtx); ok {
-		d.sent.Store(true)
+		d.markSent()
 		c.set(d.at)
 		return context.Background()
 	}
 	if d := deadlineOf(ctx); d != nil {
-		d.sent.Store(true)
+		d.markSent()
 		c.set(d.at)
 		return ctx
 	}
