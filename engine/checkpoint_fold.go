@@ -55,6 +55,14 @@ type CheckpointFold struct {
 	// Done, when set, receives the function's rows once the statement has
 	// committed, on the committer's goroutine: it must not block.
 	Done func(ctx context.Context, rows []CheckpointFoldRow)
+	// Unwritten, when set, is called before Done, on the same goroutine,
+	// when the statement did not write the records of some of the batch's
+	// events (their run's lease was lost, their start was refused), with
+	// those events' run IDs; a run may be named more than once. It is
+	// what the written runs the function receives tell, known in Go: a
+	// fold can leave out of its arguments the events it only needs to
+	// know the fate of.
+	Unwritten func(runIDs []string)
 }
 
 // CheckpointFoldRow is one row a CheckpointFold's function returned (NULL
@@ -98,10 +106,12 @@ func callFold(ctx context.Context, f CheckpointFolder, evs []*CheckpointEvent) (
 	return f.FoldCheckpoint(ctx, evs)
 }
 
-// foldDone hands each fold its rows (rows[i] for folds[i]).
-func (c *committer) foldDone(ctx context.Context, folds []*CheckpointFold, rows [][]CheckpointFoldRow) {
+// foldDone hands each fold the runs whose events the statement did not
+// record (unwritten, when there are any), then its rows (rows[i] for
+// folds[i]).
+func (c *committer) foldDone(ctx context.Context, folds []*CheckpointFold, rows [][]CheckpointFoldRow, unwritten []string) {
 	for i, f := range folds {
-		if f.Done == nil {
+		if f.Done == nil && (f.Unwritten == nil || len(unwritten) == 0) {
 			continue
 		}
 		func() {
@@ -111,9 +121,32 @@ func (c *committer) foldDone(ctx context.Context, folds []*CheckpointFold, rows 
 						"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 				}
 			}()
-			f.Done(ctx, rows[i])
+			if f.Unwritten != nil && len(unwritten) > 0 {
+				f.Unwritten(unwritten)
+			}
+			if f.Done != nil {
+				f.Done(ctx, rows[i])
+			}
 		}()
 	}
+}
+
+// unwrittenRuns returns the run IDs of the events of batch's ops whose
+// records the statement did not write (errs, see execSingle): an op
+// refused, or an op with events and nothing the statement writes (no
+// step record, transition or run insert: its run is in none of the
+// written CTEs); nil when there are none.
+func unwrittenRuns(batch []*writeOp, errs []error) []string {
+	var runs []string
+	for i, op := range batch {
+		if len(op.events) == 0 || (errs[i] == nil && (len(op.steps) > 0 || op.fin != nil || op.newRun != nil)) {
+			continue
+		}
+		for _, ev := range op.events {
+			runs = append(runs, ev.RunID)
+		}
+	}
+	return runs
 }
 
 // foldKind prefixes the kind column of a fold's rows in the statement's

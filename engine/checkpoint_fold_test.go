@@ -25,6 +25,8 @@ type foldLog struct {
 
 	mu   sync.Mutex
 	rows []engine.CheckpointFoldRow
+	// unwritten are the runs Unwritten named.
+	unwritten []string
 }
 
 func (f *foldLog) setup(t *testing.T, e *engine.Engine) {
@@ -58,6 +60,11 @@ func (f *foldLog) FoldCheckpoint(_ context.Context, evs []*engine.CheckpointEven
 		return nil, false
 	}
 	return &engine.CheckpointFold{Func: pq.QuoteIdentifier(f.schema) + ".fold_write", Args: f.args(evs),
+		Unwritten: func(runs []string) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.unwritten = append(f.unwritten, runs...)
+		},
 		Done: func(_ context.Context, rows []engine.CheckpointFoldRow) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
@@ -121,15 +128,22 @@ func TestCheckpointFoldJoinsTheCommitStatement(t *testing.T) {
 	f.mu.Lock()
 	require.NotEmpty(t, f.rows)
 	require.Equal(t, "n", f.rows[0].A)
+	require.Empty(t, f.unwritten, "every event so far was written")
 	f.mu.Unlock()
 
 	// A second start of an open workflow ID is refused: its event is not
-	// written.
+	// written, and Unwritten names its run (not the open one).
 	open, err := wf.Start(ctx, e.Client(), -1, &engine.StartOptions{ID: "open"})
 	require.NoError(t, err)
 	_, err = wf.Start(ctx, e.Client(), -1, &engine.StartOptions{ID: "open"})
 	require.ErrorIs(t, err, engine.ErrAlreadyStarted)
 	require.Equal(t, 1, f.count(t, e, "open", "fold", string(engine.CheckpointWorkflowStarted)))
+	info, err := open.Describe(ctx)
+	require.NoError(t, err)
+	f.mu.Lock()
+	require.Len(t, f.unwritten, 1)
+	require.NotEqual(t, info.RunID, f.unwritten[0])
+	f.mu.Unlock()
 
 	// The fold's function fails: Checkpoint writes the batches.
 	_, err = e.DB().Exec(`INSERT INTO ` + s + `.fold_fail VALUES (1)`)

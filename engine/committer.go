@@ -1140,7 +1140,9 @@ func (c *committer) execSingle(ctx context.Context, now time.Time, batch []*writ
 		}
 	}
 	if realTx == nil {
-		c.foldDone(ctx, folds, w.foldRows)
+		if len(folds) > 0 {
+			c.foldDone(ctx, folds, w.foldRows, unwrittenRuns(batch, errs))
+		}
 		return errs, nil
 	}
 	// The interceptors see the events of the ops the statement wrote.

@@ -107,8 +107,9 @@
 // every mapped column as the run's previous change left it (the same
 // status, step, attempts...) is not even looked up, provided this process
 // folded that previous change and saw it commit, and the run has written
-// nothing since (the change's first event follows it); the statement only
-// confirms that it wrote the run. A legacy write to the row in between
+// nothing since (the change's first event follows it); it is not sent to
+// the statement at all, and the engine tells whether the statement wrote
+// the run (CheckpointFold.Unwritten). A legacy write to the row in between
 // then shows until the run's next change that alters the row, which
 // judges the row as any change does.
 //

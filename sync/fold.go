@@ -64,7 +64,9 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 		return nil, true
 	}
 	// The changes to look up, then those that would change nothing (see
-	// recentRows), of which the function only confirms the runs.
+	// recentRows), which the function does not see: whether their runs
+	// were written, which is all recentRows needs of them, the engine
+	// tells (Unwritten).
 	order := cs
 	look := len(cs)
 	if mr.recent.max > 0 {
@@ -88,18 +90,23 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 			c.out, c.now = outPassed, c.State
 		}
 	}
-	args := mr.rowsArgs(true, order, look, true)
-	return &engine.CheckpointFold{Func: mr.sql.foldFn, Args: args, Done: func(ctx context.Context, rows []engine.CheckpointFoldRow) {
-		mr.foldDone(ctx, order, look, rows)
-	}}, true
+	args := mr.rowsArgs(true, order[:look], true)
+	var unwritten []string
+	return &engine.CheckpointFold{Func: mr.sql.foldFn, Args: args,
+		Unwritten: func(runs []string) { unwritten = runs },
+		Done: func(ctx context.Context, rows []engine.CheckpointFoldRow) {
+			mr.foldDone(ctx, order, look, rows, unwritten)
+		}}, true
 }
 
 // foldDone accounts for a folded write once it has committed: cs[:look]
 // were looked up, cs[look:] changed nothing.
-// The fold's rows (see rowsSQL) name only the exceptions: the changes of
-// runs the statement did not write ('f'), the missing rows ('m'); and the
-// number of rows written ('w'). Every other change found its row.
-func (mr *Mirror) foldDone(ctx context.Context, cs []*change, look int, rows []engine.CheckpointFoldRow) {
+// The fold's rows (see rowsSQL) name only the exceptions among cs[:look]:
+// the changes of runs the statement did not write ('f'), the missing rows
+// ('m'); and the number of rows written ('w'). Every other change found
+// its row. Of cs[look:], the changes of the unwritten runs (the engine's
+// Unwritten) were not written either.
+func (mr *Mirror) foldDone(ctx context.Context, cs []*change, look int, rows []engine.CheckpointFoldRow, unwritten []string) {
 	var written int64
 	var skipped, missing map[string]bool
 	for _, r := range rows {
@@ -119,9 +126,16 @@ func (mr *Mirror) foldDone(ctx context.Context, cs []*change, look int, rows []e
 			missing[r.B] = true
 		}
 	}
+	var lost map[string]bool
+	if len(unwritten) > 0 && look < len(cs) {
+		lost = make(map[string]bool, len(unwritten))
+		for _, r := range unwritten {
+			lost[r] = true
+		}
+	}
 	if mr.recent.max > 0 {
 		for i, c := range cs {
-			if skipped[c.Key] {
+			if skipped[c.Key] || (i >= look && lost[c.RunID]) {
 				mr.recent.forget(c.Key)
 			} else {
 				v := mr.valsOf(c)

@@ -357,7 +357,7 @@ func (mr *Mirror) writeSameFn(ctx context.Context, tx engine.CheckpointTx, cs []
 		c.out, c.now = outPassed, c.State
 		byKey[c.Key] = c
 	}
-	args := mr.rowsArgs(true, cs, len(cs), false)
+	args := mr.rowsArgs(true, cs, false)
 	args = args[:len(args)-len(mr.planDefaults)] // the function's SET clauses are planOff
 	rows, err := mr.prep.query(ctx, mr.legacyDB().DB, tx, mr.sql.callFn, args...)
 	if err != nil {
@@ -460,7 +460,7 @@ func (mr *Mirror) apply(ctx context.Context, q queryer, same bool, cs []*change)
 		}
 	}
 	// Run even when nothing passed: the statement puts the settings back.
-	rows, err := mr.prep.query(ctx, db, q, stmt, mr.rowsArgs(same, passed, len(passed), false)...)
+	rows, err := mr.prep.query(ctx, db, q, stmt, mr.rowsArgs(same, passed, false)...)
 	if err != nil {
 		return err
 	}

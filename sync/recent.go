@@ -10,8 +10,9 @@ import (
 // it commit, and nothing of the run has been written since by anyone
 // else: the change's first event follows the remembered one (an event's
 // Seq), and the run's engine records of the skipped changes are confirmed
-// written too, by the fold's 'f' rows (an unwritten run: its lease went
-// to another process, which may write the row). A legacy write to the row
+// written too, by the engine (CheckpointFold.Unwritten names the runs it
+// did not write: their lease went to another process, which may write the
+// row). A legacy write to the row
 // since then is judged at the run's next change that alters the row, as
 // it would be had it come after this change.
 

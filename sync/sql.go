@@ -343,8 +343,7 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	// ('f') hashed twice.
 	if fold {
 		w(`,
-	v AS (SELECT v1.*, v1.written AND v1.first IS NOT NULL AS look
-		FROM (SELECT v00.*, v00.run IN (SELECT unnest(`, param(foldAt+1), `::text[])) AS written FROM v00 OFFSET 0) v1)`)
+	v AS (SELECT v00.*, v00.run IN (SELECT unnest(`, param(foldAt+1), `::text[])) AS written FROM v00 OFFSET 0)`)
 	} else if defer0 {
 		w(`,
 	d AS (SELECT v0.row_key FROM v0
@@ -476,8 +475,7 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	}
 	if fold {
 		// The fold reports no row per change, only the exceptions (see
-		// below), so it updates the rows of the written changes (look: not
-		// those that only confirm their run, see FoldCheckpoint) by key
+		// below), so it updates the rows of the written changes by key
 		// directly, one index descent each, and looks up again only the
 		// rows it did not write, to tell the missing ones. A row a
 		// concurrent legacy write changed after the snapshot is waited for,
@@ -488,10 +486,10 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	lu AS (UPDATE `, t, ` t SET `)
 		setList()
 		w(`
-		FROM v WHERE v.look`, byKey, `
+		FROM v WHERE v.written`, byKey, `
 		RETURNING t.`, qi(key.Name), `::text AS row_key)`)
 		if create {
-			insert(`v.look AND NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)`)
+			insert(`v.written AND NOT EXISTS (SELECT 1 FROM lu WHERE lu.row_key = v.row_key)`)
 		}
 		// The fold reports what the mirror accounts for, and no more: the
 		// number of rows written ('w', when not zero), the missing rows
@@ -507,7 +505,7 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		}
 		w(`
 	SELECT 'w'::text, n::text FROM (SELECT count(*) AS n FROM (`, wrote, `) x) w WHERE n > 0
-	UNION ALL SELECT 'm', v.row_key FROM v WHERE v.look AND `, notWritten, `
+	UNION ALL SELECT 'm', v.row_key FROM v WHERE v.written AND `, notWritten, `
 		AND NOT EXISTS (SELECT 1 FROM `, t, ` t WHERE t.`, qi(key.Name), ` = v.row_key::`, key.Type, `)
 	UNION ALL SELECT 'f', row_key FROM v WHERE NOT v.written`)
 	} else {
@@ -567,7 +565,7 @@ func (mr *Mirror) needOpByRow() bool {
 // ever tested by CASE WHEN and AND). With runs (the fold function), the
 // changes' runs follow, in the same buffer, in place of the planner
 // settings (the function's SET clauses are planOff).
-func (mr *Mirror) rowsArgs(same bool, cs []*change, look int, runs bool) []any {
+func (mr *Mirror) rowsArgs(same bool, cs []*change, runs bool) []any {
 	n := rowsArrays + len(mr.extras)
 	size := 0
 	for _, c := range cs {
@@ -580,14 +578,8 @@ func (mr *Mirror) rowsArgs(same bool, cs []*change, look int, runs bool) []any {
 	a.b.Grow(size + 8*n)
 	var buf [24]byte
 	num := func(v int64) { a.addRaw(strconv.AppendInt(buf[:0], v, 10)) }
-	// Past look, the changes are only their keys and runs (see
-	// FoldCheckpoint): NULLs, trimmed.
 	column := func(trim bool, add func(c *change)) {
-		for i, c := range cs {
-			if i >= look && trim {
-				a.addPtr(nil)
-				continue
-			}
+		for _, c := range cs {
 			add(c)
 		}
 		a.next(trim)
