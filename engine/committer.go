@@ -615,9 +615,11 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 	defer cancel()
 	sent := time.Now()
 	errs, err := c.execCtx(ctx, batch)
-	if errors.Is(err, context.DeadlineExceeded) && pgconn.Unsent(ctx) {
-		// No statement reached a connection: the batch waited for one
-		// until its deadline (see store.bounded).
+	if pgconn.Unsent(ctx, err) {
+		// The failed statement reached no connection: it waited for one
+		// until its deadline (see store.bounded). Any statement before it
+		// (a refused fold, see execStepsAndFinish; a preparation)
+		// committed nothing.
 		err = &notCommitted{&poolWait{err}}
 	}
 	if err == nil {
@@ -1094,6 +1096,9 @@ func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch
 	errs, err := c.execSingle(ctx, now, batch, false, folds)
 	if len(folds) > 0 && foldRefused(ctx, err) {
 		c.e.cfg.Logger.Debug("engine: a checkpoint fold failed; writing the batch with the interceptors' Checkpoint", "err", err)
+		// The refused statement's connection is back in the pool: the
+		// transaction's wait for one is bounded by ctx's deadline again
+		// (pgconn.WithDeadline).
 		return c.execSingle(ctx, now, batch, true, nil)
 	}
 	return errs, err

@@ -4,10 +4,12 @@ package engine_test
 
 import (
 	"context"
+	"database/sql"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
@@ -42,41 +44,14 @@ func TestStalledPoolDoesNotHoldBoundedStatements(t *testing.T) {
 
 	// The admin session takes the lock; conns statements of the pool wait
 	// for it, each holding a connection.
-	lock, err := admin.Conn(ctx)
-	require.NoError(t, err)
-	_, err = lock.ExecContext(ctx, `SELECT pg_advisory_lock(4242)`)
-	require.NoError(t, err)
-	var once sync.Once
-	unlock := func() {
-		once.Do(func() {
-			_, _ = lock.ExecContext(context.Background(), `SELECT pg_advisory_unlock_all()`)
-			_ = lock.Close()
-		})
-	}
-	t.Cleanup(unlock)
-	held := make(chan error, conns)
-	for range conns {
-		go func() {
-			_, err := db.ExecContext(context.Background(), `SELECT pg_advisory_xact_lock(4242)`)
-			held <- err
-		}()
-	}
-	testenv.Eventually(t, 30*time.Second, func() bool {
-		var waiting int
-		err := admin.GetContext(ctx, &waiting, `SELECT count(*) FROM pg_stat_activity
-			WHERE application_name = $1 AND wait_event_type = 'Lock' AND wait_event = 'advisory'`, app)
-		return err == nil && waiting == conns
-	}, "the pool's connections never all waited for the lock")
+	hold := dfHoldPool(ctx, t, db, admin, app, conns)
 
 	close(gate) // the outcomes' commits wait for a connection
 	testenv.Eventually(t, 60*time.Second, func() bool {
 		return logs.count("engine: commit failed") > 0 && logs.count("engine: renewing the worker's roster row failed") > 0
 	}, "a bounded statement waited for a pool connection past its bound")
 
-	unlock()
-	for range conns {
-		require.NoError(t, <-held)
-	}
+	hold.release(t)
 	for _, run := range runs {
 		out, err := run.Result(ctx)
 		require.NoError(t, err)
@@ -85,4 +60,65 @@ func TestStalledPoolDoesNotHoldBoundedStatements(t *testing.T) {
 	t.Logf("commits failed %d times, roster renewals %d times while the pool was held",
 		logs.count("engine: commit failed"), logs.count("engine: renewing the worker's roster row failed"))
 	dfRequireOnce(t, &calls, n*3)
+}
+
+// dfPoolHold is dfHoldPool's lock and the statements waiting for it.
+type dfPoolHold struct {
+	lock *sql.Conn
+	held chan error
+	once sync.Once
+}
+
+// dfHoldPool has the admin session take advisory lock 4242 (and the
+// locks more) and n statements of db, the pool of the connections named
+// app, wait for 4242, each holding a connection. The locks go with
+// release, at the latest at cleanup.
+func dfHoldPool(ctx context.Context, t *testing.T, db, admin *sqlx.DB, app string, n int, more ...int) *dfPoolHold {
+	t.Helper()
+	lock, err := admin.Conn(ctx)
+	require.NoError(t, err)
+	h := &dfPoolHold{lock: lock, held: make(chan error, n)}
+	t.Cleanup(h.unlock)
+	for _, key := range append([]int{4242}, more...) {
+		_, err = lock.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, key)
+		require.NoError(t, err)
+	}
+	for range n {
+		go func() {
+			_, err := db.ExecContext(context.Background(), `SELECT pg_advisory_xact_lock(4242)`)
+			h.held <- err
+		}()
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return dfWaitingFor(ctx, admin, app, 4242) == n },
+		"the pool's connections never all waited for the lock")
+	return h
+}
+
+// dfWaitingFor counts the statements of the connections named app that
+// wait for advisory lock key (-1: the count failed).
+func dfWaitingFor(ctx context.Context, admin *sqlx.DB, app string, key int) int {
+	var n int
+	if err := admin.GetContext(ctx, &n, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE a.application_name = $1 AND l.locktype = 'advisory' AND l.objid = $2 AND NOT l.granted`, app, key); err != nil {
+		return -1
+	}
+	return n
+}
+
+// unlock releases the admin session's locks.
+func (h *dfPoolHold) unlock() {
+	h.once.Do(func() {
+		_, _ = h.lock.ExecContext(context.Background(), `SELECT pg_advisory_unlock_all()`)
+		_ = h.lock.Close()
+	})
+}
+
+// release releases the locks and waits for the statements that held the
+// pool's connections.
+func (h *dfPoolHold) release(t *testing.T) {
+	t.Helper()
+	h.unlock()
+	for range cap(h.held) {
+		require.NoError(t, <-h.held)
+	}
 }

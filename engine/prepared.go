@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"sync"
 	"sync/atomic"
+
+	"github.com/graftdev/graft/internal/pgconn"
 )
 
 // hotQuery runs q, a statement of the commit path, prepared (see hotStmt).
@@ -104,7 +106,10 @@ func (h *hotStmt) prepare(ctx context.Context, db *sql.DB) (*sql.Stmt, error) {
 	if g != nil {
 		renewAt = g.renewAt * renewalFactor
 	}
-	st, err := db.PrepareContext(ctx, h.q)
+	// Inside a transaction, the preparation takes a second connection of
+	// the pool: its wait for one is bounded by ctx's deadline only under a
+	// context of its own (see pgconn.Sibling).
+	st, err := db.PrepareContext(pgconn.Sibling(ctx), h.q)
 	if err != nil {
 		if g != nil {
 			return g.st, nil // the previous generation still works

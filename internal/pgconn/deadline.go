@@ -19,26 +19,29 @@ import (
 // within CancelGrace). The context still ends at its deadline, for
 // database/sql: a statement that waits for one of the pool's connections
 // (every one held by statements to a stalled server) stops waiting then.
-// Once a call under it reached a connection, its Done is nil: the
-// connection keeps the deadline from then on, and database/sql would
-// otherwise start a goroutine to watch each query's Rows, as costly as
-// lib/pq's.
+// While a call under it holds a connection, its Done is nil: the
+// connection keeps the deadline then, and database/sql would otherwise
+// start a goroutine to watch each query's Rows, as costly as lib/pq's.
+// Once the connection is back in the pool, Done is the deadline's again,
+// so the next call's wait for a connection is bounded too.
 
 // deadlineKey is the context key of a WithDeadline deadline.
 type deadlineKey struct{}
 
 // deadlineCtx carries a deadline the connection keeps. Its Err and
-// Deadline are those of a context ending at the deadline; so is Done until
-// a call reached a connection (sent), nil after. Under a parent that never
-// ends (own), the context is its own: its Done channel is made only when
-// asked for, and the end of every such context still waiting for one of
-// the pool's connections is kept by one timer of the package (alarm), not
-// by one timer each; otherwise it wraps a context.WithDeadline.
+// Deadline are those of a context ending at the deadline; so is Done while
+// no call under it holds a connection (held), nil while one does. Under a
+// parent that never ends (own), the context is its own: its Done channel
+// is made only when asked for, and the end of every such context waiting
+// for one of the pool's connections is kept by one timer of the package
+// (alarm), not by one timer each; otherwise it wraps a
+// context.WithDeadline.
 type deadlineCtx struct {
 	context.Context // own: the parent; otherwise the context.WithDeadline
 	at              time.Time
-	// sent: a call under the context reached a connection (see Unsent).
-	sent atomic.Bool
+	// held counts the connections a call under the context took and
+	// database/sql has not put back yet (see conn.take).
+	held atomic.Int32
 	own  bool
 	// mu guards done and err (own only).
 	mu   sync.Mutex
@@ -48,17 +51,19 @@ type deadlineCtx struct {
 	waiting bool
 }
 
-// Done is the deadline's channel while a call under the context may still
-// wait for one of the pool's connections, and nil once one reached a
-// connection: database/sql then starts no goroutine to watch the query's
-// Rows, nor ties a transaction begun under it to its end; the connection
-// ends the call at the deadline (see WithDeadline). database/sql reads
-// Done before it waits for a connection and again after the driver's
-// call, so a context's first call has its wait bounded; a later call
-// under the same context waits for a connection as under one without
-// an end.
+// Done is the deadline's channel while no call under the context holds a
+// connection, and nil while one does: database/sql then starts no
+// goroutine to watch the query's Rows, nor ties a transaction begun under
+// it to its end; the connection ends the call at the deadline (see
+// WithDeadline). database/sql reads Done before it waits for a connection
+// and again after the driver's call, with the connection held; so every
+// call's wait for a connection is bounded, the first and the later ones
+// (a statement written again after a failure, one prepared first), and
+// none has its Rows watched. A call that waits for a connection while
+// another under the same context holds one (a statement on the pool
+// inside a transaction of it) waits without a bound: it takes a Sibling.
 func (c *deadlineCtx) Done() <-chan struct{} {
-	if c.sent.Load() {
+	if c.held.Load() > 0 {
 		return nil
 	}
 	if !c.own {
@@ -66,13 +71,19 @@ func (c *deadlineCtx) Done() <-chan struct{} {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done == nil {
+	switch {
+	case c.done == nil:
 		c.done = make(chan struct{})
 		if c.err != nil {
 			close(c.done)
 		} else {
 			alarm.add(c)
 		}
+	case c.err == nil:
+		// Asked for again after a hold took the context off the alarm
+		// (a later call, its connection back in the pool): the alarm
+		// ends it at the deadline again.
+		alarm.add(c)
 	}
 	return c.done
 }
@@ -113,17 +124,22 @@ func (c *deadlineCtx) end(err error) {
 	alarm.remove(c)
 }
 
-// markSent records that a call under the context reached a connection:
-// from then on Done is nil, and the alarm need not end it.
-func (c *deadlineCtx) markSent() {
-	c.sent.Store(true)
+// hold records that a call under the context took a connection: Done is
+// nil until database/sql puts it back (release), and the alarm need not
+// end the context meanwhile.
+func (c *deadlineCtx) hold() {
+	c.held.Add(1)
 	if c.own {
 		alarm.remove(c)
 	}
 }
 
+// release records that database/sql put back, or closed, a connection
+// the context held.
+func (c *deadlineCtx) release() { c.held.Add(-1) }
+
 // alarm ends own deadline contexts whose Done was asked for while no call
-// under them had reached a connection, at their deadlines, with one timer.
+// under them held a connection, at their deadlines, with one timer.
 // At one commit at a time a context is added (database/sql asks for Done
 // before it takes a free connection) and removed at once (the call reaches
 // the connection); the timer, armed for the earliest deadline it was
@@ -208,13 +224,18 @@ func deadlineOf(ctx context.Context) *deadlineCtx {
 	return c
 }
 
-// Unsent reports whether ctx is a WithDeadline context under which no call
-// has reached a connection yet: a statement under it that failed, waiting
-// for one of the pool's connections for instance, sent nothing to the
-// server. For any other context it reports false (it cannot tell).
-func Unsent(ctx context.Context) bool {
-	c := deadlineOf(ctx)
-	return c != nil && !c.sent.Load()
+// Unsent reports whether err, from a call on a Connector's pool under
+// ctx, a WithDeadline context, says that the call sent nothing: its wait
+// for one of the pool's connections ended at the deadline (or the
+// deadline had passed before it). database/sql sees the deadline only
+// while no call under ctx holds a connection (see Done), and lib/pq never
+// does, so the context's error comes from that wait alone; the connection
+// ends a call it sent with a cancellation (57014) or a connection error.
+// For any other context (one derived from a WithDeadline context, whose
+// end lib/pq watches) it reports false: it cannot tell.
+func Unsent(ctx context.Context, err error) bool {
+	_, ok := ctx.(*deadlineCtx)
+	return ok && errors.Is(err, context.DeadlineExceeded)
 }
 
 // WithDeadline returns a context that ends at t (or when parent ends) and
@@ -223,9 +244,9 @@ func Unsent(ctx context.Context) bool {
 // server that has not answered it within CancelGrace has its backend
 // terminated and the connection closed (the statement then fails with a
 // connection error). lib/pq is not given the context's end to watch, so a
-// statement costs no goroutine of lib/pq's; database/sql does see it, so a
-// wait for one of the pool's connections ends at t with the context's
-// error. After that, the connection alone ends what was sent (see Done):
+// statement costs no goroutine of lib/pq's; database/sql does see it, so
+// each call's wait for one of the pool's connections ends at t with the
+// context's error. What a call sent, the connection alone ends (see Done):
 // database/sql neither watches the Rows of a query nor rolls back a
 // transaction begun under it when it ends. On a pool opened without a
 // Connector (see Guards), it is a context.WithDeadline.
@@ -239,6 +260,19 @@ func WithDeadline(parent context.Context, t time.Time) (context.Context, context
 	ctx, cancel := context.WithDeadline(parent, t)
 	at, _ := ctx.Deadline() // parent's, when that comes first
 	return &deadlineCtx{Context: ctx, at: at}, cancel
+}
+
+// Sibling returns a context with the deadline of ctx, a WithDeadline
+// context (and its parent), for a call on the pool made while a call under
+// ctx holds one of its connections (a statement prepared on the pool
+// inside a transaction begun under ctx): under ctx itself, that call's
+// wait for a connection would have no bound (see deadlineCtx.Done). ctx's
+// cancel does not end it. Any other context is returned as it is.
+func Sibling(ctx context.Context) context.Context {
+	if d, ok := ctx.(*deadlineCtx); ok {
+		return &deadlineCtx{Context: d.Context, at: d.at, own: d.own}
+	}
+	return ctx
 }
 
 // Guards reports whether d, a pool's driver (sql.DB.Driver), is a
@@ -255,6 +289,11 @@ func Guards(d driver.Driver) bool {
 type conn struct {
 	driver.Conn // lib/pq's; also its transaction (Begin returns it)
 	g           *guardedConn
+	// holder is the WithDeadline context whose call took the connection
+	// from the pool (nil: none): its Done is nil until database/sql puts
+	// the connection back (IsValid) or closes it. database/sql calls the
+	// connection's methods under its lock of the connection.
+	holder *deadlineCtx
 }
 
 // arm sets the socket's deadline for a call with ctx and returns the
@@ -263,17 +302,36 @@ type conn struct {
 // wraps one keeps its own end, which lib/pq watches as usual.
 func (c *conn) arm(ctx context.Context) context.Context {
 	if d, ok := ctx.(*deadlineCtx); ok {
-		d.markSent()
+		c.take(d)
 		c.set(d.at)
 		return context.Background()
 	}
 	if d := deadlineOf(ctx); d != nil {
-		d.markSent()
+		c.take(d)
 		c.set(d.at)
 		return ctx
 	}
 	c.set(time.Time{})
 	return ctx
+}
+
+// take counts the connection as held under d, the context of its first
+// call since it left the pool (the later ones, in its transaction or on
+// its Rows, hold it for that one).
+func (c *conn) take(d *deadlineCtx) {
+	if c.holder == nil {
+		c.holder = d
+		d.hold()
+	}
+}
+
+// putBack ends the hold of the context that took the connection: its
+// calls' waits for a connection are bounded again (see deadlineCtx.Done).
+func (c *conn) putBack() {
+	if d := c.holder; d != nil {
+		c.holder = nil
+		d.release()
+	}
 }
 
 // set puts deadline at (zero: none) on the socket, unless it has none and
@@ -298,6 +356,7 @@ func (c *conn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error
 }
 
 func (c *conn) Close() error {
+	c.putBack()
 	c.set(time.Time{})
 	return c.Conn.Close()
 }
@@ -335,7 +394,12 @@ func (c *conn) ResetSession(ctx context.Context) error {
 	return c.Conn.(driver.SessionResetter).ResetSession(ctx)
 }
 
-func (c *conn) IsValid() bool { return c.Conn.(driver.Validator).IsValid() }
+// IsValid is called by database/sql as it puts the connection back in the
+// pool (unless it closes it for a fault).
+func (c *conn) IsValid() bool {
+	c.putBack()
+	return c.Conn.(driver.Validator).IsValid()
+}
 
 func (c *conn) CheckNamedValue(nv *driver.NamedValue) error {
 	return c.Conn.(driver.NamedValueChecker).CheckNamedValue(nv)

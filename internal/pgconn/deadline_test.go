@@ -28,6 +28,26 @@ func openOne(t *testing.T) *sql.DB {
 	return db
 }
 
+// requirePoolWaitEnds runs call, which waits for the pool's only
+// connection (held: release frees it), and requires it to fail, under
+// ctx, at ctx's deadline, having sent nothing. A call still waiting after
+// 30 seconds fails the test with msg (release runs first).
+func requirePoolWaitEnds(t *testing.T, ctx context.Context, call func() error, release func() error, msg string) {
+	t.Helper()
+	waited := make(chan error, 1)
+	go func() { waited <- call() }()
+	var err error
+	select {
+	case err = <-waited:
+	case <-time.After(30 * time.Second):
+		require.NoError(t, release())
+		t.Fatal(msg)
+	}
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.True(t, pgconn.Unsent(ctx, err), "the call sent nothing")
+	require.NoError(t, release())
+}
+
 // A statement still running at its WithDeadline deadline is cancelled by
 // the server, as lib/pq cancels one whose context ends; the connection
 // stays in the pool (lib/pq was not given the context's end: a connection
@@ -43,9 +63,8 @@ func TestWithDeadlineCancelsTheStatement(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := pgconn.WithDeadline(context.Background(), time.Now().Add(300*time.Millisecond))
 	defer cancel()
-	require.True(t, pgconn.Unsent(ctx))
 	_, err := db.ExecContext(ctx, `SELECT pg_sleep(30)`)
-	require.False(t, pgconn.Unsent(ctx))
+	require.False(t, pgconn.Unsent(ctx, err), "the statement was sent")
 	var pe *pq.Error
 	require.True(t, errors.As(err, &pe), "want the server's cancellation, got %v", err)
 	require.EqualValues(t, "57014", pe.Code)
@@ -100,20 +119,10 @@ func TestWithDeadlineEndsTheWaitForAConnection(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := pgconn.WithDeadline(context.Background(), time.Now().Add(200*time.Millisecond))
 	defer cancel()
-	waited := make(chan error, 1)
-	go func() {
+	requirePoolWaitEnds(t, ctx, func() error {
 		_, err := db.ExecContext(ctx, `SELECT 1`)
-		waited <- err
-	}()
-	select {
-	case err = <-waited:
-	case <-time.After(30 * time.Second):
-		require.NoError(t, held.Close())
-		t.Fatal("the statement waited for a connection past its deadline")
-	}
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.True(t, pgconn.Unsent(ctx), "nothing reached a connection")
-	require.NoError(t, held.Close())
+		return err
+	}, held.Close, "the statement waited for a connection past its deadline")
 	ctx, cancel = pgconn.WithDeadline(context.Background(), time.Now().Add(5*time.Second))
 	defer cancel()
 	_, err = db.ExecContext(ctx, `SELECT 1`)
@@ -152,4 +161,70 @@ func TestWithDeadlineRowsStartNoWatcher(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, before, watchers(), "a goroutine watches the Rows of a query under WithDeadline")
 	require.NoError(t, rows.Close())
+	// A later query under the same context (whose Done is the deadline's
+	// again once the connection is back in the pool): still none.
+	rows, err = db.QueryContext(ctx2, `SELECT 2`)
+	require.NoError(t, err)
+	require.Equal(t, before, watchers(), "a goroutine watches the Rows of a later query under WithDeadline")
+	require.NoError(t, rows.Close())
+}
+
+// Every call under a WithDeadline context has its wait for one of the
+// pool's connections bounded by the deadline, not only the first: a
+// statement, a query whose Rows were read, a transaction, each put its
+// connection back, and the next call, with every connection held, stops
+// waiting at the deadline (before, a context under which a call had
+// reached a connection had no end for database/sql to wait with).
+func TestWithDeadlineEndsEveryCallsWaitForAConnection(t *testing.T) {
+	t.Parallel()
+	for _, first := range []string{"exec", "query", "tx"} {
+		t.Run(first, func(t *testing.T) {
+			t.Parallel()
+			db := openOne(t)
+			ctx, cancel := pgconn.WithDeadline(context.Background(), time.Now().Add(time.Second))
+			defer cancel()
+			switch first {
+			case "exec":
+				_, err := db.ExecContext(ctx, `SELECT 1`)
+				require.NoError(t, err)
+			case "query":
+				var v int
+				require.NoError(t, db.QueryRowContext(ctx, `SELECT 1`).Scan(&v))
+			case "tx":
+				tx, err := db.BeginTx(ctx, nil)
+				require.NoError(t, err)
+				_, err = tx.ExecContext(ctx, `SELECT 1`)
+				require.NoError(t, err)
+				require.NoError(t, tx.Commit())
+			}
+			held, err := db.Conn(context.Background())
+			require.NoError(t, err)
+			requirePoolWaitEnds(t, ctx, func() error {
+				tx, err := db.BeginTx(ctx, nil)
+				if err == nil {
+					_ = tx.Rollback()
+				}
+				return err
+			}, held.Close, "a later call under the context waited for a connection past its deadline")
+		})
+	}
+}
+
+// A call on the pool while a transaction under the same WithDeadline
+// context holds a connection (a statement prepared inside it) has its
+// wait for a connection bounded under a Sibling of the context.
+func TestWithDeadlineSiblingEndsTheWaitInATransaction(t *testing.T) {
+	t.Parallel()
+	db := openOne(t)
+	ctx, cancel := pgconn.WithDeadline(context.Background(), time.Now().Add(time.Second))
+	defer cancel()
+	tx, err := db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	requirePoolWaitEnds(t, ctx, func() error {
+		st, err := db.PrepareContext(pgconn.Sibling(ctx), `SELECT 1`)
+		if err == nil {
+			_ = st.Close()
+		}
+		return err
+	}, tx.Rollback, "a call under a Sibling waited for a connection past its deadline")
 }
