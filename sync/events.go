@@ -80,7 +80,7 @@ func (mr *Mirror) toChange(c *change, ev *engine.CheckpointEvent, key string, id
 	if activity {
 		if s := mr.m.Step; s != nil {
 			if len(s.Labels) == 0 {
-				c.Step = mr.fit("Step.Column", ev.ActivityName)
+				c.Step = mr.fit("step.column", ev.ActivityName)
 			} else if l, ok := mr.labels[ev.ActivityName]; ok {
 				c.Step = l
 			}
@@ -93,7 +93,7 @@ func (mr *Mirror) toChange(c *change, ev *engine.CheckpointEvent, key string, id
 		switch {
 		case ev.Err != nil && (ev.Kind == engine.CheckpointActivityFailed ||
 			c.State == StateFailed || c.State == StateCancelled || c.State == StateNeedsOperator):
-			c.Err = mr.fit("Error.Column", ev.Err.Error())
+			c.Err = mr.fit("error.column", ev.Err.Error())
 		case mr.m.Error.ClearOnSuccess && (ev.Kind == engine.CheckpointWorkflowStarted || ev.Kind == engine.CheckpointActivityCompleted ||
 			c.State == StateCompleted):
 			c.ClearErr = true

@@ -7,6 +7,7 @@ import (
 
 	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/internal/pgident"
+	"github.com/graftdev/graft/internal/strictdecode"
 )
 
 // State is a workflow's state as the mirror shows it. Status.Values maps
@@ -215,10 +216,14 @@ type Mapping struct {
 
 // Validate checks the mapping's shape without a database: required fields,
 // identifiers, known states and policies. New also checks it against the
-// table.
+// table. Errors name a field as a YAML or JSON mapping spells it
+// (status.column, extra[0].field, status.values.running), which is also
+// the Go field's path (Status.Column, Extra[0].Field,
+// Status.Values["running"]); fields that only Go has keep Go's name
+// (Compute).
 func (m *Mapping) Validate() error {
 	if _, err := parseTable(m.Table); err != nil {
-		return fmt.Errorf("graftsync: Mapping.Table: %w", err)
+		return fmt.Errorf("graftsync: mapping: table: %w", err)
 	}
 	p := fieldPrefix(m.Table)
 	col := func(field, name string) error {
@@ -230,27 +235,27 @@ func (m *Mapping) Validate() error {
 		}
 		return nil
 	}
-	if err := col("Key.Column", m.Key.Column); err != nil {
+	if err := col("key.column", m.Key.Column); err != nil {
 		return err
 	}
 	switch m.Key.From {
 	case "", FromWorkflowID:
 		if m.Key.Name != "" {
-			return fmt.Errorf("%sKey.Name is set but Key.From is %q", p, FromWorkflowID)
+			return fmt.Errorf("%skey.name is set but key.from is %q", p, FromWorkflowID)
 		}
 	case FromHeader, FromInput:
 		if m.Key.Name == "" {
-			return fmt.Errorf("%sKey.Name is required when Key.From is %q", p, m.Key.From)
+			return fmt.Errorf("%skey.name is required when key.from is %q", p, m.Key.From)
 		}
 	default:
-		return fmt.Errorf("%sKey.From %q is not one of workflow_id, header, input", p, m.Key.From)
+		return fmt.Errorf("%skey.from %q is not one of workflow_id, header, input", p, m.Key.From)
 	}
 	if m.Key.From == FromInput {
 		if err := checkPath(m.Key.Name); err != nil {
-			return fmt.Errorf("%sKey.Name: %w", p, err)
+			return fmt.Errorf("%skey.name: %w", p, err)
 		}
 	}
-	seen := map[string]string{m.Key.Column: "Key.Column"}
+	seen := map[string]string{m.Key.Column: "key.column"}
 	use := func(field, name string) error {
 		if err := col(field, name); err != nil {
 			return err
@@ -262,55 +267,55 @@ func (m *Mapping) Validate() error {
 		return nil
 	}
 	if s := m.Status; s != nil {
-		if err := use("Status.Column", s.Column); err != nil {
+		if err := use("status.column", s.Column); err != nil {
 			return err
 		}
 		for _, st := range sortedStates(s.Values) {
 			if !st.valid() {
-				return fmt.Errorf("%sStatus.Values: %q is not a state (want one of %s)", p, st, stateList())
+				return fmt.Errorf("%sstatus.values: %q is not a state (want one of %s)", p, st, stateList())
 			}
 			if s.Values[st] == "" {
-				return fmt.Errorf("%sStatus.Values[%s] is empty", p, st)
+				return fmt.Errorf("%s%s is empty", p, strictdecode.Join("status.values", string(st)))
 			}
 		}
 	}
 	if s := m.Step; s != nil {
-		if err := use("Step.Column", s.Column); err != nil {
+		if err := use("step.column", s.Column); err != nil {
 			return err
 		}
 		for _, a := range sortedKeys(s.Labels) {
 			if s.Labels[a] == "" {
-				return fmt.Errorf("%sStep.Labels[%s] is empty", p, a)
+				return fmt.Errorf("%s%s is empty", p, strictdecode.Join("step.labels", a))
 			}
 		}
 	}
 	if m.Error != nil {
-		if err := use("Error.Column", m.Error.Column); err != nil {
+		if err := use("error.column", m.Error.Column); err != nil {
 			return err
 		}
 	}
 	if m.Attempts != "" {
-		if err := use("Attempts", m.Attempts); err != nil {
+		if err := use("attempts", m.Attempts); err != nil {
 			return err
 		}
 	}
 	if m.UpdatedAt != "" {
-		if err := use("UpdatedAt", m.UpdatedAt); err != nil {
+		if err := use("updated_at", m.UpdatedAt); err != nil {
 			return err
 		}
 	}
 	if m.Progress != nil {
-		if err := use("Progress.Column", m.Progress.Column); err != nil {
+		if err := use("progress.column", m.Progress.Column); err != nil {
 			return err
 		}
 	}
 	for i, x := range m.Extra {
-		f := fmt.Sprintf("Extra[%d]", i)
-		if err := use(f+".Column", x.Column); err != nil {
+		f := fmt.Sprintf("extra[%d]", i)
+		if err := use(f+".column", x.Column); err != nil {
 			return err
 		}
 		if x.Activity == "" {
-			return fmt.Errorf("%s%s.Activity is required", p, f)
+			return fmt.Errorf("%s%s.activity is required", p, f)
 		}
 		n := 0
 		for _, set := range []bool{x.Field != "", x.Func != "", x.Compute != nil} {
@@ -319,16 +324,16 @@ func (m *Mapping) Validate() error {
 			}
 		}
 		if n != 1 {
-			return fmt.Errorf("%s%s (column %q): set exactly one of Field, Func and Compute", p, f, x.Column)
+			return fmt.Errorf("%s%s (column %q): set exactly one of field, func and Compute", p, f, x.Column)
 		}
 		if x.Field != "" {
 			if err := checkPath(x.Field); err != nil {
-				return fmt.Errorf("%s%s.Field: %w", p, f, err)
+				return fmt.Errorf("%s%s.field: %w", p, f, err)
 			}
 		}
 	}
 	if m.Version != "" {
-		if err := use("Version", m.Version); err != nil {
+		if err := use("version", m.Version); err != nil {
 			return err
 		}
 	}
@@ -339,36 +344,36 @@ func (m *Mapping) Validate() error {
 	switch m.MissingRow {
 	case "", MissingSkip, MissingCreate, MissingFail:
 	default:
-		return fmt.Errorf("%sMissingRow %q is not one of skip, create, fail", p, m.MissingRow)
+		return fmt.Errorf("%smissing_row %q is not one of skip, create, fail", p, m.MissingRow)
 	}
 	if a := m.Actions; a != nil {
 		if len(a.On) == 0 {
-			return fmt.Errorf("%sActions.On is empty", p)
+			return fmt.Errorf("%sactions.on is empty", p)
 		}
 		column := a.Column
 		if column == "" {
 			if m.Status == nil {
-				return fmt.Errorf("%sActions.Column is required when there is no Status column", p)
+				return fmt.Errorf("%sactions.column is required when there is no status column", p)
 			}
 			column = m.Status.Column
 		}
-		if err := col("Actions.Column", column); err != nil {
+		if err := col("actions.column", column); err != nil {
 			return err
 		}
-		if f := seen[column]; f != "" && f != "Status.Column" {
-			return fmt.Errorf("%sActions.Column %q is also %s", p, column, f)
+		if f := seen[column]; f != "" && f != "status.column" {
+			return fmt.Errorf("%sactions.column %q is also %s", p, column, f)
 		}
 		if m.Version != "" && m.keyFrom() != FromWorkflowID {
-			return fmt.Errorf("%sActions with a Version column need Key.From %q: graft then keeps no mirror_state to find a row's workflow", p, FromWorkflowID)
+			return fmt.Errorf("%sactions with a version column need key.from %q: graft then keeps no mirror_state to find a row's workflow", p, FromWorkflowID)
 		}
 		for _, v := range sortedKeys(a.On) {
 			act := a.On[v]
-			f := fmt.Sprintf("Actions.On[%s]", v)
+			f := strictdecode.Join("actions.on", v)
 			if v == "" {
-				return fmt.Errorf("%sActions.On has an empty request value", p)
+				return fmt.Errorf("%sactions.on has an empty request value", p)
 			}
 			if act.Cancel == (act.Signal != "") {
-				return fmt.Errorf("%s%s: set exactly one of Cancel and Signal", p, f)
+				return fmt.Errorf("%s%s: set exactly one of cancel and signal", p, f)
 			}
 			if m.Status != nil && column == m.Status.Column {
 				for _, st := range sortedStates(m.Status.Values) {
@@ -379,11 +384,11 @@ func (m *Mapping) Validate() error {
 			}
 			if act.Ack == "" {
 				if m.Status == nil || column != m.Status.Column {
-					return fmt.Errorf("%s%s.Ack is required when requests are not in the status column", p, f)
+					return fmt.Errorf("%s%s.ack is required when requests are not in the status column", p, f)
 				}
 				for _, st := range States {
 					if m.Status.Values[st] == "" {
-						return fmt.Errorf("%s%s.Ack is empty, so it writes the status of the run's state, but Status.Values has no value for %s: set Ack or map every state", p, f, st)
+						return fmt.Errorf("%s%s.ack is empty, so it writes the status of the run's state, but status.values has no value for %s: set ack or map every state", p, f, st)
 					}
 				}
 			}

@@ -198,15 +198,15 @@ func New(ctx context.Context, cfg Config) (*Mirror, error) {
 	if mr.cols, err = m.check(info); err != nil {
 		return nil, err
 	}
-	mr.key = mr.cols["Key.Column"]
+	mr.key = mr.cols["key.column"]
 	for i, x := range m.Extra {
-		e := &extra{col: mr.cols[fmt.Sprintf("Extra[%d].Column", i)], activity: x.Activity, compute: x.Compute}
+		e := &extra{col: mr.cols[fmt.Sprintf("extra[%d].column", i)], activity: x.Activity, compute: x.Compute}
 		switch {
 		case x.Field != "":
 			e.field = strings.Split(x.Field, ".")
 		case x.Func != "":
 			if e.compute = c.Funcs[x.Func]; e.compute == nil {
-				return nil, fmt.Errorf("%sExtra[%d].Func %q is not in Config.Funcs", fieldPrefix(m.Table), i, x.Func)
+				return nil, fmt.Errorf("%sextra[%d].func %q is not in Config.Funcs", fieldPrefix(m.Table), i, x.Func)
 			}
 		}
 		mr.extras = append(mr.extras, e)

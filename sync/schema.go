@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/graftdev/graft/internal/pgcatalog"
+	"github.com/graftdev/graft/internal/strictdecode"
 )
 
 // PostgreSQL type OIDs the checks need.
@@ -72,7 +73,7 @@ func (m *Mapping) check(t *pgcatalog.Table) (map[string]*column, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s%w", p, err)
 		}
-		if c.Computed && field != "Key.Column" {
+		if c.Computed && field != "key.column" {
 			return nil, fmt.Errorf("%s%s: column %q is generated, so graft cannot write it", p, field, name)
 		}
 		cols[field] = c
@@ -81,12 +82,12 @@ func (m *Mapping) check(t *pgcatalog.Table) (map[string]*column, error) {
 	bad := func(field string, c *column, want string) error {
 		return fmt.Errorf("%s%w", p, c.Needs(field, want))
 	}
-	key, err := get("Key.Column", m.Key.Column)
+	key, err := get("key.column", m.Key.Column)
 	if err != nil {
 		return nil, err
 	}
 	if k := kindOf(key); !key.IsString() && k != kindInt && k != kindUUID {
-		return nil, bad("Key.Column", key, "a text, integer or uuid type")
+		return nil, bad("key.column", key, "a text, integer or uuid type")
 	}
 	label := func(field, name string, values map[string]string) error {
 		c, err := get(field, name)
@@ -101,101 +102,106 @@ func (m *Mapping) check(t *pgcatalog.Table) (map[string]*column, error) {
 	if s := m.Status; s != nil {
 		vals := map[string]string{}
 		for st, v := range s.Values {
-			vals[string(st)] = v
+			vals[strictdecode.Join("status.values", string(st))] = v
 		}
-		if err := label("Status.Column", s.Column, vals); err != nil {
+		if err := label("status.column", s.Column, vals); err != nil {
 			return nil, err
 		}
 	}
 	if s := m.Step; s != nil {
-		if err := label("Step.Column", s.Column, s.Labels); err != nil {
+		vals := map[string]string{}
+		for a, v := range s.Labels {
+			vals[strictdecode.Join("step.labels", a)] = v
+		}
+		if err := label("step.column", s.Column, vals); err != nil {
 			return nil, err
 		}
 	}
 	if m.Error != nil {
-		c, err := get("Error.Column", m.Error.Column)
+		c, err := get("error.column", m.Error.Column)
 		if err != nil {
 			return nil, err
 		}
 		if !c.IsString() {
-			return nil, bad("Error.Column", c, "a text or varchar type")
+			return nil, bad("error.column", c, "a text or varchar type")
 		}
 	}
 	if m.Attempts != "" {
-		c, err := get("Attempts", m.Attempts)
+		c, err := get("attempts", m.Attempts)
 		if err != nil {
 			return nil, err
 		}
 		if k := kindOf(c); k != kindInt && k != kindNum {
-			return nil, bad("Attempts", c, "an integer or numeric type")
+			return nil, bad("attempts", c, "an integer or numeric type")
 		}
 	}
 	if m.UpdatedAt != "" {
-		c, err := get("UpdatedAt", m.UpdatedAt)
+		c, err := get("updated_at", m.UpdatedAt)
 		if err != nil {
 			return nil, err
 		}
 		if c.Base != oidTimestamptz && c.Base != oidTimestamp {
-			return nil, bad("UpdatedAt", c, "timestamptz or timestamp")
+			return nil, bad("updated_at", c, "timestamptz or timestamp")
 		}
 	}
 	if m.Progress != nil {
-		c, err := get("Progress.Column", m.Progress.Column)
+		c, err := get("progress.column", m.Progress.Column)
 		if err != nil {
 			return nil, err
 		}
 		if k := kindOf(c); k != kindInt && k != kindNum {
-			return nil, bad("Progress.Column", c, "a numeric type")
+			return nil, bad("progress.column", c, "a numeric type")
 		}
 	}
 	for i, x := range m.Extra {
-		if _, err := get(fmt.Sprintf("Extra[%d].Column", i), x.Column); err != nil {
+		if _, err := get(fmt.Sprintf("extra[%d].column", i), x.Column); err != nil {
 			return nil, err
 		}
 	}
 	if m.Version != "" {
-		c, err := get("Version", m.Version)
+		c, err := get("version", m.Version)
 		if err != nil {
 			return nil, err
 		}
 		if c.Base != oidInt8 && c.Base != oidNumeric {
-			return nil, bad("Version", c, "bigint or numeric (positions do not fit in an integer)")
+			return nil, bad("version", c, "bigint or numeric (positions do not fit in an integer)")
 		}
 	}
 	if a := m.Actions; a != nil {
 		column := m.actionColumn()
 		vals := map[string]string{}
 		for v, act := range a.On {
-			vals[v] = v
+			f := strictdecode.Join("actions.on", v)
+			vals[f] = v
 			if act.Ack != "" {
-				vals[v+".Ack"] = act.Ack
+				vals[f+".ack"] = act.Ack
 			}
 		}
-		if err := label("Actions.Column", column, vals); err != nil {
+		if err := label("actions.column", column, vals); err != nil {
 			return nil, err
 		}
 	}
 	if m.missingRow() == MissingCreate {
 		if !t.Unique[key.Attnum] {
-			return nil, fmt.Errorf("%sMissingRow is create, but key column %q has no unique index of its own (needed to insert rows safely)", p, key.Name)
+			return nil, fmt.Errorf("%smissing_row is create, but key column %q has no unique index of its own (needed to insert rows safely)", p, key.Name)
 		}
 		// A created row gets a value in each column the mapping names when the
 		// change has one, the column's default otherwise. Columns NOT NULL
 		// without a default must therefore be ones every change fills.
 		always := map[string]bool{key.Name: true}
-		if c := cols["UpdatedAt"]; c != nil {
+		if c := cols["updated_at"]; c != nil {
 			always[c.Name] = true
 		}
-		if c := cols["Version"]; c != nil {
+		if c := cols["version"]; c != nil {
 			always[c.Name] = true
 		}
-		if c := cols["Status.Column"]; c != nil && len(m.Status.Values) == len(States) {
+		if c := cols["status.column"]; c != nil && len(m.Status.Values) == len(States) {
 			always[c.Name] = true
 		}
 		for _, name := range sortedKeys(t.Columns) {
 			c := t.Columns[name]
 			if c.NotNull && !c.Defaults && !always[name] {
-				return nil, fmt.Errorf("%sMissingRow is create, but column %q is NOT NULL without a default and not every change gives it a value", p, name)
+				return nil, fmt.Errorf("%smissing_row is create, but column %q is NOT NULL without a default and not every change gives it a value", p, name)
 			}
 		}
 	}

@@ -54,12 +54,12 @@ func (mr *Mirror) buildSQL() {
 			s.foldCreate, s.foldSig, s.foldFn = mr.foldFnSQL()
 		}
 	}
-	key := mr.cols["Key.Column"]
+	key := mr.cols["key.column"]
 	t := mr.table.Quoted()
 	s.readState = `SELECT row_key, ord FROM ` + mr.stateTable + ` WHERE mapping = $1 AND row_key = ANY($2::text[]) FOR UPDATE`
 	// Statements of the versioned variant reference $1 (the mapping) without
 	// needing it, so that both variants take the same arguments.
-	if v := mr.cols["Version"]; v != nil {
+	if v := mr.cols["version"]; v != nil {
 		// The legacy rows' versions, locked: the relay's write follows.
 		s.readState = `SELECT ` + qi(key.Name) + `::text, ` + qi(v.Name) + `::bigint FROM ` + t + `
 			WHERE $1::text IS NOT NULL AND ` + qi(key.Name) + ` = ANY($2::text[]::` + key.Type + `[]) AND ` + qi(v.Name) + ` IS NOT NULL FOR UPDATE`
@@ -76,7 +76,7 @@ func (mr *Mirror) buildSQL() {
 		// and their key is the workflow ID (Mapping.Validate).
 		s.poll = `SELECT t.` + qi(key.Name) + `::text, t.` + qi(ac.Name) + `::text, t.` + qi(key.Name) + `::text, ''
 			FROM ` + t + ` t WHERE $1::text IS NOT NULL AND t.` + qi(ac.Name) + ` = ANY($2::text[]::` + ac.Type + `[])
-			  AND t.` + qi(mr.cols["Version"].Name) + ` IS NOT NULL LIMIT $3`
+			  AND t.` + qi(mr.cols["version"].Name) + ` IS NOT NULL LIMIT $3`
 		s.ack = `UPDATE ` + t + ` t SET ` + qi(ac.Name) + ` = COALESCE($4::` + ac.Type + `, t.` + qi(ac.Name) + `)
 			WHERE $1::text IS NOT NULL AND t.` + qi(key.Name) + ` = $2::` + key.Type + ` AND t.` + qi(ac.Name) + ` = $3::` + ac.Type + `
 			  AND $5::text[] IS NOT NULL AND $6::text[] IS NOT NULL`
@@ -282,7 +282,7 @@ BEGIN
 // batch's rows waits in the outbox.
 func (mr *Mirror) rowsSQL(same, fold bool) string {
 	first, last := "v.first", "v.last"
-	if same && mr.cols["Version"] != nil {
+	if same && mr.cols["version"] != nil {
 		// The transaction's base position: an uncorrelated subquery, which
 		// PostgreSQL runs once (an InitPlan), where a CTE joined to every
 		// row cost two joins and their start-up at each batch.
@@ -354,7 +354,7 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 	}
 	next := n + 1 + btoi(defer0)
 	t := mr.table.Quoted()
-	key := mr.cols["Key.Column"]
+	key := mr.cols["key.column"]
 	// The = ANY condition, redundant with the join, is what lets the
 	// planner look the batch's rows up by index.
 	keyMatch := func(alias string) string {
@@ -377,7 +377,7 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		e := v + "::" + c.Type
 		return set{c.Name, "COALESCE(" + e + ", t." + qi(c.Name) + ")", orDefault(c, e), true}
 	}
-	if c := mr.cols["Status.Column"]; c != nil {
+	if c := mr.cols["status.column"]; c != nil {
 		expr := "COALESCE(v.status::" + c.Type + ", t." + qi(c.Name) + ")"
 		reqAt := 0
 		if mr.statusIsRequest() {
@@ -398,28 +398,28 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 		}
 		sets = append(sets, set{c.Name, expr, orDefault(c, "v.status::"+c.Type), true})
 	}
-	if c := mr.cols["Step.Column"]; c != nil {
+	if c := mr.cols["step.column"]; c != nil {
 		sets = append(sets, keep(c, "v.step"))
 	}
-	if c := mr.cols["Error.Column"]; c != nil {
+	if c := mr.cols["error.column"]; c != nil {
 		sets = append(sets, set{c.Name, "CASE WHEN v.clear_err THEN NULL ELSE COALESCE(v.err::" + c.Type + ", t." + qi(c.Name) + ") END",
 			"CASE WHEN v.clear_err THEN NULL ELSE " + orDefault(c, "v.err::"+c.Type) + " END", true})
 	}
-	if c := mr.cols["Attempts"]; c != nil {
+	if c := mr.cols["attempts"]; c != nil {
 		sets = append(sets, keep(c, "v.attempts"))
 	}
-	if c := mr.cols["UpdatedAt"]; c != nil {
+	if c := mr.cols["updated_at"]; c != nil {
 		at := "(timestamptz 'epoch' + v.at * interval '1 microsecond')::" + c.Type
 		sets = append(sets, set{c.Name, at, at, false})
 	}
-	if c := mr.cols["Progress.Column"]; c != nil {
+	if c := mr.cols["progress.column"]; c != nil {
 		sets = append(sets, keep(c, "v.progress"))
 	}
 	for i, x := range mr.extras {
 		sets = append(sets, keep(x.col, "v.x"+strconv.Itoa(i)))
 	}
 	ver := ""
-	if c := mr.cols["Version"]; c != nil {
+	if c := mr.cols["version"]; c != nil {
 		sets = append(sets, set{c.Name, last + "::" + c.Type, last + "::" + c.Type, false})
 		ver = " AND (t." + qi(c.Name) + " IS NULL OR t." + qi(c.Name) + " < " + first + ")"
 	}
@@ -540,7 +540,7 @@ func (mr *Mirror) rowsSQL(same, fold bool) string {
 // statusIsRequest: the status column is also the request column
 // (Mapping.Actions), and the rows statement takes the request values.
 func (mr *Mirror) statusIsRequest() bool {
-	c := mr.cols["Status.Column"]
+	c := mr.cols["status.column"]
 	return c != nil && mr.actionCol == c
 }
 
@@ -548,7 +548,7 @@ func (mr *Mirror) statusIsRequest() bool {
 // rows statement takes the status value that says a workflow needs an
 // operator.
 func (mr *Mirror) needOpByRow() bool {
-	if mr.cols["Status.Column"] == nil || !mr.versioned {
+	if mr.cols["status.column"] == nil || !mr.versioned {
 		return false
 	}
 	_, ok := mr.m.Status.Values[StateNeedsOperator]

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -207,11 +206,11 @@ func (s *Source) Validate() error {
 			return fmt.Errorf("%skinds has an empty kind", p)
 		}
 		if k.Workflow == "" {
-			return fmt.Errorf("%s%s.workflow is required", p, field("kinds", kind))
+			return fmt.Errorf("%s%s.workflow is required", p, strictdecode.Join("kinds", kind))
 		}
 	}
 	for f, c := range s.Input {
-		if err := col(field("input", f), c, true); err != nil {
+		if err := col(strictdecode.Join("input", f), c, true); err != nil {
 			return err
 		}
 	}
@@ -272,7 +271,7 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (*pgcatalog.
 	}
 	kinds := map[string]string{}
 	for _, k := range s.kinds() {
-		kinds[field("kinds", k)] = k
+		kinds[strictdecode.Join("kinds", k)] = k
 	}
 	for _, l := range []struct {
 		field, name string
@@ -299,23 +298,12 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (*pgcatalog.
 		}
 	}
 	for _, f := range sortedKeys(s.Input) {
-		if _, err := get(field("input", f), s.Input[f]); err != nil {
+		if _, err := get(strictdecode.Join("input", f), s.Input[f]); err != nil {
 			return nil, err
 		}
 	}
 	return tbl, nil
 }
-
-// field names a map entry of the declaration: kinds.renew, or
-// input["a b"] for a key that is not a plain word.
-func field(m, key string) string {
-	if plainKey.MatchString(key) {
-		return m + "." + key
-	}
-	return fmt.Sprintf("%s[%q]", m, key)
-}
-
-var plainKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))

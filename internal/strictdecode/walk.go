@@ -77,7 +77,7 @@ func (w *walker) value(n *yaml.Node, t reflect.Type, path string) *Error {
 				e.Msg = "key " + strconv.Quote(k.Value) + ": " + e.Msg
 				return e
 			}
-			if e := w.value(val, t.Elem(), join(path, k.Value)); e != nil {
+			if e := w.value(val, t.Elem(), Join(path, k.Value)); e != nil {
 				return e
 			}
 		}
@@ -137,9 +137,9 @@ func (w *walker) structFields(n *yaml.Node, t reflect.Type, path string) *Error 
 		}
 		if !ok {
 			slices.Sort(names)
-			return w.fail(k, join(path, k.Value), "unknown field %q (known here: %s)", k.Value, strings.Join(names, ", "))
+			return w.fail(k, Join(path, k.Value), "unknown field %q (known here: %s)", k.Value, strings.Join(names, ", "))
 		}
-		if e := w.value(val, f.Type, join(path, k.Value)); e != nil {
+		if e := w.value(val, f.Type, Join(path, k.Value)); e != nil {
 			return e
 		}
 	}
@@ -227,9 +227,9 @@ var integer = regexp.MustCompile(`^[-+]?[0-9]+$`)
 
 var plainKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 
-// join appends a key to a path: a.b, or a["b c"] for a key that is not
-// a plain word.
-func join(path, key string) string {
+// Join appends a key (a field, or a map's key) to a path as a document's
+// errors name it: a.b, or a["b c"] for a key that is not a plain word.
+func Join(path, key string) string {
 	if !plainKey.MatchString(key) {
 		return path + "[" + strconv.Quote(key) + "]"
 	}
