@@ -145,12 +145,16 @@ var attempts = func() (a [16]int64) {
 	return a
 }()
 
-// attemptsOf points to n, shared when it is a usual count.
+// attemptsOf points to n, shared when it is a usual count. (Returning &n
+// moved n to the heap on every call, the shared path's too: an allocation
+// per activity event.)
 func attemptsOf(n int64) *int64 {
 	if n >= 0 && n < int64(len(attempts)) {
 		return &attempts[n]
 	}
-	return &n
+	p := new(int64)
+	*p = n
+	return p
 }
 
 // fit truncates s to the column's length, so a long message cannot fail the

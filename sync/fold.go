@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/graftdev/graft/engine"
 )
@@ -56,12 +57,14 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 	if mr.sql.foldFn == "" {
 		return nil, false
 	}
-	cs, err := mr.changes(events)
-	if err != nil {
-		return nil, false
+	fs, _ := foldScratches.Get().(*foldScratch)
+	if fs == nil {
+		fs = &foldScratch{}
 	}
-	if len(cs) == 0 {
-		return nil, true
+	cs, err := mr.changesIn(events, fs)
+	if err != nil || len(cs) == 0 {
+		fs.release()
+		return nil, err == nil
 	}
 	// The changes to look up, then those that would change nothing (see
 	// recentRows), which the function does not see: whether their runs
@@ -70,7 +73,7 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 	order := cs
 	look := len(cs)
 	if mr.recent.max > 0 {
-		order = make([]*change, len(cs))
+		order = fs.sorted(len(cs))
 		look = 0
 		same := len(cs)
 		for _, c := range cs {
@@ -96,7 +99,62 @@ func (mr *Mirror) FoldCheckpoint(_ context.Context, events []*engine.CheckpointE
 		Unwritten: func(runs []string) { unwritten = runs },
 		Done: func(ctx context.Context, rows []engine.CheckpointFoldRow) {
 			mr.foldDone(ctx, order, look, rows, unwritten)
+			fs.release()
 		}}, true
+}
+
+// foldScratch is the memory FoldCheckpoint folds a batch's events in: the
+// changes (a few hundred bytes each, most of what a fold allocates), the
+// map and the slices that order them. Done hands it on to a later batch;
+// a fold the engine drops without calling Done leaves it to the collector.
+type foldScratch struct {
+	all   []change
+	byKey map[string]*change
+	order []*change
+	// byLook: the changes looked up first, then the others (FoldCheckpoint).
+	byLook []*change
+}
+
+// foldScratches holds the foldScratch of the folds whose Done has run.
+var foldScratches sync.Pool
+
+// maxFoldScratch is the most changes a foldScratch keeps for reuse: the
+// memory of an exceptional batch goes back to the collector.
+const maxFoldScratch = 4096
+
+// take returns n zeroed changes, an empty map and an empty slice for a
+// batch of n events.
+func (fs *foldScratch) take(n int) ([]change, map[string]*change, []*change) {
+	if cap(fs.all) < n {
+		fs.all = make([]change, n)
+		fs.order = make([]*change, 0, n)
+	}
+	if fs.byKey == nil {
+		fs.byKey = make(map[string]*change, n)
+	}
+	fs.all = fs.all[:n]
+	return fs.all, fs.byKey, fs.order[:0]
+}
+
+// sorted returns a slice of n changes for FoldCheckpoint's order.
+func (fs *foldScratch) sorted(n int) []*change {
+	if cap(fs.byLook) < n {
+		fs.byLook = make([]*change, n)
+	}
+	fs.byLook = fs.byLook[:n]
+	return fs.byLook
+}
+
+// release drops what fs references and hands it to a later fold.
+func (fs *foldScratch) release() {
+	if cap(fs.all) > maxFoldScratch {
+		return
+	}
+	clear(fs.all)
+	clear(fs.byKey)
+	clear(fs.byLook)
+	clear(fs.order[:cap(fs.order)])
+	foldScratches.Put(fs)
 }
 
 // foldDone accounts for a folded write once it has committed: cs[:look]

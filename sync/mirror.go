@@ -300,13 +300,24 @@ func (mr *Mirror) Checkpoint(ctx context.Context, tx engine.CheckpointTx, events
 
 // changes folds the batch's events into one change per row, in order.
 func (mr *Mirror) changes(events []*engine.CheckpointEvent) ([]*change, error) {
+	return mr.changesIn(events, nil)
+}
+
+// changesIn is changes, in the memory of fs when it is not nil.
+func (mr *Mirror) changesIn(events []*engine.CheckpointEvent, fs *foldScratch) ([]*change, error) {
 	if len(events) >= 1<<20 {
 		return nil, fmt.Errorf("graftsync: a batch of %d checkpoints is more than a position can index (2^20)", len(events))
 	}
-	b := batch{byKey: make(map[string]*change, len(events)), order: make([]*change, 0, len(events))}
+	var b batch
 	// The batch's changes in one allocation (a merged one's place goes
 	// unused).
-	all := make([]change, len(events))
+	var all []change
+	if fs != nil {
+		all, b.byKey, b.order = fs.take(len(events))
+	} else {
+		all = make([]change, len(events))
+		b = batch{byKey: make(map[string]*change, len(events)), order: make([]*change, 0, len(events))}
+	}
 	for i, ev := range events {
 		if !mr.mirrors(ev.WorkflowType) {
 			continue
