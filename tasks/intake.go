@@ -120,7 +120,7 @@ func NewIntake(ctx context.Context, cfg IntakeConfig) (*Intake, error) {
 	if src.Key.Fn == nil && src.Key.Func != "" {
 		src.Key.Fn = cfg.KeyFuncs[src.Key.Func]
 		if src.Key.Fn == nil {
-			return nil, fmt.Errorf("%skey.func %q is not in IntakeConfig.KeyFuncs", src.prefix(), src.Key.Func)
+			return nil, fmt.Errorf("%s%s %q is not in IntakeConfig.KeyFuncs", src.prefix(), src.field("key.func"), src.Key.Func)
 		}
 	}
 	in := &Intake{cfg: cfg, src: src, client: cfg.Engine.Client(), db: cfg.Engine.DB(), schema: pgident.Quote(cfg.Engine.Schema()),
@@ -537,8 +537,8 @@ func (in *Intake) start(ctx context.Context, tx *sql.Tx, snap *Snapshot, rows []
 		return nil, nil, fmt.Errorf("tasks: record claims: %w", err)
 	}
 	if n, _ := res.RowsAffected(); int(n) != len(ids) {
-		return nil, nil, fmt.Errorf("%s%d of %d rows show status.pending %q again once their workflows started (does a sync mirror map StatePending to %q? give it another value); rolled back",
-			in.src.prefix(), len(ids)-int(n), len(ids), in.src.Status.Pending, in.src.Status.Pending)
+		return nil, nil, fmt.Errorf("%s%d of %d rows show %s %q again once their workflows started (does a sync mirror map StatePending to %q? give it another value); rolled back",
+			in.src.prefix(), len(ids)-int(n), len(ids), in.src.field("status.pending"), in.src.Status.Pending, in.src.Status.Pending)
 	}
 	return started, failed, nil
 }

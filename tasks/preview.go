@@ -88,7 +88,8 @@ func (in *Intake) PreviewFlag(ctx context.Context, proposed Flag, limit int) (*F
 	}
 	keySQL := in.src.keySQL()
 	if keySQL == "" {
-		return nil, fmt.Errorf("%w: source %s computes its routing key in Go (Key.Func); a preview needs Key.Column", ErrPreviewUnavailable, in.src.name())
+		return nil, fmt.Errorf("%w: source %s computes its routing key in Go (%s); a preview needs %s", ErrPreviewUnavailable, in.src.name(),
+			in.src.field("key.func"), in.src.field("key.column"))
 	}
 	if proposed.KeyRules == nil {
 		proposed.KeyRules = []KeyRule{}

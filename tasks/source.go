@@ -133,6 +133,11 @@ type Source struct {
 	// (NOTIFY channel) when it inserts rows; intake then claims at once
 	// instead of at its next poll.
 	Notify string `json:"notify,omitempty" yaml:"notify,omitempty"`
+	// DeclaredAt, when set, is the source's path in the file that
+	// declares it ("source" in graft server's --config): errors name its
+	// fields under it (source.status.pending), as that file spells them.
+	// A file LoadSource reads is the source itself: none.
+	DeclaredAt string `json:"-" yaml:"-"`
 }
 
 // Run headers intake sets on the runs it starts. They are the headers the
@@ -150,25 +155,34 @@ func (s *Source) name() string { return cmp.Or(s.Name, s.Table) }
 
 func (s *Source) prefix() string { return "tasks: source " + s.name() + ": " }
 
+// field names a field of the source as its declaration spells it (see
+// DeclaredAt).
+func (s *Source) field(name string) string {
+	if s.DeclaredAt == "" {
+		return name
+	}
+	return s.DeclaredAt + "." + name
+}
+
 // Validate checks the source's shape without a database: required fields,
 // identifiers, kinds. NewIntake also checks it against the table. Errors
 // name a field as a YAML or JSON declaration spells it (status.pending,
 // kinds.renew.workflow), which is also the Go field's path (Status.Pending,
-// Kinds["renew"].Workflow).
+// Kinds["renew"].Workflow), under DeclaredAt when set.
 func (s *Source) Validate() error {
 	if _, err := pgident.ParseTable(s.Table); err != nil {
-		return fmt.Errorf("tasks: source: table: %w", err)
+		return fmt.Errorf("tasks: source: %s: %w", s.field("table"), err)
 	}
 	p := s.prefix()
 	col := func(field, name string, required bool) error {
 		if name == "" {
 			if required {
-				return fmt.Errorf("%s%s is required", p, field)
+				return fmt.Errorf("%s%s is required", p, s.field(field))
 			}
 			return nil
 		}
 		if !pgident.Valid(name) {
-			return fmt.Errorf("%s%s %q is not a valid column name", p, field, name)
+			return fmt.Errorf("%s%s %q is not a valid column name", p, s.field(field), name)
 		}
 		return nil
 	}
@@ -185,28 +199,28 @@ func (s *Source) Validate() error {
 	}
 	switch {
 	case s.Status.Pending == "" || s.Status.Graft == "":
-		return fmt.Errorf("%sstatus.pending and status.graft are required", p)
+		return fmt.Errorf("%s%s and %s are required", p, s.field("status.pending"), s.field("status.graft"))
 	case s.Status.Pending == s.Status.Graft || s.Status.Pending == s.Status.Legacy || (s.Status.Legacy != "" && s.Status.Graft == s.Status.Legacy):
-		return fmt.Errorf("%sstatus.pending, status.graft and status.legacy must differ", p)
+		return fmt.Errorf("%s%s, %s and %s must differ", p, s.field("status.pending"), s.field("status.graft"), s.field("status.legacy"))
 	case len(s.Kinds) == 0:
-		return fmt.Errorf("%skinds is required", p)
+		return fmt.Errorf("%s%s is required", p, s.field("kinds"))
 	case (s.Key.Column == "") == (s.Key.Func == "" && s.Key.Fn == nil):
-		return fmt.Errorf("%sset exactly one of key.column and key.func", p)
+		return fmt.Errorf("%sset exactly one of %s and %s", p, s.field("key.column"), s.field("key.func"))
 	case s.Key.Column == "" && s.Key.Transform != "":
-		return fmt.Errorf("%skey.transform needs key.column", p)
+		return fmt.Errorf("%s%s needs %s", p, s.field("key.transform"), s.field("key.column"))
 	case !slices.Contains([]string{TransformNone, TransformLower, TransformTLD}, s.Key.Transform):
-		return fmt.Errorf("%skey.transform %q is unknown (want %q or %q)", p, s.Key.Transform, TransformLower, TransformTLD)
+		return fmt.Errorf("%s%s %q is unknown (want %q or %q)", p, s.field("key.transform"), s.Key.Transform, TransformLower, TransformTLD)
 	case len(s.Input) == 0 && s.InputFn == nil:
-		return fmt.Errorf("%sset input (field: column), or InputFn in Go", p)
+		return fmt.Errorf("%sset %s (field: column), or InputFn in Go", p, s.field("input"))
 	case s.Notify != "" && !pgident.Valid(s.Notify):
-		return fmt.Errorf("%snotify %q is not a valid channel name", p, s.Notify)
+		return fmt.Errorf("%s%s %q is not a valid channel name", p, s.field("notify"), s.Notify)
 	}
 	for kind, k := range s.Kinds {
 		if kind == "" {
-			return fmt.Errorf("%skinds has an empty kind", p)
+			return fmt.Errorf("%s%s has an empty kind", p, s.field("kinds"))
 		}
 		if k.Workflow == "" {
-			return fmt.Errorf("%s%s.workflow is required", p, strictdecode.Join("kinds", kind))
+			return fmt.Errorf("%s%s.workflow is required", p, s.field(strictdecode.Join("kinds", kind)))
 		}
 	}
 	for f, c := range s.Input {
@@ -237,7 +251,7 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (*pgcatalog.
 		return nil, fmt.Errorf("%s%w", p, err)
 	}
 	get := func(field, name string) (*pgcatalog.Column, error) {
-		c, err := tbl.Column(field, name)
+		c, err := tbl.Column(s.field(field), name)
 		if err != nil {
 			return nil, fmt.Errorf("%s%w", p, err)
 		}
@@ -248,7 +262,7 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (*pgcatalog.
 		return nil, err
 	}
 	if !id.IsString() && id.Category != "N" && id.Type != "uuid" {
-		return nil, fmt.Errorf("%s%w", p, id.Needs("id", "a text, integer or uuid type"))
+		return nil, fmt.Errorf("%s%w", p, id.Needs(s.field("id"), "a text, integer or uuid type"))
 	}
 	// The status and kind columns hold the values intake compares and
 	// writes; the error column receives text.
@@ -260,18 +274,18 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (*pgcatalog.
 		if err != nil {
 			return err
 		}
-		if err := c.TakesLabels(field, values); err != nil {
+		if err := c.TakesLabels(s.field(field), values); err != nil {
 			return fmt.Errorf("%s%w", p, err)
 		}
 		return nil
 	}
-	status := map[string]string{"status.pending": s.Status.Pending, "status.graft": s.Status.Graft}
+	status := map[string]string{s.field("status.pending"): s.Status.Pending, s.field("status.graft"): s.Status.Graft}
 	if s.Status.Legacy != "" {
-		status["status.legacy"] = s.Status.Legacy
+		status[s.field("status.legacy")] = s.Status.Legacy
 	}
 	kinds := map[string]string{}
 	for _, k := range s.kinds() {
-		kinds[strictdecode.Join("kinds", k)] = k
+		kinds[s.field(strictdecode.Join("kinds", k))] = k
 	}
 	for _, l := range []struct {
 		field, name string
@@ -294,7 +308,7 @@ func (s *Source) check(ctx context.Context, db sqlx.QueryerContext) (*pgcatalog.
 			return nil, err
 		}
 		if c.Category != "D" {
-			return nil, fmt.Errorf("%s%w", p, c.Needs("created_at", "a timestamp type"))
+			return nil, fmt.Errorf("%s%w", p, c.Needs(s.field("created_at"), "a timestamp type"))
 		}
 	}
 	for _, f := range sortedKeys(s.Input) {

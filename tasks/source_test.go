@@ -42,11 +42,7 @@ input: {domain: domain, years: years}
 func TestSourceValidation(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
-	for _, tc := range []struct {
-		name string
-		mut  func(*tasks.Source)
-		want string
-	}{
+	requireSourceErrors(t, v, "", []sourceCase{
 		{"bad table", func(s *tasks.Source) { s.Table = "a.b.c" }, "source: table"},
 		{"missing ID", func(s *tasks.Source) { s.ID = "" }, "id is required"},
 		{"bad identifier", func(s *tasks.Source) { s.Kind = "kind; drop table" }, `kind "kind; drop table" is not a valid column name`},
@@ -64,10 +60,49 @@ func TestSourceValidation(t *testing.T) {
 		{"missing input column", func(s *tasks.Source) { s.Input["term"] = "term_years" }, `input.term: column "term_years" does not exist`},
 		{"created_at not a time", func(s *tasks.Source) { s.CreatedAt = "domain" }, `created_at: column "domain" is text`},
 		{"unknown key func", func(s *tasks.Source) { s.Key = tasks.KeySpec{Func: "tld"} }, `key.func "tld" is not in IntakeConfig.KeyFuncs`},
-	} {
+	})
+}
+
+// sourceCase is a change to the test source and the error NewIntake gives.
+type sourceCase struct {
+	name string
+	mut  func(*tasks.Source)
+	want string
+}
+
+// requireSourceErrors checks each case on v's source declared at at.
+func requireSourceErrors(t *testing.T, v *env, at string, cases []sourceCase) {
+	t.Helper()
+	for _, tc := range cases {
 		src := v.source()
+		src.DeclaredAt = at
 		tc.mut(src)
 		_, err := tasks.NewIntake(context.Background(), tasks.IntakeConfig{Engine: v.e, DatabaseURL: testenv.DatabaseURL(), Source: src})
 		require.ErrorContains(t, err, tc.want, tc.name)
 	}
+}
+
+// A source declared inside a larger file (graft server's --config, under
+// source:) has its shape and table errors name each field by its whole
+// path in that file, as strictdecode names a refused document's.
+func TestSourceErrorsNameTheDeclarationsPath(t *testing.T) {
+	t.Parallel()
+	requireSourceErrors(t, newEnv(t), "source", []sourceCase{
+		{"bad table", func(s *tasks.Source) { s.Table = "a.b.c" }, "tasks: source: source.table: "},
+		{"missing ID", func(s *tasks.Source) { s.ID = "" }, ": source.id is required"},
+		{"no statuses", func(s *tasks.Source) { s.Status.Graft = "" }, ": source.status.pending and source.status.graft are required"},
+		{"same statuses", func(s *tasks.Source) { s.Status.Graft = "pending" },
+			": source.status.pending, source.status.graft and source.status.legacy must differ"},
+		{"no kinds", func(s *tasks.Source) { s.Kinds = nil }, ": source.kinds is required"},
+		{"kind without workflow", func(s *tasks.Source) { s.Kinds = map[string]tasks.KindSpec{"renew": {}} }, ": source.kinds.renew.workflow is required"},
+		{"two keys", func(s *tasks.Source) { s.Key.Func = "tld" }, "set exactly one of source.key.column and source.key.func"},
+		{"transform without column", func(s *tasks.Source) { s.Key = tasks.KeySpec{Func: "tld", Transform: "lower"} },
+			": source.key.transform needs source.key.column"},
+		{"no input", func(s *tasks.Source) { s.Input = nil }, ": set source.input (field: column)"},
+		{"bad input column", func(s *tasks.Source) { s.Input["term"] = "a b" }, `: source.input.term "a b" is not a valid column name`},
+		{"missing status column", func(s *tasks.Source) { s.Status.Column = "state" }, `: source.status.column: column "state" does not exist`},
+		{"missing input column", func(s *tasks.Source) { s.Input["term"] = "term_years" }, `: source.input.term: column "term_years" does not exist`},
+		{"created_at not a time", func(s *tasks.Source) { s.CreatedAt = "domain" }, `: source.created_at: column "domain" is text`},
+		{"unknown key func", func(s *tasks.Source) { s.Key = tasks.KeySpec{Func: "tld"} }, `: source.key.func "tld" is not in IntakeConfig.KeyFuncs`},
+	})
 }

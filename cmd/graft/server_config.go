@@ -77,11 +77,12 @@ func loadServerFile(path string) (*serverFile, error) {
 		return nil, fmt.Errorf("graft server: %s: %w", path, err)
 	}
 	if f.Source != nil {
+		f.Source.DeclaredAt = "source" // errors name source.status.pending
 		if err := f.Source.Validate(); err != nil {
 			return nil, fmt.Errorf("graft server: %s: %w", path, err)
 		}
 		if f.Source.Key.Func != "" {
-			return nil, fmt.Errorf("graft server: %s: source.key.func %q names Go code, which graft server cannot run; use key.column, or run the intake in your own binary", path, f.Source.Key.Func)
+			return nil, fmt.Errorf("graft server: %s: source.key.func %q names Go code, which graft server cannot run; use source.key.column, or run the intake in your own binary", path, f.Source.Key.Func)
 		}
 	}
 	if f.Intake.PollInterval != "" {

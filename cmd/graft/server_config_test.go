@@ -187,8 +187,12 @@ func TestServerConfigBadInput(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ name, body, want string }{
 		{"unknown field", "source:\n  tabel: x.y\n", "tabel"},
-		{"bad source", "source:\n  table: x.y\n  id: id\n", "tasks: source x.y: kind is required"},
-		{"go key func", "source: {table: x.y, id: id, kind: k, kinds: {a: {workflow: w}}, key: {func: tld}, status: {column: s, pending: p, graft: g}, input: {a: a}}\n", "source.key.func"},
+		// A source's checks name its fields by their path in the file.
+		{"bad source", "source:\n  table: x.y\n  id: id\n", "tasks: source x.y: source.kind is required"},
+		{"source statuses", "source: {table: x.y, id: id, kind: k, kinds: {a: {workflow: w}}, key: {column: c}, status: {column: s, pending: p}, input: {a: a}}\n",
+			"tasks: source x.y: source.status.pending and source.status.graft are required"},
+		{"go key func", "source: {table: x.y, id: id, kind: k, kinds: {a: {workflow: w}}, key: {func: tld}, status: {column: s, pending: p, graft: g}, input: {a: a}}\n",
+			`source.key.func "tld" names Go code, which graft server cannot run; use source.key.column`},
 		{"bad poll interval", "intake: {poll_interval: soon}\n", "intake.poll_interval"},
 		{"unknown intake field", "intake: {batch_sise: 5}\n", `intake.batch_sise (line 1, column 10): unknown field "batch_sise" (known here: batch_size, poll_interval)`},
 		{"unknown tls field", "tls: {certificate: a.pem}\n", `tls.certificate (line 1, column 7): unknown field "certificate" (known here: cert, key)`},
