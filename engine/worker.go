@@ -257,6 +257,14 @@ func (w *Worker) Start(ctx context.Context) error {
 			"worker", w.id, "err", err)
 	}
 	cancel()
+	// The signals its workflow types declare, for the processes that do
+	// not register them (see signal_publish.go).
+	pctx, cancel := context.WithTimeout(ctx, w.e.cfg.CommitTimeout)
+	if _, err := w.publishSignals(pctx); err != nil {
+		w.e.cfg.Logger.Warn("engine: publishing the workflows' signal declarations failed; processes that do not register them offer only what was published before",
+			"worker", w.id, "err", err)
+	}
+	cancel()
 	w.e.addWorker(w)
 	go w.loop()
 	go w.renewLoop()

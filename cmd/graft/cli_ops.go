@@ -216,8 +216,16 @@ func newOpsShowCmd(cli *cliOpts) *cobra.Command {
 						names = append(names, s.Name)
 					}
 					list := strings.Join(names, ", ")
-					if o.KindRegistered != nil && !*o.KindRegistered {
-						list += " (this server does not register " + o.Kind + "; send its own signals from a server that does)"
+					switch {
+					case o.KindRegistered == nil || *o.KindRegistered:
+					case o.SignalsSource != nil && *o.SignalsSource == api.SignalsPublished:
+						list += " (this server does not register " + o.Kind + "; its workers published these"
+						if o.SignalsPublishedBy != nil && o.SignalsPublishedAt != nil {
+							list += ": " + *o.SignalsPublishedBy + " at " + o.SignalsPublishedAt.UTC().Format(time.RFC3339)
+						}
+						list += ")"
+					default:
+						list += " (this server does not register " + o.Kind + " and no worker of it published its signals; start one, or send them from a server that registers it)"
 					}
 					row("Signals", list)
 				}

@@ -170,7 +170,7 @@ func TestCLIAgainstAServer(t *testing.T) {
 	// A payload left out is refused when the signal carries one: null would
 	// reach the workflow as {"ok":false}.
 	_, err = cli("ops", "signal", "op-wait", "approve", "--reason", "forgot the payload")
-	require.EqualError(t, err, `400 Invalid request: PAYLOAD-JSON: engine: input does not decode into the declared type: signal "approve" carries a JSON object, and none was given`)
+	require.EqualError(t, err, `400 Invalid request: PAYLOAD-JSON: signal "approve" carries a JSON object, and none was given`)
 	out, err = cli("ops", "signal", "op-wait", "approve", `{"ok":true}`, "--reason", "customer called")
 	require.NoError(t, err)
 	require.Contains(t, out, "signal approve sent to op-wait")

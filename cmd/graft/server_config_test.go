@@ -13,6 +13,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/graftdev/graft/engine"
 	"github.com/graftdev/graft/internal/testenv"
 	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
@@ -88,6 +89,7 @@ intake:
 	require.False(t, *op.KindRegistered)
 	require.Len(t, *op.Signals, 1)
 	require.Equal(t, "graft.cancel.operator", (*op.Signals)[0].Name)
+	require.Equal(t, api.SignalsNone, *op.SignalsSource)
 
 	// An admin previews a flag change over the source's pending rows.
 	out, err = run(t, "tokens", "create", "--direct", "--schema", schema, "--name", "boss", "--role", "admin", "-o", "json")
@@ -115,7 +117,7 @@ intake:
 	// reads it exactly.
 	out, err = cli("ops", "show", "9007199254740993")
 	require.NoError(t, err)
-	require.Regexp(t, `(?m)^Signals:\s+graft.cancel.operator \(this server does not register renewal; send its own signals from a server that does\)$`, out)
+	require.Regexp(t, `(?m)^Signals:\s+graft.cancel.operator \(this server does not register renewal and no worker of it published its signals; start one, or send them from a server that registers it\)$`, out)
 	require.Regexp(t, `(?m)^Legacy row:\s+\{.*"id":9007199254740993[,}]`, out)
 	out, err = cli("flags", "set", "renew", "--version", "1", "--default-percent", "5", "--reason", "a little .com")
 	require.NoError(t, err)
@@ -180,6 +182,30 @@ intake:
 	require.NoError(t, json.Unmarshal([]byte(out), &ctok), out)
 	_, err = run(t, "ops", "show", "2", "--server", url, "--token", ctok.Secret)
 	require.EqualError(t, err, `404 Not found: operation "2" does not exist`)
+
+	// A worker of renewal starts (on a queue of its own, so that it runs
+	// none of these): it publishes the signals renewal declares, which
+	// the server then offers and checks.
+	type renewConfirm struct {
+		Approved bool `json:"approved"`
+	}
+	we := testenv.Engine(t, &engine.Config{Schema: schema})
+	require.NoError(t, we.Register(engine.NewWorkflow("renewal", func(ctx engine.Context, in map[string]any) (string, error) {
+		return "", nil
+	}).WithSignals(engine.DeclareSignal[renewConfirm]("confirm", "the registrant confirms the renewal"))))
+	testenv.Worker(t, we, engine.WorkerConfig{Queues: []string{"publish-only"}})
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		out, err = cli("ops", "show", "1")
+		return err == nil && strings.Contains(out, "confirm, graft.cancel.operator")
+	}, "graft ops show did not list the published signals: %s", out)
+	require.Regexp(t, `(?m)^Signals:\s+confirm, graft.cancel.operator \(this server does not register renewal; its workers published these: \S+ \(.*\) at \d{4}-\d\d-\d\dT\S+Z\)$`, out)
+	_, err = cli("ops", "signal", "1", "confirm", `{"approved":"yes"}`, "--reason", "phoned")
+	require.ErrorContains(t, err, "payload of signal confirm: at /approved: got string, want boolean")
+	_, err = cli("ops", "signal", "1", "renew", `{}`, "--reason", "phoned")
+	require.ErrorContains(t, err, `the kind "renewal" declares no signal "renew" (its workers published declared: confirm; and every kind takes graft.cancel.operator)`)
+	out, err = cli("ops", "signal", "1", "confirm", `{"approved":true}`, "--reason", "phoned")
+	require.NoError(t, err)
+	require.Equal(t, "signal confirm sent to 1\n", out)
 }
 
 // A configuration file with a mistake is refused at start-up, naming it.

@@ -276,15 +276,10 @@ func (s *Server) signal(ctx context.Context, p Principal, id, name string, paylo
 	if err != nil {
 		return err
 	}
-	err = s.checkSignal(r.WorkflowType, name, payload)
-	switch {
-	case errors.Is(err, engine.ErrUnknownWorkflow):
-		return badRequest("name", "the kind %q is not registered in this server, so its signals cannot be checked", r.WorkflowType)
-	case errors.Is(err, engine.ErrUnknownSignal):
-		return badRequest("name", "the kind %q declares no signal %q", r.WorkflowType, name)
-	case errors.Is(err, engine.ErrBadInput):
-		return badRequest("payload", "%v", err)
-	case err != nil:
+	if err := s.checkSignal(ctx, r.WorkflowType, name, payload); err != nil {
+		if field, why := signalRefused(err); field != "" {
+			return badRequest(field, "%s", why)
+		}
 		return err
 	}
 	if err := s.client.Signal(ctx, id, name, payload); err != nil {

@@ -71,6 +71,27 @@ func (e BulkState) Valid() bool {
 	}
 }
 
+// Defines values for OperationSignalsSource.
+const (
+	SignalsNone       OperationSignalsSource = "none"
+	SignalsPublished  OperationSignalsSource = "published"
+	SignalsRegistered OperationSignalsSource = "registered"
+)
+
+// Valid indicates whether the value is a known member of the OperationSignalsSource enum.
+func (e OperationSignalsSource) Valid() bool {
+	switch e {
+	case SignalsNone:
+		return true
+	case SignalsPublished:
+		return true
+	case SignalsRegistered:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Role.
 const (
 	Admin    Role = "admin"
@@ -649,9 +670,8 @@ type Operation struct {
 
 	// KindRegistered Whether this server registers the operation's workflow type. When
 	// it does not (graft server, which holds none of your workflow code),
-	// signals lists only cancel's operator signal: the kind's own signals
-	// cannot be checked here, and are sent from a server that registers
-	// the kind (your worker binary serving this API).
+	// the kind's signals are those its workers published (see
+	// signals_source).
 	KindRegistered *bool      `json:"kind_registered,omitempty"`
 	LastError      *ErrorInfo `json:"last_error,omitempty"`
 
@@ -682,16 +702,46 @@ type Operation struct {
 	// Runs Runs of this operation (relaunches and continue-as-new add runs).
 	Runs int `json:"runs"`
 
-	// Signals The signals an operator may send it: those its kind declares, when
-	// this server registers the kind (see kind_registered), and cancel's
-	// operator signal (graft.cancel.operator).
-	Signals     *[]SignalDecl `json:"signals,omitempty"`
-	StartReason *string       `json:"start_reason,omitempty"`
+	// Signals The signals an operator may send it: those its kind declares (see
+	// signals_source), and cancel's operator signal (graft.cancel.operator).
+	Signals *[]SignalDecl `json:"signals,omitempty"`
+
+	// SignalsPublishedAt When the published declarations were written (signals_source published).
+	SignalsPublishedAt *time.Time `json:"signals_published_at,omitempty"`
+
+	// SignalsPublishedBy The worker that published them, and its binary's build (module
+	// version and VCS revision), as "worker-id (build)".
+	SignalsPublishedBy *string `json:"signals_published_by,omitempty"`
+
+	// SignalsSource Where the kind's own signals in signals come from. registered: this
+	// server registers the kind and checks a payload against the declared
+	// Go type. published: it does not, and lists the declarations the
+	// kind's workers published when they started (a worker of the latest
+	// build to start that declares them differently wins; see
+	// signals_published_at and signals_published_by), checking a payload
+	// against their JSON Schema. none: neither (no worker serving the kind
+	// has started since the workers publish), so signals lists only
+	// cancel's operator signal and the kind's own are sent from a server
+	// that registers it (your worker binary serving this API).
+	SignalsSource *OperationSignalsSource `json:"signals_source,omitempty"`
+	StartReason   *string                 `json:"start_reason,omitempty"`
 
 	// Status The engine status of the operation's latest run.
 	Status    Status    `json:"status"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
+
+// OperationSignalsSource Where the kind's own signals in signals come from. registered: this
+// server registers the kind and checks a payload against the declared
+// Go type. published: it does not, and lists the declarations the
+// kind's workers published when they started (a worker of the latest
+// build to start that declares them differently wins; see
+// signals_published_at and signals_published_by), checking a payload
+// against their JSON Schema. none: neither (no worker serving the kind
+// has started since the workers publish), so signals lists only
+// cancel's operator signal and the kind's own are sent from a server
+// that registers it (your worker binary serving this API).
+type OperationSignalsSource string
 
 // OperationPage defines model for OperationPage.
 type OperationPage struct {

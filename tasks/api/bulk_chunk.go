@@ -156,7 +156,7 @@ func (s *Server) relaunchChunk(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, 
 	var ids []string
 	var at []int
 	for i, it := range items {
-		o, act := s.bulkEligible(j, spec, it.ID, it.RunID, ops[it.ID])
+		o, act := s.bulkEligible(ctx, j, spec, it.ID, it.RunID, ops[it.ID])
 		outs[i] = o
 		if act {
 			ids, at = append(ids, it.ID), append(at, i)

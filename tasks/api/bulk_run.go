@@ -403,7 +403,7 @@ func (s *Server) bulkAct(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, spec *
 // none), in tx, holding its relaunch lock for a relaunch. It returns the
 // item's outcome, with what to audit when it acted, or the action's error.
 func (s *Server) bulkActOn(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, spec *bulkSpec, id, runID string, r *opRow) (bulkOutcome, error) {
-	o, act := s.bulkEligible(j, spec, id, runID, r)
+	o, act := s.bulkEligible(ctx, j, spec, id, runID, r)
 	if !act {
 		return o, nil
 	}
@@ -431,7 +431,7 @@ func (s *Server) bulkActOn(ctx context.Context, tx *sqlx.Tx, j *bulkJobRow, spec
 // p may see is r (nil: none), and found run runID when it was created. It
 // returns the item's outcome when it does not (skipped, and why), or the
 // outcome of the action, to complete once it is done.
-func (s *Server) bulkEligible(j *bulkJobRow, spec *bulkSpec, id, runID string, r *opRow) (bulkOutcome, bool) {
+func (s *Server) bulkEligible(ctx context.Context, j *bulkJobRow, spec *bulkSpec, id, runID string, r *opRow) (bulkOutcome, bool) {
 	skip := func(why string) (bulkOutcome, bool) { return bulkOutcome{id: id, state: "skipped", detail: why}, false }
 	if r == nil {
 		return skip("not found")
@@ -446,7 +446,7 @@ func (s *Server) bulkEligible(j *bulkJobRow, spec *bulkSpec, id, runID string, r
 	case spec.Action != BulkActionRelaunch && !open:
 		return skip("closed since the job started (" + string(r.Status) + ")")
 	case spec.Action == BulkActionSignal:
-		if why := s.signalIneligible(r.WorkflowType, spec.Signal); why != "" {
+		if why := s.signalIneligible(ctx, r.WorkflowType, spec.Signal); why != "" {
 			return skip(why)
 		}
 	}

@@ -3,13 +3,10 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
-
-	"github.com/graftdev/graft/engine"
 )
 
 // Limits and defaults of bulk requests.
@@ -204,7 +201,7 @@ func (s *Server) selectBulk(ctx context.Context, db sqlx.QueryerContext, p Princ
 		if r.Why == "" && spec.Action == BulkActionSignal {
 			why, ok := kinds[r.Kind]
 			if !ok {
-				why = s.signalIneligible(r.Kind, spec.Signal)
+				why = s.signalIneligible(ctx, r.Kind, spec.Signal)
 				kinds[r.Kind] = why
 			}
 			r.Why = why
@@ -227,18 +224,19 @@ func (s *Server) selectBulk(ctx context.Context, db sqlx.QueryerContext, p Princ
 
 // signalIneligible says why signal sig cannot go to operations of kind
 // (empty when it can).
-func (s *Server) signalIneligible(kind string, sig *BulkSignal) string {
-	err := s.checkSignal(kind, sig.Name, *sig.Payload)
-	switch {
-	case err == nil:
+func (s *Server) signalIneligible(ctx context.Context, kind string, sig *BulkSignal) string {
+	err := s.checkSignal(ctx, kind, sig.Name, *sig.Payload)
+	if err == nil {
 		return ""
-	case errors.Is(err, engine.ErrUnknownWorkflow):
-		return fmt.Sprintf("the kind %q is not registered in this server, so its signals cannot be checked", kind)
-	case errors.Is(err, engine.ErrUnknownSignal):
-		return fmt.Sprintf("the kind %q declares no signal %q", kind, sig.Name)
-	default:
-		return fmt.Sprintf("payload: %v", err)
 	}
+	field, why := signalRefused(err)
+	if field == "payload" {
+		return "payload: " + why
+	}
+	if field == "" {
+		return err.Error()
+	}
+	return why
 }
 
 // preview is the dry run's answer for a selection.

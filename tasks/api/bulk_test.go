@@ -290,7 +290,7 @@ func TestBulkSignal(t *testing.T) {
 	require.Contains(t, pv.Ineligible[0].Why, "payload")
 	ev.bulk(t, "operator", map[string]any{"action": "signal", "reason": "r", "dry_run": true, "filter": map[string]any{},
 		"signal": map[string]any{"name": "nudge"}}, 200, &pv)
-	require.Equal(t, `the kind "order" declares no signal "nudge"`, pv.Ineligible[0].Why)
+	require.Equal(t, `the kind "order" declares no signal "nudge" (declared: confirm; and every kind takes graft.cancel.operator)`, pv.Ineligible[0].Why)
 	var j api.BulkJob
 	ev.bulk(t, "operator", map[string]any{"action": "signal", "reason": "customer called", "filter": map[string]any{"ids": []string{a}},
 		"signal": map[string]any{"name": "confirm", "payload": map[string]any{"approved": true}}}, 201, &j)

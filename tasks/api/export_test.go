@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // ListQueriesForTest returns the queries ListOperations runs for f as an
 // operator (the page, and the counts per status and condition) with their
 // arguments, for a test to EXPLAIN.
@@ -25,3 +27,7 @@ func CountsQueryForTest(s *Server, f ListOperationsParams) (string, []any, error
 	}
 	return s.countsSQL(q), q.args, nil
 }
+
+// SetPublishedTTL makes s read the published signal declarations again
+// after d (0: at every use).
+func SetPublishedTTL(s *Server, d time.Duration) { s.publishedTTL = d }

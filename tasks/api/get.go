@@ -8,6 +8,7 @@ import (
 
 	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/typeschema"
 )
 
 // GetOperation returns one operation: its latest run's state, its legacy
@@ -57,11 +58,9 @@ func (s *Server) operation(ctx context.Context, p Principal, id string) (*Operat
 	if op.Now, err = s.now(ctx, r); err != nil {
 		return nil, err
 	}
-	if sigs := s.signalDecls(r.WorkflowType); len(sigs) > 0 {
-		op.Signals = &sigs
+	if err := s.signalDecls(ctx, r.WorkflowType, op); err != nil {
+		return nil, err
 	}
-	_, registered := s.cfg.Engine.WorkflowSignals(r.WorkflowType)
-	op.KindRegistered = &registered
 	if s.cfg.Legacy != nil {
 		row, ok, err := s.cfg.Legacy.Row(ctx, r.WorkflowID)
 		if err != nil {
@@ -172,23 +171,54 @@ func (s *Server) nowAttempts(ctx context.Context, r *opRow, seq int, n *NowSumma
 	return nil
 }
 
-// signalDecls lists the signals kind declares (when it is registered in
-// this process), with cancel's operator signal, which every run that
-// compensates reads.
-func (s *Server) signalDecls(kind string) []SignalDecl {
-	decls, _ := s.cfg.Engine.WorkflowSignals(kind)
-	out := make([]SignalDecl, 0, len(decls)+1)
-	for _, d := range append(decls, operatorSignal()) {
-		sd := SignalDecl{Name: d.Name}
-		if d.Description != "" {
-			sd.Description = ptr(d.Description)
+// signalDecls fills in the signals an operator may send an operation of
+// kind: those kind declares, when it is registered in this process, or
+// else those its workers published (see engine.PublishedSignals); and
+// cancel's operator signal, which every run that compensates reads.
+func (s *Server) signalDecls(ctx context.Context, kind string, op *Operation) error {
+	decls, registered := s.cfg.Engine.WorkflowSignals(kind)
+	op.KindRegistered = &registered
+	var out []SignalDecl
+	add := func(name, description string, schema map[string]any) {
+		sd := SignalDecl{Name: name}
+		if description != "" {
+			sd.Description = ptr(description)
 		}
-		if sch := jsonSchema(d.Type()); sch != nil {
-			sd.Schema = &sch
+		if schema != nil {
+			sd.Schema = &schema
 		}
 		out = append(out, sd)
 	}
-	return out
+	switch {
+	case registered:
+		op.SignalsSource = ptr(SignalsRegistered)
+		for _, d := range decls {
+			add(d.Name, d.Description, typeschema.Of(d.Type()))
+		}
+	default:
+		pk, err := s.publishedSignals(ctx, kind)
+		if err != nil {
+			return fmt.Errorf("api: signals of %s: %w", kind, err)
+		}
+		if pk == nil {
+			op.SignalsSource = ptr(SignalsNone)
+			break
+		}
+		op.SignalsSource = ptr(SignalsPublished)
+		op.SignalsPublishedAt = ptr(pk.pub.PublishedAt)
+		op.SignalsPublishedBy = ptr(pk.pub.PublishedBy + " (" + pk.pub.Build + ")")
+		for _, d := range pk.pub.Signals {
+			var sch map[string]any
+			if err := json.Unmarshal(d.Schema, &sch); err != nil {
+				return fmt.Errorf("api: published schema of signal %s of %s: %w", d.Name, kind, err)
+			}
+			add(d.Name, d.Description, sch)
+		}
+	}
+	o := operatorSignal()
+	add(o.Name, o.Description, typeschema.Of(o.Type()))
+	op.Signals = &out
+	return nil
 }
 
 // operatorSignal is package cancel's signal, read by a run whose

@@ -121,8 +121,15 @@ func newEnvOn(t *testing.T, e *engine.Engine, cfg api.Config) *env {
 // client returns a generated client that sends role's token.
 func (ev *env) client(t *testing.T, role string) *api.ClientWithResponses {
 	t.Helper()
+	return ev.clientOf(t, ev.http.URL, role)
+}
+
+// clientOf returns a generated client of the server at url (over ev's
+// schema) that sends role's token.
+func (ev *env) clientOf(t *testing.T, url, role string) *api.ClientWithResponses {
+	t.Helper()
 	tok := ev.tokens[role]
-	c, err := api.NewClientWithResponses(ev.http.URL, api.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+	c, err := api.NewClientWithResponses(url, api.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
 		r.Header.Set("Authorization", "Bearer "+tok)
 		return nil
 	}))

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -105,6 +106,10 @@ type Server struct {
 	bulkBatchesPerRun int
 	// bulkPace paces a job's batches from the previous one's plan.
 	bulkPace bulkPace
+	// published holds the kinds' published signal declarations read
+	// lately, for publishedTTL (tests lower it).
+	published    publishedCache
+	publishedTTL time.Duration
 }
 
 var _ StrictServerInterface = (*Server)(nil)
@@ -137,7 +142,8 @@ func New(cfg Config) (*Server, error) {
 	db := cfg.Engine.DB()
 	s := &Server{cfg: cfg, metrics: m, db: db, schema: pq.QuoteIdentifier(cfg.Engine.Schema()),
 		customerKey: pq.QuoteLiteral(cfg.CustomerHeader), keyKey: pq.QuoteLiteral(cfg.KeyHeader),
-		tokens: NewTokens(db, cfg.Engine.Schema()), client: cfg.Engine.Client(), bulkBatchesPerRun: bulkRunsPerWorkflow}
+		tokens: NewTokens(db, cfg.Engine.Schema()), client: cfg.Engine.Client(), bulkBatchesPerRun: bulkRunsPerWorkflow,
+		publishedTTL: publishedTTL}
 	if err := s.registerBulk(); err != nil {
 		return nil, fmt.Errorf("api: bulk jobs: %w", err)
 	}

@@ -278,9 +278,15 @@ func (u *UI) operationData(r *http.Request, id string) (map[string]any, int, err
 	}
 	open := op.Status == api.StatusPending || op.Status == api.StatusRunning || op.Status == api.StatusWaiting
 	data["Open"] = open
-	// graft server holds none of the workflows: the signal box says why
-	// it offers only cancel's operator signal.
-	data["KindUnregistered"] = op.KindRegistered != nil && !*op.KindRegistered
+	// graft server holds none of the workflows: the signal box says where
+	// the kind's signals come from (its workers' publication), or why it
+	// offers only cancel's operator signal (nothing published).
+	if op.KindRegistered != nil && !*op.KindRegistered {
+		data["SignalsFrom"] = string(api.SignalsNone)
+		if op.SignalsSource != nil {
+			data["SignalsFrom"] = string(*op.SignalsSource)
+		}
+	}
 	if !open && viewerOf(ctx).CanAct() {
 		// The relaunch preview: which steps a relaunch reuses and which run again.
 		dry := true

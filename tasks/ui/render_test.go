@@ -126,6 +126,8 @@ func TestEveryTemplateRenders(t *testing.T) {
 	retrying.Status = api.StatusWaiting
 	retrying.Now = api.NowSummary{CurrentStep: p("check"), Attempt: p(2), MaxAttempts: p(4), WaitingFor: p("retry"), NextWakeup: p(time.Now()),
 		LastError: &api.ErrorInfo{Message: "registry busy", Type: p("Busy"), Step: p("check")}}
+	published := fixtureOperation()
+	published.SignalsPublishedBy, published.SignalsPublishedAt = p("w-7 (graft@v1)"), p(time.Date(2026, 12, 7, 1, 2, 3, 0, time.UTC))
 	throttled := fixtureOperation()
 	throttled.Now = api.NowSummary{CurrentStep: p("renew"), Attempt: p(1), MaxAttempts: p(0), WaitingFor: p("throttle"),
 		ThrottleReason: p("provider acme: rate limit"), NextWakeup: p(time.Now())}
@@ -163,9 +165,15 @@ func TestEveryTemplateRenders(t *testing.T) {
 			[]string{"Preview cancellation", "Send signal", "confirm"}},
 		{"operation", "layout", map[string]any{"ID": "nope", "Error": "operation not found"}, []string{"operation not found"}},
 		// graft server registers none of the workflows: the signal box says
-		// why it offers only cancel's operator signal.
-		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "KindUnregistered": true},
-			[]string{`id="signal-note"`, "This server does not register the workflow <code>renewal</code>"}},
+		// why it offers only cancel's operator signal when no worker
+		// published the kind's signals...
+		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "SignalsFrom": "none"},
+			[]string{`id="signal-note"`, "This server does not register the workflow <code>renewal</code>, and no worker serving it has published its signals",
+				"so it offers only cancel's operator signal"}},
+		// ... and where the signals it offers come from when one did.
+		{"operation", "layout", map[string]any{"Op": published, "ID": op.Id, "Events": ev, "Open": true, "SignalsFrom": "published"},
+			[]string{`id="signal-note"`, "This server does not register the workflow <code>renewal</code>: it offers the signals its workers published (by w-7 (graft@v1), 2026-12-07 01:02:03 UTC)",
+				"checks a payload against their JSON Schema", `<option value="confirm">`}},
 		// A relaunch from a signal receives it again: the preview says so,
 		// and does not count it among the steps that run again.
 		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": false, "RelaunchFrom": "confirm", "RelaunchReason": "card updated",
