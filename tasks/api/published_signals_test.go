@@ -88,6 +88,16 @@ func TestPublishedSignals(t *testing.T) {
 	refused(send("graft.cancel.operator", `{"action":"retry","x":1}`), "payload", `unknown field "x"`)
 	require.Equal(t, engine.StatusWaiting, ev.status(t, "w1"), "a refused signal reached the run")
 
+	// A bulk signal's selection is checked the same way.
+	bulk, err := c2.CreateBulkJobWithResponse(t.Context(), api.BulkRequest{Action: api.BulkActionSignal, DryRun: ptr(true), Reason: "r",
+		Filter: &api.BulkFilter{Ids: &[]string{"w1"}}, Signal: &api.BulkSignal{Name: "confirm", Payload: ptr(json.RawMessage(`{"approved":1}`))}})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, bulk.StatusCode(), string(bulk.Body))
+	var pv api.BulkPreview
+	require.NoError(t, json.Unmarshal(bulk.Body, &pv))
+	require.Zero(t, pv.Count)
+	require.Equal(t, "payload: payload of signal confirm: at /approved: got number, want boolean", pv.Ineligible[0].Why)
+
 	// A good payload goes to the run, which the first process runs.
 	res := send("confirm", `{"approved":true}`)
 	require.Equal(t, http.StatusAccepted, res.StatusCode(), string(res.Body))
