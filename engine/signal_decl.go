@@ -14,7 +14,9 @@ var ErrUnknownSignal = errors.New("engine: signal not declared by the workflow")
 // so that code outside the workflow (an HTTP API, a CLI) can list the
 // signals and refuse a payload that would not decode before it is sent.
 // Declarations describe; they do not restrict Client.Signal, which sends any
-// name (a workflow may read a signal it did not declare).
+// name (a workflow may read a signal it did not declare). A worker
+// publishes the declarations of its workflow types when it starts, for the
+// processes that do not register them (Client.PublishedSignals).
 type SignalDecl struct {
 	// Name is the signal's name, as given to GetSignalChannel.
 	Name string

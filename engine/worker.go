@@ -227,7 +227,10 @@ func (e *Engine) NewWorker(cfg WorkerConfig) (*Worker, error) {
 // ID returns the worker's lease owner name.
 func (w *Worker) ID() string { return w.id }
 
-// Start begins claiming and running work. It returns at once.
+// Start begins claiming and running work. It returns once the worker has
+// enrolled in the roster and published the signal declarations of its
+// workflow types (see signal_publish.go; a failure of either is logged,
+// not returned).
 func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Lock()
 	if w.running {

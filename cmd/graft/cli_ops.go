@@ -359,7 +359,12 @@ func newOpsSignalCmd(cli *cliOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "signal ID NAME [PAYLOAD-JSON] --reason TEXT",
 		Short: "send a declared signal; its payload is checked against the declared type",
-		Args:  withUsage(cobra.RangeArgs(2, 3)),
+		Long: `Sends a signal the operation's kind declares. The server checks the payload first: against
+the declared Go type when it registers the kind (your worker binary serving the API), or else
+(graft server) against the JSON Schema the kind's workers published when they started (graft
+ops show lists them, saying who published them and when). A kind no worker has published
+takes only cancel's graft.cancel.operator here.`,
+		Args: withUsage(cobra.RangeArgs(2, 3)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(cmd, cli, 202, func(ctx context.Context, c *api.ClientWithResponses) (*api.SignalOperationResponse, error) {
 				req := api.SignalRequest{Name: args[1], Reason: reason}
