@@ -14,6 +14,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
 
+	"github.com/graftdev/graft/internal/cpustat"
 	"github.com/graftdev/graft/internal/devenv"
 )
 
@@ -166,7 +167,7 @@ func costLoop(t *testing.T, ctx context.Context, s *store, db *sqlx.DB, pid, g i
 	one := func(k int) (ns int64, ops int) {
 		b := mkBatch(k)
 		w := newSingleWrite(b, nil)
-		c0 := schedNSOf(pid)
+		c0 := cpustat.SchedNS(pid)
 		_, _, err := s.stepsAndFinish(ctx, db, time.Now(), time.Minute, w)
 		if err != nil {
 			t.Error(err)
@@ -178,7 +179,7 @@ func costLoop(t *testing.T, ctx context.Context, s *store, db *sqlx.DB, pid, g i
 		if err := db.QueryRow(`SELECT 1`).Scan(&x); err != nil {
 			t.Error(err)
 		}
-		return schedNSOf(pid) - c0, len(b)
+		return cpustat.SchedNS(pid) - c0, len(b)
 	}
 	// Warm up: the pipeline fills and the statement gets its generic plan.
 	for range 12 {
@@ -195,14 +196,4 @@ func costLoop(t *testing.T, ctx context.Context, s *store, db *sqlx.DB, pid, g i
 		}
 	}
 	return r
-}
-
-func schedNSOf(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/schedstat")
-	if err != nil {
-		return -1
-	}
-	f := strings.Fields(string(b))
-	n, _ := strconv.ParseInt(f[0], 10, 64)
-	return n
 }

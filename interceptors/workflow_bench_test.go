@@ -6,7 +6,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	tnoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/cpustat"
 )
 
 // countingExporter counts spans, as graft bench's exporter does.
@@ -29,14 +29,6 @@ func (c *countingExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadO
 }
 
 func (c *countingExporter) Shutdown(context.Context) error { return nil }
-
-// processCPU is the CPU time the process has used: every goroutine's,
-// the span processor's and the garbage collector's included.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // BenchmarkWorkflow runs the interceptor work of one workflow of graft
 // bench's basic scenario (a start, a segment, three activities, their
@@ -94,7 +86,7 @@ func benchWorkflow(b *testing.B, tr *Tracing, m *Metrics, l *Logging) {
 	started := func(context.Context, *engine.ClientCallInput) (any, error) { return nil, nil }
 	bg := context.Background()
 	b.ReportAllocs()
-	cpu := processCPU()
+	cpu := cpustat.Process()
 	for b.Loop() {
 		start := &engine.ClientCallInput{Kind: engine.ClientStart, WorkflowID: "wf-1", WorkflowType: "bench.three"}
 		_, _ = tr.ClientCall(bg, start, started)
@@ -117,5 +109,5 @@ func benchWorkflow(b *testing.B, tr *Tracing, m *Metrics, l *Logging) {
 		l.emit(bg, slog.LevelInfo, "workflow completed", append(attrs, slog.Duration("duration", time.Since(in.Info.StartTime))))
 		seg.end(OutcomeCompleted, nil)
 	}
-	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N)/1e3, "cpu_us/wf")
+	b.ReportMetric(float64(cpustat.Process()-cpu)/float64(b.N)/1e3, "cpu_us/wf")
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/cpustat"
 	"github.com/graftdev/graft/internal/devenv"
 	graftsync "github.com/graftdev/graft/sync"
 )
@@ -88,11 +89,12 @@ CREATE INDEX ON ` + schema + `.operations (status)`)
 	}
 	var pid int
 	require.NoError(t, cn.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	sched := cpustat.OpenSched(pid)
+	require.NotNil(t, sched, "the backend's /proc/<pid>/schedstat")
+	defer sched.Close()
 	cpu := func() int64 {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/schedstat")
-		require.NoError(t, err)
-		v, err := strconv.ParseInt(strings.Fields(string(b))[0], 10, 64)
-		require.NoError(t, err)
+		v := sched.NS()
+		require.NotEqual(t, int64(-1), v)
 		return v
 	}
 	// The events of round r: group r starts, group r-k runs its k-th

@@ -20,6 +20,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/cpustat"
 )
 
 type benchOpts struct {
@@ -301,7 +302,7 @@ func benchBasic(o benchOpts) error {
 		}
 	}
 	lat := make([]time.Duration, o.n)
-	start, cpu0 := time.Now(), processCPU()
+	start, cpu0 := time.Now(), cpustat.Process()
 	failed, firstErr := fanOut(o.n, o.c, func(ctx context.Context, i int) error {
 		t0 := time.Now()
 		defer func() { lat[i] = time.Since(t0) }()
@@ -315,7 +316,7 @@ func benchBasic(o benchOpts) error {
 		}
 		return err
 	})
-	elapsed, cpu := time.Since(start), processCPU()-cpu0
+	elapsed, cpu := time.Since(start), cpustat.Process()-cpu0
 	if failed > 0 {
 		return fmt.Errorf("bench: %d workflows failed; first: %v", failed, firstErr)
 	}
@@ -323,7 +324,7 @@ func benchBasic(o benchOpts) error {
 	if procs != nil {
 		// The worker processes' CPU counts once they have exited.
 		procs.stop()
-		cpu += childrenCPU() - procs.cpu0
+		cpu += cpustat.Children() - procs.cpu0
 		if st != nil {
 			if procStats, err = procs.stats(); err != nil {
 				return err
@@ -341,9 +342,9 @@ func benchBasic(o benchOpts) error {
 	fmt.Printf("workflows=%d concurrency=%d elapsed_s=%.2f throughput_wf_s=%.0f p50_ms=%.2f p99_ms=%.2f go_cpu_us_per_wf=%.0f%s\n",
 		o.n, o.c, elapsed.Seconds(), float64(o.n)/elapsed.Seconds(), ms(p50), ms(p99), float64(cpu.Microseconds())/float64(o.n), tail)
 	if o.idle > 0 {
-		c0, t0 := processCPU(), time.Now()
+		c0, t0 := cpustat.Process(), time.Now()
 		time.Sleep(o.idle)
-		fmt.Printf("idle_s=%.1f idle_cpu_pct=%.2f\n", time.Since(t0).Seconds(), 100*float64(processCPU()-c0)/float64(time.Since(t0)))
+		fmt.Printf("idle_s=%.1f idle_cpu_pct=%.2f\n", time.Since(t0).Seconds(), 100*float64(cpustat.Process()-c0)/float64(time.Since(t0)))
 	}
 	if st != nil {
 		end := st.end()

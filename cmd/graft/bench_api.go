@@ -19,6 +19,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/cpustat"
 	"github.com/graftdev/graft/tasks/api"
 )
 
@@ -283,7 +284,7 @@ type bulkPhaseStats struct {
 }
 
 func beginBulkPhase(c *dbCounters) *bulkPhaseStats {
-	st := &bulkPhaseStats{c: c, rt0: c.roundTrips.Load(), cpu0: processCPU(), t0: time.Now()}
+	st := &bulkPhaseStats{c: c, rt0: c.roundTrips.Load(), cpu0: cpustat.Process(), t0: time.Now()}
 	st.pgCPU0, _ = c.backendCPU()
 	return st
 }
@@ -292,7 +293,7 @@ func beginBulkPhase(c *dbCounters) *bulkPhaseStats {
 func (st *bulkPhaseStats) line(items int) string {
 	n := float64(max(items, 1))
 	s := fmt.Sprintf("bulk_stats items=%d round_trips_per_item=%.2f go_cpu_us_per_item=%.0f", items,
-		float64(st.c.roundTrips.Load()-st.rt0)/n, float64((processCPU()-st.cpu0).Microseconds())/n)
+		float64(st.c.roundTrips.Load()-st.rt0)/n, float64((cpustat.Process()-st.cpu0).Microseconds())/n)
 	if pg, ok := st.c.backendCPU(); ok {
 		s += fmt.Sprintf(" pg_backend_cpu_us_per_item=%.0f", float64((pg-st.pgCPU0).Microseconds())/n)
 	}

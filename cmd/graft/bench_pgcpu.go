@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/graftdev/graft/internal/cpustat"
 	"github.com/graftdev/graft/internal/sqlobserve"
 )
 
@@ -39,9 +40,8 @@ func (c *dbCounters) Connected(ctx context.Context, cn driver.Conn) {
 		if c.conns == nil {
 			c.conns = map[driver.Conn]*connCPU{}
 		}
-		st := &connCPU{pid: int(pid)}
-		// Kept open: each send re-reads it with one pread (see schedNS).
-		st.f, _ = os.Open("/proc/" + strconv.Itoa(int(pid)) + "/schedstat")
+		// Kept open: each send re-reads it with one pread.
+		st := &connCPU{pid: int(pid), sched: cpustat.OpenSched(int(pid))}
 		c.conns[cn] = st
 		c.mu.Unlock()
 	}
@@ -96,35 +96,9 @@ func processCPUOf(pid int) (time.Duration, bool) {
 // CPU time then (see Sending).
 type connCPU struct {
 	pid   int
-	f     *os.File // the backend's /proc/<pid>/schedstat, or nil
-	buf   [64]byte
-	last  int64  // the backend's CPU time in ns when label was sent
-	label string // statementLabel, or BEGIN, COMMIT, ROLLBACK
-}
-
-// schedNS reads the connection's backend's CPU time in nanoseconds (the
-// first field of /proc/<pid>/schedstat), or -1. The file stays open and is
-// read again from offset 0 with one pread, which /proc answers afresh:
-// opening, stat-ing, reading and closing it at every send cost this process
-// nine system calls and a few allocations per statement, about 36 a
-// workflow at -c 1, which go_cpu_us_per_wf counted.
-func (st *connCPU) schedNS() int64 {
-	if st.f == nil {
-		return -1
-	}
-	n, err := st.f.ReadAt(st.buf[:], 0)
-	if n == 0 || (err != nil && err != io.EOF) {
-		return -1
-	}
-	var v int64
-	i := 0
-	for ; i < n && st.buf[i] >= '0' && st.buf[i] <= '9'; i++ {
-		v = v*10 + int64(st.buf[i]-'0')
-	}
-	if i == 0 {
-		return -1
-	}
-	return v
+	sched *cpustat.Sched // the backend's CPU time, or nil
+	last  int64          // the backend's CPU time in ns when label was sent
+	label string         // statementLabel, or BEGIN, COMMIT, ROLLBACK
 }
 
 // Sending adds the CPU the connection's backend used since the
@@ -150,7 +124,7 @@ func (c *dbCounters) Sending(cn driver.Conn, k statementKey, what sqlobserve.Sen
 		label = "ROLLBACK"
 	case sqlobserve.SentStatement:
 	}
-	ns := st.schedNS()
+	ns := st.sched.NS()
 	if ns < 0 {
 		return
 	}

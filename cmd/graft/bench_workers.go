@@ -14,6 +14,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/graftdev/graft/engine"
+	"github.com/graftdev/graft/internal/cpustat"
 )
 
 // The basic scenario with -workers runs its workers in processes of their
@@ -41,7 +42,7 @@ type workerProcs struct {
 // startWorkerProcs starts o.workers worker processes on o.schema and waits
 // until each is ready. Each may load enough runs for all the starters.
 func startWorkerProcs(o benchOpts) (*workerProcs, error) {
-	p := &workerProcs{cpu0: childrenCPU()}
+	p := &workerProcs{cpu0: cpustat.Children()}
 	env := workerEnv(o, runtime.NumCPU())
 	for i := range o.workers {
 		var args []string

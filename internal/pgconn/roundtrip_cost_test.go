@@ -6,12 +6,12 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/graftdev/graft/internal/cpustat"
 	"github.com/graftdev/graft/internal/pgconn"
 )
 
@@ -39,7 +39,7 @@ func TestRoundTripCost(t *testing.T) {
 	require.NoError(t, err)
 	defer st.Close()
 	lat := make([]time.Duration, 0, n)
-	cpu0, t0 := processCPU(), time.Now()
+	cpu0, t0 := cpustat.Process(), time.Now()
 	for range n {
 		s := time.Now()
 		for range 4 {
@@ -50,15 +50,8 @@ func TestRoundTripCost(t *testing.T) {
 		}
 		lat = append(lat, time.Since(s))
 	}
-	cpu, el := processCPU()-cpu0, time.Since(t0)
+	cpu, el := cpustat.Process()-cpu0, time.Since(t0)
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	fmt.Printf("roundtrip_cost iters=%d ms_per_iter=%.3f p50_ms=%.3f cpu_us_per_iter=%.0f\n", n,
 		float64(el.Microseconds())/1e3/float64(n), float64(lat[n/2].Microseconds())/1e3, float64(cpu.Microseconds())/float64(n))
-}
-
-// processCPU is the process's CPU time so far (user and system).
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
