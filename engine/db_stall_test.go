@@ -58,21 +58,26 @@ func TestStalledBackendsDoNotHoldCommits(t *testing.T) {
 
 	// The stopped backends resume. Those a commit was given up on were
 	// terminated, so none of them runs what was queued for it; the others
-	// (the LISTEN connection, pooled ones no query reached) carry on.
+	// (the LISTEN connection, pooled ones no query reached) carry on. A
+	// terminated backend leaves pg_stat_activity only once it runs again
+	// and takes its termination: just after resume it is still listed,
+	// as idle as those no query reached, so the test waits until one has
+	// left and none is busy (a first look that found them all idle counted
+	// none ended in about 1 run in 8 at load 6-10).
 	resume()
 	var ended int
 	testenv.Eventually(t, 60*time.Second, func() bool {
-		var busy int
+		var busy, left int
 		err := admin.GetContext(ctx, &busy, `SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1) AND state <> 'idle'`, pq.Array(pids))
 		if err != nil || busy > 0 {
 			return false
 		}
-		var left int
-		err = admin.GetContext(ctx, &left, `SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)`, pq.Array(pids))
+		if err := admin.GetContext(ctx, &left, `SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)`, pq.Array(pids)); err != nil {
+			return false
+		}
 		ended = len(pids) - left
-		return err == nil
-	}, "the stopped backends never settled")
-	require.Positive(t, ended, "no stopped backend was terminated")
+		return ended > 0
+	}, "no stopped backend was terminated, or one stayed busy")
 	t.Logf("%d backends stopped, %d terminated; %d commits retried", len(pids), ended, logs.count("engine: commit failed"))
 	dfRequireOnce(t, &calls, n*4)
 	for _, run := range runs {
