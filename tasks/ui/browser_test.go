@@ -140,14 +140,7 @@ func newSite(t *testing.T) *site {
 		defer cancel()
 		_ = bw.Stop(ctx)
 	})
-	u, err := ui.New(ui.Config{API: srv.Handler(), Flags: s.flags, PollInterval: time.Second})
-	require.NoError(t, err)
-	mux := http.NewServeMux()
-	mux.Handle("/", srv.Handler())
-	mux.Handle(ui.Prefix, u.Handler())
-	hs := httptest.NewServer(mux)
-	t.Cleanup(hs.Close)
-	s.url = hs.URL
+	s.url = serveUI(t, srv, ui.Config{Flags: s.flags, PollInterval: time.Second})
 	for _, n := range []api.NewToken{
 		{Name: "ada", Role: api.RoleAdmin}, {Name: "oscar", Role: api.RoleOperator}, {Name: "vera", Role: api.RoleViewer},
 		{Name: "acme-portal", Role: api.RoleCustomer, Customer: "acme"},
@@ -158,6 +151,21 @@ func newSite(t *testing.T) *site {
 		s.tokens[n.Name] = secret
 	}
 	return s
+}
+
+// serveUI serves srv's API and a UI in front of it (cfg with API set to
+// srv's handler) on one test server, and returns its URL.
+func serveUI(t *testing.T, srv *api.Server, cfg ui.Config) string {
+	t.Helper()
+	cfg.API = srv.Handler()
+	u, err := ui.New(cfg)
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	mux.Handle(ui.Prefix, u.Handler())
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	return hs.URL
 }
 
 // start starts a renewal through the API as the operator.
@@ -284,6 +292,28 @@ func textOf(sel string) chromedp.Action[string] {
 	}
 }
 
+// formValue returns the value of the form control sel, waiting until there
+// is one.
+func formValue(t *testing.T, bctx context.Context, sel string) string {
+	t.Helper()
+	type found struct {
+		Value string `json:"value"`
+	}
+	return value(t, bctx, chromedp.PollFunction[found](`(sel) => { const e = document.querySelector(sel); return e && {value: e.value}; }`,
+		chromedp.WithPollingArgs(sel), chromedp.WithPollingInterval(10*time.Millisecond))).Value
+}
+
+// waitFormValue waits until the form control sel holds want (an htmx swap
+// has landed).
+func waitFormValue(t *testing.T, bctx context.Context, sel, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.PollFunction[bool](`(sel, want) => { const e = document.querySelector(sel); return e && e.value === want; }`,
+		chromedp.WithPollingArgs(sel, want), chromedp.WithPollingInterval(10*time.Millisecond)))
+	require.NoError(t, err, "%s to hold %q (it holds %q)", sel, want, formValue(t, bctx, sel))
+}
+
 func signIn(t *testing.T, bctx context.Context, base, token string) {
 	t.Helper()
 	run(t, bctx, chromedp.Navigate(base+"/ui/signin"), chromedp.WaitVisible(chromedp.CSS("#token")),
@@ -362,16 +392,49 @@ func TestOperatorWalk(t *testing.T) {
 	box := value(t, bctx, chromedp.Evaluate[[]string](`(t => [t.value, t.placeholder])(document.querySelector('#signal-form textarea[name="payload"]'))`))
 	require.Equal(t, "", box[0], "the payload box is empty")
 	require.NotEmpty(t, box[1], "the payload box has a placeholder")
+	// Each offered signal shows its description and its payload's shape:
+	// the declared one with a struct payload, and cancel's operator signal.
+	confirmHint := text(t, bctx, `#signal-hints tr[data-signal="confirm"]`)
+	require.Contains(t, confirmHint, "the customer confirms the renewal")
+	require.Equal(t, `{"approved"?: boolean}`, text(t, bctx, `#signal-hints tr[data-signal="confirm"] .shape`))
+	require.Contains(t, text(t, bctx, `#signal-hints tr[data-signal="graft.cancel.operator"]`), "an operator's decision on a failed compensation")
+	require.Equal(t, `{"action"?: string, "note"?: string, "step"?: string}`, text(t, bctx, `#signal-hints tr[data-signal="graft.cancel.operator"] .shape`))
+	shot(t, bctx, "operation-signal-hints")
 	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#signal-form input[name="reason"]`), "customer phoned"),
 		chromedp.Submit(chromedp.CSS(`#signal-form button`)), chromedp.WaitVisible(chromedp.CSS("#action-error")))
 	require.Contains(t, text(t, bctx, "#action-error"), "none was given")
+	require.Equal(t, "customer phoned", formValue(t, bctx, "#signal-reason"), "a refusal keeps the reason typed")
 
-	// A bad signal payload is refused with the field named; a good one is sent.
+	// A bad signal payload is refused with the field named, and stays in
+	// the box to be corrected.
 	run(t, bctx, chromedp.Navigate(opURL+"?live=0"), chromedp.WaitVisible(chromedp.CSS("#signal-form")),
 		chromedp.SetValue(chromedp.CSS(`#signal-form textarea[name="payload"]`), `{"approved":`),
 		chromedp.SetValue(chromedp.CSS(`#signal-form input[name="reason"]`), "customer phoned"),
 		chromedp.Submit(chromedp.CSS(`#signal-form button`)), chromedp.WaitVisible(chromedp.CSS("#action-error")))
 	require.Contains(t, text(t, bctx, "#action-error"), "payload")
+	require.Equal(t, `{"approved":`, formValue(t, bctx, "#signal-payload"), "a refusal keeps the payload typed")
+	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#signal-form textarea[name="payload"]`), `{"approved":"yes"}`),
+		chromedp.Submit(chromedp.CSS(`#signal-form button`)), chromedp.WaitVisible(chromedp.CSS("#action-error")))
+	require.Contains(t, text(t, bctx, "#action-error"), "approved")
+	require.Equal(t, `{"approved":"yes"}`, formValue(t, bctx, "#signal-payload"), "a refusal keeps the payload typed")
+
+	// "Use template" fills in the signal's template payload (htmx swaps the
+	// form, keeping the reason); changing the select swaps in the other
+	// signal's template in place of an untouched one. Without JavaScript
+	// the link loads the page with the form filled in.
+	run(t, bctx, chromedp.Click(chromedp.CSS(`#signal-hints tr[data-signal="confirm"] a.use-template`)))
+	waitFormValue(t, bctx, "#signal-payload", `{"approved":false}`)
+	require.Equal(t, "customer phoned", formValue(t, bctx, "#signal-reason"))
+	shot(t, bctx, "operation-signal-template")
+	run(t, bctx, chromedp.Evaluate[chromedp.Void](`(s => { s.value = "graft.cancel.operator"; s.dispatchEvent(new Event("change", {bubbles: true})); })(document.querySelector("#signal-name"))`))
+	waitFormValue(t, bctx, "#signal-payload", `{"action":"","note":"","step":""}`)
+	require.Equal(t, "graft.cancel.operator", formValue(t, bctx, "#signal-name"))
+	require.Contains(t, value(t, bctx, chromedp.Evaluate[string](`document.querySelector('#signal-hints tr.selected').dataset.signal`)), "graft.cancel.operator")
+	run(t, bctx, chromedp.Navigate(opURL+"?live=0&signal=confirm"), chromedp.WaitVisible(chromedp.CSS("#signal-form")))
+	require.Equal(t, `{"approved":false}`, formValue(t, bctx, "#signal-payload"))
+	require.Equal(t, "confirm", formValue(t, bctx, "#signal-name"))
+
+	// The template, edited, is sent.
 	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#signal-form textarea[name="payload"]`), `{"approved":true}`),
 		chromedp.SetValue(chromedp.CSS(`#signal-form input[name="reason"]`), "customer phoned"),
 		chromedp.Submit(chromedp.CSS(`#signal-form button`)), chromedp.WaitVisible(chromedp.CSS(".flash")))

@@ -78,6 +78,20 @@ func parseTemplates() (map[string]*template.Template, error) {
 			}
 			return string(b)
 		},
+		// shape and payloadTemplate describe a signal's payload from its
+		// JSON Schema (signalhint.go); chosenSignal is the signal the form
+		// selects: the one named, or else the first.
+		"shape":           schemaShape,
+		"payloadTemplate": schemaTemplate,
+		"chosenSignal": func(name any, decls *[]api.SignalDecl) string {
+			if s, ok := name.(string); ok && s != "" {
+				return s
+			}
+			if decls == nil || len(*decls) == 0 {
+				return ""
+			}
+			return (*decls)[0].Name
+		},
 		"list": func(l *[]string) []string {
 			if l == nil {
 				return nil
@@ -317,6 +331,9 @@ func (u *UI) operationPage(w http.ResponseWriter, r *http.Request) {
 	if msg := r.URL.Query().Get("done"); msg != "" {
 		data["Flash"] = msg
 	}
+	if op, ok := data["Op"].(*api.Operation); ok {
+		signalChoice(op, r.URL.Query(), data)
+	}
 	u.render(w, r, "operation", status, data)
 }
 
@@ -436,9 +453,12 @@ func (u *UI) relaunchAction(w http.ResponseWriter, r *http.Request) {
 func (u *UI) signalAction(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	req := api.SignalRequest{Name: r.PostFormValue("name"), Reason: r.PostFormValue("reason")}
+	// A refused signal shows the form again as it was sent: the signal
+	// selected, the payload and reason as typed.
+	typed := map[string]any{"SignalName": req.Name, "SignalPayload": r.PostFormValue("payload"), "SignalReason": req.Reason}
 	if s := strings.TrimSpace(r.PostFormValue("payload")); s != "" {
 		if !json.Valid([]byte(s)) {
-			u.afterAction(w, r, id, http.StatusBadRequest, nil, &api.Problem{Title: "payload is not valid JSON", Field: strPtr("payload")}, "", nil)
+			u.afterAction(w, r, id, http.StatusBadRequest, nil, &api.Problem{Title: "payload is not valid JSON", Field: strPtr("payload")}, "", typed)
 			return
 		}
 		raw := json.RawMessage(s)
@@ -449,7 +469,10 @@ func (u *UI) signalAction(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, err)
 		return
 	}
-	u.afterAction(w, r, id, res.StatusCode(), res.Body, res.ApplicationproblemJSONDefault, "signal "+req.Name+" sent", nil)
+	if res.StatusCode() < 300 {
+		typed = nil // sent: the redirect shows the page afresh
+	}
+	u.afterAction(w, r, id, res.StatusCode(), res.Body, res.ApplicationproblemJSONDefault, "signal "+req.Name+" sent", typed)
 }
 
 func strPtr(s string) *string { return &s }

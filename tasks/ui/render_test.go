@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/tasks"
 	"github.com/graftdev/graft/tasks/api"
 )
@@ -52,7 +53,8 @@ func fixtureOperation() *api.Operation {
 			"version": float64(618003431433), "attempts": float64(2), "ratio": 0.5, "runner": nil, "tags": []any{"a"}},
 		Now: api.NowSummary{CurrentStep: p("charge"), Attempt: p(3), MaxAttempts: p(5), NextWakeup: p(time.Now()),
 			LastError: &api.ErrorInfo{Message: "card declined", Type: p("CardDeclined"), Step: p("charge")}},
-		Signals: &[]api.SignalDecl{{Name: "confirm", Description: p("the customer confirms")}}}
+		Signals: &[]api.SignalDecl{{Name: "confirm", Description: p("the customer confirms"), Schema: fixtureSchema[fixtureConfirm]()},
+			{Name: cancel.OperatorSignal, Description: p("an operator's decision"), Schema: fixtureSchema[cancel.OperatorAction]()}}}
 }
 
 func fixtureEvents() []api.HistoryEvent {
@@ -164,6 +166,12 @@ func TestEveryTemplateRenders(t *testing.T) {
 		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": true, "Live": true, "Poll": "every 5s"},
 			[]string{"Preview cancellation", "Send signal", "confirm"}},
 		{"operation", "layout", map[string]any{"ID": "nope", "Error": "operation not found"}, []string{"operation not found"}},
+		// The signal form alone (htmx's HX-Target) with a signal chosen:
+		// selected, its hint marked, the payload and reason as given.
+		{"operation", "signal-form", map[string]any{"Op": op, "Open": true, "SignalName": cancel.OperatorSignal,
+			"SignalPayload": `{"action":"retry"}`, "SignalReason": "phoned"},
+			[]string{`<option value="graft.cancel.operator" selected>`, `<tr data-signal="graft.cancel.operator" class="selected">`,
+				`>{&#34;action&#34;:&#34;retry&#34;}</textarea>`, `id="signal-reason" required value="phoned"`}},
 		// graft server registers none of the workflows: the signal box says
 		// why it offers only cancel's operator signal when no worker
 		// published the kind's signals...
@@ -173,7 +181,13 @@ func TestEveryTemplateRenders(t *testing.T) {
 		// ... and where the signals it offers come from when one did.
 		{"operation", "layout", map[string]any{"Op": published, "ID": op.Id, "Events": ev, "Open": true, "SignalsFrom": "published"},
 			[]string{`id="signal-note"`, "This server does not register the workflow <code>renewal</code>: it offers the signals its workers published (by w-7 (graft@v1), 2026-12-07 01:02:03 UTC)",
-				"checks a payload against their JSON Schema", `<option value="confirm">`}},
+				// each signal's description and payload shape, the first selected
+				`<tr data-signal="confirm" class="selected"><th><code>confirm</code></th>`, "the customer confirms",
+				`<code class="shape">{&#34;approved&#34;?: boolean, &#34;note&#34;?: string | null}</code>`,
+				`href="/ui/operations/op-1?live=0&amp;signal=confirm#signal-form"`,
+				`<code class="shape">{&#34;action&#34;?: string, &#34;note&#34;?: string, &#34;step&#34;?: string}</code>`,
+				`href="/ui/operations/op-1?live=0&amp;signal=graft.cancel.operator#signal-form"`,
+				"checks a payload against their JSON Schema", `<option value="confirm" selected>`}},
 		// A relaunch from a signal receives it again: the preview says so,
 		// and does not count it among the steps that run again.
 		{"operation", "layout", map[string]any{"Op": op, "ID": op.Id, "Events": ev, "Open": false, "RelaunchFrom": "confirm", "RelaunchReason": "card updated",
