@@ -303,13 +303,16 @@ func formValue(t *testing.T, bctx context.Context, sel string) string {
 		chromedp.WithPollingArgs(sel), chromedp.WithPollingInterval(10*time.Millisecond))).Value
 }
 
-// waitFormValue waits until the form control sel holds want (an htmx swap
-// has landed).
+// waitFormValue waits until the form control sel holds want, in a form
+// that htmx has settled: htmx swaps the signal form in and then, a settle
+// delay later, gives the new form's controls their triggers, so an action
+// on them before that would do nothing.
 func waitFormValue(t *testing.T, bctx context.Context, sel, want string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
 	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.PollFunction[bool](`(sel, want) => { const e = document.querySelector(sel); return e && e.value === want; }`,
+	_, err := chromedp.Run(ctx, chromedp.PollFunction[bool](`(sel, want) => { const e = document.querySelector(sel); const f = e && e.closest("form");
+		return e && e.value === want && !f.classList.contains("htmx-added") && !f.classList.contains("htmx-settling"); }`,
 		chromedp.WithPollingArgs(sel, want), chromedp.WithPollingInterval(10*time.Millisecond)))
 	require.NoError(t, err, "%s to hold %q (it holds %q)", sel, want, formValue(t, bctx, sel))
 }
@@ -429,7 +432,15 @@ func TestOperatorWalk(t *testing.T) {
 	run(t, bctx, chromedp.Evaluate[chromedp.Void](`(s => { s.value = "graft.cancel.operator"; s.dispatchEvent(new Event("change", {bubbles: true})); })(document.querySelector("#signal-name"))`))
 	waitFormValue(t, bctx, "#signal-payload", `{"action":"","note":"","step":""}`)
 	require.Equal(t, "graft.cancel.operator", formValue(t, bctx, "#signal-name"))
-	require.Contains(t, value(t, bctx, chromedp.Evaluate[string](`document.querySelector('#signal-hints tr.selected').dataset.signal`)), "graft.cancel.operator")
+	require.Equal(t, "graft.cancel.operator", value(t, bctx, chromedp.Evaluate[string](`document.querySelector('#signal-hints tr.selected').dataset.signal`)))
+	// A payload the operator typed is kept through a change of the select
+	// (htmx sends it with the reason), the new signal selected.
+	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#signal-payload`), `{"action":"retry"}`),
+		chromedp.Evaluate[chromedp.Void](`(s => { s.value = "confirm"; s.dispatchEvent(new Event("change", {bubbles: true})); })(document.querySelector("#signal-name"))`))
+	value(t, bctx, chromedp.PollFunction[bool](`() => document.querySelector('#signal-hints tr.selected[data-signal="confirm"]') !== null`,
+		chromedp.WithPollingInterval(10*time.Millisecond))) // the server's form, with confirm selected
+	waitFormValue(t, bctx, "#signal-payload", `{"action":"retry"}`)
+	require.Equal(t, "customer phoned", formValue(t, bctx, "#signal-reason"))
 	run(t, bctx, chromedp.Navigate(opURL+"?live=0&signal=confirm"), chromedp.WaitVisible(chromedp.CSS("#signal-form")))
 	require.Equal(t, `{"approved":false}`, formValue(t, bctx, "#signal-payload"))
 	require.Equal(t, "confirm", formValue(t, bctx, "#signal-name"))
