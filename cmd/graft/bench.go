@@ -58,7 +58,7 @@ func runBench(args []string) error {
 	o := benchOpts{}
 	fs.IntVar(&o.n, "n", 2000, "workflows to run")
 	fs.IntVar(&o.c, "c", 64, "concurrent starters (each starts a workflow and waits for its result)")
-	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | children (a child workflow of 1 no-op activity) | sleepers | provider | redis-ops | chaos | intake | api")
+	fs.StringVar(&o.scenario, "scenario", "basic", "basic (3 no-op activities) | children (a child workflow of 1 no-op activity) | sleepers | provider | redis-ops | chaos | intake | api | roundtrips (the floor: 4 sequential INSERT round trips per iteration on one lib/pq connection, -n default 3000)")
 	with := fs.String("with", "", "comma-separated extras: interceptors, mirror")
 	fs.DurationVar(&o.sleep, "sleep", 5*time.Second, "sleepers: how long each workflow sleeps")
 	fs.BoolVar(&o.keep, "keep", false, "keep the benchmark schema afterwards")
@@ -80,6 +80,13 @@ func runBench(args []string) error {
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if !set["workers"] {
 			o.workers = 0
+		}
+	}
+	if o.scenario == "roundtrips" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["n"] {
+			o.n = roundTripsDefaultN
 		}
 	}
 	if o.scenario == "chaos" {
@@ -159,6 +166,8 @@ func runBench(args []string) error {
 		return benchAPI(o)
 	case "chaos":
 		return benchChaos(o)
+	case "roundtrips":
+		return benchRoundTrips(os.Stdout, o)
 	case "basic-worker":
 		// A worker process of the basic scenario with -workers, started by it.
 		return benchBasicWorker()
