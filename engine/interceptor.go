@@ -323,6 +323,13 @@ type CheckpointTx interface {
 // Interceptors that must not hold a run back or make an activity run again
 // (the legacy mirror) catch their own failures instead, for example with a
 // savepoint.
+//
+// Write through tx. ctx is the commit's: its deadline bounds the
+// statements sent through tx (the connection keeps it), but while the
+// commit's transaction holds that connection ctx's Done is nil, so a call
+// made under ctx elsewhere (on the engine's pool, on another pool, to
+// another service) is not ended by it: give such a call a deadline of its
+// own, from context.WithTimeout(ctx, ...).
 type CheckpointInterceptor interface {
 	Interceptor
 	Checkpoint(ctx context.Context, tx CheckpointTx, events []*CheckpointEvent) error
