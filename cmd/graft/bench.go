@@ -75,24 +75,20 @@ func runBench(args []string) error {
 	memprofile := fs.String("memprofile", "", "write an allocation profile here at the end")
 	traceFile := fs.String("trace", "", "write an execution trace (runtime/trace) of the whole run here")
 	_ = fs.Parse(args)
-	if o.scenario == "basic" || o.scenario == "children" {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// Scenario defaults apply to the flags not given.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch o.scenario {
+	case "basic", "children":
 		if !set["workers"] {
 			o.workers = 0
 		}
-	}
-	if o.scenario == "roundtrips" {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	case "roundtrips":
 		if !set["n"] {
 			o.n = roundTripsDefaultN
 		}
-	}
-	if o.scenario == "chaos" {
-		// Limits that bind under the chaos load, unless given.
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	case "chaos":
+		// Limits that bind under the chaos load.
 		if !set["limit-concurrency"] {
 			o.limitConc = chaosDefaultConcurrency
 		}
