@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"sync"
 	"testing"
@@ -58,4 +59,21 @@ func TestShardGathersWokenSubmitters(t *testing.T) {
 	sh.gather()
 	require.Len(t, sh.take(100), 3, "the woken runs' ops are taken together")
 	wg.Wait()
+}
+
+// A client's starts go through the first shard while the process's loaded
+// runs are not spread over its shards: a process that only starts
+// workflows makes one writer's larger commits. Past that they are hashed
+// over all the shards, as the runs are spread.
+func TestClientWritesUseOneShardUntilSpread(t *testing.T) {
+	c := &committer{e: &Engine{}, shards: []*commitShard{newTestShard(), newTestShard()}}
+	for i := range 20 {
+		require.Same(t, c.shards[0], c.shard(&writeOp{runID: fmt.Sprint("run", i)}))
+	}
+	c.shards[0].runs.Store(shardRuns) // one live worker's share: spread
+	seen := map[*commitShard]bool{}
+	for i := range 20 {
+		seen[c.shard(&writeOp{runID: fmt.Sprint("run", i)})] = true
+	}
+	require.Len(t, seen, 2, "past the threshold the starts are hashed over the shards")
 }

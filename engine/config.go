@@ -69,10 +69,12 @@ type Config struct {
 	// due work on their own. Default DefaultPollInterval (1s).
 	PollInterval time.Duration
 	// CommitShards is the number of group-commit writers; each run's writes go
-	// through one of them in order. A worker's runs all use the first while
-	// it has fewer than 256 loaded, and are spread evenly past that (see
-	// committer.pin), so a process with few runs in flight makes fewer,
-	// larger commits. Default DefaultCommitShards (2).
+	// through one of them in order. A process's loaded runs all use the first
+	// while it has fewer than 64 loaded per live worker of the roster (up to
+	// four), and are spread evenly past that (see committer.pin), and so do
+	// the starts no local worker takes; a process with few runs in flight,
+	// or one that only starts workflows, so makes fewer, larger commits.
+	// Default DefaultCommitShards (2).
 	CommitShards int
 	// MaxBatch bounds the operations in one group commit. Default
 	// DefaultMaxBatch (1000).
