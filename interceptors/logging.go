@@ -116,27 +116,30 @@ func traceAttrs(attrs []slog.Attr, sc trace.SpanContext) []slog.Attr {
 func (l *Logging) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
 	next engine.WorkflowNext) (any, error) {
 	if !in.Replaying {
-		l.workflowStarted(ctx, in)
+		l.workflowStarted(segmentOf(ctx), in)
 	}
 	out, err := next(ctx, in)
 	if !engine.IsReplaying(ctx) {
-		l.workflowEnded(ctx, in, err)
+		l.workflowEnded(segmentOf(ctx), in, workflowOutcome(err), err)
 	}
 	return out, err
 }
 
+// workflowStarted logs a live start; seg is the segment's span state (nil
+// without Tracing).
+//
 //go:noinline
-func (l *Logging) workflowStarted(ctx engine.Context, in *engine.ExecuteWorkflowInput) {
+func (l *Logging) workflowStarted(seg *segment, in *engine.ExecuteWorkflowInput) {
 	if bg := context.Background(); l.enabled(bg, slog.LevelInfo) {
 		var buf recordAttrs
-		l.emit(bg, slog.LevelInfo, "workflow started", l.workflowAttrs(buf[:0], segmentOf(ctx), in.Info, in.Headers))
+		l.emit(bg, slog.LevelInfo, "workflow started", l.workflowAttrs(buf[:0], seg, in.Info, in.Headers))
 	}
 }
 
 //go:noinline
-func (l *Logging) workflowEnded(ctx engine.Context, in *engine.ExecuteWorkflowInput, err error) {
+func (l *Logging) workflowEnded(seg *segment, in *engine.ExecuteWorkflowInput, outcome string, err error) {
 	level, msg := slog.LevelInfo, "workflow completed"
-	switch workflowOutcome(err) {
+	switch outcome {
 	case OutcomeContinued:
 		msg = "workflow continued as new"
 	case OutcomeCanceled:
@@ -149,7 +152,7 @@ func (l *Logging) workflowEnded(ctx engine.Context, in *engine.ExecuteWorkflowIn
 		return
 	}
 	var buf recordAttrs
-	attrs := l.workflowAttrs(buf[:0], segmentOf(ctx), in.Info, in.Headers)
+	attrs := l.workflowAttrs(buf[:0], seg, in.Info, in.Headers)
 	if !in.Info.StartTime.IsZero() {
 		attrs = append(attrs, slog.Duration("duration", time.Since(in.Info.StartTime)))
 	}
@@ -196,6 +199,12 @@ func (l *Logging) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 	next engine.QueryNext) (any, error) {
 	start := time.Now()
 	out, err := next(ctx, in)
+	l.queryAnswered(ctx, in, start, err)
+	return out, err
+}
+
+// queryAnswered logs a query that began at start.
+func (l *Logging) queryAnswered(ctx context.Context, in *engine.HandleQueryInput, start time.Time, err error) {
 	level, msg := slog.LevelDebug, "query answered"
 	if err != nil {
 		level, msg = slog.LevelWarn, "query failed"
@@ -211,7 +220,6 @@ func (l *Logging) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 		}
 		l.emit(ctx, level, msg, traceAttrs(attrs, trace.SpanContextFromContext(ctx)))
 	}
-	return out, err
 }
 
 // activityAttrs appends an activity record's attributes to attrs.
@@ -234,7 +242,7 @@ func (l *Logging) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	l.activityStarted(ctx, in)
 	start := l.clock.now()
 	out, err := next(ctx, in)
-	l.activityEnded(ctx, in, start, err)
+	l.activityEnded(ctx, in, l.clock.now()-start, activityOutcome(err), err)
 	return out, err
 }
 
@@ -247,9 +255,9 @@ func (l *Logging) activityStarted(ctx context.Context, in *engine.ActivityInput)
 }
 
 //go:noinline
-func (l *Logging) activityEnded(ctx context.Context, in *engine.ActivityInput, start time.Duration, err error) {
+func (l *Logging) activityEnded(ctx context.Context, in *engine.ActivityInput, d time.Duration, outcome string, err error) {
 	level, msg := slog.LevelDebug, "activity completed"
-	switch activityOutcome(err) {
+	switch outcome {
 	case OutcomeSnoozed:
 		level, msg = slog.LevelDebug, "activity snoozed"
 	case OutcomeCanceled:
@@ -261,7 +269,7 @@ func (l *Logging) activityEnded(ctx context.Context, in *engine.ActivityInput, s
 		return
 	}
 	var buf recordAttrs
-	attrs := append(l.activityAttrs(buf[:0], ctx, in), slog.Duration("duration", l.clock.now()-start))
+	attrs := append(l.activityAttrs(buf[:0], ctx, in), slog.Duration("duration", d))
 	if err != nil {
 		attrs = errAttrs(attrs, err)
 	}

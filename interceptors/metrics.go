@@ -209,7 +209,7 @@ func (m *Metrics) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflow
 	}
 	out, err := next(ctx, in)
 	if !engine.IsReplaying(ctx) {
-		m.workflowEnded(in, err)
+		m.workflowEnded(in, workflowOutcome(err))
 	}
 	return out, err
 }
@@ -220,9 +220,9 @@ func (m *Metrics) workflowStarted(in *engine.ExecuteWorkflowInput) {
 }
 
 //go:noinline
-func (m *Metrics) workflowEnded(in *engine.ExecuteWorkflowInput, err error) {
+func (m *Metrics) workflowEnded(in *engine.ExecuteWorkflowInput, outcome string) {
 	c := countsOf(&m.workflows, AttrWorkflowType, in.Info.WorkflowType)
-	i := endIndex(workflowOutcome(err))
+	i := endIndex(outcome)
 	c.ended[i].Add(1)
 	if !in.Info.StartTime.IsZero() {
 		m.wfDuration.Record(context.Background(), time.Since(in.Info.StartTime).Seconds(), c.record[i]...)
@@ -234,7 +234,7 @@ func (m *Metrics) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next engine.ActivityNext) (any, error) {
 	c, start := m.activityStarted(in)
 	out, err := next(ctx, in)
-	m.activityEnded(ctx, c, in, start, err)
+	m.activityEnded(ctx, c, in, m.clock.now()-start, activityOutcome(err))
 	return out, err
 }
 
@@ -246,8 +246,7 @@ func (m *Metrics) activityStarted(in *engine.ActivityInput) (*typeCounts, time.D
 }
 
 //go:noinline
-func (m *Metrics) activityEnded(ctx context.Context, c *typeCounts, in *engine.ActivityInput, start time.Duration, err error) {
-	outcome := activityOutcome(err)
+func (m *Metrics) activityEnded(ctx context.Context, c *typeCounts, in *engine.ActivityInput, d time.Duration, outcome string) {
 	if outcome == OutcomeSnoozed {
 		c.snoozed.Add(1)
 		return // not an attempt: the same attempt is made again later
@@ -257,5 +256,5 @@ func (m *Metrics) activityEnded(ctx context.Context, c *typeCounts, in *engine.A
 	}
 	i := endIndex(outcome)
 	c.ended[i].Add(1)
-	m.actDuration.Record(ctx, (m.clock.now() - start).Seconds(), c.record[i]...)
+	m.actDuration.Record(ctx, d.Seconds(), c.record[i]...)
 }

@@ -75,7 +75,9 @@ func (p *stackProbe) min() uintptr {
 // probe's own share is smaller then too), 1,950 with Recovery's methods on
 // a pointer receiver (All holds a *Recovery: value methods were called
 // through the compiler's wrapper, one frame more a chain, which the
-// collector walks in every parked workflow goroutine at every cycle).
+// collector walks in every parked workflow goroutine at every cycle), 1,398
+// with Tracing, Metrics and Logging in one interceptor (two frames a chain
+// instead of six).
 func TestAllHoldsLittleStack(t *testing.T) {
 	t.Parallel()
 	if interceptors.RaceEnabled {

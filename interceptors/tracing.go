@@ -351,26 +351,45 @@ func (s *segment) end(outcome string, err error) {
 // (a query, or a resume that unloads again before doing anything) has no span.
 func (t *Tracing) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
 	next engine.WorkflowNext) (any, error) {
+	seg := t.beginSegment(in)
+	returned := false
+	defer seg.endUnlessReturned(&returned)
+	ctx = engine.WithValue(ctx, segmentKey{}, seg)
+	out, err := next(ctx, in)
+	returned = true
+	live := !engine.IsReplaying(ctx)
+	seg.returned(live, workflowOutcome(err), err)
+	return out, err
+}
+
+// beginSegment returns the span state of the segment in begins; the span
+// starts now unless the segment begins by replaying.
+func (t *Tracing) beginSegment(in *engine.ExecuteWorkflowInput) *segment {
 	seg := &segment{t: t, in: in}
 	if in.Replaying {
 		seg.begin = time.Now()
 	} else {
 		seg.live()
 	}
-	returned := false
-	defer func() {
-		if !returned { // unloaded (runtime.Goexit) or a panic unwinding
-			seg.end(OutcomeSuspended, nil)
-		}
-	}()
-	ctx = engine.WithValue(ctx, segmentKey{}, seg)
-	out, err := next(ctx, in)
-	returned = true
-	if !engine.IsReplaying(ctx) {
-		seg.live()
+	return seg
+}
+
+// endUnlessReturned, deferred around the workflow function, ends the
+// segment as suspended when the function did not return: it was unloaded
+// (runtime.Goexit) or a panic is unwinding.
+func (s *segment) endUnlessReturned(returned *bool) {
+	if !*returned {
+		s.end(OutcomeSuspended, nil)
 	}
-	seg.end(workflowOutcome(err), err)
-	return out, err
+}
+
+// returned ends the segment whose workflow function returned, live or
+// (a query's replay, or a run unloaded at its end) not.
+func (s *segment) returned(live bool, outcome string, err error) {
+	if live {
+		s.live()
+	}
+	s.end(outcome, err)
 }
 
 // WorkflowOutbound writes the segment span's context into the headers of a
@@ -398,6 +417,14 @@ func (t *Tracing) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 	if in.Replaying || seg == nil {
 		return next(ctx, in)
 	}
+	span := t.startSignal(seg, in)
+	err := next(ctx, in)
+	endSpan(span, err)
+	return err
+}
+
+// startSignal starts the span of a signal seg receives live.
+func (t *Tracing) startSignal(seg *segment, in *engine.HandleSignalInput) trace.Span {
 	seg.live()
 	parent, opts := seg.spanCtx, consumerSpan
 	if len(in.Headers) > 0 {
@@ -409,9 +436,7 @@ func (t *Tracing) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput,
 	}
 	_, span := t.tracer.Start(parent, t.handleSignalNames.get(in.Name), opts...)
 	setIDAttrs(span, AttrSignal, in.Name, &in.Info)
-	err := next(ctx, in)
-	endSpan(span, err)
-	return err
+	return span
 }
 
 // setIDAttrs sets a handler span's attributes: its signal or query name
@@ -430,11 +455,17 @@ func (t *Tracing) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return next(ctx, in)
 	}
-	ctx, span := t.tracer.Start(ctx, t.handleQueryNames.get(in.Name))
-	setIDAttrs(span, AttrQuery, in.Name, &in.Info)
+	ctx, span := t.startQuery(ctx, in)
 	out, err := next(ctx, in)
 	endSpan(span, err)
 	return out, err
+}
+
+// startQuery starts the span of a query answered within a trace.
+func (t *Tracing) startQuery(ctx context.Context, in *engine.HandleQueryInput) (context.Context, trace.Span) {
+	ctx, span := t.tracer.Start(ctx, t.handleQueryNames.get(in.Name))
+	setIDAttrs(span, AttrQuery, in.Name, &in.Info)
+	return ctx, span
 }
 
 // ExecuteActivity traces one activity attempt as a child of the workflow
@@ -445,7 +476,7 @@ func (t *Tracing) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
 	next engine.ActivityNext) (any, error) {
 	ctx, span := t.startActivity(ctx, in)
 	out, err := next(ctx, in)
-	endActivity(span, err)
+	endActivity(span, activityOutcome(err), err)
 	return out, err
 }
 
@@ -472,8 +503,8 @@ func setActivityAttrs(span trace.Span, info *engine.ActivityInfo) {
 }
 
 //go:noinline
-func endActivity(span trace.Span, err error) {
-	switch outcome := activityOutcome(err); outcome {
+func endActivity(span trace.Span, outcome string, err error) {
+	switch outcome {
 	case OutcomeCompleted:
 		span.End()
 	case OutcomeSnoozed: // not a failure: the attempt is made again later

@@ -104,7 +104,7 @@ func benchWorkflow(b *testing.B, tr *Tracing, m *Metrics, l *Logging) {
 			_, _ = act(bg, &engine.ActivityInput{Info: engine.ActivityInfo{ActivityName: "bench.noop", ActivityID: "1",
 				Attempt: 1, Workflow: in.Info}, Headers: h})
 		}
-		m.workflowEnded(in, nil)
+		m.workflowEnded(in, OutcomeCompleted)
 		attrs := l.workflowAttrs(make([]slog.Attr, 0, 12), seg, in.Info, in.Headers)
 		l.emit(bg, slog.LevelInfo, "workflow completed", append(attrs, slog.Duration("duration", time.Since(in.Info.StartTime))))
 		seg.end(OutcomeCompleted, nil)
