@@ -133,7 +133,7 @@ func (c *Client) startManyTx(ctx context.Context, tx *sql.Tx, starts []StartMany
 	if len(batch) == 0 {
 		return res, nil
 	}
-	ok, err := c.e.store.insertRuns(ctx, tx, c.e.cfg.LeaseTTL, batch, idx, true)
+	ok, err := c.e.store.insertRuns(ctx, tx, nil, c.e.cfg.LeaseTTL, batch, idx, true)
 	if err != nil {
 		return nil, fmt.Errorf("engine: start in transaction: %w", err)
 	}

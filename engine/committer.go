@@ -173,6 +173,10 @@ type commitShard struct {
 	runs atomic.Int64
 	// last is the size of the batch written last (see batchFull).
 	last int
+	// params is the memory the writer builds its statements' arguments
+	// in; whoever writes a batch of the shard (its loop, or a submitter
+	// that claimed it) has it to itself.
+	params paramBuf
 }
 
 func newCommitter(e *Engine) *committer {
@@ -297,7 +301,7 @@ func (c *committer) claimOrQueue(op *writeOp) *commitShard {
 
 // writeClaimed writes op, for which claimOrQueue returned sh, in place.
 func (c *committer) writeClaimed(sh *commitShard, op *writeOp) {
-	c.run([]*writeOp{op})
+	c.run(&sh.params, []*writeOp{op})
 	sh.release()
 }
 
@@ -528,7 +532,7 @@ func (c *committer) loop(sh *commitShard) {
 		case <-c.stop:
 			// Write what is queued, then stop.
 			for _, op := range sh.closeAndTake() {
-				c.run([]*writeOp{op})
+				c.run(&sh.params, []*writeOp{op})
 			}
 			return
 		}
@@ -538,7 +542,7 @@ func (c *committer) loop(sh *commitShard) {
 			if batch == nil {
 				break
 			}
-			c.run(batch)
+			c.run(&sh.params, batch)
 			sh.doneWriting()
 			sh.gather()
 		}
@@ -548,8 +552,9 @@ func (c *committer) loop(sh *commitShard) {
 // run commits a batch. A database fault (a lost connection, a restart, a
 // deadlock) is retried with a growing pause, after reading back whether the
 // failed attempt committed after all; any other failure of the batch as a
-// whole is retried op by op, so one bad op cannot sink its neighbours.
-func (c *committer) run(batch []*writeOp) {
+// whole is retried op by op, so one bad op cannot sink its neighbours. The
+// statements build their arguments in p, the writing shard's.
+func (c *committer) run(p *paramBuf, batch []*writeOp) {
 	for attempt := 1; ; attempt++ {
 		if batch = c.take(batch); len(batch) == 0 {
 			return
@@ -562,7 +567,7 @@ func (c *committer) run(batch []*writeOp) {
 				op.fin.quiet = false // announced unless this write says otherwise
 			}
 		}
-		errs, err := c.exec(batch)
+		errs, err := c.exec(p, batch)
 		fault := classify(err)
 		if fault != faultNone {
 			var nc *notCommitted
@@ -592,12 +597,12 @@ func (c *committer) run(batch []*writeOp) {
 		}
 		if len(batch) > 1 {
 			for _, op := range batch {
-				c.run([]*writeOp{op})
+				c.run(p, []*writeOp{op})
 			}
 			return
 		}
 		if op := batch[0]; op.state.CompareAndSwap(opQueued, opWriting) && op.done != nil {
-			op.done(c.recordRefusal(op, err))
+			op.done(c.recordRefusal(p, op, err))
 		}
 		return
 	}
@@ -637,11 +642,11 @@ func (c *committer) giveBack(batch []*writeOp) {
 
 // exec runs one transaction for the batch. It returns a per-op error (for ops
 // that were fenced or refused) or an error for the whole batch.
-func (c *committer) exec(batch []*writeOp) ([]error, error) {
+func (c *committer) exec(p *paramBuf, batch []*writeOp) ([]error, error) {
 	ctx, cancel := c.e.store.bounded(c.e.cfg.CommitTimeout)
 	defer cancel()
 	sent := time.Now()
-	errs, err := c.execCtx(ctx, batch)
+	errs, err := c.execCtx(ctx, p, batch)
 	if pgconn.Unsent(ctx, err) {
 		// The failed statement reached no connection: it waited for one
 		// until its deadline (see store.bounded). Any statement before it
@@ -667,11 +672,11 @@ func (c *committer) exec(batch []*writeOp) ([]error, error) {
 	return errs, err
 }
 
-func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, err error) {
+func (c *committer) execCtx(ctx context.Context, p *paramBuf, batch []*writeOp) (_ []error, err error) {
 	s := c.e.store
 	now := c.e.cfg.Clock.Now()
 	if c.stepsAndFinishOnly(batch) {
-		return c.execStepsAndFinish(ctx, now, batch)
+		return c.execStepsAndFinish(ctx, p, now, batch)
 	}
 	errs := make([]error, len(batch))
 	committing := false
@@ -735,7 +740,7 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 		}
 	}
 	if len(fins) > 0 {
-		ok, err := s.finishRuns(ctx, tx, now, batch, fins)
+		ok, err := s.finishRuns(ctx, tx, p, now, batch, fins)
 		if err != nil {
 			return nil, fmt.Errorf("finish runs: %w", err)
 		}
@@ -754,7 +759,7 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 		}
 	}
 	if len(news) > 0 {
-		ok, err := s.insertRuns(ctx, tx, c.e.cfg.LeaseTTL, batch, news, false)
+		ok, err := s.insertRuns(ctx, tx, p, c.e.cfg.LeaseTTL, batch, news, false)
 		if err != nil {
 			return nil, fmt.Errorf("insert runs: %w", err)
 		}
@@ -799,7 +804,7 @@ func (c *committer) execCtx(ctx context.Context, batch []*writeOp) (_ []error, e
 		}
 	}
 	if len(bs.steps) > 0 {
-		ok, err := s.insertSteps(ctx, tx, bs.steps, bs.owners)
+		ok, err := s.insertSteps(ctx, tx, p, bs.steps, bs.owners)
 		if err != nil {
 			return nil, fmt.Errorf("insert steps: %w", err)
 		}
@@ -949,7 +954,7 @@ func (c *committer) lockTree(ctx context.Context, tx dbtx, batch []*writeOp) err
 // are first offered alone: if the interceptor takes them, the refusal was
 // of the rest, which is reported as a writeRefused (see refusal.go), and
 // no activity runs again for it.
-func (c *committer) recordRefusal(op *writeOp, err error) error {
+func (c *committer) recordRefusal(p *paramBuf, op *writeOp, err error) error {
 	var ce *checkpointError
 	if !errors.As(err, &ce) {
 		return err
@@ -973,7 +978,7 @@ func (c *committer) recordRefusal(op *writeOp, err error) error {
 			}
 		}
 		var alone error
-		c.run([]*writeOp{{runID: op.runID, owner: op.owner, token: op.token, steps: outcomes, events: evs,
+		c.run(p, []*writeOp{{runID: op.runID, owner: op.owner, token: op.token, steps: outcomes, events: evs,
 			done: func(err error) { alone = err }}})
 		if alone == nil {
 			return &writeRefused{err}
@@ -989,7 +994,7 @@ func (c *committer) recordRefusal(op *writeOp, err error) error {
 	}
 	c.e.cfg.Logger.Warn("engine: a checkpoint interceptor refused an activity's outcome; the attempt counts as failed",
 		"run_id", op.runID, "err", ce.err)
-	c.run([]*writeOp{{runID: op.runID, owner: op.owner, token: op.token, steps: steps, events: evs}})
+	c.run(p, []*writeOp{{runID: op.runID, owner: op.owner, token: op.token, steps: steps, events: evs}})
 	return err
 }
 
@@ -1071,6 +1076,8 @@ type singleWrite struct {
 	// listeners: the statement closed runs and a process waits on closes
 	// elsewhere (see listeners.go).
 	listeners bool
+	// params is the writer's memory for the statement's arguments.
+	params *paramBuf
 }
 
 // newSingleWrite sorts batch's writes into the parts of the commit
@@ -1112,28 +1119,28 @@ func newSingleWrite(batch []*writeOp, folds []*CheckpointFold) *singleWrite {
 // (CheckpointFolder), the batch stays one statement: one round trip. A
 // folded statement that PostgreSQL refused is written again the usual way,
 // so the interceptors' Checkpoint decides (see foldRefused).
-func (c *committer) execStepsAndFinish(ctx context.Context, now time.Time, batch []*writeOp) ([]error, error) {
+func (c *committer) execStepsAndFinish(ctx context.Context, p *paramBuf, now time.Time, batch []*writeOp) ([]error, error) {
 	if len(c.e.chains.checkpoint) == 0 || !hasEvents(batch) {
-		return c.execSingle(ctx, now, batch, false, nil)
+		return c.execSingle(ctx, p, now, batch, false, nil)
 	}
 	folds, ok := c.foldCheckpoints(ctx, batch)
 	if !ok {
-		return c.execSingle(ctx, now, batch, true, nil)
+		return c.execSingle(ctx, p, now, batch, true, nil)
 	}
-	errs, err := c.execSingle(ctx, now, batch, false, folds)
+	errs, err := c.execSingle(ctx, p, now, batch, false, folds)
 	if len(folds) > 0 && foldRefused(ctx, err) {
 		c.e.cfg.Logger.Debug("engine: a checkpoint fold failed; writing the batch with the interceptors' Checkpoint", "err", err)
 		// The refused statement's connection is back in the pool: the
 		// transaction's wait for one is bounded by ctx's deadline again
 		// (pgconn.WithDeadline).
-		return c.execSingle(ctx, now, batch, true, nil)
+		return c.execSingle(ctx, p, now, batch, true, nil)
 	}
 	return errs, err
 }
 
 // execSingle is execStepsAndFinish with the interceptors' Checkpoint in a
 // transaction (inTx), or with folds (possibly none) in one statement.
-func (c *committer) execSingle(ctx context.Context, now time.Time, batch []*writeOp, inTx bool, folds []*CheckpointFold) (_ []error, err error) {
+func (c *committer) execSingle(ctx context.Context, p *paramBuf, now time.Time, batch []*writeOp, inTx bool, folds []*CheckpointFold) (_ []error, err error) {
 	errs := make([]error, len(batch))
 	var tx dbtx = c.e.db
 	var realTx *sql.Tx
@@ -1153,6 +1160,7 @@ func (c *committer) execSingle(ctx context.Context, now time.Time, batch []*writ
 		}()
 	}
 	w := newSingleWrite(batch, folds)
+	w.params = p
 	okFins, okRuns, err := c.e.store.stepsAndFinish(ctx, tx, now, c.e.cfg.LeaseTTL, w)
 	if err != nil {
 		return nil, err

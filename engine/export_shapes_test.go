@@ -66,7 +66,7 @@ func CommitShapeForTest(ctx context.Context, e *Engine, shape, runID, newID, own
 	if got := newSingleWrite(batch, nil).shape(); got != sh {
 		return nil, nil, fmt.Errorf("shape %q: the batch takes shape %b", shape, got)
 	}
-	errs, err := e.commit.execSingle(ctx, now, batch, false, nil)
+	errs, err := e.commit.execSingle(ctx, &paramBuf{}, now, batch, false, nil)
 	if err != nil {
 		return nil, nil, err
 	}

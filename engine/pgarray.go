@@ -2,8 +2,8 @@ package engine
 
 import (
 	"database/sql"
+	"slices"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -11,7 +11,7 @@ import (
 // one parameter per column (unnest) instead of N×columns parameters: the
 // statement text stays fixed and planning stays cheap whatever the batch size.
 type pgArray struct {
-	b strings.Builder
+	b []byte
 	n int
 	// closed: String wrote the closing brace.
 	closed bool
@@ -19,40 +19,33 @@ type pgArray struct {
 
 func (a *pgArray) sep() {
 	if a.n == 0 {
-		a.b.WriteByte('{')
+		a.b = append(a.b, '{')
 	} else {
-		a.b.WriteByte(',')
+		a.b = append(a.b, ',')
 	}
 	a.n++
 }
 
-func (a *pgArray) null() { a.sep(); a.b.WriteString("NULL") }
+func (a *pgArray) null() { a.sep(); a.b = append(a.b, "NULL"...) }
 
-func (a *pgArray) str(s string) {
-	a.sep()
-	a.b.Grow(len(s) + 2)
-	a.b.WriteByte('"')
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '"' || c == '\\' {
-			a.b.WriteByte('\\')
-		}
-		a.b.WriteByte(s[i])
-	}
-	a.b.WriteByte('"')
-}
+func (a *pgArray) str(s string) { quoteElem(a, s) }
 
 // strBytes is str of string(s), without making that string.
-func (a *pgArray) strBytes(s []byte) {
+func (a *pgArray) strBytes(s []byte) { quoteElem(a, s) }
+
+// quoteElem writes s as a quoted element, its quotes and backslashes
+// escaped.
+func quoteElem[S string | []byte](a *pgArray, s S) {
 	a.sep()
-	a.b.Grow(len(s) + 2)
-	a.b.WriteByte('"')
-	for _, c := range s {
-		if c == '"' || c == '\\' {
-			a.b.WriteByte('\\')
+	a.b = append(slices.Grow(a.b, len(s)+2), '"')
+	from := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			a.b = append(append(a.b, s[from:i]...), '\\')
+			from = i
 		}
-		a.b.WriteByte(c)
 	}
-	a.b.WriteByte('"')
+	a.b = append(append(a.b, s[from:]...), '"')
 }
 
 func (a *pgArray) nullStr(s sql.NullString) {
@@ -72,14 +65,12 @@ func (a *pgArray) bytes(b []byte) {
 		return
 	}
 	a.sep()
-	a.b.Grow(2*len(b) + 5)
-	a.b.WriteString(`"\\x`)
+	a.b = append(slices.Grow(a.b, 2*len(b)+5), `"\\x`...)
 	const digits = "0123456789abcdef"
 	for _, c := range b {
-		a.b.WriteByte(digits[c>>4])
-		a.b.WriteByte(digits[c&0xf])
+		a.b = append(a.b, digits[c>>4], digits[c&0xf])
 	}
-	a.b.WriteByte('"')
+	a.b = append(a.b, '"')
 }
 
 // jsonText writes JSON held in b as a text element (NULL when b is nil).
@@ -91,7 +82,7 @@ func (a *pgArray) jsonText(b []byte) {
 	a.strBytes(b)
 }
 
-func (a *pgArray) int(v int64) { a.sep(); a.b.WriteString(strconv.FormatInt(v, 10)) }
+func (a *pgArray) int(v int64) { a.sep(); a.b = strconv.AppendInt(a.b, v, 10) }
 
 func (a *pgArray) nullInt(v sql.NullInt64) {
 	if !v.Valid {
@@ -107,10 +98,7 @@ func (a *pgArray) time(t sql.NullTime) {
 		return
 	}
 	a.sep()
-	var buf [48]byte
-	a.b.WriteByte('"')
-	a.b.Write(t.Time.UTC().AppendFormat(buf[:0], time.RFC3339Nano))
-	a.b.WriteByte('"')
+	a.b = append(t.Time.UTC().AppendFormat(append(a.b, '"'), time.RFC3339Nano), '"')
 }
 
 func (a *pgArray) String() string {
@@ -119,9 +107,9 @@ func (a *pgArray) String() string {
 	}
 	if !a.closed {
 		a.closed = true
-		a.b.WriteByte('}')
+		a.b = append(a.b, '}')
 	}
-	return a.b.String()
+	return string(a.b)
 }
 
 // endColumn closes the array being written and returns the length of
@@ -131,9 +119,9 @@ func (a *pgArray) String() string {
 // a few each.
 func (a *pgArray) endColumn() int {
 	if a.n == 0 {
-		a.b.WriteByte('{')
+		a.b = append(a.b, '{')
 	}
-	a.b.WriteByte('}')
+	a.b = append(a.b, '}')
 	a.n = 0
-	return a.b.Len()
+	return len(a.b)
 }

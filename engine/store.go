@@ -117,9 +117,9 @@ var finishCols = newUnnest(
 var finishParams = len(finishCols) + 1
 
 // finishArgs appends the run transitions of batch[idx] to args, as the
-// arguments of transitionsSQL(p, rows).
-func finishArgs(args []any, batch []*writeOp, idx []int, rows int) []any {
-	b := finishCols.batch(len(idx))
+// arguments of transitionsSQL(p, rows), built in buf.
+func finishArgs(args []any, buf *paramBuf, batch []*writeOp, idx []int, rows int) []any {
+	b := finishCols.batchIn(buf, len(idx))
 	for _, i := range idx {
 		b.add(batch[i])
 	}
@@ -160,10 +160,12 @@ func (s *store) transitionsSQL(p, rows int) string {
 		RETURNING r.run_id, r.closed_at, v.timers)`
 }
 
-func (s *store) finishRuns(ctx context.Context, tx dbtx, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
+func (s *store) finishRuns(ctx context.Context, tx dbtx, buf *paramBuf, now time.Time, batch []*writeOp, idx []int) (map[string]bool, error) {
 	ok := map[string]bool{}
-	args := finishArgs(make([]any, 0, finishParams), batch, idx, 0)
-	err := collectIDs(ctx, tx, s.sql.finishRuns, append(args, now), func(id string) { ok[id] = true })
+	args := finishArgs(buf.start(finishParams), buf, batch, idx, 0)
+	args = append(args, now)
+	err := collectIDs(ctx, tx, s.sql.finishRuns, args, func(id string) { ok[id] = true })
+	buf.sent(args)
 	return ok, err
 }
 
@@ -427,26 +429,28 @@ func (s *store) stepsAndFinish(ctx context.Context, tx dbtx, now time.Time, ttl 
 		}
 		w.foldRows = make([][]CheckpointFoldRow, len(w.folds))
 	}
-	args := make([]any, 0, n)
+	buf := w.params
+	args := buf.start(n)
 	merged := k.merged()
 	if sh&shapeSteps != 0 && !merged {
-		args = stepArgs(args, w.steps.steps, w.steps.owners, int(k.steps))
+		args = stepArgs(args, buf, w.steps.steps, w.steps.owners, int(k.steps))
 	}
 	if sh&shapeFin != 0 {
-		args = finishArgs(args, w.batch, w.fins, int(k.fins))
+		args = finishArgs(args, buf, w.batch, w.fins, int(k.fins))
 		args = append(args, now)
 	}
 	if sh&shapeNews != 0 {
-		args = runArgs(args, w.batch, w.news, int(k.news))
+		args = runArgs(args, buf, w.batch, w.news, int(k.news))
 		args = append(args, ttlInterval(ttl))
 		if merged {
-			args = stepArgs2(args, &w.steps, &w.newSteps)
+			args = stepArgs2(args, buf, &w.steps, &w.newSteps)
 		} else if sh&shapeNewSteps != 0 {
-			args = stepArgs(args, w.newSteps.steps, w.newSteps.owners, int(k.newSteps))
+			args = stepArgs(args, buf, w.newSteps.steps, w.newSteps.owners, int(k.newSteps))
 		}
 	}
 	args = foldArgs(args, w.folds)
 	rows, err := s.hotQuery(ctx, tx, q, args...)
+	buf.sent(args)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -519,9 +523,9 @@ var runCols = newUnnest(
 var runParams = len(runCols) + 1
 
 // runArgs appends the run inserts of batch[idx] to args, as the
-// arguments of runsSQL(p, rows).
-func runArgs(args []any, batch []*writeOp, idx []int, rows int) []any {
-	b := runCols.batch(len(idx))
+// arguments of runsSQL(p, rows), built in buf.
+func runArgs(args []any, buf *paramBuf, batch []*writeOp, idx []int, rows int) []any {
+	b := runCols.batchIn(buf, len(idx))
 	for _, i := range idx {
 		b.add(batch[i])
 	}
@@ -576,9 +580,9 @@ func ttlInterval(ttl time.Duration) string { return fmt.Sprintf("%d milliseconds
 // local worker took are announced to the queue's workers by the
 // transaction (a caller's own, whose commit the engine does not see); the
 // committer's notifier announces those of its batches after the commit.
-func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batch []*writeOp, idx []int, announce bool) (map[string]bool, error) {
+func (s *store) insertRuns(ctx context.Context, tx dbtx, buf *paramBuf, ttl time.Duration, batch []*writeOp, idx []int, announce bool) (map[string]bool, error) {
 	ok := map[string]bool{}
-	args := runArgs(make([]any, 0, runParams+1), batch, idx, 0)
+	args := runArgs(buf.start(runParams+1), buf, batch, idx, 0)
 	q := s.sql.insertRuns
 	if announce {
 		q, args = s.sql.insertAnnouncedRuns, append(args, ttlInterval(ttl), s.channel[chanWork])
@@ -586,6 +590,7 @@ func (s *store) insertRuns(ctx context.Context, tx dbtx, ttl time.Duration, batc
 		args = append(args, ttlInterval(ttl))
 	}
 	err := collectIDs(ctx, tx, q, args, func(id string) { ok[id] = true })
+	buf.sent(args)
 	return ok, err
 }
 
@@ -640,9 +645,9 @@ var stepCols = newUnnest(
 var stepParams = len(stepCols)
 
 // stepArgs appends steps, each written under owners[k], to args, as the
-// arguments of stepsSQL(p, rows).
-func stepArgs(args []any, steps []*stepRow, owners []fence, rows int) []any {
-	b := stepCols.batch(len(steps))
+// arguments of stepsSQL(p, rows), built in buf.
+func stepArgs(args []any, buf *paramBuf, steps []*stepRow, owners []fence, rows int) []any {
+	b := stepCols.batchIn(buf, len(steps))
 	for k, st := range steps {
 		b.add(stepIn{st, owners[k]})
 	}
@@ -650,9 +655,9 @@ func stepArgs(args []any, steps []*stepRow, owners []fence, rows int) []any {
 }
 
 // stepArgs2 appends the steps of a and then those of b, as the arguments
-// of allStepsSQL.
-func stepArgs2(args []any, a, b *batchSteps) []any {
-	u := stepCols.batch(len(a.steps) + len(b.steps))
+// of allStepsSQL, built in buf.
+func stepArgs2(args []any, buf *paramBuf, a, b *batchSteps) []any {
+	u := stepCols.batchIn(buf, len(a.steps)+len(b.steps))
 	for _, bs := range []*batchSteps{a, b} {
 		for k, st := range bs.steps {
 			u.add(stepIn{st, bs.owners[k]})
@@ -709,9 +714,11 @@ func (s *store) stepsIntoSQL(p, rows int, name, fenceJoin string) string {
 		RETURNING run_id, seq)`
 }
 
-func (s *store) insertSteps(ctx context.Context, tx dbtx, steps []*stepRow, owners []fence) (map[stepKey]bool, error) {
+func (s *store) insertSteps(ctx context.Context, tx dbtx, buf *paramBuf, steps []*stepRow, owners []fence) (map[stepKey]bool, error) {
 	ok := map[stepKey]bool{}
-	rows, err := tx.QueryContext(ctx, s.sql.insertSteps, stepArgs(make([]any, 0, stepParams), steps, owners, 0)...)
+	args := stepArgs(buf.start(stepParams), buf, steps, owners, 0)
+	rows, err := tx.QueryContext(ctx, s.sql.insertSteps, args...)
+	buf.sent(args)
 	if err != nil {
 		return nil, err
 	}

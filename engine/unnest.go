@@ -146,10 +146,11 @@ func (u unnestCols[R]) param(p int, name string) string {
 	panic("engine: no unnest column " + name)
 }
 
-// sql renders the batch's rows as the subquery "(SELECT unnest($p+1::t1[])
-// AS c1, unnest($p+2::t2[]) AS c2, ... LIMIT cardinality($p+1::t1[])) AS
-// alias": the columns take parameters $p+1..$p+len(u), in the list's
-// order.
+// sql renders the batch's rows as the subquery "(SELECT
+// unnest($p+1::text::t1[]) AS c1, unnest($p+2::text::t2[]) AS c2, ...
+// LIMIT cardinality($p+1::text::t1[])) AS alias": the columns take
+// parameters $p+1..$p+len(u), in the list's order, each an array literal
+// as text (see args).
 //
 // The unnests are in the select list, where PostgreSQL runs them in step
 // (a ProjectSet node: row i of every array, then row i+1), not in FROM:
@@ -179,9 +180,9 @@ func (u unnestCols[R]) sql(p int, alias string) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "unnest($%d::%s[]) AS %s", p+i+1, c.typ, c.name)
+		fmt.Fprintf(&b, "unnest($%d::text::%s[]) AS %s", p+i+1, c.typ, c.name)
 	}
-	fmt.Fprintf(&b, " LIMIT cardinality($%d::%s[])) AS %s", p+1, u[0].typ, alias)
+	fmt.Fprintf(&b, " LIMIT cardinality($%d::text::%s[])) AS %s", p+1, u[0].typ, alias)
 	return b.String()
 }
 
@@ -248,10 +249,18 @@ func (u unnestCols[R]) batch(n int) unnestBatch[R] {
 	return unnestBatch[R]{cols: u, rows: make([]R, 0, n)}
 }
 
+// batchIn is batch with its arguments built in p (see paramBuf).
+func (u unnestCols[R]) batchIn(p *paramBuf, n int) unnestBatch[R] {
+	return unnestBatch[R]{cols: u, rows: make([]R, 0, n), buf: p}
+}
+
 // unnestBatch collects rows; args renders them into one array per column.
 type unnestBatch[R any] struct {
 	cols unnestCols[R]
 	rows []R
+	// buf is the writer's memory the arguments are built in (nil: their
+	// own).
+	buf *paramBuf
 }
 
 // add adds a row to the batch.
@@ -267,7 +276,8 @@ func (b *unnestBatch[R]) argsAs(args []any, rows int) []any {
 		return b.args(args)
 	}
 	// A text cell goes as a slice of one buffer of the list's text cells
-	// (a non-empty one: an empty string costs nothing): lib/pq copies a
+	// (the writer's, see paramBuf; a non-empty one: an empty string costs
+	// nothing): lib/pq copies a
 	// string argument into bytes of its own before sending it, and sends
 	// bytes as they are; with binary_parameters, as the binary form of
 	// text, which is its text (text's receive function reads it as its
@@ -321,12 +331,13 @@ func (b *unnestBatch[R]) argsAs(args []any, rows int) []any {
 		}
 	}
 	if len(textCells) > 0 {
-		text := make([]byte, 0, textLen)
+		text := grow(b.buf.grab(), textLen)
 		for _, c := range textCells {
 			start := len(text)
 			text = append(text, c.s...)
 			args[c.arg] = text[start:len(text):len(text)]
 		}
+		b.buf.keep(text)
 	}
 	return args
 }
@@ -352,10 +363,14 @@ const unnestCellBytes = 24
 
 // args appends the column arrays to args, in the columns' order, as the
 // statement's arguments for the parameters sql numbered. The columns are
-// written column after column into one buffer, and each argument is a
-// slice of the one string it becomes: a commit's statement takes dozens of
-// these arguments, and a buffer per column was most of the engine's
-// allocations per step.
+// written column after column into one buffer (the writer's, see
+// paramBuf), and each argument is a slice of it: a commit's statement
+// takes dozens of these arguments, and a buffer per column was most of the
+// engine's allocations per step. They go as bytes, which lib/pq sends as
+// they are (a string it copies into bytes first): as text's binary form
+// with binary_parameters, which is the text, hence sql's cast of each
+// parameter to text before its array type (bytes taken for the array's
+// binary form would be misread).
 func (b *unnestBatch[R]) args(args []any) []any {
 	if len(b.rows) == 0 {
 		for range b.cols {
@@ -363,8 +378,9 @@ func (b *unnestBatch[R]) args(args []any) []any {
 		}
 		return args
 	}
-	var a pgArray
-	a.b.Grow(unnestCellBytes * len(b.cols) * len(b.rows))
+	a := pgArray{b: b.buf.grab()}
+	start := len(a.b)
+	a.b = grow(a.b, unnestCellBytes*len(b.cols)*len(b.rows))
 	var ends [32]int
 	end := ends[:0]
 	for i := range b.cols {
@@ -373,9 +389,9 @@ func (b *unnestBatch[R]) args(args []any) []any {
 		}
 		end = append(end, a.endColumn())
 	}
-	s, start := a.b.String(), 0
+	b.buf.keep(a.b)
 	for _, e := range end {
-		args = append(args, s[start:e])
+		args = append(args, a.b[start:e:e])
 		start = e
 	}
 	return args

@@ -26,28 +26,41 @@ func TestCommitArgumentsAllocateLittle(t *testing.T) {
 		fin: &finishSpec{status: StatusCompleted, output: []byte(`{"N":3}`)}}
 	steps, owners, batch, idx := []*stepRow{done, next}, []fence{owner, owner}, []*writeOp{op}, []int{0}
 	var args []any
+	var p paramBuf
 	allocs := testing.AllocsPerRun(100, func() {
-		args = stepArgs(make([]any, 0, stepParams+finishParams), steps, owners, 0)
-		args = finishArgs(args, batch, idx, 0)
+		args = stepArgs(p.start(stepParams+finishParams), &p, steps, owners, 0)
+		args = finishArgs(args, &p, batch, idx, 0)
+		p.sent(args)
 	})
+	// (sent cleared the list: built once more to be read)
+	args = finishArgs(stepArgs(p.start(0), &p, steps, owners, 0), &p, batch, idx, 0)
 	require.Len(t, args, len(stepCols)+len(finishCols))
-	require.Equal(t, `{"run-1","run-1"}`, args[0])
-	require.Equal(t, `{1,2}`, args[1])
-	require.Equal(t, `{"completed"}`, args[len(stepCols)+2])
-	// One for the argument list, one boxing per column, and the rows, the
-	// writer and its buffer of each of the two batches.
-	require.LessOrEqual(t, allocs, float64(1+len(stepCols)+len(finishCols)+6), "allocations to build a commit's arguments")
+	require.Equal(t, []byte(`{"run-1","run-1"}`), args[0])
+	require.Equal(t, []byte(`{1,2}`), args[1])
+	require.Equal(t, []byte(`{"completed"}`), args[len(stepCols)+2])
+	// One boxing per column, and the rows and the writer of each of the two
+	// batches: the argument list and the arrays' bytes are the writer's
+	// (see paramBuf).
+	require.LessOrEqual(t, allocs, float64(len(stepCols)+len(finishCols)+4), "allocations to build a commit's arguments")
+	// Without a writer's memory, the list and each batch's buffer too.
+	allocs = testing.AllocsPerRun(100, func() {
+		args = stepArgs(make([]any, 0, stepParams+finishParams), nil, steps, owners, 0)
+		args = finishArgs(args, nil, batch, idx, 0)
+	})
+	require.LessOrEqual(t, allocs, float64(1+len(stepCols)+len(finishCols)+6), "allocations to build a statement's arguments of its own")
 	// The same commit as VALUES lists (a parameter per cell, see
 	// unnestCols.from) boxes its non-NULL cells that are not small
 	// integers instead of its columns: no more.
 	allocs = testing.AllocsPerRun(100, func() {
-		args = stepArgs(make([]any, 0, 2*len(stepCols)+len(finishCols)), steps, owners, 2)
-		args = finishArgs(args, batch, idx, 1)
+		args = stepArgs(p.start(2*len(stepCols)+len(finishCols)), &p, steps, owners, 2)
+		args = finishArgs(args, &p, batch, idx, 1)
+		p.sent(args)
 	})
+	args = finishArgs(stepArgs(p.start(0), &p, steps, owners, 2), &p, batch, idx, 1)
 	require.Len(t, args, 2*len(stepCols)+len(finishCols))
 	require.Equal(t, []byte("run-1"), args[0])
 	require.Equal(t, []byte("completed"), args[2*len(stepCols)+2])
-	require.LessOrEqual(t, allocs, float64(1+len(stepCols)+len(finishCols)+6), "allocations to build a commit's arguments as VALUES lists")
+	require.LessOrEqual(t, allocs, float64(len(stepCols)+len(finishCols)+4), "allocations to build a commit's arguments as VALUES lists")
 }
 
 // TestEmptyColumnsGoAsNull pins that a batch without rows sends each column
@@ -58,7 +71,7 @@ func TestCommitArgumentsAllocateLittle(t *testing.T) {
 func TestEmptyColumnsGoAsNull(t *testing.T) {
 	args := make([]any, 0, len(finishCols))
 	allocs := testing.AllocsPerRun(100, func() {
-		args = finishArgs(args[:0], nil, nil, 0)
+		args = finishArgs(args[:0], nil, nil, nil, 0)
 	})
 	require.Len(t, args, len(finishCols))
 	for _, a := range args {

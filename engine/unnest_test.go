@@ -2,6 +2,9 @@ package engine
 
 import (
 	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"math"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -22,11 +25,12 @@ func TestUnnestClauseFollowsItsColumns(t *testing.T) {
 		textCol("id", func(r fencedRun) string { return r.runID }),
 		intCol("token", func(r fencedRun) int { return r.token }),
 	)
-	require.Equal(t, `(SELECT unnest($3::text[]) AS id, unnest($4::int[]) AS token LIMIT cardinality($3::text[])) AS v`, cols.sql(2, "v"))
+	require.Equal(t, `(SELECT unnest($3::text::text[]) AS id, unnest($4::text::int[]) AS token LIMIT cardinality($3::text::text[])) AS v`, cols.sql(2, "v"))
 	b := cols.batch(2)
 	b.add(fencedRun{`a"b`, 1})
 	b.add(fencedRun{"c", 2})
-	require.Equal(t, []any{"x", `{"a\"b","c"}`, "{1,2}"}, b.args([]any{"x"}))
+	// Arrays as text in bytes (see args).
+	require.Equal(t, []any{"x", []byte(`{"a\"b","c"}`), []byte("{1,2}")}, b.args([]any{"x"}))
 	// As a VALUES list: a parameter per cell, row after row.
 	require.Equal(t, `(SELECT * FROM (VALUES ($3::text, $4::int), ($5::text, $6::int)) AS v(id, token) LIMIT (SELECT 2)) AS v`, cols.from(2, "v", 2))
 	require.Equal(t, cols.sql(2, "v"), cols.from(2, "v", 0))
@@ -82,7 +86,7 @@ func TestValuesCellsSendNull(t *testing.T) {
 	now := time.Date(2026, 12, 6, 6, 0, 0, 0, time.UTC)
 	st := &stepRow{RunID: "r", Seq: 1, Kind: stepActivity, Name: "n", Status: stepStarted, Input: []byte(`{}`),
 		Attempts: 1, StartedAt: nullTime(now), SignalID: sql.NullInt64{Int64: 7, Valid: true}}
-	args := stepArgs(nil, []*stepRow{st}, []fence{{"w", 2}}, 1)
+	args := stepArgs(nil, nil, []*stepRow{st}, []fence{{"w", 2}}, 1)
 	require.Len(t, args, len(stepCols))
 	cell := func(name string) any {
 		for i, c := range stepCols {
@@ -105,7 +109,7 @@ func TestValuesCellsSendNull(t *testing.T) {
 	require.Equal(t, int64(2), cell("token"))
 	require.Nil(t, cell("attempt_log"))
 	fin := &writeOp{runID: "r", owner: "w", token: 2, fin: &finishSpec{status: StatusWaiting, errJSON: []byte(`{"m":1}`)}}
-	fargs := finishArgs(nil, []*writeOp{fin}, []int{0}, 1)
+	fargs := finishArgs(nil, nil, []*writeOp{fin}, []int{0}, 1)
 	require.Equal(t, []any{[]byte("r"), []byte("w"), []byte("waiting"), nil, `{"m":1}`, nil, int64(0), int64(2), false}, fargs)
 }
 
@@ -139,7 +143,7 @@ func TestValuesTimesAreTheInstant(t *testing.T) {
 	}
 	for _, at := range times {
 		st := &stepRow{RunID: "r", Seq: 1, Kind: stepActivity, Name: "n", Status: stepStarted, StartedAt: nullTime(at)}
-		args := stepArgs(nil, []*stepRow{st}, []fence{{"w", 2}}, 1)
+		args := stepArgs(nil, nil, []*stepRow{st}, []fence{{"w", 2}}, 1)
 		var cell any
 		for i, c := range stepCols {
 			if c.name == "started_at" {
@@ -172,15 +176,8 @@ func TestValuesTextCellsReadBack(t *testing.T) {
 		nullTextCol("c", func(r row) sql.NullString { return sql.NullString{String: r.a + r.b, Valid: r.b != "x"} }),
 	)
 	q := `SELECT v.a, v.b, v.c FROM ` + cols.from(0, "v", 2)
-	u, err := url.Parse(devenv.DatabaseURL())
-	require.NoError(t, err)
-	vals := u.Query()
 	for _, binary := range []string{"yes", "no"} {
-		vals.Set("binary_parameters", binary)
-		u.RawQuery = vals.Encode()
-		db, err := sql.Open("postgres", u.String())
-		require.NoError(t, err)
-		defer db.Close()
+		db := binaryParametersDB(t, binary)
 		read := func(rs ...row) ([]string, error) {
 			b := cols.batch(2)
 			for _, r := range rs {
@@ -210,6 +207,148 @@ func TestValuesTextCellsReadBack(t *testing.T) {
 		_, strErr := db.Exec(`SELECT $1::text`, "\xff")
 		require.Error(t, strErr, binary)
 		require.Error(t, err, binary)
+	}
+}
+
+// binaryParametersDB opens the test database with lib/pq's
+// binary_parameters set to binary ("yes" or "no").
+func binaryParametersDB(t *testing.T, binary string) *sql.DB {
+	t.Helper()
+	u, err := url.Parse(devenv.DatabaseURL())
+	require.NoError(t, err)
+	vals := u.Query()
+	vals.Set("binary_parameters", binary)
+	u.RawQuery = vals.Encode()
+	db, err := sql.Open("postgres", u.String())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// TestArrayParametersReadBack pins that a batch's columns, sent as array
+// literals in bytes (see unnestBatch.args), read back as the values they
+// were made from, with and without lib/pq's binary_parameters (bytes go as
+// text's binary form with it, as text without; sql casts each to text
+// before its array type): text with quotes, backslashes, commas, braces,
+// spaces, the word NULL, non-ASCII and empty strings; NULLs of every kind;
+// integers at their ends; bytes and JSON with the same characters; times.
+// Statement after statement built in one writer's paramBuf, arrays and a
+// VALUES list in one statement, the later ones read back their own values,
+// and a batch far past paramBufKeep leaves no buffer behind.
+func TestArrayParametersReadBack(t *testing.T) {
+	t.Parallel()
+	type row struct {
+		s, opt string
+		null   sql.NullString
+		i      int
+		big    int64
+		ni     sql.NullInt64
+		b, j   []byte
+		ok     bool
+		at     sql.NullTime
+	}
+	cols := newUnnest(
+		textCol("s", func(r row) string { return r.s }),
+		optTextCol("opt", func(r row) string { return r.opt }),
+		nullTextCol("maybe", func(r row) sql.NullString { return r.null }),
+		intCol("i", func(r row) int { return r.i }),
+		bigintCol("big", func(r row) int64 { return r.big }),
+		nullIntCol("ni", func(r row) sql.NullInt64 { return r.ni }),
+		byteaCol("b", func(r row) []byte { return r.b }),
+		jsonbCol("j", func(r row) []byte { return r.j }),
+		boolCol("ok", func(r row) bool { return r.ok }),
+		timeCol("at", func(r row) sql.NullTime { return r.at }),
+	)
+	odd := []string{`a"b`, `back\slash\`, `c,o,m,m,a`, `{br}aces{`, "NULL", "é 雪 ☃", " spaced out ", "", `\"`, "'", `"{,}"`}
+	at := time.Date(2026, 12, 7, 4, 30, 0, 123456000, time.FixedZone("x", 3600))
+	rowsOf := func(n, shift int) []row {
+		var rs []row
+		for k := range n {
+			s := odd[(k+shift)%len(odd)]
+			r := row{s: s, opt: s, null: sql.NullString{String: s, Valid: k%3 != 1}, i: k - shift, big: int64(k) << 40,
+				b: []byte(s), j: []byte(`{"k": ` + strconv.Quote(s) + `}`), ok: k%2 == 0, at: nullTime(at.Add(time.Duration(k) * time.Hour))}
+			switch k % 4 {
+			case 1:
+				r.i, r.big, r.ni = math.MaxInt32, math.MinInt64, sql.NullInt64{Int64: math.MaxInt32, Valid: true}
+				r.b, r.j, r.at = nil, nil, sql.NullTime{}
+			case 2:
+				r.i, r.big, r.ni = math.MinInt32, math.MaxInt64, sql.NullInt64{Int64: -1, Valid: true}
+				r.b = []byte{0, 1, '"', '\\', ',', '{', 0xfe, 0xff}
+			}
+			rs = append(rs, r)
+		}
+		return rs
+	}
+	// A row as text, each cell as PostgreSQL gives it back or as the row
+	// says it should be.
+	want := func(r row) string {
+		opt := sql.NullString{String: r.opt, Valid: r.opt != ""}
+		j := sql.NullString{String: string(r.j), Valid: r.j != nil}
+		if !r.null.Valid {
+			r.null.String = ""
+		}
+		return fmt.Sprint(r.s, "|", opt, "|", r.null, "|", r.i, "|", r.big, "|", r.ni, "|", r.b == nil, hex.EncodeToString(r.b), "|", j, "|", r.ok, "|", r.at.Valid, r.at.Time.UnixMicro())
+	}
+	scan := func(rows *sql.Rows) []string {
+		defer rows.Close()
+		var got []string
+		for rows.Next() {
+			var r row
+			var opt, j sql.NullString
+			var at sql.NullTime
+			require.NoError(t, rows.Scan(&r.s, &opt, &r.null, &r.i, &r.big, &r.ni, &r.b, &j, &r.ok, &at))
+			got = append(got, fmt.Sprint(r.s, "|", opt, "|", r.null, "|", r.i, "|", r.big, "|", r.ni, "|", r.b == nil, hex.EncodeToString(r.b), "|", j, "|", r.ok, "|", at.Valid, at.Time.UnixMicro()))
+		}
+		require.NoError(t, rows.Err())
+		return got
+	}
+	wants := func(rs ...[]row) []string {
+		var w []string
+		for _, part := range rs {
+			for _, r := range part {
+				w = append(w, want(r))
+			}
+		}
+		return w
+	}
+	const list = `v.s, v.opt, v.maybe, v.i, v.big, v.ni, v.b, v.j::text, v.ok, v.at`
+	arrays := `SELECT ` + list + ` FROM ` + cols.sql(0, "v")
+	mixed := arrays + ` UNION ALL SELECT ` + list + ` FROM ` + cols.from(len(cols), "v", 2)
+	for _, binary := range []string{"yes", "no"} {
+		db := binaryParametersDB(t, binary)
+		var p paramBuf
+		send := func(q string, batches ...[]row) []string {
+			args := p.start(0)
+			for k, rs := range batches {
+				b := cols.batchIn(&p, len(rs))
+				for _, r := range rs {
+					b.add(r)
+				}
+				args = b.argsAs(args, min(k, 2))
+			}
+			rows, err := db.Query(q, args...)
+			p.sent(args)
+			require.NoError(t, err, binary)
+			return scan(rows)
+		}
+		first, second, pair := rowsOf(len(odd), 0), rowsOf(5, 3), rowsOf(2, 7)
+		require.Equal(t, wants(first), send(arrays, first), binary)
+		require.Equal(t, wants(second), send(arrays, second), binary)
+		require.Equal(t, wants(second, pair), send(mixed, second, pair), binary)
+		// Without a writer's memory, the same.
+		b := cols.batch(len(first))
+		for _, r := range first {
+			b.add(r)
+		}
+		rows, err := db.Query(arrays, b.args(nil)...)
+		require.NoError(t, err, binary)
+		require.Equal(t, wants(first), scan(rows), binary)
+		// An exceptional batch: read back, and its buffer not kept.
+		huge := rowsOf(2*paramBufKeep/(unnestCellBytes*len(cols)), 1)
+		require.Equal(t, wants(huge), send(arrays, huge), binary)
+		require.Nil(t, p.b, binary)
+		require.Equal(t, wants(first), send(arrays, first), binary)
+		require.NotNil(t, p.b, binary)
 	}
 }
 
