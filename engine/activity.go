@@ -820,7 +820,10 @@ func (a *activityStep) watchedContext(base context.Context) (context.Context, *a
 // callActivity runs the activity chain, a panic made a *PanicError.
 func (s *runState) callActivity(ctx context.Context, in *ActivityInput) (out any, err error) {
 	defer recoverActivity(&err)
-	return s.ch.runActivity(ctx, in)
+	if outer := s.ch.outerActivity; outer != nil {
+		return outer.ExecuteActivity(ctx, in, s.ch.innerActivity)
+	}
+	return s.ch.innerActivity(ctx, in)
 }
 
 func recoverActivity(err *error) {

@@ -1024,7 +1024,11 @@ func (s *runState) main() {
 			h = h.Clone()
 		}
 		in := &ExecuteWorkflowInput{Info: s.info, Headers: h, Args: args, Replaying: s.replaying()}
-		out, runErr = s.ch.runWorkflow(ctx, in)
+		if outer := s.ch.outerWorkflow; outer != nil {
+			out, runErr = outer.ExecuteWorkflow(ctx, in, s.ch.innerWorkflow)
+		} else {
+			out, runErr = s.ch.innerWorkflow(ctx, in)
+		}
 		finished = true
 	}()
 	if !finished {
