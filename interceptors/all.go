@@ -32,17 +32,22 @@ type Config struct {
 //
 // Tracing, Metrics and Logging come as one interceptor, the list's first,
 // that does what the three would in that order (the same spans, metrics
-// and records) in one frame of each chain instead of three.
+// and records) in one frame of each chain instead of three. Without inner
+// it does Recovery's work too, innermost, and is the list's only entry.
 func All(cfg Config, inner ...engine.Interceptor) ([]engine.Interceptor, error) {
 	m, err := NewMetrics(MetricsConfig{MeterProvider: cfg.MeterProvider})
 	if err != nil {
 		return nil, err
 	}
-	list := []engine.Interceptor{&observer{
+	obs := &observer{
 		Tracing: NewTracing(TracingConfig{TracerProvider: cfg.TracerProvider, Propagator: cfg.Propagator}),
 		m:       m,
 		l:       NewLogging(LoggingConfig{Logger: cfg.Logger, Headers: cfg.LogHeaders}),
-	}}
-	list = append(list, inner...)
+	}
+	if len(inner) == 0 {
+		obs.rec = NewRecovery()
+		return []engine.Interceptor{obs}, nil
+	}
+	list := append([]engine.Interceptor{obs}, inner...)
 	return append(list, NewRecovery()), nil
 }

@@ -26,6 +26,11 @@ func TestAllOrder(t *testing.T) {
 	require.True(t, interceptors.IsObserver(list[0]), "tracing, metrics and logging, in one, are outermost")
 	require.IsType(t, mine, list[1], "the caller's interceptors come next")
 	require.IsType(t, &interceptors.Recovery{}, list[2], "recovery is innermost, next to user code")
+
+	list, err = interceptors.All(interceptors.Config{MeterProvider: sdkmetric.NewMeterProvider()})
+	require.NoError(t, err)
+	require.Len(t, list, 1, "with nothing between them, the one interceptor recovers too")
+	require.True(t, interceptors.IsObserver(list[0]))
 }
 
 // All's result goes into the engine's configuration; spans and metrics go

@@ -24,22 +24,35 @@ type observer struct {
 	*Tracing
 	m *Metrics
 	l *Logging
+	// rec, when set, makes the observer Recovery too, innermost: All sets
+	// it when it places nothing between the two, which then saves
+	// Recovery's frame and its call in each chain as well. A panic of next
+	// becomes its *engine.PanicError first, in the deferred function that
+	// then does the observer's work after next, so that work sees the
+	// error, as it would with Recovery inside.
+	rec *Recovery
+}
+
+// workflowCall is what ExecuteWorkflow keeps for its work after next.
+type workflowCall struct {
+	seg      *segment
+	in       *engine.ExecuteWorkflowInput
+	ctx      engine.Context
+	returned bool // next returned (or its panic was recovered)
 }
 
 // ExecuteWorkflow traces the segment, counts a live start and end and logs
 // them, as Tracing's, Metrics' and Logging's ExecuteWorkflow in a row.
 func (o *observer) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput,
-	next engine.WorkflowNext) (any, error) {
-	seg := o.beginSegment(in)
-	returned := false
-	defer seg.endUnlessReturned(&returned)
-	ctx = engine.WithValue(ctx, segmentKey{}, seg)
+	next engine.WorkflowNext) (out any, err error) {
+	w := workflowCall{seg: o.beginSegment(in), in: in}
+	w.ctx = engine.WithValue(ctx, segmentKey{}, w.seg)
+	defer o.workflowReturned(&w, &out, &err)
 	if !in.Replaying {
-		o.workflowStarted(seg, in)
+		o.workflowStarted(w.seg, in)
 	}
-	out, err := next(ctx, in)
-	returned = true
-	o.workflowReturned(seg, in, !engine.IsReplaying(ctx), err)
+	out, err = next(w.ctx, in)
+	w.returned = true
 	return out, err
 }
 
@@ -49,36 +62,76 @@ func (o *observer) workflowStarted(seg *segment, in *engine.ExecuteWorkflowInput
 	o.l.workflowStarted(seg, in)
 }
 
-//go:noinline
-func (o *observer) workflowReturned(seg *segment, in *engine.ExecuteWorkflowInput, live bool, err error) {
-	outcome := workflowOutcome(err)
-	if live {
-		o.l.workflowEnded(seg, in, outcome, err)
-		o.m.workflowEnded(in, outcome)
+// workflowReturned, deferred around next, ends the segment; when the
+// workflow function returned live it also counts and logs its end.
+func (o *observer) workflowReturned(w *workflowCall, out *any, err *error) {
+	if o.rec != nil {
+		if r := recover(); r != nil {
+			*out, *err, w.returned = nil, panicError(r), true
+		}
 	}
-	seg.returned(live, outcome, err)
+	if !w.returned { // unloaded (runtime.Goexit) or a panic unwinding
+		w.seg.end(OutcomeSuspended, nil)
+		return
+	}
+	live, outcome := !engine.IsReplaying(w.ctx), workflowOutcome(*err)
+	if live {
+		o.l.workflowEnded(w.seg, w.in, outcome, *err)
+		o.m.workflowEnded(w.in, outcome)
+	}
+	w.seg.returned(live, outcome, *err)
+}
+
+// activityCall is what ExecuteActivity keeps for its work after next.
+type activityCall struct {
+	in       *engine.ActivityInput
+	ctx      context.Context
+	span     trace.Span
+	c        *typeCounts
+	start    time.Duration
+	returned bool // next returned (or its panic was recovered)
 }
 
 // ExecuteActivity traces, counts and logs the attempt, as Tracing's,
 // Metrics' and Logging's ExecuteActivity in a row; the attempt's duration
 // is read once for both the histogram and the record.
 func (o *observer) ExecuteActivity(ctx context.Context, in *engine.ActivityInput,
-	next engine.ActivityNext) (any, error) {
-	ctx, span := o.startActivity(ctx, in)
-	c, start := o.m.activityStarted(in)
-	o.l.activityStarted(ctx, in)
-	out, err := next(ctx, in)
-	o.activityEnded(ctx, span, c, in, start, err)
+	next engine.ActivityNext) (out any, err error) {
+	a := activityCall{in: in}
+	o.activityStarted(&a, ctx)
+	defer o.activityReturned(&a, &out, &err)
+	out, err = next(a.ctx, in)
+	a.returned = true
 	return out, err
 }
 
 //go:noinline
-func (o *observer) activityEnded(ctx context.Context, span trace.Span, c *typeCounts, in *engine.ActivityInput,
-	start time.Duration, err error) {
-	d, outcome := o.m.clock.now()-start, activityOutcome(err)
-	o.l.activityEnded(ctx, in, d, outcome, err)
-	o.m.activityEnded(ctx, c, in, d, outcome)
-	endActivity(span, outcome, err)
+func (o *observer) activityStarted(a *activityCall, ctx context.Context) {
+	a.ctx, a.span = o.startActivity(ctx, a.in)
+	a.c, a.start = o.m.activityStarted(a.in)
+	o.l.activityStarted(a.ctx, a.in)
+}
+
+// activityReturned, deferred around next, ends the attempt's span, counts
+// and logs it. A panic that unwinds on (no rec) is left alone, as the
+// three interceptors leave it.
+func (o *observer) activityReturned(a *activityCall, out *any, err *error) {
+	if o.rec != nil {
+		if r := recover(); r != nil {
+			*out, *err, a.returned = nil, panicError(r), true
+		}
+	}
+	if a.returned {
+		o.activityEnded(a, *err)
+	}
+}
+
+//go:noinline
+func (o *observer) activityEnded(a *activityCall, err error) {
+	d, outcome := o.m.clock.now()-a.start, activityOutcome(err)
+	o.l.activityEnded(a.ctx, a.in, d, outcome, err)
+	o.m.activityEnded(a.ctx, a.c, a.in, d, outcome)
+	endActivity(a.span, outcome, err)
 }
 
 // HandleSignal traces and logs a signal the workflow receives, as
@@ -89,7 +142,12 @@ func (o *observer) HandleSignal(ctx engine.Context, in *engine.HandleSignalInput
 	if seg := segmentOf(ctx); !in.Replaying && seg != nil {
 		span = o.startSignal(seg, in)
 	}
-	err := next(ctx, in)
+	var err error
+	if o.rec != nil {
+		err = o.rec.HandleSignal(ctx, in, next)
+	} else {
+		err = next(ctx, in)
+	}
 	if !in.Replaying {
 		o.l.signalHandled(ctx, in, err)
 	}
@@ -108,7 +166,15 @@ func (o *observer) HandleQuery(ctx context.Context, in *engine.HandleQueryInput,
 		ctx, span = o.startQuery(ctx, in)
 	}
 	start := time.Now()
-	out, err := next(ctx, in)
+	var (
+		out any
+		err error
+	)
+	if o.rec != nil {
+		out, err = o.rec.HandleQuery(ctx, in, next)
+	} else {
+		out, err = next(ctx, in)
+	}
 	o.l.queryAnswered(ctx, in, start, err)
 	if span != nil {
 		endSpan(span, err)

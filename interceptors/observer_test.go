@@ -26,9 +26,10 @@ import (
 )
 
 // TestAllSameAsThree runs one workflow (an activity, a signal it waits for
-// unloaded and receives by replay, an activity that fails once, a query
-// within a trace) under Tracing, Metrics, Logging and Recovery
-// listed one by one, and under All, which combines the first three: the
+// unloaded and receives by replay, an activity that fails once and panics
+// once, a query within a trace) under Tracing, Metrics, Logging and
+// Recovery listed one by one, and under All, which combines the first
+// three (and Recovery too when nothing goes between): the
 // spans (names, kinds, parents, statuses, attributes), the metrics and the
 // log records (levels, messages, attributes) are the same. Values that
 // differ from run to run (IDs, times, durations) are left out.
@@ -41,14 +42,22 @@ func TestAllSameAsThree(t *testing.T) {
 			m, interceptors.NewLogging(interceptors.LoggingConfig{Logger: cfg.Logger, Headers: cfg.LogHeaders}),
 			interceptors.NewRecovery()}
 	}
-	all := func(cfg interceptors.Config) []engine.Interceptor {
-		list, err := interceptors.All(cfg)
-		require.NoError(t, err)
-		return list
+	all := func(inner ...engine.Interceptor) func(cfg interceptors.Config) []engine.Interceptor {
+		return func(cfg interceptors.Config) []engine.Interceptor {
+			list, err := interceptors.All(cfg, inner...)
+			require.NoError(t, err)
+			return list
+		}
 	}
+	// Between them, an interceptor that changes nothing keeps Recovery
+	// apart; without, All's one interceptor recovers too.
+	between := engine.ActivityInterceptorFunc(func(ctx context.Context, in *engine.ActivityInput,
+		next engine.ActivityNext) (any, error) {
+		return next(ctx, in)
+	})
 	want := observeOneRun(t, three)
-	got := observeOneRun(t, all)
-	require.Equal(t, want, got)
+	require.Equal(t, want, observeOneRun(t, all()), "All()")
+	require.Equal(t, want, observeOneRun(t, all(between)), "All(between)")
 }
 
 // observeOneRun runs the workflow of TestAllSameAsThree with the
@@ -63,11 +72,15 @@ func observeOneRun(t *testing.T, list func(interceptors.Config) []engine.Interce
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
 	logs := newRecordHandler()
 
-	// The step's second call (the first after the signal) fails once.
+	// The step's second call (the first after the signal) fails, its
+	// third panics.
 	var calls atomic.Int32
 	step := engine.NewActivity("same.step", func(_ context.Context, in string) (string, error) {
-		if calls.Add(1) == 2 {
+		switch calls.Add(1) {
+		case 2:
 			return "", errors.New("transient")
+		case 3:
+			panic("boom")
 		}
 		return in + "!", nil
 	}).WithOptions(engine.ActivityOptions{RetryPolicy: &engine.RetryPolicy{InitialInterval: time.Millisecond}})
@@ -124,7 +137,7 @@ func observeOneRun(t *testing.T, list func(interceptors.Config) []engine.Interce
 		var kv []string
 		for _, k := range slices.Sorted(maps.Keys(r.Attrs)) {
 			switch k {
-			case "run_id", "activity_id", "trace_id", "span_id", "duration":
+			case "run_id", "activity_id", "trace_id", "span_id", "duration", "stack":
 				kv = append(kv, k)
 			default:
 				kv = append(kv, fmt.Sprintf("%s=%v", k, r.Attrs[k]))
