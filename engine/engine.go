@@ -123,7 +123,7 @@ func New(cfg Config) (*Engine, error) {
 		chains: ch, closed: make(chan struct{}), waiters: map[string][]resultWaiter{},
 	}
 	e.notes = newNotifier(e.store, c.Logger.Warn)
-	e.outcomes = newOutcomeReader(e.db, e.store.runs)
+	e.outcomes = newOutcomeReader(e.store)
 	e.listeners = newResultListeners(e)
 	e.commit = newCommitter(e)
 	e.resultPoll.Store(int64(resultSafetyPoll))

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 )
 
@@ -19,9 +18,12 @@ import (
 // query per read, on these reads. Requests that arrive while a query is in
 // flight wait for the next, so the batch grows with the load.
 type outcomeReader struct {
-	db   *sqlx.DB
-	runs string
-	reqs chan *outcomeReq
+	s *store
+	// hot is the read, prepared (see query); released once the loops
+	// have ended after close.
+	hot   *hotStmt
+	loops sync.WaitGroup
+	reqs  chan *outcomeReq
 	// mu orders sends on reqs before close: once stop is closed nothing
 	// more is sent, and the loops answer what is queued before they end.
 	mu     sync.RWMutex
@@ -62,10 +64,10 @@ const (
 	outcomeTimeout = 30 * time.Second
 )
 
-func newOutcomeReader(db *sqlx.DB, runs string) *outcomeReader {
-	r := &outcomeReader{db: db, runs: runs, reqs: make(chan *outcomeReq, outcomeBatch), stop: make(chan struct{})}
+func newOutcomeReader(s *store) *outcomeReader {
+	r := &outcomeReader{s: s, hot: &hotStmt{q: outcomeSQL(s.runs)}, reqs: make(chan *outcomeReq, outcomeBatch), stop: make(chan struct{})}
 	for range outcomeReaders {
-		go r.loop()
+		r.loops.Go(r.loop)
 	}
 	return r
 }
@@ -76,6 +78,10 @@ func (r *outcomeReader) close() {
 	r.closed = true
 	close(r.stop)
 	r.mu.Unlock()
+	go func() {
+		r.loops.Wait()
+		r.hot.close()
+	}()
 }
 
 // read returns the outcome of runID (its status while it is open), or
@@ -85,7 +91,7 @@ func (r *outcomeReader) read(ctx context.Context, runID string) (*runOutcome, er
 	r.mu.RLock()
 	if r.closed {
 		r.mu.RUnlock()
-		r.answer(ctx, []*outcomeReq{req})
+		r.answer(ctx, []*outcomeReq{req}, false)
 	} else {
 		select {
 		case r.reqs <- req:
@@ -118,7 +124,7 @@ func (r *outcomeReader) loop() {
 				default:
 					if len(batch) > 0 {
 						ctx, cancel := context.WithTimeout(context.Background(), outcomeTimeout)
-						r.answer(ctx, batch)
+						r.answer(ctx, batch, true)
 						cancel()
 					}
 					return
@@ -135,18 +141,20 @@ func (r *outcomeReader) loop() {
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), outcomeTimeout)
-		r.answer(ctx, batch)
+		r.answer(ctx, batch, true)
 		cancel()
 	}
 }
 
-// answer reads the runs of batch in one query and replies to each request.
-func (r *outcomeReader) answer(ctx context.Context, batch []*outcomeReq) {
+// answer reads the runs of batch in one query and replies to each request;
+// prepared is false for the reads after close, which the loops no longer
+// serve (the prepared statement is released once they have ended).
+func (r *outcomeReader) answer(ctx context.Context, batch []*outcomeReq, prepared bool) {
 	ids := make([]string, len(batch))
 	for i, req := range batch {
 		ids[i] = req.runID
 	}
-	got, err := r.query(ctx, ids)
+	got, err := r.query(ctx, ids, prepared)
 	for _, req := range batch {
 		switch o := got[req.runID]; {
 		case err != nil:
@@ -159,13 +167,20 @@ func (r *outcomeReader) answer(ctx context.Context, batch []*outcomeReq) {
 	}
 }
 
-func (r *outcomeReader) query(ctx context.Context, ids []string) (map[string]*runOutcome, error) {
+// query reads the runs of ids. Prepared (a hotStmt), the read is planned
+// once per connection (a generic plan after five executions) instead of at
+// every call: bench -n 50000 -c 512 -stats, its backends' CPU 498-597 µs a
+// call against 868-1,250 sent unprepared (22-37 µs a workflow against
+// 47-65, -workers 4 and 1, two alternated pairs each).
+func (r *outcomeReader) query(ctx context.Context, ids []string, prepared bool) (map[string]*runOutcome, error) {
 	r.runsRead.Add(int64(len(ids)))
-	rows, err := r.db.QueryContext(ctx, `SELECT x.run_id, x.workflow_id, x.status, x.output, x.error,
-			CASE WHEN x.status NOT IN ('pending','running','waiting') THEN (
-				SELECT n.run_id FROM `+r.runs+` n WHERE n.workflow_id = x.workflow_id AND n.previous_run_id = x.run_id
-				ORDER BY n.created_at DESC LIMIT 1) END
-		FROM `+r.runs+` x WHERE x.run_id = ANY($1)`, pq.Array(ids))
+	var rows *sql.Rows
+	var err error
+	if prepared {
+		rows, err = r.hot.query(ctx, r.s, r.s.db, pq.Array(ids))
+	} else {
+		rows, err = r.s.db.QueryContext(ctx, r.hot.q, pq.Array(ids))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -182,4 +197,13 @@ func (r *outcomeReader) query(ctx context.Context, ids []string) (map[string]*ru
 		out[id] = o
 	}
 	return out, rows.Err()
+}
+
+// outcomeSQL reads runs' outcomes by ID, each closed run's successor with it.
+func outcomeSQL(runs string) string {
+	return `SELECT x.run_id, x.workflow_id, x.status, x.output, x.error,
+			CASE WHEN x.status NOT IN ('pending','running','waiting') THEN (
+				SELECT n.run_id FROM ` + runs + ` n WHERE n.workflow_id = x.workflow_id AND n.previous_run_id = x.run_id
+				ORDER BY n.created_at DESC LIMIT 1) END
+		FROM ` + runs + ` x WHERE x.run_id = ANY($1)`
 }
