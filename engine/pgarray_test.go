@@ -15,7 +15,7 @@ func TestPGArrayReadsBackInPostgreSQL(t *testing.T) {
 	t.Parallel()
 	db := testDB(t)
 
-	texts := []string{"", `a"b`, `back\slash`, `{,}`, "NULL", "é 雪"}
+	texts := []string{"", `a"b`, `back\slash`, `{,}`, "NULL", "Null", "é 雪", " lead", "trail\t", "in side", "plain"}
 	var ta pgArray
 	for _, s := range texts {
 		ta.str(s)

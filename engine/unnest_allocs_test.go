@@ -35,9 +35,9 @@ func TestCommitArgumentsAllocateLittle(t *testing.T) {
 	// (sent cleared the list: built once more to be read)
 	args = finishArgs(stepArgs(p.start(0), &p, steps, owners, 0), &p, batch, idx, 0)
 	require.Len(t, args, len(stepCols)+len(finishCols))
-	require.Equal(t, []byte(`{"run-1","run-1"}`), args[0])
+	require.Equal(t, []byte(`{run-1,run-1}`), args[0])
 	require.Equal(t, []byte(`{1,2}`), args[1])
-	require.Equal(t, []byte(`{"completed"}`), args[len(stepCols)+2])
+	require.Equal(t, []byte(`{completed}`), args[len(stepCols)+2])
 	// One boxing per column, and the rows and the writer of each of the two
 	// batches: the argument list and the arrays' bytes are the writer's
 	// (see paramBuf).

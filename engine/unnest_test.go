@@ -29,8 +29,9 @@ func TestUnnestClauseFollowsItsColumns(t *testing.T) {
 	b := cols.batch(2)
 	b.add(fencedRun{`a"b`, 1})
 	b.add(fencedRun{"c", 2})
-	// Arrays as text in bytes (see args).
-	require.Equal(t, []any{"x", []byte(`{"a\"b","c"}`), []byte("{1,2}")}, b.args([]any{"x"}))
+	// Arrays as text in bytes (see args), elements quoted where they must
+	// be (see pgarray.Plain).
+	require.Equal(t, []any{"x", []byte(`{"a\"b",c}`), []byte("{1,2}")}, b.args([]any{"x"}))
 	// As a VALUES list: a parameter per cell, row after row.
 	require.Equal(t, `(SELECT * FROM (VALUES ($3::text, $4::int), ($5::text, $6::int)) AS v(id, token) LIMIT (SELECT 2)) AS v`, cols.from(2, "v", 2))
 	require.Equal(t, cols.sql(2, "v"), cols.from(2, "v", 0))
@@ -259,7 +260,7 @@ func TestArrayParametersReadBack(t *testing.T) {
 		boolCol("ok", func(r row) bool { return r.ok }),
 		timeCol("at", func(r row) sql.NullTime { return r.at }),
 	)
-	odd := []string{`a"b`, `back\slash\`, `c,o,m,m,a`, `{br}aces{`, "NULL", "é 雪 ☃", " spaced out ", "", `\"`, "'", `"{,}"`}
+	odd := []string{`a"b`, `back\slash\`, `c,o,m,m,a`, `{br}aces{`, "NULL", "nuLL", "é 雪 ☃", " spaced out ", "tab\tnew\nline", "", `\"`, "'", `"{,}"`, "plain-Text_1"}
 	at := time.Date(2026, 12, 7, 4, 30, 0, 123456000, time.FixedZone("x", 3600))
 	rowsOf := func(n, shift int) []row {
 		var rs []row
@@ -334,9 +335,19 @@ func TestArrayParametersReadBack(t *testing.T) {
 		first, second, pair := rowsOf(len(odd), 0), rowsOf(5, 3), rowsOf(2, 7)
 		require.Equal(t, wants(first), send(arrays, first), binary)
 		require.Equal(t, wants(second), send(arrays, second), binary)
+		// Columns NULL in every row (sent as NULL, see args).
+		nulls := []row{{s: "x", i: 1}, {s: "y", i: 2}, {s: "z", i: 3}}
+		b := cols.batch(len(nulls))
+		for _, r := range nulls {
+			b.add(r)
+		}
+		args := b.args(nil)
+		require.NotNil(t, args[0])
+		require.Nil(t, args[1])
+		require.Equal(t, wants(nulls), send(arrays, nulls), binary)
 		require.Equal(t, wants(second, pair), send(mixed, second, pair), binary)
 		// Without a writer's memory, the same.
-		b := cols.batch(len(first))
+		b = cols.batch(len(first))
 		for _, r := range first {
 			b.add(r)
 		}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/graftdev/graft/internal/pgarray"
 )
 
 // This file holds the mirror's SQL. Every identifier in it comes from a
@@ -687,7 +689,7 @@ func (a *arrayBuilder) sep1() {
 // add appends an element, quoted when it must be.
 func (a *arrayBuilder) add(s string) {
 	a.sep()
-	if !mustQuote(s) {
+	if pgarray.Plain(s) {
 		a.b.WriteString(s)
 		return
 	}
@@ -699,23 +701,6 @@ func (a *arrayBuilder) add(s string) {
 		a.b.WriteByte(s[i])
 	}
 	a.b.WriteByte('"')
-}
-
-// mustQuote: s, as an element of an array literal, would not read back as
-// itself unquoted: it is empty, it reads as NULL, or it holds a character
-// the literal's syntax gives a meaning (or whitespace, which PostgreSQL
-// trims around an unquoted element).
-func mustQuote(s string) bool {
-	if s == "" || strings.EqualFold(s, "NULL") {
-		return true
-	}
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '"', '\\', '{', '}', ',', ' ', '\t', '\n', '\r', '\v', '\f':
-			return true
-		}
-	}
-	return false
 }
 
 // addRaw appends an element that needs no quoting (digits).
