@@ -1094,6 +1094,16 @@ func newSingleWrite(batch []*writeOp, folds []*CheckpointFold) *singleWrite {
 			born[op.runID] = true
 		}
 	}
+	var steps, newSteps int
+	for _, op := range batch {
+		if born[op.runID] {
+			newSteps += len(op.steps)
+		} else {
+			steps += len(op.steps)
+		}
+	}
+	w.steps.reserve(steps)
+	w.newSteps.reserve(newSteps)
 	for i, op := range batch {
 		if born[op.runID] {
 			// Fenced by the insert: the runs table does not show the
@@ -1251,6 +1261,20 @@ const batchStepsInline = 2
 // an index of them: at one workflow at a time a commit has one or two, and
 // the map and a slice per step were a fifth of a commit's allocations.
 const batchStepsScan = 8
+
+// reserve makes room for n steps: the slices and the index (past
+// batchStepsScan steps) are then made once, not grown step by step (at
+// bench -c 256 the index's growth and the fences' were 4% of the bytes the
+// engine allocated).
+func (b *batchSteps) reserve(n int) {
+	if n <= batchStepsInline {
+		return
+	}
+	b.steps, b.owners, b.op = make([]*stepRow, 0, n), make([]fence, 0, n), make([]int, 0, n)
+	if n > batchStepsScan {
+		b.at = make(map[stepKey]int, n)
+	}
+}
 
 func (b *batchSteps) add(i int, op *writeOp) {
 	for _, st := range op.steps {
