@@ -1083,7 +1083,12 @@ type singleWrite struct {
 // newSingleWrite sorts batch's writes into the parts of the commit
 // statement.
 func newSingleWrite(batch []*writeOp, folds []*CheckpointFold) *singleWrite {
-	w := &singleWrite{batch: batch, folds: folds}
+	return sortSingleWrite(&singleWrite{}, batch, folds)
+}
+
+// sortSingleWrite is newSingleWrite into w, emptied first.
+func sortSingleWrite(w *singleWrite, batch []*writeOp, folds []*CheckpointFold) *singleWrite {
+	*w = singleWrite{batch: batch, folds: folds}
 	var born map[string]bool // runs this statement inserts
 	for i, op := range batch {
 		if op.newRun != nil {
@@ -1169,8 +1174,8 @@ func (c *committer) execSingle(ctx context.Context, p *paramBuf, now time.Time, 
 			}
 		}()
 	}
-	w := newSingleWrite(batch, folds)
-	w.params = p
+	w := p.singleWrite(batch, folds)
+	defer p.forgetWrite()
 	okFins, okRuns, err := c.e.store.stepsAndFinish(ctx, tx, now, c.e.cfg.LeaseTTL, w)
 	if err != nil {
 		return nil, err

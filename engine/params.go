@@ -13,9 +13,14 @@ package engine
 // during the call that sends it (they are copied into its message then):
 // so each statement of the writer's can build its arguments over those of
 // the one before. A nil paramBuf gives each statement memory of its own.
+//
+// The writer's sorting of a batch into the parts of its commit statement
+// (singleWrite, 536 bytes) is kept here too: at one workflow at a time
+// each of a workflow's four commits made one.
 type paramBuf struct {
 	b    []byte
 	args []any
+	w    singleWrite
 }
 
 // paramBufKeep bounds the bytes a paramBuf keeps from one statement to the
@@ -82,4 +87,24 @@ func grow(b []byte, n int) []byte {
 		return b
 	}
 	return append(make([]byte, 0, max(len(b)+n, 2*cap(b))), b...)
+}
+
+// singleWrite sorts batch (see newSingleWrite) for a statement built in
+// p: into p's, emptied, whose last batch was written (nothing keeps a
+// singleWrite past the execSingle that sorted it).
+func (p *paramBuf) singleWrite(batch []*writeOp, folds []*CheckpointFold) *singleWrite {
+	if p == nil {
+		return newSingleWrite(batch, folds)
+	}
+	w := sortSingleWrite(&p.w, batch, folds)
+	w.params = p
+	return w
+}
+
+// forgetWrite lets go of the batch singleWrite sorted, once written: an
+// idle shard keeps none alive.
+func (p *paramBuf) forgetWrite() {
+	if p != nil {
+		p.w = singleWrite{}
+	}
 }
