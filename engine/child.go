@@ -45,7 +45,7 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 			return f
 		}
 		s.mu.Lock()
-		s.children[seq] = f
+		put(&s.children, seq, f)
 		s.mu.Unlock()
 		return f
 	}
@@ -76,7 +76,7 @@ func (s *runState) startChild(ctx Context, name string, in any, opts *ChildOptio
 		Headers: marshalHeaders(outIn.Headers), WakeAt: nullTime(now), ParentRunID: nullString(s.row.RunID),
 		ParentSeq: nullInt(int64(seq)), ParentClosePolicy: nullString(policy), StartReason: "child"}
 	s.mu.Lock()
-	s.children[seq] = f
+	put(&s.children, seq, f)
 	s.hadChildren = true
 	s.mu.Unlock()
 	s.histBytes.Add(step.size())

@@ -5,5 +5,5 @@ package engine
 // "progress"). Any argument the caller sends is ignored. Use
 // SetQueryHandler for a query that takes one.
 func SetQueryFunc[R any](ctx Context, name string, h func() (R, error)) {
-	ctx.state().queries[name] = func([]byte) (any, error) { return h() }
+	put(&ctx.state().queries, name, func([]byte) (any, error) { return h() })
 }

@@ -162,12 +162,8 @@ func newRunState(e *Engine, w *Worker, mode runMode, row *runRow, def workflowDe
 		e: e, w: w, mode: mode, row: row, def: def, ch: ch,
 		info:      WorkflowInfo{WorkflowID: row.WorkflowID, RunID: row.RunID, WorkflowType: row.WorkflowType, Queue: row.Queue, Loads: row.Loads, StartTime: row.CreatedAt},
 		headers:   row.headers(),
-		history:   map[int]*stepRow{},
 		seq:       1,
-		queries:   map[string]func([]byte) (any, error){},
 		wake:      make(chan struct{}, 1),
-		consumed:  map[int64]bool{},
-		children:  map[int]*future{},
 		eventSeq:  row.EventSeq,
 		abandoned: make(chan struct{}),
 		exited:    make(chan struct{}),
@@ -177,6 +173,11 @@ func newRunState(e *Engine, w *Worker, mode runMode, row *runRow, def workflowDe
 		s.cancelReq = true
 		s.cancelReason = row.CancelReason.String
 	}
+	// The run's maps are made at their first entry (put): most runs never
+	// fill some of them, and a new run none before its first step.
+	if len(steps) > 0 {
+		s.history = make(map[int]*stepRow, len(steps))
+	}
 	for _, st := range steps {
 		s.histBytes.Add(st.size())
 		s.history[st.Seq] = st
@@ -184,7 +185,7 @@ func newRunState(e *Engine, w *Worker, mode runMode, row *runRow, def workflowDe
 			s.lastRecorded = st.Seq
 		}
 		if st.Kind == stepSignal && st.SignalID.Valid {
-			s.consumed[st.SignalID.Int64] = true
+			put(&s.consumed, st.SignalID.Int64, true)
 		}
 	}
 	s.replayingFlag = s.lastRecorded > 0
@@ -1255,4 +1256,12 @@ func Select(ctx Context, ws ...Waitable) (int, error) {
 	s.write(&stepRow{RunID: s.row.RunID, Seq: seq, Kind: stepSelect, Name: "select", Status: stepCompleted, Output: out,
 		StartedAt: nullTime(now), CompletedAt: nullTime(now)}, nil)
 	return idx, nil
+}
+
+// put sets (*m)[k] to v, making the map at its first entry.
+func put[K comparable, V any](m *map[K]V, k K, v V) {
+	if *m == nil {
+		*m = map[K]V{}
+	}
+	(*m)[k] = v
 }

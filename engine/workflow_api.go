@@ -185,7 +185,7 @@ func (c SignalChannel[T]) receive(ctx Context, wait bool) (T, bool, error) {
 		if x.Name == c.name {
 			sg = x
 			s.signals = append(s.signals[:i:i], s.signals[i+1:]...)
-			s.consumed[x.ID] = true
+			put(&s.consumed, x.ID, true)
 			break
 		}
 	}
@@ -282,7 +282,7 @@ func Rand(ctx Context) *rand.Rand {
 // Queries are answered by replaying the run's record up to its current
 // point, so they work for loaded, unloaded and finished runs alike.
 func SetQueryHandler[A, R any](ctx Context, name string, h func(A) (R, error)) {
-	ctx.state().queries[name] = func(raw []byte) (any, error) {
+	put(&ctx.state().queries, name, func(raw []byte) (any, error) {
 		var a A
 		if len(raw) > 0 && string(raw) != "null" {
 			if err := json.Unmarshal(raw, &a); err != nil {
@@ -290,7 +290,7 @@ func SetQueryHandler[A, R any](ctx Context, name string, h func(A) (R, error)) {
 			}
 		}
 		return h(a)
-	}
+	})
 }
 
 // ---- continue-as-new ------------------------------------------------------
