@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,7 +47,26 @@ func TestStalledBackendsDoNotHoldCommits(t *testing.T) {
 	const n = 10
 	runs := dfStartGated(ctx, t, e, wf, &calls, "s", n)
 
-	pids, resume := dfStopIdleBackends(ctx, t, admin, app)
+	// One backend of the pool is busy when they are stopped, as a poll or
+	// a lease renewal may be: it is stopped too once its statement ends,
+	// and handed back to the pool stopped. (Left running, it was the
+	// pool's most recently freed connection and took the outcomes' commit.)
+	busy, err := st.db.Conn(ctx)
+	require.NoError(t, err)
+	slept := make(chan error, 1)
+	go func() {
+		_, err := busy.ExecContext(ctx, `SELECT pg_sleep(0.5)`)
+		slept <- err
+	}()
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		var sleeping int
+		err := admin.GetContext(ctx, &sleeping, `SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = $1 AND state = 'active' AND query LIKE 'SELECT pg_sleep%'`, app)
+		return err == nil && sleeping == 1
+	}, "the busy connection's statement never started")
+	pids, resume := dfStopAppBackends(ctx, t, admin, app)
+	require.NoError(t, <-slept)
+	require.NoError(t, busy.Close())
 
 	close(gate) // the outcomes are written to the stopped backends
 	for _, run := range runs {
@@ -117,7 +137,7 @@ func TestStalledBackendsDoNotHoldWorkerStop(t *testing.T) {
 	const n = 3
 	runs := dfStartGated(ctx, t, e, wf, &calls, "ss", n)
 
-	_, resume := dfStopIdleBackends(ctx, t, admin, app)
+	_, resume := dfStopAppBackends(ctx, t, admin, app)
 	t.Cleanup(func() {
 		select {
 		case <-gate:
@@ -175,7 +195,7 @@ func TestStalledBackendsDoNotHoldRosterLeave(t *testing.T) {
 	}, 30*time.Second, 10*time.Millisecond)
 	// The pool opens no backend that is not stopped.
 	db.SetMaxOpenConns(max(db.Stats().OpenConnections, 1))
-	_, resume := dfStopIdleBackends(ctx, t, admin, app)
+	_, resume := dfStopAppBackends(ctx, t, admin, app)
 	defer resume()
 	if err := dfStopStalled(t, w, "Stop waited for the roster past its context"); err != nil {
 		require.ErrorIs(t, err, context.DeadlineExceeded)
@@ -232,7 +252,7 @@ func TestStalledClaimDoesNotHoldWorkerStop(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the worker never claimed again")
 	}
-	_, resume := dfStopIdleBackends(ctx, t, admin, app)
+	_, resume := dfStopAppBackends(ctx, t, admin, app)
 	close(stalled)
 
 	stopErr := dfStopStalled(t, w, "Stop never returned while its claim waited for a stopped backend")
@@ -306,16 +326,45 @@ func dfStallEngine(t *testing.T, app string, maxConns int, commitTimeout, leaseT
 	return st
 }
 
-// dfStopIdleBackends stops (SIGSTOP) every idle backend of the connections
-// named app (the engine's pool and its LISTEN connection): what the engine
-// sends them next is queued, unread. It returns their pids and what
-// resumes them.
-func dfStopIdleBackends(ctx context.Context, t *testing.T, admin *sqlx.DB, app string) (pids []int, resume func()) {
+// dfStopAppBackends stops (SIGSTOP) every backend of the connections named
+// app (the engine's pool and its LISTEN connection), each once it is idle:
+// one busy at the first look (a poll, a lease renewal, a statement of the
+// test's own) is stopped when its statement has ended, so that no backend
+// of the pool is left to take what the engine sends next (a backend left
+// running took a run's outcome commit, and none met a stopped one). What
+// the engine sends them next is queued, unread. It returns their pids and
+// what resumes them.
+func dfStopAppBackends(ctx context.Context, t *testing.T, admin *sqlx.DB, app string) (pids []int, resume func()) {
 	t.Helper()
-	require.NoError(t, admin.SelectContext(ctx, &pids,
-		`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle'`, app))
-	require.NotEmpty(t, pids)
-	return pids, dfStopBackends(t, pids)
+	resume = sync.OnceFunc(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	})
+	t.Cleanup(resume)
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		var backends []struct {
+			Pid   int
+			State string
+		}
+		if err := admin.SelectContext(ctx, &backends,
+			`SELECT pid, coalesce(state, '') AS state FROM pg_stat_activity WHERE application_name = $1`, app); err != nil {
+			return false
+		}
+		all := len(backends) > 0
+		for _, b := range backends {
+			switch {
+			case slices.Contains(pids, b.Pid):
+			case b.State == "idle":
+				require.NoError(t, syscall.Kill(b.Pid, syscall.SIGSTOP))
+				pids = append(pids, b.Pid)
+			default:
+				all = false
+			}
+		}
+		return all
+	}, "a backend of %s stayed busy", app)
+	return pids, resume
 }
 
 // dfStopBackends stops the backends pids (SIGSTOP) and returns what resumes
