@@ -66,6 +66,7 @@ func DefaultActivityOptions() engine.ActivityOptions {
 // Use one Interceptor per Engine.
 type Interceptor struct {
 	engine.InterceptorBase
+	engine.HeadersReadOnly
 
 	byDo      map[string]*Compensation
 	onFailure map[string]bool

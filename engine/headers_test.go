@@ -116,3 +116,68 @@ func TestChangedHeadersStayWhereTheyWereChanged(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, engine.Headers{"customer": "c1"}, info.Headers)
 }
+
+// readHeaders reads its input's headers; with readOnly it says so.
+type readHeaders struct {
+	engine.InterceptorBase
+	engine.HeadersReadOnly
+	seen chan engine.Headers
+}
+
+func (r readHeaders) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput, next engine.WorkflowNext) (any, error) {
+	if r.seen != nil && !in.Replaying {
+		r.seen <- in.Headers.Clone()
+	}
+	return next(ctx, in)
+}
+
+// writeInputHeaders writes into its input's headers in place.
+type writeInputHeaders struct{ engine.InterceptorBase }
+
+func (writeInputHeaders) ExecuteWorkflow(ctx engine.Context, in *engine.ExecuteWorkflowInput, next engine.WorkflowNext) (any, error) {
+	in.Headers["written"] = "x"
+	return next(ctx, in)
+}
+
+// TestWorkflowInputHeadersCopiedUnlessReadOnly: a workflow execution's
+// input gets a copy of the run's headers as long as one of its workflow
+// interceptors may write into them, and the run's own (no copy) when all
+// embed HeadersReadOnly; a write then reaches neither the run's headers
+// nor another execution's.
+func TestWorkflowInputHeadersCopiedUnlessReadOnly(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		ics  []engine.Interceptor
+		copy bool
+	}{
+		{[]engine.Interceptor{readHeaders{}}, false},
+		{[]engine.Interceptor{readHeaders{}, readHeaders{}}, false},
+		{[]engine.Interceptor{readHeaders{}, writeInputHeaders{}}, true},
+		{[]engine.Interceptor{writeInputHeaders{}, readHeaders{}}, true},
+		{[]engine.Interceptor{setTraceparent{}}, false}, // no workflow interceptor
+	} {
+		copies, err := engine.CopiesWorkflowHeadersForTest(c.ics)
+		require.NoError(t, err)
+		require.Equal(t, c.copy, copies, "%T", c.ics)
+	}
+
+	seen := make(chan engine.Headers, 4)
+	e := testenv.Engine(t, &engine.Config{Interceptors: []engine.Interceptor{writeInputHeaders{}, readHeaders{seen: seen}}})
+	wf := engine.NewWorkflow("input-headers.wf", func(ctx engine.Context, _ struct{}) (engine.Headers, error) {
+		return engine.WorkflowHeadersOf(ctx), nil
+	})
+	require.NoError(t, e.Register(wf))
+	testenv.Worker(t, e, engine.WorkerConfig{})
+	ctx := testenv.Ctx(t, 30*time.Second)
+	for _, id := range []string{"input-headers-1", "input-headers-2"} {
+		run, err := wf.Start(ctx, e.Client(), struct{}{}, &engine.StartOptions{ID: id, Headers: engine.Headers{"customer": "c1"}})
+		require.NoError(t, err)
+		out, err := run.Result(ctx)
+		require.NoError(t, err)
+		require.Equal(t, engine.Headers{"customer": "c1", "written": "x"}, <-seen, "what the inner interceptor saw")
+		require.Equal(t, engine.Headers{"customer": "c1"}, out, "the run's headers")
+		info, err := e.Client().Describe(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, engine.Headers{"customer": "c1"}, info.Headers)
+	}
+}

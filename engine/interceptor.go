@@ -28,6 +28,19 @@ type InterceptorBase struct{}
 
 func (InterceptorBase) isInterceptor() {}
 
+// HeadersReadOnly is embedded in a WorkflowInterceptor to say that its
+// ExecuteWorkflow only reads ExecuteWorkflowInput.Headers and never writes
+// into them (to change them it puts a changed copy there). When every
+// workflow interceptor of a worker embeds it, the engine passes each
+// execution the run's own headers, read only, instead of a copy made for
+// the interceptors to write into.
+type HeadersReadOnly struct{}
+
+func (HeadersReadOnly) readsHeadersOnly() {}
+
+// headersReader is what embedding HeadersReadOnly implements.
+type headersReader interface{ readsHeadersOnly() }
+
 // Headers travel with a workflow: from the client call into the workflow, on
 // into each activity and child workflow. They are persisted with the run, so
 // they are the same after a replay and on another worker.
@@ -396,9 +409,13 @@ type chains struct {
 	// A method of chains that did it would not be inlined: a frame again.
 	outerWorkflow WorkflowInterceptor // nil without workflow interceptors
 	innerWorkflow WorkflowNext
-	outerActivity ActivityInterceptor // nil without activity interceptors
-	innerActivity ActivityNext
-	callOutbound  OutboundNext
+	// copyWorkflowHeaders: a workflow interceptor may write into its
+	// input's headers (it does not embed HeadersReadOnly), so each
+	// execution gets a copy of the run's.
+	copyWorkflowHeaders bool
+	outerActivity       ActivityInterceptor // nil without activity interceptors
+	innerActivity       ActivityNext
+	callOutbound        OutboundNext
 }
 
 // buildChains sorts the interceptors of lists (field names the list for
@@ -415,6 +432,9 @@ func buildChains(fields []string, lists ...[]Interceptor) (chains, error) {
 			in := false
 			if x, ok := ic.(WorkflowInterceptor); ok {
 				c.workflow, in = append(c.workflow, x), true
+				if _, ro := ic.(headersReader); !ro {
+					c.copyWorkflowHeaders = true
+				}
 			}
 			if x, ok := ic.(SignalInterceptor); ok {
 				c.signal, in = append(c.signal, x), true

@@ -80,6 +80,7 @@ type TracingConfig struct {
 // child. Replayed steps create no spans.
 type Tracing struct {
 	engine.InterceptorBase
+	engine.HeadersReadOnly
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
 
