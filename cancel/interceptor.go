@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -179,10 +180,11 @@ func (i *Interceptor) WorkflowOutbound(ctx engine.Context, in *engine.OutboundIn
 		return next(ctx, in)
 	}
 	if key, ok := ctx.Value(undoKey{}).(string); ok {
-		if in.Headers == nil {
-			in.Headers = engine.Headers{}
-		}
-		in.Headers[HeaderIdempotencyKey] = key
+		// A copy: the headers may be the run's, shared (HeadersReadOnly).
+		h := make(engine.Headers, len(in.Headers)+1)
+		maps.Copy(h, in.Headers)
+		h[HeaderIdempotencyKey] = key
+		in.Headers = h
 	} else if st := stackOf(ctx); st != nil && !st.compensating {
 		st.calls = append(st.calls, in.Result)
 		if c := i.byDo[in.Name]; c != nil {
