@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"sync/atomic"
 	"time"
 
@@ -67,7 +66,6 @@ func DefaultActivityOptions() engine.ActivityOptions {
 // Use one Interceptor per Engine.
 type Interceptor struct {
 	engine.InterceptorBase
-	engine.HeadersReadOnly
 
 	byDo      map[string]*Compensation
 	onFailure map[string]bool
@@ -180,11 +178,10 @@ func (i *Interceptor) WorkflowOutbound(ctx engine.Context, in *engine.OutboundIn
 		return next(ctx, in)
 	}
 	if key, ok := ctx.Value(undoKey{}).(string); ok {
-		// A copy: the headers may be the run's, shared (HeadersReadOnly).
-		h := make(engine.Headers, len(in.Headers)+1)
-		maps.Copy(h, in.Headers)
-		h[HeaderIdempotencyKey] = key
-		in.Headers = h
+		if in.Headers == nil {
+			in.Headers = engine.Headers{}
+		}
+		in.Headers[HeaderIdempotencyKey] = key
 	} else if st := stackOf(ctx); st != nil && !st.compensating {
 		st.calls = append(st.calls, in.Result)
 		if c := i.byDo[in.Name]; c != nil {

@@ -123,9 +123,9 @@ func (s *runState) outbound(ctx Context, kind OutboundKind, name string, args an
 	}
 	c.seq, c.rec = s.nextSeq()
 	c.f.seq = c.seq
-	n := s.ch.outboundWriters
+	n := len(s.ch.outbound)
 	c.in = &OutboundInput{Info: s.info, Kind: kind, Name: name, Seq: c.seq, Args: args, Headers: s.callHeaders.lend(s.headers, n),
-		Replaying: c.rec != nil || s.mode == modeQuery, shared: n == 0}
+		Replaying: c.rec != nil || s.mode == modeQuery}
 	if kind == OutboundActivity {
 		c.in.Result = Future[json.RawMessage]{f: c.f}
 	}

@@ -24,10 +24,3 @@ func OutboundCallsForTest(run Headers, ics []Interceptor, out []Headers) error {
 // MarshalHeadersForTest is marshalHeaders, the encoding of the headers
 // column.
 func MarshalHeadersForTest(h Headers) []byte { return marshalHeaders(h) }
-
-// CopiesWorkflowHeadersForTest tells whether a worker with the interceptors
-// ics gives each workflow execution a copy of the run's headers.
-func CopiesWorkflowHeadersForTest(ics []Interceptor) (bool, error) {
-	ch, err := buildChains([]string{"ics"}, ics)
-	return ch.copyWorkflowHeaders, err
-}

@@ -28,23 +28,6 @@ type InterceptorBase struct{}
 
 func (InterceptorBase) isInterceptor() {}
 
-// HeadersReadOnly is embedded in an interceptor to say that it never
-// writes into the headers the engine lends it: its ExecuteWorkflow only
-// reads ExecuteWorkflowInput.Headers, and its WorkflowOutbound, when
-// OutboundInput.HeadersShared reports true, only reads OutboundInput.Headers
-// (to change them it puts a changed copy there). When every workflow
-// interceptor of a worker embeds it, the engine passes each execution the
-// run's own headers instead of a copy made for the interceptors to write
-// into; when every outbound interceptor does, each call's chain gets the
-// run's own headers, shared, instead of a copy the engine keeps for them
-// to write into.
-type HeadersReadOnly struct{}
-
-func (HeadersReadOnly) readsHeadersOnly() {}
-
-// headersReader is what embedding HeadersReadOnly implements.
-type headersReader interface{ readsHeadersOnly() }
-
 // Headers travel with a workflow: from the client call into the workflow, on
 // into each activity and child workflow. They are persisted with the run, so
 // they are the same after a replay and on another worker.
@@ -180,18 +163,7 @@ type OutboundInput struct {
 	// the activities it compensates, so a charge that went through is
 	// refunded; other activities stop at their cancellation.
 	OutcomeUnknownOnCancel bool
-
-	// shared: Headers are the run's own, lent read only (HeadersShared).
-	shared bool
 }
-
-// HeadersShared reports whether Headers are the run's own headers, lent
-// read only to every outbound interceptor of the worker, which all embed
-// HeadersReadOnly: an interceptor that changes them puts a changed copy
-// there, and may hand the same copy to several calls of the run, since no
-// interceptor writes into it either. When it reports false, Headers are
-// the call's to change in place.
-func (in *OutboundInput) HeadersShared() bool { return in.shared }
 
 // OutboundNext runs the rest of the outbound chain; the call is scheduled
 // after the chain returns nil.
@@ -424,17 +396,9 @@ type chains struct {
 	// A method of chains that did it would not be inlined: a frame again.
 	outerWorkflow WorkflowInterceptor // nil without workflow interceptors
 	innerWorkflow WorkflowNext
-	// copyWorkflowHeaders: a workflow interceptor may write into its
-	// input's headers (it does not embed HeadersReadOnly), so each
-	// execution gets a copy of the run's.
-	copyWorkflowHeaders bool
-	// outboundWriters is the number of outbound interceptors when one of
-	// them may write into a call's headers (it does not embed
-	// HeadersReadOnly), else 0: the calls' chains then share the run's.
-	outboundWriters int
-	outerActivity   ActivityInterceptor // nil without activity interceptors
-	innerActivity   ActivityNext
-	callOutbound    OutboundNext
+	outerActivity ActivityInterceptor // nil without activity interceptors
+	innerActivity ActivityNext
+	callOutbound  OutboundNext
 }
 
 // buildChains sorts the interceptors of lists (field names the list for
@@ -451,9 +415,6 @@ func buildChains(fields []string, lists ...[]Interceptor) (chains, error) {
 			in := false
 			if x, ok := ic.(WorkflowInterceptor); ok {
 				c.workflow, in = append(c.workflow, x), true
-				if _, ro := ic.(headersReader); !ro {
-					c.copyWorkflowHeaders = true
-				}
 			}
 			if x, ok := ic.(SignalInterceptor); ok {
 				c.signal, in = append(c.signal, x), true
@@ -463,9 +424,6 @@ func buildChains(fields []string, lists ...[]Interceptor) (chains, error) {
 			}
 			if x, ok := ic.(WorkflowOutboundInterceptor); ok {
 				c.outbound, in = append(c.outbound, x), true
-				if _, ro := ic.(headersReader); !ro {
-					c.outboundWriters = -1
-				}
 			}
 			if x, ok := ic.(ActivityInterceptor); ok {
 				c.activity, in = append(c.activity, x), true
@@ -482,9 +440,6 @@ func buildChains(fields []string, lists ...[]Interceptor) (chains, error) {
 					"ActivityInterceptor, ClientInterceptor and CheckpointInterceptor (check the methods' signatures)", fields[n], i, ic)
 			}
 		}
-	}
-	if c.outboundWriters < 0 {
-		c.outboundWriters = len(c.outbound)
 	}
 	c.outerWorkflow, c.innerWorkflow = outerAndInner(c.workflow, wrapWorkflow, func(ctx Context, in *ExecuteWorkflowInput) (any, error) {
 		return ctx.state().executeWorkflow(ctx, in)

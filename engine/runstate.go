@@ -1038,7 +1038,7 @@ func (s *runState) main() {
 			return
 		}
 		h := s.headers
-		if s.ch.copyWorkflowHeaders { // an interceptor may write into its input's headers
+		if len(s.ch.workflow) > 0 { // an interceptor may write into its input's headers
 			h = h.Clone()
 		}
 		in := &ExecuteWorkflowInput{Info: s.info, Headers: h, Args: args, Replaying: s.replaying()}

@@ -93,9 +93,8 @@ func NewTimer(ctx Context, d time.Duration) Future[struct{}] {
 	}
 	seq, rec := s.nextSeq()
 	f.seq = seq
-	n := s.ch.outboundWriters
-	outIn := &OutboundInput{Info: s.info, Kind: OutboundTimer, Name: "timer", Seq: seq, Duration: d, Headers: s.callHeaders.lend(s.headers, n), Replaying: rec != nil || s.mode == modeQuery,
-		shared: n == 0}
+	n := len(s.ch.outbound)
+	outIn := &OutboundInput{Info: s.info, Kind: OutboundTimer, Name: "timer", Seq: seq, Duration: d, Headers: s.callHeaders.lend(s.headers, n), Replaying: rec != nil || s.mode == modeQuery}
 	_ = s.ch.callOutbound(ctx, outIn)
 	s.callHeaders.settle(s.headers, outIn.Headers, n)
 	if rec != nil {
@@ -241,8 +240,8 @@ func SideEffect[T any](ctx Context, name string, fn func() (T, error)) (T, error
 		return v, nil
 	}
 	s.stopIfQuery()
-	n := s.ch.outboundWriters
-	outIn := &OutboundInput{Info: s.info, Kind: OutboundSideEffect, Name: name, Seq: seq, Headers: s.callHeaders.lend(s.headers, n), shared: n == 0}
+	n := len(s.ch.outbound)
+	outIn := &OutboundInput{Info: s.info, Kind: OutboundSideEffect, Name: name, Seq: seq, Headers: s.callHeaders.lend(s.headers, n)}
 	_ = s.ch.callOutbound(ctx, outIn)
 	s.callHeaders.settle(s.headers, outIn.Headers, n)
 	s.inSideEffect = name

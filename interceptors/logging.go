@@ -36,7 +36,6 @@ type LoggingConfig struct {
 // signals or anything else again, and a query's replay logs nothing.
 type Logging struct {
 	engine.InterceptorBase
-	engine.HeadersReadOnly
 	// h is the logger's handler: records go to it directly, which spares
 	// slog.Logger's capture of the caller's program counter (a source
 	// position would name this file, not the workflow's).

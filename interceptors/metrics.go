@@ -72,7 +72,6 @@ type MetricsConfig struct {
 // the counters carry no exemplars (the duration histograms do).
 type Metrics struct {
 	engine.InterceptorBase
-	engine.HeadersReadOnly
 	wfStarted, wfCompleted, wfFailed                            metric.Int64ObservableCounter
 	actStarted, actCompleted, actFailed, actRetried, actSnoozed metric.Int64ObservableCounter
 	wfDuration, actDuration                                     metric.Float64Histogram

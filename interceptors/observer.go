@@ -21,7 +21,6 @@ import (
 // compiler's wrapper jumps to them, no frame of its own).
 type observer struct {
 	engine.InterceptorBase
-	engine.HeadersReadOnly
 	*Tracing
 	m *Metrics
 	l *Logging

@@ -28,7 +28,6 @@ import (
 // engine's *engine.NonDeterminismError for it unchanged.
 type Recovery struct {
 	engine.InterceptorBase
-	engine.HeadersReadOnly
 }
 
 // NewRecovery returns a recovery interceptor. Its methods take a pointer

@@ -80,7 +80,6 @@ type TracingConfig struct {
 // child. Replayed steps create no spans.
 type Tracing struct {
 	engine.InterceptorBase
-	engine.HeadersReadOnly
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
 
@@ -247,8 +246,6 @@ type segment struct {
 	// propagator writes more than traceparent and tracestate.
 	headers    headerList
 	headerRoom [4]string
-	// shared is callHeaders' map, made once.
-	shared engine.Headers
 	// traceID and spanID are the span's IDs as Logging writes them, made
 	// once for the segment's records.
 	traceID, spanID string
@@ -277,21 +274,6 @@ func (s *segment) propagate(h engine.Headers) {
 	for i := 0; i < len(s.headers); i += 2 {
 		h[s.headers[i]] = s.headers[i+1]
 	}
-}
-
-// callHeaders returns the headers of the segment's activity and child
-// calls when the engine lends the run's own, shared (run): a copy of them
-// with the span's context, made at the segment's first call and put into
-// each of its calls, which share it as no interceptor writes into it.
-func (s *segment) callHeaders(run engine.Headers) engine.Headers {
-	if s.shared == nil {
-		s.shared = make(engine.Headers, len(run)+1)
-		for k, v := range run {
-			s.shared[k] = v
-		}
-		s.propagate(s.shared)
-	}
-	return s.shared
 }
 
 // headerList is a carrier that keeps what a propagator writes, as keys and
@@ -417,14 +399,10 @@ func (t *Tracing) WorkflowOutbound(ctx engine.Context, in *engine.OutboundInput,
 	if !in.Replaying && (in.Kind == engine.OutboundActivity || in.Kind == engine.OutboundChild) {
 		if seg := segmentOf(ctx); seg != nil {
 			seg.live()
-			if in.HeadersShared() {
-				in.Headers = seg.callHeaders(in.Headers)
-			} else {
-				if in.Headers == nil {
-					in.Headers = engine.Headers{}
-				}
-				seg.propagate(in.Headers)
+			if in.Headers == nil {
+				in.Headers = engine.Headers{}
 			}
+			seg.propagate(in.Headers)
 		}
 	}
 	return next(ctx, in)

@@ -120,7 +120,6 @@ func (c *Config) validate() error {
 // what the legacy table refused at first) and requests (Mapping.Actions).
 type Mirror struct {
 	engine.InterceptorBase
-	engine.HeadersReadOnly
 
 	cfg   Config
 	m     Mapping
