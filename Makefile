@@ -36,13 +36,15 @@ vet:
 # The CLI builds on every OS family Go supports (js/wasm and wasip1 aside: no sockets for
 # PostgreSQL): compile only. Platform-specific code (getrusage, socket errnos, the
 # run-as-postgres credential) sits behind build tags; this keeps it there. Add a platform
-# (linux/386, aix/ppc64, illumos/amd64, ...) once it has been seen to build.
+# (linux/386, aix/ppc64, illumos/amd64, ...) once it has been seen to build. Without
+# optimisation or inlining (nothing runs what it builds): a cold build of a target took 55 s
+# against 78 s, and on a fresh machine these builds are most of what CI compiles.
 CROSS ?= windows/amd64 darwin/arm64 freebsd/amd64 openbsd/amd64 netbsd/amd64 dragonfly/amd64 \
 	solaris/amd64 plan9/amd64
 cross:
 	@set -e; for p in $(CROSS); do \
 		echo "go build ./cmd/graft for $$p"; \
-		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/graft; \
+		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -gcflags='all=-N -l' -o /dev/null ./cmd/graft; \
 	done
 
 # golangci-lint v2, pinned with a tool directive in internal/tools/lint.mod
