@@ -37,25 +37,13 @@ func (a *pgArray) str(s string) { quoteElem(a, s) }
 // strBytes is str of string(s), without making that string.
 func (a *pgArray) strBytes(s []byte) { quoteElem(a, s) }
 
-// quoteElem writes s as an element: as it is when PostgreSQL reads it so
-// (pgarray.Plain), else quoted, its quotes and backslashes escaped. The
-// quotes of the identifiers, names and statuses that make up most of a
-// commit's arrays were a tenth of its parameters' bytes.
+// quoteElem writes s as an element (pgarray.AppendElem): unquoted when
+// PostgreSQL reads it so, else quoted. The quotes of the identifiers,
+// names and statuses that make up most of a commit's arrays were a tenth
+// of its parameters' bytes.
 func quoteElem[S string | []byte](a *pgArray, s S) {
 	a.sep()
-	if pgarray.Plain(s) {
-		a.b = append(a.b, s...)
-		return
-	}
-	a.b = append(slices.Grow(a.b, len(s)+2), '"')
-	from := 0
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '"' || c == '\\' {
-			a.b = append(append(a.b, s[from:i]...), '\\')
-			from = i
-		}
-	}
-	a.b = append(append(a.b, s[from:]...), '"')
+	a.b = pgarray.AppendElem(a.b, s)
 }
 
 func (a *pgArray) nullStr(s sql.NullString) {

@@ -662,6 +662,8 @@ type arrayBuilder struct {
 	// trims the array.
 	n, nulls int
 	ends     []int
+	// quoted is where add quotes an element before writing it.
+	quoted []byte
 }
 
 // sep writes the NULLs held back and the start of an element.
@@ -686,21 +688,15 @@ func (a *arrayBuilder) sep1() {
 	a.n++
 }
 
-// add appends an element, quoted when it must be.
+// add appends an element, quoted when it must be (pgarray.AppendElem).
 func (a *arrayBuilder) add(s string) {
 	a.sep()
 	if pgarray.Plain(s) {
 		a.b.WriteString(s)
 		return
 	}
-	a.b.WriteByte('"')
-	for i := 0; i < len(s); i++ {
-		if s[i] == '"' || s[i] == '\\' {
-			a.b.WriteByte('\\')
-		}
-		a.b.WriteByte(s[i])
-	}
-	a.b.WriteByte('"')
+	a.quoted = pgarray.AppendElem(a.quoted[:0], s)
+	a.b.Write(a.quoted)
 }
 
 // addRaw appends an element that needs no quoting (digits).

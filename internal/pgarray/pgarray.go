@@ -3,7 +3,10 @@
 // It imports nothing of graft.
 package pgarray
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Plain reports whether s, as an element of an array literal, reads back
 // as itself unquoted: it is not empty, does not read as NULL (in any case),
@@ -21,4 +24,21 @@ func Plain[S string | []byte](s S) bool {
 		}
 	}
 	return true
+}
+
+// AppendElem appends s to b as an array element: as it is when it is
+// Plain, else in double quotes with its quotes and backslashes escaped.
+func AppendElem[S string | []byte](b []byte, s S) []byte {
+	if Plain(s) {
+		return append(b, s...)
+	}
+	b = append(slices.Grow(b, len(s)+2), '"')
+	from := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			b = append(append(b, s[from:i]...), '\\')
+			from = i
+		}
+	}
+	return append(append(b, s[from:]...), '"')
 }

@@ -20,3 +20,14 @@ func TestPlain(t *testing.T) {
 		require.Equal(t, plain, pgarray.Plain([]byte(s)), "%q as bytes", s)
 	}
 }
+
+// AppendElem quotes what is not Plain, escaping quotes and backslashes.
+func TestAppendElem(t *testing.T) {
+	for s, want := range map[string]string{
+		"run-1": "run-1", "": `""`, "NULL": `"NULL"`, "a b": `"a b"`, `a"b`: `"a\"b"`, `a\b`: `"a\\b"`,
+		`"\`: `"\"\\"`, "{x}": `"{x}"`,
+	} {
+		require.Equal(t, want, string(pgarray.AppendElem([]byte("p,"), s))[2:], "%q", s)
+		require.Equal(t, want, string(pgarray.AppendElem(nil, []byte(s))), "%q as bytes", s)
+	}
+}
