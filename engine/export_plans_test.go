@@ -106,6 +106,20 @@ func commitShapes() map[string]commitShape {
 // rebuild), which the counts by relation leave out.
 func ClaimExpiredPlanForTest(ctx context.Context, e *Engine, queue string, types []string, n int) (string, map[string]int64, error) {
 	s := e.store
+	return claimPlan(ctx, e, s.claimSQL(s.claimExpiredSQL(), claimExpiredLease), queue, types, n, pq.QuoteLiteral(expiredWindow(0)))
+}
+
+// ClaimDuePlanForTest is ClaimExpiredPlanForTest for the claim of due
+// runs.
+func ClaimDuePlanForTest(ctx context.Context, e *Engine, queue string, types []string, n int) (string, map[string]int64, error) {
+	s := e.store
+	return claimPlan(ctx, e, s.claimSQL(s.claimDueSQL(1), ""), queue, types, n)
+}
+
+// claimPlan is ClaimExpiredPlanForTest's and ClaimDuePlanForTest's run of
+// the claim q, with extra (SQL literals) after claimArgs' arguments.
+func claimPlan(ctx context.Context, e *Engine, q, queue string, types []string, n int, extra ...string) (string, map[string]int64, error) {
+	s := e.store
 	cn, err := s.db.Conn(ctx)
 	if err != nil {
 		return "", nil, err
@@ -119,7 +133,7 @@ func ClaimExpiredPlanForTest(ctx context.Context, e *Engine, queue string, types
 	if _, err := tx.ExecContext(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
 		return "", nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `PREPARE graft_claim_plan AS `+s.claimSQL(s.claimExpiredSQL(), claimExpiredLease)); err != nil {
+	if _, err := tx.ExecContext(ctx, `PREPARE graft_claim_plan AS `+q); err != nil {
 		return "", nil, err
 	}
 	// A prepared statement outlives the transaction: it goes with it.
@@ -131,8 +145,8 @@ func ClaimExpiredPlanForTest(ctx context.Context, e *Engine, queue string, types
 	if err != nil {
 		return "", nil, err
 	}
-	args := []string{pq.QuoteLiteral("w"), pq.QuoteLiteral("{" + queue + "}"), pq.QuoteLiteral("{" + strings.Join(types, ",") + "}"),
-		fmt.Sprint(n), "now()", pq.QuoteLiteral(ttlInterval(e.cfg.LeaseTTL)), "'{}'", pq.QuoteLiteral(expiredWindow(0))}
+	args := append([]string{pq.QuoteLiteral("w"), pq.QuoteLiteral("{" + queue + "}"), pq.QuoteLiteral("{" + strings.Join(types, ",") + "}"),
+		fmt.Sprint(n), "now()", pq.QuoteLiteral(ttlInterval(e.cfg.LeaseTTL)), "'{}'"}, extra...)
 	plan, err := queryLines(ctx, tx, `EXPLAIN (ANALYZE, BUFFERS) EXECUTE graft_claim_plan(`+strings.Join(args, ", ")+`)`)
 	if err != nil {
 		return "", nil, err

@@ -259,3 +259,30 @@ func TestCancelChildrenFindsThemByParent(t *testing.T) {
 	require.NoError(t, err)
 	require.ElementsMatch(t, open, ids)
 }
+
+// A claim reads the signals of a claimed run, and its event count as of
+// the claim's snapshot, only for a run that counted an event (see
+// claimSQL): of 300 due runs, the 100 signalled ones take the two
+// subplans, and the 200 others skip them.
+func TestClaimReadsSignalsOfSignalledRunsOnly(t *testing.T) {
+	t.Parallel()
+	e := testenv.Engine(t, nil)
+	ctx := testenv.Ctx(t, time.Minute)
+	exec := hotPlanExec(ctx, t, e)
+	exec(`INSERT INTO {s}.runs (run_id, workflow_id, workflow_type, queue, status, wake_at, event_seq)
+		SELECT 'r' || i, 'w' || i, 'wf', 'default', 'pending', now() - interval '1 second',
+			CASE WHEN i % 3 = 0 THEN 1 ELSE 0 END
+		FROM generate_series(1, 300) i`)
+	exec(`INSERT INTO {s}.signals (run_id, name, payload) SELECT 'r' || i, 'go', '1' FROM generate_series(3, 300, 3) i`)
+	exec(`ANALYZE {s}.runs`)
+	exec(`ANALYZE {s}.signals`)
+
+	plan, _, err := engine.ClaimDuePlanForTest(ctx, e, "default", []string{"wf"}, 300)
+	require.NoError(t, err)
+	require.Regexp(t, `Update on runs r .*rows=300 loops=1\)`, plan)
+	subs := regexp.MustCompile(`SubPlan \d+\n\s+->  .*loops=(\d+)\)\n`).FindAllStringSubmatch(plan, -1)
+	require.Len(t, subs, 2, plan)
+	for _, sub := range subs {
+		require.Equal(t, "100", sub[1], plan)
+	}
+}

@@ -222,6 +222,31 @@ func TestResetOpenRunMovesSignals(t *testing.T) {
 	require.False(t, errors.As(err, &app))
 }
 
+// Reset of a closed run to before its only signal step: the signal the
+// old run read is unread again in the new run, which nothing else signals
+// (a reset moves the old run's signals to the new run without a delivery;
+// the claim must still read them, see store.claimSQL).
+func TestResetClosedRunRedeliversItsSignal(t *testing.T) {
+	t.Parallel()
+	wf := engine.NewWorkflow("reset4.wf", func(ctx engine.Context, _ struct{}) (string, error) {
+		return engine.GetSignalChannel[string](ctx, "data").Receive(ctx)
+	})
+	_, c := ftEnv(t, nil, wf)
+	ctx := testenv.Ctx(t, 20*time.Second)
+	run, err := wf.Start(ctx, c, struct{}{}, &engine.StartOptions{ID: "closed"})
+	require.NoError(t, err)
+	require.NoError(t, c.Signal(ctx, "closed", "data", "only"))
+	out, err := run.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "only", out)
+
+	h, err := c.Reset(ctx, "closed", engine.ResetOptions{BeforeSeq: 1})
+	require.NoError(t, err)
+	got, err := h.Result(ctx)
+	require.NoError(t, err)
+	require.JSONEq(t, `"only"`, string(got))
+}
+
 // Reset to before a child's start while the child still runs: the new run
 // starts the same child again (same ID, same step) and takes the running
 // child on instead of failing with ChildAlreadyStarted; there is one child

@@ -271,11 +271,10 @@ func TestSignalsCarriedAcrossContinueAsNew(t *testing.T) {
 	require.Equal(t, []int{1, 2, 3, 4, 5}, out)
 }
 
-// SignalWithStart delivers the signal in the transaction that creates the
-// run: even a workflow that only looks for it once, at once, sees it.
-func TestSignalWithStartIsAtomic(t *testing.T) {
-	t.Parallel()
-	wf := engine.NewWorkflow("sig.swsatomic", func(ctx engine.Context, _ struct{}) (string, error) {
+// receiveHelloOnce is a workflow that looks once, at once, for a signal
+// "hello" and returns it, or "no signal".
+func receiveHelloOnce(name string) *engine.Workflow[struct{}, string] {
+	return engine.NewWorkflow(name, func(ctx engine.Context, _ struct{}) (string, error) {
 		v, ok, err := engine.GetSignalChannel[string](ctx, "hello").ReceiveAsync(ctx)
 		if err != nil {
 			return "", err
@@ -285,6 +284,13 @@ func TestSignalWithStartIsAtomic(t *testing.T) {
 		}
 		return v, nil
 	})
+}
+
+// SignalWithStart delivers the signal in the transaction that creates the
+// run: even a workflow that only looks for it once, at once, sees it.
+func TestSignalWithStartIsAtomic(t *testing.T) {
+	t.Parallel()
+	wf := receiveHelloOnce("sig.swsatomic")
 	_, c := ftEnv(t, nil, wf)
 	ctx := testenv.Ctx(t, 20*time.Second)
 	for i := 0; i < 10; i++ {
@@ -295,6 +301,30 @@ func TestSignalWithStartIsAtomic(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "world", out)
 	}
+}
+
+// An open run an earlier build handed a signal without counting it as an
+// event (a signal-with-start, here, left at event_seq 0) gets the signal
+// once migrated: a claim reads the signals of a run only once it counted
+// an event (see migration 015).
+func TestUncountedSignalsCountedByMigration(t *testing.T) {
+	t.Parallel()
+	wf := receiveHelloOnce("sig.uncounted")
+	e, c := ftEnv(t, nil, wf)
+	ctx := testenv.Ctx(t, 20*time.Second)
+	run, err := wf.SignalWithStart(ctx, c, struct{}{}, &engine.StartOptions{ID: "uncounted", Delay: time.Hour}, "hello", "world")
+	require.NoError(t, err)
+	db, schema := testenv.DB(t), `"`+e.Schema()+`"`
+	_, err = db.ExecContext(ctx, `UPDATE `+schema+`.runs SET event_seq = 0 WHERE workflow_id = 'uncounted'`)
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, `DELETE FROM `+schema+`.schema_migrations WHERE version = 15`)
+	require.NoError(t, err)
+	require.NoError(t, e.Migrate(ctx))
+	_, err = db.ExecContext(ctx, `UPDATE `+schema+`.runs SET wake_at = now() WHERE workflow_id = 'uncounted'`)
+	require.NoError(t, err)
+	out, err := run.Result(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "world", out)
 }
 
 // SignalWithStart on a closed workflow whose ID may not be reused reports
