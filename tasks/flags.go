@@ -278,8 +278,11 @@ func (fl *Flag) Validate() error {
 
 // Set applies a change to a kind's flag and returns the flag at its new
 // version. It is refused with a *VersionConflictError when the flag is no
-// longer at c.Version, and with ErrUnknownKind when no intake source
-// declares the kind. The change and its audit entry commit together, and
+// longer at c.Version, with ErrUnknownKind when no intake source declares
+// the kind, and with a *FlagValueError when a key rule names a key that the
+// key transform of a source declaring the kind would change, which could
+// never match (Flag.ValidateKeys; rules left as the flag holds them are not
+// checked again, see KeyRuleProblems). The change and its audit entry commit together, and
 // every process hears of it.
 func (f *Flags) Set(ctx context.Context, c Change) (*Flag, error) {
 	if err := c.Flag.Validate(); err != nil {
@@ -302,6 +305,13 @@ func (f *Flags) Set(ctx context.Context, c Change) (*Flag, error) {
 		}
 		snap, err := readFlag(ctx, tx, f.schema, nf.Kind)
 		if err != nil {
+			return nil, nil, 0, err
+		}
+		transforms, err := keyTransforms(ctx, tx, f.schema, nf.Kind)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		if err := checkKeys(nf, snap, transforms[nf.Kind]); err != nil {
 			return nil, nil, 0, err
 		}
 		var curVer int64

@@ -132,11 +132,12 @@ func NewIntake(ctx context.Context, cfg IntakeConfig) (*Intake, error) {
 	}
 	in.idType = tbl.Columns[src.ID].Type
 	for _, k := range in.kinds {
-		if _, err := in.db.ExecContext(ctx, `INSERT INTO `+in.schema+`.intake_kinds (source, kind, workflow) VALUES ($1, $2, $3)
-			ON CONFLICT (source, kind) DO UPDATE SET workflow = $3`, src.name(), k, src.Kinds[k].Workflow); err != nil {
+		if _, err := in.db.ExecContext(ctx, `INSERT INTO `+in.schema+`.intake_kinds (source, kind, workflow, key_transform) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (source, kind) DO UPDATE SET workflow = $3, key_transform = $4`, src.name(), k, src.Kinds[k].Workflow, src.recordKeyTransform()); err != nil {
 			return nil, fmt.Errorf("tasks: record the source's kinds (has Migrate run?): %w", err)
 		}
 	}
+	in.warnKeyRules(ctx)
 	if in.m, err = newMetrics(cfg.MeterProvider, src.name(), in.lagSeconds); err != nil {
 		return nil, err
 	}

@@ -72,13 +72,19 @@ func (in *Intake) Declares(kind string) bool { return slices.Contains(in.kinds, 
 // route_decision does), over at most limit rows (0: PreviewLimitDefault)
 // read without locks, under a statement timeout, so a preview of a large
 // table is bounded; when the bound is reached the result says it is an
-// estimate.
+// estimate. A key rule naming a key the source's key transform would change
+// is refused as Flags.Set refuses it (Flag.ValidateKeys).
 func (in *Intake) PreviewFlag(ctx context.Context, proposed Flag, limit int) (*FlagPreview, error) {
 	if err := proposed.Validate(); err != nil {
 		return nil, err
 	}
 	if !in.Declares(proposed.Kind) {
 		return nil, fmt.Errorf("%w: source %s declares no kind %q", ErrUnknownKind, in.src.name(), proposed.Kind)
+	}
+	if t := in.src.recordKeyTransform(); t.Valid {
+		if err := proposed.ValidateKeys(t.String); err != nil {
+			return nil, err
+		}
 	}
 	switch {
 	case limit == 0:

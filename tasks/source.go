@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -353,15 +352,7 @@ func (s *Source) key(r Row) (string, error) {
 	if !present || v == nil {
 		return "", nil
 	}
-	k := r.String(s.Key.Column)
-	switch s.Key.Transform {
-	case TransformLower:
-		return strings.ToLower(k), nil
-	case TransformTLD:
-		i := strings.LastIndexByte(k, '.')
-		return strings.ToLower(k[i+1:]), nil
-	}
-	return k, nil
+	return transformKey(s.Key.Transform, r.String(s.Key.Column)), nil
 }
 
 // input builds a row's workflow input as JSON.

@@ -41,6 +41,15 @@ func newFlagsGetCmd(cli *cliOpts) *cobra.Command {
 				for _, f := range set.Flags {
 					fmt.Fprintf(w, "%s\t%d\t%v\t%g%%\t%s\n", f.Kind, f.Version, f.Killed, f.DefaultPercent, rulesText(f.KeyRules))
 				}
+				// A rule stored before the server refused keys that can never
+				// match is kept; say so under the table.
+				blank := "\n"
+				for _, f := range set.Flags {
+					if f.Warning != nil {
+						fmt.Fprintf(w, "%swarning: %s: %s\n", blank, f.Kind, *f.Warning)
+						blank = ""
+					}
+				}
 			})
 		},
 	}

@@ -141,6 +141,32 @@ intake:
 	require.EqualError(t, err, "400 Invalid request: --key-rule: rule 2 (fr,net=200): the percent 200 is outside 0-100")
 	_, err = cli("flags", "set", "renew", "--version", "5", "--key-rule", "fr=5", "--key-rule", "fr=10", "--reason", "twice")
 	require.EqualError(t, err, `400 Invalid request: --key-rule: rule 2 (fr=10): key "fr" is in rule 1 too`)
+	// A key the source's transform (tld) would change never matches: it
+	// is refused, naming what to write, by a change and by a dry run.
+	_, err = cli("flags", "set", "renew", "--version", "5", "--key-rule", "fr=5", "--key-rule", "example.COM=10", "--reason", "typo")
+	require.EqualError(t, err, `400 Invalid request: --key-rule: rule 2 (example.COM=10): key "example.COM" never matches: kind renew keys on the last dot-separated label, lower-cased (transform tld); write "com"`)
+	_, err = cli("flags", "set", "renew", "--version", "5", "--key-rule", "FR=5", "--reason", "typo", "--dry-run")
+	require.EqualError(t, err, `400 Invalid request: --key-rule: rule 1 (FR=5): key "FR" never matches: kind renew keys on the last dot-separated label, lower-cased (transform tld); write "fr"`)
+	// One stored before the check is listed with a warning, and kept.
+	setRules := func(rules string) {
+		_, err := db.Exec(`UPDATE `+pq.QuoteIdentifier(schema)+`.flags SET key_rules = $1 WHERE kind = 'renew'`, rules)
+		require.NoError(t, err)
+		_, err = db.Exec(`SELECT pg_notify($1, 'renew')`, schema+"_flags")
+		require.NoError(t, err)
+	}
+	setRules(`[{"keys": ["FR"], "percent": 50}]`)
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		out, err = cli("flags", "get")
+		return err == nil && strings.Contains(out, "FR=50%")
+	}, "graft flags get did not show the stored rule: %s", out)
+	require.Regexp(t, `(?m)^renew\s+5\s+false\s+5%\s+FR=50%$`, out)
+	require.Contains(t, out, "\nwarning: renew: rule 1 (FR=50): key \"FR\" never matches: kind renew keys on the last dot-separated label, lower-cased (transform tld); write \"fr\"\n")
+	setRules(`[{"keys": ["fr"], "percent": 50}]`)
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		out, err = cli("flags", "get")
+		return err == nil && strings.Contains(out, "fr=50%")
+	}, "graft flags get did not show the restored rule: %s", out)
+	require.NotContains(t, out, "warning")
 	out, err = cli("flags", "get")
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^renew\s+5\s+false\s+5%\s+fr=50%$`, out)

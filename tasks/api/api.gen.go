@@ -493,6 +493,9 @@ type Flag struct {
 	Killed         bool      `json:"killed"`
 	Kind           string    `json:"kind"`
 	Version        int64     `json:"version"`
+
+	// Warning Set when a key rule can never match, because a source declaring the kind transforms its keys (lower-cases them, or keeps a domain's last label) and the rule names a key the transform would change. A change of the key rules refuses such a key; a rule stored before that check (or before the source's transform changed) is kept as it is, and named here.
+	Warning *string `json:"warning,omitempty"`
 }
 
 // FlagAuditEntry defines model for FlagAuditEntry.

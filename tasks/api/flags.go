@@ -36,9 +36,17 @@ func (s *Server) GetFlags(ctx context.Context, _ GetFlagsRequestObject) (GetFlag
 	if err != nil {
 		return nil, err
 	}
+	problems, err := fs.KeyRuleProblems(ctx, snap)
+	if err != nil {
+		return nil, err
+	}
 	out := GetFlags200JSONResponse{Version: snap.Version, Killed: snap.Killed, Flags: []Flag{}}
 	for _, f := range snap.Flags {
-		out.Flags = append(out.Flags, flagOf(f))
+		fl := flagOf(f)
+		if p := flagValueProblem(problems[f.Kind]); p != nil {
+			fl.Warning = &p.detail
+		}
+		out.Flags = append(out.Flags, fl)
 	}
 	return out, nil
 }
@@ -119,6 +127,9 @@ func flagError(err error) error {
 	case errors.Is(err, tasks.ErrUnknownKind):
 		return badRequest("kind", "%v", err)
 	}
+	if p := flagValueProblem(err); p != nil {
+		return p
+	}
 	return err
 }
 
@@ -138,14 +149,23 @@ func proposedFlag(kind string, killed *bool, defaultPercent *float64, rules *[]K
 		}
 	}
 	if err := nf.Validate(); err != nil {
-		var ve *tasks.FlagValueError
-		switch {
-		case errors.As(err, &ve) && ve.Field == "DefaultPercent":
-			return nf, badRequest("default_percent", "%s", ve.Problem)
-		case errors.As(err, &ve):
-			return nf, badRequest("key_rules", "rule %d (%s): %s", ve.Rule+1, ve.Value, ve.Problem)
+		if p := flagValueProblem(err); p != nil {
+			return nf, p
 		}
 		return nf, badRequest("", "%v", err)
 	}
 	return nf, nil
+}
+
+// flagValueProblem names a value the flags refuse (a *tasks.FlagValueError)
+// by the API's field, or is nil for another error.
+func flagValueProblem(err error) *problemError {
+	var ve *tasks.FlagValueError
+	switch {
+	case errors.As(err, &ve) && ve.Field == "DefaultPercent":
+		return badRequest("default_percent", "%s", ve.Problem)
+	case errors.As(err, &ve):
+		return badRequest("key_rules", "rule %d (%s): %s", ve.Rule+1, ve.Value, ve.Problem)
+	}
+	return nil
 }

@@ -73,3 +73,40 @@ func TestFlags(t *testing.T) {
 }
 
 func jsonInt(v int64) string { b, _ := json.Marshal(v); return string(b) }
+
+// TestFlagKeyRuleTheTransformChanges: a key rule naming a key the kind's
+// key transform would change (its source lower-cases keys; "EU" never
+// matches) is a 400 naming key_rules, the key, the kind, the transform and
+// what to write; it changes nothing. A rule stored before the check is
+// shown with a warning.
+func TestFlagKeyRuleTheTransformChanges(t *testing.T) {
+	e := testenv.Engine(t, nil)
+	ctx := context.Background()
+	require.NoError(t, tasks.Migrate(ctx, e.DB(), e.Schema()))
+	_, err := e.DB().Exec(`INSERT INTO ` + e.Schema() + `.intake_kinds (source, kind, workflow, key_transform) VALUES ('legacy', 'order', 'order', 'lower')`)
+	require.NoError(t, err)
+	fl, err := tasks.NewFlags(tasks.FlagsConfig{DB: e.DB(), DatabaseURL: testenv.DatabaseURL(), Schema: e.Schema()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = fl.Close() })
+	ev := newEnvOn(t, e, api.Config{Flags: fl})
+
+	code, body := ev.do(t, "admin", "PUT", "/v1/flags/order", `{"version":0,"key_rules":[{"keys":["EU"],"percent":50}],"reason":"europe"}`)
+	require.Equal(t, 400, code, body)
+	require.Contains(t, body, `"field":"key_rules"`)
+	require.Contains(t, body, `rule 1 (EU=50): key \"EU\" never matches: kind order lower-cases its keys (transform lower); write \"eu\"`)
+	var n int
+	require.NoError(t, e.DB().Get(&n, `SELECT count(*) FROM `+e.Schema()+`.flags`))
+	require.Zero(t, n)
+
+	code, body = ev.do(t, "admin", "PUT", "/v1/flags/order", `{"version":0,"key_rules":[{"keys":["eu"],"percent":50}],"reason":"europe"}`)
+	require.Equal(t, 200, code, body)
+	_, err = e.DB().Exec(`UPDATE ` + e.Schema() + `.flags SET key_rules = '[{"keys": ["EU"], "percent": 50}]'`)
+	require.NoError(t, err)
+	code, body = ev.do(t, "viewer", "GET", "/v1/flags", "")
+	require.Equal(t, 200, code, body)
+	var set api.FlagSet
+	require.NoError(t, json.Unmarshal([]byte(body), &set))
+	require.Len(t, set.Flags, 1)
+	require.NotNil(t, set.Flags[0].Warning)
+	require.Contains(t, *set.Flags[0].Warning, `key "EU" never matches`)
+}

@@ -36,7 +36,7 @@ func (s *Server) PreviewFlag(ctx context.Context, req PreviewFlagRequestObject) 
 			return nil, &problemError{status: http.StatusUnprocessableEntity, kind: "preview-unavailable", title: "Preview unavailable", detail: err.Error()}
 		}
 		if err != nil {
-			return nil, err
+			return nil, flagError(err)
 		}
 		out.Limit = p.Limit
 		out.Scanned += p.Scanned

@@ -117,6 +117,10 @@ func TestFlagPreviewThroughTheAPI(t *testing.T) {
 	code, res = ev.do(t, "admin", "POST", "/v1/flags/order/preview", `{"default_percent":150}`)
 	require.Equal(t, 400, code, res)
 	require.Contains(t, res, "outside 0-100")
+	code, res = ev.do(t, "admin", "POST", "/v1/flags/order/preview", `{"key_rules":[{"keys":["example.com"],"percent":100}]}`)
+	require.Equal(t, 400, code, res)
+	require.Contains(t, res, `"field":"key_rules"`)
+	require.Contains(t, res, `rule 1 (example.com=100): key \"example.com\" never matches: kind order keys on the last dot-separated label, lower-cased (transform tld); write \"com\"`)
 	code, res = ev.do(t, "admin", "POST", "/v1/flags/nope/preview", `{}`)
 	require.Equal(t, 404, code, res)
 

@@ -640,6 +640,20 @@ func TestFlagsWalk(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 5, snap.Flags["renewal"].DefaultPercent)
 
+	// A key the source's transform (tld) would change never matches: the
+	// preview and the save both say so, naming what to write.
+	run(t, bctx, chromedp.Navigate(s.url+"/ui/flags"), chromedp.WaitVisible(chromedp.CSS("#rules")),
+		chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="key_rules"]`), "info=100; .FR=50"),
+		chromedp.SetValue(chromedp.CSS(`#flag-renewal input[name="reason"]`), "upper case"),
+		chromedp.Submit(chromedp.CSS(`#flag-renewal button`)), chromedp.WaitVisible(chromedp.CSS("#flag-preview-error")))
+	const never = `key ".FR" never matches: kind renewal keys on the last dot-separated label, lower-cased (transform tld); write "fr"`
+	require.Contains(t, text(t, bctx, "#flag-preview-error"), never)
+	run(t, bctx, chromedp.Submit(chromedp.CSS(`#flag-confirm button`)), chromedp.WaitVisible(chromedp.CSS("#flag-error")))
+	require.Contains(t, text(t, bctx, "#flag-error"), "key rules: rule 2 (.FR=50): "+never)
+	unchanged, err = s.flags.Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, snap.Version, unchanged.Version)
+
 	// An operator reads the flags but has no forms.
 	run(t, bctx, chromedp.Submit(chromedp.CSS(`header form.who button`)), chromedp.WaitVisible(chromedp.CSS("#token")))
 	signIn(t, bctx, s.url, s.tokens["oscar"])

@@ -15,7 +15,8 @@ import (
 // flagRow is one kind's flag as the flags page shows it.
 type flagRow struct {
 	*tasks.Flag
-	Rules string // the key rules as "key,key=percent; ..."
+	Rules   string // the key rules as "key,key=percent; ..."
+	Warning string // a key rule that can never match (tasks.Flags.KeyRuleProblems)
 }
 
 // flagsPage shows the kill switches first, then each kind's rules and the
@@ -39,9 +40,19 @@ func (u *UI) renderFlags(w http.ResponseWriter, r *http.Request, status int, dat
 		u.fail(w, r, err)
 		return
 	}
+	problems, err := u.cfg.Flags.KeyRuleProblems(r.Context(), snap)
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
 	var rows []flagRow
 	for _, f := range snap.Flags {
-		rows = append(rows, flagRow{Flag: f, Rules: formatRules(f.KeyRules)})
+		row := flagRow{Flag: f, Rules: formatRules(f.KeyRules)}
+		var ve *tasks.FlagValueError
+		if errors.As(problems[f.Kind], &ve) {
+			row.Warning = ruleProblem(ve)
+		}
+		rows = append(rows, row)
 	}
 	slices.SortFunc(rows, func(a, b flagRow) int { return strings.Compare(a.Kind, b.Kind) })
 	audit, err := u.cfg.Flags.Audit(r.Context(), "", 50)
@@ -110,12 +121,27 @@ func formVersion(r *http.Request) (int64, error) {
 }
 
 // flagError shows the flags page again with err; a stale version is a 409.
+// A refused value is named by the form's field, as the API names it.
 func (u *UI) flagError(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadRequest
 	if errors.Is(err, tasks.ErrVersionConflict) {
 		status = http.StatusConflict
 	}
-	u.renderFlags(w, r, status, map[string]any{"Error": err.Error()})
+	msg := err.Error()
+	var ve *tasks.FlagValueError
+	switch {
+	case errors.As(err, &ve) && ve.Field == "DefaultPercent":
+		msg = "default percent: " + ve.Problem
+	case errors.As(err, &ve):
+		msg = "key rules: " + ruleProblem(ve)
+	}
+	u.renderFlags(w, r, status, map[string]any{"Error": msg})
+}
+
+// ruleProblem says which key rule a refused value is, as the form writes
+// it, and what is wrong with it.
+func ruleProblem(ve *tasks.FlagValueError) string {
+	return fmt.Sprintf("rule %d (%s): %s", ve.Rule+1, ve.Value, ve.Problem)
 }
 
 func (u *UI) globalKillAction(w http.ResponseWriter, r *http.Request) {

@@ -213,6 +213,11 @@ func TestEveryTemplateRenders(t *testing.T) {
 				Result: &api.FlagPreview{Kind: "renewal", Scanned: 10000, Limit: 10000, Estimate: true, Before: api.RouteCounts{Graft: 10, Legacy: 90},
 					After: api.RouteCounts{Graft: 40, Legacy: 60}, ToGraft: 30, ByKey: []api.KeyPreview{{Key: "fr", Rows: 50, AfterGraft: 25}}}}},
 			[]string{`id="flag-preview"`, "an estimate", "moves <b>30</b> rows to graft", "Save this change", `value="info=100; fr=50"`, "Preview change"}},
+		// A rule stored before keys the source's transform would change were
+		// refused is shown with why it never matches.
+		{"flags", "layout", map[string]any{"Admin": true, "Snapshot": &tasks.Snapshot{Version: 7},
+			"Flags": []flagRow{{Flag: &tasks.Flag{Kind: "renewal", Version: 3}, Rules: "FR=50", Warning: `rule 1 (FR=50): key "FR" never matches`}}},
+			[]string{`<p class="error rules-warning">Never matches: rule 1 (FR=50): key &#34;FR&#34; never matches</p>`}},
 		{"flags", "layout", map[string]any{"Admin": true, "Snapshot": &tasks.Snapshot{Version: 7},
 			"Preview": flagPreview{Kind: "renewal", DefaultPercent: "10", Error: "no intake source"}},
 			[]string{"No preview: no intake source", "Save this change"}},
