@@ -18,7 +18,12 @@
 //     pure function that decides; the SQL function route_decision in graft's
 //     schema decides the same. Every change is versioned (a change made
 //     against a stale version fails with a *VersionConflictError) and
-//     audited, and is announced with NOTIFY.
+//     audited, and is announced with NOTIFY. A key rule's keys are keys as
+//     the source's transform derives them: NewIntake records the transform
+//     with its kinds, and Flags.Set (and Intake.PreviewFlag) refuse a key
+//     the transform would change, which could never match
+//     (Flag.ValidateKeys); rules stored before are kept and named by
+//     Flags.KeyRuleProblems.
 //   - Intake claims pending rows in batches: in one transaction it reads the
 //     flags, locks rows the flags route to graft (FOR UPDATE SKIP LOCKED),
 //     marks them taken, starts their workflows with
