@@ -1067,16 +1067,12 @@ func (c *Client) resetOpen(ctx context.Context, tx *sqlx.Tx, workflowID, newID s
 // committer); they are locked in run ID order (see Lock order in
 // store.go). The old run is superseded, and the queue's workers are
 // notified on channel $5. It yields CTE "made" (a row when it made the run).
-//
-// The new run counts one event more than the old one (event_seq): the
-// signals it is handed arrive without a delivery, and a claim reads the
-// signals of a run only once it counted an event (see store.claimSQL).
 func (c *Client) resetCopySQL() string {
 	s := c.e.store
 	return `nr AS (INSERT INTO ` + s.runs + ` (run_id, workflow_id, workflow_type, queue, status, input, headers, wake_at,
-			parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reset_reason, event_seq)
+			parent_run_id, parent_seq, parent_close_policy, previous_run_id, start_reason, reset_reason)
 		SELECT ok.new_run_id, r.workflow_id, r.workflow_type, r.queue, 'pending', r.input, r.headers, $3, r.parent_run_id, r.parent_seq,
-			r.parent_close_policy, r.run_id, 'reset', $4, r.event_seq + 1
+			r.parent_close_policy, r.run_id, 'reset', $4
 		FROM ` + s.runs + ` r JOIN ok ON r.run_id = ok.run_id RETURNING queue),
 	sup AS (UPDATE ` + s.runs + ` x SET superseded = true FROM ok WHERE x.run_id = ok.run_id),
 	st AS (INSERT INTO ` + s.steps + ` (` + stepColumns + `, attempt_log)

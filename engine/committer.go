@@ -785,7 +785,7 @@ func (c *committer) execCtx(ctx context.Context, p *paramBuf, batch []*writeOp) 
 					errs[i] = ErrAlreadyStarted
 				}
 			} else if sg := nr.signal; sg != nil {
-				if err := s.insertStartSignal(ctx, tx, nr.row.RunID, sg.name, sg.payload, sg.headers); err != nil {
+				if err := s.insertSignal(ctx, tx, nr.row.RunID, sg.name, sg.payload, sg.headers); err != nil {
 					return nil, fmt.Errorf("insert start signal: %w", err)
 				}
 			}

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -325,6 +326,38 @@ func TestUncountedSignalsCountedByMigration(t *testing.T) {
 	out, err := run.Result(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "world", out)
+}
+
+// An older build running beside this one (a rolling deploy) hands a run
+// signals without counting an event: a signal-with-start's insert, a
+// continue-as-new's or a reset's move. A claim of this build reads a run's
+// signals only once it counted one, so the table counts it itself.
+func TestSignalsAnOlderBuildHandsAreRead(t *testing.T) {
+	t.Parallel()
+	wf := receiveHelloOnce("sig.olderbuild")
+	e, c := ftEnv(t, nil, wf)
+	ctx := testenv.Ctx(t, 20*time.Second)
+	db, schema := testenv.DB(t), `"`+e.Schema()+`"`
+	exec := func(q string, args ...any) {
+		t.Helper()
+		_, err := db.ExecContext(ctx, strings.ReplaceAll(q, "{s}", schema), args...)
+		require.NoError(t, err)
+	}
+	later := func(id string) *engine.Run[string] {
+		run, err := wf.Start(ctx, c, struct{}{}, &engine.StartOptions{ID: id, Delay: time.Hour})
+		require.NoError(t, err)
+		return run
+	}
+	inserted, donor, moved := later("inserted"), later("donor"), later("moved")
+	exec(`INSERT INTO {s}.signals (run_id, name, payload) VALUES ($1, 'hello', '"world"')`, inserted.RunID)
+	exec(`INSERT INTO {s}.signals (run_id, name, payload) VALUES ($1, 'hello', '"world"')`, donor.RunID)
+	exec(`UPDATE {s}.signals SET run_id = $1 WHERE run_id = $2`, moved.RunID, donor.RunID)
+	exec(`UPDATE {s}.runs SET wake_at = now() WHERE workflow_id IN ('inserted', 'moved')`)
+	for _, run := range []*engine.Run[string]{inserted, moved} {
+		out, err := run.Result(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "world", out, run.WorkflowID)
+	}
 }
 
 // SignalWithStart on a closed workflow whose ID may not be reused reports

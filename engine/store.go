@@ -822,21 +822,9 @@ func (s *store) loadHeartbeat(ctx context.Context, runID string, seq int) ([]byt
 	return b, err
 }
 
-// insertSignal buffers a signal for a run whose event_seq the caller
-// counted it in (deliverSignal).
+// insertSignal buffers a signal for a run.
 func (s *store) insertSignal(ctx context.Context, tx dbtx, runID, name string, payload, headers []byte) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO `+s.signals+` (run_id, name, payload, headers) VALUES ($1, $2, $3, $4)`,
-		runID, name, payload, nullJSON(headers))
-	return err
-}
-
-// insertStartSignal buffers the signal of a signal-with-start for the run
-// the transaction inserted, and counts it as the run's first event: a
-// claim reads the signals of a run only once it counted an event (see
-// claimSQL).
-func (s *store) insertStartSignal(ctx context.Context, tx dbtx, runID, name string, payload, headers []byte) error {
-	_, err := tx.ExecContext(ctx, `WITH g AS (INSERT INTO `+s.signals+` (run_id, name, payload, headers) VALUES ($1, $2, $3, $4))
-		UPDATE `+s.runs+` SET event_seq = event_seq + 1 WHERE run_id = $1`,
 		runID, name, payload, nullJSON(headers))
 	return err
 }
@@ -858,16 +846,12 @@ func continuedArgs(ops []*writeOp) []any {
 }
 
 // moveUnreadSignals gives the signals of each op's run that no step of it
-// consumed to the new run it continues as, keeping their order. A new run
-// handed signals counts that as an event (event_seq): a claim reads the
-// signals of a run only once it counted one (see claimSQL).
+// consumed to the new run it continues as, keeping their order.
 func (s *store) moveUnreadSignals(ctx context.Context, tx dbtx, ops []*writeOp) error {
-	_, err := tx.ExecContext(ctx, `WITH mv AS (UPDATE `+s.signals+` g SET run_id = v.to_id
-			FROM `+continuedCols.sql(0, "v")+`
-			WHERE g.run_id = v.from_id
-			  AND NOT EXISTS (SELECT 1 FROM `+s.steps+` st WHERE st.run_id = v.from_id AND st.signal_id = g.id)
-			RETURNING g.run_id)
-		UPDATE `+s.runs+` n SET event_seq = n.event_seq + 1 WHERE n.run_id IN (SELECT run_id FROM mv)`,
+	_, err := tx.ExecContext(ctx, `UPDATE `+s.signals+` g SET run_id = v.to_id
+		FROM `+continuedCols.sql(0, "v")+`
+		WHERE g.run_id = v.from_id
+		  AND NOT EXISTS (SELECT 1 FROM `+s.steps+` st WHERE st.run_id = v.from_id AND st.signal_id = g.id)`,
 		continuedArgs(ops)...)
 	return err
 }
@@ -1270,15 +1254,16 @@ type claimedSignal struct {
 // whose wake-up arrived while it claimed (Worker.claiming).
 //
 // A run that never counted an event (event_seq 0 in the row the update
-// returns, its latest version) holds no signal and raced with none: every
-// way a run is given signals counts an event in the transaction that gives
-// them (a delivery, a signal-with-start, a continue-as-new, a reset;
-// migration 015 counted those earlier builds left at 0), and the count
-// only grows, so the snapshot's count is 0 too. Its claim skips both
-// subplans (a CASE runs a subplan only for the rows whose branch is
-// taken): most claimed runs are new ones, and bench -n 50000 -c 512 -stats
-// claims cost 1.30-1.40 ms of backend CPU a call against 1.47-1.76
-// (-workers 4), 1.05-1.21 against 1.30-1.42 (-workers 1).
+// returns, its latest version) holds no signal and raced with none: a
+// delivery counts an event in the transaction that writes the signal, and
+// the signals table's trigger (migration 015) counts one for a run any
+// other writer hands signals to (a signal-with-start, a continue-as-new, a
+// reset, an older build's), and the count only grows, so the snapshot's
+// count is 0 too. Its claim skips both subplans (a CASE runs a subplan
+// only for the rows whose branch is taken): most claimed runs are new
+// ones, and bench -n 50000 -c 512 -stats claims cost 1.30-1.40 ms of
+// backend CPU a call against 1.47-1.76 (-workers 4), 1.05-1.21 against
+// 1.30-1.42 (-workers 1).
 func (s *store) claimSQL(due, set string) string {
 	return `WITH due AS (` + due + `), c AS (
 		UPDATE ` + s.runs + ` r SET lease_owner = $1, claimed_until = now() + $6::interval,
