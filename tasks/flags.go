@@ -282,8 +282,8 @@ func (fl *Flag) Validate() error {
 // the kind, and with a *FlagValueError when a key rule names a key that the
 // key transform of a source declaring the kind would change, which could
 // never match (Flag.ValidateKeys; rules left as the flag holds them are not
-// checked again, see KeyRuleProblems). The change and its audit entry commit together, and
-// every process hears of it.
+// checked again, see KeyRuleProblems). The change and its audit entry
+// commit together, and every process hears of it.
 func (f *Flags) Set(ctx context.Context, c Change) (*Flag, error) {
 	if err := c.Flag.Validate(); err != nil {
 		return nil, err

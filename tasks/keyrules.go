@@ -106,10 +106,11 @@ func checkKeys(nf Flag, old *Flag, transforms []string) error {
 }
 
 // KeyRuleProblems names, by kind, the flags of snap (read from Snapshot)
-// with a key rule that can never match (ValidateKeys against the transforms recorded for the
-// kind's sources): rules stored before Set refused them, or before a
-// source's transform changed. Set keeps them while a change leaves the
-// rules as they are; the API and the UI show them as a warning.
+// with a key rule that can never match (ValidateKeys against the
+// transforms recorded for the kind's sources): rules stored before Set
+// refused them, or before a source's transform changed. Set keeps them
+// while a change leaves the rules as they are; the API and the UI show
+// them as a warning.
 func (f *Flags) KeyRuleProblems(ctx context.Context, snap *Snapshot) (map[string]error, error) {
 	return keyRuleProblems(ctx, f.db, f.schema, snap)
 }
