@@ -144,9 +144,23 @@ func printPreview(w io.Writer, p *api.BulkPreview) {
 	}
 	fmt.Fprintln(w)
 	if len(p.Sample) > 0 {
-		fmt.Fprintln(w, "\nSAMPLE\tKIND\tSTATUS\tCUSTOMER")
+		// A relaunch's sample says what the relaunch would do to each: the
+		// step it runs again from, and how many steps it reuses and reruns.
+		relaunch := p.Action == api.BulkActionRelaunch
+		head := "\nSAMPLE\tKIND\tSTATUS\tCUSTOMER"
+		if relaunch {
+			head += "\tFROM STEP\tREUSED\tRERUN"
+		}
+		fmt.Fprintln(w, head)
 		for _, s := range p.Sample {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Id, s.Kind, s.Status, str(s.Customer))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s", s.Id, s.Kind, s.Status, str(s.Customer))
+			if r := s.Relaunch; relaunch && r != nil {
+				fmt.Fprintf(w, "\t%s (#%d)\t%d\t%d", r.FromStep, r.FromSeq, r.Reused, r.Rerun)
+			}
+			fmt.Fprintln(w)
+		}
+		if more := p.Count - len(p.Sample); more > 0 {
+			fmt.Fprintf(w, "... and %d more\n", more)
 		}
 	}
 	if p.IneligibleCount > 0 {

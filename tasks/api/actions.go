@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/lib/pq"
+
 	"github.com/graftdev/graft/cancel"
 	"github.com/graftdev/graft/engine"
 )
@@ -201,20 +203,12 @@ func (s *Server) relaunch(ctx context.Context, p Principal, id, fromStep, reason
 	if isOpen(Status(r.Status)) {
 		return nil, conflict("operation %q is %s; relaunch a closed operation (cancel it first)", id, r.Status)
 	}
-	var steps []stepRow
-	if err := s.db.SelectContext(ctx, &steps, `SELECT seq, kind, name, status FROM `+s.schema+`.steps WHERE run_id = $1 ORDER BY seq`, r.RunID); err != nil {
+	byRun, err := s.runSteps(ctx, r.RunID)
+	if err != nil {
 		return nil, fmt.Errorf("api: steps of %s: %w", id, err)
 	}
-	cut := -1
-	for _, st := range steps {
-		if fromStep != "" && st.Name == fromStep {
-			cut = st.Seq
-			break
-		}
-		if fromStep == "" && st.Kind == "activity" && st.Status == "failed" {
-			cut = st.Seq
-		}
-	}
+	steps := byRun[r.RunID]
+	cut := relaunchCut(steps, fromStep)
 	if cut < 0 {
 		if fromStep != "" {
 			return nil, badRequest("from_step", "the operation's latest run has no step named %q%s", fromStep, stepNames(steps))
@@ -222,21 +216,8 @@ func (s *Server) relaunch(ctx context.Context, p Principal, id, fromStep, reason
 		return nil, &problemError{status: http.StatusConflict, kind: noFailedStepKind, title: "Conflict", field: "from_step",
 			detail: fmt.Sprintf("operation %q has no failed activity to relaunch before; name the step to relaunch from%s", id, stepNames(steps))}
 	}
-	res := &RelaunchResult{Id: id, DryRun: dryRun, Reused: []StepRef{}, Rerun: []StepRef{}}
-	for _, st := range steps {
-		ref := StepRef{Seq: st.Seq, Kind: st.Kind, Name: st.Name, Status: ptr(st.Status)}
-		if st.Seq < cut {
-			res.Reused = append(res.Reused, ref)
-		} else {
-			// The engine's reset gives the new run every signal of the old
-			// one; a received one past the cut is received again, with its
-			// payload, rather than waited for.
-			if st.Kind == "signal" && st.Status == "completed" {
-				ref.Redelivered = ptr(true)
-			}
-			res.Rerun = append(res.Rerun, ref)
-		}
-	}
+	res := &RelaunchResult{Id: id, DryRun: dryRun}
+	res.Reused, res.Rerun = relaunchSteps(steps, cut)
 	if dryRun {
 		return res, nil
 	}
@@ -290,10 +271,74 @@ func (s *Server) signal(ctx context.Context, p Principal, id, name string, paylo
 
 // stepRow is one step of a run, as a relaunch reads it.
 type stepRow struct {
+	RunID  string `db:"run_id"`
 	Seq    int    `db:"seq"`
 	Kind   string `db:"kind"`
 	Name   string `db:"name"`
 	Status string `db:"status"`
+}
+
+// runSteps reads the steps of the given runs, each run's in seq order.
+func (s *Server) runSteps(ctx context.Context, runIDs ...string) (map[string][]stepRow, error) {
+	var rows []stepRow
+	if err := s.db.SelectContext(ctx, &rows, `SELECT run_id, seq, kind, name, status FROM `+s.schema+`.steps
+		WHERE run_id = ANY($1::text[]) ORDER BY run_id, seq`, pq.Array(runIDs)); err != nil {
+		return nil, err
+	}
+	out := make(map[string][]stepRow, len(runIDs))
+	for _, r := range rows {
+		out[r.RunID] = append(out[r.RunID], r)
+	}
+	return out, nil
+}
+
+// relaunchCut is the step a relaunch of a run with these steps (in seq
+// order) runs again from, as the engine's reset finds it (ResetOptions'
+// BeforeStep, BeforeLastFailedActivity): the first step named fromStep,
+// or without one the last failed activity; -1 when there is none. The
+// bulk selection asks the same of every operation it matches, in SQL
+// (ineligibleExpr), and its preview this of the ones it shows.
+func relaunchCut(steps []stepRow, fromStep string) int {
+	cut := -1
+	for _, st := range steps {
+		if fromStep != "" && st.Name == fromStep {
+			return st.Seq
+		}
+		if fromStep == "" && st.Kind == "activity" && st.Status == "failed" {
+			cut = st.Seq
+		}
+	}
+	return cut
+}
+
+// relaunchSteps splits steps at cut (relaunchCut) into those a relaunch
+// reuses the record of and those it runs again.
+func relaunchSteps(steps []stepRow, cut int) (reused, rerun []StepRef) {
+	reused, rerun = []StepRef{}, []StepRef{}
+	for _, st := range steps {
+		ref := StepRef{Seq: st.Seq, Kind: st.Kind, Name: st.Name, Status: ptr(st.Status)}
+		if st.Seq < cut {
+			reused = append(reused, ref)
+			continue
+		}
+		// The engine's reset gives the new run every signal of the old
+		// one; a received one past the cut is received again, with its
+		// payload, rather than waited for.
+		if st.Kind == "signal" && st.Status == "completed" {
+			ref.Redelivered = ptr(true)
+		}
+		rerun = append(rerun, ref)
+	}
+	return reused, rerun
+}
+
+// noRelaunchPoint is why a bulk relaunch skips an operation whose latest
+// run has no step to run again from (relaunchCut is -1).
+func noRelaunchPoint(fromStep string) string {
+	if fromStep != "" {
+		return fmt.Sprintf("no step named %q", fromStep)
+	}
+	return "no failed activity to relaunch before"
 }
 
 // stepNames lists a run's step names, each once, for an error that asks

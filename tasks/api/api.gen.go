@@ -282,6 +282,9 @@ type BulkItemRef struct {
 	Id       string  `json:"id"`
 	Kind     string  `json:"kind"`
 
+	// Relaunch What a relaunch would do to one operation of a relaunch preview's sample, as the operation's own relaunch dry run says it (other actions' previews leave it out).
+	Relaunch *BulkRelaunchPlan `json:"relaunch,omitempty"`
+
 	// Status The engine status of the operation's latest run.
 	Status Status `json:"status"`
 }
@@ -340,8 +343,23 @@ type BulkPreview struct {
 	// Matched Operations the filter matches, exclusions aside.
 	Matched int `json:"matched"`
 
-	// Sample The first of them (at most 20).
+	// Sample The first of them (at most 20). In a relaunch preview each says what the relaunch would do to it (relaunch); those are the only operations whose steps the dry run reads one by one: every matched operation is checked for the relaunch's point (the from_step, or a failed activity) as the job checks it.
 	Sample []BulkItemRef `json:"sample"`
+}
+
+// BulkRelaunchPlan What a relaunch would do to one operation of a relaunch preview's sample, as the operation's own relaunch dry run says it (other actions' previews leave it out).
+type BulkRelaunchPlan struct {
+	// FromSeq That step's number in the operation's latest run.
+	FromSeq int `json:"from_seq"`
+
+	// FromStep The step it would run again from: the first of from_step's name, else its last failed activity.
+	FromStep string `json:"from_step"`
+
+	// Rerun Steps from it on, which run again (a signal received among them is received again, with its payload).
+	Rerun int `json:"rerun"`
+
+	// Reused Steps before it, whose record the new run reuses.
+	Reused int `json:"reused"`
 }
 
 // BulkReport defines model for BulkReport.

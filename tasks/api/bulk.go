@@ -142,7 +142,11 @@ func (s *Server) CreateBulkJob(ctx context.Context, req CreateBulkJobRequestObje
 		if err != nil {
 			return nil, err
 		}
-		return CreateBulkJob200JSONResponse(*sel.preview(spec.Action)), nil
+		pv, err := s.preview(ctx, sel, spec)
+		if err != nil {
+			return nil, err
+		}
+		return CreateBulkJob200JSONResponse(*pv), nil
 	}
 	j, err := s.startJob(ctx, p, spec, "")
 	if err != nil {

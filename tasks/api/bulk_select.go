@@ -150,16 +150,16 @@ func (s *Server) ineligibleExpr(spec *bulkSpec, q *query) string {
 	const open = `r.status IN ('pending','running','waiting')`
 	switch spec.Action {
 	case BulkActionRelaunch:
-		point := `NOT EXISTS (SELECT 1 FROM ` + s.schema + `.steps st WHERE st.run_id = r.run_id AND st.kind = 'activity' AND st.status = 'failed')
-			THEN 'no failed activity to relaunch before'`
+		// relaunchCut's question, asked of every operation matched: is
+		// there a step to run again from?
+		point := `st.kind = 'activity' AND st.status = 'failed'`
 		if spec.FromStep != "" {
-			name := q.arg(spec.FromStep)
-			point = `NOT EXISTS (SELECT 1 FROM ` + s.schema + `.steps st WHERE st.run_id = r.run_id AND st.name = ` + name + `)
-			THEN 'no step named "' || ` + name + `::text || '"'`
+			point = `st.name = ` + q.arg(spec.FromStep)
 		}
 		return `CASE WHEN ` + open + ` THEN 'open (' || r.status || '): relaunch a closed operation, cancel it first'
 			WHEN r.status = 'completed' THEN 'completed'
-			WHEN ` + point + ` END`
+			WHEN NOT EXISTS (SELECT 1 FROM ` + s.schema + `.steps st WHERE st.run_id = r.run_id AND ` + point + `)
+			THEN ` + q.arg(noRelaunchPoint(spec.FromStep)) + `::text END`
 	default:
 		return `CASE WHEN NOT ` + open + ` THEN 'already ' || r.status END`
 	}
@@ -239,14 +239,29 @@ func (s *Server) signalIneligible(ctx context.Context, kind string, sig *BulkSig
 	return why
 }
 
-// preview is the dry run's answer for a selection.
-func (sel *bulkSelection) preview(a BulkAction) *BulkPreview {
-	pv := &BulkPreview{Action: a, Matched: len(sel.items), Count: sel.eligible, Excluded: sel.excluded,
+// preview is the dry run's answer for a selection. A relaunch's says of
+// each sampled operation what its relaunch would do (relaunchPlans).
+func (s *Server) preview(ctx context.Context, sel *bulkSelection, spec *bulkSpec) (*BulkPreview, error) {
+	var plans map[string]*BulkRelaunchPlan
+	if spec.Action == BulkActionRelaunch {
+		var err error
+		if plans, err = s.relaunchPlans(ctx, sel, spec.FromStep); err != nil {
+			return nil, err
+		}
+	}
+	pv := &BulkPreview{Action: spec.Action, Matched: len(sel.items), Count: sel.eligible, Excluded: sel.excluded,
 		Sample: []BulkItemRef{}, Ineligible: []BulkIneligible{}}
 	for _, it := range sel.items {
+		plan, planned := plans[it.RunID]
+		if it.Why == "" && planned && plan == nil {
+			// relaunchCut found no step to run again from: the job's reset
+			// would fail, so it is not counted.
+			it.Why = noRelaunchPoint(spec.FromStep)
+			pv.Count--
+		}
 		if it.Why == "" {
-			if len(pv.Sample) < bulkSampleSize {
-				pv.Sample = append(pv.Sample, BulkItemRef{Id: it.ID, Kind: it.Kind, Status: Status(it.Status), Customer: it.Customer})
+			if len(pv.Sample) < bulkSampleSize && (plans == nil || planned) {
+				pv.Sample = append(pv.Sample, BulkItemRef{Id: it.ID, Kind: it.Kind, Status: Status(it.Status), Customer: it.Customer, Relaunch: plan})
 			}
 			continue
 		}
@@ -261,5 +276,38 @@ func (sel *bulkSelection) preview(a BulkAction) *BulkPreview {
 			pv.Ineligible = append(pv.Ineligible, BulkIneligible{Id: id, Why: "not found"})
 		}
 	}
-	return pv
+	return pv, nil
+}
+
+// relaunchPlans says what a relaunch from fromStep would do to the
+// operations of sel a preview samples (the first bulkSampleSize eligible
+// ones), by their run: as the operation's own relaunch dry run finds it
+// (relaunchCut, relaunchSteps), nil when it finds no step to run again
+// from. Only their steps are read, in one statement: however large the
+// selection (a filter may match every operation), a dry run reads at most
+// bulkSampleSize histories; the others were checked for a step to run
+// again from by the selection (ineligibleExpr).
+func (s *Server) relaunchPlans(ctx context.Context, sel *bulkSelection, fromStep string) (map[string]*BulkRelaunchPlan, error) {
+	var runs []string
+	for _, it := range sel.items {
+		if it.Why == "" && len(runs) < bulkSampleSize {
+			runs = append(runs, it.RunID)
+		}
+	}
+	plans := make(map[string]*BulkRelaunchPlan, len(runs))
+	if len(runs) == 0 {
+		return plans, nil
+	}
+	steps, err := s.runSteps(ctx, runs...)
+	if err != nil {
+		return nil, fmt.Errorf("api: bulk preview steps: %w", err)
+	}
+	for _, run := range runs {
+		plans[run] = nil
+		if cut := relaunchCut(steps[run], fromStep); cut >= 0 {
+			reused, rerun := relaunchSteps(steps[run], cut)
+			plans[run] = &BulkRelaunchPlan{FromStep: rerun[0].Name, FromSeq: cut, Reused: len(reused), Rerun: len(rerun)}
+		}
+	}
+	return plans, nil
 }

@@ -40,6 +40,16 @@ func (ev *env) job(t *testing.T, role, id string) api.BulkJob {
 	return j
 }
 
+// report reads job id's report, as JSON.
+func (ev *env) report(t *testing.T, id string) api.BulkReport {
+	t.Helper()
+	code, body := ev.do(t, "viewer", "GET", "/v1/bulk/"+id+"/report", "")
+	require.Equal(t, 200, code, body)
+	var rep api.BulkReport
+	require.NoError(t, json.Unmarshal([]byte(body), &rep))
+	return rep
+}
+
 // waitJob waits until job id is in state.
 func (ev *env) waitJob(t *testing.T, id string, state api.BulkState) api.BulkJob {
 	t.Helper()
@@ -115,6 +125,9 @@ func TestBulkRelaunchEndToEnd(t *testing.T) {
 	require.Equal(t, 1, pv.Excluded)
 	require.Len(t, pv.Sample, 20)
 	require.Equal(t, failed[0], pv.Sample[0].Id, "oldest first")
+	for _, it := range pv.Sample {
+		require.Equal(t, &api.BulkRelaunchPlan{FromStep: "charge", FromSeq: it.Relaunch.FromSeq, Reused: 1, Rerun: 1}, it.Relaunch, it.Id)
+	}
 	why := map[string]string{}
 	for _, in := range pv.Ineligible {
 		why[in.Id] = in.Why
@@ -627,10 +640,7 @@ func TestBulkJobReportsIDsNotFound(t *testing.T) {
 	j = ev.waitJob(t, j.Id, api.BulkStateCompleted)
 	require.Equal(t, 1, j.Done)
 	require.Equal(t, 1, j.Skipped)
-	code, body := ev.do(t, "viewer", "GET", "/v1/bulk/"+j.Id+"/report", "")
-	require.Equal(t, 200, code, body)
-	var rep api.BulkReport
-	require.NoError(t, json.Unmarshal([]byte(body), &rep))
+	rep := ev.report(t, j.Id)
 	got := map[string]string{}
 	for _, it := range rep.Items {
 		got[it.Id] = it.Outcome
@@ -640,4 +650,89 @@ func TestBulkJobReportsIDsNotFound(t *testing.T) {
 	}
 	require.Equal(t, "skipped not found", got["nope"])
 	require.Equal(t, "done", got["open"])
+}
+
+// TestBulkRelaunchDryRunIsTheJob: a bulk relaunch's dry run, with a
+// from_step some operations lack, lists those as the job then skips them,
+// with the job's why, counts what the job then relaunches, and says of each
+// sampled operation what its own relaunch dry run says: the step it runs
+// again from and how many steps are reused and run again.
+func TestBulkRelaunchDryRunIsTheJob(t *testing.T) {
+	ev := newEnv(t, api.Config{})
+	failed := ev.startFailed(t, "dj", "acme", 3)
+	ev.failCharge.Store(false)
+	var cancelled []string // closed before their charge: no step named "charge"
+	for i := range 2 {
+		id := ev.start(t, fmt.Sprintf("dj-cancelled-%d", i), "acme", orderIn{Item: "c", Wait: true})
+		ev.waitFor(t, id, engine.StatusWaiting)
+		code, body := ev.do(t, "operator", "POST", "/v1/operations/"+id+"/cancel", `{"reason":"r"}`)
+		require.Equal(t, 200, code, body)
+		ev.waitFor(t, id, engine.StatusCancelled)
+		cancelled = append(cancelled, id)
+	}
+	ev.start(t, "dj-ok", "acme", orderIn{Item: "ok"})
+	ev.waitFor(t, "dj-ok", engine.StatusCompleted)
+
+	req := map[string]any{"action": "relaunch", "reason": "charge again", "from_step": "charge", "rate": 500, "dry_run": true,
+		"filter": map[string]any{"kind": "order"}}
+	var pv api.BulkPreview
+	ev.bulk(t, "operator", req, 200, &pv)
+	require.Equal(t, 6, pv.Matched)
+	require.Equal(t, 3, pv.Count)
+	require.Equal(t, 3, pv.IneligibleCount)
+	why := map[string]string{}
+	for _, in := range pv.Ineligible {
+		why[in.Id] = in.Why
+	}
+	require.Equal(t, map[string]string{cancelled[0]: `no step named "charge"`, cancelled[1]: `no step named "charge"`, "dj-ok": "completed"}, why)
+	require.Len(t, pv.Sample, 3)
+	for i, it := range pv.Sample {
+		require.Equal(t, failed[i], it.Id)
+		require.NotNil(t, it.Relaunch, "%s: what the relaunch would do", it.Id)
+		code, body := ev.do(t, "operator", "POST", "/v1/operations/"+it.Id+"/relaunch", `{"reason":"r","from_step":"charge","dry_run":true}`)
+		require.Equal(t, 200, code, body)
+		var one api.RelaunchResult
+		require.NoError(t, json.Unmarshal([]byte(body), &one))
+		require.Equal(t, api.BulkRelaunchPlan{FromStep: "charge", FromSeq: one.Rerun[0].Seq, Reused: len(one.Reused), Rerun: len(one.Rerun)},
+			*it.Relaunch, "%s: as its own relaunch dry run", it.Id)
+		require.Equal(t, 1, it.Relaunch.Reused, "reserve")
+		require.Equal(t, 1, it.Relaunch.Rerun, "charge")
+	}
+
+	// Without from_step: from before each failed activity; the cancelled
+	// ones have none.
+	delete(req, "from_step")
+	var pv2 api.BulkPreview
+	ev.bulk(t, "operator", req, 200, &pv2)
+	require.Equal(t, 3, pv2.Count)
+	for _, in := range pv2.Ineligible {
+		if in.Id != "dj-ok" {
+			require.Equal(t, "no failed activity to relaunch before", in.Why, in.Id)
+		}
+	}
+	require.Equal(t, api.BulkRelaunchPlan{FromStep: "charge", FromSeq: pv.Sample[0].Relaunch.FromSeq, Reused: 1, Rerun: 1}, *pv2.Sample[0].Relaunch)
+
+	// The job does what the dry run said.
+	req["from_step"] = "charge"
+	delete(req, "dry_run")
+	var j api.BulkJob
+	ev.bulk(t, "operator", req, 201, &j)
+	j = ev.waitJob(t, j.Id, api.BulkStateCompleted)
+	require.Equal(t, pv.Count, j.Done)
+	require.Equal(t, pv.IneligibleCount, j.Skipped)
+	require.Zero(t, j.Failed)
+	rep := ev.report(t, j.Id)
+	skipped := map[string]string{}
+	for _, it := range rep.Items {
+		if it.Outcome == "skipped" {
+			skipped[it.Id] = *it.Detail
+		}
+	}
+	require.Equal(t, why, skipped)
+
+	// Other actions' previews carry no plan.
+	ev.bulk(t, "operator", map[string]any{"action": "cancel", "reason": "r", "dry_run": true, "filter": map[string]any{"kind": "order"}}, 200, &pv)
+	for _, it := range pv.Sample {
+		require.Nil(t, it.Relaunch)
+	}
 }
