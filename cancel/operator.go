@@ -19,6 +19,24 @@ const (
 	ActionResolve Action = "resolve"
 )
 
+// Enum lists the actions: the payload's JSON Schema (as an API lists it,
+// and as a server that does not register the workflow checks it) allows
+// these and no other.
+func (Action) Enum() []string { return []string{string(ActionRetry), string(ActionResolve)} }
+
+// UnmarshalText refuses an action that is none of the actions, so that a
+// misspelled one is an error where the signal is sent rather than a signal
+// the run ignores. A run that reads one anyway (sent by Client.Signal
+// without a check, or recorded before this refusal) ignores it, as before.
+func (a *Action) UnmarshalText(b []byte) error {
+	switch v := Action(b); v {
+	case ActionRetry, ActionResolve:
+		*a = v
+		return nil
+	}
+	return fmt.Errorf("cancel: got action %q, want one of %q, %q", b, ActionRetry, ActionResolve)
+}
+
 // OperatorAction is the payload of OperatorSignal.
 type OperatorAction struct {
 	Action Action `json:"action"`
@@ -28,6 +46,19 @@ type OperatorAction struct {
 	Step string `json:"step,omitempty"`
 	// Note is recorded with a resolve (who refunded, and how).
 	Note string `json:"note,omitempty"`
+}
+
+// Check says why a run would ignore the action for what it leaves out:
+// no action, or a resolve without the step it resolves. An API that sends
+// an operator's action checks it first, naming where in the payload.
+func (a OperatorAction) Check() error {
+	switch {
+	case a.Action == "":
+		return fmt.Errorf("at /action: missing, want one of %q, %q", ActionRetry, ActionResolve)
+	case a.Action == ActionResolve && a.Step == "":
+		return errors.New("at /step: missing, a resolve names the step (StepReport.Step) it resolves")
+	}
+	return nil
 }
 
 // Retry asks a run that needs an operator to run its failed compensation

@@ -92,6 +92,10 @@ func TestNeedsOperatorResolved(t *testing.T) {
 
 	require.Error(t, cancel.Resolve(ctx, v.c, o.ID, "", "no step"))
 	require.NoError(t, cancel.Resolve(ctx, v.c, o.ID, "s999", "wrong step"))
+	// An unknown action (sent around the API's check, or recorded before
+	// Action refused one) does not decode: the run ignores it, as it
+	// ignored one before, and a replay of its history does the same.
+	require.NoError(t, v.c.Signal(ctx, o.ID, cancel.OperatorSignal, json.RawMessage(`{"action":"retyr","step":"`+failed+`"}`)))
 	require.NoError(t, cancel.Resolve(ctx, v.c, o.ID, failed, "refunded by hand, ticket 42"))
 	_, err := run.Result(ctx)
 	requireCanceled(t, err, "fraud")
@@ -130,4 +134,16 @@ func (v *env) refundID(op string) *int64 {
 	require.NoError(v.t, v.p.db.QueryRowContext(context.Background(), `SELECT id FROM `+v.p.tbl("ledger")+
 		` WHERE op = $1 AND kind = 'refund'`, op).Scan(&id))
 	return &id
+}
+
+// An Action is one of the actions: anything else is refused when decoded,
+// naming the value and the choices, and listed as an enumeration for the
+// payload's JSON Schema.
+func TestActionDecode(t *testing.T) {
+	var a cancel.OperatorAction
+	require.NoError(t, json.Unmarshal([]byte(`{"action":"resolve","step":"s1"}`), &a))
+	require.Equal(t, cancel.ActionResolve, a.Action)
+	err := json.Unmarshal([]byte(`{"action":"retyr"}`), &a)
+	require.EqualError(t, err, `cancel: got action "retyr", want one of "retry", "resolve"`)
+	require.Equal(t, []string{"retry", "resolve"}, cancel.ActionRetry.Enum())
 }

@@ -187,7 +187,7 @@ func TestServerUISendsPublishedSignals(t *testing.T) {
 	// its template, one link away.
 	require.Contains(t, page, `<tr data-signal="confirm" class="selected"><th><code>confirm</code></th>`)
 	require.Contains(t, page, `<code class="shape">{&#34;approved&#34;?: boolean}</code>`)
-	require.Contains(t, page, `<code class="shape">{&#34;action&#34;?: string, &#34;note&#34;?: string, &#34;step&#34;?: string}</code>`)
+	require.Contains(t, page, `<code class="shape">{&#34;action&#34;?: &#34;retry&#34; | &#34;resolve&#34;, &#34;note&#34;?: string, &#34;step&#34;?: string}</code>`)
 	filled := get(c.Get(base + "/ui/operations/op-sig-1?live=0&signal=confirm"))
 	require.Contains(t, filled, `>{&#34;approved&#34;:false}</textarea>`)
 	require.Contains(t, page, "This server does not register the workflow <code>renewal</code>: it offers the signals its workers published (by ")

@@ -227,6 +227,8 @@ intake:
 	require.Regexp(t, `(?m)^Signals:\s+confirm, graft.cancel.operator \(this server does not register renewal; its workers published these: \S+ \(.*\) at \d{4}-\d\d-\d\dT\S+Z\)$`, out)
 	_, err = cli("ops", "signal", "1", "confirm", `{"approved":"yes"}`, "--reason", "phoned")
 	require.ErrorContains(t, err, "payload of signal confirm: at /approved: got string, want boolean")
+	_, err = cli("ops", "signal", "1", "graft.cancel.operator", `{"action":"retyr"}`, "--reason", "phoned")
+	require.ErrorContains(t, err, `payload of signal graft.cancel.operator: at /action: got "retyr", want one of "retry", "resolve"`)
 	_, err = cli("ops", "signal", "1", "renew", `{}`, "--reason", "phoned")
 	require.ErrorContains(t, err, `the kind "renewal" declares no signal "renew" (its workers published declared: confirm; and every kind takes graft.cancel.operator)`)
 	out, err = cli("ops", "signal", "1", "confirm", `{"approved":true}`, "--reason", "phoned")

@@ -18,6 +18,12 @@
 // numbers, an array longer than a Go array's length (the rest dropped). A
 // type with its own UnmarshalJSON is described as any JSON value ({}), one
 // with UnmarshalText as a string.
+//
+// A type whose JSON is one of a few strings says so by listing them (Enum):
+// it is described as {"type": "string", "enum": [...]}, whatever else it
+// implements, so a payload with another value is refused where the schema
+// is checked. The type should refuse another value when decoded too
+// (UnmarshalText), for the processes that decode into it.
 package typeschema
 
 import (
@@ -28,6 +34,16 @@ import (
 	"strings"
 	"time"
 )
+
+// Enum is a type whose JSON is a string among those Enum returns, as
+//
+//	func (Action) Enum() []string { return []string{"retry", "resolve"} }
+//
+// Enum is called on the type's zero value (or a pointer to it, when the
+// method has a pointer receiver) and returns the same values every time.
+type Enum interface {
+	Enum() []string
+}
 
 // Of describes the JSON of a value of t, nil for a nil type. The top level
 // takes null exactly when Carries(t) is "".
@@ -49,6 +65,9 @@ func Of(t reflect.Type) map[string]any {
 func Carries(t reflect.Type) string {
 	if t == nil {
 		return ""
+	}
+	if enumOf(t) != nil {
+		return "a JSON string"
 	}
 	switch t.Kind() {
 	case reflect.Pointer, reflect.Interface:
@@ -74,7 +93,33 @@ func Carries(t reflect.Type) string {
 var (
 	unmarshalerType     = reflect.TypeFor[json.Unmarshaler]()
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+	enumType            = reflect.TypeFor[Enum]()
 )
+
+// enumOf is the values t lists (Enum), nil when it lists none.
+func enumOf(t reflect.Type) []any {
+	var e Enum
+	switch {
+	case t.Kind() == reflect.Pointer || t.Kind() == reflect.Interface:
+		return nil
+	case t.Implements(enumType):
+		e, _ = reflect.Zero(t).Interface().(Enum)
+	case reflect.PointerTo(t).Implements(enumType):
+		e, _ = reflect.New(t).Interface().(Enum)
+	}
+	if e == nil {
+		return nil
+	}
+	values := e.Enum()
+	if len(values) == 0 {
+		return nil
+	}
+	out := make([]any, len(values))
+	for i, v := range values {
+		out[i] = v
+	}
+	return out
+}
 
 // nullable makes s take null as well.
 func nullable(s map[string]any) map[string]any {
@@ -82,6 +127,9 @@ func nullable(s map[string]any) map[string]any {
 	case nil: // any value, null included
 	case string:
 		s["type"] = []any{typ, "null"}
+		if e, ok := s["enum"].([]any); ok {
+			s["enum"] = append(e, nil)
+		}
 	}
 	return s
 }
@@ -95,6 +143,9 @@ func schemaOf(t reflect.Type, depth int) map[string]any {
 	}
 	if depth > 8 {
 		return map[string]any{}
+	}
+	if e := enumOf(t); e != nil {
+		return map[string]any{"type": "string", "enum": e}
 	}
 	switch {
 	case t == reflect.TypeFor[time.Time]():

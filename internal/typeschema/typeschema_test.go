@@ -152,3 +152,39 @@ func TestOf(t *testing.T) {
 	require.Equal(t, "a JSON object", typeschema.Carries(reflect.TypeFor[payload]()))
 	require.Empty(t, typeschema.Carries(reflect.TypeFor[*payload]()))
 }
+
+// level lists its values, so its schema is an enum of them; like
+// cancel.Action it refuses other values when decoded, and as it has
+// UnmarshalText it would otherwise be described as any string.
+type level string
+
+func (level) Enum() []string { return []string{"low", "high"} }
+
+func (l *level) UnmarshalText(b []byte) error {
+	if s := string(b); s != "low" && s != "high" {
+		return errors.New("unknown level")
+	}
+	*l = level(b)
+	return nil
+}
+
+type levelled struct {
+	Level  level  `json:"level"`
+	Backup *level `json:"backup,omitempty"`
+}
+
+// A type that lists its values (typeschema.Enum) is a string among them;
+// the schema and the type's own decode refuse the same payloads.
+func TestEnum(t *testing.T) {
+	require.Equal(t, map[string]any{"type": "string", "enum": []any{"low", "high"}}, typeschema.Of(reflect.TypeFor[level]()))
+	props := typeschema.Of(reflect.TypeFor[levelled]())["properties"].(map[string]any)
+	require.Equal(t, map[string]any{"type": "string", "enum": []any{"low", "high"}}, props["level"])
+	require.Equal(t, map[string]any{"type": []any{"string", "null"}, "enum": []any{"low", "high", nil}}, props["backup"])
+	for _, p := range []string{`{"level":"low"}`, `{"level":"hgh"}`, `{"level":1}`, `{"level":"high","backup":null}`, `{"level":"high","backup":"low"}`, `{"level":"high","backup":"x"}`} {
+		v, err := jsonschema.UnmarshalJSON(strings.NewReader(p))
+		require.NoError(t, err)
+		schemaErr := compile(t, reflect.TypeFor[levelled]()).Validate(v)
+		decodeErr := strict(reflect.TypeFor[levelled](), p)
+		require.Equal(t, decodeErr == nil, schemaErr == nil, "%s: decode: %v; schema: %v", p, decodeErr, schemaErr)
+	}
+}

@@ -118,6 +118,21 @@ func newEnvOn(t *testing.T, e *engine.Engine, cfg api.Config) *env {
 	return ev
 }
 
+// unregistered starts a second process's API over ev's database that
+// registers no workflow (as graft server) and reads the published
+// declarations afresh on every check; it returns that process's engine
+// and a client of the API that sends the operator's token.
+func (ev *env) unregistered(t *testing.T) (*engine.Engine, *api.ClientWithResponses) {
+	t.Helper()
+	e2 := testenv.Engine(t, &engine.Config{Schema: ev.e.Schema()})
+	srv2, err := api.New(api.Config{Engine: e2})
+	require.NoError(t, err)
+	api.SetPublishedTTL(srv2, 0)
+	h2 := httptest.NewServer(srv2.Handler())
+	t.Cleanup(h2.Close)
+	return e2, ev.clientOf(t, h2.URL, "operator")
+}
+
 // client returns a generated client that sends role's token.
 func (ev *env) client(t *testing.T, role string) *api.ClientWithResponses {
 	t.Helper()

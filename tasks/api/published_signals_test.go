@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/graftdev/graft/engine"
-	"github.com/graftdev/graft/internal/testenv"
 	"github.com/graftdev/graft/tasks/api"
 )
 
@@ -32,13 +30,7 @@ func TestPublishedSignals(t *testing.T) {
 	require.Equal(t, api.SignalsRegistered, *op.JSON200.SignalsSource)
 
 	// A second process, sharing the database, that registers no workflow.
-	e2 := testenv.Engine(t, &engine.Config{Schema: ev.e.Schema()})
-	srv2, err := api.New(api.Config{Engine: e2})
-	require.NoError(t, err)
-	api.SetPublishedTTL(srv2, 0)
-	h2 := httptest.NewServer(srv2.Handler())
-	t.Cleanup(h2.Close)
-	c2 := ev.clientOf(t, h2.URL, "operator")
+	e2, c2 := ev.unregistered(t)
 
 	op2, err := c2.GetOperationWithResponse(t.Context(), "w1")
 	require.NoError(t, err)

@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 
@@ -20,7 +23,8 @@ import (
 )
 
 // checkSignal checks a signal's payload against the type kind declares for
-// it (cancel's operator signal for every kind). A missing payload (null)
+// it (cancel's operator signal for every kind, whose action must also be
+// complete: cancel.OperatorAction.Check). A missing payload (null)
 // is refused when the type holds a value that null would leave at its zero
 // value without saying so: an operator who forgets {"ok":true} must not
 // send {"ok":false}. A pointer, an interface or an empty struct takes null.
@@ -33,19 +37,22 @@ import (
 // engine.ErrUnknownSignal or engine.ErrBadInput, and says which.
 func (s *Server) checkSignal(ctx context.Context, kind, name string, payload json.RawMessage) error {
 	if name == cancel.OperatorSignal {
-		d := operatorSignal()
-		if err := d.Check(payload); err != nil {
+		if err := checkDecl(operatorSignal(), payload); err != nil {
 			return err
 		}
-		return nullRefused(name, typeschema.Carries(d.Type()), payload)
+		var act cancel.OperatorAction
+		if json.Unmarshal(payload, &act) != nil { // no payload: refused above when required
+			return nil
+		}
+		if err := act.Check(); err != nil {
+			return &signalError{field: "payload", cause: engine.ErrBadInput, detail: fmt.Sprintf("payload of signal %s: %v", name, err)}
+		}
+		return nil
 	}
 	if decls, registered := s.cfg.Engine.WorkflowSignals(kind); registered {
 		for _, d := range decls {
 			if d.Name == name {
-				if err := d.Check(payload); err != nil {
-					return err
-				}
-				return nullRefused(name, typeschema.Carries(d.Type()), payload)
+				return checkDecl(d, payload)
 			}
 		}
 		names := make([]string, 0, len(decls))
@@ -85,6 +92,60 @@ func (s *Server) checkSignal(ctx context.Context, kind, name string, payload jso
 		return &signalError{field: "payload", cause: engine.ErrBadInput, detail: fmt.Sprintf("payload of signal %s: %s", name, schemaErrors(err))}
 	}
 	return nil
+}
+
+// checkDecl checks payload by decoding it into d's Go type, and refuses
+// null as checkSignal says. A type's own decode (an enumeration's
+// UnmarshalText) cannot say where in the payload it refused; when the
+// type's JSON Schema refuses the payload with a value outside an
+// enumeration, the schema's clauses, which name where, are the error.
+func checkDecl(d engine.SignalDecl, payload json.RawMessage) error {
+	err := d.Check(payload)
+	if err == nil {
+		return nullRefused(d.Name, typeschema.Carries(d.Type()), payload)
+	}
+	if detail := enumRefusal(d.Type(), payload); detail != "" {
+		return &signalError{field: "payload", cause: engine.ErrBadInput, detail: fmt.Sprintf("payload of signal %s: %s", d.Name, detail)}
+	}
+	return err
+}
+
+// typeSchemas holds the compiled JSON Schema of each Go type enumRefusal
+// has checked a payload against (reflect.Type to *jsonschema.Schema).
+var typeSchemas sync.Map
+
+// enumRefusal is where and how payload breaks the JSON Schema of t, when
+// one of its mistakes is a value outside an enumeration; "" otherwise.
+func enumRefusal(t reflect.Type, payload json.RawMessage) string {
+	sch, ok := typeSchemas.Load(t)
+	if !ok {
+		raw, err := json.Marshal(typeschema.Of(t))
+		if err != nil {
+			return ""
+		}
+		c, err := compileSchema(raw)
+		if err != nil {
+			return ""
+		}
+		sch, _ = typeSchemas.LoadOrStore(t, c)
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
+	if err != nil {
+		return ""
+	}
+	err = sch.(*jsonschema.Schema).Validate(v)
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) || !hasEnumError(ve) {
+		return ""
+	}
+	return schemaErrors(err)
+}
+
+func hasEnumError(e *jsonschema.ValidationError) bool {
+	if _, ok := e.ErrorKind.(*kind.Enum); ok {
+		return true
+	}
+	return slices.ContainsFunc(e.Causes, hasEnumError)
 }
 
 // signalError refuses a signal: the request's field at fault and why. It
@@ -145,7 +206,11 @@ func schemaErrors(err error) string {
 	var walk func(e *jsonschema.ValidationError)
 	walk = func(e *jsonschema.ValidationError) {
 		if len(e.Causes) == 0 {
-			out = append(out, fmt.Sprintf("at %s: %s", "/"+strings.Join(e.InstanceLocation, "/"), e.ErrorKind.LocalizedString(schemaPrinter)))
+			msg := e.ErrorKind.LocalizedString(schemaPrinter)
+			if k, ok := e.ErrorKind.(*kind.Enum); ok {
+				msg = "got " + jsonText(k.Got) + ", want one of " + jsonList(k.Want)
+			}
+			out = append(out, fmt.Sprintf("at %s: %s", "/"+strings.Join(e.InstanceLocation, "/"), msg))
 			return
 		}
 		for _, c := range e.Causes {
@@ -154,6 +219,24 @@ func schemaErrors(err error) string {
 	}
 	walk(ve)
 	return strings.Join(out, "; ")
+}
+
+// jsonText is v as JSON ("retyr" quoted).
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+// jsonList is vs as JSON, separated by commas.
+func jsonList(vs []any) string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = jsonText(v)
+	}
+	return strings.Join(out, ", ")
 }
 
 // publishedTTL is how long the server keeps a kind's published

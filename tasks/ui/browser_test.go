@@ -401,7 +401,7 @@ func TestOperatorWalk(t *testing.T) {
 	require.Contains(t, confirmHint, "the customer confirms the renewal")
 	require.Equal(t, `{"approved"?: boolean}`, text(t, bctx, `#signal-hints tr[data-signal="confirm"] .shape`))
 	require.Contains(t, text(t, bctx, `#signal-hints tr[data-signal="graft.cancel.operator"]`), "an operator's decision on a failed compensation")
-	require.Equal(t, `{"action"?: string, "note"?: string, "step"?: string}`, text(t, bctx, `#signal-hints tr[data-signal="graft.cancel.operator"] .shape`))
+	require.Equal(t, `{"action"?: "retry" | "resolve", "note"?: string, "step"?: string}`, text(t, bctx, `#signal-hints tr[data-signal="graft.cancel.operator"] .shape`))
 	shot(t, bctx, "operation-signal-hints")
 	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#signal-form input[name="reason"]`), "customer phoned"),
 		chromedp.Submit(chromedp.CSS(`#signal-form button`)), chromedp.WaitVisible(chromedp.CSS("#action-error")))
@@ -430,7 +430,7 @@ func TestOperatorWalk(t *testing.T) {
 	require.Equal(t, "customer phoned", formValue(t, bctx, "#signal-reason"))
 	shot(t, bctx, "operation-signal-template")
 	run(t, bctx, chromedp.Evaluate[chromedp.Void](`(s => { s.value = "graft.cancel.operator"; s.dispatchEvent(new Event("change", {bubbles: true})); })(document.querySelector("#signal-name"))`))
-	waitFormValue(t, bctx, "#signal-payload", `{"action":"","note":"","step":""}`)
+	waitFormValue(t, bctx, "#signal-payload", `{"action":"retry","note":"","step":""}`)
 	require.Equal(t, "graft.cancel.operator", formValue(t, bctx, "#signal-name"))
 	require.Equal(t, "graft.cancel.operator", value(t, bctx, chromedp.Evaluate[string](`document.querySelector('#signal-hints tr.selected').dataset.signal`)))
 	// A payload the operator typed is kept through a change of the select

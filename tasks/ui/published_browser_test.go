@@ -33,7 +33,7 @@ func TestPublishedSignalHints(t *testing.T) {
 	require.Contains(t, text(t, bctx, "#signal-note"), "it offers the signals its workers published")
 	require.Contains(t, text(t, bctx, `#signal-hints tr[data-signal="confirm"]`), "the customer confirms the renewal")
 	require.Equal(t, `{"approved"?: boolean}`, text(t, bctx, `#signal-hints tr[data-signal="confirm"] .shape`))
-	require.Equal(t, `{"action"?: string, "note"?: string, "step"?: string}`, text(t, bctx, `#signal-hints tr[data-signal="graft.cancel.operator"] .shape`))
+	require.Equal(t, `{"action"?: "retry" | "resolve", "note"?: string, "step"?: string}`, text(t, bctx, `#signal-hints tr[data-signal="graft.cancel.operator"] .shape`))
 
 	run(t, bctx, chromedp.SetValue(chromedp.CSS(`#signal-reason`), "customer phoned"),
 		chromedp.Click(chromedp.CSS(`#signal-hints tr[data-signal="confirm"] a.use-template`)))

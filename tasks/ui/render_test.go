@@ -185,7 +185,7 @@ func TestEveryTemplateRenders(t *testing.T) {
 				`<tr data-signal="confirm" class="selected"><th><code>confirm</code></th>`, "the customer confirms",
 				`<code class="shape">{&#34;approved&#34;?: boolean, &#34;note&#34;?: string | null}</code>`,
 				`href="/ui/operations/op-1?live=0&amp;signal=confirm#signal-form"`,
-				`<code class="shape">{&#34;action&#34;?: string, &#34;note&#34;?: string, &#34;step&#34;?: string}</code>`,
+				`<code class="shape">{&#34;action&#34;?: &#34;retry&#34; | &#34;resolve&#34;, &#34;note&#34;?: string, &#34;step&#34;?: string}</code>`,
 				`href="/ui/operations/op-1?live=0&amp;signal=graft.cancel.operator#signal-form"`,
 				"checks a payload against their JSON Schema", `<option value="confirm" selected>`}},
 		// A relaunch from a signal receives it again: the preview says so,

@@ -65,8 +65,8 @@ func TestSignalShapeAndTemplate(t *testing.T) {
 
 	// cancel's operator signal, offered on every operation.
 	op := schemaFor[cancel.OperatorAction](t)
-	require.Equal(t, `{"action"?: string, "note"?: string, "step"?: string}`, schemaShape(op))
-	require.Equal(t, `{"action":"","note":"","step":""}`, schemaTemplate(op))
+	require.Equal(t, `{"action"?: "retry" | "resolve", "note"?: string, "step"?: string}`, schemaShape(op))
+	require.Equal(t, `{"action":"retry","note":"","step":""}`, schemaTemplate(op))
 
 	// A payload that is a pointer takes null at the top; one without a
 	// type has no payload at all; a required field has no "?".
@@ -93,8 +93,8 @@ func TestSignalChoice(t *testing.T) {
 	}{
 		{map[string][]string{"signal": {"confirm"}, "reason": {"r"}}, "confirm", `{"approved":false}`},
 		{map[string][]string{"signal": {"confirm"}, "payload": {`{"approved":true}`}}, "confirm", `{"approved":false}`},
-		{map[string][]string{"name": {cancel.OperatorSignal}, "payload": {`{"approved":false}`}}, cancel.OperatorSignal, `{"action":"","note":"","step":""}`},
-		{map[string][]string{"name": {cancel.OperatorSignal}, "payload": {""}}, cancel.OperatorSignal, `{"action":"","note":"","step":""}`},
+		{map[string][]string{"name": {cancel.OperatorSignal}, "payload": {`{"approved":false}`}}, cancel.OperatorSignal, `{"action":"retry","note":"","step":""}`},
+		{map[string][]string{"name": {cancel.OperatorSignal}, "payload": {""}}, cancel.OperatorSignal, `{"action":"retry","note":"","step":""}`},
 		{map[string][]string{"name": {cancel.OperatorSignal}, "payload": {`{"action":"retry"}`}}, cancel.OperatorSignal, `{"action":"retry"}`},
 		{map[string][]string{"signal": {"nope"}}, "", ""},
 		{map[string][]string{"live": {"0"}}, "", ""},
