@@ -730,9 +730,14 @@ func TestBulkRelaunchDryRunIsTheJob(t *testing.T) {
 	}
 	require.Equal(t, why, skipped)
 
-	// Other actions' previews carry no plan.
-	ev.bulk(t, "operator", map[string]any{"action": "cancel", "reason": "r", "dry_run": true, "filter": map[string]any{"kind": "order"}}, 200, &pv)
-	for _, it := range pv.Sample {
-		require.Nil(t, it.Relaunch)
+	// Other actions' previews carry no plan (an open operation, so that
+	// the cancel preview has a sample whatever the relaunched ones do).
+	open := ev.start(t, "dj-open", "acme", orderIn{Item: "o", Wait: true})
+	ev.waitFor(t, open, engine.StatusWaiting)
+	var cpv api.BulkPreview // a fresh value: decoding into pv would keep its sample's plans
+	ev.bulk(t, "operator", map[string]any{"action": "cancel", "reason": "r", "dry_run": true, "filter": map[string]any{"kind": "order"}}, 200, &cpv)
+	require.NotEmpty(t, cpv.Sample)
+	for _, it := range cpv.Sample {
+		require.Nil(t, it.Relaunch, it.Id)
 	}
 }
