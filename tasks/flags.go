@@ -231,6 +231,16 @@ type FlagValueError struct {
 
 func (e *FlagValueError) Error() string { return fmt.Sprintf("tasks: flag %q: %s", e.Kind, e.msg) }
 
+// Plain says what is refused as a form or a request writes it, without
+// Go's field names: the Problem of a default percent, "rule 2 (com,net=150):
+// the percent 150 is outside 0-100" of a key rule (numbered from 1).
+func (e *FlagValueError) Plain() string {
+	if e.Field == "KeyRules" {
+		return fmt.Sprintf("rule %d (%s): %s", e.Rule+1, e.Value, e.Problem)
+	}
+	return e.Problem
+}
+
 // Validate checks the flag's values: a kind, percentages from 0 to 100 with
 // at most two decimals, non-empty keys, no key in two rules. A refused value
 // is a *FlagValueError.

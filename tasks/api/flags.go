@@ -163,9 +163,9 @@ func flagValueProblem(err error) *problemError {
 	var ve *tasks.FlagValueError
 	switch {
 	case errors.As(err, &ve) && ve.Field == "DefaultPercent":
-		return badRequest("default_percent", "%s", ve.Problem)
+		return badRequest("default_percent", "%s", ve.Plain())
 	case errors.As(err, &ve):
-		return badRequest("key_rules", "rule %d (%s): %s", ve.Rule+1, ve.Value, ve.Problem)
+		return badRequest("key_rules", "%s", ve.Plain())
 	}
 	return nil
 }

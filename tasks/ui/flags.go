@@ -50,7 +50,7 @@ func (u *UI) renderFlags(w http.ResponseWriter, r *http.Request, status int, dat
 		row := flagRow{Flag: f, Rules: formatRules(f.KeyRules)}
 		var ve *tasks.FlagValueError
 		if errors.As(problems[f.Kind], &ve) {
-			row.Warning = ruleProblem(ve)
+			row.Warning = ve.Plain()
 		}
 		rows = append(rows, row)
 	}
@@ -131,17 +131,11 @@ func (u *UI) flagError(w http.ResponseWriter, r *http.Request, err error) {
 	var ve *tasks.FlagValueError
 	switch {
 	case errors.As(err, &ve) && ve.Field == "DefaultPercent":
-		msg = "default percent: " + ve.Problem
+		msg = "default percent: " + ve.Plain()
 	case errors.As(err, &ve):
-		msg = "key rules: " + ruleProblem(ve)
+		msg = "key rules: " + ve.Plain()
 	}
 	u.renderFlags(w, r, status, map[string]any{"Error": msg})
-}
-
-// ruleProblem says which key rule a refused value is, as the form writes
-// it, and what is wrong with it.
-func ruleProblem(ve *tasks.FlagValueError) string {
-	return fmt.Sprintf("rule %d (%s): %s", ve.Rule+1, ve.Value, ve.Problem)
 }
 
 func (u *UI) globalKillAction(w http.ResponseWriter, r *http.Request) {
